@@ -1,0 +1,50 @@
+/**
+ * The etcd key schema, in one place. Every key lives under the configured prefix
+ * (default `/tessera/`).
+ */
+export class Keys {
+  constructor(readonly prefix: string = '/tessera/') {
+    if (!prefix.endsWith('/')) this.prefix = `${prefix}/`;
+  }
+
+  nodes(): string { return `${this.prefix}nodes/`; }
+  node(nodeId: string): string { return `${this.prefix}nodes/${nodeId}`; }
+  nodeDrain(nodeId: string): string { return `${this.prefix}drain/${nodeId}`; }
+  drains(): string { return `${this.prefix}drain/`; }
+  nodeStats(nodeId: string): string { return `${this.prefix}nodestats/${nodeId}`; }
+  uploaders(): string { return `${this.prefix}uploaders/`; }
+  uploader(id: string): string { return `${this.prefix}uploaders/${id}`; }
+  coordinators(): string { return `${this.prefix}coordinators/`; }
+  coordinator(id: string): string { return `${this.prefix}coordinators/${id}`; }
+
+  jobs(): string { return `${this.prefix}jobs/`; }
+  job(jobId: string): string { return `${this.prefix}jobs/${jobId}`; }
+  /** Everything that belongs to one job (record, progress, segments, checkpoints). */
+  jobTree(jobId: string): string { return `${this.prefix}jobs/${jobId}`; }
+  jobProgress(jobId: string): string { return `${this.prefix}jobs/${jobId}/progress`; }
+  jobPlan(jobId: string): string { return `${this.prefix}jobs/${jobId}/plan`; }
+  segments(jobId: string): string { return `${this.prefix}jobs/${jobId}/segments/`; }
+  segment(jobId: string, n: number): string { return `${this.prefix}jobs/${jobId}/segments/${pad(n)}`; }
+  segmentOwner(jobId: string, n: number): string { return `${this.prefix}jobs/${jobId}/segments/${pad(n)}/owner`; }
+  checkpoint(jobId: string, n: number): string { return `${this.prefix}jobs/${jobId}/segments/${pad(n)}/checkpoint`; }
+
+  queue(): string { return `${this.prefix}queue/`; }
+  /** Higher priority sorts first: the key holds 9 - priority. */
+  queueEntry(priority: number, seq: string, jobId: string): string {
+    return `${this.prefix}queue/${9 - priority}/${seq}-${jobId}`;
+  }
+  idempotency(key: string): string { return `${this.prefix}idempotency/${key}`; }
+  upload(jobId: string): string { return `${this.prefix}uploads/${jobId}`; }
+  election(): string { return `${this.prefix}election/coordinator`; }
+  cancel(jobId: string): string { return `${this.prefix}cancel/${jobId}`; }
+}
+
+function pad(n: number): string {
+  return String(n).padStart(4, '0');
+}
+
+/** Parses the job id out of a key under `jobs/`; undefined for nested keys. */
+export function jobIdFromRecordKey(keys: Keys, key: string): string | undefined {
+  const rest = key.slice(keys.jobs().length);
+  return rest.length > 0 && !rest.includes('/') ? rest : undefined;
+}
