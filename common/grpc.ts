@@ -178,3 +178,32 @@ export const SERVER_OPTIONS = {
   'grpc.http2.min_ping_interval_without_data_ms': 5_000,
   'grpc.max_receive_message_length': 4 * 1024 * 1024,
 } as const;
+
+/**
+ * Opens a client-streaming call and returns the writable side plus a promise of the response
+ * (errors as AppError).
+ */
+export function openClientStream<Req, Res>(
+  open: (cb: (err: ServiceError | null, res: Res) => void) => import('@grpc/grpc-js').ClientWritableStream<Req>,
+  parent?: AbortSignal,
+): { stream: import('@grpc/grpc-js').ClientWritableStream<Req>; result: Promise<Res>; signal: AbortSignal } {
+  let resolveFn!: (r: Res) => void;
+  let rejectFn!: (e: unknown) => void;
+  const result = new Promise<Res>((resolve, reject) => { resolveFn = resolve; rejectFn = reject; });
+  // Aborts when the call fails (so a writer waiting for 'drain' wakes up) or the parent aborts.
+  const ac = new AbortController();
+  const stream = open((err, res) => {
+    if (err) {
+      const e = fromServiceError(err);
+      ac.abort(e);
+      rejectFn(e);
+    } else resolveFn(res);
+  });
+  const onParent = (): void => { ac.abort(parent?.reason); stream.cancel(); };
+  if (parent?.aborted) onParent();
+  else parent?.addEventListener('abort', onParent, { once: true });
+  void result.catch(() => undefined).finally(() => parent?.removeEventListener('abort', onParent));
+  // Write errors surface through the callback; avoid an unhandled 'error' event.
+  stream.on('error', () => undefined);
+  return { stream, result, signal: ac.signal };
+}

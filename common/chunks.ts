@@ -1,0 +1,128 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, stat, rename, mkdir, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { AppError } from './errors.js';
+import { writeWithBackpressure } from './grpc.js';
+
+/** Largest chunk we put in one gRPC message: 1 MiB, well under the 4 MiB message limit. */
+export const CHUNK_BYTES = 1024 * 1024;
+
+/** SHA-256 (hex) and size of a file, streamed. */
+export async function fileDigest(path: string): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: CHUNK_BYTES })) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), bytes };
+}
+
+interface Writable<T> {
+  write(msg: T): boolean;
+  once(ev: 'drain', cb: () => void): unknown;
+  off(ev: 'drain', cb: () => void): unknown;
+}
+
+/**
+ * Streams a file from `fromOffset` as messages of at most `chunkBytes`, waiting for 'drain'
+ * whenever the transport says so (back-pressure). Memory stays at about one chunk.
+ */
+export async function sendFileChunks<T>(
+  stream: Writable<T>,
+  path: string,
+  fromOffset: number,
+  makeMsg: (offset: number, data: Buffer) => T,
+  opts: { chunkBytes?: number; signal?: AbortSignal; onSent?: (offset: number) => void } = {},
+): Promise<number> {
+  const chunkBytes = Math.min(opts.chunkBytes ?? CHUNK_BYTES, CHUNK_BYTES);
+  let offset = fromOffset;
+  const rs = createReadStream(path, { start: fromOffset, highWaterMark: chunkBytes });
+  try {
+    for await (const chunk of rs) {
+      const data = chunk as Buffer;
+      await writeWithBackpressure(stream, makeMsg(offset, data), opts.signal);
+      offset += data.length;
+      opts.onSent?.(offset);
+    }
+  } finally {
+    rs.destroy();
+  }
+  return offset;
+}
+
+export interface IncomingChunk {
+  offset: number;
+  data: Buffer;
+}
+
+export interface ReceiveOptions {
+  /** Final path; bytes land in `<path>.partial` until complete and verified. */
+  path: string;
+  maxBytes: number;
+  /** Expected total size and SHA-256 when known up front (verified before rename). */
+  totalSize?: number | undefined;
+  sha256?: string | undefined;
+  signal?: AbortSignal;
+}
+
+/** Bytes already held for a resumable transfer (the `.partial` file's size). */
+export async function partialSize(path: string): Promise<number> {
+  try {
+    return (await stat(`${path}.partial`)).size;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Writes a stream of chunks at contiguous offsets into `<path>.partial` (appending to what a
+ * previous, broken transfer left), then fsyncs, verifies size and SHA-256, and renames to `path`.
+ * A chunk that repeats bytes we already have identically is acknowledged; a gap or overlap is
+ * rejected with the expected offset. Returns the bytes written in total and the digest.
+ */
+export async function receiveChunks(
+  chunks: AsyncIterable<IncomingChunk>,
+  o: ReceiveOptions,
+): Promise<{ bytes: number; sha256: string; complete: boolean }> {
+  await mkdir(dirname(o.path), { recursive: true });
+  const partial = `${o.path}.partial`;
+  const fh = await open(partial, 'a+');
+  try {
+    let size = (await fh.stat()).size;
+    for await (const c of chunks) {
+      if (o.signal?.aborted) throw new AppError('CANCELLED', 'transfer aborted');
+      if (c.data.length === 0) continue;
+      if (c.offset !== size) {
+        if (c.offset < size && c.offset + c.data.length <= size) {
+          const have = Buffer.alloc(c.data.length);
+          await fh.read(have, 0, have.length, c.offset);
+          if (have.equals(c.data)) continue; // an identical duplicate (a retried send): acknowledged
+        }
+        throw new AppError('BAD_OFFSET', `chunk at offset ${c.offset} does not continue the transfer; expected offset ${size}`);
+      }
+      if (size + c.data.length > o.maxBytes) {
+        throw new AppError('LIMIT_EXCEEDED', `transfer exceeds the limit of ${o.maxBytes} bytes`);
+      }
+      await fh.write(c.data, 0, c.data.length, size);
+      size += c.data.length;
+    }
+    await fh.sync();
+    const complete = o.totalSize === undefined || size === o.totalSize;
+    if (o.totalSize !== undefined && size > o.totalSize) {
+      throw new AppError('BAD_OFFSET', `received ${size} bytes but the sender announced ${o.totalSize}`);
+    }
+    if (!complete) return { bytes: size, sha256: '', complete: false };
+    await fh.close();
+    const digest = await fileDigest(partial);
+    if (o.sha256 && digest.sha256 !== o.sha256) {
+      await unlink(partial).catch(() => undefined); // start over: the bytes we hold are wrong
+      throw new AppError('CHECKSUM_MISMATCH', `checksum mismatch: expected ${o.sha256}, received ${digest.sha256}`, { retryable: true });
+    }
+    await rename(partial, o.path);
+    return { bytes: size, sha256: digest.sha256, complete: true };
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,53 @@
+import { z } from 'zod';
+import { hostname } from 'node:os';
+
+/** Comma-separated list → string[] (empty entries dropped). */
+export const csv = z
+  .string()
+  .transform((s) => s.split(',').map((x) => x.trim()).filter((x) => x.length > 0));
+
+export const bool = z
+  .string()
+  .transform((s) => ['1', 'true', 'yes', 'on'].includes(s.toLowerCase()));
+
+export const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().int().min(min).max(max).default(def);
+
+/** Settings every process shares: etcd, logging, host to bind. */
+export const baseShape = {
+  ETCD_ENDPOINTS: csv.default(['http://127.0.0.1:2379']),
+  ETCD_PREFIX: z.string().regex(/^\/[A-Za-z0-9_./-]*\/$/, 'must start and end with /').default('/tessera/'),
+  ETCD_USERNAME: z.string().optional(),
+  ETCD_PASSWORD: z.string().optional(),
+  ETCD_CALL_TIMEOUT_MS: int(5_000, 100),
+  LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  BIND_HOST: z.string().default('127.0.0.1'),
+  METRICS_PORT: int(0, 0, 65535),
+  STAGING_DIR: z.string().default('.tessera/staging'),
+  SHUTDOWN_GRACE_MS: int(30_000, 0),
+  HOSTNAME_FALLBACK: z.string().default(hostname()),
+};
+
+/** S3 settings shared by the coordinator (uploads, s3:// inputs) and the uploader. */
+export const s3Shape = {
+  S3_ENDPOINT: z.string().optional(),
+  S3_REGION: z.string().default('us-east-1'),
+  S3_ACCESS_KEY_ID: z.string().default('S3RVER'),
+  S3_SECRET_ACCESS_KEY: z.string().default('S3RVER'),
+  S3_FORCE_PATH_STYLE: bool.default(true),
+  S3_BUCKET: z.string().default('tessera-output'),
+  S3_REQUEST_TIMEOUT_MS: int(60_000, 100),
+};
+
+/**
+ * Validates `env` against `shape`, reporting every bad variable at once, and freezes the result.
+ * Throws an Error listing the problems (main.ts prints it and exits non-zero before opening a port).
+ */
+export function parseEnv<S extends z.ZodRawShape>(shape: S, env: NodeJS.ProcessEnv): Readonly<z.infer<z.ZodObject<S>>> {
+  const res = z.object(shape).safeParse(env);
+  if (!res.success) {
+    const lines = res.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new Error(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  return Object.freeze(res.data);
+}

@@ -1,0 +1,55 @@
+/** Shapes of the JSON values the processes share through etcd. */
+
+/** `nodes/<id>`, attached to the node's lease. */
+export interface NodeRecord {
+  id: string;
+  address: string;
+  slots: number;
+  encoders: string[];
+  version: string;
+  startedAtMs: number;
+  metricsAddress: string;
+}
+
+/** `nodestats/<id>`, attached to the node's lease, refreshed every few seconds. */
+export interface NodeStats {
+  busySlots: number;
+  segmentsDone: number;
+  subSegmentsDone: number;
+  heartbeatMs: number;
+}
+
+/** `uploaders/<id>`, attached to the uploader's lease. */
+export interface UploaderRecord {
+  id: string;
+  address: string;
+  metricsAddress: string;
+  startedAtMs: number;
+}
+
+/** `jobs/<id>/segments/<n>/owner`: who may write for this segment. Its mod revision is the fencing token. */
+export interface SegmentOwner {
+  nodeId: string;
+  attempt: number;
+  assignedAtMs: number;
+}
+
+/** One sub-segment whose renditions are safely with the uploader. */
+export interface DoneSubSegment {
+  sub: number;
+  attempt: number;
+  nodeId: string;
+  frames: number;
+}
+
+/**
+ * `jobs/<id>/segments/<n>/checkpoint`: the sub-segment boundaries (seconds from the segment start,
+ * first 0, last the segment end) chosen by the first attempt and re-used by every later one, and
+ * the sub-segments already done, each with the attempt whose part is canonical.
+ */
+export interface CheckpointRecord {
+  boundaries: number[];
+  done: DoneSubSegment[];
+  /** Sub-segments transcoded per attempt (for the rework count). */
+  transcodedByAttempt: Record<string, number>;
+}

@@ -1,0 +1,82 @@
+import type { Etcd3 } from 'etcd3';
+import { AppError } from '../common/errors.js';
+import { unary } from '../common/grpc.js';
+import type { Keys } from '../common/keys.js';
+import type { Logger } from '../common/logger.js';
+import type { AdminServer, NodeInfo } from '../proto/gen/tessera/v1/admin.js';
+import type { JobStore } from './job-store.js';
+import type { LeaderElection } from './leader.js';
+import type { NodeRegistry, NodeView } from './node-registry.js';
+
+export interface AdminDeps {
+  etcd: Etcd3;
+  keys: Keys;
+  store: JobStore;
+  registry: NodeRegistry;
+  election: LeaderElection;
+  log: Logger;
+  /** Frames per second over the last minute, from node progress (leader only; 0 elsewhere). */
+  throughput: () => number;
+  segmentsInFlight: () => number;
+  autoscalerDecisions: () => string[];
+}
+
+export function toNodeInfo(n: NodeView): NodeInfo {
+  return {
+    id: n.id,
+    address: n.address,
+    slots: n.slots,
+    busySlots: n.stats?.busySlots ?? 0,
+    encoders: n.encoders,
+    version: n.version,
+    state: n.draining ? 'draining' : 'ready',
+    lastHeartbeatMs: n.stats?.heartbeatMs ?? 0,
+    segmentsDone: n.stats?.segmentsDone ?? 0,
+    startedAtMs: n.startedAtMs,
+    metricsAddress: n.metricsAddress,
+  };
+}
+
+/** The operator API: nodes, cluster status, drain, job detail. */
+export function adminHandlers(d: AdminDeps): AdminServer {
+  const { log } = d;
+  const node = async (id: string): Promise<NodeView> => {
+    await d.registry.refresh();
+    const n = d.registry.get(id);
+    if (!n) throw new AppError('NOT_FOUND', `no node with id ${id}`);
+    return n;
+  };
+  return {
+    listNodes: unary(log, async () => {
+      await d.registry.refresh();
+      return { nodes: d.registry.all().map(toNodeInfo) };
+    }),
+    getClusterStatus: unary(log, async () => {
+      await d.registry.refresh();
+      const jobs = await d.store.list(100_000);
+      const counts = new Map<string, number>();
+      for (const j of jobs) counts.set(j.state, (counts.get(j.state) ?? 0) + 1);
+      return {
+        leaderId: await d.election.leaderId(),
+        queueDepth: await d.store.queueDepth(),
+        jobsByState: [...counts].map(([state, count]) => ({ state, count })),
+        segmentsInFlight: d.segmentsInFlight(),
+        framesPerSecond1m: d.throughput(),
+        nodes: d.registry.all().map(toNodeInfo),
+        autoscalerDecisions: d.autoscalerDecisions(),
+      };
+    }),
+    drainNode: unary(log, async (req) => {
+      await node(req.nodeId);
+      await d.etcd.put(d.keys.nodeDrain(req.nodeId)).value(JSON.stringify({ atMs: Date.now() }));
+      log.info({ nodeId: req.nodeId }, 'node marked for draining');
+      return toNodeInfo(await node(req.nodeId));
+    }),
+    undrainNode: unary(log, async (req) => {
+      await node(req.nodeId);
+      await d.etcd.delete().key(d.keys.nodeDrain(req.nodeId));
+      return toNodeInfo(await node(req.nodeId));
+    }),
+    getJobDetail: unary(log, async (req) => d.store.view(req.jobId)),
+  };
+}

@@ -1,0 +1,47 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { baseShape, bool, csv, int, parseEnv, s3Shape } from '../common/config-schema.js';
+
+const shape = {
+  ...baseShape,
+  ...s3Shape,
+  COORDINATOR_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,63}$/).default(`coordinator-${hostname()}-${process.pid}`),
+  GRPC_PORT: int(7400, 0, 65535),
+  /** Local inputs must resolve (symlinks followed) inside this directory. */
+  INPUT_ROOT: z.string().default('.'),
+  /** Prefix of output keys when a job gives no output URI: s3://$S3_BUCKET/$OUTPUT_PREFIX/<jobId>.zip */
+  OUTPUT_PREFIX: z.string().regex(/^[A-Za-z0-9_./-]*$/).default('jobs'),
+  LEASE_TTL_SEC: int(10, 1, 3600),
+  MAX_CONCURRENT_JOBS: int(4, 1, 1000),
+  MIN_SEGMENT_SEC: z.coerce.number().min(0.1).default(2),
+  /** Segment transfers and RunSegment streams with no event for this long are abandoned and reassigned, ms. */
+  SEGMENT_NO_PROGRESS_MS: int(60_000, 500),
+  SEGMENT_TRANSFER_TIMEOUT_MS: int(600_000, 1000),
+  SEGMENT_RUN_TIMEOUT_MS: int(6 * 3_600_000, 1000),
+  /** Attempts per segment (reassignments after node loss or retryable failures) before the job fails. */
+  SEGMENT_ATTEMPTS: int(6, 1, 100),
+  PROGRESS_INTERVAL_MS: int(500, 50),
+  RPC_TIMEOUT_MS: int(10_000, 100),
+  FINALIZE_TIMEOUT_MS: int(3_600_000, 1000),
+  MAX_INPUT_BYTES: int(50 * 1024 ** 3, 1),
+  MAX_UPLOAD_BYTES: int(10 * 1024 ** 3, 1),
+  MAX_DURATION_SEC: int(6 * 3600, 1),
+  MAX_WIDTH: int(7680, 16),
+  MAX_HEIGHT: int(4320, 16),
+  MAX_FPS: int(240, 1),
+  MAX_STREAMS: int(16, 1),
+  PROBE_TIMEOUT_MS: int(30_000, 100),
+  HTTP_INPUT_TIMEOUT_MS: int(600_000, 100),
+  /** Hosts http(s) inputs may come from (empty: any public host). */
+  HTTP_ALLOWED_HOSTS: csv.default([]),
+  /** Allow http(s) inputs from loopback/private/link-local addresses (off: SSRF protection). */
+  HTTP_ALLOW_PRIVATE: bool.default(false),
+  JOB_HISTORY_LIMIT: int(500, 10),
+};
+
+export type CoordinatorConfig = ReturnType<typeof loadConfig>;
+
+/** The coordinator's settings, from the environment (the only reader of process.env). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
+  return parseEnv(shape, env);
+}

@@ -1,0 +1,125 @@
+import { createHash } from 'node:crypto';
+import {
+  JobState,
+  SegmentState,
+  type Job,
+  type JobResult,
+  type JobSpec,
+  type PlannedRendition,
+  type SourceInfo,
+  type StatusChange,
+} from '../proto/gen/tessera/v1/types.js';
+import type { CheckpointRecord } from '../common/records.js';
+
+export type JobStateName = 'QUEUED' | 'PREPARING' | 'RUNNING' | 'FINALIZING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
+export type SegmentStateName = 'PENDING' | 'TRANSFERRING' | 'TRANSCODING' | 'DONE' | 'FAILED';
+
+export const TERMINAL: ReadonlySet<JobStateName> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
+
+export interface PlannedCut {
+  index: number;
+  startSec: number;
+  endSec: number;
+  frames: number;
+  nodeId: string;
+}
+
+/** `jobs/<id>`: the job record. */
+export interface JobRecord {
+  id: string;
+  spec: JobSpec;
+  specHash: string;
+  state: JobStateName;
+  stage: string;
+  errorCode?: string | undefined;
+  errorMessage?: string | undefined;
+  createdAtMs: number;
+  updatedAtMs: number;
+  finishedAtMs?: number | undefined;
+  queueKey: string;
+  source?: SourceInfo | undefined;
+  plan?: { cuts: PlannedCut[]; renditions: PlannedRendition[]; container: 'mp4' | 'mkv'; bucket: string; key: string } | undefined;
+  uploaderId?: string | undefined;
+  result?: JobResult | undefined;
+  history: StatusChange[];
+  timings: Record<string, number>;
+}
+
+/** `jobs/<id>/segments/<n>`: one segment's assignment and state. */
+export interface SegmentRecord {
+  index: number;
+  state: SegmentStateName;
+  nodeId: string;
+  attempt: number;
+  startSec: number;
+  endSec: number;
+  frames: number;
+}
+
+/** `jobs/<id>/progress`: throttled progress, written by the leader. */
+export interface ProgressRecord {
+  progress: number;
+  segments: Record<string, { framesDone: number; subSegments: number; subSegmentsDone: number }>;
+}
+
+/** Stable hash of a spec, ignoring the idempotency key, for "same key, different spec" detection. */
+export function specHash(spec: JobSpec): string {
+  const { idempotencyKey: _ignored, ...rest } = spec;
+  return createHash('sha256').update(JSON.stringify(rest)).digest('hex');
+}
+
+export function toProtoJobState(s: JobStateName): JobState {
+  return JobState[`JOB_STATE_${s}` as keyof typeof JobState];
+}
+
+export function fromProtoJobState(s: JobState): JobStateName | undefined {
+  const name = String(s).replace(/^JOB_STATE_/, '');
+  return name === 'UNSPECIFIED' ? undefined : (name as JobStateName);
+}
+
+function toProtoSegmentState(s: SegmentStateName): SegmentState {
+  return SegmentState[`SEGMENT_STATE_${s}` as keyof typeof SegmentState];
+}
+
+/** Assembles the client's view of a job from its etcd keys. */
+export function toProtoJob(
+  rec: JobRecord,
+  segments: SegmentRecord[],
+  checkpoints: Map<number, CheckpointRecord>,
+  progress: ProgressRecord | undefined,
+): Job {
+  const pct = rec.state === 'SUCCEEDED' ? 100 : Math.min(100, progress?.progress ?? 0);
+  return {
+    id: rec.id,
+    state: toProtoJobState(rec.state),
+    spec: rec.spec,
+    progress: Math.round(pct * 100) / 100,
+    stage: rec.stage,
+    errorCode: rec.errorCode ?? '',
+    errorMessage: rec.errorMessage ?? '',
+    createdAtMs: rec.createdAtMs,
+    updatedAtMs: rec.updatedAtMs,
+    finishedAtMs: rec.finishedAtMs ?? 0,
+    source: rec.source,
+    segments: segments
+      .sort((a, b) => a.index - b.index)
+      .map((s) => {
+        const cp = checkpoints.get(s.index);
+        const p = progress?.segments[String(s.index)];
+        return {
+          index: s.index,
+          nodeId: s.nodeId,
+          attempt: s.attempt,
+          state: toProtoSegmentState(s.state),
+          startSec: s.startSec,
+          endSec: s.endSec,
+          frames: s.frames,
+          framesDone: s.state === 'DONE' ? s.frames : Math.min(s.frames, p?.framesDone ?? 0),
+          subSegments: cp ? cp.boundaries.length - 1 : p?.subSegments ?? 0,
+          subSegmentsDone: cp ? cp.done.length : p?.subSegmentsDone ?? 0,
+        };
+      }),
+    result: rec.result,
+    history: rec.history,
+  };
+}

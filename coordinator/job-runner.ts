@@ -1,0 +1,375 @@
+import { existsSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Metadata } from '@grpc/grpc-js';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { fileDigest } from '../common/chunks.js';
+import { AppError, errorMessage, isAppError } from '../common/errors.js';
+import { callUnary, deadline, iterateStream } from '../common/grpc.js';
+import type { ClientCache } from '../common/grpc-clients.js';
+import type { Logger } from '../common/logger.js';
+import { sleep } from '../common/retry.js';
+import type { UploaderRecord } from '../common/records.js';
+import { NodeAgentClient } from '../proto/gen/tessera/v1/agent.js';
+import { UploaderClient, type FinalizeEvent, type PartRef } from '../proto/gen/tessera/v1/uploader.js';
+import type { JobResult, SourceInfo } from '../proto/gen/tessera/v1/types.js';
+import { readKeyframes } from '../transcoder/keyframes.js';
+import { resolveLadder } from '../transcoder/ladder.js';
+import { countFrames, probeMedia, type MediaInfo } from '../transcoder/probe.js';
+import { extractAudio, splitVideo } from '../transcoder/split.js';
+import { sendPart } from '../uploader/part-client.js';
+import type { CoordinatorConfig } from './config.js';
+import { TERMINAL, type JobRecord, type PlannedCut, type SegmentRecord } from './job-model.js';
+import type { JobStore, LeaderFence } from './job-store.js';
+import type { CoordinatorMetrics } from './metrics.js';
+import type { NodeRegistry } from './node-registry.js';
+import { planSegments } from './plan.js';
+import { ProgressTracker } from './progress.js';
+import { dispatchSegment, type DispatchDeps } from './segment-dispatch.js';
+import { classifyInput, outputKey, parseOutput, resolveLocalInput, toRungs } from './spec.js';
+import { stageInput } from './input.js';
+
+export interface RunnerDeps {
+  cfg: CoordinatorConfig;
+  store: JobStore;
+  registry: NodeRegistry;
+  clients: ClientCache;
+  s3: S3Client;
+  log: Logger;
+  metrics: CoordinatorMetrics;
+  encoders: ReadonlySet<string>;
+  stagingDir: string;
+  load: Map<string, number>;
+  /** Called with newly reported transcoded frames (throughput, metrics). */
+  onFrames: (frames: number) => void;
+}
+
+/** Source facts as the API reports them. */
+export function toSourceInfo(m: MediaInfo): SourceInfo {
+  return {
+    format: m.formatName,
+    videoCodec: m.video.codec,
+    width: m.video.width,
+    height: m.video.height,
+    fps: m.video.fps,
+    durationSec: m.durationSec,
+    frames: m.video.frames,
+    hasAudio: m.audio !== undefined,
+    audioCodec: m.audio?.codec ?? '',
+    bytes: m.bytes,
+  };
+}
+
+/** Checks the probed input against the configured limits (a permanent, readable error). */
+export function checkLimits(m: MediaInfo, cfg: CoordinatorConfig): void {
+  const fail = (what: string): never => { throw new AppError('LIMIT_EXCEEDED', what); };
+  if (m.durationSec > cfg.MAX_DURATION_SEC) fail(`the input lasts ${Math.round(m.durationSec)} s; the limit is ${cfg.MAX_DURATION_SEC} s`);
+  if (m.video.width > cfg.MAX_WIDTH || m.video.height > cfg.MAX_HEIGHT) fail(`the input is ${m.video.width}x${m.video.height}; the limit is ${cfg.MAX_WIDTH}x${cfg.MAX_HEIGHT}`);
+  if (m.video.fps > cfg.MAX_FPS) fail(`the input runs at ${m.video.fps} fps; the limit is ${cfg.MAX_FPS}`);
+  if (m.streamCount > cfg.MAX_STREAMS) fail(`the input has ${m.streamCount} streams; the limit is ${cfg.MAX_STREAMS}`);
+  if (m.video.frames <= 0) throw new AppError('INPUT_NOT_VIDEO', 'the input has no video frames');
+}
+
+/**
+ * Drives one job from PREPARING to a terminal state on the leader. Re-entrant: a new leader
+ * calls it for a job in any non-terminal state and it continues from what etcd records (the
+ * plan, the segments already DONE, the checkpoints of the rest).
+ */
+export class JobRunner {
+  private readonly log: Logger;
+  private readonly dir: string;
+  private segmentFiles: string[] = [];
+
+  constructor(
+    private readonly d: RunnerDeps,
+    private readonly jobId: string,
+    private readonly fence: LeaderFence,
+  ) {
+    this.log = d.log.child({ jobId });
+    this.dir = join(d.stagingDir, jobId);
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    const { store } = this.d;
+    let rec = await store.get(this.jobId);
+    if (!rec || TERMINAL.has(rec.state)) return;
+    const tracker = new ProgressTracker((p) => store.setProgress(this.jobId, p), this.d.cfg.PROGRESS_INTERVAL_MS, await store.getProgress(this.jobId));
+    const timings: Record<string, number> = { ...rec.timings };
+    const t0 = Date.now();
+    try {
+      const prepared = await this.prepare(rec, tracker, signal);
+      rec = prepared.rec;
+      timings.prepareMs = Date.now() - t0;
+      const plan = rec.plan!;
+      const uploader = prepared.uploader;
+
+      // RUNNING: every segment not DONE, in parallel, each to its node.
+      const t1 = Date.now();
+      const tree = await store.tree(this.jobId);
+      const segs = new Map((tree?.segments ?? []).map((s) => [s.index, s]));
+      const inner = new AbortController();
+      const onOuter = (): void => inner.abort(signal.reason);
+      signal.addEventListener('abort', onOuter, { once: true });
+      const lastFrames = new Map<number, number>();
+      const dispatchDeps: DispatchDeps = { cfg: this.d.cfg, store, registry: this.d.registry, clients: this.d.clients, metrics: this.d.metrics, log: this.log, load: this.d.load };
+      try {
+        const results = await Promise.allSettled(
+          plan.cuts.map(async (cut) => {
+            const seg: SegmentRecord = segs.get(cut.index) ?? { index: cut.index, state: 'PENDING', nodeId: cut.nodeId, attempt: 0, startSec: cut.startSec, endSec: cut.endSec, frames: cut.frames };
+            if (seg.state === 'DONE') {
+              tracker.segment(cut.index, { framesDone: cut.frames, framesTotal: cut.frames, subSegments: 0, subSegmentsDone: 0, done: true, subSegmentsTranscoded: 0 });
+              return;
+            }
+            const file = this.segmentFiles[cut.index]!;
+            const digest = await fileDigest(file);
+            await dispatchSegment(
+              {
+                jobId: this.jobId,
+                seg,
+                file,
+                bytes: digest.bytes,
+                sha256: digest.sha256,
+                renditions: plan.renditions,
+                fps: rec!.source?.fps ?? 30,
+                uploaderAddress: uploader.address,
+                fence: this.fence,
+                onEvent: (ev) => {
+                  const before = lastFrames.get(cut.index) ?? 0;
+                  if (ev.framesDone > before) this.d.onFrames(ev.framesDone - before);
+                  lastFrames.set(cut.index, Math.max(before, ev.framesDone));
+                  tracker.segment(cut.index, ev);
+                },
+              },
+              dispatchDeps,
+              inner.signal,
+            ).catch((err: unknown) => {
+              inner.abort(err);
+              throw err;
+            });
+          }),
+        );
+        const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed) throw signal.aborted ? signal.reason : (inner.signal.reason ?? failed.reason);
+      } finally {
+        signal.removeEventListener('abort', onOuter);
+      }
+      timings.transcodeMs = Date.now() - t1;
+      await prepared.audio;
+
+      // FINALIZING: the canonical part of every sub-segment, in order, to the uploader.
+      const t2 = Date.now();
+      rec = await store.transition(this.jobId, 'FINALIZING', 'all segments done', { timings }, this.fence);
+      const result = await this.finalize(rec, uploader, tracker, timings, signal);
+      timings.finalizeMs = Date.now() - t2;
+      timings.totalMs = Date.now() - rec.createdAtMs;
+      await tracker.flush();
+      await store.transition(this.jobId, 'SUCCEEDED', 'archive uploaded', { result, timings, stage: 'done' }, this.fence);
+      this.log.info({ key: result.key, bytes: result.bytes, timings }, 'job succeeded');
+    } catch (err) {
+      tracker.stop();
+      await tracker.flush();
+      if (isAppError(err, 'NOT_LEADER')) {
+        this.log.warn('lost leadership; leaving the job to the new leader');
+        return;
+      }
+      const now = await store.get(this.jobId);
+      if (now && TERMINAL.has(now.state)) return; // cancelled while we ran
+      if (signal.aborted && !isAppError(err)) return;
+      const e = isAppError(err) ? err : new AppError('INTERNAL', errorMessage(err));
+      this.log.warn({ code: e.code, err: e.message }, 'job failed');
+      await store
+        .transition(this.jobId, 'FAILED', e.message, { errorCode: e.code, errorMessage: e.code === 'INTERNAL' && !isAppError(err) ? 'internal error' : e.message, timings }, this.fence)
+        .catch((e2: unknown) => this.log.warn({ err: e2 }, 'could not record the failure'));
+    } finally {
+      tracker.stop();
+      const final = await store.get(this.jobId).catch(() => undefined);
+      if (final && TERMINAL.has(final.state)) await this.cleanup(final);
+    }
+  }
+
+  private async waitForUploader(signal: AbortSignal, preferred?: string): Promise<UploaderRecord> {
+    for (;;) {
+      const list = this.d.registry.uploaderList();
+      const pick = list.find((u) => u.id === preferred) ?? list[hash(this.jobId) % Math.max(1, list.length)];
+      if (pick) return pick;
+      await sleep(250, signal);
+    }
+  }
+
+  /** PREPARING: stage, probe, plan, split by node count, start the audio task; → RUNNING. */
+  private async prepare(rec0: JobRecord, tracker: ProgressTracker, signal: AbortSignal): Promise<{ rec: JobRecord; uploader: UploaderRecord; audio: Promise<void> }> {
+    const { cfg, store } = this.d;
+    let rec = rec0;
+    const uploader = await this.waitForUploader(signal, rec.uploaderId);
+    await mkdir(this.dir, { recursive: true });
+    const inputPath = join(this.dir, 'input.src');
+    let input = classifyInput(rec.spec.inputUri);
+    if (input.kind === 'local') input = await resolveLocalInput(input.path, cfg.INPUT_ROOT, cfg.MAX_INPUT_BYTES);
+    const resumed = rec.plan !== undefined;
+    if (!existsSync(inputPath)) {
+      await stageInput(input, inputPath, {
+        maxBytes: cfg.MAX_INPUT_BYTES,
+        timeoutMs: cfg.HTTP_INPUT_TIMEOUT_MS,
+        s3: this.d.s3,
+        httpAllowedHosts: cfg.HTTP_ALLOWED_HOSTS,
+        httpAllowPrivate: cfg.HTTP_ALLOW_PRIVATE,
+        signal,
+      });
+    }
+    tracker.preparing(0.2);
+    const media = await probeMedia(inputPath, { timeoutMs: cfg.PROBE_TIMEOUT_MS, signal });
+    checkLimits(media, cfg);
+    const source = toSourceInfo(media);
+    tracker.preparing(0.4);
+
+    let cuts: PlannedCut[];
+    if (rec.plan) {
+      cuts = rec.plan.cuts;
+    } else {
+      const renditions = resolveLadder(toRungs(rec.spec), { width: media.video.width, height: media.video.height }, this.d.encoders).map((r) => ({ ...r }));
+      const kf = await readKeyframes(inputPath, { signal });
+      let nodes = this.d.registry.ready();
+      if (nodes.length === 0) {
+        await store.update(this.jobId, (r) => (TERMINAL.has(r.state) ? undefined : { ...r, stage: 'waiting for a ready node' }), { fence: this.fence });
+        while (nodes.length === 0) {
+          await sleep(250, signal);
+          nodes = this.d.registry.ready();
+        }
+      }
+      cuts = planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes, minSegmentSec: cfg.MIN_SEGMENT_SEC });
+      const out = parseOutput(rec.spec.outputUri, cfg.S3_BUCKET, cfg.OUTPUT_PREFIX);
+      rec = { ...rec, plan: { cuts, renditions, container: rec.spec.container === 'mkv' ? 'mkv' : 'mp4', bucket: out.bucket, key: outputKey(out, this.jobId) } };
+    }
+
+    // Cut on keyframes with stream copy (deterministic: a new leader re-cuts identically).
+    const segDir = join(this.dir, 'segments');
+    await rm(segDir, { recursive: true, force: true });
+    await mkdir(segDir, { recursive: true });
+    this.segmentFiles = await splitVideo(inputPath, segDir, cuts.slice(1).map((c) => c.startSec), { signal });
+    if (this.segmentFiles.length !== cuts.length) throw new AppError('INTERNAL', `split produced ${this.segmentFiles.length} segments, planned ${cuts.length}`);
+    const frames = await Promise.all(this.segmentFiles.map(async (f) => (await countFrames(f)).frames));
+    const total = frames.reduce((a, b) => a + b, 0);
+    if (total !== media.video.frames) {
+      throw new AppError('UNSUPPORTED_FORMAT', `the input cannot be cut frame-exactly (${total} of ${media.video.frames} frames after the cut); it may use open GOPs or broken timestamps`);
+    }
+    cuts = cuts.map((c, i) => ({ ...c, frames: frames[i] ?? c.frames }));
+    tracker.setTotalFrames(total);
+    tracker.preparing(0.8);
+
+    // Audio: taken out and encoded once for the whole job, in parallel with the video work.
+    const audio = source.hasAudio
+      ? (async () => {
+          const audioPath = join(this.dir, 'audio.m4a');
+          await extractAudio(inputPath, audioPath, { bitrateKbps: rec.spec.audioBitrateKbps || 128, signal });
+          await sendPart(this.d.clients.get(UploaderClient, uploader.address), audioRef(this.jobId), audioPath, { timeoutMs: cfg.SEGMENT_TRANSFER_TIMEOUT_MS, signal });
+        })()
+      : Promise.resolve();
+    audio.catch(() => undefined); // awaited before finalize; avoid an unhandled rejection meanwhile
+
+    if (!resumed || rec0.state === 'PREPARING') {
+      const plan = { ...rec.plan!, cuts };
+      const segPuts: [string, string][] = cuts.map((c) => [
+        this.d.store.keysFor().segment(this.jobId, c.index),
+        JSON.stringify({ index: c.index, state: 'PENDING', nodeId: c.nodeId, attempt: 0, startSec: c.startSec, endSec: c.endSec, frames: c.frames } satisfies SegmentRecord),
+      ]);
+      const res = await store.update(
+        this.jobId,
+        (r) => {
+          if (TERMINAL.has(r.state)) return undefined;
+          const now = Date.now();
+          return {
+            ...r,
+            state: 'RUNNING',
+            stage: 'transcoding segments',
+            source,
+            plan,
+            uploaderId: uploader.id,
+            history: [...r.history, { atMs: now, scope: 'job', state: 'RUNNING', nodeId: '', attempt: 0, reason: `split into ${cuts.length} segment(s) for ${new Set(cuts.map((c) => c.nodeId)).size} node(s)` }],
+          };
+        },
+        { fence: this.fence, extraPuts: resumed ? [] : segPuts },
+      );
+      if (!res.changed) throw new AppError('CANCELLED', 'job is no longer active');
+      rec = res.rec;
+    }
+    tracker.preparing(1);
+    return { rec, uploader, audio };
+  }
+
+  private async finalize(rec: JobRecord, uploader: UploaderRecord, tracker: ProgressTracker, timings: Record<string, number>, signal: AbortSignal): Promise<JobResult> {
+    const plan = rec.plan!;
+    const checkpoints = await this.d.store.checkpoints(this.jobId);
+    const parts: PartRef[] = [];
+    for (const cut of plan.cuts) {
+      const cp = checkpoints.get(cut.index);
+      if (!cp) throw new AppError('INTERNAL', `segment ${cut.index} has no checkpoint`);
+      const subs = cp.boundaries.length - 1;
+      for (let sub = 0; sub < subs; sub++) {
+        const done = cp.done.find((x) => x.sub === sub);
+        if (!done) throw new AppError('INTERNAL', `segment ${cut.index} sub-segment ${sub} is not done`);
+        for (const r of plan.renditions) parts.push({ jobId: this.jobId, rendition: r.name, segment: cut.index, subSegment: sub, attempt: done.attempt });
+      }
+    }
+    const client = this.d.clients.get(UploaderClient, uploader.address);
+    const call = client.finalize(
+      {
+        jobId: this.jobId,
+        parts,
+        audio: rec.source?.hasAudio ? audioRef(this.jobId) : undefined,
+        renditions: plan.renditions,
+        container: plan.container,
+        bucket: plan.bucket,
+        key: plan.key,
+        source: rec.source,
+        timingsJson: JSON.stringify(timings),
+      },
+      new Metadata(),
+      deadline(this.d.cfg.FINALIZE_TIMEOUT_MS),
+    );
+    const onAbort = (): void => call.cancel();
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      let result: JobResult | undefined;
+      for await (const ev of iterateStream<FinalizeEvent>(call)) {
+        tracker.finalizing(ev.progress);
+        if (ev.result) result = ev.result;
+      }
+      if (!result) throw new AppError('UNAVAILABLE', 'the uploader ended finalize without a result');
+      return result;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Terminal: free staging space on the uploader, the nodes and here. Best effort. */
+  private async cleanup(rec: JobRecord): Promise<void> {
+    const { clients, registry, cfg } = this.d;
+    const tasks: Promise<unknown>[] = [rm(this.dir, { recursive: true, force: true })];
+    const up = rec.uploaderId ? registry.uploader(rec.uploaderId) : undefined;
+    if (up) {
+      const c = clients.get(UploaderClient, up.address);
+      tasks.push(callUnary(c, c.cleanup, { jobId: this.jobId }, cfg.RPC_TIMEOUT_MS));
+    }
+    if (rec.state !== 'SUCCEEDED') {
+      const tree = await this.d.store.tree(this.jobId).catch(() => undefined);
+      for (const s of tree?.segments ?? []) {
+        const n = registry.get(s.nodeId);
+        if (!n || s.attempt === 0) continue;
+        const c = clients.get(NodeAgentClient, n.address);
+        tasks.push(callUnary(c, c.dropSegment, { jobId: this.jobId, segment: s.index, attempt: s.attempt }, cfg.RPC_TIMEOUT_MS));
+      }
+    }
+    const res = await Promise.allSettled(tasks);
+    for (const r of res) if (r.status === 'rejected') this.log.debug({ err: errorMessage(r.reason) }, 'cleanup step failed');
+  }
+}
+
+function audioRef(jobId: string): PartRef {
+  return { jobId, rendition: 'audio', segment: 0, subSegment: 0, attempt: 0 };
+}
+
+function hash(s: string): number {
+  let h = 0;
+  for (const c of s) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return h;
+}

@@ -1,0 +1,207 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm, mkdtemp } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createReadStream } from 'node:fs';
+import type { ServerReadableStream } from '@grpc/grpc-js';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { Etcd3 } from 'etcd3';
+import { receiveChunks, type IncomingChunk } from '../common/chunks.js';
+import { AppError } from '../common/errors.js';
+import { clientStream, serverStream, unary } from '../common/grpc.js';
+import type { Keys } from '../common/keys.js';
+import type { Logger } from '../common/logger.js';
+import { safeField } from '../common/logger.js';
+import { sleep } from '../common/retry.js';
+import type { JobServiceServer, SubmitJobResponse, UploadChunk } from '../proto/gen/tessera/v1/jobs.js';
+import { JobSpec, type Job, type Plan } from '../proto/gen/tessera/v1/types.js';
+import { formatCommand, buildTranscodeArgs } from '../transcoder/ffmpeg-args.js';
+import { readKeyframes } from '../transcoder/keyframes.js';
+import { resolveLadder } from '../transcoder/ladder.js';
+import { probeMedia } from '../transcoder/probe.js';
+import type { CoordinatorConfig } from './config.js';
+import { fromProtoJobState, specHash, TERMINAL, type JobRecord } from './job-model.js';
+import { stageName, type JobStore } from './job-store.js';
+import type { CoordinatorMetrics } from './metrics.js';
+import type { NodeRegistry } from './node-registry.js';
+import { planSegments } from './plan.js';
+import { checkLimits, toSourceInfo } from './job-runner.js';
+import { stageInput } from './input.js';
+import { resolveLocalInput, toRungs, validateSpec } from './spec.js';
+
+export interface JobServiceDeps {
+  cfg: CoordinatorConfig;
+  etcd: Etcd3;
+  keys: Keys;
+  store: JobStore;
+  registry: NodeRegistry;
+  s3: S3Client;
+  encoders: ReadonlySet<string>;
+  stagingDir: string;
+  metrics: CoordinatorMetrics;
+  log: Logger;
+  onSubmitted: () => void;
+}
+
+/** Job ids sort by creation time: base-36 milliseconds, then random bits. */
+export function newJobId(): string {
+  return `j${Date.now().toString(36).padStart(9, '0')}${randomBytes(5).toString('hex')}`;
+}
+
+const JOB_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+function checkJobId(id: string): string {
+  if (!JOB_ID.test(id)) throw new AppError('INVALID_ARGUMENT', 'job_id is malformed');
+  return id;
+}
+
+/** The client API: submit, upload, get, watch, cancel, list. */
+export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
+  const { log, store } = d;
+
+  const submit = async (rawSpec: JobSpec | undefined): Promise<SubmitJobResponse> => {
+    const { spec, input } = validateSpec(rawSpec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX });
+    if (input.kind === 'local') await resolveLocalInput(input.path, d.cfg.INPUT_ROOT, d.cfg.MAX_INPUT_BYTES);
+    if (spec.dryRun) return { jobId: '', job: undefined, plan: await dryRun(d, spec) };
+    const id = newJobId();
+    const now = Date.now();
+    const seq = `${now.toString(36).padStart(9, '0')}`;
+    const rec: JobRecord = {
+      id,
+      spec,
+      specHash: specHash(spec),
+      state: 'QUEUED',
+      stage: stageName('QUEUED'),
+      createdAtMs: now,
+      updatedAtMs: now,
+      queueKey: d.keys.queueEntry(spec.priority, seq, id),
+      history: [{ atMs: now, scope: 'job', state: 'QUEUED', nodeId: '', attempt: 0, reason: 'accepted' }],
+      timings: {},
+    };
+    const { job, created } = await store.create(rec, spec.idempotencyKey || undefined);
+    if (created) {
+      d.metrics.jobsSubmitted.inc();
+      log.info({ jobId: job.id, input: safeField(spec.inputUri) }, 'job accepted');
+      d.onSubmitted();
+    }
+    return { jobId: job.id, job: await store.view(job.id), plan: undefined };
+  };
+
+  return {
+    submitJob: unary(log, async (req) => submit(req.spec)),
+
+    uploadAndSubmit: clientStream(log, async (call: ServerReadableStream<UploadChunk, SubmitJobResponse>, signal) => {
+      const it = call[Symbol.asyncIterator]() as AsyncIterator<UploadChunk>;
+      const first = await it.next();
+      if (first.done || !first.value.spec) throw new AppError('INVALID_ARGUMENT', 'the first message must carry the job spec');
+      const head = first.value;
+      const spec = JobSpec.fromPartial({ ...head.spec, inputUri: 's3://placeholder/upload' });
+      validateSpec(spec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX }); // fail fast, before the bytes
+      const uploadId = `u${Date.now().toString(36)}${randomBytes(5).toString('hex')}`;
+      const dir = join(d.stagingDir, 'uploads');
+      await mkdir(dir, { recursive: true });
+      const path = join(dir, uploadId);
+      async function* chunks(): AsyncGenerator<IncomingChunk> {
+        let msg: UploadChunk | undefined = head;
+        while (msg) {
+          yield { offset: msg.offset, data: msg.data };
+          const next = await it.next();
+          msg = next.done ? undefined : next.value;
+        }
+      }
+      try {
+        const got = await receiveChunks(chunks(), { path, maxBytes: d.cfg.MAX_UPLOAD_BYTES, signal });
+        if (got.bytes === 0) throw new AppError('INPUT_EMPTY', 'the uploaded file is empty (0 bytes)');
+        // Durable before we acknowledge: the upload goes to S3, where any coordinator can read it.
+        const key = `uploads/${uploadId}`;
+        await d.s3.send(new PutObjectCommand({ Bucket: d.cfg.S3_BUCKET, Key: key, Body: createReadStream(path), ContentLength: got.bytes }), { abortSignal: signal });
+        return await submit({ ...spec, inputUri: `s3://${d.cfg.S3_BUCKET}/${key}` });
+      } finally {
+        await rm(path, { force: true });
+        await rm(`${path}.partial`, { force: true });
+      }
+    }),
+
+    getJob: unary(log, async (req) => store.view(checkJobId(req.jobId))),
+
+    watchJob: serverStream(log, async (req, send, _call, signal) => {
+      const id = checkJobId(req.jobId);
+      let wake: (() => void) | undefined;
+      let dirty = true;
+      const poke = (): void => { dirty = true; wake?.(); };
+      // Watch first, then read: no change can slip between the snapshot and the watch.
+      const w1 = await d.etcd.watch().key(d.keys.job(id)).create();
+      const w2 = await d.etcd.watch().prefix(`${d.keys.job(id)}/`).create();
+      for (const w of [w1, w2]) { w.on('put', poke); w.on('delete', poke); w.on('disconnected', poke); }
+      let seq = 0;
+      let last = '';
+      try {
+        for (;;) {
+          if (dirty) {
+            dirty = false;
+            const job: Job = await store.view(id);
+            const s = JSON.stringify(job);
+            if (s !== last) {
+              last = s;
+              await send({ seq: ++seq, job });
+            }
+            const st = fromProtoJobState(job.state);
+            if (st && TERMINAL.has(st)) return;
+          }
+          await Promise.race([
+            new Promise<void>((resolve) => { wake = resolve; }),
+            sleep(5_000, signal).then(() => { dirty = true; }), // re-read now and then: a watch can lag
+          ]);
+          wake = undefined;
+        }
+      } finally {
+        await Promise.allSettled([w1.cancel(), w2.cancel()]);
+      }
+    }),
+
+    cancelJob: unary(log, async (req) => {
+      const id = checkJobId(req.jobId);
+      const rec = await store.cancel(id, 'cancelled by the user');
+      log.info({ jobId: id, state: rec.state }, 'cancel requested');
+      return store.view(id);
+    }),
+
+    listJobs: unary(log, async (req) => {
+      const state = fromProtoJobState(req.state);
+      const limit = req.limit > 0 ? Math.min(req.limit, 1000) : 50;
+      const recs = await store.list(limit, state);
+      return { jobs: await Promise.all(recs.map((r) => store.view(r.id))) };
+    }),
+  };
+}
+
+/** Plans a job without running it: segments, nodes, renditions and the ffmpeg commands. */
+async function dryRun(d: JobServiceDeps, spec: JobSpec): Promise<Plan> {
+  const { input } = validateSpec(spec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX });
+  const dir = await mkdtemp(join(d.stagingDir, 'dryrun-'));
+  try {
+    const resolved = input.kind === 'local' ? await resolveLocalInput(input.path, d.cfg.INPUT_ROOT, d.cfg.MAX_INPUT_BYTES) : input;
+    const path = join(dir, 'input.src');
+    await stageInput(resolved, path, { maxBytes: d.cfg.MAX_INPUT_BYTES, timeoutMs: d.cfg.HTTP_INPUT_TIMEOUT_MS, s3: d.s3, httpAllowedHosts: d.cfg.HTTP_ALLOWED_HOSTS, httpAllowPrivate: d.cfg.HTTP_ALLOW_PRIVATE });
+    const media = await probeMedia(path, { timeoutMs: d.cfg.PROBE_TIMEOUT_MS });
+    checkLimits(media, d.cfg);
+    const renditions = resolveLadder(toRungs(spec), { width: media.video.width, height: media.video.height }, d.encoders);
+    const kf = await readKeyframes(path);
+    const nodes = d.registry.ready();
+    const cuts = planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes: nodes.length ? nodes : [{ id: '(no ready node)', slots: 1 }], minSegmentSec: d.cfg.MIN_SEGMENT_SEC });
+    const slotsOf = new Map(nodes.map((n) => [n.id, n.slots]));
+    const container = spec.container === 'mkv' ? 'mkv' : 'mp4';
+    const commands = cuts.map((c) =>
+      `# segment ${c.index} on ${c.nodeId}, cut into ${slotsOf.get(c.nodeId) ?? 1} sub-segment(s); per sub-segment:\n` +
+      formatCommand(buildTranscodeArgs(`/staging/seg-${c.index}/sub-NNNN.mkv`, renditions.map((r) => ({ path: `/staging/out/${r.name}-NNNN.mp4`, rendition: r })), { fps: media.video.fps, container: 'mp4' })),
+    );
+    return {
+      source: toSourceInfo(media),
+      segments: cuts.map((c) => ({ index: c.index, startSec: c.startSec, endSec: c.endSec, frames: c.frames, nodeId: c.nodeId, subSegments: slotsOf.get(c.nodeId) ?? 1 })),
+      renditions: renditions.map((r) => ({ ...r })),
+      ffmpegCommands: commands,
+      container,
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

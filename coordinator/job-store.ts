@@ -1,0 +1,274 @@
+import type { Etcd3 } from 'etcd3';
+import { AppError } from '../common/errors.js';
+import type { Keys } from '../common/keys.js';
+import type { CheckpointRecord, SegmentOwner } from '../common/records.js';
+import type { Job, StatusChange } from '../proto/gen/tessera/v1/types.js';
+import { TERMINAL, toProtoJob, type JobRecord, type JobStateName, type ProgressRecord, type SegmentRecord } from './job-model.js';
+
+/**
+ * The leader's fencing token: the create revision of its election key. Writes made by the
+ * leader's job runners compare it inside the same transaction, so a deposed leader cannot write.
+ */
+export interface LeaderFence {
+  key: string;
+  createRevision: string;
+}
+
+const SEGMENT_KEY = /\/segments\/(\d+)$/;
+const CHECKPOINT_KEY = /\/segments\/(\d+)\/checkpoint$/;
+
+/** Job records, segments, progress and the queue in etcd. */
+export class JobStore {
+  /** Transactions refused because the leader fence no longer held. */
+  fencingRejections = 0;
+
+  constructor(
+    private readonly etcd: Etcd3,
+    private readonly keys: Keys,
+    private readonly historyLimit: number,
+  ) {}
+
+  /**
+   * Writes a new job (record + queue entry, + idempotency key when given) in one transaction.
+   * With an idempotency key already used: the same spec returns the existing job; another spec
+   * is refused with IDEMPOTENCY_CONFLICT.
+   */
+  async create(rec: JobRecord, idempotencyKey: string | undefined): Promise<{ job: JobRecord; created: boolean }> {
+    const ops = [
+      this.etcd.put(this.keys.job(rec.id)).value(JSON.stringify(rec)),
+      this.etcd.put(rec.queueKey).value(rec.id),
+    ];
+    if (!idempotencyKey) {
+      await this.etcd.if(this.keys.job(rec.id), 'Create', '==', 0).then(...ops).commit();
+      return { job: rec, created: true };
+    }
+    const idemKey = this.keys.idempotency(idempotencyKey);
+    for (let i = 0; i < 10; i++) {
+      const res = await this.etcd
+        .if(idemKey, 'Create', '==', 0)
+        .then(this.etcd.put(idemKey).value(JSON.stringify({ jobId: rec.id, specHash: rec.specHash })), ...ops)
+        .else(this.etcd.get(idemKey))
+        .commit();
+      if (res.succeeded) return { job: rec, created: true };
+      const kv = res.responses[0]?.response_range?.kvs[0];
+      if (!kv) continue; // deleted in between: try again
+      const prior = JSON.parse(kv.value.toString()) as { jobId: string; specHash: string };
+      if (prior.specHash !== rec.specHash) {
+        throw new AppError('IDEMPOTENCY_CONFLICT', `idempotency key "${idempotencyKey}" was already used for job ${prior.jobId} with a different spec`);
+      }
+      const existing = await this.get(prior.jobId);
+      if (existing) return { job: existing, created: false };
+    }
+    throw new AppError('UNAVAILABLE', 'could not settle the idempotency key; retry');
+  }
+
+  async get(jobId: string): Promise<JobRecord | undefined> {
+    const raw = await this.etcd.get(this.keys.job(jobId)).string();
+    return raw === null ? undefined : (JSON.parse(raw) as JobRecord);
+  }
+
+  private async getWithRevision(jobId: string): Promise<{ rec: JobRecord; rev: string } | undefined> {
+    const res = await this.etcd.get(this.keys.job(jobId)).exec();
+    const kv = res.kvs[0];
+    return kv ? { rec: JSON.parse(kv.value.toString()) as JobRecord, rev: kv.mod_revision } : undefined;
+  }
+
+  /** The record, segments, checkpoints and progress of one job. */
+  async tree(jobId: string): Promise<{ rec: JobRecord; segments: SegmentRecord[]; checkpoints: Map<number, CheckpointRecord>; progress: ProgressRecord | undefined } | undefined> {
+    const rec = await this.get(jobId);
+    if (!rec) return undefined;
+    const sub = await this.etcd.getAll().prefix(`${this.keys.job(jobId)}/`).strings();
+    const segments: SegmentRecord[] = [];
+    const checkpoints = new Map<number, CheckpointRecord>();
+    let progress: ProgressRecord | undefined;
+    for (const [k, v] of Object.entries(sub)) {
+      let m: RegExpExecArray | null;
+      if ((m = SEGMENT_KEY.exec(k))) segments.push(JSON.parse(v) as SegmentRecord);
+      else if ((m = CHECKPOINT_KEY.exec(k))) checkpoints.set(Number(m[1]), JSON.parse(v) as CheckpointRecord);
+      else if (k === this.keys.jobProgress(jobId)) progress = JSON.parse(v) as ProgressRecord;
+    }
+    return { rec, segments, checkpoints, progress };
+  }
+
+  async view(jobId: string): Promise<Job> {
+    const t = await this.tree(jobId);
+    if (!t) throw new AppError('JOB_NOT_FOUND', `no job with id ${jobId}`);
+    return toProtoJob(t.rec, t.segments, t.checkpoints, t.progress);
+  }
+
+  /** Job records, newest first. */
+  async list(limit: number, state?: JobStateName): Promise<JobRecord[]> {
+    const all = await this.etcd.getAll().prefix(this.keys.jobs()).strings();
+    const recs: JobRecord[] = [];
+    for (const [k, v] of Object.entries(all)) {
+      if (k.slice(this.keys.jobs().length).includes('/')) continue;
+      const rec = JSON.parse(v) as JobRecord;
+      if (!state || rec.state === state) recs.push(rec);
+    }
+    return recs.sort((a, b) => b.createdAtMs - a.createdAtMs || (a.id < b.id ? 1 : -1)).slice(0, limit);
+  }
+
+  private history(rec: JobRecord, entries: StatusChange[]): StatusChange[] {
+    const h = [...rec.history, ...entries];
+    return h.length > this.historyLimit ? h.slice(h.length - this.historyLimit) : h;
+  }
+
+  /**
+   * Compare-and-swap on a job record, optionally fenced on the leader, with extra puts in the
+   * same transaction. `mutate` returns undefined for "no change". Returns the record as written.
+   */
+  async update(
+    jobId: string,
+    mutate: (rec: JobRecord) => JobRecord | undefined,
+    opts: { fence?: LeaderFence | undefined; extraPuts?: [string, string][] } = {},
+  ): Promise<{ rec: JobRecord; revision: string; changed: boolean }> {
+    for (let i = 0; i < 50; i++) {
+      const cur = await this.getWithRevision(jobId);
+      if (!cur) throw new AppError('JOB_NOT_FOUND', `no job with id ${jobId}`);
+      const next = mutate(cur.rec);
+      if (!next) return { rec: cur.rec, revision: cur.rev, changed: false };
+      next.updatedAtMs = Date.now();
+      let cmp = this.etcd.if(this.keys.job(jobId), 'Mod', '==', cur.rev);
+      if (opts.fence) cmp = cmp.and(opts.fence.key, 'Create', '==', opts.fence.createRevision);
+      const puts = [this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)), ...(opts.extraPuts ?? []).map(([k, v]) => this.etcd.put(k).value(v))];
+      const res = await cmp.then(...puts).commit();
+      if (res.succeeded) return { rec: next, revision: res.header.revision, changed: true };
+      if (opts.fence) {
+        const el = await this.etcd.get(opts.fence.key).exec();
+        if (el.kvs[0]?.create_revision !== opts.fence.createRevision) {
+          this.fencingRejections++;
+          throw new AppError('NOT_LEADER', 'this coordinator is no longer the leader', { retryable: false });
+        }
+      }
+    }
+    throw new AppError('UNAVAILABLE', `too much contention on job ${jobId}`);
+  }
+
+  /** Moves a job to a new state with a trail entry; refuses to leave a terminal state. */
+  async transition(
+    jobId: string,
+    to: JobStateName,
+    reason: string,
+    patch: Partial<JobRecord> = {},
+    fence?: LeaderFence,
+  ): Promise<JobRecord> {
+    const res = await this.update(
+      jobId,
+      (rec) => {
+        if (TERMINAL.has(rec.state)) return undefined;
+        const now = Date.now();
+        const next: JobRecord = { ...rec, ...patch, state: to, stage: patch.stage ?? stageName(to) };
+        if (TERMINAL.has(to)) next.finishedAtMs = now;
+        next.history = this.history(rec, [{ atMs: now, scope: 'job', state: to, nodeId: '', attempt: 0, reason }]);
+        return next;
+      },
+      { fence },
+    );
+    if (!res.changed) throw new AppError('FAILED_PRECONDITION', `job ${jobId} is already ${res.rec.state}`);
+    return res.rec;
+  }
+
+  /** Records a segment's new state (and its trail entry in the job) in one transaction. */
+  async putSegment(jobId: string, seg: SegmentRecord, reason: string, fence?: LeaderFence, ownerPut?: SegmentOwner): Promise<string> {
+    const extraPuts: [string, string][] = [[this.keys.segment(jobId, seg.index), JSON.stringify(seg)]];
+    if (ownerPut) extraPuts.push([this.keys.segmentOwner(jobId, seg.index), JSON.stringify(ownerPut)]);
+    const res = await this.update(
+      jobId,
+      (rec) => {
+        if (TERMINAL.has(rec.state)) return undefined;
+        return {
+          ...rec,
+          history: this.history(rec, [{ atMs: Date.now(), scope: `segment/${seg.index}`, state: seg.state, nodeId: seg.nodeId, attempt: seg.attempt, reason }]),
+        };
+      },
+      { fence, extraPuts },
+    );
+    if (!res.changed) throw new AppError('CANCELLED', `job ${jobId} is ${res.rec.state}`);
+    return res.revision;
+  }
+
+  /** The key schema (for callers that add puts to a transaction). */
+  keysFor(): Keys {
+    return this.keys;
+  }
+
+  async checkpoints(jobId: string): Promise<Map<number, CheckpointRecord>> {
+    return (await this.tree(jobId))?.checkpoints ?? new Map();
+  }
+
+  async setProgress(jobId: string, p: ProgressRecord): Promise<void> {
+    await this.etcd.put(this.keys.jobProgress(jobId)).value(JSON.stringify(p));
+  }
+
+  async getProgress(jobId: string): Promise<ProgressRecord | undefined> {
+    const raw = await this.etcd.get(this.keys.jobProgress(jobId)).string();
+    return raw ? (JSON.parse(raw) as ProgressRecord) : undefined;
+  }
+
+  /** Queue entries in run order (priority, then submission order). */
+  async queued(limit: number): Promise<{ key: string; jobId: string }[]> {
+    const all = await this.etcd.getAll().prefix(this.keys.queue()).sort('Key', 'Ascend').limit(limit).strings();
+    return Object.entries(all).map(([key, jobId]) => ({ key, jobId })).sort((a, b) => (a.key < b.key ? -1 : 1));
+  }
+
+  async queueDepth(): Promise<number> {
+    return this.etcd.getAll().prefix(this.keys.queue()).count();
+  }
+
+  /** Takes a job off the queue and marks it PREPARING, atomically, as the leader. */
+  async claim(queueKey: string, jobId: string, fence: LeaderFence): Promise<JobRecord | undefined> {
+    for (let i = 0; i < 10; i++) {
+      const cur = await this.getWithRevision(jobId);
+      if (!cur || cur.rec.state !== 'QUEUED') {
+        await this.etcd.delete().key(queueKey);
+        return undefined;
+      }
+      const now = Date.now();
+      const next: JobRecord = {
+        ...cur.rec,
+        state: 'PREPARING',
+        stage: stageName('PREPARING'),
+        updatedAtMs: now,
+        history: this.history(cur.rec, [{ atMs: now, scope: 'job', state: 'PREPARING', nodeId: '', attempt: 0, reason: 'picked up by the scheduler' }]),
+      };
+      const res = await this.etcd
+        .if(this.keys.job(jobId), 'Mod', '==', cur.rev)
+        .and(fence.key, 'Create', '==', fence.createRevision)
+        .then(this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)), this.etcd.delete().key(queueKey))
+        .commit();
+      if (res.succeeded) return next;
+    }
+    return undefined;
+  }
+
+  /** Cancels a job from any coordinator: terminal at once; the leader's runner sees it and stops. */
+  async cancel(jobId: string, reason: string): Promise<JobRecord> {
+    const res = await this.update(jobId, (rec) => {
+      if (TERMINAL.has(rec.state)) return undefined;
+      const now = Date.now();
+      return {
+        ...rec,
+        state: 'CANCELLED',
+        stage: stageName('CANCELLED'),
+        finishedAtMs: now,
+        errorCode: 'CANCELLED',
+        errorMessage: reason,
+        history: this.history(rec, [{ atMs: now, scope: 'job', state: 'CANCELLED', nodeId: '', attempt: 0, reason }]),
+      };
+    }, { extraPuts: [] });
+    if (res.changed) await this.etcd.delete().key(res.rec.queueKey);
+    return res.rec;
+  }
+}
+
+export function stageName(s: JobStateName): string {
+  switch (s) {
+    case 'QUEUED': return 'waiting in the queue';
+    case 'PREPARING': return 'probing and splitting the input';
+    case 'RUNNING': return 'transcoding segments';
+    case 'FINALIZING': return 'merging, zipping and uploading';
+    case 'SUCCEEDED': return 'done';
+    case 'FAILED': return 'failed';
+    case 'CANCELLED': return 'cancelled';
+  }
+}

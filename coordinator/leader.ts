@@ -1,0 +1,103 @@
+import { EventEmitter } from 'node:events';
+import type { Etcd3, Lease } from 'etcd3';
+import type { Logger } from '../common/logger.js';
+import type { LeaderFence } from './job-store.js';
+
+/**
+ * Leader election through one etcd key held under this coordinator's lease. The winner's fencing
+ * token is the key's create revision. Standbys watch the key and campaign when it goes away
+ * (the leader stopped or its lease expired), so takeover takes at most one lease TTL.
+ */
+export class LeaderElection extends EventEmitter<{ elected: [LeaderFence]; deposed: [] }> {
+  private lease: Lease | undefined;
+  private fence: LeaderFence | undefined;
+  private closed = false;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    private readonly etcd: Etcd3,
+    private readonly key: string,
+    private readonly id: string,
+    private readonly ttlSec: number,
+    private readonly log: Logger,
+  ) {
+    super();
+  }
+
+  get isLeader(): boolean {
+    return this.fence !== undefined;
+  }
+
+  get token(): LeaderFence | undefined {
+    return this.fence;
+  }
+
+  async leaderId(): Promise<string> {
+    return (await this.etcd.get(this.key).string()) ?? '';
+  }
+
+  /** Runs the campaign loop in the background. */
+  start(): void {
+    void this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    const watcher = await this.etcd.watch().key(this.key).create();
+    watcher.on('delete', () => this.wake?.());
+    while (!this.closed) {
+      try {
+        if (!this.fence) await this.campaign();
+      } catch (err) {
+        this.log.warn({ err }, 'campaign failed');
+      }
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        setTimeout(resolve, Math.max(500, (this.ttlSec * 1000) / 3));
+      });
+    }
+    await watcher.cancel();
+  }
+
+  private async campaign(): Promise<void> {
+    if (!this.lease) {
+      const lease = this.etcd.lease(this.ttlSec, { autoKeepAlive: true });
+      lease.on('lost', () => this.onLost(lease));
+      await lease.grant();
+      this.lease = lease;
+    }
+    const res = await this.etcd
+      .if(this.key, 'Create', '==', 0)
+      .then(this.lease.put(this.key).value(this.id))
+      .commit();
+    if (!res.succeeded) return;
+    const got = await this.etcd.get(this.key).exec();
+    const kv = got.kvs[0];
+    if (!kv || kv.value.toString() !== this.id) return;
+    this.fence = { key: this.key, createRevision: kv.create_revision };
+    this.log.info({ coordinatorId: this.id, revision: kv.create_revision }, 'elected leader');
+    this.emit('elected', this.fence);
+  }
+
+  private onLost(lease: Lease): void {
+    if (lease !== this.lease) return;
+    this.lease = undefined;
+    if (this.fence) {
+      this.fence = undefined;
+      this.log.warn('lost leadership (lease lost)');
+      this.emit('deposed');
+    }
+    this.wake?.();
+  }
+
+  /** Steps down (revoking the lease lets a standby take over at once). Idempotent. */
+  async resign(): Promise<void> {
+    this.closed = true;
+    const lease = this.lease;
+    this.lease = undefined;
+    const wasLeader = this.fence !== undefined;
+    this.fence = undefined;
+    if (wasLeader) this.emit('deposed');
+    this.wake?.();
+    if (lease) await lease.revoke().catch(() => undefined);
+  }
+}

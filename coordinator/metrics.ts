@@ -1,0 +1,20 @@
+import { Counter, Gauge, type Registry } from 'prom-client';
+
+/** The coordinator's Prometheus metrics. */
+export function coordinatorMetrics(registry: Registry) {
+  return {
+    jobs: new Gauge({ name: 'tessera_jobs', help: 'Jobs by state (as last listed)', labelNames: ['state'], registers: [registry] }),
+    jobsSubmitted: new Counter({ name: 'tessera_jobs_submitted_total', help: 'Jobs accepted', registers: [registry] }),
+    segmentsInFlight: new Gauge({ name: 'tessera_segments_in_flight', help: 'Segments dispatched and not yet done', registers: [registry] }),
+    nodes: new Gauge({ name: 'tessera_nodes', help: 'Registered node agents by state', labelNames: ['state'], registers: [registry] }),
+    queueDepth: new Gauge({ name: 'tessera_queue_depth', help: 'Jobs waiting in the queue', registers: [registry] }),
+    bytesStreamed: new Counter({ name: 'tessera_segment_bytes_streamed_total', help: 'Segment bytes sent to node agents', registers: [registry] }),
+    retries: new Counter({ name: 'tessera_retries_total', help: 'Retries by kind', labelNames: ['kind'], registers: [registry] }),
+    fencingRejections: new Counter({ name: 'tessera_fencing_rejections_total', help: 'Writes refused because this coordinator lost leadership', registers: [registry] }),
+    framesDone: new Counter({ name: 'tessera_transcode_frames_total', help: 'Source frames reported transcoded by nodes', registers: [registry] }),
+    isLeader: new Gauge({ name: 'tessera_coordinator_leader', help: '1 while this coordinator leads', registers: [registry] }),
+    autoscalerDecisions: new Counter({ name: 'tessera_autoscaler_decisions_total', help: 'Autoscaler decisions by action', labelNames: ['action'], registers: [registry] }),
+  };
+}
+
+export type CoordinatorMetrics = ReturnType<typeof coordinatorMetrics>;

@@ -1,0 +1,139 @@
+import { EventEmitter } from 'node:events';
+import type { Etcd3, Watcher } from 'etcd3';
+import type { Keys } from '../common/keys.js';
+import type { Logger } from '../common/logger.js';
+import type { NodeRecord, NodeStats, UploaderRecord } from '../common/records.js';
+
+export interface NodeView extends NodeRecord {
+  draining: boolean;
+  stats: NodeStats | undefined;
+}
+
+/**
+ * The coordinator's view of the cluster: node agents (with drain marks and load) and uploaders,
+ * kept current by etcd watches and re-listed periodically because a watch can lag or be compacted.
+ */
+export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [string]; changed: [] }> {
+  private nodes = new Map<string, NodeRecord>();
+  private stats = new Map<string, NodeStats>();
+  private drains = new Set<string>();
+  private uploaders = new Map<string, UploaderRecord>();
+  private watchers: Watcher[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly etcd: Etcd3,
+    private readonly keys: Keys,
+    private readonly log: Logger,
+    private readonly relistMs = 5_000,
+  ) {
+    super();
+  }
+
+  async start(): Promise<void> {
+    for (const prefix of [this.keys.nodes(), this.keys.drains(), this.keys.uploaders(), this.keys.prefix + 'nodestats/']) {
+      const w = await this.etcd.watch().prefix(prefix).create();
+      w.on('put', () => this.scheduleRelist());
+      w.on('delete', () => this.scheduleRelist());
+      w.on('error', (err) => this.log.warn({ err }, 'registry watch error'));
+      this.watchers.push(w);
+    }
+    await this.relist();
+    this.timer = setInterval(() => this.scheduleRelist(), this.relistMs);
+  }
+
+  private pending: Promise<void> | undefined;
+  private again = false;
+
+  /** Coalesces bursts of watch events into one re-list at a time. */
+  private scheduleRelist(): void {
+    if (this.pending) {
+      this.again = true;
+      return;
+    }
+    this.pending = this.relist()
+      .catch((err: unknown) => this.log.warn({ err }, 'registry re-list failed'))
+      .finally(() => {
+        this.pending = undefined;
+        if (this.again) {
+          this.again = false;
+          this.scheduleRelist();
+        }
+      });
+  }
+
+  /** Waits for any in-flight re-list (tests, and callers that just changed a node). */
+  async refresh(): Promise<void> {
+    await this.pending;
+    await this.relist();
+  }
+
+  private async relist(): Promise<void> {
+    const [nodes, drains, uploaders, stats] = await Promise.all([
+      this.etcd.getAll().prefix(this.keys.nodes()).strings(),
+      this.etcd.getAll().prefix(this.keys.drains()).keys(),
+      this.etcd.getAll().prefix(this.keys.uploaders()).strings(),
+      this.etcd.getAll().prefix(this.keys.prefix + 'nodestats/').strings(),
+    ]);
+    const next = new Map<string, NodeRecord>();
+    for (const v of Object.values(nodes)) {
+      const r = JSON.parse(v) as NodeRecord;
+      next.set(r.id, r);
+    }
+    for (const id of this.nodes.keys()) {
+      if (!next.has(id)) {
+        this.log.info({ nodeId: id }, 'node left');
+        this.emit('removed', id);
+      }
+    }
+    const before = new Set(this.nodes.keys());
+    this.nodes = next;
+    this.drains = new Set(drains.map((k) => k.slice(this.keys.drains().length)));
+    this.uploaders = new Map(Object.values(uploaders).map((v) => { const u = JSON.parse(v) as UploaderRecord; return [u.id, u]; }));
+    this.stats = new Map(Object.entries(stats).map(([k, v]) => [k.slice((this.keys.prefix + 'nodestats/').length), JSON.parse(v) as NodeStats]));
+    for (const [id] of next) {
+      if (!before.has(id)) {
+        this.log.info({ nodeId: id }, 'node joined');
+        this.emit('added', this.view(id)!);
+      }
+    }
+    this.emit('changed');
+  }
+
+  private view(id: string): NodeView | undefined {
+    const r = this.nodes.get(id);
+    return r ? { ...r, draining: this.drains.has(id), stats: this.stats.get(id) } : undefined;
+  }
+
+  has(id: string): boolean {
+    return this.nodes.has(id);
+  }
+
+  get(id: string): NodeView | undefined {
+    return this.view(id);
+  }
+
+  /** Every registered node, sorted by id. */
+  all(): NodeView[] {
+    return [...this.nodes.keys()].sort().map((id) => this.view(id)!);
+  }
+
+  /** Nodes that may take new segments: registered and not draining. */
+  ready(): NodeView[] {
+    return this.all().filter((n) => !n.draining);
+  }
+
+  uploaderList(): UploaderRecord[] {
+    return [...this.uploaders.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  uploader(id: string): UploaderRecord | undefined {
+    return this.uploaders.get(id);
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await Promise.all(this.watchers.map((w) => w.cancel()));
+    this.watchers = [];
+  }
+}

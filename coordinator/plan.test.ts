@@ -1,0 +1,33 @@
+import { describe, expect, it } from 'vitest';
+import { planSegments } from './plan.js';
+import { pickNode } from './segment-dispatch.js';
+import type { NodeView } from './node-registry.js';
+
+const kf = (seconds: number) => Array.from({ length: seconds }, (_, i) => i);
+
+describe('planSegments (split by node count)', () => {
+  it('gives one keyframe-aligned segment per ready node', () => {
+    const cuts = planSegments({ keyframes: kf(20), durationSec: 20, fps: 30, nodes: [{ id: 'b', slots: 2 }, { id: 'a', slots: 2 }, { id: 'c', slots: 2 }], minSegmentSec: 2 });
+    expect(cuts.map((c) => c.nodeId)).toEqual(['a', 'b', 'c']);
+    expect(cuts[0]!.startSec).toBe(0);
+    expect(cuts.at(-1)!.endSec).toBe(20);
+    for (const c of cuts) expect(Number.isInteger(c.startSec)).toBe(true);
+    expect(cuts.reduce((a, c) => a + c.frames, 0)).toBe(600);
+  });
+  it('uses fewer segments than nodes for short inputs, on the biggest nodes', () => {
+    const cuts = planSegments({ keyframes: kf(3), durationSec: 3, fps: 30, nodes: [{ id: 'a', slots: 1 }, { id: 'b', slots: 4 }, { id: 'c', slots: 2 }], minSegmentSec: 2 });
+    expect(cuts).toHaveLength(1);
+    expect(cuts[0]!.nodeId).toBe('b');
+  });
+});
+
+describe('pickNode', () => {
+  const node = (id: string, slots: number): NodeView => ({ id, address: '', slots, encoders: [], version: '', startedAtMs: 0, metricsAddress: '', draining: false, stats: undefined });
+  it('keeps the planned node while it is ready, else takes the least loaded per slot', () => {
+    const ready = [node('a', 1), node('b', 4), node('c', 2)];
+    expect(pickNode(ready, new Map(), 'c', new Set())?.id).toBe('c');
+    expect(pickNode(ready, new Map([['a', 1], ['b', 1], ['c', 1]]), 'gone', new Set())?.id).toBe('b');
+    expect(pickNode(ready, new Map(), 'c', new Set(['c']))?.id).toBe('a');
+    expect(pickNode([], new Map(), undefined, new Set())).toBeUndefined();
+  });
+});

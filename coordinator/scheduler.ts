@@ -1,0 +1,133 @@
+import type { Etcd3, Watcher } from 'etcd3';
+import { AppError } from '../common/errors.js';
+import type { Keys } from '../common/keys.js';
+import type { Logger } from '../common/logger.js';
+import { TERMINAL, type JobRecord } from './job-model.js';
+import type { JobStore, LeaderFence } from './job-store.js';
+import { JobRunner, type RunnerDeps } from './job-runner.js';
+import type { LeaderElection } from './leader.js';
+
+/**
+ * Runs on the leader: takes jobs off the queue (priority, then age) up to MAX_CONCURRENT_JOBS,
+ * resumes jobs a previous leader left in flight, and stops a runner when its job is cancelled.
+ */
+export class Scheduler {
+  private running = new Map<string, { abort: AbortController; done: Promise<void> }>();
+  private fence: LeaderFence | undefined;
+  private watcher: Watcher | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private filling = false;
+  private refill = false;
+
+  constructor(
+    private readonly etcd: Etcd3,
+    private readonly keys: Keys,
+    private readonly store: JobStore,
+    private readonly election: LeaderElection,
+    private readonly deps: RunnerDeps,
+    private readonly log: Logger,
+  ) {}
+
+  get activeJobs(): number {
+    return this.running.size;
+  }
+
+  async start(): Promise<void> {
+    this.watcher = await this.etcd.watch().prefix(this.keys.jobs()).create();
+    this.watcher.on('put', (kv) => this.onJobPut(kv.key.toString(), kv.value.toString()));
+    const queueWatch = await this.etcd.watch().prefix(this.keys.queue()).create();
+    queueWatch.on('put', () => this.kick());
+    const oldCancel = this.watcher;
+    this.stopWatches = async () => { await oldCancel.cancel(); await queueWatch.cancel(); };
+    this.election.on('elected', (fence) => {
+      this.fence = fence;
+      void this.resumeInFlight().finally(() => this.kick());
+    });
+    this.election.on('deposed', () => {
+      this.fence = undefined;
+      for (const r of this.running.values()) r.abort.abort(new AppError('NOT_LEADER', 'leadership lost'));
+    });
+    this.timer = setInterval(() => this.kick(), 1_000);
+  }
+
+  private stopWatches: () => Promise<void> = async () => undefined;
+
+  private onJobPut(key: string, value: string): void {
+    const rest = key.slice(this.keys.jobs().length);
+    if (rest.includes('/')) return;
+    const r = this.running.get(rest);
+    if (!r) return;
+    try {
+      const rec = JSON.parse(value) as JobRecord;
+      if (rec.state === 'CANCELLED') r.abort.abort(new AppError('CANCELLED', 'job cancelled'));
+    } catch {
+      // not ours
+    }
+  }
+
+  /** Fills free job slots from the queue (coalesced). */
+  kick(): void {
+    if (!this.fence) return;
+    if (this.filling) {
+      this.refill = true;
+      return;
+    }
+    this.filling = true;
+    void this.fill()
+      .catch((err: unknown) => this.log.warn({ err }, 'scheduling pass failed'))
+      .finally(() => {
+        this.filling = false;
+        if (this.refill) {
+          this.refill = false;
+          this.kick();
+        }
+      });
+  }
+
+  private async fill(): Promise<void> {
+    const max = this.deps.cfg.MAX_CONCURRENT_JOBS;
+    if (!this.fence || this.running.size >= max) return;
+    const entries = await this.store.queued(max * 2);
+    for (const e of entries) {
+      if (!this.fence || this.running.size >= max) return;
+      const jobId = e.jobId;
+      if (this.running.has(jobId)) continue;
+      const rec = await this.store.claim(e.key, jobId, this.fence);
+      if (rec) this.launch(jobId, this.fence);
+    }
+  }
+
+  private async resumeInFlight(): Promise<void> {
+    const fence = this.fence;
+    if (!fence) return;
+    const jobs = await this.store.list(100_000);
+    for (const j of jobs) {
+      if (!TERMINAL.has(j.state) && j.state !== 'QUEUED' && !this.running.has(j.id)) {
+        this.log.info({ jobId: j.id, state: j.state }, 'resuming job left in flight');
+        this.launch(j.id, fence);
+      }
+    }
+  }
+
+  private launch(jobId: string, fence: LeaderFence): void {
+    const abort = new AbortController();
+    const runner = new JobRunner(this.deps, jobId, fence);
+    const done = runner
+      .run(abort.signal)
+      .catch((err: unknown) => this.log.error({ err, jobId }, 'runner crashed'))
+      .finally(() => {
+        this.running.delete(jobId);
+        this.kick();
+      });
+    this.running.set(jobId, { abort, done });
+  }
+
+  /** Stops scheduling and aborts runners (their jobs stay in etcd for the next leader). */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.fence = undefined;
+    for (const r of this.running.values()) r.abort.abort(new AppError('NOT_LEADER', 'coordinator shutting down'));
+    await Promise.allSettled([...this.running.values()].map((r) => r.done));
+    await this.stopWatches();
+  }
+}

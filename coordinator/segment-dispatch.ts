@@ -1,0 +1,172 @@
+import { Metadata } from '@grpc/grpc-js';
+import { AppError, errorMessage, isAppError } from '../common/errors.js';
+import { callUnary, deadline, iterateStream, openClientStream } from '../common/grpc.js';
+import { sendFileChunks } from '../common/chunks.js';
+import type { ClientCache } from '../common/grpc-clients.js';
+import type { Logger } from '../common/logger.js';
+import { sleep } from '../common/retry.js';
+import { NodeAgentClient, SegmentChunk, type SegmentEvent, type SegmentRef, type TransferStatus } from '../proto/gen/tessera/v1/agent.js';
+import type { PlannedRendition } from '../proto/gen/tessera/v1/types.js';
+import type { CoordinatorConfig } from './config.js';
+import type { SegmentRecord } from './job-model.js';
+import type { JobStore, LeaderFence } from './job-store.js';
+import type { CoordinatorMetrics } from './metrics.js';
+import type { NodeRegistry, NodeView } from './node-registry.js';
+
+export interface DispatchDeps {
+  cfg: CoordinatorConfig;
+  store: JobStore;
+  registry: NodeRegistry;
+  clients: ClientCache;
+  metrics: CoordinatorMetrics;
+  log: Logger;
+  /** Segments this coordinator has in flight per node (for least-loaded placement). */
+  load: Map<string, number>;
+}
+
+export interface SegmentTask {
+  jobId: string;
+  seg: SegmentRecord;
+  file: string;
+  bytes: number;
+  sha256: string;
+  renditions: PlannedRendition[];
+  fps: number;
+  uploaderAddress: string;
+  fence: LeaderFence;
+  onEvent: (ev: SegmentEvent) => void;
+}
+
+/** Picks a node: the preferred one while it is ready, else the least loaded ready node. */
+export function pickNode(ready: NodeView[], load: ReadonlyMap<string, number>, preferred: string | undefined, avoid: ReadonlySet<string>): NodeView | undefined {
+  const pref = ready.find((n) => n.id === preferred && !avoid.has(n.id));
+  if (pref) return pref;
+  const candidates = ready.filter((n) => !avoid.has(n.id));
+  const pool = candidates.length > 0 ? candidates : ready;
+  return [...pool].sort((a, b) => (load.get(a.id) ?? 0) / a.slots - (load.get(b.id) ?? 0) / b.slots || (a.id < b.id ? -1 : 1))[0];
+}
+
+/**
+ * Runs one segment to DONE: records the assignment (owner key + segment state, one transaction)
+ * before any byte flows, streams the segment (resuming from the node's acknowledged offset), runs
+ * it, and on node loss or a retryable failure reassigns it with a new attempt. The new owner gets
+ * the checkpoint, so only sub-segments not yet done are transcoded again.
+ */
+export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
+  const log = d.log.child({ jobId: t.jobId, segment: t.seg.index });
+  let seg = { ...t.seg };
+  let preferred: string | undefined = seg.nodeId;
+  const avoid = new Set<string>();
+  for (let failures = 0; ; ) {
+    if (signal.aborted) throw signal.reason;
+    let node = pickNode(d.registry.ready(), d.load, preferred, avoid);
+    while (!node) {
+      await sleep(250, signal);
+      node = pickNode(d.registry.ready(), d.load, preferred, avoid);
+    }
+    const attempt = seg.attempt + 1;
+    const reason = failures === 0 && seg.attempt === 0 ? 'assigned' : `reassigned (attempt ${attempt})`;
+    seg = { ...seg, nodeId: node.id, attempt, state: 'TRANSFERRING' };
+    const ownerRevision = Number(await d.store.putSegment(t.jobId, seg, reason, t.fence, { nodeId: node.id, attempt, assignedAtMs: Date.now() }));
+    d.load.set(node.id, (d.load.get(node.id) ?? 0) + 1);
+    d.metrics.segmentsInFlight.inc();
+    const ref: SegmentRef = { jobId: t.jobId, segment: seg.index, attempt };
+    const client = d.clients.get(NodeAgentClient, node.address);
+    // Abort this attempt when the node leaves the registry (lease expired, stopped).
+    const attemptAbort = new AbortController();
+    const onRemoved = (id: string): void => { if (id === node.id) attemptAbort.abort(new AppError('UNAVAILABLE', `node ${id} left the cluster`)); };
+    d.registry.on('removed', onRemoved);
+    const onOuter = (): void => attemptAbort.abort(signal.reason);
+    signal.addEventListener('abort', onOuter, { once: true });
+    try {
+      await transfer(client, ref, t, d, attemptAbort.signal);
+      seg = { ...seg, state: 'TRANSCODING' };
+      await d.store.putSegment(t.jobId, seg, 'transfer verified', t.fence);
+      await runRemote(client, ref, ownerRevision, t, d, attemptAbort.signal);
+      seg = { ...seg, state: 'DONE' };
+      await d.store.putSegment(t.jobId, seg, 'all sub-segments done', t.fence);
+      return;
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      const e = attemptAbort.signal.aborted && !isAppError(err, 'TRANSCODE_FAILED') ? (attemptAbort.signal.reason as unknown) : err;
+      const permanent = isAppError(e) && !e.retryable && !['UNAVAILABLE', 'CANCELLED', 'DEADLINE_EXCEEDED', 'FAILED_PRECONDITION', 'FENCED', 'CHECKSUM_MISMATCH', 'BAD_OFFSET'].includes(e.code);
+      if (isAppError(e, 'NOT_LEADER')) throw e; // a deposed leader stops; the new one resumes
+      failures++;
+      if (permanent || failures >= d.cfg.SEGMENT_ATTEMPTS) {
+        log.error({ err: errorMessage(e), attempt, failures }, 'segment failed');
+        throw isAppError(e) ? e : new AppError('TRANSCODE_FAILED', `segment ${seg.index} failed: ${errorMessage(e)}`);
+      }
+      d.metrics.retries.inc({ kind: 'segment' });
+      log.warn({ err: errorMessage(e), nodeId: node.id, attempt }, 'segment attempt failed; reassigning');
+      avoid.add(node.id);
+      preferred = undefined;
+      await client.dropSegment?.(ref, () => undefined);
+      await sleep(Math.min(2_000, 100 * 2 ** failures), signal);
+    } finally {
+      d.registry.off('removed', onRemoved);
+      signal.removeEventListener('abort', onOuter);
+      d.load.set(node.id, Math.max(0, (d.load.get(node.id) ?? 1) - 1));
+      d.metrics.segmentsInFlight.dec();
+    }
+  }
+}
+
+/** Streams the segment to the node, resuming from the offset it already holds. */
+async function transfer(client: NodeAgentClient, ref: SegmentRef, t: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
+  for (let tries = 0; ; tries++) {
+    const st: TransferStatus = await callUnary(client, client.getTransfer, ref, d.cfg.RPC_TIMEOUT_MS, new Metadata(), signal);
+    if (st.complete) return;
+    const from = Math.min(st.receivedBytes, t.bytes);
+    try {
+      const call = openClientStream<SegmentChunk, TransferStatus>(
+        (cb) => client.putSegment(new Metadata(), deadline(d.cfg.SEGMENT_TRANSFER_TIMEOUT_MS), cb),
+        signal,
+      );
+      const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: t.bytes, sha256: t.sha256 });
+      if (from >= t.bytes) call.stream.write(msg(from, Buffer.alloc(0)));
+      else await sendFileChunks(call.stream, t.file, from, msg, { signal: call.signal, onSent: () => undefined });
+      d.metrics.bytesStreamed.inc(t.bytes - from);
+      call.stream.end();
+      const res = await call.result;
+      if (res.complete) return;
+    } catch (err) {
+      if (signal.aborted || tries >= 4 || (isAppError(err) && !err.retryable && err.code !== 'UNAVAILABLE' && err.code !== 'CANCELLED')) throw err;
+      d.metrics.retries.inc({ kind: 'transfer' });
+      await sleep(200 * 2 ** tries, signal);
+    }
+  }
+}
+
+/** Runs the segment on the node and relays progress; a silent stream is abandoned. */
+async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision: number, t: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
+  const call = client.runSegment(
+    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: t.uploaderAddress, frames: t.seg.frames, fps: t.fps },
+    new Metadata(),
+    deadline(d.cfg.SEGMENT_RUN_TIMEOUT_MS),
+  );
+  let last = Date.now();
+  let stalled = false;
+  const watchdog = setInterval(() => {
+    if (Date.now() - last > d.cfg.SEGMENT_NO_PROGRESS_MS) {
+      stalled = true;
+      call.cancel();
+    }
+  }, Math.min(1_000, d.cfg.SEGMENT_NO_PROGRESS_MS));
+  const onAbort = (): void => call.cancel();
+  signal.addEventListener('abort', onAbort, { once: true });
+  let done = false;
+  try {
+    for await (const ev of iterateStream<SegmentEvent>(call)) {
+      last = Date.now();
+      t.onEvent(ev);
+      if (ev.done) done = true;
+    }
+  } catch (err) {
+    if (stalled) throw new AppError('UNAVAILABLE', `segment ${ref.segment}: no progress for ${d.cfg.SEGMENT_NO_PROGRESS_MS} ms`);
+    throw err;
+  } finally {
+    clearInterval(watchdog);
+    signal.removeEventListener('abort', onAbort);
+  }
+  if (!done) throw new AppError('UNAVAILABLE', `segment ${ref.segment}: the node ended the stream before finishing`);
+}

@@ -1,0 +1,124 @@
+import { realpath, stat } from 'node:fs/promises';
+import { isAbsolute, resolve, sep } from 'node:path';
+import { AppError } from '../common/errors.js';
+import type { JobSpec } from '../proto/gen/tessera/v1/types.js';
+import { resolveLadder } from '../transcoder/ladder.js';
+
+export type InputRef =
+  | { kind: 'local'; path: string; bytes: number }
+  | { kind: 's3'; bucket: string; key: string }
+  | { kind: 'http'; url: string };
+
+const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+/** Classifies an input URI; anything but a plain path, file://, s3:// or http(s):// is refused. */
+export function classifyInput(uri: string): InputRef {
+  const u = uri.trim();
+  if (u.length === 0) throw new AppError('INVALID_ARGUMENT', 'input_uri is required');
+  if (u.length > 4096 || u.includes('\0')) throw new AppError('INVALID_ARGUMENT', 'input_uri is too long or has a NUL byte');
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(u)?.[1]?.toLowerCase();
+  if (scheme === undefined) return { kind: 'local', path: u, bytes: 0 };
+  if (scheme === 'file') {
+    if (!u.startsWith('file://')) throw new AppError('INVALID_ARGUMENT', 'file URIs must look like file:///absolute/path');
+    return { kind: 'local', path: decodeURIComponent(new URL(u).pathname), bytes: 0 };
+  }
+  if (scheme === 's3') {
+    const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(u);
+    if (!m || !BUCKET.test(m[1]!)) throw new AppError('INVALID_ARGUMENT', `not a valid s3 URI: expected s3://bucket/key`);
+    return { kind: 's3', bucket: m[1]!, key: m[2]! };
+  }
+  if (scheme === 'http' || scheme === 'https') {
+    try {
+      return { kind: 'http', url: new URL(u).toString() };
+    } catch {
+      throw new AppError('INVALID_ARGUMENT', 'not a valid http(s) URL');
+    }
+  }
+  throw new AppError('UNSUPPORTED_URI_SCHEME', `input scheme "${scheme}:" is not supported; use a path inside the input root, s3://bucket/key or http(s)://`);
+}
+
+/** Resolves a local input inside the input root (symlinks followed), checking it is a non-empty file. */
+export async function resolveLocalInput(path: string, inputRoot: string, maxBytes: number): Promise<InputRef & { kind: 'local' }> {
+  const root = await realpath(resolve(inputRoot));
+  const candidate = isAbsolute(path) ? path : resolve(root, path);
+  let real: string;
+  try {
+    real = await realpath(candidate);
+  } catch {
+    // Do not reveal whether a path outside the root exists.
+    if (!resolve(candidate).startsWith(root + sep)) throw new AppError('INPUT_OUTSIDE_ROOT', 'the input path is outside the input root');
+    throw new AppError('INPUT_NOT_FOUND', `input file not found: ${path}`);
+  }
+  if (real !== root && !real.startsWith(root + sep)) {
+    throw new AppError('INPUT_OUTSIDE_ROOT', 'the input path is outside the input root');
+  }
+  const st = await stat(real);
+  if (!st.isFile()) throw new AppError('INPUT_NOT_FOUND', `input is not a regular file: ${path}`);
+  if (st.size === 0) throw new AppError('INPUT_EMPTY', 'the input file is empty (0 bytes)');
+  if (st.size > maxBytes) throw new AppError('LIMIT_EXCEEDED', `the input is ${st.size} bytes; the limit is ${maxBytes}`);
+  return { kind: 'local', path: real, bytes: st.size };
+}
+
+export interface OutputTarget {
+  bucket: string;
+  prefix: string;
+}
+
+/** Parses the output URI (s3://bucket[/prefix]); empty means the cluster default. */
+export function parseOutput(uri: string, defaultBucket: string, defaultPrefix: string): OutputTarget {
+  if (!uri) return { bucket: defaultBucket, prefix: defaultPrefix };
+  const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(uri.trim());
+  if (!m || !BUCKET.test(m[1]!)) throw new AppError('INVALID_ARGUMENT', 'output_uri must look like s3://bucket/prefix');
+  const prefix = m[2]!.replace(/\/+$/, '');
+  if (!/^[A-Za-z0-9_./-]*$/.test(prefix) || prefix.split('/').some((p) => p === '..' || p === '.')) {
+    throw new AppError('INVALID_ARGUMENT', 'output prefix may contain only letters, digits and _ . - /');
+  }
+  return { bucket: m[1]!, prefix };
+}
+
+export function outputKey(t: OutputTarget, jobId: string): string {
+  return t.prefix ? `${t.prefix}/${jobId}.zip` : `${jobId}.zip`;
+}
+
+/**
+ * Checks everything about a spec that does not need the input's bytes: URI scheme, ladder
+ * (codecs, presets, bitrates, names), container, output, priority. Returns the spec with
+ * defaults filled in.
+ */
+export function validateSpec(spec: JobSpec | undefined, encoders: ReadonlySet<string>, defaults: { bucket: string; prefix: string }): { spec: JobSpec; input: InputRef; output: OutputTarget } {
+  if (!spec) throw new AppError('INVALID_ARGUMENT', 'spec is required');
+  const input = classifyInput(spec.inputUri);
+  const container = spec.container || 'mp4';
+  if (container !== 'mp4' && container !== 'mkv') throw new AppError('UNSUPPORTED_CONTAINER', `container "${container}" is not supported; use mp4 or mkv`);
+  if (spec.priority < 0 || spec.priority > 9) throw new AppError('INVALID_ARGUMENT', 'priority must be between 0 and 9');
+  if (spec.audioBitrateKbps !== 0 && (spec.audioBitrateKbps < 32 || spec.audioBitrateKbps > 512)) {
+    throw new AppError('INVALID_ARGUMENT', 'audio_bitrate_kbps must be between 32 and 512');
+  }
+  if (spec.idempotencyKey && !/^[A-Za-z0-9_.:-]{1,128}$/.test(spec.idempotencyKey)) {
+    throw new AppError('INVALID_ARGUMENT', 'idempotency_key may contain only letters, digits and _ . : - (max 128)');
+  }
+  if (spec.webhookUrl) {
+    try {
+      const u = new URL(spec.webhookUrl);
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('scheme');
+    } catch {
+      throw new AppError('INVALID_ARGUMENT', 'webhook_url must be an http(s) URL');
+    }
+  }
+  // Validate the ladder against the largest source we accept; the real source trims it later.
+  resolveLadder(toRungs(spec), { width: 7680, height: 4320 }, encoders);
+  const output = parseOutput(spec.outputUri, defaults.bucket, defaults.prefix);
+  return { spec: { ...spec, container, audioBitrateKbps: spec.audioBitrateKbps || 128 }, input, output };
+}
+
+/** The spec's ladder as the transcoder's rung requests (unset fields left out). */
+export function toRungs(spec: JobSpec): { name?: string; height: number; videoBitrateKbps?: number; codec?: string; preset?: string }[] | undefined {
+  if (spec.ladder.length === 0) return undefined;
+  return spec.ladder.map((r) => ({
+    height: r.height,
+    ...(r.name ? { name: r.name } : {}),
+    ...(r.videoBitrateKbps ? { videoBitrateKbps: r.videoBitrateKbps } : {}),
+    ...(r.codec ? { codec: r.codec } : {}),
+    ...(r.preset ? { preset: r.preset } : {}),
+  }));
+}

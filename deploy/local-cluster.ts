@@ -1,0 +1,329 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync, closeSync, existsSync, readFileSync } from 'node:fs';
+import { mkdir, writeFile, rm } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Etcd3 } from 'etcd3';
+import { grpcServing } from '../common/health-client.js';
+import { freePort } from './ports.js';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+export interface LocalClusterOptions {
+  /** Folder for etcd data, S3 data, staging and logs (default ./.tessera). */
+  dir: string;
+  nodes: number;
+  slots: number;
+  coordinators?: number;
+  etcdMembers?: 1 | 3;
+  leaseTtlSec?: number;
+  /** Extra environment for every Tessera process (timers shrink in tests). */
+  env?: Record<string, string>;
+  nodeEnv?: Record<string, string>;
+  /** Detached processes outlive this one (`tessera up`); attached ones die with it (tests). */
+  detached?: boolean;
+  inputRoot?: string;
+  logLevel?: string;
+  bucket?: string;
+}
+
+export interface ProcInfo {
+  name: string;
+  role: 'etcd' | 's3' | 'coordinator' | 'node-agent' | 'uploader';
+  pid: number;
+  port?: number;
+  log: string;
+}
+
+/** What `tessera up` leaves in `<dir>/cluster.json` for later commands. */
+export interface ClusterFile {
+  dir: string;
+  etcdEndpoints: string[];
+  s3Endpoint: string;
+  bucket: string;
+  coordinators: string[];
+  processes: ProcInfo[];
+  startedAtMs: number;
+}
+
+const TS_ENTRY: Record<'coordinator' | 'node-agent' | 'uploader', string> = {
+  coordinator: 'coordinator/main.ts',
+  'node-agent': 'node-agent/main.ts',
+  uploader: 'uploader/main.ts',
+};
+
+/**
+ * A whole Tessera cluster on this machine: etcd (the system binary) on free ports with its data
+ * under `dir`, the local S3-protocol server, coordinators, node agents and an uploader — each a
+ * real process. Used by `tessera up` and by the integration tests.
+ */
+export class LocalCluster {
+  readonly procs = new Map<string, { info: ProcInfo; child?: ChildProcess }>();
+  etcdEndpoints: string[] = [];
+  s3Endpoint = '';
+  coordinators: string[] = [];
+  private nodeSeq = 0;
+  private etcd: Etcd3 | undefined;
+
+  private constructor(readonly o: Required<Pick<LocalClusterOptions, 'dir' | 'nodes' | 'slots'>> & LocalClusterOptions) {}
+
+  static async start(opts: LocalClusterOptions): Promise<LocalCluster> {
+    const c = new LocalCluster({ ...opts, dir: resolve(opts.dir) });
+    try {
+      await c.boot();
+    } catch (err) {
+      await c.stop();
+      throw err;
+    }
+    return c;
+  }
+
+  get bucket(): string {
+    return this.o.bucket ?? 'tessera-output';
+  }
+
+  private get logDir(): string {
+    return join(this.o.dir, 'logs');
+  }
+
+  private async boot(): Promise<void> {
+    await mkdir(this.logDir, { recursive: true });
+    await this.startEtcd(this.o.etcdMembers ?? 1);
+    const s3Port = await freePort();
+    this.s3Endpoint = `http://127.0.0.1:${s3Port}`;
+    this.spawnTs('s3', 's3', 'deploy/s3-server-main.ts', {}, [join(this.o.dir, 's3'), String(s3Port), `${this.bucket},tessera-input`], s3Port);
+    await waitFor(() => httpOk(`${this.s3Endpoint}/`), 20_000, 'the local S3 server');
+    await this.startUploader();
+    const coordinatorCount = this.o.coordinators ?? 1;
+    const starting: Promise<unknown>[] = [];
+    for (let i = 0; i < coordinatorCount; i++) starting.push(this.startCoordinator());
+    for (let i = 0; i < this.o.nodes; i++) starting.push(this.addNode());
+    await Promise.all(starting);
+    await this.writeClusterFile();
+  }
+
+  private async startEtcd(members: number): Promise<void> {
+    const specs = [];
+    for (let i = 0; i < members; i++) specs.push({ name: `etcd${i}`, client: await freePort(), peer: await freePort() });
+    const initial = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peer}`).join(',');
+    for (const s of specs) {
+      const dataDir = join(this.o.dir, 'etcd', s.name);
+      await rm(dataDir, { recursive: true, force: true });
+      await mkdir(dataDir, { recursive: true });
+      this.spawn(s.name, 'etcd', 'etcd', [
+        '--name', s.name,
+        '--data-dir', dataDir,
+        '--listen-client-urls', `http://127.0.0.1:${s.client}`,
+        '--advertise-client-urls', `http://127.0.0.1:${s.client}`,
+        '--listen-peer-urls', `http://127.0.0.1:${s.peer}`,
+        '--initial-advertise-peer-urls', `http://127.0.0.1:${s.peer}`,
+        '--initial-cluster', initial,
+        '--initial-cluster-state', 'new',
+        '--heartbeat-interval', '100',
+        '--election-timeout', '1000',
+        '--log-level', 'warn',
+      ], {}, s.client);
+    }
+    this.etcdEndpoints = specs.map((s) => `http://127.0.0.1:${s.client}`);
+    this.etcd = new Etcd3({ hosts: this.etcdEndpoints, dialTimeout: 2_000 });
+    await waitFor(async () => {
+      try {
+        await this.etcd!.get('health').options({ deadline: new Date(Date.now() + 1000) }).string();
+        return true;
+      } catch {
+        return false;
+      }
+    }, 30_000, 'etcd');
+  }
+
+  private baseEnv(): Record<string, string> {
+    return {
+      ETCD_ENDPOINTS: this.etcdEndpoints.join(','),
+      ETCD_PREFIX: '/tessera/',
+      S3_ENDPOINT: this.s3Endpoint,
+      S3_BUCKET: this.bucket,
+      S3_ACCESS_KEY_ID: 'S3RVER',
+      S3_SECRET_ACCESS_KEY: 'S3RVER',
+      S3_FORCE_PATH_STYLE: 'true',
+      STAGING_DIR: join(this.o.dir, 'staging'),
+      LOG_LEVEL: this.o.logLevel ?? 'info',
+      LEASE_TTL_SEC: String(this.o.leaseTtlSec ?? 10),
+      BIND_HOST: '127.0.0.1',
+      ...(this.o.env ?? {}),
+    };
+  }
+
+  async startUploader(name = 'uploader-0'): Promise<ProcInfo> {
+    const info = this.spawnTs(name, 'uploader', TS_ENTRY.uploader, { UPLOADER_ID: name, GRPC_PORT: '0', METRICS_PORT: '0' });
+    await waitFor(async () => (await this.client().get(`/tessera/uploaders/${name}`).string()) !== null, 30_000, name);
+    return info;
+  }
+
+  async startCoordinator(): Promise<string> {
+    const port = await freePort();
+    const name = `coordinator-${this.coordinators.length}`;
+    const address = `127.0.0.1:${port}`;
+    this.coordinators.push(address);
+    this.spawnTs(name, 'coordinator', TS_ENTRY.coordinator, {
+      COORDINATOR_ID: name,
+      GRPC_PORT: String(port),
+      METRICS_PORT: '0',
+      INPUT_ROOT: this.o.inputRoot ?? '/',
+    }, [], port);
+    await waitFor(() => grpcReady(address), 30_000, name);
+    return name;
+  }
+
+  /** Starts one more node agent and resolves once it is registered in etcd. */
+  async addNode(opts: { slots?: number; env?: Record<string, string>; id?: string } = {}): Promise<string> {
+    const id = opts.id ?? `node-${this.nodeSeq++}`;
+    this.spawnTs(id, 'node-agent', TS_ENTRY['node-agent'], {
+      NODE_ID: id,
+      GRPC_PORT: '0',
+      METRICS_PORT: '0',
+      WORKER_SLOTS: String(opts.slots ?? this.o.slots),
+      ...(this.o.nodeEnv ?? {}),
+      ...(opts.env ?? {}),
+    });
+    await waitFor(async () => (await this.client().get(`/tessera/nodes/${id}`).string()) !== null, 30_000, id);
+    return id;
+  }
+
+  /** etcd client for inspection (tests, CLI). */
+  client(): Etcd3 {
+    this.etcd ??= new Etcd3({ hosts: this.etcdEndpoints, dialTimeout: 2_000 });
+    return this.etcd;
+  }
+
+  pid(name: string): number | undefined {
+    return this.procs.get(name)?.info.pid;
+  }
+
+  nodeIds(): string[] {
+    return [...this.procs.values()].filter((p) => p.info.role === 'node-agent').map((p) => p.info.name);
+  }
+
+  /** Sends a signal to one process (SIGKILL to simulate a crash, SIGSTOP to pause it). */
+  signal(name: string, sig: NodeJS.Signals): void {
+    const p = this.procs.get(name);
+    if (!p) throw new Error(`no process ${name}`);
+    process.kill(p.info.pid, sig);
+  }
+
+  /** Stops one process and waits for it to exit (SIGKILL after `graceMs`). */
+  async stopProcess(name: string, sig: NodeJS.Signals = 'SIGTERM', graceMs = 15_000): Promise<void> {
+    const p = this.procs.get(name);
+    if (!p) return;
+    await terminate(p.info.pid, sig, graceMs, p.child);
+    this.procs.delete(name);
+  }
+
+  private spawnTs(name: string, role: ProcInfo['role'], entry: string, env: Record<string, string>, args: string[] = [], port?: number): ProcInfo {
+    return this.spawn(name, role, process.execPath, ['--import', 'tsx', join(REPO_ROOT, entry), ...args], { ...this.baseEnv(), ...env }, port);
+  }
+
+  private spawn(name: string, role: ProcInfo['role'], cmd: string, args: string[], env: Record<string, string>, port?: number): ProcInfo {
+    const log = join(this.logDir, `${name}.log`);
+    const fd = openSync(log, 'a');
+    const child = spawn(cmd, args, {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...env },
+      stdio: ['ignore', fd, fd],
+      detached: this.o.detached ?? false,
+    });
+    closeSync(fd);
+    if (this.o.detached) child.unref();
+    const info: ProcInfo = { name, role, pid: child.pid ?? -1, log, ...(port !== undefined ? { port } : {}) };
+    this.procs.set(name, { info, ...(this.o.detached ? {} : { child }) });
+    return info;
+  }
+
+  async writeClusterFile(): Promise<void> {
+    const file: ClusterFile = {
+      dir: this.o.dir,
+      etcdEndpoints: this.etcdEndpoints,
+      s3Endpoint: this.s3Endpoint,
+      bucket: this.bucket,
+      coordinators: this.coordinators,
+      processes: [...this.procs.values()].map((p) => p.info),
+      startedAtMs: Date.now(),
+    };
+    await writeFile(join(this.o.dir, 'cluster.json'), JSON.stringify(file, null, 2));
+  }
+
+  /** Stops everything: Tessera processes first (graceful), then S3 and etcd. Idempotent. */
+  async stop(): Promise<void> {
+    this.etcd?.close();
+    this.etcd = undefined;
+    const order: ProcInfo['role'][] = ['coordinator', 'node-agent', 'uploader', 's3', 'etcd'];
+    for (const role of order) {
+      await Promise.all([...this.procs.values()].filter((p) => p.info.role === role).map((p) => terminate(p.info.pid, 'SIGTERM', 10_000, p.child)));
+    }
+    this.procs.clear();
+    await rm(join(this.o.dir, 'cluster.json'), { force: true });
+  }
+}
+
+/** Reads `<dir>/cluster.json` left by `tessera up`, if a cluster is up. */
+export function readClusterFile(dir: string): ClusterFile | undefined {
+  const f = join(resolve(dir), 'cluster.json');
+  if (!existsSync(f)) return undefined;
+  return JSON.parse(readFileSync(f, 'utf8')) as ClusterFile;
+}
+
+/** Stops the processes a cluster file lists (for `tessera down` from another process). */
+export async function stopClusterFile(file: ClusterFile): Promise<void> {
+  const order: ProcInfo['role'][] = ['coordinator', 'node-agent', 'uploader', 's3', 'etcd'];
+  for (const role of order) {
+    await Promise.all(file.processes.filter((p) => p.role === role).map((p) => terminate(p.pid, 'SIGTERM', 10_000)));
+  }
+  await rm(join(file.dir, 'cluster.json'), { force: true });
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function terminate(pid: number, sig: NodeJS.Signals, graceMs: number, child?: ChildProcess): Promise<void> {
+  if (pid <= 0 || !alive(pid)) return;
+  const exited = child
+    ? new Promise<void>((r) => { if (child.exitCode !== null || child.signalCode !== null) r(); else child.once('exit', () => r()); })
+    : waitFor(async () => !alive(pid), graceMs + 5_000, `pid ${pid}`).catch(() => undefined);
+  try {
+    process.kill(pid, 'SIGCONT'); // a paused process cannot handle SIGTERM
+    process.kill(pid, sig);
+  } catch {
+    return;
+  }
+  const t = setTimeout(() => { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }, graceMs);
+  await exited;
+  clearTimeout(t);
+}
+
+export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function httpOk(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
+    await res.body?.cancel();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function grpcReady(address: string): Promise<boolean> {
+  return grpcServing(address);
+}

@@ -1,0 +1,32 @@
+import { availableParallelism, hostname } from 'node:os';
+import { z } from 'zod';
+import { baseShape, int, parseEnv } from '../common/config-schema.js';
+
+const shape = {
+  ...baseShape,
+  NODE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,63}$/, 'letters, digits, _ . - (max 63)').default(hostname()),
+  GRPC_PORT: int(0, 0, 65535),
+  /** host:port other processes dial; defaults to BIND_HOST and the bound port. */
+  ADVERTISE_ADDRESS: z.string().optional(),
+  WORKER_SLOTS: int(Math.max(1, availableParallelism()), 1, 256),
+  /** Threads per ffmpeg (0 = let ffmpeg decide). With one ffmpeg per slot, 1 thread per slot avoids oversubscription. */
+  FFMPEG_THREADS: int(0, 0, 64),
+  LEASE_TTL_SEC: int(10, 1, 3600),
+  MIN_SUB_SEGMENT_SEC: z.coerce.number().min(0.1).default(1),
+  MAX_SEGMENT_BYTES: int(8 * 1024 ** 3, 1),
+  FFMPEG_NO_PROGRESS_MS: int(60_000, 100),
+  FFMPEG_WALL_CLOCK_MS: int(3_600_000, 1000),
+  /** Attempts per sub-segment on this node before the segment fails (a crash or hang retries). */
+  SUB_SEGMENT_ATTEMPTS: int(3, 1, 10),
+  UPLOAD_TIMEOUT_MS: int(600_000, 1000),
+  /** How long a draining node waits for held segments before handing them back, ms. */
+  DRAIN_TIMEOUT_MS: int(600_000, 0),
+  HEARTBEAT_MS: int(2_000, 100),
+};
+
+export type AgentConfig = ReturnType<typeof loadConfig>;
+
+/** The node agent's settings, from the environment (the only reader of process.env). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
+  return parseEnv(shape, env);
+}

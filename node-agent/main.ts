@@ -1,0 +1,134 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { createEtcd } from '../common/etcd.js';
+import { ClientCache } from '../common/grpc-clients.js';
+import { startGrpcServer } from '../common/grpc-server.js';
+import { Keys } from '../common/keys.js';
+import { Lifecycle } from '../common/lifecycle.js';
+import { createLogger } from '../common/logger.js';
+import { createRegistry, startMetricsServer } from '../common/metrics-server.js';
+import { VERSION } from '../common/version.js';
+import { NodeAgentService } from '../proto/gen/tessera/v1/agent.js';
+import { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
+import { availableEncoders } from '../transcoder/encoders.js';
+import { WorkerPool } from '../transcoder/worker-pool.js';
+import { loadConfig } from './config.js';
+import { agentMetrics } from './metrics.js';
+import { Registration } from './registration.js';
+import { AgentService } from './service.js';
+import { watchDrain } from './drain.js';
+
+let cfg: ReturnType<typeof loadConfig>;
+try {
+  cfg = loadConfig();
+} catch (err) {
+  process.stderr.write(`${(err as Error).message}\n`);
+  process.exit(2);
+}
+
+const log = createLogger('node-agent', cfg.LOG_LEVEL, { nodeId: cfg.NODE_ID });
+const life = new Lifecycle(log);
+life.handleSignals(cfg.SHUTDOWN_GRACE_MS, (code) => process.exit(code));
+
+async function main(): Promise<void> {
+  const keys = new Keys(cfg.ETCD_PREFIX);
+  const stagingDir = resolve(cfg.STAGING_DIR, 'node', cfg.NODE_ID);
+  await rm(stagingDir, { recursive: true, force: true }); // what a previous life held was reassigned long ago
+  await mkdir(stagingDir, { recursive: true });
+
+  const etcd = createEtcd({ endpoints: cfg.ETCD_ENDPOINTS, callTimeoutMs: cfg.ETCD_CALL_TIMEOUT_MS, username: cfg.ETCD_USERNAME, password: cfg.ETCD_PASSWORD });
+  life.onStop('etcd', () => etcd.close());
+  const registry = createRegistry('node-agent');
+  const metrics = agentMetrics(registry);
+  const pool = new WorkerPool(cfg.WORKER_SLOTS);
+  const clients = new ClientCache();
+  life.onStop('grpc clients', () => clients.closeAll());
+  const encoders = await availableEncoders();
+
+  const service = new AgentService(
+    stagingDir,
+    cfg.MAX_SEGMENT_BYTES,
+    {
+      etcd,
+      keys,
+      log,
+      pool,
+      nodeId: cfg.NODE_ID,
+      slots: cfg.WORKER_SLOTS,
+      minSubSegmentSec: cfg.MIN_SUB_SEGMENT_SEC,
+      ffmpegThreads: cfg.FFMPEG_THREADS,
+      noProgressMs: cfg.FFMPEG_NO_PROGRESS_MS,
+      wallClockMs: cfg.FFMPEG_WALL_CLOCK_MS,
+      subSegmentAttempts: cfg.SUB_SEGMENT_ATTEMPTS,
+      uploadTimeoutMs: cfg.UPLOAD_TIMEOUT_MS,
+      uploaderFor: (address) => clients.get(UploaderClient, address),
+      onFenced: () => metrics.fencingRejections.inc(),
+      onSubSegmentDone: (frames, seconds) => {
+        metrics.framesTotal.inc(frames);
+        metrics.transcodeSeconds.observe(seconds);
+      },
+      onRetry: (kind) => metrics.retries.inc({ kind }),
+    },
+    metrics,
+    log,
+  );
+
+  const grpc = await startGrpcServer(cfg.BIND_HOST, cfg.GRPC_PORT, [
+    { name: 'tessera.v1.NodeAgent', definition: NodeAgentService, implementation: service.handlers() },
+  ]);
+  life.onStop('grpc server', () => grpc.close(5_000));
+  const http = await startMetricsServer(registry, cfg.METRICS_PORT, cfg.BIND_HOST, () => life.state === 'running' && !service.draining);
+  life.onStop('metrics server', () => http.close());
+
+  const registration = new Registration(
+    etcd,
+    keys,
+    {
+      id: cfg.NODE_ID,
+      address: cfg.ADVERTISE_ADDRESS ?? `${cfg.BIND_HOST}:${grpc.port}`,
+      slots: cfg.WORKER_SLOTS,
+      encoders: [...encoders].sort(),
+      version: VERSION,
+      startedAtMs: Date.now(),
+      metricsAddress: `${cfg.BIND_HOST}:${http.port}`,
+    },
+    cfg.LEASE_TTL_SEC,
+    log,
+  );
+  registration.on('lost', () => service.dropAll('lease lost'));
+  await registration.join();
+  life.onStop('leave cluster', () => registration.leave());
+
+  const publish = (): void => {
+    metrics.busySlots.set(pool.busy);
+    registration
+      .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now() })
+      .catch((err: unknown) => log.debug({ err }, 'stats publish failed'));
+  };
+  publish();
+  const statsTimer = setInterval(publish, cfg.HEARTBEAT_MS);
+  life.onStop('stats', () => clearInterval(statsTimer));
+
+  // Draining (DrainNode, or SIGTERM): take no new segments, finish or hand back what we hold, leave.
+  const drain = async (why: string): Promise<void> => {
+    if (service.draining) return;
+    service.draining = true;
+    log.info({ why, held: service.held.size }, 'draining');
+    const deadline = Date.now() + cfg.DRAIN_TIMEOUT_MS;
+    while (service.held.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    if (service.held.size > 0) service.dropAll('drain timeout: handing segments back');
+  };
+  const stopDrainWatch = await watchDrain(etcd, keys, cfg.NODE_ID, () => {
+    void drain('drain requested').then(() => life.stop('drained')).then(() => process.exit(0));
+  });
+  life.onStop('drain watch', stopDrainWatch);
+  life.onStop('drain', () => drain('shutdown'));
+
+  life.state = 'running';
+  log.info({ address: `${cfg.BIND_HOST}:${grpc.port}`, metricsPort: http.port, slots: cfg.WORKER_SLOTS, encoders: [...encoders] }, 'node agent ready');
+}
+
+main().catch((err: unknown) => {
+  log.fatal({ err }, 'node agent failed to start');
+  void life.stop('startup failure').then(() => process.exit(1));
+});

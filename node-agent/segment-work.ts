@@ -1,0 +1,205 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Etcd3 } from 'etcd3';
+import { AppError, errorMessage, isAppError } from '../common/errors.js';
+import type { Keys } from '../common/keys.js';
+import type { Logger } from '../common/logger.js';
+import type { CheckpointRecord } from '../common/records.js';
+import type { PlannedRendition } from '../proto/gen/tessera/v1/types.js';
+import type { SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
+import type { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
+import { countFrames } from '../transcoder/probe.js';
+import { readKeyframes } from '../transcoder/keyframes.js';
+import { planCuts } from '../transcoder/plan-cuts.js';
+import { splitVideo } from '../transcoder/split.js';
+import { transcodeToRenditions } from '../transcoder/transcode.js';
+import type { ResolvedRendition } from '../transcoder/ladder.js';
+import type { WorkerPool } from '../transcoder/worker-pool.js';
+import { sendPart } from '../uploader/part-client.js';
+import { SegmentFence } from './fence.js';
+
+export interface SegmentWorkDeps {
+  etcd: Etcd3;
+  keys: Keys;
+  log: Logger;
+  pool: WorkerPool;
+  nodeId: string;
+  slots: number;
+  minSubSegmentSec: number;
+  ffmpegThreads: number;
+  noProgressMs: number;
+  wallClockMs: number;
+  subSegmentAttempts: number;
+  uploadTimeoutMs: number;
+  uploaderFor: (address: string) => UploaderClient;
+  onFenced: () => void;
+  onSubSegmentDone: (frames: number, seconds: number) => void;
+  onRetry: (kind: string) => void;
+  onFfmpegSpawn?: (pid: number) => void;
+}
+
+export interface SegmentWorkRequest {
+  jobId: string;
+  segment: number;
+  attempt: number;
+  ownerRevision: number;
+  renditions: PlannedRendition[];
+  fps: number;
+  segmentPath: string;
+  workDir: string;
+  uploaderAddress: string;
+}
+
+function toResolved(r: PlannedRendition): ResolvedRendition {
+  return {
+    name: r.name,
+    width: r.width,
+    height: r.height,
+    videoBitrateKbps: r.videoBitrateKbps,
+    codec: r.codec as ResolvedRendition['codec'],
+    encoder: r.encoder,
+    preset: r.preset,
+  };
+}
+
+/**
+ * Transcodes one segment on this node: cuts it into sub-segments on keyframes (boundaries from
+ * the checkpoint when an earlier attempt chose them), runs one ffmpeg per sub-segment that is not
+ * yet done on the local worker pool, hands every rendition part to the uploader, and records each
+ * finished sub-segment in the fenced checkpoint. Progress goes out through `emit`.
+ */
+export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkDeps, emit: (ev: SegmentEvent) => void, signal: AbortSignal): Promise<void> {
+  const log = deps.log.child({ jobId: req.jobId, segment: req.segment, attempt: req.attempt });
+  const fence = new SegmentFence(deps.etcd, deps.keys, req.jobId, req.segment, req.ownerRevision, deps.onFenced);
+
+  // 1. Sub-segment boundaries: re-use the checkpoint's, or choose and record them (fenced).
+  let cp = (await fence.readCheckpoint())?.value;
+  if (!cp || cp.boundaries.length < 2) {
+    const kf = await readKeyframes(req.segmentPath, { signal });
+    const cuts = planCuts({
+      keyframes: kf.keyframes,
+      durationSec: kf.durationSec,
+      weights: Array.from({ length: deps.slots }, () => 1),
+      minSegmentSec: deps.minSubSegmentSec,
+    });
+    const boundaries = [0, ...cuts.map((c) => c.endSec)];
+    cp = await fence.updateCheckpoint((cur) => (cur && cur.boundaries.length >= 2 ? undefined : { boundaries, done: [], transcodedByAttempt: {} }));
+  } else {
+    await fence.assertOwner();
+  }
+  const boundaries = cp.boundaries;
+  const subCount = boundaries.length - 1;
+
+  // 2. Cut again (stream copy) at the same boundaries: the same keyframes give the same sub-segments.
+  const subDir = join(req.workDir, 'subs');
+  await rm(subDir, { recursive: true, force: true });
+  await mkdir(subDir, { recursive: true });
+  const subFiles = await splitVideo(req.segmentPath, subDir, boundaries.slice(1, -1), { signal });
+  if (subFiles.length !== subCount) {
+    throw new AppError('INTERNAL', `split produced ${subFiles.length} sub-segments, expected ${subCount}`);
+  }
+  const subFrames = await Promise.all(subFiles.map(async (f) => (await countFrames(f)).frames));
+  const framesTotal = subFrames.reduce((a, b) => a + b, 0);
+
+  const doneSubs = new Set(cp.done.map((d) => d.sub));
+  const framesDone = subFrames.map((f, i) => (doneSubs.has(i) ? f : 0));
+  let transcoded = 0;
+  const progress = (done = false): SegmentEvent => ({
+    framesDone: framesDone.reduce((a, b) => a + b, 0),
+    framesTotal,
+    subSegments: subCount,
+    subSegmentsDone: doneSubs.size,
+    done,
+    subSegmentsTranscoded: transcoded,
+  });
+  emit(progress());
+
+  const outDir = join(req.workDir, 'out');
+  await mkdir(outDir, { recursive: true });
+  const renditions = req.renditions.map(toResolved);
+
+  const runSub = async (sub: number, taskSignal: AbortSignal): Promise<void> => {
+    const input = subFiles[sub]!;
+    const outputs = renditions.map((r) => ({ path: join(outDir, `${r.name}-${String(sub).padStart(4, '0')}.mp4`), rendition: r }));
+    for (let attempt = 1; ; attempt++) {
+      const started = Date.now();
+      try {
+        await transcodeToRenditions(input, outputs, {
+          fps: req.fps,
+          container: 'mp4',
+          ...(deps.ffmpegThreads > 0 ? { threads: deps.ffmpegThreads } : {}),
+          signal: taskSignal,
+          noProgressMs: deps.noProgressMs,
+          wallClockMs: deps.wallClockMs,
+          onProgress: (p) => { framesDone[sub] = Math.min(subFrames[sub] ?? 0, p.frame); },
+          ...(deps.onFfmpegSpawn ? { onSpawn: deps.onFfmpegSpawn } : {}),
+        });
+        const seconds = (Date.now() - started) / 1000;
+        // Parts are durable with the uploader before the checkpoint says "done".
+        for (const o of outputs) {
+          await sendPart(
+            deps.uploaderFor(req.uploaderAddress),
+            { jobId: req.jobId, rendition: o.rendition.name, segment: req.segment, subSegment: sub, attempt: req.attempt },
+            o.path,
+            { timeoutMs: deps.uploadTimeoutMs, signal: taskSignal, onRetry: () => deps.onRetry('part_upload') },
+          );
+        }
+        transcoded++;
+        await fence.updateCheckpoint((cur) => {
+          const base = cur ?? { boundaries, done: [], transcodedByAttempt: {} };
+          const key = String(req.attempt);
+          const counts = { ...base.transcodedByAttempt, [key]: (base.transcodedByAttempt[key] ?? 0) + 1 };
+          if (base.done.some((d) => d.sub === sub)) return { ...base, transcodedByAttempt: counts };
+          return {
+            ...base,
+            transcodedByAttempt: counts,
+            done: [...base.done, { sub, attempt: req.attempt, nodeId: deps.nodeId, frames: subFrames[sub] ?? 0 }].sort((a, b) => a.sub - b.sub),
+          };
+        });
+        framesDone[sub] = subFrames[sub] ?? 0;
+        doneSubs.add(sub);
+        deps.onSubSegmentDone(subFrames[sub] ?? 0, seconds);
+        emit(progress());
+        return;
+      } catch (err) {
+        if (taskSignal.aborted || isAppError(err, 'FENCED') || isAppError(err, 'CANCELLED')) throw err;
+        const retryable = isAppError(err) ? err.retryable : true;
+        if (!retryable || attempt >= deps.subSegmentAttempts) {
+          throw isAppError(err, 'TRANSCODE_FAILED')
+            ? new AppError('TRANSCODE_FAILED', `sub-segment ${sub} of segment ${req.segment} failed after ${attempt} attempt(s): ${err.message}`, { retryable: false })
+            : err;
+        }
+        deps.onRetry('ffmpeg');
+        log.warn({ sub, attempt, err: errorMessage(err) }, 'sub-segment failed; retrying');
+        framesDone[sub] = 0;
+      }
+    }
+  };
+
+  // 3. Every sub-segment not yet done, on the shared bounded pool. The first failure aborts the rest.
+  const inner = new AbortController();
+  const onOuter = (): void => inner.abort(signal.reason);
+  signal.addEventListener('abort', onOuter, { once: true });
+  const ticker = setInterval(() => emit(progress()), 500);
+  try {
+    const todo = subFiles.map((_, i) => i).filter((i) => !doneSubs.has(i));
+    const results = await Promise.allSettled(
+      todo.map((sub) =>
+        deps.pool.run((taskSignal) => runSub(sub, AbortSignal.any([taskSignal, inner.signal])), inner.signal).catch((err: unknown) => {
+          inner.abort(err);
+          throw err;
+        }),
+      ),
+    );
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure) {
+      // Prefer the root cause over the "aborted because a sibling failed" errors.
+      throw signal.aborted ? signal.reason : inner.signal.reason ?? failure.reason;
+    }
+    emit(progress(true));
+    log.info({ subSegments: subCount, transcoded }, 'segment done');
+  } finally {
+    clearInterval(ticker);
+    signal.removeEventListener('abort', onOuter);
+  }
+}

@@ -1,0 +1,149 @@
+import { rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ServerReadableStream } from '@grpc/grpc-js';
+import { partialSize, receiveChunks, type IncomingChunk } from '../common/chunks.js';
+import { AppError, errorMessage, isAppError } from '../common/errors.js';
+import { clientStream, serverStream, unary } from '../common/grpc.js';
+import type { Logger } from '../common/logger.js';
+import type { NodeAgentServer, SegmentChunk, SegmentRef, TransferStatus, SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
+import type { AgentMetrics } from './metrics.js';
+import { runSegmentWork, type SegmentWorkDeps } from './segment-work.js';
+
+interface Held {
+  attempt: number;
+  abort: AbortController;
+}
+
+const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** The node agent's gRPC service: segment transfer in, transcode with progress out. */
+export class AgentService {
+  /** Segments this node holds, by `<jobId>/<segment>`. */
+  readonly held = new Map<string, Held>();
+  draining = false;
+  segmentsDone = 0;
+
+  constructor(
+    private readonly stagingDir: string,
+    private readonly maxSegmentBytes: number,
+    private readonly deps: SegmentWorkDeps,
+    private readonly metrics: AgentMetrics,
+    private readonly log: Logger,
+  ) {}
+
+  private dirOf(ref: SegmentRef | undefined): string {
+    if (!ref || !SAFE_ID.test(ref.jobId) || ref.segment < 0 || ref.attempt < 1) {
+      throw new AppError('INVALID_ARGUMENT', 'a valid segment reference (job id, segment, attempt) is required');
+    }
+    return join(this.stagingDir, ref.jobId, `seg-${ref.segment}-a${ref.attempt}`);
+  }
+
+  private segmentFile(ref: SegmentRef | undefined): string {
+    return join(this.dirOf(ref), 'segment.mkv');
+  }
+
+  /** Aborts everything this node holds (lease lost, shutdown). */
+  dropAll(reason: string): void {
+    for (const h of this.held.values()) h.abort.abort(new AppError('FENCED', reason));
+  }
+
+  handlers(): NodeAgentServer {
+    const log = this.log;
+    return {
+      getTransfer: unary(log, async (ref: SegmentRef): Promise<TransferStatus> => {
+        const file = this.segmentFile(ref);
+        try {
+          const st = await stat(file);
+          return { receivedBytes: st.size, complete: true, sha256: '' };
+        } catch {
+          return { receivedBytes: await partialSize(file), complete: false, sha256: '' };
+        }
+      }),
+
+      putSegment: clientStream(log, async (call: ServerReadableStream<SegmentChunk, TransferStatus>, signal) => {
+        const it = call[Symbol.asyncIterator]() as AsyncIterator<SegmentChunk>;
+        const first = await it.next();
+        if (first.done) throw new AppError('INVALID_ARGUMENT', 'empty segment stream');
+        const head = first.value;
+        if (this.draining) throw new AppError('FAILED_PRECONDITION', 'node is draining', { retryable: true });
+        const file = this.segmentFile(head.ref);
+        const metrics = this.metrics;
+        async function* chunks(): AsyncGenerator<IncomingChunk> {
+          let msg: SegmentChunk | undefined = head;
+          while (msg) {
+            metrics.bytesStreamed.inc(msg.data.length);
+            yield { offset: msg.offset, data: msg.data };
+            const next = await it.next();
+            msg = next.done ? undefined : next.value;
+          }
+        }
+        const res = await receiveChunks(chunks(), { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal });
+        return { receivedBytes: res.bytes, complete: res.complete, sha256: res.sha256 };
+      }),
+
+      runSegment: serverStream(log, async (req, send, _call, signal) => {
+        const ref = req.ref;
+        const file = this.segmentFile(ref);
+        if (!ref) throw new AppError('INVALID_ARGUMENT', 'ref is required');
+        if (this.draining) throw new AppError('FAILED_PRECONDITION', 'node is draining', { retryable: true });
+        try {
+          await stat(file);
+        } catch {
+          throw new AppError('FAILED_PRECONDITION', `segment ${ref.segment} has not been fully transferred`, { retryable: true });
+        }
+        const key = `${ref.jobId}/${ref.segment}`;
+        this.held.get(key)?.abort.abort(new AppError('FENCED', 'superseded by a newer attempt'));
+        const abort = new AbortController();
+        const held: Held = { attempt: ref.attempt, abort };
+        this.held.set(key, held);
+        this.metrics.segmentsInFlight.set(this.held.size);
+        const onCall = (): void => abort.abort(signal.reason);
+        signal.addEventListener('abort', onCall, { once: true });
+        let pending = Promise.resolve();
+        const emit = (ev: SegmentEvent): void => {
+          pending = pending.then(() => send(ev)).catch(() => undefined);
+        };
+        try {
+          await runSegmentWork(
+            {
+              jobId: ref.jobId,
+              segment: ref.segment,
+              attempt: ref.attempt,
+              ownerRevision: req.ownerRevision,
+              renditions: req.renditions,
+              fps: req.fps,
+              segmentPath: file,
+              workDir: this.dirOf(ref),
+              uploaderAddress: req.uploaderAddress,
+            },
+            this.deps,
+            emit,
+            abort.signal,
+          );
+          await pending;
+          this.segmentsDone++;
+          await rm(this.dirOf(ref), { recursive: true, force: true });
+        } catch (err) {
+          if (isAppError(err, 'FENCED') || abort.signal.aborted) {
+            // reassigned, cancelled or our lease lapsed: drop the work and its files
+            await rm(this.dirOf(ref), { recursive: true, force: true });
+          }
+          log.warn({ jobId: ref.jobId, segment: ref.segment, attempt: ref.attempt, err: errorMessage(err) }, 'segment ended without finishing');
+          throw abort.signal.aborted && !isAppError(err) ? abort.signal.reason : err;
+        } finally {
+          signal.removeEventListener('abort', onCall);
+          if (this.held.get(key) === held) this.held.delete(key);
+          this.metrics.segmentsInFlight.set(this.held.size);
+        }
+      }),
+
+      dropSegment: unary(log, async (ref: SegmentRef) => {
+        const key = `${ref.jobId}/${ref.segment}`;
+        const held = this.held.get(key);
+        if (held && held.attempt <= ref.attempt) held.abort.abort(new AppError('CANCELLED', 'segment dropped'));
+        await rm(this.dirOf(ref), { recursive: true, force: true });
+        return {};
+      }),
+    };
+  }
+}

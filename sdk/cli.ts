@@ -1,0 +1,345 @@
+import { mkdir, stat } from 'node:fs/promises';
+import { createWriteStream, existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import cliProgress from 'cli-progress';
+import { AppError, isAppError } from '../common/errors.js';
+import { LocalCluster, readClusterFile, stopClusterFile, alive } from '../deploy/local-cluster.js';
+import { makeSample } from '../deploy/sample.js';
+import { createS3Client } from '../uploader/s3-client.js';
+import { extractZip } from '../uploader/zip.js';
+import { JobSpec, JobState, type Job, type SegmentState } from '../proto/gen/tessera/v1/types.js';
+import { TesseraClient, isTerminal } from './client.js';
+import { loadCliConfig } from './config.js';
+import { parseLadderArg } from './ladder-arg.js';
+
+const USAGE = `tessera — distributed split-and-merge video transcoding
+
+  tessera up [--nodes 2] [--slots N] [--dir .tessera]   start a local cluster (etcd, S3, coordinator, nodes, uploader)
+  tessera down [--dir .tessera]                          stop it
+  tessera transcode <file|s3://…|http(s)://…> [--ladder 720:2800,480:1400:hevc] [--container mp4|mkv]
+                    [--out s3://bucket/prefix] [--download DIR] [--dry-run] [--json] [--priority 0-9]
+                    [--idempotency-key K] [--remote]   (--remote: the path is on the coordinator, inside its input root)
+  tessera jobs [--limit 50] [--json]       list jobs
+  tessera job <id> [--json]                one job with its segments and status trail
+  tessera cancel <id>                      cancel a job
+  tessera nodes [--json]                   node agents
+  tessera drain <node> | undrain <node>    stop/resume giving a node new segments
+  tessera status [--json] [--once]         live cluster view (Ctrl-C to quit)
+  tessera demo                             up, transcode a generated 30 s 1080p sample, show the result, down
+
+  Coordinator address: --addr host:port[,host:port], else $TESSERA_ADDR, else the local cluster's.`;
+
+const cfg = loadCliConfig();
+
+const { values: flags, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    nodes: { type: 'string' },
+    slots: { type: 'string' },
+    dir: { type: 'string' },
+    addr: { type: 'string' },
+    ladder: { type: 'string' },
+    container: { type: 'string' },
+    out: { type: 'string' },
+    download: { type: 'string' },
+    'dry-run': { type: 'boolean' },
+    json: { type: 'boolean' },
+    priority: { type: 'string' },
+    'idempotency-key': { type: 'string' },
+    remote: { type: 'boolean' },
+    limit: { type: 'string' },
+    once: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+
+const dir = resolve(flags.dir ?? cfg.TESSERA_DIR);
+const out = (s: string): boolean => process.stdout.write(`${s}\n`);
+
+function addresses(): string[] {
+  if (flags.addr) return flags.addr.split(',');
+  if (cfg.TESSERA_ADDR.length) return cfg.TESSERA_ADDR;
+  const file = readClusterFile(dir);
+  if (file) return file.coordinators;
+  throw new AppError('UNAVAILABLE', `no coordinator address: start a local cluster with "tessera up", or pass --addr / set TESSERA_ADDR`);
+}
+
+function client(): TesseraClient {
+  return new TesseraClient({ addresses: addresses(), ...(cfg.TESSERA_TOKEN ? { token: cfg.TESSERA_TOKEN } : {}) });
+}
+
+const stateName = (s: JobState | SegmentState): string => String(s).replace(/^(JOB|SEGMENT)_STATE_/, '');
+
+function fmtBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+function printResult(job: Job): void {
+  out(`job ${job.id}: ${stateName(job.state)}${job.errorCode ? ` (${job.errorCode}: ${job.errorMessage})` : ''}`);
+  if (!job.result) return;
+  out(`archive: ${job.result.uri} (${fmtBytes(job.result.bytes)}, sha256 ${job.result.sha256.slice(0, 16)}…)`);
+  const rows = [['rendition', 'size', 'codec', 'kbps', 'frames', 'duration', 'bytes']];
+  for (const r of job.result.renditions) rows.push([r.file, `${r.width}x${r.height}`, r.codec, String(r.videoBitrateKbps), String(r.frames), `${r.durationSec.toFixed(3)} s`, fmtBytes(r.bytes)]);
+  out(table(rows));
+  const nodes = new Set(job.segments.map((s) => s.nodeId));
+  out(`segments: ${job.segments.length} on ${nodes.size} node(s) (${[...nodes].join(', ')})`);
+}
+
+/** Live progress: bars on a terminal, a line every few seconds elsewhere (CI logs). */
+function progressView(): { update(job: Job): void; stop(): void } {
+  if (!process.stdout.isTTY) {
+    let last = 0;
+    let lastState = '';
+    return {
+      update(job) {
+        const st = stateName(job.state);
+        if (Date.now() - last < 2_000 && st === lastState && !isTerminal(job.state)) return;
+        last = Date.now();
+        lastState = st;
+        const segs = job.segments.map((s) => `${s.index}:${s.nodeId}:${s.frames ? Math.floor((100 * s.framesDone) / s.frames) : 0}%`).join(' ');
+        out(`[${job.progress.toFixed(1).padStart(5)}%] ${st.padEnd(10)} ${job.stage}${segs ? ` | ${segs}` : ''}`);
+      },
+      stop() {},
+    };
+  }
+  const multi = new cliProgress.MultiBar({ format: ' {label} |{bar}| {percentage}% {info}', hideCursor: true, clearOnComplete: false, barsize: 30 }, cliProgress.Presets.shades_classic);
+  const jobBar = multi.create(100, 0, { label: 'job        ', info: '' });
+  const segBars = new Map<number, cliProgress.SingleBar>();
+  return {
+    update(job) {
+      jobBar.update(Math.floor(job.progress), { info: `${stateName(job.state)} — ${job.stage}` });
+      for (const s of job.segments) {
+        let bar = segBars.get(s.index);
+        if (!bar) {
+          bar = multi.create(100, 0, { label: `segment ${String(s.index).padEnd(3)}`, info: '' });
+          segBars.set(s.index, bar);
+        }
+        bar.update(s.frames ? Math.floor((100 * s.framesDone) / s.frames) : 0, { info: `${s.nodeId} a${s.attempt} ${stateName(s.state)} ${s.subSegmentsDone}/${s.subSegments} sub` });
+      }
+    },
+    stop() {
+      multi.stop();
+    },
+  };
+}
+
+async function download(job: Job, destDir: string): Promise<string> {
+  if (!job.result) throw new AppError('FAILED_PRECONDITION', 'the job has no result to download');
+  const file = readClusterFile(dir);
+  const endpoint = cfg.S3_ENDPOINT ?? file?.s3Endpoint;
+  const s3 = createS3Client({ ...(endpoint ? { endpoint } : {}), region: cfg.S3_REGION, accessKeyId: cfg.S3_ACCESS_KEY_ID, secretAccessKey: cfg.S3_SECRET_ACCESS_KEY, forcePathStyle: true, requestTimeoutMs: 600_000 });
+  try {
+    await mkdir(destDir, { recursive: true });
+    const zipPath = join(destDir, `${job.id}.zip`);
+    const res = await s3.send(new GetObjectCommand({ Bucket: job.result.bucket, Key: job.result.key }));
+    await pipeline(res.Body as Readable, createWriteStream(zipPath));
+    const files = await extractZip(zipPath, join(destDir, job.id));
+    out(`downloaded ${zipPath} and unpacked ${files.length} file(s) into ${join(destDir, job.id)}`);
+    return zipPath;
+  } finally {
+    s3.destroy();
+  }
+}
+
+async function transcode(input: string): Promise<number> {
+  const c = client();
+  try {
+    const spec: Partial<JobSpec> = {
+      ladder: flags.ladder ? parseLadderArg(flags.ladder) : [],
+      container: flags.container ?? '',
+      outputUri: flags.out ?? '',
+      dryRun: flags['dry-run'] ?? false,
+      priority: flags.priority ? Number(flags.priority) : 0,
+      idempotencyKey: flags['idempotency-key'] ?? '',
+    };
+    const isUri = /^[a-z][a-z0-9+.-]*:\/\//i.test(input);
+    const local = !isUri && !flags.remote;
+    if (local && !existsSync(input)) throw new AppError('INPUT_NOT_FOUND', `no such file: ${input}`);
+    if (spec.dryRun) {
+      // A dry run needs the file where the coordinator can read it: only URIs and --remote paths.
+      const res = await c.submit({ ...spec, inputUri: local ? resolve(input) : input });
+      if (flags.json) out(JSON.stringify(res.plan, null, 2));
+      else {
+        const p = res.plan!;
+        out(`source: ${p.source?.width}x${p.source?.height} ${p.source?.fps} fps, ${p.source?.durationSec.toFixed(2)} s, ${p.source?.frames} frames`);
+        out(table([['segment', 'start', 'end', 'frames', 'node', 'sub-segments'], ...p.segments.map((s) => [String(s.index), s.startSec.toFixed(3), s.endSec.toFixed(3), String(s.frames), s.nodeId, String(s.subSegments)])]));
+        out(table([['rendition', 'size', 'kbps', 'codec', 'encoder', 'preset'], ...p.renditions.map((r) => [r.name, `${r.width}x${r.height}`, String(r.videoBitrateKbps), r.codec, r.encoder, r.preset])]));
+        for (const cmd of p.ffmpegCommands) out(cmd);
+      }
+      return 0;
+    }
+    let res;
+    if (local) {
+      const size = (await stat(input)).size;
+      const bar = process.stdout.isTTY && !flags.json ? new cliProgress.SingleBar({ format: ' upload      |{bar}| {percentage}% {value}/{total} bytes' }, cliProgress.Presets.shades_classic) : undefined;
+      bar?.start(size, 0);
+      res = await c.upload(resolve(input), spec, { onProgress: (sent) => bar?.update(sent) });
+      bar?.stop();
+    } else {
+      res = await c.submit({ ...spec, inputUri: input });
+    }
+    if (!flags.json) out(`submitted job ${res.jobId}`);
+    const view = flags.json ? undefined : progressView();
+    const job = await c.wait(res.jobId, (j) => view?.update(j));
+    view?.stop();
+    if (flags.json) out(JSON.stringify(job, null, 2));
+    else printResult(job);
+    if (flags.download && job.state === JobState.JOB_STATE_SUCCEEDED) await download(job, resolve(flags.download));
+    return job.state === JobState.JOB_STATE_SUCCEEDED ? 0 : 1;
+  } finally {
+    c.close();
+  }
+}
+
+async function up(): Promise<LocalCluster | undefined> {
+  const existing = readClusterFile(dir);
+  if (existing && existing.processes.some((p) => alive(p.pid))) {
+    out(`a local cluster is already up (coordinator ${existing.coordinators.join(', ')}); "tessera down" stops it`);
+    return undefined;
+  }
+  out('starting a local cluster…');
+  const cluster = await LocalCluster.start({ dir, nodes: Number(flags.nodes ?? 2), slots: Number(flags.slots ?? 1), detached: true, inputRoot: '/' });
+  out(`cluster up: coordinator ${cluster.coordinators.join(', ')}, ${cluster.nodeIds().length} node agent(s), etcd ${cluster.etcdEndpoints.join(',')}, S3 ${cluster.s3Endpoint}, logs in ${join(dir, 'logs')}`);
+  return cluster;
+}
+
+async function down(): Promise<void> {
+  const file = readClusterFile(dir);
+  if (!file) {
+    out('no local cluster is up');
+    return;
+  }
+  await stopClusterFile(file);
+  out('local cluster stopped');
+}
+
+async function status(): Promise<void> {
+  const c = client();
+  try {
+    for (;;) {
+      const [st, jobs] = await Promise.all([c.clusterStatus(), c.list({ limit: 10 })]);
+      if (flags.json) {
+        out(JSON.stringify({ ...st, jobs }, null, 2));
+        return;
+      }
+      const lines = [
+        `leader ${st.leaderId || '(none)'} · queue ${st.queueDepth} · segments in flight ${st.segmentsInFlight} · ${st.framesPerSecond1m} frames/s (1 min)`,
+        table([['node', 'state', 'busy/slots', 'segments done', 'address'], ...st.nodes.map((n) => [n.id, n.state, `${n.busySlots}/${n.slots}`, String(n.segmentsDone), n.address])]),
+        table([['job', 'state', 'progress', 'stage'], ...jobs.map((j) => [j.id, stateName(j.state), `${'#'.repeat(Math.round(j.progress / 5)).padEnd(20, '.')} ${j.progress.toFixed(0)}%`, j.stage])]),
+      ];
+      if (process.stdout.isTTY && !flags.once) process.stdout.write('\x1b[2J\x1b[H');
+      out(lines.join('\n\n'));
+      if (flags.once || !process.stdout.isTTY) return;
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+  } finally {
+    c.close();
+  }
+}
+
+async function demo(): Promise<number> {
+  const started = await up();
+  try {
+    const sample = join(dir, 'demo', 'sample-30s-1080p.mp4');
+    if (!existsSync(sample)) {
+      out('generating a 30 s 1920x1080 30 fps sample with a 440 Hz tone…');
+      await makeSample(sample, { seconds: 30, width: 1920, height: 1080, fps: 30 });
+    }
+    flags.download ??= join(dir, 'demo', 'output');
+    return await transcode(sample);
+  } finally {
+    if (started) {
+      await started.stop();
+      out('local cluster stopped');
+    }
+  }
+}
+
+async function main(): Promise<number> {
+  const [cmd, arg] = positionals;
+  if (flags.help || !cmd) {
+    out(USAGE);
+    return cmd ? 0 : 2;
+  }
+  switch (cmd) {
+    case 'up': await up(); return 0;
+    case 'down': await down(); return 0;
+    case 'demo': return demo();
+    case 'transcode':
+      if (!arg) throw new AppError('INVALID_ARGUMENT', 'usage: tessera transcode <file|uri>');
+      return transcode(arg);
+    case 'jobs': {
+      const c = client();
+      try {
+        const jobs = await c.list({ limit: Number(flags.limit ?? 50) });
+        if (flags.json) out(JSON.stringify(jobs, null, 2));
+        else out(table([['job', 'state', 'progress', 'created', 'input'], ...jobs.map((j) => [j.id, stateName(j.state), `${j.progress.toFixed(0)}%`, new Date(j.createdAtMs).toISOString(), j.spec?.inputUri ?? ''])]));
+      } finally { c.close(); }
+      return 0;
+    }
+    case 'job': {
+      if (!arg) throw new AppError('INVALID_ARGUMENT', 'usage: tessera job <id>');
+      const c = client();
+      try {
+        const j = await c.get(arg);
+        if (flags.json) out(JSON.stringify(j, null, 2));
+        else {
+          printResult(j);
+          out(table([['segment', 'node', 'attempt', 'state', 'frames', 'sub-segments'], ...j.segments.map((s) => [String(s.index), s.nodeId, String(s.attempt), stateName(s.state), `${s.framesDone}/${s.frames}`, `${s.subSegmentsDone}/${s.subSegments}`])]));
+          for (const h of j.history) out(`${new Date(h.atMs).toISOString()} ${h.scope.padEnd(10)} ${h.state.padEnd(12)} ${h.nodeId ? `${h.nodeId} a${h.attempt} ` : ''}${h.reason}`);
+        }
+      } finally { c.close(); }
+      return 0;
+    }
+    case 'cancel': {
+      if (!arg) throw new AppError('INVALID_ARGUMENT', 'usage: tessera cancel <id>');
+      const c = client();
+      try { const j = await c.cancel(arg); out(`job ${j.id}: ${stateName(j.state)}`); } finally { c.close(); }
+      return 0;
+    }
+    case 'nodes': {
+      const c = client();
+      try {
+        const nodes = await c.listNodes();
+        if (flags.json) out(JSON.stringify(nodes, null, 2));
+        else out(table([['node', 'state', 'busy/slots', 'segments done', 'encoders', 'address'], ...nodes.map((n) => [n.id, n.state, `${n.busySlots}/${n.slots}`, String(n.segmentsDone), n.encoders.join(' '), n.address])]));
+      } finally { c.close(); }
+      return 0;
+    }
+    case 'drain':
+    case 'undrain': {
+      if (!arg) throw new AppError('INVALID_ARGUMENT', `usage: tessera ${cmd} <node>`);
+      const c = client();
+      try {
+        const n = cmd === 'drain' ? await c.drain(arg) : await c.undrain(arg);
+        out(flags.json ? JSON.stringify(n, null, 2) : `node ${n.id}: ${n.state}`);
+      } finally { c.close(); }
+      return 0;
+    }
+    case 'status': await status(); return 0;
+    default:
+      out(USAGE);
+      return 2;
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (isAppError(err)) process.stderr.write(`error ${err.code}: ${err.message}\n`);
+    else process.stderr.write(`error: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,204 @@
+import { stat } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { Metadata, type Client } from '@grpc/grpc-js';
+import { sendFileChunks } from '../common/chunks.js';
+import { AppError, isAppError } from '../common/errors.js';
+import { ClientCache } from '../common/grpc-clients.js';
+import { callUnary, deadline, iterateStream, openClientStream } from '../common/grpc.js';
+import { retry, sleep } from '../common/retry.js';
+import { AdminClient, type ClusterStatus, type NodeInfo } from '../proto/gen/tessera/v1/admin.js';
+import { JobServiceClient, UploadChunk, type SubmitJobResponse, type JobEvent } from '../proto/gen/tessera/v1/jobs.js';
+import { JobSpec, JobState, type Job } from '../proto/gen/tessera/v1/types.js';
+
+export type { Job, JobSpec, SubmitJobResponse, NodeInfo, ClusterStatus };
+export { JobState };
+
+export interface TesseraClientOptions {
+  /** One or more coordinator addresses (host:port); calls fail over between them. */
+  addresses: string[];
+  /** Bearer token sent with every call, when the cluster requires one. */
+  token?: string;
+  /** Deadline of each unary call, ms (default 15 s). */
+  timeoutMs?: number;
+  /** Attempts for idempotent calls on UNAVAILABLE (default 6, with backoff and jitter). */
+  attempts?: number;
+}
+
+const TERMINAL = new Set<JobState>([JobState.JOB_STATE_SUCCEEDED, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED]);
+
+/** True when a job state is final. */
+export function isTerminal(state: JobState): boolean {
+  return TERMINAL.has(state);
+}
+
+/**
+ * The typed Tessera client. Idempotent calls (get, list, cancel, watch, and submit with an
+ * idempotency key) are retried with backoff on another coordinator when one is unavailable.
+ */
+export class TesseraClient {
+  private readonly clients = new ClientCache();
+  private current = 0;
+  private readonly timeoutMs: number;
+  private readonly attempts: number;
+
+  constructor(private readonly o: TesseraClientOptions) {
+    if (o.addresses.length === 0) throw new AppError('INVALID_ARGUMENT', 'at least one coordinator address is required');
+    this.timeoutMs = o.timeoutMs ?? 15_000;
+    this.attempts = o.attempts ?? 6;
+  }
+
+  private md(): Metadata {
+    const md = new Metadata();
+    if (this.o.token) md.set('authorization', `Bearer ${this.o.token}`);
+    return md;
+  }
+
+  private jobs(): JobServiceClient {
+    return this.clients.get(JobServiceClient, this.o.addresses[this.current % this.o.addresses.length]!);
+  }
+
+  private admin(): AdminClient {
+    return this.clients.get(AdminClient, this.o.addresses[this.current % this.o.addresses.length]!);
+  }
+
+  /** Runs an idempotent call, moving to the next coordinator on UNAVAILABLE. */
+  private idempotent<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return retry(fn, {
+      attempts: this.attempts,
+      baseMs: 200,
+      maxMs: 3_000,
+      signal,
+      isRetryable: (err) => isAppError(err) && (err.code === 'UNAVAILABLE' || err.code === 'NOT_LEADER' || err.code === 'DEADLINE_EXCEEDED'),
+      onRetry: () => { this.current++; },
+    });
+  }
+
+  private unary<C extends Client, Req, Res>(get: () => C, method: (c: C) => Parameters<typeof callUnary<Req, Res>>[1], req: Req, signal?: AbortSignal): Promise<Res> {
+    const c = get();
+    return callUnary<Req, Res>(c, method(c), req, this.timeoutMs, this.md(), signal);
+  }
+
+  /** Submits a job by input URI. With `idempotencyKey` set, safe to retry. */
+  submit(spec: Partial<JobSpec> & { inputUri: string }): Promise<SubmitJobResponse> {
+    const full = JobSpec.fromPartial(spec);
+    const call = (): Promise<SubmitJobResponse> => this.unary(() => this.jobs(), (c) => c.submitJob, { spec: full });
+    return full.idempotencyKey ? this.idempotent(call) : call();
+  }
+
+  /** Streams a local file to the cluster and submits it (client-streaming, back-pressured). */
+  async upload(filePath: string, spec: Partial<JobSpec> = {}, opts: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal } = {}): Promise<SubmitJobResponse> {
+    const st = await stat(filePath).catch(() => { throw new AppError('INPUT_NOT_FOUND', `no such file: ${filePath}`); });
+    if (!st.isFile()) throw new AppError('INPUT_NOT_FOUND', `not a regular file: ${filePath}`);
+    if (st.size === 0) throw new AppError('INPUT_EMPTY', `the file is empty: ${filePath}`);
+    const client = this.jobs();
+    const full = JobSpec.fromPartial({ ...spec, inputUri: '' });
+    const call = openClientStream<UploadChunk, SubmitJobResponse>(
+      (cb) => client.uploadAndSubmit(this.md(), deadline(Math.max(this.timeoutMs, 3_600_000)), cb),
+      opts.signal,
+    );
+    try {
+      let first = true;
+      await sendFileChunks(
+        call.stream,
+        filePath,
+        0,
+        (offset, data) => {
+          const msg = UploadChunk.fromPartial({ offset, data, ...(first ? { spec: full, fileName: basename(filePath) } : {}) });
+          first = false;
+          return msg;
+        },
+        { signal: call.signal, onSent: (sent) => opts.onProgress?.(sent, st.size) },
+      );
+      call.stream.end();
+    } catch (err) {
+      await call.result;
+      throw err;
+    }
+    return call.result;
+  }
+
+  get(jobId: string, signal?: AbortSignal): Promise<Job> {
+    return this.idempotent(() => this.unary(() => this.jobs(), (c) => c.getJob, { jobId }, signal), signal);
+  }
+
+  cancel(jobId: string): Promise<Job> {
+    return this.idempotent(() => this.unary(() => this.jobs(), (c) => c.cancelJob, { jobId }));
+  }
+
+  async list(opts: { limit?: number; state?: JobState } = {}): Promise<Job[]> {
+    const res = await this.idempotent(() =>
+      this.unary(() => this.jobs(), (c) => c.listJobs, { limit: opts.limit ?? 50, state: opts.state ?? JobState.JOB_STATE_UNSPECIFIED }),
+    );
+    return res.jobs;
+  }
+
+  /**
+   * Job snapshots as they change, ending with the terminal one. When the coordinator goes away
+   * the watch reconnects (to another coordinator if given) and continues: every snapshot carries
+   * the full state and status trail, so no state change is missed.
+   */
+  async *watch(jobId: string, opts: { signal?: AbortSignal } = {}): AsyncGenerator<Job> {
+    let lastJson = '';
+    let failures = 0;
+    for (;;) {
+      const client = this.jobs();
+      const call = client.watchJob({ jobId }, this.md());
+      const onAbort = (): void => call.cancel();
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        for await (const ev of iterateStream<JobEvent>(call)) {
+          failures = 0;
+          if (!ev.job) continue;
+          const s = JSON.stringify(ev.job);
+          if (s === lastJson) continue;
+          lastJson = s;
+          yield ev.job;
+          if (isTerminal(ev.job.state)) return;
+        }
+        // The server ends the stream only at a terminal state; anything else: reconnect.
+      } catch (err) {
+        if (opts.signal?.aborted) throw new AppError('CANCELLED', 'watch cancelled');
+        if (!isAppError(err) || !['UNAVAILABLE', 'NOT_LEADER', 'DEADLINE_EXCEEDED', 'INTERNAL', 'CANCELLED'].includes(err.code) || ++failures > this.attempts * 3) throw err;
+        this.current++;
+      } finally {
+        opts.signal?.removeEventListener('abort', onAbort);
+      }
+      await sleep(Math.min(2_000, 100 * 2 ** Math.min(failures, 5)), opts.signal);
+    }
+  }
+
+  /** Resolves with the job once it reaches a terminal state. */
+  async wait(jobId: string, onUpdate?: (job: Job) => void, signal?: AbortSignal): Promise<Job> {
+    let last: Job | undefined;
+    for await (const job of this.watch(jobId, signal ? { signal } : {})) {
+      last = job;
+      onUpdate?.(job);
+    }
+    if (!last) throw new AppError('INTERNAL', 'watch ended without a job');
+    return last;
+  }
+
+  listNodes(): Promise<NodeInfo[]> {
+    return this.idempotent(() => this.unary(() => this.admin(), (c) => c.listNodes, {})).then((r) => r.nodes);
+  }
+
+  clusterStatus(): Promise<ClusterStatus> {
+    return this.idempotent(() => this.unary(() => this.admin(), (c) => c.getClusterStatus, {}));
+  }
+
+  drain(nodeId: string): Promise<NodeInfo> {
+    return this.idempotent(() => this.unary(() => this.admin(), (c) => c.drainNode, { nodeId }));
+  }
+
+  undrain(nodeId: string): Promise<NodeInfo> {
+    return this.idempotent(() => this.unary(() => this.admin(), (c) => c.undrainNode, { nodeId }));
+  }
+
+  jobDetail(jobId: string): Promise<Job> {
+    return this.idempotent(() => this.unary(() => this.admin(), (c) => c.getJobDetail, { jobId }));
+  }
+
+  close(): void {
+    this.clients.closeAll();
+  }
+}

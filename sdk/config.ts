@@ -1,0 +1,17 @@
+import { z } from 'zod';
+import { csv, parseEnv } from '../common/config-schema.js';
+
+const shape = {
+  TESSERA_ADDR: csv.default([]),
+  TESSERA_TOKEN: z.string().optional(),
+  TESSERA_DIR: z.string().default('.tessera'),
+  S3_ENDPOINT: z.string().optional(),
+  S3_REGION: z.string().default('us-east-1'),
+  S3_ACCESS_KEY_ID: z.string().default('S3RVER'),
+  S3_SECRET_ACCESS_KEY: z.string().default('S3RVER'),
+};
+
+/** The CLI's settings from the environment (flags override them). */
+export function loadCliConfig(env: NodeJS.ProcessEnv = process.env) {
+  return parseEnv(shape, env);
+}

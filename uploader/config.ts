@@ -1,0 +1,22 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { baseShape, int, parseEnv, s3Shape } from '../common/config-schema.js';
+
+const shape = {
+  ...baseShape,
+  ...s3Shape,
+  UPLOADER_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,63}$/).default(`uploader-${hostname()}`),
+  GRPC_PORT: int(0, 0, 65535),
+  ADVERTISE_ADDRESS: z.string().optional(),
+  LEASE_TTL_SEC: int(10, 1, 3600),
+  MAX_PART_BYTES: int(4 * 1024 ** 3, 1),
+  S3_PART_SIZE_BYTES: int(8 * 1024 * 1024, 5 * 1024 * 1024),
+  FINALIZE_TIMEOUT_MS: int(3_600_000, 1000),
+};
+
+export type UploaderConfig = ReturnType<typeof loadConfig>;
+
+/** The uploader's settings, from the environment (the only reader of process.env). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
+  return parseEnv(shape, env);
+}

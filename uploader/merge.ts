@@ -1,0 +1,46 @@
+import { writeFile } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
+import { AppError } from '../common/errors.js';
+import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
+
+export interface MergeInput {
+  /** Part files of one rendition, in play order (all under `listDir`). */
+  parts: string[];
+  /** AAC audio encoded once for the whole job, or undefined. */
+  audio?: string | undefined;
+  container: 'mp4' | 'mkv';
+  outPath: string;
+  /** Directory for the concat list; every part must be below it (concat `safe=1` wants relative names). */
+  listDir: string;
+  signal?: AbortSignal | undefined;
+  onProgress?: (outTimeSec: number) => void;
+}
+
+/**
+ * Joins a rendition's parts with the concat demuxer (stream copy: no re-encode, so no generation
+ * loss and no seam), muxes the job's audio, strips input metadata, and for MP4 moves the index to
+ * the front (+faststart) so players can start before the download ends.
+ */
+export async function mergeRendition(m: MergeInput): Promise<void> {
+  if (m.parts.length === 0) throw new AppError('INTERNAL', `no parts to merge for ${m.outPath}`);
+  const listPath = join(m.listDir, `concat-${Date.now()}-${Math.random().toString(36).slice(2)}.txt`);
+  const lines = m.parts.map((p) => {
+    const rel = relative(dirname(listPath), p);
+    if (rel.startsWith('..') || !/^[A-Za-z0-9_./-]+$/.test(rel)) throw new AppError('INTERNAL', `unsafe part path ${rel}`);
+    return `file '${rel}'`;
+  });
+  await writeFile(listPath, `ffconcat version 1.0\n${lines.join('\n')}\n`);
+  const args = ['-hide_banner', '-nostdin', '-y', '-protocol_whitelist', 'file', '-f', 'concat', '-safe', '1', '-i', `file:${listPath}`];
+  if (m.audio) args.push('-protocol_whitelist', 'file', '-i', `file:${m.audio}`);
+  args.push('-map', '0:v:0');
+  if (m.audio) args.push('-map', '1:a:0');
+  args.push('-c', 'copy', '-map_metadata', '-1', '-map_chapters', '-1');
+  if (m.container === 'mp4') args.push('-movflags', '+faststart', '-f', 'mp4');
+  else args.push('-f', 'matroska');
+  args.push('-progress', 'pipe:1', '-nostats', `file:${m.outPath}`);
+  await runFfmpeg(args, {
+    ...(m.signal ? { signal: m.signal } : {}),
+    noProgressMs: 120_000,
+    ...(m.onProgress ? { onProgress: (p: { outTimeSec: number }) => m.onProgress?.(p.outTimeSec) } : {}),
+  });
+}

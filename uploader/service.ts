@@ -1,0 +1,218 @@
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ServerReadableStream } from '@grpc/grpc-js';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { Etcd3 } from 'etcd3';
+import { fileDigest, receiveChunks, type IncomingChunk } from '../common/chunks.js';
+import { AppError } from '../common/errors.js';
+import { clientStream, serverStream, unary } from '../common/grpc.js';
+import type { Keys } from '../common/keys.js';
+import type { Logger } from '../common/logger.js';
+import { VERSION } from '../common/version.js';
+import type { FinalizeEvent, FinalizeRequest, PartAck, PartChunk, PartRef, UploaderServer } from '../proto/gen/tessera/v1/uploader.js';
+import type { JobResult, RenditionResult } from '../proto/gen/tessera/v1/types.js';
+import { countFrames, streamDurations } from '../transcoder/probe.js';
+import { buildManifest } from './manifest.js';
+import { mergeRendition } from './merge.js';
+import { uploadFileMultipart, type MultipartState, type MultipartStateStore } from './s3-multipart.js';
+import { writeZip } from './zip.js';
+import type { UploaderMetrics } from './metrics.js';
+
+const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const SAFE_NAME = /^[a-z0-9_-]{1,32}$/;
+
+/** What etcd holds under `uploads/<jobId>`: the multipart state, then the final result. */
+interface UploadRecord {
+  multipart?: MultipartState | undefined;
+  result?: JobResult | undefined;
+}
+
+export interface UploaderDeps {
+  etcd: Etcd3;
+  keys: Keys;
+  s3: S3Client;
+  stagingDir: string;
+  maxPartBytes: number;
+  partSizeBytes: number;
+  log: Logger;
+  metrics: UploaderMetrics;
+}
+
+function partFileName(ref: PartRef): string {
+  if (!SAFE_ID.test(ref.jobId) || !(ref.rendition === 'audio' || SAFE_NAME.test(ref.rendition)) || ref.segment < 0 || ref.subSegment < 0 || ref.attempt < 0) {
+    throw new AppError('INVALID_ARGUMENT', 'invalid part reference');
+  }
+  const ext = ref.rendition === 'audio' ? 'm4a' : 'mp4';
+  return join(ref.jobId, 'parts', ref.rendition, `${String(ref.segment).padStart(4, '0')}-${String(ref.subSegment).padStart(4, '0')}-a${ref.attempt}.${ext}`);
+}
+
+/** The uploader's gRPC service: durable part staging, merge + zip + S3 push on finalize. */
+export class UploaderService {
+  private finalizing = new Map<string, Promise<JobResult>>();
+
+  constructor(private readonly d: UploaderDeps) {}
+
+  private etcdStore(jobId: string): MultipartStateStore {
+    const key = this.d.keys.upload(jobId);
+    const read = async (): Promise<UploadRecord> => {
+      const raw = await this.d.etcd.get(key).string();
+      return raw ? (JSON.parse(raw) as UploadRecord) : {};
+    };
+    return {
+      load: async () => (await read()).multipart,
+      save: async (state) => { await this.d.etcd.put(key).value(JSON.stringify({ ...(await read()), multipart: state })); },
+      clear: async () => { const rec = await read(); delete rec.multipart; await this.d.etcd.put(key).value(JSON.stringify(rec)); },
+    };
+  }
+
+  handlers(): UploaderServer {
+    const { log } = this.d;
+    return {
+      putPart: clientStream(log, async (call: ServerReadableStream<PartChunk, PartAck>, signal): Promise<PartAck> => {
+        const it = call[Symbol.asyncIterator]() as AsyncIterator<PartChunk>;
+        const first = await it.next();
+        if (first.done || !first.value.ref) throw new AppError('INVALID_ARGUMENT', 'empty part stream');
+        const head = first.value;
+        const path = join(this.d.stagingDir, partFileName(head.ref!));
+        const metrics = this.d.metrics;
+        async function* chunks(): AsyncGenerator<IncomingChunk> {
+          let msg: PartChunk | undefined = head;
+          while (msg) {
+            metrics.partBytes.inc(msg.data.length);
+            yield { offset: msg.offset, data: msg.data };
+            const next = await it.next();
+            msg = next.done ? undefined : next.value;
+          }
+        }
+        // A retried send starts at 0 again: a fresh .partial each time keeps it simple and exact.
+        await rm(`${path}.partial`, { force: true });
+        const res = await receiveChunks(chunks(), { path, maxBytes: this.d.maxPartBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal });
+        if (!res.complete) throw new AppError('BAD_OFFSET', `part ended after ${res.bytes} of ${head.totalSize} bytes`, { retryable: true });
+        return { bytes: res.bytes, sha256: res.sha256 };
+      }),
+
+      finalize: serverStream(log, async (req: FinalizeRequest, send: (e: FinalizeEvent) => Promise<void>, _call, signal) => {
+        if (!SAFE_ID.test(req.jobId)) throw new AppError('INVALID_ARGUMENT', 'invalid job id');
+        // Idempotent: a second Finalize for the same job joins the first, or returns its result.
+        let run = this.finalizing.get(req.jobId);
+        if (!run) {
+          run = this.finalize(req, (stage, progress) => { void send({ stage, progress, result: undefined }).catch(() => undefined); }, signal);
+          this.finalizing.set(req.jobId, run);
+          run.finally(() => this.finalizing.delete(req.jobId)).catch(() => undefined);
+        }
+        const result = await run;
+        await send({ stage: 'done', progress: 1, result });
+      }),
+
+      cleanup: unary(log, async (req) => {
+        if (!SAFE_ID.test(req.jobId)) throw new AppError('INVALID_ARGUMENT', 'invalid job id');
+        await rm(join(this.d.stagingDir, req.jobId), { recursive: true, force: true });
+        return {};
+      }),
+    };
+  }
+
+  private async finalize(req: FinalizeRequest, progress: (stage: string, p: number) => void, signal: AbortSignal): Promise<JobResult> {
+    const { etcd, keys, log } = this.d;
+    const done = await etcd.get(keys.upload(req.jobId)).string();
+    const prior = done ? (JSON.parse(done) as UploadRecord) : {};
+    if (prior.result) return prior.result; // finalize is idempotent
+
+    const started = Date.now();
+    const jobDir = join(this.d.stagingDir, req.jobId);
+    const outDir = join(jobDir, 'out');
+    await mkdir(outDir, { recursive: true });
+    const container = req.container === 'mkv' ? 'mkv' : 'mp4';
+    const audio = req.audio ? join(this.d.stagingDir, partFileName(req.audio)) : undefined;
+    const source = req.source;
+    const fps = source?.fps || 30;
+    const renditions: RenditionResult[] = [];
+    const files: { name: string; path: string }[] = [];
+
+    for (const [i, r] of req.renditions.entries()) {
+      const parts = req.parts.filter((p) => p.rendition === r.name).map((p) => join(this.d.stagingDir, partFileName(p)));
+      for (const p of parts) await stat(p).catch(() => { throw new AppError('FAILED_PRECONDITION', `part ${p} is missing`, { retryable: true }); });
+      const file = `${r.name}.${container}`;
+      const outPath = join(outDir, file);
+      const dur = source?.durationSec || 1;
+      await mergeRendition({
+        parts,
+        audio,
+        container,
+        outPath,
+        listDir: join(jobDir, 'parts'),
+        signal,
+        onProgress: (sec) => progress('merge', (i + Math.min(1, sec / dur)) / req.renditions.length * 0.6),
+      });
+      const [{ frames }, durations, digest] = await Promise.all([countFrames(outPath), streamDurations(outPath), fileDigest(outPath)]);
+      if (source && source.frames > 0 && frames !== source.frames) {
+        throw new AppError('INTERNAL', `rendition ${r.name} has ${frames} frames but the source has ${source.frames}`);
+      }
+      renditions.push({
+        name: r.name,
+        file,
+        width: r.width,
+        height: r.height,
+        codec: r.codec,
+        videoBitrateKbps: r.videoBitrateKbps,
+        durationSec: Math.round(durations.videoSec * 1000) / 1000,
+        frames,
+        bytes: digest.bytes,
+        sha256: digest.sha256,
+      });
+      files.push({ name: file, path: outPath });
+      progress('merge', ((i + 1) / req.renditions.length) * 0.6);
+    }
+    const audioFacts = audio ? await streamDurations(audio) : undefined;
+    const timings = { ...(req.timingsJson ? (JSON.parse(req.timingsJson) as Record<string, number>) : {}), mergeMs: Date.now() - started };
+    const manifest = buildManifest({
+      tessera: { version: VERSION, jobId: req.jobId, createdAt: new Date().toISOString() },
+      source,
+      container,
+      renditions,
+      audio: audioFacts ? { codec: 'aac', durationSec: Math.round((audioFacts.audioSec ?? 0) * 1000) / 1000 } : null,
+      timings,
+    });
+    progress('zip', 0.65);
+    const zipPath = join(outDir, `${req.jobId}.zip`);
+    const zip = await writeZip(zipPath, [...files.map((f) => ({ name: f.name, path: f.path })), { name: 'manifest.json', content: manifest }], { signal });
+    progress('upload', 0.7);
+    const up = await uploadFileMultipart({
+      client: this.d.s3,
+      bucket: req.bucket,
+      key: req.key,
+      filePath: zipPath,
+      fileSha256: zip.sha256,
+      partSize: this.d.partSizeBytes,
+      store: this.etcdStore(req.jobId),
+      signal,
+      onProgress: (sent, total) => {
+        this.d.metrics.uploadBytes.set(sent);
+        progress('upload', 0.7 + 0.3 * (total > 0 ? sent / total : 1));
+      },
+    });
+    this.d.metrics.uploadedTotal.inc(zip.bytes);
+    const result: JobResult = {
+      uri: `s3://${req.bucket}/${req.key}`,
+      bucket: req.bucket,
+      key: req.key,
+      bytes: zip.bytes,
+      sha256: zip.sha256,
+      renditions,
+    };
+    await etcd.put(keys.upload(req.jobId)).value(JSON.stringify({ result } satisfies UploadRecord));
+    log.info({ jobId: req.jobId, key: req.key, bytes: zip.bytes, resumed: up.resumed, partsSent: up.partsSent }, 'archive uploaded');
+    // The archive is in S3: the merged files and parts are no longer needed here.
+    await rm(outDir, { recursive: true, force: true });
+    return result;
+  }
+
+  /** Job folders present in staging (for tests and cleanup checks). */
+  async stagedJobs(): Promise<string[]> {
+    try {
+      return await readdir(this.d.stagingDir);
+    } catch {
+      return [];
+    }
+  }
+}
