@@ -37,6 +37,26 @@ const shape = {
   /** Allow http(s) inputs from loopback/private/link-local addresses (off: SSRF protection). */
   HTTP_ALLOW_PRIVATE: bool.default(false),
   JOB_HISTORY_LIMIT: int(500, 10),
+  /** Secret for the HMAC-SHA256 signature of webhook bodies (X-Tessera-Signature). */
+  WEBHOOK_SECRET: z.string().default('tessera-dev-webhook-secret'),
+  WEBHOOK_ATTEMPTS: int(8, 1, 100),
+  WEBHOOK_BACKOFF_MS: int(500, 1),
+  WEBHOOK_TIMEOUT_MS: int(10_000, 100),
+  AUTOSCALER: z.enum(['off', 'local', 'kubernetes']).default('off'),
+  AUTOSCALER_MIN_NODES: int(1, 0),
+  AUTOSCALER_MAX_NODES: int(8, 1),
+  AUTOSCALER_SCALE_UP_STEP: int(1, 1),
+  AUTOSCALER_BACKLOG_PER_SLOT: z.coerce.number().min(0).default(1),
+  AUTOSCALER_IDLE_MS: int(60_000, 0),
+  AUTOSCALER_UP_COOLDOWN_MS: int(15_000, 0),
+  AUTOSCALER_DOWN_COOLDOWN_MS: int(60_000, 0),
+  AUTOSCALER_INTERVAL_MS: int(2_000, 100),
+  /** Worker slots of node agents the local provider starts. */
+  AUTOSCALER_NODE_SLOTS: int(1, 1),
+  K8S_NAMESPACE: z.string().default('tessera'),
+  K8S_NODE_DEPLOYMENT: z.string().default('tessera-node-agent'),
+  KUBERNETES_SERVICE_HOST: z.string().optional(),
+  KUBERNETES_SERVICE_PORT: z.string().default('443'),
 };
 
 export type CoordinatorConfig = ReturnType<typeof loadConfig>;

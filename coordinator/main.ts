@@ -20,6 +20,10 @@ import { coordinatorMetrics } from './metrics.js';
 import { NodeRegistry } from './node-registry.js';
 import { Scheduler } from './scheduler.js';
 import { Throughput } from './throughput.js';
+import { Autoscaler, type ScaleProvider } from './autoscaler.js';
+import { LocalScaleProvider } from './scale-local.js';
+import { KubernetesScaleProvider, inClusterSettings } from './scale-kubernetes.js';
+import { WebhookNotifier } from './webhooks.js';
 
 let cfg: ReturnType<typeof loadConfig>;
 try {
@@ -61,6 +65,8 @@ async function main(): Promise<void> {
   life.onStop('node registry', () => nodes.stop());
   const election = new LeaderElection(etcd, keys.election(), cfg.COORDINATOR_ID, cfg.LEASE_TTL_SEC, log);
   const throughput = new Throughput();
+  const webhooks = new WebhookNotifier(etcd, keys, { secret: cfg.WEBHOOK_SECRET, attempts: cfg.WEBHOOK_ATTEMPTS, baseMs: cfg.WEBHOOK_BACKOFF_MS, maxMs: cfg.WEBHOOK_BACKOFF_MS * 20, timeoutMs: cfg.WEBHOOK_TIMEOUT_MS }, log, () => metrics.retries.inc({ kind: 'webhook' }));
+  life.onStop('webhooks', () => webhooks.close());
   const load = new Map<string, number>();
   const scheduler = new Scheduler(etcd, keys, store, election, {
     cfg,
@@ -77,9 +83,28 @@ async function main(): Promise<void> {
       throughput.add(n);
       metrics.framesDone.inc(n);
     },
-  }, log);
+  }, log, (rec) => webhooks.observe(rec));
   await scheduler.start();
   life.onStop('scheduler', () => scheduler.stop());
+  let autoscaler: Autoscaler | undefined;
+  if (cfg.AUTOSCALER !== 'off') {
+    const provider: ScaleProvider =
+      cfg.AUTOSCALER === 'local'
+        ? new LocalScaleProvider(inheritedNodeEnv(), cfg.AUTOSCALER_NODE_SLOTS, resolve(cfg.STAGING_DIR, '..', 'logs'), 'auto-', log)
+        : new KubernetesScaleProvider(await inClusterSettings(cfg.K8S_NAMESPACE, cfg.K8S_NODE_DEPLOYMENT, cfg.KUBERNETES_SERVICE_HOST ?? 'kubernetes.default.svc', cfg.KUBERNETES_SERVICE_PORT), log);
+    autoscaler = new Autoscaler(etcd, keys, store, nodes, load, provider, {
+      minNodes: cfg.AUTOSCALER_MIN_NODES,
+      maxNodes: cfg.AUTOSCALER_MAX_NODES,
+      backlogPerSlot: cfg.AUTOSCALER_BACKLOG_PER_SLOT,
+      scaleUpStep: cfg.AUTOSCALER_SCALE_UP_STEP,
+      idleMs: cfg.AUTOSCALER_IDLE_MS,
+      upCooldownMs: cfg.AUTOSCALER_UP_COOLDOWN_MS,
+      downCooldownMs: cfg.AUTOSCALER_DOWN_COOLDOWN_MS,
+    }, () => election.isLeader, metrics, log.child({ component: 'autoscaler' }), cfg.AUTOSCALER_INTERVAL_MS);
+    autoscaler.start();
+    const a = autoscaler;
+    life.onStop('autoscaler', () => a.stop());
+  }
   election.on('elected', () => metrics.isLeader.set(1));
   election.on('deposed', () => metrics.isLeader.set(0));
   election.start();
@@ -106,7 +131,7 @@ async function main(): Promise<void> {
           log,
           throughput: () => throughput.perSecond(),
           segmentsInFlight: () => [...load.values()].reduce((a, b) => a + b, 0),
-          autoscalerDecisions: () => [],
+          autoscalerDecisions: () => autoscaler?.decisions ?? [],
         }),
       },
     ],
@@ -129,6 +154,17 @@ async function main(): Promise<void> {
   life.onStop('metrics server', () => http.close());
   life.state = 'running';
   log.info({ address: `${cfg.BIND_HOST}:${grpc.port}`, metricsPort: http.port }, 'coordinator ready');
+}
+
+/** The environment a locally started node agent inherits: cluster settings, not this process's identity. */
+function inheritedNodeEnv(): Record<string, string> {
+  const pass = ['PATH', 'HOME', 'ETCD_ENDPOINTS', 'ETCD_PREFIX', 'ETCD_USERNAME', 'ETCD_PASSWORD', 'ETCD_CALL_TIMEOUT_MS', 'LOG_LEVEL', 'BIND_HOST', 'STAGING_DIR', 'LEASE_TTL_SEC', 'HEARTBEAT_MS', 'MIN_SUB_SEGMENT_SEC', 'FFMPEG_THREADS', 'DRAIN_TIMEOUT_MS', 'SHUTDOWN_GRACE_MS'];
+  const out: Record<string, string> = {};
+  for (const k of pass) {
+    const v = process.env[k];
+    if (v !== undefined) out[k] = v;
+  }
+  return out;
 }
 
 main().catch((err: unknown) => {

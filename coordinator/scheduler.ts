@@ -26,6 +26,8 @@ export class Scheduler {
     private readonly election: LeaderElection,
     private readonly deps: RunnerDeps,
     private readonly log: Logger,
+    /** Sees every job record the leader observes (webhooks). */
+    private readonly onRecord: (rec: JobRecord) => void = () => undefined,
   ) {}
 
   get activeJobs(): number {
@@ -55,14 +57,15 @@ export class Scheduler {
   private onJobPut(key: string, value: string): void {
     const rest = key.slice(this.keys.jobs().length);
     if (rest.includes('/')) return;
-    const r = this.running.get(rest);
-    if (!r) return;
+    let rec: JobRecord;
     try {
-      const rec = JSON.parse(value) as JobRecord;
-      if (rec.state === 'CANCELLED') r.abort.abort(new AppError('CANCELLED', 'job cancelled'));
+      rec = JSON.parse(value) as JobRecord;
     } catch {
-      // not ours
+      return; // not ours
     }
+    if (this.fence) this.onRecord(rec);
+    const r = this.running.get(rest);
+    if (r && rec.state === 'CANCELLED') r.abort.abort(new AppError('CANCELLED', 'job cancelled'));
   }
 
   /** Fills free job slots from the queue (coalesced). */

@@ -1201,7 +1201,8 @@ describe('Dockerfile', () => {
 
 /** The image installs with --omit=dev: every package the runtime code imports must be a dependency. */
 describe('runtime dependencies', () => {
-  const RUNTIME_DIRS = ['common', 'coordinator', 'node-agent', 'transcoder', 'uploader', 'sdk', 'proto/gen'];
+  // deploy/ too: the CLI (sdk/cli.ts) runs deploy/local-cluster.ts.
+  const RUNTIME_DIRS = ['common', 'coordinator', 'node-agent', 'transcoder', 'uploader', 'sdk', 'deploy', 'proto/gen'];
   function sources(dir: string): string[] {
     const abs = join(ROOT, dir);
     if (!existsSync(abs)) return [];
@@ -1347,7 +1348,6 @@ describe('deploy/grafana/tessera-dashboard.json', () => {
         if (type === 'histogram') expect(m[1], panel).toMatch(/_(bucket|sum|count)$/);
         for (const [, label] of (m[2] ?? '').matchAll(/([a-z_]+)\s*=~?/g)) expect(labels as readonly string[], `${panel}: ${m[1]} has no label ${label}`).toContain(label);
       }
-      for (const [, fn] of expr.matchAll(/\b(rate|increase)\(\s*(?=tessera_)/g)) expect(['rate', 'increase']).toContain(fn);
       for (const m of expr.matchAll(/\bby\s*\(([^)]*)\)/g)) {
         const used = [...expr.matchAll(/\b(tessera_[a-z_]+)\b/g)].map((x) => baseMetric(x[1]!)).filter((b): b is MetricName => b !== undefined);
         const allowed = new Set<string>([...TARGET_LABELS, ...used.flatMap((b) => [...METRICS[b].labels, ...(METRICS[b].type === 'histogram' ? ['le'] : [])])]);

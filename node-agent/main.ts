@@ -80,17 +80,19 @@ async function main(): Promise<void> {
   const http = await startMetricsServer(registry, cfg.METRICS_PORT, cfg.BIND_HOST, () => life.state === 'running' && !service.draining);
   life.onStop('metrics server', () => http.close());
 
+  const advertise = cfg.ADVERTISE_ADDRESS ?? `${cfg.BIND_HOST}:${grpc.port}`;
+  const advertiseHost = advertise.slice(0, advertise.lastIndexOf(':'));
   const registration = new Registration(
     etcd,
     keys,
     {
       id: cfg.NODE_ID,
-      address: cfg.ADVERTISE_ADDRESS ?? `${cfg.BIND_HOST}:${grpc.port}`,
+      address: advertise,
       slots: cfg.WORKER_SLOTS,
       encoders: [...encoders].sort(),
       version: VERSION,
       startedAtMs: Date.now(),
-      metricsAddress: `${cfg.BIND_HOST}:${http.port}`,
+      metricsAddress: `${advertiseHost}:${http.port}`,
     },
     cfg.LEASE_TTL_SEC,
     log,
@@ -119,7 +121,12 @@ async function main(): Promise<void> {
     if (service.held.size > 0) service.dropAll('drain timeout: handing segments back');
   };
   const stopDrainWatch = await watchDrain(etcd, keys, cfg.NODE_ID, () => {
-    void drain('drain requested').then(() => life.stop('drained')).then(() => process.exit(0));
+    void drain('drain requested')
+      .then(() => registration.leave())
+      // The drain mark has done its job (the node is gone); a restarted agent with this id starts fresh.
+      .then(() => etcd.delete().key(keys.nodeDrain(cfg.NODE_ID)).catch(() => undefined))
+      .then(() => life.stop('drained'))
+      .then(() => process.exit(0));
   });
   life.onStop('drain watch', stopDrainWatch);
   life.onStop('drain', () => drain('shutdown'));

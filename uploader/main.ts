@@ -62,10 +62,11 @@ async function main(): Promise<void> {
   life.onStop('metrics server', () => http.close());
 
   const lease = etcd.lease(cfg.LEASE_TTL_SEC, { autoKeepAlive: true });
+  const address = cfg.ADVERTISE_ADDRESS ?? `${cfg.BIND_HOST}:${grpc.port}`;
   const record: UploaderRecord = {
     id: cfg.UPLOADER_ID,
-    address: cfg.ADVERTISE_ADDRESS ?? `${cfg.BIND_HOST}:${grpc.port}`,
-    metricsAddress: `${cfg.BIND_HOST}:${http.port}`,
+    address,
+    metricsAddress: `${address.slice(0, address.lastIndexOf(':'))}:${http.port}`,
     startedAtMs: Date.now(),
   };
   const register = (): Promise<unknown> => lease.put(keys.uploader(cfg.UPLOADER_ID)).value(JSON.stringify(record));

@@ -1,0 +1,79 @@
+/** Settings of the autoscaler policy (all durations in ms). */
+export interface AutoscalePolicy {
+  minNodes: number;
+  maxNodes: number;
+  /** Queued jobs per free slot we tolerate before growing (1 = grow as soon as every slot is busy and a job waits). */
+  backlogPerSlot: number;
+  /** Nodes added per scale-up decision. */
+  scaleUpStep: number;
+  /** A node must be idle this long before it is drained. */
+  idleMs: number;
+  upCooldownMs: number;
+  downCooldownMs: number;
+}
+
+export interface NodeSnapshot {
+  id: string;
+  slots: number;
+  busySlots: number;
+  /** Segments the coordinator has in flight on this node. */
+  segments: number;
+  draining: boolean;
+  /** Since when the node has had no work (undefined: busy now). */
+  idleSinceMs: number | undefined;
+}
+
+export interface ClusterSnapshot {
+  nowMs: number;
+  queueDepth: number;
+  runningJobs: number;
+  nodes: NodeSnapshot[];
+  /** Nodes asked for but not registered yet. */
+  pendingNodes: number;
+}
+
+export interface PolicyMemory {
+  lastUpAtMs: number;
+  lastDownAtMs: number;
+}
+
+export type Decision =
+  | { action: 'up'; count: number; reason: string }
+  | { action: 'down'; nodeIds: string[]; reason: string }
+  | { action: 'none'; reason: string };
+
+/**
+ * The autoscaler's decision for one tick — pure, so it can be tested without processes.
+ * Grows by `scaleUpStep` while jobs wait and no slot is free; drains nodes that have been idle
+ * for `idleMs` once nothing waits; respects min/max and cooldowns so steady load never flaps.
+ * Scale-down only names idle nodes: a busy node is never chosen.
+ */
+export function decide(s: ClusterSnapshot, p: AutoscalePolicy, m: PolicyMemory): Decision {
+  const active = s.nodes.filter((n) => !n.draining);
+  const count = active.length + s.pendingNodes;
+  if (count < p.minNodes) {
+    return { action: 'up', count: p.minNodes - count, reason: `below the minimum of ${p.minNodes} node(s)` };
+  }
+  const slots = active.reduce((a, n) => a + n.slots, 0);
+  const busy = active.reduce((a, n) => a + Math.min(n.slots, Math.max(n.busySlots, n.segments > 0 ? n.slots : 0)), 0);
+  const free = Math.max(0, slots - busy);
+  if (s.queueDepth > 0 && s.queueDepth > free * p.backlogPerSlot) {
+    if (count >= p.maxNodes) return { action: 'none', reason: `backlog of ${s.queueDepth} job(s) but already at the maximum of ${p.maxNodes} node(s)` };
+    if (s.pendingNodes > 0) return { action: 'none', reason: `waiting for ${s.pendingNodes} node(s) to join` };
+    if (s.nowMs - m.lastUpAtMs < p.upCooldownMs) return { action: 'none', reason: 'scale-up cooldown' };
+    const add = Math.min(p.scaleUpStep, p.maxNodes - count);
+    return { action: 'up', count: add, reason: `backlog of ${s.queueDepth} job(s) with ${free} free slot(s) of ${slots}` };
+  }
+  if (s.queueDepth === 0 && count > p.minNodes) {
+    if (s.nowMs - m.lastDownAtMs < p.downCooldownMs || s.nowMs - m.lastUpAtMs < p.downCooldownMs) return { action: 'none', reason: 'scale-down cooldown' };
+    const idle = active
+      .filter((n) => n.busySlots === 0 && n.segments === 0 && n.idleSinceMs !== undefined && s.nowMs - n.idleSinceMs >= p.idleMs)
+      .sort((a, b) => a.slots - b.slots || (a.idleSinceMs ?? 0) - (b.idleSinceMs ?? 0) || (a.id < b.id ? -1 : 1));
+    const removable = Math.min(idle.length, count - p.minNodes);
+    if (removable > 0) {
+      const ids = idle.slice(0, removable).map((n) => n.id);
+      return { action: 'down', nodeIds: ids, reason: `${ids.length} node(s) idle for at least ${Math.round(p.idleMs / 1000)} s with an empty queue` };
+    }
+  }
+  return { action: 'none', reason: 'steady' };
+}
