@@ -8,7 +8,7 @@ import { AppError, errorMessage, isAppError } from '../common/errors.js';
 import { callUnary, deadline, iterateStream } from '../common/grpc.js';
 import type { ClientCache } from '../common/grpc-clients.js';
 import type { Logger } from '../common/logger.js';
-import { sleep } from '../common/retry.js';
+import { retry, sleep } from '../common/retry.js';
 import type { UploaderRecord } from '../common/records.js';
 import { NodeAgentClient } from '../proto/gen/tessera/v1/agent.js';
 import { UploaderClient, type FinalizeEvent, type PartRef } from '../proto/gen/tessera/v1/uploader.js';
@@ -159,7 +159,22 @@ export class JobRunner {
       // FINALIZING: the canonical part of every sub-segment, in order, to the uploader.
       const t2 = Date.now();
       rec = await store.transition(this.jobId, 'FINALIZING', 'all segments done', { timings }, this.fence);
-      const result = await this.finalize(rec, uploader, tracker, timings, signal);
+      // The uploader may restart mid-finalize: parts are durable there and finalize resumes its
+      // multipart upload, so retry transient failures (with backoff) on the same uploader id.
+      const result = await retry(
+        async () => this.finalize(rec!, await this.waitForUploader(signal, rec!.uploaderId), tracker, timings, signal),
+        {
+          attempts: 30,
+          baseMs: 250,
+          maxMs: 5_000,
+          signal,
+          isRetryable: (e) => isAppError(e) && (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED' || e.code === 'FAILED_PRECONDITION') && !signal.aborted,
+          onRetry: (e, n) => {
+            this.d.metrics.retries.inc({ kind: 'finalize' });
+            this.log.warn({ err: errorMessage(e), attempt: n }, 'finalize failed; retrying');
+          },
+        },
+      );
       timings.finalizeMs = Date.now() - t2;
       timings.totalMs = Date.now() - rec.createdAtMs;
       await tracker.flush();

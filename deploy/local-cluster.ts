@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, closeSync, existsSync, readFileSync } from 'node:fs';
+import { openSync, closeSync, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +20,9 @@ export interface LocalClusterOptions {
   /** Extra environment for every Tessera process (timers shrink in tests). */
   env?: Record<string, string>;
   nodeEnv?: Record<string, string>;
+  coordinatorEnv?: Record<string, string>;
+  /** CPU list (taskset) per node agent, by index: benchmarks pin agents to cores. */
+  nodeCpus?: string[];
   /** Detached processes outlive this one (`tessera up`); attached ones die with it (tests). */
   detached?: boolean;
   inputRoot?: string;
@@ -97,7 +100,7 @@ export class LocalCluster {
     const coordinatorCount = this.o.coordinators ?? 1;
     const starting: Promise<unknown>[] = [];
     for (let i = 0; i < coordinatorCount; i++) starting.push(this.startCoordinator());
-    for (let i = 0; i < this.o.nodes; i++) starting.push(this.addNode());
+    for (let i = 0; i < this.o.nodes; i++) starting.push(this.addNode(this.o.nodeCpus?.[i] ? { cpus: this.o.nodeCpus[i]! } : {}));
     await Promise.all(starting);
     await this.writeClusterFile();
   }
@@ -169,13 +172,14 @@ export class LocalCluster {
       GRPC_PORT: String(port),
       METRICS_PORT: '0',
       INPUT_ROOT: this.o.inputRoot ?? '/',
+      ...(this.o.coordinatorEnv ?? {}),
     }, [], port);
     await waitFor(() => grpcReady(address), 30_000, name);
     return name;
   }
 
   /** Starts one more node agent and resolves once it is registered in etcd. */
-  async addNode(opts: { slots?: number; env?: Record<string, string>; id?: string } = {}): Promise<string> {
+  async addNode(opts: { slots?: number; env?: Record<string, string>; id?: string; cpus?: string } = {}): Promise<string> {
     const id = opts.id ?? `node-${this.nodeSeq++}`;
     this.spawnTs(id, 'node-agent', TS_ENTRY['node-agent'], {
       NODE_ID: id,
@@ -184,7 +188,7 @@ export class LocalCluster {
       WORKER_SLOTS: String(opts.slots ?? this.o.slots),
       ...(this.o.nodeEnv ?? {}),
       ...(opts.env ?? {}),
-    });
+    }, [], undefined, opts.cpus);
     await waitFor(async () => (await this.client().get(`/tessera/nodes/${id}`).string()) !== null, 30_000, id);
     return id;
   }
@@ -218,8 +222,11 @@ export class LocalCluster {
     this.procs.delete(name);
   }
 
-  private spawnTs(name: string, role: ProcInfo['role'], entry: string, env: Record<string, string>, args: string[] = [], port?: number): ProcInfo {
-    return this.spawn(name, role, process.execPath, ['--import', 'tsx', join(REPO_ROOT, entry), ...args], { ...this.baseEnv(), ...env }, port);
+  private spawnTs(name: string, role: ProcInfo['role'], entry: string, env: Record<string, string>, args: string[] = [], port?: number, cpus?: string): ProcInfo {
+    const node = [process.execPath, '--import', 'tsx', join(REPO_ROOT, entry), ...args];
+    // Pinned to CPUs with taskset (benchmarks): ffmpeg children inherit the affinity.
+    const [cmd, ...rest] = cpus ? ['taskset', '-c', cpus, ...node] : node;
+    return this.spawn(name, role, cmd!, rest, { ...this.baseEnv(), ...env }, port);
   }
 
   private spawn(name: string, role: ProcInfo['role'], cmd: string, args: string[], env: Record<string, string>, port?: number): ProcInfo {
@@ -258,10 +265,30 @@ export class LocalCluster {
     const order: ProcInfo['role'][] = ['coordinator', 'node-agent', 'uploader', 's3', 'etcd'];
     for (const role of order) {
       await Promise.all([...this.procs.values()].filter((p) => p.info.role === role).map((p) => terminate(p.info.pid, 'SIGTERM', 10_000, p.child)));
+      if (role === 'node-agent') await stopStrays(this.etcdEndpoints);
     }
     this.procs.clear();
     await rm(join(this.o.dir, 'cluster.json'), { force: true });
   }
+}
+
+/**
+ * Stops processes this cluster started indirectly (node agents the local autoscaler spawned):
+ * any process whose environment names this cluster's etcd.
+ */
+async function stopStrays(etcdEndpoints: string[]): Promise<void> {
+  if (etcdEndpoints.length === 0) return;
+  const marker = `ETCD_ENDPOINTS=${etcdEndpoints.join(',')}`;
+  const pids: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${d}/environ`, 'utf8').split('\0').includes(marker)) pids.push(Number(d));
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  await Promise.all(pids.map((pid) => terminate(pid, 'SIGTERM', 10_000)));
 }
 
 /** Reads `<dir>/cluster.json` left by `tessera up`, if a cluster is up. */
@@ -276,6 +303,7 @@ export async function stopClusterFile(file: ClusterFile): Promise<void> {
   const order: ProcInfo['role'][] = ['coordinator', 'node-agent', 'uploader', 's3', 'etcd'];
   for (const role of order) {
     await Promise.all(file.processes.filter((p) => p.role === role).map((p) => terminate(p.pid, 'SIGTERM', 10_000)));
+    if (role === 'node-agent') await stopStrays(file.etcdEndpoints);
   }
   await rm(join(file.dir, 'cluster.json'), { force: true });
 }

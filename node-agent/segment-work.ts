@@ -123,6 +123,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     const outputs = renditions.map((r) => ({ path: join(outDir, `${r.name}-${String(sub).padStart(4, '0')}.mp4`), rendition: r }));
     for (let attempt = 1; ; attempt++) {
       const started = Date.now();
+      log.info({ sub, try: attempt }, 'sub-segment started');
       try {
         await transcodeToRenditions(input, outputs, {
           fps: req.fps,

@@ -19,6 +19,7 @@ import { parseLadderArg } from './ladder-arg.js';
 const USAGE = `tessera — distributed split-and-merge video transcoding
 
   tessera up [--nodes 2] [--slots N] [--dir .tessera]   start a local cluster (etcd, S3, coordinator, nodes, uploader)
+             [--autoscale --min-nodes 1 --max-nodes 4]  let the coordinator grow and drain node agents
   tessera down [--dir .tessera]                          stop it
   tessera transcode <file|s3://…|http(s)://…> [--ladder 720:2800,480:1400:hevc] [--container mp4|mkv]
                     [--out s3://bucket/prefix] [--download DIR] [--dry-run] [--json] [--priority 0-9]
@@ -53,6 +54,9 @@ const { values: flags, positionals } = parseArgs({
     remote: { type: 'boolean' },
     limit: { type: 'string' },
     once: { type: 'boolean' },
+    autoscale: { type: 'boolean' },
+    'min-nodes': { type: 'string' },
+    'max-nodes': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -210,7 +214,22 @@ async function up(): Promise<LocalCluster | undefined> {
     return undefined;
   }
   out('starting a local cluster…');
-  const cluster = await LocalCluster.start({ dir, nodes: Number(flags.nodes ?? 2), slots: Number(flags.slots ?? 1), detached: true, inputRoot: '/' });
+  const autoscale = flags.autoscale
+    ? {
+        AUTOSCALER: 'local',
+        AUTOSCALER_MIN_NODES: flags['min-nodes'] ?? '1',
+        AUTOSCALER_MAX_NODES: flags['max-nodes'] ?? '4',
+        AUTOSCALER_NODE_SLOTS: flags.slots ?? '1',
+      }
+    : undefined;
+  const cluster = await LocalCluster.start({
+    dir,
+    nodes: Number(flags.nodes ?? (flags.autoscale ? flags['min-nodes'] ?? 1 : 2)),
+    slots: Number(flags.slots ?? 1),
+    detached: true,
+    inputRoot: '/',
+    ...(autoscale ? { coordinatorEnv: autoscale } : {}),
+  });
   out(`cluster up: coordinator ${cluster.coordinators.join(', ')}, ${cluster.nodeIds().length} node agent(s), etcd ${cluster.etcdEndpoints.join(',')}, S3 ${cluster.s3Endpoint}, logs in ${join(dir, 'logs')}`);
   return cluster;
 }

@@ -69,7 +69,7 @@ async function main(): Promise<void> {
     metricsAddress: `${address.slice(0, address.lastIndexOf(':'))}:${http.port}`,
     startedAtMs: Date.now(),
   };
-  const register = (): Promise<unknown> => lease.put(keys.uploader(cfg.UPLOADER_ID)).value(JSON.stringify(record));
+  const register = async (): Promise<void> => { await lease.put(keys.uploader(cfg.UPLOADER_ID)).value(JSON.stringify(record)); };
   await register();
   lease.on('lost', () => {
     log.warn('lease lost; re-registering');

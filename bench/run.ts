@@ -1,0 +1,321 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtemp, mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { credentials, Metadata, Server, ServerCredentials, type ServerReadableStream, type sendUnaryData, makeGenericClientConstructor } from '@grpc/grpc-js';
+import { LocalCluster } from '../deploy/local-cluster.js';
+import { makeSample, sampleArgs } from '../deploy/sample.js';
+import { TesseraClient } from '../sdk/client.js';
+import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
+import { NodeAgentClient, SegmentChunk, type TransferStatus } from '../proto/gen/tessera/v1/agent.js';
+import { buildTranscodeArgs, formatCommand } from '../transcoder/ffmpeg-args.js';
+import { resolveLadder } from '../transcoder/ladder.js';
+import { availableEncoders } from '../transcoder/encoders.js';
+import { countFrames, probeMedia } from '../transcoder/probe.js';
+import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
+import { fileDigest, sendFileChunks } from '../common/chunks.js';
+import { deadline, openClientStream } from '../common/grpc.js';
+import { createS3Client } from '../uploader/s3-client.js';
+import { readZipEntries } from '../uploader/zip.js';
+import { markdownTable, median, parsePsnr } from './stats.js';
+
+const { values: flags } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' } } });
+const quick = flags.quick ?? false;
+const only = new Set((flags.only ?? 'overhead,scaling,transfer,quality,recovery').split(','));
+const ROUNDS = quick ? 1 : 3;
+const SRC = quick ? { seconds: 20, width: 1280, height: 720, fps: 30 } : { seconds: 60, width: 1920, height: 1080, fps: 30 };
+const PRESET = quick ? 'ultrafast' : 'veryfast';
+const LADDER = (quick ? [720, 480, 360, 240] : [1080, 720, 480, 360]).map((height) => ({ height, codec: 'h264', preset: PRESET }));
+
+const log = (s: string): void => { process.stdout.write(`${s}\n`); };
+const now = (): number => performance.now();
+
+interface Result { name: string; rows: (string | number)[][]; head: string[]; notes: string[] }
+const results: Result[] = [];
+
+async function main(): Promise<void> {
+  const work = await mkdtemp(join(tmpdir(), 'tessera-bench-'));
+  const ffmpegVersion = execFileSync('ffmpeg', ['-hide_banner', '-version']).toString().split('\n')[0]!;
+  log(`# Tessera benchmarks (${quick ? 'quick' : 'full'}) — ${new Date().toISOString()}`);
+  log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 1024 ** 3).toFixed(1)} GiB; ${ffmpegVersion}`);
+  const source = join(work, 'source.mp4');
+  // The source has real motion (testsrc2) and a tone; its exact command is part of the report.
+  const srcArgs = sampleArgs(source, { ...SRC, preset: 'ultrafast' });
+  log(`source: ffmpeg ${formatCommand(srcArgs)}`);
+  await makeSample(source, { ...SRC, preset: 'ultrafast' });
+  const media = await probeMedia(source);
+  const renditions = resolveLadder(LADDER, { width: media.video.width, height: media.video.height }, await availableEncoders());
+
+  try {
+    if (only.has('overhead') || only.has('quality')) await overheadAndQuality(work, source, renditions, media.video.frames);
+    if (only.has('scaling')) await scaling(work, source);
+    if (only.has('transfer')) await transfer(work);
+    if (only.has('recovery')) await recovery(work, source);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+  const report = [
+    `# Benchmark results (${quick ? 'quick' : 'full'} run)`,
+    '',
+    `Date: ${new Date().toISOString()} · machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'} · ${ffmpegVersion}`,
+    '',
+    `Source: ${SRC.seconds} s ${SRC.width}x${SRC.height} ${SRC.fps} fps, made with \`ffmpeg ${formatCommand(srcArgs)}\``,
+    `Ladder: ${renditions.map((r) => `${r.height}p ${r.videoBitrateKbps}k`).join(', ')} (${renditions[0]?.encoder} preset ${PRESET}); rounds per comparison: ${ROUNDS}, alternating sides.`,
+    '',
+    ...results.flatMap((r) => [`## ${r.name}`, '', markdownTable(r.head, r.rows), '', ...r.notes.map((n) => `- ${n}`), '']),
+  ].join('\n');
+  log('');
+  log(report);
+  if (flags.out) await writeFile(flags.out, report);
+}
+
+/** One ffmpeg that decodes once and writes every rendition (plus the audio), like Tessera's workers. */
+async function singleFfmpeg(dir: string, source: string, renditions: ReturnType<typeof resolveLadder>, fps: number): Promise<string[]> {
+  await mkdir(dir, { recursive: true });
+  const outputs = renditions.map((r) => ({ path: join(dir, `${r.name}.mp4`), rendition: r }));
+  const args = buildTranscodeArgs(source, outputs, { fps, container: 'mp4' });
+  await Promise.all([
+    runFfmpeg(args, { noProgressMs: 300_000 }),
+    runFfmpeg(['-hide_banner', '-nostdin', '-y', '-protocol_whitelist', 'file', '-i', `file:${source}`, '-vn', '-map', '0:a:0', '-c:a', 'aac', '-b:a', '128k', `file:${join(dir, 'audio.m4a')}`], { noProgressMs: 300_000 }),
+  ]);
+  return outputs.map((o) => o.path);
+}
+
+async function startCluster(dir: string, nodes: number, slots: number, nodeCpus?: string[]): Promise<LocalCluster> {
+  return LocalCluster.start({ dir, nodes, slots, leaseTtlSec: 3, inputRoot: '/', logLevel: 'warn', ...(nodeCpus ? { nodeCpus } : {}), env: { PROGRESS_INTERVAL_MS: '500', HEARTBEAT_MS: '1000' } });
+}
+
+async function runJob(c: TesseraClient, source: string, ladder = LADDER): Promise<{ ms: number; job: Job }> {
+  const t0 = now();
+  const { jobId } = await c.submit({ inputUri: source, ladder: ladder.map((l) => ({ name: '', height: l.height, videoBitrateKbps: 0, codec: l.codec, preset: l.preset })) });
+  const job = await c.wait(jobId);
+  if (job.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`job ${jobId} ended ${job.state}: ${job.errorCode} ${job.errorMessage}`);
+  return { ms: now() - t0, job };
+}
+
+/** Where a job's wall time went, from its status trail. */
+function breakdown(job: Job): Record<string, number> {
+  const at = (s: string): number => job.history.find((h) => h.scope === 'job' && h.state === s)?.atMs ?? Number.NaN;
+  return {
+    queue: at('PREPARING') - at('QUEUED'),
+    probeSplitPlan: at('RUNNING') - at('PREPARING'),
+    transferTranscode: at('FINALIZING') - at('RUNNING'),
+    mergeZipUpload: at('SUCCEEDED') - at('FINALIZING'),
+  };
+}
+
+async function overheadAndQuality(work: string, source: string, renditions: ReturnType<typeof resolveLadder>, frames: number): Promise<void> {
+  log('\n## 1. overhead vs one ffmpeg (and 5. quality parity)');
+  const cluster = await startCluster(join(work, 'c-overhead'), 2, 1);
+  const c = new TesseraClient({ addresses: cluster.coordinators });
+  const a: number[] = [];
+  const b: number[] = [];
+  let lastJob: Job | undefined;
+  let singleOut: string[] = [];
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      const t0 = now();
+      singleOut = await singleFfmpeg(join(work, `single-${round}`), source, renditions, 30);
+      a.push(now() - t0);
+      const r = await runJob(c, source);
+      b.push(r.ms);
+      lastJob = r.job;
+      log(`round ${round + 1}: one ffmpeg ${(a.at(-1)! / 1000).toFixed(2)} s · tessera ${(b.at(-1)! / 1000).toFixed(2)} s`);
+    }
+    const ma = median(a);
+    const mb = median(b);
+    const bd = breakdown(lastJob!);
+    results.push({
+      name: '1. Overhead: Tessera (2 node agents, submit → zip in S3) vs one ffmpeg writing all renditions',
+      head: ['side', 'median wall s', 'ratio b/a', 'target'],
+      rows: [['a: one ffmpeg', ma / 1000, 1, ''], ['b: tessera', mb / 1000, mb / ma, '≤ 1.10']],
+      notes: [`breakdown of the last Tessera run (s): ${Object.entries(bd).map(([k, v]) => `${k} ${(v / 1000).toFixed(2)}`).join(', ')}`],
+    });
+
+    if (only.has('quality')) {
+      // 5. Quality parity: size and PSNR of each rendition, split-and-merge vs single ffmpeg.
+      const s3 = createS3Client({ endpoint: cluster.s3Endpoint, region: 'us-east-1', accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', forcePathStyle: true, requestTimeoutMs: 60_000 });
+      const res = await s3.send(new GetObjectCommand({ Bucket: lastJob!.result!.bucket, Key: lastJob!.result!.key }));
+      const zipPath = join(work, 'out.zip');
+      await writeFile(zipPath, Buffer.from(await res.Body!.transformToByteArray()));
+      s3.destroy();
+      const entries = await readZipEntries(zipPath);
+      const rows: (string | number)[][] = [];
+      for (const [i, r] of renditions.entries()) {
+        const mine = join(work, `tessera-${r.name}.mp4`);
+        await writeFile(mine, entries.get(`${r.name}.mp4`)!);
+        const single = singleOut[i]!;
+        const [sizeA, sizeB] = [(await stat(single)).size, (await stat(mine)).size];
+        const [psnrA, psnrB] = [await psnr(single, source, r.width, r.height), await psnr(mine, source, r.width, r.height)];
+        const fB = (await countFrames(mine)).frames;
+        rows.push([r.name, sizeA, sizeB, (sizeB / sizeA - 1) * 100, psnrA, psnrB, psnrB - psnrA, `${fB}/${frames}`]);
+      }
+      results.push({
+        name: '5. Quality parity: split-and-merge vs one ffmpeg, same settings',
+        head: ['rendition', 'bytes one ffmpeg', 'bytes tessera', 'size Δ %', 'PSNR one ffmpeg dB', 'PSNR tessera dB', 'PSNR Δ dB', 'frames'],
+        rows,
+        notes: ['targets: size within ±3 %, PSNR within 0.2 dB, frame count equal to the source (no seam)'],
+      });
+    }
+  } finally {
+    c.close();
+    await cluster.stop();
+  }
+}
+
+async function psnr(file: string, source: string, w: number, h: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('ffmpeg', ['-hide_banner', '-nostdin', '-i', file, '-i', source, '-lavfi', `[1:v]scale=${w}:${h}:flags=bicubic[ref];[0:v][ref]psnr`, '-f', 'null', '-'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d: Buffer) => { err += d.toString(); if (err.length > 1e6) err = err.slice(-1e5); });
+    p.on('close', () => resolve(parsePsnr(err)));
+    p.on('error', reject);
+  });
+}
+
+async function scaling(work: string, source: string): Promise<void> {
+  log('\n## 2. scaling: 1 node agent on one core vs 2 node agents on one core each');
+  const t1: number[] = [];
+  const t2: number[] = [];
+  const one = await startCluster(join(work, 'c-one'), 1, 1, ['0']);
+  const two = await startCluster(join(work, 'c-two'), 2, 1, ['0', '1']);
+  const c1 = new TesseraClient({ addresses: one.coordinators });
+  const c2 = new TesseraClient({ addresses: two.coordinators });
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      t1.push((await runJob(c1, source)).ms);
+      t2.push((await runJob(c2, source)).ms);
+      log(`round ${round + 1}: 1 core ${(t1.at(-1)! / 1000).toFixed(2)} s · 2 cores ${(t2.at(-1)! / 1000).toFixed(2)} s`);
+    }
+  } finally {
+    c1.close();
+    c2.close();
+    await one.stop();
+    await two.stop();
+  }
+  results.push({
+    name: '2. Scaling: node agents pinned with taskset',
+    head: ['setup', 'median wall s', 'speedup', 'target'],
+    rows: [['1 agent, core 0', median(t1) / 1000, 1, ''], ['2 agents, cores 0 and 1', median(t2) / 1000, median(t1) / median(t2), '≥ 1.9×']],
+    notes: ['coordinator, uploader, etcd and S3 are not pinned: they share the two cores with the agents'],
+  });
+}
+
+/** 4. Segment streaming over gRPC into a real node agent vs a bare gRPC stream of the same bytes. */
+async function transfer(work: string): Promise<void> {
+  log('\n## 4. transfer throughput');
+  const size = (quick ? 256 : 1024) * 1024 * 1024;
+  const file = join(work, 'blob.bin');
+  await new Promise<void>((resolve, reject) => {
+    const p = spawn('sh', ['-c', `head -c ${size} /dev/urandom > '${file}'`]);
+    p.on('close', (code) => (code === 0 ? resolve() : reject(new Error('dd failed'))));
+  });
+  const digest = await fileDigest(file);
+
+  // Bare ceiling: a server that only counts the bytes.
+  const bareDef = {
+    put: {
+      path: '/bench.Bare/Put',
+      requestStream: true,
+      responseStream: false,
+      requestSerialize: (m: SegmentChunk) => Buffer.from(SegmentChunk.encode(m).finish()),
+      requestDeserialize: (b: Buffer) => SegmentChunk.decode(b),
+      responseSerialize: (m: TransferStatus) => Buffer.from(JSON.stringify(m)),
+      responseDeserialize: (b: Buffer) => JSON.parse(b.toString()) as TransferStatus,
+    },
+  };
+  const server = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
+  server.addService(bareDef, {
+    put: (call: ServerReadableStream<SegmentChunk, TransferStatus>, cb: sendUnaryData<TransferStatus>) => {
+      let n = 0;
+      call.on('data', (m: SegmentChunk) => { n += m.data.length; });
+      call.on('end', () => cb(null, { receivedBytes: n, complete: true, sha256: '' }));
+    },
+  });
+  const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+  const BareClient = makeGenericClientConstructor(bareDef, 'Bare');
+  const bare = new BareClient(`127.0.0.1:${port}`, credentials.createInsecure(), { 'grpc.max_send_message_length': 4 * 1024 * 1024 });
+
+  const cluster = await startCluster(join(work, 'c-transfer'), 1, 1);
+  const node = JSON.parse((await cluster.client().get('/tessera/nodes/node-0').string())!) as { address: string };
+  const agent = new NodeAgentClient(node.address, credentials.createInsecure(), { 'grpc.max_send_message_length': 4 * 1024 * 1024 });
+  const bareMs: number[] = [];
+  const agentMs: number[] = [];
+  let peakRss = 0;
+  const rssTimer = setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage().rss); }, 50);
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      let t0 = now();
+      const b = openClientStream<SegmentChunk, TransferStatus>((cb) => (bare as unknown as { put(md: Metadata, o: object, cb: (e: unknown, r: TransferStatus) => void): never }).put(new Metadata(), deadline(600_000), cb as never));
+      await sendFileChunks(b.stream, file, 0, (offset, data) => ({ ref: undefined, offset, data, totalSize: size, sha256: '' }), { signal: b.signal });
+      b.stream.end();
+      await b.result;
+      bareMs.push(now() - t0);
+
+      t0 = now();
+      const ref = { jobId: `bench${round}${Date.now()}`, segment: 0, attempt: 1 };
+      const s = openClientStream<SegmentChunk, TransferStatus>((cb) => agent.putSegment(new Metadata(), deadline(600_000), cb));
+      await sendFileChunks(s.stream, file, 0, (offset, data) => ({ ref, offset, data, totalSize: size, sha256: digest.sha256 }), { signal: s.signal });
+      s.stream.end();
+      const st = await s.result;
+      if (!st.complete) throw new Error('agent did not complete the transfer');
+      agentMs.push(now() - t0);
+      await new Promise<void>((r) => agent.dropSegment(ref, () => r()));
+      log(`round ${round + 1}: bare ${(size / 1024 ** 2 / (bareMs.at(-1)! / 1000)).toFixed(0)} MiB/s · agent ${(size / 1024 ** 2 / (agentMs.at(-1)! / 1000)).toFixed(0)} MiB/s`);
+    }
+  } finally {
+    clearInterval(rssTimer);
+    agent.close();
+    bare.close();
+    server.forceShutdown();
+    await cluster.stop();
+  }
+  const mib = size / 1024 ** 2;
+  const bareRate = mib / (median(bareMs) / 1000);
+  const agentRate = mib / (median(agentMs) / 1000);
+  results.push({
+    name: `4. Transfer: ${mib} MiB segment over gRPC on loopback`,
+    head: ['path', 'median MiB/s', 'share of ceiling', 'target'],
+    rows: [['bare gRPC stream (ceiling)', bareRate, 1, ''], ['PutSegment into a node agent (disk write + fsync + SHA-256 verify)', agentRate, agentRate / bareRate, '≥ 0.80']],
+    notes: [`peak RSS of the sending process while streaming: ${(peakRss / 1024 ** 2).toFixed(0)} MiB (target < 300 MB); memory stays at about one 1 MiB chunk because sends wait for 'drain'`],
+  });
+}
+
+/** 6. The same job with one node agent killed at 50 %: time ratio to a clean run, sub-segments redone. */
+async function recovery(work: string, source: string): Promise<void> {
+  log('\n## 6. recovery cost');
+  const cluster = await LocalCluster.start({ dir: join(work, 'c-recovery'), nodes: 3, slots: 1, leaseTtlSec: 2, inputRoot: '/', logLevel: 'info', env: { PROGRESS_INTERVAL_MS: '300', HEARTBEAT_MS: '500' } });
+  const c = new TesseraClient({ addresses: cluster.coordinators });
+  try {
+    const clean = await runJob(c, source);
+    const t0 = now();
+    const { jobId } = await c.submit({ inputUri: source, ladder: LADDER.map((l) => ({ name: '', height: l.height, videoBitrateKbps: 0, codec: l.codec, preset: l.preset })) });
+    let killed = '';
+    const job = await c.wait(jobId, (j) => {
+      if (!killed && j.progress >= 50) {
+        killed = j.segments.find((s) => s.state !== 'SEGMENT_STATE_DONE')?.nodeId ?? 'node-0';
+        cluster.signal(killed, 'SIGKILL');
+      }
+    });
+    const ms = now() - t0;
+    if (job.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`recovery job ended ${job.state}`);
+    const { subSegmentsRedone } = await import('../test/faults-helpers.js');
+    const redone = subSegmentsRedone(join(work, 'c-recovery'), cluster.nodeIds(), jobId);
+    results.push({
+      name: '6. Recovery: one of 3 node agents killed at 50 %',
+      head: ['run', 'wall s', 'ratio', 'sub-segments redone'],
+      rows: [['clean', clean.ms / 1000, 1, 0], [`${killed} killed at 50 %`, ms / 1000, ms / clean.ms, redone]],
+      notes: ['lease TTL 2 s: the loss is noticed within the TTL, the segment is reassigned with its checkpoint'],
+    });
+  } finally {
+    c.close();
+    await cluster.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`benchmark failed: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});

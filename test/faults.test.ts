@@ -1,0 +1,221 @@
+import { mkdtemp } from 'node:fs/promises';
+import { readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { isAppError } from '../common/errors.js';
+import type { NodeRecord } from '../common/records.js';
+import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
+import { checkArchive, ffmpegChildren, filesUnder, fixture, incompleteUploads, startTestCluster, type TestCluster } from './helpers.js';
+import { checkpoints, logLines, scrapeCounter, subSegmentsRedone } from './faults-helpers.js';
+
+// Slow enough encodes that a fault lands mid-transcode; small enough for a 2-core CI machine.
+const LADDER = [
+  { name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'medium' },
+  { name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'medium' },
+];
+
+async function expectCorrect(t: TestCluster, job: Job, work: string, frames: number): Promise<void> {
+  expect(job.errorMessage).toBe('');
+  expect(job.state).toBe(JobState.JOB_STATE_SUCCEEDED);
+  const a = await checkArchive(t.s3, job, work);
+  for (const r of a.renditions) {
+    expect(r.frames).toBe(frames);
+    expect(r.sha256).toBe(r.manifestSha256);
+    expect(Math.abs((r.audioSec ?? 0) - r.videoSec)).toBeLessThanOrEqual(0.05);
+  }
+  expect(a.zipSha256).toBe(job.result!.sha256);
+  // No duplicate canonical parts: exactly one done entry per sub-segment.
+  const cps = await checkpoints(t.cluster.client(), job.id);
+  for (const cp of cps.values()) {
+    expect(cp.done.map((d) => d.sub)).toEqual([...Array(cp.boundaries.length - 1).keys()]);
+  }
+}
+
+async function untilProgress(t: TestCluster, jobId: string, pct: number): Promise<Job> {
+  for await (const j of t.client.watch(jobId)) {
+    if (j.progress >= pct && j.segments.some((s) => s.framesDone > 0)) return j;
+    if (j.state !== JobState.JOB_STATE_QUEUED && j.state !== JobState.JOB_STATE_PREPARING && j.state !== JobState.JOB_STATE_RUNNING) return j;
+  }
+  throw new Error('watch ended');
+}
+
+describe('fault injection: nothing accepted is lost', () => {
+  let t: TestCluster;
+  let clip: string;
+  let work: string;
+  const accepted: string[] = [];
+
+  beforeAll(async () => {
+    t = await startTestCluster({
+      nodes: 3,
+      slots: 2,
+      coordinators: 2,
+      env: { S3_PART_SIZE_BYTES: String(5 * 1024 * 1024), SEGMENT_NO_PROGRESS_MS: '8000' },
+    });
+    work = await mkdtemp(join(tmpdir(), 'tessera-faults-'));
+    clip = await fixture(t.inputDir, 'clip-12s-360p.mp4', { seconds: 12, width: 640, height: 360, fps: 30 });
+  });
+
+  afterEach(async () => {
+    // Keep three healthy nodes for the next scenario.
+    const ids = (await t.client.listNodes()).map((n) => n.id);
+    for (let i = ids.length; i < 3; i++) await t.cluster.addNode();
+  });
+
+  afterAll(async () => {
+    // Every acknowledged job is terminal; no multipart upload is left behind.
+    for (const id of accepted) {
+      const j = await t.client.get(id);
+      expect([JobState.JOB_STATE_SUCCEEDED, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED]).toContain(j.state);
+    }
+    expect(await incompleteUploads(t.s3, t.cluster.bucket)).toBe(0);
+    const staged = filesUnder(join(t.dir, 'staging')).filter((f) => !f.includes('/uploads/') && !f.endsWith('.log'));
+    expect(staged).toEqual([]);
+    await t?.close();
+  });
+
+  const submit = async (): Promise<string> => {
+    const { jobId } = await t.client.submit({ inputUri: clip, ladder: LADDER });
+    accepted.push(jobId);
+    return jobId;
+  };
+
+  for (const seed of [1, 2, 3]) {
+    it(`kill -9 of a node agent mid-job (seed ${seed}) loses nothing and redoes at most its slots`, async () => {
+      const jobId = await submit();
+      const at = [25, 45, 65][seed - 1]!;
+      const snap = await untilProgress(t, jobId, at);
+      const busy = snap.segments.find((s) => s.state !== 'SEGMENT_STATE_DONE' && s.nodeId)?.nodeId ?? snap.segments[0]!.nodeId;
+      const killedAt = Date.now();
+      t.cluster.signal(busy, 'SIGKILL');
+      const job = await t.client.wait(jobId);
+      await expectCorrect(t, job, work, 360);
+      const moved = job.history.filter((h) => h.reason.startsWith('reassigned') && h.atMs >= killedAt);
+      expect(moved.length).toBeGreaterThanOrEqual(1);
+      expect(moved.every((h) => h.nodeId !== busy)).toBe(true);
+      expect(subSegmentsRedone(t.dir, t.cluster.nodeIds(), jobId)).toBeLessThanOrEqual(2);
+      await t.cluster.stopProcess(busy, 'SIGKILL', 1);
+    });
+  }
+
+  it('kill -9 of only an ffmpeg child: the agent retries it and leaves no zombie', async () => {
+    const jobId = await submit();
+    await untilProgress(t, jobId, 10);
+    let victim: number | undefined;
+    let agent = -1;
+    for (const id of t.cluster.nodeIds()) {
+      const pid = t.cluster.pid(id)!;
+      victim = ffmpegChildren(pid)[0];
+      if (victim) { agent = pid; break; }
+    }
+    expect(victim).toBeDefined();
+    process.kill(victim!, 'SIGKILL');
+    const job = await t.client.wait(jobId);
+    await expectCorrect(t, job, work, 360);
+    const zombies = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
+      try {
+        const st = readFileSync(`/proc/${d}/stat`, 'utf8');
+        const m = /^\d+ \((.*)\) (\S) (\d+)/.exec(st);
+        return m?.[2] === 'Z' && Number(m[3]) === agent;
+      } catch {
+        return false;
+      }
+    });
+    expect(zombies).toEqual([]);
+    const retried = t.cluster.nodeIds().flatMap((n) => logLines(t.dir, n)).filter((l) => l.msg === 'sub-segment failed; retrying' && l.jobId === jobId);
+    expect(retried.length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('SIGSTOP past the lease, then SIGCONT: the paused node is fenced out', async () => {
+    const jobId = await submit();
+    const snap = await untilProgress(t, jobId, 20);
+    const victim = snap.segments.find((s) => s.state !== 'SEGMENT_STATE_DONE' && s.nodeId)?.nodeId ?? snap.segments[0]!.nodeId;
+    const record = JSON.parse((await t.cluster.client().get(`/tessera/nodes/${victim}`).string())!) as NodeRecord;
+    const before = await checkpoints(t.cluster.client(), jobId);
+    const doneBefore = new Set([...before].flatMap(([seg, cp]) => cp.done.filter((d) => d.nodeId === victim).map((d) => `${seg}/${d.sub}/${d.attempt}`)));
+    t.cluster.signal(victim, 'SIGSTOP');
+    await new Promise((r) => setTimeout(r, 5_000)); // lease TTL is 2 s
+    t.cluster.signal(victim, 'SIGCONT');
+    const job = await t.client.wait(jobId);
+    await expectCorrect(t, job, work, 360);
+    // Nothing the paused node finished after it was fenced out reached the merge.
+    const after = await checkpoints(t.cluster.client(), jobId);
+    const doneAfter = [...after].flatMap(([seg, cp]) => cp.done.filter((d) => d.nodeId === victim).map((d) => `${seg}/${d.sub}/${d.attempt}`));
+    for (const d of doneAfter) expect(doneBefore.has(d)).toBe(true);
+    // Its late writes were rejected (counted by the node itself).
+    await new Promise((r) => setTimeout(r, 3_000));
+    const rejected = await scrapeCounter(record.metricsAddress, 'tessera_fencing_rejections_total').catch(() => 0);
+    const lost = logLines(t.dir, victim).some((l) => l.msg === 'lease lost: dropping work and re-joining');
+    expect(lost).toBe(true);
+    // The node either tried a checkpoint write and was refused, or dropped its work on seeing
+    // the lease gone before it got that far; both are counted and reported.
+    const dropped = logLines(t.dir, victim).filter((l) => l.msg === 'segment ended without finishing' && l.jobId === jobId).length;
+    expect(rejected + dropped).toBeGreaterThanOrEqual(1);
+    process.stdout.write(`SIGSTOP scenario: fencing rejections ${rejected}, segments dropped ${dropped}\n`);
+  });
+
+  it('kill -9 of the uploader mid-upload: the upload resumes with only the missing parts', async () => {
+    const bigLadder = [{ name: '', height: 360, videoBitrateKbps: 6000, codec: 'h264', preset: 'ultrafast' }, { name: '', height: 240, videoBitrateKbps: 4000, codec: 'h264', preset: 'ultrafast' }];
+    const { jobId } = await t.client.submit({ inputUri: clip, ladder: bigLadder });
+    accepted.push(jobId);
+    const etcd = t.cluster.client();
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const raw = await etcd.get(`/tessera/uploads/${jobId}`).string();
+      const parts = raw ? ((JSON.parse(raw) as { multipart?: { parts: unknown[] } }).multipart?.parts.length ?? 0) : 0;
+      if (parts >= 1) break;
+      if (Date.now() > deadline) throw new Error('no S3 part was uploaded');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    t.cluster.signal('uploader-0', 'SIGKILL');
+    await t.cluster.stopProcess('uploader-0', 'SIGKILL', 1);
+    await t.cluster.startUploader('uploader-0');
+    const job = await t.client.wait(jobId);
+    await expectCorrect(t, job, work, 360);
+    const uploaded = logLines(t.dir, 'uploader-0').filter((l) => l.msg === 'archive uploaded' && l.jobId === jobId);
+    expect(uploaded).toHaveLength(1);
+    expect(uploaded[0]!.resumed).toBe(true);
+    const total = Math.ceil(job.result!.bytes / (5 * 1024 * 1024));
+    expect(Number(uploaded[0]!.partsSent)).toBeLessThan(total);
+  });
+
+  it('kill -9 of the leading coordinator mid-job: the standby takes over and the watcher sees SUCCEEDED', async () => {
+    const jobId = await submit();
+    const seen: Job[] = [];
+    const watching = t.client.wait(jobId, (j) => seen.push(j));
+    await untilProgress(t, jobId, 20);
+    const leader = (await t.client.clusterStatus()).leaderId;
+    expect(leader).toMatch(/^coordinator-\d$/);
+    t.cluster.signal(leader, 'SIGKILL');
+    const job = await watching;
+    await expectCorrect(t, job, work, 360);
+    const newLeader = (await t.client.clusterStatus()).leaderId;
+    expect(newLeader).not.toBe(leader);
+    expect(seen.at(-1)!.state).toBe(JobState.JOB_STATE_SUCCEEDED);
+    const states = job.history.filter((h) => h.scope === 'job').map((h) => h.state);
+    expect(states.at(-1)).toBe('SUCCEEDED');
+    await t.cluster.stopProcess(leader, 'SIGKILL', 1);
+    await t.cluster.startCoordinator();
+  });
+
+  it('idempotent submission: twice, 100 concurrently, and a conflicting spec', async () => {
+    const spec = { inputUri: clip, ladder: [{ name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'ultrafast' }], idempotencyKey: `idem-${Date.now()}` };
+    const a = await t.client.submit(spec);
+    const b = await t.client.submit(spec);
+    expect(b.jobId).toBe(a.jobId);
+    accepted.push(a.jobId);
+    const key2 = `idem-many-${Date.now()}`;
+    const many = await Promise.all(Array.from({ length: 100 }, () => t.client.submit({ ...spec, idempotencyKey: key2 })));
+    expect(new Set(many.map((r) => r.jobId)).size).toBe(1);
+    accepted.push(many[0]!.jobId);
+    let code = '';
+    try {
+      await t.client.submit({ ...spec, container: 'mkv' });
+    } catch (err) {
+      code = isAppError(err) ? err.code : String(err);
+    }
+    expect(code).toBe('IDEMPOTENCY_CONFLICT');
+    for (const id of [a.jobId, many[0]!.jobId]) expect((await t.client.wait(id)).state).toBe(JobState.JOB_STATE_SUCCEEDED);
+  });
+});

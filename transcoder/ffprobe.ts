@@ -1,0 +1,160 @@
+import { stat } from 'node:fs/promises';
+import { basename, resolve } from 'node:path';
+import { AppError } from '../common/errors.js';
+import { runFailureKind, runFfmpeg } from './run-ffmpeg.js';
+
+/** Options shared by the ffprobe-based readers. */
+export interface ProbeOptions {
+  /** Wall-clock limit of the ffprobe run in ms (default 120 s; packet counting reads the whole file). */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** Caps on how much ffprobe reads to *detect* streams (bytes / µs); a hostile file cannot make it scan forever. */
+const PROBE_SIZE_BYTES = 50_000_000;
+const ANALYZE_DURATION_US = 30_000_000;
+const DEFAULT_TIMEOUT_MS = 120_000;
+
+/**
+ * Checks that `path` names a non-empty regular file; returns its absolute path and size.
+ * ENOENT → INPUT_NOT_FOUND, zero bytes → INPUT_EMPTY, anything but a file → INPUT_NOT_VIDEO.
+ */
+export async function checkInputFile(path: string): Promise<{ abs: string; bytes: number }> {
+  const abs = resolve(path);
+  let st;
+  try {
+    st = await stat(abs);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new AppError('INPUT_NOT_FOUND', 'the input file does not exist', { cause: err });
+    throw new AppError('INPUT_NOT_FOUND', `the input file cannot be read (${code ?? 'error'})`, { cause: err });
+  }
+  if (!st.isFile()) throw new AppError('INPUT_NOT_VIDEO', 'the input is not a regular file');
+  if (st.size === 0) throw new AppError('INPUT_EMPTY', 'the input file is empty (0 bytes)');
+  return { abs, bytes: st.size };
+}
+
+/**
+ * Runs ffprobe on one local file (opened as `file:<abs>` with only the file protocol allowed) and
+ * returns its stdout. Our staging path is removed from error messages (they reach users).
+ * ffprobe failure → INPUT_NOT_VIDEO; timeout → DEADLINE_EXCEEDED (not retryable: a file that
+ * takes this long to probe will do so again); abort → CANCELLED.
+ */
+export async function runFfprobe(path: string, args: readonly string[], opts: ProbeOptions = {}): Promise<{ stdout: string; bytes: number }> {
+  const { abs, bytes } = await checkInputFile(path);
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const full = [
+    '-hide_banner',
+    '-v', 'error',
+    '-protocol_whitelist', 'file',
+    '-probesize', String(PROBE_SIZE_BYTES),
+    '-analyzeduration', String(ANALYZE_DURATION_US),
+    ...args,
+    '-i', `file:${abs}`,
+  ];
+  try {
+    const { stdout } = await runFfmpeg(full, {
+      binary: 'ffprobe',
+      wallClockMs: timeoutMs,
+      noProgressMs: timeoutMs,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    return { stdout, bytes };
+  } catch (err) {
+    const kind = runFailureKind(err);
+    if (kind === 'cancelled' || kind === 'stdout-limit') throw err;
+    if (kind === 'watchdog') throw new AppError('DEADLINE_EXCEEDED', `probing the input took longer than ${timeoutMs} ms`, { cause: err, retryable: false });
+    if (kind === 'signal' || kind === 'spawn') throw err;
+    const msg = err instanceof Error ? scrubPath(err.message, abs) : String(err);
+    throw new AppError('INPUT_NOT_VIDEO', `the input is not a readable video (${msg.replace(/^ffprobe exited with code \S+: /, '')})`, { cause: err });
+  }
+}
+
+/** Replaces our internal path (and its `file:` URL form) in a message by "input". */
+function scrubPath(message: string, abs: string): string {
+  let out = message.split(`file:${abs}`).join('input').split(abs).join('input');
+  const base = basename(abs);
+  if (base.length >= 4) out = out.split(base).join('input');
+  return out;
+}
+
+/** Parses a number field of ffprobe output ("N/A", missing, non-finite → undefined). */
+export function num(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isFinite(v) ? v : undefined;
+  if (typeof v !== 'string' || v.trim() === '' || v === 'N/A') return undefined;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+/** Parses a rational like "30000/1001" (0/0 and garbage → undefined). */
+export function rational(v: unknown): number | undefined {
+  if (typeof v !== 'string') return undefined;
+  const m = /^(\d+)\/(\d+)$/.exec(v.trim());
+  if (!m) return num(v);
+  const n = Number(m[1]);
+  const d = Number(m[2]);
+  return d > 0 && n > 0 ? n / d : undefined;
+}
+
+/** Parses Matroska's DURATION tag ("HH:MM:SS.nnnnnnnnn") into seconds. */
+export function parseClock(v: unknown): number | undefined {
+  if (typeof v !== 'string') return undefined;
+  const m = /^(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)$/.exec(v.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]);
+}
+
+/** One ffprobe JSON stream entry (only the fields we read). */
+export interface ProbeStream {
+  index?: number;
+  codec_type?: string;
+  codec_name?: string;
+  width?: number;
+  height?: number;
+  pix_fmt?: string;
+  avg_frame_rate?: string;
+  r_frame_rate?: string;
+  duration?: string;
+  start_time?: string;
+  nb_read_packets?: string;
+  channels?: number;
+  sample_rate?: string;
+  disposition?: { attached_pic?: number };
+  tags?: Record<string, string>;
+}
+
+/** One ffprobe JSON output with -show_format/-show_streams. */
+export interface ProbeJson {
+  streams?: ProbeStream[];
+  format?: { format_name?: string; duration?: string; size?: string; nb_streams?: number; start_time?: string };
+}
+
+/** Parses ffprobe `-of json` output; garbage → INPUT_NOT_VIDEO. */
+export function parseProbeJson(stdout: string): ProbeJson {
+  try {
+    const v: unknown = JSON.parse(stdout);
+    if (v && typeof v === 'object') return v as ProbeJson;
+  } catch {
+    /* fall through */
+  }
+  throw new AppError('INPUT_NOT_VIDEO', 'ffprobe returned no usable stream information for the input');
+}
+
+/** The first real video stream (cover art / attached pictures are not video), like the `V:0` specifier. */
+export function firstVideoStream(streams: readonly ProbeStream[]): ProbeStream | undefined {
+  return streams.find((s) => s.codec_type === 'video' && s.disposition?.attached_pic !== 1);
+}
+
+/** A stream's duration in seconds: its own field, else Matroska's DURATION tag, else undefined. */
+export function streamDuration(s: ProbeStream): number | undefined {
+  const d = num(s.duration);
+  if (d !== undefined && d > 0) return d;
+  const tags = s.tags ?? {};
+  for (const [k, v] of Object.entries(tags)) {
+    if (k.toUpperCase() === 'DURATION') {
+      const t = parseClock(v);
+      if (t !== undefined && t > 0) return t;
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,120 @@
+import { AppError } from '../common/errors.js';
+import { num, runFfprobe, type ProbeOptions } from './ffprobe.js';
+
+/** One video packet as ffprobe lists it, in decode order. */
+export interface PacketRow {
+  /** Presentation time in seconds (container time, not yet relative to the stream start). */
+  pts: number | undefined;
+  /** Packet duration in seconds when the container knows it. */
+  duration: number | undefined;
+  key: boolean;
+}
+
+/** A keyframe: its presentation time relative to the stream start (s) and its decode-order packet index. */
+export interface KeyframeAt {
+  timeSec: number;
+  index: number;
+}
+
+/** Summary of a video stream's packets. */
+export interface PacketSummary {
+  /** Keyframes sorted by time (relative to `startSec`). */
+  keys: KeyframeAt[];
+  /** Total video packets (= frames). */
+  frames: number;
+  /** Earliest presentation time in the container (s). */
+  startSec: number;
+  /** From the earliest presentation time to the end of the last frame (s). */
+  durationSec: number;
+  /** Typical frame duration (s), median of the known ones; 0 when unknown. */
+  frameSec: number;
+}
+
+/** ffprobe arguments that list the first video stream's packets (no decoding). */
+export const PACKET_LIST_ARGS: readonly string[] = [
+  '-select_streams', 'V:0',
+  '-show_entries', 'packet=pts_time,duration_time,flags',
+  '-of', 'compact=p=0:nk=0',
+];
+
+/** Parses `compact=p=0:nk=0` packet lines ("pts_time=1.0|duration_time=0.04|flags=K_"). Pure. */
+export function parsePacketRows(stdout: string): PacketRow[] {
+  const rows: PacketRow[] = [];
+  for (const line of stdout.split('\n')) {
+    if (!line.includes('flags=')) continue;
+    let pts: number | undefined;
+    let duration: number | undefined;
+    let key = false;
+    for (const field of line.trim().split('|')) {
+      const eq = field.indexOf('=');
+      if (eq < 0) continue;
+      const k = field.slice(0, eq);
+      const v = field.slice(eq + 1);
+      if (k === 'pts_time') pts = num(v);
+      else if (k === 'duration_time') duration = num(v);
+      else if (k === 'flags') key = v.startsWith('K');
+    }
+    rows.push({ pts, duration, key });
+  }
+  return rows;
+}
+
+function median(values: number[]): number {
+  if (values.length === 0) return 0;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? 0;
+}
+
+/** Keyframe times, frame count and duration from packet rows. Pure; no timestamps → UNSUPPORTED_FORMAT. */
+export function summarizePackets(rows: readonly PacketRow[]): PacketSummary {
+  if (rows.length === 0) throw new AppError('INPUT_NOT_VIDEO', 'the input video stream has no frames');
+  let start = Infinity;
+  for (const r of rows) if (r.pts !== undefined && r.pts < start) start = r.pts;
+  if (!Number.isFinite(start)) throw new AppError('UNSUPPORTED_FORMAT', 'the input video has no timestamps; it cannot be cut');
+  const durations = rows.map((r) => r.duration).filter((d): d is number => d !== undefined && d > 0);
+  let frameSec = median(durations);
+  if (frameSec <= 0) {
+    const pts = rows.map((r) => r.pts).filter((p): p is number => p !== undefined).sort((a, b) => a - b);
+    const gaps: number[] = [];
+    for (let i = 1; i < pts.length; i++) {
+      const g = pts[i]! - pts[i - 1]!;
+      if (g > 0) gaps.push(g);
+    }
+    frameSec = median(gaps);
+  }
+  let end = start;
+  const keys: KeyframeAt[] = [];
+  rows.forEach((r, index) => {
+    if (r.pts === undefined) return;
+    const e = r.pts + (r.duration !== undefined && r.duration > 0 ? r.duration : frameSec);
+    if (e > end) end = e;
+    if (r.key) keys.push({ timeSec: r.pts - start, index });
+  });
+  keys.sort((a, b) => a.timeSec - b.timeSec || a.index - b.index);
+  return { keys, frames: rows.length, startSec: start, durationSec: end - start, frameSec };
+}
+
+/**
+ * Lists a file's first video stream packets with ffprobe (demux only, no decode) and summarizes
+ * them. Shared by readKeyframes and splitVideo, which must agree on what a keyframe time is.
+ */
+export async function readPacketSummary(path: string, opts?: ProbeOptions): Promise<PacketSummary> {
+  const { stdout } = await runFfprobe(path, PACKET_LIST_ARGS, opts);
+  return summarizePackets(parsePacketRows(stdout));
+}
+
+/**
+ * Keyframe presentation times of the first video stream in seconds, sorted and relative to the
+ * stream start; the list always begins with 0 (the start is always a valid cut point; frames
+ * before a late first keyframe cannot be cut off anyway). `frames` = total video packets,
+ * `durationSec` = from the first presented frame to the end of the last one.
+ */
+export async function readKeyframes(path: string, opts?: ProbeOptions): Promise<{ keyframes: number[]; frames: number; durationSec: number }> {
+  const s = await readPacketSummary(path, opts);
+  const keyframes = [0];
+  for (const k of s.keys) {
+    const last = keyframes[keyframes.length - 1]!;
+    if (k.timeSec > last) keyframes.push(k.timeSec);
+  }
+  return { keyframes, frames: s.frames, durationSec: s.durationSec };
+}

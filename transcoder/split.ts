@@ -1,0 +1,144 @@
+import { stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { AppError } from '../common/errors.js';
+import { checkInputFile, firstVideoStream, num, parseProbeJson, runFfprobe } from './ffprobe.js';
+import { readPacketSummary, type KeyframeAt } from './keyframes.js';
+import { runFfmpeg } from './run-ffmpeg.js';
+
+/** File name of segment `i` written by splitVideo (we name every file; nothing comes from users). */
+export function segmentFileName(i: number): string {
+  return `seg-${String(i).padStart(4, '0')}.mkv`;
+}
+
+/**
+ * Maps cut times (s, relative to the stream start, as readKeyframes reports them) to the
+ * decode-order packet indices of the keyframes they name. Pure.
+ *
+ * Why indices: the segment muxer's `-segment_frames` cuts at "the first keyframe whose packet
+ * index ≥ N", which does not depend on timestamps at all, whereas `-segment_times` compares
+ * against timestamps that ffmpeg has already shifted by the file's start offset (e.g. audio that
+ * starts before the video) and that ffprobe printed rounded to 1 µs — either could move a cut to
+ * the next keyframe. A cut more than `toleranceSec` from any keyframe → INVALID_ARGUMENT.
+ */
+export function cutFramesForTimes(keys: readonly KeyframeAt[], cutTimesSec: readonly number[], toleranceSec: number): number[] {
+  const out: number[] = [];
+  for (const t of cutTimesSec) {
+    if (!Number.isFinite(t) || t <= 0) throw new AppError('INVALID_ARGUMENT', `cut time ${t} s must be > 0 (0 is the start, not a cut)`);
+    let best: KeyframeAt | undefined;
+    for (const k of keys) {
+      if (!best || Math.abs(k.timeSec - t) < Math.abs(best.timeSec - t)) best = k;
+    }
+    if (!best || Math.abs(best.timeSec - t) > toleranceSec) {
+      throw new AppError('INVALID_ARGUMENT', `cut time ${t.toFixed(6)} s is not on a keyframe`);
+    }
+    const prev = out[out.length - 1];
+    if (best.index <= 0 || (prev !== undefined && best.index <= prev)) {
+      throw new AppError('INVALID_ARGUMENT', `cut times must name distinct keyframes in increasing order (at ${t.toFixed(6)} s)`);
+    }
+    out.push(best.index);
+  }
+  return out;
+}
+
+/** `outDir` as a segment-muxer filename pattern: '%' in our directory must not read as a format directive. */
+function segmentPattern(outDir: string): string {
+  return `file:${join(resolve(outDir), 'seg-').replace(/%/g, '%%')}%04d.mkv`;
+}
+
+/**
+ * Cuts the first video stream of `input` at the given interior keyframe times (s, relative to the
+ * stream start, not including 0) by stream copy (no re-encode) into Matroska files
+ * `outDir/seg-0000.mkv`, ... and returns their absolute paths in play order.
+ *
+ * Every frame lands in exactly one file (the frame counts add up to the input's) and each file
+ * starts with a keyframe and at timestamp 0. Audio, subtitles and data are dropped (audio is
+ * encoded once, separately: extractAudio). A cut not on a keyframe → INVALID_ARGUMENT.
+ */
+export async function splitVideo(input: string, outDir: string, cutTimesSec: number[], opts?: { signal?: AbortSignal; timeoutMs?: number }): Promise<string[]> {
+  const { abs } = await checkInputFile(input);
+  const probeOpts = { ...(opts?.signal ? { signal: opts.signal } : {}), ...(opts?.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) };
+  const common = [
+    '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
+    '-protocol_whitelist', 'file', '-i', `file:${abs}`,
+    // V = video but not cover art; copy only, no decoder in the loop.
+    '-map', '0:V:0', '-c', 'copy', '-an', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
+  ];
+  let args: string[];
+  if (cutTimesSec.length === 0) {
+    args = [...common, '-avoid_negative_ts', 'disabled', '-f', 'matroska', `file:${join(resolve(outDir), segmentFileName(0))}`];
+  } else {
+    const summary = await readPacketSummary(abs, probeOpts);
+    // Half a frame tells neighbouring keyframes apart; ≥ 1 ms covers ffprobe's µs rounding.
+    const tolerance = Math.max(0.001, Math.min(0.25, summary.frameSec > 0 ? summary.frameSec / 2 : 0.25));
+    const frames = cutFramesForTimes(summary.keys, cutTimesSec, tolerance);
+    args = [
+      ...common,
+      '-f', 'segment', '-segment_format', 'matroska',
+      '-segment_frames', frames.join(','),
+      '-reset_timestamps', '1',
+      // The default (make non-negative) would shift the first segment by the B-frame delay; with it
+      // disabled every segment's first frame is at 0 (Matroska stores presentation times only).
+      '-avoid_negative_ts', 'disabled',
+      segmentPattern(outDir),
+    ];
+  }
+  await runFfmpeg(args, {
+    ...(opts?.signal ? { signal: opts.signal } : {}),
+    ...(opts?.timeoutMs !== undefined ? { wallClockMs: opts.timeoutMs } : {}),
+  });
+  const files = Array.from({ length: cutTimesSec.length + 1 }, (_, i) => join(resolve(outDir), segmentFileName(i)));
+  for (const f of files) {
+    const st = await stat(f).catch(() => undefined);
+    if (!st || st.size === 0) {
+      throw new AppError('TRANSCODE_FAILED', `splitting produced fewer segments than the ${files.length} planned (missing ${segmentFileName(files.indexOf(f))})`);
+    }
+  }
+  return files;
+}
+
+/**
+ * The audio filter that puts the first audio sample where it belongs relative to the first video
+ * frame: video segments restart at 0 at the first video frame, so audio must start `offsetSec`
+ * (= audio start − video start, s) after it: delayed with silence when positive, trimmed when
+ * negative. Pure; numbers only.
+ */
+export function audioAlignFilter(offsetSec: number): string {
+  const base = 'asetpts=PTS-STARTPTS';
+  if (!Number.isFinite(offsetSec) || Math.abs(offsetSec) < 0.001) return base;
+  if (offsetSec > 0) return `${base},adelay=delays=${Math.round(offsetSec * 1000)}:all=1`;
+  return `${base},atrim=start=${(-offsetSec).toFixed(6)},asetpts=PTS-STARTPTS`;
+}
+
+/**
+ * Encodes the first audio stream of `input` once, to AAC at `bitrateKbps` in an .m4a (`-vn`),
+ * aligned so that t=0 is the first video frame (see audioAlignFilter). `onProgress` gets the
+ * encoded position in seconds.
+ */
+export async function extractAudio(
+  input: string,
+  outPath: string,
+  opts: { bitrateKbps: number; signal?: AbortSignal; onProgress?: (sec: number) => void },
+): Promise<void> {
+  if (!Number.isInteger(opts.bitrateKbps) || opts.bitrateKbps < 16 || opts.bitrateKbps > 1024) {
+    throw new AppError('INVALID_ARGUMENT', `audio bitrate must be an integer from 16 to 1024 kbps, got ${String(opts.bitrateKbps)}`);
+  }
+  const { abs } = await checkInputFile(input);
+  const { stdout } = await runFfprobe(abs, ['-show_streams', '-of', 'json'], opts.signal ? { signal: opts.signal } : {});
+  const streams = parseProbeJson(stdout).streams ?? [];
+  const a = streams.find((s) => s.codec_type === 'audio');
+  if (!a) throw new AppError('INPUT_NOT_VIDEO', 'the input has no audio stream to extract');
+  const v = firstVideoStream(streams);
+  const offset = v ? (num(a.start_time) ?? 0) - (num(v.start_time) ?? 0) : 0;
+  const args = [
+    '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
+    '-protocol_whitelist', 'file', '-i', `file:${abs}`,
+    '-map', '0:a:0', '-vn', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
+    '-af', audioAlignFilter(offset),
+    '-c:a', 'aac', '-b:a', `${opts.bitrateKbps}k`,
+    '-f', 'mp4', `file:${resolve(outPath)}`,
+  ];
+  await runFfmpeg(args, {
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(opts.onProgress ? { onProgress: (p: { outTimeSec: number }) => opts.onProgress?.(p.outTimeSec) } : {}),
+  });
+}
