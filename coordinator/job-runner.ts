@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -108,6 +109,7 @@ export class JobRunner {
       const tree = await store.tree(this.jobId);
       const segs = new Map((tree?.segments ?? []).map((s) => [s.index, s]));
       const inner = new AbortController();
+      setMaxListeners(0, inner.signal);
       const onOuter = (): void => inner.abort(signal.reason);
       signal.addEventListener('abort', onOuter, { once: true });
       const lastFrames = new Map<number, number>();

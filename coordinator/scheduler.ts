@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { Etcd3, Watcher } from 'etcd3';
 import { AppError } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
@@ -114,6 +115,7 @@ export class Scheduler {
 
   private launch(jobId: string, fence: LeaderFence): void {
     const abort = new AbortController();
+    setMaxListeners(0, abort.signal); // one listener per in-flight call of the job; no leak
     const runner = new JobRunner(this.deps, jobId, fence);
     const done = runner
       .run(abort.signal)

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
@@ -179,6 +180,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
 
   // 3. Every sub-segment not yet done, on the shared bounded pool. The first failure aborts the rest.
   const inner = new AbortController();
+  setMaxListeners(0, inner.signal);
   const onOuter = (): void => inner.abort(signal.reason);
   signal.addEventListener('abort', onOuter, { once: true });
   const ticker = setInterval(() => emit(progress()), 500);

@@ -59,6 +59,11 @@ export function parsePacketRows(stdout: string): PacketRow[] {
   return rows;
 }
 
+/** Rounds seconds to whole microseconds (ffprobe's precision), dropping float noise like 1.0000000000000002. */
+function toMicros(sec: number): number {
+  return Math.round(sec * 1e6) / 1e6;
+}
+
 function median(values: number[]): number {
   if (values.length === 0) return 0;
   const s = [...values].sort((a, b) => a - b);
@@ -88,10 +93,10 @@ export function summarizePackets(rows: readonly PacketRow[]): PacketSummary {
     if (r.pts === undefined) return;
     const e = r.pts + (r.duration !== undefined && r.duration > 0 ? r.duration : frameSec);
     if (e > end) end = e;
-    if (r.key) keys.push({ timeSec: r.pts - start, index });
+    if (r.key) keys.push({ timeSec: toMicros(r.pts - start), index });
   });
   keys.sort((a, b) => a.timeSec - b.timeSec || a.index - b.index);
-  return { keys, frames: rows.length, startSec: start, durationSec: end - start, frameSec };
+  return { keys, frames: rows.length, startSec: start, durationSec: toMicros(end - start), frameSec };
 }
 
 /**

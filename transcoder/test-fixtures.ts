@@ -48,12 +48,6 @@ export async function makeClip(dir: string, name: string, o: ClipOptions = {}): 
   return path;
 }
 
-/** Packets (= frames) of a file's first video stream, counted by ffprobe directly (independent check). */
-export async function ffprobeFrames(path: string): Promise<number> {
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-count_packets', '-show_entries', 'stream=nb_read_packets', '-of', 'csv=p=0', path]);
-  return Number(stdout.trim());
-}
-
 /** Facts about a produced file for assertions: stream kinds, decodable frames, first video packet. Test-only. */
 export async function inspectFile(path: string): Promise<{ streamTypes: string[]; decodedFrames: number; firstPts: number; firstIsKey: boolean }> {
   const [all, first] = await Promise.all([

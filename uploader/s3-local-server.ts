@@ -138,11 +138,11 @@ function multipartShim(server: S3rver): S3rver['middleware'][number] {
 }
 
 function parsePath(path: string): { bucket: string; key?: string } | undefined {
-  const m = /^\/([^/]+)(?:\/(.+))?$/.exec(path);
+  const m = /^\/([^/]+)(?:\/(.*))?$/.exec(path);
   if (!m?.[1]) return undefined;
   try {
     const bucket = decodeURIComponent(m[1]);
-    return m[2] === undefined ? { bucket } : { bucket, key: decodeURIComponent(m[2]) };
+    return m[2] === undefined || m[2] === '' ? { bucket } : { bucket, key: decodeURIComponent(m[2]) };
   } catch {
     return undefined;
   }

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { constants as fsc } from 'node:fs';
+import { once } from 'node:events';
+import { constants as fsc, createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { basename, dirname, join, resolve, sep } from 'node:path';
@@ -83,30 +84,34 @@ export async function writeZip(outPath: string, entries: ZipEntry[], opts: { sig
   });
   // archiver reports unreadable files as 'warning' and skips them: an archive missing a file is an error here.
   archive.on('warning', (err) => archive.destroy(err));
-  const fh = await open(tmp, 'w', 0o644);
   try {
-    for (const e of entries) {
-      const data = { name: e.name, date: ZIP_ENTRY_DATE, mode: ZIP_ENTRY_MODE };
-      if (e.path !== undefined) archive.file(e.path, data);
-      else archive.append(typeof e.content === 'string' ? Buffer.from(e.content, 'utf8') : (e.content ?? Buffer.alloc(0)), data);
+    // One entry at a time ('entry' fires when it is written): archive order is input order and
+    // at most one source file is open. (archive.file() would reorder entries behind its stat queue.)
+    const done = pipeline(archive, tee, createWriteStream(tmp, { mode: 0o644 }), signal ? { signal } : {});
+    const feed = (async () => {
+      for (const e of entries) {
+        const written = once(archive, 'entry');
+        const data = { name: e.name, date: ZIP_ENTRY_DATE, mode: ZIP_ENTRY_MODE };
+        if (e.path !== undefined) archive.append(createReadStream(e.path), data);
+        else archive.append(typeof e.content === 'string' ? Buffer.from(e.content, 'utf8') : (e.content ?? Buffer.alloc(0)), data);
+        await written;
+      }
+      await archive.finalize();
+    })();
+    feed.catch(() => undefined); // a failed pipeline also fails the feed; `done` reports it
+    await Promise.all([done, feed]);
+    const fh = await open(tmp, 'r+');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
     }
-    const done = pipeline(archive, tee, fh.createWriteStream({ autoClose: false }), ...(signal ? [{ signal }] : []));
-    void archive.finalize().catch(() => undefined); // failures surface through the pipeline
-    await done;
-    await fh.sync();
+    await rename(tmp, outPath);
   } catch (err) {
     archive.abort();
-    await fh.close().catch(() => undefined);
     await rm(tmp, { force: true });
     if (signal?.aborted) throw new AppError('CANCELLED', `writing ${outPath} cancelled`, { cause: signal.reason ?? err });
     if (isAppError(err)) throw err;
-    throw new AppError('INTERNAL', `cannot write ${outPath}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-  }
-  await fh.close();
-  try {
-    await rename(tmp, outPath);
-  } catch (err) {
-    await rm(tmp, { force: true });
     throw new AppError('INTERNAL', `cannot write ${outPath}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   await syncDir(dir);
@@ -161,13 +166,9 @@ export async function extractZip(zipPath: string, destDir: string): Promise<stri
     const target = resolve(root, ...name.split('/'));
     if (!target.startsWith(root + sep)) throw new AppError('INVALID_ARGUMENT', `zip entry ${JSON.stringify(name)} escapes ${root}`);
     await mkdir(dirname(target), { recursive: true });
+    // O_NOFOLLOW: a symlink planted in destDir is not followed; the stream closes the handle.
     const fh = await open(target, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o644);
-    try {
-      await pipeline(stream, fh.createWriteStream({ autoClose: false }));
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await pipeline(stream, fh.createWriteStream());
     written.push(target);
   });
   return written;
