@@ -8,32 +8,35 @@ type Ctor<C> = new (address: string, creds: ChannelCredentials, options?: Partia
  * `closeAll()` is idempotent.
  */
 export class ClientCache {
-  private clients = new Map<string, Client>();
+  // Keyed by constructor identity: every generated client class has the same `name`.
+  private clients = new Map<unknown, Map<string, Client>>();
 
   constructor(private readonly creds: ChannelCredentials = grpcCredentials.createInsecure()) {}
 
   get<C extends Client>(ctor: Ctor<C>, address: string): C {
-    const key = `${ctor.name}|${address}`;
-    let c = this.clients.get(key) as C | undefined;
+    let byAddress = this.clients.get(ctor);
+    if (!byAddress) {
+      byAddress = new Map();
+      this.clients.set(ctor, byAddress);
+    }
+    let c = byAddress.get(address) as C | undefined;
     if (!c) {
       c = new ctor(address, this.creds, { ...CHANNEL_OPTIONS });
-      this.clients.set(key, c);
+      byAddress.set(address, c);
     }
     return c;
   }
 
-  /** Drops a cached client (after its peer went away), closing the channel. */
+  /** Drops the cached clients of an address (after its peer went away), closing the channels. */
   forget(address: string): void {
-    for (const [key, c] of this.clients) {
-      if (key.endsWith(`|${address}`)) {
-        c.close();
-        this.clients.delete(key);
-      }
+    for (const byAddress of this.clients.values()) {
+      byAddress.get(address)?.close();
+      byAddress.delete(address);
     }
   }
 
   closeAll(): void {
-    for (const c of this.clients.values()) c.close();
+    for (const byAddress of this.clients.values()) for (const c of byAddress.values()) c.close();
     this.clients.clear();
   }
 }
