@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { createEtcd } from '../common/etcd.js';
 import { ClientCache } from '../common/grpc-clients.js';
@@ -40,6 +40,8 @@ life.handleSignals(cfg.SHUTDOWN_GRACE_MS, (code) => process.exit(code));
 async function main(): Promise<void> {
   const keys = new Keys(cfg.ETCD_PREFIX);
   const stagingDir = resolve(cfg.STAGING_DIR, 'coordinator', cfg.COORDINATOR_ID);
+  // What a previous life of this coordinator staged is re-staged by whichever leader resumes the job.
+  await rm(stagingDir, { recursive: true, force: true });
   await mkdir(stagingDir, { recursive: true });
   const etcd = createEtcd({ endpoints: cfg.ETCD_ENDPOINTS, callTimeoutMs: cfg.ETCD_CALL_TIMEOUT_MS, username: cfg.ETCD_USERNAME, password: cfg.ETCD_PASSWORD });
   life.onStop('etcd', () => etcd.close());

@@ -48,7 +48,11 @@ export interface LocalS3 {
   close(): Promise<void>;
 }
 
-/** Starts s3rver bound to 127.0.0.1 with silent logging and the given buckets. */
+/**
+ * Starts s3rver bound to 127.0.0.1 with silent logging and the given buckets (see LocalS3Options
+ * for which multipart operations work). Clients must use `forcePathStyle: true` and the access key
+ * id "S3RVER" (s3rver rejects any other with InvalidAccessKeyId; it does not check signatures).
+ */
 export async function startLocalS3(opts: LocalS3Options): Promise<LocalS3> {
   const buckets = opts.buckets ?? [];
   for (const b of buckets) {

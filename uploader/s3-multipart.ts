@@ -91,7 +91,8 @@ const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b78
  * Uploads a local file to S3 as a resumable multipart upload, one part in memory at a time.
  *
  * - A state in the store for the same bucket/key/size/sha256 is resumed: only parts not recorded
- *   (or whose recorded ETag differs from the MD5 of the local bytes) are sent. A state for
+ *   (or whose recorded ETag differs from the MD5 of the local bytes) are sent, with the recorded
+ *   part size (`partSize` applies to new uploads). A state for
  *   anything else is aborted (best effort) and replaced. If the recorded upload no longer exists
  *   (NoSuchUpload) a fresh upload starts, unless the object is already there with our sha256.
  * - A new upload's state is saved before any part is sent, and after every part.
@@ -115,7 +116,7 @@ export async function uploadFileMultipart(o: UploadFileOptions): Promise<UploadF
   if (!Number.isInteger(askedPartSize) || askedPartSize < MIN_PART_SIZE || askedPartSize > MAX_PART_SIZE) {
     throw new AppError('INVALID_ARGUMENT', `partSize must be an integer in [${MIN_PART_SIZE}, ${MAX_PART_SIZE}], got ${askedPartSize}`);
   }
-  const ctx = new Ctx(o);
+  const ctx = new UploadRun(o);
   ctx.checkCancelled();
 
   let fileBytes: number;
@@ -183,7 +184,8 @@ export async function uploadFileMultipart(o: UploadFileOptions): Promise<UploadF
   } catch (err) {
     if (ctx.isOwn(err) && isAppError(err) && !err.retryable && err.code !== 'CANCELLED') {
       if (state) await ctx.abortQuietly(state);
-      await o.store.clear();
+      // A state left behind only costs a NoSuchUpload check next time: report the real failure.
+      await o.store.clear().catch(() => undefined);
     }
     throw err;
   }
@@ -278,7 +280,7 @@ function ownCause(err: unknown): unknown {
 }
 
 /** One call of uploadFileMultipart: options, and which errors it raised itself. */
-class Ctx {
+class UploadRun {
   private readonly own = new WeakSet<object>();
   private readonly attempts: number;
   private readonly partTimeoutMs: number;

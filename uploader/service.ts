@@ -1,5 +1,5 @@
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { ServerReadableStream } from '@grpc/grpc-js';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
@@ -118,6 +118,57 @@ export class UploaderService {
     const prior = done ? (JSON.parse(done) as UploadRecord) : {};
     if (prior.result) return prior.result; // finalize is idempotent
 
+    const zipPath = join(this.d.stagingDir, req.jobId, 'out', `${req.jobId}.zip`);
+    const { zip, renditions } = await this.archive(req, zipPath, progress, signal);
+    progress('upload', 0.7);
+    const up = await uploadFileMultipart({
+      client: this.d.s3,
+      bucket: req.bucket,
+      key: req.key,
+      filePath: zipPath,
+      fileSha256: zip.sha256,
+      partSize: this.d.partSizeBytes,
+      store: this.etcdStore(req.jobId),
+      signal,
+      onProgress: (sent, total) => {
+        this.d.metrics.uploadBytes.set(sent);
+        progress('upload', 0.7 + 0.3 * (total > 0 ? sent / total : 1));
+      },
+    });
+    this.d.metrics.uploadedTotal.inc(zip.bytes);
+    const result: JobResult = {
+      uri: `s3://${req.bucket}/${req.key}`,
+      bucket: req.bucket,
+      key: req.key,
+      bytes: zip.bytes,
+      sha256: zip.sha256,
+      renditions,
+    };
+    await etcd.put(keys.upload(req.jobId)).value(JSON.stringify({ result } satisfies UploadRecord));
+    log.info({ jobId: req.jobId, key: req.key, bytes: zip.bytes, resumed: up.resumed, partsSent: up.partsSent }, 'archive uploaded');
+    // The archive is in S3: the merged files and parts are no longer needed here.
+    await rm(dirname(zipPath), { recursive: true, force: true });
+    return result;
+  }
+
+  /**
+   * Merges every rendition and zips them with the manifest — or, after a restart, re-uses the
+   * archive a previous run completed (its bytes and SHA-256 are what the recorded multipart upload
+   * was made of, so the upload can resume instead of starting over).
+   */
+  private async archive(
+    req: FinalizeRequest,
+    zipPath: string,
+    progress: (stage: string, p: number) => void,
+    signal: AbortSignal,
+  ): Promise<{ zip: { bytes: number; sha256: string }; renditions: RenditionResult[] }> {
+    const facts = `${zipPath}.json`;
+    try {
+      const saved = JSON.parse(await readFile(facts, 'utf8')) as { zip: { bytes: number; sha256: string }; renditions: RenditionResult[] };
+      if ((await stat(zipPath)).size === saved.zip.bytes) return saved;
+    } catch {
+      // no complete archive yet: build it
+    }
     const started = Date.now();
     const jobDir = join(this.d.stagingDir, req.jobId);
     const outDir = join(jobDir, 'out');
@@ -174,37 +225,10 @@ export class UploaderService {
       timings,
     });
     progress('zip', 0.65);
-    const zipPath = join(outDir, `${req.jobId}.zip`);
     const zip = await writeZip(zipPath, [...files.map((f) => ({ name: f.name, path: f.path })), { name: 'manifest.json', content: manifest }], { signal });
-    progress('upload', 0.7);
-    const up = await uploadFileMultipart({
-      client: this.d.s3,
-      bucket: req.bucket,
-      key: req.key,
-      filePath: zipPath,
-      fileSha256: zip.sha256,
-      partSize: this.d.partSizeBytes,
-      store: this.etcdStore(req.jobId),
-      signal,
-      onProgress: (sent, total) => {
-        this.d.metrics.uploadBytes.set(sent);
-        progress('upload', 0.7 + 0.3 * (total > 0 ? sent / total : 1));
-      },
-    });
-    this.d.metrics.uploadedTotal.inc(zip.bytes);
-    const result: JobResult = {
-      uri: `s3://${req.bucket}/${req.key}`,
-      bucket: req.bucket,
-      key: req.key,
-      bytes: zip.bytes,
-      sha256: zip.sha256,
-      renditions,
-    };
-    await etcd.put(keys.upload(req.jobId)).value(JSON.stringify({ result } satisfies UploadRecord));
-    log.info({ jobId: req.jobId, key: req.key, bytes: zip.bytes, resumed: up.resumed, partsSent: up.partsSent }, 'archive uploaded');
-    // The archive is in S3: the merged files and parts are no longer needed here.
-    await rm(outDir, { recursive: true, force: true });
-    return result;
+    await writeFile(`${facts}.tmp`, JSON.stringify({ zip, renditions }));
+    await rename(`${facts}.tmp`, facts);
+    return { zip, renditions };
   }
 
   /** Job folders present in staging (for tests and cleanup checks). */
