@@ -28,17 +28,18 @@ export async function startGrpcServer(
   host: string,
   port: number,
   services: ServiceBinding[],
-  opts: { reflection?: boolean; credentials?: ServerCredentials } = {},
+  /** reflection: the .proto files (under proto/tessera/v1) whose services this server exposes. */
+  opts: { reflection?: string[]; credentials?: ServerCredentials } = {},
 ): Promise<StartedServer> {
   const server = new Server({ ...SERVER_OPTIONS });
   for (const s of services) server.addService(s.definition, s.implementation);
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(services.map((s) => [s.name, 'NOT_SERVING' as const])) });
   health.addToServer(server);
   if (opts.reflection) {
-    const [{ ReflectionService }, protoLoader] = await Promise.all([import('@grpc/reflection'), import('@grpc/proto-loader')]);
+    const [{ ReflectionService }, protoLoader, { protoPath: healthProto }] = await Promise.all([import('@grpc/reflection'), import('@grpc/proto-loader'), import('grpc-health-check')]);
     const pkg = protoLoader.loadSync(
-      ['jobs.proto', 'admin.proto', 'agent.proto', 'uploader.proto'].map((f) => join(PROTO_ROOT, 'tessera', 'v1', f)),
-      { includeDirs: [PROTO_ROOT], keepCase: false, longs: Number, enums: String, defaults: true },
+      [...opts.reflection.map((f) => join(PROTO_ROOT, 'tessera', 'v1', f)), healthProto],
+      { includeDirs: [PROTO_ROOT, dirname(healthProto)], keepCase: false, longs: Number, enums: String, defaults: true },
     );
     new ReflectionService(pkg).addToServer(server);
   }

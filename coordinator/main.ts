@@ -137,7 +137,7 @@ async function main(): Promise<void> {
         }),
       },
     ],
-    { reflection: true },
+    { reflection: ['jobs.proto', 'admin.proto'] },
   );
   life.onStop('grpc server', () => grpc.close(5_000));
 

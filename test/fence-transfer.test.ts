@@ -1,0 +1,85 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { credentials, Metadata } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sendFileChunks } from '../common/chunks.js';
+import { deadline, openClientStream } from '../common/grpc.js';
+import { Keys } from '../common/keys.js';
+import type { NodeRecord } from '../common/records.js';
+import { SegmentFence } from '../node-agent/fence.js';
+import { NodeAgentClient, type SegmentChunk, type TransferStatus } from '../proto/gen/tessera/v1/agent.js';
+import { startTestCluster, type TestCluster } from './helpers.js';
+
+describe('fencing and transfer resume against real etcd and a real node agent', () => {
+  let t: TestCluster;
+  let agent: NodeAgentClient;
+  beforeAll(async () => {
+    t = await startTestCluster({ nodes: 1, slots: 1 });
+    const rec = JSON.parse((await t.cluster.client().get('/tessera/nodes/node-0').string())!) as NodeRecord;
+    agent = new NodeAgentClient(rec.address, credentials.createInsecure());
+  });
+  afterAll(async () => {
+    agent?.close();
+    await t?.close();
+  });
+
+  it('rejects every checkpoint write once the owner key moves on (and counts them)', async () => {
+    const etcd = t.cluster.client();
+    const keys = new Keys('/tessera/');
+    const owner = keys.segmentOwner('jfence', 0);
+    const rev1 = Number((await etcd.put(owner).value(JSON.stringify({ nodeId: 'a', attempt: 1 })).exec()).header.revision);
+    const old = new SegmentFence(etcd, keys, 'jfence', 0, rev1);
+    await old.updateCheckpoint(() => ({ boundaries: [0, 1, 2], done: [], transcodedByAttempt: {} }));
+    // The coordinator reassigns the segment: a new owner revision.
+    const rev2 = Number((await etcd.put(owner).value(JSON.stringify({ nodeId: 'b', attempt: 2 })).exec()).header.revision);
+    const fresh = new SegmentFence(etcd, keys, 'jfence', 0, rev2);
+    for (let i = 0; i < 3; i++) {
+      await expect(old.updateCheckpoint((cp) => ({ ...cp!, done: [{ sub: i, attempt: 1, nodeId: 'a', frames: 1 }] }))).rejects.toMatchObject({ code: 'FENCED' });
+    }
+    await expect(old.assertOwner()).rejects.toMatchObject({ code: 'FENCED' });
+    expect(old.rejections).toBe(4);
+    const cp = await fresh.updateCheckpoint((c) => ({ ...c!, done: [{ sub: 0, attempt: 2, nodeId: 'b', frames: 1 }] }));
+    expect(cp.done).toEqual([{ sub: 0, attempt: 2, nodeId: 'b', frames: 1 }]);
+    expect(fresh.rejections).toBe(0);
+  });
+
+  it('resumes a broken segment transfer from the acknowledged offset and verifies the bytes', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'transfer-'));
+    const file = join(dir, 'seg.bin');
+    const bytes = randomBytes(5 * 1024 * 1024 + 123);
+    await writeFile(file, bytes);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    const ref = { jobId: 'jtransfer', segment: 0, attempt: 1 };
+    const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: bytes.length, sha256 });
+
+    // First try: 2 MiB, then the stream breaks (cancelled by the sender).
+    const first = openClientStream<SegmentChunk, TransferStatus>((cb) => agent.putSegment(new Metadata(), deadline(10_000), cb));
+    first.stream.write(msg(0, bytes.subarray(0, 1024 * 1024)));
+    first.stream.write(msg(1024 * 1024, bytes.subarray(1024 * 1024, 2 * 1024 * 1024)));
+    await new Promise((r) => setTimeout(r, 300));
+    first.stream.cancel();
+    await first.result.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 200));
+
+    const status = await new Promise<TransferStatus>((res, rej) => agent.getTransfer(ref, (e, s) => (e ? rej(e) : res(s))));
+    expect(status.complete).toBe(false);
+    expect(status.receivedBytes).toBe(2 * 1024 * 1024);
+
+    // Resume from there; a gap is refused with the expected offset.
+    const gap = openClientStream<SegmentChunk, TransferStatus>((cb) => agent.putSegment(new Metadata(), deadline(10_000), cb));
+    gap.stream.write(msg(3 * 1024 * 1024, bytes.subarray(3 * 1024 * 1024, 4 * 1024 * 1024)));
+    gap.stream.end();
+    await expect(gap.result).rejects.toMatchObject({ code: 'BAD_OFFSET', message: expect.stringContaining(`expected offset ${2 * 1024 * 1024}`) });
+
+    let sent = 0;
+    const second = openClientStream<SegmentChunk, TransferStatus>((cb) => agent.putSegment(new Metadata(), deadline(10_000), cb));
+    await sendFileChunks(second.stream, file, status.receivedBytes, (o, d) => { sent += d.length; return msg(o, d); }, { signal: second.signal });
+    second.stream.end();
+    const done = await second.result;
+    expect(done).toMatchObject({ complete: true, receivedBytes: bytes.length, sha256 });
+    expect(sent).toBe(bytes.length - 2 * 1024 * 1024);
+    await new Promise<void>((r) => agent.dropSegment(ref, () => r()));
+  });
+});
