@@ -1,0 +1,81 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../deploy/local-cluster.js';
+import type { NodeRecord } from '../common/records.js';
+import { fixture, startTestCluster, type TestCluster } from './helpers.js';
+
+const run = promisify(execFile);
+
+describe('the tessera CLI against a real cluster', () => {
+  let t: TestCluster;
+  let clip: string;
+  const cli = async (...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> => {
+    try {
+      const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), ...args, '--addr', t.cluster.coordinators.join(',')], {
+        cwd: REPO_ROOT,
+        env: { ...process.env, S3_ENDPOINT: t.cluster.s3Endpoint },
+        maxBuffer: 16 * 1024 * 1024,
+      });
+      return { ...r, code: 0 };
+    } catch (err) {
+      const e = err as { stdout: string; stderr: string; code: number };
+      return { stdout: e.stdout, stderr: e.stderr, code: e.code };
+    }
+  };
+
+  beforeAll(async () => {
+    t = await startTestCluster({ nodes: 2, slots: 1 });
+    clip = await fixture(t.inputDir, 'clip-6s-360p.mp4', { seconds: 6, width: 640, height: 360, fps: 30 });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('transcode uploads a local file, waits, downloads and unpacks the archive', async () => {
+    const out = join(t.dir, 'dl');
+    const r = await cli('transcode', clip, '--ladder', '240:400::ultrafast', '--download', out);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/submitted job (j\w+)/);
+    expect(r.stdout).toContain('240p.mp4');
+    expect(r.stdout).toMatch(/archive: s3:\/\/tessera-output\/jobs\/j\w+\.zip/);
+    const id = /submitted job (j\w+)/.exec(r.stdout)![1]!;
+    expect(existsSync(join(out, id, '240p.mp4'))).toBe(true);
+    expect(existsSync(join(out, id, 'manifest.json'))).toBe(true);
+  });
+
+  it('--json prints the final job record; --dry-run --json prints the plan', async () => {
+    const r = await cli('transcode', clip, '--ladder', '240:400::ultrafast', '--json');
+    expect(r.code).toBe(0);
+    const job = JSON.parse(r.stdout) as { state: string; result: { renditions: { frames: number }[] } };
+    expect(job.state).toBe('JOB_STATE_SUCCEEDED');
+    expect(job.result.renditions[0]!.frames).toBe(180);
+    const plan = JSON.parse((await cli('transcode', clip, '--dry-run', '--json')).stdout) as { segments: unknown[]; renditions: { height: number; preset: string; encoder: string }[]; ffmpegCommands: string[] };
+    expect(plan.segments).toHaveLength(2);
+    expect(plan.renditions.map((x) => x.height)).toEqual([360]);
+    expect(plan.renditions[0]!.encoder).toBe('libx264');
+    expect(plan.ffmpegCommands.length).toBe(2);
+  });
+
+  it('status --json, nodes --json and ListNodes agree with etcd', async () => {
+    const fromEtcd = Object.values(await t.cluster.client().getAll().prefix('/tessera/nodes/').strings()).map((v) => (JSON.parse(v) as NodeRecord).id).sort();
+    const status = JSON.parse((await cli('status', '--json')).stdout) as { nodes: { id: string }[]; jobs: unknown[]; leaderId: string };
+    const nodes = JSON.parse((await cli('nodes', '--json')).stdout) as { id: string }[];
+    expect(status.nodes.map((n) => n.id).sort()).toEqual(fromEtcd);
+    expect(nodes.map((n) => n.id).sort()).toEqual(fromEtcd);
+    expect((await t.client.listNodes()).map((n) => n.id).sort()).toEqual(fromEtcd);
+    expect(status.leaderId).toBe('coordinator-0');
+    const jobs = JSON.parse((await cli('jobs', '--json')).stdout) as { id: string }[];
+    expect(jobs.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('reports bad input with its error code and a non-zero exit', async () => {
+    const r = await cli('transcode', join(t.dir, 'nope.mp4'));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('INPUT_NOT_FOUND');
+    const bad = await cli('transcode', clip, '--ladder', '240:400:divx');
+    expect(bad.stderr).toContain('UNSUPPORTED_CODEC');
+  });
+});
