@@ -30,6 +30,7 @@ const shape = {
   MAX_HEIGHT: int(4320, 16),
   MAX_FPS: int(240, 1),
   MAX_STREAMS: int(16, 1),
+  MAX_AUDIO_CHANNELS: int(8, 1),
   PROBE_TIMEOUT_MS: int(30_000, 100),
   HTTP_INPUT_TIMEOUT_MS: int(600_000, 100),
   /** Hosts http(s) inputs may come from (empty: any public host). */
@@ -37,6 +38,10 @@ const shape = {
   /** Allow http(s) inputs from loopback/private/link-local addresses (off: SSRF protection). */
   HTTP_ALLOW_PRIVATE: bool.default(false),
   JOB_HISTORY_LIMIT: int(500, 10),
+  /** Bearer tokens (comma-separated). None set: no authentication (local default). */
+  API_TOKENS: csv.default([]),
+  READ_TOKENS: csv.default([]),
+  ADMIN_TOKENS: csv.default([]),
   /** Secret for the HMAC-SHA256 signature of webhook bodies (X-Tessera-Signature). */
   WEBHOOK_SECRET: z.string().default('tessera-dev-webhook-secret'),
   WEBHOOK_ATTEMPTS: int(8, 1, 100),

@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Metadata } from '@grpc/grpc-js';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -29,6 +29,7 @@ import { ProgressTracker } from './progress.js';
 import { dispatchSegment, type DispatchDeps } from './segment-dispatch.js';
 import { classifyInput, outputKey, parseOutput, resolveLocalInput, toRungs } from './spec.js';
 import { stageInput } from './input.js';
+import { gateInput, sniffReference } from './input-gate.js';
 
 export interface RunnerDeps {
   cfg: CoordinatorConfig;
@@ -61,14 +62,16 @@ export function toSourceInfo(m: MediaInfo): SourceInfo {
   };
 }
 
-/** Checks the probed input against the configured limits (a permanent, readable error). */
+/** Runs the input gate with the configured limits (a permanent, readable error). */
 export function checkLimits(m: MediaInfo, cfg: CoordinatorConfig): void {
-  const fail = (what: string): never => { throw new AppError('LIMIT_EXCEEDED', what); };
-  if (m.durationSec > cfg.MAX_DURATION_SEC) fail(`the input lasts ${Math.round(m.durationSec)} s; the limit is ${cfg.MAX_DURATION_SEC} s`);
-  if (m.video.width > cfg.MAX_WIDTH || m.video.height > cfg.MAX_HEIGHT) fail(`the input is ${m.video.width}x${m.video.height}; the limit is ${cfg.MAX_WIDTH}x${cfg.MAX_HEIGHT}`);
-  if (m.video.fps > cfg.MAX_FPS) fail(`the input runs at ${m.video.fps} fps; the limit is ${cfg.MAX_FPS}`);
-  if (m.streamCount > cfg.MAX_STREAMS) fail(`the input has ${m.streamCount} streams; the limit is ${cfg.MAX_STREAMS}`);
-  if (m.video.frames <= 0) throw new AppError('INPUT_NOT_VIDEO', 'the input has no video frames');
+  gateInput(m, {
+    maxDurationSec: cfg.MAX_DURATION_SEC,
+    maxWidth: cfg.MAX_WIDTH,
+    maxHeight: cfg.MAX_HEIGHT,
+    maxFps: cfg.MAX_FPS,
+    maxStreams: cfg.MAX_STREAMS,
+    maxAudioChannels: cfg.MAX_AUDIO_CHANNELS,
+  });
 }
 
 /**
@@ -234,6 +237,7 @@ export class JobRunner {
       });
     }
     tracker.preparing(0.2);
+    await refuseReferences(inputPath);
     const media = await probeMedia(inputPath, { timeoutMs: cfg.PROBE_TIMEOUT_MS, signal });
     checkLimits(media, cfg);
     const source = toSourceInfo(media);
@@ -378,6 +382,19 @@ export class JobRunner {
     }
     const res = await Promise.allSettled(tasks);
     for (const r of res) if (r.status === 'rejected') this.log.debug({ err: errorMessage(r.reason) }, 'cleanup step failed');
+  }
+}
+
+/** Playlists and other reference formats are refused before ffprobe ever opens them. */
+export async function refuseReferences(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(512);
+    const { bytesRead } = await fh.read(head, 0, head.length, 0);
+    const what = sniffReference(head.subarray(0, bytesRead));
+    if (what) throw new AppError('UNSUPPORTED_FORMAT', `the input is ${what}: playlists and files that point at other files are not accepted; send the media file itself`);
+  } finally {
+    await fh.close();
   }
 }
 

@@ -24,7 +24,7 @@ import { stageName, type JobStore } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { NodeRegistry } from './node-registry.js';
 import { planSegments } from './plan.js';
-import { checkLimits, toSourceInfo } from './job-runner.js';
+import { checkLimits, refuseReferences, toSourceInfo } from './job-runner.js';
 import { stageInput } from './input.js';
 import { resolveLocalInput, toRungs, validateSpec } from './spec.js';
 
@@ -182,6 +182,7 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec): Promise<Plan> {
     const resolved = input.kind === 'local' ? await resolveLocalInput(input.path, d.cfg.INPUT_ROOT, d.cfg.MAX_INPUT_BYTES) : input;
     const path = join(dir, 'input.src');
     await stageInput(resolved, path, { maxBytes: d.cfg.MAX_INPUT_BYTES, timeoutMs: d.cfg.HTTP_INPUT_TIMEOUT_MS, s3: d.s3, httpAllowedHosts: d.cfg.HTTP_ALLOWED_HOSTS, httpAllowPrivate: d.cfg.HTTP_ALLOW_PRIVATE });
+    await refuseReferences(path);
     const media = await probeMedia(path, { timeoutMs: d.cfg.PROBE_TIMEOUT_MS });
     checkLimits(media, d.cfg);
     const renditions = resolveLadder(toRungs(spec), { width: media.video.width, height: media.video.height }, d.encoders);

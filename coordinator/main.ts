@@ -12,6 +12,7 @@ import { JobServiceService } from '../proto/gen/tessera/v1/jobs.js';
 import { availableEncoders } from '../transcoder/encoders.js';
 import { createS3Client, ensureBucket } from '../uploader/s3-client.js';
 import { adminHandlers } from './admin-service.js';
+import { tokenTable, withAuth } from '../common/auth.js';
 import { loadConfig } from './config.js';
 import { jobServiceHandlers } from './job-service.js';
 import { JobStore } from './job-store.js';
@@ -112,6 +113,8 @@ async function main(): Promise<void> {
   election.start();
   life.onStop('election', () => election.resign());
 
+  const tokens = tokenTable(cfg.API_TOKENS, cfg.READ_TOKENS, cfg.ADMIN_TOKENS);
+  if (tokens.size === 0) log.warn('no API tokens configured: the client and admin APIs are open to anyone who can reach them');
   const grpc = await startGrpcServer(
     cfg.BIND_HOST,
     cfg.GRPC_PORT,
@@ -119,12 +122,17 @@ async function main(): Promise<void> {
       {
         name: 'tessera.v1.JobService',
         definition: JobServiceService,
-        implementation: jobServiceHandlers({ cfg, etcd, keys, store, registry: nodes, s3, encoders, stagingDir, metrics, log, onSubmitted: () => scheduler.kick() }),
+        implementation: withAuth(
+          JobServiceService,
+          jobServiceHandlers({ cfg, etcd, keys, store, registry: nodes, s3, encoders, stagingDir, metrics, log, onSubmitted: () => scheduler.kick() }),
+          (m) => (m === 'submitJob' || m === 'uploadAndSubmit' || m === 'cancelJob' ? 'submit' : 'read'),
+          tokens,
+        ),
       },
       {
         name: 'tessera.v1.Admin',
         definition: AdminService,
-        implementation: adminHandlers({
+        implementation: withAuth(AdminService, adminHandlers({
           etcd,
           keys,
           store,
@@ -134,7 +142,7 @@ async function main(): Promise<void> {
           throughput: () => throughput.perSecond(),
           segmentsInFlight: () => [...load.values()].reduce((a, b) => a + b, 0),
           autoscalerDecisions: () => autoscaler?.decisions ?? [],
-        }),
+        }), () => 'admin', tokens),
       },
     ],
     { reflection: ['jobs.proto', 'admin.proto'] },

@@ -96,7 +96,9 @@ describe('fault injection: nothing accepted is lost', () => {
       const moved = job.history.filter((h) => h.reason.startsWith('reassigned') && h.atMs >= killedAt);
       expect(moved.length).toBeGreaterThanOrEqual(1);
       expect(moved.every((h) => h.nodeId !== busy)).toBe(true);
-      expect(subSegmentsRedone(t.dir, t.cluster.nodeIds(), jobId)).toBeLessThanOrEqual(2);
+      const redone = subSegmentsRedone(t.dir, t.cluster.nodeIds(), jobId);
+      expect(redone).toBeLessThanOrEqual(2);
+      process.stdout.write(`MEASURE kill seed ${seed}: killed at ${at}% · reassigned after ${moved[0]!.atMs - killedAt} ms · sub-segments redone ${redone} · job ${job.finishedAtMs - job.createdAtMs} ms\n`);
       await t.cluster.stopProcess(busy, 'SIGKILL', 1);
       killed.push(busy);
     });
@@ -181,6 +183,7 @@ describe('fault injection: nothing accepted is lost', () => {
     expect(uploaded[0]!.resumed).toBe(true);
     const total = Math.ceil(job.result!.bytes / (5 * 1024 * 1024));
     expect(Number(uploaded[0]!.partsSent)).toBeLessThan(total);
+    process.stdout.write(`MEASURE uploader kill: ${total} S3 parts in all, ${String(uploaded[0]!.partsSent)} sent after the restart\n`);
   });
 
   it('kill -9 of the leading coordinator mid-job: the standby takes over and the watcher sees SUCCEEDED', async () => {
@@ -190,10 +193,13 @@ describe('fault injection: nothing accepted is lost', () => {
     await untilProgress(t, jobId, 20);
     const leader = (await t.client.clusterStatus()).leaderId;
     expect(leader).toMatch(/^coordinator-\d$/);
+    const killedAt = Date.now();
     t.cluster.signal(leader, 'SIGKILL');
     const job = await watching;
     await expectCorrect(t, job, work, 360);
     const newLeader = (await t.client.clusterStatus()).leaderId;
+    const resumed = job.history.find((h) => h.reason.startsWith('reassigned') && h.atMs >= killedAt);
+    process.stdout.write(`MEASURE coordinator kill: first reassignment by the new leader ${resumed ? resumed.atMs - killedAt : -1} ms after the kill\n`);
     expect(newLeader).not.toBe(leader);
     expect(seen.at(-1)!.state).toBe(JobState.JOB_STATE_SUCCEEDED);
     const states = job.history.filter((h) => h.scope === 'job').map((h) => h.state);

@@ -1,3 +1,4 @@
+import { INPUT_DEMUXERS } from './ffprobe.js';
 import { isAbsolute } from 'node:path';
 import { AppError } from '../common/errors.js';
 import { assertRendition, type ResolvedRendition } from './ladder.js';
@@ -91,7 +92,7 @@ export function buildTranscodeArgs(input: string, outputs: TranscodeOutput[], op
   const args = [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
     ...(opts.threads !== undefined ? ['-threads', String(opts.threads)] : []),
-    '-protocol_whitelist', 'file', '-i', `file:${input}`,
+    '-protocol_whitelist', 'file', '-format_whitelist', INPUT_DEMUXERS, '-i', `file:${input}`,
     '-filter_complex', graph,
   ];
   outputs.forEach((o, i) => {

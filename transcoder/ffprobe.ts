@@ -16,6 +16,13 @@ const ANALYZE_DURATION_US = 30_000_000;
 const DEFAULT_TIMEOUT_MS = 120_000;
 
 /**
+ * The only demuxers ffmpeg/ffprobe may use on an input (`-format_whitelist`): playlists and other
+ * reference formats (hls, dash, concat, image2, sdp, rtp, …) cannot even be opened, so a hostile
+ * file never makes ffmpeg read another file or reach the network.
+ */
+export const INPUT_DEMUXERS = 'mov,matroska,mpegts,avi,mxf';
+
+/**
  * Checks that `path` names a non-empty regular file; returns its absolute path and size.
  * ENOENT → INPUT_NOT_FOUND, zero bytes → INPUT_EMPTY, anything but a file → INPUT_NOT_VIDEO.
  */
@@ -47,6 +54,7 @@ export async function runFfprobe(path: string, args: readonly string[], opts: Pr
     '-hide_banner',
     '-v', 'error',
     '-protocol_whitelist', 'file',
+    '-format_whitelist', INPUT_DEMUXERS,
     '-probesize', String(PROBE_SIZE_BYTES),
     '-analyzeduration', String(ANALYZE_DURATION_US),
     ...args,

@@ -31,6 +31,8 @@ export interface MediaInfo {
     pixFmt: string;
   };
   audio?: { codec: string; channels: number; sampleRate: number; durationSec: number };
+  /** Every stream: kind (video, audio, subtitle, data, attachment), codec and codec tag. */
+  streams: { type: string; codec: string; tag: string }[];
 }
 
 /** Demuxers that read single pictures: an image is not a video even though ffprobe says "video". */
@@ -68,6 +70,7 @@ export function mediaInfoFromProbe(j: ProbeJson, bytes: number): MediaInfo {
     bytes: num(j.format?.size) ?? bytes,
     streamCount: num(j.format?.nb_streams) ?? streams.length,
     video: { codec: v.codec_name ?? 'unknown', width, height, fps, frames, pixFmt: v.pix_fmt ?? '' },
+    streams: streams.map((s) => ({ type: s.codec_type ?? 'unknown', codec: s.codec_name ?? 'unknown', tag: (s as { codec_tag_string?: string }).codec_tag_string ?? '' })),
   };
   if (a) {
     info.audio = {

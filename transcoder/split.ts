@@ -1,3 +1,4 @@
+import { INPUT_DEMUXERS } from './ffprobe.js';
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { AppError } from '../common/errors.js';
@@ -59,7 +60,7 @@ export async function splitVideo(input: string, outDir: string, cutTimesSec: num
   const probeOpts = { ...(opts?.signal ? { signal: opts.signal } : {}), ...(opts?.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) };
   const common = [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
-    '-protocol_whitelist', 'file', '-i', `file:${abs}`,
+    '-protocol_whitelist', 'file', '-format_whitelist', INPUT_DEMUXERS, '-i', `file:${abs}`,
     // V = video but not cover art; copy only, no decoder in the loop.
     '-map', '0:V:0', '-c', 'copy', '-an', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
   ];
@@ -131,7 +132,7 @@ export async function extractAudio(
   const offset = v ? (num(a.start_time) ?? 0) - (num(v.start_time) ?? 0) : 0;
   const args = [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
-    '-protocol_whitelist', 'file', '-i', `file:${abs}`,
+    '-protocol_whitelist', 'file', '-format_whitelist', INPUT_DEMUXERS, '-i', `file:${abs}`,
     '-map', '0:a:0', '-vn', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
     '-af', audioAlignFilter(offset),
     '-c:a', 'aac', '-b:a', `${opts.bitrateKbps}k`,

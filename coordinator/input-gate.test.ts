@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import type { MediaInfo } from '../transcoder/probe.js';
+import { gateInput, type GateLimits } from './input-gate.js';
+
+const limits: GateLimits = { maxDurationSec: 3600, maxWidth: 7680, maxHeight: 4320, maxFps: 120, maxStreams: 16, maxAudioChannels: 8 };
+const ok: MediaInfo = {
+  formatName: 'mov,mp4,m4a,3gp,3g2,mj2',
+  durationSec: 10,
+  bytes: 1000,
+  streamCount: 2,
+  video: { codec: 'h264', width: 1280, height: 720, fps: 30, frames: 300, pixFmt: 'yuv420p' },
+  audio: { codec: 'aac', channels: 2, sampleRate: 48000, durationSec: 10 },
+  streams: [{ type: 'video', codec: 'h264', tag: 'avc1' }, { type: 'audio', codec: 'aac', tag: 'mp4a' }],
+};
+const code = (m: Partial<MediaInfo>): string => {
+  try {
+    gateInput({ ...ok, ...m }, limits);
+    return 'OK';
+  } catch (err) {
+    return (err as { code: string }).code;
+  }
+};
+
+describe('gateInput', () => {
+  it('passes an ordinary MP4', () => expect(code({})).toBe('OK'));
+  it('refuses playlists and reference formats', () => {
+    for (const f of ['hls', 'concat', 'image2', 'dash', 'sdp']) expect(code({ formatName: f })).toBe('UNSUPPORTED_FORMAT');
+    expect(code({ formatName: 'gif' })).toBe('UNSUPPORTED_FORMAT');
+  });
+  it('refuses codecs off the allow-list, attachments and encrypted tracks', () => {
+    expect(code({ video: { ...ok.video, codec: 'rawvideo' } })).toBe('UNSUPPORTED_CODEC');
+    expect(code({ audio: { ...ok.audio!, codec: 'dts' } })).toBe('UNSUPPORTED_CODEC');
+    expect(code({ streams: [...ok.streams, { type: 'attachment', codec: 'ttf', tag: '' }] })).toBe('UNSUPPORTED_FORMAT');
+    expect(code({ streams: [{ type: 'video', codec: 'h264', tag: 'encv' }] })).toBe('UNSUPPORTED_FORMAT');
+  });
+  it('enforces limits', () => {
+    expect(code({ streamCount: 50 })).toBe('LIMIT_EXCEEDED');
+    expect(code({ video: { ...ok.video, width: 100000, height: 100000 } })).toBe('LIMIT_EXCEEDED');
+    expect(code({ durationSec: 360000 })).toBe('LIMIT_EXCEEDED');
+    expect(code({ video: { ...ok.video, fps: 1000 } })).toBe('LIMIT_EXCEEDED');
+    expect(code({ audio: { ...ok.audio!, channels: 32 } })).toBe('LIMIT_EXCEEDED');
+  });
+  it('refuses a duration the frames cannot cover', () => {
+    expect(code({ durationSec: 3000, video: { ...ok.video, frames: 1 } })).toBe('UNSUPPORTED_FORMAT');
+  });
+});
+
+describe('sniffReference', () => {
+  it('spots playlists and reference lists by their first bytes', async () => {
+    const { sniffReference } = await import('./input-gate.js');
+    expect(sniffReference(Buffer.from('#EXTM3U\n#EXTINF:1,\n/etc/passwd\n'))).toContain('HLS');
+    expect(sniffReference(Buffer.from('ffconcat version 1.0\nfile /etc/passwd\n'))).toContain('ffconcat');
+    expect(sniffReference(Buffer.from('<?xml version="1.0"?><MPD>'))).toContain('DASH');
+    expect(sniffReference(Buffer.from([0, 0, 0, 0x20, 0x66, 0x74, 0x79, 0x70]))).toBeUndefined();
+  });
+});

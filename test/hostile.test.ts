@@ -1,0 +1,178 @@
+import { randomBytes } from 'node:crypto';
+import { readFile, truncate, writeFile, copyFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { Metadata } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isAppError } from '../common/errors.js';
+import { grpcServing } from '../common/health-client.js';
+import { deadline, openClientStream } from '../common/grpc.js';
+import type { NodeRecord } from '../common/records.js';
+import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
+import { JobServiceClient, type SubmitJobResponse, type UploadChunk } from '../proto/gen/tessera/v1/jobs.js';
+import { JobSpec, JobState } from '../proto/gen/tessera/v1/types.js';
+import { credentials } from '@grpc/grpc-js';
+import { fixture, startTestCluster, type TestCluster } from './helpers.js';
+
+const LADDER = [{ name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'ultrafast' }];
+
+describe('hostile and malformed input', () => {
+  let t: TestCluster;
+  let clip: string;
+  let trap: Server;
+  let trapPort = 0;
+  let trapConnections = 0;
+
+  beforeAll(async () => {
+    t = await startTestCluster({ nodes: 2, slots: 1, coordinatorEnv: { MAX_UPLOAD_BYTES: String(2 * 1024 * 1024), MAX_DURATION_SEC: '3600' } });
+    clip = await fixture(t.inputDir, 'clip-4s-360p.mp4', { seconds: 4, width: 640, height: 360, fps: 30 });
+    trap = createServer((s) => { trapConnections++; s.destroy(); });
+    await new Promise<void>((r) => trap.listen(0, '127.0.0.1', r));
+    trapPort = (trap.address() as { port: number }).port;
+  });
+  afterAll(async () => {
+    trap?.close();
+    await t?.close();
+  });
+
+  /** Submits a file from the input root and returns the job's final error code (or the call's). */
+  const outcome = async (path: string): Promise<string> => {
+    try {
+      const { jobId } = await t.client.submit({ inputUri: path, ladder: LADDER });
+      const job = await t.client.wait(jobId);
+      return job.state === JobState.JOB_STATE_SUCCEEDED ? 'SUCCEEDED' : job.errorCode;
+    } catch (err) {
+      return isAppError(err) ? err.code : String(err);
+    }
+  };
+
+  it('refuses playlists and reference lists without following them', async () => {
+    const local = join(t.inputDir, 'local.m3u8');
+    await writeFile(local, `#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile://${clip}\n#EXTINF:10,\n/etc/passwd\n#EXT-X-ENDLIST\n`);
+    const remote = join(t.inputDir, 'remote.mp4');
+    await writeFile(remote, `#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://127.0.0.1:${trapPort}/seg.ts\n#EXT-X-ENDLIST\n`);
+    const concat = join(t.inputDir, 'list.mp4');
+    await writeFile(concat, `ffconcat version 1.0\nfile '/etc/passwd'\nfile '${clip}'\n`);
+    expect(await outcome(local)).toBe('UNSUPPORTED_FORMAT');
+    expect(await outcome(remote)).toBe('UNSUPPORTED_FORMAT');
+    expect(await outcome(concat)).toBe('UNSUPPORTED_FORMAT');
+    expect(trapConnections).toBe(0);
+  });
+
+  it('never lets a file name reach ffmpeg', async () => {
+    const dash = join(t.inputDir, '-i concat:x.mp4');
+    await copyFile(clip, dash);
+    expect(await outcome(dash)).toBe('SUCCEEDED');
+    expect(await outcome('concat:/etc/passwd|x.mp4')).toBe('UNSUPPORTED_URI_SCHEME');
+  });
+
+  it('refuses broken, lying and oversized media with exact codes', async () => {
+    // A 1-frame Matroska whose header claims 100 hours.
+    const liar = join(t.inputDir, 'liar.mkv');
+    await runFfmpeg(['-hide_banner', '-nostdin', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=30', '-frames:v', '1', '-c:v', 'libx264', `file:${liar}`]);
+    const buf = await readFile(liar);
+    const at = buf.indexOf(Buffer.from([0x44, 0x89, 0x88]));
+    expect(at).toBeGreaterThan(0);
+    buf.writeDoubleBE(100 * 3600 * 1000, at + 3); // Segment Info Duration, in ms (TimecodeScale 1 ms)
+    await writeFile(liar, buf);
+    expect(await outcome(liar)).toBe('LIMIT_EXCEEDED');
+
+    // An MP4 cut off before its moov box.
+    const truncated = join(t.inputDir, 'truncated.mp4');
+    await runFfmpeg(['-hide_banner', '-nostdin', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=30:duration=2', '-c:v', 'libx264', '-preset', 'ultrafast', `file:${truncated}`]);
+    await truncate(truncated, 4000);
+    expect(await outcome(truncated)).toBe('INPUT_NOT_VIDEO');
+
+    const random = join(t.inputDir, 'random.mp4');
+    await writeFile(random, randomBytes(200_000));
+    expect(await outcome(random)).toBe('INPUT_NOT_VIDEO');
+
+    const empty = join(t.inputDir, 'empty.mp4');
+    await writeFile(empty, '');
+    expect(await outcome(empty)).toBe('INPUT_EMPTY');
+
+    // A Matroska file with 50 video streams.
+    const many = join(t.inputDir, 'many.mkv');
+    await runFfmpeg(['-hide_banner', '-nostdin', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=64x64:rate=10:duration=1', ...Array.from({ length: 50 }, () => ['-map', '0:v']).flat(), '-c:v', 'libx264', '-preset', 'ultrafast', `file:${many}`]);
+    expect(await outcome(many)).toBe('LIMIT_EXCEEDED');
+  });
+
+  it('aborts an upload over the limit early, and refuses a chunk stream with a gap', async () => {
+    const big = join(t.dir, 'big.bin');
+    await writeFile(big, randomBytes(6 * 1024 * 1024));
+    let code = '';
+    try {
+      await t.client.upload(big, { ladder: LADDER });
+    } catch (err) {
+      code = isAppError(err) ? err.code : String(err);
+    }
+    expect(code).toBe('LIMIT_EXCEEDED');
+
+    const c = new JobServiceClient(t.cluster.coordinators[0]!, credentials.createInsecure());
+    try {
+      const call = openClientStream<UploadChunk, SubmitJobResponse>((cb) => c.uploadAndSubmit(new Metadata(), deadline(10_000), cb));
+      call.stream.write({ spec: JobSpec.fromPartial({ ladder: LADDER }), fileName: 'x.mp4', offset: 0, data: Buffer.alloc(1000) });
+      call.stream.write({ spec: undefined, fileName: '', offset: 5000, data: Buffer.alloc(1000) });
+      call.stream.end();
+      await expect(call.result).rejects.toMatchObject({ code: 'BAD_OFFSET', message: expect.stringContaining('expected offset 1000') });
+    } finally {
+      c.close();
+    }
+  });
+
+  it('leaves the node agents healthy, and a normal job right after succeeds', async () => {
+    for (const id of ['node-0', 'node-1']) {
+      const rec = JSON.parse((await t.cluster.client().get(`/tessera/nodes/${id}`).string())!) as NodeRecord;
+      expect(await grpcServing(rec.address)).toBe(true);
+    }
+    expect(await outcome(clip)).toBe('SUCCEEDED');
+  });
+});
+
+describe('authentication', () => {
+  let t: TestCluster;
+  beforeAll(async () => {
+    t = await startTestCluster({ nodes: 1, slots: 1, coordinatorEnv: { API_TOKENS: 'api-secret', READ_TOKENS: 'read-secret', ADMIN_TOKENS: 'admin-secret' } });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  const codeOf = async (p: Promise<unknown>): Promise<string> => {
+    try {
+      await p;
+      return 'OK';
+    } catch (err) {
+      return isAppError(err) ? err.code : String(err);
+    }
+  };
+
+  it('requires a valid bearer token with the right scope', async () => {
+    const { TesseraClient } = await import('../sdk/client.js');
+    const as = (token?: string) => new TesseraClient({ addresses: t.cluster.coordinators, attempts: 1, ...(token ? { token } : {}) });
+    const none = as();
+    const wrong = as('not-a-token');
+    const read = as('read-secret');
+    const api = as('api-secret');
+    const admin = as('admin-secret');
+    try {
+      expect(await codeOf(none.list())).toBe('UNAUTHENTICATED');
+      expect(await codeOf(wrong.list())).toBe('UNAUTHENTICATED');
+      expect(await codeOf(read.list())).toBe('OK');
+      expect(await codeOf(read.listNodes())).toBe('PERMISSION_DENIED');
+      expect(await codeOf(read.submit({ inputUri: '/nope.mp4' }))).toBe('PERMISSION_DENIED');
+      expect(await codeOf(api.listNodes())).toBe('PERMISSION_DENIED');
+      expect(await codeOf(api.submit({ inputUri: join(t.inputDir, 'missing.mp4') }))).toBe('INPUT_NOT_FOUND');
+      expect(await codeOf(admin.listNodes())).toBe('OK');
+      expect(await codeOf(none.listNodes())).toBe('UNAUTHENTICATED');
+      const watch = (async () => { for await (const _ of none.watch('j1')) { /* nothing */ } })();
+      expect(await codeOf(watch)).toBe('UNAUTHENTICATED');
+      // The token never appears in the coordinator's log.
+      const log = await readFile(join(t.dir, 'logs', 'coordinator-0.log'), 'utf8');
+      expect(log).not.toContain('api-secret');
+      expect(log).not.toContain('admin-secret');
+    } finally {
+      for (const c of [none, wrong, read, api, admin]) c.close();
+    }
+  });
+});
