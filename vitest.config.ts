@@ -4,6 +4,7 @@ import { defineConfig } from 'vitest/config';
 // an S3-protocol server and gRPC processes, so they run one file at a time (2-core CI).
 export default defineConfig({
   test: {
+    env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
     projects: [
       {
         test: {

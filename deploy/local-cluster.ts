@@ -152,6 +152,8 @@ export class LocalCluster {
       LOG_LEVEL: this.o.logLevel ?? 'info',
       LEASE_TTL_SEC: String(this.o.leaseTtlSec ?? 10),
       BIND_HOST: '127.0.0.1',
+      // The SDK version in package-lock.json supports Node 20; its notice about later releases is noise here.
+      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
       ...(this.o.env ?? {}),
     };
   }
