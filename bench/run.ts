@@ -43,7 +43,7 @@ async function main(): Promise<void> {
   const source = join(work, 'source.mp4');
   // The source has real motion (testsrc2) and a tone; its exact command is part of the report.
   const srcArgs = sampleArgs(source, { ...SRC, preset: 'ultrafast' });
-  log(`source: ffmpeg ${formatCommand(srcArgs)}`);
+  log(`source: ${formatCommand(srcArgs)}`);
   await makeSample(source, { ...SRC, preset: 'ultrafast' });
   const media = await probeMedia(source);
   const renditions = resolveLadder(LADDER, { width: media.video.width, height: media.video.height }, await availableEncoders());
@@ -61,7 +61,7 @@ async function main(): Promise<void> {
     '',
     `Date: ${new Date().toISOString()} · machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'} · ${ffmpegVersion}`,
     '',
-    `Source: ${SRC.seconds} s ${SRC.width}x${SRC.height} ${SRC.fps} fps, made with \`ffmpeg ${formatCommand(srcArgs)}\``,
+    `Source: ${SRC.seconds} s ${SRC.width}x${SRC.height} ${SRC.fps} fps, made with \`${formatCommand(srcArgs)}\``,
     `Ladder: ${renditions.map((r) => `${r.height}p ${r.videoBitrateKbps}k`).join(', ')} (${renditions[0]?.encoder} preset ${PRESET}); rounds per comparison: ${ROUNDS}, alternating sides.`,
     '',
     ...results.flatMap((r) => [`## ${r.name}`, '', markdownTable(r.head, r.rows), '', ...r.notes.map((n) => `- ${n}`), '']),

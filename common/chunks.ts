@@ -91,6 +91,11 @@ export async function receiveChunks(
   const fh = await open(partial, 'a+');
   try {
     let size = (await fh.stat()).size;
+    // Hash while writing (one pass over the bytes); a resumed transfer first hashes what it holds.
+    const hash = createHash('sha256');
+    if (size > 0) {
+      for await (const chunk of createReadStream(partial, { end: size - 1, highWaterMark: CHUNK_BYTES })) hash.update(chunk as Buffer);
+    }
     for await (const c of chunks) {
       if (o.signal?.aborted) throw new AppError('CANCELLED', 'transfer aborted');
       if (c.data.length === 0) continue;
@@ -106,6 +111,7 @@ export async function receiveChunks(
         throw new AppError('LIMIT_EXCEEDED', `transfer exceeds the limit of ${o.maxBytes} bytes`);
       }
       await fh.write(c.data, 0, c.data.length, size);
+      hash.update(c.data);
       size += c.data.length;
     }
     await fh.sync();
@@ -115,13 +121,13 @@ export async function receiveChunks(
     }
     if (!complete) return { bytes: size, sha256: '', complete: false };
     await fh.close();
-    const digest = await fileDigest(partial);
-    if (o.sha256 && digest.sha256 !== o.sha256) {
+    const sha256 = hash.digest('hex');
+    if (o.sha256 && sha256 !== o.sha256) {
       await unlink(partial).catch(() => undefined); // start over: the bytes we hold are wrong
-      throw new AppError('CHECKSUM_MISMATCH', `checksum mismatch: expected ${o.sha256}, received ${digest.sha256}`, { retryable: true });
+      throw new AppError('CHECKSUM_MISMATCH', `checksum mismatch: expected ${o.sha256}, received ${sha256}`, { retryable: true });
     }
     await rename(partial, o.path);
-    return { bytes: size, sha256: digest.sha256, complete: true };
+    return { bytes: size, sha256, complete: true };
   } finally {
     await fh.close().catch(() => undefined);
   }

@@ -56,6 +56,8 @@ describe('resolveLocalInput', () => {
     expect(await acode(resolveLocalInput(join(root, 'empty.mp4'), root, 100))).toBe('INPUT_EMPTY');
     expect(await acode(resolveLocalInput(join(root, 'sub'), root, 100))).toBe('INPUT_NOT_FOUND');
     expect(await acode(resolveLocalInput(join(root, 'sub', 'a.mp4'), root, 0))).toBe('LIMIT_EXCEEDED');
+    // The filesystem root as input root accepts any absolute path.
+    expect((await resolveLocalInput(join(root, 'sub', 'a.mp4'), '/', 100)).bytes).toBe(1);
   });
 });
 

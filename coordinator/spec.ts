@@ -40,16 +40,17 @@ export function classifyInput(uri: string): InputRef {
 /** Resolves a local input inside the input root (symlinks followed), checking it is a non-empty file. */
 export async function resolveLocalInput(path: string, inputRoot: string, maxBytes: number): Promise<InputRef & { kind: 'local' }> {
   const root = await realpath(resolve(inputRoot));
+  const inside = (p: string): boolean => p === root || p.startsWith(root.endsWith(sep) ? root : root + sep);
   const candidate = isAbsolute(path) ? path : resolve(root, path);
   let real: string;
   try {
     real = await realpath(candidate);
   } catch {
     // Do not reveal whether a path outside the root exists.
-    if (!resolve(candidate).startsWith(root + sep)) throw new AppError('INPUT_OUTSIDE_ROOT', 'the input path is outside the input root');
+    if (!inside(resolve(candidate))) throw new AppError('INPUT_OUTSIDE_ROOT', 'the input path is outside the input root');
     throw new AppError('INPUT_NOT_FOUND', `input file not found: ${path}`);
   }
-  if (real !== root && !real.startsWith(root + sep)) {
+  if (!inside(real)) {
     throw new AppError('INPUT_OUTSIDE_ROOT', 'the input path is outside the input root');
   }
   const st = await stat(real);

@@ -176,30 +176,23 @@ export class UploaderService {
     const container = req.container === 'mkv' ? 'mkv' : 'mp4';
     const audio = req.audio ? join(this.d.stagingDir, partFileName(req.audio)) : undefined;
     const source = req.source;
-    const fps = source?.fps || 30;
     const renditions: RenditionResult[] = [];
     const files: { name: string; path: string }[] = [];
 
-    for (const [i, r] of req.renditions.entries()) {
+    // Renditions merge in parallel: each is a stream copy, bound by I/O more than CPU.
+    let merged = 0;
+    const built = await Promise.all(req.renditions.map(async (r) => {
       const parts = req.parts.filter((p) => p.rendition === r.name).map((p) => join(this.d.stagingDir, partFileName(p)));
       for (const p of parts) await stat(p).catch(() => { throw new AppError('FAILED_PRECONDITION', `part ${p} is missing`, { retryable: true }); });
       const file = `${r.name}.${container}`;
       const outPath = join(outDir, file);
-      const dur = source?.durationSec || 1;
-      await mergeRendition({
-        parts,
-        audio,
-        container,
-        outPath,
-        listDir: join(jobDir, 'parts'),
-        signal,
-        onProgress: (sec) => progress('merge', (i + Math.min(1, sec / dur)) / req.renditions.length * 0.6),
-      });
+      await mergeRendition({ parts, audio, container, outPath, listDir: join(jobDir, 'parts'), signal });
       const [{ frames }, durations, digest] = await Promise.all([countFrames(outPath), streamDurations(outPath), fileDigest(outPath)]);
       if (source && source.frames > 0 && frames !== source.frames) {
         throw new AppError('INTERNAL', `rendition ${r.name} has ${frames} frames but the source has ${source.frames}`);
       }
-      renditions.push({
+      progress('merge', (++merged / req.renditions.length) * 0.6);
+      const result: RenditionResult = {
         name: r.name,
         file,
         width: r.width,
@@ -210,10 +203,11 @@ export class UploaderService {
         frames,
         bytes: digest.bytes,
         sha256: digest.sha256,
-      });
-      files.push({ name: file, path: outPath });
-      progress('merge', ((i + 1) / req.renditions.length) * 0.6);
-    }
+      };
+      return { result, file: { name: file, path: outPath } };
+    }));
+    renditions.push(...built.map((b) => b.result));
+    files.push(...built.map((b) => b.file));
     const audioFacts = audio ? await streamDurations(audio) : undefined;
     const timings = { ...(req.timingsJson ? (JSON.parse(req.timingsJson) as Record<string, number>) : {}), mergeMs: Date.now() - started };
     const manifest = buildManifest({
