@@ -1,4 +1,5 @@
-import { Etcd3, type IOptions } from 'etcd3';
+import { Etcd3, isRecoverableError, type IOptions } from 'etcd3';
+import { ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { AppError } from './errors.js';
 
 export interface EtcdSettings {
@@ -15,6 +16,11 @@ export function createEtcd(s: EtcdSettings): Etcd3 {
     hosts: s.endpoints,
     dialTimeout: s.callTimeoutMs,
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + s.callTimeoutMs }),
+    // Transient trouble (a member down, a leader election) is retried with exponential backoff
+    // and jitter, across the other members; permanent errors are not retried.
+    faultHandling: {
+      global: retry(handleWhen(isRecoverableError), { maxAttempts: 4, backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2_000 }) }),
+    },
   };
   if (s.username !== undefined && s.password !== undefined) options.auth = { username: s.username, password: s.password };
   return new Etcd3(options);

@@ -27,7 +27,7 @@ describe('the tessera CLI against a real cluster', () => {
   };
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, slots: 1 });
+    t = await startTestCluster({ nodes: 2, slots: 1, coordinatorEnv: { HTTP_ALLOW_PRIVATE: 'true' } });
     clip = await fixture(t.inputDir, 'clip-6s-360p.mp4', { seconds: 6, width: 640, height: 360, fps: 30 });
   });
   afterAll(async () => {
@@ -69,6 +69,34 @@ describe('the tessera CLI against a real cluster', () => {
     expect(status.leaderId).toBe('coordinator-0');
     const jobs = JSON.parse((await cli('jobs', '--json')).stdout) as { id: string }[];
     expect(jobs.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('fetches an http(s) input itself, and writes MKV with HEVC', async () => {
+    const { createServer } = await import('node:http');
+    const { createReadStream } = await import('node:fs');
+    const server = createServer((req, res) => {
+      if (req.url === '/redirect') {
+        res.writeHead(302, { location: '/clip.mp4' });
+        res.end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'video/mp4' });
+      createReadStream(clip).pipe(res);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as { port: number }).port;
+      const { jobId } = await t.client.submit({
+        inputUri: `http://127.0.0.1:${port}/redirect`,
+        container: 'mkv',
+        ladder: [{ name: '', height: 240, videoBitrateKbps: 300, codec: 'hevc', preset: 'ultrafast' }],
+      });
+      const job = await t.client.wait(jobId);
+      expect(job.errorMessage).toBe('');
+      expect(job.result!.renditions[0]).toMatchObject({ file: '240p.mkv', codec: 'hevc', frames: 180 });
+    } finally {
+      server.close();
+    }
   });
 
   it('reports bad input with its error code and a non-zero exit', async () => {

@@ -56,6 +56,9 @@ describe('hostile and malformed input', () => {
     expect(await outcome(local)).toBe('UNSUPPORTED_FORMAT');
     expect(await outcome(remote)).toBe('UNSUPPORTED_FORMAT');
     expect(await outcome(concat)).toBe('UNSUPPORTED_FORMAT');
+    // SSRF: an http input pointing at a loopback address is refused before any connection.
+    expect(await outcome(`http://127.0.0.1:${trapPort}/video.mp4`)).toBe('PERMISSION_DENIED');
+    expect(await outcome(`http://169.254.169.254/latest/meta-data`)).toBe('PERMISSION_DENIED');
     expect(trapConnections).toBe(0);
   });
 
