@@ -21,10 +21,10 @@ import { createS3Client } from '../uploader/s3-client.js';
 import { readZipEntries } from '../uploader/zip.js';
 import { markdownTable, median, parsePsnr } from './stats.js';
 
-const { values: flags } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' } } });
+const { values: flags } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' } } });
 const quick = flags.quick ?? false;
 const only = new Set((flags.only ?? 'overhead,scaling,transfer,quality,recovery').split(','));
-const ROUNDS = quick ? 1 : 3;
+const ROUNDS = flags.rounds ? Number(flags.rounds) : quick ? 1 : 2;
 const SRC = quick ? { seconds: 20, width: 1280, height: 720, fps: 30 } : { seconds: 60, width: 1920, height: 1080, fps: 30 };
 const PRESET = quick ? 'ultrafast' : 'veryfast';
 const LADDER = (quick ? [720, 480, 360, 240] : [1080, 720, 480, 360]).map((height) => ({ height, codec: 'h264', preset: PRESET }));

@@ -132,3 +132,17 @@ export async function receiveChunks(
     await fh.close().catch(() => undefined);
   }
 }
+
+/**
+ * Adapts a client stream (whose first message the handler already read for its header) into the
+ * chunk iterable `receiveChunks` consumes; `onBytes` sees every chunk's size (metrics).
+ */
+export async function* chunksOf<T extends IncomingChunk>(first: T, rest: AsyncIterator<T>, onBytes: (n: number) => void = () => undefined): AsyncGenerator<IncomingChunk> {
+  let msg: T | undefined = first;
+  while (msg) {
+    onBytes(msg.data.length);
+    yield { offset: msg.offset, data: msg.data };
+    const next = await rest.next();
+    msg = next.done ? undefined : next.value;
+  }
+}

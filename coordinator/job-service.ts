@@ -5,7 +5,7 @@ import { createReadStream } from 'node:fs';
 import type { ServerReadableStream } from '@grpc/grpc-js';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
-import { receiveChunks, type IncomingChunk } from '../common/chunks.js';
+import { chunksOf, receiveChunks } from '../common/chunks.js';
 import { AppError } from '../common/errors.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
@@ -100,16 +100,8 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
       const dir = join(d.stagingDir, 'uploads');
       await mkdir(dir, { recursive: true });
       const path = join(dir, uploadId);
-      async function* chunks(): AsyncGenerator<IncomingChunk> {
-        let msg: UploadChunk | undefined = head;
-        while (msg) {
-          yield { offset: msg.offset, data: msg.data };
-          const next = await it.next();
-          msg = next.done ? undefined : next.value;
-        }
-      }
       try {
-        const got = await receiveChunks(chunks(), { path, maxBytes: d.cfg.MAX_UPLOAD_BYTES, signal });
+        const got = await receiveChunks(chunksOf(head, it), { path, maxBytes: d.cfg.MAX_UPLOAD_BYTES, signal });
         if (got.bytes === 0) throw new AppError('INPUT_EMPTY', 'the uploaded file is empty (0 bytes)');
         // Durable before we acknowledge: the upload goes to S3, where any coordinator can read it.
         const key = `uploads/${uploadId}`;

@@ -1,16 +1,14 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { createEtcd } from '../common/etcd.js';
 import { ClientCache } from '../common/grpc-clients.js';
 import { startGrpcServer } from '../common/grpc-server.js';
 import { Keys } from '../common/keys.js';
-import { Lifecycle } from '../common/lifecycle.js';
-import { createLogger } from '../common/logger.js';
+import { bootProcess, processEtcd, runMain } from '../common/process.js';
 import { createRegistry, startMetricsServer } from '../common/metrics-server.js';
 import { AdminService } from '../proto/gen/tessera/v1/admin.js';
 import { JobServiceService } from '../proto/gen/tessera/v1/jobs.js';
 import { availableEncoders } from '../transcoder/encoders.js';
-import { createS3Client, ensureBucket } from '../uploader/s3-client.js';
+import { createS3Client, ensureBucket, s3SettingsFromConfig } from '../uploader/s3-client.js';
 import { adminHandlers } from './admin-service.js';
 import { tokenTable, withAuth } from '../common/auth.js';
 import { loadConfig } from './config.js';
@@ -26,17 +24,7 @@ import { LocalScaleProvider } from './scale-local.js';
 import { KubernetesScaleProvider, inClusterSettings } from './scale-kubernetes.js';
 import { WebhookNotifier } from './webhooks.js';
 
-let cfg: ReturnType<typeof loadConfig>;
-try {
-  cfg = loadConfig();
-} catch (err) {
-  process.stderr.write(`${(err as Error).message}\n`);
-  process.exit(2);
-}
-
-const log = createLogger('coordinator', cfg.LOG_LEVEL, { coordinatorId: cfg.COORDINATOR_ID });
-const life = new Lifecycle(log);
-life.handleSignals(cfg.SHUTDOWN_GRACE_MS, (code) => process.exit(code));
+const { cfg, log, life } = bootProcess('coordinator', loadConfig, (c) => ({ coordinatorId: c.COORDINATOR_ID }));
 
 async function main(): Promise<void> {
   const keys = new Keys(cfg.ETCD_PREFIX);
@@ -44,16 +32,8 @@ async function main(): Promise<void> {
   // What a previous life of this coordinator staged is re-staged by whichever leader resumes the job.
   await rm(stagingDir, { recursive: true, force: true });
   await mkdir(stagingDir, { recursive: true });
-  const etcd = createEtcd({ endpoints: cfg.ETCD_ENDPOINTS, callTimeoutMs: cfg.ETCD_CALL_TIMEOUT_MS, username: cfg.ETCD_USERNAME, password: cfg.ETCD_PASSWORD });
-  life.onStop('etcd', () => etcd.close());
-  const s3 = createS3Client({
-    ...(cfg.S3_ENDPOINT ? { endpoint: cfg.S3_ENDPOINT } : {}),
-    region: cfg.S3_REGION,
-    accessKeyId: cfg.S3_ACCESS_KEY_ID,
-    secretAccessKey: cfg.S3_SECRET_ACCESS_KEY,
-    forcePathStyle: cfg.S3_FORCE_PATH_STYLE,
-    requestTimeoutMs: cfg.S3_REQUEST_TIMEOUT_MS,
-  });
+  const etcd = processEtcd(cfg, life);
+  const s3 = createS3Client(s3SettingsFromConfig(cfg));
   life.onStop('s3', () => s3.destroy());
   await ensureBucket(s3, cfg.S3_BUCKET).catch((err: unknown) => log.warn({ err, bucket: cfg.S3_BUCKET }, 'could not ensure the default bucket'));
 
@@ -177,7 +157,4 @@ function inheritedNodeEnv(): Record<string, string> {
   return out;
 }
 
-main().catch((err: unknown) => {
-  log.fatal({ err }, 'coordinator failed to start');
-  void life.stop('startup failure').then(() => process.exit(1));
-});
+runMain(main, log, life);

@@ -1,11 +1,9 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { createEtcd } from '../common/etcd.js';
 import { ClientCache } from '../common/grpc-clients.js';
 import { startGrpcServer } from '../common/grpc-server.js';
 import { Keys } from '../common/keys.js';
-import { Lifecycle } from '../common/lifecycle.js';
-import { createLogger } from '../common/logger.js';
+import { bootProcess, processEtcd, runMain } from '../common/process.js';
 import { createRegistry, startMetricsServer } from '../common/metrics-server.js';
 import { VERSION } from '../common/version.js';
 import { NodeAgentService } from '../proto/gen/tessera/v1/agent.js';
@@ -18,17 +16,7 @@ import { Registration } from './registration.js';
 import { AgentService } from './service.js';
 import { watchDrain } from './drain.js';
 
-let cfg: ReturnType<typeof loadConfig>;
-try {
-  cfg = loadConfig();
-} catch (err) {
-  process.stderr.write(`${(err as Error).message}\n`);
-  process.exit(2);
-}
-
-const log = createLogger('node-agent', cfg.LOG_LEVEL, { nodeId: cfg.NODE_ID });
-const life = new Lifecycle(log);
-life.handleSignals(cfg.SHUTDOWN_GRACE_MS, (code) => process.exit(code));
+const { cfg, log, life } = bootProcess('node-agent', loadConfig, (c) => ({ nodeId: c.NODE_ID }));
 
 async function main(): Promise<void> {
   const keys = new Keys(cfg.ETCD_PREFIX);
@@ -36,8 +24,7 @@ async function main(): Promise<void> {
   await rm(stagingDir, { recursive: true, force: true }); // what a previous life held was reassigned long ago
   await mkdir(stagingDir, { recursive: true });
 
-  const etcd = createEtcd({ endpoints: cfg.ETCD_ENDPOINTS, callTimeoutMs: cfg.ETCD_CALL_TIMEOUT_MS, username: cfg.ETCD_USERNAME, password: cfg.ETCD_PASSWORD });
-  life.onStop('etcd', () => etcd.close());
+  const etcd = processEtcd(cfg, life);
   const registry = createRegistry('node-agent');
   const metrics = agentMetrics(registry);
   const pool = new WorkerPool(cfg.WORKER_SLOTS);
@@ -135,7 +122,4 @@ async function main(): Promise<void> {
   log.info({ address: `${cfg.BIND_HOST}:${grpc.port}`, metricsPort: http.port, slots: cfg.WORKER_SLOTS, encoders: [...encoders] }, 'node agent ready');
 }
 
-main().catch((err: unknown) => {
-  log.fatal({ err }, 'node agent failed to start');
-  void life.stop('startup failure').then(() => process.exit(1));
-});
+runMain(main, log, life);

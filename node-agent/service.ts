@@ -1,7 +1,7 @@
 import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ServerReadableStream } from '@grpc/grpc-js';
-import { partialSize, receiveChunks, type IncomingChunk } from '../common/chunks.js';
+import { chunksOf, partialSize, receiveChunks } from '../common/chunks.js';
 import { AppError, errorMessage, isAppError } from '../common/errors.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Logger } from '../common/logger.js';
@@ -67,17 +67,7 @@ export class AgentService {
         const head = first.value;
         if (this.draining) throw new AppError('FAILED_PRECONDITION', 'node is draining', { retryable: true });
         const file = this.segmentFile(head.ref);
-        const metrics = this.metrics;
-        async function* chunks(): AsyncGenerator<IncomingChunk> {
-          let msg: SegmentChunk | undefined = head;
-          while (msg) {
-            metrics.bytesStreamed.inc(msg.data.length);
-            yield { offset: msg.offset, data: msg.data };
-            const next = await it.next();
-            msg = next.done ? undefined : next.value;
-          }
-        }
-        const res = await receiveChunks(chunks(), { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal });
+        const res = await receiveChunks(chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)), { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal });
         return { receivedBytes: res.bytes, complete: res.complete, sha256: res.sha256 };
       }),
 

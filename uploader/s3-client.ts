@@ -215,3 +215,22 @@ export function toAppError(err: unknown, what: string): AppError {
   else if (name === 'InvalidBucketName' || name === 'KeyTooLongError') code = 'INVALID_ARGUMENT';
   return new AppError(code, msg, { cause: err, retryable: false });
 }
+
+/** S3 settings from a process config with the shared `S3_*` variables (see common/config-schema.ts). */
+export function s3SettingsFromConfig(c: {
+  S3_ENDPOINT?: string | undefined;
+  S3_REGION: string;
+  S3_ACCESS_KEY_ID: string;
+  S3_SECRET_ACCESS_KEY: string;
+  S3_FORCE_PATH_STYLE: boolean;
+  S3_REQUEST_TIMEOUT_MS: number;
+}): S3Settings {
+  return {
+    ...(c.S3_ENDPOINT ? { endpoint: c.S3_ENDPOINT } : {}),
+    region: c.S3_REGION,
+    accessKeyId: c.S3_ACCESS_KEY_ID,
+    secretAccessKey: c.S3_SECRET_ACCESS_KEY,
+    forcePathStyle: c.S3_FORCE_PATH_STYLE,
+    requestTimeoutMs: c.S3_REQUEST_TIMEOUT_MS,
+  };
+}

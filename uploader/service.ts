@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import type { ServerReadableStream } from '@grpc/grpc-js';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
-import { fileDigest, receiveChunks, type IncomingChunk } from '../common/chunks.js';
+import { chunksOf, fileDigest, receiveChunks } from '../common/chunks.js';
 import { AppError } from '../common/errors.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
@@ -74,19 +74,9 @@ export class UploaderService {
         if (first.done || !first.value.ref) throw new AppError('INVALID_ARGUMENT', 'empty part stream');
         const head = first.value;
         const path = join(this.d.stagingDir, partFileName(head.ref!));
-        const metrics = this.d.metrics;
-        async function* chunks(): AsyncGenerator<IncomingChunk> {
-          let msg: PartChunk | undefined = head;
-          while (msg) {
-            metrics.partBytes.inc(msg.data.length);
-            yield { offset: msg.offset, data: msg.data };
-            const next = await it.next();
-            msg = next.done ? undefined : next.value;
-          }
-        }
         // A retried send starts at 0 again: a fresh .partial each time keeps it simple and exact.
         await rm(`${path}.partial`, { force: true });
-        const res = await receiveChunks(chunks(), { path, maxBytes: this.d.maxPartBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal });
+        const res = await receiveChunks(chunksOf(head, it, (n) => this.d.metrics.partBytes.inc(n)), { path, maxBytes: this.d.maxPartBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal });
         if (!res.complete) throw new AppError('BAD_OFFSET', `part ended after ${res.bytes} of ${head.totalSize} bytes`, { retryable: true });
         return { bytes: res.bytes, sha256: res.sha256 };
       }),

@@ -1,0 +1,51 @@
+import type { Etcd3 } from 'etcd3';
+import { createEtcd } from './etcd.js';
+import { Lifecycle } from './lifecycle.js';
+import { createLogger, type Logger } from './logger.js';
+
+/** What every process's config has in common. */
+interface BaseConfig {
+  LOG_LEVEL: string;
+  SHUTDOWN_GRACE_MS: number;
+  ETCD_ENDPOINTS: string[];
+  ETCD_CALL_TIMEOUT_MS: number;
+  ETCD_USERNAME?: string | undefined;
+  ETCD_PASSWORD?: string | undefined;
+}
+
+/**
+ * The start of every main.ts: load and validate the config (exit 2 with every problem listed,
+ * before any port opens), create the logger and the lifecycle that owns SIGTERM/SIGINT.
+ */
+export function bootProcess<C extends BaseConfig>(
+  service: string,
+  load: () => C,
+  identity: (cfg: C) => Record<string, string>,
+): { cfg: C; log: Logger; life: Lifecycle } {
+  let cfg: C;
+  try {
+    cfg = load();
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  const log = createLogger(service, cfg.LOG_LEVEL, identity(cfg));
+  const life = new Lifecycle(log);
+  life.handleSignals(cfg.SHUTDOWN_GRACE_MS, (code) => process.exit(code));
+  return { cfg, log, life };
+}
+
+/** Runs a process's main; a startup failure is logged, cleaned up and exits non-zero. */
+export function runMain(main: () => Promise<void>, log: Logger, life: Lifecycle): void {
+  main().catch((err: unknown) => {
+    log.fatal({ err }, 'failed to start');
+    void life.stop('startup failure').then(() => process.exit(1));
+  });
+}
+
+/** The process's etcd client, closed last on shutdown. */
+export function processEtcd(cfg: BaseConfig, life: Lifecycle): Etcd3 {
+  const etcd = createEtcd({ endpoints: cfg.ETCD_ENDPOINTS, callTimeoutMs: cfg.ETCD_CALL_TIMEOUT_MS, username: cfg.ETCD_USERNAME, password: cfg.ETCD_PASSWORD });
+  life.onStop('etcd', () => etcd.close());
+  return etcd;
+}
