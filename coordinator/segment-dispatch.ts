@@ -100,7 +100,9 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
       log.warn({ err: errorMessage(e), nodeId: node.id, attempt }, 'segment attempt failed; reassigning');
       avoid.add(node.id);
       preferred = undefined;
-      await client.dropSegment?.(ref, () => undefined);
+      // Free what the abandoned attempt left on that node (best effort, with a deadline).
+      // Not awaited: a dead or paused node must not delay the reassignment.
+      void callUnary(client, client.dropSegment, ref, d.cfg.RPC_TIMEOUT_MS).catch(() => undefined);
       await sleep(Math.min(2_000, 100 * 2 ** failures), signal);
     } finally {
       d.registry.off('removed', onRemoved);
