@@ -26,6 +26,8 @@ export const baseShape = {
   STAGING_DIR: z.string().default('.tessera/staging'),
   SHUTDOWN_GRACE_MS: int(30_000, 0),
   HOSTNAME_FALLBACK: z.string().default(hostname()),
+  /** When set (> 0), the process stops once that pid is gone: test clusters never outlive their runner. */
+  EXIT_WITH_PARENT_PID: int(0, 0),
 };
 
 /** S3 settings shared by the coordinator (uploads, s3:// inputs) and the uploader. */

@@ -11,6 +11,7 @@ interface BaseConfig {
   ETCD_CALL_TIMEOUT_MS: number;
   ETCD_USERNAME?: string | undefined;
   ETCD_PASSWORD?: string | undefined;
+  EXIT_WITH_PARENT_PID: number;
 }
 
 /**
@@ -32,6 +33,19 @@ export function bootProcess<C extends BaseConfig>(
   const log = createLogger(service, cfg.LOG_LEVEL, identity(cfg));
   const life = new Lifecycle(log);
   life.handleSignals(cfg.SHUTDOWN_GRACE_MS, (code) => process.exit(code));
+  if (cfg.EXIT_WITH_PARENT_PID > 0) {
+    const parent = cfg.EXIT_WITH_PARENT_PID;
+    const timer = setInterval(() => {
+      try {
+        process.kill(parent, 0);
+      } catch {
+        clearInterval(timer);
+        log.warn({ parent }, 'launcher is gone: stopping');
+        void life.stop('launcher gone').then(() => process.exit(0));
+      }
+    }, 1_000);
+    timer.unref();
+  }
   return { cfg, log, life };
 }
 

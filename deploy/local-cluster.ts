@@ -94,7 +94,7 @@ export class LocalCluster {
     await this.startEtcd(this.o.etcdMembers ?? 1);
     const s3Port = await freePort();
     this.s3Endpoint = `http://127.0.0.1:${s3Port}`;
-    this.spawnTs('s3', 's3', 'deploy/s3-server-main.ts', {}, [join(this.o.dir, 's3'), String(s3Port), `${this.bucket},tessera-input`], s3Port);
+    this.spawnTs('s3', 's3', 'deploy/s3-server-main.ts', {}, [join(this.o.dir, 's3'), String(s3Port), `${this.bucket},tessera-input`, this.o.detached ? '0' : String(process.pid)], s3Port);
     await waitFor(() => httpOk(`${this.s3Endpoint}/`), 20_000, 'the local S3 server');
     await this.startUploader();
     const coordinatorCount = this.o.coordinators ?? 1;
@@ -154,6 +154,8 @@ export class LocalCluster {
       BIND_HOST: '127.0.0.1',
       // The SDK version in package-lock.json supports Node 20; its notice about later releases is noise here.
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+      // Attached clusters (tests) stop when their runner dies, even by SIGKILL.
+      ...(this.o.detached ? {} : { EXIT_WITH_PARENT_PID: String(process.pid) }),
       ...(this.o.env ?? {}),
     };
   }

@@ -4,7 +4,7 @@ import { startLocalS3 } from '../uploader/s3-local-server.js';
 
 // The local S3-protocol server of `tessera up` (s3rver). Settings come from argv because this is
 // a launcher helper, not a Tessera service: <dir> <port> <bucket,bucket...>
-const [dir = '.tessera/s3', port = '0', buckets = 'tessera-output'] = process.argv.slice(2);
+const [dir = '.tessera/s3', port = '0', buckets = 'tessera-output', parent = '0'] = process.argv.slice(2);
 const log = createLogger('s3-local');
 const server = await startLocalS3({ directory: resolve(dir), port: Number(port), buckets: buckets.split(',').filter(Boolean) });
 log.info({ endpoint: server.endpoint }, 'local S3 server ready');
@@ -12,4 +12,14 @@ const stop = (): void => {
   void server.close().then(() => process.exit(0));
 };
 process.on('SIGTERM', stop);
+// Attached (test) clusters pass the launcher's pid: stop when it is gone.
+if (Number(parent) > 0) {
+  setInterval(() => {
+    try {
+      process.kill(Number(parent), 0);
+    } catch {
+      stop();
+    }
+  }, 1_000).unref();
+}
 process.on('SIGINT', stop);
