@@ -11,7 +11,6 @@ import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import { safeField } from '../common/logger.js';
-import { sleep } from '../common/retry.js';
 import type { JobServiceServer, SubmitJobResponse, UploadChunk } from '../proto/gen/tessera/v1/jobs.js';
 import { JobSpec, type Job, type Plan } from '../proto/gen/tessera/v1/types.js';
 import { formatCommand, buildTranscodeArgs } from '../transcoder/ffmpeg-args.js';
@@ -124,6 +123,10 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
       const w1 = await d.etcd.watch().key(d.keys.job(id)).create();
       const w2 = await d.etcd.watch().prefix(`${d.keys.job(id)}/`).create();
       for (const w of [w1, w2]) { w.on('put', poke); w.on('delete', poke); w.on('disconnected', poke); }
+      // Re-read now and then as well: a watch can lag. One timer per watcher, cleared at the end.
+      const relist = setInterval(() => poke(), 5_000);
+      const onAbort = (): void => wake?.();
+      signal.addEventListener('abort', onAbort, { once: true });
       let seq = 0;
       let last = '';
       try {
@@ -139,13 +142,13 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
             const st = fromProtoJobState(job.state);
             if (st && TERMINAL.has(st)) return;
           }
-          await Promise.race([
-            new Promise<void>((resolve) => { wake = resolve; }),
-            sleep(5_000, signal).then(() => { dirty = true; }), // re-read now and then: a watch can lag
-          ]);
+          if (signal.aborted) return;
+          if (!dirty) await new Promise<void>((resolve) => { wake = resolve; });
           wake = undefined;
         }
       } finally {
+        clearInterval(relist);
+        signal.removeEventListener('abort', onAbort);
         await Promise.allSettled([w1.cancel(), w2.cancel()]);
       }
     }),
