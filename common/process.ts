@@ -36,9 +36,7 @@ export function bootProcess<C extends BaseConfig>(
   if (cfg.EXIT_WITH_PARENT_PID > 0) {
     const parent = cfg.EXIT_WITH_PARENT_PID;
     const timer = setInterval(() => {
-      try {
-        process.kill(parent, 0);
-      } catch {
+      if (!processAlive(parent)) {
         clearInterval(timer);
         log.warn({ parent }, 'launcher is gone: stopping');
         void life.stop('launcher gone').then(() => process.exit(0));
@@ -62,4 +60,14 @@ export function processEtcd(cfg: BaseConfig, life: Lifecycle): Etcd3 {
   const etcd = createEtcd({ endpoints: cfg.ETCD_ENDPOINTS, callTimeoutMs: cfg.ETCD_CALL_TIMEOUT_MS, username: cfg.ETCD_USERNAME, password: cfg.ETCD_PASSWORD });
   life.onStop('etcd', () => etcd.close());
   return etcd;
+}
+
+/** True while a process with this pid exists (signal 0 probes without touching it). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -25,7 +25,7 @@ import type { NodeRegistry } from './node-registry.js';
 import { planSegments } from './plan.js';
 import { checkLimits, refuseReferences, toSourceInfo } from './job-runner.js';
 import { stageInput } from './input.js';
-import { resolveLocalInput, toRungs, validateSpec } from './spec.js';
+import { resolveLocalInput, toRungs, validateSpec, type InputRef } from './spec.js';
 
 export interface JobServiceDeps {
   cfg: CoordinatorConfig;
@@ -59,8 +59,8 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
 
   const submit = async (rawSpec: JobSpec | undefined): Promise<SubmitJobResponse> => {
     const { spec, input } = validateSpec(rawSpec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX });
-    if (input.kind === 'local') await resolveLocalInput(input.path, d.cfg.INPUT_ROOT, d.cfg.MAX_INPUT_BYTES);
-    if (spec.dryRun) return { jobId: '', job: undefined, plan: await dryRun(d, spec) };
+    const resolved = input.kind === 'local' ? await resolveLocalInput(input.path, d.cfg.INPUT_ROOT, d.cfg.MAX_INPUT_BYTES) : input;
+    if (spec.dryRun) return { jobId: '', job: undefined, plan: await dryRun(d, spec, resolved) };
     const id = newJobId();
     const now = Date.now();
     const seq = `${now.toString(36).padStart(9, '0')}`;
@@ -170,11 +170,9 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
 }
 
 /** Plans a job without running it: segments, nodes, renditions and the ffmpeg commands. */
-async function dryRun(d: JobServiceDeps, spec: JobSpec): Promise<Plan> {
-  const { input } = validateSpec(spec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX });
+async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Promise<Plan> {
   const dir = await mkdtemp(join(d.stagingDir, 'dryrun-'));
   try {
-    const resolved = input.kind === 'local' ? await resolveLocalInput(input.path, d.cfg.INPUT_ROOT, d.cfg.MAX_INPUT_BYTES) : input;
     const path = join(dir, 'input.src');
     await stageInput(resolved, path, { maxBytes: d.cfg.MAX_INPUT_BYTES, timeoutMs: d.cfg.HTTP_INPUT_TIMEOUT_MS, s3: d.s3, httpAllowedHosts: d.cfg.HTTP_ALLOWED_HOSTS, httpAllowPrivate: d.cfg.HTTP_ALLOW_PRIVATE });
     await refuseReferences(path);

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, Watcher } from 'etcd3';
 import type { Keys } from '../common/keys.js';
+import { SerialRunner } from '../common/serial-runner.js';
 import type { Logger } from '../common/logger.js';
 import type { NodeRecord, NodeStats, UploaderRecord } from '../common/records.js';
 
@@ -42,29 +43,16 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
     this.timer = setInterval(() => this.scheduleRelist(), this.relistMs);
   }
 
-  private pending: Promise<void> | undefined;
-  private again = false;
-
   /** Coalesces bursts of watch events into one re-list at a time. */
+  private readonly relister = new SerialRunner(() => this.relist(), (err) => this.log.warn({ err }, 'registry re-list failed'));
+
   private scheduleRelist(): void {
-    if (this.pending) {
-      this.again = true;
-      return;
-    }
-    this.pending = this.relist()
-      .catch((err: unknown) => this.log.warn({ err }, 'registry re-list failed'))
-      .finally(() => {
-        this.pending = undefined;
-        if (this.again) {
-          this.again = false;
-          this.scheduleRelist();
-        }
-      });
+    this.relister.kick();
   }
 
   /** Waits for any in-flight re-list (tests, and callers that just changed a node). */
   async refresh(): Promise<void> {
-    await this.pending;
+    await this.relister.idle();
     await this.relist();
   }
 

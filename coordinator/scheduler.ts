@@ -2,6 +2,7 @@ import { setMaxListeners } from 'node:events';
 import type { Etcd3, Watcher } from 'etcd3';
 import { AppError } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
+import { SerialRunner } from '../common/serial-runner.js';
 import type { Logger } from '../common/logger.js';
 import { TERMINAL, type JobRecord } from './job-model.js';
 import type { JobStore, LeaderFence } from './job-store.js';
@@ -17,8 +18,7 @@ export class Scheduler {
   private fence: LeaderFence | undefined;
   private watcher: Watcher | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private filling = false;
-  private refill = false;
+  private readonly filler = new SerialRunner(() => this.fill(), (err) => this.log.warn({ err }, 'scheduling pass failed'));
 
   constructor(
     private readonly etcd: Etcd3,
@@ -71,21 +71,7 @@ export class Scheduler {
 
   /** Fills free job slots from the queue (coalesced). */
   kick(): void {
-    if (!this.fence) return;
-    if (this.filling) {
-      this.refill = true;
-      return;
-    }
-    this.filling = true;
-    void this.fill()
-      .catch((err: unknown) => this.log.warn({ err }, 'scheduling pass failed'))
-      .finally(() => {
-        this.filling = false;
-        if (this.refill) {
-          this.refill = false;
-          this.kick();
-        }
-      });
+    if (this.fence) this.filler.kick();
   }
 
   private async fill(): Promise<void> {

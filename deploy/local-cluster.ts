@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { grpcServing } from '../common/health-client.js';
+import { processAlive } from '../common/process.js';
 import { freePort } from './ports.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -312,14 +313,8 @@ export async function stopClusterFile(file: ClusterFile): Promise<void> {
   await rm(join(file.dir, 'cluster.json'), { force: true });
 }
 
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** True while the process exists (the CLI checks a cluster file's pids with it). */
+export const alive = processAlive;
 
 async function terminate(pid: number, sig: NodeJS.Signals, graceMs: number, child?: ChildProcess): Promise<void> {
   if (pid <= 0 || !alive(pid)) return;

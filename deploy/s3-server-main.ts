@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { createLogger } from '../common/logger.js';
+import { processAlive } from '../common/process.js';
 import { startLocalS3 } from '../uploader/s3-local-server.js';
 
 // The local S3-protocol server of `tessera up` (s3rver). Settings come from argv because this is
@@ -15,11 +16,7 @@ process.on('SIGTERM', stop);
 // Attached (test) clusters pass the launcher's pid: stop when it is gone.
 if (Number(parent) > 0) {
   setInterval(() => {
-    try {
-      process.kill(Number(parent), 0);
-    } catch {
-      stop();
-    }
+    if (!processAlive(Number(parent))) stop();
   }, 1_000).unref();
 }
 process.on('SIGINT', stop);

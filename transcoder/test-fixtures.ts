@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { processAlive } from '../common/process.js';
 
 const run = promisify(execFile);
 
@@ -66,11 +67,4 @@ export async function inspectFile(path: string): Promise<{ streamTypes: string[]
 }
 
 /** True while a process (or its zombie) exists. */
-export function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+export const processExists = processAlive;

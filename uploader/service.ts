@@ -177,7 +177,7 @@ export class UploaderService {
       const file = `${r.name}.${container}`;
       const outPath = join(outDir, file);
       await mergeRendition({ parts, audio, container, outPath, listDir: join(jobDir, 'parts'), signal });
-      const [{ frames }, durations, digest] = await Promise.all([countFrames(outPath), streamDurations(outPath), fileDigest(outPath)]);
+      const [{ frames, durationSec }, digest] = await Promise.all([countFrames(outPath), fileDigest(outPath)]);
       if (source && source.frames > 0 && frames !== source.frames) {
         throw new AppError('INTERNAL', `rendition ${r.name} has ${frames} frames but the source has ${source.frames}`);
       }
@@ -189,7 +189,7 @@ export class UploaderService {
         height: r.height,
         codec: r.codec,
         videoBitrateKbps: r.videoBitrateKbps,
-        durationSec: Math.round(durations.videoSec * 1000) / 1000,
+        durationSec: Math.round(durationSec * 1000) / 1000,
         frames,
         bytes: digest.bytes,
         sha256: digest.sha256,
