@@ -1,11 +1,20 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
-import type { ServiceDefinition, UntypedServiceImplementation, ServerUnaryCall, ServerWritableStream, Metadata } from '@grpc/grpc-js';
+import {
+  ResponderBuilder,
+  ServerInterceptingCall,
+  ServerListenerBuilder,
+  type Metadata,
+  type ServerInterceptor,
+  type ServerInterceptingCallInterface,
+  type ServiceError,
+} from '@grpc/grpc-js';
 import { AppError } from './errors.js';
 import { toServiceError } from './grpc.js';
+import { peerRole, type PeerRole } from './tls.js';
 
 export type Scope = 'submit' | 'read' | 'admin';
 
-/** Token → scopes. Empty: authentication is off (the local default). */
+/** Token → scopes. Empty: bearer tokens are not required (the local default). */
 export type TokenTable = ReadonlyMap<string, ReadonlySet<Scope>>;
 
 /**
@@ -42,43 +51,41 @@ export function authorize(md: Metadata, scope: Scope, tokens: TokenTable): void 
   if (!scopes.has(scope)) throw new AppError('PERMISSION_DENIED', `this token may not ${scope === 'admin' ? 'use the admin API' : scope}`);
 }
 
+/** What a method requires of its caller; `undefined` for open methods (health, reflection). */
+export interface MethodPolicy {
+  /** Bearer-token scope (checked when the token table is not empty). */
+  scope?: Scope;
+  /** Certificate roles allowed to call (checked when the server runs mutual TLS). */
+  roles?: readonly PeerRole[];
+}
+
 /**
- * Wraps every handler of a service with the token check for its scope (one place for all of
- * them). With an empty table the implementation is returned unchanged.
+ * The one server interceptor that guards every call before its handler runs: the caller's
+ * certificate role (mutual TLS) and bearer token scope, as `policyOf(method path)` asks.
+ * A refused call ends with UNAUTHENTICATED or PERMISSION_DENIED and the stable error code.
  */
-export function withAuth(
-  definition: ServiceDefinition,
-  impl: UntypedServiceImplementation,
-  scopeOf: (method: string) => Scope,
-  tokens: TokenTable,
-): UntypedServiceImplementation {
-  if (tokens.size === 0) return impl;
-  const out: UntypedServiceImplementation = {};
-  for (const [name, handler] of Object.entries(impl)) {
-    const def = definition[name];
-    const scope = scopeOf(name);
-    const h = handler as (...args: unknown[]) => void;
-    if (def?.responseStream && !def.requestStream) {
-      out[name] = ((call: ServerWritableStream<unknown, unknown>) => {
+export function accessInterceptor(policyOf: (path: string) => MethodPolicy | undefined, tokens: TokenTable, mutualTls: boolean): ServerInterceptor {
+  return (method, call: ServerInterceptingCallInterface) => {
+    const policy = policyOf(method.path);
+    const listener = new ServerListenerBuilder()
+      .withOnReceiveMetadata((md, next) => {
         try {
-          authorize(call.metadata, scope, tokens);
+          if (policy?.roles && mutualTls) checkRole(call, policy.roles);
+          if (policy?.scope && tokens.size > 0) authorize(md, policy.scope, tokens);
         } catch (err) {
-          call.emit('error', toServiceError(err));
+          call.sendStatus(toServiceError(err) as Required<Pick<ServiceError, 'code' | 'details' | 'metadata'>>);
           return;
         }
-        h(call);
-      }) as never;
-    } else {
-      out[name] = ((call: ServerUnaryCall<unknown, unknown>, cb: (e: unknown) => void) => {
-        try {
-          authorize(call.metadata, scope, tokens);
-        } catch (err) {
-          cb(toServiceError(err));
-          return;
-        }
-        h(call, cb);
-      }) as never;
-    }
-  }
-  return out;
+        next(md);
+      })
+      .build();
+    return new ServerInterceptingCall(call, new ResponderBuilder().withStart((next) => next(listener)).build());
+  };
+}
+
+function checkRole(call: ServerInterceptingCallInterface, roles: readonly PeerRole[]): void {
+  const cert = call.getAuthContext().sslPeerCertificate;
+  if (!cert || Object.keys(cert).length === 0) throw new AppError('UNAUTHENTICATED', 'a client certificate is required');
+  const role = peerRole(cert);
+  if (!role || !roles.includes(role)) throw new AppError('PERMISSION_DENIED', `a ${role ?? 'certificate without a role'} may not call this service`);
 }

@@ -20,6 +20,17 @@ export const baseShape = {
   ETCD_USERNAME: z.string().optional(),
   ETCD_PASSWORD: z.string().optional(),
   ETCD_CALL_TIMEOUT_MS: int(5_000, 100),
+  /** TLS to etcd (https:// endpoints): the CA that signed etcd's certificate, and our client certificate and key. */
+  ETCD_TLS_CA_FILE: z.string().optional(),
+  ETCD_TLS_CERT_FILE: z.string().optional(),
+  ETCD_TLS_KEY_FILE: z.string().optional(),
+  /**
+   * Mutual TLS on every gRPC link: the cluster CA, this process's certificate (subject OU = its
+   * role: coordinator, node, uploader; DNS name = its id) and key. None set: plaintext.
+   */
+  TLS_CA_FILE: z.string().optional(),
+  TLS_CERT_FILE: z.string().optional(),
+  TLS_KEY_FILE: z.string().optional(),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   BIND_HOST: z.string().default('127.0.0.1'),
   METRICS_PORT: int(0, 0, 65535),
@@ -39,6 +50,8 @@ export const s3Shape = {
   S3_FORCE_PATH_STYLE: bool.default(true),
   S3_BUCKET: z.string().default('tessera-output'),
   S3_REQUEST_TIMEOUT_MS: int(60_000, 100),
+  /** Extra CA (PEM file) trusted for an https:// S3 endpoint with a private certificate. */
+  S3_CA_FILE: z.string().optional(),
 };
 
 /**

@@ -1,6 +1,7 @@
 import { Etcd3, isRecoverableError, type IOptions } from 'etcd3';
 import { ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { AppError } from './errors.js';
+import type { TlsMaterial } from './tls.js';
 
 export interface EtcdSettings {
   endpoints: string[];
@@ -8,6 +9,8 @@ export interface EtcdSettings {
   callTimeoutMs: number;
   username?: string | undefined;
   password?: string | undefined;
+  /** TLS to etcd: its CA, and our client certificate and key (mutual TLS). */
+  tls?: TlsMaterial | undefined;
 }
 
 /** An etcd client whose every unary call carries a deadline. */
@@ -23,6 +26,7 @@ export function createEtcd(s: EtcdSettings): Etcd3 {
     },
   };
   if (s.username !== undefined && s.password !== undefined) options.auth = { username: s.username, password: s.password };
+  if (s.tls) options.credentials = { rootCertificate: s.tls.ca, certChain: s.tls.cert, privateKey: s.tls.key };
   return new Etcd3(options);
 }
 

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Server, ServerCredentials, type ServerInterceptor, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { SERVER_OPTIONS } from './grpc.js';
 
@@ -29,9 +29,9 @@ export async function startGrpcServer(
   port: number,
   services: ServiceBinding[],
   /** reflection: the .proto files (under proto/tessera/v1) whose services this server exposes. */
-  opts: { reflection?: string[]; credentials?: ServerCredentials } = {},
+  opts: { reflection?: string[]; credentials?: ServerCredentials; interceptors?: ServerInterceptor[] } = {},
 ): Promise<StartedServer> {
-  const server = new Server({ ...SERVER_OPTIONS });
+  const server = new Server({ ...SERVER_OPTIONS, ...(opts.interceptors ? { interceptors: opts.interceptors } : {}) });
   for (const s of services) server.addService(s.definition, s.implementation);
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(services.map((s) => [s.name, 'NOT_SERVING' as const])) });
   health.addToServer(server);

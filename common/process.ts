@@ -2,6 +2,7 @@ import type { Etcd3 } from 'etcd3';
 import { createEtcd } from './etcd.js';
 import { Lifecycle } from './lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
+import { loadTls, type TlsMaterial } from './tls.js';
 
 /** What every process's config has in common. */
 interface BaseConfig {
@@ -11,6 +12,12 @@ interface BaseConfig {
   ETCD_CALL_TIMEOUT_MS: number;
   ETCD_USERNAME?: string | undefined;
   ETCD_PASSWORD?: string | undefined;
+  ETCD_TLS_CA_FILE?: string | undefined;
+  ETCD_TLS_CERT_FILE?: string | undefined;
+  ETCD_TLS_KEY_FILE?: string | undefined;
+  TLS_CA_FILE?: string | undefined;
+  TLS_CERT_FILE?: string | undefined;
+  TLS_KEY_FILE?: string | undefined;
   EXIT_WITH_PARENT_PID: number;
 }
 
@@ -57,9 +64,15 @@ export function runMain(main: () => Promise<void>, log: Logger, life: Lifecycle)
 
 /** The process's etcd client, closed last on shutdown. */
 export function processEtcd(cfg: BaseConfig, life: Lifecycle): Etcd3 {
-  const etcd = createEtcd({ endpoints: cfg.ETCD_ENDPOINTS, callTimeoutMs: cfg.ETCD_CALL_TIMEOUT_MS, username: cfg.ETCD_USERNAME, password: cfg.ETCD_PASSWORD });
+  const tls = loadTls({ caFile: cfg.ETCD_TLS_CA_FILE, certFile: cfg.ETCD_TLS_CERT_FILE, keyFile: cfg.ETCD_TLS_KEY_FILE }, 'etcd TLS');
+  const etcd = createEtcd({ endpoints: cfg.ETCD_ENDPOINTS, callTimeoutMs: cfg.ETCD_CALL_TIMEOUT_MS, username: cfg.ETCD_USERNAME, password: cfg.ETCD_PASSWORD, tls });
   life.onStop('etcd', () => etcd.close());
   return etcd;
+}
+
+/** The process's gRPC TLS material (TLS_* files), or undefined for plaintext links. */
+export function processTls(cfg: BaseConfig): TlsMaterial | undefined {
+  return loadTls({ caFile: cfg.TLS_CA_FILE, certFile: cfg.TLS_CERT_FILE, keyFile: cfg.TLS_KEY_FILE }, 'gRPC TLS');
 }
 
 /** True while a process with this pid exists (signal 0 probes without touching it). */

@@ -42,6 +42,8 @@ const shape = {
   API_TOKENS: csv.default([]),
   READ_TOKENS: csv.default([]),
   ADMIN_TOKENS: csv.default([]),
+  /** With TLS_* set: callers must present a certificate the cluster CA signed (mutual TLS). */
+  TLS_REQUIRE_CLIENT_CERT: bool.default(true),
   /** Secret for the HMAC-SHA256 signature of webhook bodies (X-Tessera-Signature). */
   WEBHOOK_SECRET: z.string().default('tessera-dev-webhook-secret'),
   WEBHOOK_ATTEMPTS: int(8, 1, 100),

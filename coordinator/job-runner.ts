@@ -137,6 +137,7 @@ export class JobRunner {
                 renditions: plan.renditions,
                 fps: rec!.source?.fps ?? 30,
                 uploaderAddress: uploader.address,
+                uploaderId: uploader.id,
                 fence: this.fence,
                 onEvent: (ev) => {
                   const before = lastFrames.get(cut.index) ?? 0;
@@ -282,7 +283,7 @@ export class JobRunner {
       ? (async () => {
           const audioPath = join(this.dir, 'audio.m4a');
           await extractAudio(inputPath, audioPath, { bitrateKbps: rec.spec.audioBitrateKbps || 128, signal });
-          await sendPart(this.d.clients.get(UploaderClient, uploader.address), audioRef(this.jobId), audioPath, { timeoutMs: cfg.SEGMENT_TRANSFER_TIMEOUT_MS, signal });
+          await sendPart(this.d.clients.get(UploaderClient, uploader.address, uploader.id), audioRef(this.jobId), audioPath, { timeoutMs: cfg.SEGMENT_TRANSFER_TIMEOUT_MS, signal });
         })()
       : Promise.resolve();
     audio.catch(() => undefined); // awaited before finalize; avoid an unhandled rejection meanwhile
@@ -331,7 +332,7 @@ export class JobRunner {
         for (const r of plan.renditions) parts.push({ jobId: this.jobId, rendition: r.name, segment: cut.index, subSegment: sub, attempt: done.attempt });
       }
     }
-    const client = this.d.clients.get(UploaderClient, uploader.address);
+    const client = this.d.clients.get(UploaderClient, uploader.address, uploader.id);
     const call = client.finalize(
       {
         jobId: this.jobId,
@@ -368,7 +369,7 @@ export class JobRunner {
     const tasks: Promise<unknown>[] = [rm(this.dir, { recursive: true, force: true })];
     const up = rec.uploaderId ? registry.uploader(rec.uploaderId) : undefined;
     if (up) {
-      const c = clients.get(UploaderClient, up.address);
+      const c = clients.get(UploaderClient, up.address, up.id);
       tasks.push(callUnary(c, c.cleanup, { jobId: this.jobId }, cfg.RPC_TIMEOUT_MS));
     }
     if (rec.state !== 'SUCCEEDED') {
@@ -376,7 +377,7 @@ export class JobRunner {
       for (const s of tree?.segments ?? []) {
         const n = registry.get(s.nodeId);
         if (!n || s.attempt === 0) continue;
-        const c = clients.get(NodeAgentClient, n.address);
+        const c = clients.get(NodeAgentClient, n.address, n.id);
         tasks.push(callUnary(c, c.dropSegment, { jobId: this.jobId, segment: s.index, attempt: s.attempt }, cfg.RPC_TIMEOUT_MS));
       }
     }

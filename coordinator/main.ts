@@ -3,14 +3,17 @@ import { resolve } from 'node:path';
 import { ClientCache } from '../common/grpc-clients.js';
 import { startGrpcServer } from '../common/grpc-server.js';
 import { Keys } from '../common/keys.js';
-import { bootProcess, processEtcd, runMain } from '../common/process.js';
+import { bootProcess, processEtcd, processTls, runMain } from '../common/process.js';
 import { createRegistry, startMetricsServer } from '../common/metrics-server.js';
 import { AdminService } from '../proto/gen/tessera/v1/admin.js';
 import { JobServiceService } from '../proto/gen/tessera/v1/jobs.js';
 import { availableEncoders } from '../transcoder/encoders.js';
 import { createS3Client, ensureBucket, s3SettingsFromConfig } from '../uploader/s3-client.js';
 import { adminHandlers } from './admin-service.js';
-import { tokenTable, withAuth } from '../common/auth.js';
+import { accessInterceptor, tokenTable } from '../common/auth.js';
+import { coordinatorPolicy } from '../common/access-policy.js';
+import { grpcHealth } from '../common/health-client.js';
+import { channelCredentials, serverCredentials } from '../common/tls.js';
 import { loadConfig } from './config.js';
 import { jobServiceHandlers } from './job-service.js';
 import { JobStore } from './job-store.js';
@@ -39,11 +42,20 @@ async function main(): Promise<void> {
 
   const registry = createRegistry('coordinator');
   const metrics = coordinatorMetrics(registry);
-  const clients = new ClientCache();
+  const tls = processTls(cfg);
+  const peerCreds = channelCredentials(tls);
+  const clients = new ClientCache(peerCreds);
   life.onStop('grpc clients', () => clients.closeAll());
   const encoders = await availableEncoders();
   const store = new JobStore(etcd, keys, cfg.JOB_HISTORY_LIMIT);
-  const nodes = new NodeRegistry(etcd, keys, log);
+  // With TLS a node is admitted only once its certificate proves the node id it registered.
+  const admit = tls
+    ? async (n: { id: string; address: string }): Promise<string | undefined> => {
+        const h = await grpcHealth(n.address, { timeoutMs: cfg.RPC_TIMEOUT_MS, creds: peerCreds, identity: n.id, serviceName: 'tessera.v1.NodeAgent' });
+        return h.serving ? undefined : `identity check of ${n.id} failed: ${h.reason ?? 'not serving'}`;
+      }
+    : undefined;
+  const nodes = new NodeRegistry(etcd, keys, log, 5_000, admit);
   await nodes.start();
   life.onStop('node registry', () => nodes.stop());
   const election = new LeaderElection(etcd, keys.election(), cfg.COORDINATOR_ID, cfg.LEASE_TTL_SEC, log);
@@ -102,17 +114,12 @@ async function main(): Promise<void> {
       {
         name: 'tessera.v1.JobService',
         definition: JobServiceService,
-        implementation: withAuth(
-          JobServiceService,
-          jobServiceHandlers({ cfg, etcd, keys, store, registry: nodes, s3, encoders, stagingDir, metrics, log, onSubmitted: () => scheduler.kick() }),
-          (m) => (m === 'submitJob' || m === 'uploadAndSubmit' || m === 'cancelJob' ? 'submit' : 'read'),
-          tokens,
-        ),
+        implementation: jobServiceHandlers({ cfg, etcd, keys, store, registry: nodes, s3, encoders, stagingDir, metrics, log, onSubmitted: () => scheduler.kick() }),
       },
       {
         name: 'tessera.v1.Admin',
         definition: AdminService,
-        implementation: withAuth(AdminService, adminHandlers({
+        implementation: adminHandlers({
           etcd,
           keys,
           store,
@@ -122,10 +129,15 @@ async function main(): Promise<void> {
           throughput: () => throughput.perSecond(),
           segmentsInFlight: () => [...load.values()].reduce((a, b) => a + b, 0),
           autoscalerDecisions: () => autoscaler?.decisions ?? [],
-        }), () => 'admin', tokens),
+        }),
       },
     ],
-    { reflection: ['jobs.proto', 'admin.proto'] },
+    {
+      reflection: ['jobs.proto', 'admin.proto'],
+      credentials: serverCredentials(tls, cfg.TLS_REQUIRE_CLIENT_CERT),
+      // One interceptor checks every call: certificate role (mutual TLS) and bearer-token scope.
+      interceptors: [accessInterceptor(coordinatorPolicy, tokens, tls !== undefined && cfg.TLS_REQUIRE_CLIENT_CERT)],
+    },
   );
   life.onStop('grpc server', () => grpc.close(5_000));
 
@@ -143,12 +155,12 @@ async function main(): Promise<void> {
   const http = await startMetricsServer(registry, cfg.METRICS_PORT, cfg.BIND_HOST, () => life.state === 'running');
   life.onStop('metrics server', () => http.close());
   life.state = 'running';
-  log.info({ address: `${cfg.BIND_HOST}:${grpc.port}`, metricsPort: http.port }, 'coordinator ready');
+  log.info({ address: `${cfg.BIND_HOST}:${grpc.port}`, metricsPort: http.port, tls: tls !== undefined }, 'coordinator ready');
 }
 
 /** The environment a locally started node agent inherits: cluster settings, not this process's identity. */
 function inheritedNodeEnv(): Record<string, string> {
-  const pass = ['PATH', 'HOME', 'ETCD_ENDPOINTS', 'ETCD_PREFIX', 'ETCD_USERNAME', 'ETCD_PASSWORD', 'ETCD_CALL_TIMEOUT_MS', 'LOG_LEVEL', 'BIND_HOST', 'STAGING_DIR', 'LEASE_TTL_SEC', 'HEARTBEAT_MS', 'MIN_SUB_SEGMENT_SEC', 'FFMPEG_THREADS', 'DRAIN_TIMEOUT_MS', 'SHUTDOWN_GRACE_MS'];
+  const pass = ['PATH', 'HOME', 'ETCD_ENDPOINTS', 'ETCD_PREFIX', 'ETCD_USERNAME', 'ETCD_PASSWORD', 'ETCD_CALL_TIMEOUT_MS', 'ETCD_TLS_CA_FILE', 'ETCD_TLS_CERT_FILE', 'ETCD_TLS_KEY_FILE', 'LOG_LEVEL', 'BIND_HOST', 'STAGING_DIR', 'LEASE_TTL_SEC', 'HEARTBEAT_MS', 'MIN_SUB_SEGMENT_SEC', 'FFMPEG_THREADS', 'DRAIN_TIMEOUT_MS', 'SHUTDOWN_GRACE_MS'];
   const out: Record<string, string> = {};
   for (const k of pass) {
     const v = process.env[k];

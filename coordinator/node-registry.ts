@@ -8,6 +8,24 @@ import type { NodeRecord, NodeStats, UploaderRecord } from '../common/records.js
 export interface NodeView extends NodeRecord {
   draining: boolean;
   stats: NodeStats | undefined;
+  /** 'admitted' once the node proved its identity (always, without an admission check). */
+  admission: 'pending' | 'admitted' | 'refused';
+  /** Why the node is not admitted (TLS identity mismatch, unreachable). */
+  admissionReason?: string;
+}
+
+/**
+ * Admission check of a newly registered node (with TLS: dial it and require its certificate to
+ * name its node id). Resolves to undefined when admitted, or the reason for refusing it.
+ */
+export type AdmitNode = (node: NodeRecord) => Promise<string | undefined>;
+
+interface Admission {
+  /** Which registration this verdict is for (a restarted node is checked again). */
+  key: string;
+  state: NodeView['admission'];
+  reason?: string;
+  checking: boolean;
 }
 
 /**
@@ -21,12 +39,15 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
   private uploaders = new Map<string, UploaderRecord>();
   private watchers: Watcher[] = [];
   private timer: NodeJS.Timeout | undefined;
+  private admissions = new Map<string, Admission>();
 
   constructor(
     private readonly etcd: Etcd3,
     private readonly keys: Keys,
     private readonly log: Logger,
     private readonly relistMs = 5_000,
+    /** Without one every registered node is admitted (plaintext clusters). */
+    private readonly admit?: AdmitNode,
   ) {
     super();
   }
@@ -79,18 +100,60 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
     this.drains = new Set(drains.map((k) => k.slice(this.keys.drains().length)));
     this.uploaders = new Map(Object.values(uploaders).map((v) => { const u = JSON.parse(v) as UploaderRecord; return [u.id, u]; }));
     this.stats = new Map(Object.entries(stats).map(([k, v]) => [k.slice((this.keys.prefix + 'nodestats/').length), JSON.parse(v) as NodeStats]));
-    for (const [id] of next) {
+    for (const id of this.admissions.keys()) if (!next.has(id)) this.admissions.delete(id);
+    for (const [id, r] of next) {
       if (!before.has(id)) {
         this.log.info({ nodeId: id }, 'node joined');
         this.emit('added', this.view(id)!);
       }
+      this.checkAdmission(r);
     }
     this.emit('changed');
   }
 
+  /**
+   * Runs the admission check of a registration not yet admitted (again at every re-list while it
+   * is refused: an unreachable node may come good; a wrong certificate stays refused).
+   */
+  private checkAdmission(r: NodeRecord): void {
+    if (!this.admit) return;
+    const key = `${r.address}|${r.startedAtMs}`;
+    let a = this.admissions.get(r.id);
+    if (a?.key !== key) {
+      a = { key, state: 'pending', checking: false };
+      this.admissions.set(r.id, a);
+    }
+    if (a.state === 'admitted' || a.checking) return;
+    const entry = a;
+    entry.checking = true;
+    this.admit(r)
+      .catch((err: unknown) => (err instanceof Error ? err.message : String(err)))
+      .then((reason) => {
+        entry.checking = false;
+        if (this.admissions.get(r.id) !== entry) return;
+        const state = reason === undefined ? 'admitted' : 'refused';
+        if (state !== entry.state || reason !== entry.reason) {
+          if (state === 'admitted') this.log.info({ nodeId: r.id }, 'node admitted');
+          else this.log.warn({ nodeId: r.id, reason }, 'node refused: it takes no segments');
+        }
+        entry.state = state;
+        if (reason === undefined) delete entry.reason;
+        else entry.reason = reason;
+        this.emit('changed');
+      }, () => undefined);
+  }
+
   private view(id: string): NodeView | undefined {
     const r = this.nodes.get(id);
-    return r ? { ...r, draining: this.drains.has(id), stats: this.stats.get(id) } : undefined;
+    if (!r) return undefined;
+    const a = this.admit ? this.admissions.get(id) : undefined;
+    return {
+      ...r,
+      draining: this.drains.has(id),
+      stats: this.stats.get(id),
+      admission: this.admit ? a?.state ?? 'pending' : 'admitted',
+      ...(a?.reason !== undefined ? { admissionReason: a.reason } : {}),
+    };
   }
 
   has(id: string): boolean {
@@ -106,9 +169,9 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
     return [...this.nodes.keys()].sort().map((id) => this.view(id)!);
   }
 
-  /** Nodes that may take new segments: registered and not draining. */
+  /** Nodes that may take new segments: registered, admitted and not draining. */
   ready(): NodeView[] {
-    return this.all().filter((n) => !n.draining);
+    return this.all().filter((n) => !n.draining && n.admission === 'admitted');
   }
 
   uploaderList(): UploaderRecord[] {

@@ -22,7 +22,7 @@ describe('planSegments (split by node count)', () => {
 });
 
 describe('pickNode', () => {
-  const node = (id: string, slots: number): NodeView => ({ id, address: '', slots, encoders: [], version: '', startedAtMs: 0, metricsAddress: '', draining: false, stats: undefined });
+  const node = (id: string, slots: number): NodeView => ({ id, address: '', slots, encoders: [], version: '', startedAtMs: 0, metricsAddress: '', draining: false, stats: undefined, admission: 'admitted' });
   it('keeps the planned node while it is ready, else takes the least loaded per slot', () => {
     const ready = [node('a', 1), node('b', 4), node('c', 2)];
     expect(pickNode(ready, new Map(), 'c', new Set())?.id).toBe('c');

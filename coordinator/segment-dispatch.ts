@@ -33,6 +33,7 @@ export interface SegmentTask {
   renditions: PlannedRendition[];
   fps: number;
   uploaderAddress: string;
+  uploaderId: string;
   fence: LeaderFence;
   onEvent: (ev: SegmentEvent) => void;
 }
@@ -71,7 +72,7 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
     d.load.set(node.id, (d.load.get(node.id) ?? 0) + 1);
     d.metrics.segmentsInFlight.inc();
     const ref: SegmentRef = { jobId: t.jobId, segment: seg.index, attempt };
-    const client = d.clients.get(NodeAgentClient, node.address);
+    const client = d.clients.get(NodeAgentClient, node.address, node.id);
     // Abort this attempt when the node leaves the registry (lease expired, stopped).
     const attemptAbort = new AbortController();
     const onRemoved = (id: string): void => { if (id === node.id) attemptAbort.abort(new AppError('UNAVAILABLE', `node ${id} left the cluster`)); };
@@ -142,7 +143,7 @@ async function transfer(client: NodeAgentClient, ref: SegmentRef, t: SegmentTask
 /** Runs the segment on the node and relays progress; a silent stream is abandoned. */
 async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision: number, t: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
   const call = client.runSegment(
-    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: t.uploaderAddress, frames: t.seg.frames, fps: t.fps },
+    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: t.uploaderAddress, uploaderId: t.uploaderId, frames: t.seg.frames, fps: t.fps },
     new Metadata(),
     deadline(d.cfg.SEGMENT_RUN_TIMEOUT_MS),
   );

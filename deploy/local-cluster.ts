@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { openSync, closeSync, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -7,6 +9,8 @@ import { Etcd3 } from 'etcd3';
 import { grpcServing } from '../common/health-client.js';
 import { processAlive } from '../common/process.js';
 import { freePort } from './ports.js';
+import { LocalCa, tlsEnv, type CertFiles } from './certs.js';
+import { channelCredentials, loadTls, type TlsMaterial } from '../common/tls.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -29,6 +33,11 @@ export interface LocalClusterOptions {
   inputRoot?: string;
   logLevel?: string;
   bucket?: string;
+  /**
+   * Mutual TLS everywhere: a local CA under `<dir>/tls` issues a certificate per process (its
+   * role in the OU, its id as DNS name); etcd and the S3 server serve TLS too.
+   */
+  tls?: boolean;
 }
 
 export interface ProcInfo {
@@ -48,6 +57,8 @@ export interface ClusterFile {
   coordinators: string[];
   processes: ProcInfo[];
   startedAtMs: number;
+  /** With `--tls`: the CLI's client certificate (and the CA, which also signs the S3 server's). */
+  tls?: CertFiles;
 }
 
 const TS_ENTRY: Record<'coordinator' | 'node-agent' | 'uploader', string> = {
@@ -68,6 +79,9 @@ export class LocalCluster {
   coordinators: string[] = [];
   private nodeSeq = 0;
   private etcd: Etcd3 | undefined;
+  private ca: LocalCa | undefined;
+  /** The CLI's / tests' client certificate when the cluster runs TLS. */
+  clientCert: CertFiles | undefined;
 
   private constructor(readonly o: Required<Pick<LocalClusterOptions, 'dir' | 'nodes' | 'slots'>> & LocalClusterOptions) {}
 
@@ -92,11 +106,20 @@ export class LocalCluster {
 
   private async boot(): Promise<void> {
     await mkdir(this.logDir, { recursive: true });
+    let s3Tls: string[] = [];
+    if (this.o.tls) {
+      const tlsDir = join(this.o.dir, 'tls');
+      await rm(tlsDir, { recursive: true, force: true }); // a fresh CA per cluster
+      this.ca = await LocalCa.open(tlsDir);
+      this.clientCert = await this.ca.issue('client', { role: 'client', names: ['tessera-cli'] });
+      const s3 = await this.ca.issue('s3', { role: 's3', names: ['localhost'], ips: ['127.0.0.1'] });
+      s3Tls = [s3.cert, s3.key];
+    }
     await this.startEtcd(this.o.etcdMembers ?? 1);
     const s3Port = await freePort();
-    this.s3Endpoint = `http://127.0.0.1:${s3Port}`;
-    this.spawnTs('s3', 's3', 'deploy/s3-server-main.ts', {}, [join(this.o.dir, 's3'), String(s3Port), `${this.bucket},tessera-input`, this.o.detached ? '0' : String(process.pid)], s3Port);
-    await waitFor(() => httpOk(`${this.s3Endpoint}/`), 20_000, 'the local S3 server');
+    this.s3Endpoint = `${this.o.tls ? 'https' : 'http'}://127.0.0.1:${s3Port}`;
+    this.spawnTs('s3', 's3', 'deploy/s3-server-main.ts', {}, [join(this.o.dir, 's3'), String(s3Port), `${this.bucket},tessera-input`, this.o.detached ? '0' : String(process.pid), ...s3Tls], s3Port);
+    await waitFor(() => httpOk(`${this.s3Endpoint}/`, this.clientTls()?.ca), 20_000, 'the local S3 server');
     await this.startUploader();
     const coordinatorCount = this.o.coordinators ?? 1;
     const starting: Promise<unknown>[] = [];
@@ -110,6 +133,10 @@ export class LocalCluster {
     const specs = [];
     for (let i = 0; i < members; i++) specs.push({ name: `etcd${i}`, client: await freePort(), peer: await freePort() });
     const initial = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peer}`).join(',');
+    const scheme = this.ca ? 'https' : 'http';
+    const etcdCert = this.ca ? await this.ca.issue('etcd', { role: 'etcd', names: ['localhost'], ips: ['127.0.0.1'] }) : undefined;
+    // Client links are mutual TLS with the cluster CA; peer links stay on loopback in plaintext.
+    const tlsFlags = etcdCert ? ['--cert-file', etcdCert.cert, '--key-file', etcdCert.key, '--trusted-ca-file', etcdCert.ca, '--client-cert-auth'] : [];
     for (const s of specs) {
       const dataDir = join(this.o.dir, 'etcd', s.name);
       await rm(dataDir, { recursive: true, force: true });
@@ -117,8 +144,9 @@ export class LocalCluster {
       this.spawn(s.name, 'etcd', 'etcd', [
         '--name', s.name,
         '--data-dir', dataDir,
-        '--listen-client-urls', `http://127.0.0.1:${s.client}`,
-        '--advertise-client-urls', `http://127.0.0.1:${s.client}`,
+        '--listen-client-urls', `${scheme}://127.0.0.1:${s.client}`,
+        '--advertise-client-urls', `${scheme}://127.0.0.1:${s.client}`,
+        ...tlsFlags,
         '--listen-peer-urls', `http://127.0.0.1:${s.peer}`,
         '--initial-advertise-peer-urls', `http://127.0.0.1:${s.peer}`,
         '--initial-cluster', initial,
@@ -128,8 +156,8 @@ export class LocalCluster {
         '--log-level', 'warn',
       ], {}, s.client);
     }
-    this.etcdEndpoints = specs.map((s) => `http://127.0.0.1:${s.client}`);
-    this.etcd = new Etcd3({ hosts: this.etcdEndpoints, dialTimeout: 2_000 });
+    this.etcdEndpoints = specs.map((s) => `${scheme}://127.0.0.1:${s.client}`);
+    this.etcd = this.newEtcdClient();
     await waitFor(async () => {
       try {
         await this.etcd!.get('health').options({ deadline: new Date(Date.now() + 1000) }).string();
@@ -162,7 +190,8 @@ export class LocalCluster {
   }
 
   async startUploader(name = 'uploader-0'): Promise<ProcInfo> {
-    const info = this.spawnTs(name, 'uploader', TS_ENTRY.uploader, { UPLOADER_ID: name, GRPC_PORT: '0', METRICS_PORT: '0' });
+    const certEnv = this.ca ? tlsEnv(await this.ca.issue(name, { role: 'uploader', names: [name] })) : {};
+    const info = this.spawnTs(name, 'uploader', TS_ENTRY.uploader, { UPLOADER_ID: name, GRPC_PORT: '0', METRICS_PORT: '0', ...certEnv });
     await waitFor(async () => (await this.client().get(`/tessera/uploaders/${name}`).string()) !== null, 30_000, name);
     return info;
   }
@@ -172,21 +201,28 @@ export class LocalCluster {
     const name = `coordinator-${this.coordinators.length}`;
     const address = `127.0.0.1:${port}`;
     this.coordinators.push(address);
+    const certEnv = this.ca ? tlsEnv(await this.ca.issue(name, { role: 'coordinator', names: [name, 'localhost'], ips: ['127.0.0.1'] })) : {};
     this.spawnTs(name, 'coordinator', TS_ENTRY.coordinator, {
+      ...certEnv,
       COORDINATOR_ID: name,
       GRPC_PORT: String(port),
       METRICS_PORT: '0',
       INPUT_ROOT: this.o.inputRoot ?? '/',
       ...(this.o.coordinatorEnv ?? {}),
     }, [], port);
-    await waitFor(() => grpcReady(address), 30_000, name);
+    await waitFor(() => grpcServing(address, 1_000, '', channelCredentials(this.clientTls())), 30_000, name);
     return name;
   }
 
-  /** Starts one more node agent and resolves once it is registered in etcd. */
-  async addNode(opts: { slots?: number; env?: Record<string, string>; id?: string; cpus?: string } = {}): Promise<string> {
+  /**
+   * Starts one more node agent and resolves once it is registered in etcd. TLS clusters issue it
+   * a certificate for its id (or for `certFor`: tests of a node presenting another node's identity).
+   */
+  async addNode(opts: { slots?: number; env?: Record<string, string>; id?: string; cpus?: string; certFor?: string } = {}): Promise<string> {
     const id = opts.id ?? `node-${this.nodeSeq++}`;
+    const certEnv = this.ca ? tlsEnv(await this.ca.issue(`node-cert-${id}`, { role: 'node', names: [opts.certFor ?? id] })) : {};
     this.spawnTs(id, 'node-agent', TS_ENTRY['node-agent'], {
+      ...certEnv,
       NODE_ID: id,
       GRPC_PORT: '0',
       METRICS_PORT: '0',
@@ -200,8 +236,24 @@ export class LocalCluster {
 
   /** etcd client for inspection (tests, CLI). */
   client(): Etcd3 {
-    this.etcd ??= new Etcd3({ hosts: this.etcdEndpoints, dialTimeout: 2_000 });
+    this.etcd ??= this.newEtcdClient();
     return this.etcd;
+  }
+
+  private newEtcdClient(): Etcd3 {
+    const tls = this.clientTls();
+    return new Etcd3({ hosts: this.etcdEndpoints, dialTimeout: 2_000, ...(tls ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } } : {}) });
+  }
+
+  /** The client certificate material (TLS clusters), for SDK clients in tests. */
+  clientTls(): TlsMaterial | undefined {
+    return this.clientCert ? loadTls({ caFile: this.clientCert.ca, certFile: this.clientCert.cert, keyFile: this.clientCert.key }) : undefined;
+  }
+
+  /** Issues a certificate from this cluster's CA (TLS clusters): tests make wrong ones on purpose. */
+  async issueCert(file: string, role: 'coordinator' | 'node' | 'uploader' | 'client', names: string[], ips: string[] = []): Promise<CertFiles> {
+    if (!this.ca) throw new Error('this cluster runs without TLS');
+    return this.ca.issue(file, { role, names, ips });
   }
 
   pid(name: string): number | undefined {
@@ -259,6 +311,7 @@ export class LocalCluster {
       coordinators: this.coordinators,
       processes: [...this.procs.values()].map((p) => p.info),
       startedAtMs: Date.now(),
+      ...(this.clientCert ? { tls: this.clientCert } : {}),
     };
     await writeFile(join(this.o.dir, 'cluster.json'), JSON.stringify(file, null, 2));
   }
@@ -341,16 +394,15 @@ export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs
   }
 }
 
-async function httpOk(url: string): Promise<boolean> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
-    await res.body?.cancel();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function grpcReady(address: string): Promise<boolean> {
-  return grpcServing(address);
+/** True once something answers HTTP(S) at `url` (any status); `ca` is trusted for https. */
+function httpOk(url: string, ca?: Buffer): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = (url.startsWith('https:') ? httpsRequest : httpRequest)(url, { timeout: 1_000, ...(ca ? { ca } : {}) }, (res) => {
+      res.resume();
+      resolve(true);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
 }

@@ -3,7 +3,10 @@ import { resolve } from 'node:path';
 import { ClientCache } from '../common/grpc-clients.js';
 import { startGrpcServer } from '../common/grpc-server.js';
 import { Keys } from '../common/keys.js';
-import { bootProcess, processEtcd, runMain } from '../common/process.js';
+import { bootProcess, processEtcd, processTls, runMain } from '../common/process.js';
+import { accessInterceptor } from '../common/auth.js';
+import { nodeAgentPolicy } from '../common/access-policy.js';
+import { certNames, channelCredentials, describeCert, serverCredentials } from '../common/tls.js';
 import { createRegistry, startMetricsServer } from '../common/metrics-server.js';
 import { VERSION } from '../common/version.js';
 import { NodeAgentService } from '../proto/gen/tessera/v1/agent.js';
@@ -28,7 +31,12 @@ async function main(): Promise<void> {
   const registry = createRegistry('node-agent');
   const metrics = agentMetrics(registry);
   const pool = new WorkerPool(cfg.WORKER_SLOTS);
-  const clients = new ClientCache();
+  const tls = processTls(cfg);
+  if (tls && !certNames(tls.cert, cfg.NODE_ID)) {
+    // Coordinators will refuse this node (they dial it expecting a certificate for NODE_ID).
+    log.error({ cert: describeCert(tls.cert) }, 'the TLS certificate does not name this node id: coordinators will refuse this node');
+  }
+  const clients = new ClientCache(channelCredentials(tls));
   life.onStop('grpc clients', () => clients.closeAll());
   const encoders = await availableEncoders();
 
@@ -48,7 +56,7 @@ async function main(): Promise<void> {
       wallClockMs: cfg.FFMPEG_WALL_CLOCK_MS,
       subSegmentAttempts: cfg.SUB_SEGMENT_ATTEMPTS,
       uploadTimeoutMs: cfg.UPLOAD_TIMEOUT_MS,
-      uploaderFor: (address) => clients.get(UploaderClient, address),
+      uploaderFor: (address, id) => clients.get(UploaderClient, address, id),
       onFenced: () => metrics.fencingRejections.inc(),
       onSubSegmentDone: (frames, seconds) => {
         metrics.framesTotal.inc(frames);
@@ -60,9 +68,12 @@ async function main(): Promise<void> {
     log,
   );
 
-  const grpc = await startGrpcServer(cfg.BIND_HOST, cfg.GRPC_PORT, [
-    { name: 'tessera.v1.NodeAgent', definition: NodeAgentService, implementation: service.handlers() },
-  ]);
+  const grpc = await startGrpcServer(
+    cfg.BIND_HOST,
+    cfg.GRPC_PORT,
+    [{ name: 'tessera.v1.NodeAgent', definition: NodeAgentService, implementation: service.handlers() }],
+    { credentials: serverCredentials(tls), interceptors: [accessInterceptor(nodeAgentPolicy, new Map(), tls !== undefined)] },
+  );
   life.onStop('grpc server', () => grpc.close(5_000));
   const http = await startMetricsServer(registry, cfg.METRICS_PORT, cfg.BIND_HOST, () => life.state === 'running' && !service.draining);
   life.onStop('metrics server', () => http.close());
@@ -119,7 +130,7 @@ async function main(): Promise<void> {
   life.onStop('drain', () => drain('shutdown'));
 
   life.state = 'running';
-  log.info({ address: `${cfg.BIND_HOST}:${grpc.port}`, metricsPort: http.port, slots: cfg.WORKER_SLOTS, encoders: [...encoders] }, 'node agent ready');
+  log.info({ address: `${cfg.BIND_HOST}:${grpc.port}`, metricsPort: http.port, slots: cfg.WORKER_SLOTS, encoders: [...encoders], tls: tls !== undefined }, 'node agent ready');
 }
 
 runMain(main, log, life);

@@ -32,7 +32,8 @@ export interface SegmentWorkDeps {
   wallClockMs: number;
   subSegmentAttempts: number;
   uploadTimeoutMs: number;
-  uploaderFor: (address: string) => UploaderClient;
+  /** The uploader's client; with TLS its certificate must name `id`. */
+  uploaderFor: (address: string, id: string) => UploaderClient;
   onFenced: () => void;
   onSubSegmentDone: (frames: number, seconds: number) => void;
   onRetry: (kind: string) => void;
@@ -49,6 +50,7 @@ export interface SegmentWorkRequest {
   segmentPath: string;
   workDir: string;
   uploaderAddress: string;
+  uploaderId: string;
 }
 
 function toResolved(r: PlannedRendition): ResolvedRendition {
@@ -140,7 +142,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
         // Parts are durable with the uploader before the checkpoint says "done".
         for (const o of outputs) {
           await sendPart(
-            deps.uploaderFor(req.uploaderAddress),
+            deps.uploaderFor(req.uploaderAddress, req.uploaderId),
             { jobId: req.jobId, rendition: o.rendition.name, segment: req.segment, subSegment: sub, attempt: req.attempt },
             o.path,
             { timeoutMs: deps.uploadTimeoutMs, signal: taskSignal, onRetry: () => deps.onRetry('part_upload') },

@@ -105,6 +105,7 @@ export class AgentService {
               segmentPath: file,
               workDir: this.dirOf(ref),
               uploaderAddress: req.uploaderAddress,
+              uploaderId: req.uploaderId,
             },
             this.deps,
             emit,

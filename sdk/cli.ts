@@ -1,5 +1,6 @@
 import { mkdir, stat } from 'node:fs/promises';
-import { createWriteStream, existsSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { loadTls, type TlsMaterial } from '../common/tls.js';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
@@ -19,6 +20,7 @@ import { parseLadderArg } from './ladder-arg.js';
 const USAGE = `tessera — distributed split-and-merge video transcoding
 
   tessera up [--nodes 2] [--slots N] [--dir .tessera]   start a local cluster (etcd, S3, coordinator, nodes, uploader)
+             [--tls]                                     mutual TLS on every gRPC link, etcd and S3 (a local CA is generated)
              [--autoscale --min-nodes 1 --max-nodes 4]  let the coordinator grow and drain node agents
   tessera down [--dir .tessera]                          stop it
   tessera transcode <file|s3://…|http(s)://…> [--ladder 720:2800,480:1400:hevc] [--container mp4|mkv]
@@ -32,7 +34,9 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
   tessera status [--json] [--once]         live cluster view (Ctrl-C to quit)
   tessera demo                             up, transcode a generated 30 s 1080p sample, show the result, down
 
-  Coordinator address: --addr host:port[,host:port], else $TESSERA_ADDR, else the local cluster's.`;
+  Coordinator address: --addr host:port[,host:port], else $TESSERA_ADDR, else the local cluster's.
+  TLS: --tls-ca/--tls-cert/--tls-key (or $TESSERA_TLS_CA/_CERT/_KEY), else the local cluster's client certificate.
+  Token: $TESSERA_TOKEN.`;
 
 const cfg = loadCliConfig();
 
@@ -57,6 +61,10 @@ const { values: flags, positionals } = parseArgs({
     autoscale: { type: 'boolean' },
     'min-nodes': { type: 'string' },
     'max-nodes': { type: 'string' },
+    tls: { type: 'boolean' },
+    'tls-ca': { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -72,8 +80,18 @@ function addresses(): string[] {
   throw new AppError('UNAVAILABLE', `no coordinator address: start a local cluster with "tessera up", or pass --addr / set TESSERA_ADDR`);
 }
 
+/** TLS material: flags, else $TESSERA_TLS_*, else the local cluster's client certificate (`up --tls`). */
+function clientTls(): TlsMaterial | undefined {
+  const fromFlags = loadTls({ caFile: flags['tls-ca'] ?? cfg.TESSERA_TLS_CA, certFile: flags['tls-cert'] ?? cfg.TESSERA_TLS_CERT, keyFile: flags['tls-key'] ?? cfg.TESSERA_TLS_KEY }, 'client TLS');
+  if (fromFlags) return fromFlags;
+  if (flags.addr || cfg.TESSERA_ADDR.length) return undefined;
+  const t = readClusterFile(dir)?.tls;
+  return t ? loadTls({ caFile: t.ca, certFile: t.cert, keyFile: t.key }, 'client TLS') : undefined;
+}
+
 function client(): TesseraClient {
-  return new TesseraClient({ addresses: addresses(), ...(cfg.TESSERA_TOKEN ? { token: cfg.TESSERA_TOKEN } : {}) });
+  const tls = clientTls();
+  return new TesseraClient({ addresses: addresses(), ...(cfg.TESSERA_TOKEN ? { token: cfg.TESSERA_TOKEN } : {}), ...(tls ? { tls } : {}) });
 }
 
 const stateName = (s: JobState | SegmentState): string => String(s).replace(/^(JOB|SEGMENT)_STATE_/, '');
@@ -143,7 +161,8 @@ async function download(job: Job, destDir: string): Promise<string> {
   if (!job.result) throw new AppError('FAILED_PRECONDITION', 'the job has no result to download');
   const file = readClusterFile(dir);
   const endpoint = cfg.S3_ENDPOINT ?? file?.s3Endpoint;
-  const s3 = createS3Client({ ...(endpoint ? { endpoint } : {}), region: cfg.S3_REGION, accessKeyId: cfg.S3_ACCESS_KEY_ID, secretAccessKey: cfg.S3_SECRET_ACCESS_KEY, forcePathStyle: true, requestTimeoutMs: 600_000 });
+  const caFile = cfg.S3_CA_FILE ?? (cfg.S3_ENDPOINT ? undefined : file?.tls?.ca);
+  const s3 = createS3Client({ ...(endpoint ? { endpoint } : {}), ...(caFile ? { ca: readFileSync(caFile) } : {}), region: cfg.S3_REGION, accessKeyId: cfg.S3_ACCESS_KEY_ID, secretAccessKey: cfg.S3_SECRET_ACCESS_KEY, forcePathStyle: true, requestTimeoutMs: 600_000 });
   try {
     await mkdir(destDir, { recursive: true });
     const zipPath = join(destDir, `${job.id}.zip`);
@@ -213,7 +232,8 @@ async function up(): Promise<LocalCluster | undefined> {
     out(`a local cluster is already up (coordinator ${existing.coordinators.join(', ')}); "tessera down" stops it`);
     return undefined;
   }
-  out('starting a local cluster…');
+  if (flags.tls && flags.autoscale) throw new AppError('INVALID_ARGUMENT', '--tls with --autoscale is not supported locally yet: the local autoscaler cannot issue node certificates');
+  out(`starting a local cluster${flags.tls ? ' with mutual TLS on every link (CA in ' + join(dir, 'tls') + ')' : ''}…`);
   const autoscale = flags.autoscale
     ? {
         AUTOSCALER: 'local',
@@ -229,6 +249,7 @@ async function up(): Promise<LocalCluster | undefined> {
     detached: true,
     inputRoot: '/',
     ...(autoscale ? { coordinatorEnv: autoscale } : {}),
+    ...(flags.tls ? { tls: true } : {}),
   });
   out(`cluster up: coordinator ${cluster.coordinators.join(', ')}, ${cluster.nodeIds().length} node agent(s), etcd ${cluster.etcdEndpoints.join(',')}, S3 ${cluster.s3Endpoint}, logs in ${join(dir, 'logs')}`);
   return cluster;

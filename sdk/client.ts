@@ -4,6 +4,7 @@ import { Metadata, type Client } from '@grpc/grpc-js';
 import { sendFileChunks } from '../common/chunks.js';
 import { AppError, isAppError } from '../common/errors.js';
 import { ClientCache } from '../common/grpc-clients.js';
+import { channelCredentials, type TlsMaterial } from '../common/tls.js';
 import { callUnary, deadline, iterateStream, openClientStream } from '../common/grpc.js';
 import { retry, sleep } from '../common/retry.js';
 import { AdminClient, type ClusterStatus, type NodeInfo } from '../proto/gen/tessera/v1/admin.js';
@@ -22,6 +23,8 @@ export interface TesseraClientOptions {
   timeoutMs?: number;
   /** Attempts for idempotent calls on UNAVAILABLE (default 6, with backoff and jitter). */
   attempts?: number;
+  /** TLS: the CA that signed the coordinators' certificates, and our client certificate and key (mutual TLS). */
+  tls?: TlsMaterial;
 }
 
 const TERMINAL = new Set<JobState>([JobState.JOB_STATE_SUCCEEDED, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED]);
@@ -36,13 +39,14 @@ export function isTerminal(state: JobState): boolean {
  * idempotency key) are retried with backoff on another coordinator when one is unavailable.
  */
 export class TesseraClient {
-  private readonly clients = new ClientCache();
+  private readonly clients: ClientCache;
   private current = 0;
   private readonly timeoutMs: number;
   private readonly attempts: number;
 
   constructor(private readonly o: TesseraClientOptions) {
     if (o.addresses.length === 0) throw new AppError('INVALID_ARGUMENT', 'at least one coordinator address is required');
+    this.clients = new ClientCache(channelCredentials(o.tls));
     this.timeoutMs = o.timeoutMs ?? 15_000;
     this.attempts = o.attempts ?? 6;
   }

@@ -4,6 +4,12 @@ import { csv, parseEnv } from '../common/config-schema.js';
 const shape = {
   TESSERA_ADDR: csv.default([]),
   TESSERA_TOKEN: z.string().optional(),
+  /** TLS to the coordinators: the cluster CA, and the client certificate and key (mutual TLS). */
+  TESSERA_TLS_CA: z.string().optional(),
+  TESSERA_TLS_CERT: z.string().optional(),
+  TESSERA_TLS_KEY: z.string().optional(),
+  /** Extra CA for an https:// S3 endpoint (downloads). */
+  S3_CA_FILE: z.string().optional(),
   TESSERA_DIR: z.string().default('.tessera'),
   S3_ENDPOINT: z.string().optional(),
   S3_REGION: z.string().default('us-east-1'),

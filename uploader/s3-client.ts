@@ -1,4 +1,6 @@
 import { CreateBucketCommand, HeadBucketCommand, S3Client, type BucketLocationConstraint } from '@aws-sdk/client-s3';
+import { readFileSync } from 'node:fs';
+import { Agent as HttpsAgent } from 'node:https';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { AppError, isAppError, type ErrorCode } from '../common/errors.js';
 
@@ -13,6 +15,8 @@ export interface S3Settings {
   forcePathStyle: boolean;
   /** Per HTTP request: connect + wait for the response headers, and the socket idle limit. */
   requestTimeoutMs: number;
+  /** Extra CA (PEM) trusted for an https endpoint with a private certificate. */
+  ca?: Buffer;
 }
 
 /**
@@ -42,6 +46,7 @@ export function createS3Client(s: S3Settings): S3Client {
       requestTimeout: s.requestTimeoutMs,
       throwOnRequestTimeout: true,
       socketTimeout: s.requestTimeoutMs,
+      ...(s.ca ? { httpsAgent: new HttpsAgent({ keepAlive: true, ca: s.ca }) } : {}),
     }),
   });
 }
@@ -224,8 +229,10 @@ export function s3SettingsFromConfig(c: {
   S3_SECRET_ACCESS_KEY: string;
   S3_FORCE_PATH_STYLE: boolean;
   S3_REQUEST_TIMEOUT_MS: number;
+  S3_CA_FILE?: string | undefined;
 }): S3Settings {
   return {
+    ...(c.S3_CA_FILE ? { ca: readFileSync(c.S3_CA_FILE) } : {}),
     ...(c.S3_ENDPOINT ? { endpoint: c.S3_ENDPOINT } : {}),
     region: c.S3_REGION,
     accessKeyId: c.S3_ACCESS_KEY_ID,

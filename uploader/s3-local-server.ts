@@ -36,6 +36,8 @@ export interface LocalS3Options {
   buckets?: string[];
   /** Serve Abort/ListParts/ListMultipartUploads and NoSuchUpload answers (default true). */
   emulateMultipart?: boolean;
+  /** Serve HTTPS with this certificate and key (PEM) instead of HTTP. */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 /** A running local S3 server. */
@@ -67,6 +69,7 @@ export async function startLocalS3(opts: LocalS3Options): Promise<LocalS3> {
     silent: true,
     directory: opts.directory,
     configureBuckets: buckets.map((name) => ({ name, configs: [] })),
+    ...(opts.tls ? { cert: opts.tls.cert, key: opts.tls.key } : {}),
   });
   // Koa composes app.middleware when the HTTP server starts, so this runs before s3rver's router.
   if (opts.emulateMultipart ?? true) server.middleware.unshift(multipartShim(server));
@@ -79,7 +82,7 @@ export async function startLocalS3(opts: LocalS3Options): Promise<LocalS3> {
   const http = server.httpServer;
   let closing: Promise<void> | undefined;
   return {
-    endpoint: `http://127.0.0.1:${address.port}`,
+    endpoint: `${opts.tls ? 'https' : 'http'}://127.0.0.1:${address.port}`,
     port: address.port,
     close() {
       closing ??= new Promise<void>((resolve) => {

@@ -23,6 +23,9 @@ declare module 's3rver' {
     vhostBuckets?: boolean;
     serviceEndpoint?: string;
     configureBuckets?: { name: string; configs?: (string | Buffer)[] }[];
+    /** With both, s3rver serves HTTPS. */
+    cert?: Buffer;
+    key?: Buffer;
   }
 
   class S3rver {

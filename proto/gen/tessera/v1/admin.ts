@@ -31,12 +31,14 @@ export interface NodeInfo {
   busySlots: number;
   encoders: string[];
   version: string;
-  /** "ready" or "draining" */
+  /** "ready", "draining", "pending" (identity not yet checked) or "refused" */
   state: string;
   lastHeartbeatMs: number;
   segmentsDone: number;
   startedAtMs: number;
   metricsAddress: string;
+  /** why a node is refused (e.g. its TLS certificate names another node id) */
+  stateReason: string;
 }
 
 export interface ListNodesRequest {
@@ -85,6 +87,7 @@ function createBaseNodeInfo(): NodeInfo {
     segmentsDone: 0,
     startedAtMs: 0,
     metricsAddress: "",
+    stateReason: "",
   };
 }
 
@@ -122,6 +125,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     }
     if (message.metricsAddress !== "") {
       writer.uint32(90).string(message.metricsAddress);
+    }
+    if (message.stateReason !== "") {
+      writer.uint32(98).string(message.stateReason);
     }
     return writer;
   },
@@ -227,6 +233,14 @@ export const NodeInfo: MessageFns<NodeInfo> = {
             message.metricsAddress = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.stateReason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -272,6 +286,11 @@ export const NodeInfo: MessageFns<NodeInfo> = {
         : isSet(object.metrics_address)
         ? globalThis.String(object.metrics_address)
         : "",
+      stateReason: isSet(object.stateReason)
+        ? globalThis.String(object.stateReason)
+        : isSet(object.state_reason)
+        ? globalThis.String(object.state_reason)
+        : "",
     };
   },
 
@@ -310,6 +329,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.metricsAddress !== "") {
       obj.metricsAddress = message.metricsAddress;
     }
+    if (message.stateReason !== "") {
+      obj.stateReason = message.stateReason;
+    }
     return obj;
   },
 
@@ -329,6 +351,7 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     message.segmentsDone = object.segmentsDone ?? 0;
     message.startedAtMs = object.startedAtMs ?? 0;
     message.metricsAddress = object.metricsAddress ?? "";
+    message.stateReason = object.stateReason ?? "";
     return message;
   },
 };

@@ -58,6 +58,8 @@ export interface RunSegmentRequest {
   /** frames in the segment */
   frames: number;
   fps: number;
+  /** the name the uploader's TLS certificate must carry */
+  uploaderId: string;
 }
 
 export interface SegmentEvent {
@@ -421,7 +423,7 @@ export const SegmentChunk: MessageFns<SegmentChunk> = {
 };
 
 function createBaseRunSegmentRequest(): RunSegmentRequest {
-  return { ref: undefined, renditions: [], ownerRevision: 0, uploaderAddress: "", frames: 0, fps: 0 };
+  return { ref: undefined, renditions: [], ownerRevision: 0, uploaderAddress: "", frames: 0, fps: 0, uploaderId: "" };
 }
 
 export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
@@ -443,6 +445,9 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     }
     if (message.fps !== 0) {
       writer.uint32(49).double(message.fps);
+    }
+    if (message.uploaderId !== "") {
+      writer.uint32(58).string(message.uploaderId);
     }
     return writer;
   },
@@ -508,6 +513,14 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
             message.fps = reader.double();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.uploaderId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -538,6 +551,11 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
         : "",
       frames: isSet(object.frames) ? globalThis.Number(object.frames) : 0,
       fps: isSet(object.fps) ? globalThis.Number(object.fps) : 0,
+      uploaderId: isSet(object.uploaderId)
+        ? globalThis.String(object.uploaderId)
+        : isSet(object.uploader_id)
+        ? globalThis.String(object.uploader_id)
+        : "",
     };
   },
 
@@ -561,6 +579,9 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     if (message.fps !== 0) {
       obj.fps = floatToJson(message.fps);
     }
+    if (message.uploaderId !== "") {
+      obj.uploaderId = message.uploaderId;
+    }
     return obj;
   },
 
@@ -575,6 +596,7 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     message.uploaderAddress = object.uploaderAddress ?? "";
     message.frames = object.frames ?? 0;
     message.fps = object.fps ?? 0;
+    message.uploaderId = object.uploaderId ?? "";
     return message;
   },
 };

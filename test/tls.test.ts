@@ -1,0 +1,122 @@
+import { mkdtemp, readFile, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { credentials, Metadata } from '@grpc/grpc-js';
+import { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isAppError, type AppError } from '../common/errors.js';
+import { callUnary } from '../common/grpc.js';
+import { grpcHealth } from '../common/health-client.js';
+import { channelCredentials, identityOptions, loadTls } from '../common/tls.js';
+import { NodeAgentClient } from '../proto/gen/tessera/v1/agent.js';
+import { JobServiceClient } from '../proto/gen/tessera/v1/jobs.js';
+import { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
+import { JobState } from '../proto/gen/tessera/v1/types.js';
+import { TesseraClient } from '../sdk/client.js';
+import { checkArchive, fixture, startTestCluster, type TestCluster } from './helpers.js';
+
+const LADDER = [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'ultrafast' }];
+
+async function failure(p: Promise<unknown>): Promise<AppError> {
+  try {
+    await p;
+  } catch (err) {
+    if (isAppError(err)) return err;
+    throw err;
+  }
+  throw new Error('expected the call to fail');
+}
+
+describe('mutual TLS on every link (tessera up --tls)', () => {
+  let t: TestCluster;
+  let clip: string;
+  let work: string;
+
+  beforeAll(async () => {
+    t = await startTestCluster({ nodes: 2, slots: 1, tls: true });
+    // An agent that registers as node-evil but holds the certificate issued to node-0.
+    await t.cluster.addNode({ id: 'node-evil', certFor: 'node-0' });
+    work = await mkdtemp(join(tmpdir(), 'tessera-tls-'));
+    clip = await fixture(t.inputDir, 'clip-8s.mp4', { seconds: 8, width: 640, height: 360, fps: 30 });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('refuses a node agent whose certificate names another node id', async () => {
+    let nodes = await t.client.listNodes();
+    for (let i = 0; i < 50 && nodes.find((n) => n.id === 'node-evil')?.state !== 'refused'; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      nodes = await t.client.listNodes();
+    }
+    const byId = new Map(nodes.map((n) => [n.id, n]));
+    expect(byId.get('node-evil')?.state).toBe('refused');
+    expect(byId.get('node-evil')?.stateReason).toMatch(/node-evil/);
+    expect(byId.get('node-0')?.state).toBe('ready');
+    expect(byId.get('node-1')?.state).toBe('ready');
+  });
+
+  it('runs a job end to end over TLS, frame-exact, with no segment on the refused node', async () => {
+    const { jobId } = await t.client.submit({ inputUri: clip, ladder: LADDER });
+    const job = await t.client.wait(jobId);
+    expect(job.errorMessage).toBe('');
+    expect(job.state).toBe(JobState.JOB_STATE_SUCCEEDED);
+    expect(job.segments.length).toBeGreaterThanOrEqual(2);
+    expect(job.segments.map((s) => s.nodeId)).not.toContain('node-evil');
+    const a = await checkArchive(t.s3, job, work); // over https, trusting the cluster CA
+    expect(a.zipSha256).toBe(job.result!.sha256);
+    for (const r of a.renditions) {
+      expect(r.frames).toBe(240);
+      expect(r.sha256).toBe(r.manifestSha256);
+    }
+  });
+
+  it('refuses plaintext clients and clients without a certificate', async () => {
+    const address = t.cluster.coordinators[0]!;
+    const plain = new TesseraClient({ addresses: [address], timeoutMs: 3_000, attempts: 1 });
+    expect((await failure(plain.list())).code).toBe('UNAVAILABLE');
+    plain.close();
+    const tls = t.cluster.clientTls()!;
+    // TLS, trusting the CA, but presenting no client certificate: the handshake is refused.
+    const noCert = new JobServiceClient(address, credentials.createSsl(tls.ca));
+    expect((await failure(callUnary(noCert, noCert.listJobs, { limit: 1, state: JobState.JOB_STATE_UNSPECIFIED }, 3_000))).code).toBe('UNAVAILABLE');
+    noCert.close();
+  });
+
+  it('checks certificate roles: a node certificate may not drive jobs, a client may not call agents or the uploader', async () => {
+    const dir = join(t.dir, 'tls');
+    const nodeTls = loadTls({ caFile: join(dir, 'ca.crt'), certFile: join(dir, 'node-cert-node-1.crt'), keyFile: join(dir, 'node-cert-node-1.key') })!;
+    const asNode = new JobServiceClient(t.cluster.coordinators[0]!, channelCredentials(nodeTls));
+    expect((await failure(callUnary(asNode, asNode.listJobs, { limit: 1, state: JobState.JOB_STATE_UNSPECIFIED }, 5_000))).code).toBe('PERMISSION_DENIED');
+    asNode.close();
+
+    const clientTls = t.cluster.clientTls()!;
+    const rec = JSON.parse((await t.cluster.client().get('/tessera/nodes/node-0').string())!) as { address: string };
+    const agent = new NodeAgentClient(rec.address, channelCredentials(clientTls), identityOptions('node-0'));
+    const err = await failure(callUnary(agent, agent.getTransfer, { jobId: 'j1', segment: 0, attempt: 1 }, 5_000, new Metadata()));
+    expect(err.code).toBe('PERMISSION_DENIED');
+    agent.close();
+
+    const up = JSON.parse((await t.cluster.client().get('/tessera/uploaders/uploader-0').string())!) as { address: string };
+    const uploader = new UploaderClient(up.address, channelCredentials(clientTls), identityOptions('uploader-0'));
+    expect((await failure(callUnary(uploader, uploader.cleanup, { jobId: 'j1' }, 5_000))).code).toBe('PERMISSION_DENIED');
+    uploader.close();
+
+    // Health stays open to any certificate the CA signed (probes), and the agent is SERVING.
+    expect((await grpcHealth(rec.address, { creds: channelCredentials(clientTls), identity: 'node-0' })).serving).toBe(true);
+    // Dialled expecting another identity, the same agent fails the handshake.
+    expect((await grpcHealth(rec.address, { creds: channelCredentials(clientTls), identity: 'node-1' })).serving).toBe(false);
+  });
+
+  it('etcd takes only mutual-TLS clients, and no process logs key material', async () => {
+    expect(t.cluster.etcdEndpoints[0]).toMatch(/^https:/);
+    const plain = new Etcd3({ hosts: t.cluster.etcdEndpoints.map((e) => e.replace('https:', 'http:')), dialTimeout: 1_000 });
+    await expect(plain.get('x').options({ deadline: new Date(Date.now() + 2_000) }).string()).rejects.toThrow();
+    plain.close();
+    const logs = join(t.dir, 'logs');
+    for (const f of await readdir(logs)) {
+      const text = await readFile(join(logs, f), 'utf8');
+      expect(text).not.toMatch(/PRIVATE KEY/);
+    }
+  });
+});
