@@ -1,4 +1,7 @@
-import { mkdtemp, readFile, readdir } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { credentials, Metadata } from '@grpc/grpc-js';
@@ -13,6 +16,7 @@ import { JobServiceClient } from '../proto/gen/tessera/v1/jobs.js';
 import { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { TesseraClient } from '../sdk/client.js';
+import { REPO_ROOT } from '../deploy/local-cluster.js';
 import { checkArchive, fixture, startTestCluster, type TestCluster } from './helpers.js';
 
 const LADDER = [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'ultrafast' }];
@@ -118,5 +122,43 @@ describe('mutual TLS on every link (tessera up --tls)', () => {
       const text = await readFile(join(logs, f), 'utf8');
       expect(text).not.toMatch(/PRIVATE KEY/);
     }
+  });
+});
+
+describe('tessera up --tls, then the CLI uses the cluster certificate', () => {
+  const run = promisify(execFile);
+  let dir: string;
+  const cli = async (...args: string[]): Promise<{ stdout: string; code: number }> => {
+    try {
+      const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), ...args, '--dir', dir], { cwd: REPO_ROOT, maxBuffer: 16 * 1024 * 1024, timeout: 180_000 });
+      return { stdout: r.stdout, code: 0 };
+    } catch (err) {
+      const e = err as { stdout: string; stderr: string; code: number };
+      return { stdout: `${e.stdout}\n${e.stderr}`, code: e.code };
+    }
+  };
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tessera-up-tls-'));
+  });
+  afterAll(async () => {
+    await cli('down');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('starts a TLS cluster, transcodes, downloads over https and reports nodes', async () => {
+    const up = await cli('up', '--tls', '--nodes', '1');
+    expect(up.code).toBe(0);
+    expect(up.stdout).toMatch(/mutual TLS/);
+    const file = JSON.parse(await readFile(join(dir, 'cluster.json'), 'utf8')) as { etcdEndpoints: string[]; s3Endpoint: string; tls: { ca: string } };
+    expect(file.etcdEndpoints[0]).toMatch(/^https:/);
+    expect(file.s3Endpoint).toMatch(/^https:/);
+    const clip = await fixture(dir, 'clip-4s.mp4', { seconds: 4, width: 320, height: 240, fps: 30 });
+    const out = join(dir, 'dl');
+    const r = await cli('transcode', clip, '--ladder', '240:400::ultrafast', '--download', out);
+    expect(r.code, r.stdout).toBe(0);
+    const id = /submitted job (j\w+)/.exec(r.stdout)![1]!;
+    expect(existsSync(join(out, id, '240p.mp4'))).toBe(true);
+    const nodes = JSON.parse((await cli('nodes', '--json')).stdout) as { id: string; state: string }[];
+    expect(nodes.map((n) => [n.id, n.state])).toEqual([['node-0', 'ready']]);
   });
 });
