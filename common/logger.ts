@@ -1,4 +1,7 @@
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
+
+/** Field names whose values never reach a log line (at the top level and one level down). */
+const SECRET_KEYS = ['token', 'authorization', 'secretAccessKey', 'password', 'privateKey', 'key', 'S3_SECRET_ACCESS_KEY', 'ETCD_PASSWORD', 'API_TOKENS', 'READ_TOKENS', 'ADMIN_TOKENS', 'WEBHOOK_SECRET'];
 
 export type { Logger } from 'pino';
 
@@ -6,13 +9,14 @@ export type { Logger } from 'pino';
  * JSON logger with the `service` field set. Secrets are redacted by key name; user-supplied
  * strings must go through `safeField` so control characters cannot forge log lines.
  */
-export function createLogger(service: string, level = 'info', extra: Record<string, unknown> = {}): Logger {
-  return pino({
+export function createLogger(service: string, level = 'info', extra: Record<string, unknown> = {}, destination?: DestinationStream): Logger {
+  const options = {
     level,
     base: { service, pid: process.pid, ...extra },
-    redact: { paths: ['token', '*.token', 'authorization', '*.authorization', 'secretAccessKey', '*.secretAccessKey'], censor: '[redacted]' },
+    redact: { paths: SECRET_KEYS.flatMap((k) => [k, `*.${k}`]), censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
 
 /** Escapes control characters in a user-provided value before it is logged. */
