@@ -28,6 +28,8 @@ export interface LocalClusterOptions {
   coordinatorEnv?: Record<string, string>;
   /** CPU list (taskset) per node agent, by index: benchmarks pin agents to cores. */
   nodeCpus?: string[];
+  /** CPU list (taskset) for etcd, the S3 server, coordinators and the uploader (benchmarks). */
+  controlCpus?: string;
   /** Detached processes outlive this one (`tessera up`); attached ones die with it (tests). */
   detached?: boolean;
   inputRoot?: string;
@@ -280,16 +282,16 @@ export class LocalCluster {
   }
 
   private spawnTs(name: string, role: ProcInfo['role'], entry: string, env: Record<string, string>, args: string[] = [], port?: number, cpus?: string): ProcInfo {
-    const node = [process.execPath, '--import', 'tsx', join(REPO_ROOT, entry), ...args];
-    // Pinned to CPUs with taskset (benchmarks): ffmpeg children inherit the affinity.
-    const [cmd, ...rest] = cpus ? ['taskset', '-c', cpus, ...node] : node;
-    return this.spawn(name, role, cmd!, rest, { ...this.baseEnv(), ...env }, port);
+    return this.spawn(name, role, process.execPath, ['--import', 'tsx', join(REPO_ROOT, entry), ...args], { ...this.baseEnv(), ...env }, port, cpus);
   }
 
-  private spawn(name: string, role: ProcInfo['role'], cmd: string, args: string[], env: Record<string, string>, port?: number): ProcInfo {
+  private spawn(name: string, role: ProcInfo['role'], command: string, commandArgs: string[], env: Record<string, string>, port?: number, nodeCpus?: string): ProcInfo {
+    // Pinned to CPUs with taskset (benchmarks): children (ffmpeg) inherit the affinity.
+    const cpus = role === 'node-agent' ? nodeCpus : this.o.controlCpus;
+    const [cmd, ...args] = cpus ? ['taskset', '-c', cpus, command, ...commandArgs] : [command, ...commandArgs];
     const log = join(this.logDir, `${name}.log`);
     const fd = openSync(log, 'a');
-    const child = spawn(cmd, args, {
+    const child = spawn(cmd!, args, {
       cwd: REPO_ROOT,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...env },
       stdio: ['ignore', fd, fd],
