@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AppError } from './errors.js';
-import { partialSize, receiveChunks, type IncomingChunk } from './chunks.js';
+import { paced, partialSize, receiveChunks, type IncomingChunk } from './chunks.js';
 
 async function* gen(chunks: IncomingChunk[]): AsyncGenerator<IncomingChunk> {
   for (const c of chunks) yield c;
@@ -41,5 +41,37 @@ describe('receiveChunks', () => {
     const path = join(dir, 'x');
     await expect(receiveChunks(gen([{ offset: 0, data }]), { path, maxBytes: 100, totalSize: 16, sha256: 'f'.repeat(64) })).rejects.toMatchObject({ code: 'CHECKSUM_MISMATCH' });
     expect(await partialSize(path)).toBe(0);
+  });
+});
+
+describe('paced', () => {
+  async function* slow(n: number, everyMs: number, size: number): AsyncGenerator<IncomingChunk> {
+    for (let i = 0; i < n; i++) {
+      await new Promise((r) => setTimeout(r, everyMs));
+      yield { offset: i * size, data: Buffer.alloc(size) };
+    }
+  }
+  const drain = async (it: AsyncIterable<IncomingChunk>): Promise<number> => {
+    let bytes = 0;
+    for await (const c of it) bytes += c.data.length;
+    return bytes;
+  };
+
+  it('passes a stream that keeps its pace', async () => {
+    expect(await drain(paced(slow(5, 10, 1000), { deadlineMs: 5_000, minBytesPerSec: 1_000, graceMs: 20 }))).toBe(5000);
+  });
+
+  it('cuts a stream slower than the minimum rate after the grace period (slow loris)', async () => {
+    await expect(drain(paced(slow(100, 50, 10), { deadlineMs: 60_000, minBytesPerSec: 10_000, graceMs: 300 }))).rejects.toMatchObject({ code: 'DEADLINE_EXCEEDED', message: expect.stringContaining('too slow') });
+  });
+
+  it('cuts a stream that stalls, even with no chunk arriving, and one past its deadline', async () => {
+    async function* stall(): AsyncGenerator<IncomingChunk> {
+      yield { offset: 0, data: Buffer.alloc(10) };
+      await new Promise(() => undefined); // never sends again
+    }
+    const t0 = Date.now();
+    await expect(drain(paced(stall(), { deadlineMs: 400, minBytesPerSec: 0, graceMs: 0 }))).rejects.toMatchObject({ code: 'DEADLINE_EXCEEDED', message: expect.stringContaining('deadline') });
+    expect(Date.now() - t0).toBeLessThan(3_000);
   });
 });

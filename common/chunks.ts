@@ -133,6 +133,70 @@ export async function receiveChunks(
   }
 }
 
+/** Pace limits from a process config (`STREAM_*`, see common/config-schema.ts). */
+export function paceFromConfig(c: { STREAM_DEADLINE_MS: number; STREAM_MIN_BYTES_PER_SEC: number; STREAM_GRACE_MS: number }): StreamPace {
+  return { deadlineMs: c.STREAM_DEADLINE_MS, minBytesPerSec: c.STREAM_MIN_BYTES_PER_SEC, graceMs: c.STREAM_GRACE_MS };
+}
+
+/** The defaults of the `STREAM_*` settings. */
+export const DEFAULT_STREAM_PACE: StreamPace = { deadlineMs: 6 * 3_600_000, minBytesPerSec: 64 * 1024, graceMs: 15_000 };
+
+/** Pace limits of one incoming stream (slow-loris and stuck-peer protection). */
+export interface StreamPace {
+  /** The whole stream must end within this many ms. */
+  deadlineMs: number;
+  /** Average bytes/s since the start, checked once `graceMs` have passed. */
+  minBytesPerSec: number;
+  graceMs: number;
+}
+
+/**
+ * Passes chunks through while the stream keeps its pace: it fails with DEADLINE_EXCEEDED when the
+ * stream runs past its deadline, or when after the grace period its average rate falls below the
+ * minimum — also while it waits for a chunk that never comes (the check runs on a timer).
+ */
+export async function* paced(chunks: AsyncIterable<IncomingChunk>, p: StreamPace, now: () => number = Date.now): AsyncGenerator<IncomingChunk> {
+  const it = chunks[Symbol.asyncIterator]();
+  const start = now();
+  let bytes = 0;
+  const verdict = (): AppError | undefined => {
+    const elapsed = now() - start;
+    if (elapsed >= p.deadlineMs) return new AppError('DEADLINE_EXCEEDED', `the stream ran past its deadline of ${p.deadlineMs} ms`);
+    const rate = bytes / Math.max(elapsed / 1000, 1e-3);
+    if (elapsed >= p.graceMs && rate < p.minBytesPerSec) {
+      return new AppError('DEADLINE_EXCEEDED', `the stream is too slow: ${Math.round(rate)} bytes/s on average, the minimum is ${p.minBytesPerSec}`);
+    }
+    return undefined;
+  };
+  for (;;) {
+    const next = it.next();
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<never>((_, reject) => {
+      const tick = (): void => {
+        const err = verdict();
+        if (err) reject(err);
+        else timer = setTimeout(tick, 200);
+      };
+      tick();
+    });
+    let r: IteratorResult<IncomingChunk>;
+    try {
+      r = await Promise.race([next, limit]);
+    } catch (err) {
+      next.catch(() => undefined); // the abandoned read settles when the call is torn down
+      // Not awaited: a source stuck inside an await would never finish returning.
+      it.return?.().catch(() => undefined);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      limit.catch(() => undefined);
+    }
+    if (r.done) return;
+    bytes += r.value.data.length;
+    yield r.value;
+  }
+}
+
 /**
  * Adapts a client stream (whose first message the handler already read for its header) into the
  * chunk iterable `receiveChunks` consumes; `onBytes` sees every chunk's size (metrics).

@@ -37,6 +37,11 @@ export const baseShape = {
   STAGING_DIR: z.string().default('.tessera/staging'),
   SHUTDOWN_GRACE_MS: int(30_000, 0),
   HOSTNAME_FALLBACK: z.string().default(hostname()),
+  /** Every incoming byte stream (upload, segment, part) must end within this many ms. */
+  STREAM_DEADLINE_MS: int(6 * 3_600_000, 1_000),
+  /** ...and keep at least this average rate (bytes/s) once STREAM_GRACE_MS have passed (slow-loris guard). */
+  STREAM_MIN_BYTES_PER_SEC: int(64 * 1024, 0),
+  STREAM_GRACE_MS: int(15_000, 0),
   /** When set (> 0), the process stops once that pid is gone: test clusters never outlive their runner. */
   EXIT_WITH_PARENT_PID: int(0, 0),
 };

@@ -5,7 +5,7 @@ import { createReadStream } from 'node:fs';
 import type { ServerReadableStream } from '@grpc/grpc-js';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
-import { chunksOf, receiveChunks } from '../common/chunks.js';
+import { chunksOf, paceFromConfig, paced, receiveChunks } from '../common/chunks.js';
 import { AppError } from '../common/errors.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
@@ -100,7 +100,7 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
       await mkdir(dir, { recursive: true });
       const path = join(dir, uploadId);
       try {
-        const got = await receiveChunks(chunksOf(head, it), { path, maxBytes: d.cfg.MAX_UPLOAD_BYTES, signal });
+        const got = await receiveChunks(paced(chunksOf(head, it), paceFromConfig(d.cfg)), { path, maxBytes: d.cfg.MAX_UPLOAD_BYTES, signal });
         if (got.bytes === 0) throw new AppError('INPUT_EMPTY', 'the uploaded file is empty (0 bytes)');
         // Durable before we acknowledge: the upload goes to S3, where any coordinator can read it.
         const key = `uploads/${uploadId}`;

@@ -14,6 +14,7 @@ import { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
 import { availableEncoders } from '../transcoder/encoders.js';
 import { WorkerPool } from '../transcoder/worker-pool.js';
 import { loadConfig } from './config.js';
+import { paceFromConfig } from '../common/chunks.js';
 import { agentMetrics } from './metrics.js';
 import { Registration } from './registration.js';
 import { AgentService } from './service.js';
@@ -66,6 +67,7 @@ async function main(): Promise<void> {
     },
     metrics,
     log,
+    paceFromConfig(cfg),
   );
 
   const grpc = await startGrpcServer(

@@ -1,7 +1,7 @@
 import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ServerReadableStream } from '@grpc/grpc-js';
-import { chunksOf, partialSize, receiveChunks } from '../common/chunks.js';
+import { chunksOf, DEFAULT_STREAM_PACE, paced, partialSize, receiveChunks, type StreamPace } from '../common/chunks.js';
 import { AppError, errorMessage, isAppError } from '../common/errors.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Logger } from '../common/logger.js';
@@ -29,6 +29,7 @@ export class AgentService {
     private readonly deps: SegmentWorkDeps,
     private readonly metrics: AgentMetrics,
     private readonly log: Logger,
+    private readonly pace: StreamPace = DEFAULT_STREAM_PACE,
   ) {}
 
   private dirOf(ref: SegmentRef | undefined): string {
@@ -67,7 +68,7 @@ export class AgentService {
         const head = first.value;
         if (this.draining) throw new AppError('FAILED_PRECONDITION', 'node is draining', { retryable: true });
         const file = this.segmentFile(head.ref);
-        const res = await receiveChunks(chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)), { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal });
+        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)), this.pace), { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal });
         return { receivedBytes: res.bytes, complete: res.complete, sha256: res.sha256 };
       }),
 

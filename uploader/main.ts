@@ -10,6 +10,7 @@ import { createRegistry, startMetricsServer } from '../common/metrics-server.js'
 import type { UploaderRecord } from '../common/records.js';
 import { UploaderService as UploaderDefinition } from '../proto/gen/tessera/v1/uploader.js';
 import { loadConfig } from './config.js';
+import { paceFromConfig } from '../common/chunks.js';
 import { uploaderMetrics } from './metrics.js';
 import { createS3Client, ensureBucket, s3SettingsFromConfig } from './s3-client.js';
 import { UploaderService } from './service.js';
@@ -33,6 +34,7 @@ async function main(): Promise<void> {
     s3,
     stagingDir,
     maxPartBytes: cfg.MAX_PART_BYTES,
+    pace: paceFromConfig(cfg),
     partSizeBytes: cfg.S3_PART_SIZE_BYTES,
     log,
     metrics: uploaderMetrics(registry),

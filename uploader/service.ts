@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import type { ServerReadableStream } from '@grpc/grpc-js';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
-import { chunksOf, fileDigest, receiveChunks } from '../common/chunks.js';
+import { chunksOf, DEFAULT_STREAM_PACE, fileDigest, paced, receiveChunks, type StreamPace } from '../common/chunks.js';
 import { AppError } from '../common/errors.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
@@ -33,6 +33,8 @@ export interface UploaderDeps {
   s3: S3Client;
   stagingDir: string;
   maxPartBytes: number;
+  /** Deadline and minimum rate of each incoming part stream. */
+  pace?: StreamPace;
   partSizeBytes: number;
   log: Logger;
   metrics: UploaderMetrics;
@@ -76,7 +78,7 @@ export class UploaderService {
         const path = join(this.d.stagingDir, partFileName(head.ref!));
         // A retried send starts at 0 again: a fresh .partial each time keeps it simple and exact.
         await rm(`${path}.partial`, { force: true });
-        const res = await receiveChunks(chunksOf(head, it, (n) => this.d.metrics.partBytes.inc(n)), { path, maxBytes: this.d.maxPartBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal });
+        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.d.metrics.partBytes.inc(n)), this.d.pace ?? DEFAULT_STREAM_PACE), { path, maxBytes: this.d.maxPartBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal });
         if (!res.complete) throw new AppError('BAD_OFFSET', `part ended after ${res.bytes} of ${head.totalSize} bytes`, { retryable: true });
         return { bytes: res.bytes, sha256: res.sha256 };
       }),
