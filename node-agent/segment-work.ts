@@ -9,15 +9,12 @@ import type { CheckpointRecord } from '../common/records.js';
 import type { PlannedRendition } from '../proto/gen/tessera/v1/types.js';
 import type { SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
 import type { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
-import { countFrames } from '../transcoder/probe.js';
-import { readKeyframes } from '../transcoder/keyframes.js';
 import { planCuts } from '../transcoder/plan-cuts.js';
-import { splitVideo } from '../transcoder/split.js';
-import { transcodeToRenditions } from '../transcoder/transcode.js';
 import type { ResolvedRendition } from '../transcoder/ladder.js';
 import type { WorkerPool } from '../transcoder/worker-pool.js';
 import { sendPart } from '../uploader/part-client.js';
 import { SegmentFence } from './fence.js';
+import type { SegmentMedia } from './segment-media.js';
 
 export interface SegmentWorkDeps {
   etcd: Etcd3;
@@ -37,6 +34,8 @@ export interface SegmentWorkDeps {
   onSubSegmentDone: (frames: number, seconds: number) => void;
   onRetry: (kind: string) => void;
   onFfmpegSpawn?: (pid: number) => void;
+  /** Keyframes, cuts and transcodes: ffmpeg in production (`ffmpegSegmentMedia`). */
+  media: SegmentMedia;
 }
 
 export interface SegmentWorkRequest {
@@ -46,6 +45,8 @@ export interface SegmentWorkRequest {
   ownerRevision: number;
   renditions: PlannedRendition[];
   fps: number;
+  /** Frames in the segment, as the coordinator counted them. */
+  frames: number;
   segmentPath: string;
   workDir: string;
   uploaderAddress: string;
@@ -72,11 +73,12 @@ function toResolved(r: PlannedRendition): ResolvedRendition {
 export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkDeps, emit: (ev: SegmentEvent) => void, signal: AbortSignal): Promise<void> {
   const log = deps.log.child({ jobId: req.jobId, segment: req.segment, attempt: req.attempt });
   const fence = new SegmentFence(deps.etcd, deps.keys, req.jobId, req.segment, req.ownerRevision, deps.onFenced);
+  const facts = { frames: req.frames, fps: req.fps };
 
   // 1. Sub-segment boundaries: re-use the checkpoint's, or choose and record them (fenced).
   let cp = (await fence.readCheckpoint())?.value;
   if (!cp || cp.boundaries.length < 2) {
-    const kf = await readKeyframes(req.segmentPath, { signal });
+    const kf = await deps.media.keyframes(req.segmentPath, facts, signal);
     const cuts = planCuts({
       keyframes: kf.keyframes,
       durationSec: kf.durationSec,
@@ -95,11 +97,11 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   const subDir = join(req.workDir, 'subs');
   await rm(subDir, { recursive: true, force: true });
   await mkdir(subDir, { recursive: true });
-  const subFiles = await splitVideo(req.segmentPath, subDir, boundaries.slice(1, -1), { signal });
+  const subFiles = await deps.media.split(req.segmentPath, subDir, boundaries.slice(1, -1), facts, signal);
   if (subFiles.length !== subCount) {
     throw new AppError('INTERNAL', `split produced ${subFiles.length} sub-segments, expected ${subCount}`);
   }
-  const subFrames = await Promise.all(subFiles.map(async (f) => (await countFrames(f)).frames));
+  const subFrames = subFiles.map((f) => f.frames);
   const framesTotal = subFrames.reduce((a, b) => a + b, 0);
 
   const doneSubs = new Set(cp.done.map((d) => d.sub));
@@ -126,14 +128,13 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
       const started = Date.now();
       log.info({ sub, try: attempt }, 'sub-segment started');
       try {
-        await transcodeToRenditions(input, outputs, {
+        await deps.media.transcode(input, outputs, {
           fps: req.fps,
-          container: 'mp4',
           ...(deps.ffmpegThreads > 0 ? { threads: deps.ffmpegThreads } : {}),
           signal: taskSignal,
           noProgressMs: deps.noProgressMs,
           wallClockMs: deps.wallClockMs,
-          onProgress: (p) => { framesDone[sub] = Math.min(subFrames[sub] ?? 0, p.frame); },
+          onProgress: (frame) => { framesDone[sub] = Math.min(subFrames[sub] ?? 0, frame); },
           ...(deps.onFfmpegSpawn ? { onSpawn: deps.onFfmpegSpawn } : {}),
         });
         const seconds = (Date.now() - started) / 1000;
