@@ -75,7 +75,9 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   const fence = new SegmentFence(deps.etcd, deps.keys, req.jobId, req.segment, req.ownerRevision, deps.onFenced);
   const facts = { frames: req.frames, fps: req.fps };
 
-  // 1. Sub-segment boundaries: re-use the checkpoint's, or choose and record them (fenced).
+  // 1. Sub-segment boundaries: re-use the checkpoint's, or choose them. Chosen ones are recorded
+  //    with the first finished sub-segment (same fenced transaction): until then nothing of this
+  //    segment is done, so a later attempt may as well choose again — one etcd write saved.
   let cp = (await fence.readCheckpoint())?.value;
   if (!cp || cp.boundaries.length < 2) {
     const kf = await deps.media.keyframes(req.segmentPath, facts, signal);
@@ -85,11 +87,9 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
       weights: Array.from({ length: deps.slots }, () => 1),
       minSegmentSec: deps.minSubSegmentSec,
     });
-    const boundaries = [0, ...cuts.map((c) => c.endSec)];
-    cp = await fence.updateCheckpoint((cur) => (cur && cur.boundaries.length >= 2 ? undefined : { boundaries, done: [], transcodedByAttempt: {} }));
-  } else {
-    await fence.assertOwner();
+    cp = { boundaries: [0, ...cuts.map((c) => c.endSec)], done: [], transcodedByAttempt: {} };
   }
+  await fence.assertOwner();
   const boundaries = cp.boundaries;
   const subCount = boundaries.length - 1;
 
@@ -149,6 +149,9 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
         }
         transcoded++;
         await fence.updateCheckpoint((cur) => {
+          // Only the owner writes the checkpoint, and we read it after we became the owner: the
+          // boundaries there are ours (or our sibling sub-segments'). Anything else is a bug.
+          if (cur && !sameBoundaries(cur.boundaries, boundaries)) throw new AppError('INTERNAL', `segment ${req.segment}: checkpoint boundaries changed underneath`, { retryable: true });
           const base = cur ?? { boundaries, done: [], transcodedByAttempt: {} };
           const key = String(req.attempt);
           const counts = { ...base.transcodedByAttempt, [key]: (base.transcodedByAttempt[key] ?? 0) + 1 };
@@ -206,4 +209,8 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     clearInterval(ticker);
     signal.removeEventListener('abort', onOuter);
   }
+}
+
+function sameBoundaries(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
