@@ -41,13 +41,14 @@ export function simulatedTranscoder(o: SimulatedTranscoderOptions): SegmentMedia
   const progressEveryMs = o.progressEveryMs ?? 100;
 
   return {
-    keyframes: (_path, facts) => {
+    // Async so that a bad request rejects rather than throws.
+    keyframes: async (_path, facts) => {
       checkFacts(facts);
       const keyframes = Array.from({ length: facts.frames }, (_, i) => i / facts.fps);
-      return Promise.resolve({ keyframes, durationSec: facts.frames / facts.fps });
+      return { keyframes, durationSec: facts.frames / facts.fps };
     },
 
-    split: (path, _dir, cutPoints, facts) => {
+    split: async (path, _dir, cutPoints, facts) => {
       checkFacts(facts);
       const at = [0, ...cutPoints.map((t) => Math.round(t * facts.fps)), facts.frames];
       const subs: SubSegmentFile[] = [];
@@ -56,7 +57,7 @@ export function simulatedTranscoder(o: SimulatedTranscoderOptions): SegmentMedia
         if (frames <= 0) throw new AppError('INVALID_ARGUMENT', `sub-segment ${i} would have ${frames} frames`);
         subs.push({ path, frames });
       }
-      return Promise.resolve(subs);
+      return subs;
     },
 
     transcode: async (input, outputs, t) => {
