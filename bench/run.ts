@@ -20,14 +20,18 @@ import { deadline, openClientStream } from '../common/grpc.js';
 import { createS3Client } from '../uploader/s3-client.js';
 import { readZipEntries } from '../uploader/zip.js';
 import { markdownTable, median, parsePsnr } from './stats.js';
+import { runControlPlane } from './control-plane.js';
 
-const { values: flags } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' } } });
+const { values: flags } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' }, agents: { type: 'string' }, jobs: { type: 'string' } } });
 const quick = flags.quick ?? false;
-const only = new Set((flags.only ?? 'overhead,scaling,transfer,quality,recovery').split(','));
+const only = new Set((flags.only ?? 'overhead,scaling,transfer,quality,recovery,controlplane').split(','));
 const ROUNDS = flags.rounds ? Number(flags.rounds) : quick ? 1 : 2;
 const SRC = quick ? { seconds: 20, width: 1280, height: 720, fps: 30 } : { seconds: 60, width: 1920, height: 1080, fps: 30 };
 const PRESET = quick ? 'ultrafast' : 'veryfast';
 const LADDER = (quick ? [720, 480, 360, 240] : [1080, 720, 480, 360]).map((height) => ({ height, codec: 'h264', preset: PRESET }));
+
+/** The control-plane input: 8 s, a keyframe every 0.5 s, so MIN_SEGMENT_SEC 0.5 gives up to 16 segments per job. */
+const CONTROL_PLANE_SOURCE = { seconds: 8, width: 256, height: 144, fps: 10, gop: 5, audio: false };
 
 const log = (s: string): void => { process.stdout.write(`${s}\n`); };
 const now = (): number => performance.now();
@@ -43,16 +47,22 @@ async function main(): Promise<void> {
   const source = join(work, 'source.mp4');
   // The source has real motion (testsrc2) and a tone; its exact command is part of the report.
   const srcArgs = sampleArgs(source, { ...SRC, preset: 'ultrafast' });
-  log(`source: ${formatCommand(srcArgs)}`);
-  await makeSample(source, { ...SRC, preset: 'ultrafast' });
-  const media = await probeMedia(source);
-  const renditions = resolveLadder(LADDER, { width: media.video.width, height: media.video.height }, await availableEncoders());
+  // The control-plane scenario makes its own tiny input; the others share this source.
+  const needSource = ['overhead', 'quality', 'scaling', 'recovery'].some((s) => only.has(s));
+  let renditions: ReturnType<typeof resolveLadder> = [];
 
   try {
-    if (only.has('overhead') || only.has('quality')) await overheadAndQuality(work, source, renditions, media.video.frames);
-    if (only.has('scaling')) await scaling(work, source);
+    if (needSource) {
+      log(`source: ${formatCommand(srcArgs)}`);
+      await makeSample(source, { ...SRC, preset: 'ultrafast' });
+      const media = await probeMedia(source);
+      renditions = resolveLadder(LADDER, { width: media.video.width, height: media.video.height }, await availableEncoders());
+      if (only.has('overhead') || only.has('quality')) await overheadAndQuality(work, source, renditions, media.video.frames);
+      if (only.has('scaling')) await scaling(work, source);
+    }
     if (only.has('transfer')) await transfer(work);
-    if (only.has('recovery')) await recovery(work, source);
+    if (needSource && only.has('recovery')) await recovery(work, source);
+    if (only.has('controlplane')) await controlPlane(work);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
@@ -61,9 +71,13 @@ async function main(): Promise<void> {
     '',
     `Date: ${new Date().toISOString()} · machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'} · ${ffmpegVersion}`,
     '',
-    `Source: ${SRC.seconds} s ${SRC.width}x${SRC.height} ${SRC.fps} fps, made with \`${formatCommand(srcArgs)}\``,
-    `Ladder: ${renditions.map((r) => `${r.height}p ${r.videoBitrateKbps}k`).join(', ')} (${renditions[0]?.encoder} preset ${PRESET}); rounds per comparison: ${ROUNDS}, alternating sides.`,
-    '',
+    ...(needSource
+      ? [
+          `Source: ${SRC.seconds} s ${SRC.width}x${SRC.height} ${SRC.fps} fps, made with \`${formatCommand(srcArgs)}\``,
+          `Ladder: ${renditions.map((r) => `${r.height}p ${r.videoBitrateKbps}k`).join(', ')} (${renditions[0]?.encoder} preset ${PRESET}); rounds per comparison: ${ROUNDS}, alternating sides.`,
+          '',
+        ]
+      : []),
     ...results.flatMap((r) => [`## ${r.name}`, '', markdownTable(r.head, r.rows), '', ...r.notes.map((n) => `- ${n}`), '']),
   ].join('\n');
   log('');
@@ -313,6 +327,27 @@ async function recovery(work: string, source: string): Promise<void> {
     c.close();
     await cluster.stop();
   }
+}
+
+/** 3. The control plane at scale: simulated agents (real protocol), real etcd, coordinator, uploader. */
+async function controlPlane(work: string): Promise<void> {
+  const agents = flags.agents ? Number(flags.agents) : quick ? 20 : 100;
+  const jobs = flags.jobs ? Number(flags.jobs) : quick ? 20 : 200;
+  log(`\n## 3. control plane: ${agents} simulated agents, ${jobs} jobs`);
+  const r = await runControlPlane({
+    dir: join(work, 'controlplane'),
+    agents,
+    slots: 2,
+    jobs,
+    source: CONTROL_PLANE_SOURCE,
+    minSegmentSec: 0.5,
+    minSubSegmentSec: 0.2,
+    maxConcurrentJobs: 32,
+    sleepFactor: 0.2,
+    rungs: 2,
+    progress: log,
+  });
+  results.push({ name: `3. Control plane: ${agents} simulated node agents, ${jobs} jobs`, head: r.head, rows: r.rows, notes: r.notes });
 }
 
 main().catch((err: unknown) => {

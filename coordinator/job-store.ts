@@ -14,6 +14,19 @@ export interface LeaderFence {
   createRevision: string;
 }
 
+interface PendingSegmentWrite {
+  seg: SegmentRecord;
+  reason: string;
+  fence: LeaderFence | undefined;
+  ownerPut: SegmentOwner | undefined;
+  resolve: (revision: string) => void;
+  reject: (err: unknown) => void;
+}
+
+function sameFence(a: LeaderFence | undefined, b: LeaderFence | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && a.key === b.key && a.createRevision === b.createRevision);
+}
+
 const SEGMENT_KEY = /\/segments\/(\d+)$/;
 const CHECKPOINT_KEY = /\/segments\/(\d+)\/checkpoint$/;
 
@@ -168,17 +181,73 @@ export class JobStore {
     return res.rec;
   }
 
-  /** Records a segment's new state (and its trail entry in the job) in one transaction. */
-  async putSegment(jobId: string, seg: SegmentRecord, reason: string, fence?: LeaderFence, ownerPut?: SegmentOwner): Promise<string> {
-    const extraPuts: [string, string][] = [[this.keys.segment(jobId, seg.index), JSON.stringify(seg)]];
-    if (ownerPut) extraPuts.push([this.keys.segmentOwner(jobId, seg.index), JSON.stringify(ownerPut)]);
+  /**
+   * Records a segment's new state (and its trail entry in the job) in one transaction, fenced on
+   * the leader, and resolves with that transaction's revision (for an assignment: the owner key's
+   * mod revision, the agent's fencing token).
+   *
+   * Group commit: the segments of one job all append to the job record, so concurrent writes
+   * would only fail each other's compare-and-swap. While one write for a job is in flight, the
+   * next ones queue and then go together in one transaction (each segment's record and owner key,
+   * every trail entry, one job-record write). Each caller still gets its write durable before it
+   * resolves, with the same fencing and the same errors as a write of its own.
+   */
+  putSegment(jobId: string, seg: SegmentRecord, reason: string, fence?: LeaderFence, ownerPut?: SegmentOwner): Promise<string> {
+    return new Promise((resolve, reject) => {
+      let q = this.segmentQueues.get(jobId);
+      if (!q) {
+        q = { waiting: [], busy: false };
+        this.segmentQueues.set(jobId, q);
+      }
+      q.waiting.push({ seg, reason, fence, ownerPut, resolve, reject });
+      if (!q.busy) void this.drainSegmentQueue(jobId, q);
+    });
+  }
+
+  private readonly segmentQueues = new Map<string, { waiting: PendingSegmentWrite[]; busy: boolean }>();
+
+  private async drainSegmentQueue(jobId: string, q: { waiting: PendingSegmentWrite[]; busy: boolean }): Promise<void> {
+    q.busy = true;
+    try {
+      while (q.waiting.length > 0) {
+        // One transaction takes writes with the same fence and distinct segments (etcd refuses a
+        // key twice in one transaction); the rest wait for the next round.
+        const first = q.waiting[0]!;
+        const seen = new Set<number>();
+        const batch: PendingSegmentWrite[] = [];
+        while (q.waiting.length > 0) {
+          const w = q.waiting[0]!;
+          if (seen.has(w.seg.index) || !sameFence(w.fence, first.fence)) break;
+          seen.add(w.seg.index);
+          batch.push(q.waiting.shift()!);
+        }
+        try {
+          const revision = await this.writeSegments(jobId, batch, first.fence);
+          for (const w of batch) w.resolve(revision);
+        } catch (err) {
+          for (const w of batch) w.reject(err);
+        }
+      }
+    } finally {
+      q.busy = false;
+      if (q.waiting.length === 0 && this.segmentQueues.get(jobId) === q) this.segmentQueues.delete(jobId);
+    }
+  }
+
+  private async writeSegments(jobId: string, batch: PendingSegmentWrite[], fence: LeaderFence | undefined): Promise<string> {
+    const extraPuts: [string, string][] = [];
+    for (const w of batch) {
+      extraPuts.push([this.keys.segment(jobId, w.seg.index), JSON.stringify(w.seg)]);
+      if (w.ownerPut) extraPuts.push([this.keys.segmentOwner(jobId, w.seg.index), JSON.stringify(w.ownerPut)]);
+    }
     const res = await this.update(
       jobId,
       (rec) => {
         if (TERMINAL.has(rec.state)) return undefined;
+        const now = Date.now();
         return {
           ...rec,
-          history: this.history(rec, [{ atMs: Date.now(), scope: `segment/${seg.index}`, state: seg.state, nodeId: seg.nodeId, attempt: seg.attempt, reason }]),
+          history: this.history(rec, batch.map((w) => ({ atMs: now, scope: `segment/${w.seg.index}`, state: w.seg.state, nodeId: w.seg.nodeId, attempt: w.seg.attempt, reason: w.reason }))),
         };
       },
       { fence, extraPuts },

@@ -50,6 +50,8 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
     private readonly admit?: AdmitNode,
   ) {
     super();
+    // Every segment in flight listens for its node's removal: hundreds at scale, and no leak.
+    this.setMaxListeners(0);
   }
 
   async start(): Promise<void> {

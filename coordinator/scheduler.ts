@@ -99,6 +99,15 @@ export class Scheduler {
     }
   }
 
+  private async resumeJob(jobId: string): Promise<void> {
+    const fence = this.fence;
+    if (!fence || this.running.has(jobId)) return;
+    const rec = await this.store.get(jobId);
+    if (!rec || TERMINAL.has(rec.state) || rec.state === 'QUEUED' || this.running.has(jobId) || this.fence !== fence) return;
+    this.log.info({ jobId, state: rec.state }, 'resuming job whose runner outlived the previous term');
+    this.launch(jobId, fence);
+  }
+
   private launch(jobId: string, fence: LeaderFence): void {
     const abort = new AbortController();
     setMaxListeners(0, abort.signal); // one listener per in-flight call of the job; no leak
@@ -108,6 +117,10 @@ export class Scheduler {
       .catch((err: unknown) => this.log.error({ err, jobId }, 'runner crashed'))
       .finally(() => {
         this.running.delete(jobId);
+        // Deposed and elected again while this runner unwound: resumeInFlight skipped the job
+        // (it was still running) and its queue entry is long gone, so pick it up here under the
+        // new term — or nobody would until the next change of leader.
+        if (this.fence && this.fence !== fence) void this.resumeJob(jobId).catch((err: unknown) => this.log.warn({ err, jobId }, 'could not resume job'));
         this.kick();
       });
     this.running.set(jobId, { abort, done });

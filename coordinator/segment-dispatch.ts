@@ -38,9 +38,13 @@ export interface SegmentTask {
   onEvent: (ev: SegmentEvent) => void;
 }
 
-/** Picks a node: the preferred one while it is ready, else the least loaded ready node. */
+/**
+ * Picks a node: the preferred (planned) one while it is ready and has a free slot, else the least
+ * loaded ready node. Without the free-slot condition every job's segment i would queue on the
+ * i-th node by id while the rest of a large cluster idles (plans are made per job).
+ */
 export function pickNode(ready: NodeView[], load: ReadonlyMap<string, number>, preferred: string | undefined, avoid: ReadonlySet<string>): NodeView | undefined {
-  const pref = ready.find((n) => n.id === preferred && !avoid.has(n.id));
+  const pref = ready.find((n) => n.id === preferred && !avoid.has(n.id) && (load.get(n.id) ?? 0) < n.slots);
   if (pref) return pref;
   const candidates = ready.filter((n) => !avoid.has(n.id));
   const pool = candidates.length > 0 ? candidates : ready;

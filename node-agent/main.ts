@@ -19,6 +19,7 @@ import { agentMetrics } from './metrics.js';
 import { Registration } from './registration.js';
 import { AgentService } from './service.js';
 import { watchDrain } from './drain.js';
+import { ffmpegSegmentMedia } from './segment-media.js';
 
 const { cfg, log, life } = bootProcess('node-agent', loadConfig, (c) => ({ nodeId: c.NODE_ID }));
 
@@ -64,6 +65,7 @@ async function main(): Promise<void> {
         metrics.transcodeSeconds.observe(seconds);
       },
       onRetry: (kind) => metrics.retries.inc({ kind }),
+      media: ffmpegSegmentMedia(),
     },
     metrics,
     log,

@@ -9,15 +9,12 @@ import type { CheckpointRecord } from '../common/records.js';
 import type { PlannedRendition } from '../proto/gen/tessera/v1/types.js';
 import type { SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
 import type { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
-import { countFrames } from '../transcoder/probe.js';
-import { readKeyframes } from '../transcoder/keyframes.js';
 import { planCuts } from '../transcoder/plan-cuts.js';
-import { splitVideo } from '../transcoder/split.js';
-import { transcodeToRenditions } from '../transcoder/transcode.js';
 import type { ResolvedRendition } from '../transcoder/ladder.js';
 import type { WorkerPool } from '../transcoder/worker-pool.js';
 import { sendPart } from '../uploader/part-client.js';
 import { SegmentFence } from './fence.js';
+import type { SegmentMedia } from './segment-media.js';
 
 export interface SegmentWorkDeps {
   etcd: Etcd3;
@@ -38,6 +35,8 @@ export interface SegmentWorkDeps {
   onSubSegmentDone: (frames: number, seconds: number) => void;
   onRetry: (kind: string) => void;
   onFfmpegSpawn?: (pid: number) => void;
+  /** Keyframes, cuts and transcodes: ffmpeg in production (`ffmpegSegmentMedia`). */
+  media: SegmentMedia;
 }
 
 export interface SegmentWorkRequest {
@@ -47,6 +46,8 @@ export interface SegmentWorkRequest {
   ownerRevision: number;
   renditions: PlannedRendition[];
   fps: number;
+  /** Frames in the segment, as the coordinator counted them. */
+  frames: number;
   segmentPath: string;
   workDir: string;
   uploaderAddress: string;
@@ -74,22 +75,23 @@ function toResolved(r: PlannedRendition): ResolvedRendition {
 export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkDeps, emit: (ev: SegmentEvent) => void, signal: AbortSignal): Promise<void> {
   const log = deps.log.child({ jobId: req.jobId, segment: req.segment, attempt: req.attempt });
   const fence = new SegmentFence(deps.etcd, deps.keys, req.jobId, req.segment, req.ownerRevision, deps.onFenced);
+  const facts = { frames: req.frames, fps: req.fps };
 
-  // 1. Sub-segment boundaries: re-use the checkpoint's, or choose and record them (fenced).
+  // 1. Sub-segment boundaries: re-use the checkpoint's, or choose them. Chosen ones are recorded
+  //    with the first finished sub-segment (same fenced transaction): until then nothing of this
+  //    segment is done, so a later attempt may as well choose again — one etcd write saved.
   let cp = (await fence.readCheckpoint())?.value;
   if (!cp || cp.boundaries.length < 2) {
-    const kf = await readKeyframes(req.segmentPath, { signal });
+    const kf = await deps.media.keyframes(req.segmentPath, facts, signal);
     const cuts = planCuts({
       keyframes: kf.keyframes,
       durationSec: kf.durationSec,
       weights: Array.from({ length: deps.slots }, () => 1),
       minSegmentSec: deps.minSubSegmentSec,
     });
-    const boundaries = [0, ...cuts.map((c) => c.endSec)];
-    cp = await fence.updateCheckpoint((cur) => (cur && cur.boundaries.length >= 2 ? undefined : { boundaries, done: [], transcodedByAttempt: {} }));
-  } else {
-    await fence.assertOwner();
+    cp = { boundaries: [0, ...cuts.map((c) => c.endSec)], done: [], transcodedByAttempt: {} };
   }
+  await fence.assertOwner();
   const boundaries = cp.boundaries;
   const subCount = boundaries.length - 1;
 
@@ -97,11 +99,11 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   const subDir = join(req.workDir, 'subs');
   await rm(subDir, { recursive: true, force: true });
   await mkdir(subDir, { recursive: true });
-  const subFiles = await splitVideo(req.segmentPath, subDir, boundaries.slice(1, -1), { signal });
+  const subFiles = await deps.media.split(req.segmentPath, subDir, boundaries.slice(1, -1), facts, signal);
   if (subFiles.length !== subCount) {
     throw new AppError('INTERNAL', `split produced ${subFiles.length} sub-segments, expected ${subCount}`);
   }
-  const subFrames = await Promise.all(subFiles.map(async (f) => (await countFrames(f)).frames));
+  const subFrames = subFiles.map((f) => f.frames);
   const framesTotal = subFrames.reduce((a, b) => a + b, 0);
 
   const doneSubs = new Set(cp.done.map((d) => d.sub));
@@ -128,14 +130,13 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
       const started = Date.now();
       log.info({ sub, try: attempt }, 'sub-segment started');
       try {
-        await transcodeToRenditions(input, outputs, {
+        await deps.media.transcode(input, outputs, {
           fps: req.fps,
-          container: 'mp4',
           ...(deps.ffmpegThreads > 0 ? { threads: deps.ffmpegThreads } : {}),
           signal: taskSignal,
           noProgressMs: deps.noProgressMs,
           wallClockMs: deps.wallClockMs,
-          onProgress: (p) => { framesDone[sub] = Math.min(subFrames[sub] ?? 0, p.frame); },
+          onProgress: (frame) => { framesDone[sub] = Math.min(subFrames[sub] ?? 0, frame); },
           ...(deps.onFfmpegSpawn ? { onSpawn: deps.onFfmpegSpawn } : {}),
         });
         const seconds = (Date.now() - started) / 1000;
@@ -150,6 +151,9 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
         }
         transcoded++;
         await fence.updateCheckpoint((cur) => {
+          // Only the owner writes the checkpoint, and we read it after we became the owner: the
+          // boundaries there are ours (or our sibling sub-segments'). Anything else is a bug.
+          if (cur && !sameBoundaries(cur.boundaries, boundaries)) throw new AppError('INTERNAL', `segment ${req.segment}: checkpoint boundaries changed underneath`, { retryable: true });
           const base = cur ?? { boundaries, done: [], transcodedByAttempt: {} };
           const key = String(req.attempt);
           const counts = { ...base.transcodedByAttempt, [key]: (base.transcodedByAttempt[key] ?? 0) + 1 };
@@ -207,4 +211,8 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     clearInterval(ticker);
     signal.removeEventListener('abort', onOuter);
   }
+}
+
+function sameBoundaries(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }

@@ -103,6 +103,7 @@ export class AgentService {
               ownerRevision: req.ownerRevision,
               renditions: req.renditions,
               fps: req.fps,
+              frames: req.frames,
               segmentPath: file,
               workDir: this.dirOf(ref),
               uploaderAddress: req.uploaderAddress,
