@@ -12,7 +12,8 @@ import type { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
 import { countFrames } from '../transcoder/probe.js';
 import { readKeyframes } from '../transcoder/keyframes.js';
 import { planCuts } from '../transcoder/plan-cuts.js';
-import { splitVideo } from '../transcoder/split.js';
+import type { FfmpegLimits } from '../transcoder/ffmpeg-limits.js';
+import { SEGMENT_DEMUXER, splitVideo, type InputOptions } from '../transcoder/split.js';
 import { transcodeToRenditions } from '../transcoder/transcode.js';
 import type { ResolvedRendition } from '../transcoder/ladder.js';
 import type { WorkerPool } from '../transcoder/worker-pool.js';
@@ -37,6 +38,10 @@ export interface SegmentWorkDeps {
   onSubSegmentDone: (frames: number, seconds: number) => void;
   onRetry: (kind: string) => void;
   onFfmpegSpawn?: (pid: number) => void;
+  /** `-max_pixels` for every decoder (default DEFAULT_MAX_PIXELS: the coordinator's default size limit). */
+  maxPixels?: number;
+  /** Kernel limits per ffmpeg/ffprobe (default: FfmpegLimits' defaults). */
+  ffmpegLimits?: FfmpegLimits;
 }
 
 export interface SegmentWorkRequest {
@@ -72,11 +77,17 @@ function toResolved(r: PlannedRendition): ResolvedRendition {
 export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkDeps, emit: (ev: SegmentEvent) => void, signal: AbortSignal): Promise<void> {
   const log = deps.log.child({ jobId: req.jobId, segment: req.segment, attempt: req.attempt });
   const fence = new SegmentFence(deps.etcd, deps.keys, req.jobId, req.segment, req.ownerRevision, deps.onFenced);
+  // Segments are Matroska files our coordinator cut: open them as nothing else.
+  const segInput: InputOptions = {
+    format: SEGMENT_DEMUXER,
+    ...(deps.maxPixels !== undefined ? { maxPixels: deps.maxPixels } : {}),
+    ...(deps.ffmpegLimits ? { limits: deps.ffmpegLimits } : {}),
+  };
 
   // 1. Sub-segment boundaries: re-use the checkpoint's, or choose and record them (fenced).
   let cp = (await fence.readCheckpoint())?.value;
   if (!cp || cp.boundaries.length < 2) {
-    const kf = await readKeyframes(req.segmentPath, { signal });
+    const kf = await readKeyframes(req.segmentPath, { signal, ...segInput });
     const cuts = planCuts({
       keyframes: kf.keyframes,
       durationSec: kf.durationSec,
@@ -95,11 +106,14 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   const subDir = join(req.workDir, 'subs');
   await rm(subDir, { recursive: true, force: true });
   await mkdir(subDir, { recursive: true });
-  const subFiles = await splitVideo(req.segmentPath, subDir, boundaries.slice(1, -1), { signal });
+  const subFiles = await splitVideo(req.segmentPath, subDir, boundaries.slice(1, -1), { signal, ...segInput });
   if (subFiles.length !== subCount) {
     throw new AppError('INTERNAL', `split produced ${subFiles.length} sub-segments, expected ${subCount}`);
   }
-  const subFrames = await Promise.all(subFiles.map(async (f) => (await countFrames(f)).frames));
+  const subFacts = await Promise.all(subFiles.map((f) => countFrames(f, segInput)));
+  const subFrames = subFacts.map((f) => f.frames);
+  // What each sub-segment lasts (s): its outputs are capped in time and size from it.
+  const subSeconds = subFacts.map((f) => Math.max(f.durationSec, req.fps > 0 ? f.frames / req.fps : 0));
   const framesTotal = subFrames.reduce((a, b) => a + b, 0);
 
   const doneSubs = new Set(cp.done.map((d) => d.sub));
@@ -130,6 +144,10 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
           fps: req.fps,
           container: 'mp4',
           ...(deps.ffmpegThreads > 0 ? { threads: deps.ffmpegThreads } : {}),
+          inputFormat: SEGMENT_DEMUXER,
+          ...(segInput.maxPixels !== undefined ? { maxPixels: segInput.maxPixels } : {}),
+          ...(segInput.limits ? { limits: segInput.limits } : {}),
+          ...((subSeconds[sub] ?? 0) > 0 ? { expectedDurationSec: subSeconds[sub]! } : {}),
           signal: taskSignal,
           noProgressMs: deps.noProgressMs,
           wallClockMs: deps.wallClockMs,
