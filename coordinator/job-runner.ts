@@ -17,6 +17,7 @@ import type { JobResult, SourceInfo } from '../proto/gen/tessera/v1/types.js';
 import { readKeyframes } from '../transcoder/keyframes.js';
 import { resolveLadder } from '../transcoder/ladder.js';
 import { countFrames, probeMedia, type MediaInfo } from '../transcoder/probe.js';
+import { decoderPixelCap } from '../transcoder/ffmpeg-limits.js';
 import { demuxerFor } from '../transcoder/ffprobe.js';
 import { extractAudio, SEGMENT_DEMUXER, splitVideo, type InputOptions } from '../transcoder/split.js';
 import { sendPart } from '../uploader/part-client.js';
@@ -75,9 +76,9 @@ export function checkLimits(m: MediaInfo, cfg: CoordinatorConfig): void {
   });
 }
 
-/** The largest picture (width × height) a decoder may allocate: the gate's size limit. */
+/** The largest picture a decoder may allocate (`-max_pixels`): the gate's size limit. */
 export function maxPixelsOf(cfg: CoordinatorConfig): number {
-  return cfg.MAX_WIDTH * cfg.MAX_HEIGHT;
+  return decoderPixelCap(cfg.MAX_WIDTH, cfg.MAX_HEIGHT);
 }
 
 /**

@@ -15,11 +15,19 @@ export interface FfmpegLimits {
 }
 
 /**
- * Default `-max_pixels` (width × height a decoder may allocate): the coordinator's default gate
- * limit, 7680 × 4320. A stream that switches to a larger picture mid-way fails to decode instead
- * of allocating gigabytes.
+ * The `-max_pixels` for a width × height limit. Decoders check their coded, aligned picture
+ * (1080p H.264 is coded as 1088 rows; widths are padded to the SIMD stride, up to 64), so one
+ * 64-pixel block of slack each way keeps a source right at the limit decodable.
  */
-export const DEFAULT_MAX_PIXELS = 7680 * 4320;
+export function decoderPixelCap(maxWidth: number, maxHeight: number): number {
+  return (maxWidth + 64) * (maxHeight + 64);
+}
+
+/**
+ * Default `-max_pixels`: for the coordinator's default size limit, 7680 × 4320. A stream that
+ * claims, or switches mid-way to, a larger picture fails to decode instead of allocating gigabytes.
+ */
+export const DEFAULT_MAX_PIXELS = decoderPixelCap(7680, 4320);
 /** ffmpeg's AVOption range for max_pixels is 0..INT_MAX. */
 const INT_MAX = 2_147_483_647;
 

@@ -342,10 +342,10 @@ export async function runFfmpeg(args: string[], opts: RunOptions = {}): Promise<
       if (code === 0) return undefined;
       if (applied.cpuSec > 0) {
         if (sig === 'SIGXCPU') return 'cpu';
-        // ffmpeg catches SIGXCPU and exits with 255; the hard limit SIGKILLs. Either only counts
-        // when the run lasted long enough to spend its CPU allowance on every core.
+        // ffmpeg catches SIGXCPU and exits with 255 (123 after repeated signals); the hard limit
+        // SIGKILLs. Each only counts when the run lasted long enough to spend its CPU allowance.
         const couldSpend = ((Date.now() - startedAt) / 1000) * availableParallelism() >= applied.cpuSec;
-        if ((sig === 'SIGKILL' || code === 255) && couldSpend) return 'cpu';
+        if ((sig === 'SIGKILL' || code === 255 || code === 123) && couldSpend) return 'cpu';
       }
       if (applied.addressSpaceMb > 0 && looksOutOfMemory(stderrTail)) return 'memory';
       return undefined;
