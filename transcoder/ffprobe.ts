@@ -82,10 +82,12 @@ export async function checkInputFile(path: string): Promise<{ abs: string; bytes
 }
 
 /**
- * Runs ffprobe on one local file (opened as `file:<abs>` with only the file protocol allowed) and
- * returns its stdout. Our staging path is removed from error messages (they reach users).
- * ffprobe failure → INPUT_NOT_VIDEO; timeout → DEADLINE_EXCEEDED (not retryable: a file that
- * takes this long to probe will do so again); abort → CANCELLED.
+ * Runs ffprobe on one local file (opened as `file:<abs>` with only the file protocol allowed,
+ * the demuxer forced when `opts.format` is known, decoders capped by `-max_pixels`, under the
+ * kernel limits) and returns its stdout and stderr tail. Our staging path is removed from error
+ * messages (they reach users). ffprobe failure → INPUT_NOT_VIDEO; timeout → DEADLINE_EXCEEDED
+ * (not retryable: a file that takes this long to probe will do so again); a kernel limit hit →
+ * LIMIT_EXCEEDED; abort → CANCELLED.
  */
 export async function runFfprobe(path: string, args: readonly string[], opts: ProbeOptions = {}): Promise<{ stdout: string; stderr: string; bytes: number }> {
   const { abs, bytes } = await checkInputFile(path);
@@ -113,7 +115,8 @@ export async function runFfprobe(path: string, args: readonly string[], opts: Pr
     return { stdout, stderr, bytes };
   } catch (err) {
     const kind = runFailureKind(err);
-    if (kind === 'cancelled' || kind === 'stdout-limit' || kind === 'resource-limit') throw err;
+    if (kind === 'cancelled' || kind === 'stdout-limit') throw err;
+    if (kind === 'resource-limit') throw new AppError('LIMIT_EXCEEDED', scrubPath((err as Error).message, abs), { cause: err, retryable: false });
     if (kind === 'watchdog') throw new AppError('DEADLINE_EXCEEDED', `probing the input took longer than ${timeoutMs} ms`, { cause: err, retryable: false });
     if (kind === 'signal' || kind === 'spawn') throw err;
     const msg = err instanceof Error ? scrubPath(err.message, abs) : String(err);

@@ -109,7 +109,8 @@ export function mediaInfoFromProbe(j: ProbeJson, bytes: number, stderr = ''): Me
 /**
  * Probes a local file with ffprobe (format + streams + exact packet counts; reads the whole file,
  * fine for our input sizes). Errors: missing → INPUT_NOT_FOUND, 0 bytes → INPUT_EMPTY, not a
- * parseable video → INPUT_NOT_VIDEO, slower than `timeoutMs` → DEADLINE_EXCEEDED, abort → CANCELLED.
+ * parseable video → INPUT_NOT_VIDEO, slower than `timeoutMs` → DEADLINE_EXCEEDED, abort → CANCELLED,
+ * a kernel limit hit → LIMIT_EXCEEDED. `opts.maxPixels` caps the decoders ffprobe opens.
  */
 export async function probeMedia(path: string, opts?: ProbeOptions): Promise<MediaInfo> {
   const { stdout, stderr, bytes } = await runFfprobe(path, ['-show_format', '-show_streams', '-count_packets', '-of', 'json'], opts);
