@@ -1,5 +1,9 @@
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { MediaInfo } from '../transcoder/probe.js';
+import { AppError } from '../common/errors.js';
+import { decoderPixelCap } from '../transcoder/ffmpeg-limits.js';
+import { probeMedia, type MediaInfo } from '../transcoder/probe.js';
+import { makeTempDir, writeForgedMatroska } from '../transcoder/test-fixtures.js';
 import { gateInput, type GateLimits } from './input-gate.js';
 
 const limits: GateLimits = { maxDurationSec: 3600, maxWidth: 7680, maxHeight: 4320, maxFps: 120, maxStreams: 16, maxAudioChannels: 8 };
@@ -42,6 +46,20 @@ describe('gateInput', () => {
   });
   it('refuses a duration the frames cannot cover', () => {
     expect(code({ durationSec: 3000, video: { ...ok.video, frames: 1 } })).toBe('UNSUPPORTED_FORMAT');
+  });
+});
+
+describe('gateInput on forged headers (real ffprobe)', () => {
+  it('refuses a header claiming 100000x100000 as LIMIT_EXCEEDED with the claimed size', async () => {
+    const { dir, cleanup } = await makeTempDir();
+    try {
+      const forged = await writeForgedMatroska(join(dir, 'forged.mkv'), { width: 100000, height: 100000 });
+      const err = await probeMedia(forged, { maxPixels: decoderPixelCap(limits.maxWidth, limits.maxHeight) }).then((m) => gateInput(m, limits)).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AppError);
+      expect(err).toMatchObject({ code: 'LIMIT_EXCEEDED', message: 'the input is 100000x100000; the limit is 7680x4320', retryable: false });
+    } finally {
+      await cleanup();
+    }
   });
 });
 

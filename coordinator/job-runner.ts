@@ -17,7 +17,9 @@ import type { JobResult, SourceInfo } from '../proto/gen/tessera/v1/types.js';
 import { readKeyframes } from '../transcoder/keyframes.js';
 import { resolveLadder } from '../transcoder/ladder.js';
 import { countFrames, probeMedia, type MediaInfo } from '../transcoder/probe.js';
-import { extractAudio, splitVideo } from '../transcoder/split.js';
+import { decoderPixelCap } from '../transcoder/ffmpeg-limits.js';
+import { demuxerFor } from '../transcoder/ffprobe.js';
+import { extractAudio, SEGMENT_DEMUXER, splitVideo, type InputOptions } from '../transcoder/split.js';
 import { sendPart } from '../uploader/part-client.js';
 import type { CoordinatorConfig } from './config.js';
 import { TERMINAL, type JobRecord, type PlannedCut, type SegmentRecord } from './job-model.js';
@@ -72,6 +74,11 @@ export function checkLimits(m: MediaInfo, cfg: CoordinatorConfig): void {
     maxStreams: cfg.MAX_STREAMS,
     maxAudioChannels: cfg.MAX_AUDIO_CHANNELS,
   });
+}
+
+/** The largest picture a decoder may allocate (`-max_pixels`): the gate's size limit. */
+export function maxPixelsOf(cfg: CoordinatorConfig): number {
+  return decoderPixelCap(cfg.MAX_WIDTH, cfg.MAX_HEIGHT);
 }
 
 /**
@@ -239,9 +246,12 @@ export class JobRunner {
     }
     tracker.preparing(0.2);
     await refuseReferences(inputPath);
-    const media = await probeMedia(inputPath, { timeoutMs: cfg.PROBE_TIMEOUT_MS, signal });
+    const maxPixels = maxPixelsOf(cfg);
+    const media = await probeMedia(inputPath, { timeoutMs: cfg.PROBE_TIMEOUT_MS, signal, maxPixels });
     checkLimits(media, cfg);
-    const source = toSourceInfo(media);
+    // From here on the input is opened only with the demuxer that probed it.
+    const source: InputOptions = { format: demuxerFor(media.formatName), maxPixels };
+    const sourceInfo = toSourceInfo(media);
     tracker.preparing(0.4);
 
     let cuts: PlannedCut[];
@@ -249,7 +259,7 @@ export class JobRunner {
       cuts = rec.plan.cuts;
     } else {
       const renditions = resolveLadder(toRungs(rec.spec), { width: media.video.width, height: media.video.height }, this.d.encoders).map((r) => ({ ...r }));
-      const kf = await readKeyframes(inputPath, { signal });
+      const kf = await readKeyframes(inputPath, { signal, ...source });
       let nodes = this.d.registry.ready();
       if (nodes.length === 0) {
         await store.update(this.jobId, (r) => (TERMINAL.has(r.state) ? undefined : { ...r, stage: 'waiting for a ready node' }), { fence: this.fence });
@@ -267,9 +277,9 @@ export class JobRunner {
     const segDir = join(this.dir, 'segments');
     await rm(segDir, { recursive: true, force: true });
     await mkdir(segDir, { recursive: true });
-    this.segmentFiles = await splitVideo(inputPath, segDir, cuts.slice(1).map((c) => c.startSec), { signal });
+    this.segmentFiles = await splitVideo(inputPath, segDir, cuts.slice(1).map((c) => c.startSec), { signal, ...source });
     if (this.segmentFiles.length !== cuts.length) throw new AppError('INTERNAL', `split produced ${this.segmentFiles.length} segments, planned ${cuts.length}`);
-    const frames = await Promise.all(this.segmentFiles.map(async (f) => (await countFrames(f)).frames));
+    const frames = await Promise.all(this.segmentFiles.map(async (f) => (await countFrames(f, { format: SEGMENT_DEMUXER, maxPixels })).frames));
     const total = frames.reduce((a, b) => a + b, 0);
     if (total !== media.video.frames) {
       throw new AppError('UNSUPPORTED_FORMAT', `the input cannot be cut frame-exactly (${total} of ${media.video.frames} frames after the cut); it may use open GOPs or broken timestamps`);
@@ -279,10 +289,10 @@ export class JobRunner {
     tracker.preparing(0.8);
 
     // Audio: taken out and encoded once for the whole job, in parallel with the video work.
-    const audio = source.hasAudio
+    const audio = sourceInfo.hasAudio
       ? (async () => {
           const audioPath = join(this.dir, 'audio.m4a');
-          await extractAudio(inputPath, audioPath, { bitrateKbps: rec.spec.audioBitrateKbps || 128, signal });
+          await extractAudio(inputPath, audioPath, { bitrateKbps: rec.spec.audioBitrateKbps || 128, signal, ...source });
           await sendPart(this.d.clients.get(UploaderClient, uploader.address, uploader.id), audioRef(this.jobId), audioPath, { timeoutMs: cfg.SEGMENT_TRANSFER_TIMEOUT_MS, signal });
         })()
       : Promise.resolve();
@@ -303,7 +313,7 @@ export class JobRunner {
             ...r,
             state: 'RUNNING',
             stage: 'transcoding segments',
-            source,
+            source: sourceInfo,
             plan,
             uploaderId: uploader.id,
             history: [...r.history, { atMs: now, scope: 'job', state: 'RUNNING', nodeId: '', attempt: 0, reason: `split into ${cuts.length} segment(s) for ${new Set(cuts.map((c) => c.nodeId)).size} node(s)` }],

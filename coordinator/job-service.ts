@@ -14,16 +14,18 @@ import { safeField } from '../common/logger.js';
 import type { JobServiceServer, SubmitJobResponse, UploadChunk } from '../proto/gen/tessera/v1/jobs.js';
 import { JobSpec, type Job, type Plan } from '../proto/gen/tessera/v1/types.js';
 import { formatCommand, buildTranscodeArgs } from '../transcoder/ffmpeg-args.js';
+import { demuxerFor } from '../transcoder/ffprobe.js';
 import { readKeyframes } from '../transcoder/keyframes.js';
 import { resolveLadder } from '../transcoder/ladder.js';
 import { probeMedia } from '../transcoder/probe.js';
+import { SEGMENT_DEMUXER } from '../transcoder/split.js';
 import type { CoordinatorConfig } from './config.js';
 import { fromProtoJobState, specHash, TERMINAL, type JobRecord } from './job-model.js';
 import { stageName, type JobStore } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { NodeRegistry } from './node-registry.js';
 import { planSegments } from './plan.js';
-import { checkLimits, refuseReferences, toSourceInfo } from './job-runner.js';
+import { checkLimits, maxPixelsOf, refuseReferences, toSourceInfo } from './job-runner.js';
 import { stageInput } from './input.js';
 import { resolveLocalInput, toRungs, validateSpec, type InputRef } from './spec.js';
 
@@ -176,17 +178,17 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Pro
     const path = join(dir, 'input.src');
     await stageInput(resolved, path, { maxBytes: d.cfg.MAX_INPUT_BYTES, timeoutMs: d.cfg.HTTP_INPUT_TIMEOUT_MS, s3: d.s3, httpAllowedHosts: d.cfg.HTTP_ALLOWED_HOSTS, httpAllowPrivate: d.cfg.HTTP_ALLOW_PRIVATE });
     await refuseReferences(path);
-    const media = await probeMedia(path, { timeoutMs: d.cfg.PROBE_TIMEOUT_MS });
+    const media = await probeMedia(path, { timeoutMs: d.cfg.PROBE_TIMEOUT_MS, maxPixels: maxPixelsOf(d.cfg) });
     checkLimits(media, d.cfg);
     const renditions = resolveLadder(toRungs(spec), { width: media.video.width, height: media.video.height }, d.encoders);
-    const kf = await readKeyframes(path);
+    const kf = await readKeyframes(path, { format: demuxerFor(media.formatName), maxPixels: maxPixelsOf(d.cfg) });
     const nodes = d.registry.ready();
     const cuts = planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes: nodes.length ? nodes : [{ id: '(no ready node)', slots: 1 }], minSegmentSec: d.cfg.MIN_SEGMENT_SEC });
     const slotsOf = new Map(nodes.map((n) => [n.id, n.slots]));
     const container = spec.container === 'mkv' ? 'mkv' : 'mp4';
     const commands = cuts.map((c) =>
       `# segment ${c.index} on ${c.nodeId}, cut into ${slotsOf.get(c.nodeId) ?? 1} sub-segment(s); per sub-segment:\n` +
-      formatCommand(buildTranscodeArgs(`/staging/seg-${c.index}/sub-NNNN.mkv`, renditions.map((r) => ({ path: `/staging/out/${r.name}-NNNN.mp4`, rendition: r })), { fps: media.video.fps, container: 'mp4' })),
+      formatCommand(buildTranscodeArgs(`/staging/seg-${c.index}/sub-NNNN.mkv`, renditions.map((r) => ({ path: `/staging/out/${r.name}-NNNN.mp4`, rendition: r })), { fps: media.video.fps, container: 'mp4', inputFormat: SEGMENT_DEMUXER, maxPixels: maxPixelsOf(d.cfg) })),
     );
     return {
       source: toSourceInfo(media),

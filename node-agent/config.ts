@@ -1,6 +1,7 @@
 import { availableParallelism, hostname } from 'node:os';
 import { z } from 'zod';
 import { baseShape, int, parseEnv } from '../common/config-schema.js';
+import { DEFAULT_MAX_PIXELS } from '../transcoder/ffmpeg-limits.js';
 
 const shape = {
   ...baseShape,
@@ -16,6 +17,11 @@ const shape = {
   MAX_SEGMENT_BYTES: int(8 * 1024 ** 3, 1),
   FFMPEG_NO_PROGRESS_MS: int(60_000, 100),
   FFMPEG_WALL_CLOCK_MS: int(3_600_000, 1000),
+  /** Kernel caps per ffmpeg (prlimit): address space in MiB and CPU seconds; unset = the defaults of transcoder/ffmpeg-limits.ts, 0 = off. */
+  FFMPEG_AS_LIMIT_MB: z.coerce.number().int().min(0).optional(),
+  FFMPEG_CPU_LIMIT_SEC: z.coerce.number().int().min(0).optional(),
+  /** `-max_pixels` for the decoders (default: 7680x4320 plus the decoders' padding). */
+  FFMPEG_MAX_PIXELS: int(DEFAULT_MAX_PIXELS, 1, 2_147_483_647),
   /** Attempts per sub-segment on this node before the segment fails (a crash or hang retries). */
   SUB_SEGMENT_ATTEMPTS: int(3, 1, 10),
   UPLOAD_TIMEOUT_MS: int(600_000, 1000),

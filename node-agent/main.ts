@@ -65,7 +65,13 @@ async function main(): Promise<void> {
         metrics.transcodeSeconds.observe(seconds);
       },
       onRetry: (kind) => metrics.retries.inc({ kind }),
-      media: ffmpegSegmentMedia(),
+      media: ffmpegSegmentMedia({
+        maxPixels: cfg.FFMPEG_MAX_PIXELS,
+        limits: {
+          ...(cfg.FFMPEG_AS_LIMIT_MB !== undefined ? { addressSpaceMb: cfg.FFMPEG_AS_LIMIT_MB } : {}),
+          ...(cfg.FFMPEG_CPU_LIMIT_SEC !== undefined ? { cpuSec: cfg.FFMPEG_CPU_LIMIT_SEC } : {}),
+        },
+      }),
     },
     metrics,
     log,

@@ -1,7 +1,8 @@
 import type { TranscodeOutput } from '../transcoder/ffmpeg-args.js';
 import { readKeyframes } from '../transcoder/keyframes.js';
 import { countFrames } from '../transcoder/probe.js';
-import { splitVideo } from '../transcoder/split.js';
+import { SEGMENT_DEMUXER, splitVideo, type InputOptions } from '../transcoder/split.js';
+import type { FfmpegLimits } from '../transcoder/ffmpeg-limits.js';
 import { transcodeToRenditions } from '../transcoder/transcode.js';
 
 /** What the coordinator says about a segment (RunSegment): its frame count and frame rate. */
@@ -10,10 +11,11 @@ export interface SegmentFacts {
   fps: number;
 }
 
-/** One sub-segment ready to transcode: its file and exact frame count. */
+/** One sub-segment ready to transcode: its file, exact frame count and duration (s). */
 export interface SubSegmentFile {
   path: string;
   frames: number;
+  durationSec: number;
 }
 
 export interface SubSegmentTranscode {
@@ -26,6 +28,8 @@ export interface SubSegmentTranscode {
   /** Frames of the sub-segment done so far. */
   onProgress: (frame: number) => void;
   onSpawn?: (pid: number) => void;
+  /** What the sub-segment lasts (s): outputs are capped in time (-t) and size (-fs) from it. */
+  expectedDurationSec?: number;
 }
 
 /**
@@ -43,24 +47,37 @@ export interface SegmentMedia {
   transcode(input: SubSegmentFile, outputs: TranscodeOutput[], o: SubSegmentTranscode): Promise<void>;
 }
 
-/** The production media path: ffprobe packet scans, stream-copy cuts, one ffmpeg per sub-segment. */
-export function ffmpegSegmentMedia(): SegmentMedia {
+/**
+ * The production media path: ffprobe packet scans, stream-copy cuts, one ffmpeg per sub-segment.
+ * Segments are Matroska files our coordinator cut: they are opened as nothing else, with the
+ * decoder picture cap and the kernel limits of `limits`.
+ */
+export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimits } = {}): SegmentMedia {
+  const seg: InputOptions = {
+    format: SEGMENT_DEMUXER,
+    ...(o.maxPixels !== undefined ? { maxPixels: o.maxPixels } : {}),
+    ...(o.limits ? { limits: o.limits } : {}),
+  };
   return {
-    keyframes: (segmentPath, _facts, signal) => readKeyframes(segmentPath, { signal }),
+    keyframes: (segmentPath, _facts, signal) => readKeyframes(segmentPath, { signal, ...seg }),
     split: async (segmentPath, dir, cutPoints, _facts, signal) => {
-      const files = await splitVideo(segmentPath, dir, cutPoints, { signal });
-      return Promise.all(files.map(async (path) => ({ path, frames: (await countFrames(path)).frames })));
+      const files = await splitVideo(segmentPath, dir, cutPoints, { signal, ...seg });
+      return Promise.all(files.map(async (path) => ({ path, ...(await countFrames(path, seg)) })));
     },
-    transcode: (input, outputs, o) =>
+    transcode: (input, outputs, t) =>
       transcodeToRenditions(input.path, outputs, {
-        fps: o.fps,
+        fps: t.fps,
         container: 'mp4',
-        ...(o.threads !== undefined ? { threads: o.threads } : {}),
-        signal: o.signal,
-        noProgressMs: o.noProgressMs,
-        wallClockMs: o.wallClockMs,
-        onProgress: (p) => o.onProgress(p.frame),
-        ...(o.onSpawn ? { onSpawn: o.onSpawn } : {}),
+        inputFormat: SEGMENT_DEMUXER,
+        ...(seg.maxPixels !== undefined ? { maxPixels: seg.maxPixels } : {}),
+        ...(seg.limits ? { limits: seg.limits } : {}),
+        ...(t.expectedDurationSec !== undefined ? { expectedDurationSec: t.expectedDurationSec } : {}),
+        ...(t.threads !== undefined ? { threads: t.threads } : {}),
+        signal: t.signal,
+        noProgressMs: t.noProgressMs,
+        wallClockMs: t.wallClockMs,
+        onProgress: (p) => t.onProgress(p.frame),
+        ...(t.onSpawn ? { onSpawn: t.onSpawn } : {}),
       }),
   };
 }

@@ -104,6 +104,8 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     throw new AppError('INTERNAL', `split produced ${subFiles.length} sub-segments, expected ${subCount}`);
   }
   const subFrames = subFiles.map((f) => f.frames);
+  // What each sub-segment lasts (s): its outputs are capped in time and size from it.
+  const subSeconds = subFiles.map((f) => Math.max(f.durationSec, req.fps > 0 ? f.frames / req.fps : 0));
   const framesTotal = subFrames.reduce((a, b) => a + b, 0);
 
   const doneSubs = new Set(cp.done.map((d) => d.sub));
@@ -133,6 +135,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
         await deps.media.transcode(input, outputs, {
           fps: req.fps,
           ...(deps.ffmpegThreads > 0 ? { threads: deps.ffmpegThreads } : {}),
+          ...((subSeconds[sub] ?? 0) > 0 ? { expectedDurationSec: subSeconds[sub]! } : {}),
           signal: taskSignal,
           noProgressMs: deps.noProgressMs,
           wallClockMs: deps.wallClockMs,

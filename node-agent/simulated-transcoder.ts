@@ -55,7 +55,7 @@ export function simulatedTranscoder(o: SimulatedTranscoderOptions): SegmentMedia
       for (let i = 0; i + 1 < at.length; i++) {
         const frames = at[i + 1]! - at[i]!;
         if (frames <= 0) throw new AppError('INVALID_ARGUMENT', `sub-segment ${i} would have ${frames} frames`);
-        subs.push({ path, frames });
+        subs.push({ path, frames, durationSec: frames / facts.fps });
       }
       return subs;
     },

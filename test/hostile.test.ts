@@ -9,10 +9,11 @@ import { grpcServing } from '../common/health-client.js';
 import { deadline, openClientStream } from '../common/grpc.js';
 import type { NodeRecord } from '../common/records.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
+import { writeForgedMatroska } from '../transcoder/test-fixtures.js';
 import { JobServiceClient, type SubmitJobResponse, type UploadChunk } from '../proto/gen/tessera/v1/jobs.js';
 import { JobSpec, JobState } from '../proto/gen/tessera/v1/types.js';
 import { credentials } from '@grpc/grpc-js';
-import { fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { checkArchive, fixture, startTestCluster, type TestCluster } from './helpers.js';
 
 const LADDER = [{ name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'ultrafast' }];
 
@@ -98,6 +99,52 @@ describe('hostile and malformed input', () => {
     const many = join(t.inputDir, 'many.mkv');
     await runFfmpeg(['-hide_banner', '-nostdin', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=64x64:rate=10:duration=1', ...Array.from({ length: 50 }, () => ['-map', '0:v']).flat(), '-c:v', 'libx264', '-preset', 'ultrafast', `file:${many}`]);
     expect(await outcome(many)).toBe('LIMIT_EXCEEDED');
+  });
+
+  it('refuses a forged header claiming 100000x100000 as LIMIT_EXCEEDED, before any node sees it', async () => {
+    // Hand-built Matroska: ffmpeg cannot write such a header. The decoder refuses the size, so
+    // ffprobe reports 0x0; the size the header claims still reaches the gate.
+    const forged = await writeForgedMatroska(join(t.inputDir, 'forged-100k.mkv'), { width: 100000, height: 100000 });
+    const { jobId } = await t.client.submit({ inputUri: forged, ladder: LADDER });
+    const job = await t.client.wait(jobId);
+    expect(job.state).toBe(JobState.JOB_STATE_FAILED);
+    expect(job.errorCode).toBe('LIMIT_EXCEEDED');
+    expect(job.errorMessage).toContain('100000x100000; the limit is 7680x4320');
+    // Over -max_pixels but within what libavcodec can address: refused the same way.
+    expect(await outcome(await writeForgedMatroska(join(t.inputDir, 'forged-16k.mkv'), { width: 16000, height: 16000 }))).toBe('LIMIT_EXCEEDED');
+  });
+
+  it('strips input metadata and chapters from every rendition', async () => {
+    const meta = join(t.inputDir, 'meta.ffmeta');
+    await writeFile(meta, ';FFMETADATA1\ntitle=SECRET-CHAPTERED\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=1500\ntitle=SECRET-CHAPTER\n');
+    const src = join(t.inputDir, 'with-metadata.mkv');
+    await runFfmpeg([
+      '-hide_banner', '-nostdin', '-y', '-loglevel', 'error',
+      '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=30:duration=3', '-f', 'lavfi', '-i', 'sine=frequency=440:duration=3', '-i', `file:${meta}`,
+      '-map', '0:v', '-map', '1:a', '-map_metadata', '2', '-map_chapters', '2',
+      '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '30', '-c:a', 'aac',
+      '-metadata', 'title=SECRET-TITLE', '-metadata', 'comment=SECRET-COMMENT', '-metadata', 'location=+12.34+056.78/',
+      '-metadata:s:v', 'title=SECRET-VIDEO', '-metadata:s:v', 'handler_name=SECRET-VHANDLER', '-metadata:s:a', 'title=SECRET-AUDIO', '-metadata:s:a', 'language=SECRET-LANG',
+      `file:${src}`,
+    ]);
+    const tagsOf = async (p: string): Promise<string> => (await runFfmpeg(['-v', 'error', '-show_format', '-show_streams', '-show_chapters', '-of', 'json', `file:${p}`], { binary: 'ffprobe' })).stdout;
+    expect(await tagsOf(src)).toContain('SECRET-CHAPTER'); // the source really carries it all
+    const { jobId } = await t.client.submit({ inputUri: src, ladder: [...LADDER, { name: '', height: 120, videoBitrateKbps: 200, codec: 'h264', preset: 'ultrafast' }] });
+    const job = await t.client.wait(jobId);
+    expect(job.state).toBe(JobState.JOB_STATE_SUCCEEDED);
+    const archive = await checkArchive(t.s3, job, t.dir);
+    expect(archive.renditions.map((r) => r.frames)).toEqual([90, 90]);
+    for (const r of archive.manifest.renditions) {
+      const file = join(t.dir, `${job.id}-${r.file}`);
+      const bytes = await readFile(file);
+      expect(bytes.includes('SECRET'), `${r.file} bytes`).toBe(false);
+      expect(bytes.includes('+12.34'), `${r.file} location`).toBe(false);
+      const probe = JSON.parse(await tagsOf(file)) as { chapters: unknown[] };
+      expect(probe.chapters).toEqual([]);
+    }
+    // The zip is stored, not deflated: its bytes hold every entry and the manifest as written.
+    const zip = await readFile(join(t.dir, `${job.id}.zip`));
+    expect(zip.includes('SECRET')).toBe(false);
   });
 
   it('aborts an upload over the limit early, and refuses a chunk stream with a gap', async () => {

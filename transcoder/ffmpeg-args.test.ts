@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { isAppError } from '../common/errors.js';
-import { buildTranscodeArgs, formatCommand, gopFrames } from './ffmpeg-args.js';
+import { buildTranscodeArgs, formatCommand, gopFrames, outputCaps } from './ffmpeg-args.js';
+import { DEFAULT_MAX_PIXELS, defaultAddressSpaceMb, defaultCpuSec, maxPixelsArg, prlimitArgs, resolveLimits } from './ffmpeg-limits.js';
+import { demuxerArgs, demuxerFor, INPUT_DEMUXERS } from './ffprobe.js';
 import { resolveLadder, type ResolvedRendition } from './ladder.js';
 
 const ENC = new Set(['libx264', 'libx265', 'libsvtav1', 'libaom-av1']);
@@ -95,6 +97,89 @@ describe('buildTranscodeArgs', () => {
     expect(valuesOf(a, '-x265-params')[0]).toContain('pools=2');
     expect(a).not.toContain('hvc1');
     expect(valuesOf(a, '-g')).toEqual(['50']);
+  });
+});
+
+describe('hardened transcode arguments', () => {
+  const hard = buildTranscodeArgs('/stage/seg/sub-0001.mkv', outputs, { fps: 30, container: 'mp4', inputFormat: 'matroska', maxPixels: 1920 * 1080, expectedDurationSec: 4 });
+  const beforeInput = hard.slice(0, hard.indexOf('-i'));
+
+  it('forces the demuxer, caps the decoder picture size and keeps stdin off, all before -i', () => {
+    expect(valuesOf(beforeInput, '-f')).toEqual(['matroska']);
+    expect(valuesOf(beforeInput, '-max_pixels')).toEqual(['2073600']);
+    expect(valuesOf(beforeInput, '-protocol_whitelist')).toEqual(['file']);
+    expect(valuesOf(beforeInput, '-format_whitelist')).toEqual([INPUT_DEMUXERS]);
+    expect(beforeInput).toContain('-nostdin');
+    // Without a known format ffmpeg may only guess within the whitelist; -max_pixels is always there.
+    const plain = buildTranscodeArgs('/stage/seg/sub-0001.mkv', outputs, { fps: 30, container: 'mp4' });
+    expect(valuesOf(plain.slice(0, plain.indexOf('-i')), '-f')).toEqual([]);
+    expect(valuesOf(plain, '-max_pixels')).toEqual([String(DEFAULT_MAX_PIXELS)]);
+    expect(valuesOf(plain, '-t')).toEqual([]);
+  });
+
+  it('caps every output in time and size, and strips metadata and chapters from each', () => {
+    expect(valuesOf(hard, '-t')).toEqual(['6.000', '6.000', '6.000']);
+    const sizes = valuesOf(hard, '-fs').map(Number);
+    expect(sizes).toEqual(outputs.map((o) => outputCaps(o.rendition, 4).sizeBytes));
+    // 720p at 2800 kbit/s: 8 MiB + 4 × 350 000 B/s × (6 + 2) s
+    expect(sizes[0]).toBe(8 * 1024 * 1024 + 4 * 350_000 * 8);
+    expect(valuesOf(hard, '-map_metadata')).toEqual(['-1', '-1', '-1']);
+    expect(valuesOf(hard, '-map_chapters')).toEqual(['-1', '-1', '-1']);
+    // Caps are output options: each sits between its -map and its file.
+    const firstOut = hard.indexOf(`file:${outputs[0]!.path}`);
+    expect(hard.indexOf('-t')).toBeGreaterThan(hard.indexOf('-map'));
+    expect(hard.indexOf('-t')).toBeLessThan(firstOut);
+    expect(outputCaps(ladder[0]!, 600).timeSec).toBe('660.000');
+    expect(() => outputCaps(ladder[0]!, 0)).toThrow();
+  });
+
+  it('has only flags, numbers, allow-listed words, our own paths and our filter graph', () => {
+    const words = new Set([
+      'pipe:1', 'file', INPUT_DEMUXERS, 'matroska', 'mp4', 'libx264', 'libx265', 'libsvtav1', 'yuv420p', 'passthrough', 'hvc1',
+      'ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium', 'slow', 'slower', 'veryslow', 'error',
+    ]);
+    for (const a of hard) {
+      const ok =
+        /^-[a-z0-9_:-]+$/.test(a) || // a flag
+        /^-?\d+(\.\d+)?k?$/.test(a) || // a number or bitrate
+        words.has(a) ||
+        /^\[v\d+\]$/.test(a) || // our graph's output labels
+        /^file:\/stage\/(seg|out)\/[a-z0-9_-]+\.(mkv|mp4)$/.test(a) || // our paths
+        /^(\[[a-z0-9:V]+\](split=\d+|scale=\d+:\d+:flags=bicubic,format=yuv420p)(\[[a-z0-9]+\])+;?)+$/.test(a) || // our graph
+        /^[a-z0-9-]+=[a-z0-9]+(:[a-z0-9-]+=[a-z0-9]+)*$/.test(a); // -x265-params from constants
+      expect(ok, `unexpected argument ${JSON.stringify(a)}`).toBe(true);
+    }
+  });
+
+  it('never takes a demuxer off the allow-list', () => {
+    expect(demuxerFor('mov,mp4,m4a,3gp,3g2,mj2')).toBe('mov');
+    expect(demuxerFor('matroska,webm')).toBe('matroska');
+    for (const f of ['hls', 'concat', 'image2', 'toString', '__proto__', 'mov']) expect(() => demuxerFor(f)).toThrow();
+    expect(demuxerArgs(undefined)).toEqual([]);
+    expect(() => demuxerArgs('hls' as never)).toThrow();
+    expect(() => buildTranscodeArgs('/a/in.mkv', [{ path: '/a/o.mp4', rendition: ladder[0]! }], { fps: 30, container: 'mp4', inputFormat: 'concat' as never })).toThrow();
+  });
+});
+
+describe('ffmpeg limits', () => {
+  it('clamps -max_pixels to what ffmpeg accepts', () => {
+    expect(maxPixelsArg(undefined)).toBe(String((7680 + 64) * (4320 + 64)));
+    expect(maxPixelsArg(7680 * 4320 * 100)).toBe('2147483647');
+    expect(maxPixelsArg(0)).toBe('1');
+  });
+
+  it('builds prlimit options; 0 switches a limit off', () => {
+    expect(prlimitArgs({ addressSpaceMb: 1024, cpuSec: 60 })).toEqual(['--as=1073741824', '--cpu=60:65']);
+    expect(prlimitArgs({ addressSpaceMb: 0, cpuSec: 0 })).toEqual([]);
+    expect(resolveLimits({ addressSpaceMb: 0 }, 1000)).toEqual({ addressSpaceMb: 0, cpuSec: defaultCpuSec(1000) });
+  });
+
+  it('defaults: 16 GiB + 256 MiB per core of address space, the wall clock on every core of CPU', () => {
+    expect(defaultAddressSpaceMb(2)).toBe(16_896);
+    expect(defaultAddressSpaceMb(64)).toBe(32_768);
+    expect(defaultCpuSec(3_600_000, 4)).toBe(14_400);
+    expect(defaultCpuSec(Infinity, 4)).toBe(0);
+    expect(resolveLimits(undefined, 10_000)).toEqual({ addressSpaceMb: defaultAddressSpaceMb(), cpuSec: defaultCpuSec(10_000) });
   });
 });
 

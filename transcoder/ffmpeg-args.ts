@@ -1,6 +1,7 @@
-import { INPUT_DEMUXERS } from './ffprobe.js';
 import { isAbsolute } from 'node:path';
 import { AppError } from '../common/errors.js';
+import { maxPixelsArg } from './ffmpeg-limits.js';
+import { demuxerArgs, INPUT_DEMUXERS, type InputDemuxer } from './ffprobe.js';
 import { assertRendition, type ResolvedRendition } from './ladder.js';
 
 /** One file to write: a rendition of the input. `path` is ours (absolute), never user text. */
@@ -16,6 +17,40 @@ export const GOP_SECONDS = 2;
 const MAXRATE_FACTOR = 1.5;
 /** VBV buffer in seconds of the average bitrate. */
 const BUFSIZE_SECONDS = 2;
+
+/** Output caps: `-t` is the expected duration plus this share of it, and at least OUTPUT_TIME_MARGIN_SEC more. */
+const OUTPUT_TIME_MARGIN = 0.1;
+const OUTPUT_TIME_MARGIN_SEC = 2;
+/** `-fs`: this many times the bits the rendition's average bitrate spends on (duration + VBV seconds), plus a floor. */
+const OUTPUT_SIZE_FACTOR = 4;
+const OUTPUT_SIZE_FLOOR_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Caps for one output of a part expected to last `durationSec`: `-t` (s, 3 decimals) and `-fs`
+ * (bytes). Pure. Far above what a real encode writes (VBV keeps x264/x265/libaom under
+ * 1.5 × bitrate × duration + a 2 s buffer; SVT-AV1's VBR overshoots short parts, hence the
+ * floor), so they only bite when the input lies about its length or the encoder runs away.
+ */
+export function outputCaps(r: ResolvedRendition, durationSec: number): { timeSec: string; sizeBytes: number } {
+  if (!(Number.isFinite(durationSec) && durationSec > 0 && durationSec <= 7 * 24 * 3600)) throw new AppError('INVALID_ARGUMENT', `expected duration ${String(durationSec)} s is not valid`);
+  const t = durationSec + Math.max(OUTPUT_TIME_MARGIN_SEC, durationSec * OUTPUT_TIME_MARGIN);
+  const bytesPerSec = (r.videoBitrateKbps * 1000) / 8;
+  const sizeBytes = OUTPUT_SIZE_FLOOR_BYTES + Math.ceil(OUTPUT_SIZE_FACTOR * bytesPerSec * (t + BUFSIZE_SECONDS));
+  return { timeSec: t.toFixed(3), sizeBytes };
+}
+
+/** Options of buildTranscodeArgs. */
+export interface TranscodeArgsOptions {
+  fps: number;
+  threads?: number;
+  container: 'mp4' | 'mkv';
+  /** `-f` for the input (SEGMENT_DEMUXER for our split parts); without it ffmpeg guesses within INPUT_DEMUXERS. */
+  inputFormat?: InputDemuxer;
+  /** `-max_pixels` for the decoder (default DEFAULT_MAX_PIXELS). */
+  maxPixels?: number;
+  /** The input's duration in s: each output gets `-t`/`-fs` caps from it (outputCaps). */
+  expectedDurationSec?: number;
+}
 
 /** Keyframe interval in frames for a frame rate: ≈ GOP_SECONDS of frames, at least 1. */
 export function gopFrames(fps: number): number {
@@ -66,8 +101,12 @@ function encoderArgs(r: ResolvedRendition, gop: number, threads: number | undefi
  * duplicated), so each output has exactly the input's frame count. Fixed closed GOP of
  * ≈ 2 s (`-g`/`-keyint_min`, no scene-cut keyframes): each output starts with an IDR frame at
  * timestamp 0 (the input parts from splitVideo start at 0), ready for the concat demuxer.
+ *
+ * Hardening: stdin off, only the file protocol, the demuxer forced when known and otherwise
+ * limited to INPUT_DEMUXERS, the decoder's picture size capped (`-max_pixels`), every output
+ * capped in time and size when the duration is known, no input metadata or chapters copied.
  */
-export function buildTranscodeArgs(input: string, outputs: TranscodeOutput[], opts: { fps: number; threads?: number; container: 'mp4' | 'mkv' }): string[] {
+export function buildTranscodeArgs(input: string, outputs: TranscodeOutput[], opts: TranscodeArgsOptions): string[] {
   if (outputs.length === 0) throw new AppError('INTERNAL', 'no renditions to transcode');
   if (!(Number.isFinite(opts.fps) && opts.fps > 0 && opts.fps <= 1000)) throw new AppError('INVALID_ARGUMENT', `frame rate ${String(opts.fps)} is not valid`);
   if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1 && opts.threads <= 64)) {
@@ -92,13 +131,18 @@ export function buildTranscodeArgs(input: string, outputs: TranscodeOutput[], op
   const args = [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
     ...(opts.threads !== undefined ? ['-threads', String(opts.threads)] : []),
-    '-protocol_whitelist', 'file', '-format_whitelist', INPUT_DEMUXERS, '-i', `file:${input}`,
+    '-protocol_whitelist', 'file', '-format_whitelist', INPUT_DEMUXERS,
+    '-max_pixels', maxPixelsArg(opts.maxPixels),
+    ...demuxerArgs(opts.inputFormat),
+    '-i', `file:${input}`,
     '-filter_complex', graph,
   ];
   outputs.forEach((o, i) => {
+    const caps = opts.expectedDurationSec !== undefined ? outputCaps(o.rendition, opts.expectedDurationSec) : undefined;
     args.push(
       '-map', `[v${i}]`,
       '-an', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
+      ...(caps ? ['-t', caps.timeSec, '-fs', String(caps.sizeBytes)] : []),
       ...encoderArgs(o.rendition, gop, opts.threads, opts.container),
       '-pix_fmt', 'yuv420p',
       '-fps_mode', 'passthrough',

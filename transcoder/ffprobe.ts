@@ -1,6 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { AppError } from '../common/errors.js';
+import { maxPixelsArg, type FfmpegLimits } from './ffmpeg-limits.js';
 import { runFailureKind, runFfmpeg } from './run-ffmpeg.js';
 
 /** Options shared by the ffprobe-based readers. */
@@ -8,6 +9,16 @@ export interface ProbeOptions {
   /** Wall-clock limit of the ffprobe run in ms (default 120 s; packet counting reads the whole file). */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /**
+   * The demuxer to use (`-f`), when the file's format is known: the probed one for user media
+   * (demuxerFor), 'matroska' for our segments, 'mov' for our parts. Without it ffprobe guesses
+   * within INPUT_DEMUXERS.
+   */
+  format?: InputDemuxer;
+  /** `-max_pixels` for the decoders ffprobe opens (default DEFAULT_MAX_PIXELS). */
+  maxPixels?: number;
+  /** Kernel limits of the ffprobe process (default: FfmpegLimits' defaults). */
+  limits?: FfmpegLimits;
 }
 
 /** Caps on how much ffprobe reads to *detect* streams (bytes / µs); a hostile file cannot make it scan forever. */
@@ -21,6 +32,35 @@ const DEFAULT_TIMEOUT_MS = 120_000;
  * file never makes ffmpeg read another file or reach the network.
  */
 export const INPUT_DEMUXERS = 'mov,matroska,mpegts,avi,mxf';
+
+/** One demuxer of INPUT_DEMUXERS: the only values `-f` ever gets for an input. */
+export type InputDemuxer = 'mov' | 'matroska' | 'mpegts' | 'avi' | 'mxf';
+
+/** ffprobe's format names (as the input gate accepts them) → the demuxer that read them. */
+const DEMUXER_BY_FORMAT: Readonly<Record<string, InputDemuxer>> = {
+  'mov,mp4,m4a,3gp,3g2,mj2': 'mov',
+  'matroska,webm': 'matroska',
+  mpegts: 'mpegts',
+  avi: 'avi',
+  mxf: 'mxf',
+};
+
+/**
+ * The demuxer to force (`-f`) for a probed input, so later ffmpeg runs cannot pick another one
+ * from the file's bytes. Anything else → UNSUPPORTED_FORMAT. Pure.
+ */
+export function demuxerFor(formatName: string): InputDemuxer {
+  const d = DEMUXER_BY_FORMAT[formatName];
+  if (!d || !Object.hasOwn(DEMUXER_BY_FORMAT, formatName)) throw new AppError('UNSUPPORTED_FORMAT', `the container "${formatName}" is not accepted`);
+  return d;
+}
+
+/** `-f <demuxer>` when one is known (checked against the allow-list again), else nothing. */
+export function demuxerArgs(format: InputDemuxer | undefined): string[] {
+  if (format === undefined) return [];
+  if (!Object.values(DEMUXER_BY_FORMAT).includes(format)) throw new AppError('INTERNAL', `demuxer "${String(format)}" is not allowed`);
+  return ['-f', format];
+}
 
 /**
  * Checks that `path` names a non-empty regular file; returns its absolute path and size.
@@ -42,12 +82,14 @@ export async function checkInputFile(path: string): Promise<{ abs: string; bytes
 }
 
 /**
- * Runs ffprobe on one local file (opened as `file:<abs>` with only the file protocol allowed) and
- * returns its stdout. Our staging path is removed from error messages (they reach users).
- * ffprobe failure → INPUT_NOT_VIDEO; timeout → DEADLINE_EXCEEDED (not retryable: a file that
- * takes this long to probe will do so again); abort → CANCELLED.
+ * Runs ffprobe on one local file (opened as `file:<abs>` with only the file protocol allowed,
+ * the demuxer forced when `opts.format` is known, decoders capped by `-max_pixels`, under the
+ * kernel limits) and returns its stdout and stderr tail. Our staging path is removed from error
+ * messages (they reach users). ffprobe failure → INPUT_NOT_VIDEO; timeout → DEADLINE_EXCEEDED
+ * (not retryable: a file that takes this long to probe will do so again); a kernel limit hit →
+ * LIMIT_EXCEEDED; abort → CANCELLED.
  */
-export async function runFfprobe(path: string, args: readonly string[], opts: ProbeOptions = {}): Promise<{ stdout: string; bytes: number }> {
+export async function runFfprobe(path: string, args: readonly string[], opts: ProbeOptions = {}): Promise<{ stdout: string; stderr: string; bytes: number }> {
   const { abs, bytes } = await checkInputFile(path);
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const full = [
@@ -57,20 +99,24 @@ export async function runFfprobe(path: string, args: readonly string[], opts: Pr
     '-format_whitelist', INPUT_DEMUXERS,
     '-probesize', String(PROBE_SIZE_BYTES),
     '-analyzeduration', String(ANALYZE_DURATION_US),
+    '-max_pixels', maxPixelsArg(opts.maxPixels),
     ...args,
+    ...demuxerArgs(opts.format),
     '-i', `file:${abs}`,
   ];
   try {
-    const { stdout } = await runFfmpeg(full, {
+    const { stdout, stderr } = await runFfmpeg(full, {
       binary: 'ffprobe',
       wallClockMs: timeoutMs,
       noProgressMs: timeoutMs,
       ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.limits ? { limits: opts.limits } : {}),
     });
-    return { stdout, bytes };
+    return { stdout, stderr, bytes };
   } catch (err) {
     const kind = runFailureKind(err);
     if (kind === 'cancelled' || kind === 'stdout-limit') throw err;
+    if (kind === 'resource-limit') throw new AppError('LIMIT_EXCEEDED', scrubPath((err as Error).message, abs), { cause: err, retryable: false });
     if (kind === 'watchdog') throw new AppError('DEADLINE_EXCEEDED', `probing the input took longer than ${timeoutMs} ms`, { cause: err, retryable: false });
     if (kind === 'signal' || kind === 'spawn') throw err;
     const msg = err instanceof Error ? scrubPath(err.message, abs) : String(err);

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError, isAppError } from '../common/errors.js';
 import { readKeyframes } from './keyframes.js';
-import { countFrames, probeMedia, streamDurations } from './probe.js';
-import { makeClip, makeTempDir } from './test-fixtures.js';
+import { countFrames, probeMedia, refusedPictureSize, streamDurations } from './probe.js';
+import { makeClip, makeTempDir, writeForgedMatroska } from './test-fixtures.js';
 
 describe('probe (real ffprobe)', () => {
   let dir: string;
@@ -95,6 +95,32 @@ describe('probe (real ffprobe)', () => {
     expect(e1.message).toMatch(/no video stream/);
     await expectCode(probeMedia(png), 'INPUT_NOT_VIDEO');
     expect(await streamDurations(audio)).toMatchObject({ videoSec: 0 });
+  });
+
+  it('reads the picture size a forged header claims, even when the decoder refuses it', async () => {
+    // Hand-built Matroska (ffmpeg cannot write these): libavcodec zeroes sizes it refuses.
+    const huge = await writeForgedMatroska(join(dir, 'forged-100k.mkv'), { width: 100000, height: 100000 });
+    const big = await writeForgedMatroska(join(dir, 'forged-16k.mkv'), { width: 16000, height: 16000 });
+    const ok = await writeForgedMatroska(join(dir, 'forged-small.mkv'), { width: 640, height: 360 });
+    const m = await probeMedia(huge);
+    expect(m.formatName).toBe('matroska,webm');
+    expect(m.video).toMatchObject({ codec: 'vp9', width: 100000, height: 100000, frames: 25 });
+    // 16000×16000 is within what libavcodec can address: only -max_pixels (default 7680×4320) stops the decoder.
+    expect((await probeMedia(big)).video).toMatchObject({ width: 16000, height: 16000 });
+    expect((await probeMedia(big, { maxPixels: 16000 * 16000 })).video).toMatchObject({ width: 16000, height: 16000 });
+    expect((await probeMedia(ok)).video).toMatchObject({ width: 640, height: 360, frames: 25 });
+  });
+
+  it('parses refused picture sizes from ffprobe stderr', () => {
+    expect(refusedPictureSize('[vp9 @ 0x1] [IMGUTILS @ 0x2] Picture size 100000x100000 is invalid\n')).toEqual({ width: 100000, height: 100000 });
+    expect(refusedPictureSize('Picture size 16000x16000 exceeds specified max pixel count 33177600, see the documentation\nPicture size 9000x10 is invalid')).toEqual({ width: 16000, height: 16000 });
+    expect(refusedPictureSize('Invalid frame marker')).toBeUndefined();
+  });
+
+  it('opens a file only with the demuxer it is told to use', async () => {
+    const err = await expectCode(probeMedia(clip, { format: 'matroska' }), 'INPUT_NOT_VIDEO');
+    expect(err.message).not.toContain(dir);
+    expect((await probeMedia(clip, { format: 'mov' })).video.frames).toBe(120);
   });
 
   it('honours abort', async () => {

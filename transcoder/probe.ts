@@ -41,10 +41,29 @@ function isImageFormat(formatName: string): boolean {
 }
 
 /**
+ * The picture size a decoder refused, from ffprobe's stderr (libavutil's av_image_check_size2:
+ * "Picture size WxH is invalid" / "... exceeds specified max pixel count N"); the largest one
+ * named, or undefined. Pure.
+ */
+export function refusedPictureSize(stderr: string): { width: number; height: number } | undefined {
+  let best: { width: number; height: number } | undefined;
+  for (const m of stderr.matchAll(/Picture size (\d{1,10})x(\d{1,10}) (?:is invalid|exceeds specified max pixel count)/g)) {
+    const width = Number(m[1]);
+    const height = Number(m[2]);
+    if (!best || width * height > best.width * best.height) best = { width, height };
+  }
+  return best;
+}
+
+/**
  * Turns ffprobe JSON (`-show_format -show_streams -count_packets`) into MediaInfo. Pure.
  * No video stream, a still image or zero frames → AppError('INPUT_NOT_VIDEO').
+ *
+ * A header claiming a picture too large for the decoder (over `-max_pixels`, or past what
+ * libavcodec can address at all, e.g. 100000×100000) comes back from ffprobe as 0×0; the size it
+ * claimed is taken from `stderr` instead, so the input gate can refuse it as over the limit.
  */
-export function mediaInfoFromProbe(j: ProbeJson, bytes: number): MediaInfo {
+export function mediaInfoFromProbe(j: ProbeJson, bytes: number, stderr = ''): MediaInfo {
   const streams = j.streams ?? [];
   const formatName = j.format?.format_name ?? '';
   const v = firstVideoStream(streams);
@@ -53,8 +72,12 @@ export function mediaInfoFromProbe(j: ProbeJson, bytes: number): MediaInfo {
     throw new AppError('INPUT_NOT_VIDEO', kinds.length ? `the input has no video stream (only ${kinds.join(', ')})` : 'the input has no video stream');
   }
   if (isImageFormat(formatName)) throw new AppError('INPUT_NOT_VIDEO', `the input is a still image (${formatName}), not a video`);
-  const width = num(v.width) ?? 0;
-  const height = num(v.height) ?? 0;
+  let width = num(v.width) ?? 0;
+  let height = num(v.height) ?? 0;
+  if (width <= 0 || height <= 0) {
+    const claimed = refusedPictureSize(stderr);
+    if (claimed) ({ width, height } = claimed);
+  }
   if (width <= 0 || height <= 0) throw new AppError('INPUT_NOT_VIDEO', 'the input video stream has no picture size (corrupt or unsupported)');
   const frames = num(v.nb_read_packets) ?? 0;
   if (frames <= 0) throw new AppError('INPUT_NOT_VIDEO', 'the input video stream has no frames');
@@ -86,11 +109,12 @@ export function mediaInfoFromProbe(j: ProbeJson, bytes: number): MediaInfo {
 /**
  * Probes a local file with ffprobe (format + streams + exact packet counts; reads the whole file,
  * fine for our input sizes). Errors: missing → INPUT_NOT_FOUND, 0 bytes → INPUT_EMPTY, not a
- * parseable video → INPUT_NOT_VIDEO, slower than `timeoutMs` → DEADLINE_EXCEEDED, abort → CANCELLED.
+ * parseable video → INPUT_NOT_VIDEO, slower than `timeoutMs` → DEADLINE_EXCEEDED, abort → CANCELLED,
+ * a kernel limit hit → LIMIT_EXCEEDED. `opts.maxPixels` caps the decoders ffprobe opens.
  */
-export async function probeMedia(path: string, opts?: { timeoutMs?: number; signal?: AbortSignal }): Promise<MediaInfo> {
-  const { stdout, bytes } = await runFfprobe(path, ['-show_format', '-show_streams', '-count_packets', '-of', 'json'], opts);
-  return mediaInfoFromProbe(parseProbeJson(stdout), bytes);
+export async function probeMedia(path: string, opts?: ProbeOptions): Promise<MediaInfo> {
+  const { stdout, stderr, bytes } = await runFfprobe(path, ['-show_format', '-show_streams', '-count_packets', '-of', 'json'], opts);
+  return mediaInfoFromProbe(parseProbeJson(stdout), bytes, stderr);
 }
 
 /**

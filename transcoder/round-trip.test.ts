@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAppError } from '../common/errors.js';
 import { availableEncoders, parseEncoderList } from './encoders.js';
+import { decoderPixelCap } from './ffmpeg-limits.js';
 import { readKeyframes } from './keyframes.js';
 import { resolveLadder } from './ladder.js';
 import { planCuts } from './plan-cuts.js';
@@ -132,6 +133,36 @@ describe('split → transcode → concat round trip (real ffmpeg)', () => {
     const err = await transcodeToRenditions(bad, [{ path: out, rendition: r! }], { fps: 30, container: 'mp4' }).catch((e: unknown) => e);
     expect(isAppError(err, 'TRANSCODE_FAILED')).toBe(true);
     await expect(run('ls', [out])).rejects.toThrow();
+  });
+});
+
+describe('transcode hardening (real ffmpeg)', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let src: string;
+  beforeAll(async () => {
+    ({ dir, cleanup } = await makeTempDir());
+    src = await makeClip(dir, 'caps', { seconds: 4, width: 160, height: 120, ext: 'mkv' });
+  });
+  afterAll(async () => cleanup());
+  const [r] = resolveLadder([{ height: 120, preset: 'ultrafast' }], { width: 160, height: 120 }, new Set(['libx264']));
+
+  it('applies -max_pixels to the decoder and the forced demuxer to the input', async () => {
+    const out = join(dir, 'px.mp4');
+    const tooSmall = await transcodeToRenditions(src, [{ path: out, rendition: r! }], { fps: 30, container: 'mp4', inputFormat: 'matroska', maxPixels: 160 * 119 }).catch((e: unknown) => e);
+    expect(isAppError(tooSmall, 'TRANSCODE_FAILED')).toBe(true);
+    expect((tooSmall as Error).message).toMatch(/exceeds specified max pixel count 19040/);
+    const wrongDemuxer = await transcodeToRenditions(src, [{ path: out, rendition: r! }], { fps: 30, container: 'mp4', inputFormat: 'mpegts' }).catch((e: unknown) => e);
+    expect(isAppError(wrongDemuxer, 'TRANSCODE_FAILED')).toBe(true);
+    await transcodeToRenditions(src, [{ path: out, rendition: r! }], { fps: 30, container: 'mp4', inputFormat: 'matroska', maxPixels: decoderPixelCap(160, 120), expectedDurationSec: 4 });
+    expect((await countFrames(out)).frames).toBe(120);
+  });
+
+  it('caps an output at the expected duration plus its margin', async () => {
+    // A part that claims 0.5 s gets -t 2.5: of its 4 s only 75 frames are written.
+    const out = join(dir, 'short.mp4');
+    await transcodeToRenditions(src, [{ path: out, rendition: r! }], { fps: 30, container: 'mp4', inputFormat: 'matroska', expectedDurationSec: 0.5 });
+    expect((await countFrames(out)).frames).toBe(75);
   });
 });
 

@@ -1,8 +1,10 @@
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError, isAppError } from '../common/errors.js';
-import { ProgressParser, runFailureKind, runFfmpeg, summarizeStderr } from './run-ffmpeg.js';
+import { defaultAddressSpaceMb, defaultCpuSec, prlimitPath } from './ffmpeg-limits.js';
+import { ProgressParser, runFailureKind, runFfmpeg, summarizeStderr, type RunFailure } from './run-ffmpeg.js';
 import { makeTempDir, processExists } from './test-fixtures.js';
 
 describe('ProgressParser', () => {
@@ -110,6 +112,58 @@ describe('runFfmpeg (real ffmpeg)', () => {
     expect(() => process.kill(-pid, 0)).toThrow(); // the whole group is gone
     const early = await runFfmpeg(endless, { signal: AbortSignal.abort() }).catch((e: unknown) => e);
     expect(isAppError(early, 'CANCELLED')).toBe(true);
+  });
+
+  // Kernel limits need util-linux prlimit (present on our images and CI).
+  const withPrlimit = prlimitPath() ? it : it.skip;
+
+  withPrlimit('runs every ffmpeg under the default address-space and CPU caps', async () => {
+    let pid = 0;
+    let limits = '';
+    const ctl = new AbortController();
+    await runFfmpeg(endless, {
+      signal: ctl.signal,
+      wallClockMs: 60_000,
+      onSpawn: (p) => { pid = p; },
+      onProgress: () => {
+        if (!limits) limits = readFileSync(`/proc/${pid}/limits`, 'utf8');
+        ctl.abort();
+      },
+    }).catch(() => undefined);
+    const row = (name: string): string[] => limits.split('\n').find((l) => l.startsWith(name))?.trim().split(/\s{2,}/) ?? [];
+    expect(row('Max address space').slice(1, 3)).toEqual([String(defaultAddressSpaceMb() * 1024 * 1024), String(defaultAddressSpaceMb() * 1024 * 1024)]);
+    const cpu = Number(row('Max cpu time')[1]);
+    expect(Number(row('Max cpu time')[2])).toBe(cpu + 5);
+    expect(cpu).toBe(defaultCpuSec(60_000));
+  });
+
+  withPrlimit('a tiny memory cap makes ffmpeg fail fast with a clear LIMIT_EXCEEDED', async () => {
+    let pid = 0;
+    const t0 = Date.now();
+    const err = await runFfmpeg(['-hide_banner', '-nostdin', '-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=1920x1080:rate=30:duration=5', '-c:v', 'libx264', '-preset', 'veryfast', '-f', 'null', '-'], {
+      limits: { addressSpaceMb: 400 },
+      onSpawn: (p) => { pid = p; },
+    }).catch((e: unknown) => e);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    expect(isAppError(err, 'LIMIT_EXCEEDED')).toBe(true);
+    expect((err as AppError).retryable).toBe(false);
+    expect((err as AppError).message).toMatch(/^ffmpeg ran out of memory under its address-space limit of 400 MiB: \S/);
+    expect(runFailureKind(err)).toBe('resource-limit');
+    expect(((err as AppError).cause as RunFailure).limit).toBe('memory');
+    expect(processExists(pid)).toBe(false);
+  });
+
+  withPrlimit('the CPU-time cap stops a run that burns CPU without end', async () => {
+    const busy = ['-hide_banner', '-nostdin', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30', '-c:v', 'libx264', '-preset', 'medium', '-threads', '1', '-f', 'null', '-'];
+    const err = await runFfmpeg(busy, { limits: { cpuSec: 1 }, wallClockMs: 30_000 }).catch((e: unknown) => e);
+    expect(isAppError(err, 'LIMIT_EXCEEDED')).toBe(true);
+    expect((err as AppError).message).toBe('ffmpeg used up its CPU-time limit of 1 s; stopped');
+    expect(((err as AppError).cause as RunFailure).limit).toBe('cpu');
+  });
+
+  it('runs without prlimit when every limit is off', async () => {
+    const { stdout } = await runFfmpeg(['-hide_banner', '-v', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=5:duration=1', '-show_entries', 'stream=height', '-of', 'csv=p=0'], { binary: 'ffprobe', limits: { addressSpaceMb: 0, cpuSec: 0 } });
+    expect(stdout.trim()).toBe('48');
   });
 
   it('runs ffprobe and returns its stdout', async () => {

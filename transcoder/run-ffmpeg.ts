@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { AppError } from '../common/errors.js';
+import { looksOutOfMemory, prlimitArgs, prlimitPath, resolveLimits, type FfmpegLimits } from './ffmpeg-limits.js';
 
 /** Progress reported by ffmpeg's `-progress pipe:1` blocks. */
 export interface FfmpegProgress {
@@ -31,13 +33,21 @@ export interface RunOptions {
    * rejects with LIMIT_EXCEEDED. ffmpeg's stdout (progress blocks) is kept as a 1 MiB tail.
    */
   maxStdoutBytes?: number;
+  /**
+   * Kernel limits for the process (see FfmpegLimits), applied through prlimit when it is
+   * installed (silently off when it is not). Default: FfmpegLimits' defaults; the CPU cap
+   * follows `wallClockMs`.
+   */
+  limits?: FfmpegLimits;
 }
 
 /** Why a run failed; attached as `cause` of the AppError so callers can tell kinds apart. */
 export interface RunFailure {
-  kind: 'exit' | 'signal' | 'watchdog' | 'spawn' | 'cancelled' | 'stdout-limit';
+  kind: 'exit' | 'signal' | 'watchdog' | 'spawn' | 'cancelled' | 'stdout-limit' | 'resource-limit';
   exitCode: number | null;
   signal: NodeJS.Signals | null;
+  /** Which kernel limit stopped it when kind is 'resource-limit'. */
+  limit?: 'memory' | 'cpu';
   /** 'wall-clock' or 'no-progress' when kind is 'watchdog'. */
   watchdog?: 'wall-clock' | 'no-progress';
   /** Last (≤ 64 KiB) stderr output. */
@@ -163,17 +173,26 @@ function killGroup(pid: number): void {
  * blocks from stdout. Watchdogs (wall clock, no progress) and aborts SIGKILL the whole group.
  * Always waits for the child's 'close' so no zombie or open pipe is left behind.
  *
- * Rejects with AppError: 'CANCELLED' on abort; 'TRANSCODE_FAILED' on a non-zero exit (message
- * summarises stderr), on a watchdog (retryable) or on a death by signal it did not send
- * (retryable: someone killed it, e.g. the OOM killer). `cause` is a {@link RunFailure}.
+ * Runs under the kernel limits of `opts.limits` (prlimit) when prlimit is installed.
+ *
+ * Rejects with AppError: 'CANCELLED' on abort; 'LIMIT_EXCEEDED' when a kernel limit stopped it
+ * (out of memory under the address-space cap, or the CPU-time cap; not retryable: the same input
+ * needs the same again); 'TRANSCODE_FAILED' on a non-zero exit (message summarises stderr), on a
+ * watchdog (retryable) or on a death by signal it did not send (retryable: someone killed it,
+ * e.g. the OOM killer). `cause` is a {@link RunFailure}. Resolves with stdout and the stderr tail.
  */
-export async function runFfmpeg(args: string[], opts: RunOptions = {}): Promise<{ stdout: string }> {
+export async function runFfmpeg(args: string[], opts: RunOptions = {}): Promise<{ stdout: string; stderr: string }> {
   const binary = opts.binary ?? 'ffmpeg';
   // Belt and braces: ffmpeg must never read the terminal/stdin (it would eat input or hang).
   const finalArgs = binary === 'ffmpeg' && !args.includes('-nostdin') ? ['-nostdin', ...args] : [...args];
   const wallClockMs = opts.wallClockMs ?? DEFAULT_WALL_CLOCK_MS;
   const noProgressMs = opts.noProgressMs ?? DEFAULT_NO_PROGRESS_MS;
   const maxStdout = opts.maxStdoutBytes ?? DEFAULT_FFPROBE_STDOUT_BYTES;
+  const limits = resolveLimits(opts.limits, wallClockMs);
+  const prlimit = prlimitPath();
+  const limitArgs = prlimit ? prlimitArgs(limits) : [];
+  const applied = { addressSpaceMb: limitArgs.length > 0 ? limits.addressSpaceMb : 0, cpuSec: limitArgs.length > 0 ? limits.cpuSec : 0 };
+  const startedAt = Date.now();
 
   if (opts.signal?.aborted) {
     throw new AppError('CANCELLED', `${binary} was cancelled before it started`, {
@@ -181,7 +200,7 @@ export async function runFfmpeg(args: string[], opts: RunOptions = {}): Promise<
     });
   }
 
-  return new Promise<{ stdout: string }>((resolve, reject) => {
+  return new Promise<{ stdout: string; stderr: string }>((resolve, reject) => {
     const stderr = new TailBuffer(STDERR_TAIL_BYTES);
     const stdoutTail = new TailBuffer(FFMPEG_STDOUT_TAIL_BYTES);
     const stdoutAll: Buffer[] = [];
@@ -191,7 +210,9 @@ export async function runFfmpeg(args: string[], opts: RunOptions = {}): Promise<
     let spawnError: Error | undefined;
     let settled = false;
 
-    const child = spawn(binary, finalArgs, {
+    // prlimit sets the limits on itself and execs the tool: same pid, same process group.
+    const [command, commandArgs] = prlimit && limitArgs.length > 0 ? [prlimit, [...limitArgs, '--', binary, ...finalArgs]] : [binary, finalArgs];
+    const child = spawn(command, commandArgs, {
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
       // SVT-AV1 logs its banner at info level straight to stderr; keep stderr for real errors.
@@ -276,6 +297,10 @@ export async function runFfmpeg(args: string[], opts: RunOptions = {}): Promise<
         reject(new AppError('TRANSCODE_FAILED', `could not start ${binary}: ${spawnError.message}`, { cause: failure('spawn'), retryable: false }));
         return;
       }
+      if ((code === 126 || code === 127) && /^prlimit: failed to execute/m.test(stderrTail)) {
+        reject(new AppError('TRANSCODE_FAILED', `could not start ${binary}: ${summarizeStderr(stderrTail)}`, { cause: failure('spawn'), retryable: false }));
+        return;
+      }
       if (killedFor?.kind === 'cancelled') {
         reject(new AppError('CANCELLED', `${binary} was cancelled`, { cause: failure('cancelled', { reason: opts.signal?.reason }) }));
         return;
@@ -292,6 +317,15 @@ export async function runFfmpeg(args: string[], opts: RunOptions = {}): Promise<
         reject(new AppError('LIMIT_EXCEEDED', `${binary} wrote more than ${maxStdout} bytes of output; killed`, { cause: failure('stdout-limit') }));
         return;
       }
+      const limitHit = killedFor ? undefined : whichLimit(code, sig, stderrTail);
+      if (limitHit === 'memory') {
+        reject(new AppError('LIMIT_EXCEEDED', `${binary} ran out of memory under its address-space limit of ${applied.addressSpaceMb} MiB: ${summarizeStderr(stderrTail)}`, { cause: failure('resource-limit', { limit: 'memory' }), retryable: false }));
+        return;
+      }
+      if (limitHit === 'cpu') {
+        reject(new AppError('LIMIT_EXCEEDED', `${binary} used up its CPU-time limit of ${applied.cpuSec} s; stopped`, { cause: failure('resource-limit', { limit: 'cpu' }), retryable: false }));
+        return;
+      }
       if (sig !== null) {
         reject(new AppError('TRANSCODE_FAILED', `${binary} was killed by ${sig}: ${summarizeStderr(stderrTail)}`, { cause: failure('signal'), retryable: true }));
         return;
@@ -300,7 +334,21 @@ export async function runFfmpeg(args: string[], opts: RunOptions = {}): Promise<
         reject(new AppError('TRANSCODE_FAILED', `${binary} exited with code ${String(code)}: ${summarizeStderr(stderrTail)}`, { cause: failure('exit'), retryable: false }));
         return;
       }
-      resolve({ stdout: binary === 'ffprobe' ? Buffer.concat(stdoutAll).toString('utf8') : stdoutTail.toString() });
+      resolve({ stdout: binary === 'ffprobe' ? Buffer.concat(stdoutAll).toString('utf8') : stdoutTail.toString(), stderr: stderrTail });
+    }
+
+    /** Which kernel limit (if any) explains a failure we did not cause. */
+    function whichLimit(code: number | null, sig: NodeJS.Signals | null, stderrTail: string): 'memory' | 'cpu' | undefined {
+      if (code === 0) return undefined;
+      if (applied.cpuSec > 0) {
+        if (sig === 'SIGXCPU') return 'cpu';
+        // ffmpeg catches SIGXCPU and exits with 255 (123 after repeated signals); the hard limit
+        // SIGKILLs. Each only counts when the run lasted long enough to spend its CPU allowance.
+        const couldSpend = ((Date.now() - startedAt) / 1000) * availableParallelism() >= applied.cpuSec;
+        if ((sig === 'SIGKILL' || code === 255 || code === 123) && couldSpend) return 'cpu';
+      }
+      if (applied.addressSpaceMb > 0 && looksOutOfMemory(stderrTail)) return 'memory';
+      return undefined;
     }
   });
 }

@@ -1,10 +1,33 @@
-import { INPUT_DEMUXERS } from './ffprobe.js';
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { AppError } from '../common/errors.js';
-import { checkInputFile, firstVideoStream, num, parseProbeJson, runFfprobe } from './ffprobe.js';
+import { maxPixelsArg, type FfmpegLimits } from './ffmpeg-limits.js';
+import { checkInputFile, demuxerArgs, firstVideoStream, INPUT_DEMUXERS, num, parseProbeJson, runFfprobe, type InputDemuxer } from './ffprobe.js';
 import { readPacketSummary, type KeyframeAt } from './keyframes.js';
 import { runFfmpeg } from './run-ffmpeg.js';
+
+/** Segments and sub-segments are always Matroska files written by splitVideo. */
+export const SEGMENT_DEMUXER: InputDemuxer = 'matroska';
+
+/** How an input is opened: the demuxer (when known), decoder picture cap, kernel limits. */
+export interface InputOptions {
+  /** `-f` for the input: the probed demuxer for user media, SEGMENT_DEMUXER for our segments. */
+  format?: InputDemuxer;
+  /** `-max_pixels` for the input's decoders (default DEFAULT_MAX_PIXELS). */
+  maxPixels?: number;
+  /** Kernel limits of each ffmpeg/ffprobe process (default: FfmpegLimits' defaults). */
+  limits?: FfmpegLimits;
+}
+
+/** Input options every ffmpeg reading a staged file gets, ending with `-i file:<abs>`. */
+function inputArgs(abs: string, o: InputOptions | undefined): string[] {
+  return [
+    '-protocol_whitelist', 'file', '-format_whitelist', INPUT_DEMUXERS,
+    '-max_pixels', maxPixelsArg(o?.maxPixels),
+    ...demuxerArgs(o?.format),
+    '-i', `file:${abs}`,
+  ];
+}
 
 /** File name of segment `i` written by splitVideo (we name every file; nothing comes from users). */
 export function segmentFileName(i: number): string {
@@ -55,12 +78,18 @@ function segmentPattern(outDir: string): string {
  * starts with a keyframe and at timestamp 0. Audio, subtitles and data are dropped (audio is
  * encoded once, separately: extractAudio). A cut not on a keyframe → INVALID_ARGUMENT.
  */
-export async function splitVideo(input: string, outDir: string, cutTimesSec: number[], opts?: { signal?: AbortSignal; timeoutMs?: number }): Promise<string[]> {
+export async function splitVideo(input: string, outDir: string, cutTimesSec: number[], opts?: { signal?: AbortSignal; timeoutMs?: number } & InputOptions): Promise<string[]> {
   const { abs } = await checkInputFile(input);
-  const probeOpts = { ...(opts?.signal ? { signal: opts.signal } : {}), ...(opts?.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) };
+  const probeOpts = {
+    ...(opts?.signal ? { signal: opts.signal } : {}),
+    ...(opts?.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+    ...(opts?.format ? { format: opts.format } : {}),
+    ...(opts?.maxPixels !== undefined ? { maxPixels: opts.maxPixels } : {}),
+    ...(opts?.limits ? { limits: opts.limits } : {}),
+  };
   const common = [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
-    '-protocol_whitelist', 'file', '-format_whitelist', INPUT_DEMUXERS, '-i', `file:${abs}`,
+    ...inputArgs(abs, opts),
     // V = video but not cover art; copy only, no decoder in the loop.
     '-map', '0:V:0', '-c', 'copy', '-an', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
   ];
@@ -86,6 +115,7 @@ export async function splitVideo(input: string, outDir: string, cutTimesSec: num
   await runFfmpeg(args, {
     ...(opts?.signal ? { signal: opts.signal } : {}),
     ...(opts?.timeoutMs !== undefined ? { wallClockMs: opts.timeoutMs } : {}),
+    ...(opts?.limits ? { limits: opts.limits } : {}),
   });
   const files = Array.from({ length: cutTimesSec.length + 1 }, (_, i) => join(resolve(outDir), segmentFileName(i)));
   for (const f of files) {
@@ -118,13 +148,18 @@ export function audioAlignFilter(offsetSec: number): string {
 export async function extractAudio(
   input: string,
   outPath: string,
-  opts: { bitrateKbps: number; signal?: AbortSignal; onProgress?: (sec: number) => void },
+  opts: { bitrateKbps: number; signal?: AbortSignal; onProgress?: (sec: number) => void } & InputOptions,
 ): Promise<void> {
   if (!Number.isInteger(opts.bitrateKbps) || opts.bitrateKbps < 16 || opts.bitrateKbps > 1024) {
     throw new AppError('INVALID_ARGUMENT', `audio bitrate must be an integer from 16 to 1024 kbps, got ${String(opts.bitrateKbps)}`);
   }
   const { abs } = await checkInputFile(input);
-  const { stdout } = await runFfprobe(abs, ['-show_streams', '-of', 'json'], opts.signal ? { signal: opts.signal } : {});
+  const { stdout } = await runFfprobe(abs, ['-show_streams', '-of', 'json'], {
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(opts.format ? { format: opts.format } : {}),
+    ...(opts.maxPixels !== undefined ? { maxPixels: opts.maxPixels } : {}),
+    ...(opts.limits ? { limits: opts.limits } : {}),
+  });
   const streams = parseProbeJson(stdout).streams ?? [];
   const a = streams.find((s) => s.codec_type === 'audio');
   if (!a) throw new AppError('INPUT_NOT_VIDEO', 'the input has no audio stream to extract');
@@ -132,7 +167,7 @@ export async function extractAudio(
   const offset = v ? (num(a.start_time) ?? 0) - (num(v.start_time) ?? 0) : 0;
   const args = [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
-    '-protocol_whitelist', 'file', '-format_whitelist', INPUT_DEMUXERS, '-i', `file:${abs}`,
+    ...inputArgs(abs, opts),
     '-map', '0:a:0', '-vn', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
     '-af', audioAlignFilter(offset),
     '-c:a', 'aac', '-b:a', `${opts.bitrateKbps}k`,
@@ -140,6 +175,7 @@ export async function extractAudio(
   ];
   await runFfmpeg(args, {
     ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(opts.limits ? { limits: opts.limits } : {}),
     ...(opts.onProgress ? { onProgress: (p: { outTimeSec: number }) => opts.onProgress?.(p.outTimeSec) } : {}),
   });
 }

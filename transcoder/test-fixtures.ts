@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -68,3 +68,56 @@ export async function inspectFile(path: string): Promise<{ streamTypes: string[]
 
 /** True while a process (or its zombie) exists. */
 export const processExists = processAlive;
+
+/** One EBML element: its ID (bytes as written, length marker included) and its body. */
+function ebml(id: number, body: Buffer | Buffer[]): Buffer {
+  const data = Array.isArray(body) ? Buffer.concat(body) : body;
+  const idBytes = Buffer.from(id.toString(16).padStart(id > 0xffffff ? 8 : id > 0xffff ? 6 : id > 0xff ? 4 : 2, '0'), 'hex');
+  // Size as an 8-byte VINT (0x01 marker + 7 bytes): valid for any length we write.
+  const size = Buffer.alloc(8);
+  size.writeUInt32BE(0x01000000 + Math.floor(data.length / 2 ** 32), 0);
+  size.writeUInt32BE(data.length >>> 0, 4);
+  return Buffer.concat([idBytes, size, data]);
+}
+const ebmlUint = (id: number, v: number): Buffer => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(v));
+  let i = 0;
+  while (i < 7 && b[i] === 0) i++;
+  return ebml(id, b.subarray(i));
+};
+const ebmlFloat = (id: number, v: number): Buffer => {
+  const b = Buffer.alloc(8);
+  b.writeDoubleBE(v);
+  return ebml(id, b);
+};
+const ebmlString = (id: number, v: string): Buffer => ebml(id, Buffer.from(v, 'ascii'));
+
+/**
+ * Writes a hand-built Matroska file whose header claims a picture of `width`×`height` (ffmpeg
+ * cannot produce such a file): one VP9 video track, `frames` tiny keyframe blocks 40 ms apart
+ * whose payload is not a real picture. Test-only: a forged header for the hostile-input suite.
+ */
+export async function writeForgedMatroska(path: string, o: { width: number; height: number; frames?: number; codecId?: string }): Promise<string> {
+  const frames = o.frames ?? 25;
+  const header = ebml(0x1a45dfa3, [
+    ebmlUint(0x4286, 1), ebmlUint(0x42f7, 1), ebmlUint(0x42f2, 4), ebmlUint(0x42f3, 8),
+    ebmlString(0x4282, 'matroska'), ebmlUint(0x4287, 4), ebmlUint(0x4285, 2),
+  ]);
+  const info = ebml(0x1549a966, [ebmlUint(0x2ad7b1, 1_000_000), ebmlFloat(0x4489, frames * 40), ebmlString(0x4d80, 'forged'), ebmlString(0x5741, 'forged')]);
+  const tracks = ebml(0x1654ae6b, [
+    ebml(0xae, [
+      ebmlUint(0xd7, 1), ebmlUint(0x73c5, 1), ebmlUint(0x83, 1), ebmlString(0x86, o.codecId ?? 'V_VP9'),
+      ebml(0xe0, [ebmlUint(0xb0, o.width), ebmlUint(0xba, o.height)]),
+    ]),
+  ]);
+  const blocks = Array.from({ length: frames }, (_, i) => {
+    const b = Buffer.from([0x81, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0]);
+    b.writeInt16BE(i * 40, 1);
+    return ebml(0xa3, b);
+  });
+  const cluster = ebml(0x1f43b675, [ebmlUint(0xe7, 0), ...blocks]);
+  const segment = ebml(0x18538067, [info, tracks, cluster]);
+  await writeFile(path, Buffer.concat([header, segment]));
+  return path;
+}

@@ -30,8 +30,9 @@ export async function mergeRendition(m: MergeInput): Promise<void> {
     return `file '${rel}'`;
   });
   await writeFile(listPath, `ffconcat version 1.0\n${lines.join('\n')}\n`);
-  const args = ['-hide_banner', '-nostdin', '-y', '-protocol_whitelist', 'file', '-f', 'concat', '-safe', '1', '-i', `file:${listPath}`];
-  if (m.audio) args.push('-protocol_whitelist', 'file', '-i', `file:${m.audio}`);
+  // The concat demuxer opens each part with the list's whitelists: our parts are MP4 ('mov').
+  const args = ['-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-protocol_whitelist', 'file', '-format_whitelist', 'concat,mov', '-f', 'concat', '-safe', '1', '-i', `file:${listPath}`];
+  if (m.audio) args.push('-protocol_whitelist', 'file', '-format_whitelist', 'mov', '-f', 'mov', '-i', `file:${m.audio}`);
   args.push('-map', '0:v:0');
   if (m.audio) args.push('-map', '1:a:0');
   args.push('-c', 'copy', '-map_metadata', '-1', '-map_chapters', '-1');

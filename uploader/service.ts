@@ -179,7 +179,7 @@ export class UploaderService {
       const file = `${r.name}.${container}`;
       const outPath = join(outDir, file);
       await mergeRendition({ parts, audio, container, outPath, listDir: join(jobDir, 'parts'), signal });
-      const [{ frames, durationSec }, digest] = await Promise.all([countFrames(outPath), fileDigest(outPath)]);
+      const [{ frames, durationSec }, digest] = await Promise.all([countFrames(outPath, { format: container === 'mkv' ? 'matroska' : 'mov' }), fileDigest(outPath)]);
       if (source && source.frames > 0 && frames !== source.frames) {
         throw new AppError('INTERNAL', `rendition ${r.name} has ${frames} frames but the source has ${source.frames}`);
       }
@@ -200,7 +200,7 @@ export class UploaderService {
     }));
     renditions.push(...built.map((b) => b.result));
     files.push(...built.map((b) => b.file));
-    const audioFacts = audio ? await streamDurations(audio) : undefined;
+    const audioFacts = audio ? await streamDurations(audio, { format: 'mov' }) : undefined;
     const timings = { ...(req.timingsJson ? (JSON.parse(req.timingsJson) as Record<string, number>) : {}), mergeMs: Date.now() - started };
     const manifest = buildManifest({
       tessera: { version: VERSION, jobId: req.jobId, createdAt: new Date().toISOString() },
