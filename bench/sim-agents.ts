@@ -37,6 +37,8 @@ export interface SimAgents {
   ids: string[];
   /** Segments finished, over all agents. */
   segmentsDone(): number;
+  /** Stats heartbeats written to etcd (nodestats/<id> puts), over all agents. */
+  statsPublished(): number;
   /** Leaves the cluster and closes everything. Idempotent; every step runs even if one fails. */
   stop(): Promise<void>;
 }
@@ -44,6 +46,7 @@ export interface SimAgents {
 interface OneAgent {
   id: string;
   service: AgentService;
+  published: { n: number };
   stop(): Promise<void>;
 }
 
@@ -74,6 +77,7 @@ export async function startSimAgents(o: SimAgentsOptions): Promise<SimAgents> {
   return {
     ids: agents.map((a) => a.id),
     segmentsDone: () => agents.reduce((n, a) => n + a.service.segmentsDone, 0),
+    statsPublished: () => agents.reduce((n, a) => n + a.published.n, 0),
     stop: () => {
       stopping ??= Promise.allSettled(agents.map((a) => a.stop())).then(() => undefined);
       return stopping;
@@ -119,6 +123,7 @@ async function startOne(id: string, keys: Keys, o: SimAgentsOptions): Promise<On
     log,
   );
   const steps: { name: string; fn: () => Promise<void> | void }[] = [];
+  const published = { n: 0 };
   const stop = async (): Promise<void> => {
     for (const s of steps.splice(0).reverse()) {
       try {
@@ -145,6 +150,7 @@ async function startOne(id: string, keys: Keys, o: SimAgentsOptions): Promise<On
     await registration.join();
     steps.push({ name: 'leave', fn: () => registration.leave() });
     const publish = (): void => {
+      published.n++;
       registration
         .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now() })
         .catch((err: unknown) => log.debug({ err }, 'stats publish failed'));
@@ -157,5 +163,5 @@ async function startOne(id: string, keys: Keys, o: SimAgentsOptions): Promise<On
     await stop();
     throw err;
   }
-  return { id, service, stop };
+  return { id, service, published, stop };
 }
