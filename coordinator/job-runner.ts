@@ -14,12 +14,12 @@ import type { UploaderRecord } from '../common/records.js';
 import { NodeAgentClient } from '../proto/gen/tessera/v1/agent.js';
 import { UploaderClient, type FinalizeEvent, type PartRef } from '../proto/gen/tessera/v1/uploader.js';
 import type { JobResult, SourceInfo } from '../proto/gen/tessera/v1/types.js';
-import { readKeyframes } from '../transcoder/keyframes.js';
+import { keyframeTimes, readPacketSummary } from '../transcoder/keyframes.js';
 import { resolveLadder } from '../transcoder/ladder.js';
-import { countFrames, probeMedia, type MediaInfo } from '../transcoder/probe.js';
+import { probeMedia, type MediaInfo } from '../transcoder/probe.js';
 import { decoderPixelCap } from '../transcoder/ffmpeg-limits.js';
 import { demuxerFor } from '../transcoder/ffprobe.js';
-import { extractAudio, SEGMENT_DEMUXER, splitVideo, type InputOptions } from '../transcoder/split.js';
+import { extractAudio, segmentFrameCounts, splitVideo, type InputOptions } from '../transcoder/split.js';
 import { sendPart } from '../uploader/part-client.js';
 import type { CoordinatorConfig } from './config.js';
 import { TERMINAL, type JobRecord, type PlannedCut, type SegmentRecord } from './job-model.js';
@@ -254,12 +254,14 @@ export class JobRunner {
     const sourceInfo = toSourceInfo(media);
     tracker.preparing(0.4);
 
+    // One packet scan (demux only) serves planning, cutting and the segments' frame counts.
+    const packets = await readPacketSummary(inputPath, { signal, ...source });
     let cuts: PlannedCut[];
     if (rec.plan) {
       cuts = rec.plan.cuts;
     } else {
       const renditions = resolveLadder(toRungs(rec.spec), { width: media.video.width, height: media.video.height }, this.d.encoders).map((r) => ({ ...r }));
-      const kf = await readKeyframes(inputPath, { signal, ...source });
+      const kf = keyframeTimes(packets);
       let nodes = this.d.registry.ready();
       if (nodes.length === 0) {
         await store.update(this.jobId, (r) => (TERMINAL.has(r.state) ? undefined : { ...r, stage: 'waiting for a ready node' }), { fence: this.fence });
@@ -277,9 +279,13 @@ export class JobRunner {
     const segDir = join(this.dir, 'segments');
     await rm(segDir, { recursive: true, force: true });
     await mkdir(segDir, { recursive: true });
-    this.segmentFiles = await splitVideo(inputPath, segDir, cuts.slice(1).map((c) => c.startSec), { signal, ...source });
+    const cutTimes = cuts.slice(1).map((c) => c.startSec);
+    this.segmentFiles = await splitVideo(inputPath, segDir, cutTimes, { signal, packets, ...source });
     if (this.segmentFiles.length !== cuts.length) throw new AppError('INTERNAL', `split produced ${this.segmentFiles.length} segments, planned ${cuts.length}`);
-    const frames = await Promise.all(this.segmentFiles.map(async (f) => (await countFrames(f, { format: SEGMENT_DEMUXER, maxPixels })).frames));
+    // Each segment's frames follow from the cut packets (no ffprobe per segment: at scale those
+    // dominated the coordinator's CPU); the node agent counts what it cuts against this number,
+    // and the uploader counts every merged rendition.
+    const frames = segmentFrameCounts(packets, cutTimes);
     const total = frames.reduce((a, b) => a + b, 0);
     if (total !== media.video.frames) {
       throw new AppError('UNSUPPORTED_FORMAT', `the input cannot be cut frame-exactly (${total} of ${media.video.frames} frames after the cut); it may use open GOPs or broken timestamps`);

@@ -107,6 +107,11 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   // What each sub-segment lasts (s): its outputs are capped in time and size from it.
   const subSeconds = subFiles.map((f) => Math.max(f.durationSec, req.fps > 0 ? f.frames / req.fps : 0));
   const framesTotal = subFrames.reduce((a, b) => a + b, 0);
+  // The coordinator derived the segment's frame count from its cut; what we cut must add up to it,
+  // or the renditions could not be frame-exact (deterministic: retrying elsewhere cannot help).
+  if (req.frames > 0 && framesTotal !== req.frames) {
+    throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment} holds ${framesTotal} frames after cutting, ${req.frames} were planned; the input cannot be cut frame-exactly`, { retryable: false });
+  }
 
   const doneSubs = new Set(cp.done.map((d) => d.sub));
   const framesDone = subFrames.map((f, i) => (doneSubs.has(i) ? f : 0));

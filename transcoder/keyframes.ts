@@ -115,7 +115,11 @@ export async function readPacketSummary(path: string, opts?: ProbeOptions): Prom
  * `durationSec` = from the first presented frame to the end of the last one.
  */
 export async function readKeyframes(path: string, opts?: ProbeOptions): Promise<{ keyframes: number[]; frames: number; durationSec: number }> {
-  const s = await readPacketSummary(path, opts);
+  return keyframeTimes(await readPacketSummary(path, opts));
+}
+
+/** readKeyframes' answer from a packet summary already read (one scan serves planning and cutting). Pure. */
+export function keyframeTimes(s: PacketSummary): { keyframes: number[]; frames: number; durationSec: number } {
   const keyframes = [0];
   for (const k of s.keys) {
     const last = keyframes[keyframes.length - 1]!;

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError, isAppError } from '../common/errors.js';
-import { readKeyframes } from './keyframes.js';
+import { readKeyframes, readPacketSummary } from './keyframes.js';
 import { countFrames, streamDurations } from './probe.js';
-import { audioAlignFilter, cutFramesForTimes, extractAudio, splitVideo } from './split.js';
+import { audioAlignFilter, cutFramesForTimes, extractAudio, segmentFrameCounts, splitVideo } from './split.js';
 import { inspectFile, makeClip, makeTempDir } from './test-fixtures.js';
 
 const run = promisify(execFile);
@@ -58,6 +58,8 @@ describe('splitVideo (real ffmpeg)', () => {
     expect(files).toEqual(cuts.concat(0).map((_, i) => join(out, `seg-${String(i).padStart(4, '0')}.mkv`)));
     const frames = await Promise.all(files.map((f) => countFrames(f)));
     expect(frames.reduce((a, b) => a + b.frames, 0)).toBe(total);
+    // The counts the coordinator derives from its packet scan are what the cut really holds.
+    expect(segmentFrameCounts(await readPacketSummary(input), cuts)).toEqual(frames.map((f) => f.frames));
     const facts = await Promise.all(files.map((f) => inspectFile(f)));
     facts.forEach((x, i) => {
       expect(x.firstIsKey).toBe(true); // each segment starts with a keyframe

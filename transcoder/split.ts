@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { AppError } from '../common/errors.js';
 import { maxPixelsArg, type FfmpegLimits } from './ffmpeg-limits.js';
 import { checkInputFile, demuxerArgs, firstVideoStream, INPUT_DEMUXERS, num, parseProbeJson, runFfprobe, type InputDemuxer } from './ffprobe.js';
-import { readPacketSummary, type KeyframeAt } from './keyframes.js';
+import { readPacketSummary, type KeyframeAt, type PacketSummary } from './keyframes.js';
 import { runFfmpeg } from './run-ffmpeg.js';
 
 /** Segments and sub-segments are always Matroska files written by splitVideo. */
@@ -64,6 +64,21 @@ export function cutFramesForTimes(keys: readonly KeyframeAt[], cutTimesSec: read
   return out;
 }
 
+/** Half a frame tells neighbouring keyframes apart; ≥ 1 ms covers ffprobe's µs rounding. */
+function cutTolerance(s: PacketSummary): number {
+  return Math.max(0.001, Math.min(0.25, s.frameSec > 0 ? s.frameSec / 2 : 0.25));
+}
+
+/**
+ * The frame (packet) count of each file splitVideo writes for these cuts: the segment muxer cuts
+ * at exactly the keyframe packets `cutFramesForTimes` names, so segment i holds the packets from
+ * its cut to the next. Pure; the node agents count what they receive against it.
+ */
+export function segmentFrameCounts(s: PacketSummary, cutTimesSec: readonly number[]): number[] {
+  const at = [0, ...cutFramesForTimes(s.keys, cutTimesSec, cutTolerance(s)), s.frames];
+  return at.slice(1).map((end, i) => end - at[i]!);
+}
+
 /** `outDir` as a segment-muxer filename pattern: '%' in our directory must not read as a format directive. */
 function segmentPattern(outDir: string): string {
   return `file:${join(resolve(outDir), 'seg-').replace(/%/g, '%%')}%04d.mkv`;
@@ -78,7 +93,13 @@ function segmentPattern(outDir: string): string {
  * starts with a keyframe and at timestamp 0. Audio, subtitles and data are dropped (audio is
  * encoded once, separately: extractAudio). A cut not on a keyframe → INVALID_ARGUMENT.
  */
-export async function splitVideo(input: string, outDir: string, cutTimesSec: number[], opts?: { signal?: AbortSignal; timeoutMs?: number } & InputOptions): Promise<string[]> {
+export async function splitVideo(
+  input: string,
+  outDir: string,
+  cutTimesSec: number[],
+  /** `packets`: the input's packet summary when the caller already read it (saves a scan). */
+  opts?: { signal?: AbortSignal; timeoutMs?: number; packets?: PacketSummary } & InputOptions,
+): Promise<string[]> {
   const { abs } = await checkInputFile(input);
   const probeOpts = {
     ...(opts?.signal ? { signal: opts.signal } : {}),
@@ -97,10 +118,8 @@ export async function splitVideo(input: string, outDir: string, cutTimesSec: num
   if (cutTimesSec.length === 0) {
     args = [...common, '-avoid_negative_ts', 'disabled', '-f', 'matroska', `file:${join(resolve(outDir), segmentFileName(0))}`];
   } else {
-    const summary = await readPacketSummary(abs, probeOpts);
-    // Half a frame tells neighbouring keyframes apart; ≥ 1 ms covers ffprobe's µs rounding.
-    const tolerance = Math.max(0.001, Math.min(0.25, summary.frameSec > 0 ? summary.frameSec / 2 : 0.25));
-    const frames = cutFramesForTimes(summary.keys, cutTimesSec, tolerance);
+    const summary = opts?.packets ?? (await readPacketSummary(abs, probeOpts));
+    const frames = cutFramesForTimes(summary.keys, cutTimesSec, cutTolerance(summary));
     args = [
       ...common,
       '-f', 'segment', '-segment_format', 'matroska',
