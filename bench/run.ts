@@ -4,8 +4,9 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
-import { credentials, Metadata, Server, ServerCredentials, type ServerReadableStream, type sendUnaryData, makeGenericClientConstructor } from '@grpc/grpc-js';
-import { LocalCluster } from '../deploy/local-cluster.js';
+import { credentials, Metadata, makeGenericClientConstructor } from '@grpc/grpc-js';
+import { LocalCluster, REPO_ROOT } from '../deploy/local-cluster.js';
+import { bareDefinition } from './bare-sink.js';
 import { makeSample, sampleArgs } from '../deploy/sample.js';
 import { TesseraClient } from '../sdk/client.js';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
@@ -253,28 +254,15 @@ async function transfer(work: string): Promise<void> {
   });
   const digest = await fileDigest(file);
 
-  // Bare ceiling: a server that only counts the bytes.
-  const bareDef = {
-    put: {
-      path: '/bench.Bare/Put',
-      requestStream: true,
-      responseStream: false,
-      requestSerialize: (m: SegmentChunk) => Buffer.from(SegmentChunk.encode(m).finish()),
-      requestDeserialize: (b: Buffer) => SegmentChunk.decode(b),
-      responseSerialize: (m: TransferStatus) => Buffer.from(JSON.stringify(m)),
-      responseDeserialize: (b: Buffer) => JSON.parse(b.toString()) as TransferStatus,
-    },
-  };
-  const server = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
-  server.addService(bareDef, {
-    put: (call: ServerReadableStream<SegmentChunk, TransferStatus>, cb: sendUnaryData<TransferStatus>) => {
-      let n = 0;
-      call.on('data', (m: SegmentChunk) => { n += m.data.length; });
-      call.on('end', () => cb(null, { receivedBytes: n, complete: true, sha256: '' }));
-    },
+  // Bare ceiling: a gRPC server in its own process, like the node agent, that only counts the
+  // bytes of the same messages (an in-process sink shares the sender's event loop and skips the
+  // cross-process hop the real path pays).
+  const sink = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench/bare-sink.ts')], { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((res, rej) => {
+    sink.stdout.once('data', (d: Buffer) => res(Number(d.toString().trim())));
+    sink.once('exit', (code) => rej(new Error(`bare sink exited with ${code}`)));
   });
-  const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
-  const BareClient = makeGenericClientConstructor(bareDef, 'Bare');
+  const BareClient = makeGenericClientConstructor(bareDefinition, 'Bare');
   const bare = new BareClient(`127.0.0.1:${port}`, credentials.createInsecure(), { 'grpc.max_send_message_length': 4 * 1024 * 1024 });
 
   const cluster = await startCluster(join(work, 'c-transfer'), 1, 1);
@@ -308,7 +296,7 @@ async function transfer(work: string): Promise<void> {
     clearInterval(rssTimer);
     agent.close();
     bare.close();
-    server.forceShutdown();
+    sink.stdin.end();
     await cluster.stop();
   }
   const mib = size / 1024 ** 2;

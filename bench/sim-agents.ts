@@ -150,9 +150,10 @@ async function startOne(id: string, keys: Keys, o: SimAgentsOptions): Promise<On
     await registration.join();
     steps.push({ name: 'leave', fn: () => registration.leave() });
     const publish = (): void => {
-      published.n++;
       registration
-        .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now() })
+        // The same rule as the real agent (node-agent/main.ts): unchanged figures every 10 heartbeats.
+        .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now() }, o.heartbeatMs * 10)
+        .then((wrote) => { if (wrote) published.n++; })
         .catch((err: unknown) => log.debug({ err }, 'stats publish failed'));
     };
     publish();

@@ -77,8 +77,3 @@ export function peerRole(cert: PeerCertificate | undefined): PeerRole | undefine
   const ous = field(cert?.subject?.OU as string | string[] | undefined);
   return ous.find((o): o is PeerRole => o === 'coordinator' || o === 'node' || o === 'uploader' || o === 'client');
 }
-
-/** The DNS identity (CN) of a peer certificate, for logs. */
-export function peerName(cert: PeerCertificate | undefined): string | undefined {
-  return field(cert?.subject?.CN as string | string[] | undefined)[0];
-}

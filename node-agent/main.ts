@@ -112,7 +112,7 @@ async function main(): Promise<void> {
   const publish = (): void => {
     metrics.busySlots.set(pool.busy);
     registration
-      .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now() })
+      .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now() }, cfg.STATS_REFRESH_MS)
       .catch((err: unknown) => log.debug({ err }, 'stats publish failed'));
   };
   publish();
