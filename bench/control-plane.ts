@@ -95,7 +95,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     leaseTtlSec: 10,
     inputRoot: join(o.dir, 'input'),
     logLevel: 'warn',
-    env: { PROGRESS_INTERVAL_MS: '500', HEARTBEAT_MS: '2000' },
+    env: { HEARTBEAT_MS: '2000' }, // progress every PROGRESS_INTERVAL_MS (default 1 s)
     coordinatorEnv: {
       MAX_CONCURRENT_JOBS: String(o.maxConcurrentJobs),
       MIN_SEGMENT_SEC: String(o.minSegmentSec),
