@@ -56,6 +56,15 @@ export class WebhookNotifier {
       const prev = this.queues.get(rec.id) ?? Promise.resolve();
       const next = prev.then(() => this.deliver(rec, state)).catch((err: unknown) => this.log.warn({ err, jobId: rec.id }, 'webhook delivery gave up'));
       this.queues.set(rec.id, next);
+      if (state === 'SUCCEEDED' || state === 'FAILED' || state === 'CANCELLED') {
+        // The job's last event: forget it once delivered (a later observe re-reads what etcd says
+        // was delivered, so nothing is sent twice), or these maps grow with every job ever run.
+        void next.finally(() => {
+          if (this.queues.get(rec.id) !== next) return;
+          this.queues.delete(rec.id);
+          this.seen.delete(rec.id);
+        });
+      }
     }
   }
 
