@@ -68,10 +68,12 @@ export function adminHandlers(d: AdminDeps): AdminServer {
       };
     }),
     drainNode: unary(log, async (req) => {
-      await node(req.nodeId);
+      const before = await node(req.nodeId);
       await d.etcd.put(d.keys.nodeDrain(req.nodeId)).value(JSON.stringify({ atMs: Date.now() }));
       log.info({ nodeId: req.nodeId }, 'node marked for draining');
-      return toNodeInfo(await node(req.nodeId));
+      // An idle node drains and leaves at once: the drain succeeded even if it is gone by now.
+      await d.registry.refresh();
+      return toNodeInfo({ ...(d.registry.get(req.nodeId) ?? before), draining: true });
     }),
     undrainNode: unary(log, async (req) => {
       await node(req.nodeId);

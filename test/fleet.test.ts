@@ -91,7 +91,8 @@ describe('operating the fleet', () => {
     await t.cluster.addNode({ slots: 1, id: 'keep-me' });
     const { jobId } = await t.client.submit({ inputUri: clip, ladder: LADDER });
     for await (const j of t.client.watch(jobId)) {
-      if (j.segments.some((s) => s.nodeId === 'drain-me' && s.framesDone > 0)) break;
+      // Busy: part-way through its segment (not its last event).
+      if (j.segments.some((s) => s.nodeId === 'drain-me' && s.framesDone > 0 && s.framesDone < s.frames)) break;
     }
     const drainedAt = Date.now();
     const info = await t.client.drain('drain-me');
