@@ -36,6 +36,18 @@ describe('receiveChunks', () => {
     await expect(big).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED' });
   });
 
+  it('writes a many-chunk transfer byte for byte in order (the file, not only the stream hash)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'chunks-'));
+    const path = join(dir, 'big.bin');
+    const src = Buffer.from(Array.from({ length: 64 * 65536 }, (_, i) => (i * 7 + (i >> 16)) & 0xff));
+    async function* many(): AsyncGenerator<IncomingChunk> {
+      for (let off = 0; off < src.length; off += 65536) yield { offset: off, data: Buffer.from(src.subarray(off, off + 65536)) };
+    }
+    const res = await receiveChunks(many(), { path, maxBytes: src.length, totalSize: src.length, sha256: createHash('sha256').update(src).digest('hex') });
+    expect(res.complete).toBe(true);
+    expect((await readFile(path)).equals(src)).toBe(true);
+  });
+
   it('throws away bytes that fail the checksum', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'chunks-'));
     const path = join(dir, 'x');

@@ -76,8 +76,6 @@ export async function partialSize(path: string): Promise<number> {
   }
 }
 
-/** Positional writes a receiver keeps in flight (each at most one chunk: memory stays bounded). */
-const WRITES_IN_FLIGHT = 4;
 /** A receiver starts a background fdatasync after this many new bytes. */
 const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
 
@@ -101,23 +99,15 @@ export async function receiveChunks(
     if (size > 0) {
       for await (const chunk of createReadStream(partial, { end: size - 1, highWaterMark: CHUNK_BYTES })) hash.update(chunk as Buffer);
     }
-    // Write-behind: up to WRITES_IN_FLIGHT positional writes run while the next chunks arrive and
-    // are hashed (in order, here); awaiting each write before reading on halved the rate.
-    const inFlight = new Set<Promise<unknown>>();
+    // Writes stay one at a time: the file is opened for append (O_APPEND), where Linux ignores
+    // pwrite's position, so overlapping writes could land out of order.
     let flushedAt = size;
     let flushing: Promise<void> | undefined;
-    let writeError: unknown;
-    const settle = async (): Promise<void> => {
-      await Promise.all(inFlight);
-      if (writeError !== undefined) throw writeError;
-    };
     for await (const c of chunks) {
       if (o.signal?.aborted) throw new AppError('CANCELLED', 'transfer aborted');
-      if (writeError !== undefined) throw writeError;
       if (c.data.length === 0) continue;
       if (c.offset !== size) {
         if (c.offset < size && c.offset + c.data.length <= size) {
-          await settle(); // the bytes to compare with may still be on their way to the file
           const have = Buffer.alloc(c.data.length);
           await fh.read(have, 0, have.length, c.offset);
           if (have.equals(c.data)) continue; // an identical duplicate (a retried send): acknowledged
@@ -127,11 +117,7 @@ export async function receiveChunks(
       if (size + c.data.length > o.maxBytes) {
         throw new AppError('LIMIT_EXCEEDED', `transfer exceeds the limit of ${o.maxBytes} bytes`);
       }
-      const w: Promise<unknown> = fh.write(c.data, 0, c.data.length, size).then(
-        () => inFlight.delete(w),
-        (err: unknown) => { writeError ??= err; inFlight.delete(w); },
-      );
-      inFlight.add(w);
+      await fh.write(c.data, 0, c.data.length, size);
       hash.update(c.data);
       size += c.data.length;
       // Flush to disk in the background as we go, so the final fsync (durable before we
@@ -143,9 +129,7 @@ export async function receiveChunks(
           () => { flushing = undefined; }, // the final fsync reports what matters
         );
       }
-      if (inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(inFlight);
     }
-    await settle();
     await flushing;
     await fh.sync();
     const complete = o.totalSize === undefined || size === o.totalSize;
