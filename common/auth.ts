@@ -4,13 +4,14 @@ import {
   ServerInterceptingCall,
   ServerListenerBuilder,
   type Metadata,
+  type ServerCredentials,
   type ServerInterceptor,
   type ServerInterceptingCallInterface,
   type ServiceError,
 } from '@grpc/grpc-js';
 import { AppError } from './errors.js';
 import { toServiceError } from './grpc.js';
-import { peerRole, type PeerRole } from './tls.js';
+import { peerRole, serverCredentials, type PeerRole, type TlsMaterial } from './tls.js';
 
 export type Scope = 'submit' | 'read' | 'admin';
 
@@ -80,6 +81,22 @@ export function accessInterceptor(policyOf: (path: string) => MethodPolicy | und
       })
       .build();
     return new ServerInterceptingCall(call, new ResponderBuilder().withStart((next) => next(listener)).build());
+  };
+}
+
+/**
+ * A process's gRPC server security: TLS credentials (mutual unless `requireClientCert` is false)
+ * and the access interceptor for its methods. Plaintext and no checks without TLS material and tokens.
+ */
+export function serverSecurity(
+  tls: TlsMaterial | undefined,
+  policyOf: (path: string) => MethodPolicy | undefined,
+  tokens: TokenTable = new Map(),
+  requireClientCert = true,
+): { credentials: ServerCredentials; interceptors: ServerInterceptor[] } {
+  return {
+    credentials: serverCredentials(tls, requireClientCert),
+    interceptors: [accessInterceptor(policyOf, tokens, tls !== undefined && requireClientCert)],
   };
 }
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { hostname } from 'node:os';
+import { DEFAULT_STREAM_PACE } from './chunks.js';
 
 /** Comma-separated list → string[] (empty entries dropped). */
 export const csv = z
@@ -38,10 +39,10 @@ export const baseShape = {
   SHUTDOWN_GRACE_MS: int(30_000, 0),
   HOSTNAME_FALLBACK: z.string().default(hostname()),
   /** Every incoming byte stream (upload, segment, part) must end within this many ms. */
-  STREAM_DEADLINE_MS: int(6 * 3_600_000, 1_000),
+  STREAM_DEADLINE_MS: int(DEFAULT_STREAM_PACE.deadlineMs, 1_000),
   /** ...and keep at least this average rate (bytes/s) once STREAM_GRACE_MS have passed (slow-loris guard). */
-  STREAM_MIN_BYTES_PER_SEC: int(64 * 1024, 0),
-  STREAM_GRACE_MS: int(15_000, 0),
+  STREAM_MIN_BYTES_PER_SEC: int(DEFAULT_STREAM_PACE.minBytesPerSec, 0),
+  STREAM_GRACE_MS: int(DEFAULT_STREAM_PACE.graceMs, 0),
   /** When set (> 0), the process stops once that pid is gone: test clusters never outlive their runner. */
   EXIT_WITH_PARENT_PID: int(0, 0),
 };

@@ -62,6 +62,11 @@ export function certNames(certPem: Buffer | string, identity: string): boolean {
   return x.checkHost(identity, { subject: 'never' }) !== undefined;
 }
 
+/** Logs an error when this process's certificate does not name its id: its peers will refuse it. */
+export function checkOwnCertificate(tls: TlsMaterial | undefined, id: string, log: { error(o: object, msg: string): void }): void {
+  if (tls && !certNames(tls.cert, id)) log.error({ id, cert: describeCert(tls.cert) }, `the TLS certificate does not name ${id}: its peers will refuse this process`);
+}
+
 /** The subject fields and alt names of a PEM certificate (for logs and the agent's self-check). */
 export function describeCert(certPem: Buffer | string): { subject: string; altNames: string; notAfter: string } {
   const x = new X509Certificate(certPem);

@@ -10,10 +10,10 @@ import { JobServiceService } from '../proto/gen/tessera/v1/jobs.js';
 import { availableEncoders } from '../transcoder/encoders.js';
 import { createS3Client, ensureBucket, s3SettingsFromConfig } from '../uploader/s3-client.js';
 import { adminHandlers } from './admin-service.js';
-import { accessInterceptor, tokenTable } from '../common/auth.js';
+import { serverSecurity, tokenTable } from '../common/auth.js';
 import { coordinatorPolicy } from '../common/access-policy.js';
 import { grpcHealth } from '../common/health-client.js';
-import { channelCredentials, serverCredentials } from '../common/tls.js';
+import { channelCredentials } from '../common/tls.js';
 import { loadConfig } from './config.js';
 import { jobServiceHandlers } from './job-service.js';
 import { JobStore } from './job-store.js';
@@ -134,9 +134,8 @@ async function main(): Promise<void> {
     ],
     {
       reflection: ['jobs.proto', 'admin.proto'],
-      credentials: serverCredentials(tls, cfg.TLS_REQUIRE_CLIENT_CERT),
       // One interceptor checks every call: certificate role (mutual TLS) and bearer-token scope.
-      interceptors: [accessInterceptor(coordinatorPolicy, tokens, tls !== undefined && cfg.TLS_REQUIRE_CLIENT_CERT)],
+      ...serverSecurity(tls, coordinatorPolicy, tokens, cfg.TLS_REQUIRE_CLIENT_CERT),
     },
   );
   life.onStop('grpc server', () => grpc.close(5_000));

@@ -247,9 +247,12 @@ export class LocalCluster {
     return new Etcd3({ hosts: this.etcdEndpoints, dialTimeout: 2_000, ...(tls ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } } : {}) });
   }
 
-  /** The client certificate material (TLS clusters), for SDK clients in tests. */
+  private clientMaterial: TlsMaterial | undefined;
+
+  /** The client certificate material (TLS clusters), for SDK clients in tests; read once. */
   clientTls(): TlsMaterial | undefined {
-    return this.clientCert ? loadTls({ caFile: this.clientCert.ca, certFile: this.clientCert.cert, keyFile: this.clientCert.key }) : undefined;
+    if (this.clientCert && !this.clientMaterial) this.clientMaterial = loadTls({ caFile: this.clientCert.ca, certFile: this.clientCert.cert, keyFile: this.clientCert.key });
+    return this.clientMaterial;
   }
 
   /** Issues a certificate from this cluster's CA (TLS clusters): tests make wrong ones on purpose. */

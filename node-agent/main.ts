@@ -4,9 +4,9 @@ import { ClientCache } from '../common/grpc-clients.js';
 import { startGrpcServer } from '../common/grpc-server.js';
 import { Keys } from '../common/keys.js';
 import { bootProcess, processEtcd, processTls, runMain } from '../common/process.js';
-import { accessInterceptor } from '../common/auth.js';
+import { serverSecurity } from '../common/auth.js';
 import { nodeAgentPolicy } from '../common/access-policy.js';
-import { certNames, channelCredentials, describeCert, serverCredentials } from '../common/tls.js';
+import { channelCredentials, checkOwnCertificate } from '../common/tls.js';
 import { createRegistry, startMetricsServer } from '../common/metrics-server.js';
 import { VERSION } from '../common/version.js';
 import { NodeAgentService } from '../proto/gen/tessera/v1/agent.js';
@@ -34,10 +34,7 @@ async function main(): Promise<void> {
   const metrics = agentMetrics(registry);
   const pool = new WorkerPool(cfg.WORKER_SLOTS);
   const tls = processTls(cfg);
-  if (tls && !certNames(tls.cert, cfg.NODE_ID)) {
-    // Coordinators will refuse this node (they dial it expecting a certificate for NODE_ID).
-    log.error({ cert: describeCert(tls.cert) }, 'the TLS certificate does not name this node id: coordinators will refuse this node');
-  }
+  checkOwnCertificate(tls, cfg.NODE_ID, log); // coordinators dial it expecting a certificate for NODE_ID
   const clients = new ClientCache(channelCredentials(tls));
   life.onStop('grpc clients', () => clients.closeAll());
   const encoders = await availableEncoders();
@@ -82,7 +79,7 @@ async function main(): Promise<void> {
     cfg.BIND_HOST,
     cfg.GRPC_PORT,
     [{ name: 'tessera.v1.NodeAgent', definition: NodeAgentService, implementation: service.handlers() }],
-    { credentials: serverCredentials(tls), interceptors: [accessInterceptor(nodeAgentPolicy, new Map(), tls !== undefined)] },
+    serverSecurity(tls, nodeAgentPolicy),
   );
   life.onStop('grpc server', () => grpc.close(5_000));
   const http = await startMetricsServer(registry, cfg.METRICS_PORT, cfg.BIND_HOST, () => life.state === 'running' && !service.draining);

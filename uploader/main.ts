@@ -3,9 +3,9 @@ import { resolve } from 'node:path';
 import { startGrpcServer } from '../common/grpc-server.js';
 import { Keys } from '../common/keys.js';
 import { bootProcess, processEtcd, processTls, runMain } from '../common/process.js';
-import { accessInterceptor } from '../common/auth.js';
+import { serverSecurity } from '../common/auth.js';
 import { uploaderPolicy } from '../common/access-policy.js';
-import { certNames, describeCert, serverCredentials } from '../common/tls.js';
+import { checkOwnCertificate } from '../common/tls.js';
 import { createRegistry, startMetricsServer } from '../common/metrics-server.js';
 import type { UploaderRecord } from '../common/records.js';
 import { UploaderService as UploaderDefinition } from '../proto/gen/tessera/v1/uploader.js';
@@ -40,14 +40,12 @@ async function main(): Promise<void> {
     metrics: uploaderMetrics(registry),
   });
   const tls = processTls(cfg);
-  if (tls && !certNames(tls.cert, cfg.UPLOADER_ID)) {
-    log.error({ cert: describeCert(tls.cert) }, 'the TLS certificate does not name this uploader id: node agents and coordinators will refuse it');
-  }
+  checkOwnCertificate(tls, cfg.UPLOADER_ID, log);
   const grpc = await startGrpcServer(
     cfg.BIND_HOST,
     cfg.GRPC_PORT,
     [{ name: 'tessera.v1.Uploader', definition: UploaderDefinition, implementation: service.handlers() }],
-    { credentials: serverCredentials(tls), interceptors: [accessInterceptor(uploaderPolicy, new Map(), tls !== undefined)] },
+    serverSecurity(tls, uploaderPolicy),
   );
   life.onStop('grpc server', () => grpc.close(10_000));
   const http = await startMetricsServer(registry, cfg.METRICS_PORT, cfg.BIND_HOST, () => life.state === 'running');
