@@ -1,9 +1,12 @@
 import { Server, ServerCredentials, type ServerReadableStream, type sendUnaryData } from '@grpc/grpc-js';
 import { SegmentChunk, type TransferStatus } from '../proto/gen/tessera/v1/agent.js';
+import { RECEIVE_WINDOW } from '../common/grpc.js';
+import { widenReceiveWindow } from '../common/grpc-server.js';
 
 /**
  * The transfer benchmark's ceiling: a gRPC server in its own process (as a node agent is) that
- * decodes the same SegmentChunk messages and only counts their bytes. Prints its port, exits when
+ * decodes the same SegmentChunk messages and only counts their bytes, with the same HTTP/2
+ * receive window as our servers. Prints its port, exits when
  * stdin closes (the benchmark ends).
  */
 export const bareDefinition = {
@@ -29,6 +32,7 @@ if (process.argv[1]?.endsWith('bare-sink.ts')) {
   });
   server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, port) => {
     if (err) throw err;
+    widenReceiveWindow(server, RECEIVE_WINDOW);
     process.stdout.write(`${port}\n`);
   });
   process.stdin.on('end', () => process.exit(0));

@@ -43,9 +43,14 @@ describe('receiveChunks', () => {
     async function* many(): AsyncGenerator<IncomingChunk> {
       for (let off = 0; off < src.length; off += 65536) yield { offset: off, data: Buffer.from(src.subarray(off, off + 65536)) };
     }
-    const res = await receiveChunks(many(), { path, maxBytes: src.length, totalSize: src.length, sha256: createHash('sha256').update(src).digest('hex') });
+    const sha256 = createHash('sha256').update(src).digest('hex');
+    const res = await receiveChunks(many(), { path, maxBytes: src.length, totalSize: src.length, sha256 });
     expect(res.complete).toBe(true);
     expect((await readFile(path)).equals(src)).toBe(true);
+    // Without fsync (the node agent's segments): the same bytes, the same verification.
+    const loose = join(dir, 'loose.bin');
+    expect(await receiveChunks(many(), { path: loose, maxBytes: src.length, totalSize: src.length, sha256, durable: false })).toMatchObject({ complete: true, sha256 });
+    expect((await readFile(loose)).equals(src)).toBe(true);
   });
 
   it('throws away bytes that fail the checksum', async () => {

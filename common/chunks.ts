@@ -65,6 +65,12 @@ export interface ReceiveOptions {
   totalSize?: number | undefined;
   sha256?: string | undefined;
   signal?: AbortSignal;
+  /**
+   * fsync before acknowledging (default true). Off only where the bytes are never read by a later
+   * process life: a node agent wipes its staging when it starts, so a segment it received is used
+   * by the same process (hence the same boot) or re-sent from the coordinator's staged copy.
+   */
+  durable?: boolean;
 }
 
 /** Bytes already held for a resumable transfer (the `.partial` file's size). */
@@ -81,7 +87,7 @@ const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
 
 /**
  * Writes a stream of chunks at contiguous offsets into `<path>.partial` (appending to what a
- * previous, broken transfer left), then fsyncs, verifies size and SHA-256, and renames to `path`.
+ * previous, broken transfer left), then fsyncs (unless `durable` is false), verifies size and SHA-256, and renames to `path`.
  * A chunk that repeats bytes we already have identically is acknowledged; a gap or overlap is
  * rejected with the expected offset. Returns the bytes written in total and the digest.
  */
@@ -91,7 +97,9 @@ export async function receiveChunks(
 ): Promise<{ bytes: number; sha256: string; complete: boolean }> {
   await mkdir(dirname(o.path), { recursive: true });
   const partial = `${o.path}.partial`;
+  const durable = o.durable ?? true;
   const fh = await open(partial, 'a+');
+  let writing: Promise<void> | undefined;
   try {
     let size = (await fh.stat()).size;
     // Hash while writing (one pass over the bytes); a resumed transfer first hashes what it holds.
@@ -99,15 +107,23 @@ export async function receiveChunks(
     if (size > 0) {
       for await (const chunk of createReadStream(partial, { end: size - 1, highWaterMark: CHUNK_BYTES })) hash.update(chunk as Buffer);
     }
-    // Writes stay one at a time: the file is opened for append (O_APPEND), where Linux ignores
-    // pwrite's position, so overlapping writes could land out of order.
+    // Writes stay one at a time and in order: the file is opened for append (O_APPEND), where
+    // Linux ignores pwrite's position, so overlapping writes could land out of order. But the
+    // next chunk is received and hashed while the previous one is being written.
     let flushedAt = size;
     let flushing: Promise<void> | undefined;
+    let writeError: unknown;
+    const settle = async (): Promise<void> => {
+      await writing;
+      writing = undefined;
+      if (writeError !== undefined) throw writeError;
+    };
     for await (const c of chunks) {
       if (o.signal?.aborted) throw new AppError('CANCELLED', 'transfer aborted');
       if (c.data.length === 0) continue;
       if (c.offset !== size) {
         if (c.offset < size && c.offset + c.data.length <= size) {
+          await settle();
           const have = Buffer.alloc(c.data.length);
           await fh.read(have, 0, have.length, c.offset);
           if (have.equals(c.data)) continue; // an identical duplicate (a retried send): acknowledged
@@ -117,12 +133,18 @@ export async function receiveChunks(
       if (size + c.data.length > o.maxBytes) {
         throw new AppError('LIMIT_EXCEEDED', `transfer exceeds the limit of ${o.maxBytes} bytes`);
       }
-      await fh.write(c.data, 0, c.data.length, size);
       hash.update(c.data);
+      await settle();
+      // Not awaited here: the error is kept and thrown by the next settle() (a rejection left
+      // pending while we wait for the next chunk would be unhandled).
+      writing = fh.write(c.data, 0, c.data.length, size).then(
+        () => undefined,
+        (err: unknown) => { writeError = err; },
+      );
       size += c.data.length;
       // Flush to disk in the background as we go, so the final fsync (durable before we
       // acknowledge) finds little left to write instead of the whole transfer.
-      if (size - flushedAt >= FLUSH_EVERY_BYTES && !flushing) {
+      if (durable && size - flushedAt >= FLUSH_EVERY_BYTES && !flushing) {
         flushedAt = size;
         flushing = fh.datasync().then(
           () => { flushing = undefined; },
@@ -130,8 +152,9 @@ export async function receiveChunks(
         );
       }
     }
+    await settle();
     await flushing;
-    await fh.sync();
+    if (durable) await fh.sync();
     const complete = o.totalSize === undefined || size === o.totalSize;
     if (o.totalSize !== undefined && size > o.totalSize) {
       throw new AppError('BAD_OFFSET', `received ${size} bytes but the sender announced ${o.totalSize}`);
@@ -146,6 +169,7 @@ export async function receiveChunks(
     await rename(partial, o.path);
     return { bytes: size, sha256, complete: true };
   } finally {
+    await writing; // never rejects; the file is closed only after the last write lands
     await fh.close().catch(() => undefined);
   }
 }

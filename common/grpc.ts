@@ -163,8 +163,16 @@ export function writeWithBackpressure<T>(
   });
 }
 
+/**
+ * HTTP/2 receive windows (bytes in flight before the receiver must grant more): Node's default is
+ * 64 KiB, a round trip per 64 KiB. A stream may have 4 MiB (four 1 MiB chunks) in flight, a
+ * connection 8 MiB; a receiver that stops reading still holds at most that per peer.
+ */
+export const RECEIVE_WINDOW = { stream: 4 * 1024 * 1024, connection: 8 * 1024 * 1024 } as const;
+
 /** Channel options used by every client and server: keepalive on long streams, 4 MiB messages. */
 export const CHANNEL_OPTIONS = {
+  'grpc-node.flow_control_window': RECEIVE_WINDOW.stream,
   'grpc.keepalive_time_ms': 10_000,
   'grpc.keepalive_timeout_ms': 5_000,
   'grpc.keepalive_permit_without_calls': 1,

@@ -68,7 +68,9 @@ export class AgentService {
         const head = first.value;
         if (this.draining) throw new AppError('FAILED_PRECONDITION', 'node is draining', { retryable: true });
         const file = this.segmentFile(head.ref);
-        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)), this.pace), { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal });
+        // Not fsynced: the agent wipes its staging when it starts (main.ts), so only this process
+        // life reads the segment; a node that goes down gets its segments re-sent elsewhere.
+        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)), this.pace), { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal, durable: false });
         return { receivedBytes: res.bytes, complete: res.complete, sha256: res.sha256 };
       }),
 

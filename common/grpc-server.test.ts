@@ -1,0 +1,22 @@
+import { connect } from 'node:http2';
+import { describe, expect, it } from 'vitest';
+import { RECEIVE_WINDOW } from './grpc.js';
+import { startGrpcServer } from './grpc-server.js';
+
+describe('startGrpcServer', () => {
+  it('advertises our HTTP/2 receive window, not Node\'s 64 KiB default (a round trip per 64 KiB of every incoming stream)', async () => {
+    const srv = await startGrpcServer('127.0.0.1', 0, []);
+    const session = connect(`http://127.0.0.1:${srv.port}`);
+    try {
+      const settings = await new Promise<{ initialWindowSize?: number }>((resolve, reject) => {
+        session.once('remoteSettings', resolve);
+        session.once('error', reject);
+      });
+      expect(settings.initialWindowSize).toBe(RECEIVE_WINDOW.stream);
+      expect(RECEIVE_WINDOW.stream).toBeGreaterThan(65_535);
+    } finally {
+      session.close();
+      await srv.close(1_000);
+    }
+  });
+});
