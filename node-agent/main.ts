@@ -13,7 +13,7 @@ import { NodeAgentService } from '../proto/gen/tessera/v1/agent.js';
 import { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
 import { availableEncoders } from '../transcoder/encoders.js';
 import { WorkerPool } from '../transcoder/worker-pool.js';
-import { loadConfig } from './config.js';
+import { ffmpegThreads, loadConfig } from './config.js';
 import { paceFromConfig } from '../common/chunks.js';
 import { agentMetrics } from './metrics.js';
 import { Registration } from './registration.js';
@@ -50,7 +50,7 @@ async function main(): Promise<void> {
       nodeId: cfg.NODE_ID,
       slots: cfg.WORKER_SLOTS,
       minSubSegmentSec: cfg.MIN_SUB_SEGMENT_SEC,
-      ffmpegThreads: cfg.FFMPEG_THREADS,
+      ffmpegThreads: ffmpegThreads(cfg) ?? 0,
       noProgressMs: cfg.FFMPEG_NO_PROGRESS_MS,
       wallClockMs: cfg.FFMPEG_WALL_CLOCK_MS,
       subSegmentAttempts: cfg.SUB_SEGMENT_ATTEMPTS,

@@ -14,7 +14,7 @@ import type { ResolvedRendition } from '../transcoder/ladder.js';
 import type { WorkerPool } from '../transcoder/worker-pool.js';
 import { sendPart } from '../uploader/part-client.js';
 import { SegmentFence } from './fence.js';
-import type { SegmentMedia } from './segment-media.js';
+import type { SegmentMedia, SubSegmentFile } from './segment-media.js';
 
 export interface SegmentWorkDeps {
   etcd: Etcd3;
@@ -81,7 +81,10 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   //    with the first finished sub-segment (same fenced transaction): until then nothing of this
   //    segment is done, so a later attempt may as well choose again — one etcd write saved.
   let cp = (await fence.readCheckpoint())?.value;
-  if (!cp || cp.boundaries.length < 2) {
+  if ((!cp || cp.boundaries.length < 2) && deps.slots <= 1 && req.frames > 0 && req.fps > 0) {
+    // One worker: the whole segment is the one sub-segment, no keyframe scan needed.
+    cp = { boundaries: [0, req.frames / req.fps], done: [], transcodedByAttempt: {} };
+  } else if (!cp || cp.boundaries.length < 2) {
     const kf = await deps.media.keyframes(req.segmentPath, facts, signal);
     const cuts = planCuts({
       keyframes: kf.keyframes,
@@ -95,11 +98,18 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   const boundaries = cp.boundaries;
   const subCount = boundaries.length - 1;
 
-  // 2. Cut again (stream copy) at the same boundaries: the same keyframes give the same sub-segments.
-  const subDir = join(req.workDir, 'subs');
-  await rm(subDir, { recursive: true, force: true });
-  await mkdir(subDir, { recursive: true });
-  const subFiles = await deps.media.split(req.segmentPath, subDir, boundaries.slice(1, -1), facts, signal);
+  // 2. Cut again (stream copy) at the same boundaries: the same keyframes give the same
+  //    sub-segments. One sub-segment is the segment itself, as the coordinator cut and counted it
+  //    (no copy, no count: those took half a second before a 1080p segment's ffmpeg started).
+  let subFiles: SubSegmentFile[];
+  if (subCount === 1 && req.frames > 0 && req.fps > 0) {
+    subFiles = [{ path: req.segmentPath, frames: req.frames, durationSec: Math.max(boundaries[1]! - boundaries[0]!, req.frames / req.fps) }];
+  } else {
+    const subDir = join(req.workDir, 'subs');
+    await rm(subDir, { recursive: true, force: true });
+    await mkdir(subDir, { recursive: true });
+    subFiles = await deps.media.split(req.segmentPath, subDir, boundaries.slice(1, -1), facts, signal);
+  }
   if (subFiles.length !== subCount) {
     throw new AppError('INTERNAL', `split produced ${subFiles.length} sub-segments, expected ${subCount}`);
   }
@@ -148,15 +158,15 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
           ...(deps.onFfmpegSpawn ? { onSpawn: deps.onFfmpegSpawn } : {}),
         });
         const seconds = (Date.now() - started) / 1000;
-        // Parts are durable with the uploader before the checkpoint says "done".
-        for (const o of outputs) {
-          await sendPart(
+        // Parts are durable with the uploader before the checkpoint says "done". All renditions'
+        // parts at once: the uploader fsyncs each, and one stream left the others waiting.
+        await Promise.all(outputs.map((o) =>
+          sendPart(
             deps.uploaderFor(req.uploaderAddress, req.uploaderId),
             { jobId: req.jobId, rendition: o.rendition.name, segment: req.segment, subSegment: sub, attempt: req.attempt },
             o.path,
             { timeoutMs: deps.uploadTimeoutMs, signal: taskSignal, onRetry: () => deps.onRetry('part_upload') },
-          );
-        }
+          )));
         transcoded++;
         await fence.updateCheckpoint((cur) => {
           // Only the owner writes the checkpoint, and we read it after we became the owner: the

@@ -122,6 +122,7 @@ describe('uploadFileMultipart', () => {
     partSize: PART,
     store,
     maxRetries: 2,
+    partsInFlight: 1, // these tests follow one part at a time; concurrency has its own test below
     ...extra,
   });
 
@@ -157,6 +158,25 @@ describe('uploadFileMultipart', () => {
     // run again with the completed state: nothing is sent
     const again = await uploadFileMultipart(base('jobs/full.zip', store, { onPartUploaded: () => expect.unreachable() }));
     expect(again).toMatchObject({ partsSent: 0, resumed: true, bytes: fileBytes, etag: res.etag });
+  });
+
+  it('uploads several parts at a time, records every one, and resumes after a crash mid-flight', async () => {
+    const store = memStore();
+    const crash = new Error('crash after part 2');
+    const first = await uploadFileMultipart(
+      base('jobs/parallel.zip', store, { partsInFlight: 3, onPartUploaded: (n) => { if (n === 2) throw crash; } }),
+    ).then(() => undefined, (e: unknown) => e);
+    expect(first).toBe(crash);
+    // Parts 1 and 3 were in flight with 2: whatever finished is recorded, 2 always is.
+    const recorded = store.state!.parts.map((p) => p.partNumber);
+    expect(recorded).toContain(2);
+    const sent: number[] = [];
+    const res = await uploadFileMultipart(base('jobs/parallel.zip', store, { partsInFlight: 3, onPartUploaded: (n) => sent.push(n) }));
+    expect(res).toMatchObject({ resumed: true, bytes: fileBytes, partsSent: 3 - recorded.length });
+    expect([...recorded, ...sent].sort()).toEqual([1, 2, 3]);
+    expect(store.state!.parts.map((p) => p.partNumber)).toEqual([1, 2, 3]);
+    expect(await download(s3, 'jobs/parallel.zip')).toMatchObject({ sha: fileSha, bytes: fileBytes });
+    expect(await listIncompleteUploads(s3, BUCKET, { prefix: 'jobs/parallel' })).toBe(0);
   });
 
   it('resumes after a crash, sending only the missing parts', async () => {
@@ -386,10 +406,10 @@ describe('uploadFileMultipart on stock s3rver (no ListParts, no Abort)', () => {
   it('resumes from the recorded part list', async () => {
     const store = memStore();
     await expect(
-      uploadFileMultipart({ client: s3, bucket: BUCKET, key: 'r.zip', filePath: file, fileSha256: fileSha, partSize: PART, store, onPartUploaded: (n) => { if (n === 1) throw new Error('crash'); } }),
+      uploadFileMultipart({ client: s3, bucket: BUCKET, key: 'r.zip', filePath: file, fileSha256: fileSha, partSize: PART, store, partsInFlight: 1, onPartUploaded: (n) => { if (n === 1) throw new Error('crash'); } }),
     ).rejects.toThrow('crash');
     const sent: number[] = [];
-    const res = await uploadFileMultipart({ client: s3, bucket: BUCKET, key: 'r.zip', filePath: file, fileSha256: fileSha, partSize: PART, store, onPartUploaded: (n) => sent.push(n) });
+    const res = await uploadFileMultipart({ client: s3, bucket: BUCKET, key: 'r.zip', filePath: file, fileSha256: fileSha, partSize: PART, store, partsInFlight: 1, onPartUploaded: (n) => sent.push(n) });
     expect(sent).toEqual([2, 3]);
     expect(res).toMatchObject({ partsSent: 2, resumed: true });
     expect(await download(s3, 'r.zip')).toEqual({ sha: fileSha, bytes: fileBytes, meta: { sha256: fileSha } });

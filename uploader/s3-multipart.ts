@@ -57,6 +57,8 @@ export interface UploadFileOptions {
   signal?: AbortSignal;
   onProgress?: (uploadedBytes: number, totalBytes: number) => void;
   onPartUploaded?: (partNumber: number) => void;
+  /** Parts uploaded at a time (default 4, fewer when parts are large: at most 64 MiB in flight). */
+  partsInFlight?: number;
   /** Deadline of one UploadPart / CompleteMultipartUpload attempt (default 5 min). */
   partTimeoutMs?: number;
   /** Retries of each S3 call after a transient failure (default 5), on top of the SDK's own 3 attempts. */
@@ -82,6 +84,9 @@ export interface UploadFileResult {
 export const MIN_PART_SIZE = 5 * 1024 * 1024;
 /** Default part size. */
 export const DEFAULT_PART_SIZE = 8 * 1024 * 1024;
+/** Parts uploaded at a time, as long as they hold at most BYTES_IN_FLIGHT together. */
+const PARTS_IN_FLIGHT = 4;
+const BYTES_IN_FLIGHT = 64 * 1024 * 1024;
 const MAX_PART_SIZE = 5 * 1024 ** 3;
 const MAX_PARTS = 10_000;
 const CONTROL_TIMEOUT_MS = 60_000;
@@ -408,7 +413,11 @@ class UploadRun {
     return state;
   }
 
-  /** Sends the parts `state` lacks, in order, verifying the file's sha256 along the way. */
+  /**
+   * Sends the parts `state` lacks, verifying the file's sha256 along the way: read and hashed in
+   * order, up to PARTS_IN_FLIGHT uploads at a time (one at a time left the link idle between a
+   * part's response, its recorded state and the next read), every finished part recorded.
+   */
   async sendParts(state: MultipartState): Promise<{ partsSent: number }> {
     const o = this.o;
     const count = Math.ceil(state.fileBytes / state.partSize);
@@ -423,39 +432,53 @@ class UploadRun {
     } catch (err) {
       throw this.mark(fileError(err, o.filePath));
     }
+    const inFlight = new Set<Promise<void>>();
+    const maxInFlight = Math.max(1, Math.min(o.partsInFlight ?? PARTS_IN_FLIGHT, Math.floor(BYTES_IN_FLIGHT / state.partSize)));
+    let failure: { err: unknown } | undefined;
+    // State saves run one after another in the order parts finish; each saves the latest list.
+    let saved: Promise<void> = Promise.resolve();
+    const send = async (n: number, body: Buffer, md5: Buffer): Promise<void> => {
+      const res = await this.call(`UploadPart ${n}/${count} ${this.target}`, this.partTimeoutMs, (abortSignal) =>
+        o.client.send(
+          new UploadPartCommand({ Bucket: state.bucket, Key: state.key, UploadId: state.uploadId, PartNumber: n, Body: body, ContentLength: body.length, ContentMD5: md5.toString('base64') }),
+          { abortSignal },
+        ),
+      );
+      if (!res.ETag) throw this.mark(new AppError('INTERNAL', `UploadPart ${n} of ${this.target} returned no ETag`, { retryable: false }));
+      recorded.set(n, { partNumber: n, etag: res.ETag, bytes: body.length });
+      state.parts = [...recorded.values()].sort((a, b) => a.partNumber - b.partNumber);
+      saved = saved.then(() => o.store.save(state));
+      await saved;
+      partsSent++;
+      uploaded += body.length;
+      o.onProgress?.(uploaded, state.fileBytes);
+      o.onPartUploaded?.(n);
+    };
     try {
-      const buf = Buffer.allocUnsafe(Math.min(state.partSize, state.fileBytes));
-      for (let n = 1; n <= count; n++) {
+      for (let n = 1; n <= count && !failure; n++) {
         this.checkCancelled();
-        const len = partBytes(state, n);
-        const body = buf.subarray(0, len);
+        const body = Buffer.allocUnsafe(partBytes(state, n));
         await this.readFully(fh, body, (n - 1) * state.partSize);
         sha.update(body);
         const md5 = createHash('md5').update(body).digest();
         const have = recorded.get(n);
-        if (have && have.bytes === len && unquote(have.etag).toLowerCase() === md5.toString('hex')) continue;
+        if (have && have.bytes === body.length && unquote(have.etag).toLowerCase() === md5.toString('hex')) continue;
         if (have) uploaded -= have.bytes;
-        const res = await this.call(`UploadPart ${n}/${count} ${this.target}`, this.partTimeoutMs, (abortSignal) =>
-          o.client.send(
-            new UploadPartCommand({ Bucket: state.bucket, Key: state.key, UploadId: state.uploadId, PartNumber: n, Body: body, ContentLength: len, ContentMD5: md5.toString('base64') }),
-            { abortSignal },
-          ),
-        );
-        if (!res.ETag) throw this.mark(new AppError('INTERNAL', `UploadPart ${n} of ${this.target} returned no ETag`, { retryable: false }));
-        const part = { partNumber: n, etag: res.ETag, bytes: len };
-        recorded.set(n, part);
-        state.parts = [...recorded.values()].sort((a, b) => a.partNumber - b.partNumber);
-        await o.store.save(state);
-        partsSent++;
-        uploaded += len;
-        o.onProgress?.(uploaded, state.fileBytes);
-        o.onPartUploaded?.(n);
+        while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
+        if (failure) break;
+        const p: Promise<void> = send(n, body, md5)
+          .catch((err: unknown) => { failure ??= { err }; })
+          .finally(() => inFlight.delete(p));
+        inFlight.add(p);
       }
+      await Promise.all(inFlight);
+      if (failure) throw failure.err;
       const extra = await fh.read(Buffer.alloc(1), 0, 1, state.fileBytes).catch((err: unknown) => {
         throw this.mark(fileError(err, o.filePath));
       });
       if (extra.bytesRead !== 0) throw this.mark(new AppError('CHECKSUM_MISMATCH', `${o.filePath} grew while it was uploaded`, { retryable: false }));
     } finally {
+      await Promise.all(inFlight); // none left running (and saving state) behind a throw
       await fh.close().catch(() => undefined);
     }
     const digest = sha.digest('hex');

@@ -113,6 +113,7 @@ export class UploaderService {
     const zipPath = join(this.d.stagingDir, req.jobId, 'out', `${req.jobId}.zip`);
     const { zip, renditions } = await this.archive(req, zipPath, progress, signal);
     progress('upload', 0.7);
+    const uploadStarted = Date.now();
     const up = await uploadFileMultipart({
       client: this.d.s3,
       bucket: req.bucket,
@@ -137,7 +138,7 @@ export class UploaderService {
       renditions,
     };
     await etcd.put(keys.upload(req.jobId)).value(JSON.stringify({ result } satisfies UploadRecord));
-    log.info({ jobId: req.jobId, key: req.key, bytes: zip.bytes, resumed: up.resumed, partsSent: up.partsSent }, 'archive uploaded');
+    log.info({ jobId: req.jobId, key: req.key, bytes: zip.bytes, resumed: up.resumed, partsSent: up.partsSent, uploadMs: Date.now() - uploadStarted }, 'archive uploaded');
     // The archive is in S3: the merged files and parts are no longer needed here.
     await rm(dirname(zipPath), { recursive: true, force: true });
     return result;
@@ -211,7 +212,9 @@ export class UploaderService {
       timings,
     });
     progress('zip', 0.65);
+    const zipStarted = Date.now();
     const zip = await writeZip(zipPath, [...files.map((f) => ({ name: f.name, path: f.path })), { name: 'manifest.json', content: manifest }], { signal });
+    this.d.log.info({ jobId: req.jobId, mergeMs: timings.mergeMs, zipMs: Date.now() - zipStarted, bytes: zip.bytes }, 'archive built');
     await writeFile(`${facts}.tmp`, JSON.stringify({ zip, renditions }));
     await rename(`${facts}.tmp`, facts);
     return { zip, renditions };
