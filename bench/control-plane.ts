@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { LocalCluster, waitFor } from '../deploy/local-cluster.js';
 import { makeSample } from '../deploy/sample.js';
@@ -87,6 +88,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
   await makeSample(input, { ...o.source, preset: 'ultrafast' });
   const keys = new Keys('/tessera/');
   const log = createLogger('sim-agents', 'warn');
+  const metricsPort = await freePort(); // the coordinator's /metrics: its heap figures
 
   const cluster = await LocalCluster.start({
     dir: join(o.dir, 'cluster'),
@@ -101,6 +103,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       MIN_SEGMENT_SEC: String(o.minSegmentSec),
       // The trail must hold every segment's entries: assignments are counted from it.
       JOB_HISTORY_LIMIT: '10000',
+      METRICS_PORT: String(metricsPort),
     },
   });
   const client = new TesseraClient({ addresses: cluster.coordinators, timeoutMs: 30_000 });
@@ -136,12 +139,22 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     const heartbeats0 = agents.statsPublished();
     const cpu0 = procCpu(coordinatorPid);
     const rss: { atMs: number; doneJobs: number; bytes: number }[] = [];
+    // The V8 heap in use, from the coordinator's /metrics (RSS also moves with GC timing and
+    // allocator caches; the heap's low points show what is retained).
+    const heap: { doneJobs: number; bytes: number }[] = [];
     let doneJobs = 0;
+    let ticks = 0;
     sampler = setInterval(() => {
       try {
         rss.push({ atMs: Date.now(), doneJobs, bytes: procStatusKiB(coordinatorPid, 'VmRSS') * 1024 });
       } catch {
         // the coordinator is gone; the run fails below
+      }
+      if (ticks++ % 2 === 0) {
+        const at = doneJobs;
+        void fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(2_000) })
+          .then(async (r) => heap.push({ doneJobs: at, bytes: metric(await r.text(), 'nodejs_heap_size_used_bytes') }))
+          .catch(() => undefined);
       }
     }, 250);
 
@@ -214,8 +227,15 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       const s = rss.find((x) => x.doneJobs >= want) ?? rss.at(-1);
       return { atJobsDone: want, mib: (s?.bytes ?? 0) / 1024 ** 2 };
     });
+    // Lowest heap in use within each quarter of the jobs (what survives the collections).
+    const heapFloor = [0.25, 0.5, 0.75, 1].map((f) => {
+      const lo = (f - 0.25) * ids.length;
+      const inQuarter = heap.filter((h) => h.doneJobs >= lo && h.doneJobs <= f * ids.length).map((h) => h.bytes);
+      return inQuarter.length > 0 ? Math.min(...inQuarter) / 1024 ** 2 : Number.NaN;
+    });
+    const heapGrowth = heapFloor[3]! - heapFloor[0]!;
     const growth = rssAt.length === 4 ? rssAt[3]!.mib - rssAt[0]!.mib : Number.NaN;
-    const flat = growth <= 0.15 * rssAt[0]!.mib;
+    const flat = Number.isFinite(heapGrowth) ? heapGrowth <= 0.15 * heapFloor[0]! : growth <= 0.15 * rssAt[0]!.mib;
     const perSeg = (n: number): number => n / segments;
     const mb = (x: number): string => x.toFixed(0);
     const yes = (ok: boolean): string => (ok ? 'yes' : 'no');
@@ -233,14 +253,15 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       ['coordinator CPU s: its ffmpeg/ffprobe children (cutime+cstime)', childCpuSec, '', ''],
       ['coordinator CPU ms per segment (own)', (cpuSec * 1000) / segments, '', ''],
       ['coordinator peak RSS MiB (VmHWM)', peakRssMiB, '', ''],
-      [`coordinator RSS MiB at ${rssAt.map((r) => r.atJobsDone).join(' / ')} jobs done`, rssAt.map((r) => mb(r.mib)).join(' / '), 'flat', yes(flat)],
+      [`coordinator RSS MiB at ${rssAt.map((r) => r.atJobsDone).join(' / ')} jobs done`, rssAt.map((r) => mb(r.mib)).join(' / '), '', ''],
+      ['coordinator V8 heap in use MiB, lowest in each quarter of the jobs', heapFloor.map((x) => (Number.isFinite(x) ? x.toFixed(0) : '?')).join(' / '), 'flat', yes(flat)],
     ];
     const notes = [
       `${o.agents} simulated node agents × ${o.slots} slots in one process, ${o.jobs} jobs of a ${o.source.seconds} s ${o.source.width}x${o.source.height} ${o.source.fps} fps clip (keyframe every ${o.source.gop} frames${o.source.audio ? ', with audio' : ', no audio'}), ${ladder.length} renditions, MIN_SEGMENT_SEC ${o.minSegmentSec}, MAX_CONCURRENT_JOBS ${o.maxConcurrentJobs}, simulated transcode ${o.sleepFactor} s per media second`,
       `${segments} segments, ${subSegments} sub-segments, ${assignedAt.length} assignments; all ${jobs.length} jobs SUCCEEDED in ${(wallMs / 1000).toFixed(1)} s`,
       `agents' stats heartbeats in that time: ${heartbeats} puts (${o.agents} agents, one every 2 s each: a cost per agent and second, not per segment)`,
       `etcd deltas over the run: ${w.proposals} proposals, ${w.puts} puts, ${w.deletes} deletes, ${w.txns} multi-op txns, ${w.revisions} revisions (includes job submission, progress, uploads/ state, agents' lease grants and stats heartbeats)`,
-      `RSS sampled every 250 ms: flat = growth from ${rssAt[0]!.atJobsDone} to ${rssAt[3]!.atJobsDone} jobs done (${growth >= 0 ? '+' : ''}${growth.toFixed(0)} MiB) within 15 % of the first figure`,
+      `RSS sampled every 250 ms, the heap every 500 ms from the coordinator's /metrics; flat = the heap's low point in the last quarter of the jobs within 15 % of the first quarter's (${heapGrowth >= 0 ? '+' : ''}${heapGrowth.toFixed(1)} MiB; RSS ${growth >= 0 ? '+' : ''}${growth.toFixed(0)} MiB from ${rssAt[0]!.atJobsDone} to ${rssAt[3]!.atJobsDone} jobs done)`,
     ];
     return {
       jobs: jobs.length,
@@ -264,6 +285,18 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     await agents.stop();
     await cluster.stop();
   }
+}
+
+/** A TCP port free right now on 127.0.0.1. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 /** Reads etcd's write counters from its /metrics and its current revision. */
