@@ -88,7 +88,10 @@ describe('fault injection: nothing accepted is lost', () => {
       const jobId = await submit();
       const at = [25, 45, 65][seed - 1]!;
       const snap = await untilProgress(t, jobId, at);
-      const busy = snap.segments.find((s) => s.state !== 'SEGMENT_STATE_DONE' && s.nodeId)?.nodeId ?? snap.segments[0]!.nodeId;
+      // The node with the most work left (progress reaches us up to a second late: a segment
+      // almost done in the snapshot may have finished by the time of the kill).
+      const left = (s: Job['segments'][number]): number => (s.frames > 0 ? s.framesDone / s.frames : 0);
+      const busy = snap.segments.filter((s) => s.state !== 'SEGMENT_STATE_DONE' && s.nodeId).sort((a, b) => left(a) - left(b))[0]?.nodeId ?? snap.segments[0]!.nodeId;
       const killedAt = Date.now();
       t.cluster.signal(busy, 'SIGKILL');
       const job = await t.client.wait(jobId);
