@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -89,6 +89,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
   const keys = new Keys('/tessera/');
   const log = createLogger('sim-agents', 'warn');
   const metricsPort = await freePort(); // the coordinator's /metrics: its heap figures
+  await mkdir(join(o.dir, 'heap'), { recursive: true });
 
   const cluster = await LocalCluster.start({
     dir: join(o.dir, 'cluster'),
@@ -104,6 +105,9 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       // The trail must hold every segment's entries: assignments are counted from it.
       JOB_HISTORY_LIMIT: '10000',
       METRICS_PORT: String(metricsPort),
+      // SIGUSR2 writes a heap snapshot, which first collects fully: the heap in use right after
+      // is what the coordinator retains.
+      NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${join(o.dir, 'heap')}`,
     },
   });
   const client = new TesseraClient({ addresses: cluster.coordinators, timeoutMs: 30_000 });
@@ -172,6 +176,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     // Completion is read from the job records in etcd once a second (cheap reads), not with one
     // WatchJob stream per job: that would put 200 clients' read load on the coordinator we measure.
     const open = new Set(ids);
+    let retainedAtQuarter: { jobs: number; mib: number } | undefined;
     const deadline = Date.now() + (o.timeoutMs ?? 20 * 60_000);
     let lastSay = 0;
     while (open.size > 0) {
@@ -183,17 +188,21 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
         if (state === 'SUCCEEDED' || state === 'FAILED' || state === 'CANCELLED' || state === 'MISSING') open.delete(id);
       }));
       doneJobs = ids.length - open.size;
+      if (retainedAtQuarter === undefined && doneJobs >= Math.ceil(ids.length / 4)) {
+        retainedAtQuarter = { jobs: doneJobs, mib: await retainedHeapMiB(coordinatorPid, join(o.dir, 'heap'), metricsPort) };
+      }
       if (Date.now() - lastSay > 10_000) {
         lastSay = Date.now();
         say(`${doneJobs}/${ids.length} jobs finished after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
       }
     }
     const wallMs = Date.now() - t0;
-    clearInterval(sampler);
-    sampler = undefined;
     const after = await etcdCounters(metricsUrl, etcd);
     const heartbeats = agents.statsPublished() - heartbeats0;
     const cpu1 = procCpu(coordinatorPid);
+    clearInterval(sampler);
+    sampler = undefined;
+    const retainedAfter = await retainedHeapMiB(coordinatorPid, join(o.dir, 'heap'), metricsPort);
     const peakRssMiB = procStatusKiB(coordinatorPid, 'VmHWM') / 1024;
 
     // Every job, read back through the SDK: all must have SUCCEEDED.
@@ -233,9 +242,10 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       const inQuarter = heap.filter((h) => h.doneJobs >= lo && h.doneJobs <= f * ids.length).map((h) => h.bytes);
       return inQuarter.length > 0 ? Math.min(...inQuarter) / 1024 ** 2 : Number.NaN;
     });
-    const heapGrowth = heapFloor[3]! - heapFloor[0]!;
+    const quarter = retainedAtQuarter ?? { jobs: 0, mib: Number.NaN };
+    const heapGrowth = retainedAfter - quarter.mib;
     const growth = rssAt.length === 4 ? rssAt[3]!.mib - rssAt[0]!.mib : Number.NaN;
-    const flat = Number.isFinite(heapGrowth) ? heapGrowth <= 0.15 * heapFloor[0]! : growth <= 0.15 * rssAt[0]!.mib;
+    const flat = heapGrowth <= 0.15 * quarter.mib;
     const perSeg = (n: number): number => n / segments;
     const mb = (x: number): string => x.toFixed(0);
     const yes = (ok: boolean): string => (ok ? 'yes' : 'no');
@@ -254,14 +264,15 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       ['coordinator CPU ms per segment (own)', (cpuSec * 1000) / segments, '', ''],
       ['coordinator peak RSS MiB (VmHWM)', peakRssMiB, '', ''],
       [`coordinator RSS MiB at ${rssAt.map((r) => r.atJobsDone).join(' / ')} jobs done`, rssAt.map((r) => mb(r.mib)).join(' / '), '', ''],
-      ['coordinator V8 heap in use MiB, lowest in each quarter of the jobs', heapFloor.map((x) => (Number.isFinite(x) ? x.toFixed(0) : '?')).join(' / '), 'flat', yes(flat)],
+      ['coordinator V8 heap in use MiB, lowest in each quarter of the jobs', heapFloor.map((x) => (Number.isFinite(x) ? x.toFixed(0) : '?')).join(' / '), '', ''],
+      [`coordinator heap retained MiB (in use after a full collection) at ${quarter.jobs} jobs done / after all ${ids.length}`, `${quarter.mib.toFixed(1)} / ${retainedAfter.toFixed(1)}`, 'flat', yes(flat)],
     ];
     const notes = [
       `${o.agents} simulated node agents × ${o.slots} slots in one process, ${o.jobs} jobs of a ${o.source.seconds} s ${o.source.width}x${o.source.height} ${o.source.fps} fps clip (keyframe every ${o.source.gop} frames${o.source.audio ? ', with audio' : ', no audio'}), ${ladder.length} renditions, MIN_SEGMENT_SEC ${o.minSegmentSec}, MAX_CONCURRENT_JOBS ${o.maxConcurrentJobs}, simulated transcode ${o.sleepFactor} s per media second`,
       `${segments} segments, ${subSegments} sub-segments, ${assignedAt.length} assignments; all ${jobs.length} jobs SUCCEEDED in ${(wallMs / 1000).toFixed(1)} s`,
       `agents' stats heartbeats in that time: ${heartbeats} puts (${o.agents} agents, one every 2 s each: a cost per agent and second, not per segment)`,
       `etcd deltas over the run: ${w.proposals} proposals, ${w.puts} puts, ${w.deletes} deletes, ${w.txns} multi-op txns, ${w.revisions} revisions (includes job submission, progress, uploads/ state, agents' lease grants and stats heartbeats)`,
-      `RSS sampled every 250 ms, the heap every 500 ms from the coordinator's /metrics; flat = the heap's low point in the last quarter of the jobs within 15 % of the first quarter's (${heapGrowth >= 0 ? '+' : ''}${heapGrowth.toFixed(1)} MiB; RSS ${growth >= 0 ? '+' : ''}${growth.toFixed(0)} MiB from ${rssAt[0]!.atJobsDone} to ${rssAt[3]!.atJobsDone} jobs done)`,
+      `RSS sampled every 250 ms, the heap every 500 ms from the coordinator's /metrics; the retained heap is read right after a heap snapshot (SIGUSR2; the coordinator pauses for it), which collects fully first; flat = retained after the run within 15 % of retained at a quarter of the jobs (${heapGrowth >= 0 ? '+' : ''}${heapGrowth.toFixed(1)} MiB). RSS ${growth >= 0 ? '+' : ''}${growth.toFixed(0)} MiB from ${rssAt[0]!.atJobsDone} to ${rssAt[3]!.atJobsDone} jobs done, and the peak RSS, include what writing the first heap snapshot took from the allocator`,
     ];
     return {
       jobs: jobs.length,
@@ -285,6 +296,32 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     await agents.stop();
     await cluster.stop();
   }
+}
+
+/**
+ * The coordinator's heap in use right after a full collection: SIGUSR2 makes it write a heap
+ * snapshot (--heapsnapshot-signal), which collects first; /metrics is read once the file is
+ * written, and the file is deleted.
+ */
+async function retainedHeapMiB(pid: number, dir: string, metricsPort: number): Promise<number> {
+  const before = new Set(readdirSync(dir));
+  process.kill(pid, 'SIGUSR2');
+  const deadline = Date.now() + 120_000;
+  let file: string | undefined;
+  let lastSize = -1;
+  for (;;) {
+    if (Date.now() > deadline) throw new Error('the coordinator wrote no heap snapshot');
+    await new Promise((r) => setTimeout(r, 250));
+    file ??= readdirSync(dir).find((f) => !before.has(f) && f.endsWith('.heapsnapshot'));
+    if (!file) continue;
+    const size = statSync(join(dir, file)).size;
+    if (size > 0 && size === lastSize) break; // written
+    lastSize = size;
+  }
+  const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(5_000) });
+  const mib = metric(await res.text(), 'nodejs_heap_size_used_bytes') / 1024 ** 2;
+  rmSync(join(dir, file), { force: true });
+  return mib;
 }
 
 /** A TCP port free right now on 127.0.0.1. */
