@@ -53,7 +53,8 @@ describe('fault injection: nothing accepted is lost', () => {
       nodes: 3,
       slots: 2,
       coordinators: 2,
-      env: { S3_PART_SIZE_BYTES: String(5 * 1024 * 1024), SEGMENT_NO_PROGRESS_MS: '8000' },
+      // Small multipart parts and no single PutObject: an uploader killed mid-upload must resume one.
+      env: { S3_PART_SIZE_BYTES: String(5 * 1024 * 1024), S3_SINGLE_PUT_MAX_BYTES: '0', SEGMENT_NO_PROGRESS_MS: '8000' },
     });
     work = await mkdtemp(join(tmpdir(), 'tessera-faults-'));
     clip = await fixture(t.inputDir, 'clip-12s-360p.mp4', { seconds: 12, width: 640, height: 360, fps: 30 });

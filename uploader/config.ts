@@ -11,6 +11,8 @@ const shape = {
   LEASE_TTL_SEC: int(10, 1, 3600),
   MAX_PART_BYTES: int(4 * 1024 ** 3, 1),
   S3_PART_SIZE_BYTES: int(8 * 1024 * 1024, 5 * 1024 * 1024),
+  /** Archives up to this size go to S3 as one PutObject, larger ones as a resumable multipart upload (0: always multipart). */
+  S3_SINGLE_PUT_MAX_BYTES: int(100 * 1024 * 1024, 0),
   FINALIZE_TIMEOUT_MS: int(3_600_000, 1000),
 };
 

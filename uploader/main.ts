@@ -36,6 +36,7 @@ async function main(): Promise<void> {
     maxPartBytes: cfg.MAX_PART_BYTES,
     pace: paceFromConfig(cfg),
     partSizeBytes: cfg.S3_PART_SIZE_BYTES,
+    singlePutMaxBytes: cfg.S3_SINGLE_PUT_MAX_BYTES,
     log,
     metrics: uploaderMetrics(registry),
   });

@@ -179,6 +179,22 @@ describe('uploadFileMultipart', () => {
     expect(await listIncompleteUploads(s3, BUCKET, { prefix: 'jobs/parallel' })).toBe(0);
   });
 
+  it('sends a file up to singlePutMaxBytes as one PutObject, verified, and records it complete', async () => {
+    const store = memStore();
+    const res = await uploadFileMultipart(base('jobs/single.zip', store, { singlePutMaxBytes: fileBytes, onPartUploaded: () => expect.unreachable() }));
+    expect(res).toMatchObject({ bytes: fileBytes, partsSent: 0, resumed: false });
+    expect(await download(s3, 'jobs/single.zip')).toEqual({ sha: fileSha, bytes: fileBytes, meta: { sha256: fileSha } });
+    expect(store.state).toMatchObject({ completed: true, fileBytes, fileSha256: fileSha });
+    expect(await listIncompleteUploads(s3, BUCKET, { prefix: 'jobs/single' })).toBe(0);
+    // Again: the recorded state and HeadObject say it is there; nothing is sent.
+    expect(await uploadFileMultipart(base('jobs/single.zip', store, { singlePutMaxBytes: fileBytes }))).toMatchObject({ resumed: true, partsSent: 0, bytes: fileBytes });
+    // A file that is not the announced one is refused before anything is sent.
+    const bad = memStore();
+    const e = await failure(uploadFileMultipart(base('jobs/single-bad.zip', bad, { fileSha256: otherSha, singlePutMaxBytes: fileBytes })));
+    expect(e).toMatchObject({ code: 'CHECKSUM_MISMATCH', retryable: false });
+    await expect(s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: 'jobs/single-bad.zip' }))).rejects.toThrow();
+  });
+
   it('resumes after a crash, sending only the missing parts', async () => {
     const store = memStore();
     const crash = new Error('crash after part 1');

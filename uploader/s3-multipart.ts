@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import {
   AbortMultipartUploadCommand,
@@ -59,6 +60,12 @@ export interface UploadFileOptions {
   onPartUploaded?: (partNumber: number) => void;
   /** Parts uploaded at a time (default 4, fewer when parts are large: at most 64 MiB in flight). */
   partsInFlight?: number;
+  /**
+   * Files up to this size go up as one PutObject (default 0: always multipart). AWS suggests
+   * multipart from about 100 MB; below that one request is faster (no Create and Complete, which
+   * copies every part again on some servers) and a crash costs at most re-sending the file.
+   */
+  singlePutMaxBytes?: number;
   /** Deadline of one UploadPart / CompleteMultipartUpload attempt (default 5 min). */
   partTimeoutMs?: number;
   /** Retries of each S3 call after a transient failure (default 5), on top of the SDK's own 3 attempts. */
@@ -150,6 +157,12 @@ export async function uploadFileMultipart(o: UploadFileOptions): Promise<UploadF
     if (head.matches) return { bucket: o.bucket, key: o.key, bytes: fileBytes, etag: unquote(head.etag), partsSent: 0, resumed: true };
     await o.store.clear();
     prior = undefined;
+  }
+
+  if (!prior && fileBytes <= (o.singlePutMaxBytes ?? 0)) {
+    const etag = await ctx.putWhole(fileBytes);
+    await o.store.save({ uploadId: '', bucket: o.bucket, key: o.key, partSize: fileBytes, fileBytes, fileSha256: o.fileSha256, parts: [], completed: true });
+    return { bucket: o.bucket, key: o.key, bytes: fileBytes, etag, partsSent: 0, resumed: false };
   }
 
   let state: MultipartState | undefined;
@@ -334,6 +347,45 @@ class UploadRun {
           Body: Buffer.alloc(0),
           ContentLength: 0,
           ContentMD5: createHash('md5').digest('base64'),
+          ContentType: this.o.contentType ?? 'application/octet-stream',
+          Metadata: { sha256: this.o.fileSha256 },
+        }),
+        { abortSignal },
+      ),
+    );
+    return unquote(res.ETag ?? '');
+  }
+
+  /**
+   * The whole file as one PutObject: read once to check it against fileSha256 (and for its
+   * Content-MD5, which the server checks), then streamed; a retry streams it again.
+   */
+  async putWhole(fileBytes: number): Promise<string> {
+    const sha = createHash('sha256');
+    const md5 = createHash('md5');
+    let bytes = 0;
+    try {
+      for await (const chunk of createReadStream(this.o.filePath, { highWaterMark: Math.max(1, Math.min(fileBytes, 1024 * 1024)) })) {
+        sha.update(chunk as Buffer);
+        md5.update(chunk as Buffer);
+        bytes += (chunk as Buffer).length;
+      }
+    } catch (err) {
+      throw this.mark(fileError(err, this.o.filePath));
+    }
+    const digest = sha.digest('hex');
+    if (bytes !== fileBytes || digest !== this.o.fileSha256) {
+      throw this.mark(new AppError('CHECKSUM_MISMATCH', `${this.o.filePath} has sha256 ${digest} (${bytes} bytes), expected ${this.o.fileSha256} (${fileBytes} bytes)`, { retryable: false }));
+    }
+    const contentMd5 = md5.digest('base64');
+    const res = await this.call(`PutObject ${this.target}`, this.partTimeoutMs, (abortSignal) =>
+      this.o.client.send(
+        new PutObjectCommand({
+          Bucket: this.o.bucket,
+          Key: this.o.key,
+          Body: createReadStream(this.o.filePath),
+          ContentLength: fileBytes,
+          ContentMD5: contentMd5,
           ContentType: this.o.contentType ?? 'application/octet-stream',
           Metadata: { sha256: this.o.fileSha256 },
         }),

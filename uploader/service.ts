@@ -36,6 +36,8 @@ export interface UploaderDeps {
   /** Deadline and minimum rate of each incoming part stream. */
   pace?: StreamPace;
   partSizeBytes: number;
+  /** Archives up to this size are sent with one PutObject (default 0: always multipart). */
+  singlePutMaxBytes?: number;
   log: Logger;
   metrics: UploaderMetrics;
 }
@@ -121,6 +123,7 @@ export class UploaderService {
       filePath: zipPath,
       fileSha256: zip.sha256,
       partSize: this.d.partSizeBytes,
+      singlePutMaxBytes: this.d.singlePutMaxBytes ?? 0,
       store: this.etcdStore(req.jobId),
       signal,
       onProgress: (sent, total) => {
