@@ -13,8 +13,8 @@ export const CHUNK_BYTES = 1024 * 1024;
  * allocates a full highWaterMark buffer per read: 1 MiB for every 3 KB part kept the garbage
  * collector busy for a fifth of the time at scale).
  */
-function readBufferFor(bytes: number): number {
-  return Math.max(1, Math.min(CHUNK_BYTES, bytes));
+export function readBufferFor(bytes: number, cap = CHUNK_BYTES): number {
+  return Math.max(1, Math.min(cap, bytes));
 }
 
 /** SHA-256 (hex) and size of a file, streamed. */
@@ -49,7 +49,7 @@ export async function sendFileChunks<T>(
   const chunkBytes = Math.min(opts.chunkBytes ?? CHUNK_BYTES, CHUNK_BYTES);
   let offset = fromOffset;
   const size = (await stat(path)).size;
-  const rs = createReadStream(path, { start: fromOffset, highWaterMark: Math.max(1, Math.min(chunkBytes, size - fromOffset)) });
+  const rs = createReadStream(path, { start: fromOffset, highWaterMark: readBufferFor(size - fromOffset, chunkBytes) });
   try {
     for await (const chunk of rs) {
       const data = chunk as Buffer;

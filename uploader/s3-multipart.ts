@@ -12,6 +12,7 @@ import {
   UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { readBufferFor } from '../common/chunks.js';
 import { AppError, isAppError } from '../common/errors.js';
 import { backoffDelay, retry, sleep } from '../common/retry.js';
 import { isTransientS3Error, isUnsupportedS3Operation, isValidBucketName, s3ErrorName, s3Status, toAppError, withDeadline, type S3CallOptions } from './s3-client.js';
@@ -365,7 +366,7 @@ class UploadRun {
     const md5 = createHash('md5');
     let bytes = 0;
     try {
-      for await (const chunk of createReadStream(this.o.filePath, { highWaterMark: Math.max(1, Math.min(fileBytes, 1024 * 1024)) })) {
+      for await (const chunk of createReadStream(this.o.filePath, { highWaterMark: readBufferFor(fileBytes) })) {
         sha.update(chunk as Buffer);
         md5.update(chunk as Buffer);
         bytes += (chunk as Buffer).length;
