@@ -89,7 +89,8 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
   const keys = new Keys('/tessera/');
   const log = createLogger('sim-agents', 'warn');
   const metricsPort = await freePort(); // the coordinator's /metrics: its heap figures
-  await mkdir(join(o.dir, 'heap'), { recursive: true });
+  const heapDir = join(o.dir, 'heap'); // the coordinator's heap snapshots (written, read, deleted)
+  await mkdir(heapDir, { recursive: true });
 
   const cluster = await LocalCluster.start({
     dir: join(o.dir, 'cluster'),
@@ -107,7 +108,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       METRICS_PORT: String(metricsPort),
       // SIGUSR2 writes a heap snapshot, which first collects fully: the heap in use right after
       // is what the coordinator retains.
-      NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${join(o.dir, 'heap')}`,
+      NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${heapDir}`,
     },
   });
   const client = new TesseraClient({ addresses: cluster.coordinators, timeoutMs: 30_000 });
@@ -189,7 +190,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       }));
       doneJobs = ids.length - open.size;
       if (retainedAtQuarter === undefined && doneJobs >= Math.ceil(ids.length / 4)) {
-        retainedAtQuarter = { jobs: doneJobs, mib: await retainedHeapMiB(coordinatorPid, join(o.dir, 'heap'), metricsPort) };
+        retainedAtQuarter = { jobs: doneJobs, mib: await retainedHeapMiB(coordinatorPid, heapDir, metricsPort) };
       }
       if (Date.now() - lastSay > 10_000) {
         lastSay = Date.now();
@@ -202,7 +203,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     const cpu1 = procCpu(coordinatorPid);
     clearInterval(sampler);
     sampler = undefined;
-    const retainedAfter = await retainedHeapMiB(coordinatorPid, join(o.dir, 'heap'), metricsPort);
+    const retainedAfter = await retainedHeapMiB(coordinatorPid, heapDir, metricsPort);
     const peakRssMiB = procStatusKiB(coordinatorPid, 'VmHWM') / 1024;
 
     // Every job, read back through the SDK: all must have SUCCEEDED.
