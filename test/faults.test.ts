@@ -40,9 +40,24 @@ async function untilProgress(t: TestCluster, jobId: string, pct: number): Promis
   throw new Error('watch ended');
 }
 
+/** The first of `preferred` (then any node) with an ffmpeg child running right now. */
+async function transcodingNow(t: TestCluster, preferred: string[]): Promise<string> {
+  const order = [...preferred, ...t.cluster.nodeIds().filter((n) => !preferred.includes(n))];
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 20))) {
+    const hit = order.find((id) => {
+      const pid = t.cluster.pid(id);
+      return pid !== undefined && ffmpegChildren(pid).length > 0;
+    });
+    if (hit) return hit;
+  }
+  throw new Error('no node agent is running ffmpeg');
+}
+
 describe('fault injection: nothing accepted is lost', () => {
   let t: TestCluster;
   let clip: string;
+  /** Twice as long: a kill at 65 % must still find ffmpeg running though progress reaches us late. */
+  let longClip: string;
   let work: string;
   const accepted: string[] = [];
   /** Processes killed for good: their own staging folders are cleaned when they next start. */
@@ -58,6 +73,7 @@ describe('fault injection: nothing accepted is lost', () => {
     });
     work = await mkdtemp(join(tmpdir(), 'tessera-faults-'));
     clip = await fixture(t.inputDir, 'clip-12s-360p.mp4', { seconds: 12, width: 640, height: 360, fps: 30 });
+    longClip = await fixture(t.inputDir, 'clip-24s-360p.mp4', { seconds: 24, width: 640, height: 360, fps: 30 });
   });
 
   afterEach(async () => {
@@ -78,25 +94,27 @@ describe('fault injection: nothing accepted is lost', () => {
     await t?.close();
   });
 
-  const submit = async (): Promise<string> => {
-    const { jobId } = await t.client.submit({ inputUri: clip, ladder: LADDER });
+  const submit = async (inputUri = clip): Promise<string> => {
+    const { jobId } = await t.client.submit({ inputUri, ladder: LADDER });
     accepted.push(jobId);
     return jobId;
   };
 
   for (const seed of [1, 2, 3]) {
     it(`kill -9 of a node agent mid-job (seed ${seed}) loses nothing and redoes at most its slots`, async () => {
-      const jobId = await submit();
+      const jobId = await submit(longClip);
       const at = [25, 45, 65][seed - 1]!;
       const snap = await untilProgress(t, jobId, at);
-      // The node with the most work left (progress reaches us up to a second late: a segment
-      // almost done in the snapshot may have finished by the time of the kill).
+      // Progress reaches us up to a second late, so a segment unfinished in the snapshot may be
+      // done by now. Kill a node that is transcoding at this very moment (an ffmpeg child alive),
+      // preferring the one with the most work left.
       const left = (s: Job['segments'][number]): number => (s.frames > 0 ? s.framesDone / s.frames : 0);
-      const busy = snap.segments.filter((s) => s.state !== 'SEGMENT_STATE_DONE' && s.nodeId).sort((a, b) => left(a) - left(b))[0]?.nodeId ?? snap.segments[0]!.nodeId;
+      const candidates = snap.segments.filter((s) => s.state !== 'SEGMENT_STATE_DONE' && s.nodeId).sort((a, b) => left(a) - left(b)).map((s) => s.nodeId);
+      const busy = await transcodingNow(t, [...new Set(candidates)]);
       const killedAt = Date.now();
       t.cluster.signal(busy, 'SIGKILL');
       const job = await t.client.wait(jobId);
-      await expectCorrect(t, job, work, 360);
+      await expectCorrect(t, job, work, 720);
       const moved = job.history.filter((h) => h.reason.startsWith('reassigned') && h.atMs >= killedAt);
       expect(moved.length).toBeGreaterThanOrEqual(1);
       expect(moved.every((h) => h.nodeId !== busy)).toBe(true);
