@@ -2,11 +2,12 @@ import { Server, ServerCredentials, type ServerReadableStream, type sendUnaryDat
 import { SegmentChunk, type TransferStatus } from '../proto/gen/tessera/v1/agent.js';
 import { RECEIVE_WINDOW } from '../common/grpc.js';
 import { widenReceiveWindow } from '../common/grpc-server.js';
+import { bulkDeserializer, bulkSerializer } from '../common/bulk-codec.js';
 
 /**
  * The transfer benchmark's ceiling: a gRPC server in its own process (as a node agent is) that
- * decodes the same SegmentChunk messages and only counts their bytes, with the same HTTP/2
- * receive window as our servers. Prints its port, exits when
+ * decodes the same SegmentChunk messages, with the same codec and HTTP/2 receive window as our
+ * servers, and only counts their bytes. Prints its port, exits when
  * stdin closes (the benchmark ends).
  */
 export const bareDefinition = {
@@ -14,8 +15,8 @@ export const bareDefinition = {
     path: '/bench.Bare/Put',
     requestStream: true,
     responseStream: false,
-    requestSerialize: (m: SegmentChunk) => Buffer.from(SegmentChunk.encode(m).finish()),
-    requestDeserialize: (b: Buffer) => SegmentChunk.decode(b),
+    requestSerialize: bulkSerializer(SegmentChunk, 3),
+    requestDeserialize: bulkDeserializer(SegmentChunk, 3),
     responseSerialize: (m: TransferStatus) => Buffer.from(JSON.stringify(m)),
     responseDeserialize: (b: Buffer) => JSON.parse(b.toString()) as TransferStatus,
   },

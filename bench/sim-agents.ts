@@ -11,8 +11,7 @@ import { agentMetrics } from '../node-agent/metrics.js';
 import { Registration } from '../node-agent/registration.js';
 import type { SegmentMedia } from '../node-agent/segment-media.js';
 import { AgentService } from '../node-agent/service.js';
-import { NodeAgentService } from '../proto/gen/tessera/v1/agent.js';
-import { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
+import { NodeAgentService, UploaderClient } from '../common/bulk-codec.js';
 import { WorkerPool } from '../transcoder/worker-pool.js';
 
 export interface SimAgentsOptions {

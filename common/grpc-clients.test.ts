@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AdminClient } from '../proto/gen/tessera/v1/admin.js';
-import { JobServiceClient } from '../proto/gen/tessera/v1/jobs.js';
+import { JobServiceClient } from './bulk-codec.js';
 import { ClientCache } from './grpc-clients.js';
 
 describe('ClientCache', () => {

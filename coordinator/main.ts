@@ -6,7 +6,7 @@ import { Keys } from '../common/keys.js';
 import { bootProcess, processEtcd, processTls, runMain } from '../common/process.js';
 import { createRegistry, startMetricsServer } from '../common/metrics-server.js';
 import { AdminService } from '../proto/gen/tessera/v1/admin.js';
-import { JobServiceService } from '../proto/gen/tessera/v1/jobs.js';
+import { JobServiceService } from '../common/bulk-codec.js';
 import { availableEncoders } from '../transcoder/encoders.js';
 import { createS3Client, ensureBucket, s3SettingsFromConfig } from '../uploader/s3-client.js';
 import { adminHandlers } from './admin-service.js';

@@ -8,7 +8,8 @@ import { channelCredentials, type TlsMaterial } from '../common/tls.js';
 import { callUnary, deadline, iterateStream, openClientStream } from '../common/grpc.js';
 import { retry, sleep } from '../common/retry.js';
 import { AdminClient, type ClusterStatus, type NodeInfo } from '../proto/gen/tessera/v1/admin.js';
-import { JobServiceClient, UploadChunk, type SubmitJobResponse, type JobEvent } from '../proto/gen/tessera/v1/jobs.js';
+import { JobServiceClient } from '../common/bulk-codec.js';
+import { UploadChunk, type SubmitJobResponse, type JobEvent } from '../proto/gen/tessera/v1/jobs.js';
 import { JobSpec, JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 
 export type { Job, JobSpec, SubmitJobResponse, NodeInfo, ClusterStatus };

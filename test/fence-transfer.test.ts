@@ -9,7 +9,8 @@ import { deadline, openClientStream } from '../common/grpc.js';
 import { Keys } from '../common/keys.js';
 import type { NodeRecord } from '../common/records.js';
 import { SegmentFence } from '../node-agent/fence.js';
-import { NodeAgentClient, type SegmentChunk, type TransferStatus } from '../proto/gen/tessera/v1/agent.js';
+import { NodeAgentClient } from '../common/bulk-codec.js';
+import type { SegmentChunk, TransferStatus } from '../proto/gen/tessera/v1/agent.js';
 import { startTestCluster, type TestCluster } from './helpers.js';
 
 describe('fencing and transfer resume against real etcd and a real node agent', () => {

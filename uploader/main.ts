@@ -8,7 +8,7 @@ import { uploaderPolicy } from '../common/access-policy.js';
 import { checkOwnCertificate } from '../common/tls.js';
 import { createRegistry, startMetricsServer } from '../common/metrics-server.js';
 import type { UploaderRecord } from '../common/records.js';
-import { UploaderService as UploaderDefinition } from '../proto/gen/tessera/v1/uploader.js';
+import { UploaderService as UploaderDefinition } from '../common/bulk-codec.js';
 import { loadConfig } from './config.js';
 import { paceFromConfig } from '../common/chunks.js';
 import { uploaderMetrics } from './metrics.js';
