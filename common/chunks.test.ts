@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { crc32 } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AppError } from './errors.js';
-import { paced, partialSize, receiveChunks, type IncomingChunk } from './chunks.js';
+import { fileDigest, paced, partialSize, receiveChunks, type IncomingChunk } from './chunks.js';
 
 async function* gen(chunks: IncomingChunk[]): AsyncGenerator<IncomingChunk> {
   for (const c of chunks) yield c;
@@ -22,8 +23,27 @@ describe('receiveChunks', () => {
     expect(await partialSize(path)).toBe(6);
     // A resend of bytes we hold (identical) is acknowledged; then the rest follows.
     const second = await receiveChunks(gen([{ offset: 4, data: data.subarray(4, 6) }, { offset: 6, data: data.subarray(6) }]), { path, maxBytes: 100, totalSize: 16, sha256: sha });
-    expect(second).toEqual({ bytes: 16, sha256: sha, complete: true });
+    expect(second).toEqual({ bytes: 16, sha256: sha, crc32: '', complete: true });
     expect(await readFile(path)).toEqual(data);
+  });
+
+  it('verifies a CRC-32 instead when the sender gives one, across a resume too', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'chunks-'));
+    const path = join(dir, 'seg.bin');
+    await writeFile(join(dir, 'src'), data);
+    const digest = await fileDigest(join(dir, 'src'), 'crc32');
+    expect(digest).toEqual({ hex: crc32(data).toString(16).padStart(8, '0'), bytes: 16 });
+    const crc = digest.hex.toUpperCase(); // the hex digits' case does not matter
+    const first = await receiveChunks(gen([{ offset: 0, data: data.subarray(0, 5) }]), { path, maxBytes: 100, totalSize: 16, crc32: crc });
+    expect(first.complete).toBe(false);
+    const second = await receiveChunks(gen([{ offset: 5, data: data.subarray(5) }]), { path, maxBytes: 100, totalSize: 16, crc32: crc });
+    expect(second).toEqual({ bytes: 16, sha256: '', crc32: crc.toLowerCase(), complete: true });
+    expect(await readFile(path)).toEqual(data);
+    // One flipped bit anywhere fails the check, and the bytes are thrown away.
+    const bad = Buffer.from(data);
+    bad[9]! ^= 0x01;
+    await expect(receiveChunks(gen([{ offset: 0, data: bad }]), { path: join(dir, 'bad'), maxBytes: 100, totalSize: 16, crc32: crc })).rejects.toMatchObject({ code: 'CHECKSUM_MISMATCH', message: expect.stringContaining('crc32 mismatch') });
+    expect(await partialSize(join(dir, 'bad'))).toBe(0);
   });
 
   it('rejects gaps and overlaps with the expected offset, and enforces the size limit', async () => {

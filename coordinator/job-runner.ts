@@ -133,14 +133,14 @@ export class JobRunner {
               return;
             }
             const file = this.segmentFiles[cut.index]!;
-            const digest = await fileDigest(file);
+            const digest = await fileDigest(file, 'crc32');
             await dispatchSegment(
               {
                 jobId: this.jobId,
                 seg,
                 file,
                 bytes: digest.bytes,
-                sha256: digest.sha256,
+                crc32: digest.hex,
                 renditions: plan.renditions,
                 fps: rec!.source?.fps ?? 30,
                 uploaderAddress: uploader.address,

@@ -30,7 +30,8 @@ export interface SegmentTask {
   seg: SegmentRecord;
   file: string;
   bytes: number;
-  sha256: string;
+  /** CRC-32 of the segment file: the agent verifies the bytes it received against it. */
+  crc32: string;
   renditions: PlannedRendition[];
   fps: number;
   uploaderAddress: string;
@@ -130,7 +131,7 @@ async function transfer(client: NodeAgentClient, ref: SegmentRef, t: SegmentTask
         (cb) => client.putSegment(new Metadata(), deadline(d.cfg.SEGMENT_TRANSFER_TIMEOUT_MS), cb),
         signal,
       );
-      const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: t.bytes, sha256: t.sha256 });
+      const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: t.bytes, sha256: '', crc32: t.crc32 });
       if (from >= t.bytes) call.stream.write(msg(from, Buffer.alloc(0)));
       else await sendFileChunks(call.stream, t.file, from, msg, { signal: call.signal, onSent: () => undefined });
       d.metrics.bytesStreamed.inc(t.bytes - from);

@@ -55,9 +55,9 @@ export class AgentService {
         const file = this.segmentFile(ref);
         try {
           const st = await stat(file);
-          return { receivedBytes: st.size, complete: true, sha256: '' };
+          return { receivedBytes: st.size, complete: true, sha256: '', crc32: '' };
         } catch {
-          return { receivedBytes: await partialSize(file), complete: false, sha256: '' };
+          return { receivedBytes: await partialSize(file), complete: false, sha256: '', crc32: '' };
         }
       }),
 
@@ -70,8 +70,8 @@ export class AgentService {
         const file = this.segmentFile(head.ref);
         // Not fsynced: the agent wipes its staging when it starts (main.ts), so only this process
         // life reads the segment; a node that goes down gets its segments re-sent elsewhere.
-        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)), this.pace), { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal, durable: false });
-        return { receivedBytes: res.bytes, complete: res.complete, sha256: res.sha256 };
+        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)), this.pace), { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, crc32: head.crc32 || undefined, signal, durable: false });
+        return { receivedBytes: res.bytes, complete: res.complete, sha256: res.sha256, crc32: res.crc32 };
       }),
 
       runSegment: serverStream(log, async (req, send, _call, signal) => {

@@ -1,4 +1,5 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,9 +52,10 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     const file = join(dir, 'seg.bin');
     const bytes = randomBytes(5 * 1024 * 1024 + 123);
     await writeFile(file, bytes);
-    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    // The coordinator sends the segment's CRC-32; the agent checks the resumed whole against it.
+    const crc = crc32(bytes).toString(16).padStart(8, '0');
     const ref = { jobId: 'jtransfer', segment: 0, attempt: 1 };
-    const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: bytes.length, sha256 });
+    const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: bytes.length, sha256: '', crc32: crc });
 
     // First try: 2 MiB, then the stream breaks (cancelled by the sender).
     const first = openClientStream<SegmentChunk, TransferStatus>((cb) => agent.putSegment(new Metadata(), deadline(10_000), cb));
@@ -79,7 +81,7 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     await sendFileChunks(second.stream, file, status.receivedBytes, (o, d) => { sent += d.length; return msg(o, d); }, { signal: second.signal });
     second.stream.end();
     const done = await second.result;
-    expect(done).toMatchObject({ complete: true, receivedBytes: bytes.length, sha256 });
+    expect(done).toMatchObject({ complete: true, receivedBytes: bytes.length, crc32: crc });
     expect(sent).toBe(bytes.length - 2 * 1024 * 1024);
     await new Promise<void>((r) => agent.dropSegment(ref, () => r()));
   });

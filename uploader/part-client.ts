@@ -16,7 +16,7 @@ export interface SendPartOptions {
  * A retried send starts again at offset 0; the uploader acknowledges identical bytes it holds.
  */
 export async function sendPart(client: UploaderClient, ref: PartRef, filePath: string, o: SendPartOptions): Promise<PartAck> {
-  const { sha256, bytes } = await fileDigest(filePath);
+  const { hex: sha256, bytes } = await fileDigest(filePath);
   return retry(
     async () => {
       const { stream, result, signal } = openClientStream<PartChunk, PartAck>(

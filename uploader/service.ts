@@ -198,7 +198,7 @@ export class UploaderService {
         durationSec: Math.round(durationSec * 1000) / 1000,
         frames,
         bytes: digest.bytes,
-        sha256: digest.sha256,
+        sha256: digest.hex,
       };
       return { result, file: { name: file, path: outPath } };
     }));
