@@ -10,8 +10,13 @@ import { deadline, openClientStream } from '../common/grpc.js';
 import { Keys } from '../common/keys.js';
 import type { NodeRecord } from '../common/records.js';
 import { SegmentFence } from '../node-agent/fence.js';
+import { runSegmentWork } from '../node-agent/segment-work.js';
+import type { SegmentMedia } from '../node-agent/segment-media.js';
+import { simulatedTranscoder } from '../node-agent/simulated-transcoder.js';
+import { createLogger } from '../common/logger.js';
+import { WorkerPool } from '../transcoder/worker-pool.js';
 import { NodeAgentClient } from '../common/bulk-codec.js';
-import type { SegmentChunk, TransferStatus } from '../proto/gen/tessera/v1/agent.js';
+import type { SegmentChunk, SegmentEvent, TransferStatus } from '../proto/gen/tessera/v1/agent.js';
 import { startTestCluster, type TestCluster } from './helpers.js';
 
 describe('fencing and transfer resume against real etcd and a real node agent', () => {
@@ -45,6 +50,45 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     const cp = await fresh.updateCheckpoint((c) => ({ ...c!, done: [{ sub: 0, attempt: 2, nodeId: 'b', frames: 1 }] }));
     expect(cp.done).toEqual([{ sub: 0, attempt: 2, nodeId: 'b', frames: 1 }]);
     expect(fresh.rejections).toBe(0);
+  });
+
+  it('refuses a segment whose cut does not add up to the planned frames: UNSUPPORTED_FORMAT, nothing transcoded or recorded', async () => {
+    const etcd = t.cluster.client();
+    const keys = new Keys('/tessera/');
+    const rev = Number((await etcd.put(keys.segmentOwner('jguard', 0)).value(JSON.stringify({ nodeId: 'x', attempt: 1 })).exec()).header.revision);
+    const dir = await mkdtemp(join(tmpdir(), 'guard-'));
+    // The real agent protocol with a media layer whose cut loses a frame (as an open-GOP input
+    // or broken timestamps would make ffmpeg's cut do).
+    const sim = simulatedTranscoder({ secondsPerMediaSecond: 0, clipDir: dir });
+    let transcodes = 0;
+    const media: SegmentMedia = {
+      ...sim,
+      split: async (...args) => {
+        const subs = await sim.split(...args);
+        subs[0]!.frames -= 1;
+        return subs;
+      },
+      transcode: async (...args) => {
+        transcodes++;
+        return sim.transcode(...args);
+      },
+    };
+    const events: SegmentEvent[] = [];
+    const run = runSegmentWork(
+      { jobId: 'jguard', segment: 0, attempt: 1, ownerRevision: rev, renditions: [], fps: 10, frames: 40, segmentPath: join(dir, 'seg.mkv'), workDir: join(dir, 'work'), uploaderAddress: '127.0.0.1:1', uploaderId: 'u' },
+      {
+        etcd, keys, log: createLogger('test', 'silent'), pool: new WorkerPool(2), nodeId: 'x', slots: 2, minSubSegmentSec: 0.5, ffmpegThreads: 1,
+        noProgressMs: 10_000, wallClockMs: 10_000, subSegmentAttempts: 3, uploadTimeoutMs: 1_000,
+        uploaderFor: () => { throw new Error('no part may be uploaded'); },
+        onFenced: () => undefined, onSubSegmentDone: () => undefined, onRetry: () => undefined, media,
+      },
+      (ev) => events.push(ev),
+      new AbortController().signal,
+    );
+    await expect(run).rejects.toMatchObject({ code: 'UNSUPPORTED_FORMAT', retryable: false, message: expect.stringContaining('39 frames after cutting, 40 were planned') });
+    expect(transcodes).toBe(0);
+    expect(events).toEqual([]);
+    expect(await etcd.get(keys.checkpoint('jguard', 0)).string()).toBeNull();
   });
 
   it('resumes a broken segment transfer from the acknowledged offset and verifies the bytes', async () => {
