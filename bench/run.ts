@@ -322,7 +322,9 @@ async function transfer(work: string): Promise<void> {
       ['PutSegment into a node agent (file write + CRC-32 verify; no fsync, see BENCHMARKS.md)', agentRate, agentRate / bareRate, '≥ 0.80'],
     ],
     notes: [
-      `the node agent reaches ${((agentRate / diskRate) * 100).toFixed(0)} % of the bare stream written to a file`,`peak RSS of the sending process while streaming: ${(peakRss / 1024 ** 2).toFixed(0)} MiB (target < 300 MB); memory stays at about one 1 MiB chunk because sends wait for 'drain'`],
+      `the node agent reaches ${((agentRate / diskRate) * 100).toFixed(0)} % of the bare stream written to a file`,
+      `peak RSS of the sending process while streaming: ${(peakRss / 1024 ** 2).toFixed(0)} MiB (target < 300 MB); memory stays at about one 1 MiB chunk because sends wait for 'drain'`,
+    ],
   });
 }
 

@@ -122,7 +122,7 @@ const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
 
 /**
  * Writes a stream of chunks at contiguous offsets into `<path>.partial` (appending to what a
- * previous, broken transfer left), then fsyncs (unless `durable` is false), verifies size and SHA-256, and renames to `path`.
+ * previous, broken transfer left), then fsyncs (unless `durable` is false), verifies size and digest, and renames to `path`.
  * A chunk that repeats bytes we already have identically is acknowledged; a gap or overlap is
  * rejected with the expected offset. Returns the bytes written in total and the digest: SHA-256,
  * or CRC-32 when the caller expects one (`o.crc32`).
@@ -140,9 +140,9 @@ export async function receiveChunks(
     let size = (await fh.stat()).size;
     // Hash while writing (one pass over the bytes); a resumed transfer first hashes what it holds.
     const algorithm: DigestAlgorithm = o.crc32 ? 'crc32' : 'sha256';
-    const hash = runningDigest(algorithm);
+    const digest = runningDigest(algorithm);
     if (size > 0) {
-      for await (const chunk of createReadStream(partial, { end: size - 1, highWaterMark: readBufferFor(size) })) hash.update(chunk as Buffer);
+      for await (const chunk of createReadStream(partial, { end: size - 1, highWaterMark: readBufferFor(size) })) digest.update(chunk as Buffer);
     }
     // Writes stay one at a time and in order: the file is opened for append (O_APPEND), where
     // Linux ignores pwrite's position, so overlapping writes could land out of order. But the
@@ -170,7 +170,7 @@ export async function receiveChunks(
       if (size + c.data.length > o.maxBytes) {
         throw new AppError('LIMIT_EXCEEDED', `transfer exceeds the limit of ${o.maxBytes} bytes`);
       }
-      hash.update(c.data);
+      digest.update(c.data);
       await settle();
       // Not awaited here: the error is kept and thrown by the next settle() (a rejection left
       // pending while we wait for the next chunk would be unhandled).
@@ -198,7 +198,7 @@ export async function receiveChunks(
     }
     if (!complete) return { bytes: size, sha256: '', crc32: '', complete: false };
     await fh.close();
-    const got = hash.hex();
+    const got = digest.hex();
     const expected = algorithm === 'crc32' ? o.crc32 : o.sha256;
     if (expected && got !== expected.toLowerCase()) {
       await unlink(partial).catch(() => undefined); // start over: the bytes we hold are wrong
