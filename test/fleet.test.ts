@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NodeRecord } from '../common/records.js';
 import { signBody } from '../coordinator/webhooks.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
-import { fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { ffmpegChildren, fixture, startTestCluster, type TestCluster } from './helpers.js';
 import { scrapeCounter, subSegmentsRedone } from './faults-helpers.js';
 
 const LADDER = [{ name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'medium' }];
@@ -89,16 +89,20 @@ describe('operating the fleet', () => {
   it('DrainNode on a busy node: the job succeeds, no new segments go there, its lease is gone', async () => {
     await t.cluster.addNode({ slots: 1, id: 'drain-me' });
     await t.cluster.addNode({ slots: 1, id: 'keep-me' });
-    const { jobId } = await t.client.submit({ inputUri: clip, ladder: LADDER });
-    for await (const j of t.client.watch(jobId)) {
-      // Busy: part-way through its segment (not its last event).
-      if (j.segments.some((s) => s.nodeId === 'drain-me' && s.framesDone > 0 && s.framesDone < s.frames)) break;
+    // A longer clip: the drained node's transcode lasts seconds, so the drain lands while it runs.
+    const long = await fixture(t.inputDir, 'clip-24s-360p.mp4', { seconds: 24, width: 640, height: 360, fps: 30 });
+    const { jobId } = await t.client.submit({ inputUri: long, ladder: LADDER });
+    // Busy: its ffmpeg is running at this moment (progress reaches a watcher up to a second late).
+    for (const until = Date.now() + 60_000; ffmpegChildren(t.cluster.pid('drain-me')!).length === 0; await new Promise((r) => setTimeout(r, 20))) {
+      if (Date.now() > until) throw new Error('drain-me never started transcoding');
     }
     const drainedAt = Date.now();
     const info = await t.client.drain('drain-me');
     expect(info.state).toBe('draining');
     const job = await t.client.wait(jobId);
     expect(job.state).toBe(JobState.JOB_STATE_SUCCEEDED);
+    // It finished the segment it held when the drain landed (a drain lets in-flight work end).
+    expect(job.history.filter((h) => h.scope.startsWith('segment/') && h.nodeId === 'drain-me' && h.atMs > drainedAt && h.state === 'DONE')).toHaveLength(1);
     expect(job.history.filter((h) => h.scope.startsWith('segment/') && h.nodeId === 'drain-me' && h.atMs > drainedAt && h.state === 'TRANSFERRING')).toEqual([]);
     const deadline = Date.now() + 20_000;
     while ((await t.cluster.client().get('/tessera/nodes/drain-me').string()) !== null) {
