@@ -4,9 +4,9 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
-import { credentials, Metadata, makeGenericClientConstructor, type ClientWritableStream, type ServiceError } from '@grpc/grpc-js';
-import { LocalCluster, REPO_ROOT } from '../deploy/local-cluster.js';
-import { bareDefinition } from './bare-sink.js';
+import { credentials, Metadata } from '@grpc/grpc-js';
+import { LocalCluster } from '../deploy/local-cluster.js';
+import { startBareSink } from './bare-sink.js';
 import { makeSample, sampleArgs } from '../deploy/sample.js';
 import { TesseraClient } from '../sdk/client.js';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
@@ -259,27 +259,16 @@ async function transfer(work: string): Promise<void> {
   // bytes of the same messages (an in-process sink shares the sender's event loop and skips the
   // cross-process hop the real path pays); the same server writing them to a file shows what
   // storing them costs.
-  const sink = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench/bare-sink.ts'), work], { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
-  const port = await new Promise<number>((res, rej) => {
-    sink.stdout.once('data', (d: Buffer) => res(Number(d.toString().trim())));
-    sink.once('exit', (code) => rej(new Error(`bare sink exited with ${code}`)));
-  });
-  const BareClient = makeGenericClientConstructor(bareDefinition, 'Bare');
-  const bare = new BareClient(`127.0.0.1:${port}`, credentials.createInsecure(), { 'grpc.max_send_message_length': 4 * 1024 * 1024 });
+  const bare = await startBareSink(work);
 
   const cluster = await startCluster(join(work, 'c-transfer'), 1, 1);
   const node = JSON.parse((await cluster.client().get('/tessera/nodes/node-0').string())!) as { address: string };
   const agent = new NodeAgentClient(node.address, credentials.createInsecure(), { 'grpc.max_send_message_length': 4 * 1024 * 1024 });
-  type BareCall = (md: Metadata, o: object, cb: (e: ServiceError | null, r: TransferStatus) => void) => ClientWritableStream<SegmentChunk>;
-  const viaBare = async (call: BareCall): Promise<number> => {
+  const viaBare = async (method: 'put' | 'putToDisk'): Promise<number> => {
     const t0 = now();
-    const b = openClientStream<SegmentChunk, TransferStatus>((cb) => call(new Metadata(), deadline(600_000), cb));
-    await sendFileChunks(b.stream, file, 0, (offset, data) => ({ ref: undefined, offset, data, totalSize: size, sha256: '', crc32: '' }), { signal: b.signal });
-    b.stream.end();
-    await b.result;
+    await bare.send(method, file, size);
     return now() - t0;
   };
-  const bareClient = bare as unknown as { put: BareCall; putToDisk: BareCall };
   const bareMs: number[] = [];
   const diskMs: number[] = [];
   const agentMs: number[] = [];
@@ -287,8 +276,8 @@ async function transfer(work: string): Promise<void> {
   const rssTimer = setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage().rss); }, 50);
   try {
     for (let round = 0; round < ROUNDS; round++) {
-      bareMs.push(await viaBare(bareClient.put.bind(bare)));
-      diskMs.push(await viaBare(bareClient.putToDisk.bind(bare)));
+      bareMs.push(await viaBare('put'));
+      diskMs.push(await viaBare('putToDisk'));
 
       const t0 = now();
       const ref = { jobId: `bench${round}${Date.now()}`, segment: 0, attempt: 1 };
@@ -305,8 +294,7 @@ async function transfer(work: string): Promise<void> {
   } finally {
     clearInterval(rssTimer);
     agent.close();
-    bare.close();
-    sink.stdin.end();
+    bare.stop();
     await cluster.stop();
   }
   const mib = size / 1024 ** 2;

@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { isAppError } from '../common/errors.js';
 import type { NodeRecord } from '../common/records.js';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
-import { checkArchive, ffmpegChildren, filesUnder, fixture, incompleteUploads, startTestCluster, type TestCluster } from './helpers.js';
+import { checkArchive, ffmpegChildren, filesUnder, fixture, incompleteUploads, nodeRunningFfmpeg, startTestCluster, type TestCluster } from './helpers.js';
 import { checkpoints, logLines, scrapeCounter, subSegmentsRedone } from './faults-helpers.js';
 
 // Slow enough encodes that a fault lands mid-transcode; small enough for a 2-core CI machine.
@@ -38,19 +38,6 @@ async function untilProgress(t: TestCluster, jobId: string, pct: number): Promis
     if (j.state !== JobState.JOB_STATE_QUEUED && j.state !== JobState.JOB_STATE_PREPARING && j.state !== JobState.JOB_STATE_RUNNING) return j;
   }
   throw new Error('watch ended');
-}
-
-/** The first of `preferred` (then any node) with an ffmpeg child running right now. */
-async function transcodingNow(t: TestCluster, preferred: string[]): Promise<string> {
-  const order = [...preferred, ...t.cluster.nodeIds().filter((n) => !preferred.includes(n))];
-  for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 20))) {
-    const hit = order.find((id) => {
-      const pid = t.cluster.pid(id);
-      return pid !== undefined && ffmpegChildren(pid).length > 0;
-    });
-    if (hit) return hit;
-  }
-  throw new Error('no node agent is running ffmpeg');
 }
 
 describe('fault injection: nothing accepted is lost', () => {
@@ -109,8 +96,8 @@ describe('fault injection: nothing accepted is lost', () => {
       // done by now. Kill a node that is transcoding at this very moment (an ffmpeg child alive),
       // preferring the one with the most work left.
       const left = (s: Job['segments'][number]): number => (s.frames > 0 ? s.framesDone / s.frames : 0);
-      const candidates = snap.segments.filter((s) => s.state !== 'SEGMENT_STATE_DONE' && s.nodeId).sort((a, b) => left(a) - left(b)).map((s) => s.nodeId);
-      const busy = await transcodingNow(t, [...new Set(candidates)]);
+      const preferred = snap.segments.filter((s) => s.state !== 'SEGMENT_STATE_DONE' && s.nodeId).sort((a, b) => left(a) - left(b)).map((s) => s.nodeId);
+      const busy = await nodeRunningFfmpeg(t.cluster, [...new Set([...preferred, ...t.cluster.nodeIds()])], 10_000);
       const killedAt = Date.now();
       t.cluster.signal(busy, 'SIGKILL');
       const job = await t.client.wait(jobId);

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NodeRecord } from '../common/records.js';
 import { signBody } from '../coordinator/webhooks.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
-import { ffmpegChildren, fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { fixture, nodeRunningFfmpeg, startTestCluster, type TestCluster } from './helpers.js';
 import { scrapeCounter, subSegmentsRedone } from './faults-helpers.js';
 
 const LADDER = [{ name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'medium' }];
@@ -93,9 +93,7 @@ describe('operating the fleet', () => {
     const long = await fixture(t.inputDir, 'clip-24s-360p.mp4', { seconds: 24, width: 640, height: 360, fps: 30 });
     const { jobId } = await t.client.submit({ inputUri: long, ladder: LADDER });
     // Busy: its ffmpeg is running at this moment (progress reaches a watcher up to a second late).
-    for (const until = Date.now() + 60_000; ffmpegChildren(t.cluster.pid('drain-me')!).length === 0; await new Promise((r) => setTimeout(r, 20))) {
-      if (Date.now() > until) throw new Error('drain-me never started transcoding');
-    }
+    await nodeRunningFfmpeg(t.cluster, ['drain-me'], 60_000);
     const drainedAt = Date.now();
     const info = await t.client.drain('drain-me');
     expect(info.state).toBe('draining');

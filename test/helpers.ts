@@ -151,6 +151,21 @@ export function ffmpegChildren(ppid: number): number[] {
   return out;
 }
 
+/**
+ * The first of `ids` (in order) whose node agent has an ffmpeg child at this moment, polled until
+ * `timeoutMs`: a node busy *now* (job progress reaches a watcher up to a second late).
+ */
+export async function nodeRunningFfmpeg(cluster: TestCluster['cluster'], ids: readonly string[], timeoutMs: number): Promise<string> {
+  for (const until = Date.now() + timeoutMs; ; await new Promise((r) => setTimeout(r, 20))) {
+    const hit = ids.find((id) => {
+      const pid = cluster.pid(id);
+      return pid !== undefined && ffmpegChildren(pid).length > 0;
+    });
+    if (hit) return hit;
+    if (Date.now() > until) throw new Error(`none of ${ids.join(', ')} started ffmpeg within ${timeoutMs} ms`);
+  }
+}
+
 /** Files left under a folder (staging must be empty after a job). */
 export function filesUnder(dir: string): string[] {
   const out: string[] = [];
