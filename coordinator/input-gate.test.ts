@@ -15,6 +15,17 @@ const ok: MediaInfo = {
   video: { codec: 'h264', width: 1280, height: 720, fps: 30, frames: 300, pixFmt: 'yuv420p' },
   audio: { codec: 'aac', channels: 2, sampleRate: 48000, durationSec: 10 },
   streams: [{ type: 'video', codec: 'h264', tag: 'avc1' }, { type: 'audio', codec: 'aac', tag: 'mp4a' }],
+  timeline: {
+    rotation: 0,
+    coded: { width: 1280, height: 720 },
+    display: { width: 1280, height: 720 },
+    fieldOrder: 'progressive',
+    color: { primaries: '', transfer: '', matrix: '', range: '' },
+    dynamicRange: 'sdr',
+    bitDepth: 8,
+    videoStartSec: 0,
+    audio: [{ index: 0, codec: 'aac', channels: 2, layout: 'stereo', language: '', title: '', offsetSec: 0, durationSec: 10 }],
+  },
 };
 const code = (m: Partial<MediaInfo>): string => {
   try {

@@ -13,10 +13,11 @@ import { retry, sleep } from '../common/retry.js';
 import type { UploaderRecord } from '../common/records.js';
 import { NodeAgentClient, UploaderClient } from '../common/bulk-codec.js';
 import type { FinalizeEvent, PartRef } from '../proto/gen/tessera/v1/uploader.js';
-import type { JobResult, SourceInfo } from '../proto/gen/tessera/v1/types.js';
+import type { JobResult } from '../proto/gen/tessera/v1/types.js';
 import { keyframeTimes, readPacketSummary } from '../transcoder/keyframes.js';
 import { resolveLadder } from '../transcoder/ladder.js';
 import { probeMedia, type MediaInfo } from '../transcoder/probe.js';
+import { planSource, type SourcePlan } from './source-plan.js';
 import { decoderPixelCap } from '../transcoder/ffmpeg-limits.js';
 import { demuxerFor } from '../transcoder/ffprobe.js';
 import { extractAudio, segmentFrameCounts, splitVideo, type InputOptions } from '../transcoder/split.js';
@@ -46,22 +47,6 @@ export interface RunnerDeps {
   load: Map<string, number>;
   /** Called with newly reported transcoded frames (throughput, metrics). */
   onFrames: (frames: number) => void;
-}
-
-/** Source facts as the API reports them. */
-export function toSourceInfo(m: MediaInfo): SourceInfo {
-  return {
-    format: m.formatName,
-    videoCodec: m.video.codec,
-    width: m.video.width,
-    height: m.video.height,
-    fps: m.video.fps,
-    durationSec: m.durationSec,
-    frames: m.video.frames,
-    hasAudio: m.audio !== undefined,
-    audioCodec: m.audio?.codec ?? '',
-    bytes: m.bytes,
-  };
 }
 
 /** Runs the input gate with the configured limits (a permanent, readable error). */
@@ -143,6 +128,8 @@ export class JobRunner {
                 crc32: digest.hex,
                 renditions: plan.renditions,
                 fps: rec!.source?.fps ?? 30,
+                treatment: prepared.sourcePlan.info.treatment,
+                leadInFrames: cut.index === 0 ? prepared.sourcePlan.leadIn : 0,
                 uploaderAddress: uploader.address,
                 uploaderId: uploader.id,
                 fence: this.fence,
@@ -225,7 +212,7 @@ export class JobRunner {
   }
 
   /** PREPARING: stage, probe, plan, split by node count, start the audio task; → RUNNING. */
-  private async prepare(rec0: JobRecord, tracker: ProgressTracker, signal: AbortSignal): Promise<{ rec: JobRecord; uploader: UploaderRecord; audio: Promise<void> }> {
+  private async prepare(rec0: JobRecord, tracker: ProgressTracker, signal: AbortSignal): Promise<{ rec: JobRecord; uploader: UploaderRecord; audio: Promise<void>; sourcePlan: SourcePlan }> {
     const { cfg, store } = this.d;
     let rec = rec0;
     const uploader = await this.waitForUploader(signal, rec.uploaderId);
@@ -251,16 +238,18 @@ export class JobRunner {
     checkLimits(media, cfg);
     // From here on the input is opened only with the demuxer that probed it.
     const source: InputOptions = { format: demuxerFor(media.formatName), maxPixels };
-    const sourceInfo = toSourceInfo(media);
     tracker.preparing(0.4);
 
     // One packet scan (demux only) serves planning, cutting and the segments' frame counts.
     const packets = await readPacketSummary(inputPath, { signal, ...source });
+    // The presentation timeline: rotation, edit-list lead-in, fields, colour, audio tracks.
+    const sourcePlan = await planSource(inputPath, media, packets, rec.spec, { signal, ...source });
+    const sourceInfo = sourcePlan.info;
     let cuts: PlannedCut[];
     if (rec.plan) {
       cuts = rec.plan.cuts;
     } else {
-      const renditions = resolveLadder(toRungs(rec.spec), { width: media.video.width, height: media.video.height }, this.d.encoders).map((r) => ({ ...r }));
+      const renditions = resolveLadder(toRungs(rec.spec), sourcePlan.ladderSource, this.d.encoders).map((r) => ({ ...r }));
       const kf = keyframeTimes(packets);
       let nodes = this.d.registry.ready();
       if (nodes.length === 0) {
@@ -294,14 +283,17 @@ export class JobRunner {
     tracker.setTotalFrames(total);
     tracker.preparing(0.8);
 
-    // Audio: taken out and encoded once for the whole job, in parallel with the video work.
-    const audio = sourceInfo.hasAudio
-      ? (async () => {
-          const audioPath = join(this.dir, 'audio.m4a');
-          await extractAudio(inputPath, audioPath, { bitrateKbps: rec.spec.audioBitrateKbps || 128, signal, ...source });
-          await sendPart(this.d.clients.get(UploaderClient, uploader.address, uploader.id), audioRef(this.jobId), audioPath, { timeoutMs: cfg.SEGMENT_TRANSFER_TIMEOUT_MS, signal });
-        })()
-      : Promise.resolve();
+    // Audio: every kept track taken out and encoded once for the whole job, in parallel with the
+    // video work, each aligned to the first presented video frame.
+    const audio = (async () => {
+      await Promise.all(
+        sourcePlan.audioTracks.map(async (t, k) => {
+          const audioPath = join(this.dir, `audio-${k}.m4a`);
+          await extractAudio(inputPath, audioPath, { bitrateKbps: rec.spec.audioBitrateKbps || 128, track: t.index, downmix: t.downmix, signal, ...source });
+          await sendPart(this.d.clients.get(UploaderClient, uploader.address, uploader.id), audioRef(this.jobId, k), audioPath, { timeoutMs: cfg.SEGMENT_TRANSFER_TIMEOUT_MS, signal });
+        }),
+      );
+    })();
     audio.catch(() => undefined); // awaited before finalize; avoid an unhandled rejection meanwhile
 
     if (!resumed || rec0.state === 'PREPARING') {
@@ -331,7 +323,7 @@ export class JobRunner {
       rec = res.rec;
     }
     tracker.preparing(1);
-    return { rec, uploader, audio };
+    return { rec, uploader, audio, sourcePlan };
   }
 
   private async finalize(rec: JobRecord, uploader: UploaderRecord, tracker: ProgressTracker, timings: Record<string, number>, signal: AbortSignal): Promise<JobResult> {
@@ -353,7 +345,9 @@ export class JobRunner {
       {
         jobId: this.jobId,
         parts,
-        audio: rec.source?.hasAudio ? audioRef(this.jobId) : undefined,
+        audio: undefined,
+        audioTracks: (rec.source?.audioTracks ?? []).map((info, k) => ({ part: audioRef(this.jobId, k), info })),
+        expectedFrames: Math.round((rec.source?.frames ?? 0) * (rec.source?.fieldRateFactor || 1)),
         renditions: plan.renditions,
         container: plan.container,
         bucket: plan.bucket,
@@ -415,8 +409,9 @@ export async function refuseReferences(path: string): Promise<void> {
   }
 }
 
-function audioRef(jobId: string): PartRef {
-  return { jobId, rendition: 'audio', segment: 0, subSegment: 0, attempt: 0 };
+/** Audio track `k` of the job's output, as a part the uploader keeps (sub-segment = track). */
+function audioRef(jobId: string, k: number): PartRef {
+  return { jobId, rendition: 'audio', segment: 0, subSegment: k, attempt: 0 };
 }
 
 function hash(s: string): number {

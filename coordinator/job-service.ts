@@ -15,7 +15,7 @@ import type { JobServiceServer, SubmitJobResponse, UploadChunk } from '../proto/
 import { JobSpec, type Job, type Plan } from '../proto/gen/tessera/v1/types.js';
 import { formatCommand, buildTranscodeArgs } from '../transcoder/ffmpeg-args.js';
 import { demuxerFor } from '../transcoder/ffprobe.js';
-import { readKeyframes } from '../transcoder/keyframes.js';
+import { keyframeTimes, readPacketSummary } from '../transcoder/keyframes.js';
 import { resolveLadder } from '../transcoder/ladder.js';
 import { probeMedia } from '../transcoder/probe.js';
 import { SEGMENT_DEMUXER } from '../transcoder/split.js';
@@ -25,7 +25,9 @@ import { stageName, type JobStore } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { NodeRegistry } from './node-registry.js';
 import { planSegments } from './plan.js';
-import { checkLimits, maxPixelsOf, refuseReferences, toSourceInfo } from './job-runner.js';
+import { checkLimits, maxPixelsOf, refuseReferences } from './job-runner.js';
+import { planSource } from './source-plan.js';
+import { toPictureTreatment } from '../transcoder/treatment.js';
 import { stageInput } from './input.js';
 import { resolveLocalInput, toRungs, validateSpec, type InputRef } from './spec.js';
 
@@ -180,18 +182,22 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Pro
     await refuseReferences(path);
     const media = await probeMedia(path, { timeoutMs: d.cfg.PROBE_TIMEOUT_MS, maxPixels: maxPixelsOf(d.cfg) });
     checkLimits(media, d.cfg);
-    const renditions = resolveLadder(toRungs(spec), { width: media.video.width, height: media.video.height }, d.encoders);
-    const kf = await readKeyframes(path, { format: demuxerFor(media.formatName), maxPixels: maxPixelsOf(d.cfg) });
+    const source = { format: demuxerFor(media.formatName), maxPixels: maxPixelsOf(d.cfg) };
+    // The same packet scan and source plan as the real run, so the plan shown is the plan run.
+    const packets = await readPacketSummary(path, source);
+    const sp = await planSource(path, media, packets, spec, source);
+    const renditions = resolveLadder(toRungs(spec), sp.ladderSource, d.encoders);
+    const kf = keyframeTimes(packets);
     const nodes = d.registry.ready();
     const cuts = planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes: nodes.length ? nodes : [{ id: '(no ready node)', slots: 1 }], minSegmentSec: d.cfg.MIN_SEGMENT_SEC });
     const slotsOf = new Map(nodes.map((n) => [n.id, n.slots]));
     const container = spec.container === 'mkv' ? 'mkv' : 'mp4';
     const commands = cuts.map((c) =>
       `# segment ${c.index} on ${c.nodeId}, cut into ${slotsOf.get(c.nodeId) ?? 1} sub-segment(s); per sub-segment:\n` +
-      formatCommand(buildTranscodeArgs(`/staging/seg-${c.index}/sub-NNNN.mkv`, renditions.map((r) => ({ path: `/staging/out/${r.name}-NNNN.mp4`, rendition: r })), { fps: media.video.fps, container: 'mp4', inputFormat: SEGMENT_DEMUXER, maxPixels: maxPixelsOf(d.cfg) })),
+      formatCommand(buildTranscodeArgs(`/staging/seg-${c.index}/sub-NNNN.mkv`, renditions.map((r) => ({ path: `/staging/out/${r.name}-NNNN.mp4`, rendition: r })), { fps: media.video.fps, container: 'mp4', inputFormat: SEGMENT_DEMUXER, maxPixels: maxPixelsOf(d.cfg), treatment: toPictureTreatment(sp.info.treatment), ...(c.index === 0 && sp.leadIn > 0 ? { leadInFrames: sp.leadIn } : {}) })),
     );
     return {
-      source: toSourceInfo(media),
+      source: sp.info,
       segments: cuts.map((c) => ({ index: c.index, startSec: c.startSec, endSec: c.endSec, frames: c.frames, nodeId: c.nodeId, subSegments: slotsOf.get(c.nodeId) ?? 1 })),
       renditions: renditions.map((r) => ({ ...r })),
       ffmpegCommands: commands,

@@ -7,7 +7,7 @@ import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/retry.js';
 import { NodeAgentClient } from '../common/bulk-codec.js';
 import type { SegmentChunk, SegmentEvent, SegmentRef, TransferStatus } from '../proto/gen/tessera/v1/agent.js';
-import type { PlannedRendition } from '../proto/gen/tessera/v1/types.js';
+import type { PlannedRendition, VideoTreatment } from '../proto/gen/tessera/v1/types.js';
 import type { CoordinatorConfig } from './config.js';
 import type { SegmentRecord } from './job-model.js';
 import type { JobStore, LeaderFence } from './job-store.js';
@@ -34,6 +34,10 @@ export interface SegmentTask {
   crc32: string;
   renditions: PlannedRendition[];
   fps: number;
+  /** Rotation, deinterlacing, tone mapping: the same for every segment of the job. */
+  treatment: VideoTreatment | undefined;
+  /** Decoded frames the agent drops at the segment's start (the first segment of an edit-listed source). */
+  leadInFrames: number;
   uploaderAddress: string;
   uploaderId: string;
   fence: LeaderFence;
@@ -149,7 +153,7 @@ async function transfer(client: NodeAgentClient, ref: SegmentRef, t: SegmentTask
 /** Runs the segment on the node and relays progress; a silent stream is abandoned. */
 async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision: number, t: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
   const call = client.runSegment(
-    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: t.uploaderAddress, uploaderId: t.uploaderId, frames: t.seg.frames, fps: t.fps },
+    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: t.uploaderAddress, uploaderId: t.uploaderId, frames: t.seg.frames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames },
     new Metadata(),
     deadline(d.cfg.SEGMENT_RUN_TIMEOUT_MS),
   );

@@ -106,14 +106,37 @@ export function validateSpec(spec: JobSpec | undefined, encoders: ReadonlySet<st
       throw new AppError('INVALID_ARGUMENT', 'webhook_url must be an http(s) URL');
     }
   }
-  // Validate the ladder against the largest source we accept; the real source trims it later.
-  resolveLadder(toRungs(spec), { width: 7680, height: 4320 }, encoders);
+  checkTimelineSettings(spec);
+  // Validate the ladder against the largest source we accept (HDR, so HDR rungs pass until the
+  // real source is known); the real source trims it later.
+  resolveLadder(toRungs(spec), { width: 7680, height: 4320, dynamicRange: 'pq' }, encoders);
   const output = parseOutput(spec.outputUri, defaults.bucket, defaults.prefix);
   return { spec: { ...spec, container, audioBitrateKbps: spec.audioBitrateKbps || 128 }, input, output };
 }
 
+/** Most audio tracks a job may select (each is encoded once and muxed into every rendition). */
+export const MAX_AUDIO_TRACKS = 16;
+
+/** Checks the spec's timeline settings: frame_rate, deinterlace, audio_tracks. INVALID_ARGUMENT with what is allowed. */
+export function checkTimelineSettings(spec: JobSpec): void {
+  const fr = spec.frameRate ?? '';
+  if (fr !== '' && fr !== 'source') {
+    throw new AppError('INVALID_ARGUMENT', `frame_rate "${fr.slice(0, 32)}" is not supported: the renditions keep the source's timestamps ("source"); conversion to a constant rate is not available yet`);
+  }
+  const di = spec.deinterlace ?? '';
+  if (di !== '' && di !== 'frame' && di !== 'field') throw new AppError('INVALID_ARGUMENT', `deinterlace "${di.slice(0, 32)}" is not valid; use frame (keep the frame rate) or field (one frame per field)`);
+  const tracks = spec.audioTracks ?? [];
+  if (tracks.length > MAX_AUDIO_TRACKS) throw new AppError('INVALID_ARGUMENT', `at most ${MAX_AUDIO_TRACKS} audio tracks may be selected`);
+  const seen = new Set<number>();
+  for (const t of tracks) {
+    if (!Number.isInteger(t) || t < 0 || t >= 64) throw new AppError('INVALID_ARGUMENT', `audio track ${String(t)} is not valid (0-based index among the source's audio tracks)`);
+    if (seen.has(t)) throw new AppError('INVALID_ARGUMENT', `audio track ${t} is selected twice`);
+    seen.add(t);
+  }
+}
+
 /** The spec's ladder as the transcoder's rung requests (unset fields left out). */
-export function toRungs(spec: JobSpec): { name?: string; height: number; videoBitrateKbps?: number; codec?: string; preset?: string }[] | undefined {
+export function toRungs(spec: JobSpec): { name?: string; height: number; videoBitrateKbps?: number; codec?: string; preset?: string; dynamicRange?: string }[] | undefined {
   if (spec.ladder.length === 0) return undefined;
   return spec.ladder.map((r) => ({
     height: r.height,
@@ -121,5 +144,6 @@ export function toRungs(spec: JobSpec): { name?: string; height: number; videoBi
     ...(r.videoBitrateKbps ? { videoBitrateKbps: r.videoBitrateKbps } : {}),
     ...(r.codec ? { codec: r.codec } : {}),
     ...(r.preset ? { preset: r.preset } : {}),
+    ...(r.dynamicRange ? { dynamicRange: r.dynamicRange } : {}),
   }));
 }

@@ -4,6 +4,7 @@ import { countFrames } from '../transcoder/probe.js';
 import { SEGMENT_DEMUXER, splitVideo, type InputOptions } from '../transcoder/split.js';
 import type { FfmpegLimits } from '../transcoder/ffmpeg-limits.js';
 import { transcodeToRenditions } from '../transcoder/transcode.js';
+import type { PictureTreatment } from '../transcoder/treatment.js';
 
 /** What the coordinator says about a segment (RunSegment): its frame count and frame rate. */
 export interface SegmentFacts {
@@ -30,6 +31,10 @@ export interface SubSegmentTranscode {
   onSpawn?: (pid: number) => void;
   /** What the sub-segment lasts (s): outputs are capped in time (-t) and size (-fs) from it. */
   expectedDurationSec?: number;
+  /** Rotation, deinterlacing, colour (default: none needed). */
+  treatment?: PictureTreatment;
+  /** Decoded frames to drop at the start (an edit list's lead-in). */
+  leadInFrames?: number;
 }
 
 /**
@@ -73,6 +78,8 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
         ...(seg.limits ? { limits: seg.limits } : {}),
         ...(t.expectedDurationSec !== undefined ? { expectedDurationSec: t.expectedDurationSec } : {}),
         ...(t.threads !== undefined ? { threads: t.threads } : {}),
+        ...(t.treatment ? { treatment: t.treatment } : {}),
+        ...(t.leadInFrames !== undefined ? { leadInFrames: t.leadInFrames } : {}),
         signal: t.signal,
         noProgressMs: t.noProgressMs,
         wallClockMs: t.wallClockMs,

@@ -10,6 +10,7 @@ import type { PlannedRendition } from '../proto/gen/tessera/v1/types.js';
 import type { SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
 import type { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
 import { planCuts } from '../transcoder/plan-cuts.js';
+import { frameFactor, type PictureTreatment } from '../transcoder/treatment.js';
 import type { ResolvedRendition } from '../transcoder/ladder.js';
 import type { WorkerPool } from '../transcoder/worker-pool.js';
 import { sendPart } from '../uploader/part-client.js';
@@ -46,8 +47,12 @@ export interface SegmentWorkRequest {
   ownerRevision: number;
   renditions: PlannedRendition[];
   fps: number;
-  /** Frames in the segment, as the coordinator counted them. */
+  /** Frames in the segment, as the coordinator counted them (stored packets, lead-in included). */
   frames: number;
+  /** Rotation, deinterlacing, colour: applied to every sub-segment. */
+  treatment: PictureTreatment;
+  /** Decoded frames dropped at the start of the first sub-segment (an edit list's lead-in). */
+  leadInFrames: number;
   segmentPath: string;
   workDir: string;
   uploaderAddress: string;
@@ -63,6 +68,7 @@ function toResolved(r: PlannedRendition): ResolvedRendition {
     codec: r.codec as ResolvedRendition['codec'],
     encoder: r.encoder,
     preset: r.preset,
+    dynamicRange: r.dynamicRange === 'hdr' ? 'hdr' : 'sdr',
   };
 }
 
@@ -148,7 +154,10 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
       log.info({ sub, try: attempt }, 'sub-segment started');
       try {
         await deps.media.transcode(input, outputs, {
-          fps: req.fps,
+          // Output frames per second (the GOP follows it): doubled when each field becomes a frame.
+          fps: req.fps * frameFactor(req.treatment),
+          treatment: req.treatment,
+          ...(sub === 0 && req.leadInFrames > 0 ? { leadInFrames: req.leadInFrames } : {}),
           ...(deps.ffmpegThreads > 0 ? { threads: deps.ffmpegThreads } : {}),
           ...((subSeconds[sub] ?? 0) > 0 ? { expectedDurationSec: subSeconds[sub]! } : {}),
           signal: taskSignal,

@@ -1,3 +1,4 @@
+import { toPictureTreatment } from '../transcoder/treatment.js';
 import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ServerReadableStream } from '@grpc/grpc-js';
@@ -106,6 +107,8 @@ export class AgentService {
               renditions: req.renditions,
               fps: req.fps,
               frames: req.frames,
+              treatment: toPictureTreatment(req.treatment),
+              leadInFrames: req.leadInFrames,
               segmentPath: file,
               workDir: this.dirOf(ref),
               uploaderAddress: req.uploaderAddress,

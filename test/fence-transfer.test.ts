@@ -10,6 +10,7 @@ import { deadline, openClientStream } from '../common/grpc.js';
 import { Keys } from '../common/keys.js';
 import type { NodeRecord } from '../common/records.js';
 import { SegmentFence } from '../node-agent/fence.js';
+import { PLAIN_TREATMENT } from '../transcoder/treatment.js';
 import { runSegmentWork } from '../node-agent/segment-work.js';
 import type { SegmentMedia } from '../node-agent/segment-media.js';
 import { simulatedTranscoder } from '../node-agent/simulated-transcoder.js';
@@ -75,7 +76,7 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     };
     const events: SegmentEvent[] = [];
     const run = runSegmentWork(
-      { jobId: 'jguard', segment: 0, attempt: 1, ownerRevision: rev, renditions: [], fps: 10, frames: 40, segmentPath: join(dir, 'seg.mkv'), workDir: join(dir, 'work'), uploaderAddress: '127.0.0.1:1', uploaderId: 'u' },
+      { jobId: 'jguard', segment: 0, attempt: 1, ownerRevision: rev, renditions: [], fps: 10, frames: 40, treatment: { ...PLAIN_TREATMENT }, leadInFrames: 0, segmentPath: join(dir, 'seg.mkv'), workDir: join(dir, 'work'), uploaderAddress: '127.0.0.1:1', uploaderId: 'u' },
       {
         etcd, keys, log: createLogger('test', 'silent'), pool: new WorkerPool(2), nodeId: 'x', slots: 2, minSubSegmentSec: 0.5, ffmpegThreads: 1,
         noProgressMs: 10_000, wallClockMs: 10_000, subSegmentAttempts: 3, uploadTimeoutMs: 1_000,

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isAppError } from '../common/errors.js';
-import { buildTranscodeArgs, formatCommand, gopFrames, outputCaps } from './ffmpeg-args.js';
+import { buildTranscodeArgs, ENCODER_TIME_BASE, formatCommand, gopFrames, outputCaps, svtMasterDisplay } from './ffmpeg-args.js';
+import { PLAIN_TREATMENT, type PictureTreatment } from './treatment.js';
 import { DEFAULT_MAX_PIXELS, defaultAddressSpaceMb, defaultCpuSec, maxPixelsArg, prlimitArgs, resolveLimits } from './ffmpeg-limits.js';
 import { demuxerArgs, demuxerFor, INPUT_DEMUXERS } from './ffprobe.js';
 import { resolveLadder, type ResolvedRendition } from './ladder.js';
@@ -137,6 +138,7 @@ describe('hardened transcode arguments', () => {
     const words = new Set([
       'pipe:1', 'file', INPUT_DEMUXERS, 'matroska', 'mp4', 'libx264', 'libx265', 'libsvtav1', 'yuv420p', 'passthrough', 'hvc1',
       'ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium', 'slow', 'slower', 'veryslow', 'error',
+      'bt709', 'tv', ENCODER_TIME_BASE,
     ]);
     for (const a of hard) {
       const ok =
@@ -145,7 +147,7 @@ describe('hardened transcode arguments', () => {
         words.has(a) ||
         /^\[v\d+\]$/.test(a) || // our graph's output labels
         /^file:\/stage\/(seg|out)\/[a-z0-9_-]+\.(mkv|mp4)$/.test(a) || // our paths
-        /^(\[[a-z0-9:V]+\](split=\d+|scale=\d+:\d+:flags=bicubic,format=yuv420p)(\[[a-z0-9]+\])+;?)+$/.test(a) || // our graph
+        /^(\[[a-z0-9:V]+\](split=\d+|scale=\d+:\d+:flags=bicubic(:[a-z_]+=[a-z0-9]+)*,format=yuv420p)(\[[a-z0-9]+\])+;?)+$/.test(a) || // our graph
         /^[a-z0-9-]+=[a-z0-9]+(:[a-z0-9-]+=[a-z0-9]+)*$/.test(a); // -x265-params from constants
       expect(ok, `unexpected argument ${JSON.stringify(a)}`).toBe(true);
     }
@@ -189,5 +191,60 @@ describe('formatCommand', () => {
       `ffmpeg -i 'file:/a b/c.mkv' -filter_complex '[0]split=2[a][b]' 'it'\\''s'`,
     );
     expect(formatCommand(['-y'])).toBe('ffmpeg -y');
+  });
+});
+
+describe('the source timeline in the transcode', () => {
+  const hdr10: PictureTreatment = {
+    ...PLAIN_TREATMENT,
+    rotation: 90,
+    deinterlace: 'field',
+    fieldParity: 'tff',
+    deinterlaceAll: true,
+    dynamicRange: 'pq',
+    colorMatrix: 'bt2020',
+    masterDisplay: 'G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)',
+    maxCll: 1000,
+    maxFall: 400,
+  };
+  const [sdr, hdr] = resolveLadder([{ height: 360 }, { height: 360, codec: 'hevc', dynamicRange: 'hdr' }], { width: 720, height: 1280, dynamicRange: 'pq' }, ENC);
+
+  it('drops the lead-in, deinterlaces, rotates once, then tone-maps SDR rungs and keeps HDR ones 10-bit', () => {
+    expect(sdr!).toMatchObject({ width: 360, height: 640, dynamicRange: 'sdr' });
+    expect(hdr!).toMatchObject({ name: '360p-hdr', width: 360, height: 640, dynamicRange: 'hdr', encoder: 'libx265' });
+    const args = buildTranscodeArgs('/stage/seg/a.mkv', [{ path: '/stage/out/a.mp4', rendition: sdr! }, { path: '/stage/out/b.mp4', rendition: hdr! }], { fps: 50, container: 'mp4', treatment: hdr10, leadInFrames: 42 });
+    const graph = args[args.indexOf('-filter_complex') + 1]!;
+    expect(graph.startsWith('[0:V:0]trim=start_frame=42,setpts=PTS-STARTPTS,bwdif=mode=send_field:parity=tff:deint=all,transpose=clock,split=2[s0][s1];')).toBe(true);
+    expect(graph).toContain('[s0]scale=360:640:flags=bicubic,zscale=tin=smpte2084:min=bt2020nc:pin=bt2020:rin=limited:t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=limited,format=yuv420p[v0]');
+    expect(graph).toContain('[s1]scale=360:640:flags=bicubic,format=yuv420p10le[v1]');
+    const second = args.slice(args.indexOf('[v1]'));
+    expect(second).toEqual(expect.arrayContaining(['yuv420p10le', 'smpte2084', 'bt2020', 'bt2020nc']));
+    const x265 = second[second.indexOf('-x265-params') + 1]!;
+    expect(x265).toContain('hdr10=1');
+    expect(x265).toContain('master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)');
+    expect(x265).toContain('max-cll=1000,400');
+    const first = args.slice(args.indexOf('[v0]'), args.indexOf('[v1]'));
+    expect(first).toEqual(expect.arrayContaining(['yuv420p', 'bt709']));
+    expect(first).not.toContain('smpte2084');
+    // The GOP follows the output rate (fields → 50 frames/s: 100 frames per 2 s).
+    expect(first[first.indexOf('-g') + 1]).toBe('100');
+  });
+
+  it('tags SDR outputs BT.709, converting from the source matrix', () => {
+    const args = buildTranscodeArgs('/stage/seg/a.mkv', [{ path: '/stage/out/a.mp4', rendition: sdr! }], { fps: 25, container: 'mp4', treatment: { ...PLAIN_TREATMENT, colorMatrix: 'bt601', colorRange: 'pc' } });
+    expect(args[args.indexOf('-filter_complex') + 1]).toContain('in_color_matrix=bt601:out_color_matrix=bt709:in_range=pc:out_range=tv');
+    expect(args).toEqual(expect.arrayContaining(['-color_primaries', 'bt709', '-color_trc', 'bt709', '-colorspace', 'bt709']));
+  });
+
+  it('refuses a treatment that does not come from our allow-lists', () => {
+    const bad = [{ rotation: 45 }, { deinterlace: 'yadif' }, { fieldParity: 'x' }, { masterDisplay: 'G(1,2);drawtext' }, { maxCll: -1 }, { colorMatrix: 'bt709,eq' }];
+    for (const b of bad) {
+      expect(() => buildTranscodeArgs('/a/in.mkv', [{ path: '/a/o.mp4', rendition: sdr! }], { fps: 30, container: 'mp4', treatment: { ...PLAIN_TREATMENT, ...b } as PictureTreatment })).toThrow(/treatment/);
+    }
+    expect(() => buildTranscodeArgs('/a/in.mkv', [{ path: '/a/o.mp4', rendition: sdr! }], { fps: 30, container: 'mp4', leadInFrames: -1 })).toThrow();
+  });
+
+  it('writes SVT-AV1 mastering display in its decimal syntax', () => {
+    expect(svtMasterDisplay('G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)')).toBe('G(0.2650,0.6900)B(0.1500,0.0600)R(0.6800,0.3200)WP(0.3127,0.3290)L(1000.0000,0.0001)');
   });
 });

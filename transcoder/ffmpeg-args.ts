@@ -3,6 +3,7 @@ import { AppError } from '../common/errors.js';
 import { maxPixelsArg } from './ffmpeg-limits.js';
 import { demuxerArgs, INPUT_DEMUXERS, type InputDemuxer } from './ffprobe.js';
 import { assertRendition, type ResolvedRendition } from './ladder.js';
+import { assertTreatment, colorTagArgs, commonFilters, isHdrRendition, PLAIN_TREATMENT, renditionFilters, type PictureTreatment } from './treatment.js';
 
 /** One file to write: a rendition of the input. `path` is ours (absolute), never user text. */
 export interface TranscodeOutput {
@@ -50,6 +51,26 @@ export interface TranscodeArgsOptions {
   maxPixels?: number;
   /** The input's duration in s: each output gets `-t`/`-fs` caps from it (outputCaps). */
   expectedDurationSec?: number;
+  /** Rotation, deinterlacing, colour: how the source's pictures become what a player shows (default: none needed). */
+  treatment?: PictureTreatment;
+  /** Decoded frames to drop at the start (an edit list's lead-in; only the job's first chunk has one). */
+  leadInFrames?: number;
+}
+
+/**
+ * The encoder's time base: fine enough for any source's timestamps (ms-exact Matroska segments,
+ * variable frame rate) so that none collide or move; the default (1/frame rate) rounds a VFR
+ * source's timestamps onto one rate's grid.
+ */
+export const ENCODER_TIME_BASE = '1:90000';
+
+/** HDR10 mastering display in SVT-AV1's syntax (decimal chromaticity and cd/m²) from x265's integer one. Pure. */
+export function svtMasterDisplay(x265: string): string {
+  const m = /^G\((\d+),(\d+)\)B\((\d+),(\d+)\)R\((\d+),(\d+)\)WP\((\d+),(\d+)\)L\((\d+),(\d+)\)$/.exec(x265);
+  if (!m) throw new AppError('INVALID_ARGUMENT', 'master display is not valid');
+  const c = (i: number): string => (Number(m[i]) / 50_000).toFixed(4);
+  const l = (i: number): string => (Number(m[i]) / 10_000).toFixed(4);
+  return `G(${c(1)},${c(2)})B(${c(3)},${c(4)})R(${c(5)},${c(6)})WP(${c(7)},${c(8)})L(${l(9)},${l(10)})`;
 }
 
 /** Keyframe interval in frames for a frame rate: ≈ GOP_SECONDS of frames, at least 1. */
@@ -63,8 +84,26 @@ function checkPath(p: string, what: string): void {
   if (!isAbsolute(p) || /[\u0000-\u001f]/.test(p)) throw new AppError('INTERNAL', `${what} path must be absolute and printable`);
 }
 
-/** Encoder-specific arguments: rate control, fixed closed GOP, preset, threads. */
-function encoderArgs(r: ResolvedRendition, gop: number, threads: number | undefined, container: 'mp4' | 'mkv'): string[] {
+/** x265 parameters that signal HDR (PQ with HDR10 static metadata, or HLG). */
+function x265HdrParams(t: PictureTreatment): string[] {
+  if (t.dynamicRange === 'hlg') return ['colorprim=bt2020', 'transfer=arib-std-b67', 'colormatrix=bt2020nc'];
+  const p = ['hdr10=1', 'repeat-headers=1', 'colorprim=bt2020', 'transfer=smpte2084', 'colormatrix=bt2020nc'];
+  if (t.masterDisplay) p.push(`master-display=${t.masterDisplay}`);
+  if (t.maxCll > 0 || t.maxFall > 0) p.push(`max-cll=${t.maxCll},${t.maxFall}`);
+  return p;
+}
+
+/** SVT-AV1 parameters that carry HDR10 static metadata. */
+function svtHdrParams(t: PictureTreatment): string[] {
+  const p: string[] = [];
+  if (t.dynamicRange === 'pq' && t.masterDisplay) p.push(`mastering-display=${svtMasterDisplay(t.masterDisplay)}`);
+  if (t.dynamicRange === 'pq' && (t.maxCll > 0 || t.maxFall > 0)) p.push(`content-light=${t.maxCll},${t.maxFall}`);
+  return p;
+}
+
+/** Encoder-specific arguments: rate control, fixed closed GOP, preset, threads; HDR signalling for HDR rungs. */
+function encoderArgs(r: ResolvedRendition, gop: number, threads: number | undefined, container: 'mp4' | 'mkv', t: PictureTreatment): string[] {
+  const hdr = isHdrRendition(r);
   const b = r.videoBitrateKbps;
   const rate = ['-b:v', `${b}k`, '-maxrate', `${Math.round(b * MAXRATE_FACTOR)}k`, '-bufsize', `${Math.round(b * BUFSIZE_SECONDS)}k`];
   const gopArgs = ['-g', String(gop), '-keyint_min', String(gop)];
@@ -75,13 +114,16 @@ function encoderArgs(r: ResolvedRendition, gop: number, threads: number | undefi
       return ['-c:v', 'libx264', '-preset', r.preset, ...rate, ...gopArgs, '-sc_threshold', '0', ...thr];
     case 'libx265': {
       // x265 defaults to open GOPs (CRA); closed GOPs make every keyframe a clean entry point.
-      const params = ['scenecut=0', 'open-gop=0', 'log-level=error'];
+      const params = ['scenecut=0', 'open-gop=0', 'log-level=error', ...(hdr ? x265HdrParams(t) : [])];
       if (threads !== undefined) params.push(`pools=${threads}`);
       return ['-c:v', 'libx265', '-preset', r.preset, ...rate, ...gopArgs, '-x265-params', params.join(':'), ...(container === 'mp4' ? ['-tag:v', 'hvc1'] : [])];
     }
     case 'libsvtav1':
       // SVT-AV1 runs -b:v as a VBR target; its max bitrate applies only to capped CRF, so no VBV caps here.
-      return ['-c:v', 'libsvtav1', '-preset', r.preset, '-b:v', `${b}k`, ...gopArgs, ...(threads !== undefined ? ['-svtav1-params', `lp=${threads}`] : [])];
+    {
+      const params = [...(threads !== undefined ? [`lp=${threads}`] : []), ...(hdr ? svtHdrParams(t) : [])];
+      return ['-c:v', 'libsvtav1', '-preset', r.preset, '-b:v', `${b}k`, ...gopArgs, ...(params.length ? ['-svtav1-params', params.join(':')] : [])];
+    }
     case 'libaom-av1': {
       // cpu-used 7-8 in "good" mode is still ~10x slower than realtime mode here; both keep the fixed GOP.
       const usage = Number(r.preset) >= 7 ? 'realtime' : 'good';
@@ -122,11 +164,14 @@ export function buildTranscodeArgs(input: string, outputs: TranscodeOutput[], op
     assertRendition(o.rendition);
   }
 
+  const t = opts.treatment ?? PLAIN_TREATMENT;
+  assertTreatment(t);
   const n = outputs.length;
   const gop = gopFrames(opts.fps);
   const branches = outputs.map((_, i) => `[s${i}]`).join('');
-  const scales = outputs.map((o, i) => `[s${i}]scale=${o.rendition.width}:${o.rendition.height}:flags=bicubic,format=yuv420p[v${i}]`);
-  const graph = [`[0:V:0]split=${n}${branches}`, ...scales].join(';');
+  const pre = commonFilters(t, opts.leadInFrames ?? 0);
+  const scales = outputs.map((o, i) => `[s${i}]${renditionFilters(t, o.rendition)}[v${i}]`);
+  const graph = [`[0:V:0]${[...pre, `split=${n}`].join(',')}${branches}`, ...scales].join(';');
 
   const args = [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
@@ -143,9 +188,11 @@ export function buildTranscodeArgs(input: string, outputs: TranscodeOutput[], op
       '-map', `[v${i}]`,
       '-an', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
       ...(caps ? ['-t', caps.timeSec, '-fs', String(caps.sizeBytes)] : []),
-      ...encoderArgs(o.rendition, gop, opts.threads, opts.container),
-      '-pix_fmt', 'yuv420p',
+      ...encoderArgs(o.rendition, gop, opts.threads, opts.container, t),
+      '-pix_fmt', isHdrRendition(o.rendition) ? 'yuv420p10le' : 'yuv420p',
+      ...colorTagArgs(t, o.rendition),
       '-fps_mode', 'passthrough',
+      '-enc_time_base:v', ENCODER_TIME_BASE,
       ...(opts.container === 'mp4' ? ['-f', 'mp4'] : ['-f', 'matroska']),
       `file:${o.path}`,
     );

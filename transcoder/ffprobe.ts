@@ -3,6 +3,7 @@ import { basename, resolve } from 'node:path';
 import { AppError } from '../common/errors.js';
 import { maxPixelsArg, type FfmpegLimits } from './ffmpeg-limits.js';
 import { runFailureKind, runFfmpeg } from './run-ffmpeg.js';
+import type { SideData } from './timeline.js';
 
 /** Options shared by the ffprobe-based readers. */
 export interface ProbeOptions {
@@ -175,6 +176,15 @@ export interface ProbeStream {
   sample_rate?: string;
   disposition?: { attached_pic?: number };
   tags?: Record<string, string>;
+  channel_layout?: string;
+  field_order?: string;
+  color_range?: string;
+  color_space?: string;
+  color_transfer?: string;
+  color_primaries?: string;
+  bits_per_raw_sample?: string;
+  /** Display matrix, mastering display, content light level (see timeline.ts). */
+  side_data_list?: SideData[];
 }
 
 /** One ffprobe JSON output with -show_format/-show_streams. */

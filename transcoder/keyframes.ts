@@ -8,6 +8,8 @@ export interface PacketRow {
   /** Packet duration in seconds when the container knows it. */
   duration: number | undefined;
   key: boolean;
+  /** The container hides this packet from presentation (an edit list's lead-in; ffprobe flag D). */
+  discard?: boolean;
 }
 
 /** A keyframe: its presentation time relative to the stream start (s) and its decode-order packet index. */
@@ -20,14 +22,21 @@ export interface KeyframeAt {
 export interface PacketSummary {
   /** Keyframes sorted by time (relative to `startSec`). */
   keys: KeyframeAt[];
-  /** Total video packets (= frames). */
+  /** Total video packets (= stored frames, an edit list's hidden lead-in included). */
   frames: number;
-  /** Earliest presentation time in the container (s). */
+  /**
+   * Packets an edit list hides before the first presented frame: they are decoded (the first
+   * GOP needs them) and then dropped. All of them precede the second keyframe.
+   */
+  leadIn: number;
+  /** Earliest presentation time of a presented frame in the container (s). */
   startSec: number;
   /** From the earliest presentation time to the end of the last frame (s). */
   durationSec: number;
   /** Typical frame duration (s), median of the known ones; 0 when unknown. */
   frameSec: number;
+  /** Whether frame durations vary (more than 2 % between the shortest and longest). */
+  variableFrameRate: boolean;
 }
 
 /** ffprobe arguments that list the first video stream's packets (no decoding). */
@@ -45,6 +54,7 @@ export function parsePacketRows(stdout: string): PacketRow[] {
     let pts: number | undefined;
     let duration: number | undefined;
     let key = false;
+    let discard = false;
     for (const field of line.trim().split('|')) {
       const eq = field.indexOf('=');
       if (eq < 0) continue;
@@ -52,9 +62,12 @@ export function parsePacketRows(stdout: string): PacketRow[] {
       const v = field.slice(eq + 1);
       if (k === 'pts_time') pts = num(v);
       else if (k === 'duration_time') duration = num(v);
-      else if (k === 'flags') key = v.startsWith('K');
+      else if (k === 'flags') {
+        key = v.startsWith('K');
+        if (v.includes('D')) discard = true;
+      }
     }
-    rows.push({ pts, duration, key });
+    rows.push({ pts, duration, key, ...(discard ? { discard } : {}) });
   }
   return rows;
 }
@@ -70,23 +83,40 @@ function median(values: number[]): number {
   return s[Math.floor(s.length / 2)] ?? 0;
 }
 
-/** Keyframe times, frame count and duration from packet rows. Pure; no timestamps → UNSUPPORTED_FORMAT. */
+/**
+ * Keyframe times, frame counts and duration from packet rows. Pure; no timestamps →
+ * UNSUPPORTED_FORMAT. Times are relative to the first *presented* frame: packets an edit list
+ * hides (flag D) are the lead-in, counted in `leadIn`. Hidden packets anywhere but before the
+ * first presented frame and the second keyframe → UNSUPPORTED_EDIT_LIST (an edit list that cuts
+ * the middle out; we would show what the player hides).
+ */
 export function summarizePackets(rows: readonly PacketRow[]): PacketSummary {
   if (rows.length === 0) throw new AppError('INPUT_NOT_VIDEO', 'the input video stream has no frames');
   let start = Infinity;
-  for (const r of rows) if (r.pts !== undefined && r.pts < start) start = r.pts;
+  for (const r of rows) if (r.pts !== undefined && !r.discard && r.pts < start) start = r.pts;
   if (!Number.isFinite(start)) throw new AppError('UNSUPPORTED_FORMAT', 'the input video has no timestamps; it cannot be cut');
+  let leadIn = 0;
+  let secondKey = rows.length;
+  let keysSeen = 0;
+  rows.forEach((r, i) => {
+    if (r.key && ++keysSeen === 2 && secondKey === rows.length) secondKey = i;
+  });
+  rows.forEach((r, i) => {
+    if (!r.discard) return;
+    if (i >= secondKey || r.pts === undefined || r.pts >= start) {
+      throw new AppError('UNSUPPORTED_EDIT_LIST', 'the source\'s edit list hides frames after its start (not only a trimmed lead-in); such edits are not supported');
+    }
+    leadIn++;
+  });
   const durations = rows.map((r) => r.duration).filter((d): d is number => d !== undefined && d > 0);
   let frameSec = median(durations);
-  if (frameSec <= 0) {
-    const pts = rows.map((r) => r.pts).filter((p): p is number => p !== undefined).sort((a, b) => a - b);
-    const gaps: number[] = [];
-    for (let i = 1; i < pts.length; i++) {
-      const g = pts[i]! - pts[i - 1]!;
-      if (g > 0) gaps.push(g);
-    }
-    frameSec = median(gaps);
+  const pts = rows.filter((r) => !r.discard).map((r) => r.pts).filter((p): p is number => p !== undefined).sort((a, b) => a - b);
+  const gaps: number[] = [];
+  for (let i = 1; i < pts.length; i++) {
+    const g = pts[i]! - pts[i - 1]!;
+    if (g > 0) gaps.push(g);
   }
+  if (frameSec <= 0) frameSec = median(gaps);
   let end = start;
   const keys: KeyframeAt[] = [];
   rows.forEach((r, index) => {
@@ -96,7 +126,17 @@ export function summarizePackets(rows: readonly PacketRow[]): PacketSummary {
     if (r.key) keys.push({ timeSec: toMicros(r.pts - start), index });
   });
   keys.sort((a, b) => a.timeSec - b.timeSec || a.index - b.index);
-  return { keys, frames: rows.length, startSec: start, durationSec: toMicros(end - start), frameSec };
+  return { keys, frames: rows.length, leadIn, startSec: start, durationSec: toMicros(end - start), frameSec, variableFrameRate: isVariable(gaps) };
+}
+
+/** Frame gaps (s) that differ by more than 2 % between the 5th and 95th percentile: variable frame rate. */
+function isVariable(gaps: readonly number[]): boolean {
+  if (gaps.length < 4) return false;
+  const s = [...gaps].sort((a, b) => a - b);
+  const lo = s[Math.floor(s.length * 0.05)]!;
+  const hi = s[Math.min(s.length - 1, Math.floor(s.length * 0.95))]!;
+  // Millisecond timestamps (Matroska) jitter by 1 ms around 1001/30000: not variable.
+  return hi - lo > Math.max(0.0015, 0.02 * lo);
 }
 
 /**

@@ -11,6 +11,8 @@ export interface RungRequest {
   codec?: string;
   /** Encoder preset from a fixed allow-list per encoder (see PRESETS). */
   preset?: string;
+  /** 'sdr' (default) or 'hdr': HEVC or AV1 (SVT-AV1), 10-bit, keeping an HDR source's PQ/HLG. */
+  dynamicRange?: string;
 }
 
 /** A rung ready for ffmpeg: every field checked against our allow-lists. */
@@ -22,6 +24,8 @@ export interface ResolvedRendition {
   codec: 'h264' | 'hevc' | 'av1';
   encoder: string;
   preset: string;
+  /** 'sdr': 8-bit BT.709 (HDR sources tone-mapped); 'hdr': 10-bit with the source's transfer. */
+  dynamicRange: 'sdr' | 'hdr';
 }
 
 /** The ladder used when a job asks for none (H.264). */
@@ -98,6 +102,16 @@ export function scaledWidth(source: { width: number; height: number }, height: n
   return even((source.width * height) / source.height);
 }
 
+/**
+ * Output size for a rung whose height names the short side (as platforms label portrait video:
+ * "720p" portrait is 720x1280): the short side becomes `short`, the long side keeps the aspect
+ * ratio (even). Landscape sources are unchanged by this rule. Pure.
+ */
+export function rungSize(source: { width: number; height: number }, short: number): { width: number; height: number } {
+  if (source.height > source.width) return { width: short, height: even((source.height * short) / source.width) };
+  return { width: scaledWidth(source, short), height: short };
+}
+
 function normalizeCodec(codec: string | undefined): ResolvedRendition['codec'] {
   if (codec === undefined || codec === '') return 'h264';
   const c = codec.trim().toLowerCase();
@@ -149,6 +163,29 @@ interface CheckedRung {
   codec: ResolvedRendition['codec'];
   encoder: string;
   preset: string;
+  dynamicRange: 'sdr' | 'hdr';
+}
+
+/** Encoders that write 10-bit HDR with its static metadata. */
+const HDR_ENCODERS: ReadonlySet<string> = new Set(['libx265', 'libsvtav1']);
+
+function checkDynamicRange(v: string | undefined, encoder: string, source: LadderSource): 'sdr' | 'hdr' {
+  const d = (v ?? '').trim().toLowerCase();
+  if (d === '' || d === 'sdr') return 'sdr';
+  if (d !== 'hdr') throw new AppError('INVALID_ARGUMENT', `dynamic range "${clip(v ?? '')}" is not valid; use sdr or hdr`);
+  if (!HDR_ENCODERS.has(encoder)) throw new AppError('UNSUPPORTED_CODEC', `an HDR rendition needs hevc (libx265) or av1 (libsvtav1), not ${encoder}`);
+  if (source.dynamicRange === 'sdr') throw new AppError('UNSUPPORTED_DYNAMIC_RANGE', 'an HDR rendition was asked for, but the source is SDR (no PQ or HLG transfer)');
+  return 'hdr';
+}
+
+/**
+ * The picture a ladder is resolved against: the size a player shows (rotation applied), and its
+ * dynamic range when known ('sdr', 'pq', 'hlg'; undefined before probing).
+ */
+export interface LadderSource {
+  width: number;
+  height: number;
+  dynamicRange?: 'sdr' | 'pq' | 'hlg' | undefined;
 }
 
 /**
@@ -164,7 +201,7 @@ interface CheckedRung {
  */
 export function resolveLadder(
   rungs: readonly RungRequest[] | undefined,
-  source: { width: number; height: number },
+  source: LadderSource,
   encoders: ReadonlySet<string>,
 ): ResolvedRendition[] {
   if (!(source.width > 0 && source.height > 0)) throw new AppError('INVALID_ARGUMENT', `source size ${source.width}x${source.height} is not valid`);
@@ -178,7 +215,8 @@ export function resolveLadder(
     const codec = normalizeCodec(r.codec);
     const encoder = pickEncoder(codec, encoders);
     const preset = checkPreset(encoder, r.preset);
-    return { name: r.name, height: r.height, bitrate: r.videoBitrateKbps, codec, encoder, preset };
+    const dynamicRange = checkDynamicRange(r.dynamicRange, encoder, source);
+    return { name: r.name, height: r.height, bitrate: r.videoBitrateKbps, codec, encoder, preset, dynamicRange };
   });
   const explicit = new Set<string>();
   for (const c of checked) {
@@ -187,8 +225,10 @@ export function resolveLadder(
     explicit.add(c.name);
   }
 
-  const sourceHeight = Math.max(2, floorEven(source.height));
-  let kept = checked.filter((c) => c.height <= source.height);
+  // Heights name the short side: a portrait source's "720p" is 720 wide.
+  const short = Math.min(source.width, source.height);
+  const sourceHeight = Math.max(2, floorEven(short));
+  let kept = checked.filter((c) => c.height <= short);
   if (kept.length === 0) {
     const smallest = checked.reduce((a, b) => (b.height < a.height ? b : a));
     const h = sourceHeight;
@@ -196,20 +236,21 @@ export function resolveLadder(
     kept = [{ ...smallest, height: h, bitrate }];
   }
 
-  const seen = new Set<number>();
+  const seen = new Set<string>();
   const out: ResolvedRendition[] = [];
   for (const c of kept) {
     const height = Math.min(floorEven(c.height), sourceHeight);
-    if (seen.has(height)) continue;
-    seen.add(height);
+    const key = `${height}/${c.dynamicRange}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
     out.push({
-      name: c.name ?? `${height}p`,
-      width: scaledWidth(source, height),
-      height,
+      name: c.name ?? (c.dynamicRange === 'hdr' ? `${height}p-hdr` : `${height}p`),
+      ...rungSize(source, height),
       videoBitrateKbps: c.bitrate ?? defaultBitrateFor(height),
       codec: c.codec,
       encoder: c.encoder,
       preset: c.preset,
+      dynamicRange: c.dynamicRange,
     });
   }
   const names = new Set<string>();
@@ -240,4 +281,6 @@ export function assertRendition(r: ResolvedRendition): void {
     }
   }
   checkBitrate(r.videoBitrateKbps);
+  if (r.dynamicRange !== 'sdr' && r.dynamicRange !== 'hdr') throw new AppError('INVALID_ARGUMENT', 'rendition dynamic range must be sdr or hdr');
+  if (r.dynamicRange === 'hdr' && !HDR_ENCODERS.has(r.encoder)) throw new AppError('UNSUPPORTED_CODEC', `an HDR rendition needs libx265 or libsvtav1, not ${r.encoder}`);
 }

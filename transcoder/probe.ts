@@ -9,6 +9,7 @@ import {
   type ProbeJson,
   type ProbeOptions,
 } from './ffprobe.js';
+import { timelineFromProbe, type SourceTimeline } from './timeline.js';
 
 /** What the pipeline needs to know about an input file. */
 export interface MediaInfo {
@@ -33,6 +34,8 @@ export interface MediaInfo {
   audio?: { codec: string; channels: number; sampleRate: number; durationSec: number };
   /** Every stream: kind (video, audio, subtitle, data, attachment), codec and codec tag. */
   streams: { type: string; codec: string; tag: string }[];
+  /** What a player shows: rotation, field order, colour, audio tracks (see timeline.ts). */
+  timeline: SourceTimeline;
 }
 
 /** Demuxers that read single pictures: an image is not a video even though ffprobe says "video". */
@@ -94,6 +97,7 @@ export function mediaInfoFromProbe(j: ProbeJson, bytes: number, stderr = ''): Me
     streamCount: num(j.format?.nb_streams) ?? streams.length,
     video: { codec: v.codec_name ?? 'unknown', width, height, fps, frames, pixFmt: v.pix_fmt ?? '' },
     streams: streams.map((s) => ({ type: s.codec_type ?? 'unknown', codec: s.codec_name ?? 'unknown', tag: (s as { codec_tag_string?: string }).codec_tag_string ?? '' })),
+    timeline: timelineFromProbe({ ...j, streams: streams.map((s) => (s === v ? { ...s, width, height } : s)) }),
   };
   if (a) {
     info.audio = {

@@ -160,15 +160,18 @@ export function audioAlignFilter(offsetSec: number): string {
 }
 
 /**
- * Encodes the first audio stream of `input` once, to AAC at `bitrateKbps` in an .m4a (`-vn`),
- * aligned so that t=0 is the first video frame (see audioAlignFilter). `onProgress` gets the
- * encoded position in seconds.
+ * Encodes audio track `track` (0-based among the audio streams; default 0) of `input` once, to
+ * AAC at `bitrateKbps` in an .m4a (`-vn`), aligned so that t=0 is the first presented video
+ * frame (see audioAlignFilter; edit lists are applied by the demuxer), keeping its channels or,
+ * with `downmix`, as a stereo downmix. `onProgress` gets the encoded position in seconds.
  */
 export async function extractAudio(
   input: string,
   outPath: string,
-  opts: { bitrateKbps: number; signal?: AbortSignal; onProgress?: (sec: number) => void } & InputOptions,
+  opts: { bitrateKbps: number; track?: number; downmix?: boolean; signal?: AbortSignal; onProgress?: (sec: number) => void } & InputOptions,
 ): Promise<void> {
+  const track = opts.track ?? 0;
+  if (!Number.isInteger(track) || track < 0 || track > 63) throw new AppError('INVALID_ARGUMENT', `audio track ${String(track)} is not valid`);
   if (!Number.isInteger(opts.bitrateKbps) || opts.bitrateKbps < 16 || opts.bitrateKbps > 1024) {
     throw new AppError('INVALID_ARGUMENT', `audio bitrate must be an integer from 16 to 1024 kbps, got ${String(opts.bitrateKbps)}`);
   }
@@ -180,15 +183,16 @@ export async function extractAudio(
     ...(opts.limits ? { limits: opts.limits } : {}),
   });
   const streams = parseProbeJson(stdout).streams ?? [];
-  const a = streams.find((s) => s.codec_type === 'audio');
-  if (!a) throw new AppError('INPUT_NOT_VIDEO', 'the input has no audio stream to extract');
+  const a = streams.filter((s) => s.codec_type === 'audio')[track];
+  if (!a) throw new AppError('INPUT_NOT_VIDEO', `the input has no audio track ${track} to extract`);
   const v = firstVideoStream(streams);
   const offset = v ? (num(a.start_time) ?? 0) - (num(v.start_time) ?? 0) : 0;
   const args = [
     '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
     ...inputArgs(abs, opts),
-    '-map', '0:a:0', '-vn', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
+    '-map', `0:a:${track}`, '-vn', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
     '-af', audioAlignFilter(offset),
+    ...(opts.downmix ? ['-ac', '2'] : []),
     '-c:a', 'aac', '-b:a', `${opts.bitrateKbps}k`,
     '-f', 'mp4', `file:${resolve(outPath)}`,
   ];

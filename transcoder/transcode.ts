@@ -15,7 +15,7 @@ export async function transcodeToRenditions(
   outputs: TranscodeOutput[],
   opts: TranscodeArgsOptions & RunOptions,
 ): Promise<void> {
-  const { fps, container, threads, inputFormat, maxPixels, expectedDurationSec, ...run } = opts;
+  const { fps, container, threads, inputFormat, maxPixels, expectedDurationSec, treatment, leadInFrames, ...run } = opts;
   const args = buildTranscodeArgs(input, outputs, {
     fps,
     container,
@@ -23,6 +23,8 @@ export async function transcodeToRenditions(
     ...(inputFormat !== undefined ? { inputFormat } : {}),
     ...(maxPixels !== undefined ? { maxPixels } : {}),
     ...(expectedDurationSec !== undefined ? { expectedDurationSec } : {}),
+    ...(treatment !== undefined ? { treatment } : {}),
+    ...(leadInFrames !== undefined ? { leadInFrames } : {}),
   });
   try {
     await runFfmpeg(args, { ...run, binary: 'ffmpeg' });

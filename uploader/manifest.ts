@@ -6,7 +6,8 @@ export interface Manifest {
   source: SourceInfo | undefined;
   container: string;
   renditions: RenditionResult[];
-  audio: { codec: string; durationSec: number } | null;
+  /** Every audio track, in the order the renditions carry them ([] for a silent source). */
+  audio: { codec: string; language: string; title: string; channels: number; durationSec: number }[];
   timings: Record<string, number>;
 }
 

@@ -2,12 +2,22 @@ import { writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { AppError } from '../common/errors.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
+import { cleanTitle } from '../transcoder/timeline.js';
+
+/** One audio track to mux: its file (ours) and the tags a player shows. */
+export interface MergeAudioTrack {
+  path: string;
+  /** ISO 639-2 code or '' (written as "und"). */
+  language: string;
+  /** Title, '' for none (control characters are removed, at most 64 characters). */
+  title: string;
+}
 
 export interface MergeInput {
   /** Part files of one rendition, in play order (all under `listDir`). */
   parts: string[];
-  /** AAC audio encoded once for the whole job, or undefined. */
-  audio?: string | undefined;
+  /** The job's audio tracks (AAC, each encoded once for the whole job), in order; none for silent sources. */
+  audio: MergeAudioTrack[];
   container: 'mp4' | 'mkv';
   outPath: string;
   /** Directory for the concat list; every part must be below it (concat `safe=1` wants relative names). */
@@ -32,10 +42,19 @@ export async function mergeRendition(m: MergeInput): Promise<void> {
   await writeFile(listPath, `ffconcat version 1.0\n${lines.join('\n')}\n`);
   // The concat demuxer opens each part with the list's whitelists: our parts are MP4 ('mov').
   const args = ['-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-protocol_whitelist', 'file', '-format_whitelist', 'concat,mov', '-f', 'concat', '-safe', '1', '-i', `file:${listPath}`];
-  if (m.audio) args.push('-protocol_whitelist', 'file', '-format_whitelist', 'mov', '-f', 'mov', '-i', `file:${m.audio}`);
+  for (const a of m.audio) args.push('-protocol_whitelist', 'file', '-format_whitelist', 'mov', '-f', 'mov', '-i', `file:${a.path}`);
   args.push('-map', '0:v:0');
-  if (m.audio) args.push('-map', '1:a:0');
+  m.audio.forEach((_, k) => args.push('-map', `${k + 1}:a:0`));
   args.push('-c', 'copy', '-map_metadata', '-1', '-map_chapters', '-1');
+  // Each track keeps its language and title; the first is the one players start with.
+  m.audio.forEach((a, k) => {
+    const language = /^[a-z]{3}$/.test(a.language) ? a.language : 'und';
+    args.push(`-metadata:s:a:${k}`, `language=${language}`);
+    const title = cleanTitle(a.title);
+    // MP4 has no per-track title box that ffmpeg writes; players show the handler name instead.
+    if (title) args.push(`-metadata:s:a:${k}`, `${m.container === 'mp4' ? 'handler_name' : 'title'}=${title}`);
+    args.push(`-disposition:a:${k}`, k === 0 ? 'default' : '0');
+  });
   if (m.container === 'mp4') args.push('-movflags', '+faststart', '-f', 'mp4');
   else args.push('-f', 'matroska');
   args.push('-progress', 'pipe:1', '-nostats', `file:${m.outPath}`);

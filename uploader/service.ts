@@ -170,8 +170,16 @@ export class UploaderService {
     const outDir = join(jobDir, 'out');
     await mkdir(outDir, { recursive: true });
     const container = req.container === 'mkv' ? 'mkv' : 'mp4';
-    const audio = req.audio ? join(this.d.stagingDir, partFileName(req.audio)) : undefined;
+    // Every audio track (older coordinators send the one track in `audio`).
+    const tracks = req.audioTracks.length > 0 ? req.audioTracks : req.audio ? [{ part: req.audio, info: undefined }] : [];
+    const audio = tracks.map((t) => {
+      if (!t.part) throw new AppError('INVALID_ARGUMENT', 'an audio track has no part');
+      return { path: join(this.d.stagingDir, partFileName(t.part)), language: t.info?.language ?? '', title: t.info?.title ?? '', channels: t.info?.channels ?? 0 };
+    });
+    for (const a of audio) await stat(a.path).catch(() => { throw new AppError('FAILED_PRECONDITION', `audio part ${a.path} is missing`, { retryable: true }); });
     const source = req.source;
+    // Frames every rendition must have: the presented source frames (× 2 when fields became frames).
+    const expectedFrames = req.expectedFrames > 0 ? req.expectedFrames : (source?.frames ?? 0);
     const renditions: RenditionResult[] = [];
     const files: { name: string; path: string }[] = [];
 
@@ -184,8 +192,8 @@ export class UploaderService {
       const outPath = join(outDir, file);
       await mergeRendition({ parts, audio, container, outPath, listDir: join(jobDir, 'parts'), signal });
       const [{ frames, durationSec }, digest] = await Promise.all([countFrames(outPath, { format: container === 'mkv' ? 'matroska' : 'mov' }), fileDigest(outPath)]);
-      if (source && source.frames > 0 && frames !== source.frames) {
-        throw new AppError('INTERNAL', `rendition ${r.name} has ${frames} frames but the source has ${source.frames}`);
+      if (expectedFrames > 0 && frames !== expectedFrames) {
+        throw new AppError('INTERNAL', `rendition ${r.name} has ${frames} frames but ${expectedFrames} were expected from the source`);
       }
       progress('merge', (++merged / req.renditions.length) * 0.6);
       const result: RenditionResult = {
@@ -204,14 +212,14 @@ export class UploaderService {
     }));
     renditions.push(...built.map((b) => b.result));
     files.push(...built.map((b) => b.file));
-    const audioFacts = audio ? await streamDurations(audio, { format: 'mov' }) : undefined;
+    const audioFacts = await Promise.all(audio.map(async (a) => ({ a, d: await streamDurations(a.path, { format: 'mov' }) })));
     const timings = { ...(req.timingsJson ? (JSON.parse(req.timingsJson) as Record<string, number>) : {}), mergeMs: Date.now() - started };
     const manifest = buildManifest({
       tessera: { version: VERSION, jobId: req.jobId, createdAt: new Date().toISOString() },
       source,
       container,
       renditions,
-      audio: audioFacts ? { codec: 'aac', durationSec: Math.round((audioFacts.audioSec ?? 0) * 1000) / 1000 } : null,
+      audio: audioFacts.map(({ a, d }) => ({ codec: 'aac', language: a.language || 'und', title: a.title, channels: a.channels, durationSec: Math.round((d.audioSec ?? 0) * 1000) / 1000 })),
       timings,
     });
     progress('zip', 0.65);

@@ -22,7 +22,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { PlannedRendition } from "./types.js";
+import { PlannedRendition, VideoTreatment } from "./types.js";
 
 export const protobufPackage = "tessera.v1";
 
@@ -69,6 +69,12 @@ export interface RunSegmentRequest {
   fps: number;
   /** the name the uploader's TLS certificate must carry */
   uploaderId: string;
+  /** rotation, deinterlacing, tone mapping: the same for every segment */
+  treatment:
+    | VideoTreatment
+    | undefined;
+  /** decoded frames to drop at the segment's start (edit list) */
+  leadInFrames: number;
 }
 
 export interface SegmentEvent {
@@ -464,7 +470,17 @@ export const SegmentChunk: MessageFns<SegmentChunk> = {
 };
 
 function createBaseRunSegmentRequest(): RunSegmentRequest {
-  return { ref: undefined, renditions: [], ownerRevision: 0, uploaderAddress: "", frames: 0, fps: 0, uploaderId: "" };
+  return {
+    ref: undefined,
+    renditions: [],
+    ownerRevision: 0,
+    uploaderAddress: "",
+    frames: 0,
+    fps: 0,
+    uploaderId: "",
+    treatment: undefined,
+    leadInFrames: 0,
+  };
 }
 
 export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
@@ -489,6 +505,12 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     }
     if (message.uploaderId !== "") {
       writer.uint32(58).string(message.uploaderId);
+    }
+    if (message.treatment !== undefined) {
+      VideoTreatment.encode(message.treatment, writer.uint32(66).fork()).join();
+    }
+    if (message.leadInFrames !== 0) {
+      writer.uint32(72).int32(message.leadInFrames);
     }
     return writer;
   },
@@ -562,6 +584,22 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
             message.uploaderId = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.treatment = VideoTreatment.decode(reader, reader.uint32());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.leadInFrames = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -597,6 +635,12 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
         : isSet(object.uploader_id)
         ? globalThis.String(object.uploader_id)
         : "",
+      treatment: isSet(object.treatment) ? VideoTreatment.fromJSON(object.treatment) : undefined,
+      leadInFrames: isSet(object.leadInFrames)
+        ? globalThis.Number(object.leadInFrames)
+        : isSet(object.lead_in_frames)
+        ? globalThis.Number(object.lead_in_frames)
+        : 0,
     };
   },
 
@@ -623,6 +667,12 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     if (message.uploaderId !== "") {
       obj.uploaderId = message.uploaderId;
     }
+    if (message.treatment !== undefined) {
+      obj.treatment = VideoTreatment.toJSON(message.treatment);
+    }
+    if (message.leadInFrames !== 0) {
+      obj.leadInFrames = Math.round(message.leadInFrames);
+    }
     return obj;
   },
 
@@ -638,6 +688,10 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     message.frames = object.frames ?? 0;
     message.fps = object.fps ?? 0;
     message.uploaderId = object.uploaderId ?? "";
+    message.treatment = (object.treatment !== undefined && object.treatment !== null)
+      ? VideoTreatment.fromPartial(object.treatment)
+      : undefined;
+    message.leadInFrames = object.leadInFrames ?? 0;
     return message;
   },
 };

@@ -197,6 +197,8 @@ export interface Rendition {
   codec: string;
   /** encoder speed preset, e.g. "veryfast" */
   preset: string;
+  /** "sdr" (default: HDR sources are tone-mapped to BT.709) or "hdr" */
+  dynamicRange?: string | undefined;
 }
 
 export interface JobSpec {
@@ -215,6 +217,18 @@ export interface JobSpec {
   webhookUrl: string;
   /** default 128 */
   audioBitrateKbps: number;
+  /** "" or "source" (default): the source's timestamps are kept, so */
+  frameRate?:
+    | string
+    | undefined;
+  /** variable frame rate stays variable and in sync */
+  deinterlace?:
+    | string
+    | undefined;
+  /** "field" (one frame per field: 50i -> 50p) */
+  audioTracks: number[];
+  /** streams), in this order; empty: every track */
+  stereoDownmix?: boolean | undefined;
 }
 
 /** A rendition as the planner resolved it: concrete size, encoder and preset. */
@@ -226,6 +240,51 @@ export interface PlannedRendition {
   codec: string;
   encoder: string;
   preset: string;
+  /** "sdr" (BT.709, 8-bit) or "hdr" (10-bit, the source's transfer) */
+  dynamicRange: string;
+}
+
+/**
+ * How every chunk's pictures are treated, decided once from the source's timeline and applied the
+ * same way on every node (only allow-listed values and numbers; see transcoder/treatment.ts).
+ */
+export interface VideoTreatment {
+  /** clockwise degrees applied to the coded picture: 0, 90, 180, 270 */
+  rotation: number;
+  /** "" (progressive), "frame" (keep the rate) or "field" (double it) */
+  deinterlace: string;
+  /** "auto" (frame flags), "tff" or "bff" */
+  fieldParity: string;
+  /** every frame (idet found fields the flags do not declare) */
+  deinterlaceAll: boolean;
+  /** the source's: "sdr", "pq" or "hlg" */
+  dynamicRange: string;
+  /** the source's YUV matrix: "bt709", "bt601" or "bt2020" */
+  colorMatrix: string;
+  /** the source's range: "tv" or "pc" */
+  colorRange: string;
+  /** HDR10 mastering display (x265 syntax), "" when none */
+  masterDisplay: string;
+  /** HDR10 content light level (cd/m2), 0 when none */
+  maxCll: number;
+  maxFall: number;
+}
+
+/** One audio track of the source as the job keeps it. */
+export interface AudioTrackInfo {
+  /** among the source's audio streams */
+  index: number;
+  codec: string;
+  channels: number;
+  layout: string;
+  /** ISO 639-2, "" when untagged */
+  language: string;
+  title: string;
+  /** start relative to the first presented video frame */
+  offsetSec: number;
+  durationSec: number;
+  /** a stereo downmix made from track `index` */
+  downmix: boolean;
 }
 
 export interface SourceInfo {
@@ -239,6 +298,39 @@ export interface SourceInfo {
   hasAudio: boolean;
   audioCodec: string;
   bytes: number;
+  /**
+   * The presentation timeline (docs/media.md). `frames` above is the presented frame count
+   * (an edit list's hidden frames excluded); `width`/`height` are the coded size.
+   */
+  rotation: number;
+  /** as a player shows it (rotation applied) */
+  displayWidth: number;
+  displayHeight: number;
+  /** "progressive", "tff", "bff" or "unknown" */
+  fieldOrder: string;
+  /** from the field order and an idet sample */
+  interlaced: boolean;
+  colorPrimaries: string;
+  colorTransfer: string;
+  colorMatrix: string;
+  colorRange: string;
+  /** "sdr", "pq" or "hlg" */
+  dynamicRange: string;
+  bitDepth: number;
+  /** video packets in the file (edit-list lead-in included) */
+  storedFrames: number;
+  /** frames an edit list hides before the first presented one */
+  leadInFrames: number;
+  variableFrameRate: boolean;
+  /** what the renditions' timestamps are: "source" (kept) */
+  timestamps: string;
+  /** the tracks every rendition carries, in order */
+  audioTracks: AudioTrackInfo[];
+  treatment:
+    | VideoTreatment
+    | undefined;
+  /** output frames per presented source frame (2 for "field") */
+  fieldRateFactor: number;
 }
 
 export interface PlannedSegment {
@@ -325,7 +417,7 @@ export interface Job {
 }
 
 function createBaseRendition(): Rendition {
-  return { name: "", height: 0, videoBitrateKbps: 0, codec: "", preset: "" };
+  return { name: "", height: 0, videoBitrateKbps: 0, codec: "", preset: "", dynamicRange: undefined };
 }
 
 export const Rendition: MessageFns<Rendition> = {
@@ -344,6 +436,9 @@ export const Rendition: MessageFns<Rendition> = {
     }
     if (message.preset !== "") {
       writer.uint32(42).string(message.preset);
+    }
+    if (message.dynamicRange !== undefined) {
+      writer.uint32(50).string(message.dynamicRange);
     }
     return writer;
   },
@@ -401,6 +496,14 @@ export const Rendition: MessageFns<Rendition> = {
             message.preset = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.dynamicRange = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -424,6 +527,11 @@ export const Rendition: MessageFns<Rendition> = {
         : 0,
       codec: isSet(object.codec) ? globalThis.String(object.codec) : "",
       preset: isSet(object.preset) ? globalThis.String(object.preset) : "",
+      dynamicRange: isSet(object.dynamicRange)
+        ? globalThis.String(object.dynamicRange)
+        : isSet(object.dynamic_range)
+        ? globalThis.String(object.dynamic_range)
+        : undefined,
     };
   },
 
@@ -444,6 +552,9 @@ export const Rendition: MessageFns<Rendition> = {
     if (message.preset !== "") {
       obj.preset = message.preset;
     }
+    if (message.dynamicRange !== undefined) {
+      obj.dynamicRange = message.dynamicRange;
+    }
     return obj;
   },
 
@@ -457,6 +568,7 @@ export const Rendition: MessageFns<Rendition> = {
     message.videoBitrateKbps = object.videoBitrateKbps ?? 0;
     message.codec = object.codec ?? "";
     message.preset = object.preset ?? "";
+    message.dynamicRange = object.dynamicRange ?? undefined;
     return message;
   },
 };
@@ -472,6 +584,10 @@ function createBaseJobSpec(): JobSpec {
     priority: 0,
     webhookUrl: "",
     audioBitrateKbps: 0,
+    frameRate: undefined,
+    deinterlace: undefined,
+    audioTracks: [],
+    stereoDownmix: undefined,
   };
 }
 
@@ -503,6 +619,22 @@ export const JobSpec: MessageFns<JobSpec> = {
     }
     if (message.audioBitrateKbps !== 0) {
       writer.uint32(72).int32(message.audioBitrateKbps);
+    }
+    if (message.frameRate !== undefined) {
+      writer.uint32(82).string(message.frameRate);
+    }
+    if (message.deinterlace !== undefined) {
+      writer.uint32(90).string(message.deinterlace);
+    }
+    if (message.audioTracks.length !== 0) {
+      writer.uint32(98).fork();
+      for (const v of message.audioTracks) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.stereoDownmix !== undefined) {
+      writer.uint32(104).bool(message.stereoDownmix);
     }
     return writer;
   },
@@ -592,6 +724,48 @@ export const JobSpec: MessageFns<JobSpec> = {
             message.audioBitrateKbps = reader.int32();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.frameRate = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.deinterlace = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag === 96) {
+              message.audioTracks.push(reader.int32());
+
+              continue;
+            }
+
+            if (tag === 98) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.audioTracks.push(reader.int32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.stereoDownmix = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -639,6 +813,22 @@ export const JobSpec: MessageFns<JobSpec> = {
         : isSet(object.audio_bitrate_kbps)
         ? globalThis.Number(object.audio_bitrate_kbps)
         : 0,
+      frameRate: isSet(object.frameRate)
+        ? globalThis.String(object.frameRate)
+        : isSet(object.frame_rate)
+        ? globalThis.String(object.frame_rate)
+        : undefined,
+      deinterlace: isSet(object.deinterlace) ? globalThis.String(object.deinterlace) : undefined,
+      audioTracks: globalThis.Array.isArray(object?.audioTracks)
+        ? object.audioTracks.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.audio_tracks)
+        ? object.audio_tracks.map((e: any) => globalThis.Number(e))
+        : [],
+      stereoDownmix: isSet(object.stereoDownmix)
+        ? globalThis.Boolean(object.stereoDownmix)
+        : isSet(object.stereo_downmix)
+        ? globalThis.Boolean(object.stereo_downmix)
+        : undefined,
     };
   },
 
@@ -671,6 +861,18 @@ export const JobSpec: MessageFns<JobSpec> = {
     if (message.audioBitrateKbps !== 0) {
       obj.audioBitrateKbps = Math.round(message.audioBitrateKbps);
     }
+    if (message.frameRate !== undefined) {
+      obj.frameRate = message.frameRate;
+    }
+    if (message.deinterlace !== undefined) {
+      obj.deinterlace = message.deinterlace;
+    }
+    if (message.audioTracks?.length) {
+      obj.audioTracks = message.audioTracks.map((e) => Math.round(e));
+    }
+    if (message.stereoDownmix !== undefined) {
+      obj.stereoDownmix = message.stereoDownmix;
+    }
     return obj;
   },
 
@@ -688,12 +890,16 @@ export const JobSpec: MessageFns<JobSpec> = {
     message.priority = object.priority ?? 0;
     message.webhookUrl = object.webhookUrl ?? "";
     message.audioBitrateKbps = object.audioBitrateKbps ?? 0;
+    message.frameRate = object.frameRate ?? undefined;
+    message.deinterlace = object.deinterlace ?? undefined;
+    message.audioTracks = object.audioTracks?.map((e) => e) || [];
+    message.stereoDownmix = object.stereoDownmix ?? undefined;
     return message;
   },
 };
 
 function createBasePlannedRendition(): PlannedRendition {
-  return { name: "", width: 0, height: 0, videoBitrateKbps: 0, codec: "", encoder: "", preset: "" };
+  return { name: "", width: 0, height: 0, videoBitrateKbps: 0, codec: "", encoder: "", preset: "", dynamicRange: "" };
 }
 
 export const PlannedRendition: MessageFns<PlannedRendition> = {
@@ -718,6 +924,9 @@ export const PlannedRendition: MessageFns<PlannedRendition> = {
     }
     if (message.preset !== "") {
       writer.uint32(58).string(message.preset);
+    }
+    if (message.dynamicRange !== "") {
+      writer.uint32(66).string(message.dynamicRange);
     }
     return writer;
   },
@@ -791,6 +1000,14 @@ export const PlannedRendition: MessageFns<PlannedRendition> = {
             message.preset = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.dynamicRange = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -816,6 +1033,11 @@ export const PlannedRendition: MessageFns<PlannedRendition> = {
       codec: isSet(object.codec) ? globalThis.String(object.codec) : "",
       encoder: isSet(object.encoder) ? globalThis.String(object.encoder) : "",
       preset: isSet(object.preset) ? globalThis.String(object.preset) : "",
+      dynamicRange: isSet(object.dynamicRange)
+        ? globalThis.String(object.dynamicRange)
+        : isSet(object.dynamic_range)
+        ? globalThis.String(object.dynamic_range)
+        : "",
     };
   },
 
@@ -842,6 +1064,9 @@ export const PlannedRendition: MessageFns<PlannedRendition> = {
     if (message.preset !== "") {
       obj.preset = message.preset;
     }
+    if (message.dynamicRange !== "") {
+      obj.dynamicRange = message.dynamicRange;
+    }
     return obj;
   },
 
@@ -857,6 +1082,478 @@ export const PlannedRendition: MessageFns<PlannedRendition> = {
     message.codec = object.codec ?? "";
     message.encoder = object.encoder ?? "";
     message.preset = object.preset ?? "";
+    message.dynamicRange = object.dynamicRange ?? "";
+    return message;
+  },
+};
+
+function createBaseVideoTreatment(): VideoTreatment {
+  return {
+    rotation: 0,
+    deinterlace: "",
+    fieldParity: "",
+    deinterlaceAll: false,
+    dynamicRange: "",
+    colorMatrix: "",
+    colorRange: "",
+    masterDisplay: "",
+    maxCll: 0,
+    maxFall: 0,
+  };
+}
+
+export const VideoTreatment: MessageFns<VideoTreatment> = {
+  encode(message: VideoTreatment, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.rotation !== 0) {
+      writer.uint32(8).int32(message.rotation);
+    }
+    if (message.deinterlace !== "") {
+      writer.uint32(18).string(message.deinterlace);
+    }
+    if (message.fieldParity !== "") {
+      writer.uint32(26).string(message.fieldParity);
+    }
+    if (message.deinterlaceAll !== false) {
+      writer.uint32(32).bool(message.deinterlaceAll);
+    }
+    if (message.dynamicRange !== "") {
+      writer.uint32(42).string(message.dynamicRange);
+    }
+    if (message.colorMatrix !== "") {
+      writer.uint32(50).string(message.colorMatrix);
+    }
+    if (message.colorRange !== "") {
+      writer.uint32(58).string(message.colorRange);
+    }
+    if (message.masterDisplay !== "") {
+      writer.uint32(66).string(message.masterDisplay);
+    }
+    if (message.maxCll !== 0) {
+      writer.uint32(72).int32(message.maxCll);
+    }
+    if (message.maxFall !== 0) {
+      writer.uint32(80).int32(message.maxFall);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VideoTreatment {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVideoTreatment();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.rotation = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.deinterlace = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.fieldParity = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.deinterlaceAll = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.dynamicRange = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.colorMatrix = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.colorRange = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.masterDisplay = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.maxCll = reader.int32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.maxFall = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VideoTreatment {
+    return {
+      rotation: isSet(object.rotation) ? globalThis.Number(object.rotation) : 0,
+      deinterlace: isSet(object.deinterlace) ? globalThis.String(object.deinterlace) : "",
+      fieldParity: isSet(object.fieldParity)
+        ? globalThis.String(object.fieldParity)
+        : isSet(object.field_parity)
+        ? globalThis.String(object.field_parity)
+        : "",
+      deinterlaceAll: isSet(object.deinterlaceAll)
+        ? globalThis.Boolean(object.deinterlaceAll)
+        : isSet(object.deinterlace_all)
+        ? globalThis.Boolean(object.deinterlace_all)
+        : false,
+      dynamicRange: isSet(object.dynamicRange)
+        ? globalThis.String(object.dynamicRange)
+        : isSet(object.dynamic_range)
+        ? globalThis.String(object.dynamic_range)
+        : "",
+      colorMatrix: isSet(object.colorMatrix)
+        ? globalThis.String(object.colorMatrix)
+        : isSet(object.color_matrix)
+        ? globalThis.String(object.color_matrix)
+        : "",
+      colorRange: isSet(object.colorRange)
+        ? globalThis.String(object.colorRange)
+        : isSet(object.color_range)
+        ? globalThis.String(object.color_range)
+        : "",
+      masterDisplay: isSet(object.masterDisplay)
+        ? globalThis.String(object.masterDisplay)
+        : isSet(object.master_display)
+        ? globalThis.String(object.master_display)
+        : "",
+      maxCll: isSet(object.maxCll)
+        ? globalThis.Number(object.maxCll)
+        : isSet(object.max_cll)
+        ? globalThis.Number(object.max_cll)
+        : 0,
+      maxFall: isSet(object.maxFall)
+        ? globalThis.Number(object.maxFall)
+        : isSet(object.max_fall)
+        ? globalThis.Number(object.max_fall)
+        : 0,
+    };
+  },
+
+  toJSON(message: VideoTreatment): unknown {
+    const obj: any = {};
+    if (message.rotation !== 0) {
+      obj.rotation = Math.round(message.rotation);
+    }
+    if (message.deinterlace !== "") {
+      obj.deinterlace = message.deinterlace;
+    }
+    if (message.fieldParity !== "") {
+      obj.fieldParity = message.fieldParity;
+    }
+    if (message.deinterlaceAll !== false) {
+      obj.deinterlaceAll = message.deinterlaceAll;
+    }
+    if (message.dynamicRange !== "") {
+      obj.dynamicRange = message.dynamicRange;
+    }
+    if (message.colorMatrix !== "") {
+      obj.colorMatrix = message.colorMatrix;
+    }
+    if (message.colorRange !== "") {
+      obj.colorRange = message.colorRange;
+    }
+    if (message.masterDisplay !== "") {
+      obj.masterDisplay = message.masterDisplay;
+    }
+    if (message.maxCll !== 0) {
+      obj.maxCll = Math.round(message.maxCll);
+    }
+    if (message.maxFall !== 0) {
+      obj.maxFall = Math.round(message.maxFall);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VideoTreatment>, I>>(base?: I): VideoTreatment {
+    return VideoTreatment.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VideoTreatment>, I>>(object: I): VideoTreatment {
+    const message = createBaseVideoTreatment();
+    message.rotation = object.rotation ?? 0;
+    message.deinterlace = object.deinterlace ?? "";
+    message.fieldParity = object.fieldParity ?? "";
+    message.deinterlaceAll = object.deinterlaceAll ?? false;
+    message.dynamicRange = object.dynamicRange ?? "";
+    message.colorMatrix = object.colorMatrix ?? "";
+    message.colorRange = object.colorRange ?? "";
+    message.masterDisplay = object.masterDisplay ?? "";
+    message.maxCll = object.maxCll ?? 0;
+    message.maxFall = object.maxFall ?? 0;
+    return message;
+  },
+};
+
+function createBaseAudioTrackInfo(): AudioTrackInfo {
+  return {
+    index: 0,
+    codec: "",
+    channels: 0,
+    layout: "",
+    language: "",
+    title: "",
+    offsetSec: 0,
+    durationSec: 0,
+    downmix: false,
+  };
+}
+
+export const AudioTrackInfo: MessageFns<AudioTrackInfo> = {
+  encode(message: AudioTrackInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.index !== 0) {
+      writer.uint32(8).int32(message.index);
+    }
+    if (message.codec !== "") {
+      writer.uint32(18).string(message.codec);
+    }
+    if (message.channels !== 0) {
+      writer.uint32(24).int32(message.channels);
+    }
+    if (message.layout !== "") {
+      writer.uint32(34).string(message.layout);
+    }
+    if (message.language !== "") {
+      writer.uint32(42).string(message.language);
+    }
+    if (message.title !== "") {
+      writer.uint32(50).string(message.title);
+    }
+    if (message.offsetSec !== 0) {
+      writer.uint32(57).double(message.offsetSec);
+    }
+    if (message.durationSec !== 0) {
+      writer.uint32(65).double(message.durationSec);
+    }
+    if (message.downmix !== false) {
+      writer.uint32(72).bool(message.downmix);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AudioTrackInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAudioTrackInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.index = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.codec = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.channels = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.layout = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.language = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.title = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.offsetSec = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.durationSec = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.downmix = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AudioTrackInfo {
+    return {
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      codec: isSet(object.codec) ? globalThis.String(object.codec) : "",
+      channels: isSet(object.channels) ? globalThis.Number(object.channels) : 0,
+      layout: isSet(object.layout) ? globalThis.String(object.layout) : "",
+      language: isSet(object.language) ? globalThis.String(object.language) : "",
+      title: isSet(object.title) ? globalThis.String(object.title) : "",
+      offsetSec: isSet(object.offsetSec)
+        ? globalThis.Number(object.offsetSec)
+        : isSet(object.offset_sec)
+        ? globalThis.Number(object.offset_sec)
+        : 0,
+      durationSec: isSet(object.durationSec)
+        ? globalThis.Number(object.durationSec)
+        : isSet(object.duration_sec)
+        ? globalThis.Number(object.duration_sec)
+        : 0,
+      downmix: isSet(object.downmix) ? globalThis.Boolean(object.downmix) : false,
+    };
+  },
+
+  toJSON(message: AudioTrackInfo): unknown {
+    const obj: any = {};
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.codec !== "") {
+      obj.codec = message.codec;
+    }
+    if (message.channels !== 0) {
+      obj.channels = Math.round(message.channels);
+    }
+    if (message.layout !== "") {
+      obj.layout = message.layout;
+    }
+    if (message.language !== "") {
+      obj.language = message.language;
+    }
+    if (message.title !== "") {
+      obj.title = message.title;
+    }
+    if (message.offsetSec !== 0) {
+      obj.offsetSec = floatToJson(message.offsetSec);
+    }
+    if (message.durationSec !== 0) {
+      obj.durationSec = floatToJson(message.durationSec);
+    }
+    if (message.downmix !== false) {
+      obj.downmix = message.downmix;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AudioTrackInfo>, I>>(base?: I): AudioTrackInfo {
+    return AudioTrackInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AudioTrackInfo>, I>>(object: I): AudioTrackInfo {
+    const message = createBaseAudioTrackInfo();
+    message.index = object.index ?? 0;
+    message.codec = object.codec ?? "";
+    message.channels = object.channels ?? 0;
+    message.layout = object.layout ?? "";
+    message.language = object.language ?? "";
+    message.title = object.title ?? "";
+    message.offsetSec = object.offsetSec ?? 0;
+    message.durationSec = object.durationSec ?? 0;
+    message.downmix = object.downmix ?? false;
     return message;
   },
 };
@@ -873,6 +1570,24 @@ function createBaseSourceInfo(): SourceInfo {
     hasAudio: false,
     audioCodec: "",
     bytes: 0,
+    rotation: 0,
+    displayWidth: 0,
+    displayHeight: 0,
+    fieldOrder: "",
+    interlaced: false,
+    colorPrimaries: "",
+    colorTransfer: "",
+    colorMatrix: "",
+    colorRange: "",
+    dynamicRange: "",
+    bitDepth: 0,
+    storedFrames: 0,
+    leadInFrames: 0,
+    variableFrameRate: false,
+    timestamps: "",
+    audioTracks: [],
+    treatment: undefined,
+    fieldRateFactor: 0,
   };
 }
 
@@ -907,6 +1622,60 @@ export const SourceInfo: MessageFns<SourceInfo> = {
     }
     if (message.bytes !== 0) {
       writer.uint32(80).int64(message.bytes);
+    }
+    if (message.rotation !== 0) {
+      writer.uint32(88).int32(message.rotation);
+    }
+    if (message.displayWidth !== 0) {
+      writer.uint32(96).int32(message.displayWidth);
+    }
+    if (message.displayHeight !== 0) {
+      writer.uint32(104).int32(message.displayHeight);
+    }
+    if (message.fieldOrder !== "") {
+      writer.uint32(114).string(message.fieldOrder);
+    }
+    if (message.interlaced !== false) {
+      writer.uint32(120).bool(message.interlaced);
+    }
+    if (message.colorPrimaries !== "") {
+      writer.uint32(130).string(message.colorPrimaries);
+    }
+    if (message.colorTransfer !== "") {
+      writer.uint32(138).string(message.colorTransfer);
+    }
+    if (message.colorMatrix !== "") {
+      writer.uint32(146).string(message.colorMatrix);
+    }
+    if (message.colorRange !== "") {
+      writer.uint32(154).string(message.colorRange);
+    }
+    if (message.dynamicRange !== "") {
+      writer.uint32(162).string(message.dynamicRange);
+    }
+    if (message.bitDepth !== 0) {
+      writer.uint32(168).int32(message.bitDepth);
+    }
+    if (message.storedFrames !== 0) {
+      writer.uint32(176).int64(message.storedFrames);
+    }
+    if (message.leadInFrames !== 0) {
+      writer.uint32(184).int32(message.leadInFrames);
+    }
+    if (message.variableFrameRate !== false) {
+      writer.uint32(192).bool(message.variableFrameRate);
+    }
+    if (message.timestamps !== "") {
+      writer.uint32(202).string(message.timestamps);
+    }
+    for (const v of message.audioTracks) {
+      AudioTrackInfo.encode(v!, writer.uint32(210).fork()).join();
+    }
+    if (message.treatment !== undefined) {
+      VideoTreatment.encode(message.treatment, writer.uint32(218).fork()).join();
+    }
+    if (message.fieldRateFactor !== 0) {
+      writer.uint32(225).double(message.fieldRateFactor);
     }
     return writer;
   },
@@ -1004,6 +1773,150 @@ export const SourceInfo: MessageFns<SourceInfo> = {
             message.bytes = longToNumber(reader.int64());
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.rotation = reader.int32();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.displayWidth = reader.int32();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.displayHeight = reader.int32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.fieldOrder = reader.string();
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.interlaced = reader.bool();
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.colorPrimaries = reader.string();
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.colorTransfer = reader.string();
+            continue;
+          }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.colorMatrix = reader.string();
+            continue;
+          }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.colorRange = reader.string();
+            continue;
+          }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.dynamicRange = reader.string();
+            continue;
+          }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.bitDepth = reader.int32();
+            continue;
+          }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.storedFrames = longToNumber(reader.int64());
+            continue;
+          }
+          case 23: {
+            if (tag !== 184) {
+              break;
+            }
+
+            message.leadInFrames = reader.int32();
+            continue;
+          }
+          case 24: {
+            if (tag !== 192) {
+              break;
+            }
+
+            message.variableFrameRate = reader.bool();
+            continue;
+          }
+          case 25: {
+            if (tag !== 202) {
+              break;
+            }
+
+            message.timestamps = reader.string();
+            continue;
+          }
+          case 26: {
+            if (tag !== 210) {
+              break;
+            }
+
+            message.audioTracks.push(AudioTrackInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 27: {
+            if (tag !== 218) {
+              break;
+            }
+
+            message.treatment = VideoTreatment.decode(reader, reader.uint32());
+            continue;
+          }
+          case 28: {
+            if (tag !== 225) {
+              break;
+            }
+
+            message.fieldRateFactor = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1044,6 +1957,80 @@ export const SourceInfo: MessageFns<SourceInfo> = {
         ? globalThis.String(object.audio_codec)
         : "",
       bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+      rotation: isSet(object.rotation) ? globalThis.Number(object.rotation) : 0,
+      displayWidth: isSet(object.displayWidth)
+        ? globalThis.Number(object.displayWidth)
+        : isSet(object.display_width)
+        ? globalThis.Number(object.display_width)
+        : 0,
+      displayHeight: isSet(object.displayHeight)
+        ? globalThis.Number(object.displayHeight)
+        : isSet(object.display_height)
+        ? globalThis.Number(object.display_height)
+        : 0,
+      fieldOrder: isSet(object.fieldOrder)
+        ? globalThis.String(object.fieldOrder)
+        : isSet(object.field_order)
+        ? globalThis.String(object.field_order)
+        : "",
+      interlaced: isSet(object.interlaced) ? globalThis.Boolean(object.interlaced) : false,
+      colorPrimaries: isSet(object.colorPrimaries)
+        ? globalThis.String(object.colorPrimaries)
+        : isSet(object.color_primaries)
+        ? globalThis.String(object.color_primaries)
+        : "",
+      colorTransfer: isSet(object.colorTransfer)
+        ? globalThis.String(object.colorTransfer)
+        : isSet(object.color_transfer)
+        ? globalThis.String(object.color_transfer)
+        : "",
+      colorMatrix: isSet(object.colorMatrix)
+        ? globalThis.String(object.colorMatrix)
+        : isSet(object.color_matrix)
+        ? globalThis.String(object.color_matrix)
+        : "",
+      colorRange: isSet(object.colorRange)
+        ? globalThis.String(object.colorRange)
+        : isSet(object.color_range)
+        ? globalThis.String(object.color_range)
+        : "",
+      dynamicRange: isSet(object.dynamicRange)
+        ? globalThis.String(object.dynamicRange)
+        : isSet(object.dynamic_range)
+        ? globalThis.String(object.dynamic_range)
+        : "",
+      bitDepth: isSet(object.bitDepth)
+        ? globalThis.Number(object.bitDepth)
+        : isSet(object.bit_depth)
+        ? globalThis.Number(object.bit_depth)
+        : 0,
+      storedFrames: isSet(object.storedFrames)
+        ? globalThis.Number(object.storedFrames)
+        : isSet(object.stored_frames)
+        ? globalThis.Number(object.stored_frames)
+        : 0,
+      leadInFrames: isSet(object.leadInFrames)
+        ? globalThis.Number(object.leadInFrames)
+        : isSet(object.lead_in_frames)
+        ? globalThis.Number(object.lead_in_frames)
+        : 0,
+      variableFrameRate: isSet(object.variableFrameRate)
+        ? globalThis.Boolean(object.variableFrameRate)
+        : isSet(object.variable_frame_rate)
+        ? globalThis.Boolean(object.variable_frame_rate)
+        : false,
+      timestamps: isSet(object.timestamps) ? globalThis.String(object.timestamps) : "",
+      audioTracks: globalThis.Array.isArray(object?.audioTracks)
+        ? object.audioTracks.map((e: any) => AudioTrackInfo.fromJSON(e))
+        : globalThis.Array.isArray(object?.audio_tracks)
+        ? object.audio_tracks.map((e: any) => AudioTrackInfo.fromJSON(e))
+        : [],
+      treatment: isSet(object.treatment) ? VideoTreatment.fromJSON(object.treatment) : undefined,
+      fieldRateFactor: isSet(object.fieldRateFactor)
+        ? globalThis.Number(object.fieldRateFactor)
+        : isSet(object.field_rate_factor)
+        ? globalThis.Number(object.field_rate_factor)
+        : 0,
     };
   },
 
@@ -1079,6 +2066,60 @@ export const SourceInfo: MessageFns<SourceInfo> = {
     if (message.bytes !== 0) {
       obj.bytes = Math.round(message.bytes);
     }
+    if (message.rotation !== 0) {
+      obj.rotation = Math.round(message.rotation);
+    }
+    if (message.displayWidth !== 0) {
+      obj.displayWidth = Math.round(message.displayWidth);
+    }
+    if (message.displayHeight !== 0) {
+      obj.displayHeight = Math.round(message.displayHeight);
+    }
+    if (message.fieldOrder !== "") {
+      obj.fieldOrder = message.fieldOrder;
+    }
+    if (message.interlaced !== false) {
+      obj.interlaced = message.interlaced;
+    }
+    if (message.colorPrimaries !== "") {
+      obj.colorPrimaries = message.colorPrimaries;
+    }
+    if (message.colorTransfer !== "") {
+      obj.colorTransfer = message.colorTransfer;
+    }
+    if (message.colorMatrix !== "") {
+      obj.colorMatrix = message.colorMatrix;
+    }
+    if (message.colorRange !== "") {
+      obj.colorRange = message.colorRange;
+    }
+    if (message.dynamicRange !== "") {
+      obj.dynamicRange = message.dynamicRange;
+    }
+    if (message.bitDepth !== 0) {
+      obj.bitDepth = Math.round(message.bitDepth);
+    }
+    if (message.storedFrames !== 0) {
+      obj.storedFrames = Math.round(message.storedFrames);
+    }
+    if (message.leadInFrames !== 0) {
+      obj.leadInFrames = Math.round(message.leadInFrames);
+    }
+    if (message.variableFrameRate !== false) {
+      obj.variableFrameRate = message.variableFrameRate;
+    }
+    if (message.timestamps !== "") {
+      obj.timestamps = message.timestamps;
+    }
+    if (message.audioTracks?.length) {
+      obj.audioTracks = message.audioTracks.map((e) => AudioTrackInfo.toJSON(e));
+    }
+    if (message.treatment !== undefined) {
+      obj.treatment = VideoTreatment.toJSON(message.treatment);
+    }
+    if (message.fieldRateFactor !== 0) {
+      obj.fieldRateFactor = floatToJson(message.fieldRateFactor);
+    }
     return obj;
   },
 
@@ -1097,6 +2138,26 @@ export const SourceInfo: MessageFns<SourceInfo> = {
     message.hasAudio = object.hasAudio ?? false;
     message.audioCodec = object.audioCodec ?? "";
     message.bytes = object.bytes ?? 0;
+    message.rotation = object.rotation ?? 0;
+    message.displayWidth = object.displayWidth ?? 0;
+    message.displayHeight = object.displayHeight ?? 0;
+    message.fieldOrder = object.fieldOrder ?? "";
+    message.interlaced = object.interlaced ?? false;
+    message.colorPrimaries = object.colorPrimaries ?? "";
+    message.colorTransfer = object.colorTransfer ?? "";
+    message.colorMatrix = object.colorMatrix ?? "";
+    message.colorRange = object.colorRange ?? "";
+    message.dynamicRange = object.dynamicRange ?? "";
+    message.bitDepth = object.bitDepth ?? 0;
+    message.storedFrames = object.storedFrames ?? 0;
+    message.leadInFrames = object.leadInFrames ?? 0;
+    message.variableFrameRate = object.variableFrameRate ?? false;
+    message.timestamps = object.timestamps ?? "";
+    message.audioTracks = object.audioTracks?.map((e) => AudioTrackInfo.fromPartial(e)) || [];
+    message.treatment = (object.treatment !== undefined && object.treatment !== null)
+      ? VideoTreatment.fromPartial(object.treatment)
+      : undefined;
+    message.fieldRateFactor = object.fieldRateFactor ?? 0;
     return message;
   },
 };

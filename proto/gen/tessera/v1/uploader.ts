@@ -22,7 +22,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { JobResult, PlannedRendition, SourceInfo } from "./types.js";
+import { AudioTrackInfo, JobResult, PlannedRendition, SourceInfo } from "./types.js";
 
 export const protobufPackage = "tessera.v1";
 
@@ -62,6 +62,15 @@ export interface FinalizeRequest {
   key: string;
   source: SourceInfo | undefined;
   timingsJson: string;
+  /** every audio track, in order (replaces `audio`) */
+  audioTracks: FinalAudioTrack[];
+  /** frames every rendition must have (0: source.frames) */
+  expectedFrames: number;
+}
+
+export interface FinalAudioTrack {
+  part: PartRef | undefined;
+  info: AudioTrackInfo | undefined;
 }
 
 export interface FinalizeEvent {
@@ -453,6 +462,8 @@ function createBaseFinalizeRequest(): FinalizeRequest {
     key: "",
     source: undefined,
     timingsJson: "",
+    audioTracks: [],
+    expectedFrames: 0,
   };
 }
 
@@ -484,6 +495,12 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
     }
     if (message.timingsJson !== "") {
       writer.uint32(74).string(message.timingsJson);
+    }
+    for (const v of message.audioTracks) {
+      FinalAudioTrack.encode(v!, writer.uint32(82).fork()).join();
+    }
+    if (message.expectedFrames !== 0) {
+      writer.uint32(88).int64(message.expectedFrames);
     }
     return writer;
   },
@@ -573,6 +590,22 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
             message.timingsJson = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.audioTracks.push(FinalAudioTrack.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.expectedFrames = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -606,6 +639,16 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
         : isSet(object.timings_json)
         ? globalThis.String(object.timings_json)
         : "",
+      audioTracks: globalThis.Array.isArray(object?.audioTracks)
+        ? object.audioTracks.map((e: any) => FinalAudioTrack.fromJSON(e))
+        : globalThis.Array.isArray(object?.audio_tracks)
+        ? object.audio_tracks.map((e: any) => FinalAudioTrack.fromJSON(e))
+        : [],
+      expectedFrames: isSet(object.expectedFrames)
+        ? globalThis.Number(object.expectedFrames)
+        : isSet(object.expected_frames)
+        ? globalThis.Number(object.expected_frames)
+        : 0,
     };
   },
 
@@ -638,6 +681,12 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
     if (message.timingsJson !== "") {
       obj.timingsJson = message.timingsJson;
     }
+    if (message.audioTracks?.length) {
+      obj.audioTracks = message.audioTracks.map((e) => FinalAudioTrack.toJSON(e));
+    }
+    if (message.expectedFrames !== 0) {
+      obj.expectedFrames = Math.round(message.expectedFrames);
+    }
     return obj;
   },
 
@@ -659,6 +708,95 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
       ? SourceInfo.fromPartial(object.source)
       : undefined;
     message.timingsJson = object.timingsJson ?? "";
+    message.audioTracks = object.audioTracks?.map((e) => FinalAudioTrack.fromPartial(e)) || [];
+    message.expectedFrames = object.expectedFrames ?? 0;
+    return message;
+  },
+};
+
+function createBaseFinalAudioTrack(): FinalAudioTrack {
+  return { part: undefined, info: undefined };
+}
+
+export const FinalAudioTrack: MessageFns<FinalAudioTrack> = {
+  encode(message: FinalAudioTrack, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.part !== undefined) {
+      PartRef.encode(message.part, writer.uint32(10).fork()).join();
+    }
+    if (message.info !== undefined) {
+      AudioTrackInfo.encode(message.info, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FinalAudioTrack {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFinalAudioTrack();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.part = PartRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.info = AudioTrackInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FinalAudioTrack {
+    return {
+      part: isSet(object.part) ? PartRef.fromJSON(object.part) : undefined,
+      info: isSet(object.info) ? AudioTrackInfo.fromJSON(object.info) : undefined,
+    };
+  },
+
+  toJSON(message: FinalAudioTrack): unknown {
+    const obj: any = {};
+    if (message.part !== undefined) {
+      obj.part = PartRef.toJSON(message.part);
+    }
+    if (message.info !== undefined) {
+      obj.info = AudioTrackInfo.toJSON(message.info);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FinalAudioTrack>, I>>(base?: I): FinalAudioTrack {
+    return FinalAudioTrack.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FinalAudioTrack>, I>>(object: I): FinalAudioTrack {
+    const message = createBaseFinalAudioTrack();
+    message.part = (object.part !== undefined && object.part !== null) ? PartRef.fromPartial(object.part) : undefined;
+    message.info = (object.info !== undefined && object.info !== null)
+      ? AudioTrackInfo.fromPartial(object.info)
+      : undefined;
     return message;
   },
 };
