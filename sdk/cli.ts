@@ -12,7 +12,7 @@ import { LocalCluster, readClusterFile, stopClusterFile, alive } from '../deploy
 import { makeSample } from '../deploy/sample.js';
 import { createS3Client } from '../uploader/s3-client.js';
 import { extractZip } from '../uploader/zip.js';
-import { JobSpec, JobState, type Job, type SegmentState } from '../proto/gen/tessera/v1/types.js';
+import { JobSpec, JobState, type Job, type SegmentState, type SourceInfo } from '../proto/gen/tessera/v1/types.js';
 import { TesseraClient, isTerminal } from './client.js';
 import { loadCliConfig } from './config.js';
 import { parseLadderArg } from './ladder-arg.js';
@@ -26,6 +26,8 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
   tessera transcode <file|s3://…|http(s)://…> [--ladder 720:2800,480:1400:hevc] [--container mp4|mkv]
                     [--out s3://bucket/prefix] [--download DIR] [--dry-run] [--json] [--priority 0-9]
                     [--idempotency-key K] [--remote]   (--remote: the path is on the coordinator, inside its input root)
+                    [--deinterlace frame|field] [--audio-tracks 0,2] [--stereo-downmix]
+                    rungs: height[:kbps[:codec[:preset[:sdr|hdr]]]]; heights name the short side (portrait 720 = 720x1280)
   tessera jobs [--limit 50] [--json]       list jobs
   tessera job <id> [--json]                one job with its segments and status trail
   tessera cancel <id>                      cancel a job
@@ -55,6 +57,10 @@ const { values: flags, positionals } = parseArgs({
     json: { type: 'boolean' },
     priority: { type: 'string' },
     'idempotency-key': { type: 'string' },
+    deinterlace: { type: 'string' },
+    'audio-tracks': { type: 'string' },
+    'stereo-downmix': { type: 'boolean' },
+    'frame-rate': { type: 'string' },
     remote: { type: 'boolean' },
     limit: { type: 'string' },
     once: { type: 'boolean' },
@@ -176,6 +182,26 @@ async function download(job: Job, destDir: string): Promise<string> {
   }
 }
 
+/** `--audio-tracks 0,2` → [0, 2]; anything but whole numbers → INVALID_ARGUMENT. */
+function parseTrackList(arg: string): number[] {
+  return arg.split(',').map((t) => {
+    const n = Number(t.trim());
+    if (t.trim() === '' || !Number.isInteger(n) || n < 0) throw new AppError('INVALID_ARGUMENT', `--audio-tracks takes 0-based track numbers separated by commas, got "${arg}"`);
+    return n;
+  });
+}
+
+/** One line on what the source shows and what Tessera does with it (docs/media.md). */
+function describeTimeline(s: SourceInfo): string {
+  const parts = [`shown ${s.displayWidth}x${s.displayHeight}${s.rotation ? ` (turned ${s.rotation}° clockwise for display; renditions stored upright)` : ''}`];
+  if (s.leadInFrames > 0) parts.push(`edit list hides ${s.leadInFrames} of ${s.storedFrames} frames`);
+  if (s.variableFrameRate) parts.push('variable frame rate (timestamps kept)');
+  if (s.interlaced) parts.push(`interlaced ${s.fieldOrder} (deinterlaced${s.fieldRateFactor === 2 ? ' to the field rate' : ''})`);
+  parts.push(s.dynamicRange === 'sdr' ? `SDR ${s.bitDepth}-bit` : `HDR ${s.dynamicRange.toUpperCase()} ${s.bitDepth}-bit (SDR rungs tone-mapped)`);
+  parts.push(`${s.audioTracks.length} audio track(s)${s.audioTracks.length ? `: ${s.audioTracks.map((a) => `${a.language || 'und'} ${a.channels}ch${a.downmix ? ' downmix' : ''}`).join(', ')}` : ''}`);
+  return parts.join('; ');
+}
+
 async function transcode(input: string): Promise<number> {
   const c = client();
   try {
@@ -186,6 +212,10 @@ async function transcode(input: string): Promise<number> {
       dryRun: flags['dry-run'] ?? false,
       priority: flags.priority ? Number(flags.priority) : 0,
       idempotencyKey: flags['idempotency-key'] ?? '',
+      audioTracks: flags['audio-tracks'] ? parseTrackList(flags['audio-tracks']) : [],
+      ...(flags.deinterlace !== undefined ? { deinterlace: flags.deinterlace } : {}),
+      ...(flags['stereo-downmix'] ? { stereoDownmix: true } : {}),
+      ...(flags['frame-rate'] !== undefined ? { frameRate: flags['frame-rate'] } : {}),
     };
     const isUri = /^[a-z][a-z0-9+.-]*:\/\//i.test(input);
     const local = !isUri && !flags.remote;
@@ -197,6 +227,7 @@ async function transcode(input: string): Promise<number> {
       else {
         const p = res.plan!;
         out(`source: ${p.source?.width}x${p.source?.height} ${p.source?.fps} fps, ${p.source?.durationSec.toFixed(2)} s, ${p.source?.frames} frames`);
+        if (p.source) out(`timeline: ${describeTimeline(p.source)}`);
         out(table([['segment', 'start', 'end', 'frames', 'node', 'sub-segments'], ...p.segments.map((s) => [String(s.index), s.startSec.toFixed(3), s.endSec.toFixed(3), String(s.frames), s.nodeId, String(s.subSegments)])]));
         out(table([['rendition', 'size', 'kbps', 'codec', 'encoder', 'preset'], ...p.renditions.map((r) => [r.name, `${r.width}x${r.height}`, String(r.videoBitrateKbps), r.codec, r.encoder, r.preset])]));
         for (const cmd of p.ffmpegCommands) out(cmd);

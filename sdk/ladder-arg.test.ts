@@ -9,6 +9,9 @@ describe('parseLadderArg', () => {
       { name: '', height: 480, videoBitrateKbps: 0, codec: 'h264', preset: 'fast' },
     ]);
   });
+  it('takes a dynamic range as the fifth field', () => {
+    expect(parseLadderArg('1080:8000:hevc::hdr')).toEqual([{ name: '', height: 1080, videoBitrateKbps: 8000, codec: 'hevc', preset: '', dynamicRange: 'hdr' }]);
+  });
   it('rejects a height that is not a number', () => {
     expect(() => parseLadderArg('big')).toThrow(/height/);
   });

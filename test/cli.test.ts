@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../deploy/local-cluster.js';
 import type { NodeRecord } from '../common/records.js';
 import { fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { makeSource } from './media-helpers.js';
 
 const run = promisify(execFile);
 
@@ -44,6 +45,21 @@ describe('the tessera CLI against a real cluster', () => {
     const id = /submitted job (j\w+)/.exec(r.stdout)![1]!;
     expect(existsSync(join(out, id, '240p.mp4'))).toBe(true);
     expect(existsSync(join(out, id, 'manifest.json'))).toBe(true);
+  });
+
+  it('a dry run says what the source shows and what Tessera does with it; timeline flags are checked', async () => {
+    const portrait = await makeSource('portrait', join(t.inputDir, 'portrait.mp4'));
+    const r = await cli('transcode', portrait, '--dry-run', '--ladder', '360,240', '--remote');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('timeline: shown 360x640 (turned 270° clockwise for display; renditions stored upright); SDR 8-bit; 1 audio track(s): und 1ch');
+    expect(r.stdout).toMatch(/360p\s+360x640/);
+    expect(r.stdout).toContain('transpose=cclock');
+    const bad = await cli('transcode', portrait, '--deinterlace', 'yadif', '--remote');
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('deinterlace "yadif" is not valid');
+    const tracks = await cli('transcode', portrait, '--audio-tracks', 'first', '--remote');
+    expect(tracks.code).not.toBe(0);
+    expect(tracks.stderr).toContain('--audio-tracks takes 0-based track numbers');
   });
 
   it('--json prints the final job record; --dry-run --json prints the plan', async () => {

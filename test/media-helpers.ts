@@ -20,7 +20,9 @@ export type SourceKind =
   | 'mpegts'
   | 'prores-pcm'
   | 'fps60'
-  | 'half-second';
+  | 'half-second'
+  | 'hlg'
+  | 'mirrored';
 
 const Q = ['-hide_banner', '-nostdin', '-y', '-loglevel', 'error'];
 const X264 = ['-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p'];
@@ -86,6 +88,18 @@ function recipe(kind: SourceKind, path: string): string[][] {
       return [[...Q, ...pic('320x240', 25, 4), ...tone(4), '-c:v', 'prores_ks', '-profile:v', '0', '-c:a', 'pcm_s16le', '-shortest', path]];
     case 'fps60':
       return [[...Q, ...pic('320x240', 60, 5), ...tone(5), ...X264, '-g', '60', '-c:a', 'aac', '-shortest', path]];
+    case 'hlg':
+      // HLG: 10-bit HEVC, BT.2020 primaries, ARIB STD-B67 transfer (broadcast HDR).
+      return [[
+        ...Q, ...pic('320x240', 25, 4), ...tone(4),
+        '-pix_fmt', 'yuv420p10le', '-c:v', 'libx265', '-preset', 'ultrafast',
+        '-x265-params', 'log-level=error:keyint=25:min-keyint=25:scenecut=0:colorprim=bt2020:transfer=arib-std-b67:colormatrix=bt2020nc',
+        '-color_primaries', 'bt2020', '-color_trc', 'arib-std-b67', '-colorspace', 'bt2020nc', '-tag:v', 'hvc1',
+        '-c:a', 'aac', '-shortest', path,
+      ]];
+    case 'mirrored':
+      // Made like 'portrait', then its display matrix is turned into a mirror (mirrorMatrix).
+      return [[...Q, ...pic('320x240', 30, 3), ...X264, '-g', '30', path]];
     case 'half-second':
       return [[...Q, ...pic('320x240', 30, 0.5), ...tone(0.5), ...X264, '-g', '30', '-c:a', 'aac', '-shortest', path]];
   }
@@ -100,8 +114,27 @@ export async function makeSource(kind: SourceKind, path: string): Promise<string
     const a = i === runs.length - 1 ? args.map((x) => (x === path ? part : x)) : args;
     await runFfmpeg(a, { noProgressMs: 120_000 });
   }
+  if (kind === 'mirrored') await mirrorMatrix(part);
   await rename(part, path);
   return path;
+}
+
+/** The identity matrix as MP4's tkhd box stores it (9 × 32-bit fixed point). */
+const IDENTITY = Buffer.alloc(36);
+for (const [i, v] of [[0, 0x10000], [4, 0x10000], [8, 0x40000000]] as const) IDENTITY.writeInt32BE(v, i * 4);
+
+/**
+ * Turns the video track's display matrix into a horizontal mirror (a = -1.0), as some phone
+ * front cameras write it; ffmpeg 5.1 has no option that writes one.
+ */
+async function mirrorMatrix(path: string): Promise<void> {
+  const { readFile, writeFile } = await import('node:fs/promises');
+  const b = await readFile(path);
+  const tkhd = b.indexOf('tkhd');
+  const at = tkhd < 0 ? -1 : b.indexOf(IDENTITY, tkhd);
+  if (at < 0) throw new Error('no track matrix to mirror');
+  b.writeInt32BE(-0x10000, at);
+  await writeFile(path, b);
 }
 
 /** A stream as a viewer's player sees it, measured with ffprobe (decoding, edit lists applied). */

@@ -13,25 +13,34 @@ import { displayedSize, framePsnr, hasMasteringDisplay, idet, inspect, makeSourc
 const rung = (height: number, extra: Partial<Rendition> = {}): Rendition => ({ name: '', height, videoBitrateKbps: 600, codec: 'h264', preset: 'ultrafast', dynamicRange: '', ...extra });
 
 interface Case {
+  id: string;
   kind: SourceKind;
   file: string;
   spec?: Partial<JobSpec>;
+  /** The job must fail with this code (honest refusal) instead of succeeding. */
+  fails?: string;
 }
 
 const CASES: Case[] = [
-  { kind: 'portrait', file: 'portrait.mp4', spec: { ladder: [rung(360), rung(240)] } },
-  { kind: 'edit-list', file: 'edit-list.mp4', spec: { ladder: [rung(240)] } },
-  { kind: 'vfr', file: 'vfr.mp4', spec: { ladder: [rung(240)] } },
-  { kind: 'interlaced', file: 'interlaced.mp4', spec: { ladder: [rung(576, { videoBitrateKbps: 1500 }), rung(288)] } },
-  { kind: 'hdr10', file: 'hdr10.mp4', spec: { ladder: [rung(360), rung(360, { name: '360p-hdr', codec: 'hevc', dynamicRange: 'hdr' })] } },
-  { kind: 'two-audio', file: 'two-audio.mkv', spec: { ladder: [rung(240)] } },
-  { kind: 'surround', file: 'surround.mp4', spec: { ladder: [rung(240)] } },
-  { kind: 'no-audio', file: 'no-audio.mp4', spec: { ladder: [rung(240)] } },
-  { kind: 'late-audio', file: 'late-audio.mp4', spec: { ladder: [rung(240)] } },
-  { kind: 'mpegts', file: 'clip.ts', spec: { ladder: [rung(240)] } },
-  { kind: 'prores-pcm', file: 'prores.mov', spec: { ladder: [rung(240)] } },
-  { kind: 'fps60', file: 'fps60.mp4', spec: { ladder: [rung(240)] } },
-  { kind: 'half-second', file: 'half.mp4', spec: { ladder: [rung(240)] } },
+  { id: 'portrait', kind: 'portrait', file: 'portrait.mp4', spec: { ladder: [rung(360, { videoBitrateKbps: 1200 }), rung(240)] } },
+  { id: 'edit-list', kind: 'edit-list', file: 'edit-list.mp4', spec: { ladder: [rung(240)] } },
+  { id: 'vfr', kind: 'vfr', file: 'vfr.mp4', spec: { ladder: [rung(240)] } },
+  { id: 'interlaced', kind: 'interlaced', file: 'interlaced.mp4', spec: { ladder: [rung(576, { videoBitrateKbps: 1500 }), rung(288)] } },
+  { id: 'interlaced-field', kind: 'interlaced', file: 'interlaced-field.mp4', spec: { deinterlace: 'field', ladder: [rung(288)] } },
+  { id: 'hdr10', kind: 'hdr10', file: 'hdr10.mp4', spec: { ladder: [rung(360), rung(360, { name: '360p-hdr', codec: 'hevc', dynamicRange: 'hdr' })] } },
+  { id: 'hlg', kind: 'hlg', file: 'hlg.mp4', spec: { ladder: [rung(240), rung(240, { codec: 'hevc', dynamicRange: 'hdr' })] } },
+  { id: 'two-audio', kind: 'two-audio', file: 'two-audio.mkv', spec: { ladder: [rung(240)] } },
+  { id: 'two-audio-pick', kind: 'two-audio', file: 'two-audio-pick.mkv', spec: { audioTracks: [1], ladder: [rung(240)] } },
+  { id: 'surround', kind: 'surround', file: 'surround.mp4', spec: { ladder: [rung(240)] } },
+  { id: 'surround-downmix', kind: 'surround', file: 'surround-downmix.mp4', spec: { stereoDownmix: true, ladder: [rung(240)] } },
+  { id: 'no-audio', kind: 'no-audio', file: 'no-audio.mp4', spec: { ladder: [rung(240)] } },
+  { id: 'late-audio', kind: 'late-audio', file: 'late-audio.mp4', spec: { ladder: [rung(240)] } },
+  { id: 'mpegts', kind: 'mpegts', file: 'clip.ts', spec: { ladder: [rung(240)] } },
+  { id: 'prores-pcm', kind: 'prores-pcm', file: 'prores.mov', spec: { ladder: [rung(240)] } },
+  { id: 'fps60', kind: 'fps60', file: 'fps60.mp4', spec: { ladder: [rung(240)] } },
+  { id: 'half-second', kind: 'half-second', file: 'half.mp4', spec: { ladder: [rung(240)] } },
+  { id: 'mirrored', kind: 'mirrored', file: 'mirrored.mp4', spec: { ladder: [rung(240)] }, fails: 'UNSUPPORTED_ROTATION' },
+  { id: 'hdr-rung-on-sdr', kind: 'no-audio', file: 'sdr.mp4', spec: { ladder: [rung(240, { codec: 'hevc', dynamicRange: 'hdr' })] }, fails: 'UNSUPPORTED_DYNAMIC_RANGE' },
 ];
 
 interface Outcome {
@@ -44,7 +53,7 @@ interface Outcome {
 describe('real uploads keep what the source shows', () => {
   let t: TestCluster;
   let work: string;
-  const outcomes = new Map<SourceKind, Promise<Outcome>>();
+  const outcomes = new Map<string, Promise<Outcome>>();
 
   beforeAll(async () => {
     t = await startTestCluster({ nodes: 3, slots: 2, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
@@ -55,11 +64,12 @@ describe('real uploads keep what the source shows', () => {
       const made = chain.then(() => makeSource(c.kind, join(t.inputDir, c.file)));
       chain = made;
       outcomes.set(
-        c.kind,
+        c.id,
         made.then(async (source) => {
           const { jobId } = await t.client.submit({ inputUri: source, ...c.spec });
           const job = await t.client.wait(jobId);
-          if (job.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`${c.kind}: ${job.state} ${job.errorCode} ${job.errorMessage}`);
+          if (c.fails) return { source, job, archive: undefined as unknown as ArchiveCheck, files: new Map<string, string>() };
+          if (job.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`${c.id}: ${job.state} ${job.errorCode} ${job.errorMessage}`);
           const archive = await checkArchive(t.s3, job, work);
           const files = new Map(archive.manifest.renditions.map((r) => [r.name, join(work, `${job.id}-${r.file}`)]));
           return { source, job, archive, files };
@@ -73,20 +83,22 @@ describe('real uploads keep what the source shows', () => {
     if (work && !process.env.KEEP_TEST_DIRS) await rm(work, { recursive: true, force: true });
   });
 
-  const outcome = (k: SourceKind): Promise<Outcome> => outcomes.get(k)!;
+  const outcome = (id: string): Promise<Outcome> => outcomes.get(id)!;
 
   /** Frames, duration and A/V end alignment of every rendition against the source as a player shows it. */
-  async function expectFaithful(o: Outcome, opts: { frameFactor?: number } = {}): Promise<void> {
+  async function expectFaithful(o: Outcome, opts: { frameFactor?: number; audioFrom?: number[] } = {}): Promise<void> {
     const src = await inspect(o.source);
     const factor = opts.frameFactor ?? 1;
+    // Which source track each output track comes from (default: each source track, in order).
+    const audioFrom = opts.audioFrom ?? src.audio.map((_, i) => i);
     const frameSec = src.video.durationSec / Math.max(1, src.video.frames);
     for (const [name, file] of o.files) {
       const out = await inspect(file);
       expect(out.video.frames, `${name} frames`).toBe(src.video.frames * factor);
       expect(Math.abs(out.video.durationSec - src.video.durationSec), `${name} duration`).toBeLessThanOrEqual(frameSec + 0.002);
-      expect(out.audio.length, `${name} audio tracks`).toBe(src.audio.length);
+      expect(out.audio.length, `${name} audio tracks`).toBe(audioFrom.length);
       for (const [i, a] of out.audio.entries()) {
-        const s = src.audio[i]!;
+        const s = src.audio[audioFrom[i]!]!;
         // Where the audio ends relative to the picture is what the source has (AAC priming and
         // one video frame of tolerance).
         const drift = (a.endSec - out.video.endSec) - (s.endSec - src.video.endSec);
@@ -171,6 +183,49 @@ describe('real uploads keep what the source shows', () => {
       expect(out.audio.map((a) => a.title)).toEqual(['English', 'Français']);
     }
     await expectFaithful(o);
+  });
+
+  it('interlaced with deinterlace=field: one progressive frame per field (25i → 50p)', async () => {
+    const o = await outcome('interlaced-field');
+    const out = await inspect([...o.files.values()][0]!);
+    expect(out.video.fieldOrder).toBe('progressive');
+    await expectFaithful(o, { frameFactor: 2 });
+  });
+
+  it('HLG: the SDR rung is tone-mapped to BT.709, the HDR rung keeps HLG in 10 bits', async () => {
+    const o = await outcome('hlg');
+    const sdr = await inspect(o.files.get('240p')!);
+    expect([sdr.video.pixFmt, sdr.video.transfer, sdr.video.primaries]).toEqual(['yuv420p', 'bt709', 'bt709']);
+    const hdr = await inspect(o.files.get('240p-hdr')!);
+    expect([hdr.video.codec, hdr.video.pixFmt, hdr.video.transfer, hdr.video.primaries]).toEqual(['hevc', 'yuv420p10le', 'arib-std-b67', 'bt2020']);
+    await expectFaithful(o);
+  });
+
+  it('audio_tracks picks tracks: only the French one', async () => {
+    const o = await outcome('two-audio-pick');
+    const out = await inspect([...o.files.values()][0]!);
+    expect(out.audio.map((a) => a.language)).toEqual(['fra']);
+    await expectFaithful(o, { audioFrom: [1] });
+  });
+
+  it('stereo_downmix adds a stereo track beside the 5.1 one', async () => {
+    const o = await outcome('surround-downmix');
+    const out = await inspect([...o.files.values()][0]!);
+    expect(out.audio.map((a) => a.channels)).toEqual([6, 2]);
+    await expectFaithful(o, { audioFrom: [0, 0] });
+  });
+
+  it('refuses what it cannot keep faithfully, naming the property', async () => {
+    for (const [id, code] of [['mirrored', 'UNSUPPORTED_ROTATION'], ['hdr-rung-on-sdr', 'UNSUPPORTED_DYNAMIC_RANGE']] as const) {
+      const { job } = await outcome(id);
+      expect(job.state, id).toBe(JobState.JOB_STATE_FAILED);
+      expect(job.errorCode, id).toBe(code);
+      expect(job.errorMessage.length).toBeGreaterThan(10);
+    }
+    const src = (await outcome('no-audio')).source;
+    await expect(t.client.submit({ inputUri: src, frameRate: '30' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(t.client.submit({ inputUri: src, deinterlace: 'yadif' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(t.client.submit({ inputUri: src, ladder: [rung(240, { dynamicRange: 'hdr' })] })).rejects.toMatchObject({ code: 'UNSUPPORTED_CODEC' });
   });
 
   it('5.1 audio keeps six channels; SDR output is tagged BT.709', async () => {
