@@ -104,6 +104,7 @@ async function startOne(id: string, keys: Keys, o: SimAgentsOptions): Promise<On
       nodeId: id,
       slots: o.slots,
       minSubSegmentSec: o.minSubSegmentSec ?? 0.1,
+      maxChunkSec: 3600,
       ffmpegThreads: 0,
       noProgressMs: 60_000,
       wallClockMs: 3_600_000,

@@ -18,6 +18,7 @@ import { keyframeTimes, readPacketSummary } from '../transcoder/keyframes.js';
 import { resolveLadder } from '../transcoder/ladder.js';
 import { probeMedia, type MediaInfo } from '../transcoder/probe.js';
 import { planSource, type SourcePlan } from './source-plan.js';
+import { partSpans } from './part-spans.js';
 import { decoderPixelCap } from '../transcoder/ffmpeg-limits.js';
 import { demuxerFor } from '../transcoder/ffprobe.js';
 import { extractAudio, segmentFrameCounts, splitVideo, type InputOptions } from '../transcoder/split.js';
@@ -75,6 +76,8 @@ export class JobRunner {
   private readonly log: Logger;
   private readonly dir: string;
   private segmentFiles: string[] = [];
+  /** The source's keyframe times (s from the first presented frame): where parts join exactly. */
+  private keyTimes: number[] = [];
 
   constructor(
     private readonly d: RunnerDeps,
@@ -242,6 +245,7 @@ export class JobRunner {
 
     // One packet scan (demux only) serves planning, cutting and the segments' frame counts.
     const packets = await readPacketSummary(inputPath, { signal, ...source });
+    this.keyTimes = packets.keys.map((k) => k.timeSec);
     // The presentation timeline: rotation, edit-list lead-in, fields, colour, audio tracks.
     const sourcePlan = await planSource(inputPath, media, packets, rec.spec, { signal, ...source });
     const sourceInfo = sourcePlan.info;
@@ -329,17 +333,20 @@ export class JobRunner {
   private async finalize(rec: JobRecord, uploader: UploaderRecord, tracker: ProgressTracker, timings: Record<string, number>, signal: AbortSignal): Promise<JobResult> {
     const plan = rec.plan!;
     const checkpoints = await this.d.store.checkpoints(this.jobId);
+    for (const cut of plan.cuts) if (!checkpoints.get(cut.index)) throw new AppError('INTERNAL', `segment ${cut.index} has no checkpoint`);
+    // Each part's exact span of the source: the merge joins on the source's timestamps.
+    const spans = partSpans(plan.cuts, new Map(plan.cuts.map((c) => [c.index, checkpoints.get(c.index)!.boundaries])), this.keyTimes);
     const parts: PartRef[] = [];
-    for (const cut of plan.cuts) {
-      const cp = checkpoints.get(cut.index);
-      if (!cp) throw new AppError('INTERNAL', `segment ${cut.index} has no checkpoint`);
+    plan.cuts.forEach((cut, s) => {
+      const cp = checkpoints.get(cut.index)!;
       const subs = cp.boundaries.length - 1;
       for (let sub = 0; sub < subs; sub++) {
         const done = cp.done.find((x) => x.sub === sub);
         if (!done) throw new AppError('INTERNAL', `segment ${cut.index} sub-segment ${sub} is not done`);
-        for (const r of plan.renditions) parts.push({ jobId: this.jobId, rendition: r.name, segment: cut.index, subSegment: sub, attempt: done.attempt });
+        const durationSec = this.keyTimes.length ? spans[s]?.[sub] : undefined;
+        for (const r of plan.renditions) parts.push({ jobId: this.jobId, rendition: r.name, segment: cut.index, subSegment: sub, attempt: done.attempt, ...(durationSec !== undefined ? { durationSec } : {}) });
       }
-    }
+    });
     const client = this.d.clients.get(UploaderClient, uploader.address, uploader.id);
     const call = client.finalize(
       {

@@ -17,6 +17,12 @@ const shape = {
   FFMPEG_THREADS: int(0, 0, 64),
   LEASE_TTL_SEC: int(10, 1, 3600),
   MIN_SUB_SEGMENT_SEC: z.coerce.number().min(0.1).default(1),
+  /**
+   * Longest chunk of a segment (s): a longer segment is cut into more chunks than workers, queued
+   * longest-first, so a crash redoes at most one chunk per worker and per-chunk limits hold
+   * whatever the source's length (av1an uses 10 s).
+   */
+  MAX_CHUNK_SEC: z.coerce.number().min(0.1).max(3600).default(15),
   MAX_SEGMENT_BYTES: int(8 * 1024 ** 3, 1),
   FFMPEG_NO_PROGRESS_MS: int(60_000, 100),
   FFMPEG_WALL_CLOCK_MS: int(3_600_000, 1000),

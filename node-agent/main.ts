@@ -49,6 +49,7 @@ async function main(): Promise<void> {
       nodeId: cfg.NODE_ID,
       slots: cfg.WORKER_SLOTS,
       minSubSegmentSec: cfg.MIN_SUB_SEGMENT_SEC,
+      maxChunkSec: cfg.MAX_CHUNK_SEC,
       ffmpegThreads: ffmpegThreads(cfg) ?? 0,
       noProgressMs: cfg.FFMPEG_NO_PROGRESS_MS,
       wallClockMs: cfg.FFMPEG_WALL_CLOCK_MS,

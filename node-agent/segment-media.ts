@@ -67,7 +67,19 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
     keyframes: (segmentPath, _facts, signal) => readKeyframes(segmentPath, { signal, ...seg }),
     split: async (segmentPath, dir, cutPoints, _facts, signal) => {
       const files = await splitVideo(segmentPath, dir, cutPoints, { signal, ...seg });
-      return Promise.all(files.map(async (path) => ({ path, ...(await countFrames(path, seg)) })));
+      // Every chunk is counted from its own file (the agent checks the sum against the plan), two
+      // at a time: a long segment has dozens of chunks, and as many ffprobes at once starved the
+      // process (its etcd lease keep-alive included) of CPU.
+      const out: SubSegmentFile[] = new Array<SubSegmentFile>(files.length);
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < files.length) {
+          const i = next++;
+          out[i] = { path: files[i]!, ...(await countFrames(files[i]!, { ...seg, signal })) };
+        }
+      };
+      await Promise.all([worker(), worker()]);
+      return out;
     },
     transcode: (input, outputs, t) =>
       transcodeToRenditions(input.path, outputs, {

@@ -9,7 +9,7 @@ import type { CheckpointRecord } from '../common/records.js';
 import type { PlannedRendition } from '../proto/gen/tessera/v1/types.js';
 import type { SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
 import type { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
-import { planCuts } from '../transcoder/plan-cuts.js';
+import { planChunks, planCuts } from '../transcoder/plan-cuts.js';
 import { frameFactor, type PictureTreatment } from '../transcoder/treatment.js';
 import type { ResolvedRendition } from '../transcoder/ladder.js';
 import type { WorkerPool } from '../transcoder/worker-pool.js';
@@ -25,6 +25,8 @@ export interface SegmentWorkDeps {
   nodeId: string;
   slots: number;
   minSubSegmentSec: number;
+  /** Longest chunk (s): segments longer than slots × this are cut into bounded chunks. */
+  maxChunkSec: number;
   ffmpegThreads: number;
   noProgressMs: number;
   wallClockMs: number;
@@ -87,17 +89,21 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   //    with the first finished sub-segment (same fenced transaction): until then nothing of this
   //    segment is done, so a later attempt may as well choose again — one etcd write saved.
   let cp = (await fence.readCheckpoint())?.value;
-  if ((!cp || cp.boundaries.length < 2) && deps.slots <= 1 && req.frames > 0 && req.fps > 0) {
+  if ((!cp || cp.boundaries.length < 2) && deps.slots <= 1 && req.frames > 0 && req.fps > 0 && req.frames / req.fps <= deps.maxChunkSec) {
     // One worker: the whole segment is the one sub-segment, no keyframe scan needed.
     cp = { boundaries: [0, req.frames / req.fps], done: [], transcodedByAttempt: {} };
   } else if (!cp || cp.boundaries.length < 2) {
     const kf = await deps.media.keyframes(req.segmentPath, facts, signal);
-    const cuts = planCuts({
-      keyframes: kf.keyframes,
-      durationSec: kf.durationSec,
-      weights: Array.from({ length: deps.slots }, () => 1),
-      minSegmentSec: deps.minSubSegmentSec,
-    });
+    // Up to slots × MAX_CHUNK_SEC: one balanced piece per worker; longer: bounded chunks.
+    const chunks = Math.ceil(kf.durationSec / deps.maxChunkSec);
+    const cuts = chunks > deps.slots
+      ? planChunks(kf.keyframes, kf.durationSec, chunks, deps.minSubSegmentSec)
+      : planCuts({
+          keyframes: kf.keyframes,
+          durationSec: kf.durationSec,
+          weights: Array.from({ length: deps.slots }, () => 1),
+          minSegmentSec: deps.minSubSegmentSec,
+        });
     cp = { boundaries: [0, ...cuts.map((c) => c.endSec)], done: [], transcodedByAttempt: {} };
   }
   await fence.assertOwner();
@@ -218,7 +224,8 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   signal.addEventListener('abort', onOuter, { once: true });
   const ticker = setInterval(() => emit(progress()), 500);
   try {
-    const todo = subFiles.map((_, i) => i).filter((i) => !doneSubs.has(i));
+    // Longest first: the queue's tail is the shortest chunks, so workers finish together.
+    const todo = subFiles.map((_, i) => i).filter((i) => !doneSubs.has(i)).sort((a, b) => (subSeconds[b] ?? 0) - (subSeconds[a] ?? 0) || a - b);
     const results = await Promise.allSettled(
       todo.map((sub) =>
         deps.pool.run((taskSignal) => runSub(sub, AbortSignal.any([taskSignal, inner.signal])), inner.signal).catch((err: unknown) => {

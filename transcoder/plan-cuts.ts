@@ -168,3 +168,38 @@ export function planCuts(input: CutPlanInput): Cut[] {
   const b = best.bounds;
   return b.slice(0, -1).map((startSec, index) => ({ index, startSec, endSec: b[index + 1]! }));
 }
+
+/**
+ * Splits [0, durationSec) into `count` chunks of about equal length for a worker queue. Pure.
+ * Each interior boundary is the keyframe nearest its ideal position (durationSec·i/count) that
+ * keeps every chunk at least `minSec` long and boundaries increasing; ideal positions without
+ * such a keyframe are skipped, so sparse keyframes give fewer, longer chunks. Bounded chunks keep
+ * a crash's rework, the per-chunk limits and the worker queue's tail small whatever the source's
+ * length; planCuts balances a few pieces across workers instead.
+ */
+export function planChunks(keyframes: readonly number[], durationSec: number, count: number, minSec: number): Cut[] {
+  const D = durationSec;
+  if (!(Number.isFinite(D) && D > 0)) throw new AppError('INVALID_ARGUMENT', `duration must be > 0 s, got ${String(D)}`);
+  if (!(Number.isInteger(count) && count >= 1)) throw new AppError('INVALID_ARGUMENT', `chunk count must be a whole number ≥ 1, got ${String(count)}`);
+  const cand = [...new Set(keyframes)].filter((t) => Number.isFinite(t) && t > EPS && t < D - EPS).sort((a, b) => a - b);
+  const bounds = [0];
+  let from = 0;
+  for (let i = 1; i < count; i++) {
+    const target = (D * i) / count;
+    const prev = bounds[bounds.length - 1]!;
+    let best = -1;
+    for (let j = from; j < cand.length; j++) {
+      const t = cand[j]!;
+      if (t + EPS < prev + minSec) continue;
+      if (D - t + EPS < minSec) break;
+      if (best < 0 || Math.abs(t - target) < Math.abs(cand[best]! - target)) best = j;
+      else if (t > target) break;
+    }
+    // Skip an ideal position whose nearest keyframe is closer to a neighbour's ideal position.
+    if (best < 0 || Math.abs(cand[best]! - target) > D / count / 2 + EPS) continue;
+    bounds.push(cand[best]!);
+    from = best + 1;
+  }
+  bounds.push(D);
+  return bounds.slice(0, -1).map((startSec, index) => ({ index, startSec, endSec: bounds[index + 1]! }));
+}

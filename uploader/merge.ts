@@ -16,6 +16,11 @@ export interface MergeAudioTrack {
 export interface MergeInput {
   /** Part files of one rendition, in play order (all under `listDir`). */
   parts: string[];
+  /**
+   * The exact span (s) of the source each part shows, parallel to `parts` (undefined: the file's
+   * own duration): the next part starts at exactly the sum, so joins add no time.
+   */
+  durations?: (number | undefined)[];
   /** The job's audio tracks (AAC, each encoded once for the whole job), in order; none for silent sources. */
   audio: MergeAudioTrack[];
   container: 'mp4' | 'mkv';
@@ -34,10 +39,12 @@ export interface MergeInput {
 export async function mergeRendition(m: MergeInput): Promise<void> {
   if (m.parts.length === 0) throw new AppError('INTERNAL', `no parts to merge for ${m.outPath}`);
   const listPath = join(m.listDir, `concat-${Date.now()}-${Math.random().toString(36).slice(2)}.txt`);
-  const lines = m.parts.map((p) => {
+  const lines = m.parts.map((p, i) => {
     const rel = relative(dirname(listPath), p);
     if (rel.startsWith('..') || !/^[A-Za-z0-9_./-]+$/.test(rel)) throw new AppError('INTERNAL', `unsafe part path ${rel}`);
-    return `file '${rel}'`;
+    const d = m.durations?.[i];
+    if (d !== undefined && !(Number.isFinite(d) && d > 0 && d < 7 * 24 * 3600)) throw new AppError('INTERNAL', `part duration ${String(d)} is not valid`);
+    return d === undefined ? `file '${rel}'` : `file '${rel}'\nduration ${d.toFixed(6)}`;
   });
   await writeFile(listPath, `ffconcat version 1.0\n${lines.join('\n')}\n`);
   // The concat demuxer opens each part with the list's whitelists: our parts are MP4 ('mov').

@@ -186,11 +186,13 @@ export class UploaderService {
     // Renditions merge in parallel: each is a stream copy, bound by I/O more than CPU.
     let merged = 0;
     const built = await Promise.all(req.renditions.map(async (r) => {
-      const parts = req.parts.filter((p) => p.rendition === r.name).map((p) => join(this.d.stagingDir, partFileName(p)));
+      const refs = req.parts.filter((p) => p.rendition === r.name);
+      const parts = refs.map((p) => join(this.d.stagingDir, partFileName(p)));
+      const durations = refs.map((p) => p.durationSec);
       for (const p of parts) await stat(p).catch(() => { throw new AppError('FAILED_PRECONDITION', `part ${p} is missing`, { retryable: true }); });
       const file = `${r.name}.${container}`;
       const outPath = join(outDir, file);
-      await mergeRendition({ parts, audio, container, outPath, listDir: join(jobDir, 'parts'), signal });
+      await mergeRendition({ parts, durations, audio, container, outPath, listDir: join(jobDir, 'parts'), signal });
       const [{ frames, durationSec }, digest] = await Promise.all([countFrames(outPath, { format: container === 'mkv' ? 'matroska' : 'mov' }), fileDigest(outPath)]);
       if (expectedFrames > 0 && frames !== expectedFrames) {
         throw new AppError('INTERNAL', `rendition ${r.name} has ${frames} frames but ${expectedFrames} were expected from the source`);

@@ -35,6 +35,12 @@ export interface PartRef {
   segment: number;
   subSegment: number;
   attempt: number;
+  /**
+   * In Finalize: the exact span of the source this part shows (s), so every join lands on the
+   * source's timestamp (the part files' own durations are rounded to Matroska's milliseconds).
+   * Unset: the file's own duration.
+   */
+  durationSec?: number | undefined;
 }
 
 export interface PartChunk {
@@ -89,7 +95,7 @@ export interface CleanupResponse {
 }
 
 function createBasePartRef(): PartRef {
-  return { jobId: "", rendition: "", segment: 0, subSegment: 0, attempt: 0 };
+  return { jobId: "", rendition: "", segment: 0, subSegment: 0, attempt: 0, durationSec: undefined };
 }
 
 export const PartRef: MessageFns<PartRef> = {
@@ -108,6 +114,9 @@ export const PartRef: MessageFns<PartRef> = {
     }
     if (message.attempt !== 0) {
       writer.uint32(40).int32(message.attempt);
+    }
+    if (message.durationSec !== undefined) {
+      writer.uint32(49).double(message.durationSec);
     }
     return writer;
   },
@@ -165,6 +174,14 @@ export const PartRef: MessageFns<PartRef> = {
             message.attempt = reader.int32();
             continue;
           }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.durationSec = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -192,6 +209,11 @@ export const PartRef: MessageFns<PartRef> = {
         ? globalThis.Number(object.sub_segment)
         : 0,
       attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      durationSec: isSet(object.durationSec)
+        ? globalThis.Number(object.durationSec)
+        : isSet(object.duration_sec)
+        ? globalThis.Number(object.duration_sec)
+        : undefined,
     };
   },
 
@@ -212,6 +234,9 @@ export const PartRef: MessageFns<PartRef> = {
     if (message.attempt !== 0) {
       obj.attempt = Math.round(message.attempt);
     }
+    if (message.durationSec !== undefined) {
+      obj.durationSec = floatToJson(message.durationSec);
+    }
     return obj;
   },
 
@@ -225,6 +250,7 @@ export const PartRef: MessageFns<PartRef> = {
     message.segment = object.segment ?? 0;
     message.subSegment = object.subSegment ?? 0;
     message.attempt = object.attempt ?? 0;
+    message.durationSec = object.durationSec ?? undefined;
     return message;
   },
 };
