@@ -60,6 +60,9 @@ export interface SegmentRecord {
 export interface ProgressRecord {
   progress: number;
   segments: Record<string, { framesDone: number; subSegments: number; subSegmentsDone: number }>;
+  /** Remaining seconds, median and pessimistic (ProgressTracker's estimate); absent while unknown. */
+  etaP50Sec?: number;
+  etaP90Sec?: number;
 }
 
 /** Stable hash of a spec, ignoring the idempotency key, for "same key, different spec" detection. */
@@ -121,5 +124,7 @@ export function toProtoJob(
       }),
     result: rec.result,
     history: rec.history,
+    etaP50Sec: TERMINAL.has(rec.state) ? 0 : (progress?.etaP50Sec ?? 0),
+    etaP90Sec: TERMINAL.has(rec.state) ? 0 : (progress?.etaP90Sec ?? 0),
   };
 }

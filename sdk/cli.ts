@@ -16,6 +16,7 @@ import { JobSpec, JobState, type Job, type SegmentState, type SourceInfo } from 
 import { TesseraClient, isTerminal } from './client.js';
 import { loadCliConfig } from './config.js';
 import { parseLadderArg } from './ladder-arg.js';
+import { etaText } from './eta.js';
 
 const USAGE = `tessera — distributed split-and-merge video transcoding
 
@@ -115,7 +116,8 @@ function table(rows: string[][]): string {
 }
 
 function printResult(job: Job): void {
-  out(`job ${job.id}: ${stateName(job.state)}${job.errorCode ? ` (${job.errorCode}: ${job.errorMessage})` : ''}`);
+  const eta = etaText(job);
+  out(`job ${job.id}: ${stateName(job.state)}${job.errorCode ? ` (${job.errorCode}: ${job.errorMessage})` : ''}${eta ? ` · ${job.progress.toFixed(0)}% · ${eta}` : ''}`);
   if (!job.result) return;
   out(`archive: ${job.result.uri} (${fmtBytes(job.result.bytes)}, sha256 ${job.result.sha256.slice(0, 16)}…)`);
   const rows = [['rendition', 'size', 'codec', 'kbps', 'frames', 'duration', 'bytes']];
@@ -137,7 +139,8 @@ function progressView(): { update(job: Job): void; stop(): void } {
         last = Date.now();
         lastState = st;
         const segs = job.segments.map((s) => `${s.index}:${s.nodeId}:${s.frames ? Math.floor((100 * s.framesDone) / s.frames) : 0}%`).join(' ');
-        out(`[${job.progress.toFixed(1).padStart(5)}%] ${st.padEnd(10)} ${job.stage}${segs ? ` | ${segs}` : ''}`);
+        const eta = etaText(job);
+        out(`[${job.progress.toFixed(1).padStart(5)}%] ${st.padEnd(10)} ${job.stage}${eta ? ` · ${eta}` : ''}${segs ? ` | ${segs}` : ''}`);
       },
       stop() {},
     };
@@ -147,7 +150,8 @@ function progressView(): { update(job: Job): void; stop(): void } {
   const segBars = new Map<number, cliProgress.SingleBar>();
   return {
     update(job) {
-      jobBar.update(Math.floor(job.progress), { info: `${stateName(job.state)} — ${job.stage}` });
+      const eta = etaText(job);
+      jobBar.update(Math.floor(job.progress), { info: `${stateName(job.state)} — ${job.stage}${eta ? ` · ${eta}` : ''}` });
       for (const s of job.segments) {
         let bar = segBars.get(s.index);
         if (!bar) {
@@ -308,7 +312,7 @@ async function status(): Promise<void> {
       const lines = [
         `leader ${st.leaderId || '(none)'} · queue ${st.queueDepth} · segments in flight ${st.segmentsInFlight} · ${st.framesPerSecond1m} frames/s (1 min)`,
         table([['node', 'state', 'busy/slots', 'segments done', 'address'], ...st.nodes.map((n) => [n.id, n.state, `${n.busySlots}/${n.slots}`, String(n.segmentsDone), n.address])]),
-        table([['job', 'state', 'progress', 'stage'], ...jobs.map((j) => [j.id, stateName(j.state), `${'#'.repeat(Math.round(j.progress / 5)).padEnd(20, '.')} ${j.progress.toFixed(0)}%`, j.stage])]),
+        table([['job', 'state', 'progress', 'eta', 'stage'], ...jobs.map((j) => [j.id, stateName(j.state), `${'#'.repeat(Math.round(j.progress / 5)).padEnd(20, '.')} ${j.progress.toFixed(0)}%`, etaText(j) || '-', j.stage])]),
       ];
       if (process.stdout.isTTY && !flags.once) process.stdout.write('\x1b[2J\x1b[H');
       out(lines.join('\n\n'));

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JobState } from '../proto/gen/tessera/v1/types.js';
+import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 import { checkArchive, startTestCluster, type TestCluster } from './helpers.js';
 import { inspect } from './media-helpers.js';
@@ -45,7 +45,9 @@ describe('bounded chunks join on the source timeline', () => {
 
   it('merges ≥ 100 chunks with every frame on the source timestamp (≤ 1 ms) and no A/V drift', async () => {
     const { jobId } = await t.client.submit({ inputUri: source, ladder: [{ name: '', height: 120, videoBitrateKbps: 200, codec: 'h264', preset: 'ultrafast' }] });
-    const job = await t.client.wait(jobId);
+    const events: (Job & { seenAtMs: number })[] = [];
+    const job = await t.client.wait(jobId, (j) => events.push({ ...j, seenAtMs: Date.now() }));
+    const endMs = Date.now();
     expect(job.errorMessage).toBe('');
     expect(job.state).toBe(JobState.JOB_STATE_SUCCEEDED);
     const chunks = job.segments.reduce((a, s) => a + s.subSegments, 0);
@@ -64,6 +66,20 @@ describe('bounded chunks join on the source timeline', () => {
     const [s, o] = await Promise.all([inspect(source), inspect(file)]);
     const drift = (o.video.startSec + out.at(-1)! - o.audio[0]!.startSec) - (s.video.startSec + src.at(-1)! - s.audio[0]!.startSec);
     expect(Math.abs(drift)).toBeLessThanOrEqual(0.001);
+
+    // The watch stream carries an ETA (p50 ≤ p90) while the job runs, and it comes down.
+    const etas = events.filter((e) => e.state === JobState.JOB_STATE_RUNNING && e.etaP50Sec > 0);
+    expect(etas.length).toBeGreaterThanOrEqual(3);
+    for (const e of etas) expect(e.etaP90Sec).toBeGreaterThanOrEqual(e.etaP50Sec);
+    expect(etas.at(-1)!.etaP50Sec).toBeLessThan(etas[0]!.etaP50Sec);
+    expect(job.etaP50Sec).toBe(0);
+    // How far off the median estimate was at a quarter, half and three quarters of the bar.
+    const errAt = (pct: number): string => {
+      const e = etas.find((x) => x.progress >= pct) ?? etas.at(-1)!;
+      const actual = (endMs - e.seenAtMs) / 1000;
+      return `${pct}%: ETA ${e.etaP50Sec.toFixed(1)} s (p90 ${e.etaP90Sec.toFixed(1)}) vs ${actual.toFixed(1)} s actual`;
+    };
+    console.log(`MEASURE eta: ${[25, 50, 75].map(errAt).join(' · ')}`);
     console.log(`MEASURE joins: ${chunks} chunks · worst frame pts error ${(worst * 1000).toFixed(3)} ms · A/V end drift ${(drift * 1000).toFixed(3)} ms`);
   });
 });
