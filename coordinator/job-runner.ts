@@ -17,7 +17,7 @@ import type { JobResult } from '../proto/gen/tessera/v1/types.js';
 import { keyframeTimes, readPacketSummary } from '../transcoder/keyframes.js';
 import { resolveLadder } from '../transcoder/ladder.js';
 import { probeMedia, type MediaInfo } from '../transcoder/probe.js';
-import { planSource, type SourcePlan } from './source-plan.js';
+import { planSource, startIdet, type SourcePlan } from './source-plan.js';
 import { partSpans } from './part-spans.js';
 import { decoderPixelCap } from '../transcoder/ffmpeg-limits.js';
 import { demuxerFor } from '../transcoder/ffprobe.js';
@@ -243,11 +243,13 @@ export class JobRunner {
     const source: InputOptions = { format: demuxerFor(media.formatName), maxPixels };
     tracker.preparing(0.4);
 
-    // One packet scan (demux only) serves planning, cutting and the segments' frame counts.
+    // One packet scan (demux only) serves planning, cutting and the segments' frame counts; the
+    // idet sample (a short decode) runs beside it.
+    const idet = startIdet(inputPath, { signal, ...source });
     const packets = await readPacketSummary(inputPath, { signal, ...source });
     this.keyTimes = packets.keys.map((k) => k.timeSec);
     // The presentation timeline: rotation, edit-list lead-in, fields, colour, audio tracks.
-    const sourcePlan = await planSource(inputPath, media, packets, rec.spec, { signal, ...source });
+    const sourcePlan = await planSource(inputPath, media, packets, rec.spec, { signal, ...source, idet });
     const sourceInfo = sourcePlan.info;
     let cuts: PlannedCut[];
     if (rec.plan) {

@@ -86,6 +86,12 @@ export function toVideoTreatment(t: PictureTreatment): VideoTreatment {
   return { ...t };
 }
 
+/** Starts the idet sample early (it decodes, the packet scan only demuxes: they overlap well). */
+export function startIdet(path: string, o: InputOptions & { signal?: AbortSignal }): Promise<IdetCounts | undefined> {
+  const p = sampleIdet(path, o).catch((): IdetCounts | undefined => undefined);
+  return p;
+}
+
 /**
  * Reads what the probe could not (an idet sample; HDR10 metadata that lives only in the first
  * frame's SEI) and decides the job's source plan. `packets` is the one packet scan of the input.
@@ -95,12 +101,12 @@ export async function planSource(
   media: MediaInfo,
   packets: PacketSummary,
   spec: JobSpec,
-  o: InputOptions & { signal?: AbortSignal; timeoutMs?: number },
+  o: InputOptions & { signal?: AbortSignal; timeoutMs?: number; idet?: Promise<IdetCounts | undefined> },
 ): Promise<SourcePlan> {
   let tl = media.timeline;
   const probeOpts = { ...(o.signal ? { signal: o.signal } : {}), ...(o.format ? { format: o.format } : {}), ...(o.maxPixels !== undefined ? { maxPixels: o.maxPixels } : {}), ...(o.limits ? { limits: o.limits } : {}) };
   const [idet, side] = await Promise.all([
-    sampleIdet(path, o).catch((): IdetCounts | undefined => undefined),
+    (o.idet ?? sampleIdet(path, o)).catch((): IdetCounts | undefined => undefined),
     tl.dynamicRange === 'pq' && !tl.hdr?.masterDisplay ? firstFrameSideData(path, probeOpts) : Promise.resolve(undefined),
   ]);
   if (side) {
