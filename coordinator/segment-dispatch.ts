@@ -12,7 +12,7 @@ import type { CoordinatorConfig } from './config.js';
 import type { SegmentRecord } from './job-model.js';
 import type { JobStore, LeaderFence } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
-import type { NodeRegistry, NodeView } from './node-registry.js';
+import { incarnation, type NodeRegistry, type NodeView } from './node-registry.js';
 
 export interface DispatchDeps {
   cfg: CoordinatorConfig;
@@ -50,9 +50,10 @@ export interface SegmentTask {
  * i-th node by id while the rest of a large cluster idles (plans are made per job).
  */
 export function pickNode(ready: NodeView[], load: ReadonlyMap<string, number>, preferred: string | undefined, avoid: ReadonlySet<string>): NodeView | undefined {
-  const pref = ready.find((n) => n.id === preferred && !avoid.has(n.id) && (load.get(n.id) ?? 0) < n.slots);
+  // `avoid` holds incarnations (address and start time): a node restarted under its id is new.
+  const pref = ready.find((n) => n.id === preferred && !avoid.has(incarnation(n)) && (load.get(n.id) ?? 0) < n.slots);
   if (pref) return pref;
-  const candidates = ready.filter((n) => !avoid.has(n.id));
+  const candidates = ready.filter((n) => !avoid.has(incarnation(n)));
   const pool = candidates.length > 0 ? candidates : ready;
   return [...pool].sort((a, b) => (load.get(a.id) ?? 0) / a.slots - (load.get(b.id) ?? 0) / b.slots || (a.id < b.id ? -1 : 1))[0];
 }
@@ -109,7 +110,7 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
       }
       d.metrics.retries.inc({ kind: 'segment' });
       log.warn({ err: errorMessage(e), nodeId: node.id, attempt }, 'segment attempt failed; reassigning');
-      avoid.add(node.id);
+      avoid.add(incarnation(node));
       preferred = undefined;
       // Free what the abandoned attempt left on that node (best effort, with a deadline).
       // Not awaited: a dead or paused node must not delay the reassignment.
