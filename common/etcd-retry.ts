@@ -26,6 +26,15 @@ export function isTransientEtcdError(err: unknown): boolean {
   return err instanceof GRPCGenericError || err instanceof EtcdLeaseInvalidError || isRecoverableError(err) || isBrokenCircuitError(err) || isTaskCancelledError(err);
 }
 
+/**
+ * True when `err` is etcd being unreachable (raw, or as the UNAVAILABLE `withEtcdRetry` gives up
+ * with), not a failure of the work itself: callers keep the work in flight and try again later.
+ */
+export function isEtcdOutage(err: unknown): boolean {
+  if (isAppError(err)) return err.code === 'UNAVAILABLE' && err.cause !== undefined && !isAppError(err.cause) && isTransientEtcdError(err.cause);
+  return isTransientEtcdError(err);
+}
+
 /** An etcd failure as the AppError callers and clients see: UNAVAILABLE, retryable. */
 export function etcdUnavailable(err: unknown, what: string): AppError {
   return new AppError('UNAVAILABLE', `${what}: etcd is unavailable (${errorMessage(err)})`, { cause: err, retryable: true });

@@ -7,6 +7,7 @@ import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
 import { chunksOf, paceFromConfig, paced, receiveChunks } from '../common/chunks.js';
 import { AppError } from '../common/errors.js';
+import { withEtcdRetry } from '../common/etcd-retry.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
@@ -137,7 +138,8 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
         for (;;) {
           if (dirty) {
             dirty = false;
-            const job: Job = await store.view(id);
+            // Through an etcd outage the stream stays open and shows the job again afterwards.
+            const job: Job = await withEtcdRetry('watch job', () => store.view(id), { signal });
             const s = JSON.stringify(job);
             if (s !== last) {
               last = s;

@@ -5,6 +5,7 @@ import { sendFileChunks } from '../common/chunks.js';
 import type { ClientCache } from '../common/grpc-clients.js';
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/retry.js';
+import { withEtcdRetry } from '../common/etcd-retry.js';
 import { NodeAgentClient } from '../common/bulk-codec.js';
 import type { SegmentChunk, SegmentEvent, SegmentRef, TransferStatus } from '../proto/gen/tessera/v1/agent.js';
 import type { PlannedRendition, VideoTreatment } from '../proto/gen/tessera/v1/types.js';
@@ -69,6 +70,7 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
   let seg = { ...t.seg };
   let preferred: string | undefined = seg.nodeId;
   const avoid = new Set<string>();
+  const etcdRetry = { signal, log, onRetry: () => d.metrics.retries.inc({ kind: 'etcd' }) };
   for (let failures = 0; ; ) {
     if (signal.aborted) throw signal.reason;
     let node = pickNode(d.registry.ready(), d.load, preferred, avoid);
@@ -79,7 +81,10 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
     const attempt = seg.attempt + 1;
     const reason = failures === 0 && seg.attempt === 0 ? 'assigned' : `reassigned (attempt ${attempt})`;
     seg = { ...seg, nodeId: node.id, attempt, state: 'TRANSFERRING' };
-    const ownerRevision = Number(await d.store.putSegment(t.jobId, seg, reason, t.fence, { nodeId: node.id, attempt, assignedAtMs: Date.now() }));
+    // Segment writes ride out an etcd outage (retried with backoff); NOT_LEADER or a cancelled
+    // job end them. Nothing is assigned until this write lands, so it needs no clean-up.
+    const assigned = seg;
+    const ownerRevision = Number(await withEtcdRetry('assign segment', () => d.store.putSegment(t.jobId, assigned, reason, t.fence, { nodeId: node.id, attempt, assignedAtMs: Date.now() }), etcdRetry));
     d.load.set(node.id, (d.load.get(node.id) ?? 0) + 1);
     d.metrics.segmentsInFlight.inc();
     const ref: SegmentRef = { jobId: t.jobId, segment: seg.index, attempt };
@@ -93,10 +98,13 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
     try {
       await transfer(client, ref, t, d, attemptAbort.signal);
       seg = { ...seg, state: 'TRANSCODING' };
-      await d.store.putSegment(t.jobId, seg, 'transfer verified', t.fence);
+      const transcoding = seg;
+      await withEtcdRetry('record transfer', () => d.store.putSegment(t.jobId, transcoding, 'transfer verified', t.fence), { ...etcdRetry, signal: attemptAbort.signal });
       await runRemote(client, ref, ownerRevision, t, d, attemptAbort.signal);
       seg = { ...seg, state: 'DONE' };
-      await d.store.putSegment(t.jobId, seg, 'all sub-segments done', t.fence);
+      const done = seg;
+      // The checkpoints already say every sub-segment is done: only the job's abort stops this.
+      await withEtcdRetry('record segment done', () => d.store.putSegment(t.jobId, done, 'all sub-segments done', t.fence), etcdRetry);
       return;
     } catch (err) {
       if (signal.aborted) throw signal.reason;
