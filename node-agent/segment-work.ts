@@ -197,7 +197,10 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     }
     transcoded++;
     // The parts are durable with the uploader: an etcd outage now delays the checkpoint (retried
-    // with backoff for as long as the segment is ours) but never re-encodes the sub-segment.
+    // with backoff) but never re-encodes the sub-segment. The write outlives a cancelled
+    // RunSegment (a leader deposed by the same outage cancels it): it is fenced on our owner
+    // revision, so it lands only if the segment is still ours, and a later attempt then finds
+    // the sub-segment done instead of transcoding it again.
     await withEtcdRetry('write checkpoint', () => fence.updateCheckpoint((cur) => {
       // Only the owner writes the checkpoint, and we read it after we became the owner: the
       // boundaries there are ours (or our sibling sub-segments'). Anything else is a bug.
@@ -211,7 +214,8 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
         transcodedByAttempt: counts,
         done: [...base.done, { sub, attempt: req.attempt, nodeId: deps.nodeId, frames: subFrames[sub] ?? 0 }].sort((a, b) => a.sub - b.sub),
       };
-    }), { ...etcdRetry, signal: taskSignal });
+    }), { log, onRetry: () => deps.onRetry('etcd') });
+    if (taskSignal.aborted) throw taskSignal.reason;
     framesDone[sub] = subFrames[sub] ?? 0;
     doneSubs.add(sub);
     deps.onSubSegmentDone(subFrames[sub] ?? 0, seconds);
