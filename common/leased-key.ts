@@ -36,12 +36,12 @@ export class LeasedKey {
       try {
         await lease.put(this.key).value(this.value);
         this.lease = lease;
-        if (i > 0) this.log.info({ key: this.key, attempts: i + 1 }, 'registered again');
+        if (i > 0) this.log.info({ etcdKey: this.key, attempts: i + 1 }, 'registered again');
         return;
       } catch (err) {
         void lease.revoke().catch(() => undefined);
         if (!isTransientEtcdError(err)) throw err;
-        if (i === 0) this.log.warn({ key: this.key, err: errorMessage(err) }, 'registration failed; retrying');
+        if (i === 0) this.log.warn({ etcdKey: this.key, err: errorMessage(err) }, 'registration failed; retrying');
         await sleep(Math.max(100, backoffDelay(Math.min(i, 6), 250, 3_000)));
       }
     }
@@ -50,8 +50,8 @@ export class LeasedKey {
   private onLost(lease: Lease, err: unknown): void {
     if (this.closed || lease !== this.lease) return;
     this.lease = undefined;
-    this.log.warn({ key: this.key, err: errorMessage(err) }, 'lease lost: registering again');
-    this.start().catch((e: unknown) => this.log.error({ key: this.key, err: errorMessage(e) }, 're-registration abandoned'));
+    this.log.warn({ etcdKey: this.key, err: errorMessage(err) }, 'lease lost: registering again');
+    this.start().catch((e: unknown) => this.log.error({ etcdKey: this.key, err: errorMessage(e) }, 're-registration abandoned'));
   }
 
   /** Deletes the key (revokes the lease) and stops re-registering. Idempotent. */
