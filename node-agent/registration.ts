@@ -64,7 +64,8 @@ export class Registration extends EventEmitter<{ lost: []; rejoined: []; replace
     }
   }
 
-  private async tryJoin(): Promise<void> {
+  /** One attempt at joining (tests): rejects with FAILED_PRECONDITION when a live or foreign registration holds the id. */
+  async tryJoin(): Promise<void> {
     const key = this.keys.node(this.record.id);
     const cur = (await this.etcd.get(key).exec()).kvs[0];
     let prior: NodeRecord | undefined;
@@ -76,6 +77,11 @@ export class Registration extends EventEmitter<{ lost: []; rejoined: []; replace
         prior = undefined;
       }
       const ours = prior !== undefined && prior.startedAtMs === this.record.startedAtMs && prior.address === this.record.address;
+      if (!ours && prior && prior.startedAtMs > this.record.startedAtMs) {
+        // A later incarnation holds our id: we are the stale one (never take it back).
+        this.standDown(prior);
+        throw new AppError('FENCED', `node id ${this.record.id} was taken over by a later incarnation at ${prior.address}`, { retryable: false });
+      }
       if (!ours) {
         takeover = true;
         if (!this.opts.mayTakeOver) throw new AppError('FAILED_PRECONDITION', `node id ${this.record.id} is already registered by another process (no takeover: the TLS certificate does not name this node id)`, { retryable: true });
@@ -116,15 +122,19 @@ export class Registration extends EventEmitter<{ lost: []; rejoined: []; replace
     if (raw === null) return true; // gone (lease lapsed): the lost handler re-joins
     const r = JSON.parse(raw) as NodeRecord;
     if (r.startedAtMs === this.record.startedAtMs && r.address === this.record.address) return true;
-    if (!this.closed) {
-      this.closed = true;
-      const lease = this.lease;
-      this.lease = undefined;
-      void lease?.revoke().catch(() => undefined); // only our load figures are left under it
-      this.log.error({ by: { address: r.address, startedAtMs: r.startedAtMs } }, 'another incarnation took over this node id: dropping work and leaving');
-      this.emit('replaced', r);
-    }
+    this.standDown(r);
     return false;
+  }
+
+  /** Another incarnation holds our id: stop re-joining, release our lease, tell the process. */
+  private standDown(by: NodeRecord): void {
+    if (this.closed) return;
+    this.closed = true;
+    const lease = this.lease;
+    this.lease = undefined;
+    void lease?.revoke().catch(() => undefined); // only our load figures are left under it
+    this.log.error({ by: { address: by.address, startedAtMs: by.startedAtMs } }, 'another incarnation took over this node id: dropping work and leaving');
+    this.emit('replaced', by);
   }
 
   private lastStats: { lease: Lease; figures: string; atMs: number } | undefined;

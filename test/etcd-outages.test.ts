@@ -4,6 +4,9 @@ import { join } from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAppError } from '../common/errors.js';
+import { Keys } from '../common/keys.js';
+import { createLogger } from '../common/logger.js';
+import { Registration } from '../node-agent/registration.js';
 import { processAlive } from '../common/process.js';
 import type { NodeRecord } from '../common/records.js';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
@@ -126,6 +129,30 @@ describe('etcd outages and restarts (one etcd member)', () => {
     process.stdout.write(`MEASURE agent restart under its id: registered again ${rejoinMs} ms after the kill (process start included); job ${job.finishedAtMs - job.createdAtMs} ms\n`);
     // Registration takes a second or two; the rest is starting Node with tsx on a busy 2-core machine.
     expect(rejoinMs).toBeLessThan(8_000);
+  });
+
+  it('a registration takes over its id only from a dead predecessor, and only when allowed (TLS identity)', async () => {
+    const etcd = t.cluster.client();
+    const keys = new Keys('/tessera/');
+    const log = createLogger('registration-test', 'silent');
+    const record = (port: number): NodeRecord => ({ id: 'reg-test', address: `127.0.0.1:${port}`, slots: 1, encoders: [], version: '0', startedAtMs: port, metricsAddress: '' });
+    const first = new Registration(etcd, keys, record(1), 2, log);
+    await first.tryJoin();
+    const notAllowed = new Registration(etcd, keys, record(2), 2, log, { mayTakeOver: false, isAlive: async () => false });
+    await expect(notAllowed.tryJoin()).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+    const predecessorAlive = new Registration(etcd, keys, record(3), 2, log, { mayTakeOver: true, isAlive: async () => true });
+    await expect(predecessorAlive.tryJoin()).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+    expect((JSON.parse((await etcd.get(keys.node('reg-test')).string())!) as NodeRecord).startedAtMs).toBe(1);
+    const replaced = new Promise<NodeRecord>((r) => first.once('replaced', r));
+    const restarted = new Registration(etcd, keys, record(4), 2, log, { mayTakeOver: true, isAlive: async () => false });
+    await restarted.tryJoin();
+    expect((JSON.parse((await etcd.get(keys.node('reg-test')).string())!) as NodeRecord).startedAtMs).toBe(4);
+    // The old incarnation notices (its next heartbeat, or its lease revoked) and stands down.
+    expect(await first.stillOurs()).toBe(false);
+    expect((await replaced).startedAtMs).toBe(4);
+    expect(await restarted.stillOurs()).toBe(true);
+    await Promise.all([first.leave(), notAllowed.leave(), predecessorAlive.leave(), restarted.leave()]);
+    expect(await etcd.get(keys.node('reg-test')).string()).toBeNull();
   });
 
   it('UploadAndSubmit retried with the same idempotency key: one job id, one stored object', async () => {
