@@ -10,6 +10,7 @@ import { callUnary, deadline, iterateStream } from '../common/grpc.js';
 import type { ClientCache } from '../common/grpc-clients.js';
 import type { Logger } from '../common/logger.js';
 import { retry, sleep } from '../common/retry.js';
+import { isEtcdOutage, withEtcdRetry } from '../common/etcd-retry.js';
 import type { UploaderRecord } from '../common/records.js';
 import { NodeAgentClient, UploaderClient } from '../common/bulk-codec.js';
 import type { FinalizeEvent, PartRef } from '../proto/gen/tessera/v1/uploader.js';
@@ -161,7 +162,7 @@ export class JobRunner {
 
       // FINALIZING: the canonical part of every sub-segment, in order, to the uploader.
       const t2 = Date.now();
-      rec = await store.transition(this.jobId, 'FINALIZING', 'all segments done', { timings }, this.fence);
+      rec = await withEtcdRetry('record FINALIZING', () => store.transition(this.jobId, 'FINALIZING', 'all segments done', { timings }, this.fence), { signal, log: this.log });
       // The uploader may restart mid-finalize: parts are durable there and finalize resumes its
       // multipart upload, so retry transient failures (with backoff) on the same uploader id.
       const result = await retry(
@@ -171,7 +172,7 @@ export class JobRunner {
           baseMs: 250,
           maxMs: 5_000,
           signal,
-          isRetryable: (e) => isAppError(e) && (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED' || e.code === 'FAILED_PRECONDITION') && !signal.aborted,
+          isRetryable: (e) => isAppError(e) && (e.retryable || e.code === 'FAILED_PRECONDITION') && (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED' || e.code === 'FAILED_PRECONDITION') && !signal.aborted,
           onRetry: (e, n) => {
             this.d.metrics.retries.inc({ kind: 'finalize' });
             this.log.warn({ err: errorMessage(e), attempt: n }, 'finalize failed; retrying');
@@ -181,7 +182,9 @@ export class JobRunner {
       timings.finalizeMs = Date.now() - t2;
       timings.totalMs = Date.now() - rec.createdAtMs;
       await tracker.flush();
-      await store.transition(this.jobId, 'SUCCEEDED', 'archive uploaded', { result, timings, stage: 'done' }, this.fence);
+      // The archive is in S3: keep trying to say so through an etcd outage (a retry after a
+      // lost answer finds the job SUCCEEDED already and ends quietly).
+      await withEtcdRetry('record SUCCEEDED', () => store.transition(this.jobId, 'SUCCEEDED', 'archive uploaded', { result, timings, stage: 'done' }, this.fence), { signal, log: this.log });
       this.log.info({ key: result.key, bytes: result.bytes, timings }, 'job succeeded');
     } catch (err) {
       tracker.stop();
@@ -190,13 +193,20 @@ export class JobRunner {
         this.log.warn('lost leadership; leaving the job to the new leader');
         return;
       }
-      const now = await store.get(this.jobId);
+      if (!signal.aborted && isEtcdOutage(err)) {
+        // Not the job's fault: it stays in flight and the scheduler runs it again (same leader
+        // term) once etcd answers; segments resume from their checkpoints.
+        this.log.warn({ err: errorMessage(err) }, 'etcd unavailable: the job stays in flight and is resumed');
+        return;
+      }
+      const now = await withEtcdRetry('read job', () => store.get(this.jobId), { signal, log: this.log }).catch(() => undefined);
       if (now && TERMINAL.has(now.state)) return; // cancelled while we ran
       if (signal.aborted && !isAppError(err)) return;
       const e = isAppError(err) ? err : new AppError('INTERNAL', errorMessage(err));
       this.log.warn({ code: e.code, err: e.message }, 'job failed');
-      await store
-        .transition(this.jobId, 'FAILED', e.message, { errorCode: e.code, errorMessage: e.code === 'INTERNAL' && !isAppError(err) ? 'internal error' : e.message, timings }, this.fence)
+      // Retried through an etcd outage; if it still cannot be written the job stays in flight
+      // and the scheduler runs it again (no runner ends without a final state).
+      await withEtcdRetry('record FAILED', () => store.transition(this.jobId, 'FAILED', e.message, { errorCode: e.code, errorMessage: e.code === 'INTERNAL' && !isAppError(err) ? 'internal error' : e.message, timings }, this.fence), { signal, log: this.log })
         .catch((e2: unknown) => this.log.warn({ err: e2 }, 'could not record the failure'));
     } finally {
       tracker.stop();
@@ -205,11 +215,24 @@ export class JobRunner {
     }
   }
 
+  /**
+   * An uploader for the job (its own when it has one). While none is registered (restarting,
+   * re-joining after an etcd outage) it waits, up to UPLOADER_WAIT_MS; then the job fails
+   * rather than waiting for ever.
+   */
   private async waitForUploader(signal: AbortSignal, preferred?: string): Promise<UploaderRecord> {
-    for (;;) {
+    const deadline = Date.now() + this.d.cfg.UPLOADER_WAIT_MS;
+    for (let warned = false; ; ) {
       const list = this.d.registry.uploaderList();
       const pick = list.find((u) => u.id === preferred) ?? list[hash(this.jobId) % Math.max(1, list.length)];
       if (pick) return pick;
+      if (Date.now() >= deadline) {
+        throw new AppError('UNAVAILABLE', `no uploader registered for ${this.d.cfg.UPLOADER_WAIT_MS} ms${preferred ? ` (this job's is ${preferred})` : ''}`, { retryable: false });
+      }
+      if (!warned) {
+        warned = true;
+        this.log.warn({ uploaderId: preferred, waitMs: this.d.cfg.UPLOADER_WAIT_MS }, 'no uploader registered; waiting');
+      }
       await sleep(250, signal);
     }
   }

@@ -1,12 +1,13 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, rm, mkdtemp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createReadStream } from 'node:fs';
 import type { ServerReadableStream } from '@grpc/grpc-js';
-import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
 import { chunksOf, paceFromConfig, paced, receiveChunks } from '../common/chunks.js';
-import { AppError } from '../common/errors.js';
+import { AppError, isAppError } from '../common/errors.js';
+import { withEtcdRetry } from '../common/etcd-retry.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
@@ -106,10 +107,38 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
       try {
         const got = await receiveChunks(paced(chunksOf(head, it), paceFromConfig(d.cfg)), { path, maxBytes: d.cfg.MAX_UPLOAD_BYTES, signal });
         if (got.bytes === 0) throw new AppError('INPUT_EMPTY', 'the uploaded file is empty (0 bytes)');
+        const idemKey = spec.idempotencyKey;
+        // With an idempotency key the object is named by the key and the file's SHA-256: a retry
+        // of the same upload names the same object and the same spec (so the same job), a
+        // different file under the same key is a different spec (IDEMPOTENCY_CONFLICT).
+        const key = idemKey ? `uploads/k${sha256Hex(idemKey).slice(0, 24)}-${got.sha256.slice(0, 32)}` : `uploads/${uploadId}`;
+        const full = { ...spec, inputUri: `s3://${d.cfg.S3_BUCKET}/${key}` };
+        if (idemKey) {
+          const prior = await priorSubmission(d, idemKey);
+          if (prior) {
+            // A retry of an accepted upload: answer with that job; nothing is stored again.
+            const { spec: normal } = validateSpec(full, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX });
+            if (prior.specHash !== specHash(normal)) throw new AppError('IDEMPOTENCY_CONFLICT', `idempotency key "${idemKey}" was already used for job ${prior.jobId} with a different spec or file`);
+            const job = await store.get(prior.jobId);
+            if (job) return { jobId: job.id, job: await store.view(job.id), plan: undefined };
+          }
+        }
         // Durable before we acknowledge: the upload goes to S3, where any coordinator can read it.
-        const key = `uploads/${uploadId}`;
         await d.s3.send(new PutObjectCommand({ Bucket: d.cfg.S3_BUCKET, Key: key, Body: createReadStream(path), ContentLength: got.bytes }), { abortSignal: signal });
-        return await submit({ ...spec, inputUri: `s3://${d.cfg.S3_BUCKET}/${key}` });
+        try {
+          return await submit(full);
+        } catch (err) {
+          // Lost a race to a different file under the same key: our object serves no job. (The
+          // same file would name the same object, which the winner's job reads: kept.)
+          if (idemKey && isAppError(err, 'IDEMPOTENCY_CONFLICT')) {
+            const winner = await priorSubmission(d, idemKey);
+            const winnerJob = winner ? await store.get(winner.jobId) : undefined;
+            if (winnerJob && winnerJob.spec.inputUri !== full.inputUri) {
+              await d.s3.send(new DeleteObjectCommand({ Bucket: d.cfg.S3_BUCKET, Key: key })).catch((e: unknown) => log.warn({ err: e, key }, 'could not delete an unused upload'));
+            }
+          }
+          throw err;
+        }
       } finally {
         await rm(path, { force: true });
         await rm(`${path}.partial`, { force: true });
@@ -137,7 +166,8 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
         for (;;) {
           if (dirty) {
             dirty = false;
-            const job: Job = await store.view(id);
+            // Through an etcd outage the stream stays open and shows the job again afterwards.
+            const job: Job = await withEtcdRetry('watch job', () => store.view(id), { signal });
             const s = JSON.stringify(job);
             if (s !== last) {
               last = s;
@@ -171,6 +201,16 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
       return { jobs: await Promise.all(recs.map((r) => store.view(r.id))) };
     }),
   };
+}
+
+/** What `idempotency/<key>` records: the job a key was first used for, and that job's spec hash. */
+async function priorSubmission(d: JobServiceDeps, idempotencyKey: string): Promise<{ jobId: string; specHash: string } | undefined> {
+  const raw = await d.etcd.get(d.keys.idempotency(idempotencyKey)).string();
+  return raw === null ? undefined : (JSON.parse(raw) as { jobId: string; specHash: string });
+}
+
+function sha256Hex(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
 }
 
 /** Plans a job without running it: segments, nodes, renditions and the ffmpeg commands. */

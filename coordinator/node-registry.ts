@@ -14,6 +14,11 @@ export interface NodeView extends NodeRecord {
   admissionReason?: string;
 }
 
+/** One life of a node agent: a restart under the same id has another address or start time. */
+export function incarnation(r: Pick<NodeRecord, 'address' | 'startedAtMs'>): string {
+  return `${r.address}|${r.startedAtMs}`;
+}
+
 /**
  * Admission check of a newly registered node (with TLS: dial it and require its certificate to
  * name its node id). Resolves to undefined when admitted, or the reason for refusing it.
@@ -110,13 +115,20 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
       const r = JSON.parse(v) as NodeRecord;
       next.set(r.id, r);
     }
-    for (const id of this.nodes.keys()) {
-      if (!next.has(id)) {
+    const before = new Set(this.nodes.keys());
+    for (const [id, old] of this.nodes) {
+      const now = next.get(id);
+      if (!now) {
         this.log.info({ nodeId: id }, 'node left');
         this.emit('removed', id);
+      } else if (incarnation(now) !== incarnation(old)) {
+        // Restarted under the same id and took its registration over: the old incarnation is
+        // gone (its segments are reassigned, its writes fenced); the new one joins afresh.
+        this.log.info({ nodeId: id, previous: incarnation(old), now: incarnation(now) }, 'node restarted under the same id');
+        this.emit('removed', id);
+        before.delete(id);
       }
     }
-    const before = new Set(this.nodes.keys());
     this.nodes = next;
     this.drains = new Set(drains.map((k) => k.slice(this.keys.drains().length)));
     this.uploaders = new Map(Object.values(uploaders).map((v) => { const u = JSON.parse(v) as UploaderRecord; return [u.id, u]; }));
@@ -140,7 +152,7 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
    */
   private checkAdmission(r: NodeRecord): void {
     if (!this.admit) return;
-    const key = `${r.address}|${r.startedAtMs}`;
+    const key = incarnation(r);
     let a = this.admissions.get(r.id);
     if (a?.key !== key) {
       a = { key, state: 'pending', checking: false };

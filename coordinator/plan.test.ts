@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { planSegments } from './plan.js';
 import { pickNode } from './segment-dispatch.js';
-import type { NodeView } from './node-registry.js';
+import { incarnation, type NodeView } from './node-registry.js';
 
 const kf = (seconds: number) => Array.from({ length: seconds }, (_, i) => i);
 
@@ -22,12 +22,17 @@ describe('planSegments (split by node count)', () => {
 });
 
 describe('pickNode', () => {
-  const node = (id: string, slots: number): NodeView => ({ id, address: '', slots, encoders: [], version: '', startedAtMs: 0, metricsAddress: '', draining: false, stats: undefined, admission: 'admitted' });
+  const node = (id: string, slots: number, startedAtMs = 0): NodeView => ({ id, address: `${id}:1`, slots, encoders: [], version: '', startedAtMs, metricsAddress: '', draining: false, stats: undefined, admission: 'admitted' });
   it('keeps the planned node while it is ready, else takes the least loaded per slot', () => {
     const ready = [node('a', 1), node('b', 4), node('c', 2)];
     expect(pickNode(ready, new Map(), 'c', new Set())?.id).toBe('c');
     expect(pickNode(ready, new Map([['a', 1], ['b', 1], ['c', 1]]), 'gone', new Set())?.id).toBe('b');
-    expect(pickNode(ready, new Map(), 'c', new Set(['c']))?.id).toBe('a');
+    expect(pickNode(ready, new Map(), 'c', new Set([incarnation(node('c', 2))]))?.id).toBe('a');
     expect(pickNode([], new Map(), undefined, new Set())).toBeUndefined();
+  });
+  it('avoids the incarnation that failed, not a restart under the same id', () => {
+    const failed = new Set([incarnation(node('c', 2, 1))]);
+    expect(pickNode([node('a', 1), node('c', 2, 1)], new Map([['a', 1]]), 'c', failed)?.id).toBe('a');
+    expect(pickNode([node('a', 1), node('c', 2, 2)], new Map([['a', 1]]), 'c', failed)?.id).toBe('c');
   });
 });

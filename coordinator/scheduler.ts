@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import type { Etcd3, Watcher } from 'etcd3';
-import { AppError } from '../common/errors.js';
+import { AppError, errorMessage } from '../common/errors.js';
+import { withEtcdRetry } from '../common/etcd-retry.js';
 import type { Keys } from '../common/keys.js';
 import { SerialRunner } from '../common/serial-runner.js';
 import type { Logger } from '../common/logger.js';
@@ -44,10 +45,15 @@ export class Scheduler {
     this.stopWatches = async () => { await oldCancel.cancel(); await queueWatch.cancel(); };
     this.election.on('elected', (fence) => {
       this.fence = fence;
-      void this.resumeInFlight().finally(() => this.kick());
+      // Elected right after an etcd outage, the listing may fail at first: retried for this term.
+      void withEtcdRetry('resume jobs in flight', () => this.resumeInFlight(fence), { log: this.log, signal: this.termSignal(fence) })
+        .catch((err: unknown) => { if (this.fence === fence) this.log.error({ err }, 'could not resume the jobs in flight'); })
+        .finally(() => this.kick());
     });
     this.election.on('deposed', () => {
       this.fence = undefined;
+      this.term?.abort(new AppError('NOT_LEADER', 'leadership lost'));
+      this.term = undefined;
       for (const r of this.running.values()) r.abort.abort(new AppError('NOT_LEADER', 'leadership lost'));
     });
     this.timer = setInterval(() => this.kick(), 1_000);
@@ -87,9 +93,19 @@ export class Scheduler {
     }
   }
 
-  private async resumeInFlight(): Promise<void> {
-    const fence = this.fence;
-    if (!fence) return;
+  private term: AbortController | undefined;
+
+  /** Aborted when this leader term ends (deposed, stopped). */
+  private termSignal(fence: LeaderFence): AbortSignal {
+    if (!this.term || this.fence !== fence) {
+      this.term?.abort(new AppError('NOT_LEADER', 'leadership changed'));
+      this.term = new AbortController();
+    }
+    return this.term.signal;
+  }
+
+  private async resumeInFlight(fence: LeaderFence): Promise<void> {
+    if (this.fence !== fence) return;
     const jobs = await this.store.list(100_000);
     for (const j of jobs) {
       if (!TERMINAL.has(j.state) && j.state !== 'QUEUED' && !this.running.has(j.id)) {
@@ -108,7 +124,35 @@ export class Scheduler {
     this.launch(jobId, fence);
   }
 
-  private launch(jobId: string, fence: LeaderFence): void {
+  /** Pending re-runs of jobs whose runner ended without a final state. */
+  private readonly relaunches = new Set<NodeJS.Timeout>();
+
+  /**
+   * A runner ended in this leader term. If its job is not terminal (etcd was unreachable when
+   * the runner tried to record a state), run it again after a backoff (0 s, then 1, 2, 4 … 30 s)
+   * so that no job is left in flight without a runner until the next change of leader.
+   */
+  private superviseEnded(jobId: string, fence: LeaderFence, restarts: number): void {
+    const delay = restarts === 0 ? 0 : Math.min(30_000, 1_000 * 2 ** Math.min(restarts - 1, 5));
+    const timer = setTimeout(() => {
+      this.relaunches.delete(timer);
+      if (this.fence !== fence || this.running.has(jobId)) return;
+      this.store.get(jobId).then(
+        (rec) => {
+          if (!rec || TERMINAL.has(rec.state) || rec.state === 'QUEUED' || this.fence !== fence || this.running.has(jobId)) return;
+          this.log.warn({ jobId, state: rec.state, restarts: restarts + 1 }, 'job runner ended without a final state; running it again');
+          this.launch(jobId, fence, restarts + 1);
+        },
+        (err: unknown) => {
+          this.log.warn({ jobId, err: errorMessage(err) }, 'could not read a job whose runner ended; trying again');
+          this.superviseEnded(jobId, fence, restarts + 1);
+        },
+      );
+    }, delay);
+    this.relaunches.add(timer);
+  }
+
+  private launch(jobId: string, fence: LeaderFence, restarts = 0): void {
     const abort = new AbortController();
     setMaxListeners(0, abort.signal); // one listener per in-flight call of the job; no leak
     const runner = new JobRunner(this.deps, jobId, fence);
@@ -121,6 +165,7 @@ export class Scheduler {
         // (it was still running) and its queue entry is long gone, so pick it up here under the
         // new term — or nobody would until the next change of leader.
         if (this.fence && this.fence !== fence) void this.resumeJob(jobId).catch((err: unknown) => this.log.warn({ err, jobId }, 'could not resume job'));
+        else if (this.fence === fence) this.superviseEnded(jobId, fence, restarts);
         this.kick();
       });
     this.running.set(jobId, { abort, done });
@@ -129,7 +174,10 @@ export class Scheduler {
   /** Stops scheduling and aborts runners (their jobs stay in etcd for the next leader). */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    for (const t of this.relaunches) clearTimeout(t);
+    this.relaunches.clear();
     this.fence = undefined;
+    this.term?.abort(new AppError('NOT_LEADER', 'coordinator shutting down'));
     for (const r of this.running.values()) r.abort.abort(new AppError('NOT_LEADER', 'coordinator shutting down'));
     await Promise.allSettled([...this.running.values()].map((r) => r.done));
     await this.stopWatches();

@@ -5,6 +5,7 @@ import { sendFileChunks } from '../common/chunks.js';
 import type { ClientCache } from '../common/grpc-clients.js';
 import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/retry.js';
+import { withEtcdRetry } from '../common/etcd-retry.js';
 import { NodeAgentClient } from '../common/bulk-codec.js';
 import type { SegmentChunk, SegmentEvent, SegmentRef, TransferStatus } from '../proto/gen/tessera/v1/agent.js';
 import type { PlannedRendition, VideoTreatment } from '../proto/gen/tessera/v1/types.js';
@@ -12,7 +13,7 @@ import type { CoordinatorConfig } from './config.js';
 import type { SegmentRecord } from './job-model.js';
 import type { JobStore, LeaderFence } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
-import type { NodeRegistry, NodeView } from './node-registry.js';
+import { incarnation, type NodeRegistry, type NodeView } from './node-registry.js';
 
 export interface DispatchDeps {
   cfg: CoordinatorConfig;
@@ -50,9 +51,10 @@ export interface SegmentTask {
  * i-th node by id while the rest of a large cluster idles (plans are made per job).
  */
 export function pickNode(ready: NodeView[], load: ReadonlyMap<string, number>, preferred: string | undefined, avoid: ReadonlySet<string>): NodeView | undefined {
-  const pref = ready.find((n) => n.id === preferred && !avoid.has(n.id) && (load.get(n.id) ?? 0) < n.slots);
+  // `avoid` holds incarnations (address and start time): a node restarted under its id is new.
+  const pref = ready.find((n) => n.id === preferred && !avoid.has(incarnation(n)) && (load.get(n.id) ?? 0) < n.slots);
   if (pref) return pref;
-  const candidates = ready.filter((n) => !avoid.has(n.id));
+  const candidates = ready.filter((n) => !avoid.has(incarnation(n)));
   const pool = candidates.length > 0 ? candidates : ready;
   return [...pool].sort((a, b) => (load.get(a.id) ?? 0) / a.slots - (load.get(b.id) ?? 0) / b.slots || (a.id < b.id ? -1 : 1))[0];
 }
@@ -68,6 +70,7 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
   let seg = { ...t.seg };
   let preferred: string | undefined = seg.nodeId;
   const avoid = new Set<string>();
+  const etcdRetry = { signal, log, onRetry: () => d.metrics.retries.inc({ kind: 'etcd' }) };
   for (let failures = 0; ; ) {
     if (signal.aborted) throw signal.reason;
     let node = pickNode(d.registry.ready(), d.load, preferred, avoid);
@@ -78,7 +81,10 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
     const attempt = seg.attempt + 1;
     const reason = failures === 0 && seg.attempt === 0 ? 'assigned' : `reassigned (attempt ${attempt})`;
     seg = { ...seg, nodeId: node.id, attempt, state: 'TRANSFERRING' };
-    const ownerRevision = Number(await d.store.putSegment(t.jobId, seg, reason, t.fence, { nodeId: node.id, attempt, assignedAtMs: Date.now() }));
+    // Segment writes ride out an etcd outage (retried with backoff); NOT_LEADER or a cancelled
+    // job end them. Nothing is assigned until this write lands, so it needs no clean-up.
+    const assigned = seg;
+    const ownerRevision = Number(await withEtcdRetry('assign segment', () => d.store.putSegment(t.jobId, assigned, reason, t.fence, { nodeId: node.id, attempt, assignedAtMs: Date.now() }), etcdRetry));
     d.load.set(node.id, (d.load.get(node.id) ?? 0) + 1);
     d.metrics.segmentsInFlight.inc();
     const ref: SegmentRef = { jobId: t.jobId, segment: seg.index, attempt };
@@ -92,10 +98,13 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
     try {
       await transfer(client, ref, t, d, attemptAbort.signal);
       seg = { ...seg, state: 'TRANSCODING' };
-      await d.store.putSegment(t.jobId, seg, 'transfer verified', t.fence);
+      const transcoding = seg;
+      await withEtcdRetry('record transfer', () => d.store.putSegment(t.jobId, transcoding, 'transfer verified', t.fence), { ...etcdRetry, signal: attemptAbort.signal });
       await runRemote(client, ref, ownerRevision, t, d, attemptAbort.signal);
       seg = { ...seg, state: 'DONE' };
-      await d.store.putSegment(t.jobId, seg, 'all sub-segments done', t.fence);
+      const done = seg;
+      // The checkpoints already say every sub-segment is done: only the job's abort stops this.
+      await withEtcdRetry('record segment done', () => d.store.putSegment(t.jobId, done, 'all sub-segments done', t.fence), etcdRetry);
       return;
     } catch (err) {
       if (signal.aborted) throw signal.reason;
@@ -109,7 +118,7 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
       }
       d.metrics.retries.inc({ kind: 'segment' });
       log.warn({ err: errorMessage(e), nodeId: node.id, attempt }, 'segment attempt failed; reassigning');
-      avoid.add(node.id);
+      avoid.add(incarnation(node));
       preferred = undefined;
       // Free what the abandoned attempt left on that node (best effort, with a deadline).
       // Not awaited: a dead or paused node must not delay the reassignment.

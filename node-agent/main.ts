@@ -6,7 +6,8 @@ import { Keys } from '../common/keys.js';
 import { bootProcess, processEtcd, processTls, runMain } from '../common/process.js';
 import { serverSecurity } from '../common/auth.js';
 import { nodeAgentPolicy } from '../common/access-policy.js';
-import { channelCredentials, checkOwnCertificate } from '../common/tls.js';
+import { certNames, channelCredentials, checkOwnCertificate } from '../common/tls.js';
+import { grpcHealth } from '../common/health-client.js';
 import { createRegistry, startMetricsServer } from '../common/metrics-server.js';
 import { VERSION } from '../common/version.js';
 import { NodeAgentService, UploaderClient } from '../common/bulk-codec.js';
@@ -101,13 +102,25 @@ async function main(): Promise<void> {
     },
     cfg.LEASE_TTL_SEC,
     log,
+    {
+      // A restart under the same NODE_ID takes over the dead predecessor's registration; with TLS
+      // only when our certificate names that id (the coordinator admits it only then, too).
+      mayTakeOver: !tls || certNames(tls.cert, cfg.NODE_ID),
+      isAlive: async (prior) => (await grpcHealth(prior.address, { timeoutMs: 1_000, creds: channelCredentials(tls), identity: cfg.NODE_ID, serviceName: 'tessera.v1.NodeAgent' })).serving,
+    },
   );
-  registration.on('lost', () => service.dropAll('lease lost'));
+  // A lost lease (etcd unreachable past the TTL) re-joins; work in flight continues, fenced on
+  // its owner revisions. Another incarnation taking our id over ends this one.
+  registration.on('replaced', () => {
+    service.dropAll('another incarnation took over this node id');
+    void life.stop('replaced by another incarnation').then(() => process.exit(1));
+  });
   await registration.join();
   life.onStop('leave cluster', () => registration.leave());
 
   const publish = (): void => {
     metrics.busySlots.set(pool.busy);
+    registration.stillOurs().catch((err: unknown) => log.debug({ err }, 'registration check failed'));
     registration
       .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now() }, cfg.STATS_REFRESH_MS)
       .catch((err: unknown) => log.debug({ err }, 'stats publish failed'));

@@ -15,6 +15,7 @@ import type { ResolvedRendition } from '../transcoder/ladder.js';
 import type { WorkerPool } from '../transcoder/worker-pool.js';
 import { sendPart } from '../uploader/part-client.js';
 import { SegmentFence } from './fence.js';
+import { withEtcdRetry } from '../common/etcd-retry.js';
 import type { SegmentMedia, SubSegmentFile } from './segment-media.js';
 
 export interface SegmentWorkDeps {
@@ -88,7 +89,10 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   // 1. Sub-segment boundaries: re-use the checkpoint's, or choose them. Chosen ones are recorded
   //    with the first finished sub-segment (same fenced transaction): until then nothing of this
   //    segment is done, so a later attempt may as well choose again — one etcd write saved.
-  let cp = (await fence.readCheckpoint())?.value;
+  // etcd reads and writes ride out an outage (retried with backoff while the segment is ours to
+  // run); only FENCED or an abort ends them.
+  const etcdRetry = { signal, log, onRetry: () => deps.onRetry('etcd') };
+  let cp = (await withEtcdRetry('read checkpoint', () => fence.readCheckpoint(), etcdRetry))?.value;
   if ((!cp || cp.boundaries.length < 2) && deps.slots <= 1 && req.frames > 0 && req.fps > 0 && req.frames / req.fps <= deps.maxChunkSec) {
     // One worker: the whole segment is the one sub-segment, no keyframe scan needed.
     cp = { boundaries: [0, req.frames / req.fps], done: [], transcodedByAttempt: {} };
@@ -106,7 +110,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
         });
     cp = { boundaries: [0, ...cuts.map((c) => c.endSec)], done: [], transcodedByAttempt: {} };
   }
-  await fence.assertOwner();
+  await withEtcdRetry('check ownership', () => fence.assertOwner(), etcdRetry);
   const boundaries = cp.boundaries;
   const subCount = boundaries.length - 1;
 
@@ -155,6 +159,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   const runSub = async (sub: number, taskSignal: AbortSignal): Promise<void> => {
     const input = subFiles[sub]!;
     const outputs = renditions.map((r) => ({ path: join(outDir, `${r.name}-${String(sub).padStart(4, '0')}.mp4`), rendition: r }));
+    let seconds = 0;
     for (let attempt = 1; ; attempt++) {
       const started = Date.now();
       log.info({ sub, try: attempt }, 'sub-segment started');
@@ -172,7 +177,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
           onProgress: (frame) => { framesDone[sub] = Math.min(subFrames[sub] ?? 0, frame); },
           ...(deps.onFfmpegSpawn ? { onSpawn: deps.onFfmpegSpawn } : {}),
         });
-        const seconds = (Date.now() - started) / 1000;
+        seconds = (Date.now() - started) / 1000;
         // Parts are durable with the uploader before the checkpoint says "done". All renditions'
         // parts at once: the uploader fsyncs each, and one stream left the others waiting.
         await Promise.all(outputs.map((o) =>
@@ -182,26 +187,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
             o.path,
             { timeoutMs: deps.uploadTimeoutMs, signal: taskSignal, onRetry: () => deps.onRetry('part_upload') },
           )));
-        transcoded++;
-        await fence.updateCheckpoint((cur) => {
-          // Only the owner writes the checkpoint, and we read it after we became the owner: the
-          // boundaries there are ours (or our sibling sub-segments'). Anything else is a bug.
-          if (cur && !sameBoundaries(cur.boundaries, boundaries)) throw new AppError('INTERNAL', `segment ${req.segment}: checkpoint boundaries changed underneath`, { retryable: true });
-          const base = cur ?? { boundaries, done: [], transcodedByAttempt: {} };
-          const key = String(req.attempt);
-          const counts = { ...base.transcodedByAttempt, [key]: (base.transcodedByAttempt[key] ?? 0) + 1 };
-          if (base.done.some((d) => d.sub === sub)) return { ...base, transcodedByAttempt: counts };
-          return {
-            ...base,
-            transcodedByAttempt: counts,
-            done: [...base.done, { sub, attempt: req.attempt, nodeId: deps.nodeId, frames: subFrames[sub] ?? 0 }].sort((a, b) => a.sub - b.sub),
-          };
-        });
-        framesDone[sub] = subFrames[sub] ?? 0;
-        doneSubs.add(sub);
-        deps.onSubSegmentDone(subFrames[sub] ?? 0, seconds);
-        emit(progress());
-        return;
+        break;
       } catch (err) {
         if (taskSignal.aborted || isAppError(err, 'FENCED') || isAppError(err, 'CANCELLED')) throw err;
         const retryable = isAppError(err) ? err.retryable : true;
@@ -215,6 +201,31 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
         framesDone[sub] = 0;
       }
     }
+    transcoded++;
+    // The parts are durable with the uploader: an etcd outage now delays the checkpoint (retried
+    // with backoff) but never re-encodes the sub-segment. The write outlives a cancelled
+    // RunSegment (a leader deposed by the same outage cancels it): it is fenced on our owner
+    // revision, so it lands only if the segment is still ours, and a later attempt then finds
+    // the sub-segment done instead of transcoding it again.
+    await withEtcdRetry('write checkpoint', () => fence.updateCheckpoint((cur) => {
+      // Only the owner writes the checkpoint, and we read it after we became the owner: the
+      // boundaries there are ours (or our sibling sub-segments'). Anything else is a bug.
+      if (cur && !sameBoundaries(cur.boundaries, boundaries)) throw new AppError('INTERNAL', `segment ${req.segment}: checkpoint boundaries changed underneath`, { retryable: true });
+      const base = cur ?? { boundaries, done: [], transcodedByAttempt: {} };
+      const key = String(req.attempt);
+      const counts = { ...base.transcodedByAttempt, [key]: (base.transcodedByAttempt[key] ?? 0) + 1 };
+      if (base.done.some((d) => d.sub === sub)) return { ...base, transcodedByAttempt: counts };
+      return {
+        ...base,
+        transcodedByAttempt: counts,
+        done: [...base.done, { sub, attempt: req.attempt, nodeId: deps.nodeId, frames: subFrames[sub] ?? 0 }].sort((a, b) => a.sub - b.sub),
+      };
+    }), { log, onRetry: () => deps.onRetry('etcd') });
+    if (taskSignal.aborted) throw taskSignal.reason;
+    framesDone[sub] = subFrames[sub] ?? 0;
+    doneSubs.add(sub);
+    deps.onSubSegmentDone(subFrames[sub] ?? 0, seconds);
+    emit(progress());
   };
 
   // 3. Every sub-segment not yet done, on the shared bounded pool. The first failure aborts the rest.

@@ -90,11 +90,20 @@ export class TesseraClient {
     return full.idempotencyKey ? this.idempotent(call) : call();
   }
 
-  /** Streams a local file to the cluster and submits it (client-streaming, back-pressured). */
+  /**
+   * Streams a local file to the cluster and submits it (client-streaming, back-pressured). With
+   * `idempotencyKey` set, safe to retry (and retried on UNAVAILABLE, from the start of the file):
+   * the same file under the same key is one job and one stored object.
+   */
   async upload(filePath: string, spec: Partial<JobSpec> = {}, opts: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal } = {}): Promise<SubmitJobResponse> {
     const st = await stat(filePath).catch(() => { throw new AppError('INPUT_NOT_FOUND', `no such file: ${filePath}`); });
     if (!st.isFile()) throw new AppError('INPUT_NOT_FOUND', `not a regular file: ${filePath}`);
     if (st.size === 0) throw new AppError('INPUT_EMPTY', `the file is empty: ${filePath}`);
+    const once = (): Promise<SubmitJobResponse> => this.uploadOnce(filePath, st.size, spec, opts);
+    return spec.idempotencyKey ? this.idempotent(once, opts.signal) : once();
+  }
+
+  private async uploadOnce(filePath: string, size: number, spec: Partial<JobSpec>, opts: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal }): Promise<SubmitJobResponse> {
     const client = this.jobs();
     const full = JobSpec.fromPartial({ ...spec, inputUri: '' });
     const call = openClientStream<UploadChunk, SubmitJobResponse>(
@@ -112,7 +121,7 @@ export class TesseraClient {
           first = false;
           return msg;
         },
-        { signal: call.signal, onSent: (sent) => opts.onProgress?.(sent, st.size) },
+        { signal: call.signal, onSent: (sent) => opts.onProgress?.(sent, size) },
       );
       call.stream.end();
     } catch (err) {

@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { startGrpcServer } from '../common/grpc-server.js';
 import { Keys } from '../common/keys.js';
+import { LeasedKey } from '../common/leased-key.js';
 import { bootProcess, processEtcd, processTls, runMain } from '../common/process.js';
 import { serverSecurity } from '../common/auth.js';
 import { uploaderPolicy } from '../common/access-policy.js';
@@ -52,7 +53,6 @@ async function main(): Promise<void> {
   const http = await startMetricsServer(registry, cfg.METRICS_PORT, cfg.BIND_HOST, () => life.state === 'running');
   life.onStop('metrics server', () => http.close());
 
-  const lease = etcd.lease(cfg.LEASE_TTL_SEC, { autoKeepAlive: true });
   const address = cfg.ADVERTISE_ADDRESS ?? `${cfg.BIND_HOST}:${grpc.port}`;
   const record: UploaderRecord = {
     id: cfg.UPLOADER_ID,
@@ -60,16 +60,10 @@ async function main(): Promise<void> {
     metricsAddress: `${address.slice(0, address.lastIndexOf(':'))}:${http.port}`,
     startedAtMs: Date.now(),
   };
-  const register = async (): Promise<void> => { await lease.put(keys.uploader(cfg.UPLOADER_ID)).value(JSON.stringify(record)); };
-  await register();
-  lease.on('lost', () => {
-    log.warn('lease lost; re-registering');
-    void (async () => {
-      const again = etcd.lease(cfg.LEASE_TTL_SEC, { autoKeepAlive: true });
-      await again.put(keys.uploader(cfg.UPLOADER_ID)).value(JSON.stringify(record));
-    })().catch((err: unknown) => log.error({ err }, 're-register failed'));
-  });
-  life.onStop('leave', () => lease.revoke());
+  // Registered under a lease, and registered again whenever the lease is lost (an etcd outage).
+  const registration = new LeasedKey(etcd, keys.uploader(cfg.UPLOADER_ID), JSON.stringify(record), cfg.LEASE_TTL_SEC, log);
+  await registration.start();
+  life.onStop('leave', () => registration.close());
   life.state = 'running';
   log.info({ address: record.address, metricsPort: http.port }, 'uploader ready');
 }

@@ -1,0 +1,82 @@
+import {
+  ClientClosedError,
+  EtcdLeaseInvalidError,
+  GRPCGenericError,
+  GRPCInvalidArgumentError,
+  GRPCNotImplementedError,
+  GRPCUnauthenticatedError,
+  isRecoverableError,
+} from 'etcd3';
+import { isBrokenCircuitError, isTaskCancelledError } from 'cockatiel';
+import { AppError, errorMessage, isAppError } from './errors.js';
+import type { Logger } from './logger.js';
+import { backoffDelay, sleep } from './retry.js';
+
+/**
+ * True for trouble that passes when etcd comes back: no quorum, a frozen or restarting member, a
+ * call past its deadline, the client's open circuit breaker, a lease that lapsed meanwhile; and
+ * our own retryable UNAVAILABLE / DEADLINE_EXCEEDED (compare-and-swap contention). A closed client (shutdown) and refused requests
+ * (bad argument, bad credentials) are permanent.
+ */
+export function isTransientEtcdError(err: unknown): boolean {
+  if (isAppError(err)) return err.retryable && (err.code === 'UNAVAILABLE' || err.code === 'DEADLINE_EXCEEDED');
+  if (!(err instanceof Error)) return false;
+  if (err instanceof ClientClosedError) return false;
+  if (err instanceof GRPCInvalidArgumentError || err instanceof GRPCNotImplementedError || err instanceof GRPCUnauthenticatedError) return false;
+  return err instanceof GRPCGenericError || err instanceof EtcdLeaseInvalidError || isRecoverableError(err) || isBrokenCircuitError(err) || isTaskCancelledError(err);
+}
+
+/**
+ * True when `err` is etcd being unreachable (raw, or as the UNAVAILABLE `withEtcdRetry` gives up
+ * with), not a failure of the work itself: callers keep the work in flight and try again later.
+ */
+export function isEtcdOutage(err: unknown): boolean {
+  if (isAppError(err)) return err.code === 'UNAVAILABLE' && err.cause !== undefined && !isAppError(err.cause) && isTransientEtcdError(err.cause);
+  return isTransientEtcdError(err);
+}
+
+/** An etcd failure as the AppError callers and clients see: UNAVAILABLE, retryable. */
+export function etcdUnavailable(err: unknown, what: string): AppError {
+  return new AppError('UNAVAILABLE', `${what}: etcd is unavailable (${errorMessage(err)})`, { cause: err, retryable: true });
+}
+
+export interface EtcdRetryOptions {
+  /** Stops retrying (and rejects with the signal's reason) when aborted. */
+  signal?: AbortSignal | undefined;
+  log?: Logger | undefined;
+  /** Give up after this long, ms (default 10 minutes: an etcd outage of minutes must not fail work). */
+  budgetMs?: number;
+  /** Backoff bounds, ms (full jitter, doubling). */
+  baseMs?: number;
+  maxMs?: number;
+  onRetry?: (err: unknown, attempt: number) => void;
+}
+
+/**
+ * Runs an etcd operation until it succeeds, retrying transient failures with exponential
+ * backoff for up to `budgetMs`. Permanent errors (FENCED, NOT_LEADER, a refused request) pass
+ * through at once; an exhausted budget rejects with UNAVAILABLE (retryable), never INTERNAL.
+ */
+export async function withEtcdRetry<T>(what: string, fn: () => Promise<T>, o: EtcdRetryOptions = {}): Promise<T> {
+  const started = Date.now();
+  const budget = o.budgetMs ?? 600_000;
+  let lastLogAt = 0;
+  for (let attempt = 0; ; attempt++) {
+    if (o.signal?.aborted) throw o.signal.reason;
+    try {
+      return await fn();
+    } catch (err) {
+      if (o.signal?.aborted) throw o.signal.reason;
+      if (!isTransientEtcdError(err)) throw err;
+      const elapsed = Date.now() - started;
+      if (elapsed >= budget) throw isAppError(err) ? err : etcdUnavailable(err, what);
+      o.onRetry?.(err, attempt + 1);
+      // One line when the trouble starts and one every 10 s while it lasts, not one per try.
+      if (Date.now() - lastLogAt >= 10_000) {
+        lastLogAt = Date.now();
+        o.log?.warn({ what, attempt: attempt + 1, elapsedMs: elapsed, err: errorMessage(err) }, 'etcd call failed; retrying');
+      }
+      await sleep(Math.max(50, backoffDelay(Math.min(attempt, 10), o.baseMs ?? 200, o.maxMs ?? 3_000)), o.signal);
+    }
+  }
+}
