@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, Watcher } from 'etcd3';
+import { listKeys, listStrings } from '../common/etcd.js';
 import type { Keys } from '../common/keys.js';
 import { SerialRunner } from '../common/serial-runner.js';
 import type { Logger } from '../common/logger.js';
@@ -100,10 +101,11 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
 
   private async relist(): Promise<void> {
     const [nodes, drains, uploaders, stats] = await Promise.all([
-      this.etcd.getAll().prefix(this.keys.nodes()).strings(),
-      this.etcd.getAll().prefix(this.keys.drains()).keys(),
-      this.etcd.getAll().prefix(this.keys.uploaders()).strings(),
-      this.etcd.getAll().prefix(this.keys.prefix + 'nodestats/').strings(),
+      // Paged: no response grows with the fleet past etcd's message cap.
+      listStrings(this.etcd, this.keys.nodes()),
+      listKeys(this.etcd, this.keys.drains()),
+      listStrings(this.etcd, this.keys.uploaders()),
+      listStrings(this.etcd, this.keys.prefix + 'nodestats/'),
     ]);
     const next = new Map<string, NodeRecord>();
     for (const v of Object.values(nodes)) {
