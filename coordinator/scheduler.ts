@@ -2,6 +2,7 @@ import { setMaxListeners } from 'node:events';
 import type { Etcd3, Watcher } from 'etcd3';
 import { AppError } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
+import { backoffDelay, sleep } from '../common/retry.js';
 import { SerialRunner } from '../common/serial-runner.js';
 import type { Logger } from '../common/logger.js';
 import { TERMINAL, type JobRecord } from './job-model.js';
@@ -44,7 +45,7 @@ export class Scheduler {
     this.stopWatches = async () => { await oldCancel.cancel(); await queueWatch.cancel(); };
     this.election.on('elected', (fence) => {
       this.fence = fence;
-      void this.resumeInFlight().finally(() => this.kick());
+      void this.resumeUntilDone(fence);
     });
     this.election.on('deposed', () => {
       this.fence = undefined;
@@ -54,6 +55,7 @@ export class Scheduler {
   }
 
   private stopWatches: () => Promise<void> = async () => undefined;
+  private readonly closing = new AbortController();
 
   private onJobPut(key: string, value: string): void {
     const rest = key.slice(this.keys.jobs().length);
@@ -87,14 +89,33 @@ export class Scheduler {
     }
   }
 
-  private async resumeInFlight(): Promise<void> {
-    const fence = this.fence;
-    if (!fence) return;
-    const jobs = await this.store.list(100_000);
-    for (const j of jobs) {
-      if (!TERMINAL.has(j.state) && j.state !== 'QUEUED' && !this.running.has(j.id)) {
-        this.log.info({ jobId: j.id, state: j.state }, 'resuming job left in flight');
-        this.launch(j.id, fence);
+  /**
+   * Resumes the jobs a previous leader left in flight, retrying with backoff for as long as this
+   * term lasts: etcd trouble at the moment of election must neither leave them orphaned nor
+   * surface as an unhandled rejection.
+   */
+  private async resumeUntilDone(fence: LeaderFence): Promise<void> {
+    for (let attempt = 0; this.fence === fence && !this.closing.signal.aborted; attempt++) {
+      try {
+        await this.resumeInFlight(fence);
+        break;
+      } catch (err) {
+        const delayMs = backoffDelay(attempt, 250, 10_000) + 250;
+        this.log.warn({ err, attempt: attempt + 1, retryInMs: delayMs }, 'could not resume the jobs left in flight; retrying');
+        await sleep(delayMs, this.closing.signal).catch(() => undefined);
+      }
+    }
+    this.kick();
+  }
+
+  /** Launches a runner for every job in PREPARING, RUNNING or FINALIZING (the state index, paged). */
+  private async resumeInFlight(fence: LeaderFence): Promise<void> {
+    for await (const ids of this.store.inFlightIds()) {
+      for (const id of ids) {
+        if (this.fence !== fence) return;
+        if (this.running.has(id)) continue;
+        this.log.info({ jobId: id }, 'resuming job left in flight');
+        this.launch(id, fence);
       }
     }
   }
@@ -128,6 +149,7 @@ export class Scheduler {
 
   /** Stops scheduling and aborts runners (their jobs stay in etcd for the next leader). */
   async stop(): Promise<void> {
+    this.closing.abort();
     if (this.timer) clearInterval(this.timer);
     this.fence = undefined;
     for (const r of this.running.values()) r.abort.abort(new AppError('NOT_LEADER', 'coordinator shutting down'));
