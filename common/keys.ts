@@ -43,6 +43,8 @@ export class Keys {
   /** The compact record of an archived job: `history/<jobId>`. */
   history(): string { return `${this.prefix}history/`; }
   historyEntry(jobId: string): string { return `${this.prefix}history/${jobId}`; }
+  /** Set once every job record written before the state index existed has been indexed. */
+  jobStateIndexed(): string { return `${this.prefix}meta/jobstate-indexed`; }
   idempotency(key: string): string { return `${this.prefix}idempotency/${key}`; }
   upload(jobId: string): string { return `${this.prefix}uploads/${jobId}`; }
   election(): string { return `${this.prefix}election/coordinator`; }

@@ -168,6 +168,39 @@ export class JobStore {
     return { ids: page, next: page[page.length - 1] };
   }
 
+  /**
+   * Indexes job records written before the state index existed (a cluster upgraded with jobs in
+   * etcd): their state entry, and the archive queue entry of finished ones. Runs once per
+   * cluster (a marker key records it), reading `jobs/` in bounded keys-only pages and each
+   * record once (again if it changed in between).
+   */
+  async ensureStateIndex(): Promise<number> {
+    if ((await this.etcd.get(this.keys.jobStateIndexed()).string()) !== null) return 0;
+    let indexed = 0;
+    const prefix = this.keys.jobs();
+    for await (const page of rangePages(this.etcd, { start: prefix, end: prefixEnd(prefix) }, { keysOnly: true, pageSize: 1_000 })) {
+      const ids = page.map((kv) => kv.key.slice(prefix.length)).filter((rest) => rest.length > 0 && !rest.includes('/'));
+      await Promise.all(ids.map(async (id) => {
+        for (let i = 0; i < 20; i++) {
+          const cur = await this.getWithRevision(id);
+          if (!cur) return;
+          const entry = this.keys.jobStateEntry(cur.rec.state, id);
+          if ((await this.etcd.get(entry).exists())) return;
+          const ops = [this.etcd.put(entry).value('')];
+          if (TERMINAL.has(cur.rec.state)) ops.push(this.etcd.put(this.keys.finishedEntry(cur.rec.finishedAtMs ?? cur.rec.updatedAtMs, id)).value(id));
+          // Only if the record is still what was read (else read it again).
+          const res = await this.etcd.if(this.keys.job(id), 'Mod', '==', cur.rev).then(...ops).commit();
+          if (res.succeeded) {
+            indexed++;
+            return;
+          }
+        }
+      }));
+    }
+    await this.etcd.put(this.keys.jobStateIndexed()).value(JSON.stringify({ atMs: Date.now(), indexed }));
+    return indexed;
+  }
+
   /** Jobs per state, counted by etcd (count-only ranges on the state index): no record is read. */
   async countByState(): Promise<Map<JobStateName, number>> {
     const counts = await Promise.all(JOB_STATES.map((st) => this.etcd.getAll().prefix(this.keys.jobState(st)).count()));

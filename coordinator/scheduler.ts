@@ -108,8 +108,10 @@ export class Scheduler {
     this.kick();
   }
 
-  /** Launches a runner for every job in PREPARING, RUNNING or FINALIZING (the state index, paged). */
+  /** Launches a runner for every job in PREPARING, RUNNING or FINALIZING (the state index, paged; built first on an upgraded cluster). */
   private async resumeInFlight(fence: LeaderFence): Promise<void> {
+    const indexed = await this.store.ensureStateIndex();
+    if (indexed > 0) this.log.info({ indexed }, 'indexed job records written before the state index');
     for await (const ids of this.store.inFlightIds()) {
       for (const id of ids) {
         if (this.fence !== fence) return;

@@ -150,6 +150,39 @@ describe('history retention under churn (real etcd)', () => {
     expect([...counts.values()].reduce((a, b) => a + b, 0)).toBe(MAX_JOBS);
   });
 
+  it('drops history by age as well, oldest first, bounded per sweep, with index entries and idempotency keys', async () => {
+    const aged = new HistorySweeper(store, { archiveAfterMs: 0, maxAgeMs: 30 * 60_000, maxJobs: 0, batch: 60, intervalMs: 60_000 }, () => true, createLogger('test', 'warn'));
+    expect(await aged.sweep(Date.now())).toEqual({ archived: 0, dropped: 0 }); // nothing is 30 minutes old yet
+    const hourLater = Date.now() + 3_600_000;
+    expect(await aged.sweep(hourLater)).toEqual({ archived: 0, dropped: 60 });
+    expect(await keyCount(e.client, keys.history())).toBe(MAX_JOBS - 60);
+    expect(await aged.sweep(hourLater)).toEqual({ archived: 0, dropped: MAX_JOBS - 60 });
+    // Only the election key is left: no history, index entry or idempotency key.
+    expect(await keyCount(e.client, keys.prefix)).toBe(1);
+  });
+
+  it('indexes job records written before the state index, once: in-flight jobs resume, finished ones get archived', async () => {
+    const legacy = new Keys('/legacy/');
+    const old = new JobStore(e.client, legacy, 500);
+    const rec = async (state: JobRecord['state'], ageMs: number): Promise<string> => {
+      const r = await rebuild(0);
+      const now = Date.now() - ageMs;
+      const id = `j${now.toString(36).padStart(9, '0')}${state.toLowerCase()}`;
+      await e.client.put(legacy.job(id)).value(JSON.stringify({ ...r, id, state, createdAtMs: now, updatedAtMs: now, ...(state === 'SUCCEEDED' ? { finishedAtMs: now } : {}) }));
+      await e.client.put(legacy.segment(id, 0)).value('{}');
+      return id;
+    };
+    const running = await rec('RUNNING', 3_000);
+    const finished = [await rec('SUCCEEDED', 2_000), await rec('SUCCEEDED', 1_000)];
+    expect(await old.ensureStateIndex()).toBe(3);
+    const inFlight: string[] = [];
+    for await (const ids of old.inFlightIds()) inFlight.push(...ids);
+    expect(inFlight).toEqual([running]);
+    expect((await old.finishedDue(Date.now(), 10)).map((d) => d.jobId)).toEqual(finished);
+    expect([...(await old.countByState())].filter(([, n]) => n > 0)).toEqual([['RUNNING', 1], ['SUCCEEDED', 2]]);
+    expect(await old.ensureStateIndex()).toBe(0); // once per cluster
+  });
+
   /** A submission with the same spec as job `n` (for the idempotent retry). */
   const rebuild = async (n: number): Promise<JobRecord> => {
     const spec = { inputUri: `s3://in/clip-${n}.mp4?X-Amz-Signature=secret`, ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }], container: 'mp4', outputUri: '', dryRun: false, idempotencyKey: `churn-${n}`, priority: 0, webhookUrl: '', audioBitrateKbps: 128 };
