@@ -1,9 +1,10 @@
 import { setMaxListeners } from 'node:events';
-import type { Etcd3, Watcher } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { AppError } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
 import { backoffDelay, sleep } from '../common/retry.js';
 import { SerialRunner } from '../common/serial-runner.js';
+import { ResilientWatch } from '../common/watch.js';
 import type { Logger } from '../common/logger.js';
 import { TERMINAL, type JobRecord } from './job-model.js';
 import type { JobStore, LeaderFence } from './job-store.js';
@@ -17,7 +18,6 @@ import type { LeaderElection } from './leader.js';
 export class Scheduler {
   private running = new Map<string, { abort: AbortController; done: Promise<void> }>();
   private fence: LeaderFence | undefined;
-  private watcher: Watcher | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly filler = new SerialRunner(() => this.fill(), (err) => this.log.warn({ err }, 'scheduling pass failed'));
 
@@ -37,12 +37,13 @@ export class Scheduler {
   }
 
   async start(): Promise<void> {
-    this.watcher = await this.etcd.watch().prefix(this.keys.jobs()).create();
-    this.watcher.on('put', (kv) => this.onJobPut(kv.key.toString(), kv.value.toString()));
-    const queueWatch = await this.etcd.watch().prefix(this.keys.queue()).create();
-    queueWatch.on('put', () => this.kick());
-    const oldCancel = this.watcher;
-    this.stopWatches = async () => { await oldCancel.cancel(); await queueWatch.cancel(); };
+    // Both re-watch after compaction; what the lost events would have said is re-read then.
+    const jobsWatch = await ResilientWatch.open(this.etcd, { prefix: this.keys.jobs() }, {
+      put: (kv) => this.onJobPut(kv.key.toString(), kv.value.toString()),
+      resync: () => void this.recheckRunning().catch((err: unknown) => this.log.warn({ err }, 'could not re-read running jobs')),
+    }, this.log);
+    const queueWatch = await ResilientWatch.open(this.etcd, { prefix: this.keys.queue() }, { put: () => this.kick(), resync: () => this.kick() }, this.log);
+    this.stopWatches = async () => { await jobsWatch.cancel(); await queueWatch.cancel(); };
     this.election.on('elected', (fence) => {
       this.fence = fence;
       void this.resumeUntilDone(fence);
@@ -69,6 +70,14 @@ export class Scheduler {
     if (this.fence) this.onRecord(rec);
     const r = this.running.get(rest);
     if (r && rec.state === 'CANCELLED') r.abort.abort(new AppError('CANCELLED', 'job cancelled'));
+  }
+
+  /** After a gap in the jobs watch: a job cancelled meanwhile stops now; webhooks see each record. */
+  private async recheckRunning(): Promise<void> {
+    for (const id of [...this.running.keys()]) {
+      const rec = await this.store.get(id);
+      if (rec) this.onJobPut(this.keys.job(id), JSON.stringify(rec));
+    }
   }
 
   /** Fills free job slots from the queue (coalesced). */
