@@ -62,7 +62,8 @@ export class ResilientWatch {
   private ended(w: Watcher, err: Error): void {
     if (w !== this.watcher || this.closed) return;
     this.watcher = undefined;
-    void w.cancel().catch(() => undefined);
+    // Not w.cancel(): etcd3 already dropped the watcher, and a cancel request for its id would
+    // come back as a response for a watcher it does not know, which etcd3 throws on (a crash).
     const delayMs = backoffDelay(this.failures++, 100, 5_000) + 100;
     this.log.warn({ err: err.message, ...this.target, retryInMs: delayMs }, 'etcd watch ended (compacted or cancelled); watching again from the current revision');
     this.schedule(delayMs);

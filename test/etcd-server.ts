@@ -11,6 +11,8 @@ export interface EtcdServer {
   endpoint: string;
   /** A client built the way every Tessera process builds one (deadlines, retries). */
   client: Etcd3;
+  /** kill -9 and start again on the same data dir and ports. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -19,7 +21,7 @@ export async function startEtcdServer(): Promise<EtcdServer> {
   const dir = await mkdtemp(join(tmpdir(), 'tessera-etcd-'));
   const [client, peer] = [await freePort(), await freePort()];
   const endpoint = `http://127.0.0.1:${client}`;
-  const proc = spawn('etcd', [
+  const args = [
     '--name', 'e0',
     '--data-dir', join(dir, 'data'),
     '--listen-client-urls', endpoint,
@@ -28,10 +30,14 @@ export async function startEtcdServer(): Promise<EtcdServer> {
     '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
     '--initial-cluster', `e0=http://127.0.0.1:${peer}`,
     '--log-level', 'warn',
-  ], { stdio: 'ignore' });
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  ];
+  const launch = (): { kill: (sig: NodeJS.Signals) => void; exited: Promise<void> } => {
+    const proc = spawn('etcd', args, { stdio: 'ignore' });
+    return { kill: (sig) => proc.kill(sig), exited: new Promise<void>((resolve) => proc.once('exit', () => resolve())) };
+  };
+  let proc = launch();
   const etcd = createEtcd({ endpoints: [endpoint], callTimeoutMs: 5_000 });
-  await waitFor(async () => {
+  const healthy = (): Promise<void> => waitFor(async () => {
     try {
       await etcd.get('health').string();
       return true;
@@ -39,13 +45,20 @@ export async function startEtcdServer(): Promise<EtcdServer> {
       return false;
     }
   }, 30_000, 'etcd');
+  await healthy();
   return {
     endpoint,
     client: etcd,
+    async restart() {
+      proc.kill('SIGKILL');
+      await proc.exited;
+      proc = launch();
+      await healthy();
+    },
     async stop() {
       etcd.close();
       proc.kill('SIGTERM');
-      await exited;
+      await proc.exited;
       await rm(dir, { recursive: true, force: true });
     },
   };
