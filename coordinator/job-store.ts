@@ -169,6 +169,35 @@ export class JobStore {
   }
 
   /**
+   * The listing view of jobs, in the order given: state, progress, stage, spec, result, error
+   * and trail, without segments (GetJob has them). Jobs are read in one transaction per 40 (a
+   * record, its history record and its progress each: 120 reads, under etcd's 128 operations
+   * per transaction), not one round trip per key; a job gone meanwhile is left out.
+   */
+  async summaries(ids: readonly string[]): Promise<Job[]> {
+    const chunks: string[][] = [];
+    for (let i = 0; i < ids.length; i += 40) chunks.push(ids.slice(i, i + 40));
+    const read = async (chunk: string[]): Promise<(Job | undefined)[]> => {
+      const res = await this.etcd.kv.txn({
+        compare: [],
+        success: chunk.flatMap((id) => [this.keys.job(id), this.keys.historyEntry(id), this.keys.jobProgress(id)].map((k) => ({ request_range: { key: Buffer.from(k) } }))),
+      });
+      return chunk.map((_, i) => {
+        const value = (n: number): string | undefined => res.responses[i * 3 + n]?.response_range.kvs[0]?.value.toString();
+        const rec = value(0);
+        if (rec !== undefined) {
+          const progress = value(2);
+          return toProtoJob(JSON.parse(rec) as JobRecord, [], new Map(), progress === undefined ? undefined : (JSON.parse(progress) as ProgressRecord));
+        }
+        const h = value(1);
+        return h === undefined ? undefined : historyToProtoJob(JSON.parse(h) as HistoryRecord);
+      });
+    };
+    const out = (await Promise.all(chunks.map(read))).flat();
+    return out.filter((j): j is Job => j !== undefined);
+  }
+
+  /**
    * Indexes job records written before the state index existed (a cluster upgraded with jobs in
    * etcd): their state entry, and the archive queue entry of finished ones. Runs once per
    * cluster (a marker key records it), reading `jobs/` in bounded keys-only pages and each

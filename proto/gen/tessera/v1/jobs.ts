@@ -69,7 +69,10 @@ export interface CancelJobRequest {
   jobId: string;
 }
 
-/** Newest first. Finished jobs keep answering from history until retention drops them. */
+/**
+ * Newest first. Finished jobs keep answering from history until retention drops them.
+ * Listed jobs carry no segments (GetJob has them).
+ */
 export interface ListJobsRequest {
   /** page size; default 50, at most 1000 */
   limit: number;
