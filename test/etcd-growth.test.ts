@@ -10,7 +10,7 @@ import { specHash, type JobRecord, type JobStateName, type SegmentRecord } from 
 import { stageName } from '../coordinator/job-store.js';
 import { REPO_ROOT } from '../deploy/local-cluster.js';
 import { TesseraClient } from '../sdk/client.js';
-import { JobState, type Job, type StatusChange } from '../proto/gen/tessera/v1/types.js';
+import { JobSpec, JobState, PlannedRendition, SourceInfo, type Job, type StatusChange } from '../proto/gen/tessera/v1/types.js';
 import { keyCount } from './etcd-server.js';
 import { fixture, startTestCluster, type TestCluster } from './helpers.js';
 
@@ -28,7 +28,7 @@ const ARCHIVE_AFTER_MS = 600_000;
  */
 function finishedTree(createdAtMs: number, finishedAtMs: number, state: JobStateName): [string, string][] {
   const id = `j${createdAtMs.toString(36).padStart(9, '0')}${randomBytes(5).toString('hex')}`;
-  const spec = { inputUri: `s3://tessera-input/uploads/u${id}`, ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'medium' }, { name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'medium' }], container: 'mp4', outputUri: '', dryRun: false, idempotencyKey: createdAtMs % 3 === 0 ? '' : `seed-${id}`, priority: 0, webhookUrl: '', audioBitrateKbps: 128 };
+  const spec = JobSpec.fromPartial({ inputUri: `s3://tessera-input/uploads/u${id}`, ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'medium' }, { name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'medium' }], container: 'mp4', outputUri: '', dryRun: false, idempotencyKey: createdAtMs % 3 === 0 ? '' : `seed-${id}`, priority: 0, webhookUrl: '', audioBitrateKbps: 128 });
   const history: StatusChange[] = [
     { atMs: createdAtMs, scope: 'job', state: 'QUEUED', nodeId: '', attempt: 0, reason: 'accepted' },
     { atMs: createdAtMs + 10, scope: 'job', state: 'PREPARING', nodeId: '', attempt: 0, reason: 'picked up by the scheduler' },
@@ -56,8 +56,8 @@ function finishedTree(createdAtMs: number, finishedAtMs: number, state: JobState
     updatedAtMs: finishedAtMs,
     finishedAtMs,
     queueKey: keys.queueEntry(0, createdAtMs.toString(36).padStart(9, '0'), id),
-    source: { format: 'mov,mp4,m4a,3gp,3g2,mj2', videoCodec: 'h264', width: 640, height: 360, fps: 30, durationSec: 12, frames: 360, hasAudio: true, audioCodec: 'aac', bytes: 1_234_567 },
-    plan: { cuts: segs.map((s) => ({ index: s.index, startSec: s.startSec, endSec: s.endSec, frames: s.frames, nodeId: s.nodeId })), renditions: [{ name: '360p', width: 640, height: 360, videoBitrateKbps: 800, codec: 'h264', encoder: 'libx264', preset: 'medium' }, { name: '240p', width: 426, height: 240, videoBitrateKbps: 400, codec: 'h264', encoder: 'libx264', preset: 'medium' }], container: 'mp4', bucket: 'tessera-output', key: `jobs/${id}.zip` },
+    source: SourceInfo.fromPartial({ format: 'mov,mp4,m4a,3gp,3g2,mj2', videoCodec: 'h264', width: 640, height: 360, fps: 30, durationSec: 12, frames: 360, hasAudio: true, audioCodec: 'aac', bytes: 1_234_567 }),
+    plan: { cuts: segs.map((s) => ({ index: s.index, startSec: s.startSec, endSec: s.endSec, frames: s.frames, nodeId: s.nodeId })), renditions: [{ name: '360p', width: 640, height: 360, videoBitrateKbps: 800, codec: 'h264', encoder: 'libx264', preset: 'medium' }, { name: '240p', width: 426, height: 240, videoBitrateKbps: 400, codec: 'h264', encoder: 'libx264', preset: 'medium' }].map((r) => PlannedRendition.fromPartial(r)), container: 'mp4', bucket: 'tessera-output', key: `jobs/${id}.zip` },
     uploaderId: 'uploader-0',
     result,
     history,

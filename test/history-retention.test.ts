@@ -6,7 +6,7 @@ import { HistorySweeper } from '../coordinator/history-sweeper.js';
 import { specHash, type JobRecord } from '../coordinator/job-model.js';
 import { JobStore, stageName, type LeaderFence } from '../coordinator/job-store.js';
 import { newJobId } from '../coordinator/job-service.js';
-import { JobState } from '../proto/gen/tessera/v1/types.js';
+import { JobSpec, JobState, SourceInfo } from '../proto/gen/tessera/v1/types.js';
 import { dbSize, keyCount, startEtcdServer, type EtcdServer } from './etcd-server.js';
 
 /**
@@ -39,7 +39,7 @@ describe('history retention under churn (real etcd)', () => {
   /** One job from submission to a terminal state; `n` picks the outcome and the idempotency key. */
   const runJob = async (n: number): Promise<string> => {
     const now = Date.now();
-    const spec = { inputUri: `s3://in/clip-${n}.mp4?X-Amz-Signature=secret`, ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }], container: 'mp4', outputUri: '', dryRun: false, idempotencyKey: n % 3 === 0 ? `churn-${n}` : '', priority: 0, webhookUrl: '', audioBitrateKbps: 128 };
+    const spec = JobSpec.fromPartial({ inputUri: `s3://in/clip-${n}.mp4?X-Amz-Signature=secret`, ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }], container: 'mp4', outputUri: '', dryRun: false, idempotencyKey: n % 3 === 0 ? `churn-${n}` : '', priority: 0, webhookUrl: '', audioBitrateKbps: 128 });
     const rec: JobRecord = {
       id: newJobId(),
       spec,
@@ -61,7 +61,7 @@ describe('history retention under churn (real etcd)', () => {
     }
     await store.claim(rec.queueKey, id, fence);
     const cuts = [0, 1, 2].map((i) => ({ index: i, startSec: i * 4, endSec: i * 4 + 4, frames: 120, nodeId: `node-${i}` }));
-    await store.transition(id, 'RUNNING', 'segments planned', { source: { format: 'mov,mp4', videoCodec: 'h264', width: 640, height: 360, fps: 30, durationSec: 12, frames: 360, hasAudio: true, audioCodec: 'aac', bytes: 1_000_000 }, plan: { cuts, renditions: [], container: 'mp4', bucket: 'out', key: `jobs/${id}.zip` } }, fence);
+    await store.transition(id, 'RUNNING', 'segments planned', { source: SourceInfo.fromPartial({ format: 'mov,mp4', videoCodec: 'h264', width: 640, height: 360, fps: 30, durationSec: 12, frames: 360, hasAudio: true, audioCodec: 'aac', bytes: 1_000_000 }), plan: { cuts, renditions: [], container: 'mp4', bucket: 'out', key: `jobs/${id}.zip` } }, fence);
     await Promise.all(
       cuts.map(async (c) => {
         const seg = { index: c.index, state: 'TRANSFERRING' as const, nodeId: c.nodeId, attempt: 1, startSec: c.startSec, endSec: c.endSec, frames: c.frames };
@@ -185,7 +185,7 @@ describe('history retention under churn (real etcd)', () => {
 
   /** A submission with the same spec as job `n` (for the idempotent retry). */
   const rebuild = async (n: number): Promise<JobRecord> => {
-    const spec = { inputUri: `s3://in/clip-${n}.mp4?X-Amz-Signature=secret`, ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }], container: 'mp4', outputUri: '', dryRun: false, idempotencyKey: `churn-${n}`, priority: 0, webhookUrl: '', audioBitrateKbps: 128 };
+    const spec = JobSpec.fromPartial({ inputUri: `s3://in/clip-${n}.mp4?X-Amz-Signature=secret`, ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }], container: 'mp4', outputUri: '', dryRun: false, idempotencyKey: `churn-${n}`, priority: 0, webhookUrl: '', audioBitrateKbps: 128 });
     const now = Date.now();
     const id = newJobId();
     return { id, spec, specHash: specHash(spec), state: 'QUEUED', stage: stageName('QUEUED'), createdAtMs: now, updatedAtMs: now, queueKey: keys.queueEntry(0, 'x', id), history: [], timings: {} };
