@@ -1,5 +1,5 @@
-import { Etcd3, isRecoverableError, type IOptions } from 'etcd3';
-import { ExponentialBackoff, handleWhen, retry } from 'cockatiel';
+import { Etcd3, EtcdError, GRPCGenericError, GRPCResourceExhastedError, isRecoverableError, Range, type IOptions } from 'etcd3';
+import { ExponentialBackoff, handleWhen, isBrokenCircuitError, noop, retry } from 'cockatiel';
 import { AppError } from './errors.js';
 import type { TlsMaterial } from './tls.js';
 
@@ -21,13 +21,72 @@ export function createEtcd(s: EtcdSettings): Etcd3 {
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + s.callTimeoutMs }),
     // Transient trouble (a member down, a leader election) is retried with exponential backoff
     // and jitter, across the other members; permanent errors are not retried.
+    //
+    // No per-member circuit breaker: etcd3's default (open after 3 consecutive "recoverable"
+    // errors, for 5 s, then again after one more) counts a response over the 4 MiB message cap
+    // (RESOURCE_EXHAUSTED) as recoverable, so a few oversized reads failed *every* call of the
+    // process with BrokenCircuitError, over and over (issue 18). The retry below already moves
+    // to another member (the pool shuffles hosts across attempts), and an oversized response is
+    // not retried at all: it would fail the same way.
     faultHandling: {
-      global: retry(handleWhen(isRecoverableError), { maxAttempts: 4, backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2_000 }) }),
+      host: () => noop,
+      global: retry(handleWhen(isTransientEtcdError), { maxAttempts: 5, backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2_000 }) }),
     },
   };
   if (s.username !== undefined && s.password !== undefined) options.auth = { username: s.username, password: s.password };
   if (s.tls) options.credentials = { rootCertificate: s.tls.ca, certChain: s.tls.cert, privateKey: s.tls.key };
   return new Etcd3(options);
+}
+
+/** etcd trouble that may pass (a member down, an election, a deadline); not an oversized response. */
+export function isTransientEtcdError(err: Error): boolean {
+  if (err instanceof GRPCResourceExhastedError) return false;
+  return isRecoverableError(err) || isBrokenCircuitError(err);
+}
+
+/**
+ * An error of the etcd client library (the adapter's boundary: callers that answer a client turn
+ * it into a retryable UNAVAILABLE rather than a generic INTERNAL).
+ */
+export function isEtcdClientError(err: unknown): boolean {
+  return err instanceof GRPCGenericError || err instanceof EtcdError || isBrokenCircuitError(err);
+}
+
+/** Keys (and values) per etcd range response in a paged read: far below the 4 MiB message cap. */
+export const PAGE_SIZE = 500;
+
+/** The first key after every key that starts with `prefix` (etcd's prefix range end). */
+export function prefixEnd(prefix: string): string {
+  return Range.prefix(prefix).end.toString();
+}
+
+/**
+ * Every key (and value, unless keysOnly) in [start, end), in key order, one bounded range
+ * request per page: no response ever holds more than `pageSize` keys.
+ */
+export async function* rangePages(
+  etcd: Etcd3,
+  range: { start: string; end: string },
+  o: { pageSize?: number; keysOnly?: boolean; descending?: boolean } = {},
+): AsyncGenerator<{ key: string; value: string }[]> {
+  const pageSize = o.pageSize ?? PAGE_SIZE;
+  let { start, end } = range;
+  for (;;) {
+    const res = await etcd.kv.range({
+      key: Buffer.from(start),
+      range_end: Buffer.from(end),
+      limit: pageSize,
+      sort_target: 'Key',
+      sort_order: o.descending ? 'Descend' : 'Ascend',
+      keys_only: o.keysOnly === true,
+    });
+    const page = res.kvs.map((kv) => ({ key: kv.key.toString(), value: o.keysOnly ? '' : kv.value.toString() }));
+    if (page.length > 0) yield page;
+    if (!res.more || page.length === 0) return;
+    const last = page[page.length - 1]!.key;
+    if (o.descending) end = last;
+    else start = `${last}\0`;
+  }
 }
 
 /** Reads a JSON value; undefined when the key is absent. */
@@ -46,15 +105,30 @@ export async function getJsonWithRevision<T>(etcd: Etcd3, key: string): Promise<
 
 /** All JSON values under a prefix, keyed by full key. */
 export async function listJson<T>(etcd: Etcd3, prefix: string): Promise<Map<string, T>> {
-  const all = await etcd.getAll().prefix(prefix).strings();
   const out = new Map<string, T>();
-  for (const [k, v] of Object.entries(all)) {
-    try {
-      out.set(k, JSON.parse(v) as T);
-    } catch {
-      // a foreign value under our prefix; skip it rather than fail the whole listing
+  for await (const page of rangePages(etcd, { start: prefix, end: prefixEnd(prefix) })) {
+    for (const { key, value } of page) {
+      try {
+        out.set(key, JSON.parse(value) as T);
+      } catch {
+        // a foreign value under our prefix; skip it rather than fail the whole listing
+      }
     }
   }
+  return out;
+}
+
+/** Every value under a prefix, keyed by full key, read in bounded pages. */
+export async function listStrings(etcd: Etcd3, prefix: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for await (const page of rangePages(etcd, { start: prefix, end: prefixEnd(prefix) })) for (const { key, value } of page) out[key] = value;
+  return out;
+}
+
+/** Every key under a prefix (keys only), read in bounded pages. */
+export async function listKeys(etcd: Etcd3, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const page of rangePages(etcd, { start: prefix, end: prefixEnd(prefix) }, { keysOnly: true })) for (const { key } of page) out.push(key);
   return out;
 }
 

@@ -11,6 +11,7 @@ import {
   type Client,
 } from '@grpc/grpc-js';
 import { AppError, GRPC_STATUS_BY_CODE, type ErrorCode } from './errors.js';
+import { isEtcdClientError } from './etcd.js';
 import type { Logger } from './logger.js';
 
 const ERROR_CODE_KEY = 'tessera-error-code';
@@ -23,6 +24,14 @@ export function toServiceError(err: unknown, log?: Logger): Partial<ServiceError
     md.set(ERROR_CODE_KEY, err.code);
     md.set(RETRYABLE_KEY, String(err.retryable));
     return { code: err.grpcStatus, details: err.message, message: err.message, metadata: md };
+  }
+  if (isEtcdClientError(err)) {
+    // The cluster store is unreachable or slow (a member down, an election, a deadline): the
+    // client may retry, unlike a bug.
+    log?.warn({ err }, 'etcd unavailable in handler');
+    md.set(ERROR_CODE_KEY, 'UNAVAILABLE');
+    md.set(RETRYABLE_KEY, 'true');
+    return { code: GrpcStatus.UNAVAILABLE, details: 'the cluster store is unavailable; retry', message: 'the cluster store is unavailable; retry', metadata: md };
   }
   log?.error({ err }, 'unexpected error in handler');
   md.set(ERROR_CODE_KEY, 'INTERNAL');

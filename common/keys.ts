@@ -33,6 +33,18 @@ export class Keys {
   queueEntry(priority: number, seq: string, jobId: string): string {
     return `${this.prefix}queue/${9 - priority}/${seq}-${jobId}`;
   }
+  /** Index of every job by state (active, finished and archived): `jobstate/<STATE>/<jobId>`, empty value. */
+  jobStates(): string { return `${this.prefix}jobstate/`; }
+  jobState(state: string): string { return `${this.prefix}jobstate/${state}/`; }
+  jobStateEntry(state: string, jobId: string): string { return `${this.prefix}jobstate/${state}/${jobId}`; }
+  /** Finished jobs whose working tree is still under `jobs/`, in order of finishing: `finished/<ms>-<jobId>`. */
+  finished(): string { return `${this.prefix}finished/`; }
+  finishedEntry(finishedAtMs: number, jobId: string): string { return `${this.prefix}finished/${String(finishedAtMs).padStart(15, '0')}-${jobId}`; }
+  /** The compact record of an archived job: `history/<jobId>`. */
+  history(): string { return `${this.prefix}history/`; }
+  historyEntry(jobId: string): string { return `${this.prefix}history/${jobId}`; }
+  /** Set once every job record written before the state index existed has been indexed. */
+  jobStateIndexed(): string { return `${this.prefix}meta/jobstate-indexed`; }
   idempotency(key: string): string { return `${this.prefix}idempotency/${key}`; }
   upload(jobId: string): string { return `${this.prefix}uploads/${jobId}`; }
   election(): string { return `${this.prefix}election/coordinator`; }

@@ -41,6 +41,19 @@ const shape = {
   /** Allow http(s) inputs from loopback/private/link-local addresses (off: SSRF protection). */
   HTTP_ALLOW_PRIVATE: bool.default(false),
   JOB_HISTORY_LIMIT: int(500, 10),
+  /**
+   * Finished jobs (SUCCEEDED, FAILED, CANCELLED) keep their whole tree in etcd (segments,
+   * checkpoints, full trail) this long, then move to a compact history record, ms.
+   */
+  HISTORY_ARCHIVE_AFTER_MS: int(600_000, 0),
+  /** History older than this (by finish time) is dropped, days (fractions allowed; 0: no age limit). Archives stay in S3. */
+  HISTORY_RETENTION_DAYS: z.coerce.number().min(0).default(30),
+  /** At most this many jobs are kept in history, oldest dropped first (0: no count limit). */
+  HISTORY_MAX_JOBS: int(10_000, 0),
+  /** How often the leader archives finished jobs and applies retention, ms. */
+  HISTORY_SWEEP_INTERVAL_MS: int(5_000, 50),
+  /** Jobs archived, and history records dropped, per sweep at most (bounds each tick's etcd work). */
+  HISTORY_SWEEP_BATCH: int(500, 1, 100_000),
   /** Bearer tokens (comma-separated). None set: no authentication (local default). */
   API_TOKENS: csv.default([]),
   READ_TOKENS: csv.default([]),

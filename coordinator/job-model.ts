@@ -128,3 +128,79 @@ export function toProtoJob(
     etaP90Sec: TERMINAL.has(rec.state) ? 0 : (progress?.etaP90Sec ?? 0),
   };
 }
+
+/**
+ * `history/<id>`: what is kept of a finished job once its working tree (segments, checkpoints,
+ * progress, plan, upload state) is deleted. About 1 KB: enough for GetJob, ListJobs and
+ * `tessera job <id>` to answer with the state, the result and the error.
+ */
+export interface HistoryRecord {
+  id: string;
+  state: JobStateName;
+  /** The spec as submitted, minus secrets: the input URI without query or credentials, no webhook URL. */
+  spec: JobSpec;
+  specHash: string;
+  errorCode?: string | undefined;
+  errorMessage?: string | undefined;
+  createdAtMs: number;
+  updatedAtMs: number;
+  finishedAtMs: number;
+  source?: SourceInfo | undefined;
+  /** The archive in S3 with each rendition's frames, duration, size and checksum. */
+  result?: JobResult | undefined;
+  /** The job's own state changes (segment entries are dropped). */
+  history: StatusChange[];
+  archivedAtMs: number;
+}
+
+/** The input as a user would recognise it, without a presigned query or credentials. */
+export function inputName(uri: string): string {
+  try {
+    const u = new URL(uri);
+    if (u.protocol === 'http:' || u.protocol === 'https:' || u.protocol === 's3:') return `${u.protocol}//${u.host}${u.pathname}`;
+  } catch {
+    // a local path
+  }
+  return uri;
+}
+
+/** The compact record of a finished job. */
+export function toHistoryRecord(rec: JobRecord, nowMs: number): HistoryRecord {
+  return {
+    id: rec.id,
+    state: rec.state,
+    spec: { ...rec.spec, inputUri: inputName(rec.spec.inputUri), webhookUrl: '' },
+    specHash: rec.specHash,
+    errorCode: rec.errorCode,
+    errorMessage: rec.errorMessage,
+    createdAtMs: rec.createdAtMs,
+    updatedAtMs: rec.updatedAtMs,
+    finishedAtMs: rec.finishedAtMs ?? rec.updatedAtMs,
+    source: rec.source,
+    result: rec.result,
+    history: rec.history.filter((h) => h.scope === 'job').slice(-20),
+    archivedAtMs: nowMs,
+  };
+}
+
+/** The client's view of an archived job: state, result and error; no segments any more. */
+export function historyToProtoJob(h: HistoryRecord): Job {
+  return {
+    id: h.id,
+    state: toProtoJobState(h.state),
+    spec: h.spec,
+    progress: h.state === 'SUCCEEDED' ? 100 : 0,
+    stage: h.state === 'SUCCEEDED' ? 'done' : h.state === 'FAILED' ? 'failed' : 'cancelled',
+    errorCode: h.errorCode ?? '',
+    errorMessage: h.errorMessage ?? '',
+    createdAtMs: h.createdAtMs,
+    updatedAtMs: h.updatedAtMs,
+    finishedAtMs: h.finishedAtMs,
+    source: h.source,
+    segments: [],
+    result: h.result,
+    history: h.history,
+    etaP50Sec: 0,
+    etaP90Sec: 0,
+  };
+}

@@ -12,6 +12,7 @@ import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import { safeField } from '../common/logger.js';
+import { ResilientWatch } from '../common/watch.js';
 import type { JobServiceServer, SubmitJobResponse, UploadChunk } from '../proto/gen/tessera/v1/jobs.js';
 import { JobSpec, type Job, type Plan } from '../proto/gen/tessera/v1/types.js';
 import { formatCommand, buildTranscodeArgs } from '../transcoder/ffmpeg-args.js';
@@ -153,9 +154,13 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
       let dirty = true;
       const poke = (): void => { dirty = true; wake?.(); };
       // Watch first, then read: no change can slip between the snapshot and the watch.
-      const w1 = await d.etcd.watch().key(d.keys.job(id)).create();
-      const w2 = await d.etcd.watch().prefix(`${d.keys.job(id)}/`).create();
-      for (const w of [w1, w2]) { w.on('put', poke); w.on('delete', poke); w.on('disconnected', poke); }
+      // Re-watched after compaction (a re-read follows): the stream never stalls on a dead watch.
+      const handlers = { put: poke, delete: poke, disconnected: poke, resync: poke };
+      const w1 = await ResilientWatch.open(d.etcd, { key: d.keys.job(id) }, handlers, log);
+      const w2 = await ResilientWatch.open(d.etcd, { prefix: `${d.keys.job(id)}/` }, handlers, log).catch(async (err: unknown) => {
+        await w1.cancel();
+        throw err;
+      });
       // Re-read now and then as well: a watch can lag. One timer per watcher, cleared at the end.
       const relist = setInterval(() => poke(), 5_000);
       const onAbort = (): void => wake?.();
@@ -197,8 +202,9 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
     listJobs: unary(log, async (req) => {
       const state = fromProtoJobState(req.state);
       const limit = req.limit > 0 ? Math.min(req.limit, 1000) : 50;
-      const recs = await store.list(limit, state);
-      return { jobs: await Promise.all(recs.map((r) => store.view(r.id))) };
+      const before = req.pageToken ? checkJobId(req.pageToken) : undefined;
+      const page = await store.listPage(limit, state ? [state] : undefined, before);
+      return { jobs: await store.summaries(page.ids), nextPageToken: page.next ?? '' };
     }),
   };
 }

@@ -1,9 +1,30 @@
 import type { Etcd3 } from 'etcd3';
+import { prefixEnd, rangePages } from '../common/etcd.js';
 import { AppError } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
 import type { CheckpointRecord, SegmentOwner } from '../common/records.js';
 import type { Job, StatusChange } from '../proto/gen/tessera/v1/types.js';
-import { TERMINAL, toProtoJob, type JobRecord, type JobStateName, type ProgressRecord, type SegmentRecord } from './job-model.js';
+import {
+  historyToProtoJob,
+  TERMINAL,
+  toHistoryRecord,
+  toProtoJob,
+  type HistoryRecord,
+  type JobRecord,
+  type JobStateName,
+  type ProgressRecord,
+  type SegmentRecord,
+} from './job-model.js';
+
+/** Every job state, in the order status reports them. */
+export const JOB_STATES: readonly JobStateName[] = ['QUEUED', 'PREPARING', 'RUNNING', 'FINALIZING', 'SUCCEEDED', 'FAILED', 'CANCELLED'];
+const IN_FLIGHT: readonly JobStateName[] = ['PREPARING', 'RUNNING', 'FINALIZING'];
+
+/** One page of a job listing, newest first; `next` continues after its last job. */
+export interface JobPage {
+  ids: string[];
+  next: string | undefined;
+}
 
 /**
  * The leader's fencing token: the create revision of its election key. Writes made by the
@@ -46,10 +67,11 @@ export class JobStore {
    * With an idempotency key already used: the same spec returns the existing job; another spec
    * is refused with IDEMPOTENCY_CONFLICT.
    */
-  async create(rec: JobRecord, idempotencyKey: string | undefined): Promise<{ job: JobRecord; created: boolean }> {
+  async create(rec: JobRecord, idempotencyKey: string | undefined): Promise<{ job: Pick<JobRecord, 'id'>; created: boolean }> {
     const ops = [
       this.etcd.put(this.keys.job(rec.id)).value(JSON.stringify(rec)),
       this.etcd.put(rec.queueKey).value(rec.id),
+      this.etcd.put(this.keys.jobStateEntry(rec.state, rec.id)).value(''),
     ];
     if (!idempotencyKey) {
       await this.etcd.if(this.keys.job(rec.id), 'Create', '==', 0).then(...ops).commit();
@@ -69,8 +91,9 @@ export class JobStore {
       if (prior.specHash !== rec.specHash) {
         throw new AppError('IDEMPOTENCY_CONFLICT', `idempotency key "${idempotencyKey}" was already used for job ${prior.jobId} with a different spec`);
       }
-      const existing = await this.get(prior.jobId);
-      if (existing) return { job: existing, created: false };
+      if ((await this.get(prior.jobId)) ?? (await this.getHistory(prior.jobId))) return { job: { id: prior.jobId }, created: false };
+      // The job it named is gone (past retention): the key is free again, unless it moved meanwhile.
+      await this.etcd.if(idemKey, 'Mod', '==', kv.mod_revision).then(this.etcd.delete().key(idemKey)).commit();
     }
     throw new AppError('UNAVAILABLE', 'could not settle the idempotency key; retry');
   }
@@ -90,11 +113,13 @@ export class JobStore {
   async tree(jobId: string): Promise<{ rec: JobRecord; segments: SegmentRecord[]; checkpoints: Map<number, CheckpointRecord>; progress: ProgressRecord | undefined } | undefined> {
     const rec = await this.get(jobId);
     if (!rec) return undefined;
-    const sub = await this.etcd.getAll().prefix(`${this.keys.job(jobId)}/`).strings();
+    const sub: [string, string][] = [];
+    const treePrefix = `${this.keys.job(jobId)}/`;
+    for await (const page of rangePages(this.etcd, { start: treePrefix, end: prefixEnd(treePrefix) })) for (const kv of page) sub.push([kv.key, kv.value]);
     const segments: SegmentRecord[] = [];
     const checkpoints = new Map<number, CheckpointRecord>();
     let progress: ProgressRecord | undefined;
-    for (const [k, v] of Object.entries(sub)) {
+    for (const [k, v] of sub) {
       let m: RegExpExecArray | null;
       if ((m = SEGMENT_KEY.exec(k))) segments.push(JSON.parse(v) as SegmentRecord);
       else if ((m = CHECKPOINT_KEY.exec(k))) checkpoints.set(Number(m[1]), JSON.parse(v) as CheckpointRecord);
@@ -103,22 +128,122 @@ export class JobStore {
     return { rec, segments, checkpoints, progress };
   }
 
+  /** The client's view of a job: from its working tree, or from history once archived. */
   async view(jobId: string): Promise<Job> {
     const t = await this.tree(jobId);
-    if (!t) throw new AppError('JOB_NOT_FOUND', `no job with id ${jobId}`);
-    return toProtoJob(t.rec, t.segments, t.checkpoints, t.progress);
+    if (t) return toProtoJob(t.rec, t.segments, t.checkpoints, t.progress);
+    const h = await this.getHistory(jobId);
+    if (h) return historyToProtoJob(h);
+    throw new AppError('JOB_NOT_FOUND', `no job with id ${jobId}`);
   }
 
-  /** Job records, newest first. */
-  async list(limit: number, state?: JobStateName): Promise<JobRecord[]> {
-    const all = await this.etcd.getAll().prefix(this.keys.jobs()).strings();
-    const recs: JobRecord[] = [];
-    for (const [k, v] of Object.entries(all)) {
-      if (k.slice(this.keys.jobs().length).includes('/')) continue;
-      const rec = JSON.parse(v) as JobRecord;
-      if (!state || rec.state === state) recs.push(rec);
+  async getHistory(jobId: string): Promise<HistoryRecord | undefined> {
+    const raw = await this.etcd.get(this.keys.historyEntry(jobId)).string();
+    return raw === null ? undefined : (JSON.parse(raw) as HistoryRecord);
+  }
+
+  /**
+   * One page of job ids, newest first (ids sort by submission time), from the state index: one
+   * keys-only range of at most `pageSize + 1` keys per state asked for, whatever etcd holds.
+   * `before` is the last id of the previous page.
+   */
+  async listPage(pageSize: number, states: readonly JobStateName[] = JOB_STATES, before?: string): Promise<JobPage> {
+    const per = await Promise.all(
+      states.map(async (st) => {
+        const prefix = this.keys.jobState(st);
+        const res = await this.etcd.kv.range({
+          key: Buffer.from(prefix),
+          range_end: Buffer.from(before ? prefix + before : prefixEnd(prefix)),
+          limit: pageSize + 1,
+          sort_target: 'Key',
+          sort_order: 'Descend',
+          keys_only: true,
+        });
+        return res.kvs.map((kv) => kv.key.toString().slice(prefix.length));
+      }),
+    );
+    const ids = [...new Set(per.flat())].sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
+    if (ids.length <= pageSize) return { ids, next: undefined };
+    const page = ids.slice(0, pageSize);
+    return { ids: page, next: page[page.length - 1] };
+  }
+
+  /**
+   * The listing view of jobs, in the order given: state, progress, stage, spec, result, error
+   * and trail, without segments (GetJob has them). Jobs are read in one transaction per 40 (a
+   * record, its history record and its progress each: 120 reads, under etcd's 128 operations
+   * per transaction), not one round trip per key; a job gone meanwhile is left out.
+   */
+  async summaries(ids: readonly string[]): Promise<Job[]> {
+    const chunks: string[][] = [];
+    for (let i = 0; i < ids.length; i += 40) chunks.push(ids.slice(i, i + 40));
+    const read = async (chunk: string[]): Promise<(Job | undefined)[]> => {
+      const res = await this.etcd.kv.txn({
+        compare: [],
+        success: chunk.flatMap((id) => [this.keys.job(id), this.keys.historyEntry(id), this.keys.jobProgress(id)].map((k) => ({ request_range: { key: Buffer.from(k) } }))),
+      });
+      return chunk.map((_, i) => {
+        const value = (n: number): string | undefined => res.responses[i * 3 + n]?.response_range.kvs[0]?.value.toString();
+        const rec = value(0);
+        if (rec !== undefined) {
+          const progress = value(2);
+          return toProtoJob(JSON.parse(rec) as JobRecord, [], new Map(), progress === undefined ? undefined : (JSON.parse(progress) as ProgressRecord));
+        }
+        const h = value(1);
+        return h === undefined ? undefined : historyToProtoJob(JSON.parse(h) as HistoryRecord);
+      });
+    };
+    const out = (await Promise.all(chunks.map(read))).flat();
+    return out.filter((j): j is Job => j !== undefined);
+  }
+
+  /**
+   * Indexes job records written before the state index existed (a cluster upgraded with jobs in
+   * etcd): their state entry, and the archive queue entry of finished ones. Runs once per
+   * cluster (a marker key records it), reading `jobs/` in bounded keys-only pages and each
+   * record once (again if it changed in between).
+   */
+  async ensureStateIndex(): Promise<number> {
+    if ((await this.etcd.get(this.keys.jobStateIndexed()).string()) !== null) return 0;
+    let indexed = 0;
+    const prefix = this.keys.jobs();
+    for await (const page of rangePages(this.etcd, { start: prefix, end: prefixEnd(prefix) }, { keysOnly: true, pageSize: 1_000 })) {
+      const ids = page.map((kv) => kv.key.slice(prefix.length)).filter((rest) => rest.length > 0 && !rest.includes('/'));
+      await Promise.all(ids.map(async (id) => {
+        for (let i = 0; i < 20; i++) {
+          const cur = await this.getWithRevision(id);
+          if (!cur) return;
+          const entry = this.keys.jobStateEntry(cur.rec.state, id);
+          if ((await this.etcd.get(entry).exists())) return;
+          const ops = [this.etcd.put(entry).value('')];
+          if (TERMINAL.has(cur.rec.state)) ops.push(this.etcd.put(this.keys.finishedEntry(cur.rec.finishedAtMs ?? cur.rec.updatedAtMs, id)).value(id));
+          // Only if the record is still what was read (else read it again).
+          const res = await this.etcd.if(this.keys.job(id), 'Mod', '==', cur.rev).then(...ops).commit();
+          if (res.succeeded) {
+            indexed++;
+            return;
+          }
+        }
+      }));
     }
-    return recs.sort((a, b) => b.createdAtMs - a.createdAtMs || (a.id < b.id ? 1 : -1)).slice(0, limit);
+    await this.etcd.put(this.keys.jobStateIndexed()).value(JSON.stringify({ atMs: Date.now(), indexed }));
+    return indexed;
+  }
+
+  /** Jobs per state, counted by etcd (count-only ranges on the state index): no record is read. */
+  async countByState(): Promise<Map<JobStateName, number>> {
+    const counts = await Promise.all(JOB_STATES.map((st) => this.etcd.getAll().prefix(this.keys.jobState(st)).count()));
+    return new Map(JOB_STATES.map((st, i) => [st, counts[i] ?? 0]));
+  }
+
+  /** Ids of jobs a leader must drive (PREPARING, RUNNING, FINALIZING), page by page. */
+  async *inFlightIds(): AsyncGenerator<string[]> {
+    for (const st of IN_FLIGHT) {
+      const prefix = this.keys.jobState(st);
+      for await (const page of rangePages(this.etcd, { start: prefix, end: prefixEnd(prefix) }, { keysOnly: true })) {
+        yield page.map((kv) => kv.key.slice(prefix.length));
+      }
+    }
   }
 
   private history(rec: JobRecord, entries: StatusChange[]): StatusChange[] {
@@ -143,7 +268,11 @@ export class JobStore {
       next.updatedAtMs = Date.now();
       let cmp = this.etcd.if(this.keys.job(jobId), 'Mod', '==', cur.rev);
       if (opts.fence) cmp = cmp.and(opts.fence.key, 'Create', '==', opts.fence.createRevision);
-      const puts = [this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)), ...(opts.extraPuts ?? []).map(([k, v]) => this.etcd.put(k).value(v))];
+      const puts = [
+        this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)),
+        ...(opts.extraPuts ?? []).map(([k, v]) => this.etcd.put(k).value(v)),
+        ...this.indexOps(cur.rec, next),
+      ];
       const res = await cmp.then(...puts).commit();
       if (res.succeeded) return { rec: next, revision: res.header.revision, changed: true };
       if (opts.fence) {
@@ -155,6 +284,22 @@ export class JobStore {
       }
     }
     throw new AppError('UNAVAILABLE', `too much contention on job ${jobId}`);
+  }
+
+  /**
+   * The state index follows the record in the same transaction; a job that just finished joins
+   * the queue of trees to archive.
+   */
+  private indexOps(prev: JobRecord, next: JobRecord): (ReturnType<Etcd3['put']> | ReturnType<Etcd3['delete']>)[] {
+    if (prev.state === next.state) return [];
+    const ops: (ReturnType<Etcd3['put']> | ReturnType<Etcd3['delete']>)[] = [
+      this.etcd.delete().key(this.keys.jobStateEntry(prev.state, next.id)),
+      this.etcd.put(this.keys.jobStateEntry(next.state, next.id)).value(''),
+    ];
+    if (TERMINAL.has(next.state) && !TERMINAL.has(prev.state)) {
+      ops.push(this.etcd.put(this.keys.finishedEntry(next.finishedAtMs ?? next.updatedAtMs, next.id)).value(next.id));
+    }
+    return ops;
   }
 
   /** Moves a job to a new state with a trail entry; refuses to leave a terminal state. */
@@ -303,11 +448,94 @@ export class JobStore {
       const res = await this.etcd
         .if(this.keys.job(jobId), 'Mod', '==', cur.rev)
         .and(fence.key, 'Create', '==', fence.createRevision)
-        .then(this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)), this.etcd.delete().key(queueKey))
+        .then(this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)), this.etcd.delete().key(queueKey), ...this.indexOps(cur.rec, next))
         .commit();
       if (res.succeeded) return next;
     }
     return undefined;
+  }
+
+  /**
+   * Finished jobs whose tree is still under `jobs/` and that finished before `finishedBeforeMs`,
+   * oldest first, at most `limit` (one bounded range).
+   */
+  async finishedDue(finishedBeforeMs: number, limit: number): Promise<{ key: string; jobId: string }[]> {
+    const res = await this.etcd.kv.range({
+      key: Buffer.from(this.keys.finished()),
+      range_end: Buffer.from(this.keys.finishedEntry(finishedBeforeMs, '')),
+      limit,
+      sort_target: 'Key',
+      sort_order: 'Ascend',
+    });
+    return res.kvs.map((kv) => ({ key: kv.key.toString(), jobId: kv.value.toString() }));
+  }
+
+  /**
+   * Moves a finished job to history in one transaction: the compact record is written and the
+   * working tree (record, segments, owners, checkpoints, progress, plan, webhook marks) and the
+   * uploader's record of its multipart upload are deleted. The state index entry stays (it now
+   * points at history) and so does the idempotency key (a retried submit still finds the job);
+   * both go when retention drops the history record. The archive in S3 is not touched.
+   */
+  async archive(finishedKey: string, jobId: string, nowMs = Date.now()): Promise<'archived' | 'gone' | 'busy'> {
+    const cur = await this.getWithRevision(jobId);
+    if (!cur) {
+      await this.etcd.delete().key(finishedKey);
+      return 'gone';
+    }
+    if (!TERMINAL.has(cur.rec.state)) return 'busy';
+    const tree = `${this.keys.job(jobId)}/`;
+    const res = await this.etcd
+      .if(this.keys.job(jobId), 'Mod', '==', cur.rev)
+      .then(
+        this.etcd.put(this.keys.historyEntry(jobId)).value(JSON.stringify(toHistoryRecord(cur.rec, nowMs))),
+        this.etcd.delete().key(this.keys.job(jobId)),
+        this.etcd.delete().prefix(tree),
+        this.etcd.delete().key(this.keys.upload(jobId)),
+        this.etcd.delete().key(finishedKey),
+      )
+      .commit();
+    return res.succeeded ? 'archived' : 'busy';
+  }
+
+  /**
+   * Drops history past retention, oldest submitted first: records beyond `maxJobs` (0: no
+   * count limit) and records of jobs that finished more than `maxAgeMs` ago (0: no age limit),
+   * at most `limit` per call, each with its state index entry and idempotency key. History is
+   * ordered by submission, so the age pass stops at the first record still young: a job that
+   * ran for long may hold back younger records by its own run time, no more.
+   */
+  async dropExpiredHistory(o: { maxJobs: number; maxAgeMs: number; limit: number; nowMs?: number }): Promise<number> {
+    const now = o.nowMs ?? Date.now();
+    let excess = o.maxJobs > 0 ? Math.max(0, (await this.etcd.getAll().prefix(this.keys.history()).count()) - o.maxJobs) : 0;
+    let dropped = 0;
+    const prefix = this.keys.history();
+    scan: for await (const page of rangePages(this.etcd, { start: prefix, end: prefixEnd(prefix) }, { pageSize: Math.min(o.limit, 500) })) {
+      for (const kv of page) {
+        if (dropped >= o.limit) break scan;
+        let h: HistoryRecord;
+        try {
+          h = JSON.parse(kv.value) as HistoryRecord;
+        } catch {
+          continue; // not ours
+        }
+        const expired = o.maxAgeMs > 0 && h.finishedAtMs < now - o.maxAgeMs;
+        if (excess <= 0 && !expired) break scan;
+        const res = await this.etcd
+          .if(kv.key, 'Mod', '>', 0)
+          .then(this.etcd.delete().key(kv.key), this.etcd.delete().key(this.keys.jobStateEntry(h.state, h.id)))
+          .commit();
+        if (!res.succeeded) continue;
+        excess--;
+        dropped++;
+        if (h.spec.idempotencyKey) {
+          const idem = this.keys.idempotency(h.spec.idempotencyKey);
+          // Only if it still names this job (the exact value create() wrote).
+          await this.etcd.if(idem, 'Value', '==', JSON.stringify({ jobId: h.id, specHash: h.specHash })).then(this.etcd.delete().key(idem)).commit();
+        }
+      }
+    }
+    return dropped;
   }
 
   /** Cancels a job from any coordinator: terminal at once; the leader's runner sees it and stops. */

@@ -1,6 +1,8 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, Lease } from 'etcd3';
 import type { Logger } from '../common/logger.js';
+import { backoffDelay } from '../common/retry.js';
+import { ResilientWatch } from '../common/watch.js';
 import type { LeaderFence } from './job-store.js';
 
 /**
@@ -38,12 +40,21 @@ export class LeaderElection extends EventEmitter<{ elected: [LeaderFence]; depos
 
   /** Runs the campaign loop in the background. */
   start(): void {
-    void this.loop();
+    void this.loop().catch((err: unknown) => this.log.error({ err }, 'leader election loop failed'));
   }
 
   private async loop(): Promise<void> {
-    const watcher = await this.etcd.watch().key(this.key).create();
-    watcher.on('delete', () => this.wake?.());
+    // The leader key going away wakes the campaign at once; a watch that ended (compaction)
+    // is created again, and the timer below campaigns anyway every third of a TTL.
+    let watcher: ResilientWatch | undefined;
+    for (let attempt = 0; !watcher && !this.closed; attempt++) {
+      try {
+        watcher = await ResilientWatch.open(this.etcd, { key: this.key }, { delete: () => this.wake?.(), resync: () => this.wake?.() }, this.log);
+      } catch (err) {
+        this.log.warn({ err }, 'could not watch the leader key; retrying');
+        await new Promise((r) => setTimeout(r, backoffDelay(attempt, 250, 5_000) + 250));
+      }
+    }
     while (!this.closed) {
       try {
         if (!this.fence) await this.campaign();
@@ -55,7 +66,7 @@ export class LeaderElection extends EventEmitter<{ elected: [LeaderFence]; depos
         setTimeout(resolve, Math.max(500, (this.ttlSec * 1000) / 3));
       });
     }
-    await watcher.cancel();
+    await watcher?.cancel();
   }
 
   private async campaign(): Promise<void> {

@@ -16,6 +16,7 @@ import { grpcHealth } from '../common/health-client.js';
 import { channelCredentials } from '../common/tls.js';
 import { loadConfig } from './config.js';
 import { jobServiceHandlers } from './job-service.js';
+import { HistorySweeper } from './history-sweeper.js';
 import { JobStore } from './job-store.js';
 import { LeaderElection } from './leader.js';
 import { coordinatorMetrics } from './metrics.js';
@@ -100,6 +101,15 @@ async function main(): Promise<void> {
     const a = autoscaler;
     life.onStop('autoscaler', () => a.stop());
   }
+  const history = new HistorySweeper(store, {
+    archiveAfterMs: cfg.HISTORY_ARCHIVE_AFTER_MS,
+    maxAgeMs: Math.round(cfg.HISTORY_RETENTION_DAYS * 86_400_000),
+    maxJobs: cfg.HISTORY_MAX_JOBS,
+    batch: cfg.HISTORY_SWEEP_BATCH,
+    intervalMs: cfg.HISTORY_SWEEP_INTERVAL_MS,
+  }, () => election.isLeader, log.child({ component: 'history' }));
+  history.start();
+  life.onStop('history sweeper', () => history.stop());
   election.on('elected', () => metrics.isLeader.set(1));
   election.on('deposed', () => metrics.isLeader.set(0));
   election.start();

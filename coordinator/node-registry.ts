@@ -1,7 +1,9 @@
 import { EventEmitter } from 'node:events';
-import type { Etcd3, Watcher } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
+import { listKeys, listStrings } from '../common/etcd.js';
 import type { Keys } from '../common/keys.js';
 import { SerialRunner } from '../common/serial-runner.js';
+import { ResilientWatch } from '../common/watch.js';
 import type { Logger } from '../common/logger.js';
 import type { NodeRecord, NodeStats, UploaderRecord } from '../common/records.js';
 
@@ -42,7 +44,7 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
   private stats = new Map<string, NodeStats>();
   private drains = new Set<string>();
   private uploaders = new Map<string, UploaderRecord>();
-  private watchers: Watcher[] = [];
+  private watchers: ResilientWatch[] = [];
   private timer: NodeJS.Timeout | undefined;
   private admissions = new Map<string, Admission>();
 
@@ -60,31 +62,30 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
   }
 
   async start(): Promise<void> {
+    // Every watch re-watches after compaction and then re-lists (ResilientWatch).
     for (const prefix of [this.keys.nodes(), this.keys.drains(), this.keys.uploaders()]) {
-      const w = await this.etcd.watch().prefix(prefix).create();
-      w.on('put', () => this.scheduleRelist());
-      w.on('delete', () => this.scheduleRelist());
-      w.on('error', (err) => this.log.warn({ err }, 'registry watch error'));
-      this.watchers.push(w);
+      const relist = (): void => this.scheduleRelist();
+      this.watchers.push(await ResilientWatch.open(this.etcd, { prefix }, { put: relist, delete: relist, resync: relist }, this.log));
     }
     // Load figures change all the time (every agent, every few seconds): each event updates its
     // node's entry instead of re-listing the whole registry (a re-list per heartbeat took a fifth
     // of the coordinator's CPU with 100 agents). The periodic re-list still reconciles.
     const statsPrefix = this.keys.prefix + 'nodestats/';
-    const ws = await this.etcd.watch().prefix(statsPrefix).create();
-    ws.on('put', (kv) => {
-      try {
-        this.stats.set(kv.key.toString().slice(statsPrefix.length), JSON.parse(kv.value.toString()) as NodeStats);
+    const ws = await ResilientWatch.open(this.etcd, { prefix: statsPrefix }, {
+      resync: () => this.scheduleRelist(),
+      put: (kv) => {
+        try {
+          this.stats.set(kv.key.toString().slice(statsPrefix.length), JSON.parse(kv.value.toString()) as NodeStats);
+          this.views = undefined;
+        } catch (err) {
+          this.log.warn({ err, key: kv.key.toString() }, 'unreadable node stats');
+        }
+      },
+      delete: (kv) => {
+        this.stats.delete(kv.key.toString().slice(statsPrefix.length));
         this.views = undefined;
-      } catch (err) {
-        this.log.warn({ err, key: kv.key.toString() }, 'unreadable node stats');
-      }
-    });
-    ws.on('delete', (kv) => {
-      this.stats.delete(kv.key.toString().slice(statsPrefix.length));
-      this.views = undefined;
-    });
-    ws.on('error', (err) => this.log.warn({ err }, 'registry watch error'));
+      },
+    }, this.log);
     this.watchers.push(ws);
     await this.relist();
     this.timer = setInterval(() => this.scheduleRelist(), this.relistMs);
@@ -105,10 +106,11 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
 
   private async relist(): Promise<void> {
     const [nodes, drains, uploaders, stats] = await Promise.all([
-      this.etcd.getAll().prefix(this.keys.nodes()).strings(),
-      this.etcd.getAll().prefix(this.keys.drains()).keys(),
-      this.etcd.getAll().prefix(this.keys.uploaders()).strings(),
-      this.etcd.getAll().prefix(this.keys.prefix + 'nodestats/').strings(),
+      // Paged: no response grows with the fleet past etcd's message cap.
+      listStrings(this.etcd, this.keys.nodes()),
+      listKeys(this.etcd, this.keys.drains()),
+      listStrings(this.etcd, this.keys.uploaders()),
+      listStrings(this.etcd, this.keys.prefix + 'nodestats/'),
     ]);
     const next = new Map<string, NodeRecord>();
     for (const v of Object.values(nodes)) {

@@ -1,9 +1,10 @@
 import { setMaxListeners } from 'node:events';
-import type { Etcd3, Watcher } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { AppError, errorMessage } from '../common/errors.js';
-import { withEtcdRetry } from '../common/etcd-retry.js';
 import type { Keys } from '../common/keys.js';
+import { backoffDelay, sleep } from '../common/retry.js';
 import { SerialRunner } from '../common/serial-runner.js';
+import { ResilientWatch } from '../common/watch.js';
 import type { Logger } from '../common/logger.js';
 import { TERMINAL, type JobRecord } from './job-model.js';
 import type { JobStore, LeaderFence } from './job-store.js';
@@ -17,7 +18,6 @@ import type { LeaderElection } from './leader.js';
 export class Scheduler {
   private running = new Map<string, { abort: AbortController; done: Promise<void> }>();
   private fence: LeaderFence | undefined;
-  private watcher: Watcher | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly filler = new SerialRunner(() => this.fill(), (err) => this.log.warn({ err }, 'scheduling pass failed'));
 
@@ -37,29 +37,26 @@ export class Scheduler {
   }
 
   async start(): Promise<void> {
-    this.watcher = await this.etcd.watch().prefix(this.keys.jobs()).create();
-    this.watcher.on('put', (kv) => this.onJobPut(kv.key.toString(), kv.value.toString()));
-    const queueWatch = await this.etcd.watch().prefix(this.keys.queue()).create();
-    queueWatch.on('put', () => this.kick());
-    const oldCancel = this.watcher;
-    this.stopWatches = async () => { await oldCancel.cancel(); await queueWatch.cancel(); };
+    // Both re-watch after compaction; what the lost events would have said is re-read then.
+    const jobsWatch = await ResilientWatch.open(this.etcd, { prefix: this.keys.jobs() }, {
+      put: (kv) => this.onJobPut(kv.key.toString(), kv.value.toString()),
+      resync: () => void this.recheckRunning().catch((err: unknown) => this.log.warn({ err }, 'could not re-read running jobs')),
+    }, this.log);
+    const queueWatch = await ResilientWatch.open(this.etcd, { prefix: this.keys.queue() }, { put: () => this.kick(), resync: () => this.kick() }, this.log);
+    this.stopWatches = async () => { await jobsWatch.cancel(); await queueWatch.cancel(); };
     this.election.on('elected', (fence) => {
       this.fence = fence;
-      // Elected right after an etcd outage, the listing may fail at first: retried for this term.
-      void withEtcdRetry('resume jobs in flight', () => this.resumeInFlight(fence), { log: this.log, signal: this.termSignal(fence) })
-        .catch((err: unknown) => { if (this.fence === fence) this.log.error({ err }, 'could not resume the jobs in flight'); })
-        .finally(() => this.kick());
+      void this.resumeUntilDone(fence);
     });
     this.election.on('deposed', () => {
       this.fence = undefined;
-      this.term?.abort(new AppError('NOT_LEADER', 'leadership lost'));
-      this.term = undefined;
       for (const r of this.running.values()) r.abort.abort(new AppError('NOT_LEADER', 'leadership lost'));
     });
     this.timer = setInterval(() => this.kick(), 1_000);
   }
 
   private stopWatches: () => Promise<void> = async () => undefined;
+  private readonly closing = new AbortController();
 
   private onJobPut(key: string, value: string): void {
     const rest = key.slice(this.keys.jobs().length);
@@ -73,6 +70,14 @@ export class Scheduler {
     if (this.fence) this.onRecord(rec);
     const r = this.running.get(rest);
     if (r && rec.state === 'CANCELLED') r.abort.abort(new AppError('CANCELLED', 'job cancelled'));
+  }
+
+  /** After a gap in the jobs watch: a job cancelled meanwhile stops now; webhooks see each record. */
+  private async recheckRunning(): Promise<void> {
+    for (const id of [...this.running.keys()]) {
+      const rec = await this.store.get(id);
+      if (rec) this.onJobPut(this.keys.job(id), JSON.stringify(rec));
+    }
   }
 
   /** Fills free job slots from the queue (coalesced). */
@@ -93,24 +98,35 @@ export class Scheduler {
     }
   }
 
-  private term: AbortController | undefined;
-
-  /** Aborted when this leader term ends (deposed, stopped). */
-  private termSignal(fence: LeaderFence): AbortSignal {
-    if (!this.term || this.fence !== fence) {
-      this.term?.abort(new AppError('NOT_LEADER', 'leadership changed'));
-      this.term = new AbortController();
+  /**
+   * Resumes the jobs a previous leader left in flight, retrying with backoff for as long as this
+   * term lasts: etcd trouble at the moment of election must neither leave them orphaned nor
+   * surface as an unhandled rejection.
+   */
+  private async resumeUntilDone(fence: LeaderFence): Promise<void> {
+    for (let attempt = 0; this.fence === fence && !this.closing.signal.aborted; attempt++) {
+      try {
+        await this.resumeInFlight(fence);
+        break;
+      } catch (err) {
+        const delayMs = backoffDelay(attempt, 250, 10_000) + 250;
+        this.log.warn({ err, attempt: attempt + 1, retryInMs: delayMs }, 'could not resume the jobs left in flight; retrying');
+        await sleep(delayMs, this.closing.signal).catch(() => undefined);
+      }
     }
-    return this.term.signal;
+    this.kick();
   }
 
+  /** Launches a runner for every job in PREPARING, RUNNING or FINALIZING (the state index, paged; built first on an upgraded cluster). */
   private async resumeInFlight(fence: LeaderFence): Promise<void> {
-    if (this.fence !== fence) return;
-    const jobs = await this.store.list(100_000);
-    for (const j of jobs) {
-      if (!TERMINAL.has(j.state) && j.state !== 'QUEUED' && !this.running.has(j.id)) {
-        this.log.info({ jobId: j.id, state: j.state }, 'resuming job left in flight');
-        this.launch(j.id, fence);
+    const indexed = await this.store.ensureStateIndex();
+    if (indexed > 0) this.log.info({ indexed }, 'indexed job records written before the state index');
+    for await (const ids of this.store.inFlightIds()) {
+      for (const id of ids) {
+        if (this.fence !== fence) return;
+        if (this.running.has(id)) continue;
+        this.log.info({ jobId: id }, 'resuming job left in flight');
+        this.launch(id, fence);
       }
     }
   }
@@ -173,11 +189,11 @@ export class Scheduler {
 
   /** Stops scheduling and aborts runners (their jobs stay in etcd for the next leader). */
   async stop(): Promise<void> {
+    this.closing.abort();
     if (this.timer) clearInterval(this.timer);
     for (const t of this.relaunches) clearTimeout(t);
     this.relaunches.clear();
     this.fence = undefined;
-    this.term?.abort(new AppError('NOT_LEADER', 'coordinator shutting down'));
     for (const r of this.running.values()) r.abort.abort(new AppError('NOT_LEADER', 'coordinator shutting down'));
     await Promise.allSettled([...this.running.values()].map((r) => r.done));
     await this.stopWatches();

@@ -94,7 +94,8 @@ export class WebhookNotifier {
         });
         await res.body?.cancel();
         if (res.ok) {
-          await this.etcd.put(key).value(JSON.stringify([...done, state]));
+          // Only while the job's tree exists: once moved to history the mark would be orphaned.
+          await this.etcd.if(this.keys.job(rec.id), 'Create', '>', 0).then(this.etcd.put(key).value(JSON.stringify([...done, state]))).commit();
           this.log.info({ jobId: rec.id, state, attempt }, 'webhook delivered');
           return;
         }

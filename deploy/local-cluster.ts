@@ -144,7 +144,7 @@ export class LocalCluster {
       const dataDir = join(this.o.dir, 'etcd', s.name);
       await rm(dataDir, { recursive: true, force: true });
       await mkdir(dataDir, { recursive: true });
-      this.spawn(s.name, 'etcd', 'etcd', [
+      this.etcdMembers.set(s.name, { port: s.client, args: [
         '--name', s.name,
         '--data-dir', dataDir,
         '--listen-client-urls', `${scheme}://127.0.0.1:${s.client}`,
@@ -157,13 +157,30 @@ export class LocalCluster {
         '--heartbeat-interval', '100',
         '--election-timeout', '1000',
         '--log-level', 'warn',
-      ], {}, s.client);
+      ] });
+      this.spawn(s.name, 'etcd', 'etcd', this.etcdMembers.get(s.name)!.args, {}, s.client);
     }
     this.etcdEndpoints = specs.map((s) => `${scheme}://127.0.0.1:${s.client}`);
     this.etcd = this.newEtcdClient();
+    await this.etcdHealthy();
+  }
+
+  /** How each etcd member was started (a restart re-uses its data dir, ports and flags). */
+  private readonly etcdMembers = new Map<string, { port: number; args: string[] }>();
+
+  /** Kills one etcd member (`etcd0`…) and starts it again on its data dir: a member restart. */
+  async restartEtcd(name: string): Promise<void> {
+    const m = this.etcdMembers.get(name);
+    if (!m) throw new Error(`no etcd member ${name}`);
+    await this.stopProcess(name, 'SIGKILL');
+    this.spawn(name, 'etcd', 'etcd', m.args, {}, m.port);
+    await this.etcdHealthy();
+  }
+
+  private async etcdHealthy(): Promise<void> {
     await waitFor(async () => {
       try {
-        await this.etcd!.get('health').options({ deadline: new Date(Date.now() + 1000) }).string();
+        await this.client().get('health').options({ deadline: new Date(Date.now() + 1000) }).string();
         return true;
       } catch {
         return false;

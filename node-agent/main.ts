@@ -145,7 +145,7 @@ async function main(): Promise<void> {
       .then(() => etcd.delete().key(keys.nodeDrain(cfg.NODE_ID)).catch(() => undefined))
       .then(() => life.stop('drained'))
       .then(() => process.exit(0));
-  });
+  }, log);
   life.onStop('drain watch', stopDrainWatch);
   life.onStop('drain', () => drain('shutdown'));
 

@@ -29,7 +29,7 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
                     [--idempotency-key K] [--remote]   (--remote: the path is on the coordinator, inside its input root)
                     [--deinterlace frame|field] [--audio-tracks 0,2] [--stereo-downmix]
                     rungs: height[:kbps[:codec[:preset[:sdr|hdr]]]]; heights name the short side (portrait 720 = 720x1280)
-  tessera jobs [--limit 50] [--json]       list jobs
+  tessera jobs [--limit 50] [--page-token T] [--json]   list jobs, newest first (finished ones from history)
   tessera job <id> [--json]                one job with its segments and status trail
   tessera cancel <id>                      cancel a job
   tessera nodes [--json]                   node agents
@@ -64,6 +64,7 @@ const { values: flags, positionals } = parseArgs({
     'frame-rate': { type: 'string' },
     remote: { type: 'boolean' },
     limit: { type: 'string' },
+    'page-token': { type: 'string' },
     once: { type: 'boolean' },
     autoscale: { type: 'boolean' },
     'min-nodes': { type: 'string' },
@@ -358,9 +359,12 @@ async function main(): Promise<number> {
     case 'jobs': {
       const c = client();
       try {
-        const jobs = await c.list({ limit: Number(flags.limit ?? 50) });
+        const { jobs, nextPageToken } = await c.listPage({ limit: Number(flags.limit ?? 50), pageToken: flags['page-token'] ?? '' });
         if (flags.json) out(JSON.stringify(jobs, null, 2));
-        else out(table([['job', 'state', 'progress', 'created', 'input'], ...jobs.map((j) => [j.id, stateName(j.state), `${j.progress.toFixed(0)}%`, new Date(j.createdAtMs).toISOString(), j.spec?.inputUri ?? ''])]));
+        else {
+          out(table([['job', 'state', 'progress', 'created', 'input'], ...jobs.map((j) => [j.id, stateName(j.state), `${j.progress.toFixed(0)}%`, new Date(j.createdAtMs).toISOString(), j.spec?.inputUri ?? ''])]));
+          if (nextPageToken) out(`more: tessera jobs --page-token ${nextPageToken}`);
+        }
       } finally { c.close(); }
       return 0;
     }

@@ -140,10 +140,14 @@ export class TesseraClient {
   }
 
   async list(opts: { limit?: number; state?: JobState } = {}): Promise<Job[]> {
-    const res = await this.idempotent(() =>
-      this.unary(() => this.jobs(), (c) => c.listJobs, { limit: opts.limit ?? 50, state: opts.state ?? JobState.JOB_STATE_UNSPECIFIED }),
+    return (await this.listPage(opts)).jobs;
+  }
+
+  /** One page of jobs, newest first; pass `nextPageToken` back as `pageToken` for the next (empty: none). */
+  listPage(opts: { limit?: number; state?: JobState; pageToken?: string } = {}): Promise<{ jobs: Job[]; nextPageToken: string }> {
+    return this.idempotent(() =>
+      this.unary(() => this.jobs(), (c) => c.listJobs, { limit: opts.limit ?? 50, state: opts.state ?? JobState.JOB_STATE_UNSPECIFIED, pageToken: opts.pageToken ?? '' }),
     );
-    return res.jobs;
   }
 
   /**

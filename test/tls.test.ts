@@ -81,7 +81,7 @@ describe('mutual TLS on every link (tessera up --tls)', () => {
     const tls = t.cluster.clientTls()!;
     // TLS, trusting the CA, but presenting no client certificate: the handshake is refused.
     const noCert = new JobServiceClient(address, credentials.createSsl(tls.ca));
-    expect((await failure(callUnary(noCert, noCert.listJobs, { limit: 1, state: JobState.JOB_STATE_UNSPECIFIED }, 3_000))).code).toBe('UNAVAILABLE');
+    expect((await failure(callUnary(noCert, noCert.listJobs, { limit: 1, state: JobState.JOB_STATE_UNSPECIFIED, pageToken: '' }, 3_000))).code).toBe('UNAVAILABLE');
     noCert.close();
   });
 
@@ -89,7 +89,7 @@ describe('mutual TLS on every link (tessera up --tls)', () => {
     const dir = join(t.dir, 'tls');
     const nodeTls = loadTls({ caFile: join(dir, 'ca.crt'), certFile: join(dir, 'node-cert-node-1.crt'), keyFile: join(dir, 'node-cert-node-1.key') })!;
     const asNode = new JobServiceClient(t.cluster.coordinators[0]!, channelCredentials(nodeTls));
-    expect((await failure(callUnary(asNode, asNode.listJobs, { limit: 1, state: JobState.JOB_STATE_UNSPECIFIED }, 5_000))).code).toBe('PERMISSION_DENIED');
+    expect((await failure(callUnary(asNode, asNode.listJobs, { limit: 1, state: JobState.JOB_STATE_UNSPECIFIED, pageToken: '' }, 5_000))).code).toBe('PERMISSION_DENIED');
     asNode.close();
 
     const clientTls = t.cluster.clientTls()!;

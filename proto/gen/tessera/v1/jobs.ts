@@ -69,14 +69,22 @@ export interface CancelJobRequest {
   jobId: string;
 }
 
+/**
+ * Newest first. Finished jobs keep answering from history until retention drops them.
+ * Listed jobs carry no segments (GetJob has them).
+ */
 export interface ListJobsRequest {
-  /** default 50 */
+  /** page size; default 50, at most 1000 */
   limit: number;
   state: JobState;
+  /** next_page_token of the previous page; empty: the first page */
+  pageToken: string;
 }
 
 export interface ListJobsResponse {
   jobs: Job[];
+  /** empty on the last page */
+  nextPageToken: string;
 }
 
 function createBaseSubmitJobRequest(): SubmitJobRequest {
@@ -677,7 +685,7 @@ export const CancelJobRequest: MessageFns<CancelJobRequest> = {
 };
 
 function createBaseListJobsRequest(): ListJobsRequest {
-  return { limit: 0, state: JobState.JOB_STATE_UNSPECIFIED };
+  return { limit: 0, state: JobState.JOB_STATE_UNSPECIFIED, pageToken: "" };
 }
 
 export const ListJobsRequest: MessageFns<ListJobsRequest> = {
@@ -687,6 +695,9 @@ export const ListJobsRequest: MessageFns<ListJobsRequest> = {
     }
     if (message.state !== JobState.JOB_STATE_UNSPECIFIED) {
       writer.uint32(16).int32(jobStateToNumber(message.state));
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
     }
     return writer;
   },
@@ -720,6 +731,14 @@ export const ListJobsRequest: MessageFns<ListJobsRequest> = {
             message.state = jobStateFromJSON(reader.int32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -736,6 +755,11 @@ export const ListJobsRequest: MessageFns<ListJobsRequest> = {
     return {
       limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
       state: isSet(object.state) ? jobStateFromJSON(object.state) : JobState.JOB_STATE_UNSPECIFIED,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
     };
   },
 
@@ -747,6 +771,9 @@ export const ListJobsRequest: MessageFns<ListJobsRequest> = {
     if (message.state !== JobState.JOB_STATE_UNSPECIFIED) {
       obj.state = jobStateToJSON(message.state);
     }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
     return obj;
   },
 
@@ -757,18 +784,22 @@ export const ListJobsRequest: MessageFns<ListJobsRequest> = {
     const message = createBaseListJobsRequest();
     message.limit = object.limit ?? 0;
     message.state = object.state ?? JobState.JOB_STATE_UNSPECIFIED;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
 
 function createBaseListJobsResponse(): ListJobsResponse {
-  return { jobs: [] };
+  return { jobs: [], nextPageToken: "" };
 }
 
 export const ListJobsResponse: MessageFns<ListJobsResponse> = {
   encode(message: ListJobsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.jobs) {
       Job.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
     }
     return writer;
   },
@@ -794,6 +825,14 @@ export const ListJobsResponse: MessageFns<ListJobsResponse> = {
             message.jobs.push(Job.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -807,13 +846,23 @@ export const ListJobsResponse: MessageFns<ListJobsResponse> = {
   },
 
   fromJSON(object: any): ListJobsResponse {
-    return { jobs: globalThis.Array.isArray(object?.jobs) ? object.jobs.map((e: any) => Job.fromJSON(e)) : [] };
+    return {
+      jobs: globalThis.Array.isArray(object?.jobs) ? object.jobs.map((e: any) => Job.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
   },
 
   toJSON(message: ListJobsResponse): unknown {
     const obj: any = {};
     if (message.jobs?.length) {
       obj.jobs = message.jobs.map((e) => Job.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
     }
     return obj;
   },
@@ -824,6 +873,7 @@ export const ListJobsResponse: MessageFns<ListJobsResponse> = {
   fromPartial<I extends Exact<DeepPartial<ListJobsResponse>, I>>(object: I): ListJobsResponse {
     const message = createBaseListJobsResponse();
     message.jobs = object.jobs?.map((e) => Job.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
