@@ -20,8 +20,19 @@ export interface PlannedCut {
   index: number;
   startSec: number;
   endSec: number;
+  /** Frames the segment shows (its share). */
   frames: number;
   nodeId: string;
+  /**
+   * Cut at exact frames (transcoder/frame-cuts.ts): the file's packet range, the decoded frames
+   * dropped before and after the segment's own, and the time of the keyframe the file starts
+   * with. Absent for a keyframe cut (a plan made before frame cuts, or open GOPs).
+   */
+  fromPacket?: number;
+  toPacket?: number;
+  leadIn?: number;
+  leadOut?: number;
+  originSec?: number;
 }
 
 /** `jobs/<id>`: the job record. */

@@ -22,14 +22,14 @@ import { planSource, startIdet, type SourcePlan } from './source-plan.js';
 import { partSpans } from './part-spans.js';
 import { decoderPixelCap } from '../transcoder/ffmpeg-limits.js';
 import { demuxerFor } from '../transcoder/ffprobe.js';
-import { extractAudio, segmentFrameCounts, splitVideo, type InputOptions } from '../transcoder/split.js';
+import { extractAudio, segmentFrameCounts, splitFrameCuts, splitVideo, type InputOptions } from '../transcoder/split.js';
 import { sendPart } from '../uploader/part-client.js';
 import type { CoordinatorConfig } from './config.js';
 import { TERMINAL, type JobRecord, type PlannedCut, type SegmentRecord } from './job-model.js';
 import type { JobStore, LeaderFence } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { NodeRegistry } from './node-registry.js';
-import { planSegments } from './plan.js';
+import { planFrameSegments, planSegments } from './plan.js';
 import { ProgressTracker } from './progress.js';
 import { dispatchSegment, type DispatchDeps } from './segment-dispatch.js';
 import { classifyInput, outputKey, parseOutput, resolveLocalInput, toRungs } from './spec.js';
@@ -79,6 +79,8 @@ export class JobRunner {
   private segmentFiles: string[] = [];
   /** The source's keyframe times (s from the first presented frame): where parts join exactly. */
   private keyTimes: number[] = [];
+  /** Packets in each segment's file (what its node cuts and counts). */
+  private fileFrames: number[] = [];
 
   constructor(
     private readonly d: RunnerDeps,
@@ -133,7 +135,10 @@ export class JobRunner {
                 renditions: plan.renditions,
                 fps: rec!.source?.fps ?? 30,
                 treatment: prepared.sourcePlan.info.treatment,
-                leadInFrames: cut.index === 0 ? prepared.sourcePlan.leadIn : 0,
+                fileFrames: this.fileFrames[cut.index] ?? seg.frames,
+                // A frame cut says what to drop; a keyframe cut drops only an edit list's lead-in.
+                leadInFrames: cut.leadIn ?? (cut.index === 0 ? prepared.sourcePlan.leadIn : 0),
+                leadOutFrames: cut.leadOut ?? 0,
                 uploaderAddress: uploader.address,
                 uploaderId: uploader.id,
                 fence: this.fence,
@@ -288,27 +293,42 @@ export class JobRunner {
           nodes = this.d.registry.ready();
         }
       }
-      cuts = planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes, minSegmentSec: cfg.MIN_SEGMENT_SEC });
+      // Exact frame shares wherever the keyframes are; keyframe cuts only where the GOPs forbid it.
+      cuts =
+        planFrameSegments({ packets, fps: media.video.fps, nodes, minSegmentSec: cfg.MIN_SEGMENT_SEC }) ??
+        planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes, minSegmentSec: cfg.MIN_SEGMENT_SEC });
       const out = parseOutput(rec.spec.outputUri, cfg.S3_BUCKET, cfg.OUTPUT_PREFIX);
       rec = { ...rec, plan: { cuts, renditions, container: rec.spec.container === 'mkv' ? 'mkv' : 'mp4', bucket: out.bucket, key: outputKey(out, this.jobId) } };
     }
 
-    // Cut on keyframes with stream copy (deterministic: a new leader re-cuts identically).
+    // Cut with stream copy (deterministic: a new leader re-cuts identically).
     const segDir = join(this.dir, 'segments');
     await rm(segDir, { recursive: true, force: true });
     await mkdir(segDir, { recursive: true });
-    const cutTimes = cuts.slice(1).map((c) => c.startSec);
-    this.segmentFiles = await splitVideo(inputPath, segDir, cutTimes, { signal, packets, ...source });
-    if (this.segmentFiles.length !== cuts.length) throw new AppError('INTERNAL', `split produced ${this.segmentFiles.length} segments, planned ${cuts.length}`);
-    // Each segment's frames follow from the cut packets (no ffprobe per segment: at scale those
-    // dominated the coordinator's CPU); the node agent counts what it cuts against this number,
-    // and the uploader counts every merged rendition.
-    const frames = segmentFrameCounts(packets, cutTimes);
-    const total = frames.reduce((a, b) => a + b, 0);
-    if (total !== media.video.frames) {
-      throw new AppError('UNSUPPORTED_FORMAT', `the input cannot be cut frame-exactly (${total} of ${media.video.frames} frames after the cut); it may use open GOPs or broken timestamps`);
+    let total: number;
+    if (cuts.every((c) => c.fromPacket !== undefined && c.toPacket !== undefined)) {
+      // Frame cuts: each file holds its packet range (boundary GOPs go to both neighbours).
+      this.segmentFiles = await splitFrameCuts(inputPath, segDir, cuts.map((c) => ({ fromPacket: c.fromPacket!, toPacket: c.toPacket! })), packets.frames, { signal, ...source });
+      this.fileFrames = cuts.map((c) => c.toPacket! - c.fromPacket!);
+      const shown = cuts.reduce((a, c) => a + c.frames, 0);
+      if (shown !== media.video.frames - packets.leadIn) throw new AppError('INTERNAL', `the plan shows ${shown} frames of ${media.video.frames - packets.leadIn}`);
+      total = this.fileFrames.reduce((a, b) => a + b, 0);
+    } else {
+      // Keyframe cuts (open GOPs, or a plan made before frame cuts).
+      const cutTimes = cuts.slice(1).map((c) => c.startSec);
+      this.segmentFiles = await splitVideo(inputPath, segDir, cutTimes, { signal, packets, ...source });
+      // Each segment's frames follow from the cut packets (no ffprobe per segment: at scale those
+      // dominated the coordinator's CPU); the node agent counts what it cuts against this number,
+      // and the uploader counts every merged rendition.
+      const frames = segmentFrameCounts(packets, cutTimes);
+      total = frames.reduce((a, b) => a + b, 0);
+      if (total !== media.video.frames) {
+        throw new AppError('UNSUPPORTED_FORMAT', `the input cannot be cut frame-exactly (${total} of ${media.video.frames} frames after the cut); it may use open GOPs or broken timestamps`);
+      }
+      cuts = cuts.map((c, i) => ({ ...c, frames: frames[i] ?? c.frames }));
+      this.fileFrames = cuts.map((c) => c.frames);
     }
-    cuts = cuts.map((c, i) => ({ ...c, frames: frames[i] ?? c.frames }));
+    if (this.segmentFiles.length !== cuts.length) throw new AppError('INTERNAL', `split produced ${this.segmentFiles.length} segments, planned ${cuts.length}`);
     tracker.setTotalFrames(total);
     tracker.preparing(0.8);
 

@@ -26,7 +26,7 @@ import { fromProtoJobState, specHash, TERMINAL, type JobRecord } from './job-mod
 import { stageName, type JobStore } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { NodeRegistry } from './node-registry.js';
-import { planSegments } from './plan.js';
+import { planFrameSegments, planSegments } from './plan.js';
 import { checkLimits, maxPixelsOf, refuseReferences } from './job-runner.js';
 import { planSource } from './source-plan.js';
 import { toPictureTreatment } from '../transcoder/treatment.js';
@@ -235,12 +235,16 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Pro
     const renditions = resolveLadder(toRungs(spec), sp.ladderSource, d.encoders);
     const kf = keyframeTimes(packets);
     const nodes = d.registry.ready();
-    const cuts = planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes: nodes.length ? nodes : [{ id: '(no ready node)', slots: 1 }], minSegmentSec: d.cfg.MIN_SEGMENT_SEC });
+    const planNodes = nodes.length ? nodes : [{ id: '(no ready node)', slots: 1 }];
+    // The same planner as the real run: exact frame shares, keyframe cuts where GOPs forbid them.
+    const cuts =
+      planFrameSegments({ packets, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC }) ??
+      planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC });
     const slotsOf = new Map(nodes.map((n) => [n.id, n.slots]));
     const container = spec.container === 'mkv' ? 'mkv' : 'mp4';
     const commands = cuts.map((c) =>
       `# segment ${c.index} on ${c.nodeId}, cut into ${slotsOf.get(c.nodeId) ?? 1} sub-segment(s); per sub-segment:\n` +
-      formatCommand(buildTranscodeArgs(`/staging/seg-${c.index}/sub-NNNN.mkv`, renditions.map((r) => ({ path: `/staging/out/${r.name}-NNNN.mp4`, rendition: r })), { fps: media.video.fps, container: 'mp4', inputFormat: SEGMENT_DEMUXER, maxPixels: maxPixelsOf(d.cfg), treatment: toPictureTreatment(sp.info.treatment), ...(c.index === 0 && sp.leadIn > 0 ? { leadInFrames: sp.leadIn } : {}) })),
+      formatCommand(buildTranscodeArgs(`/staging/seg-${c.index}/sub-NNNN.mkv`, renditions.map((r) => ({ path: `/staging/out/${r.name}-NNNN.mp4`, rendition: r })), { fps: media.video.fps, container: 'mp4', inputFormat: SEGMENT_DEMUXER, maxPixels: maxPixelsOf(d.cfg), treatment: toPictureTreatment(sp.info.treatment), ...((c.leadIn ?? (c.index === 0 ? sp.leadIn : 0)) > 0 ? { leadInFrames: c.leadIn ?? sp.leadIn } : {}) })),
     );
     return {
       source: sp.info,

@@ -36,3 +36,16 @@ describe('planChunks', () => {
     expect(planChunks([0, 0.1], 1, 5, 0.5)).toEqual([{ index: 0, startSec: 0, endSec: 1 }]);
   });
 });
+
+describe('partSpans with frame cuts', () => {
+  it('times chunks from the keyframe the file starts with, and starts the first at the cut frame', () => {
+    // Segment 1 shows from 6.666667 s, its file starts at the keyframe at 4.7 s; its chunk
+    // boundary at 6.6 s of file time is the keyframe at 11.3 s.
+    const spans = partSpans(
+      [{ index: 0, startSec: 0, originSec: 0 }, { index: 1, startSec: 6.666667, originSec: 4.7 }],
+      new Map([[0, [0, 11.3]], [1, [0, 6.6, 13.2]]]),
+      [0, 3.1, 4.7, 11.3, 17.9],
+    );
+    expect(spans).toEqual([[6.666667], [4.633333, undefined]]);
+  });
+});

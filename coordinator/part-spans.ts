@@ -2,6 +2,8 @@
 export interface SpanCut {
   index: number;
   startSec: number;
+  /** Time of the keyframe the segment's file starts with (a frame cut's); default: its start. */
+  originSec?: number | undefined;
 }
 
 /** Agent boundaries within a segment are Matroska times (ms); a source keyframe this close is the same cut. */
@@ -26,15 +28,17 @@ function snap(t: number, keyTimes: readonly number[]): number {
  *
  * Chunk boundaries come back from the agents in Matroska milliseconds; each is put back on the
  * source keyframe it was cut at (`keyTimes`: the source's keyframe times, relative to the first
- * presented frame, an edit list's lead-in keyframe below 0). Segment 0's file starts at that
- * lead-in keyframe, every later one at its own cut; the first part shows from 0.
+ * presented frame, an edit list's lead-in keyframe below 0). A segment's file starts at its
+ * `originSec` keyframe (a frame cut starts at the keyframe before its first frame; without one,
+ * segment 0 starts at the first keyframe and every later one at its own cut); its first part
+ * shows from the segment's start.
  */
 export function partSpans(cuts: readonly SpanCut[], boundaries: ReadonlyMap<number, readonly number[]>, keyTimes: readonly number[]): (number | undefined)[][] {
   const ordered = [...cuts].sort((a, b) => a.index - b.index);
   const first = keyTimes.length ? Math.min(...keyTimes) : 0;
   const starts: number[][] = ordered.map((c, s) => {
     const b = boundaries.get(c.index) ?? [0, 0];
-    const origin = s === 0 ? Math.min(0, first) : c.startSec;
+    const origin = c.originSec ?? (s === 0 ? Math.min(0, first) : c.startSec);
     return b.slice(0, -1).map((x, j) => (j === 0 ? (s === 0 ? 0 : c.startSec) : snap(origin + x, keyTimes)));
   });
   const flat = starts.flat();

@@ -1,3 +1,5 @@
+import { frameCuts, shareBoundaries } from '../transcoder/frame-cuts.js';
+import type { PacketSummary } from '../transcoder/keyframes.js';
 import { planCuts } from '../transcoder/plan-cuts.js';
 import type { PlannedCut } from './job-model.js';
 
@@ -33,5 +35,36 @@ export function planSegments(args: {
     endSec: c.endSec,
     frames: Math.round((c.endSec - c.startSec) * args.fps),
     nodeId: bySlots[i % bySlots.length]?.id ?? '',
+  }));
+}
+
+/**
+ * Splits the input by node count at exact frames: one segment per ready node (never shorter than
+ * `minSegmentSec`), each node's share of the presented frames following its weight (worker
+ * slots), wherever the source's keyframes are (transcoder/frame-cuts.ts). Segment i goes to
+ * nodes[i] (sorted by id; the largest weights first when fewer segments fit). Undefined when the
+ * stream's GOPs do not allow frame cuts (open GOPs): planSegments cuts on keyframes then.
+ */
+export function planFrameSegments(args: { packets: PacketSummary; fps: number; nodes: PlanNode[]; minSegmentSec: number }): PlannedCut[] | undefined {
+  const total = args.packets.presentedSec.length;
+  if (total === 0) return undefined;
+  const byId = [...args.nodes].sort((a, b) => (a.id < b.id ? -1 : 1));
+  const minFrames = Math.max(1, Math.ceil(args.minSegmentSec * (args.fps > 0 ? args.fps : 30)));
+  const fits = Math.max(1, Math.min(byId.length, Math.floor(total / minFrames)));
+  const nodes = fits < byId.length ? [...byId].sort((a, b) => b.slots - a.slots || (a.id < b.id ? -1 : 1)).slice(0, fits) : byId;
+  const bounds = shareBoundaries(total, nodes.map((n) => Math.max(1, n.slots)), minFrames);
+  const cuts = frameCuts(args.packets, bounds);
+  if (!cuts) return undefined;
+  return cuts.map((c, i) => ({
+    index: c.index,
+    startSec: c.startSec,
+    endSec: c.endSec,
+    frames: c.endFrame - c.startFrame,
+    nodeId: nodes[i]?.id ?? '',
+    fromPacket: c.fromPacket,
+    toPacket: c.toPacket,
+    leadIn: c.leadIn,
+    leadOut: c.leadOut,
+    originSec: c.originSec,
   }));
 }

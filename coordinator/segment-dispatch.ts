@@ -37,8 +37,12 @@ export interface SegmentTask {
   fps: number;
   /** Rotation, deinterlacing, tone mapping: the same for every segment of the job. */
   treatment: VideoTreatment | undefined;
-  /** Decoded frames the agent drops at the segment's start (the first segment of an edit-listed source). */
+  /** Packets in the segment's file (the agent counts what it cuts against it). */
+  fileFrames: number;
+  /** Decoded frames the agent drops before the segment's first frame (a frame cut's lead-in, an edit list's). */
   leadInFrames: number;
+  /** Decoded frames the agent drops after the segment's last frame (a frame cut's lead-out). */
+  leadOutFrames: number;
   uploaderAddress: string;
   uploaderId: string;
   fence: LeaderFence;
@@ -162,7 +166,7 @@ async function transfer(client: NodeAgentClient, ref: SegmentRef, t: SegmentTask
 /** Runs the segment on the node and relays progress; a silent stream is abandoned. */
 async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision: number, t: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
   const call = client.runSegment(
-    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: t.uploaderAddress, uploaderId: t.uploaderId, frames: t.seg.frames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames },
+    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: t.uploaderAddress, uploaderId: t.uploaderId, frames: t.fileFrames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames, leadOutFrames: t.leadOutFrames },
     new Metadata(),
     deadline(d.cfg.SEGMENT_RUN_TIMEOUT_MS),
   );

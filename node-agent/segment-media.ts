@@ -33,8 +33,10 @@ export interface SubSegmentTranscode {
   expectedDurationSec?: number;
   /** Rotation, deinterlacing, colour (default: none needed). */
   treatment?: PictureTreatment;
-  /** Decoded frames to drop at the start (an edit list's lead-in). */
+  /** Decoded frames to drop at the start (an edit list's or a frame cut's lead-in). */
   leadInFrames?: number;
+  /** Frames to keep after the lead-in (the rest is a frame cut's lead-out); all when absent. */
+  keepFrames?: number;
 }
 
 /**
@@ -92,6 +94,7 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
         ...(t.threads !== undefined ? { threads: t.threads } : {}),
         ...(t.treatment ? { treatment: t.treatment } : {}),
         ...(t.leadInFrames !== undefined ? { leadInFrames: t.leadInFrames } : {}),
+        ...(t.keepFrames !== undefined ? { keepFrames: t.keepFrames } : {}),
         signal: t.signal,
         noProgressMs: t.noProgressMs,
         wallClockMs: t.wallClockMs,

@@ -54,8 +54,10 @@ export interface SegmentWorkRequest {
   frames: number;
   /** Rotation, deinterlacing, colour: applied to every sub-segment. */
   treatment: PictureTreatment;
-  /** Decoded frames dropped at the start of the first sub-segment (an edit list's lead-in). */
+  /** Decoded frames dropped at the start of the first sub-segment (a frame cut's or an edit list's lead-in). */
   leadInFrames: number;
+  /** Decoded frames dropped at the end of the last sub-segment (a frame cut's lead-out). */
+  leadOutFrames: number;
   segmentPath: string;
   workDir: string;
   uploaderAddress: string;
@@ -156,6 +158,19 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   await mkdir(outDir, { recursive: true });
   const renditions = req.renditions.map(toResolved);
 
+  // The frames this segment shows: the first chunk drops the lead-in, the last the lead-out.
+  const lastSub = subCount - 1;
+  const leadIn = Math.max(0, req.leadInFrames);
+  const leadOut = Math.max(0, req.leadOutFrames);
+  if (leadIn + leadOut >= framesTotal && framesTotal > 0) throw new AppError('INTERNAL', `segment ${req.segment}: lead-in ${leadIn} and lead-out ${leadOut} leave no frame of ${framesTotal}`);
+  const trimOf = (sub: number): { leadInFrames?: number; keepFrames?: number } => {
+    const start = sub === 0 ? leadIn : 0;
+    const out: { leadInFrames?: number; keepFrames?: number } = start > 0 ? { leadInFrames: start } : {};
+    if (sub === lastSub && leadOut > 0) out.keepFrames = (subFrames[sub] ?? 0) - start - leadOut;
+    if (out.keepFrames !== undefined && out.keepFrames <= 0) throw new AppError('INTERNAL', `segment ${req.segment}: the lead-out reaches before its last chunk`);
+    return out;
+  };
+
   const runSub = async (sub: number, taskSignal: AbortSignal): Promise<void> => {
     const input = subFiles[sub]!;
     const outputs = renditions.map((r) => ({ path: join(outDir, `${r.name}-${String(sub).padStart(4, '0')}.mp4`), rendition: r }));
@@ -168,7 +183,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
           // Output frames per second (the GOP follows it): doubled when each field becomes a frame.
           fps: req.fps * frameFactor(req.treatment),
           treatment: req.treatment,
-          ...(sub === 0 && req.leadInFrames > 0 ? { leadInFrames: req.leadInFrames } : {}),
+          ...trimOf(sub),
           ...(deps.ffmpegThreads > 0 ? { threads: deps.ffmpegThreads } : {}),
           ...((subSeconds[sub] ?? 0) > 0 ? { expectedDurationSec: subSeconds[sub]! } : {}),
           signal: taskSignal,

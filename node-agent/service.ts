@@ -109,6 +109,7 @@ export class AgentService {
               frames: req.frames,
               treatment: toPictureTreatment(req.treatment),
               leadInFrames: req.leadInFrames,
+              leadOutFrames: req.leadOutFrames,
               segmentPath: file,
               workDir: this.dirOf(ref),
               uploaderAddress: req.uploaderAddress,

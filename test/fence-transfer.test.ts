@@ -76,7 +76,7 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     };
     const events: SegmentEvent[] = [];
     const run = runSegmentWork(
-      { jobId: 'jguard', segment: 0, attempt: 1, ownerRevision: rev, renditions: [], fps: 10, frames: 40, treatment: { ...PLAIN_TREATMENT }, leadInFrames: 0, segmentPath: join(dir, 'seg.mkv'), workDir: join(dir, 'work'), uploaderAddress: '127.0.0.1:1', uploaderId: 'u' },
+      { jobId: 'jguard', segment: 0, attempt: 1, ownerRevision: rev, renditions: [], fps: 10, frames: 40, treatment: { ...PLAIN_TREATMENT }, leadInFrames: 0, leadOutFrames: 0, segmentPath: join(dir, 'seg.mkv'), workDir: join(dir, 'work'), uploaderAddress: '127.0.0.1:1', uploaderId: 'u' },
       {
         etcd, keys, log: createLogger('test', 'silent'), pool: new WorkerPool(2), nodeId: 'x', slots: 2, minSubSegmentSec: 0.5, maxChunkSec: 15, ffmpegThreads: 1,
         noProgressMs: 10_000, wallClockMs: 10_000, subSegmentAttempts: 3, uploadTimeoutMs: 1_000,

@@ -53,8 +53,10 @@ export interface TranscodeArgsOptions {
   expectedDurationSec?: number;
   /** Rotation, deinterlacing, colour: how the source's pictures become what a player shows (default: none needed). */
   treatment?: PictureTreatment;
-  /** Decoded frames to drop at the start (an edit list's lead-in; only the job's first chunk has one). */
+  /** Decoded frames to drop at the start (a frame cut's or an edit list's lead-in: a segment's first chunk). */
   leadInFrames?: number;
+  /** Frames to keep after the lead-in (a frame cut's lead-out follows: a segment's last chunk); all when absent. */
+  keepFrames?: number;
 }
 
 /**
@@ -169,7 +171,7 @@ export function buildTranscodeArgs(input: string, outputs: TranscodeOutput[], op
   const n = outputs.length;
   const gop = gopFrames(opts.fps);
   const branches = outputs.map((_, i) => `[s${i}]`).join('');
-  const pre = commonFilters(t, opts.leadInFrames ?? 0);
+  const pre = commonFilters(t, opts.leadInFrames ?? 0, opts.keepFrames);
   const scales = outputs.map((o, i) => `[s${i}]${renditionFilters(t, o.rendition)}[v${i}]`);
   const graph = [`[0:V:0]${[...pre, `split=${n}`].join(',')}${branches}`, ...scales].join(';');
 

@@ -37,6 +37,8 @@ export interface PacketSummary {
   frameSec: number;
   /** Whether frame durations vary (more than 2 % between the shortest and longest). */
   variableFrameRate: boolean;
+  /** Presentation times (s from the first presented frame) of every presented frame, ascending. */
+  presentedSec: number[];
 }
 
 /** ffprobe arguments that list the first video stream's packets (no decoding). */
@@ -126,7 +128,7 @@ export function summarizePackets(rows: readonly PacketRow[]): PacketSummary {
     if (r.key) keys.push({ timeSec: toMicros(r.pts - start), index });
   });
   keys.sort((a, b) => a.timeSec - b.timeSec || a.index - b.index);
-  return { keys, frames: rows.length, leadIn, startSec: start, durationSec: toMicros(end - start), frameSec, variableFrameRate: isVariable(gaps) };
+  return { keys, frames: rows.length, leadIn, startSec: start, durationSec: toMicros(end - start), frameSec, variableFrameRate: isVariable(gaps), presentedSec: pts.map((p) => toMicros(p - start)) };
 }
 
 /** Frame gaps (s) that differ by more than 2 % between the 5th and 95th percentile: variable frame rate. */

@@ -1,5 +1,5 @@
-import { stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { copyFile, mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
 import { AppError } from '../common/errors.js';
 import { maxPixelsArg, type FfmpegLimits } from './ffmpeg-limits.js';
 import { checkInputFile, demuxerArgs, firstVideoStream, INPUT_DEMUXERS, num, parseProbeJson, runFfprobe, type InputDemuxer } from './ffprobe.js';
@@ -97,8 +97,12 @@ export async function splitVideo(
   input: string,
   outDir: string,
   cutTimesSec: number[],
-  /** `packets`: the input's packet summary when the caller already read it (saves a scan). */
-  opts?: { signal?: AbortSignal; timeoutMs?: number; packets?: PacketSummary } & InputOptions,
+  /**
+   * `packets`: the input's packet summary when the caller already read it (saves a scan).
+   * `cutPackets`: cut before these decode-order packet indices (keyframes) instead of at
+   * `cutTimesSec` (which must then list as many entries, for the file count).
+   */
+  opts?: { signal?: AbortSignal; timeoutMs?: number; packets?: PacketSummary; cutPackets?: number[] } & InputOptions,
 ): Promise<string[]> {
   const { abs } = await checkInputFile(input);
   const probeOpts = {
@@ -118,8 +122,11 @@ export async function splitVideo(
   if (cutTimesSec.length === 0) {
     args = [...common, '-avoid_negative_ts', 'disabled', '-f', 'matroska', `file:${join(resolve(outDir), segmentFileName(0))}`];
   } else {
-    const summary = opts?.packets ?? (await readPacketSummary(abs, probeOpts));
-    const frames = cutFramesForTimes(summary.keys, cutTimesSec, cutTolerance(summary));
+    const summary = opts?.cutPackets ? undefined : (opts?.packets ?? (await readPacketSummary(abs, probeOpts)));
+    const frames = opts?.cutPackets ?? cutFramesForTimes(summary!.keys, cutTimesSec, cutTolerance(summary!));
+    if (frames.length !== cutTimesSec.length || frames.some((f, i) => !Number.isInteger(f) || f <= 0 || (i > 0 && f <= frames[i - 1]!))) {
+      throw new AppError('INTERNAL', 'packet cuts must be increasing positive indices, one per cut');
+    }
     args = [
       ...common,
       '-f', 'segment', '-segment_format', 'matroska',
@@ -201,4 +208,49 @@ export async function extractAudio(
     ...(opts.limits ? { limits: opts.limits } : {}),
     ...(opts.onProgress ? { onProgress: (p: { outTimeSec: number }) => opts.onProgress?.(p.outTimeSec) } : {}),
   });
+}
+
+/**
+ * Writes one Matroska file per frame cut (`segmentFileName(i)` under `outDir`) holding exactly its
+ * packet range [fromPacket, toPacket), by stream copy: the input is cut once at every range edge,
+ * and a segment made of several pieces (its head and tail are the boundary GOPs it shares with
+ * its neighbours) is joined from them with the concat demuxer. Returns the files in cut order.
+ */
+export async function splitFrameCuts(
+  input: string,
+  outDir: string,
+  cuts: readonly { fromPacket: number; toPacket: number }[],
+  totalPackets: number,
+  opts?: { signal?: AbortSignal; timeoutMs?: number } & InputOptions,
+): Promise<string[]> {
+  const edges = [...new Set(cuts.flatMap((c) => [c.fromPacket, c.toPacket]))].filter((e) => e > 0 && e < totalPackets).sort((a, b) => a - b);
+  const piecesDir = join(resolve(outDir), 'pieces');
+  await mkdir(piecesDir, { recursive: true });
+  const pieces = await splitVideo(input, piecesDir, edges.map((_, i) => i + 1), { ...opts, cutPackets: edges });
+  const starts = [0, ...edges];
+  const out: string[] = [];
+  for (const [i, c] of cuts.entries()) {
+    const first = starts.indexOf(c.fromPacket);
+    const last = c.toPacket >= totalPackets ? starts.length - 1 : starts.indexOf(c.toPacket) - 1;
+    if (first < 0 || last < first) throw new AppError('INTERNAL', `cut ${i} [${c.fromPacket}, ${c.toPacket}) does not match the pieces`);
+    const target = join(resolve(outDir), segmentFileName(i));
+    if (first === last) {
+      await copyFile(pieces[first]!, target);
+    } else {
+      const list = join(piecesDir, `concat-${i}.txt`);
+      await writeFile(list, `ffconcat version 1.0\n${pieces.slice(first, last + 1).map((p) => `file '${basename(p)}'`).join('\n')}\n`);
+      await runFfmpeg([
+        '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
+        '-protocol_whitelist', 'file', '-format_whitelist', 'concat,matroska', '-f', 'concat', '-safe', '1', '-i', `file:${list}`,
+        '-map', '0:V:0', '-c', 'copy', '-map_metadata', '-1', '-map_chapters', '-1', '-avoid_negative_ts', 'disabled', '-f', 'matroska', `file:${target}`,
+      ], {
+        ...(opts?.signal ? { signal: opts.signal } : {}),
+        ...(opts?.timeoutMs !== undefined ? { wallClockMs: opts.timeoutMs } : {}),
+        ...(opts?.limits ? { limits: opts.limits } : {}),
+      });
+    }
+    out.push(target);
+  }
+  await rm(piecesDir, { recursive: true, force: true });
+  return out;
 }

@@ -15,7 +15,7 @@ export async function transcodeToRenditions(
   outputs: TranscodeOutput[],
   opts: TranscodeArgsOptions & RunOptions,
 ): Promise<void> {
-  const { fps, container, threads, inputFormat, maxPixels, expectedDurationSec, treatment, leadInFrames, ...run } = opts;
+  const { fps, container, threads, inputFormat, maxPixels, expectedDurationSec, treatment, leadInFrames, keepFrames, ...run } = opts;
   const args = buildTranscodeArgs(input, outputs, {
     fps,
     container,
@@ -25,6 +25,7 @@ export async function transcodeToRenditions(
     ...(expectedDurationSec !== undefined ? { expectedDurationSec } : {}),
     ...(treatment !== undefined ? { treatment } : {}),
     ...(leadInFrames !== undefined ? { leadInFrames } : {}),
+    ...(keepFrames !== undefined ? { keepFrames } : {}),
   });
   try {
     await runFfmpeg(args, { ...run, binary: 'ffmpeg' });

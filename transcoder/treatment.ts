@@ -109,12 +109,18 @@ export function frameFactor(t: Pick<PictureTreatment, 'deinterlace'>): number {
  * The filters applied once to the decoded picture before the ladder splits it: drop an edit
  * list's lead-in, deinterlace, rotate upright. Pure; numbers and allow-listed names only.
  */
-export function commonFilters(t: PictureTreatment, leadInFrames: number): string[] {
-  if (!Number.isInteger(leadInFrames) || leadInFrames < 0 || leadInFrames > 100_000) throw new AppError('INVALID_ARGUMENT', `lead-in ${String(leadInFrames)} is not valid`);
+export function commonFilters(t: PictureTreatment, leadInFrames: number, keepFrames?: number): string[] {
+  if (!Number.isInteger(leadInFrames) || leadInFrames < 0 || leadInFrames > 1_000_000) throw new AppError('INVALID_ARGUMENT', `lead-in ${String(leadInFrames)} is not valid`);
+  if (keepFrames !== undefined && !(Number.isInteger(keepFrames) && keepFrames > 0 && keepFrames <= 100_000_000)) throw new AppError('INVALID_ARGUMENT', `frames to keep ${String(keepFrames)} is not valid`);
   const f: string[] = [];
   // The lead-in is decoded (its frames are references) and then dropped; the first presented
-  // frame becomes t=0, as the coordinator aligned the audio to it.
-  if (leadInFrames > 0) f.push(`trim=start_frame=${leadInFrames}`, 'setpts=PTS-STARTPTS');
+  // frame becomes t=0, as the coordinator aligned the audio to it. A lead-out is decoded and
+  // dropped after the frames kept.
+  if (leadInFrames > 0 || keepFrames !== undefined) {
+    const trim = [leadInFrames > 0 ? `start_frame=${leadInFrames}` : '', keepFrames !== undefined ? `end_frame=${leadInFrames + keepFrames}` : ''].filter(Boolean).join(':');
+    f.push(`trim=${trim}`);
+    if (leadInFrames > 0) f.push('setpts=PTS-STARTPTS');
+  }
   if (t.deinterlace !== '') {
     f.push(`bwdif=mode=${t.deinterlace === 'field' ? 'send_field' : 'send_frame'}:parity=${t.fieldParity}:deint=${t.deinterlaceAll ? 'all' : 'interlaced'}`);
   }

@@ -73,8 +73,10 @@ export interface RunSegmentRequest {
   treatment:
     | VideoTreatment
     | undefined;
-  /** decoded frames to drop at the segment's start (edit list) */
+  /** decoded frames to drop before the segment's first frame */
   leadInFrames: number;
+  /** (a frame cut's lead-in, an edit list's hidden frames) */
+  leadOutFrames: number;
 }
 
 export interface SegmentEvent {
@@ -480,6 +482,7 @@ function createBaseRunSegmentRequest(): RunSegmentRequest {
     uploaderId: "",
     treatment: undefined,
     leadInFrames: 0,
+    leadOutFrames: 0,
   };
 }
 
@@ -511,6 +514,9 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     }
     if (message.leadInFrames !== 0) {
       writer.uint32(72).int32(message.leadInFrames);
+    }
+    if (message.leadOutFrames !== 0) {
+      writer.uint32(80).int32(message.leadOutFrames);
     }
     return writer;
   },
@@ -600,6 +606,14 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
             message.leadInFrames = reader.int32();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.leadOutFrames = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -641,6 +655,11 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
         : isSet(object.lead_in_frames)
         ? globalThis.Number(object.lead_in_frames)
         : 0,
+      leadOutFrames: isSet(object.leadOutFrames)
+        ? globalThis.Number(object.leadOutFrames)
+        : isSet(object.lead_out_frames)
+        ? globalThis.Number(object.lead_out_frames)
+        : 0,
     };
   },
 
@@ -673,6 +692,9 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     if (message.leadInFrames !== 0) {
       obj.leadInFrames = Math.round(message.leadInFrames);
     }
+    if (message.leadOutFrames !== 0) {
+      obj.leadOutFrames = Math.round(message.leadOutFrames);
+    }
     return obj;
   },
 
@@ -692,6 +714,7 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
       ? VideoTreatment.fromPartial(object.treatment)
       : undefined;
     message.leadInFrames = object.leadInFrames ?? 0;
+    message.leadOutFrames = object.leadOutFrames ?? 0;
     return message;
   },
 };
