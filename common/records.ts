@@ -17,6 +17,11 @@ export interface NodeStats {
   segmentsDone: number;
   subSegmentsDone: number;
   heartbeatMs: number;
+  /**
+   * Measured encode speed per worker slot: megapixels of output written per second (all
+   * renditions), averaged over recent chunks (EWMA). Absent until the node finished a chunk.
+   */
+  speedMps?: number;
 }
 
 /** `uploaders/<id>`, attached to the uploader's lease. */

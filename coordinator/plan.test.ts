@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { planSegments } from './plan.js';
+import { parsePacketRows, summarizePackets } from '../transcoder/keyframes.js';
+import { capacityWeights, planFrameSegments, planSegments } from './plan.js';
 import { pickNode } from './segment-dispatch.js';
 import { incarnation, type NodeView } from './node-registry.js';
 
@@ -34,5 +35,18 @@ describe('pickNode', () => {
     const failed = new Set([incarnation(node('c', 2, 1))]);
     expect(pickNode([node('a', 1), node('c', 2, 1)], new Map([['a', 1]]), 'c', failed)?.id).toBe('a');
     expect(pickNode([node('a', 1), node('c', 2, 2)], new Map([['a', 1]]), 'c', failed)?.id).toBe('c');
+  });
+});
+
+describe('shares by measured capacity', () => {
+  it('gives a node twice as fast twice the frames, and a new node the median speed', () => {
+    expect(capacityWeights([{ id: 'a', slots: 2 }, { id: 'b', slots: 4 }])).toEqual([2, 4]);
+    expect(capacityWeights([{ id: 'a', slots: 2, stats: { speedMps: 10 } }, { id: 'b', slots: 2, stats: { speedMps: 20 } }, { id: 'c', slots: 1 }])).toEqual([20, 40, 20]);
+    // 300 frames, keyframes only every 100: a keyframe cut could not split 100/200.
+    const rows = parsePacketRows(Array.from({ length: 300 }, (_, i) => `pts_time=${(i / 30).toFixed(6)}|duration_time=0.033333|flags=${i % 100 === 0 ? 'K_' : '__'}`).join('\n'));
+    const cuts = planFrameSegments({ packets: summarizePackets(rows), fps: 30, minSegmentSec: 1, nodes: [{ id: 'slow', slots: 2, stats: { speedMps: 5 } }, { id: 'fast', slots: 2, stats: { speedMps: 10 } }] })!;
+    expect(cuts.map((c) => [c.nodeId, c.frames])).toEqual([['fast', 200], ['slow', 100]]);
+    expect(cuts[1]).toMatchObject({ fromPacket: 200, toPacket: 300, leadIn: 0, leadOut: 0 });
+    expect(cuts[0]).toMatchObject({ fromPacket: 0, toPacket: 200 });
   });
 });

@@ -6,6 +6,22 @@ import type { PlannedCut } from './job-model.js';
 export interface PlanNode {
   id: string;
   slots: number;
+  /** The node's load figures; `speedMps` is its measured encode speed per slot. */
+  stats?: { speedMps?: number } | undefined;
+}
+
+/**
+ * Each node's capacity, the weight of its share: worker slots × measured speed per slot. A node
+ * with no history yet counts at the median speed of those with one (its slots alone when none
+ * has). Pure.
+ */
+export function capacityWeights(nodes: readonly PlanNode[]): number[] {
+  const known = nodes.map((n) => n.stats?.speedMps).filter((v): v is number => v !== undefined && Number.isFinite(v) && v > 0).sort((a, b) => a - b);
+  const median = known.length ? known[Math.floor(known.length / 2)]! : 1;
+  return nodes.map((n) => {
+    const v = n.stats?.speedMps;
+    return Math.max(1, n.slots) * (v !== undefined && Number.isFinite(v) && v > 0 ? v : median);
+  });
 }
 
 /**
@@ -24,11 +40,12 @@ export function planSegments(args: {
   const cuts = planCuts({
     keyframes: args.keyframes,
     durationSec: args.durationSec,
-    weights: nodes.map((n) => Math.max(1, n.slots)),
+    weights: capacityWeights(nodes),
     minSegmentSec: args.minSegmentSec,
   });
   // When fewer segments than nodes fit, hand them to the nodes with the most slots first.
-  const bySlots = cuts.length < nodes.length ? [...nodes].sort((a, b) => b.slots - a.slots || (a.id < b.id ? -1 : 1)) : nodes;
+  const w = new Map(nodes.map((n, i) => [n.id, capacityWeights(nodes)[i]!]));
+  const bySlots = cuts.length < nodes.length ? [...nodes].sort((a, b) => w.get(b.id)! - w.get(a.id)! || (a.id < b.id ? -1 : 1)) : nodes;
   return cuts.map((c, i) => ({
     index: c.index,
     startSec: c.startSec,
@@ -40,8 +57,8 @@ export function planSegments(args: {
 
 /**
  * Splits the input by node count at exact frames: one segment per ready node (never shorter than
- * `minSegmentSec`), each node's share of the presented frames following its weight (worker
- * slots), wherever the source's keyframes are (transcoder/frame-cuts.ts). Segment i goes to
+ * `minSegmentSec`), each node's share of the presented frames following its capacity (slots ×
+ * measured speed, capacityWeights), wherever the source's keyframes are (transcoder/frame-cuts.ts). Segment i goes to
  * nodes[i] (sorted by id; the largest weights first when fewer segments fit). Undefined when the
  * stream's GOPs do not allow frame cuts (open GOPs): planSegments cuts on keyframes then.
  */
@@ -51,8 +68,9 @@ export function planFrameSegments(args: { packets: PacketSummary; fps: number; n
   const byId = [...args.nodes].sort((a, b) => (a.id < b.id ? -1 : 1));
   const minFrames = Math.max(1, Math.ceil(args.minSegmentSec * (args.fps > 0 ? args.fps : 30)));
   const fits = Math.max(1, Math.min(byId.length, Math.floor(total / minFrames)));
-  const nodes = fits < byId.length ? [...byId].sort((a, b) => b.slots - a.slots || (a.id < b.id ? -1 : 1)).slice(0, fits) : byId;
-  const bounds = shareBoundaries(total, nodes.map((n) => Math.max(1, n.slots)), minFrames);
+  const weightOf = new Map(byId.map((n, i) => [n.id, capacityWeights(byId)[i]!]));
+  const nodes = fits < byId.length ? [...byId].sort((a, b) => weightOf.get(b.id)! - weightOf.get(a.id)! || (a.id < b.id ? -1 : 1)).slice(0, fits) : byId;
+  const bounds = shareBoundaries(total, nodes.map((n) => weightOf.get(n.id)!), minFrames);
   const cuts = frameCuts(args.packets, bounds);
   if (!cuts) return undefined;
   return cuts.map((c, i) => ({

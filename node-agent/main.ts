@@ -1,3 +1,4 @@
+import { SpeedMeter } from './speed.js';
 import { mkdir, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { ClientCache } from '../common/grpc-clients.js';
@@ -33,6 +34,8 @@ async function main(): Promise<void> {
   const registry = createRegistry('node-agent');
   const metrics = agentMetrics(registry);
   const pool = new WorkerPool(cfg.WORKER_SLOTS);
+  // Encode speed per slot, published with the load figures: the coordinator sizes shares by it.
+  const speed = new SpeedMeter();
   const tls = processTls(cfg);
   checkOwnCertificate(tls, cfg.NODE_ID, log); // coordinators dial it expecting a certificate for NODE_ID
   const clients = new ClientCache(channelCredentials(tls));
@@ -58,9 +61,10 @@ async function main(): Promise<void> {
       uploadTimeoutMs: cfg.UPLOAD_TIMEOUT_MS,
       uploaderFor: (address, id) => clients.get(UploaderClient, address, id),
       onFenced: () => metrics.fencingRejections.inc(),
-      onSubSegmentDone: (frames, seconds) => {
+      onSubSegmentDone: (frames, seconds, pixelsPerFrame) => {
         metrics.framesTotal.inc(frames);
         metrics.transcodeSeconds.observe(seconds);
+        speed.observe(frames, seconds, pixelsPerFrame);
       },
       onRetry: (kind) => metrics.retries.inc({ kind }),
       media: ffmpegSegmentMedia({
@@ -122,7 +126,7 @@ async function main(): Promise<void> {
     metrics.busySlots.set(pool.busy);
     registration.stillOurs().catch((err: unknown) => log.debug({ err }, 'registration check failed'));
     registration
-      .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now() }, cfg.STATS_REFRESH_MS)
+      .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now(), ...(speed.value !== undefined ? { speedMps: speed.value } : {}) }, cfg.STATS_REFRESH_MS)
       .catch((err: unknown) => log.debug({ err }, 'stats publish failed'));
   };
   publish();

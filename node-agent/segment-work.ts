@@ -36,7 +36,8 @@ export interface SegmentWorkDeps {
   /** The uploader's client; with TLS its certificate must name `id`. */
   uploaderFor: (address: string, id: string) => UploaderClient;
   onFenced: () => void;
-  onSubSegmentDone: (frames: number, seconds: number) => void;
+  /** A chunk finished: its frames, the seconds its ffmpeg took, and the output pixels per frame (all renditions). */
+  onSubSegmentDone: (frames: number, seconds: number, pixelsPerFrame: number) => void;
   onRetry: (kind: string) => void;
   onFfmpegSpawn?: (pid: number) => void;
   /** Keyframes, cuts and transcodes: ffmpeg in production (`ffmpegSegmentMedia`). */
@@ -239,7 +240,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     if (taskSignal.aborted) throw taskSignal.reason;
     framesDone[sub] = subFrames[sub] ?? 0;
     doneSubs.add(sub);
-    deps.onSubSegmentDone(subFrames[sub] ?? 0, seconds);
+    deps.onSubSegmentDone(subFrames[sub] ?? 0, seconds, renditions.reduce((a, r) => a + r.width * r.height, 0));
     emit(progress());
   };
 
