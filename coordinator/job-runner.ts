@@ -16,7 +16,7 @@ import { NodeAgentClient, UploaderClient } from '../common/bulk-codec.js';
 import type { FinalizeEvent, PartRef } from '../proto/gen/tessera/v1/uploader.js';
 import type { JobResult } from '../proto/gen/tessera/v1/types.js';
 import { keyframeTimes, readPacketSummary } from '../transcoder/keyframes.js';
-import { resolveLadder } from '../transcoder/ladder.js';
+import { ladderNotes, resolveLadder } from '../transcoder/ladder.js';
 import { probeMedia, type MediaInfo } from '../transcoder/probe.js';
 import { planSource, startIdet, type SourcePlan } from './source-plan.js';
 import { partSpans } from './part-spans.js';
@@ -81,6 +81,8 @@ export class JobRunner {
   private keyTimes: number[] = [];
   /** Packets in each segment's file (what its node cuts and counts). */
   private fileFrames: number[] = [];
+  /** What resolving the ladder against the source changed (status trail, manifest). */
+  private ladderNotes: string[] = [];
 
   constructor(
     private readonly d: RunnerDeps,
@@ -284,6 +286,7 @@ export class JobRunner {
       cuts = rec.plan.cuts;
     } else {
       const renditions = resolveLadder(toRungs(rec.spec), sourcePlan.ladderSource, this.d.encoders).map((r) => ({ ...r }));
+      this.ladderNotes = ladderNotes(toRungs(rec.spec), sourcePlan.ladderSource);
       const kf = keyframeTimes(packets);
       let nodes = this.d.registry.ready();
       if (nodes.length === 0) {
@@ -363,7 +366,11 @@ export class JobRunner {
             source: sourceInfo,
             plan,
             uploaderId: uploader.id,
-            history: [...r.history, { atMs: now, scope: 'job', state: 'RUNNING', nodeId: '', attempt: 0, reason: `split into ${cuts.length} segment(s) for ${new Set(cuts.map((c) => c.nodeId)).size} node(s)` }],
+            history: [
+              ...r.history,
+              ...this.ladderNotes.map((reason) => ({ atMs: now, scope: 'ladder', state: 'CHANGED', nodeId: '', attempt: 0, reason })),
+              { atMs: now, scope: 'job', state: 'RUNNING', nodeId: '', attempt: 0, reason: `split into ${cuts.length} segment(s) for ${new Set(cuts.map((c) => c.nodeId)).size} node(s)` },
+            ],
           };
         },
         { fence: this.fence, extraPuts: resumed ? [] : segPuts },
@@ -406,6 +413,7 @@ export class JobRunner {
         key: plan.key,
         source: rec.source,
         timingsJson: JSON.stringify(timings),
+        notes: rec.history.filter((h) => h.scope === 'ladder').map((h) => h.reason),
       },
       new Metadata(),
       deadline(this.d.cfg.FINALIZE_TIMEOUT_MS),

@@ -119,6 +119,7 @@ function table(rows: string[][]): string {
 function printResult(job: Job): void {
   const eta = etaText(job);
   out(`job ${job.id}: ${stateName(job.state)}${job.errorCode ? ` (${job.errorCode}: ${job.errorMessage})` : ''}${eta ? ` · ${job.progress.toFixed(0)}% · ${eta}` : ''}`);
+  for (const h of job.history) if (h.scope === 'ladder') out(`note: ${h.reason}`);
   if (!job.result) return;
   out(`archive: ${job.result.uri} (${fmtBytes(job.result.bytes)}, sha256 ${job.result.sha256.slice(0, 16)}…)`);
   const rows = [['rendition', 'size', 'codec', 'kbps', 'frames', 'duration', 'bytes']];

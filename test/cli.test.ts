@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -60,6 +60,19 @@ describe('the tessera CLI against a real cluster', () => {
     const tracks = await cli('transcode', portrait, '--audio-tracks', 'first', '--remote');
     expect(tracks.code).not.toBe(0);
     expect(tracks.stderr).toContain('--audio-tracks takes 0-based track numbers');
+  });
+
+  it('says when a requested rung is dropped (never upscaled): in its output, the status trail and the manifest', async () => {
+    const out = join(t.dir, 'dl-notes');
+    const r = await cli('transcode', clip, '--ladder', '1080:5000,240:400::ultrafast', '--download', out);
+    expect(r.code, r.stderr).toBe(0);
+    const note = "rung 1080p dropped: taller than the source's 360-pixel short side (never upscaled)";
+    expect(r.stdout).toContain(`note: ${note}`);
+    const id = /submitted job (j\w+)/.exec(r.stdout)![1]!;
+    const manifest = JSON.parse(readFileSync(join(out, id, 'manifest.json'), 'utf8')) as { notes: string[]; renditions: { name: string }[] };
+    expect(manifest.notes).toEqual([note]);
+    expect(manifest.renditions.map((x) => x.name)).toEqual(['240p']);
+    expect((await cli('job', id)).stdout).toContain(note);
   });
 
   it('--json prints the final job record; --dry-run --json prints the plan', async () => {

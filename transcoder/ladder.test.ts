@@ -113,3 +113,13 @@ function catchErr(fn: () => unknown): unknown {
   }
   return undefined;
 }
+
+describe('ladderNotes', () => {
+  it('names the rungs it dropped, or says it made one at the source size', async () => {
+    const { ladderNotes } = await import('./ladder.js');
+    expect(ladderNotes(undefined, { width: 1280, height: 720 })).toEqual([]);
+    expect(ladderNotes([{ height: 720 }], { width: 1280, height: 720 })).toEqual([]);
+    expect(ladderNotes([{ height: 1080 }, { height: 720 }], { width: 1280, height: 720 })).toEqual(["rung 1080p dropped: taller than the source's 720-pixel short side (never upscaled)"]);
+    expect(ladderNotes([{ height: 1080, name: 'full' }], { width: 720, height: 1280 })[0]).toContain('every requested rung (full)');
+  });
+});

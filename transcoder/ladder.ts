@@ -284,3 +284,19 @@ export function assertRendition(r: ResolvedRendition): void {
   if (r.dynamicRange !== 'sdr' && r.dynamicRange !== 'hdr') throw new AppError('INVALID_ARGUMENT', 'rendition dynamic range must be sdr or hdr');
   if (r.dynamicRange === 'hdr' && !HDR_ENCODERS.has(r.encoder)) throw new AppError('UNSUPPORTED_CODEC', `an HDR rendition needs libx265 or libsvtav1, not ${r.encoder}`);
 }
+
+/**
+ * What resolveLadder changed in a requested ladder, as sentences for the job's status trail, the
+ * CLI and the manifest: rungs taller than the source's short side are dropped (never upscaled),
+ * or, when none is left, replaced by one at the source's size. Pure; [] for the default ladder.
+ */
+export function ladderNotes(rungs: readonly RungRequest[] | undefined, source: LadderSource): string[] {
+  if (!rungs || rungs.length === 0) return [];
+  const short = Math.min(source.width, source.height);
+  const tall = rungs.filter((r) => r.height > short).map((r) => r.name || `${r.height}p`);
+  if (tall.length === 0) return [];
+  if (tall.length === rungs.length) {
+    return [`every requested rung (${tall.join(', ')}) is taller than the source's ${short}-pixel short side: one rendition at the source's size is made instead (never upscaled)`];
+  }
+  return [`rung${tall.length > 1 ? 's' : ''} ${tall.join(', ')} dropped: taller than the source's ${short}-pixel short side (never upscaled)`];
+}

@@ -9,6 +9,8 @@ export interface Manifest {
   /** Every audio track, in the order the renditions carry them ([] for a silent source). */
   audio: { codec: string; language: string; title: string; channels: number; durationSec: number }[];
   timings: Record<string, number>;
+  /** What the job changed in its request, e.g. ladder rungs dropped (never upscaled). */
+  notes: string[];
 }
 
 export function buildManifest(m: Manifest): string {

@@ -223,6 +223,7 @@ export class UploaderService {
       renditions,
       audio: audioFacts.map(({ a, d }) => ({ codec: 'aac', language: a.language || 'und', title: a.title, channels: a.channels, durationSec: Math.round((d.audioSec ?? 0) * 1000) / 1000 })),
       timings,
+      notes: [...req.notes],
     });
     progress('zip', 0.65);
     const zipStarted = Date.now();

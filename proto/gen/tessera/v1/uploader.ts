@@ -72,6 +72,8 @@ export interface FinalizeRequest {
   audioTracks: FinalAudioTrack[];
   /** frames every rendition must have (0: source.frames) */
   expectedFrames: number;
+  /** what the job changed in its request (manifest.json "notes") */
+  notes: string[];
 }
 
 export interface FinalAudioTrack {
@@ -490,6 +492,7 @@ function createBaseFinalizeRequest(): FinalizeRequest {
     timingsJson: "",
     audioTracks: [],
     expectedFrames: 0,
+    notes: [],
   };
 }
 
@@ -527,6 +530,9 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
     }
     if (message.expectedFrames !== 0) {
       writer.uint32(88).int64(message.expectedFrames);
+    }
+    for (const v of message.notes) {
+      writer.uint32(98).string(v!);
     }
     return writer;
   },
@@ -632,6 +638,14 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
             message.expectedFrames = longToNumber(reader.int64());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.notes.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -675,6 +689,9 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
         : isSet(object.expected_frames)
         ? globalThis.Number(object.expected_frames)
         : 0,
+      notes: globalThis.Array.isArray(object?.notes)
+        ? object.notes.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -713,6 +730,9 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
     if (message.expectedFrames !== 0) {
       obj.expectedFrames = Math.round(message.expectedFrames);
     }
+    if (message.notes?.length) {
+      obj.notes = message.notes;
+    }
     return obj;
   },
 
@@ -736,6 +756,7 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
     message.timingsJson = object.timingsJson ?? "";
     message.audioTracks = object.audioTracks?.map((e) => FinalAudioTrack.fromPartial(e)) || [];
     message.expectedFrames = object.expectedFrames ?? 0;
+    message.notes = object.notes?.map((e) => e) || [];
     return message;
   },
 };
