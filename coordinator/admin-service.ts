@@ -1,3 +1,4 @@
+import { capacityWeights } from './plan.js';
 import type { Etcd3 } from 'etcd3';
 import { AppError } from '../common/errors.js';
 import { unary } from '../common/grpc.js';
@@ -35,7 +36,16 @@ export function toNodeInfo(n: NodeView): NodeInfo {
     segmentsDone: n.stats?.segmentsDone ?? 0,
     startedAtMs: n.startedAtMs,
     metricsAddress: n.metricsAddress,
+    speedMps: n.stats?.speedMps ?? 0,
+    capacity: 0,
   };
+}
+
+/** NodeInfo for every node; a ready node's capacity is its weight among the ready ones (the planner's), others 0. */
+export function toNodeInfos(all: readonly NodeView[], ready: readonly NodeView[]): NodeInfo[] {
+  const w = capacityWeights(ready);
+  const byId = new Map(ready.map((n, i) => [n.id, Math.round(w[i]! * 1000) / 1000]));
+  return all.map((n) => ({ ...toNodeInfo(n), capacity: byId.get(n.id) ?? 0 }));
 }
 
 /** The operator API: nodes, cluster status, drain, job detail. */
@@ -50,7 +60,7 @@ export function adminHandlers(d: AdminDeps): AdminServer {
   return {
     listNodes: unary(log, async () => {
       await d.registry.refresh();
-      return { nodes: d.registry.all().map(toNodeInfo) };
+      return { nodes: toNodeInfos(d.registry.all(), d.registry.ready()) };
     }),
     getClusterStatus: unary(log, async () => {
       await d.registry.refresh();
@@ -62,7 +72,7 @@ export function adminHandlers(d: AdminDeps): AdminServer {
         jobsByState: [...counts].map(([state, count]) => ({ state, count })),
         segmentsInFlight: d.segmentsInFlight(),
         framesPerSecond1m: d.throughput(),
-        nodes: d.registry.all().map(toNodeInfo),
+        nodes: toNodeInfos(d.registry.all(), d.registry.ready()),
         autoscalerDecisions: d.autoscalerDecisions(),
       };
     }),

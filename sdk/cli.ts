@@ -188,6 +188,13 @@ async function download(job: Job, destDir: string): Promise<string> {
   }
 }
 
+/** The codecs Tessera can make with a node's encoders ("h264 hevc av1"), not ffmpeg's ~190 encoder names. */
+function codecFamilies(encoders: readonly string[]): string {
+  const have = new Set(encoders);
+  const families: [string, string[]][] = [['h264', ['libx264']], ['hevc', ['libx265']], ['av1', ['libsvtav1', 'libaom-av1']]];
+  return families.filter(([, e]) => e.some((x) => have.has(x))).map(([f]) => f).join(' ') || '-';
+}
+
 /** `--audio-tracks 0,2` → [0, 2]; anything but whole numbers → INVALID_ARGUMENT. */
 function parseTrackList(arg: string): number[] {
   return arg.split(',').map((t) => {
@@ -394,7 +401,7 @@ async function main(): Promise<number> {
       try {
         const nodes = await c.listNodes();
         if (flags.json) out(JSON.stringify(nodes, null, 2));
-        else out(table([['node', 'state', 'busy/slots', 'segments done', 'encoders', 'address'], ...nodes.map((n) => [n.id, n.state, `${n.busySlots}/${n.slots}`, String(n.segmentsDone), n.encoders.join(' '), n.address])]));
+        else out(table([['node', 'state', 'busy/slots', 'segments done', 'speed', 'codecs', 'address'], ...nodes.map((n) => [n.id, n.state, `${n.busySlots}/${n.slots}`, String(n.segmentsDone), n.speedMps > 0 ? `${n.speedMps.toFixed(1)} MP/s` : '-', codecFamilies(n.encoders), n.address])]));
       } finally { c.close(); }
       return 0;
     }

@@ -76,8 +76,8 @@ describe('fault injection: nothing accepted is lost', () => {
       expect([JobState.JOB_STATE_SUCCEEDED, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED]).toContain(j.state);
     }
     expect(await incompleteUploads(t.s3, t.cluster.bucket)).toBe(0);
-    const staged = filesUnder(join(t.dir, 'staging')).filter((f) => !killed.some((k) => f.includes(`/${k}/`)));
-    expect(staged).toEqual([]);
+    // A runner cleans its staging right after recording the final state: wait for it.
+    await expect.poll(() => filesUnder(join(t.dir, 'staging')).filter((f) => !killed.some((k) => f.includes(`/${k}/`))), { timeout: 15_000 }).toEqual([]);
     await t?.close();
   });
 

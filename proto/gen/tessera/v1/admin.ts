@@ -39,6 +39,10 @@ export interface NodeInfo {
   metricsAddress: string;
   /** why a node is refused (e.g. its TLS certificate names another node id) */
   stateReason: string;
+  /** measured encode speed per slot (output megapixels/s; 0 = no history yet) */
+  speedMps: number;
+  /** the weight of its share of a job's frames (slots x speed; see docs/scheduling.md) */
+  capacity: number;
 }
 
 export interface ListNodesRequest {
@@ -88,6 +92,8 @@ function createBaseNodeInfo(): NodeInfo {
     startedAtMs: 0,
     metricsAddress: "",
     stateReason: "",
+    speedMps: 0,
+    capacity: 0,
   };
 }
 
@@ -128,6 +134,12 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     }
     if (message.stateReason !== "") {
       writer.uint32(98).string(message.stateReason);
+    }
+    if (message.speedMps !== 0) {
+      writer.uint32(105).double(message.speedMps);
+    }
+    if (message.capacity !== 0) {
+      writer.uint32(113).double(message.capacity);
     }
     return writer;
   },
@@ -241,6 +253,22 @@ export const NodeInfo: MessageFns<NodeInfo> = {
             message.stateReason = reader.string();
             continue;
           }
+          case 13: {
+            if (tag !== 105) {
+              break;
+            }
+
+            message.speedMps = reader.double();
+            continue;
+          }
+          case 14: {
+            if (tag !== 113) {
+              break;
+            }
+
+            message.capacity = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -291,6 +319,12 @@ export const NodeInfo: MessageFns<NodeInfo> = {
         : isSet(object.state_reason)
         ? globalThis.String(object.state_reason)
         : "",
+      speedMps: isSet(object.speedMps)
+        ? globalThis.Number(object.speedMps)
+        : isSet(object.speed_mps)
+        ? globalThis.Number(object.speed_mps)
+        : 0,
+      capacity: isSet(object.capacity) ? globalThis.Number(object.capacity) : 0,
     };
   },
 
@@ -332,6 +366,12 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.stateReason !== "") {
       obj.stateReason = message.stateReason;
     }
+    if (message.speedMps !== 0) {
+      obj.speedMps = floatToJson(message.speedMps);
+    }
+    if (message.capacity !== 0) {
+      obj.capacity = floatToJson(message.capacity);
+    }
     return obj;
   },
 
@@ -352,6 +392,8 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     message.startedAtMs = object.startedAtMs ?? 0;
     message.metricsAddress = object.metricsAddress ?? "";
     message.stateReason = object.stateReason ?? "";
+    message.speedMps = object.speedMps ?? 0;
+    message.capacity = object.capacity ?? 0;
     return message;
   },
 };
