@@ -1,20 +1,11 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 import { checkArchive, startTestCluster, type TestCluster } from './helpers.js';
-
-const run = promisify(execFile);
-
-async function videoPts(path: string): Promise<number[]> {
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time', '-of', 'csv=p=0', path], { maxBuffer: 64 * 1024 * 1024 });
-  const pts = stdout.trim().split('\n').map(Number).sort((a, b) => a - b);
-  return pts.map((p) => p - pts[0]!);
-}
+import { videoPts } from './media-helpers.js';
 
 const LADDER = [{ name: '', height: 240, videoBitrateKbps: 500, codec: 'h264', preset: 'ultrafast' }];
 

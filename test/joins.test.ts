@@ -1,22 +1,11 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 import { checkArchive, startTestCluster, type TestCluster } from './helpers.js';
-import { inspect } from './media-helpers.js';
-
-const run = promisify(execFile);
-
-/** Presentation times (s) of a file's video packets, sorted, relative to the first. */
-async function videoPts(path: string): Promise<number[]> {
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time', '-of', 'csv=p=0', path], { maxBuffer: 64 * 1024 * 1024 });
-  const pts = stdout.trim().split('\n').map(Number).sort((a, b) => a - b);
-  return pts.map((p) => p - pts[0]!);
-}
+import { inspect, videoPts } from './media-helpers.js';
 
 // A long source cut into more than 100 bounded chunks (MAX_CHUNK_SEC) joins on the source's own
 // timestamps: no join adds time, so the picture stays on the audio to the end.

@@ -274,3 +274,10 @@ export async function framePsnr(a: string, b: string, at: number, size: string, 
   if (!m) throw new Error('psnr printed nothing');
   return m[1] === 'inf' ? 99 : Number(m[1]);
 }
+
+/** Presentation times (s) of a file's video packets, ascending, relative to the first. */
+export async function videoPts(path: string): Promise<number[]> {
+  const { stdout } = await runFfmpeg(['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time', '-of', 'csv=p=0', `file:${path}`], { binary: 'ffprobe', noProgressMs: 120_000 });
+  const pts = stdout.trim().split('\n').map(Number).sort((a, b) => a - b);
+  return pts.map((p) => p - pts[0]!);
+}
