@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
-import { checkArchive, startTestCluster, type TestCluster } from './helpers.js';
+import { subSegmentsRedone } from './faults-helpers.js';
+import { checkArchive, nodeRunningFfmpeg, startTestCluster, type TestCluster } from './helpers.js';
 import { inspect, videoPts } from './media-helpers.js';
 
 // A long source cut into more than 100 bounded chunks (MAX_CHUNK_SEC) joins on the source's own
@@ -70,5 +71,23 @@ describe('bounded chunks join on the source timeline', () => {
     };
     console.log(`MEASURE eta: ${[25, 50, 75].map(errAt).join(' · ')}`);
     console.log(`MEASURE joins: ${chunks} chunks · worst frame pts error ${(worst * 1000).toFixed(3)} ms · A/V end drift ${(drift * 1000).toFixed(3)} ms`);
+  });
+
+  it('kill -9 of an agent at 90 %: at most one chunk per worker is redone, the job succeeds frame-exact', async () => {
+    const { jobId } = await t.client.submit({ inputUri: source, ladder: [{ name: '', height: 120, videoBitrateKbps: 200, codec: 'h264', preset: 'ultrafast' }] });
+    for await (const j of t.client.watch(jobId)) {
+      const total = j.segments.reduce((a, x) => a + x.frames, 0);
+      if (total > 0 && j.segments.reduce((a, x) => a + x.framesDone, 0) >= 0.9 * total) break;
+    }
+    const busy = await nodeRunningFfmpeg(t.cluster, t.cluster.nodeIds(), 10_000);
+    t.cluster.signal(busy, 'SIGKILL');
+    const job = await t.client.wait(jobId);
+    expect(job.errorMessage).toBe('');
+    expect(job.state).toBe(JobState.JOB_STATE_SUCCEEDED);
+    expect(job.result!.renditions[0]!.frames).toBe((await videoPts(source)).length);
+    // Counted from the agents' logs: chunks started under more than one attempt.
+    const redone = subSegmentsRedone(t.dir, t.cluster.nodeIds(), jobId);
+    expect(redone).toBeLessThanOrEqual(2);
+    console.log(`MEASURE kill at 90 % with bounded chunks: ${job.segments.reduce((a, x) => a + x.subSegments, 0)} chunks, ${redone} redone (2 workers per node)`);
   });
 });
