@@ -45,7 +45,7 @@ export function createEtcd(s: EtcdSettings): Etcd3 {
         s.endpoints.length > 1
           ? circuitBreaker(handleWhen(isMemberDownError), { halfOpenAfter: 1_000, breaker: new ConsecutiveBreaker(3) })
           : noop,
-      global: retry(handleWhen(isTransientEtcdError), { maxAttempts: 5, backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2_000 }) }),
+      global: retry(handleWhen(retriedInClient), { maxAttempts: 5, backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2_000 }) }),
     },
   };
   if (s.username !== undefined && s.password !== undefined) options.auth = { username: s.username, password: s.password };
@@ -53,8 +53,12 @@ export function createEtcd(s: EtcdSettings): Etcd3 {
   return new Etcd3(options);
 }
 
-/** etcd trouble that may pass (a member down, an election, a deadline); not an oversized response. */
-export function isTransientEtcdError(err: Error): boolean {
+/**
+ * What the client retries by itself, per call: trouble that may pass (a member down, an
+ * election, a deadline), not an oversized response. (Callers that outlast longer outages use
+ * withEtcdRetry in etcd-retry.ts.)
+ */
+function retriedInClient(err: Error): boolean {
   if (err instanceof GRPCResourceExhastedError) return false;
   return isRecoverableError(err) || isBrokenCircuitError(err);
 }
