@@ -1,5 +1,15 @@
-import { Etcd3, EtcdError, GRPCGenericError, GRPCResourceExhastedError, isRecoverableError, Range, type IOptions } from 'etcd3';
-import { ExponentialBackoff, handleWhen, isBrokenCircuitError, noop, retry } from 'cockatiel';
+import {
+  Etcd3,
+  EtcdError,
+  GRPCDeadlineExceededError,
+  GRPCGenericError,
+  GRPCResourceExhastedError,
+  GRPCUnavailableError,
+  isRecoverableError,
+  Range,
+  type IOptions,
+} from 'etcd3';
+import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, isBrokenCircuitError, noop, retry } from 'cockatiel';
 import { AppError } from './errors.js';
 import type { TlsMaterial } from './tls.js';
 
@@ -22,15 +32,20 @@ export function createEtcd(s: EtcdSettings): Etcd3 {
     // Transient trouble (a member down, a leader election) is retried with exponential backoff
     // and jitter, across the other members; permanent errors are not retried.
     //
-    // No per-member circuit breaker: etcd3's default (open after 3 consecutive "recoverable"
-    // errors, for 5 s, then again after one more) counts a response over the 4 MiB message cap
-    // (RESOURCE_EXHAUSTED) as recoverable, so a few oversized reads failed *every* call of the
-    // process with BrokenCircuitError, over and over (issue 18). The retry below already moves
-    // to another member (the pool shuffles hosts across attempts), and an oversized response is
-    // not retried at all: it would fail the same way.
+    // Not etcd3's default per-member circuit breaker: it opens after 3 consecutive "recoverable"
+    // errors for 5 s, and counts a response over the 4 MiB message cap (RESOURCE_EXHAUSTED) as
+    // one, so with one member a few oversized reads failed *every* call of the process with
+    // BrokenCircuitError, over and over (issue 18). Here a member is skipped only when it looks
+    // down (unreachable or timing out 3 times in a row), for 1 s, and only when there is another
+    // member to ask; with a single member the retry's backoff is the only brake. The retry moves
+    // to another member (the pool shuffles hosts across attempts); an oversized response is not
+    // retried at all: it would fail the same way.
     faultHandling: {
-      host: () => noop,
-      global: retry(handleWhen(isTransientEtcdError), { maxAttempts: 5, backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2_000 }) }),
+      host: () =>
+        s.endpoints.length > 1
+          ? circuitBreaker(handleWhen(isMemberDownError), { halfOpenAfter: 1_000, breaker: new ConsecutiveBreaker(3) })
+          : noop,
+      global: retry(handleWhen(retriedInClient), { maxAttempts: 5, backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2_000 }) }),
     },
   };
   if (s.username !== undefined && s.password !== undefined) options.auth = { username: s.username, password: s.password };
@@ -38,10 +53,19 @@ export function createEtcd(s: EtcdSettings): Etcd3 {
   return new Etcd3(options);
 }
 
-/** etcd trouble that may pass (a member down, an election, a deadline); not an oversized response. */
-export function isTransientEtcdError(err: Error): boolean {
+/**
+ * What the client retries by itself, per call: trouble that may pass (a member down, an
+ * election, a deadline), not an oversized response. (Callers that outlast longer outages use
+ * withEtcdRetry in etcd-retry.ts.)
+ */
+function retriedInClient(err: Error): boolean {
   if (err instanceof GRPCResourceExhastedError) return false;
   return isRecoverableError(err) || isBrokenCircuitError(err);
+}
+
+/** The member did not answer (unreachable, or past the deadline): try another one for a while. */
+function isMemberDownError(err: Error): boolean {
+  return err instanceof GRPCUnavailableError || err instanceof GRPCDeadlineExceededError;
 }
 
 /**
@@ -62,7 +86,8 @@ export function prefixEnd(prefix: string): string {
 
 /**
  * Every key (and value, unless keysOnly) in [start, end), in key order, one bounded range
- * request per page: no response ever holds more than `pageSize` keys.
+ * request per page: no response ever holds more than `pageSize` keys. Each page is read at the
+ * latest revision (not one snapshot): callers re-list or compare revisions where that matters.
  */
 export async function* rangePages(
   etcd: Etcd3,

@@ -63,13 +63,13 @@ export function adminHandlers(d: AdminDeps): AdminServer {
       return { nodes: toNodeInfos(d.registry.all(), d.registry.ready()) };
     }),
     getClusterStatus: unary(log, async () => {
-      await d.registry.refresh();
-      // Counted by etcd on the state index (count-only ranges): no job record is read.
-      const counts = [...(await d.store.countByState())].filter(([, n]) => n > 0);
+      // In parallel; jobs are counted by etcd on the state index (count-only): no record is read.
+      const [, byState, leaderId, queueDepth] = await Promise.all([d.registry.refresh(), d.store.countByState(), d.election.leaderId(), d.store.queueDepth()]);
+      const counts = [...byState].filter(([, n]) => n > 0);
       return {
-        leaderId: await d.election.leaderId(),
-        queueDepth: await d.store.queueDepth(),
-        jobsByState: [...counts].map(([state, count]) => ({ state, count })),
+        leaderId,
+        queueDepth,
+        jobsByState: counts.map(([state, count]) => ({ state, count })),
         segmentsInFlight: d.segmentsInFlight(),
         framesPerSecond1m: d.throughput(),
         nodes: toNodeInfos(d.registry.all(), d.registry.ready()),

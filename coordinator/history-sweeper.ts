@@ -19,8 +19,8 @@ export interface SweepResult {
   dropped: number;
 }
 
-/** Parallel transactions per sweep: enough to archive thousands of jobs in seconds, and no more. */
-const CONCURRENCY = 8;
+/** Parallel transactions per sweep: enough to archive a thousand jobs in seconds, and no more (the API shares etcd). */
+const CONCURRENCY = 4;
 
 /**
  * On the leader, every few seconds: moves finished jobs past `archiveAfterMs` to history (their

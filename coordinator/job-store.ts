@@ -148,20 +148,15 @@ export class JobStore {
    * `before` is the last id of the previous page.
    */
   async listPage(pageSize: number, states: readonly JobStateName[] = JOB_STATES, before?: string): Promise<JobPage> {
-    const per = await Promise.all(
-      states.map(async (st) => {
+    // One transaction of one keys-only range per state: a single round trip to etcd.
+    const res = await this.etcd.kv.txn({
+      compare: [],
+      success: states.map((st) => {
         const prefix = this.keys.jobState(st);
-        const res = await this.etcd.kv.range({
-          key: Buffer.from(prefix),
-          range_end: Buffer.from(before ? prefix + before : prefixEnd(prefix)),
-          limit: pageSize + 1,
-          sort_target: 'Key',
-          sort_order: 'Descend',
-          keys_only: true,
-        });
-        return res.kvs.map((kv) => kv.key.toString().slice(prefix.length));
+        return { request_range: { key: Buffer.from(prefix), range_end: Buffer.from(before ? prefix + before : prefixEnd(prefix)), limit: pageSize + 1, sort_target: 'Key', sort_order: 'Descend', keys_only: true } };
       }),
-    );
+    });
+    const per = states.map((st, i) => (res.responses[i]?.response_range.kvs ?? []).map((kv) => kv.key.toString().slice(this.keys.jobState(st).length)));
     const ids = [...new Set(per.flat())].sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
     if (ids.length <= pageSize) return { ids, next: undefined };
     const page = ids.slice(0, pageSize);
@@ -230,10 +225,13 @@ export class JobStore {
     return indexed;
   }
 
-  /** Jobs per state, counted by etcd (count-only ranges on the state index): no record is read. */
+  /** Jobs per state, counted by etcd (count-only ranges on the state index, one transaction): no record is read. */
   async countByState(): Promise<Map<JobStateName, number>> {
-    const counts = await Promise.all(JOB_STATES.map((st) => this.etcd.getAll().prefix(this.keys.jobState(st)).count()));
-    return new Map(JOB_STATES.map((st, i) => [st, counts[i] ?? 0]));
+    const res = await this.etcd.kv.txn({
+      compare: [],
+      success: JOB_STATES.map((st) => ({ request_range: { key: Buffer.from(this.keys.jobState(st)), range_end: Buffer.from(prefixEnd(this.keys.jobState(st))), count_only: true } })),
+    });
+    return new Map(JOB_STATES.map((st, i) => [st, Number(res.responses[i]?.response_range.count ?? 0)]));
   }
 
   /** Ids of jobs a leader must drive (PREPARING, RUNNING, FINALIZING), page by page. */
