@@ -2,7 +2,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { isAppError } from '../common/errors.js';
 import type { NodeRecord } from '../common/records.js';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
@@ -77,7 +77,8 @@ describe('fault injection: nothing accepted is lost', () => {
     }
     expect(await incompleteUploads(t.s3, t.cluster.bucket)).toBe(0);
     // A runner cleans its staging right after recording the final state: wait for it.
-    await expect.poll(() => filesUnder(join(t.dir, 'staging')).filter((f) => !killed.some((k) => f.includes(`/${k}/`))), { timeout: 15_000 }).toEqual([]);
+    // (vi.waitFor: expect.poll is only allowed inside a test.)
+    await vi.waitFor(() => expect(filesUnder(join(t.dir, 'staging')).filter((f) => !killed.some((k) => f.includes(`/${k}/`)))).toEqual([]), { timeout: 15_000, interval: 200 });
     await t?.close();
   });
 
