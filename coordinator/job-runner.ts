@@ -208,7 +208,7 @@ export class JobRunner {
           baseMs: 250,
           maxMs: 5_000,
           signal,
-          isRetryable: (e) => !(e instanceof LostPartsError) && isAppError(e) && (e.retryable || e.code === 'FAILED_PRECONDITION') && (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED' || e.code === 'FAILED_PRECONDITION') && !signal.aborted,
+          isRetryable: (e) => !(e instanceof LostPartsError) && isAppError(e) && (e.retryable || e.code === 'FAILED_PRECONDITION') && (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED' || e.code === 'FAILED_PRECONDITION' || e.code === 'NO_SPACE') && !signal.aborted,
           onRetry: (e, n) => {
             this.d.metrics.retries.inc({ kind: 'finalize' });
             this.log.warn({ err: errorMessage(e), attempt: n }, 'finalize failed; retrying');

@@ -158,7 +158,8 @@ async function transfer(client: NodeAgentClient, ref: SegmentRef, t: SegmentTask
       const res = await call.result;
       if (res.complete) return;
     } catch (err) {
-      if (signal.aborted || tries >= 4 || (isAppError(err) && !err.retryable && err.code !== 'UNAVAILABLE' && err.code !== 'CANCELLED')) throw err;
+      // A full node stays full: its segment goes elsewhere at once (dispatchSegment reassigns).
+      if (signal.aborted || tries >= 4 || isAppError(err, 'NO_SPACE') || (isAppError(err) && !err.retryable && err.code !== 'UNAVAILABLE' && err.code !== 'CANCELLED')) throw err;
       d.metrics.retries.inc({ kind: 'transfer' });
       await sleep(200 * 2 ** tries, signal);
     }

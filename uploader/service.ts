@@ -4,7 +4,7 @@ import type { ServerReadableStream } from '@grpc/grpc-js';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
 import { chunksOf, DEFAULT_STREAM_PACE, fileDigest, paced, receiveChunks, type StreamPace } from '../common/chunks.js';
-import { AppError } from '../common/errors.js';
+import { AppError, isNoSpace } from '../common/errors.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
@@ -40,6 +40,11 @@ export interface UploaderDeps {
   singlePutMaxBytes?: number;
   log: Logger;
   metrics: UploaderMetrics;
+}
+
+/** A full staging disk: retryable (space frees as archives are pushed), never INTERNAL. */
+function noSpace(what: string, cause: unknown): AppError {
+  return new AppError('NO_SPACE', `uploader staging is full (${what}); retry later`, { cause, retryable: true });
 }
 
 function partFileName(ref: PartRef): string {
@@ -90,7 +95,12 @@ export class UploaderService {
         const path = join(this.d.stagingDir, partFileName(head.ref!));
         // A retried send starts at 0 again: a fresh .partial each time keeps it simple and exact.
         await rm(`${path}.partial`, { force: true });
-        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.d.metrics.partBytes.inc(n)), this.d.pace ?? DEFAULT_STREAM_PACE), { path, maxBytes: this.d.maxPartBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal });
+        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.d.metrics.partBytes.inc(n)), this.d.pace ?? DEFAULT_STREAM_PACE), { path, maxBytes: this.d.maxPartBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal })
+          .catch(async (err: unknown) => {
+            if (!isNoSpace(err)) throw err;
+            await rm(`${path}.partial`, { force: true });
+            throw noSpace('receiving a part', err);
+          });
         if (!res.complete) throw new AppError('BAD_OFFSET', `part ended after ${res.bytes} of ${head.totalSize} bytes`, { retryable: true });
         return { bytes: res.bytes, sha256: res.sha256 };
       }),
@@ -107,7 +117,8 @@ export class UploaderService {
         let result: JobResult;
         try {
           result = await run;
-        } catch (err) {
+        } catch (err0) {
+          const err = isNoSpace(err0) ? noSpace('building the archive', err0) : err0;
           // Every caller learns which parts to make again (the status carries no list).
           if (err instanceof PartsMissingError) await send({ stage: 'missing', progress: 0, result: undefined, missing: err.missing });
           throw err;
