@@ -31,8 +31,11 @@ describe('the uploader loses its disk mid-job', () => {
     const { jobId } = await t.client.submit({ inputUri: clip, ladder: LADDER });
     const staging = join(t.dir, 'staging', 'uploader', 'uploader-0');
     const parts = (): string[] => filesUnder(join(staging, jobId, 'parts')).filter((f) => f.endsWith('.mp4'));
-    // Some rendition parts are durable on the uploader, and the job is still transcoding.
-    await vi.waitFor(() => { expect(parts().length).toBeGreaterThanOrEqual(2); }, { timeout: 180_000, interval: 50 });
+    // Some sub-segments are done (parts durable on the uploader, checkpoint written) and the job
+    // is still transcoding: those are the parts finalize will find missing.
+    const doneSubs = async (): Promise<number> => [...(await checkpoints(t.cluster.client(), jobId)).values()].reduce((n, cp) => n + cp.done.length, 0);
+    await vi.waitFor(async () => { expect(await doneSubs()).toBeGreaterThanOrEqual(1); }, { timeout: 180_000, interval: 50 });
+    const doneBefore = await doneSubs();
     const lostParts = parts().length;
     const before = await t.client.get(jobId);
     t.cluster.signal('uploader-0', 'SIGKILL');
@@ -66,7 +69,7 @@ describe('the uploader loses its disk mid-job', () => {
     const subs = [...(await checkpoints(t.cluster.client(), jobId)).values()].reduce((n, cp) => n + cp.boundaries.length - 1, 0);
     const redone = subSegmentsRedone(t.dir, t.cluster.nodeIds(), jobId);
     process.stdout.write(
-      `MEASURE lost uploader disk: ${lostParts} part file(s) wiped at ${before.progress.toFixed(0)} %, ${invalidated} of ${subs} sub-segments invalidated at finalize in ${reopened.length} round(s), ` +
+      `MEASURE lost uploader disk: ${lostParts} part file(s) wiped at ${before.progress.toFixed(0)} % (${doneBefore} sub-segment(s) checkpointed), ${invalidated} of ${subs} sub-segments invalidated at finalize in ${reopened.length} round(s), ` +
         `${redone} sub-segments transcoded more than once in all, SUCCEEDED ${((Date.now() - lostAt) / 1000).toFixed(1)} s after the loss\n`,
     );
   });
