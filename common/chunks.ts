@@ -205,10 +205,23 @@ export async function receiveChunks(
       throw new AppError('CHECKSUM_MISMATCH', `${algorithm} mismatch: expected ${expected}, received ${got}`, { retryable: true });
     }
     await rename(partial, o.path);
+    // The rename itself is durable only once its directory is: without this a crash can leave
+    // the acknowledged part under its .partial name (or not at all) after the fsync above.
+    if (durable) await syncDir(dirname(o.path));
     return { bytes: size, sha256: algorithm === 'sha256' ? got : '', crc32: algorithm === 'crc32' ? got : '', complete: true };
   } finally {
     await writing; // never rejects; the file is closed only after the last write lands
     await fh.close().catch(() => undefined);
+  }
+}
+
+/** fsyncs a directory (its entries: a rename or a new file in it). */
+export async function syncDir(dir: string): Promise<void> {
+  const dh = await open(dir, 'r');
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
   }
 }
 

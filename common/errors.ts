@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'UNSUPPORTED_EDIT_LIST'
   | 'UNSUPPORTED_DYNAMIC_RANGE'
   | 'LIMIT_EXCEEDED'
+  | 'NO_SPACE'
   | 'BAD_OFFSET'
   | 'CHECKSUM_MISMATCH'
   | 'JOB_NOT_FOUND'
@@ -49,6 +50,7 @@ export const GRPC_STATUS_BY_CODE: Readonly<Record<ErrorCode, GrpcStatus>> = {
   UNSUPPORTED_EDIT_LIST: GrpcStatus.INVALID_ARGUMENT,
   UNSUPPORTED_DYNAMIC_RANGE: GrpcStatus.INVALID_ARGUMENT,
   LIMIT_EXCEEDED: GrpcStatus.RESOURCE_EXHAUSTED,
+  NO_SPACE: GrpcStatus.RESOURCE_EXHAUSTED,
   BAD_OFFSET: GrpcStatus.OUT_OF_RANGE,
   CHECKSUM_MISMATCH: GrpcStatus.DATA_LOSS,
   JOB_NOT_FOUND: GrpcStatus.NOT_FOUND,
@@ -71,6 +73,8 @@ const DEFAULT_RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'UNAVAILABLE',
   'DEADLINE_EXCEEDED',
   'NO_NODES',
+  // A full disk is the machine's trouble, not the job's: retry elsewhere.
+  'NO_SPACE',
 ]);
 
 export interface AppErrorOptions {
@@ -97,6 +101,21 @@ export class AppError extends Error {
 
 export function isAppError(err: unknown, code?: ErrorCode): err is AppError {
   return err instanceof AppError && (code === undefined || err.code === code);
+}
+
+/**
+ * True when `err` (or its cause chain) is this machine's disk being full: ENOSPC/EDQUOT from
+ * Node's fs, or ffmpeg reporting "No space left on device" (it exits non-zero; its stderr summary
+ * carries the reason). A NO_SPACE answer from another process is not (that disk is not ours).
+ */
+export function isNoSpace(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e !== undefined && e !== null && depth < 5; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT') return true;
+    if (e instanceof Error && /No space left on device|Disk quota exceeded/i.test(e.message)) return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
 }
 
 /** Short human summary of any thrown value (for logs and status trails). */

@@ -22,6 +22,8 @@ export interface NodeStats {
    * renditions), averaged over recent chunks (EWMA). Absent until the node finished a chunk.
    */
   speedMps?: number;
+  /** Set while the node takes no new work of its own accord (its staging is full), with why. */
+  notReady?: string;
 }
 
 /** `uploaders/<id>`, attached to the uploader's lease. */

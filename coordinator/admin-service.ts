@@ -30,7 +30,7 @@ export function toNodeInfo(n: NodeView): NodeInfo {
     busySlots: n.stats?.busySlots ?? 0,
     encoders: n.encoders,
     version: n.version,
-    state: n.admission !== 'admitted' ? n.admission : n.draining ? 'draining' : 'ready',
+    state: n.admission !== 'admitted' ? n.admission : n.draining ? 'draining' : n.stats?.notReady ? 'not-ready' : 'ready',
     stateReason: n.admissionReason ?? '',
     lastHeartbeatMs: n.stats?.heartbeatMs ?? 0,
     segmentsDone: n.stats?.segmentsDone ?? 0,

@@ -94,6 +94,33 @@ export class JobRunner {
   }
 
   async run(signal: AbortSignal): Promise<void> {
+    // A round ends early when the uploader lost parts at finalize (they are transcoded again).
+    for (this.reopened = false; ; this.reopened = false) {
+      await this.runOnce(signal);
+      if (!this.reopened || signal.aborted) return;
+    }
+  }
+
+  /** Parts lost on the uploader were reopened this round: run() goes round again. */
+  private reopened = false;
+  private reopens = 0;
+
+  /**
+   * The uploader lost parts (its disk, or a new uploader): their sub-segments leave the
+   * checkpoints and the job goes back to RUNNING on that uploader, in one fenced transaction.
+   * The next round dispatches only what is not done and sends the audio again.
+   */
+  private async reopenLost(err: LostPartsError, signal: AbortSignal): Promise<void> {
+    if (++this.reopens > MAX_REOPENS) throw new AppError('FAILED_PRECONDITION', `the uploader lost parts ${MAX_REOPENS} times: ${err.message}`, { retryable: false });
+    const lost = new Map<number, number[]>();
+    for (const p of err.missing) if (p.rendition !== 'audio') lost.set(p.segment, [...new Set([...(lost.get(p.segment) ?? []), p.subSegment])]);
+    const invalidated = await withEtcdRetry('reopen lost parts', () => this.d.store.reopenSubSegments(this.jobId, lost, err.uploaderId, `uploader ${err.uploaderId} lacks ${err.missing.length} part(s)`, this.fence), { signal, log: this.log });
+    this.d.metrics.retries.inc({ kind: 'lost_parts' });
+    this.log.warn({ uploaderId: err.uploaderId, missing: err.missing.length, segments: lost.size, subSegments: invalidated }, 'parts lost on the uploader: transcoding them again');
+    this.reopened = true;
+  }
+
+  private async runOnce(signal: AbortSignal): Promise<void> {
     const { store } = this.d;
     let rec = await store.get(this.jobId);
     if (!rec || TERMINAL.has(rec.state)) return;
@@ -143,6 +170,8 @@ export class JobRunner {
                 leadOutFrames: cut.leadOut ?? 0,
                 uploaderAddress: uploader.address,
                 uploaderId: uploader.id,
+                // Per attempt: the job's uploader, or another while it is gone (lost parts follow at finalize).
+                uploader: () => this.pickUploader(uploader.id),
                 fence: this.fence,
                 onEvent: (ev) => {
                   const before = lastFrames.get(cut.index) ?? 0;
@@ -179,13 +208,18 @@ export class JobRunner {
           baseMs: 250,
           maxMs: 5_000,
           signal,
-          isRetryable: (e) => isAppError(e) && (e.retryable || e.code === 'FAILED_PRECONDITION') && (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED' || e.code === 'FAILED_PRECONDITION') && !signal.aborted,
+          isRetryable: (e) => !(e instanceof LostPartsError) && isAppError(e) && (e.retryable || e.code === 'FAILED_PRECONDITION') && (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED' || e.code === 'FAILED_PRECONDITION' || e.code === 'NO_SPACE') && !signal.aborted,
           onRetry: (e, n) => {
             this.d.metrics.retries.inc({ kind: 'finalize' });
             this.log.warn({ err: errorMessage(e), attempt: n }, 'finalize failed; retrying');
           },
         },
-      );
+      ).catch(async (e: unknown) => {
+        if (!(e instanceof LostPartsError)) throw e;
+        await this.reopenLost(e, signal);
+        return undefined;
+      });
+      if (!result) return; // reopened: run() goes round again
       timings.finalizeMs = Date.now() - t2;
       timings.totalMs = Date.now() - rec.createdAtMs;
       await tracker.flush();
@@ -230,8 +264,7 @@ export class JobRunner {
   private async waitForUploader(signal: AbortSignal, preferred?: string): Promise<UploaderRecord> {
     const deadline = Date.now() + this.d.cfg.UPLOADER_WAIT_MS;
     for (let warned = false; ; ) {
-      const list = this.d.registry.uploaderList();
-      const pick = list.find((u) => u.id === preferred) ?? list[hash(this.jobId) % Math.max(1, list.length)];
+      const pick = this.pickUploader(preferred);
       if (pick) return pick;
       if (Date.now() >= deadline) {
         throw new AppError('UNAVAILABLE', `no uploader registered for ${this.d.cfg.UPLOADER_WAIT_MS} ms${preferred ? ` (this job's is ${preferred})` : ''}`, { retryable: false });
@@ -242,6 +275,12 @@ export class JobRunner {
       }
       await sleep(250, signal);
     }
+  }
+
+  /** The job's uploader while registered, else one chosen by job id (the same each time). */
+  private pickUploader(preferred?: string): UploaderRecord | undefined {
+    const list = this.d.registry.uploaderList();
+    return list.find((u) => u.id === preferred) ?? list[hash(this.jobId) % Math.max(1, list.length)];
   }
 
   /** PREPARING: stage, probe, plan, split by node count, start the audio task; → RUNNING. */
@@ -420,11 +459,18 @@ export class JobRunner {
     );
     const onAbort = (): void => call.cancel();
     signal.addEventListener('abort', onAbort, { once: true });
+    const missing: PartRef[] = [];
     try {
       let result: JobResult | undefined;
-      for await (const ev of iterateStream<FinalizeEvent>(call)) {
-        tracker.finalizing(ev.progress);
-        if (ev.result) result = ev.result;
+      try {
+        for await (const ev of iterateStream<FinalizeEvent>(call)) {
+          if (ev.missing.length > 0) missing.push(...ev.missing);
+          else tracker.finalizing(ev.progress);
+          if (ev.result) result = ev.result;
+        }
+      } catch (err) {
+        if (missing.length > 0 && isAppError(err, 'FAILED_PRECONDITION')) throw new LostPartsError(uploader.id, missing, err);
+        throw err;
       }
       if (!result) throw new AppError('UNAVAILABLE', 'the uploader ended finalize without a result');
       return result;
@@ -453,6 +499,16 @@ export class JobRunner {
     }
     const res = await Promise.allSettled(tasks);
     for (const r of res) if (r.status === 'rejected') this.log.debug({ err: errorMessage(r.reason) }, 'cleanup step failed');
+  }
+}
+
+/** Rounds of lost parts one runner transcodes again before the job fails (a disk lost 3 times). */
+const MAX_REOPENS = 3;
+
+/** The uploader `uploaderId` does not hold these parts: they must be made again, not re-asked. */
+class LostPartsError extends AppError {
+  constructor(readonly uploaderId: string, readonly missing: PartRef[], cause: AppError) {
+    super('FAILED_PRECONDITION', cause.message, { cause, retryable: false });
   }
 }
 

@@ -399,6 +399,57 @@ export class JobStore {
     return res.revision;
   }
 
+  /**
+   * Parts the uploader lost: their sub-segments are no longer done. In one transaction, fenced on
+   * the leader and compared on every checkpoint it rewrites: those sub-segments leave their
+   * checkpoints, their segments go back to PENDING (a dispatch then transcodes only what is not
+   * done, under a new attempt whose owner key fences off any older one), and the job goes back
+   * from FINALIZING to RUNNING with `uploaderId` (the uploader that reported the loss) and a trail
+   * entry per segment. Returns the sub-segments invalidated.
+   */
+  async reopenSubSegments(jobId: string, lost: ReadonlyMap<number, readonly number[]>, uploaderId: string, reason: string, fence: LeaderFence): Promise<number> {
+    for (let i = 0; i < 20; i++) {
+      const cur = await this.getWithRevision(jobId);
+      if (!cur) throw new AppError('JOB_NOT_FOUND', `no job with id ${jobId}`);
+      if (TERMINAL.has(cur.rec.state)) throw new AppError('CANCELLED', `job ${jobId} is ${cur.rec.state}`);
+      let cmp = this.etcd.if(this.keys.job(jobId), 'Mod', '==', cur.rev).and(fence.key, 'Create', '==', fence.createRevision);
+      const puts: [string, string][] = [];
+      const trail: StatusChange[] = [];
+      let invalidated = 0;
+      const now = Date.now();
+      for (const [index, subs] of lost) {
+        const [segKv, cpKv] = await Promise.all([this.etcd.get(this.keys.segment(jobId, index)).exec(), this.etcd.get(this.keys.checkpoint(jobId, index)).exec()]);
+        const seg = segKv.kvs[0] ? (JSON.parse(segKv.kvs[0].value.toString()) as SegmentRecord) : undefined;
+        const cp = cpKv.kvs[0] ? (JSON.parse(cpKv.kvs[0].value.toString()) as CheckpointRecord) : undefined;
+        if (!seg || !cp) continue;
+        const done = cp.done.filter((d) => !subs.includes(d.sub));
+        invalidated += cp.done.length - done.length;
+        cmp = cmp.and(this.keys.checkpoint(jobId, index), 'Mod', '==', cpKv.kvs[0]!.mod_revision);
+        puts.push([this.keys.checkpoint(jobId, index), JSON.stringify({ ...cp, done } satisfies CheckpointRecord)]);
+        puts.push([this.keys.segment(jobId, index), JSON.stringify({ ...seg, state: 'PENDING' } satisfies SegmentRecord)]);
+        trail.push({ atMs: now, scope: `segment/${index}`, state: 'PENDING', nodeId: seg.nodeId, attempt: seg.attempt, reason: `${reason}: sub-segment(s) ${subs.join(', ')} to transcode again` });
+      }
+      const next: JobRecord = {
+        ...cur.rec,
+        state: 'RUNNING',
+        stage: 'transcoding lost parts again',
+        uploaderId,
+        updatedAtMs: now,
+        history: this.history(cur.rec, [...trail, { atMs: now, scope: 'job', state: 'RUNNING', nodeId: '', attempt: 0, reason }]),
+      };
+      const res = await cmp
+        .then(this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)), ...puts.map(([k, v]) => this.etcd.put(k).value(v)), ...this.indexOps(cur.rec, next))
+        .commit();
+      if (res.succeeded) return invalidated;
+      const el = await this.etcd.get(fence.key).exec();
+      if (el.kvs[0]?.create_revision !== fence.createRevision) {
+        this.fencingRejections++;
+        throw new AppError('NOT_LEADER', 'this coordinator is no longer the leader', { retryable: false });
+      }
+    }
+    throw new AppError('UNAVAILABLE', `too much contention on job ${jobId}`);
+  }
+
   /** The key schema (for callers that add puts to a transaction). */
   keysFor(): Keys {
     return this.keys;

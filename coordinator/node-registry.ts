@@ -208,7 +208,8 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
   private currentViews(): { all: NodeView[]; ready: NodeView[] } {
     if (!this.views) {
       const all = [...this.nodes.keys()].sort().map((id) => this.view(id)!);
-      this.views = { all, ready: all.filter((n) => !n.draining && n.admission === 'admitted') };
+      // A node that says it is not ready (its staging is full) takes no new segments either.
+      this.views = { all, ready: all.filter((n) => !n.draining && n.admission === 'admitted' && !n.stats?.notReady) };
     }
     return this.views;
   }

@@ -45,6 +45,8 @@ export interface SegmentTask {
   leadOutFrames: number;
   uploaderAddress: string;
   uploaderId: string;
+  /** The uploader for the next attempt (default: `uploaderAddress`/`uploaderId`): one that left is replaced. */
+  uploader?: () => { address: string; id: string } | undefined;
   fence: LeaderFence;
   onEvent: (ev: SegmentEvent) => void;
 }
@@ -156,7 +158,8 @@ async function transfer(client: NodeAgentClient, ref: SegmentRef, t: SegmentTask
       const res = await call.result;
       if (res.complete) return;
     } catch (err) {
-      if (signal.aborted || tries >= 4 || (isAppError(err) && !err.retryable && err.code !== 'UNAVAILABLE' && err.code !== 'CANCELLED')) throw err;
+      // A full node stays full: its segment goes elsewhere at once (dispatchSegment reassigns).
+      if (signal.aborted || tries >= 4 || isAppError(err, 'NO_SPACE') || (isAppError(err) && !err.retryable && err.code !== 'UNAVAILABLE' && err.code !== 'CANCELLED')) throw err;
       d.metrics.retries.inc({ kind: 'transfer' });
       await sleep(200 * 2 ** tries, signal);
     }
@@ -165,8 +168,9 @@ async function transfer(client: NodeAgentClient, ref: SegmentRef, t: SegmentTask
 
 /** Runs the segment on the node and relays progress; a silent stream is abandoned. */
 async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision: number, t: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
+  const up = t.uploader?.() ?? { address: t.uploaderAddress, id: t.uploaderId };
   const call = client.runSegment(
-    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: t.uploaderAddress, uploaderId: t.uploaderId, frames: t.fileFrames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames, leadOutFrames: t.leadOutFrames },
+    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: up.address, uploaderId: up.id, frames: t.fileFrames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames, leadOutFrames: t.leadOutFrames },
     new Metadata(),
     deadline(d.cfg.SEGMENT_RUN_TIMEOUT_MS),
   );

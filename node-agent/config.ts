@@ -24,6 +24,8 @@ const shape = {
    */
   MAX_CHUNK_SEC: z.coerce.number().min(0.1).max(3600).default(15),
   MAX_SEGMENT_BYTES: int(8 * 1024 ** 3, 1),
+  /** Bytes always kept free in staging: a segment is refused (NO_SPACE, the node goes not-ready) unless twice its size fits above this. */
+  STAGING_RESERVE_BYTES: int(64 * 1024 ** 2, 0),
   FFMPEG_NO_PROGRESS_MS: int(60_000, 100),
   FFMPEG_WALL_CLOCK_MS: int(3_600_000, 1000),
   /** Kernel caps per ffmpeg (prlimit): address space in MiB and CPU seconds; unset = the defaults of transcoder/ffmpeg-limits.ts, 0 = off. */

@@ -21,8 +21,12 @@ import { Registration } from './registration.js';
 import { AgentService } from './service.js';
 import { watchDrain } from './drain.js';
 import { ffmpegSegmentMedia } from './segment-media.js';
+import { DiskSpace } from './disk-space.js';
 
 const { cfg, log, life } = bootProcess('node-agent', loadConfig, (c) => ({ nodeId: c.NODE_ID }));
+
+/** Publishes this node's load figures (set once registered; a no-op before). */
+let publish: () => void = () => undefined;
 
 async function main(): Promise<void> {
   const keys = new Keys(cfg.ETCD_PREFIX);
@@ -42,6 +46,8 @@ async function main(): Promise<void> {
   life.onStop('grpc clients', () => clients.closeAll());
   const encoders = await availableEncoders();
 
+  // Free space is checked before a segment is accepted; a full disk takes the node out of service.
+  const disk = new DiskSpace(stagingDir, cfg.STAGING_RESERVE_BYTES, log, () => publish());
   const service = new AgentService(
     stagingDir,
     cfg.MAX_SEGMENT_BYTES,
@@ -78,6 +84,7 @@ async function main(): Promise<void> {
     metrics,
     log,
     paceFromConfig(cfg),
+    disk,
   );
 
   const grpc = await startGrpcServer(
@@ -87,7 +94,7 @@ async function main(): Promise<void> {
     serverSecurity(tls, nodeAgentPolicy),
   );
   life.onStop('grpc server', () => grpc.close(5_000));
-  const http = await startMetricsServer(registry, cfg.METRICS_PORT, cfg.BIND_HOST, () => life.state === 'running' && !service.draining);
+  const http = await startMetricsServer(registry, cfg.METRICS_PORT, cfg.BIND_HOST, () => life.state === 'running' && !service.draining && !disk.full);
   life.onStop('metrics server', () => http.close());
 
   const advertise = cfg.ADVERTISE_ADDRESS ?? `${cfg.BIND_HOST}:${grpc.port}`;
@@ -122,11 +129,16 @@ async function main(): Promise<void> {
   await registration.join();
   life.onStop('leave cluster', () => registration.leave());
 
-  const publish = (): void => {
+  // Not ready while staging is full: published with the load figures (the coordinator places no
+  // segment here, `tessera nodes` shows not-ready) and in the metrics; rechecked every beat.
+  publish = (): void => {
     metrics.busySlots.set(pool.busy);
+    metrics.stagingFull.set(disk.full ? 1 : 0);
+    void disk.freeBytes().then((b) => metrics.stagingFreeBytes.set(b), () => undefined);
+    void disk.recheck().catch(() => undefined);
     registration.stillOurs().catch((err: unknown) => log.debug({ err }, 'registration check failed'));
     registration
-      .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now(), ...(speed.value !== undefined ? { speedMps: speed.value } : {}) }, cfg.STATS_REFRESH_MS)
+      .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now(), ...(speed.value !== undefined ? { speedMps: speed.value } : {}), ...(disk.full ? { notReady: `staging full: ${disk.full.reason}` } : {}) }, cfg.STATS_REFRESH_MS)
       .catch((err: unknown) => log.debug({ err }, 'stats publish failed'));
   };
   publish();

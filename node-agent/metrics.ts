@@ -10,6 +10,8 @@ export function agentMetrics(registry: Registry) {
     fencingRejections: new Counter({ name: 'tessera_fencing_rejections_total', help: 'Writes rejected because the segment was reassigned', registers: [registry] }),
     busySlots: new Gauge({ name: 'tessera_node_busy_slots', help: 'Worker slots running ffmpeg', registers: [registry] }),
     segmentsInFlight: new Gauge({ name: 'tessera_segments_in_flight', help: 'Segments held by this node', registers: [registry] }),
+    stagingFull: new Gauge({ name: 'tessera_node_staging_full', help: '1 while the staging disk is full and the node takes no new work (not-ready)', registers: [registry] }),
+    stagingFreeBytes: new Gauge({ name: 'tessera_node_staging_free_bytes', help: 'Free bytes on the staging disk', registers: [registry] }),
   };
 }
 

@@ -148,7 +148,7 @@ export class Registration extends EventEmitter<{ lost: []; rejoined: []; replace
   async publishStats(stats: NodeStats, unchangedRefreshMs = 0): Promise<boolean> {
     const lease = this.lease;
     if (!lease || this.closed) return false;
-    const figures = JSON.stringify([stats.busySlots, stats.segmentsDone, stats.subSegmentsDone, stats.speedMps]);
+    const figures = JSON.stringify([stats.busySlots, stats.segmentsDone, stats.subSegmentsDone, stats.speedMps, stats.notReady]);
     const now = Date.now();
     const last = this.lastStats;
     if (last && last.lease === lease && last.figures === figures && now - last.atMs < unchangedRefreshMs) return false;

@@ -2,7 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
-import { AppError, errorMessage, isAppError } from '../common/errors.js';
+import { AppError, errorMessage, isAppError, isNoSpace } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import type { CheckpointRecord } from '../common/records.js';
@@ -205,7 +205,8 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
           )));
         break;
       } catch (err) {
-        if (taskSignal.aborted || isAppError(err, 'FENCED') || isAppError(err, 'CANCELLED')) throw err;
+        // A full disk stays full for the next try here: the segment goes elsewhere (service.ts).
+        if (taskSignal.aborted || isAppError(err, 'FENCED') || isAppError(err, 'CANCELLED') || isNoSpace(err)) throw err;
         const retryable = isAppError(err) ? err.retryable : true;
         if (!retryable || attempt >= deps.subSegmentAttempts) {
           throw isAppError(err, 'TRANSCODE_FAILED')

@@ -9,6 +9,7 @@ import type { Logger } from '../common/logger.js';
 import type { NodeAgentServer, SegmentChunk, SegmentRef, TransferStatus, SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
 import type { AgentMetrics } from './metrics.js';
 import { runSegmentWork, type SegmentWorkDeps } from './segment-work.js';
+import type { DiskSpace } from './disk-space.js';
 
 interface Held {
   attempt: number;
@@ -31,6 +32,7 @@ export class AgentService {
     private readonly metrics: AgentMetrics,
     private readonly log: Logger,
     private readonly pace: StreamPace = DEFAULT_STREAM_PACE,
+    private readonly disk?: DiskSpace,
   ) {}
 
   private dirOf(ref: SegmentRef | undefined): string {
@@ -54,6 +56,7 @@ export class AgentService {
     return {
       getTransfer: unary(log, async (ref: SegmentRef): Promise<TransferStatus> => {
         const file = this.segmentFile(ref);
+        if (this.disk?.full) await this.disk.admit(0, 'a segment'); // NO_SPACE before any byte is sent
         try {
           const st = await stat(file);
           return { receivedBytes: st.size, complete: true, sha256: '', crc32: '' };
@@ -69,9 +72,22 @@ export class AgentService {
         const head = first.value;
         if (this.draining) throw new AppError('FAILED_PRECONDITION', 'node is draining', { retryable: true });
         const file = this.segmentFile(head.ref);
+        // Room for the segment and its chunks cut from it (a second copy), before any byte lands.
+        const need = 2 * Math.max(0, head.totalSize - (await partialSize(file)));
+        await this.disk?.admit(need, `segment ${head.ref?.segment ?? '?'} of job ${head.ref?.jobId ?? '?'}`).catch(async (err: unknown) => {
+          // Read (and drop) what the sender has in flight: a client stream whose writer is blocked
+          // on flow control never sees our status otherwise, and the transfer would hang.
+          while (!(await it.next()).done) { /* discard */ }
+          throw err;
+        });
         // Not fsynced: the agent wipes its staging when it starts (main.ts), so only this process
         // life reads the segment; a node that goes down gets its segments re-sent elsewhere.
-        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)), this.pace), { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, crc32: head.crc32 || undefined, signal, durable: false });
+        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)), this.pace), { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, crc32: head.crc32 || undefined, signal, durable: false })
+          .catch(async (err: unknown) => {
+            const e = this.disk ? this.disk.classify(err, 'receiving a segment', need) : err;
+            if (isAppError(e, 'NO_SPACE')) await rm(this.dirOf(head.ref), { recursive: true, force: true });
+            throw e;
+          });
         return { receivedBytes: res.bytes, complete: res.complete, sha256: res.sha256, crc32: res.crc32 };
       }),
 
@@ -80,6 +96,7 @@ export class AgentService {
         const file = this.segmentFile(ref);
         if (!ref) throw new AppError('INVALID_ARGUMENT', 'ref is required');
         if (this.draining) throw new AppError('FAILED_PRECONDITION', 'node is draining', { retryable: true });
+        if (this.disk?.full) await this.disk.admit(0, 'a segment');
         try {
           await stat(file);
         } catch {
@@ -122,7 +139,10 @@ export class AgentService {
           await pending;
           this.segmentsDone++;
           await rm(this.dirOf(ref), { recursive: true, force: true });
-        } catch (err) {
+        } catch (err0) {
+          // A full disk is this node's trouble: out of service, and the segment retried elsewhere.
+          const err = this.disk && !abort.signal.aborted ? this.disk.classify(err0, `segment ${ref.segment} of job ${ref.jobId}`) : err0;
+          if (isAppError(err, 'NO_SPACE')) await rm(this.dirOf(ref), { recursive: true, force: true });
           if (isAppError(err, 'FENCED') || abort.signal.aborted) {
             // reassigned, cancelled or our lease lapsed: drop the work and its files
             await rm(this.dirOf(ref), { recursive: true, force: true });

@@ -4,7 +4,7 @@ import type { ServerReadableStream } from '@grpc/grpc-js';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
 import { chunksOf, DEFAULT_STREAM_PACE, fileDigest, paced, receiveChunks, type StreamPace } from '../common/chunks.js';
-import { AppError } from '../common/errors.js';
+import { AppError, isNoSpace } from '../common/errors.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
@@ -42,12 +42,27 @@ export interface UploaderDeps {
   metrics: UploaderMetrics;
 }
 
+/** A full staging disk: retryable (space frees as archives are pushed), never INTERNAL. */
+function noSpace(what: string, cause: unknown): AppError {
+  return new AppError('NO_SPACE', `uploader staging is full (${what}); retry later`, { cause, retryable: true });
+}
+
 function partFileName(ref: PartRef): string {
   if (!SAFE_ID.test(ref.jobId) || !(ref.rendition === 'audio' || SAFE_NAME.test(ref.rendition)) || ref.segment < 0 || ref.subSegment < 0 || ref.attempt < 0) {
     throw new AppError('INVALID_ARGUMENT', 'invalid part reference');
   }
   const ext = ref.rendition === 'audio' ? 'm4a' : 'mp4';
   return join(ref.jobId, 'parts', ref.rendition, `${String(ref.segment).padStart(4, '0')}-${String(ref.subSegment).padStart(4, '0')}-a${ref.attempt}.${ext}`);
+}
+
+/**
+ * Finalize named parts this uploader does not hold (a lost disk, a new uploader). Retrying the
+ * same request cannot help: the coordinator must have them made again, so it gets the list.
+ */
+export class PartsMissingError extends AppError {
+  constructor(readonly missing: PartRef[]) {
+    super('FAILED_PRECONDITION', `${missing.length} part(s) are missing on this uploader (first: ${missing[0] ? partFileName(missing[0]) : '-'})`, { retryable: false });
+  }
 }
 
 /** The uploader's gRPC service: durable part staging, merge + zip + S3 push on finalize. */
@@ -80,7 +95,12 @@ export class UploaderService {
         const path = join(this.d.stagingDir, partFileName(head.ref!));
         // A retried send starts at 0 again: a fresh .partial each time keeps it simple and exact.
         await rm(`${path}.partial`, { force: true });
-        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.d.metrics.partBytes.inc(n)), this.d.pace ?? DEFAULT_STREAM_PACE), { path, maxBytes: this.d.maxPartBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal });
+        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.d.metrics.partBytes.inc(n)), this.d.pace ?? DEFAULT_STREAM_PACE), { path, maxBytes: this.d.maxPartBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal })
+          .catch(async (err: unknown) => {
+            if (!isNoSpace(err)) throw err;
+            await rm(`${path}.partial`, { force: true });
+            throw noSpace('receiving a part', err);
+          });
         if (!res.complete) throw new AppError('BAD_OFFSET', `part ended after ${res.bytes} of ${head.totalSize} bytes`, { retryable: true });
         return { bytes: res.bytes, sha256: res.sha256 };
       }),
@@ -90,12 +110,20 @@ export class UploaderService {
         // Idempotent: a second Finalize for the same job joins the first, or returns its result.
         let run = this.finalizing.get(req.jobId);
         if (!run) {
-          run = this.finalize(req, (stage, progress) => { void send({ stage, progress, result: undefined }).catch(() => undefined); }, signal);
+          run = this.finalize(req, (stage, progress) => { void send({ stage, progress, result: undefined, missing: [] }).catch(() => undefined); }, signal);
           this.finalizing.set(req.jobId, run);
           run.finally(() => this.finalizing.delete(req.jobId)).catch(() => undefined);
         }
-        const result = await run;
-        await send({ stage: 'done', progress: 1, result });
+        let result: JobResult;
+        try {
+          result = await run;
+        } catch (err0) {
+          const err = isNoSpace(err0) ? noSpace('building the archive', err0) : err0;
+          // Every caller learns which parts to make again (the status carries no list).
+          if (err instanceof PartsMissingError) await send({ stage: 'missing', progress: 0, result: undefined, missing: err.missing });
+          throw err;
+        }
+        await send({ stage: 'done', progress: 1, result, missing: [] });
       }),
 
       cleanup: unary(log, async (req) => {
@@ -176,7 +204,14 @@ export class UploaderService {
       if (!t.part) throw new AppError('INVALID_ARGUMENT', 'an audio track has no part');
       return { path: join(this.d.stagingDir, partFileName(t.part)), language: t.info?.language ?? '', title: t.info?.title ?? '', channels: t.info?.channels ?? 0 };
     });
-    for (const a of audio) await stat(a.path).catch(() => { throw new AppError('FAILED_PRECONDITION', `audio part ${a.path} is missing`, { retryable: true }); });
+    // Every part named, audio included, before any merge: all that is missing in one answer.
+    const named = [...tracks.map((t) => t.part!), ...req.parts];
+    const present = await Promise.all(named.map((p) => stat(join(this.d.stagingDir, partFileName(p))).then(() => true, () => false)));
+    const missing = named.filter((_, i) => !present[i]);
+    if (missing.length > 0) {
+      this.d.log.warn({ jobId: req.jobId, missing: missing.length, of: named.length }, 'parts missing at finalize');
+      throw new PartsMissingError(missing);
+    }
     const source = req.source;
     // Frames every rendition must have: the presented source frames (× 2 when fields became frames).
     const expectedFrames = req.expectedFrames > 0 ? req.expectedFrames : (source?.frames ?? 0);
@@ -189,7 +224,6 @@ export class UploaderService {
       const refs = req.parts.filter((p) => p.rendition === r.name);
       const parts = refs.map((p) => join(this.d.stagingDir, partFileName(p)));
       const durations = refs.map((p) => p.durationSec);
-      for (const p of parts) await stat(p).catch(() => { throw new AppError('FAILED_PRECONDITION', `part ${p} is missing`, { retryable: true }); });
       const file = `${r.name}.${container}`;
       const outPath = join(outDir, file);
       await mergeRendition({ parts, durations, audio, container, outPath, listDir: join(jobDir, 'parts'), signal });

@@ -86,7 +86,15 @@ export interface FinalizeEvent {
   /** 0..1 */
   progress: number;
   /** set on the last event */
-  result: JobResult | undefined;
+  result:
+    | JobResult
+    | undefined;
+  /**
+   * Parts the request named that this uploader does not hold (its disk was lost or it is a new
+   * uploader): sent once, then the call ends with FAILED_PRECONDITION. The coordinator has them
+   * transcoded (or, for audio, sent) again and finalizes anew.
+   */
+  missing: PartRef[];
 }
 
 export interface CleanupRequest {
@@ -849,7 +857,7 @@ export const FinalAudioTrack: MessageFns<FinalAudioTrack> = {
 };
 
 function createBaseFinalizeEvent(): FinalizeEvent {
-  return { stage: "", progress: 0, result: undefined };
+  return { stage: "", progress: 0, result: undefined, missing: [] };
 }
 
 export const FinalizeEvent: MessageFns<FinalizeEvent> = {
@@ -862,6 +870,9 @@ export const FinalizeEvent: MessageFns<FinalizeEvent> = {
     }
     if (message.result !== undefined) {
       JobResult.encode(message.result, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.missing) {
+      PartRef.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -903,6 +914,14 @@ export const FinalizeEvent: MessageFns<FinalizeEvent> = {
             message.result = JobResult.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.missing.push(PartRef.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -920,6 +939,7 @@ export const FinalizeEvent: MessageFns<FinalizeEvent> = {
       stage: isSet(object.stage) ? globalThis.String(object.stage) : "",
       progress: isSet(object.progress) ? globalThis.Number(object.progress) : 0,
       result: isSet(object.result) ? JobResult.fromJSON(object.result) : undefined,
+      missing: globalThis.Array.isArray(object?.missing) ? object.missing.map((e: any) => PartRef.fromJSON(e)) : [],
     };
   },
 
@@ -934,6 +954,9 @@ export const FinalizeEvent: MessageFns<FinalizeEvent> = {
     if (message.result !== undefined) {
       obj.result = JobResult.toJSON(message.result);
     }
+    if (message.missing?.length) {
+      obj.missing = message.missing.map((e) => PartRef.toJSON(e));
+    }
     return obj;
   },
 
@@ -947,6 +970,7 @@ export const FinalizeEvent: MessageFns<FinalizeEvent> = {
     message.result = (object.result !== undefined && object.result !== null)
       ? JobResult.fromPartial(object.result)
       : undefined;
+    message.missing = object.missing?.map((e) => PartRef.fromPartial(e)) || [];
     return message;
   },
 };
