@@ -35,6 +35,7 @@ describe('EtaEstimator', () => {
     let frames = 0;
     for (let t = 0; t <= 10_000; t += 500) e.frames(t, (frames = t / 10));
     const [p50, p90] = e.estimate(10_000, 2000 - frames)!;
+    expect(p90).toBeGreaterThanOrEqual(p50);
     expect(p50).toBeGreaterThan(9);
     expect(p50).toBeLessThan(12); // 1000 frames at 100/s, plus a tenth of 10 s for the merge
     for (let t = 10_500; t <= 20_000; t += 500) e.frames(t, (frames += 25));

@@ -5,7 +5,6 @@ import type { Etcd3 } from 'etcd3';
 import { AppError, errorMessage, isAppError, isNoSpace } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
-import type { CheckpointRecord } from '../common/records.js';
 import type { PlannedRendition } from '../proto/gen/tessera/v1/types.js';
 import type { SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
 import type { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
