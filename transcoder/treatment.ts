@@ -155,6 +155,8 @@ export function renditionFilters(t: PictureTreatment, r: ResolvedRendition): str
       'format=yuv420p',
     ].join(',');
   }
+  // BT.709 limited range already: nothing to convert (and swscale's plain path is the fast one).
+  if (t.colorMatrix === 'bt709' && t.colorRange === 'tv') return `${size},format=yuv420p`;
   return `${size}:in_color_matrix=${t.colorMatrix}:out_color_matrix=bt709:in_range=${t.colorRange}:out_range=tv,format=yuv420p`;
 }
 
