@@ -83,7 +83,7 @@ describe('source timeline', () => {
     expect(idetVerdict(c)).toEqual({ interlaced: true, parity: 'tff' });
     expect(idetVerdict({ tff: 1, bff: 0, progressive: 58, undetermined: 1 }).interlaced).toBe(false);
     const flagged = decideTreatment(timelineFromProbe(probe({ field_order: 'bb' })), undefined);
-    expect(flagged).toMatchObject({ deinterlace: 'frame', fieldParity: 'auto', deinterlaceAll: false });
+    expect(flagged).toMatchObject({ deinterlace: 'frame', fieldParity: 'auto', deinterlaceAll: true });
     const found = decideTreatment(timelineFromProbe(probe({ field_order: 'progressive' })), { tff: 0, bff: 50, progressive: 5, undetermined: 5 }, { deinterlace: 'field' });
     expect(found).toMatchObject({ deinterlace: 'field', fieldParity: 'bff', deinterlaceAll: true });
     expect(frameFactor(found)).toBe(2);

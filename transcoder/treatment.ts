@@ -16,7 +16,7 @@ export interface PictureTreatment {
   deinterlace: '' | 'frame' | 'field';
   /** The field shown first: 'auto' reads each frame's flags. */
   fieldParity: 'auto' | 'tff' | 'bff';
-  /** Deinterlace every frame (idet found fields the stream does not flag), not only flagged ones. */
+  /** Deinterlace every frame, not only the frames flagged interlaced (always, for an interlaced source). */
   deinterlaceAll: boolean;
   /** The source's dynamic range: 'pq' and 'hlg' are tone-mapped for SDR renditions. */
   dynamicRange: 'sdr' | 'pq' | 'hlg';
@@ -71,7 +71,9 @@ export function decideTreatment(tl: SourceTimeline, idet: IdetCounts | undefined
     rotation: tl.rotation,
     deinterlace: interlaced ? (o.deinterlace ?? 'frame') : '',
     fieldParity: flagged ? 'auto' : interlaced ? verdict.parity : 'auto',
-    deinterlaceAll: interlaced && !flagged,
+    // Every frame of an interlaced source: per-frame flags are not reliable (an MBAFF stream can
+    // leave some frames unflagged, which then stay combed).
+    deinterlaceAll: interlaced,
     dynamicRange: tl.dynamicRange,
     colorMatrix: matrixOf(tl.color.matrix, Math.min(tl.coded.width, tl.coded.height)),
     colorRange: tl.color.range === 'pc' ? 'pc' : 'tv',
