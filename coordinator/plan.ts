@@ -37,14 +37,15 @@ export function planSegments(args: {
   minSegmentSec: number;
 }): PlannedCut[] {
   const nodes = [...args.nodes].sort((a, b) => (a.id < b.id ? -1 : 1));
+  const weights = capacityWeights(nodes);
   const cuts = planCuts({
     keyframes: args.keyframes,
     durationSec: args.durationSec,
-    weights: capacityWeights(nodes),
+    weights,
     minSegmentSec: args.minSegmentSec,
   });
-  // When fewer segments than nodes fit, hand them to the nodes with the most slots first.
-  const w = new Map(nodes.map((n, i) => [n.id, capacityWeights(nodes)[i]!]));
+  // When fewer segments than nodes fit, hand them to the nodes with the most capacity first.
+  const w = new Map(nodes.map((n, i) => [n.id, weights[i]!]));
   const bySlots = cuts.length < nodes.length ? [...nodes].sort((a, b) => w.get(b.id)! - w.get(a.id)! || (a.id < b.id ? -1 : 1)) : nodes;
   return cuts.map((c, i) => ({
     index: c.index,
@@ -68,7 +69,8 @@ export function planFrameSegments(args: { packets: PacketSummary; fps: number; n
   const byId = [...args.nodes].sort((a, b) => (a.id < b.id ? -1 : 1));
   const minFrames = Math.max(1, Math.ceil(args.minSegmentSec * (args.fps > 0 ? args.fps : 30)));
   const fits = Math.max(1, Math.min(byId.length, Math.floor(total / minFrames)));
-  const weightOf = new Map(byId.map((n, i) => [n.id, capacityWeights(byId)[i]!]));
+  const weights = capacityWeights(byId);
+  const weightOf = new Map(byId.map((n, i) => [n.id, weights[i]!]));
   const nodes = fits < byId.length ? [...byId].sort((a, b) => weightOf.get(b.id)! - weightOf.get(a.id)! || (a.id < b.id ? -1 : 1)).slice(0, fits) : byId;
   const bounds = shareBoundaries(total, nodes.map((n) => weightOf.get(n.id)!), minFrames);
   const cuts = frameCuts(args.packets, bounds);
