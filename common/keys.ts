@@ -47,6 +47,9 @@ export class Keys {
   jobStateIndexed(): string { return `${this.prefix}meta/jobstate-indexed`; }
   idempotency(key: string): string { return `${this.prefix}idempotency/${key}`; }
   upload(jobId: string): string { return `${this.prefix}uploads/${jobId}`; }
+  /** A resumable client upload (coordinator/upload-session.ts): `uploadsessions/<resumeId>`. */
+  uploadSessions(): string { return `${this.prefix}uploadsessions/`; }
+  uploadSession(resumeId: string): string { return `${this.prefix}uploadsessions/${resumeId}`; }
   election(): string { return `${this.prefix}election/coordinator`; }
   cancel(jobId: string): string { return `${this.prefix}cancel/${jobId}`; }
 }

@@ -27,7 +27,12 @@ const shape = {
   RPC_TIMEOUT_MS: int(10_000, 100),
   FINALIZE_TIMEOUT_MS: int(3_600_000, 1000),
   MAX_INPUT_BYTES: int(50 * 1024 ** 3, 1),
-  MAX_UPLOAD_BYTES: int(10 * 1024 ** 3, 1),
+  /** Largest client upload (S3's object limit, 5 TiB, is the ceiling: uploads are multipart). */
+  MAX_UPLOAD_BYTES: int(10 * 1024 ** 3, 1, 5 * 1024 ** 4),
+  /** S3 part size of resumable uploads (≥ 5 MiB, S3's minimum; grown so that 10,000 parts hold the file). */
+  UPLOAD_PART_BYTES: int(16 * 1024 ** 2, 5 * 1024 ** 2, 5 * 1024 ** 3),
+  /** A resumable upload not finished within this long is dropped (its parts deleted from S3), ms. */
+  UPLOAD_SESSION_MAX_AGE_MS: int(24 * 3_600_000, 60_000),
   MAX_DURATION_SEC: int(6 * 3600, 1),
   MAX_WIDTH: int(7680, 16),
   MAX_HEIGHT: int(4320, 16),
