@@ -110,7 +110,9 @@ export class WebhookOutbox {
     const signal = this.term.signal;
     const p = this.pump(jobId, fence, signal)
       .catch((err: unknown) => {
-        if (!(err instanceof Deposed) && !signal.aborted) this.log.warn({ err: errorMessage(err), jobId }, 'webhook delivery loop failed; the rescan picks it up again');
+        // Another coordinator leads (we have not been told yet): stop delivering under this term.
+        if (err instanceof Deposed && this.fence === fence) this.deposed();
+        else if (!signal.aborted) this.log.warn({ err: errorMessage(err), jobId }, 'webhook delivery loop failed; the rescan picks it up again');
       })
       .finally(() => {
         this.pumps.delete(jobId);
