@@ -8,6 +8,8 @@ import type { Etcd3 } from 'etcd3';
 import { chunksOf, paceFromConfig, paced, receiveChunks } from '../common/chunks.js';
 import { AppError, isAppError } from '../common/errors.js';
 import { withEtcdRetry } from '../common/etcd-retry.js';
+import { retry } from '../common/retry.js';
+import { isTransientS3Error } from '../uploader/s3-client.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
@@ -125,7 +127,12 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
           }
         }
         // Durable before we acknowledge: the upload goes to S3, where any coordinator can read it.
-        await d.s3.send(new PutObjectCommand({ Bucket: d.cfg.S3_BUCKET, Key: key, Body: createReadStream(path), ContentLength: got.bytes }), { abortSignal: signal });
+        // Retried on transient errors with a fresh stream each time (a used stream cannot be re-sent;
+        // s3rver answers 500 when a concurrent delete of the last object under uploads/ removes the folder).
+        await retry(
+          () => d.s3.send(new PutObjectCommand({ Bucket: d.cfg.S3_BUCKET, Key: key, Body: createReadStream(path), ContentLength: got.bytes }), { abortSignal: signal }),
+          { attempts: 4, baseMs: 200, maxMs: 2_000, signal, isRetryable: isTransientS3Error },
+        );
         try {
           return await submit(full);
         } catch (err) {
