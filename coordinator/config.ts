@@ -67,9 +67,21 @@ const shape = {
   TLS_REQUIRE_CLIENT_CERT: bool.default(true),
   /** Secret for the HMAC-SHA256 signature of webhook bodies (X-Tessera-Signature). */
   WEBHOOK_SECRET: z.string().default('tessera-dev-webhook-secret'),
-  WEBHOOK_ATTEMPTS: int(8, 1, 100),
+  /**
+   * Webhook events wait in an etcd outbox until delivered. The first retry comes after about
+   * WEBHOOK_BACKOFF_MS, each later one twice as late, at most WEBHOOK_BACKOFF_MAX_MS apart
+   * (10 min), for WEBHOOK_RETRY_FOR_MS (24 h) after the state change; then the event is dropped
+   * (logged). The schedule is recorded in the entry, so a new leader continues it, ms.
+   */
   WEBHOOK_BACKOFF_MS: int(500, 1),
+  WEBHOOK_BACKOFF_MAX_MS: int(600_000, 1),
+  WEBHOOK_RETRY_FOR_MS: int(86_400_000, 1_000),
+  /** Deadline of one webhook POST, ms. */
   WEBHOOK_TIMEOUT_MS: int(10_000, 100),
+  /** The leader re-lists the outbox this often besides watching it, ms. */
+  WEBHOOK_RESCAN_MS: int(30_000, 100),
+  /** Webhook POSTs in flight at most. */
+  WEBHOOK_CONCURRENCY: int(16, 1, 1000),
   AUTOSCALER: z.enum(['off', 'local', 'kubernetes']).default('off'),
   AUTOSCALER_MIN_NODES: int(1, 0),
   AUTOSCALER_MAX_NODES: int(8, 1),

@@ -49,6 +49,8 @@ export interface RunnerDeps {
   load: Map<string, number>;
   /** Called with newly reported transcoded frames (throughput, metrics). */
   onFrames: (frames: number) => void;
+  /** A job that did not succeed: abort its S3 upload, delete its uploaded input (after the uploader's Cleanup). */
+  releaseLeftovers?: (rec: JobRecord) => Promise<void>;
 }
 
 /** Runs the input gate with the configured limits (a permanent, readable error). */
@@ -486,7 +488,7 @@ export class JobRunner {
     }
   }
 
-  /** Terminal: free staging space on the uploader, the nodes and here. Best effort. */
+  /** Terminal: free staging space on the uploader, the nodes and here; S3 leftovers of a job that did not succeed. Best effort. */
   private async cleanup(rec: JobRecord): Promise<void> {
     const { clients, registry, cfg } = this.d;
     const tasks: Promise<unknown>[] = [rm(this.dir, { recursive: true, force: true })];
@@ -506,6 +508,9 @@ export class JobRunner {
     }
     const res = await Promise.allSettled(tasks);
     for (const r of res) if (r.status === 'rejected') this.log.debug({ err: errorMessage(r.reason) }, 'cleanup step failed');
+    // After the uploader's Cleanup (its finalize has stopped): nothing re-creates the upload now.
+    // If this fails (S3 down, or this leader dies first), the history sweeper does it before archiving.
+    await this.d.releaseLeftovers?.(rec).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not remove the leftovers of the job; the history sweeper tries again'));
   }
 }
 

@@ -10,6 +10,8 @@ import type { Etcd3 } from 'etcd3';
 import { chunksOf, paceFromConfig, paced, receiveChunks } from '../common/chunks.js';
 import { AppError, isAppError } from '../common/errors.js';
 import { withEtcdRetry } from '../common/etcd-retry.js';
+import { retry } from '../common/retry.js';
+import { isTransientS3Error } from '../uploader/s3-client.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
@@ -192,15 +194,19 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
           }
         }
         // Durable before we acknowledge: the upload goes to S3, where any coordinator can read it
-        // (multipart above one part's size: S3 refuses a single PUT over 5 GiB).
-        const put = new Upload({ client: d.s3, params: { Bucket: d.cfg.S3_BUCKET, Key: key, Body: createReadStream(path), ContentLength: got.bytes }, partSize: d.cfg.UPLOAD_PART_BYTES, queueSize: 2, leavePartsOnError: false });
-        const onAbort = (): void => void put.abort();
-        signal.addEventListener('abort', onAbort, { once: true });
-        try {
-          await put.done();
-        } finally {
-          signal.removeEventListener('abort', onAbort);
-        }
+        // (multipart above one part's size: S3 refuses a single PUT over 5 GiB). Retried on
+        // transient errors with a fresh stream each time (a used stream cannot be re-sent; s3rver
+        // answers 500 when a concurrent delete of the last object under uploads/ removes the folder).
+        await retry(async () => {
+          const put = new Upload({ client: d.s3, params: { Bucket: d.cfg.S3_BUCKET, Key: key, Body: createReadStream(path), ContentLength: got.bytes }, partSize: d.cfg.UPLOAD_PART_BYTES, queueSize: 2, leavePartsOnError: false });
+          const onAbort = (): void => void put.abort();
+          signal.addEventListener('abort', onAbort, { once: true });
+          try {
+            await put.done();
+          } finally {
+            signal.removeEventListener('abort', onAbort);
+          }
+        }, { attempts: 4, baseMs: 200, maxMs: 2_000, signal, isRetryable: isTransientS3Error });
         try {
           return await submit(full);
         } catch (err) {
