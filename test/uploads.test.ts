@@ -10,7 +10,10 @@ import { REPO_ROOT } from '../deploy/local-cluster.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { fixture, incompleteUploads, startTestCluster, type TestCluster } from './helpers.js';
 import { logLines, scrapeCounter } from './faults-helpers.js';
-import { inspect } from './media-helpers.js';
+import { Etcd3 } from 'etcd3';
+import { UploadSessions } from '../coordinator/upload-session.js';
+import { Keys } from '../common/keys.js';
+import { createLogger } from '../common/logger.js';
 
 // Large inputs get in: uploads are stored in S3 as multipart parts while they arrive, and an
 // interrupted upload resumes from what the cluster holds. The size is LARGE_UPLOAD_MB (default
@@ -159,5 +162,15 @@ describe('large uploads: multipart while they arrive, resumable', () => {
     await done;
     await expect(t.client.upload(clip, {}, { resumeId: id })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION', message: expect.stringContaining('a different file') });
     expect(existsSync(big)).toBe(true);
+    // Abandoned: the session sweep (UPLOAD_SESSION_MAX_AGE_MS, here 0) drops it and its parts in S3.
+    const etcd = new Etcd3({ hosts: t.cluster.etcdEndpoints, dialTimeout: 2_000 });
+    try {
+      const sessions = new UploadSessions({ etcd, keys: new Keys(), s3: t.s3, bucket: t.cluster.bucket, log: createLogger('test', 'silent') });
+      expect(await sessions.sweep(0)).toBeGreaterThanOrEqual(1);
+    } finally {
+      etcd.close();
+    }
+    expect((await t.client.uploadStatus(id)).found).toBe(false);
+    expect(await incompleteUploads(t.s3, t.cluster.bucket)).toBe(0);
   });
 });
