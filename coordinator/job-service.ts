@@ -6,6 +6,7 @@ import type { ServerReadableStream } from '@grpc/grpc-js';
 import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { receivedBytes, RESUME_ID, uploadKeyOf, UploadSessions } from './upload-session.js';
+import { displayName } from './spec.js';
 import type { Etcd3 } from 'etcd3';
 import { chunksOf, paceFromConfig, paced, receiveChunks } from '../common/chunks.js';
 import { AppError, isAppError } from '../common/errors.js';
@@ -167,7 +168,7 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
       const first = await it.next();
       if (first.done || !first.value.spec) throw new AppError('INVALID_ARGUMENT', 'the first message must carry the job spec');
       const head = first.value;
-      const spec = JobSpec.fromPartial({ ...head.spec, inputUri: 's3://placeholder/upload' });
+      const spec = JobSpec.fromPartial({ ...head.spec, inputUri: 's3://placeholder/upload', inputName: displayName(head.fileName) });
       validateSpec(spec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX }); // fail fast, before the bytes
       if (head.resumeId !== undefined) return resumableUpload(head, it, spec, signal);
       const uploadId = `u${Date.now().toString(36)}${randomBytes(5).toString('hex')}`;

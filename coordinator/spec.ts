@@ -112,7 +112,14 @@ export function validateSpec(spec: JobSpec | undefined, encoders: ReadonlySet<st
   // real source is known); the real source trims it later.
   resolveLadder(toRungs(spec), { width: 7680, height: 4320, dynamicRange: 'pq' }, encoders);
   const output = parseOutput(spec.outputUri, defaults.bucket, defaults.prefix);
-  return { spec: { ...spec, container, audioBitrateKbps: spec.audioBitrateKbps || 128 }, input, output };
+  return { spec: { ...spec, container, audioBitrateKbps: spec.audioBitrateKbps || 128, ...(spec.inputName !== undefined ? { inputName: displayName(spec.inputName) } : {}) }, input, output };
+}
+
+/** An uploaded file's name as listings show it: its last path part, printable, at most 200 characters. */
+export function displayName(fileName: string): string {
+  // eslint-disable-next-line no-control-regex
+  const base = fileName.split(/[\\/]/).pop() ?? '';
+  return base.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, '').slice(0, 200);
 }
 
 /** Most audio tracks a job may select (each is encoded once and muxed into every rendition). */

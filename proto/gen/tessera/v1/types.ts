@@ -115,6 +115,8 @@ export enum SegmentState {
   SEGMENT_STATE_TRANSCODING = "SEGMENT_STATE_TRANSCODING",
   SEGMENT_STATE_DONE = "SEGMENT_STATE_DONE",
   SEGMENT_STATE_FAILED = "SEGMENT_STATE_FAILED",
+  /** SEGMENT_STATE_CANCELLED - its job ended (cancelled or failed) before the segment was done */
+  SEGMENT_STATE_CANCELLED = "SEGMENT_STATE_CANCELLED",
   UNRECOGNIZED = "UNRECOGNIZED",
 }
 
@@ -138,6 +140,9 @@ export function segmentStateFromJSON(object: any): SegmentState {
     case 5:
     case "SEGMENT_STATE_FAILED":
       return SegmentState.SEGMENT_STATE_FAILED;
+    case 6:
+    case "SEGMENT_STATE_CANCELLED":
+      return SegmentState.SEGMENT_STATE_CANCELLED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -159,6 +164,8 @@ export function segmentStateToJSON(object: SegmentState): string {
       return "SEGMENT_STATE_DONE";
     case SegmentState.SEGMENT_STATE_FAILED:
       return "SEGMENT_STATE_FAILED";
+    case SegmentState.SEGMENT_STATE_CANCELLED:
+      return "SEGMENT_STATE_CANCELLED";
     case SegmentState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -179,6 +186,8 @@ export function segmentStateToNumber(object: SegmentState): number {
       return 4;
     case SegmentState.SEGMENT_STATE_FAILED:
       return 5;
+    case SegmentState.SEGMENT_STATE_CANCELLED:
+      return 6;
     case SegmentState.UNRECOGNIZED:
     default:
       return -1;
@@ -232,7 +241,11 @@ export interface JobSpec {
   /** "field" (one frame per field: 50i -> 50p) */
   audioTracks: number[];
   /** streams), in this order; empty: every track */
-  stereoDownmix?: boolean | undefined;
+  stereoDownmix?:
+    | boolean
+    | undefined;
+  /** set by the cluster for uploads: the uploaded file's name */
+  inputName?: string | undefined;
 }
 
 /** A rendition as the planner resolved it: concrete size, encoder and preset. */
@@ -604,6 +617,7 @@ function createBaseJobSpec(): JobSpec {
     deinterlace: undefined,
     audioTracks: [],
     stereoDownmix: undefined,
+    inputName: undefined,
   };
 }
 
@@ -651,6 +665,9 @@ export const JobSpec: MessageFns<JobSpec> = {
     }
     if (message.stereoDownmix !== undefined) {
       writer.uint32(104).bool(message.stereoDownmix);
+    }
+    if (message.inputName !== undefined) {
+      writer.uint32(162).string(message.inputName);
     }
     return writer;
   },
@@ -782,6 +799,14 @@ export const JobSpec: MessageFns<JobSpec> = {
             message.stereoDownmix = reader.bool();
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.inputName = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -845,6 +870,11 @@ export const JobSpec: MessageFns<JobSpec> = {
         : isSet(object.stereo_downmix)
         ? globalThis.Boolean(object.stereo_downmix)
         : undefined,
+      inputName: isSet(object.inputName)
+        ? globalThis.String(object.inputName)
+        : isSet(object.input_name)
+        ? globalThis.String(object.input_name)
+        : undefined,
     };
   },
 
@@ -889,6 +919,9 @@ export const JobSpec: MessageFns<JobSpec> = {
     if (message.stereoDownmix !== undefined) {
       obj.stereoDownmix = message.stereoDownmix;
     }
+    if (message.inputName !== undefined) {
+      obj.inputName = message.inputName;
+    }
     return obj;
   },
 
@@ -910,6 +943,7 @@ export const JobSpec: MessageFns<JobSpec> = {
     message.deinterlace = object.deinterlace ?? undefined;
     message.audioTracks = object.audioTracks?.map((e) => e) || [];
     message.stereoDownmix = object.stereoDownmix ?? undefined;
+    message.inputName = object.inputName ?? undefined;
     return message;
   },
 };
