@@ -144,7 +144,7 @@ export function parseCommandLine(argv: string[]): { flags: { [K in OptionName]?:
     const hint = suggest(cmd, Object.keys(COMMANDS));
     throw new AppError('INVALID_ARGUMENT', `unknown command "${cmd}"${hint ? `; did you mean "${hint}"?` : ''} (tessera --help lists the commands)`);
   }
-  if (cmd !== undefined) {
+  if (cmd !== undefined && cmd !== 'help' && !parsed.values.help) {
     const allowed = new Set<string>(COMMANDS[cmd]);
     for (const k of Object.keys(parsed.values)) {
       if (!allowed.has(k)) throw new AppError('INVALID_ARGUMENT', `option --${k} does not apply to "tessera ${cmd}" (tessera --help shows what each command takes)`);
