@@ -43,7 +43,8 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
   tessera demo                             up, transcode a generated 30 s 1080p sample, show the result, down
 
   Coordinator address: --addr host:port[,host:port], else $TESSERA_ADDR, else the local cluster's.
-  TLS: --tls-ca/--tls-cert/--tls-key (or $TESSERA_TLS_CA/_CERT/_KEY), else the local cluster's client certificate.
+  TLS: --tls-ca/--tls-cert/--tls-key (or $TESSERA_TLS_CA/_CERT/_KEY), else the local cluster's client certificate;
+       $TESSERA_TLS_SERVER_NAME: the name the coordinators' certificates carry (when dialling an IP).
   Token: $TESSERA_TOKEN.`;
 
 const cfg = loadCliConfig();
@@ -178,7 +179,10 @@ function clientTls(): TlsMaterial | undefined {
 
 function client(): TesseraClient {
   const tls = clientTls();
-  return new TesseraClient({ addresses: addresses(), ...(cfg.TESSERA_TOKEN ? { token: cfg.TESSERA_TOKEN } : {}), ...(tls ? { tls } : {}) });
+  // The certificate's name, not the dialled IP: $TESSERA_TLS_SERVER_NAME, else `localhost` for a local cluster's.
+  const local = !flags.addr && !cfg.TESSERA_ADDR.length;
+  const serverName = process.env.TESSERA_TLS_SERVER_NAME || (local ? 'localhost' : undefined);
+  return new TesseraClient({ addresses: addresses(), ...(cfg.TESSERA_TOKEN ? { token: cfg.TESSERA_TOKEN } : {}), ...(tls ? { tls } : {}), ...(tls && serverName ? { tlsServerName: serverName } : {}) });
 }
 
 const stateName = (s: JobState | SegmentState): string => String(s).replace(/^(JOB|SEGMENT)_STATE_/, '');
