@@ -181,7 +181,7 @@ function client(): TesseraClient {
   const tls = clientTls();
   // The certificate's name, not the dialled IP: $TESSERA_TLS_SERVER_NAME, else `localhost` for a local cluster's.
   const local = !flags.addr && !cfg.TESSERA_ADDR.length;
-  const serverName = process.env.TESSERA_TLS_SERVER_NAME || (local ? 'localhost' : undefined);
+  const serverName = cfg.TESSERA_TLS_SERVER_NAME || (local ? 'localhost' : undefined);
   return new TesseraClient({ addresses: addresses(), ...(cfg.TESSERA_TOKEN ? { token: cfg.TESSERA_TOKEN } : {}), ...(tls ? { tls } : {}), ...(tls && serverName ? { tlsServerName: serverName } : {}) });
 }
 

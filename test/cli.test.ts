@@ -56,6 +56,24 @@ describe('the tessera CLI against a real cluster', () => {
     }, { timeout: 15_000, interval: 200 });
   });
 
+  it("the README's SDK example runs as written, importing the SDK by its package name", async () => {
+    const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'examples/transcode.ts'), clip], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, TESSERA_ADDR: t.cluster.coordinators.join(',') },
+    });
+    expect(r.stdout).toMatch(/^job j\w+ submitted$/m);
+    expect(r.stdout).toMatch(/^JOB_STATE_SUCCEEDED 100%$/m);
+    expect(r.stdout).toMatch(/^archive: s3:\/\/tessera-output\/jobs\/j\w+\.zip$/m);
+    const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+    expect(readme).toContain('examples/transcode.ts');
+    expect(readme).toContain("from '@tessera-cluster/tessera'");
+  });
+
+  it('npx --no tessera runs this clone\'s CLI (and would never install a package of that name)', async () => {
+    const r = await run('npx', ['--no', 'tessera', 'help'], { cwd: REPO_ROOT });
+    expect(r.stdout).toContain('tessera transcode <file');
+  });
+
   it('mistakes get one line naming them, with a suggestion; --help exits 0', async () => {
     const typo = await cli('transcode', clip, '--ladr', '720');
     expect(typo.code).toBe(2);
