@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { uploadResumeId } from './upload-state.js';
 import cliProgress from 'cli-progress';
 import { AppError, isAppError } from '../common/errors.js';
@@ -31,6 +31,7 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
                     [--idempotency-key K] [--remote]   (--remote: the path is on the coordinator, inside its input root)
                     [--deinterlace frame|field] [--audio-tracks 0,2] [--stereo-downmix]
                     [--frame-rate source|auto|25|30000/1001]   (default source: timestamps kept; else constant)
+                    [--package hls,dash]   also HLS and/or DASH (CMAF segments beside the zip)
                     rungs: height[:kbps[:codec[:preset[:sdr|hdr]]]]; heights name the short side (portrait 720 = 720x1280)
   tessera jobs [--limit 50] [--page-token T] [--json]   list jobs, newest first (finished ones from history)
   tessera job <id> [--json]                one job with its segments and status trail
@@ -67,6 +68,7 @@ const OPTIONS = {
   'audio-tracks': { type: 'string' },
   'stereo-downmix': { type: 'boolean' },
   'frame-rate': { type: 'string' },
+  package: { type: 'string' },
   remote: { type: 'boolean' },
   limit: { type: 'string' },
   'page-token': { type: 'string' },
@@ -90,7 +92,7 @@ const COMMANDS: Record<string, readonly OptionName[]> = {
   up: ['nodes', 'slots', 'dir', 'tls', 'autoscale', 'min-nodes', 'max-nodes', 'help'],
   down: ['dir', 'help'],
   demo: ['dir', 'help'],
-  transcode: [...CONNECT, 'ladder', 'container', 'out', 'download', 'dry-run', 'priority', 'idempotency-key', 'deinterlace', 'audio-tracks', 'stereo-downmix', 'frame-rate', 'remote'],
+  transcode: [...CONNECT, 'ladder', 'container', 'out', 'download', 'dry-run', 'priority', 'idempotency-key', 'deinterlace', 'audio-tracks', 'stereo-downmix', 'frame-rate', 'package', 'remote'],
   jobs: [...CONNECT, 'limit', 'page-token'],
   job: CONNECT,
   cancel: CONNECT,
@@ -210,6 +212,19 @@ function printResult(job: Job): void {
   out(table(rows));
   const nodes = new Set(job.segments.map((s) => s.nodeId));
   out(`segments: ${job.segments.length} on ${nodes.size} node(s) (${[...nodes].join(', ')})`);
+  const st = job.result.streaming;
+  if (st) {
+    if (st.hlsUri) out(`HLS: ${st.hlsUri}${httpUrlOf(st.hlsUri) ? `  (play: ${httpUrlOf(st.hlsUri)})` : ''}`);
+    if (st.dashUri) out(`DASH: ${st.dashUri}${httpUrlOf(st.dashUri) ? `  (play: ${httpUrlOf(st.dashUri)})` : ''}`);
+    out(`streaming: ${st.files} file(s), ${fmtBytes(st.bytes)}, segments ≤ ${st.targetDurationSec} s`);
+  }
+}
+
+/** The http(s) URL of an s3:// object on the cluster's S3 endpoint (path style), when one is known. */
+function httpUrlOf(uri: string): string | undefined {
+  const endpoint = cfg.S3_ENDPOINT ?? readClusterFile(dir)?.s3Endpoint;
+  const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(uri);
+  return endpoint && m ? `${endpoint.replace(/\/$/, '')}/${m[1]}/${m[2]}` : undefined;
 }
 
 /** Live progress: bars on a terminal, a line every few seconds elsewhere (CI logs). */
@@ -265,6 +280,28 @@ async function download(job: Job, destDir: string): Promise<string> {
     await pipeline(res.Body as Readable, createWriteStream(zipPath));
     const files = await extractZip(zipPath, join(destDir, job.id));
     out(`downloaded ${zipPath} and unpacked ${files.length} file(s) into ${join(destDir, job.id)}`);
+    const st = job.result.streaming;
+    if (st) {
+      // The streaming files, as they lie under the stream prefix (playable from the folder).
+      const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(st.prefixUri);
+      if (!m) throw new AppError('INTERNAL', `bad streaming prefix ${st.prefixUri}`);
+      const streamDir = join(destDir, job.id, 'stream');
+      await mkdir(streamDir, { recursive: true });
+      let token: string | undefined;
+      let n = 0;
+      do {
+        const page = await s3.send(new ListObjectsV2Command({ Bucket: m[1], Prefix: m[2], ...(token ? { ContinuationToken: token } : {}) }));
+        for (const o of page.Contents ?? []) {
+          const name = o.Key!.slice(m[2]!.length);
+          if (!/^[A-Za-z0-9._-]+$/.test(name)) continue; // never a path outside the folder
+          const obj = await s3.send(new GetObjectCommand({ Bucket: m[1], Key: o.Key! }));
+          await pipeline(obj.Body as Readable, createWriteStream(join(streamDir, name)));
+          n++;
+        }
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+      out(`downloaded ${n} streaming file(s) into ${streamDir}`);
+    }
     return zipPath;
   } finally {
     s3.destroy();
@@ -313,6 +350,7 @@ async function transcode(input: string): Promise<number> {
       ...(flags.deinterlace !== undefined ? { deinterlace: flags.deinterlace } : {}),
       ...(flags['stereo-downmix'] ? { stereoDownmix: true } : {}),
       ...(flags['frame-rate'] !== undefined ? { frameRate: flags['frame-rate'] } : {}),
+      ...(flags.package !== undefined ? { package: flags.package } : {}),
     };
     const isUri = /^[a-z][a-z0-9+.-]*:\/\//i.test(input);
     const local = !isUri && !flags.remote;
