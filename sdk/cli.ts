@@ -18,6 +18,7 @@ import { TesseraClient, isTerminal } from './client.js';
 import { loadCliConfig } from './config.js';
 import { parseLadderArg } from './ladder-arg.js';
 import { etaText } from './eta.js';
+import { runAdmin } from '../ops/admin-cli.js';
 
 const USAGE = `tessera — distributed split-and-merge video transcoding
 
@@ -38,6 +39,7 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
   tessera drain <node> | undrain <node>    stop/resume giving a node new segments
   tessera status [--json] [--once]         live cluster view (Ctrl-C to quit)
   tessera demo                             up, transcode a generated 30 s 1080p sample, show the result, down
+  tessera admin backup|backups|restore|reconcile   etcd backups to S3 and disaster recovery (tessera admin --help)
 
   Coordinator address: --addr host:port[,host:port], else $TESSERA_ADDR, else the local cluster's.
   TLS: --tls-ca/--tls-cert/--tls-key (or $TESSERA_TLS_CA/_CERT/_KEY), else the local cluster's client certificate.
@@ -45,7 +47,11 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
 
 const cfg = loadCliConfig();
 
+// `tessera admin …` (backup and restore) parses its own flags: ops/admin-cli.ts.
+const adminArgs = process.argv[2] === 'admin' ? process.argv.slice(3) : undefined;
+
 const { values: flags, positionals } = parseArgs({
+  args: adminArgs ? [] : process.argv.slice(2),
   allowPositionals: true,
   options: {
     nodes: { type: 'string' },
@@ -362,6 +368,7 @@ async function demo(): Promise<number> {
 }
 
 async function main(): Promise<number> {
+  if (adminArgs) return runAdmin(adminArgs, out);
   const [cmd, arg] = positionals;
   if (flags.help || !cmd) {
     out(USAGE);
