@@ -37,6 +37,7 @@ import { planConstantRate, planSource, withConstantRate } from './source-plan.js
 import { chunkGrids } from '../transcoder/frame-rate.js';
 import { toPictureTreatment } from '../transcoder/treatment.js';
 import { stageInput } from './input.js';
+import type { Journal } from './journal.js';
 import { resolveLocalInput, toRungs, validateSpec, type InputRef } from './spec.js';
 
 export interface JobServiceDeps {
@@ -51,6 +52,8 @@ export interface JobServiceDeps {
   metrics: CoordinatorMetrics;
   log: Logger;
   onSubmitted: () => void;
+  /** Records each accepted job outside etcd (for restores from a backup) before the client is answered. */
+  journal?: Journal | undefined;
 }
 
 /** Job ids sort by creation time: base-36 milliseconds, then random bits. */
@@ -90,6 +93,7 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
     };
     const { job, created } = await store.create(rec, spec.idempotencyKey || undefined);
     if (created) {
+      await d.journal?.accepted(rec);
       d.metrics.jobsSubmitted.inc();
       log.info({ jobId: job.id, input: safeField(spec.inputUri) }, 'job accepted');
       d.onSubmitted();

@@ -19,6 +19,7 @@ import { TesseraClient, isTerminal } from './client.js';
 import { loadCliConfig } from './config.js';
 import { parseLadderArg } from './ladder-arg.js';
 import { etaText } from './eta.js';
+import { runAdmin } from '../ops/admin-cli.js';
 
 const USAGE = `tessera — distributed split-and-merge video transcoding
 
@@ -42,6 +43,7 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
   tessera undrain <node>                   cancel a drain that has not finished yet
   tessera status [--json] [--once]         live cluster view (Ctrl-C to quit)
   tessera demo                             up, transcode a generated 30 s 1080p sample, show the result, down
+  tessera admin backup|backups|restore|reconcile   etcd backups to S3 and disaster recovery (tessera admin --help)
 
   Coordinator address: --addr host:port[,host:port], else $TESSERA_ADDR, else the local cluster's.
   TLS: --tls-ca/--tls-cert/--tls-key (or $TESSERA_TLS_CA/_CERT/_KEY), else the local cluster's client certificate;
@@ -101,6 +103,7 @@ const COMMANDS: Record<string, readonly OptionName[]> = {
   undrain: CONNECT,
   status: [...CONNECT, 'once'],
   help: ['help'],
+  admin: ['help'], // handled by ops/admin-cli.ts, which parses its own flags
 };
 
 /** Edit distance (for "did you mean"). */
@@ -481,6 +484,8 @@ async function demo(): Promise<number> {
 }
 
 async function main(): Promise<number> {
+  // `tessera admin …` (backup and restore) parses its own flags: ops/admin-cli.ts.
+  if (process.argv[2] === 'admin') return runAdmin(process.argv.slice(3), out);
   ({ flags, positionals } = parseCommandLine(process.argv.slice(2)));
   dir = resolve(flags.dir ?? cfg.TESSERA_DIR);
   const [cmd, arg] = positionals;
