@@ -26,7 +26,7 @@ import { runControlPlane } from './control-plane.js';
 
 const { values: flags } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' }, agents: { type: 'string' }, jobs: { type: 'string' } } });
 const quick = flags.quick ?? false;
-const only = new Set((flags.only ?? 'overhead,scaling,transfer,quality,recovery,controlplane').split(','));
+const only = new Set((flags.only ?? 'overhead,scaling,transfer,quality,recovery,packaging,controlplane').split(','));
 const ROUNDS = flags.rounds ? Number(flags.rounds) : quick ? 1 : 2;
 const SRC = quick ? { seconds: 20, width: 1280, height: 720, fps: 30 } : { seconds: 60, width: 1920, height: 1080, fps: 30 };
 const PRESET = quick ? 'ultrafast' : 'veryfast';
@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   // The source has real motion (testsrc2) and a tone; its exact command is part of the report.
   const srcArgs = sampleArgs(source, { ...SRC, preset: 'ultrafast' });
   // The control-plane scenario makes its own tiny input; the others share this source.
-  const needSource = ['overhead', 'quality', 'scaling', 'recovery'].some((s) => only.has(s));
+  const needSource = ['overhead', 'quality', 'scaling', 'recovery', 'packaging'].some((s) => only.has(s));
   let renditions: ReturnType<typeof resolveLadder> = [];
 
   try {
@@ -64,6 +64,7 @@ async function main(): Promise<void> {
     }
     if (only.has('transfer')) await transfer(work);
     if (needSource && only.has('recovery')) await recovery(work, source);
+    if (needSource && only.has('packaging')) await packaging(work, source);
     if (only.has('controlplane')) await controlPlane(work);
   } finally {
     await rm(work, { recursive: true, force: true });
@@ -103,9 +104,9 @@ async function startCluster(dir: string, nodes: number, slots: number, nodeCpus?
   return LocalCluster.start({ dir, nodes, slots, leaseTtlSec: 3, inputRoot: '/', logLevel: 'warn', ...(nodeCpus ? { nodeCpus } : {}), ...(controlCpus ? { controlCpus } : {}), env: { PROGRESS_INTERVAL_MS: '500', HEARTBEAT_MS: '1000' } });
 }
 
-async function runJob(c: TesseraClient, source: string, ladder = LADDER): Promise<{ ms: number; job: Job }> {
+async function runJob(c: TesseraClient, source: string, ladder = LADDER, pkg = ''): Promise<{ ms: number; job: Job }> {
   const t0 = now();
-  const { jobId } = await c.submit({ inputUri: source, ladder: ladder.map((l) => ({ name: '', height: l.height, videoBitrateKbps: 0, codec: l.codec, preset: l.preset })) });
+  const { jobId } = await c.submit({ inputUri: source, ladder: ladder.map((l) => ({ name: '', height: l.height, videoBitrateKbps: 0, codec: l.codec, preset: l.preset })), ...(pkg ? { package: pkg } : {}) });
   const job = await c.wait(jobId);
   if (job.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`job ${jobId} ended ${job.state}: ${job.errorCode} ${job.errorMessage}`);
   return { ms: now() - t0, job };
@@ -341,6 +342,40 @@ async function recovery(work: string, source: string): Promise<void> {
       head: ['run', 'wall s', 'ratio', 'sub-segments redone'],
       rows: [['clean', clean.ms / 1000, 1, 0], [`${killed} killed at 50 %`, ms / 1000, ms / clean.ms, redone]],
       notes: ['lease TTL 2 s: the loss is noticed within the TTL, the segment is reassigned with its checkpoint'],
+    });
+  } finally {
+    c.close();
+    await cluster.stop();
+  }
+}
+
+/** 7. HLS + DASH packaging: the same job with and without it, alternating; the added wall time. */
+async function packaging(work: string, source: string): Promise<void> {
+  log('\n## 7. packaging (HLS + DASH) against zip only');
+  const cluster = await startCluster(join(work, 'c-packaging'), 2, 1);
+  const c = new TesseraClient({ addresses: cluster.coordinators });
+  try {
+    const zipOnly: number[] = [];
+    const packaged: number[] = [];
+    const finalizeZip: number[] = [];
+    const finalizePkg: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const pkg of r % 2 === 0 ? ['', 'hls,dash'] : ['hls,dash', '']) {
+        const { ms, job } = await runJob(c, source, LADDER, pkg);
+        (pkg ? packaged : zipOnly).push(ms);
+        const fin = breakdown(job).mergeZipUpload ?? Number.NaN;
+        (pkg ? finalizePkg : finalizeZip).push(fin);
+        const st = job.result?.streaming;
+        log(`  ${pkg || 'zip'}: ${(ms / 1000).toFixed(2)} s (merge, package, zip, upload ${(fin / 1000).toFixed(2)} s)${st ? `, ${st.files} streaming files, segments ≤ ${st.targetDurationSec} s` : ''}`);
+      }
+    }
+    const a = median(zipOnly);
+    const b = median(packaged);
+    results.push({
+      name: '7. Packaging: HLS + DASH (CMAF) beside the zip',
+      head: ['output', 'median wall s', 'median finalize s', 'ratio to zip only', 'target'],
+      rows: [['zip only', a / 1000, median(finalizeZip) / 1000, 1, ''], ['zip + HLS + DASH', b / 1000, median(finalizePkg) / 1000, b / a, '≤ 1.05']],
+      notes: ['2 node agents × 1 slot; the packaging is a stream copy of the merged renditions (ffmpeg DASH muxer) plus playlists, SHA-256s and the S3 puts'],
     });
   } finally {
     c.close();
