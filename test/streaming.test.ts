@@ -102,6 +102,10 @@ describe('HLS and DASH from one split-and-merge', () => {
       expect(h.ContentType, name).toBe(type);
       expect(h.CacheControl, name).toMatch(cache);
     }
+    // The URL the CLI prints to play from (the S3 endpoint, path style) serves the playlist.
+    const res = await fetch(`${t.cluster.s3Endpoint}/${m[1]}/${m[2]}master.m3u8`);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe(text('master.m3u8'));
   });
 
   it('the multivariant playlist declares what the segments really need', async () => {
