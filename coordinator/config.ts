@@ -45,6 +45,12 @@ const shape = {
   HTTP_ALLOWED_HOSTS: csv.default([]),
   /** Allow http(s) inputs from loopback/private/link-local addresses (off: SSRF protection). */
   HTTP_ALLOW_PRIVATE: bool.default(false),
+  /**
+   * DNS servers (ip or ip:port, comma-separated) that resolve http(s) input and webhook hosts
+   * instead of the system resolver. Meant for tests (a rebinding DNS server in a lab namespace)
+   * and for operators who want outbound names resolved by one known server.
+   */
+  DNS_SERVERS: csv.default([]),
   JOB_HISTORY_LIMIT: int(500, 10),
   /**
    * Finished jobs (SUCCEEDED, FAILED, CANCELLED) keep their whole tree in etcd (segments,
@@ -65,8 +71,12 @@ const shape = {
   ADMIN_TOKENS: csv.default([]),
   /** With TLS_* set: callers must present a certificate the cluster CA signed (mutual TLS). */
   TLS_REQUIRE_CLIENT_CERT: bool.default(true),
-  /** Secret for the HMAC-SHA256 signature of webhook bodies (X-Tessera-Signature). */
-  WEBHOOK_SECRET: z.string().default('tessera-dev-webhook-secret'),
+  /**
+   * Secret for the HMAC-SHA256 signature of webhook bodies (X-Tessera-Signature), at least 16
+   * characters. Unset: no webhooks (a job naming a webhook URL is refused). There is no default:
+   * a secret everyone knows signs nothing (the old default is refused at start).
+   */
+  WEBHOOK_SECRET: z.string().optional(),
   /**
    * Webhook events wait in an etcd outbox until delivered. The first retry comes after about
    * WEBHOOK_BACKOFF_MS, each later one twice as late, at most WEBHOOK_BACKOFF_MAX_MS apart

@@ -34,6 +34,7 @@ import { ProgressTracker } from './progress.js';
 import { dispatchSegment, type DispatchDeps } from './segment-dispatch.js';
 import { classifyInput, outputKey, parseOutput, resolveLocalInput, toRungs } from './spec.js';
 import { stageInput } from './input.js';
+import { outboundPolicy } from './safe-http.js';
 import { gateInput, sniffReference } from './input-gate.js';
 
 export interface RunnerDeps {
@@ -301,8 +302,7 @@ export class JobRunner {
         maxBytes: cfg.MAX_INPUT_BYTES,
         timeoutMs: cfg.HTTP_INPUT_TIMEOUT_MS,
         s3: this.d.s3,
-        httpAllowedHosts: cfg.HTTP_ALLOWED_HOSTS,
-        httpAllowPrivate: cfg.HTTP_ALLOW_PRIVATE,
+        policy: outboundPolicy(cfg),
         signal,
       });
     }

@@ -29,6 +29,7 @@ import { Autoscaler, type ScaleProvider } from './autoscaler.js';
 import { LocalScaleProvider } from './scale-local.js';
 import { KubernetesScaleProvider, inClusterSettings } from './scale-kubernetes.js';
 import { WebhookOutbox } from './webhook-outbox.js';
+import { outboundPolicy } from './safe-http.js';
 import { releaseLeftovers } from './job-leftovers.js';
 
 const { cfg, log, life } = bootProcess('coordinator', loadConfig, (c) => ({ coordinatorId: c.COORDINATOR_ID }));
@@ -71,13 +72,14 @@ async function main(): Promise<void> {
   const throughput = new Throughput();
   // Webhook events are written to the outbox with their state change (job-store); the leader delivers them.
   const webhooks = new WebhookOutbox(etcd, keys, {
-    secret: cfg.WEBHOOK_SECRET,
+    secret: cfg.WEBHOOK_SECRET ?? '',
     baseMs: cfg.WEBHOOK_BACKOFF_MS,
     maxMs: cfg.WEBHOOK_BACKOFF_MAX_MS,
     retryForMs: cfg.WEBHOOK_RETRY_FOR_MS,
     timeoutMs: cfg.WEBHOOK_TIMEOUT_MS,
     rescanMs: cfg.WEBHOOK_RESCAN_MS,
     concurrency: cfg.WEBHOOK_CONCURRENCY,
+    policy: outboundPolicy(cfg, { hostList: false }),
   }, log.child({ component: 'webhooks' }), { onRetry: () => metrics.retries.inc({ kind: 'webhook' }) });
   await webhooks.start();
   life.onStop('webhooks', () => webhooks.stop());

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { AppError } from '../common/errors.js';
 import { JobSpec } from '../proto/gen/tessera/v1/types.js';
 import { classifyInput, outputKey, parseOutput, resolveLocalInput, validateSpec } from './spec.js';
-import { isPrivateAddress } from './input.js';
+import { isPrivateAddress } from './address-policy.js';
 
 const encoders = new Set(['libx264', 'libx265', 'libsvtav1']);
 const code = (fn: () => unknown): string => {
