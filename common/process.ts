@@ -1,3 +1,4 @@
+import { refusalText } from './secure-defaults.js';
 import type { Etcd3 } from 'etcd3';
 import { createEtcd } from './etcd.js';
 import { Lifecycle } from './lifecycle.js';
@@ -29,12 +30,20 @@ export function bootProcess<C extends BaseConfig>(
   service: string,
   load: () => C,
   identity: (cfg: C) => Record<string, string>,
+  refusals: (cfg: C) => string[] = () => [],
 ): { cfg: C; log: Logger; life: Lifecycle } {
   let cfg: C;
   try {
     cfg = load();
   } catch (err) {
     process.stderr.write(`${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  // Secure by default: placeholder secrets, the old webhook secret, local S3 credentials against
+  // a remote S3, an open API nobody opted into — refused before any port opens.
+  const refused = refusals(cfg);
+  if (refused.length > 0) {
+    process.stderr.write(refusalText(service, refused));
     process.exit(2);
   }
   const log = createLogger(service, cfg.LOG_LEVEL, identity(cfg));

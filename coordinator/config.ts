@@ -1,14 +1,19 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { baseShape, bool, csv, int, parseEnv, s3Shape } from '../common/config-schema.js';
+import { MIN_WEBHOOK_SECRET_LENGTH, OLD_DEFAULT_WEBHOOK_SECRET, baseRefusals, placeholderRefusals, s3Refusals } from '../common/secure-defaults.js';
 
 const shape = {
   ...baseShape,
   ...s3Shape,
   COORDINATOR_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,63}$/).default(`coordinator-${hostname()}-${process.pid}`),
   GRPC_PORT: int(7400, 0, 65535),
-  /** Local inputs must resolve (symlinks followed) inside this directory. */
-  INPUT_ROOT: z.string().default('.'),
+  /**
+   * Directories (comma-separated) local-path inputs must resolve inside (symlinks followed).
+   * Unset (the default): local paths are refused; inputs come by upload, s3:// or http(s)://.
+   * Local clusters set it to the directories their user names (`tessera up --input-root`).
+   */
+  INPUT_ROOT: csv.default([]),
   /** Prefix of output keys when a job gives no output URI: s3://$S3_BUCKET/$OUTPUT_PREFIX/<jobId>.zip */
   OUTPUT_PREFIX: z.string().regex(/^[A-Za-z0-9_./-]*$/).default('jobs'),
   LEASE_TTL_SEC: int(10, 1, 3600),
@@ -65,10 +70,15 @@ const shape = {
   HISTORY_SWEEP_INTERVAL_MS: int(5_000, 50),
   /** Jobs archived, and history records dropped, per sweep at most (bounds each tick's etcd work). */
   HISTORY_SWEEP_BATCH: int(500, 1, 100_000),
-  /** Bearer tokens (comma-separated). None set: no authentication (local default). */
+  /** Bearer tokens (comma-separated). None set: no authentication, which needs ALLOW_ANONYMOUS=true. */
   API_TOKENS: csv.default([]),
   READ_TOKENS: csv.default([]),
   ADMIN_TOKENS: csv.default([]),
+  /**
+   * With no token set the client and admin APIs are open to anyone who reaches the port: the
+   * coordinator refuses to start that way unless this is true (local clusters on loopback set it).
+   */
+  ALLOW_ANONYMOUS: bool.default(false),
   /** With TLS_* set: callers must present a certificate the cluster CA signed (mutual TLS). */
   TLS_REQUIRE_CLIENT_CERT: bool.default(true),
   /**
@@ -114,4 +124,19 @@ export type CoordinatorConfig = ReturnType<typeof loadConfig>;
 /** The coordinator's settings, from the environment (the only reader of process.env). */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
   return parseEnv(shape, env);
+}
+
+/** Why this configuration must not start (empty: it may). */
+export function startupRefusals(c: CoordinatorConfig): string[] {
+  const out = [
+    ...baseRefusals(c),
+    ...s3Refusals(c),
+    ...placeholderRefusals({ API_TOKENS: c.API_TOKENS, READ_TOKENS: c.READ_TOKENS, ADMIN_TOKENS: c.ADMIN_TOKENS, WEBHOOK_SECRET: c.WEBHOOK_SECRET }),
+  ];
+  if (c.WEBHOOK_SECRET === OLD_DEFAULT_WEBHOOK_SECRET) out.push('WEBHOOK_SECRET is the old built-in default, which anyone can read in the source: set your own (openssl rand -hex 32), or unset it to send no webhooks');
+  else if (c.WEBHOOK_SECRET && c.WEBHOOK_SECRET.length < MIN_WEBHOOK_SECRET_LENGTH) out.push(`WEBHOOK_SECRET is shorter than ${MIN_WEBHOOK_SECRET_LENGTH} characters`);
+  if (c.API_TOKENS.length + c.READ_TOKENS.length + c.ADMIN_TOKENS.length === 0 && !c.ALLOW_ANONYMOUS) {
+    out.push('no API_TOKENS, READ_TOKENS or ADMIN_TOKENS are set, so the client and admin APIs would be open to anyone: set tokens, or ALLOW_ANONYMOUS=true to run open on purpose');
+  }
+  return out;
 }

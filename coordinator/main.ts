@@ -14,7 +14,7 @@ import { serverSecurity, tokenTable } from '../common/auth.js';
 import { coordinatorPolicy } from '../common/access-policy.js';
 import { grpcHealth } from '../common/health-client.js';
 import { channelCredentials } from '../common/tls.js';
-import { loadConfig } from './config.js';
+import { loadConfig, startupRefusals } from './config.js';
 import { sweepSettings } from '../common/config-schema.js';
 import { StagingSweeper } from '../common/staging-sweeper.js';
 import { jobServiceHandlers } from './job-service.js';
@@ -32,7 +32,7 @@ import { WebhookOutbox } from './webhook-outbox.js';
 import { outboundPolicy } from './safe-http.js';
 import { releaseLeftovers } from './job-leftovers.js';
 
-const { cfg, log, life } = bootProcess('coordinator', loadConfig, (c) => ({ coordinatorId: c.COORDINATOR_ID }));
+const { cfg, log, life } = bootProcess('coordinator', loadConfig, (c) => ({ coordinatorId: c.COORDINATOR_ID }), startupRefusals);
 
 async function main(): Promise<void> {
   const keys = new Keys(cfg.ETCD_PREFIX);
