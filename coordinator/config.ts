@@ -44,6 +44,12 @@ const shape = {
   MAX_FPS: int(240, 1),
   MAX_STREAMS: int(16, 1),
   MAX_AUDIO_CHANNELS: int(8, 1),
+  /**
+   * Work cap per job: frames × width × height, frames being the larger of the packets counted
+   * and duration × fps claimed. Default 6 h of 3840x2160 at 60 fps = 1.07e13 pixels (about
+   * 1.3 M frames of 4K, 5.2 M of 1080p); refused before any node works (LIMIT_EXCEEDED).
+   */
+  MAX_WORK_PIXELS: int(6 * 3600 * 60 * 3840 * 2160, 1),
   PROBE_TIMEOUT_MS: int(30_000, 100),
   HTTP_INPUT_TIMEOUT_MS: int(600_000, 100),
   /** Hosts http(s) inputs may come from (empty: any public host). */

@@ -63,6 +63,7 @@ export function checkLimits(m: MediaInfo, cfg: CoordinatorConfig): void {
     maxFps: cfg.MAX_FPS,
     maxStreams: cfg.MAX_STREAMS,
     maxAudioChannels: cfg.MAX_AUDIO_CHANNELS,
+    maxWorkPixels: cfg.MAX_WORK_PIXELS,
   });
 }
 
