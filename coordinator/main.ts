@@ -142,7 +142,7 @@ async function main(): Promise<void> {
   life.onStop('election', () => election.resign());
 
   const tokens = tokenTable(cfg.API_TOKENS, cfg.READ_TOKENS, cfg.ADMIN_TOKENS);
-  if (tokens.size === 0) log.warn('no API tokens configured: the client and admin APIs are open to anyone who can reach them');
+  if (tokens.size === 0) log.warn({ bindHost: cfg.BIND_HOST }, 'ALLOW_ANONYMOUS=true and no API tokens: the client and admin APIs are open to anyone who can reach them');
   const grpc = await startGrpcServer(
     cfg.BIND_HOST,
     cfg.GRPC_PORT,

@@ -308,7 +308,7 @@ async function up(): Promise<LocalCluster | undefined> {
     ...(autoscale ? { coordinatorEnv: autoscale } : {}),
     ...(flags.tls ? { tls: true } : {}),
   });
-  out(`cluster up: coordinator ${cluster.coordinators.join(', ')}, ${cluster.nodeIds().length} node agent(s), etcd ${cluster.etcdEndpoints.join(',')}, S3 ${cluster.s3Endpoint}, logs in ${join(dir, 'logs')}`);
+  out(`cluster up: coordinator ${cluster.coordinators.join(', ')}, ${cluster.nodeIds().length} node agent(s), etcd ${cluster.etcdEndpoints.join(',')}, S3 ${cluster.s3Endpoint}, logs in ${join(dir, 'logs')}, webhook secret in ${join(dir, 'webhook-secret')}`);
   return cluster;
 }
 
