@@ -50,7 +50,6 @@ export interface VettedTarget {
  */
 export async function vetTarget(url: URL, policy: OutboundPolicy, what: string): Promise<VettedTarget> {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new AppError('UNSUPPORTED_URI_SCHEME', `${what} URLs must be http(s)`);
-  if (url.username || url.password) throw new AppError('INVALID_ARGUMENT', `${what} URLs must not carry credentials`);
   // WHATWG URL parsing already turned 0x7f.1, 2130706433 and friends into dotted quads.
   const host = url.hostname.replace(/^\[|\]$/g, '');
   if (policy.allowedHosts.length > 0 && !policy.allowedHosts.includes(host)) {
