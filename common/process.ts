@@ -1,3 +1,4 @@
+import { refusalText } from './secure-defaults.js';
 import type { Etcd3 } from 'etcd3';
 import { createEtcd } from './etcd.js';
 import { Lifecycle } from './lifecycle.js';
@@ -31,6 +32,7 @@ export function bootProcess<C extends BaseConfig>(
   service: string,
   load: () => C,
   identity: (cfg: C) => Record<string, string>,
+  refusals: (cfg: C) => string[] = () => [],
 ): { cfg: C; log: Logger; life: Lifecycle } {
   let cfg: C;
   try {
@@ -40,6 +42,13 @@ export function bootProcess<C extends BaseConfig>(
     process.exit(2);
   }
   setProcessGaugeSources({ certFile: cfg.TLS_CERT_FILE, stagingDir: cfg.STAGING_DIR });
+  // Secure by default: placeholder secrets, the old webhook secret, local S3 credentials against
+  // a remote S3, an open API nobody opted into — refused before any port opens.
+  const refused = refusals(cfg);
+  if (refused.length > 0) {
+    process.stderr.write(refusalText(service, refused));
+    process.exit(2);
+  }
   const log = createLogger(service, cfg.LOG_LEVEL, identity(cfg));
   const life = new Lifecycle(log);
   life.handleSignals(cfg.SHUTDOWN_GRACE_MS, (code) => process.exit(code));

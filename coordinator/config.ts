@@ -1,14 +1,19 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { baseShape, bool, csv, int, parseEnv, s3Shape } from '../common/config-schema.js';
+import { MIN_WEBHOOK_SECRET_LENGTH, OLD_DEFAULT_WEBHOOK_SECRET, baseRefusals, placeholderRefusals, s3Refusals } from '../common/secure-defaults.js';
 
 const shape = {
   ...baseShape,
   ...s3Shape,
   COORDINATOR_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,63}$/).default(`coordinator-${hostname()}-${process.pid}`),
   GRPC_PORT: int(7400, 0, 65535),
-  /** Local inputs must resolve (symlinks followed) inside this directory. */
-  INPUT_ROOT: z.string().default('.'),
+  /**
+   * Directories (comma-separated) local-path inputs must resolve inside (symlinks followed).
+   * Unset (the default): local paths are refused; inputs come by upload, s3:// or http(s)://.
+   * Local clusters set it to the directories their user names (`tessera up --input-root`).
+   */
+  INPUT_ROOT: csv.default([]),
   /** Prefix of output keys when a job gives no output URI: s3://$S3_BUCKET/$OUTPUT_PREFIX/<jobId>.zip */
   OUTPUT_PREFIX: z.string().regex(/^[A-Za-z0-9_./-]*$/).default('jobs'),
   LEASE_TTL_SEC: int(10, 1, 3600),
@@ -39,12 +44,24 @@ const shape = {
   MAX_FPS: int(240, 1),
   MAX_STREAMS: int(16, 1),
   MAX_AUDIO_CHANNELS: int(8, 1),
+  /**
+   * Work cap per job: frames × width × height, frames being the larger of the packets counted
+   * and duration × fps claimed. Default 6 h of 3840x2160 at 60 fps = 1.07e13 pixels (about
+   * 1.3 M frames of 4K, 5.2 M of 1080p); refused before any node works (LIMIT_EXCEEDED).
+   */
+  MAX_WORK_PIXELS: int(6 * 3600 * 60 * 3840 * 2160, 1),
   PROBE_TIMEOUT_MS: int(30_000, 100),
   HTTP_INPUT_TIMEOUT_MS: int(600_000, 100),
   /** Hosts http(s) inputs may come from (empty: any public host). */
   HTTP_ALLOWED_HOSTS: csv.default([]),
   /** Allow http(s) inputs from loopback/private/link-local addresses (off: SSRF protection). */
   HTTP_ALLOW_PRIVATE: bool.default(false),
+  /**
+   * DNS servers (ip or ip:port, comma-separated) that resolve http(s) input and webhook hosts
+   * instead of the system resolver. Meant for tests (a rebinding DNS server in a lab namespace)
+   * and for operators who want outbound names resolved by one known server.
+   */
+  DNS_SERVERS: csv.default([]),
   JOB_HISTORY_LIMIT: int(500, 10),
   /**
    * Finished jobs (SUCCEEDED, FAILED, CANCELLED) keep their whole tree in etcd (segments,
@@ -59,14 +76,23 @@ const shape = {
   HISTORY_SWEEP_INTERVAL_MS: int(5_000, 50),
   /** Jobs archived, and history records dropped, per sweep at most (bounds each tick's etcd work). */
   HISTORY_SWEEP_BATCH: int(500, 1, 100_000),
-  /** Bearer tokens (comma-separated). None set: no authentication (local default). */
+  /** Bearer tokens (comma-separated). None set: no authentication, which needs ALLOW_ANONYMOUS=true. */
   API_TOKENS: csv.default([]),
   READ_TOKENS: csv.default([]),
   ADMIN_TOKENS: csv.default([]),
+  /**
+   * With no token set the client and admin APIs are open to anyone who reaches the port: the
+   * coordinator refuses to start that way unless this is true (local clusters on loopback set it).
+   */
+  ALLOW_ANONYMOUS: bool.default(false),
   /** With TLS_* set: callers must present a certificate the cluster CA signed (mutual TLS). */
   TLS_REQUIRE_CLIENT_CERT: bool.default(true),
-  /** Secret for the HMAC-SHA256 signature of webhook bodies (X-Tessera-Signature). */
-  WEBHOOK_SECRET: z.string().default('tessera-dev-webhook-secret'),
+  /**
+   * Secret for the HMAC-SHA256 signature of webhook bodies (X-Tessera-Signature), at least 16
+   * characters. Unset: no webhooks (a job naming a webhook URL is refused). There is no default:
+   * a secret everyone knows signs nothing (the old default is refused at start).
+   */
+  WEBHOOK_SECRET: z.string().optional(),
   /**
    * Webhook events wait in an etcd outbox until delivered. The first retry comes after about
    * WEBHOOK_BACKOFF_MS, each later one twice as late, at most WEBHOOK_BACKOFF_MAX_MS apart
@@ -112,4 +138,19 @@ export type CoordinatorConfig = ReturnType<typeof loadConfig>;
 /** The coordinator's settings, from the environment (the only reader of process.env). */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
   return parseEnv(shape, env);
+}
+
+/** Why this configuration must not start (empty: it may). */
+export function startupRefusals(c: CoordinatorConfig): string[] {
+  const out = [
+    ...baseRefusals(c),
+    ...s3Refusals(c),
+    ...placeholderRefusals({ API_TOKENS: c.API_TOKENS, READ_TOKENS: c.READ_TOKENS, ADMIN_TOKENS: c.ADMIN_TOKENS, WEBHOOK_SECRET: c.WEBHOOK_SECRET }),
+  ];
+  if (c.WEBHOOK_SECRET === OLD_DEFAULT_WEBHOOK_SECRET) out.push('WEBHOOK_SECRET is the old built-in default, which anyone can read in the source: set your own (openssl rand -hex 32), or unset it to send no webhooks');
+  else if (c.WEBHOOK_SECRET && c.WEBHOOK_SECRET.length < MIN_WEBHOOK_SECRET_LENGTH) out.push(`WEBHOOK_SECRET is shorter than ${MIN_WEBHOOK_SECRET_LENGTH} characters`);
+  if (c.API_TOKENS.length + c.READ_TOKENS.length + c.ADMIN_TOKENS.length === 0 && !c.ALLOW_ANONYMOUS) {
+    out.push('no API_TOKENS, READ_TOKENS or ADMIN_TOKENS are set, so the client and admin APIs would be open to anyone: set tokens, or ALLOW_ANONYMOUS=true to run open on purpose');
+  }
+  return out;
 }

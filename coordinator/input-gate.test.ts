@@ -6,7 +6,7 @@ import { probeMedia, type MediaInfo } from '../transcoder/probe.js';
 import { makeTempDir, writeForgedMatroska } from '../transcoder/test-fixtures.js';
 import { gateInput, type GateLimits } from './input-gate.js';
 
-const limits: GateLimits = { maxDurationSec: 3600, maxWidth: 7680, maxHeight: 4320, maxFps: 120, maxStreams: 16, maxAudioChannels: 8 };
+const limits: GateLimits = { maxDurationSec: 3600, maxWidth: 7680, maxHeight: 4320, maxFps: 120, maxStreams: 16, maxAudioChannels: 8, maxWorkPixels: 6 * 3600 * 60 * 3840 * 2160 };
 const ok: MediaInfo = {
   formatName: 'mov,mp4,m4a,3gp,3g2,mj2',
   durationSec: 10,
@@ -38,6 +38,22 @@ const code = (m: Partial<MediaInfo>): string => {
 
 describe('gateInput', () => {
   it('passes an ordinary MP4', () => expect(code({})).toBe('OK'));
+
+  it('caps the work (frames x pixels) a job claims, whichever of packets and duration x fps is larger', () => {
+    const big = { ...ok, durationSec: 3600, video: { ...ok.video, width: 7680, height: 4320, fps: 120 } };
+    // 1 h of 8K at 120 fps: each limit holds (3600 s, 7680x4320, 120 fps), the product does not.
+    expect(code({ ...big, video: { ...big.video, frames: 432_000 } })).toBe('LIMIT_EXCEEDED');
+    // Few packets, but the header claims the hour: still refused (the claim is what nodes would be asked to make).
+    let msg = '';
+    try {
+      gateInput({ ...big, video: { ...big.video, frames: 50_000 } }, { ...limits, maxDurationSec: 1e9 });
+    } catch (err) {
+      msg = (err as Error).message;
+    }
+    expect(msg).toMatch(/claims 432000 frames of 7680x4320 \(1\.43e\+13 pixels to transcode\); the work limit MAX_WORK_PIXELS is 1\.07e\+13/);
+    // 1 h of 4K at 60 fps is well inside.
+    expect(code({ durationSec: 3600, video: { ...ok.video, width: 3840, height: 2160, fps: 60, frames: 216_000 } })).toBe('OK');
+  });
   it('refuses playlists and reference formats', () => {
     for (const f of ['hls', 'concat', 'image2', 'dash', 'sdp']) expect(code({ formatName: f })).toBe('UNSUPPORTED_FORMAT');
     expect(code({ formatName: 'gif' })).toBe('UNSUPPORTED_FORMAT');

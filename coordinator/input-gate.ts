@@ -8,6 +8,17 @@ export interface GateLimits {
   maxFps: number;
   maxStreams: number;
   maxAudioChannels: number;
+  /** Most pixels a job may ask the cluster to decode and encode: frames × width × height. */
+  maxWorkPixels: number;
+}
+
+/**
+ * The work an input claims, in pixels: its frames (the larger of the packets it holds and what
+ * its duration × frame rate claims — either may be the lie) times its picture size.
+ */
+export function claimedWork(m: MediaInfo): { frames: number; pixels: number } {
+  const frames = Math.max(m.video.frames, Math.round(m.durationSec * m.video.fps));
+  return { frames, pixels: frames * m.video.width * m.video.height };
 }
 
 /** Containers we accept, as ffprobe names them (its demuxer name lists). */
@@ -45,6 +56,12 @@ export function gateInput(m: MediaInfo, l: GateLimits): void {
   if (m.durationSec > l.maxDurationSec) fail(`the input lasts ${Math.round(m.durationSec)} s; the limit is ${l.maxDurationSec} s`);
   if (m.video.fps > l.maxFps) fail(`the input runs at ${m.video.fps} fps; the limit is ${l.maxFps}`);
   if (m.audio && m.audio.channels > l.maxAudioChannels) fail(`the input has ${m.audio.channels} audio channels; the limit is ${l.maxAudioChannels}`);
+  // Each limit above may hold while their product is a compute bomb: a 10 MB file claiming 6 h
+  // of 8K at 240 fps (5.2 M frames, 1.7e14 pixels) passes them all.
+  const work = claimedWork(m);
+  if (work.pixels > l.maxWorkPixels) {
+    fail(`the input claims ${work.frames} frames of ${m.video.width}x${m.video.height} (${work.pixels.toExponential(2)} pixels to transcode); the work limit MAX_WORK_PIXELS is ${l.maxWorkPixels.toExponential(2)}`);
+  }
   // A container that claims far more time than its frames cover (e.g. 1 frame "lasting" hours)
   // is lying: refuse it rather than plan segments for a duration that is not there.
   const covered = m.video.frames / Math.max(m.video.fps, 1);

@@ -35,6 +35,7 @@ import { dispatchSegment, type DispatchDeps } from './segment-dispatch.js';
 import { classifyInput, outputKey, parseOutput, parsePackage, resolveLocalInput, toRungs } from './spec.js';
 import { GOP_SECONDS } from '../transcoder/ffmpeg-args.js';
 import { stageInput } from './input.js';
+import { outboundPolicy } from './safe-http.js';
 import { gateInput, sniffReference } from './input-gate.js';
 
 export interface RunnerDeps {
@@ -63,6 +64,7 @@ export function checkLimits(m: MediaInfo, cfg: CoordinatorConfig): void {
     maxFps: cfg.MAX_FPS,
     maxStreams: cfg.MAX_STREAMS,
     maxAudioChannels: cfg.MAX_AUDIO_CHANNELS,
+    maxWorkPixels: cfg.MAX_WORK_PIXELS,
   });
 }
 
@@ -302,8 +304,7 @@ export class JobRunner {
         maxBytes: cfg.MAX_INPUT_BYTES,
         timeoutMs: cfg.HTTP_INPUT_TIMEOUT_MS,
         s3: this.d.s3,
-        httpAllowedHosts: cfg.HTTP_ALLOWED_HOSTS,
-        httpAllowPrivate: cfg.HTTP_ALLOW_PRIVATE,
+        policy: outboundPolicy(cfg),
         signal,
       });
     }

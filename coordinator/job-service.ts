@@ -38,6 +38,7 @@ import { chunkGrids } from '../transcoder/frame-rate.js';
 import { toPictureTreatment } from '../transcoder/treatment.js';
 import { stageInput } from './input.js';
 import type { Journal } from './journal.js';
+import { outboundPolicy, vetTarget } from './safe-http.js';
 import { resolveLocalInput, toRungs, validateSpec, type InputRef } from './spec.js';
 
 export interface JobServiceDeps {
@@ -68,12 +69,28 @@ function checkJobId(id: string): string {
   return id;
 }
 
+/**
+ * A job's webhook URL must reach a public address (the rules of http(s) inputs; HTTP_ALLOW_PRIVATE
+ * lifts them) and the cluster must sign webhooks. A name that does not resolve yet is accepted:
+ * every delivery attempt resolves and checks it again, and connects to the address it checked.
+ */
+async function checkWebhook(d: JobServiceDeps, webhookUrl: string): Promise<void> {
+  if (!webhookUrl) return;
+  if (!d.cfg.WEBHOOK_SECRET) throw new AppError('FAILED_PRECONDITION', 'this cluster sends no webhooks: WEBHOOK_SECRET is not set on the coordinators');
+  try {
+    await vetTarget(new URL(webhookUrl), outboundPolicy(d.cfg, { hostList: false }), 'webhook');
+  } catch (err) {
+    if (!isAppError(err, 'INPUT_NOT_FOUND')) throw err;
+  }
+}
+
 /** The client API: submit, upload, get, watch, cancel, list. */
 export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
   const { log, store } = d;
 
   const submit = async (rawSpec: JobSpec | undefined): Promise<SubmitJobResponse> => {
     const { spec, input } = validateSpec(rawSpec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX });
+    await checkWebhook(d, spec.webhookUrl);
     const resolved = input.kind === 'local' ? await resolveLocalInput(input.path, d.cfg.INPUT_ROOT, d.cfg.MAX_INPUT_BYTES) : input;
     if (spec.dryRun) return { jobId: '', job: undefined, plan: await dryRun(d, spec, resolved) };
     const id = newJobId();
@@ -174,6 +191,7 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
       const head = first.value;
       const spec = JobSpec.fromPartial({ ...head.spec, inputUri: 's3://placeholder/upload', inputName: displayName(head.fileName) });
       validateSpec(spec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX }); // fail fast, before the bytes
+      await checkWebhook(d, spec.webhookUrl);
       if (head.resumeId !== undefined) return resumableUpload(head, it, spec, signal);
       const uploadId = `u${Date.now().toString(36)}${randomBytes(5).toString('hex')}`;
       const dir = join(d.stagingDir, 'uploads');
@@ -310,7 +328,7 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Pro
   const dir = await mkdtemp(join(d.stagingDir, 'dryrun-'));
   try {
     const path = join(dir, 'input.src');
-    await stageInput(resolved, path, { maxBytes: d.cfg.MAX_INPUT_BYTES, timeoutMs: d.cfg.HTTP_INPUT_TIMEOUT_MS, s3: d.s3, httpAllowedHosts: d.cfg.HTTP_ALLOWED_HOSTS, httpAllowPrivate: d.cfg.HTTP_ALLOW_PRIVATE });
+    await stageInput(resolved, path, { maxBytes: d.cfg.MAX_INPUT_BYTES, timeoutMs: d.cfg.HTTP_INPUT_TIMEOUT_MS, s3: d.s3, policy: outboundPolicy(d.cfg) });
     await refuseReferences(path);
     const media = await probeMedia(path, { timeoutMs: d.cfg.PROBE_TIMEOUT_MS, maxPixels: maxPixelsOf(d.cfg) });
     checkLimits(media, d.cfg);

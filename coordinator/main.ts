@@ -14,7 +14,7 @@ import { serverSecurity, tokenTable } from '../common/auth.js';
 import { coordinatorPolicy } from '../common/access-policy.js';
 import { grpcHealth } from '../common/health-client.js';
 import { channelCredentials } from '../common/tls.js';
-import { loadConfig } from './config.js';
+import { loadConfig, startupRefusals } from './config.js';
 import { sweepSettings } from '../common/config-schema.js';
 import { StagingSweeper } from '../common/staging-sweeper.js';
 import { jobServiceHandlers } from './job-service.js';
@@ -29,11 +29,12 @@ import { Autoscaler, type ScaleProvider } from './autoscaler.js';
 import { LocalScaleProvider } from './scale-local.js';
 import { KubernetesScaleProvider, inClusterSettings } from './scale-kubernetes.js';
 import { WebhookOutbox } from './webhook-outbox.js';
+import { outboundPolicy } from './safe-http.js';
 import { releaseLeftovers } from './job-leftovers.js';
 import { Journal } from './journal.js';
 import { OpsProbe, opsMetrics } from './ops-probe.js';
 
-const { cfg, log, life } = bootProcess('coordinator', loadConfig, (c) => ({ coordinatorId: c.COORDINATOR_ID }));
+const { cfg, log, life } = bootProcess('coordinator', loadConfig, (c) => ({ coordinatorId: c.COORDINATOR_ID }), startupRefusals);
 
 async function main(): Promise<void> {
   const keys = new Keys(cfg.ETCD_PREFIX);
@@ -83,13 +84,14 @@ async function main(): Promise<void> {
   const throughput = new Throughput();
   // Webhook events are written to the outbox with their state change (job-store); the leader delivers them.
   const webhooks = new WebhookOutbox(etcd, keys, {
-    secret: cfg.WEBHOOK_SECRET,
+    secret: cfg.WEBHOOK_SECRET ?? '',
     baseMs: cfg.WEBHOOK_BACKOFF_MS,
     maxMs: cfg.WEBHOOK_BACKOFF_MAX_MS,
     retryForMs: cfg.WEBHOOK_RETRY_FOR_MS,
     timeoutMs: cfg.WEBHOOK_TIMEOUT_MS,
     rescanMs: cfg.WEBHOOK_RESCAN_MS,
     concurrency: cfg.WEBHOOK_CONCURRENCY,
+    policy: outboundPolicy(cfg, { hostList: false }),
   }, log.child({ component: 'webhooks' }), { onRetry: () => metrics.retries.inc({ kind: 'webhook' }) });
   await webhooks.start();
   life.onStop('webhooks', () => webhooks.stop());
@@ -152,7 +154,7 @@ async function main(): Promise<void> {
   life.onStop('election', () => election.resign());
 
   const tokens = tokenTable(cfg.API_TOKENS, cfg.READ_TOKENS, cfg.ADMIN_TOKENS);
-  if (tokens.size === 0) log.warn('no API tokens configured: the client and admin APIs are open to anyone who can reach them');
+  if (tokens.size === 0) log.warn({ bindHost: cfg.BIND_HOST }, 'ALLOW_ANONYMOUS=true and no API tokens: the client and admin APIs are open to anyone who can reach them');
   const grpc = await startGrpcServer(
     cfg.BIND_HOST,
     cfg.GRPC_PORT,

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { AppError } from '../common/errors.js';
 import { JobSpec } from '../proto/gen/tessera/v1/types.js';
 import { classifyInput, outputKey, parseOutput, resolveLocalInput, validateSpec } from './spec.js';
-import { isPrivateAddress } from './input.js';
+import { isPrivateAddress } from './address-policy.js';
 
 const encoders = new Set(['libx264', 'libx265', 'libsvtav1']);
 const code = (fn: () => unknown): string => {
@@ -49,15 +49,46 @@ describe('resolveLocalInput', () => {
     await writeFile(join(root, 'sub', 'a.mp4'), 'x');
     await writeFile(join(root, 'empty.mp4'), '');
     await symlink('/etc/hostname', join(root, 'escape.mp4'));
-    expect((await resolveLocalInput('sub/a.mp4', root, 100)).bytes).toBe(1);
-    expect(await acode(resolveLocalInput(join(root, 'sub', '..', '..', 'etc', 'passwd'), root, 100))).toBe('INPUT_OUTSIDE_ROOT');
-    expect(await acode(resolveLocalInput(join(root, 'escape.mp4'), root, 100))).toBe('INPUT_OUTSIDE_ROOT');
-    expect(await acode(resolveLocalInput(join(root, 'nope.mp4'), root, 100))).toBe('INPUT_NOT_FOUND');
-    expect(await acode(resolveLocalInput(join(root, 'empty.mp4'), root, 100))).toBe('INPUT_EMPTY');
-    expect(await acode(resolveLocalInput(join(root, 'sub'), root, 100))).toBe('INPUT_NOT_FOUND');
-    expect(await acode(resolveLocalInput(join(root, 'sub', 'a.mp4'), root, 0))).toBe('LIMIT_EXCEEDED');
+    expect((await resolveLocalInput('sub/a.mp4', [root], 100)).bytes).toBe(1);
+    expect(await acode(resolveLocalInput(join(root, 'sub', '..', '..', 'etc', 'passwd'), [root], 100))).toBe('INPUT_OUTSIDE_ROOT');
+    expect(await acode(resolveLocalInput(join(root, 'escape.mp4'), [root], 100))).toBe('INPUT_OUTSIDE_ROOT');
+    expect(await acode(resolveLocalInput(join(root, 'nope.mp4'), [root], 100))).toBe('INPUT_NOT_FOUND');
+    expect(await acode(resolveLocalInput(join(root, 'empty.mp4'), [root], 100))).toBe('INPUT_EMPTY');
+    expect(await acode(resolveLocalInput(join(root, 'sub'), [root], 100))).toBe('INPUT_NOT_FOUND');
+    expect(await acode(resolveLocalInput(join(root, 'sub', 'a.mp4'), [root], 0))).toBe('LIMIT_EXCEEDED');
     // The filesystem root as input root accepts any absolute path.
-    expect((await resolveLocalInput(join(root, 'sub', 'a.mp4'), '/', 100)).bytes).toBe(1);
+    expect((await resolveLocalInput(join(root, 'sub', 'a.mp4'), ['/'], 100)).bytes).toBe(1);
+  });
+
+  it('refuses every local path without a root, and never reveals whether a path outside the root exists', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'root-'));
+    const other = await mkdtemp(join(tmpdir(), 'other-'));
+    await writeFile(join(root, 'a.mp4'), 'x');
+    await writeFile(join(other, 'secret.mp4'), 'x');
+    await writeFile(join(other, 'empty.mp4'), '');
+    await symlink(other, join(root, 'link'));
+    // No INPUT_ROOT (the production default): nothing local, the file's existence irrelevant.
+    for (const p of [join(root, 'a.mp4'), 'a.mp4', join(root, 'missing.mp4')]) {
+      const err = await resolveLocalInput(p, [], 100).then(() => new AppError('INTERNAL', 'accepted'), (e: unknown) => e as AppError);
+      expect(err.code, p).toBe('INPUT_OUTSIDE_ROOT');
+      expect(err.message).toContain('INPUT_ROOT is not set');
+    }
+    // Outside the root, existing or not, file or directory, empty or not, directly or through a
+    // symlink inside the root: one answer, one message.
+    const outside = [
+      join(other, 'secret.mp4'), join(other, 'missing.mp4'), join(other, 'empty.mp4'), other, join(other, 'no', 'such', 'dir', 'x.mp4'),
+      join(root, 'link', 'secret.mp4'), join(root, 'link', 'missing.mp4'), join(root, 'link', 'no', 'such', 'x.mp4'), '../' + join('..', other, 'secret.mp4'),
+      '/etc/passwd', '/etc/no-such-file', '/root/.ssh/id_ed25519',
+    ];
+    const answers = new Set<string>();
+    for (const p of outside) {
+      const err = await resolveLocalInput(p, [root], 100).then(() => new AppError('INTERNAL', 'accepted'), (e: unknown) => e as AppError);
+      answers.add(`${err.code}: ${err.message}`);
+    }
+    expect([...answers]).toEqual(['INPUT_OUTSIDE_ROOT: the input path is outside the input root']);
+    // Several roots: inside any of them is fine.
+    expect((await resolveLocalInput(join(other, 'secret.mp4'), [root, other], 100)).bytes).toBe(1);
+    expect(await acode(resolveLocalInput(join(root, 'missing.mp4'), [root, other], 100))).toBe('INPUT_NOT_FOUND');
   });
 });
 

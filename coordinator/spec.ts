@@ -1,5 +1,5 @@
 import { realpath, stat } from 'node:fs/promises';
-import { isAbsolute, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { parseFrameRate } from '../transcoder/frame-rate.js';
 import { AppError } from '../common/errors.js';
 import type { JobSpec } from '../proto/gen/tessera/v1/types.js';
@@ -38,27 +38,49 @@ export function classifyInput(uri: string): InputRef {
   throw new AppError('UNSUPPORTED_URI_SCHEME', `input scheme "${scheme}:" is not supported; use a path inside the input root, s3://bucket/key or http(s)://`);
 }
 
-/** Resolves a local input inside the input root (symlinks followed), checking it is a non-empty file. */
-export async function resolveLocalInput(path: string, inputRoot: string, maxBytes: number): Promise<InputRef & { kind: 'local' }> {
-  const root = await realpath(resolve(inputRoot));
-  const inside = (p: string): boolean => p === root || p.startsWith(root.endsWith(sep) ? root : root + sep);
-  const candidate = isAbsolute(path) ? path : resolve(root, path);
+/**
+ * Resolves a local input inside one of the input roots (symlinks followed), checking it is a
+ * non-empty file. No root (the default): local paths are refused outright. Whether a path
+ * outside the roots exists is never revealed: such a path — lexically outside, or reached
+ * through a symlink, whether or not its target exists — always gets the same INPUT_OUTSIDE_ROOT,
+ * decided before anything about the target itself is looked at.
+ */
+export async function resolveLocalInput(path: string, inputRoots: readonly string[], maxBytes: number): Promise<InputRef & { kind: 'local' }> {
+  if (inputRoots.length === 0) {
+    throw new AppError('INPUT_OUTSIDE_ROOT', 'this cluster takes no local paths (INPUT_ROOT is not set): upload the file, or use s3:// or http(s)://');
+  }
+  const outside = new AppError('INPUT_OUTSIDE_ROOT', 'the input path is outside the input root');
+  const roots: string[] = [];
+  for (const r of inputRoots) roots.push(await realpath(resolve(r)).catch(() => resolve(r)));
+  const inside = (p: string): boolean => roots.some((root) => p === root || p.startsWith(root.endsWith(sep) ? root : root + sep));
+  const candidate = isAbsolute(path) ? resolve(path) : resolve(roots[0]!, path);
+  if (!inside(candidate)) throw outside;
   let real: string;
   try {
     real = await realpath(candidate);
   } catch {
-    // Do not reveal whether a path outside the root exists.
-    if (!inside(resolve(candidate))) throw new AppError('INPUT_OUTSIDE_ROOT', 'the input path is outside the input root');
+    // Not there (or not readable). Where would it have been? The deepest ancestor that exists
+    // decides: a symlink inside the root that leads outside is "outside", target or not.
+    if (!inside(await realAncestor(candidate))) throw outside;
     throw new AppError('INPUT_NOT_FOUND', `input file not found: ${path}`);
   }
-  if (!inside(real)) {
-    throw new AppError('INPUT_OUTSIDE_ROOT', 'the input path is outside the input root');
-  }
+  if (!inside(real)) throw outside;
   const st = await stat(real);
   if (!st.isFile()) throw new AppError('INPUT_NOT_FOUND', `input is not a regular file: ${path}`);
   if (st.size === 0) throw new AppError('INPUT_EMPTY', 'the input file is empty (0 bytes)');
   if (st.size > maxBytes) throw new AppError('LIMIT_EXCEEDED', `the input is ${st.size} bytes; the limit is ${maxBytes}`);
   return { kind: 'local', path: real, bytes: st.size };
+}
+
+/** The real path of the deepest ancestor of `p` that resolves (symlinks followed). */
+async function realAncestor(p: string): Promise<string> {
+  for (let dir = dirname(p); ; dir = dirname(dir)) {
+    try {
+      return await realpath(dir);
+    } catch {
+      if (dir === dirname(dir)) return dir;
+    }
+  }
 }
 
 export interface OutputTarget {

@@ -1,12 +1,13 @@
 import type { Etcd3 } from 'etcd3';
 import { prefixEnd, rangePages } from '../common/etcd.js';
-import { errorMessage } from '../common/errors.js';
+import { errorMessage, isAppError } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import { backoffDelay, sleep } from '../common/retry.js';
 import { ResilientWatch } from '../common/watch.js';
 import type { LeaderFence } from './job-store.js';
 import { signBody, type OutboxEntry } from './webhooks.js';
+import { pinnedRequest, vetTarget, type OutboundPolicy } from './safe-http.js';
 
 export interface OutboxSettings {
   secret: string;
@@ -22,6 +23,8 @@ export interface OutboxSettings {
   rescanMs: number;
   /** POSTs in flight at most. */
   concurrency: number;
+  /** Where webhooks may go: the same address rules as http(s) inputs, checked at every attempt. */
+  policy: OutboundPolicy;
 }
 
 export interface OutboxHooks {
@@ -30,7 +33,7 @@ export interface OutboxHooks {
   onDropped?: (e: OutboxEntry, why: string) => void;
 }
 
-type Outcome = { kind: 'delivered'; status: number } | { kind: 'refused'; status: number } | { kind: 'retry'; error: string };
+type Outcome = { kind: 'delivered'; status: number } | { kind: 'refused'; status: number; why?: string } | { kind: 'retry'; error: string };
 
 /** Raised when a fenced outbox write finds another leader. */
 class Deposed extends Error {}
@@ -175,7 +178,7 @@ export class WebhookOutbox {
           this.log.info({ jobId, state: e.state, eventId: e.id, attempts: e.attempts + 1, status: out.status }, 'webhook delivered');
           this.hooks.onDelivered?.(e);
         } else if (out.kind === 'refused') {
-          if (await this.fencedDelete(key, rev, fence)) this.dropped(e, `refused with HTTP ${out.status}`);
+          if (await this.fencedDelete(key, rev, fence)) this.dropped(e, out.why ?? `refused with HTTP ${out.status}`);
         } else {
           const attempts = e.attempts + 1;
           const delay = this.nextDelay(attempts - 1);
@@ -209,20 +212,30 @@ export class WebhookOutbox {
   private async attempt(e: OutboxEntry, signal: AbortSignal): Promise<Outcome> {
     await this.slot(signal);
     try {
-      const res = await fetch(e.url, {
+      const url = new URL(e.url);
+      let target;
+      try {
+        // Resolved and checked at every attempt (a name may point elsewhere by now); the POST
+        // connects to the address that was checked.
+        target = await vetTarget(url, this.s.policy, 'webhook');
+      } catch (err) {
+        if (isAppError(err, 'PERMISSION_DENIED') || isAppError(err, 'UNSUPPORTED_URI_SCHEME') || isAppError(err, 'INVALID_ARGUMENT')) return { kind: 'refused', status: 0, why: err.message };
+        throw err;
+      }
+      const res = await pinnedRequest(url, target, {
         method: 'POST',
         headers: {
           'content-type': 'application/json',
+          'content-length': String(Buffer.byteLength(e.body)),
           'x-tessera-event-id': e.id,
           'x-tessera-delivery-attempt': String(e.attempts + 1),
           'x-tessera-signature': signBody(this.s.secret, e.body),
         },
         body: e.body,
-        redirect: 'manual',
         signal: AbortSignal.any([signal, AbortSignal.timeout(this.s.timeoutMs)]),
       });
-      await res.body?.cancel().catch(() => undefined);
-      if (res.ok) return { kind: 'delivered', status: res.status };
+      res.body.resume(); // drain and discard: redirects are not followed
+      if (res.status >= 200 && res.status < 300) return { kind: 'delivered', status: res.status };
       if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) return { kind: 'refused', status: res.status };
       return { kind: 'retry', error: `HTTP ${res.status}` };
     } catch (err) {

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
@@ -35,6 +36,10 @@ export interface LocalClusterOptions {
   controlCpus?: string;
   /** Detached processes outlive this one (`tessera up`); attached ones die with it (tests). */
   detached?: boolean;
+  /**
+   * Directories (comma-separated) the coordinators take local-path inputs from; unset: none
+   * (local files still go in by upload, which needs no root).
+   */
   inputRoot?: string;
   logLevel?: string;
   bucket?: string;
@@ -237,7 +242,11 @@ export class LocalCluster {
       COORDINATOR_ID: name,
       GRPC_PORT: String(port),
       METRICS_PORT: '0',
-      INPUT_ROOT: this.o.inputRoot ?? '/',
+      ...(this.o.inputRoot ? { INPUT_ROOT: this.o.inputRoot } : {}),
+      // A local cluster listens on loopback only (BIND_HOST 127.0.0.1): open APIs are a choice
+      // made here, on purpose, not a default of the coordinator. Tests may still set tokens.
+      ALLOW_ANONYMOUS: 'true',
+      WEBHOOK_SECRET: await this.webhookSecret(),
       ...(this.o.coordinatorEnv ?? {}),
     }, [], port);
     await waitFor(() => grpcServing(address, 1_000, '', channelCredentials(this.clientTls())), 30_000, name);
@@ -335,6 +344,19 @@ export class LocalCluster {
     const info: ProcInfo = { name, role, pid: child.pid ?? -1, log, ...(port !== undefined ? { port } : {}) };
     this.procs.set(name, { info, ...(this.o.detached ? {} : { child }) });
     return info;
+  }
+
+  /**
+   * The local cluster's webhook secret: generated once (32 random bytes, hex) into
+   * `<dir>/webhook-secret` (mode 0600) and kept across `tessera up`s, so receivers stay configured.
+   */
+  async webhookSecret(): Promise<string> {
+    const file = join(this.o.dir, 'webhook-secret');
+    const held = existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
+    if (held.length >= 16) return held;
+    const secret = randomBytes(32).toString('hex');
+    await writeFile(file, `${secret}\n`, { mode: 0o600 });
+    return secret;
   }
 
   async writeClusterFile(): Promise<void> {

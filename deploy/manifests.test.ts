@@ -57,7 +57,7 @@ const NOT_IN_CONFIG_SCHEMA = new Set([
 ]);
 /** Extra variables the coordinator needs when AUTOSCALER=kubernetes. */
 const K8S_AUTOSCALER_ENV = ['K8S_NAMESPACE', 'K8S_NODE_DEPLOYMENT', 'AUTOSCALER_MIN_NODES', 'AUTOSCALER_MAX_NODES'];
-const SECRET_ENV = new Set(['S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY', 'API_TOKENS', 'ADMIN_TOKENS']);
+const SECRET_ENV = new Set(['S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY', 'API_TOKENS', 'ADMIN_TOKENS', 'WEBHOOK_SECRET']);
 const DEFAULT_PORTS: Record<Role, { grpc: number; metrics: number }> = {
   coordinator: { grpc: 7400, metrics: 9400 },
   'node-agent': { grpc: 7500, metrics: 9500 },
@@ -625,6 +625,21 @@ describe('deploy/k8s', () => {
     expect(read(join(K8S, 'secret.yaml'))).toMatch(/PLACEHOLDER/);
     // Credentials never sit in the ConfigMap.
     for (const cm of ofKind('ConfigMap')) for (const k of SECRET_ENV) expect(Object.keys(cm.data), cm.metadata.name).not.toContain(k);
+  });
+
+  it('the shipped placeholders are refused at start, and real secrets in their place are accepted', async () => {
+    for (const { workload, container, role } of tesseraContainers()) {
+      const where = `${workload.metadata.name}/${container.name}`;
+      const mod = (await import(join(ROOT, role, 'config.ts'))) as { loadConfig: (e: Record<string, string>) => unknown; startupRefusals?: (c: unknown) => string[] };
+      if (!mod.startupRefusals) continue; // a role without start-up refusals (none of the three long-running ones)
+      const env = k8sEffectiveEnv(container);
+      const refusals = mod.startupRefusals;
+      const shipped = refusals(mod.loadConfig(env));
+      const secretsRead = (container.env ?? []).filter((e) => e.valueFrom && 'secretKeyRef' in e.valueFrom).map((e) => e.name);
+      for (const k of secretsRead) expect(shipped.join('\n'), `${where} refuses the placeholder ${k}`).toContain(k);
+      const real = Object.fromEntries(secretsRead.map((k) => [k, `real-${k.toLowerCase()}-0123456789abcdef`]));
+      expect(refusals(mod.loadConfig({ ...env, ...real })), where).toEqual([]);
+    }
   });
 
   it('each Tessera role runs once, with every variable it needs, secrets from the Secret', () => {

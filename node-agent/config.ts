@@ -1,6 +1,7 @@
 import { availableParallelism, hostname } from 'node:os';
 import { z } from 'zod';
 import { baseShape, int, parseEnv } from '../common/config-schema.js';
+import { baseRefusals } from '../common/secure-defaults.js';
 import { DEFAULT_MAX_PIXELS } from '../transcoder/ffmpeg-limits.js';
 
 const shape = {
@@ -61,4 +62,9 @@ export function ffmpegThreads(c: { CPU_CORES: number; WORKER_SLOTS: number; FFMP
   if (c.FFMPEG_THREADS > 0) return c.FFMPEG_THREADS;
   const share = c.CPU_CORES / c.WORKER_SLOTS;
   return share < machineCores ? Math.max(1, Math.floor(share)) : undefined;
+}
+
+/** Why this configuration must not start (empty: it may). */
+export function startupRefusals(c: AgentConfig): string[] {
+  return baseRefusals(c);
 }

@@ -14,7 +14,7 @@ import { VERSION } from '../common/version.js';
 import { NodeAgentService, UploaderClient } from '../common/bulk-codec.js';
 import { availableEncoders } from '../transcoder/encoders.js';
 import { WorkerPool } from '../transcoder/worker-pool.js';
-import { ffmpegThreads, loadConfig } from './config.js';
+import { ffmpegThreads, loadConfig, startupRefusals } from './config.js';
 import { paceFromConfig } from '../common/chunks.js';
 import { agentMetrics } from './metrics.js';
 import { Registration } from './registration.js';
@@ -25,7 +25,7 @@ import { DiskSpace } from './disk-space.js';
 import { sweepSettings } from '../common/config-schema.js';
 import { StagingSweeper } from '../common/staging-sweeper.js';
 
-const { cfg, log, life } = bootProcess('node-agent', loadConfig, (c) => ({ nodeId: c.NODE_ID }));
+const { cfg, log, life } = bootProcess('node-agent', loadConfig, (c) => ({ nodeId: c.NODE_ID }), startupRefusals);
 
 /** Publishes this node's load figures (set once registered; a no-op before). */
 let publish: () => void = () => undefined;

@@ -25,6 +25,7 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
 
   tessera up [--nodes 2] [--slots N] [--dir .tessera]   start a local cluster (etcd, S3, coordinator, nodes, uploader)
              [--tls]                                     mutual TLS on every gRPC link, etcd and S3 (a local CA is generated)
+             [--input-root DIR[,DIR]]                    directories the coordinator may read local paths from (default none: files are uploaded)
              [--autoscale --min-nodes 1 --max-nodes 4]  let the coordinator grow and drain node agents
   tessera down [--dir .tessera]                          stop it
   tessera transcode <file|s3://…|http(s)://…> [--ladder 720:2800,480:1400:hevc] [--container mp4|mkv]
@@ -79,6 +80,7 @@ const OPTIONS = {
   'min-nodes': { type: 'string' },
   'max-nodes': { type: 'string' },
   tls: { type: 'boolean' },
+  'input-root': { type: 'string' },
   'tls-ca': { type: 'string' },
   'tls-cert': { type: 'string' },
   'tls-key': { type: 'string' },
@@ -91,7 +93,7 @@ const CONNECT: OptionName[] = ['addr', 'dir', 'tls-ca', 'tls-cert', 'tls-key', '
 
 /** The commands and the options each takes: anything else is refused, naming it. */
 const COMMANDS: Record<string, readonly OptionName[]> = {
-  up: ['nodes', 'slots', 'dir', 'tls', 'autoscale', 'min-nodes', 'max-nodes', 'help'],
+  up: ['nodes', 'slots', 'dir', 'tls', 'input-root', 'autoscale', 'min-nodes', 'max-nodes', 'help'],
   down: ['dir', 'help'],
   demo: ['dir', 'help'],
   transcode: [...CONNECT, 'ladder', 'container', 'out', 'download', 'dry-run', 'priority', 'idempotency-key', 'deinterlace', 'audio-tracks', 'stereo-downmix', 'frame-rate', 'package', 'remote'],
@@ -423,11 +425,12 @@ async function up(): Promise<LocalCluster | undefined> {
     nodes: Number(flags.nodes ?? (flags.autoscale ? flags['min-nodes'] ?? 1 : 2)),
     slots: Number(flags.slots ?? 1),
     detached: true,
-    inputRoot: '/',
+    // Local paths (`--remote`, dry runs) only from the directories the user names; uploads need none.
+    ...(flags['input-root'] ? { inputRoot: flags['input-root'].split(',').map((d) => resolve(d)).join(',') } : {}),
     ...(autoscale ? { coordinatorEnv: autoscale } : {}),
     ...(flags.tls ? { tls: true } : {}),
   });
-  out(`cluster up: coordinator ${cluster.coordinators.join(', ')}, ${cluster.nodeIds().length} node agent(s), etcd ${cluster.etcdEndpoints.join(',')}, S3 ${cluster.s3Endpoint}, logs in ${join(dir, 'logs')}`);
+  out(`cluster up: coordinator ${cluster.coordinators.join(', ')}, ${cluster.nodeIds().length} node agent(s), etcd ${cluster.etcdEndpoints.join(',')}, S3 ${cluster.s3Endpoint}, logs in ${join(dir, 'logs')}, webhook secret in ${join(dir, 'webhook-secret')}`);
   return cluster;
 }
 

@@ -79,7 +79,7 @@ describe('operating the fleet', () => {
   let clip: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 1, slots: 1, coordinatorEnv: { WEBHOOK_SECRET: SECRET, WEBHOOK_BACKOFF_MS: '100' } });
+    t = await startTestCluster({ nodes: 1, slots: 1, coordinatorEnv: { HTTP_ALLOW_PRIVATE: 'true', WEBHOOK_SECRET: SECRET, WEBHOOK_BACKOFF_MS: '100' } });
     clip = await fixture(t.inputDir, 'clip-8s-360p.mp4', { seconds: 8, width: 640, height: 360, fps: 30 });
   });
   afterAll(async () => {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { readFile, truncate, writeFile, copyFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -26,7 +27,7 @@ describe('hostile and malformed input', () => {
   let trapConnections = 0;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, slots: 1, coordinatorEnv: { MAX_UPLOAD_BYTES: String(2 * 1024 * 1024), MAX_DURATION_SEC: '3600' } });
+    t = await startTestCluster({ nodes: 2, slots: 1, coordinatorEnv: { MAX_UPLOAD_BYTES: String(2 * 1024 * 1024) } });
     clip = await fixture(t.inputDir, 'clip-4s-360p.mp4', { seconds: 4, width: 640, height: 360, fps: 30 });
     trap = createServer((s) => { trapConnections++; s.destroy(); });
     await new Promise<void>((r) => trap.listen(0, '127.0.0.1', r));
@@ -113,6 +114,22 @@ describe('hostile and malformed input', () => {
     expect(job.errorMessage).toContain('100000x100000; the limit is 7680x4320');
     // Over -max_pixels but within what libavcodec can address: refused the same way.
     expect(await outcome(await writeForgedMatroska(join(t.inputDir, 'forged-16k.mkv'), { width: 16000, height: 16000 }))).toBe('LIMIT_EXCEEDED');
+  });
+
+  it('refuses a small file claiming 6 h of 8K at 240 fps (the work cap) before any node works', async () => {
+    // 10 MB of 520,000 tiny VP9 blocks whose header claims 7680x4320, 240 fps and 21,600 s:
+    // every single limit holds (size, duration, fps, enough frames to cover the duration), but
+    // the claim is 5.2 M frames of 8K, 1.7e14 pixels, 16x the default MAX_WORK_PIXELS.
+    const bomb = await writeForgedMatroska(join(t.inputDir, 'bomb-8k-240fps-6h.mkv'), { width: 7680, height: 4320, fps: 240, durationSec: 21_600, frames: 520_000 });
+    const { jobId } = await t.client.submit({ inputUri: bomb, ladder: LADDER });
+    const job = await t.client.wait(jobId);
+    expect(job.state).toBe(JobState.JOB_STATE_FAILED);
+    expect(job.errorCode).toBe('LIMIT_EXCEEDED');
+    expect(job.errorMessage).toMatch(/claims 5184000 frames of 7680x4320 \(1\.72e\+14 pixels to transcode\); the work limit MAX_WORK_PIXELS is 1\.07e\+13/);
+    // No segment was planned or dispatched: none in the job, none in etcd, no agent heard of it.
+    expect(job.segments).toEqual([]);
+    expect(await t.cluster.client().getAll().prefix(`/tessera/jobs/${jobId}/segments/`).keys()).toEqual([]);
+    for (const node of ['node-0', 'node-1']) expect(readFileSync(join(t.dir, 'logs', `${node}.log`), 'utf8'), node).not.toContain(jobId);
   });
 
   it('strips input metadata and chapters from every rendition', async () => {

@@ -90,7 +90,7 @@ describe('nothing left behind; webhooks through the outbox', () => {
       coordinators: 2,
       // Sweeps every second; a finished job's folder goes after 1 s unchanged, a stale .partial after 5 s.
       env: { STAGING_SWEEP_INTERVAL_MS: '1000', STAGING_SWEEP_GRACE_MS: '1000', STAGING_STALE_MS: '5000' },
-      coordinatorEnv: { WEBHOOK_SECRET: SECRET, WEBHOOK_BACKOFF_MS: '250', WEBHOOK_BACKOFF_MAX_MS: '2000', WEBHOOK_RESCAN_MS: '2000' },
+      coordinatorEnv: { HTTP_ALLOW_PRIVATE: 'true', WEBHOOK_SECRET: SECRET, WEBHOOK_BACKOFF_MS: '250', WEBHOOK_BACKOFF_MAX_MS: '2000', WEBHOOK_RESCAN_MS: '2000' },
       // Every archive goes up as a multipart upload, over the proxy.
       uploaderEnv: { S3_ENDPOINT: `http://127.0.0.1:${proxy.port}`, S3_SINGLE_PUT_MAX_BYTES: '0' },
     });

@@ -8,12 +8,13 @@ import { newJobId } from '../coordinator/job-service.js';
 import { JobStore, stageName, type LeaderFence } from '../coordinator/job-store.js';
 import { WebhookOutbox, type OutboxSettings } from '../coordinator/webhook-outbox.js';
 import { signBody, type OutboxEntry } from '../coordinator/webhooks.js';
+import { hostResolver } from '../coordinator/safe-http.js';
 import { freePort } from '../deploy/ports.js';
 import { JobSpec } from '../proto/gen/tessera/v1/types.js';
 import { startEtcdServer, type EtcdServer } from './etcd-server.js';
 
 const SECRET = 'outbox-test-secret';
-const FAST: OutboxSettings = { secret: SECRET, baseMs: 100, maxMs: 400, retryForMs: 120_000, timeoutMs: 1_000, rescanMs: 1_000, concurrency: 4 };
+const FAST: OutboxSettings = { secret: SECRET, baseMs: 100, maxMs: 400, retryForMs: 120_000, timeoutMs: 1_000, rescanMs: 1_000, concurrency: 4, policy: { allowPrivate: true, allowedHosts: [], resolve: hostResolver([]) } };
 
 interface Received {
   id: string;

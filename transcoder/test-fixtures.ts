@@ -95,29 +95,43 @@ const ebmlString = (id: number, v: string): Buffer => ebml(id, Buffer.from(v, 'a
 
 /**
  * Writes a hand-built Matroska file whose header claims a picture of `width`×`height` (ffmpeg
- * cannot produce such a file): one VP9 video track, `frames` tiny keyframe blocks 40 ms apart
- * whose payload is not a real picture. Test-only: a forged header for the hostile-input suite.
+ * cannot produce such a file): one VP9 video track, `frames` tiny keyframe blocks whose payload
+ * is not a real picture, 40 ms apart — or, with `fps`, one frame period apart (the timestamp
+ * unit is one frame) with a default frame duration of 1/fps, and with `durationSec` the segment
+ * claims that long a duration whatever the blocks cover. Test-only: forged headers for the
+ * hostile-input suite.
  */
-export async function writeForgedMatroska(path: string, o: { width: number; height: number; frames?: number; codecId?: string }): Promise<string> {
+export async function writeForgedMatroska(path: string, o: { width: number; height: number; frames?: number; codecId?: string; fps?: number; durationSec?: number }): Promise<string> {
   const frames = o.frames ?? 25;
+  // Timestamp unit (ns) and block spacing (units): 1 ms and 40, or one frame and 1.
+  const scaleNs = o.fps ? Math.round(1e9 / o.fps) : 1_000_000;
+  const step = o.fps ? 1 : 40;
+  const durationUnits = o.durationSec !== undefined ? (o.durationSec * 1e9) / scaleNs : frames * step;
   const header = ebml(0x1a45dfa3, [
     ebmlUint(0x4286, 1), ebmlUint(0x42f7, 1), ebmlUint(0x42f2, 4), ebmlUint(0x42f3, 8),
     ebmlString(0x4282, 'matroska'), ebmlUint(0x4287, 4), ebmlUint(0x4285, 2),
   ]);
-  const info = ebml(0x1549a966, [ebmlUint(0x2ad7b1, 1_000_000), ebmlFloat(0x4489, frames * 40), ebmlString(0x4d80, 'forged'), ebmlString(0x5741, 'forged')]);
+  const info = ebml(0x1549a966, [ebmlUint(0x2ad7b1, scaleNs), ebmlFloat(0x4489, durationUnits), ebmlString(0x4d80, 'forged'), ebmlString(0x5741, 'forged')]);
   const tracks = ebml(0x1654ae6b, [
     ebml(0xae, [
       ebmlUint(0xd7, 1), ebmlUint(0x73c5, 1), ebmlUint(0x83, 1), ebmlString(0x86, o.codecId ?? 'V_VP9'),
+      ...(o.fps ? [ebmlUint(0x23e383, scaleNs)] : []),
       ebml(0xe0, [ebmlUint(0xb0, o.width), ebmlUint(0xba, o.height)]),
     ]),
   ]);
-  const blocks = Array.from({ length: frames }, (_, i) => {
-    const b = Buffer.from([0x81, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0]);
-    b.writeInt16BE(i * 40, 1);
-    return ebml(0xa3, b);
-  });
-  const cluster = ebml(0x1f43b675, [ebmlUint(0xe7, 0), ...blocks]);
-  const segment = ebml(0x18538067, [info, tracks, cluster]);
+  // Block timestamps are 16-bit offsets from their cluster's: a new cluster every 32000 units.
+  const perCluster = Math.floor(32_000 / step);
+  const clusters: Buffer[] = [];
+  for (let first = 0; first < frames; first += perCluster) {
+    const n = Math.min(perCluster, frames - first);
+    const blocks = Array.from({ length: n }, (_, i) => {
+      const b = Buffer.from([0x81, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0]);
+      b.writeInt16BE(i * step, 1);
+      return ebml(0xa3, b);
+    });
+    clusters.push(ebml(0x1f43b675, [ebmlUint(0xe7, first * step), ...blocks]));
+  }
+  const segment = ebml(0x18538067, [info, tracks, ...clusters]);
   await writeFile(path, Buffer.concat([header, segment]));
   return path;
 }

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { baseShape, int, parseEnv, s3Shape } from '../common/config-schema.js';
+import { baseRefusals, s3Refusals } from '../common/secure-defaults.js';
 
 const shape = {
   ...baseShape,
@@ -21,4 +22,9 @@ export type UploaderConfig = ReturnType<typeof loadConfig>;
 /** The uploader's settings, from the environment (the only reader of process.env). */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
   return parseEnv(shape, env);
+}
+
+/** Why this configuration must not start (empty: it may). */
+export function startupRefusals(c: UploaderConfig): string[] {
+  return [...baseRefusals(c), ...s3Refusals(c)];
 }

@@ -10,7 +10,7 @@ import { checkOwnCertificate } from '../common/tls.js';
 import { createRegistry, startMetricsServer } from '../common/metrics-server.js';
 import type { UploaderRecord } from '../common/records.js';
 import { UploaderService as UploaderDefinition } from '../common/bulk-codec.js';
-import { loadConfig } from './config.js';
+import { loadConfig, startupRefusals } from './config.js';
 import { sweepSettings } from '../common/config-schema.js';
 import { StagingSweeper } from '../common/staging-sweeper.js';
 import { paceFromConfig } from '../common/chunks.js';
@@ -18,7 +18,7 @@ import { uploaderMetrics } from './metrics.js';
 import { createS3Client, ensureBucket, s3SettingsFromConfig } from './s3-client.js';
 import { UploaderService } from './service.js';
 
-const { cfg, log, life } = bootProcess('uploader', loadConfig, (c) => ({ uploaderId: c.UPLOADER_ID }));
+const { cfg, log, life } = bootProcess('uploader', loadConfig, (c) => ({ uploaderId: c.UPLOADER_ID }), startupRefusals);
 
 async function main(): Promise<void> {
   const keys = new Keys(cfg.ETCD_PREFIX);
