@@ -56,6 +56,8 @@ const shape = {
   HTTP_ALLOWED_HOSTS: csv.default([]),
   /** Allow http(s) inputs from loopback/private/link-local addresses (off: SSRF protection). */
   HTTP_ALLOW_PRIVATE: bool.default(false),
+  /** Keep the input an upload stored (`uploads/…`) after its job succeeded (default: deleted with the job's leftovers). */
+  KEEP_SUCCEEDED_UPLOADS: bool.default(false),
   /**
    * DNS servers (ip or ip:port, comma-separated) that resolve http(s) input and webhook hosts
    * instead of the system resolver. Meant for tests (a rebinding DNS server in a lab namespace)

@@ -12,6 +12,8 @@ export interface LeftoverDeps {
   s3: S3Client;
   /** The bucket UploadAndSubmit stores uploads in (`S3_BUCKET`). */
   bucket: string;
+  /** Keep a succeeded job's uploaded input (KEEP_SUCCEEDED_UPLOADS). */
+  keepSucceededInput?: boolean;
   log: Logger;
 }
 
@@ -30,6 +32,7 @@ export function uploadedInputKey(inputUri: string, bucket: string): string | und
  */
 export async function releaseLeftovers(d: LeftoverDeps, rec: JobRecord): Promise<void> {
   if (rec.state !== 'FAILED' && rec.state !== 'CANCELLED' && rec.state !== 'SUCCEEDED') return;
+  if (rec.state === 'SUCCEEDED' && d.keepSucceededInput) return;
   // A succeeded job's archive is the result; its uploaded input has served (one copy per run
   // piled up under uploads/ before).
   const r = rec.state === 'SUCCEEDED' ? { aborted: false, deletedObject: false } : await abandonUpload(d.etcd, d.keys, d.s3, rec.id);

@@ -69,7 +69,7 @@ async function main(): Promise<void> {
   const opsProbe = new OpsProbe(etcd, keys, store, metrics.jobs, ops, cfg.OPS_PROBE_INTERVAL_MS, log.child({ component: 'ops-probe' }));
   opsProbe.start();
   life.onStop('ops probe', () => opsProbe.stop());
-  const leftovers = { etcd, keys, s3, bucket: cfg.S3_BUCKET, log };
+  const leftovers = { etcd, keys, s3, bucket: cfg.S3_BUCKET, log, keepSucceededInput: cfg.KEEP_SUCCEEDED_UPLOADS };
   // With TLS a node is admitted only once its certificate proves the node id it registered.
   const admit = tls
     ? async (n: { id: string; address: string }): Promise<string | undefined> => {
