@@ -25,6 +25,10 @@ const shape = {
   /** A running job's progress is written to etcd (for every coordinator's watchers) at most this often, ms. */
   PROGRESS_INTERVAL_MS: int(1_000, 50),
   RPC_TIMEOUT_MS: int(10_000, 100),
+  /** Health probes of registered nodes (ms between rounds; 0 = off), each with this deadline; after this many misses in a row a node is unreachable. */
+  NODE_PROBE_INTERVAL_MS: int(2_000, 0),
+  NODE_PROBE_TIMEOUT_MS: int(2_000, 100),
+  NODE_PROBE_FAILURES: int(3, 1, 100),
   FINALIZE_TIMEOUT_MS: int(3_600_000, 1000),
   MAX_INPUT_BYTES: int(50 * 1024 ** 3, 1),
   MAX_UPLOAD_BYTES: int(10 * 1024 ** 3, 1),
