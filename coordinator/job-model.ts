@@ -35,6 +35,17 @@ export interface PlannedCut {
   originSec?: number;
 }
 
+/**
+ * A conversion to a constant frame rate (spec `frame_rate`): the rate, the frames every rendition
+ * has, and each segment's window on the presented timeline, in `cuts` order (frame-rate.ts).
+ */
+export interface ConstantRatePlan {
+  num: number;
+  den: number;
+  frames: number;
+  windows: { originSec: number; startSec: number; endSec: number }[];
+}
+
 /** `jobs/<id>`: the job record. */
 export interface JobRecord {
   id: string;
@@ -49,7 +60,7 @@ export interface JobRecord {
   finishedAtMs?: number | undefined;
   queueKey: string;
   source?: SourceInfo | undefined;
-  plan?: { cuts: PlannedCut[]; renditions: PlannedRendition[]; container: 'mp4' | 'mkv'; bucket: string; key: string } | undefined;
+  plan?: { cuts: PlannedCut[]; renditions: PlannedRendition[]; container: 'mp4' | 'mkv'; bucket: string; key: string; constantRate?: ConstantRatePlan | undefined } | undefined;
   uploaderId?: string | undefined;
   result?: JobResult | undefined;
   history: StatusChange[];

@@ -18,8 +18,8 @@ import type { JobResult } from '../proto/gen/tessera/v1/types.js';
 import { keyframeTimes, readPacketSummary } from '../transcoder/keyframes.js';
 import { ladderNotes, resolveLadder } from '../transcoder/ladder.js';
 import { probeMedia, type MediaInfo } from '../transcoder/probe.js';
-import { planSource, startIdet, type SourcePlan } from './source-plan.js';
-import { partSpans } from './part-spans.js';
+import { planConstantRate, planSource, startIdet, withConstantRate, type SourcePlan } from './source-plan.js';
+import { constantRateSpans, partSpans } from './part-spans.js';
 import { decoderPixelCap } from '../transcoder/ffmpeg-limits.js';
 import { demuxerFor } from '../transcoder/ffprobe.js';
 import { extractAudio, segmentFrameCounts, splitFrameCuts, splitVideo, type InputOptions } from '../transcoder/split.js';
@@ -159,7 +159,7 @@ export class JobRunner {
       const dispatchDeps: DispatchDeps = { cfg: this.d.cfg, store, registry: this.d.registry, clients: this.d.clients, metrics: this.d.metrics, log: this.log, load: this.d.load };
       try {
         const results = await Promise.allSettled(
-          plan.cuts.map(async (cut) => {
+          plan.cuts.map(async (cut, position) => {
             const seg: SegmentRecord = segs.get(cut.index) ?? { index: cut.index, state: 'PENDING', nodeId: cut.nodeId, attempt: 0, startSec: cut.startSec, endSec: cut.endSec, frames: cut.frames };
             if (seg.state === 'DONE') {
               tracker.segment(cut.index, { framesDone: cut.frames, framesTotal: cut.frames, subSegments: 0, subSegmentsDone: 0, done: true, subSegmentsTranscoded: 0 });
@@ -187,6 +187,7 @@ export class JobRunner {
                 // A frame cut says what to drop; a keyframe cut drops only an edit list's lead-in.
                 leadInFrames: cut.leadIn ?? (cut.index === 0 ? prepared.leadIn : 0),
                 leadOutFrames: cut.leadOut ?? 0,
+                constantRate: plan.constantRate ? { num: plan.constantRate.num, den: plan.constantRate.den, ...plan.constantRate.windows[position]! } : undefined,
                 uploaderAddress: uploader.address,
                 uploaderId: uploader.id,
                 // Per attempt: the job's uploader, or another while it is gone (lost parts follow at finalize).
@@ -338,7 +339,7 @@ export class JobRunner {
     this.keyTimes = packets.keys.map((k) => k.timeSec);
     // The presentation timeline: rotation, edit-list lead-in, fields, colour, audio tracks.
     const sourcePlan = await planSource(inputPath, media, packets, rec.spec, { signal, ...source, idet });
-    const sourceInfo = sourcePlan.info;
+    let sourceInfo = sourcePlan.info;
     let cuts: PlannedCut[];
     if (rec.plan) {
       cuts = rec.plan.cuts;
@@ -390,6 +391,9 @@ export class JobRunner {
       this.fileFrames = cuts.map((c) => c.frames);
     }
     if (this.segmentFiles.length !== cuts.length) throw new AppError('INTERNAL', `split produced ${this.segmentFiles.length} segments, planned ${cuts.length}`);
+    // A constant frame rate (spec frame_rate): decided once with the plan, kept with it.
+    const constantRate = rec.plan?.constantRate ?? planConstantRate(rec.spec, packets, media.video.fps, cuts);
+    sourceInfo = withConstantRate(sourceInfo, constantRate);
     tracker.setTotalFrames(total);
     tracker.preparing(0.8);
 
@@ -414,7 +418,7 @@ export class JobRunner {
     audio.catch(() => undefined); // awaited before finalize; avoid an unhandled rejection meanwhile
 
     if (!resumed || rec0.state === 'PREPARING') {
-      const plan = { ...rec.plan!, cuts };
+      const plan = { ...rec.plan!, cuts, ...(constantRate ? { constantRate } : {}) };
       const segPuts: [string, string][] = cuts.map((c) => [
         this.d.store.keysFor().segment(this.jobId, c.index),
         JSON.stringify({ index: c.index, state: 'PENDING', nodeId: c.nodeId, attempt: 0, startSec: c.startSec, endSec: c.endSec, frames: c.frames } satisfies SegmentRecord),
@@ -496,6 +500,9 @@ export class JobRunner {
     for (const cut of plan.cuts) if (!checkpoints.get(cut.index)) throw new AppError('INTERNAL', `segment ${cut.index} has no checkpoint`);
     // Each part's exact span of the source: the merge joins on the source's timestamps.
     const spans = partSpans(plan.cuts, new Map(plan.cuts.map((c) => [c.index, checkpoints.get(c.index)!.boundaries])), this.keyTimes);
+    // Converted to a constant rate: each part lasts its frames on the job's grid.
+    const cr = plan.constantRate;
+    const gridSpans = cr ? constantRateSpans(cr, cr.windows, plan.cuts.map((c) => checkpoints.get(c.index)!.boundaries)) : undefined;
     const parts: PartRef[] = [];
     plan.cuts.forEach((cut, s) => {
       const cp = checkpoints.get(cut.index)!;
@@ -503,7 +510,7 @@ export class JobRunner {
       for (let sub = 0; sub < subs; sub++) {
         const done = cp.done.find((x) => x.sub === sub);
         if (!done) throw new AppError('INTERNAL', `segment ${cut.index} sub-segment ${sub} is not done`);
-        const durationSec = this.keyTimes.length ? spans[s]?.[sub] : undefined;
+        const durationSec = gridSpans ? gridSpans[s]?.[sub] : this.keyTimes.length ? spans[s]?.[sub] : undefined;
         for (const r of plan.renditions) parts.push({ jobId: this.jobId, rendition: r.name, segment: cut.index, subSegment: sub, attempt: done.attempt, ...(durationSec !== undefined ? { durationSec } : {}) });
       }
     });
@@ -514,7 +521,7 @@ export class JobRunner {
         parts,
         audio: undefined,
         audioTracks: (rec.source?.audioTracks ?? []).map((info, k) => ({ part: audioRef(this.jobId, k), info })),
-        expectedFrames: Math.round((rec.source?.frames ?? 0) * (rec.source?.fieldRateFactor || 1)),
+        expectedFrames: cr ? cr.frames : Math.round((rec.source?.frames ?? 0) * (rec.source?.fieldRateFactor || 1)),
         renditions: plan.renditions,
         container: plan.container,
         bucket: plan.bucket,

@@ -28,7 +28,8 @@ import type { CoordinatorMetrics } from './metrics.js';
 import type { NodeRegistry } from './node-registry.js';
 import { planFrameSegments, planSegments } from './plan.js';
 import { checkLimits, maxPixelsOf, refuseReferences } from './job-runner.js';
-import { planSource } from './source-plan.js';
+import { planConstantRate, planSource, withConstantRate } from './source-plan.js';
+import { chunkGrids } from '../transcoder/frame-rate.js';
 import { toPictureTreatment } from '../transcoder/treatment.js';
 import { stageInput } from './input.js';
 import { resolveLocalInput, toRungs, validateSpec, type InputRef } from './spec.js';
@@ -242,12 +243,24 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Pro
       planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC });
     const slotsOf = new Map(nodes.map((n) => [n.id, n.slots]));
     const container = spec.container === 'mkv' ? 'mkv' : 'mp4';
-    const commands = cuts.map((c) =>
-      `# segment ${c.index} on ${c.nodeId}, cut into ${slotsOf.get(c.nodeId) ?? 1} sub-segment(s); per sub-segment:\n` +
-      formatCommand(buildTranscodeArgs(`/staging/seg-${c.index}/sub-NNNN.mkv`, renditions.map((r) => ({ path: `/staging/out/${r.name}-NNNN.mp4`, rendition: r })), { fps: media.video.fps, container: 'mp4', inputFormat: SEGMENT_DEMUXER, maxPixels: maxPixelsOf(d.cfg), treatment: toPictureTreatment(sp.info.treatment), ...((c.leadIn ?? (c.index === 0 ? sp.leadIn : 0)) > 0 ? { leadInFrames: c.leadIn ?? sp.leadIn } : {}) })),
-    );
+    const cr = planConstantRate(spec, packets, media.video.fps, cuts);
+    const commands = cuts.map((c, i) => {
+      // A constant rate: the grid share shown is the whole segment's (each chunk gets its own).
+      const w = cr?.windows[i];
+      const grid = cr && w ? chunkGrids(cr, w, [0, w.endSec - w.originSec])[0] : undefined;
+      return `# segment ${c.index} on ${c.nodeId}, cut into ${slotsOf.get(c.nodeId) ?? 1} sub-segment(s); per sub-segment${grid ? ` (its own share of the ${cr!.num}/${cr!.den} fps grid)` : ''}:\n` +
+        formatCommand(buildTranscodeArgs(`/staging/seg-${c.index}/sub-NNNN.mkv`, renditions.map((r) => ({ path: `/staging/out/${r.name}-NNNN.mp4`, rendition: r })), {
+          fps: cr ? cr.num / cr.den : media.video.fps,
+          container: 'mp4',
+          inputFormat: SEGMENT_DEMUXER,
+          maxPixels: maxPixelsOf(d.cfg),
+          treatment: toPictureTreatment(sp.info.treatment),
+          ...((c.leadIn ?? (c.index === 0 ? sp.leadIn : 0)) > 0 ? { leadInFrames: c.leadIn ?? sp.leadIn } : {}),
+          ...(cr && grid && grid.frames > 0 ? { constantRate: { rate: cr, grid } } : {}),
+        }));
+    });
     return {
-      source: sp.info,
+      source: withConstantRate(sp.info, cr),
       segments: cuts.map((c) => ({ index: c.index, startSec: c.startSec, endSec: c.endSec, frames: c.frames, nodeId: c.nodeId, subSegments: slotsOf.get(c.nodeId) ?? 1 })),
       renditions: renditions.map((r) => ({ ...r })),
       ffmpegCommands: commands,

@@ -1,3 +1,5 @@
+import { chunkGrids, type Rate, type RateWindow } from '../transcoder/frame-rate.js';
+
 /** A segment as the plan cut it: its start on the source's presented timeline (s). */
 export interface SpanCut {
   index: number;
@@ -23,6 +25,39 @@ function snap(t: number, keyTimes: readonly number[]): number {
 }
 
 /**
+ * Where a segment's file starts on the presented timeline: its `originSec` keyframe (a frame
+ * cut's), else segment 0 at the first keyframe (an edit list's lead-in keyframe lies below 0) and
+ * every later one at its own cut. `first`: the earliest keyframe time. Pure.
+ */
+export function segmentOrigin(c: SpanCut, position: number, first: number): number {
+  return c.originSec ?? (position === 0 ? Math.min(0, first) : c.startSec);
+}
+
+/**
+ * Each segment's window on the presented timeline for a constant-rate conversion, in play order:
+ * where its file starts, where it starts and where it ends (the next one's start; the last at
+ * the end of the source, `durationSec`). Pure.
+ */
+export function rateWindows(cuts: readonly SpanCut[], keyTimes: readonly number[], durationSec: number): RateWindow[] {
+  const ordered = [...cuts].sort((a, b) => a.index - b.index);
+  const first = keyTimes.length ? Math.min(...keyTimes) : 0;
+  return ordered.map((c, s) => ({
+    originSec: segmentOrigin(c, s, first),
+    startSec: s === 0 ? 0 : c.startSec,
+    endSec: s + 1 < ordered.length ? ordered[s + 1]!.startSec : durationSec,
+  }));
+}
+
+/**
+ * What every part lasts (s) when converted to a constant rate: its frames on the job's grid ÷ the
+ * rate — the same grid shares the node agents made (chunkGrids, from the checkpoint's
+ * boundaries), so the join needs no source timestamps. `windows` and `boundaries` in play order. Pure.
+ */
+export function constantRateSpans(rate: Rate, windows: readonly RateWindow[], boundaries: readonly (readonly number[])[]): number[][] {
+  return windows.map((w, s) => chunkGrids(rate, w, boundaries[s] ?? [0, 0]).map((g) => (g.frames * rate.den) / rate.num));
+}
+
+/**
  * The exact span (s) of the source that every part shows, per segment and chunk, in play order;
  * undefined for the job's last part (it ends where the source ends). Pure.
  *
@@ -38,7 +73,7 @@ export function partSpans(cuts: readonly SpanCut[], boundaries: ReadonlyMap<numb
   const first = keyTimes.length ? Math.min(...keyTimes) : 0;
   const starts: number[][] = ordered.map((c, s) => {
     const b = boundaries.get(c.index) ?? [0, 0];
-    const origin = c.originSec ?? (s === 0 ? Math.min(0, first) : c.startSec);
+    const origin = segmentOrigin(c, s, first);
     return b.slice(0, -1).map((x, j) => (j === 0 ? (s === 0 ? 0 : c.startSec) : snap(origin + x, keyTimes)));
   });
   const flat = starts.flat();

@@ -1,4 +1,7 @@
 import { AppError } from '../common/errors.js';
+import { chooseSourceRate, constantRateFrames, formatRate, parseFrameRate } from '../transcoder/frame-rate.js';
+import type { ConstantRatePlan } from './job-model.js';
+import { rateWindows, type SpanCut } from './part-spans.js';
 import type { AudioTrackInfo, JobSpec, SourceInfo, VideoTreatment } from '../proto/gen/tessera/v1/types.js';
 import type { PacketSummary } from '../transcoder/keyframes.js';
 import type { LadderSource } from '../transcoder/ladder.js';
@@ -79,6 +82,23 @@ export function sourceInfoOf(m: MediaInfo, p: { treatment: PictureTreatment; lea
     treatment: toVideoTreatment(p.treatment),
     fieldRateFactor: frameFactor(p.treatment),
   };
+}
+
+/**
+ * The job's constant-rate conversion (spec `frame_rate`), or undefined when the source's
+ * timestamps are kept: the rate ("auto": chosen from the source's frame times), the frames every
+ * rendition has, and each segment's window on the presented timeline. Pure.
+ */
+export function planConstantRate(spec: Pick<JobSpec, 'frameRate'>, packets: Pick<PacketSummary, 'presentedSec' | 'durationSec' | 'keys'>, fps: number, cuts: readonly SpanCut[]): ConstantRatePlan | undefined {
+  const setting = parseFrameRate(spec.frameRate ?? '');
+  if (setting.kind === 'source') return undefined;
+  const rate = setting.kind === 'auto' ? chooseSourceRate(packets.presentedSec, fps) : setting.rate;
+  return { ...rate, frames: constantRateFrames(packets.durationSec, rate), windows: rateWindows(cuts, packets.keys.map((k) => k.timeSec), packets.durationSec) };
+}
+
+/** The source facts with what the renditions' timestamps became. Pure. */
+export function withConstantRate(info: SourceInfo, cr: ConstantRatePlan | undefined): SourceInfo {
+  return cr ? { ...info, timestamps: 'constant', outputFrameRate: formatRate(cr), outputFrames: cr.frames } : info;
 }
 
 /** The treatment as it travels (proto). */

@@ -1,5 +1,6 @@
 import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, resolve, sep } from 'node:path';
+import { parseFrameRate } from '../transcoder/frame-rate.js';
 import { AppError } from '../common/errors.js';
 import type { JobSpec } from '../proto/gen/tessera/v1/types.js';
 import { resolveLadder } from '../transcoder/ladder.js';
@@ -119,10 +120,7 @@ export const MAX_AUDIO_TRACKS = 16;
 
 /** Checks the spec's timeline settings: frame_rate, deinterlace, audio_tracks. INVALID_ARGUMENT with what is allowed. */
 export function checkTimelineSettings(spec: JobSpec): void {
-  const fr = spec.frameRate ?? '';
-  if (fr !== '' && fr !== 'source') {
-    throw new AppError('INVALID_ARGUMENT', `frame_rate "${fr.slice(0, 32)}" is not supported: the renditions keep the source's timestamps ("source"); conversion to a constant rate is not available yet`);
-  }
+  parseFrameRate(spec.frameRate ?? '');
   const di = spec.deinterlace ?? '';
   if (di !== '' && di !== 'frame' && di !== 'field') throw new AppError('INVALID_ARGUMENT', `deinterlace "${di.slice(0, 32)}" is not valid; use frame (keep the frame rate) or field (one frame per field)`);
   const tracks = spec.audioTracks ?? [];

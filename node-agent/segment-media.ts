@@ -4,6 +4,7 @@ import { countFrames } from '../transcoder/probe.js';
 import { SEGMENT_DEMUXER, splitVideo, type InputOptions } from '../transcoder/split.js';
 import type { FfmpegLimits } from '../transcoder/ffmpeg-limits.js';
 import { transcodeToRenditions } from '../transcoder/transcode.js';
+import type { ChunkGrid, Rate } from '../transcoder/frame-rate.js';
 import type { PictureTreatment } from '../transcoder/treatment.js';
 
 /** What the coordinator says about a segment (RunSegment): its frame count and frame rate. */
@@ -37,6 +38,8 @@ export interface SubSegmentTranscode {
   leadInFrames?: number;
   /** Frames to keep after the lead-in (the rest is a frame cut's lead-out); all when absent. */
   keepFrames?: number;
+  /** Convert to the job's constant rate: this chunk's share of its grid. */
+  constantRate?: { rate: Rate; grid: Pick<ChunkGrid, 'frames' | 'shiftSec'> };
 }
 
 /**
@@ -95,6 +98,7 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
         ...(t.treatment ? { treatment: t.treatment } : {}),
         ...(t.leadInFrames !== undefined ? { leadInFrames: t.leadInFrames } : {}),
         ...(t.keepFrames !== undefined ? { keepFrames: t.keepFrames } : {}),
+        ...(t.constantRate ? { constantRate: t.constantRate } : {}),
         signal: t.signal,
         noProgressMs: t.noProgressMs,
         wallClockMs: t.wallClockMs,

@@ -10,6 +10,7 @@ import type { SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
 import type { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
 import { planChunks, planCuts } from '../transcoder/plan-cuts.js';
 import { frameFactor, type PictureTreatment } from '../transcoder/treatment.js';
+import { chunkGrids } from '../transcoder/frame-rate.js';
 import type { ResolvedRendition } from '../transcoder/ladder.js';
 import type { WorkerPool } from '../transcoder/worker-pool.js';
 import { sendPart } from '../uploader/part-client.js';
@@ -58,6 +59,8 @@ export interface SegmentWorkRequest {
   leadInFrames: number;
   /** Decoded frames dropped at the end of the last sub-segment (a frame cut's lead-out). */
   leadOutFrames: number;
+  /** Convert to the job's constant rate (the rate, and where this segment lies on the presented timeline); absent: timestamps kept. */
+  constantRate?: { num: number; den: number; originSec: number; startSec: number; endSec: number };
   segmentPath: string;
   workDir: string;
   uploaderAddress: string;
@@ -171,8 +174,18 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     return out;
   };
 
+  // A constant rate: each chunk makes exactly its share of the job's output grid, computed from
+  // the same boundaries the checkpoint records (the coordinator joins on the same numbers).
+  const cr = req.constantRate;
+  const rate = cr ? { num: cr.num, den: cr.den } : undefined;
+  const grids = cr && rate ? chunkGrids(rate, cr, boundaries) : undefined;
+  if (grids?.some((g) => g.frames <= 0)) throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment} has a chunk shorter than one frame at ${cr!.num}/${cr!.den} fps; choose a higher frame_rate`, { retryable: false });
+
   const runSub = async (sub: number, taskSignal: AbortSignal): Promise<void> => {
     const input = subFiles[sub]!;
+    const grid = grids?.[sub];
+    // Progress in source frames: ffmpeg counts output frames, which a rate conversion changes.
+    const toSource = grid ? (subFrames[sub] ?? 0) / grid.frames : 1;
     const outputs = renditions.map((r) => ({ path: join(outDir, `${r.name}-${String(sub).padStart(4, '0')}.mp4`), rendition: r }));
     let seconds = 0;
     for (let attempt = 1; ; attempt++) {
@@ -181,15 +194,16 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
       try {
         await deps.media.transcode(input, outputs, {
           // Output frames per second (the GOP follows it): doubled when each field becomes a frame.
-          fps: req.fps * frameFactor(req.treatment),
+          fps: rate ? rate.num / rate.den : req.fps * frameFactor(req.treatment),
           treatment: req.treatment,
           ...trimOf(sub),
+          ...(rate && grid ? { constantRate: { rate, grid } } : {}),
           ...(deps.ffmpegThreads > 0 ? { threads: deps.ffmpegThreads } : {}),
           ...((subSeconds[sub] ?? 0) > 0 ? { expectedDurationSec: subSeconds[sub]! } : {}),
           signal: taskSignal,
           noProgressMs: deps.noProgressMs,
           wallClockMs: deps.wallClockMs,
-          onProgress: (frame) => { framesDone[sub] = Math.min(subFrames[sub] ?? 0, frame); },
+          onProgress: (frame) => { framesDone[sub] = Math.min(subFrames[sub] ?? 0, Math.round(frame * toSource)); },
           ...(deps.onFfmpegSpawn ? { onSpawn: deps.onFfmpegSpawn } : {}),
         });
         seconds = (Date.now() - started) / 1000;

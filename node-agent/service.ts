@@ -123,6 +123,7 @@ export class AgentService {
             treatment: toPictureTreatment(req.treatment),
             leadInFrames: req.leadInFrames,
             leadOutFrames: req.leadOutFrames,
+            ...(req.constantRate ? { constantRate: req.constantRate } : {}),
             segmentPath: file,
             workDir: this.dirOf(ref),
             uploaderAddress: req.uploaderAddress,

@@ -28,6 +28,7 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
                     [--out s3://bucket/prefix] [--download DIR] [--dry-run] [--json] [--priority 0-9]
                     [--idempotency-key K] [--remote]   (--remote: the path is on the coordinator, inside its input root)
                     [--deinterlace frame|field] [--audio-tracks 0,2] [--stereo-downmix]
+                    [--frame-rate source|auto|25|30000/1001]   (default source: timestamps kept; else constant)
                     rungs: height[:kbps[:codec[:preset[:sdr|hdr]]]]; heights name the short side (portrait 720 = 720x1280)
   tessera jobs [--limit 50] [--page-token T] [--json]   list jobs, newest first (finished ones from history)
   tessera job <id> [--json]                one job with its segments and status trail
@@ -208,7 +209,8 @@ function parseTrackList(arg: string): number[] {
 function describeTimeline(s: SourceInfo): string {
   const parts = [`shown ${s.displayWidth}x${s.displayHeight}${s.rotation ? ` (turned ${s.rotation}° clockwise for display; renditions stored upright)` : ''}`];
   if (s.leadInFrames > 0) parts.push(`edit list hides ${s.leadInFrames} of ${s.storedFrames} frames`);
-  if (s.variableFrameRate) parts.push('variable frame rate (timestamps kept)');
+  if (s.timestamps === 'constant') parts.push(`${s.variableFrameRate ? 'variable frame rate ' : ''}converted to a constant ${s.outputFrameRate} fps (${s.outputFrames} frames)`);
+  else if (s.variableFrameRate) parts.push('variable frame rate (timestamps kept)');
   if (s.interlaced) parts.push(`interlaced ${s.fieldOrder} (deinterlaced${s.fieldRateFactor === 2 ? ' to the field rate' : ''})`);
   parts.push(s.dynamicRange === 'sdr' ? `SDR ${s.bitDepth}-bit` : `HDR ${s.dynamicRange.toUpperCase()} ${s.bitDepth}-bit (SDR rungs tone-mapped)`);
   parts.push(`${s.audioTracks.length} audio track(s)${s.audioTracks.length ? `: ${s.audioTracks.map((a) => `${a.language || 'und'} ${a.channels}ch${a.downmix ? ' downmix' : ''}`).join(', ')}` : ''}`);

@@ -22,12 +22,23 @@ export type SourceKind =
   | 'fps60'
   | 'half-second'
   | 'hlg'
-  | 'mirrored';
+  | 'mirrored'
+  | 'vfr-ramp'
+  | 'fps60-ramp';
 
 const Q = ['-hide_banner', '-nostdin', '-y', '-loglevel', 'error'];
 const X264 = ['-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p'];
 const tone = (sec: number, f = 440): string[] => ['-f', 'lavfi', '-i', `sine=frequency=${f}:sample_rate=48000:duration=${sec}`];
 const pic = (size: string, rate: number, sec: number): string[] => ['-f', 'lavfi', '-i', `testsrc2=size=${size}:rate=${rate}:duration=${sec}`];
+
+/**
+ * Frame n of a ramp source is flat grey at luma 16 + 20 × (n mod RAMP_PERIOD): its brightness
+ * says which source frame it is (steps this large survive the encoder; a step of 2 did not, x264
+ * skips such small changes under VBV).
+ */
+export const RAMP_PERIOD = 11;
+const RAMP_STEP = 20;
+const RAMP = `geq=lum='16+${RAMP_STEP}*mod(N,${RAMP_PERIOD})':cb=128:cr=128`;
 
 /** ffmpeg runs that make `kind` at `path` (a second run remuxes where the first cannot set a property). */
 function recipe(kind: SourceKind, path: string): string[][] {
@@ -100,6 +111,15 @@ function recipe(kind: SourceKind, path: string): string[][] {
     case 'mirrored':
       // Made like 'portrait', then its display matrix is turned into a mirror (mirrorMatrix).
       return [[...Q, ...pic('320x240', 30, 3), ...X264, '-g', '30', path]];
+    case 'vfr-ramp':
+      // 'vfr' (24 fps for 5 s, then 30 fps for 5 s) with flat frames whose brightness counts them (rampIndex).
+      return [[
+        ...Q, '-f', 'lavfi', '-i', 'color=c=black:s=320x240:r=24:d=5', '-f', 'lavfi', '-i', 'color=c=black:s=320x240:r=30:d=5', ...tone(10),
+        '-filter_complex', `[0:v][1:v]concat=n=2:v=1:a=0,${RAMP}[v]`, '-map', '[v]', '-map', '2:a',
+        '-fps_mode', 'vfr', ...X264, '-g', '30', '-c:a', 'aac', '-video_track_timescale', '600', path,
+      ]];
+    case 'fps60-ramp':
+      return [[...Q, '-f', 'lavfi', '-i', 'color=c=black:s=320x240:r=60:d=5', ...tone(5), '-vf', RAMP, ...X264, '-g', '60', '-c:a', 'aac', '-shortest', path]];
     case 'half-second':
       return [[...Q, ...pic('320x240', 30, 0.5), ...tone(0.5), ...X264, '-g', '30', '-c:a', 'aac', '-shortest', path]];
   }
@@ -280,4 +300,10 @@ export async function videoPts(path: string): Promise<number[]> {
   const { stdout } = await runFfmpeg(['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time', '-of', 'csv=p=0', `file:${path}`], { binary: 'ffprobe', noProgressMs: 120_000 });
   const pts = stdout.trim().split('\n').map(Number).sort((a, b) => a - b);
   return pts.map((p) => p - pts[0]!);
+}
+
+/** Which ramp source frame (mod RAMP_PERIOD) every frame of `path` shows, from its mean luma. */
+export async function rampIndices(path: string): Promise<number[]> {
+  const { stdout } = await runFfmpeg(['-hide_banner', '-nostdin', '-loglevel', 'error', '-i', `file:${path}`, '-map', '0:v:0', '-vf', 'signalstats,metadata=print:key=lavfi.signalstats.YAVG:file=-', '-fps_mode', 'passthrough', '-f', 'null', '-'], { noProgressMs: 120_000 });
+  return [...stdout.matchAll(/YAVG=([\d.]+)/g)].map((m) => Math.round((Number(m[1]) - 16) / RAMP_STEP));
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobState, type Job, type JobSpec, type Rendition } from '../proto/gen/tessera/v1/types.js';
 import { checkArchive, startTestCluster, type ArchiveCheck, type TestCluster } from './helpers.js';
-import { displayedSize, framePsnr, hasMasteringDisplay, idet, inspect, makeSource, type SourceKind } from './media-helpers.js';
+import { displayedSize, framePsnr, hasMasteringDisplay, idet, inspect, makeSource, RAMP_PERIOD, rampIndices, videoPts, type SourceKind } from './media-helpers.js';
 
 // What a platform's own uploads look like after Tessera: each source class goes through a 3-node
 // cluster whose agents have 2 worker slots (the production path: segments are cut again), and
@@ -25,6 +25,10 @@ const CASES: Case[] = [
   { id: 'portrait', kind: 'portrait', file: 'portrait.mp4', spec: { ladder: [rung(360, { videoBitrateKbps: 1200 }), rung(240)] } },
   { id: 'edit-list', kind: 'edit-list', file: 'edit-list.mp4', spec: { ladder: [rung(240)] } },
   { id: 'vfr', kind: 'vfr', file: 'vfr.mp4', spec: { ladder: [rung(240)] } },
+  { id: 'vfr-30', kind: 'vfr-ramp', file: 'vfr-30.mp4', spec: { frameRate: '30', ladder: [rung(240)] } },
+  { id: 'vfr-auto', kind: 'vfr-ramp', file: 'vfr-auto.mp4', spec: { frameRate: 'auto', ladder: [rung(240)] } },
+  { id: 'edit-list-30', kind: 'edit-list', file: 'edit-list-30.mp4', spec: { frameRate: '30', ladder: [rung(240)] } },
+  { id: 'fps60-to-30', kind: 'fps60-ramp', file: 'fps60-to-30.mp4', spec: { frameRate: '30', ladder: [rung(240)] } },
   { id: 'interlaced', kind: 'interlaced', file: 'interlaced.mp4', spec: { ladder: [rung(576, { videoBitrateKbps: 1500 }), rung(288)] } },
   { id: 'interlaced-field', kind: 'interlaced', file: 'interlaced-field.mp4', spec: { deinterlace: 'field', ladder: [rung(288)] } },
   { id: 'hdr10', kind: 'hdr10', file: 'hdr10.mp4', spec: { ladder: [rung(360), rung(360, { name: '360p-hdr', codec: 'hevc', dynamicRange: 'hdr' })] } },
@@ -60,7 +64,9 @@ describe('real uploads keep what the source shows', () => {
     work = await mkdtemp(join(tmpdir(), 'tessera-media-'));
     // Sources are made one after another (two cores), jobs run as they become ready.
     let chain: Promise<unknown> = Promise.resolve();
-    for (const c of CASES) {
+    // MEDIA_ONLY=id,id runs just those cases' jobs (for working on one source class; their tests only).
+    const only = process.env.MEDIA_ONLY?.split(',');
+    for (const c of only ? CASES.filter((x) => only.includes(x.id)) : CASES) {
       const made = chain.then(() => makeSource(c.kind, join(t.inputDir, c.file)));
       // One source that cannot be made fails its own case only.
       chain = made.catch(() => undefined);
@@ -147,6 +153,58 @@ describe('real uploads keep what the source shows', () => {
     expect(manifest.source.timestamps).toBe('source');
   });
 
+  /** A constant-rate job: one frame per grid point over the source's duration, each the source frame shown then, audio in sync. */
+  async function expectConstantRate(o: Outcome, rate: string, fps: number, numbered = true): Promise<void> {
+    const src = await inspect(o.source);
+    const want = Math.ceil((src.video.durationSec - 0.001) * fps);
+    const srcPts = await videoPts(o.source);
+    const manifest = o.archive.manifest as unknown as { source: { timestamps: string; outputFrameRate: string; outputFrames: number } };
+    expect(manifest.source.timestamps).toBe('constant');
+    expect(manifest.source.outputFrameRate).toBe(rate);
+    expect(Number(manifest.source.outputFrames)).toBe(want);
+    for (const [name, file] of o.files) {
+      const out = await inspect(file);
+      expect(out.video.frames, `${name} frames`).toBe(want);
+      // Every frame step is one grid step (no join adds or loses time).
+      const pts = await videoPts(file);
+      const steps = pts.slice(1).map((p, i) => p - pts[i]!);
+      expect(Math.max(...steps.map((s) => Math.abs(s - 1 / fps))), `${name} frame steps`).toBeLessThan(0.0006);
+      // No time dropped: the source's duration, to one output frame.
+      expect(Math.abs(out.video.durationSec - src.video.durationSec), `${name} duration`).toBeLessThanOrEqual(1 / fps + 0.002);
+      const a = out.audio[0]!;
+      const s = src.audio[0]!;
+      expect(Math.abs((a.endSec - out.video.endSec) - (s.endSec - src.video.endSec)), `${name} audio end vs video end`).toBeLessThanOrEqual(1 / fps + 0.03);
+      // Each frame is the source frame shown at its grid time: the latest that starts no later.
+      const shows = numbered ? await rampIndices(file) : [];
+      const wrong = shows.map((got, k) => {
+        let j = 0;
+        while (j + 1 < srcPts.length && srcPts[j + 1]! <= k / fps + 0.001) j++;
+        return got === j % RAMP_PERIOD ? -1 : k;
+      }).filter((k) => k >= 0);
+      expect(wrong, `${name} frames showing another source frame than at their grid time`).toEqual([]);
+      expect(o.archive.manifest.renditions.find((r) => r.name === name)!.frames).toBe(want);
+    }
+  }
+
+  it('variable frame rate with frame_rate 30: one frame per 1/30 s, each the frame shown then, no time dropped', async () => {
+    await expectConstantRate(await outcome('vfr-30'), '30/1', 30);
+  });
+
+  it('variable frame rate with frame_rate auto: 30 fps chosen (the 24-then-30 clip\'s fastest part)', async () => {
+    await expectConstantRate(await outcome('vfr-auto'), '30/1', 30);
+  });
+
+  it('edit list with frame_rate 30: only the presented part, on the grid, audio in sync', async () => {
+    const o = await outcome('edit-list-30');
+    await expectConstantRate(o, '30/1', 30, false);
+    // 10.63 s presented (318 source frames, the first shown from 1.37 s): 319 grid points, not the 360 stored.
+    expect(Number((o.archive.manifest.source as unknown as { outputFrames: number }).outputFrames)).toBe(319);
+  });
+
+  it('60 fps to frame_rate 30: every other frame, on the grid despite millisecond cut timestamps', async () => {
+    await expectConstantRate(await outcome('fps60-to-30'), '30/1', 30);
+  });
+
   it('interlaced 576i: deinterlaced with bwdif, no field structure left, frame rate kept', async () => {
     const o = await outcome('interlaced');
     const before = await idet(o.source);
@@ -224,7 +282,7 @@ describe('real uploads keep what the source shows', () => {
       expect(job.errorMessage.length).toBeGreaterThan(10);
     }
     const src = (await outcome('no-audio')).source;
-    await expect(t.client.submit({ inputUri: src, frameRate: '30' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    for (const frameRate of ['fast', '0', '1000', '30/0', '24.5']) await expect(t.client.submit({ inputUri: src, frameRate }), frameRate).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(t.client.submit({ inputUri: src, deinterlace: 'yadif' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(t.client.submit({ inputUri: src, ladder: [rung(240, { dynamicRange: 'hdr' })] })).rejects.toMatchObject({ code: 'UNSUPPORTED_CODEC' });
   });

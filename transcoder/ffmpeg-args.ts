@@ -3,6 +3,7 @@ import { AppError } from '../common/errors.js';
 import { maxPixelsArg } from './ffmpeg-limits.js';
 import { demuxerArgs, INPUT_DEMUXERS, type InputDemuxer } from './ffprobe.js';
 import { assertRendition, type ResolvedRendition } from './ladder.js';
+import { constantRateFilters, type ChunkGrid, type Rate } from './frame-rate.js';
 import { assertTreatment, colorTagArgs, commonFilters, isHdrRendition, PLAIN_TREATMENT, renditionFilters, type PictureTreatment } from './treatment.js';
 
 /** One file to write: a rendition of the input. `path` is ours (absolute), never user text. */
@@ -57,6 +58,8 @@ export interface TranscodeArgsOptions {
   leadInFrames?: number;
   /** Frames to keep after the lead-in (a frame cut's lead-out follows: a segment's last chunk); all when absent. */
   keepFrames?: number;
+  /** Convert to a constant rate: the job's rate and this chunk's share of its grid (frame-rate.ts); `fps` should be the rate. */
+  constantRate?: { rate: Rate; grid: Pick<ChunkGrid, 'frames' | 'shiftSec'> };
 }
 
 /**
@@ -141,8 +144,9 @@ function encoderArgs(r: ResolvedRendition, gop: number, threads: number | undefi
  * every rendition: `split=N` → `scale=W:H` per branch → one video-only output per rendition.
  * Pure; every value comes from allow-lists or numbers (renditions are re-validated).
  *
- * Frame-exact by construction: no fps filter, `-fps_mode passthrough` (no frame dropped or
- * duplicated), so each output has exactly the input's frame count. Fixed closed GOP of
+ * Frame-exact by construction: `-fps_mode passthrough` (no frame dropped or duplicated), so each
+ * output has exactly the input's frame count — or, converting to a constant rate, exactly the
+ * chunk's share of the job's output grid (an fps filter, then a trim to that count). Fixed closed GOP of
  * ≈ 2 s (`-g`/`-keyint_min`, no scene-cut keyframes): each output starts with an IDR frame at
  * timestamp 0 (the input parts from splitVideo start at 0), ready for the concat demuxer.
  *
@@ -171,7 +175,7 @@ export function buildTranscodeArgs(input: string, outputs: TranscodeOutput[], op
   const n = outputs.length;
   const gop = gopFrames(opts.fps);
   const branches = outputs.map((_, i) => `[s${i}]`).join('');
-  const pre = commonFilters(t, opts.leadInFrames ?? 0, opts.keepFrames);
+  const pre = [...commonFilters(t, opts.leadInFrames ?? 0, opts.keepFrames), ...(opts.constantRate ? constantRateFilters(opts.constantRate.rate, opts.constantRate.grid) : [])];
   const scales = outputs.map((o, i) => `[s${i}]${renditionFilters(t, o.rendition)}[v${i}]`);
   const graph = [`[0:V:0]${[...pre, `split=${n}`].join(',')}${branches}`, ...scales].join(';');
 

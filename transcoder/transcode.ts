@@ -15,7 +15,7 @@ export async function transcodeToRenditions(
   outputs: TranscodeOutput[],
   opts: TranscodeArgsOptions & RunOptions,
 ): Promise<void> {
-  const { fps, container, threads, inputFormat, maxPixels, expectedDurationSec, treatment, leadInFrames, keepFrames, ...run } = opts;
+  const { fps, container, threads, inputFormat, maxPixels, expectedDurationSec, treatment, leadInFrames, keepFrames, constantRate, ...run } = opts;
   const args = buildTranscodeArgs(input, outputs, {
     fps,
     container,
@@ -26,6 +26,7 @@ export async function transcodeToRenditions(
     ...(treatment !== undefined ? { treatment } : {}),
     ...(leadInFrames !== undefined ? { leadInFrames } : {}),
     ...(keepFrames !== undefined ? { keepFrames } : {}),
+    ...(constantRate !== undefined ? { constantRate } : {}),
   });
   try {
     await runFfmpeg(args, { ...run, binary: 'ffmpeg' });

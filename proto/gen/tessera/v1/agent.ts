@@ -89,7 +89,26 @@ export interface RunSegmentRequest {
    * revision as work already running re-attaches to it (a new leader); a lower owner revision or
    * an older term than the agent has seen is refused with FENCED.
    */
-  leaderTerm?: number | undefined;
+  leaderTerm?:
+    | number
+    | undefined;
+  /** convert to a constant rate; absent: source timestamps kept */
+  constantRate?: ConstantRate | undefined;
+}
+
+/**
+ * A job's constant output rate and where this segment lies on the presented timeline (s): each
+ * chunk makes exactly its share of the job's grid (transcoder/frame-rate.ts chunkGrids).
+ */
+export interface ConstantRate {
+  num: number;
+  den: number;
+  /** presented time of the first frame stored in the segment's file */
+  originSec: number;
+  /** presented time of its first shown frame */
+  startSec: number;
+  /** where it ends (the next segment's start, or the end of the source) */
+  endSec: number;
 }
 
 export interface SegmentEvent {
@@ -539,6 +558,7 @@ function createBaseRunSegmentRequest(): RunSegmentRequest {
     leadInFrames: 0,
     leadOutFrames: 0,
     leaderTerm: undefined,
+    constantRate: undefined,
   };
 }
 
@@ -576,6 +596,9 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     }
     if (message.leaderTerm !== undefined) {
       writer.uint32(88).int64(message.leaderTerm);
+    }
+    if (message.constantRate !== undefined) {
+      ConstantRate.encode(message.constantRate, writer.uint32(162).fork()).join();
     }
     return writer;
   },
@@ -681,6 +704,14 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
             message.leaderTerm = longToNumber(reader.int64());
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.constantRate = ConstantRate.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -732,6 +763,11 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
         : isSet(object.leader_term)
         ? globalThis.Number(object.leader_term)
         : undefined,
+      constantRate: isSet(object.constantRate)
+        ? ConstantRate.fromJSON(object.constantRate)
+        : isSet(object.constant_rate)
+        ? ConstantRate.fromJSON(object.constant_rate)
+        : undefined,
     };
   },
 
@@ -770,6 +806,9 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     if (message.leaderTerm !== undefined) {
       obj.leaderTerm = Math.round(message.leaderTerm);
     }
+    if (message.constantRate !== undefined) {
+      obj.constantRate = ConstantRate.toJSON(message.constantRate);
+    }
     return obj;
   },
 
@@ -791,6 +830,154 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     message.leadInFrames = object.leadInFrames ?? 0;
     message.leadOutFrames = object.leadOutFrames ?? 0;
     message.leaderTerm = object.leaderTerm ?? undefined;
+    message.constantRate = (object.constantRate !== undefined && object.constantRate !== null)
+      ? ConstantRate.fromPartial(object.constantRate)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseConstantRate(): ConstantRate {
+  return { num: 0, den: 0, originSec: 0, startSec: 0, endSec: 0 };
+}
+
+export const ConstantRate: MessageFns<ConstantRate> = {
+  encode(message: ConstantRate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.num !== 0) {
+      writer.uint32(8).int32(message.num);
+    }
+    if (message.den !== 0) {
+      writer.uint32(16).int32(message.den);
+    }
+    if (message.originSec !== 0) {
+      writer.uint32(25).double(message.originSec);
+    }
+    if (message.startSec !== 0) {
+      writer.uint32(33).double(message.startSec);
+    }
+    if (message.endSec !== 0) {
+      writer.uint32(41).double(message.endSec);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConstantRate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConstantRate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.num = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.den = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.originSec = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.startSec = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.endSec = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConstantRate {
+    return {
+      num: isSet(object.num) ? globalThis.Number(object.num) : 0,
+      den: isSet(object.den) ? globalThis.Number(object.den) : 0,
+      originSec: isSet(object.originSec)
+        ? globalThis.Number(object.originSec)
+        : isSet(object.origin_sec)
+        ? globalThis.Number(object.origin_sec)
+        : 0,
+      startSec: isSet(object.startSec)
+        ? globalThis.Number(object.startSec)
+        : isSet(object.start_sec)
+        ? globalThis.Number(object.start_sec)
+        : 0,
+      endSec: isSet(object.endSec)
+        ? globalThis.Number(object.endSec)
+        : isSet(object.end_sec)
+        ? globalThis.Number(object.end_sec)
+        : 0,
+    };
+  },
+
+  toJSON(message: ConstantRate): unknown {
+    const obj: any = {};
+    if (message.num !== 0) {
+      obj.num = Math.round(message.num);
+    }
+    if (message.den !== 0) {
+      obj.den = Math.round(message.den);
+    }
+    if (message.originSec !== 0) {
+      obj.originSec = floatToJson(message.originSec);
+    }
+    if (message.startSec !== 0) {
+      obj.startSec = floatToJson(message.startSec);
+    }
+    if (message.endSec !== 0) {
+      obj.endSec = floatToJson(message.endSec);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConstantRate>, I>>(base?: I): ConstantRate {
+    return ConstantRate.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConstantRate>, I>>(object: I): ConstantRate {
+    const message = createBaseConstantRate();
+    message.num = object.num ?? 0;
+    message.den = object.den ?? 0;
+    message.originSec = object.originSec ?? 0;
+    message.startSec = object.startSec ?? 0;
+    message.endSec = object.endSec ?? 0;
     return message;
   },
 };

@@ -221,7 +221,11 @@ export interface JobSpec {
   frameRate?:
     | string
     | undefined;
-  /** variable frame rate stays variable and in sync */
+  /**
+   * variable frame rate stays variable and in sync; "auto": a constant
+   * rate chosen from the source; or a constant rate ("25", "30000/1001",
+   * "29.97"): one frame per grid point, the source's duration kept
+   */
   deinterlace?:
     | string
     | undefined;
@@ -322,15 +326,21 @@ export interface SourceInfo {
   /** frames an edit list hides before the first presented one */
   leadInFrames: number;
   variableFrameRate: boolean;
-  /** what the renditions' timestamps are: "source" (kept) */
+  /** what the renditions' timestamps are: "source" (kept) or "constant" */
   timestamps: string;
-  /** the tracks every rendition carries, in order */
+  /** (converted to output_frame_rate) */
   audioTracks: AudioTrackInfo[];
   treatment:
     | VideoTreatment
     | undefined;
   /** output frames per presented source frame (2 for "field") */
   fieldRateFactor: number;
+  /** timestamps "constant": the renditions' rate ("30000/1001") */
+  outputFrameRate?:
+    | string
+    | undefined;
+  /** frames every rendition has, when not the presented count */
+  outputFrames?: number | undefined;
 }
 
 export interface PlannedSegment {
@@ -1594,6 +1604,8 @@ function createBaseSourceInfo(): SourceInfo {
     audioTracks: [],
     treatment: undefined,
     fieldRateFactor: 0,
+    outputFrameRate: undefined,
+    outputFrames: undefined,
   };
 }
 
@@ -1682,6 +1694,12 @@ export const SourceInfo: MessageFns<SourceInfo> = {
     }
     if (message.fieldRateFactor !== 0) {
       writer.uint32(225).double(message.fieldRateFactor);
+    }
+    if (message.outputFrameRate !== undefined) {
+      writer.uint32(234).string(message.outputFrameRate);
+    }
+    if (message.outputFrames !== undefined) {
+      writer.uint32(240).int64(message.outputFrames);
     }
     return writer;
   },
@@ -1923,6 +1941,22 @@ export const SourceInfo: MessageFns<SourceInfo> = {
             message.fieldRateFactor = reader.double();
             continue;
           }
+          case 29: {
+            if (tag !== 234) {
+              break;
+            }
+
+            message.outputFrameRate = reader.string();
+            continue;
+          }
+          case 30: {
+            if (tag !== 240) {
+              break;
+            }
+
+            message.outputFrames = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2037,6 +2071,16 @@ export const SourceInfo: MessageFns<SourceInfo> = {
         : isSet(object.field_rate_factor)
         ? globalThis.Number(object.field_rate_factor)
         : 0,
+      outputFrameRate: isSet(object.outputFrameRate)
+        ? globalThis.String(object.outputFrameRate)
+        : isSet(object.output_frame_rate)
+        ? globalThis.String(object.output_frame_rate)
+        : undefined,
+      outputFrames: isSet(object.outputFrames)
+        ? globalThis.Number(object.outputFrames)
+        : isSet(object.output_frames)
+        ? globalThis.Number(object.output_frames)
+        : undefined,
     };
   },
 
@@ -2126,6 +2170,12 @@ export const SourceInfo: MessageFns<SourceInfo> = {
     if (message.fieldRateFactor !== 0) {
       obj.fieldRateFactor = floatToJson(message.fieldRateFactor);
     }
+    if (message.outputFrameRate !== undefined) {
+      obj.outputFrameRate = message.outputFrameRate;
+    }
+    if (message.outputFrames !== undefined) {
+      obj.outputFrames = Math.round(message.outputFrames);
+    }
     return obj;
   },
 
@@ -2164,6 +2214,8 @@ export const SourceInfo: MessageFns<SourceInfo> = {
       ? VideoTreatment.fromPartial(object.treatment)
       : undefined;
     message.fieldRateFactor = object.fieldRateFactor ?? 0;
+    message.outputFrameRate = object.outputFrameRate ?? undefined;
+    message.outputFrames = object.outputFrames ?? undefined;
     return message;
   },
 };
