@@ -44,6 +44,12 @@ const shape = {
   HTTP_ALLOWED_HOSTS: csv.default([]),
   /** Allow http(s) inputs from loopback/private/link-local addresses (off: SSRF protection). */
   HTTP_ALLOW_PRIVATE: bool.default(false),
+  /**
+   * Keep a copy of each http(s) input in S3 (s3://$S3_BUCKET/staging/<jobId>/input, deleted when
+   * the job ends) while the job runs: a new leader that must cut a segment again reads the copy,
+   * never the input's URL (a pre-signed URL may have expired by then).
+   */
+  STASH_HTTP_INPUTS: bool.default(true),
   JOB_HISTORY_LIMIT: int(500, 10),
   /**
    * Finished jobs (SUCCEEDED, FAILED, CANCELLED) keep their whole tree in etcd (segments,

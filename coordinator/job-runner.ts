@@ -1,9 +1,9 @@
 import { setMaxListeners } from 'node:events';
-import { existsSync } from 'node:fs';
-import { mkdir, open, rm } from 'node:fs/promises';
+import { createReadStream, existsSync } from 'node:fs';
+import { mkdir, open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Metadata } from '@grpc/grpc-js';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { fileDigest } from '../common/chunks.js';
 import { AppError, errorMessage, isAppError } from '../common/errors.js';
 import { callUnary, deadline, iterateStream } from '../common/grpc.js';
@@ -310,9 +310,14 @@ export class JobRunner {
     const uploader = await this.waitForUploader(signal, rec.uploaderId);
     await mkdir(this.dir, { recursive: true });
     const inputPath = join(this.dir, 'input.src');
-    let input = classifyInput(rec.spec.inputUri);
-    if (input.kind === 'local') input = await resolveLocalInput(input.path, cfg.INPUT_ROOT, cfg.MAX_INPUT_BYTES);
     const resumed = rec.plan !== undefined;
+    // Past the first split, Tessera's own copy of an http(s) input replaces its URL.
+    this.facts ??= resumed ? await store.getResumeFacts(this.jobId) : undefined;
+    const stashed = this.facts?.inputStash;
+    let input = classifyInput(stashed ?? rec.spec.inputUri);
+    if (input.kind === 'local') input = await resolveLocalInput(input.path, cfg.INPUT_ROOT, cfg.MAX_INPUT_BYTES);
+    if (stashed) this.log.info({ stash: stashed }, 'reading the input from its copy in S3');
+    const stashNeeded = !stashed && input.kind === 'http' && cfg.STASH_HTTP_INPUTS;
     if (!existsSync(inputPath)) {
       await stageInput(input, inputPath, {
         maxBytes: cfg.MAX_INPUT_BYTES,
@@ -400,10 +405,19 @@ export class JobRunner {
     // Audio: every kept track taken out and encoded once for the whole job, in parallel with the
     // video work, each aligned to the first presented video frame. Recorded once the uploader has
     // it, so a new leader does not need the input for it.
-    const facts: ResumeFacts = { keyTimes: this.keyTimes, fileFrames: this.fileFrames, leadIn: sourcePlan.leadIn, totalFrames: total };
-    // The audio's record follows the facts' first write (else that write could erase it).
+    const facts: ResumeFacts = { keyTimes: this.keyTimes, fileFrames: this.fileFrames, leadIn: sourcePlan.leadIn, totalFrames: total, ...(stashed ? { inputStash: stashed } : {}) };
+    // The audio's and the stash's records follow the facts' first write (else it could erase them).
     let factsWritten: () => void = () => undefined;
     const factsReady = new Promise<void>((r) => { factsWritten = r; });
+    // The input's copy in S3, stored beside the work (awaited before finalize).
+    const stash = !stashNeeded ? Promise.resolve() : (async () => {
+      const key = `staging/${this.jobId}/input`;
+      const size = (await stat(inputPath)).size;
+      await this.d.s3.send(new PutObjectCommand({ Bucket: cfg.S3_BUCKET, Key: key, Body: createReadStream(inputPath), ContentLength: size }), { abortSignal: signal });
+      await factsReady;
+      await this.updateFacts({ inputStash: `s3://${cfg.S3_BUCKET}/${key}` }, signal);
+      this.log.info({ bucket: cfg.S3_BUCKET, key, bytes: size }, 'input copied to S3');
+    })().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not copy the input to S3; a new leader would fetch it again'));
     const audio = !opts.audio ? Promise.resolve() : (async () => {
       await Promise.all(
         sourcePlan.audioTracks.map(async (t, k) => {
@@ -413,7 +427,7 @@ export class JobRunner {
         }),
       );
       await factsReady;
-      await withEtcdRetry('record audio sent', () => store.putResumeFacts(this.jobId, { ...facts, audioSentTo: uploader.id }, this.fence), { signal, log: this.log });
+      await this.updateFacts({ audioSentTo: uploader.id }, signal);
     })();
     audio.catch(() => undefined); // awaited before finalize; avoid an unhandled rejection meanwhile
 
@@ -449,9 +463,28 @@ export class JobRunner {
     } else if (opts.audio) {
       await withEtcdRetry('record resume facts', () => store.putResumeFacts(this.jobId, facts, this.fence), { signal, log: this.log });
     }
+    if (opts.audio || !this.facts) this.facts = facts;
     factsWritten();
     tracker.preparing(1);
-    return { rec, uploader, audio, treatment: sourceInfo.treatment, leadIn: sourcePlan.leadIn };
+    const sent = Promise.all([audio, stash]).then(() => undefined);
+    sent.catch(() => undefined); // awaited before finalize, as the audio alone was
+    return { rec, uploader, audio: sent, treatment: sourceInfo.treatment, leadIn: sourcePlan.leadIn };
+  }
+
+  /** The cut's facts as this runner last wrote or read them. */
+  private facts: ResumeFacts | undefined;
+  private factsChain: Promise<void> = Promise.resolve();
+
+  /** Adds to the cut's facts (fenced; one write at a time: the audio and the stash both add). */
+  private updateFacts(patch: Partial<ResumeFacts>, signal: AbortSignal): Promise<void> {
+    const next = this.factsChain.then(async () => {
+      if (!this.facts) return;
+      const f: ResumeFacts = { ...this.facts, ...patch };
+      await withEtcdRetry('record resume facts', () => this.d.store.putResumeFacts(this.jobId, f, this.fence), { signal, log: this.log });
+      this.facts = f;
+    });
+    this.factsChain = next.catch(() => undefined);
+    return next;
   }
 
   /** The input staged and cut again, once per runner, only when a segment must be sent again. */
@@ -487,6 +520,7 @@ export class JobRunner {
     if (facts.audioSentTo !== uploader.id) return this.prepare(rec, tracker, signal);
     this.keyTimes = facts.keyTimes;
     this.fileFrames = facts.fileFrames;
+    this.facts = facts;
     this.resumedFrom = rec;
     tracker.setTotalFrames(facts.totalFrames);
     tracker.preparing(1);
@@ -573,6 +607,12 @@ export class JobRunner {
         tasks.push(callUnary(c, c.dropSegment, { jobId: this.jobId, segment: s.index, attempt: s.attempt, leaderTerm: Number(this.fence.createRevision) }, cfg.RPC_TIMEOUT_MS));
       }
     }
+    // The input's copy in S3 (http inputs) is no longer needed.
+    tasks.push((async () => {
+      const stash = (await this.d.store.getResumeFacts(this.jobId))?.inputStash;
+      const m = stash ? /^s3:\/\/([^/]+)\/(.+)$/.exec(stash) : null;
+      if (m) await this.d.s3.send(new DeleteObjectCommand({ Bucket: m[1]!, Key: m[2]! }));
+    })());
     const res = await Promise.allSettled(tasks);
     for (const r of res) if (r.status === 'rejected') this.log.debug({ err: errorMessage(r.reason) }, 'cleanup step failed');
   }

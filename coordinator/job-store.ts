@@ -648,6 +648,8 @@ export interface ResumeFacts {
   totalFrames: number;
   /** The uploader that holds every audio track of the job, once sent. */
   audioSentTo?: string;
+  /** Tessera's own copy of the input (`s3://…`), once stored: read instead of the input's URL. */
+  inputStash?: string;
 }
 
 export function stageName(s: JobStateName): string {

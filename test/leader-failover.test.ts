@@ -4,7 +4,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TesseraClient } from '../sdk/client.js';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 import { checkArchive, fixture, nodeRunningFfmpeg, startTestCluster, type TestCluster } from './helpers.js';
 import { checkpoints, logLines, subSegmentsRedone } from './faults-helpers.js';
@@ -37,14 +39,27 @@ async function leader(t: TestCluster): Promise<string> {
   return (await t.cluster.client().get('/tessera/election/coordinator').string()) ?? '';
 }
 
-/** The cut's facts say the audio is at the uploader (a new leader then needs no input). */
-async function audioRecorded(t: TestCluster, jobId: string): Promise<boolean> {
+/** The cut's facts say the audio is at the uploader (a new leader then needs no input), and (`stash`) the input's copy is in S3. */
+async function audioRecorded(t: TestCluster, jobId: string, stash = false): Promise<boolean> {
   const raw = await t.cluster.client().get(`/tessera/jobs/${jobId}/plan`).string();
-  return raw !== null && (JSON.parse(raw) as { audioSentTo?: string }).audioSentTo !== undefined;
+  const f = raw === null ? undefined : (JSON.parse(raw) as { audioSentTo?: string; inputStash?: string });
+  return f?.audioSentTo !== undefined && (!stash || f.inputStash !== undefined);
 }
 
 describe('leader failover without rework', () => {
   let t: TestCluster;
+  let client: TesseraClient | undefined;
+  let clientFor = '';
+  /** A client over every coordinator started so far (dead ones are failed over). */
+  const c = (): TesseraClient => {
+    const key = t.cluster.coordinators.join(',');
+    if (!client || clientFor !== key) {
+      client?.close();
+      client = new TesseraClient({ addresses: [...t.cluster.coordinators].reverse(), timeoutMs: 20_000 });
+      clientFor = key;
+    }
+    return client;
+  };
   let clip: string;
   let http: Server;
   let httpRequests = 0;
@@ -69,20 +84,21 @@ describe('leader failover without rework', () => {
 
   afterAll(async () => {
     http?.closeAllConnections();
-    await new Promise((r) => http?.close(r));
+    if (http?.listening) await new Promise((r) => http.close(r));
+    client?.close();
     await t?.close();
   });
 
   it('leader killed mid-encode: the new leader re-attaches and no sub-segment is transcoded twice', async () => {
-    const { jobId } = await t.client.submit({ inputUri: clip, ladder: LADDER });
+    const { jobId } = await c().submit({ inputUri: clip, ladder: LADDER });
     await expect.poll(() => audioRecorded(t, jobId), { timeout: 60_000, interval: 100 }).toBe(true);
-    const snap = await t.client.get(jobId);
+    const snap = await c().get(jobId);
     const busy = await nodeRunningFfmpeg(t.cluster, [...new Set([...snap.segments.map((s) => s.nodeId).filter(Boolean), ...t.cluster.nodeIds()])], 30_000);
     const old = await leader(t);
     expect(old).toMatch(/^coordinator-\d$/);
     const killedAt = Date.now();
     t.cluster.signal(old, 'SIGKILL');
-    const job = await t.client.wait(jobId);
+    const job = await c().wait(jobId);
     await expectCorrect(t, job, 480);
     const now = await leader(t);
     expect(now).not.toBe(old);
@@ -108,7 +124,7 @@ describe('leader failover without rework', () => {
     const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/in.mp4`;
     const before = httpRequests;
     // A high bitrate: several 5 MiB S3 parts, so the upload lasts long enough to pause the leader in it.
-    const { jobId } = await t.client.submit({ inputUri: url, ladder: [{ name: '', height: 360, videoBitrateKbps: 8000, codec: 'h264', preset: 'ultrafast' }] });
+    const { jobId } = await c().submit({ inputUri: url, ladder: [{ name: '', height: 360, videoBitrateKbps: 8000, codec: 'h264', preset: 'ultrafast' }] });
     const etcd = t.cluster.client();
     const state = async (): Promise<string> => (JSON.parse((await etcd.get(`/tessera/jobs/${jobId}`).string()) ?? '{}') as { state?: string }).state ?? '';
     await expect.poll(state, { timeout: 120_000, interval: 5 }).toBe('FINALIZING');
@@ -117,9 +133,11 @@ describe('leader failover without rework', () => {
     // upload is recorded), the archive is made without the leader. If the call had not left yet,
     // let the leader run a moment and pause it again.
     let stoppedAt = 0;
+    let pauses = 0;
     for (let tries = 0; ; tries++) {
       t.cluster.signal(old, 'SIGSTOP');
-      stoppedAt = Date.now();
+      pauses++;
+      stoppedAt ||= Date.now();
       const started = await expect.poll(async () => (await etcd.get(`/tessera/uploads/${jobId}`).string()) !== null, { timeout: 3_000, interval: 20 }).toBe(true).then(() => true, () => false);
       if (started) break;
       t.cluster.signal(old, 'SIGCONT');
@@ -135,7 +153,7 @@ describe('leader failover without rework', () => {
       // Killed without ever learning that the archive is in S3 (it was paused all along).
       t.cluster.signal(old, 'SIGKILL');
     }
-    const job = await t.client.wait(jobId);
+    const job = await c().wait(jobId);
     expect(TERMINAL).toContain(job.state);
     await expectCorrect(t, job, 480);
     expect(httpRequests - before).toBe(1); // fetched once, by the first leader
@@ -145,7 +163,46 @@ describe('leader failover without rework', () => {
     expect(newLog.some((l) => l.msg === 'resuming past splitting without the input')).toBe(true);
     expect(newLog.some((l) => l.msg === 'job succeeded')).toBe(true);
     expect(logLines(t.dir, old).some((l) => l.jobId === jobId && l.msg === 'job succeeded')).toBe(false);
-    process.stdout.write(`MEASURE leader killed after the archive was recorded: SUCCEEDED ${job.finishedAtMs - stoppedAt} ms after the pause (TTL 2 s), input fetched ${httpRequests - before} time(s)\n`);
+    process.stdout.write(`MEASURE leader killed after the archive was recorded: SUCCEEDED ${job.finishedAtMs - stoppedAt} ms after the first pause (${pauses} pause(s); TTL 2 s), input fetched ${httpRequests - before} time(s)\n`);
     await t.cluster.stopProcess(old, 'SIGKILL', 1);
+    await t.cluster.startCoordinator();
+  }, 240_000);
+
+  it('leader and a busy node killed together, the input server gone: the segment is cut again from the input\'s copy in S3', async () => {
+    // Before this the previous test closed the server: a fresh one for this job.
+    httpRequests = 0;
+    http = createServer((req, res) => {
+      httpRequests++;
+      res.writeHead(200, { 'content-type': 'video/mp4', 'content-length': String(statSync(clip).size) });
+      createReadStream(clip).pipe(res);
+    });
+    await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/in.mp4`;
+    const { jobId } = await c().submit({ inputUri: url, ladder: LADDER });
+    await expect.poll(() => audioRecorded(t, jobId, true), { timeout: 60_000, interval: 100 }).toBe(true);
+    const snap = await c().get(jobId);
+    const busy = await nodeRunningFfmpeg(t.cluster, [...new Set([...snap.segments.map((x) => x.nodeId).filter(Boolean), ...t.cluster.nodeIds()])], 30_000);
+    const old = await leader(t);
+    const killedAt = Date.now();
+    t.cluster.signal(old, 'SIGKILL');
+    t.cluster.signal(busy, 'SIGKILL');
+    http.closeAllConnections();
+    await new Promise((r) => http.close(r));
+    const job = await c().wait(jobId);
+    await expectCorrect(t, job, 480);
+    expect(httpRequests).toBe(1);
+    const now = await leader(t);
+    const newLog = logLines(t.dir, now).filter((l) => l.jobId === jobId);
+    expect(newLog.some((l) => l.msg === 'resuming past splitting without the input')).toBe(true);
+    expect(newLog.some((l) => l.msg === 'reading the input from its copy in S3')).toBe(true);
+    const moved = job.history.filter((h) => h.reason.startsWith('reassigned') && h.atMs >= killedAt);
+    expect(moved.length).toBeGreaterThanOrEqual(1);
+    const redone = subSegmentsRedone(t.dir, t.cluster.nodeIds(), jobId);
+    expect(redone).toBeLessThanOrEqual(1); // the killed node's one slot
+    // The copy is gone once the job ended.
+    await expect.poll(async () => (await t.s3.send(new ListObjectsV2Command({ Bucket: t.cluster.bucket, Prefix: `staging/${jobId}/` }))).KeyCount ?? 0, { timeout: 15_000, interval: 200 }).toBe(0);
+    process.stdout.write(`MEASURE leader + busy node killed, input server gone: segment moved ${moved[0]!.atMs - killedAt} ms after the kill, cut again from the S3 copy; sub-segments redone ${redone}; input fetched ${httpRequests} time(s)\n`);
+    await t.cluster.stopProcess(old, 'SIGKILL', 1);
+    await t.cluster.stopProcess(busy, 'SIGKILL', 1);
   }, 240_000);
 });
