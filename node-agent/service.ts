@@ -106,7 +106,7 @@ export class AgentService {
       for (const l of held.listeners) l(ev);
     };
     const poll = this.ownerCheckMs > 0 ? setInterval(() => void this.ownerMoved(ref, req.ownerRevision).then((moved) => {
-      if (moved) abort.abort(new AppError('FENCED', `segment ${ref.segment} of job ${ref.jobId} was reassigned (owner key moved)`));
+      if (moved) abort.abort(new AppError('FENCED', `segment ${ref.segment} of job ${ref.jobId} is no longer ours (reassigned, or the job ended)`));
     }), this.ownerCheckMs) : undefined;
     const log = this.log;
     held.done = (async () => {
@@ -159,13 +159,23 @@ export class AgentService {
     return held;
   }
 
-  /** True when the segment's owner key has another revision (or is gone); false when unknown. */
+  /**
+   * True when the work is no longer wanted: the segment's owner key has another revision (or is
+   * gone), or its job ended cancelled or failed (a cancel made while no leader could drop the
+   * work). False when unknown (etcd unreachable: keep working; every write is fenced anyway).
+   */
   private async ownerMoved(ref: SegmentRef, ownerRevision: number): Promise<boolean> {
+    const { etcd, keys } = this.deps;
+    const opts = { deadline: new Date(Date.now() + Math.max(500, this.ownerCheckMs)) };
     try {
-      const res = await this.deps.etcd.get(this.deps.keys.segmentOwner(ref.jobId, ref.segment)).options({ deadline: new Date(Date.now() + Math.max(500, this.ownerCheckMs)) }).exec();
-      return res.kvs[0]?.mod_revision !== String(ownerRevision);
+      const [owner, cancelled, failed] = await Promise.all([
+        etcd.get(keys.segmentOwner(ref.jobId, ref.segment)).options(opts).exec(),
+        etcd.get(keys.jobStateEntry('CANCELLED', ref.jobId)).options(opts).exec(),
+        etcd.get(keys.jobStateEntry('FAILED', ref.jobId)).options(opts).exec(),
+      ]);
+      return owner.kvs[0]?.mod_revision !== String(ownerRevision) || cancelled.kvs.length > 0 || failed.kvs.length > 0;
     } catch {
-      return false; // etcd unreachable: keep working; every write is fenced anyway
+      return false;
     }
   }
 

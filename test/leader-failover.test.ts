@@ -8,7 +8,7 @@ import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TesseraClient } from '../sdk/client.js';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
-import { checkArchive, fixture, nodeRunningFfmpeg, startTestCluster, type TestCluster } from './helpers.js';
+import { checkArchive, ffmpegChildren, fixture, nodeRunningFfmpeg, startTestCluster, type TestCluster } from './helpers.js';
 import { checkpoints, logLines, subSegmentsRedone } from './faults-helpers.js';
 
 // Issue 18 item 4: a new leader re-attaches to the work running on the nodes (same job, segment,
@@ -205,4 +205,19 @@ describe('leader failover without rework', () => {
     await t.cluster.stopProcess(old, 'SIGKILL', 1);
     await t.cluster.stopProcess(busy, 'SIGKILL', 1);
   }, 240_000);
+
+  it('a job cancelled while its leader is dead: the agents stop its ffmpeg by themselves', async () => {
+    await t.cluster.startCoordinator(); // a standby for the leader killed below
+    const { jobId } = await c().submit({ inputUri: clip, ladder: LADDER });
+    const busy = await nodeRunningFfmpeg(t.cluster, t.cluster.nodeIds(), 60_000);
+    const old = await leader(t);
+    t.cluster.signal(old, 'SIGKILL');
+    await c().cancel(jobId); // answered by the standby; no leader drops the work
+    const cancelledAt = Date.now();
+    await expect.poll(() => t.cluster.nodeIds().flatMap((id) => ffmpegChildren(t.cluster.pid(id)!)).length, { timeout: 15_000, interval: 50 }).toBe(0);
+    const stoppedMs = Date.now() - cancelledAt;
+    expect((await c().get(jobId)).state).toBe(JobState.JOB_STATE_CANCELLED);
+    process.stdout.write(`MEASURE job cancelled with no leader (busy ${busy}): every ffmpeg gone ${stoppedMs} ms after the cancel (owner check every 1 s)\n`);
+    await t.cluster.stopProcess(old, 'SIGKILL', 1);
+  }, 120_000);
 });
