@@ -255,36 +255,42 @@ export class AgentService {
         if (!ref) throw new AppError('INVALID_ARGUMENT', 'ref is required');
         await this.terms?.check(req.leaderTerm, 'RunSegment', true);
         const key = `${ref.jobId}/${ref.segment}`;
-        const cur = this.held.get(key);
         const same = (x: { attempt: number; ownerRevision: number } | undefined): boolean => x !== undefined && x.attempt === ref.attempt && x.ownerRevision === req.ownerRevision;
         // Work started under a later owner revision is never replaced by an earlier one (a
         // stale leader, a late retry): the two would cancel each other's work.
         const stale = (x: { ownerRevision: number } | undefined): boolean => x !== undefined && x.ownerRevision > req.ownerRevision;
-        if (stale(cur) || (!cur && stale(this.finishedEntry(key)))) {
-          throw new AppError('FENCED', `segment ${ref.segment} of job ${ref.jobId} runs under a later owner revision than ${req.ownerRevision}`, { retryable: false });
+        // Decided twice: once before the checks a start needs (they wait), and again, without
+        // waiting, right before starting, so two calls for one segment never both start it.
+        for (let checked = false; ; checked = true) {
+          const cur = this.held.get(key);
+          const fin = cur ? undefined : this.finishedEntry(key);
+          if (stale(cur) || stale(fin)) {
+            throw new AppError('FENCED', `segment ${ref.segment} of job ${ref.jobId} runs under a later owner revision than ${req.ownerRevision}`, { retryable: false });
+          }
+          if (same(cur)) {
+            this.reattached++;
+            log.info({ jobId: ref.jobId, segment: ref.segment, attempt: ref.attempt }, 're-attached to a running segment');
+            return this.follow(cur!, send, signal, true);
+          }
+          if (same(fin)) {
+            this.reattached++;
+            log.info({ jobId: ref.jobId, segment: ref.segment, attempt: ref.attempt }, 're-attached to a finished segment');
+            await send({ ...fin!.last, attached: true });
+            return;
+          }
+          if (this.draining) throw new AppError('FAILED_PRECONDITION', 'node is draining', { retryable: true });
+          if (!checked) {
+            if (this.disk?.full) await this.disk.admit(0, 'a segment');
+            try {
+              await stat(file);
+            } catch {
+              throw new AppError('FAILED_PRECONDITION', `segment ${ref.segment} has not been fully transferred`, { retryable: true });
+            }
+            continue;
+          }
+          cur?.abort.abort(new AppError('FENCED', 'superseded by a newer attempt'));
+          return this.follow(this.start(ref, req, file), send, signal, false);
         }
-        if (same(cur)) {
-          this.reattached++;
-          log.info({ jobId: ref.jobId, segment: ref.segment, attempt: ref.attempt }, 're-attached to a running segment');
-          return this.follow(cur!, send, signal, true);
-        }
-        const fin = this.finishedEntry(key);
-        if (!cur && same(fin)) {
-          this.reattached++;
-          log.info({ jobId: ref.jobId, segment: ref.segment, attempt: ref.attempt }, 're-attached to a finished segment');
-          await send({ ...fin!.last, attached: true });
-          return;
-        }
-        if (this.draining) throw new AppError('FAILED_PRECONDITION', 'node is draining', { retryable: true });
-        if (this.disk?.full) await this.disk.admit(0, 'a segment');
-        try {
-          await stat(file);
-        } catch {
-          throw new AppError('FAILED_PRECONDITION', `segment ${ref.segment} has not been fully transferred`, { retryable: true });
-        }
-        cur?.abort.abort(new AppError('FENCED', 'superseded by a newer attempt'));
-        const held = this.start(ref, req, file);
-        return this.follow(held, send, signal, false);
       }),
 
       dropSegment: unary(log, async (ref: SegmentRef) => {
