@@ -10,6 +10,7 @@ export function coordinatorMetrics(registry: Registry) {
     queueDepth: new Gauge({ name: 'tessera_queue_depth', help: 'Jobs waiting in the queue', registers: [registry] }),
     bytesStreamed: new Counter({ name: 'tessera_segment_bytes_streamed_total', help: 'Segment bytes sent to node agents', registers: [registry] }),
     retries: new Counter({ name: 'tessera_retries_total', help: 'Retries by kind', labelNames: ['kind'], registers: [registry] }),
+    segmentsReattached: new Counter({ name: 'tessera_segments_reattached_total', help: 'Segments a new leader re-attached to on their nodes instead of reassigning them', registers: [registry] }),
     fencingRejections: new Counter({ name: 'tessera_fencing_rejections_total', help: 'Writes refused because this coordinator lost leadership', registers: [registry] }),
     framesDone: new Counter({ name: 'tessera_transcode_frames_total', help: 'Source frames reported transcoded by nodes', registers: [registry] }),
     isLeader: new Gauge({ name: 'tessera_coordinator_leader', help: '1 while this coordinator leads', registers: [registry] }),

@@ -143,12 +143,13 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
       if (reattach) {
         const startedAt = Date.now();
         try {
+          // The trail entry is written before the segment's DONE (runRemote waits for it).
           const attached = await runRemote(client, ref, ownerRevision, t, d, attemptAbort.signal, () => {
             const at = { ...seg, state: 'TRANSCODING' as const };
             log.info({ nodeId: node.id, attempt, ms: Date.now() - startedAt }, 're-attached to the running attempt');
-            void withEtcdRetry('record re-attach', () => d.store.putSegment(t.jobId, at, `re-attached (attempt ${attempt})`, t.fence), { ...etcdRetry, signal: attemptAbort.signal }).catch(() => undefined);
+            return withEtcdRetry('record re-attach', () => d.store.putSegment(t.jobId, at, `re-attached (attempt ${attempt})`, t.fence), { ...etcdRetry, signal: attemptAbort.signal });
           });
-          if (attached) d.metrics.retries.inc({ kind: 'reattach' });
+          if (attached) d.metrics.segmentsReattached.inc();
           ran = true;
         } catch (err) {
           // Never fully received by the node: send it (resuming the transfer), then run it.
@@ -224,7 +225,7 @@ async function transfer(client: NodeAgentClient, ref: SegmentRef, task: SegmentT
 }
 
 /** Runs the segment on the node and relays progress; a silent stream is abandoned. */
-async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision: number, t: SegmentTask, d: DispatchDeps, signal: AbortSignal, onAttached?: () => void): Promise<boolean> {
+async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision: number, t: SegmentTask, d: DispatchDeps, signal: AbortSignal, onAttached?: () => Promise<unknown>): Promise<boolean> {
   const up = t.uploader?.() ?? { address: t.uploaderAddress, id: t.uploaderId };
   const call = client.runSegment(
     { ref, renditions: t.renditions, ownerRevision, uploaderAddress: up.address, uploaderId: up.id, frames: t.fileFrames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames, leadOutFrames: t.leadOutFrames, leaderTerm: ref.leaderTerm, ...(t.constantRate ? { constantRate: t.constantRate } : {}) },
@@ -243,12 +244,13 @@ async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision
   signal.addEventListener('abort', onAbort, { once: true });
   let done = false;
   let attached = false;
+  let recorded: Promise<unknown> = Promise.resolve();
   try {
     for await (const ev of iterateStream<SegmentEvent>(call)) {
       last = Date.now();
       if (ev.attached && !attached) {
         attached = true;
-        onAttached?.();
+        recorded = onAttached?.().catch(() => undefined) ?? recorded;
       }
       t.onEvent(ev);
       if (ev.done) done = true;
@@ -261,5 +263,6 @@ async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision
     signal.removeEventListener('abort', onAbort);
   }
   if (!done) throw new AppError('UNAVAILABLE', `segment ${ref.segment}: the node ended the stream before finishing`);
+  await recorded;
   return attached;
 }
