@@ -36,6 +36,14 @@ export const baseShape = {
   BIND_HOST: z.string().default('127.0.0.1'),
   METRICS_PORT: int(0, 0, 65535),
   STAGING_DIR: z.string().default('.tessera/staging'),
+  /**
+   * Every process sweeps its role's staging (its own folder and its siblings') at start and this
+   * often: a finished job's folder goes once unchanged for STAGING_SWEEP_GRACE_MS (1 min), a
+   * `.partial` or other leftover once unchanged for STAGING_STALE_MS (1 h), ms.
+   */
+  STAGING_SWEEP_INTERVAL_MS: int(60_000, 100),
+  STAGING_SWEEP_GRACE_MS: int(60_000, 0),
+  STAGING_STALE_MS: int(3_600_000, 100),
   SHUTDOWN_GRACE_MS: int(30_000, 0),
   HOSTNAME_FALLBACK: z.string().default(hostname()),
   /** Every incoming byte stream (upload, segment, part) must end within this many ms. */
@@ -46,6 +54,11 @@ export const baseShape = {
   /** When set (> 0), the process stops once that pid is gone: test clusters never outlive their runner. */
   EXIT_WITH_PARENT_PID: int(0, 0),
 };
+
+/** The staging sweeper's settings from a process's config. */
+export function sweepSettings(c: { STAGING_SWEEP_INTERVAL_MS: number; STAGING_SWEEP_GRACE_MS: number; STAGING_STALE_MS: number }): { intervalMs: number; graceMs: number; staleMs: number } {
+  return { intervalMs: c.STAGING_SWEEP_INTERVAL_MS, graceMs: c.STAGING_SWEEP_GRACE_MS, staleMs: c.STAGING_STALE_MS };
+}
 
 /** S3 settings shared by the coordinator (uploads, s3:// inputs) and the uploader. */
 export const s3Shape = {

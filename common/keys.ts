@@ -47,7 +47,18 @@ export class Keys {
   jobStateIndexed(): string { return `${this.prefix}meta/jobstate-indexed`; }
   idempotency(key: string): string { return `${this.prefix}idempotency/${key}`; }
   upload(jobId: string): string { return `${this.prefix}uploads/${jobId}`; }
+  /** A resumable client upload (coordinator/upload-session.ts): `uploadsessions/<resumeId>`. */
+  uploadSessions(): string { return `${this.prefix}uploadsessions/`; }
+  uploadSession(resumeId: string): string { return `${this.prefix}uploadsessions/${resumeId}`; }
   election(): string { return `${this.prefix}election/coordinator`; }
+  /**
+   * Webhook events waiting for delivery: `outbox/<jobId>/<order>-<STATE>` (order 0 for RUNNING, 1
+   * for the final state, so a job's events sort in the order they are sent). Outside the job's
+   * tree on purpose: archiving a job to history does not drop an event still pending.
+   */
+  outbox(): string { return `${this.prefix}outbox/`; }
+  outboxJob(jobId: string): string { return `${this.prefix}outbox/${jobId}/`; }
+  outboxEntry(jobId: string, order: number, state: string): string { return `${this.prefix}outbox/${jobId}/${order}-${state}`; }
   cancel(jobId: string): string { return `${this.prefix}cancel/${jobId}`; }
 }
 

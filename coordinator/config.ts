@@ -31,7 +31,12 @@ const shape = {
   NODE_PROBE_FAILURES: int(3, 1, 100),
   FINALIZE_TIMEOUT_MS: int(3_600_000, 1000),
   MAX_INPUT_BYTES: int(50 * 1024 ** 3, 1),
-  MAX_UPLOAD_BYTES: int(10 * 1024 ** 3, 1),
+  /** Largest client upload (S3's object limit, 5 TiB, is the ceiling: uploads are multipart). */
+  MAX_UPLOAD_BYTES: int(10 * 1024 ** 3, 1, 5 * 1024 ** 4),
+  /** S3 part size of resumable uploads (≥ 5 MiB, S3's minimum; grown so that 10,000 parts hold the file). */
+  UPLOAD_PART_BYTES: int(16 * 1024 ** 2, 5 * 1024 ** 2, 5 * 1024 ** 3),
+  /** A resumable upload not finished within this long is dropped (its parts deleted from S3), ms. */
+  UPLOAD_SESSION_MAX_AGE_MS: int(24 * 3_600_000, 60_000),
   MAX_DURATION_SEC: int(6 * 3600, 1),
   MAX_WIDTH: int(7680, 16),
   MAX_HEIGHT: int(4320, 16),
@@ -72,9 +77,21 @@ const shape = {
   TLS_REQUIRE_CLIENT_CERT: bool.default(true),
   /** Secret for the HMAC-SHA256 signature of webhook bodies (X-Tessera-Signature). */
   WEBHOOK_SECRET: z.string().default('tessera-dev-webhook-secret'),
-  WEBHOOK_ATTEMPTS: int(8, 1, 100),
+  /**
+   * Webhook events wait in an etcd outbox until delivered. The first retry comes after about
+   * WEBHOOK_BACKOFF_MS, each later one twice as late, at most WEBHOOK_BACKOFF_MAX_MS apart
+   * (10 min), for WEBHOOK_RETRY_FOR_MS (24 h) after the state change; then the event is dropped
+   * (logged). The schedule is recorded in the entry, so a new leader continues it, ms.
+   */
   WEBHOOK_BACKOFF_MS: int(500, 1),
+  WEBHOOK_BACKOFF_MAX_MS: int(600_000, 1),
+  WEBHOOK_RETRY_FOR_MS: int(86_400_000, 1_000),
+  /** Deadline of one webhook POST, ms. */
   WEBHOOK_TIMEOUT_MS: int(10_000, 100),
+  /** The leader re-lists the outbox this often besides watching it, ms. */
+  WEBHOOK_RESCAN_MS: int(30_000, 100),
+  /** Webhook POSTs in flight at most. */
+  WEBHOOK_CONCURRENCY: int(16, 1, 1000),
   AUTOSCALER: z.enum(['off', 'local', 'kubernetes']).default('off'),
   AUTOSCALER_MIN_NODES: int(1, 0),
   AUTOSCALER_MAX_NODES: int(8, 1),

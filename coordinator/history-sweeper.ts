@@ -37,6 +37,12 @@ export class HistorySweeper {
     private readonly s: HistorySettings,
     private readonly isLeader: () => boolean,
     private readonly log: Logger,
+    /**
+     * Runs before a job is archived (its `uploads/<id>` record goes with the tree): the leftovers
+     * its runner could not remove (a leader killed after a cancel). A job whose hook fails stays
+     * in the tree until a later sweep.
+     */
+    private readonly beforeArchive: (jobId: string) => Promise<void> = async () => undefined,
   ) {}
 
   start(): void {
@@ -60,6 +66,12 @@ export class HistorySweeper {
     const worker = async (): Promise<void> => {
       while (next < due.length && this.isLeader()) {
         const d = due[next++]!;
+        try {
+          await this.beforeArchive(d.jobId);
+        } catch (err) {
+          this.log.warn({ err, jobId: d.jobId }, 'could not remove the leftovers of a finished job; archiving it at a later sweep');
+          continue;
+        }
         if ((await this.store.archive(d.key, d.jobId, nowMs)) === 'archived') archived++;
       }
     };

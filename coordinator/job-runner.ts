@@ -3,7 +3,7 @@ import { createReadStream, existsSync } from 'node:fs';
 import { mkdir, open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Metadata } from '@grpc/grpc-js';
-import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { fileDigest } from '../common/chunks.js';
 import { AppError, errorMessage, isAppError } from '../common/errors.js';
 import { callUnary, deadline, iterateStream } from '../common/grpc.js';
@@ -49,6 +49,8 @@ export interface RunnerDeps {
   load: Map<string, number>;
   /** Called with newly reported transcoded frames (throughput, metrics). */
   onFrames: (frames: number) => void;
+  /** A job that did not succeed: abort its S3 upload, delete its uploaded input (after the uploader's Cleanup). */
+  releaseLeftovers?: (rec: JobRecord) => Promise<void>;
 }
 
 /** Runs the input gate with the configured limits (a permanent, readable error). */
@@ -589,7 +591,7 @@ export class JobRunner {
     }
   }
 
-  /** Terminal: free staging space on the uploader, the nodes and here. Best effort. */
+  /** Terminal: free staging space on the uploader, the nodes and here; S3 leftovers of a job that did not succeed. Best effort. */
   private async cleanup(rec: JobRecord): Promise<void> {
     const { clients, registry, cfg } = this.d;
     const tasks: Promise<unknown>[] = [rm(this.dir, { recursive: true, force: true })];
@@ -607,14 +609,11 @@ export class JobRunner {
         tasks.push(callUnary(c, c.dropSegment, { jobId: this.jobId, segment: s.index, attempt: s.attempt, leaderTerm: Number(this.fence.createRevision) }, cfg.RPC_TIMEOUT_MS));
       }
     }
-    // The input's copy in S3 (http inputs) is no longer needed.
-    tasks.push((async () => {
-      const stash = (await this.d.store.getResumeFacts(this.jobId))?.inputStash;
-      const m = stash ? /^s3:\/\/([^/]+)\/(.+)$/.exec(stash) : null;
-      if (m) await this.d.s3.send(new DeleteObjectCommand({ Bucket: m[1]!, Key: m[2]! }));
-    })());
     const res = await Promise.allSettled(tasks);
     for (const r of res) if (r.status === 'rejected') this.log.debug({ err: errorMessage(r.reason) }, 'cleanup step failed');
+    // After the uploader's Cleanup (its finalize has stopped): nothing re-creates the upload now.
+    // If this fails (S3 down, or this leader dies first), the history sweeper does it before archiving.
+    await this.d.releaseLeftovers?.(rec).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not remove the leftovers of the job; the history sweeper tries again'));
   }
 }
 

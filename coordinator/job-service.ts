@@ -3,11 +3,15 @@ import { mkdir, rm, mkdtemp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createReadStream } from 'node:fs';
 import type { ServerReadableStream } from '@grpc/grpc-js';
-import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { receivedBytes, RESUME_ID, uploadKeyOf, UploadSessions } from './upload-session.js';
 import type { Etcd3 } from 'etcd3';
 import { chunksOf, paceFromConfig, paced, receiveChunks } from '../common/chunks.js';
 import { AppError, isAppError } from '../common/errors.js';
 import { withEtcdRetry } from '../common/etcd-retry.js';
+import { retry } from '../common/retry.js';
+import { isTransientS3Error } from '../uploader/s3-client.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
@@ -92,8 +96,71 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
     return { jobId: job.id, job: await store.view(job.id), plan: undefined };
   };
 
+  const active = new Map<string, Promise<void>>();
+  const sessions = new UploadSessions({ etcd: d.etcd, keys: d.keys, s3: d.s3, bucket: d.cfg.S3_BUCKET, log, partBytes: d.cfg.UPLOAD_PART_BYTES, onPart: () => d.metrics.uploadPartsStored.inc() });
+  let lastSweep = 0;
+  /** Abandoned resumable uploads are dropped now and then, on any coordinator that takes uploads. */
+  const sweepSessions = (): void => {
+    if (Date.now() - lastSweep < Math.min(600_000, d.cfg.UPLOAD_SESSION_MAX_AGE_MS)) return;
+    lastSweep = Date.now();
+    sessions.sweep(d.cfg.UPLOAD_SESSION_MAX_AGE_MS).catch((err: unknown) => log.warn({ err }, 'upload session sweep failed'));
+  };
+
+  /**
+   * A resumable upload: the bytes go straight to S3 as multipart parts (nothing staged on this
+   * coordinator's disk), each recorded in etcd; an interrupted one is resumed by any coordinator
+   * from what S3 holds. The job is submitted once the object is whole.
+   */
+  const resumableUpload = async (head: UploadChunk, it: AsyncIterator<UploadChunk>, spec: JobSpec, signal: AbortSignal): Promise<SubmitJobResponse> => {
+    sweepSessions();
+    const resumeId = head.resumeId ?? '';
+    const total = head.totalBytes ?? 0;
+    if (!RESUME_ID.test(resumeId)) throw new AppError('INVALID_ARGUMENT', 'resume_id must be 8-64 characters of a-z, 0-9 and -');
+    if (!(total > 0)) throw new AppError('INPUT_EMPTY', 'the uploaded file is empty (0 bytes)');
+    if (total > d.cfg.MAX_UPLOAD_BYTES) throw new AppError('LIMIT_EXCEEDED', `the upload is ${total} bytes; the limit is ${d.cfg.MAX_UPLOAD_BYTES}`);
+    // The resume id is the idempotency key when the client gave none: a retry after a lost answer
+    // gets the same job, and never overwrites the object that job reads.
+    const full = { ...spec, inputUri: `s3://${d.cfg.S3_BUCKET}/${uploadKeyOf(resumeId)}`, idempotencyKey: spec.idempotencyKey || `upload-${resumeId}` };
+    // The same upload twice at once on this coordinator (a client retrying over a slow answer):
+    // the later one waits for the first, then finds its job.
+    const before = active.get(resumeId);
+    if (before) await before.catch(() => undefined);
+    let release = (): void => undefined;
+    const mine = new Promise<void>((resolve) => { release = resolve; });
+    active.set(resumeId, mine);
+    try {
+      return await storeAndSubmit(head, it, full, resumeId, total, signal);
+    } finally {
+      release();
+      if (active.get(resumeId) === mine) active.delete(resumeId);
+    }
+  };
+
+  const storeAndSubmit = async (head: UploadChunk, it: AsyncIterator<UploadChunk>, full: JobSpec, resumeId: string, total: number, signal: AbortSignal): Promise<SubmitJobResponse> => {
+    const prior = await priorSubmission(d, full.idempotencyKey);
+    if (prior) {
+      const { spec: normal } = validateSpec(full, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX });
+      if (prior.specHash !== specHash(normal)) throw new AppError('IDEMPOTENCY_CONFLICT', `idempotency key "${full.idempotencyKey}" was already used for job ${prior.jobId} with a different spec or file`);
+      const job = await store.get(prior.jobId);
+      if (job) return { jobId: job.id, job: await store.view(job.id), plan: undefined };
+    }
+    let session = await sessions.open(resumeId, total);
+    if (receivedBytes(session) < session.totalBytes) {
+      const chunks = paced(chunksOf(head, it, (n) => d.metrics.uploadBytes.inc(n)), paceFromConfig(d.cfg));
+      session = await sessions.receive(session, chunks, signal);
+      log.info({ resumeId, bytes: total, parts: session.parts.length }, 'upload stored');
+    }
+    await sessions.complete(session, signal);
+    return submit(full);
+  };
+
   return {
     submitJob: unary(log, async (req) => submit(req.spec)),
+
+    getUpload: unary(log, async (req) => {
+      const s = await sessions.get(req.resumeId);
+      return s ? { found: true, receivedBytes: receivedBytes(s), totalBytes: s.totalBytes, partBytes: s.partBytes } : { found: false, receivedBytes: 0, totalBytes: 0, partBytes: 0 };
+    }),
 
     uploadAndSubmit: clientStream(log, async (call: ServerReadableStream<UploadChunk, SubmitJobResponse>, signal) => {
       const it = call[Symbol.asyncIterator]() as AsyncIterator<UploadChunk>;
@@ -102,6 +169,7 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
       const head = first.value;
       const spec = JobSpec.fromPartial({ ...head.spec, inputUri: 's3://placeholder/upload' });
       validateSpec(spec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX }); // fail fast, before the bytes
+      if (head.resumeId !== undefined) return resumableUpload(head, it, spec, signal);
       const uploadId = `u${Date.now().toString(36)}${randomBytes(5).toString('hex')}`;
       const dir = join(d.stagingDir, 'uploads');
       await mkdir(dir, { recursive: true });
@@ -125,8 +193,20 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
             if (job) return { jobId: job.id, job: await store.view(job.id), plan: undefined };
           }
         }
-        // Durable before we acknowledge: the upload goes to S3, where any coordinator can read it.
-        await d.s3.send(new PutObjectCommand({ Bucket: d.cfg.S3_BUCKET, Key: key, Body: createReadStream(path), ContentLength: got.bytes }), { abortSignal: signal });
+        // Durable before we acknowledge: the upload goes to S3, where any coordinator can read it
+        // (multipart above one part's size: S3 refuses a single PUT over 5 GiB). Retried on
+        // transient errors with a fresh stream each time (a used stream cannot be re-sent; s3rver
+        // answers 500 when a concurrent delete of the last object under uploads/ removes the folder).
+        await retry(async () => {
+          const put = new Upload({ client: d.s3, params: { Bucket: d.cfg.S3_BUCKET, Key: key, Body: createReadStream(path), ContentLength: got.bytes }, partSize: d.cfg.UPLOAD_PART_BYTES, queueSize: 2, leavePartsOnError: false });
+          const onAbort = (): void => void put.abort();
+          signal.addEventListener('abort', onAbort, { once: true });
+          try {
+            await put.done();
+          } finally {
+            signal.removeEventListener('abort', onAbort);
+          }
+        }, { attempts: 4, baseMs: 200, maxMs: 2_000, signal, isRetryable: isTransientS3Error });
         try {
           return await submit(full);
         } catch (err) {

@@ -15,6 +15,7 @@ import {
   type ProgressRecord,
   type SegmentRecord,
 } from './job-model.js';
+import { outboxPut } from './webhooks.js';
 
 /** Every job state, in the order status reports them. */
 export const JOB_STATES: readonly JobStateName[] = ['QUEUED', 'PREPARING', 'RUNNING', 'FINALIZING', 'SUCCEEDED', 'FAILED', 'CANCELLED'];
@@ -286,7 +287,7 @@ export class JobStore {
 
   /**
    * The state index follows the record in the same transaction; a job that just finished joins
-   * the queue of trees to archive.
+   * the queue of trees to archive; a state its webhook is told about gets its outbox entry.
    */
   private indexOps(prev: JobRecord, next: JobRecord): (ReturnType<Etcd3['put']> | ReturnType<Etcd3['delete']>)[] {
     if (prev.state === next.state) return [];
@@ -297,6 +298,10 @@ export class JobStore {
     if (TERMINAL.has(next.state) && !TERMINAL.has(prev.state)) {
       ops.push(this.etcd.put(this.keys.finishedEntry(next.finishedAtMs ?? next.updatedAtMs, next.id)).value(next.id));
     }
+    // The webhook event this change owes, in the same transaction: written if and only if the
+    // state is (the outbox), and delivered by whichever coordinator leads from then on.
+    const event = outboxPut(this.keys, prev, next);
+    if (event) ops.push(this.etcd.put(event[0]).value(event[1]));
     return ops;
   }
 
@@ -521,7 +526,7 @@ export class JobStore {
 
   /**
    * Moves a finished job to history in one transaction: the compact record is written and the
-   * working tree (record, segments, owners, checkpoints, progress, plan, webhook marks) and the
+   * working tree (record, segments, owners, checkpoints, progress, plan) and the
    * uploader's record of its multipart upload are deleted. The state index entry stays (it now
    * points at history) and so does the idempotency key (a retried submit still finds the job);
    * both go when retention drops the history record. The archive in S3 is not touched.

@@ -15,9 +15,11 @@ import { coordinatorPolicy } from '../common/access-policy.js';
 import { grpcHealth } from '../common/health-client.js';
 import { channelCredentials } from '../common/tls.js';
 import { loadConfig } from './config.js';
+import { sweepSettings } from '../common/config-schema.js';
+import { StagingSweeper } from '../common/staging-sweeper.js';
 import { jobServiceHandlers } from './job-service.js';
 import { HistorySweeper } from './history-sweeper.js';
-import { JobStore } from './job-store.js';
+import { JobStore, type LeaderFence } from './job-store.js';
 import { LeaderElection } from './leader.js';
 import { coordinatorMetrics } from './metrics.js';
 import { NodeRegistry } from './node-registry.js';
@@ -26,7 +28,8 @@ import { Throughput } from './throughput.js';
 import { Autoscaler, type ScaleProvider } from './autoscaler.js';
 import { LocalScaleProvider } from './scale-local.js';
 import { KubernetesScaleProvider, inClusterSettings } from './scale-kubernetes.js';
-import { WebhookNotifier } from './webhooks.js';
+import { WebhookOutbox } from './webhook-outbox.js';
+import { releaseLeftovers } from './job-leftovers.js';
 
 const { cfg, log, life } = bootProcess('coordinator', loadConfig, (c) => ({ coordinatorId: c.COORDINATOR_ID }));
 
@@ -37,6 +40,10 @@ async function main(): Promise<void> {
   await rm(stagingDir, { recursive: true, force: true });
   await mkdir(stagingDir, { recursive: true });
   const etcd = processEtcd(cfg, life);
+  // Siblings too: a coordinator killed for good, or one whose id held its pid, never returns for its folder.
+  const sweeper = new StagingSweeper({ ownDir: stagingDir, etcd, keys, settings: sweepSettings(cfg), log: log.child({ component: 'staging' }) });
+  sweeper.start();
+  life.onStop('staging sweeper', () => sweeper.stop());
   const s3 = createS3Client(s3SettingsFromConfig(cfg));
   life.onStop('s3', () => s3.destroy());
   await ensureBucket(s3, cfg.S3_BUCKET).catch((err: unknown) => log.warn({ err, bucket: cfg.S3_BUCKET }, 'could not ensure the default bucket'));
@@ -49,6 +56,7 @@ async function main(): Promise<void> {
   life.onStop('grpc clients', () => clients.closeAll());
   const encoders = await availableEncoders();
   const store = new JobStore(etcd, keys, cfg.JOB_HISTORY_LIMIT);
+  const leftovers = { etcd, keys, s3, bucket: cfg.S3_BUCKET, log };
   // With TLS a node is admitted only once its certificate proves the node id it registered.
   const admit = tls
     ? async (n: { id: string; address: string }): Promise<string | undefined> => {
@@ -71,8 +79,20 @@ async function main(): Promise<void> {
   life.onStop('node registry', () => nodes.stop());
   const election = new LeaderElection(etcd, keys.election(), cfg.COORDINATOR_ID, cfg.LEASE_TTL_SEC, log);
   const throughput = new Throughput();
-  const webhooks = new WebhookNotifier(etcd, keys, { secret: cfg.WEBHOOK_SECRET, attempts: cfg.WEBHOOK_ATTEMPTS, baseMs: cfg.WEBHOOK_BACKOFF_MS, maxMs: cfg.WEBHOOK_BACKOFF_MS * 20, timeoutMs: cfg.WEBHOOK_TIMEOUT_MS }, log, () => metrics.retries.inc({ kind: 'webhook' }));
-  life.onStop('webhooks', () => webhooks.close());
+  // Webhook events are written to the outbox with their state change (job-store); the leader delivers them.
+  const webhooks = new WebhookOutbox(etcd, keys, {
+    secret: cfg.WEBHOOK_SECRET,
+    baseMs: cfg.WEBHOOK_BACKOFF_MS,
+    maxMs: cfg.WEBHOOK_BACKOFF_MAX_MS,
+    retryForMs: cfg.WEBHOOK_RETRY_FOR_MS,
+    timeoutMs: cfg.WEBHOOK_TIMEOUT_MS,
+    rescanMs: cfg.WEBHOOK_RESCAN_MS,
+    concurrency: cfg.WEBHOOK_CONCURRENCY,
+  }, log.child({ component: 'webhooks' }), { onRetry: () => metrics.retries.inc({ kind: 'webhook' }) });
+  await webhooks.start();
+  life.onStop('webhooks', () => webhooks.stop());
+  election.on('elected', (fence: LeaderFence) => webhooks.elected(fence));
+  election.on('deposed', () => webhooks.deposed());
   const load = new Map<string, number>();
   const scheduler = new Scheduler(etcd, keys, store, election, {
     cfg,
@@ -89,7 +109,8 @@ async function main(): Promise<void> {
       throughput.add(n);
       metrics.framesDone.inc(n);
     },
-  }, log, (rec) => webhooks.observe(rec));
+    releaseLeftovers: (rec) => releaseLeftovers(leftovers, rec),
+  }, log);
   await scheduler.start();
   life.onStop('scheduler', () => scheduler.stop());
   let autoscaler: Autoscaler | undefined;
@@ -117,7 +138,10 @@ async function main(): Promise<void> {
     maxJobs: cfg.HISTORY_MAX_JOBS,
     batch: cfg.HISTORY_SWEEP_BATCH,
     intervalMs: cfg.HISTORY_SWEEP_INTERVAL_MS,
-  }, () => election.isLeader, log.child({ component: 'history' }));
+  }, () => election.isLeader, log.child({ component: 'history' }), async (jobId) => {
+    const rec = await store.get(jobId);
+    if (rec) await releaseLeftovers(leftovers, rec);
+  });
   history.start();
   life.onStop('history sweeper', () => history.stop());
   election.on('elected', () => metrics.isLeader.set(1));

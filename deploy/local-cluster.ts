@@ -27,6 +27,8 @@ export interface LocalClusterOptions {
   env?: Record<string, string>;
   nodeEnv?: Record<string, string>;
   coordinatorEnv?: Record<string, string>;
+  /** Extra environment for uploaders (tests route their S3 traffic through a throttled link). */
+  uploaderEnv?: Record<string, string>;
   /** CPU list (taskset) per node agent, by index: benchmarks pin agents to cores. */
   nodeCpus?: string[];
   /** CPU list (taskset) for etcd, the S3 server, coordinators and the uploader (benchmarks). */
@@ -221,7 +223,7 @@ export class LocalCluster {
 
   async startUploader(name = 'uploader-0'): Promise<ProcInfo> {
     const certEnv = this.ca ? tlsEnv(await this.ca.issue(name, { role: 'uploader', names: [name] })) : {};
-    const info = this.spawnTs(name, 'uploader', TS_ENTRY.uploader, { UPLOADER_ID: name, GRPC_PORT: '0', METRICS_PORT: '0', ...certEnv });
+    const info = this.spawnTs(name, 'uploader', TS_ENTRY.uploader, { UPLOADER_ID: name, GRPC_PORT: '0', METRICS_PORT: '0', ...certEnv, ...(this.o.uploaderEnv ?? {}) });
     await waitFor(async () => (await this.client().get(`/tessera/uploaders/${name}`).string()) !== null, 30_000, name);
     return info;
   }

@@ -23,6 +23,8 @@ import { watchDrain } from './drain.js';
 import { ffmpegSegmentMedia } from './segment-media.js';
 import { DiskSpace } from './disk-space.js';
 import { LeaderTermGate } from './leader-term.js';
+import { sweepSettings } from '../common/config-schema.js';
+import { StagingSweeper } from '../common/staging-sweeper.js';
 
 const { cfg, log, life } = bootProcess('node-agent', loadConfig, (c) => ({ nodeId: c.NODE_ID }));
 
@@ -36,6 +38,9 @@ async function main(): Promise<void> {
   await mkdir(stagingDir, { recursive: true });
 
   const etcd = processEtcd(cfg, life);
+  const sweeper = new StagingSweeper({ ownDir: stagingDir, etcd, keys, settings: sweepSettings(cfg), log: log.child({ component: 'staging' }) });
+  sweeper.start(); // finished jobs' folders (a missed DropSegment), stale .partial files, dead siblings' leftovers
+  life.onStop('staging sweeper', () => sweeper.stop());
   const registry = createRegistry('node-agent');
   const metrics = agentMetrics(registry);
   const pool = new WorkerPool(cfg.WORKER_SLOTS);

@@ -6,6 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { uploadResumeId } from './upload-state.js';
 import cliProgress from 'cli-progress';
 import { AppError, isAppError } from '../common/errors.js';
 import { LocalCluster, readClusterFile, stopClusterFile, alive } from '../deploy/local-cluster.js';
@@ -254,8 +255,15 @@ async function transcode(input: string): Promise<number> {
       const size = (await stat(input)).size;
       const bar = process.stdout.isTTY && !flags.json ? new cliProgress.SingleBar({ format: ' upload      |{bar}| {percentage}% {value}/{total} bytes' }, cliProgress.Presets.shades_classic) : undefined;
       bar?.start(size, 0);
-      res = await c.upload(resolve(input), spec, { onProgress: (sent) => bar?.update(sent) });
+      // Resumable: an interrupted run of the same command sends only what the cluster lacks.
+      const state = await uploadResumeId(input, spec);
+      res = await c.upload(resolve(input), spec, {
+        resumeId: state.resumeId,
+        onProgress: (sent) => bar?.update(sent),
+        onResume: (held, total) => { process.stderr.write(`resuming upload: ${held} of ${total} bytes already in the cluster\n`); },
+      });
       bar?.stop();
+      await state.done();
     } else {
       res = await c.submit({ ...spec, inputUri: input });
     }

@@ -1,3 +1,5 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Metadata, type Client } from '@grpc/grpc-js';
@@ -9,7 +11,7 @@ import { callUnary, deadline, iterateStream, openClientStream } from '../common/
 import { retry, sleep } from '../common/retry.js';
 import { AdminClient, type ClusterStatus, type NodeInfo } from '../proto/gen/tessera/v1/admin.js';
 import { JobServiceClient } from '../common/bulk-codec.js';
-import { UploadChunk, type SubmitJobResponse, type JobEvent } from '../proto/gen/tessera/v1/jobs.js';
+import { UploadChunk, type GetUploadResponse, type SubmitJobResponse, type JobEvent } from '../proto/gen/tessera/v1/jobs.js';
 import { JobSpec, JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 
 export type { Job, JobSpec, SubmitJobResponse, NodeInfo, ClusterStatus };
@@ -91,19 +93,32 @@ export class TesseraClient {
   }
 
   /**
-   * Streams a local file to the cluster and submits it (client-streaming, back-pressured). With
-   * `idempotencyKey` set, safe to retry (and retried on UNAVAILABLE, from the start of the file):
-   * the same file under the same key is one job and one stored object.
+   * Streams a local file to the cluster and submits it (client-streaming, back-pressured). The
+   * upload is resumable: the cluster stores it in S3 part by part under `resumeId` (default: a
+   * fresh random id), so a retry — here, on UNAVAILABLE, or a later call with the same
+   * `resumeId` — asks how much the cluster holds and sends only the rest. The resume id is the
+   * job's idempotency key when `spec` has none, so a retry after a lost answer gets the same job.
+   * `onProgress(sent, total)` counts from what the cluster already held.
    */
-  async upload(filePath: string, spec: Partial<JobSpec> = {}, opts: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal } = {}): Promise<SubmitJobResponse> {
+  async upload(filePath: string, spec: Partial<JobSpec> = {}, opts: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal; resumeId?: string; onResume?: (heldBytes: number, total: number) => void } = {}): Promise<SubmitJobResponse> {
     const st = await stat(filePath).catch(() => { throw new AppError('INPUT_NOT_FOUND', `no such file: ${filePath}`); });
     if (!st.isFile()) throw new AppError('INPUT_NOT_FOUND', `not a regular file: ${filePath}`);
     if (st.size === 0) throw new AppError('INPUT_EMPTY', `the file is empty: ${filePath}`);
-    const once = (): Promise<SubmitJobResponse> => this.uploadOnce(filePath, st.size, spec, opts);
-    return spec.idempotencyKey ? this.idempotent(once, opts.signal) : once();
+    // With an idempotency key the resume id names the key and the file's content: a retry of the
+    // same file under the key is the same upload (and job); another file under it is a conflict.
+    const resumeId = opts.resumeId ?? (spec.idempotencyKey ? createHash('sha256').update(`${spec.idempotencyKey}\n${await fileSha256(filePath)}`).digest('hex').slice(0, 32) : newResumeId());
+    return this.idempotent(() => this.uploadOnce(filePath, st.size, spec, resumeId, opts), opts.signal);
   }
 
-  private async uploadOnce(filePath: string, size: number, spec: Partial<JobSpec>, opts: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal }): Promise<SubmitJobResponse> {
+  /** How much of a resumable upload the cluster holds. */
+  uploadStatus(resumeId: string, signal?: AbortSignal): Promise<GetUploadResponse> {
+    return this.idempotent(() => this.unary(() => this.jobs(), (c) => c.getUpload, { resumeId }, signal), signal);
+  }
+
+  private async uploadOnce(filePath: string, size: number, spec: Partial<JobSpec>, resumeId: string, opts: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal; onResume?: (heldBytes: number, total: number) => void }): Promise<SubmitJobResponse> {
+    const held = await this.uploadStatus(resumeId, opts.signal);
+    const from = held.found && held.totalBytes === size ? Math.min(held.receivedBytes, size) : 0;
+    if (from > 0) opts.onResume?.(from, size);
     const client = this.jobs();
     const full = JobSpec.fromPartial({ ...spec, inputUri: '' });
     const call = openClientStream<UploadChunk, SubmitJobResponse>(
@@ -112,15 +127,18 @@ export class TesseraClient {
     );
     try {
       let first = true;
-      await sendFileChunks(
+      const header = (offset: number, data: Buffer): UploadChunk => {
+        const msg = UploadChunk.fromPartial({ offset, data, ...(first ? { spec: full, fileName: basename(filePath), resumeId, totalBytes: size } : {}) });
+        first = false;
+        return msg;
+      };
+      // Every byte already held: only the header goes (the cluster completes and submits).
+      if (from >= size) call.stream.write(header(size, Buffer.alloc(0)));
+      else await sendFileChunks(
         call.stream,
         filePath,
-        0,
-        (offset, data) => {
-          const msg = UploadChunk.fromPartial({ offset, data, ...(first ? { spec: full, fileName: basename(filePath) } : {}) });
-          first = false;
-          return msg;
-        },
+        from,
+        header,
         { signal: call.signal, onSent: (sent) => opts.onProgress?.(sent, size) },
       );
       call.stream.end();
@@ -219,4 +237,15 @@ export class TesseraClient {
   close(): void {
     this.clients.closeAll();
   }
+}
+
+/** A fresh resume id for an upload (32 hex digits). */
+export function newResumeId(): string {
+  return randomBytes(16).toString('hex');
+}
+
+async function fileSha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(path, { highWaterMark: 1024 * 1024 })) h.update(c as Buffer);
+  return h.digest('hex');
 }

@@ -17,7 +17,7 @@ describe('the tessera CLI against a real cluster', () => {
     try {
       const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), ...args, '--addr', t.cluster.coordinators.join(',')], {
         cwd: REPO_ROOT,
-        env: { ...process.env, S3_ENDPOINT: t.cluster.s3Endpoint },
+        env: { ...process.env, S3_ENDPOINT: t.cluster.s3Endpoint, TESSERA_STATE_DIR: join(t.dir, 'cli-state') },
         maxBuffer: 16 * 1024 * 1024,
       });
       return { ...r, code: 0 };

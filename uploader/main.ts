@@ -11,6 +11,8 @@ import { createRegistry, startMetricsServer } from '../common/metrics-server.js'
 import type { UploaderRecord } from '../common/records.js';
 import { UploaderService as UploaderDefinition } from '../common/bulk-codec.js';
 import { loadConfig } from './config.js';
+import { sweepSettings } from '../common/config-schema.js';
+import { StagingSweeper } from '../common/staging-sweeper.js';
 import { paceFromConfig } from '../common/chunks.js';
 import { uploaderMetrics } from './metrics.js';
 import { createS3Client, ensureBucket, s3SettingsFromConfig } from './s3-client.js';
@@ -41,6 +43,10 @@ async function main(): Promise<void> {
     log,
     metrics: uploaderMetrics(registry),
   });
+  // Parts of jobs in flight stay (a restart re-uses them); those of finished jobs go, now and periodically.
+  const sweeper = new StagingSweeper({ ownDir: stagingDir, etcd, keys, settings: sweepSettings(cfg), log: log.child({ component: 'staging' }), onFinished: (jobId, state) => service.release(jobId, state) });
+  sweeper.start();
+  life.onStop('staging sweeper', () => sweeper.stop());
   const tls = processTls(cfg);
   checkOwnCertificate(tls, cfg.UPLOADER_ID, log);
   const grpc = await startGrpcServer(

@@ -14,18 +14,15 @@ import type { JobResult, RenditionResult } from '../proto/gen/tessera/v1/types.j
 import { countFrames, streamDurations } from '../transcoder/probe.js';
 import { buildManifest } from './manifest.js';
 import { mergeRendition } from './merge.js';
-import { uploadFileMultipart, type MultipartState, type MultipartStateStore } from './s3-multipart.js';
+import { uploadFileMultipart, type MultipartStateStore } from './s3-multipart.js';
+import { abandonUpload, type UploadRecord } from './upload-record.js';
+import { readJobState } from '../common/job-state.js';
 import { writeZip } from './zip.js';
 import type { UploaderMetrics } from './metrics.js';
 
 const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const SAFE_NAME = /^[a-z0-9_-]{1,32}$/;
 
-/** What etcd holds under `uploads/<jobId>`: the multipart state, then the final result. */
-interface UploadRecord {
-  multipart?: MultipartState | undefined;
-  result?: JobResult | undefined;
-}
 
 export interface UploaderDeps {
   etcd: Etcd3;
@@ -67,7 +64,7 @@ export class PartsMissingError extends AppError {
 
 /** The uploader's gRPC service: durable part staging, merge + zip + S3 push on finalize. */
 export class UploaderService {
-  private finalizing = new Map<string, Promise<JobResult>>();
+  private finalizing = new Map<string, { run: Promise<JobResult>; abort: AbortController }>();
 
   constructor(private readonly d: UploaderDeps) {}
 
@@ -119,11 +116,14 @@ export class UploaderService {
       finalize: serverStream(log, async (req: FinalizeRequest, send: (e: FinalizeEvent) => Promise<void>, _call, signal) => {
         if (!SAFE_ID.test(req.jobId)) throw new AppError('INVALID_ARGUMENT', 'invalid job id');
         // Idempotent: a second Finalize for the same job joins the first, or returns its result.
-        let run = this.finalizing.get(req.jobId);
+        let run = this.finalizing.get(req.jobId)?.run;
         if (!run) {
-          run = this.finalize(req, (stage, progress) => { void send({ stage, progress, result: undefined, missing: [] }).catch(() => undefined); }, signal);
-          this.finalizing.set(req.jobId, run);
-          run.finally(() => this.finalizing.delete(req.jobId)).catch(() => undefined);
+          // Its own abort as well as the caller's: Cleanup stops a finalize before it aborts the upload.
+          const abort = new AbortController();
+          run = this.finalize(req, (stage, progress) => { void send({ stage, progress, result: undefined, missing: [] }).catch(() => undefined); }, AbortSignal.any([signal, abort.signal]));
+          const entry = { run, abort };
+          this.finalizing.set(req.jobId, entry);
+          run.finally(() => { if (this.finalizing.get(req.jobId) === entry) this.finalizing.delete(req.jobId); }).catch(() => undefined);
         }
         let result: JobResult;
         try {
@@ -139,7 +139,7 @@ export class UploaderService {
 
       cleanup: unary(log, async (req) => {
         if (!SAFE_ID.test(req.jobId)) throw new AppError('INVALID_ARGUMENT', 'invalid job id');
-        await rm(join(this.d.stagingDir, req.jobId), { recursive: true, force: true });
+        await this.release(req.jobId);
         return {};
       }),
     };
@@ -287,6 +287,25 @@ export class UploaderService {
     await writeFile(`${facts}.tmp`, JSON.stringify({ zip, renditions }));
     await rename(`${facts}.tmp`, facts);
     return { zip, renditions };
+  }
+
+  /**
+   * A job is over: a finalize still running for it stops, its staging goes, and when it did not
+   * succeed its incomplete multipart upload is aborted (and an archive that reached S3 anyway
+   * deleted). Called by Cleanup and by the staging sweeper; idempotent.
+   */
+  async release(jobId: string, knownState?: string): Promise<void> {
+    const running = this.finalizing.get(jobId);
+    if (running) {
+      running.abort.abort(new AppError('CANCELLED', 'the job is over'));
+      await running.run.catch(() => undefined);
+    }
+    await rm(join(this.d.stagingDir, jobId), { recursive: true, force: true });
+    const state = knownState ?? (await readJobState(this.d.etcd, this.d.keys, jobId));
+    if (state === 'FAILED' || state === 'CANCELLED') {
+      const r = await abandonUpload(this.d.etcd, this.d.keys, this.d.s3, jobId);
+      if (r.aborted || r.deletedObject) this.d.log.info({ jobId, state, ...r }, 'upload of a job that did not succeed abandoned');
+    }
   }
 
   /** Job folders present in staging (for tests and cleanup checks). */

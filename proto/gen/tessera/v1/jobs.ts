@@ -28,6 +28,19 @@ export const protobufPackage = "tessera.v1";
 
 export const protobufFileName = "tessera/v1/jobs.proto";
 
+export interface GetUploadRequest {
+  resumeId: string;
+}
+
+export interface GetUploadResponse {
+  found: boolean;
+  /** durable in S3: a resumed upload sends from here */
+  receivedBytes: number;
+  totalBytes: number;
+  /** the S3 multipart part size of this upload */
+  partBytes: number;
+}
+
 export interface SubmitJobRequest {
   spec: JobSpec | undefined;
 }
@@ -48,6 +61,13 @@ export interface UploadChunk {
     | undefined;
   /** first message only; informational, never used as a path */
   fileName: string;
+  /**
+   * Resumable uploads (first message only): the client's id for this file (8-64 of [a-z0-9-]) and
+   * its size. The bytes go to S3 as multipart parts as they arrive; `offset` of the first data
+   * must be GetUpload's received_bytes, so an interrupted upload sends only the rest.
+   */
+  resumeId?: string | undefined;
+  totalBytes?: number | undefined;
   offset: number;
   data: Buffer;
 }
@@ -86,6 +106,208 @@ export interface ListJobsResponse {
   /** empty on the last page */
   nextPageToken: string;
 }
+
+function createBaseGetUploadRequest(): GetUploadRequest {
+  return { resumeId: "" };
+}
+
+export const GetUploadRequest: MessageFns<GetUploadRequest> = {
+  encode(message: GetUploadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.resumeId !== "") {
+      writer.uint32(10).string(message.resumeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetUploadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetUploadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.resumeId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetUploadRequest {
+    return {
+      resumeId: isSet(object.resumeId)
+        ? globalThis.String(object.resumeId)
+        : isSet(object.resume_id)
+        ? globalThis.String(object.resume_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetUploadRequest): unknown {
+    const obj: any = {};
+    if (message.resumeId !== "") {
+      obj.resumeId = message.resumeId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetUploadRequest>, I>>(base?: I): GetUploadRequest {
+    return GetUploadRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetUploadRequest>, I>>(object: I): GetUploadRequest {
+    const message = createBaseGetUploadRequest();
+    message.resumeId = object.resumeId ?? "";
+    return message;
+  },
+};
+
+function createBaseGetUploadResponse(): GetUploadResponse {
+  return { found: false, receivedBytes: 0, totalBytes: 0, partBytes: 0 };
+}
+
+export const GetUploadResponse: MessageFns<GetUploadResponse> = {
+  encode(message: GetUploadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.found !== false) {
+      writer.uint32(8).bool(message.found);
+    }
+    if (message.receivedBytes !== 0) {
+      writer.uint32(16).int64(message.receivedBytes);
+    }
+    if (message.totalBytes !== 0) {
+      writer.uint32(24).int64(message.totalBytes);
+    }
+    if (message.partBytes !== 0) {
+      writer.uint32(32).int64(message.partBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetUploadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetUploadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.found = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.receivedBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.totalBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.partBytes = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetUploadResponse {
+    return {
+      found: isSet(object.found) ? globalThis.Boolean(object.found) : false,
+      receivedBytes: isSet(object.receivedBytes)
+        ? globalThis.Number(object.receivedBytes)
+        : isSet(object.received_bytes)
+        ? globalThis.Number(object.received_bytes)
+        : 0,
+      totalBytes: isSet(object.totalBytes)
+        ? globalThis.Number(object.totalBytes)
+        : isSet(object.total_bytes)
+        ? globalThis.Number(object.total_bytes)
+        : 0,
+      partBytes: isSet(object.partBytes)
+        ? globalThis.Number(object.partBytes)
+        : isSet(object.part_bytes)
+        ? globalThis.Number(object.part_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: GetUploadResponse): unknown {
+    const obj: any = {};
+    if (message.found !== false) {
+      obj.found = message.found;
+    }
+    if (message.receivedBytes !== 0) {
+      obj.receivedBytes = Math.round(message.receivedBytes);
+    }
+    if (message.totalBytes !== 0) {
+      obj.totalBytes = Math.round(message.totalBytes);
+    }
+    if (message.partBytes !== 0) {
+      obj.partBytes = Math.round(message.partBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetUploadResponse>, I>>(base?: I): GetUploadResponse {
+    return GetUploadResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetUploadResponse>, I>>(object: I): GetUploadResponse {
+    const message = createBaseGetUploadResponse();
+    message.found = object.found ?? false;
+    message.receivedBytes = object.receivedBytes ?? 0;
+    message.totalBytes = object.totalBytes ?? 0;
+    message.partBytes = object.partBytes ?? 0;
+    return message;
+  },
+};
 
 function createBaseSubmitJobRequest(): SubmitJobRequest {
   return { spec: undefined };
@@ -260,7 +482,14 @@ export const SubmitJobResponse: MessageFns<SubmitJobResponse> = {
 };
 
 function createBaseUploadChunk(): UploadChunk {
-  return { spec: undefined, fileName: "", offset: 0, data: Buffer.alloc(0) };
+  return {
+    spec: undefined,
+    fileName: "",
+    resumeId: undefined,
+    totalBytes: undefined,
+    offset: 0,
+    data: Buffer.alloc(0),
+  };
 }
 
 export const UploadChunk: MessageFns<UploadChunk> = {
@@ -270,6 +499,12 @@ export const UploadChunk: MessageFns<UploadChunk> = {
     }
     if (message.fileName !== "") {
       writer.uint32(18).string(message.fileName);
+    }
+    if (message.resumeId !== undefined) {
+      writer.uint32(42).string(message.resumeId);
+    }
+    if (message.totalBytes !== undefined) {
+      writer.uint32(48).int64(message.totalBytes);
     }
     if (message.offset !== 0) {
       writer.uint32(24).int64(message.offset);
@@ -309,6 +544,22 @@ export const UploadChunk: MessageFns<UploadChunk> = {
             message.fileName = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.resumeId = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.totalBytes = longToNumber(reader.int64());
+            continue;
+          }
           case 3: {
             if (tag !== 24) {
               break;
@@ -345,6 +596,16 @@ export const UploadChunk: MessageFns<UploadChunk> = {
         : isSet(object.file_name)
         ? globalThis.String(object.file_name)
         : "",
+      resumeId: isSet(object.resumeId)
+        ? globalThis.String(object.resumeId)
+        : isSet(object.resume_id)
+        ? globalThis.String(object.resume_id)
+        : undefined,
+      totalBytes: isSet(object.totalBytes)
+        ? globalThis.Number(object.totalBytes)
+        : isSet(object.total_bytes)
+        ? globalThis.Number(object.total_bytes)
+        : undefined,
       offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
       data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
     };
@@ -357,6 +618,12 @@ export const UploadChunk: MessageFns<UploadChunk> = {
     }
     if (message.fileName !== "") {
       obj.fileName = message.fileName;
+    }
+    if (message.resumeId !== undefined) {
+      obj.resumeId = message.resumeId;
+    }
+    if (message.totalBytes !== undefined) {
+      obj.totalBytes = Math.round(message.totalBytes);
     }
     if (message.offset !== 0) {
       obj.offset = Math.round(message.offset);
@@ -374,6 +641,8 @@ export const UploadChunk: MessageFns<UploadChunk> = {
     const message = createBaseUploadChunk();
     message.spec = (object.spec !== undefined && object.spec !== null) ? JobSpec.fromPartial(object.spec) : undefined;
     message.fileName = object.fileName ?? "";
+    message.resumeId = object.resumeId ?? undefined;
+    message.totalBytes = object.totalBytes ?? undefined;
     message.offset = object.offset ?? 0;
     message.data = object.data ?? Buffer.alloc(0);
     return message;
@@ -936,6 +1205,16 @@ export const JobServiceService = {
     responseSerialize: (value: ListJobsResponse): Buffer => Buffer.from(ListJobsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListJobsResponse => ListJobsResponse.decode(value),
   },
+  /** How much of a resumable upload the cluster holds (UploadAndSubmit with a resume_id resumes there). */
+  getUpload: {
+    path: "/tessera.v1.JobService/GetUpload" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetUploadRequest): Buffer => Buffer.from(GetUploadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetUploadRequest => GetUploadRequest.decode(value),
+    responseSerialize: (value: GetUploadResponse): Buffer => Buffer.from(GetUploadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetUploadResponse => GetUploadResponse.decode(value),
+  },
 } as const;
 
 export interface JobServiceServer extends UntypedServiceImplementation {
@@ -946,6 +1225,8 @@ export interface JobServiceServer extends UntypedServiceImplementation {
   watchJob: handleServerStreamingCall<WatchJobRequest, JobEvent>;
   cancelJob: handleUnaryCall<CancelJobRequest, Job>;
   listJobs: handleUnaryCall<ListJobsRequest, ListJobsResponse>;
+  /** How much of a resumable upload the cluster holds (UploadAndSubmit with a resume_id resumes there). */
+  getUpload: handleUnaryCall<GetUploadRequest, GetUploadResponse>;
 }
 
 export interface JobServiceClient extends Client {
@@ -1025,6 +1306,22 @@ export interface JobServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListJobsResponse) => void,
+  ): ClientUnaryCall;
+  /** How much of a resumable upload the cluster holds (UploadAndSubmit with a resume_id resumes there). */
+  getUpload(
+    request: GetUploadRequest,
+    callback: (error: ServiceError | null, response: GetUploadResponse) => void,
+  ): ClientUnaryCall;
+  getUpload(
+    request: GetUploadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetUploadResponse) => void,
+  ): ClientUnaryCall;
+  getUpload(
+    request: GetUploadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetUploadResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -1,0 +1,61 @@
+import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { Etcd3 } from 'etcd3';
+import type { Keys } from '../common/keys.js';
+import type { Logger } from '../common/logger.js';
+import { toAppError } from '../uploader/s3-client.js';
+import { abandonUpload } from '../uploader/upload-record.js';
+import type { JobRecord } from './job-model.js';
+
+export interface LeftoverDeps {
+  etcd: Etcd3;
+  keys: Keys;
+  s3: S3Client;
+  /** The bucket UploadAndSubmit stores uploads in (`S3_BUCKET`). */
+  bucket: string;
+  log: Logger;
+}
+
+/** The S3 key of an input UploadAndSubmit stored (`s3://<bucket>/uploads/…`), else undefined. */
+export function uploadedInputKey(inputUri: string, bucket: string): string | undefined {
+  const prefix = `s3://${bucket}/uploads/`;
+  return inputUri.startsWith(prefix) && !inputUri.includes('?') ? inputUri.slice(`s3://${bucket}/`.length) : undefined;
+}
+
+/**
+ * What a job that did not succeed leaves in S3 and etcd goes: its incomplete multipart upload
+ * is aborted (with `uploads/<jobId>`, and an archive that reached S3 anyway), and the input
+ * UploadAndSubmit stored for it is deleted. A succeeded job keeps both (the archive, and its
+ * input until a bucket lifecycle rule removes it). Idempotent; throws when S3 or etcd cannot be
+ * reached, so the caller can try again.
+ */
+export async function releaseLeftovers(d: LeftoverDeps, rec: JobRecord): Promise<void> {
+  await deleteInputStash(d, rec.id);
+  if (rec.state !== 'FAILED' && rec.state !== 'CANCELLED') return;
+  const r = await abandonUpload(d.etcd, d.keys, d.s3, rec.id);
+  const input = uploadedInputKey(rec.spec.inputUri, d.bucket);
+  if (input) {
+    try {
+      await d.s3.send(new DeleteObjectCommand({ Bucket: d.bucket, Key: input }));
+    } catch (err) {
+      throw toAppError(err, `DeleteObject s3://${d.bucket}/${input}`);
+    }
+  }
+  if (r.aborted || r.deletedObject || input) d.log.info({ jobId: rec.id, state: rec.state, ...r, deletedInput: input ?? '' }, 'leftovers of a job that did not succeed removed');
+}
+
+/**
+ * Tessera's copy of an http(s) input (`jobs/<id>/plan` names it; job-runner.ts) goes when its job
+ * ends, whatever the outcome: it only served a new leader that had to cut a segment again.
+ */
+async function deleteInputStash(d: LeftoverDeps, jobId: string): Promise<void> {
+  const raw = await d.etcd.get(d.keys.jobPlan(jobId)).string();
+  const stash = raw ? (JSON.parse(raw) as { inputStash?: string }).inputStash : undefined;
+  const m = stash ? /^s3:\/\/([^/]+)\/(.+)$/.exec(stash) : null;
+  if (!m) return;
+  try {
+    await d.s3.send(new DeleteObjectCommand({ Bucket: m[1]!, Key: m[2]! }));
+  } catch (err) {
+    throw toAppError(err, `DeleteObject ${stash ?? ''}`);
+  }
+  d.log.info({ jobId, stash }, "the input's copy in S3 removed");
+}
