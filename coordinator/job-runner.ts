@@ -519,7 +519,10 @@ export class JobRunner {
    */
   private async resumeWithoutInput(rec: JobRecord, facts: ResumeFacts, tracker: ProgressTracker, signal: AbortSignal): Promise<Prepared> {
     const uploader = await this.waitForUploader(signal, rec.uploaderId);
-    if (facts.audioSentTo !== uploader.id) return this.prepare(rec, tracker, signal);
+    if (facts.audioSentTo !== uploader.id) {
+      this.log.info({ uploaderId: uploader.id, audioSentTo: facts.audioSentTo ?? '' }, 'the audio is not recorded at the uploader: resuming from the input');
+      return this.prepare(rec, tracker, signal);
+    }
     this.keyTimes = facts.keyTimes;
     this.fileFrames = facts.fileFrames;
     this.facts = facts;

@@ -182,6 +182,8 @@ describe.skipIf(why)('partitions: network namespaces and veth links', () => {
 
     const { jobId } = await client.submit({ inputUri: clip, ladder: LADDER });
     const busy = await untilTranscoding(t, client, jobId);
+    // The audio is at the uploader (else the new leader would make it again from the input).
+    await expect.poll(async () => ((JSON.parse((await t.cluster.client().get(`/tessera/jobs/${jobId}/plan`).string()) ?? '{}') as { audioSentTo?: string }).audioSentTo !== undefined), { timeout: 30_000, interval: 100 }).toBe(true);
     const cutAt = Date.now();
     lab.coordinator(false);
     try {
@@ -208,6 +210,7 @@ describe.skipIf(why)('partitions: network namespaces and veth links', () => {
       const refused = t.cluster.nodeIds().flatMap((n) => logLines(t.dir, n)).filter((l) => l.msg === 'refused a call from a stale leader').length;
       expect(refused).toBeGreaterThanOrEqual(2);
       const reattached = job.history.filter((h) => h.reason.startsWith('re-attached') && h.atMs >= cutAt);
+      expect(logLines(t.dir, await leader(t)).some((l) => l.jobId === jobId && l.msg === 'resuming past splitting without the input')).toBe(true);
       process.stdout.write(`MEASURE partitioned leader (busy ${busy}): new leader ${electedMs} ms after the cut, first re-attach ${reattached[0] ? reattached[0].atMs - cutAt : -1} ms; sub-segments redone ${redone}; stale-leader calls refused by agents ${refused}; job ${job.finishedAtMs - job.createdAtMs} ms\n`);
     } finally {
       lab.coordinator(true);
