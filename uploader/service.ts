@@ -5,6 +5,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
 import { chunksOf, DEFAULT_STREAM_PACE, fileDigest, paced, receiveChunks, type StreamPace } from '../common/chunks.js';
 import { AppError, isNoSpace } from '../common/errors.js';
+import { isTransientEtcdError } from '../common/etcd-retry.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
@@ -148,7 +149,15 @@ export class UploaderService {
   /** Parts that name an owner revision are accepted only while the segment's owner key has it. */
   private async assertPartOwner(ref: PartRef): Promise<void> {
     if (ref.ownerRevision === undefined || ref.ownerRevision <= 0) return;
-    const res = await this.d.etcd.get(this.d.keys.segmentOwner(ref.jobId, ref.segment)).exec();
+    let res;
+    try {
+      res = await this.d.etcd.get(this.d.keys.segmentOwner(ref.jobId, ref.segment)).options({ deadline: new Date(Date.now() + 2_000) }).exec();
+    } catch (err) {
+      // etcd unreachable: the part is kept (parts stay durable through an etcd outage); it can
+      // only become canonical through a checkpoint write, and that write is fenced.
+      if (isTransientEtcdError(err)) return;
+      throw err;
+    }
     if (res.kvs[0]?.mod_revision === String(ref.ownerRevision)) return;
     this.d.metrics.fencedParts.inc();
     this.d.log.warn({ jobId: ref.jobId, segment: ref.segment, subSegment: ref.subSegment, attempt: ref.attempt, ownerRevision: ref.ownerRevision }, 'refused a part from a stale attempt');
