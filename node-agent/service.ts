@@ -225,7 +225,7 @@ export class AgentService {
         if (first.done) throw new AppError('INVALID_ARGUMENT', 'empty segment stream');
         const head = first.value;
         if (this.draining) throw new AppError('FAILED_PRECONDITION', 'node is draining', { retryable: true });
-        await this.terms?.check(head.ref?.leaderTerm, 'PutSegment', false).catch(async (err: unknown) => {
+        await this.terms?.check(head.ref?.leaderTerm, 'PutSegment', true).catch(async (err: unknown) => {
           while (!(await it.next()).done) { /* discard, as below */ }
           throw err;
         });
