@@ -9,7 +9,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['{common,coordinator,node-agent,transcoder,uploader,sdk,deploy,bench}/**/*.test.ts'],
+          include: ['{common,coordinator,node-agent,transcoder,uploader,sdk,ops,deploy,bench}/**/*.test.ts'],
           testTimeout: 60_000,
         },
       },

@@ -60,7 +60,17 @@ export function fromServiceError(err: unknown): AppError {
   const code = (typeof raw === 'string' && raw in GRPC_STATUS_BY_CODE ? raw : CODE_BY_STATUS[se.code] ?? 'INTERNAL') as ErrorCode;
   const retryable = se.metadata?.get(RETRYABLE_KEY)[0];
   const options = retryable === undefined ? { cause: err } : { cause: err, retryable: retryable === 'true' };
-  return new AppError(code, se.details || se.message || 'error', options);
+  return new AppError(code, clientMessage(se.details || se.message || 'error'), options);
+}
+
+/**
+ * grpc-js's own connection errors, made readable: an empty "Resolution note:" dropped, and
+ * "No connection established" said plainly.
+ */
+export function clientMessage(m: string): string {
+  const text = m.replace(/\s*Resolution note:\s*$/, '').replace(/\.\s*$/, '');
+  const refused = /^No connection established\. Last error: (?:Error: )?(.*)$/s.exec(text);
+  return refused ? `cannot connect: ${refused[1]}` : text;
 }
 
 /** Wraps an async unary handler: errors become statuses in one place. */

@@ -60,6 +60,10 @@ export class Keys {
   outboxJob(jobId: string): string { return `${this.prefix}outbox/${jobId}/`; }
   outboxEntry(jobId: string, order: number, state: string): string { return `${this.prefix}outbox/${jobId}/${order}-${state}`; }
   cancel(jobId: string): string { return `${this.prefix}cancel/${jobId}`; }
+  /** Written just before each etcd snapshot is taken, so a restored cluster knows when its snapshot is from. */
+  backupMarker(): string { return `${this.prefix}ops/backup-marker`; }
+  /** The last backup that reached S3 (written after the upload; the backup alert reads it). */
+  lastBackup(): string { return `${this.prefix}ops/last-backup`; }
 }
 
 function pad(n: number): string {

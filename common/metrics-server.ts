@@ -1,12 +1,15 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Registry, collectDefaultMetrics } from 'prom-client';
+import { registerProcessGauges } from './process-gauges.js';
 
-/** A Prometheus registry with the process's default metrics. */
+/** A Prometheus registry with the process's default metrics and its certificate/disk gauges. */
 export function createRegistry(service: string): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ service });
   collectDefaultMetrics({ register: registry });
+  // Certificate expiry and staging disk space, for the alert rules (deploy/prometheus).
+  registerProcessGauges(registry);
   return registry;
 }
 

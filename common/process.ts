@@ -3,6 +3,7 @@ import { createEtcd } from './etcd.js';
 import { Lifecycle } from './lifecycle.js';
 import { createLogger, type Logger } from './logger.js';
 import { loadTls, type TlsMaterial } from './tls.js';
+import { setProcessGaugeSources } from './process-gauges.js';
 
 /** What every process's config has in common. */
 interface BaseConfig {
@@ -19,6 +20,7 @@ interface BaseConfig {
   TLS_CERT_FILE?: string | undefined;
   TLS_KEY_FILE?: string | undefined;
   EXIT_WITH_PARENT_PID: number;
+  STAGING_DIR?: string | undefined;
 }
 
 /**
@@ -37,6 +39,7 @@ export function bootProcess<C extends BaseConfig>(
     process.stderr.write(`${(err as Error).message}\n`);
     process.exit(2);
   }
+  setProcessGaugeSources({ certFile: cfg.TLS_CERT_FILE, stagingDir: cfg.STAGING_DIR });
   const log = createLogger(service, cfg.LOG_LEVEL, identity(cfg));
   const life = new Lifecycle(log);
   life.handleSignals(cfg.SHUTDOWN_GRACE_MS, (code) => process.exit(code));

@@ -1,6 +1,6 @@
 import { capacityWeights } from './plan.js';
 import type { Etcd3 } from 'etcd3';
-import { AppError } from '../common/errors.js';
+import { AppError, isAppError } from '../common/errors.js';
 import { unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
@@ -85,7 +85,10 @@ export function adminHandlers(d: AdminDeps): AdminServer {
       return toNodeInfo({ ...(d.registry.get(req.nodeId) ?? before), draining: true });
     }),
     undrainNode: unary(log, async (req) => {
-      await node(req.nodeId);
+      await node(req.nodeId).catch((err: unknown) => {
+        // A drained node leaves once its work is done: nothing is left to undrain.
+        throw isAppError(err, 'NOT_FOUND') ? new AppError('NOT_FOUND', `node ${req.nodeId} is not registered: a drained node leaves the cluster once its work is done, so there is nothing to undrain; start a node agent again to bring the capacity back`) : err;
+      });
       await d.etcd.delete().key(d.keys.nodeDrain(req.nodeId));
       return toNodeInfo(await node(req.nodeId));
     }),

@@ -92,6 +92,14 @@ const shape = {
   WEBHOOK_RESCAN_MS: int(30_000, 100),
   /** Webhook POSTs in flight at most. */
   WEBHOOK_CONCURRENCY: int(16, 1, 1000),
+  /**
+   * The acceptance journal (coordinator/journal.ts, docs/disaster-recovery.md): one small object
+   * per accepted and per finished job under this prefix of S3_BUCKET. Empty: no journal (a
+   * restore from a backup then cannot report the jobs accepted after its snapshot).
+   */
+  JOURNAL_PREFIX: z.string().regex(/^([A-Za-z0-9_.-]+\/)*$/).default('journal/'),
+  /** How often the coordinator probes etcd for its operational gauges (alert rules), ms. */
+  OPS_PROBE_INTERVAL_MS: int(15_000, 100),
   AUTOSCALER: z.enum(['off', 'local', 'kubernetes']).default('off'),
   AUTOSCALER_MIN_NODES: int(1, 0),
   AUTOSCALER_MAX_NODES: int(8, 1),

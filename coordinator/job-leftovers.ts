@@ -22,16 +22,18 @@ export function uploadedInputKey(inputUri: string, bucket: string): string | und
 }
 
 /**
- * What a job that did not succeed leaves in S3 and etcd goes: its incomplete multipart upload
- * is aborted (with `uploads/<jobId>`, and an archive that reached S3 anyway), and the input
- * UploadAndSubmit stored for it is deleted. A succeeded job keeps both (the archive, and its
- * input until a bucket lifecycle rule removes it). Idempotent; throws when S3 or etcd cannot be
+ * What a finished job leaves in S3 and etcd goes: for one that did not succeed, its incomplete
+ * multipart upload is aborted (with `uploads/<jobId>`, and an archive that reached S3 anyway);
+ * for every one, the input UploadAndSubmit stored for it is deleted (a succeeded job keeps its
+ * archive). Idempotent; throws when S3 or etcd cannot be
  * reached, so the caller can try again.
  */
 export async function releaseLeftovers(d: LeftoverDeps, rec: JobRecord): Promise<void> {
   await deleteInputStash(d, rec.id);
-  if (rec.state !== 'FAILED' && rec.state !== 'CANCELLED') return;
-  const r = await abandonUpload(d.etcd, d.keys, d.s3, rec.id);
+  if (rec.state !== 'FAILED' && rec.state !== 'CANCELLED' && rec.state !== 'SUCCEEDED') return;
+  // A succeeded job's archive is the result; its uploaded input has served (one copy per run
+  // piled up under uploads/ before).
+  const r = rec.state === 'SUCCEEDED' ? { aborted: false, deletedObject: false } : await abandonUpload(d.etcd, d.keys, d.s3, rec.id);
   const input = uploadedInputKey(rec.spec.inputUri, d.bucket);
   if (input) {
     try {
@@ -40,7 +42,7 @@ export async function releaseLeftovers(d: LeftoverDeps, rec: JobRecord): Promise
       throw toAppError(err, `DeleteObject s3://${d.bucket}/${input}`);
     }
   }
-  if (r.aborted || r.deletedObject || input) d.log.info({ jobId: rec.id, state: rec.state, ...r, deletedInput: input ?? '' }, 'leftovers of a job that did not succeed removed');
+  if (r.aborted || r.deletedObject || input) d.log.info({ jobId: rec.id, state: rec.state, ...r, deletedInput: input ?? '' }, 'leftovers of a finished job removed');
 }
 
 /**

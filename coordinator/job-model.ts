@@ -135,7 +135,8 @@ export function toProtoJob(
           index: s.index,
           nodeId: s.nodeId,
           attempt: s.attempt,
-          state: toProtoSegmentState(s.state),
+          // A job that ended without succeeding stopped its unfinished segments.
+          state: (rec.state === 'CANCELLED' || rec.state === 'FAILED') && s.state !== 'DONE' && s.state !== 'FAILED' ? SegmentState.SEGMENT_STATE_CANCELLED : toProtoSegmentState(s.state),
           startSec: s.startSec,
           endSec: s.endSec,
           frames: s.frames,

@@ -32,7 +32,8 @@ import type { NodeRegistry } from './node-registry.js';
 import { planFrameSegments, planSegments } from './plan.js';
 import { ProgressTracker } from './progress.js';
 import { dispatchSegment, type DispatchDeps, type SegmentSource } from './segment-dispatch.js';
-import { classifyInput, outputKey, parseOutput, resolveLocalInput, toRungs } from './spec.js';
+import { classifyInput, outputKey, parseOutput, parsePackage, resolveLocalInput, toRungs } from './spec.js';
+import { GOP_SECONDS } from '../transcoder/ffmpeg-args.js';
 import { stageInput } from './input.js';
 import { gateInput, sniffReference } from './input-gate.js';
 
@@ -553,6 +554,7 @@ export class JobRunner {
         for (const r of plan.renditions) parts.push({ jobId: this.jobId, rendition: r.name, segment: cut.index, subSegment: sub, attempt: done.attempt, ...(durationSec !== undefined ? { durationSec } : {}) });
       }
     });
+    const streamFormats = parsePackage(rec.spec.package ?? '').streaming;
     const client = this.d.clients.get(UploaderClient, uploader.address, uploader.id);
     const call = client.finalize(
       {
@@ -568,6 +570,7 @@ export class JobRunner {
         source: rec.source,
         timingsJson: JSON.stringify(timings),
         notes: rec.history.filter((h) => h.scope === 'ladder').map((h) => h.reason),
+        ...(streamFormats.length ? { packaging: { formats: streamFormats, segmentSec: GOP_SECONDS } } : {}),
       },
       new Metadata(),
       deadline(this.d.cfg.FINALIZE_TIMEOUT_MS),

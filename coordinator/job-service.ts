@@ -6,6 +6,7 @@ import type { ServerReadableStream } from '@grpc/grpc-js';
 import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { receivedBytes, RESUME_ID, uploadKeyOf, UploadSessions } from './upload-session.js';
+import { displayName } from './spec.js';
 import type { Etcd3 } from 'etcd3';
 import { chunksOf, paceFromConfig, paced, receiveChunks } from '../common/chunks.js';
 import { AppError, isAppError } from '../common/errors.js';
@@ -36,6 +37,7 @@ import { planConstantRate, planSource, withConstantRate } from './source-plan.js
 import { chunkGrids } from '../transcoder/frame-rate.js';
 import { toPictureTreatment } from '../transcoder/treatment.js';
 import { stageInput } from './input.js';
+import type { Journal } from './journal.js';
 import { resolveLocalInput, toRungs, validateSpec, type InputRef } from './spec.js';
 
 export interface JobServiceDeps {
@@ -50,6 +52,8 @@ export interface JobServiceDeps {
   metrics: CoordinatorMetrics;
   log: Logger;
   onSubmitted: () => void;
+  /** Records each accepted job outside etcd (for restores from a backup) before the client is answered. */
+  journal?: Journal | undefined;
 }
 
 /** Job ids sort by creation time: base-36 milliseconds, then random bits. */
@@ -89,6 +93,7 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
     };
     const { job, created } = await store.create(rec, spec.idempotencyKey || undefined);
     if (created) {
+      await d.journal?.accepted(rec);
       d.metrics.jobsSubmitted.inc();
       log.info({ jobId: job.id, input: safeField(spec.inputUri) }, 'job accepted');
       d.onSubmitted();
@@ -167,7 +172,7 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
       const first = await it.next();
       if (first.done || !first.value.spec) throw new AppError('INVALID_ARGUMENT', 'the first message must carry the job spec');
       const head = first.value;
-      const spec = JobSpec.fromPartial({ ...head.spec, inputUri: 's3://placeholder/upload' });
+      const spec = JobSpec.fromPartial({ ...head.spec, inputUri: 's3://placeholder/upload', inputName: displayName(head.fileName) });
       validateSpec(spec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX }); // fail fast, before the bytes
       if (head.resumeId !== undefined) return resumableUpload(head, it, spec, signal);
       const uploadId = `u${Date.now().toString(36)}${randomBytes(5).toString('hex')}`;

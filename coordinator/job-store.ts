@@ -56,6 +56,8 @@ const CHECKPOINT_KEY = /\/segments\/(\d+)\/checkpoint$/;
 export class JobStore {
   /** Transactions refused because the leader fence no longer held. */
   fencingRejections = 0;
+  /** Called after a transaction of this store moved a job into a final state (journal, metrics). */
+  onFinished: ((rec: JobRecord) => void) | undefined;
 
   constructor(
     private readonly etcd: Etcd3,
@@ -273,7 +275,10 @@ export class JobStore {
         ...this.indexOps(cur.rec, next),
       ];
       const res = await cmp.then(...puts).commit();
-      if (res.succeeded) return { rec: next, revision: res.header.revision, changed: true };
+      if (res.succeeded) {
+        if (TERMINAL.has(next.state) && !TERMINAL.has(cur.rec.state)) this.onFinished?.(next);
+        return { rec: next, revision: res.header.revision, changed: true };
+      }
       if (opts.fence) {
         const el = await this.etcd.get(opts.fence.key).exec();
         if (el.kvs[0]?.create_revision !== opts.fence.createRevision) {

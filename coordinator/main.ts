@@ -30,6 +30,8 @@ import { LocalScaleProvider } from './scale-local.js';
 import { KubernetesScaleProvider, inClusterSettings } from './scale-kubernetes.js';
 import { WebhookOutbox } from './webhook-outbox.js';
 import { releaseLeftovers } from './job-leftovers.js';
+import { Journal } from './journal.js';
+import { OpsProbe, opsMetrics } from './ops-probe.js';
 
 const { cfg, log, life } = bootProcess('coordinator', loadConfig, (c) => ({ coordinatorId: c.COORDINATOR_ID }));
 
@@ -56,6 +58,16 @@ async function main(): Promise<void> {
   life.onStop('grpc clients', () => clients.closeAll());
   const encoders = await availableEncoders();
   const store = new JobStore(etcd, keys, cfg.JOB_HISTORY_LIMIT);
+  // Operational gauges and the acceptance journal (alert rules; restores from a backup).
+  const ops = opsMetrics(registry);
+  const journal = cfg.JOURNAL_PREFIX ? new Journal(s3, cfg.S3_BUCKET, cfg.JOURNAL_PREFIX, log.child({ component: 'journal' }), () => ops.journalFailures.inc()) : undefined;
+  store.onFinished = (rec) => {
+    ops.finished.inc({ state: rec.state });
+    void journal?.finished(rec);
+  };
+  const opsProbe = new OpsProbe(etcd, keys, store, metrics.jobs, ops, cfg.OPS_PROBE_INTERVAL_MS, log.child({ component: 'ops-probe' }));
+  opsProbe.start();
+  life.onStop('ops probe', () => opsProbe.stop());
   const leftovers = { etcd, keys, s3, bucket: cfg.S3_BUCKET, log };
   // With TLS a node is admitted only once its certificate proves the node id it registered.
   const admit = tls
@@ -158,7 +170,7 @@ async function main(): Promise<void> {
       {
         name: 'tessera.v1.JobService',
         definition: JobServiceService,
-        implementation: jobServiceHandlers({ cfg, etcd, keys, store, registry: nodes, s3, encoders, stagingDir, metrics, log, onSubmitted: () => scheduler.kick() }),
+        implementation: jobServiceHandlers({ cfg, etcd, keys, store, registry: nodes, s3, encoders, stagingDir, metrics, log, onSubmitted: () => scheduler.kick(), journal }),
       },
       {
         name: 'tessera.v1.Admin',

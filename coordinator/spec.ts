@@ -108,11 +108,31 @@ export function validateSpec(spec: JobSpec | undefined, encoders: ReadonlySet<st
     }
   }
   checkTimelineSettings(spec);
+  parsePackage(spec.package ?? '');
   // Validate the ladder against the largest source we accept (HDR, so HDR rungs pass until the
   // real source is known); the real source trims it later.
   resolveLadder(toRungs(spec), { width: 7680, height: 4320, dynamicRange: 'pq' }, encoders);
   const output = parseOutput(spec.outputUri, defaults.bucket, defaults.prefix);
-  return { spec: { ...spec, container, audioBitrateKbps: spec.audioBitrateKbps || 128 }, input, output };
+  return { spec: { ...spec, container, audioBitrateKbps: spec.audioBitrateKbps || 128, ...(spec.inputName !== undefined ? { inputName: displayName(spec.inputName) } : {}) }, input, output };
+}
+
+/** An uploaded file's name as listings show it: its last path part, printable, at most 200 characters. */
+export function displayName(fileName: string): string {
+  // eslint-disable-next-line no-control-regex
+  const base = fileName.split(/[\\/]/).pop() ?? '';
+  return base.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, '').slice(0, 200);
+}
+
+/** Parses the formats a job asked for ("hls,dash"); anything else → INVALID_ARGUMENT. Pure. */
+export function parsePackage(text: string): { zip: true; streaming: ('hls' | 'dash')[] } {
+  const parts = text.split(',').map((p) => p.trim()).filter(Boolean);
+  const streaming: ('hls' | 'dash')[] = [];
+  for (const p of parts) {
+    if (p === 'zip') continue;
+    if (p !== 'hls' && p !== 'dash') throw new AppError('INVALID_ARGUMENT', `package "${p.slice(0, 16)}" is not known: use zip, hls and/or dash (e.g. "hls,dash")`);
+    if (!streaming.includes(p)) streaming.push(p);
+  }
+  return { zip: true, streaming };
 }
 
 /** Most audio tracks a job may select (each is encoded once and muxed into every rendition). */

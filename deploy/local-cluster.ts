@@ -180,6 +180,14 @@ export class LocalCluster {
   /** How each etcd member was started (a restart re-uses its data dir, ports and flags). */
   private readonly etcdMembers = new Map<string, { port: number; args: string[] }>();
 
+  /** Where etcd member `name` keeps its data and how its peers reach it (restore tests rebuild its data dir). */
+  etcdMember(name: string): { dataDir: string; peerUrl: string } {
+    const m = this.etcdMembers.get(name);
+    if (!m) throw new Error(`no etcd member ${name}`);
+    const arg = (flag: string): string => m.args[m.args.indexOf(flag) + 1]!;
+    return { dataDir: arg('--data-dir'), peerUrl: arg('--initial-advertise-peer-urls') };
+  }
+
   /** Kills one etcd member (`etcd0`…) and starts it again on its data dir: a member restart. */
   async restartEtcd(name: string): Promise<void> {
     const m = this.etcdMembers.get(name);

@@ -3,4 +3,5 @@
 import { register } from 'tsx/esm/api';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 register();
-await import('./cli.ts');
+const { runCli } = await import('./cli.ts');
+runCli();

@@ -5,7 +5,8 @@ import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
-import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { fileURLToPath } from 'node:url';
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { uploadResumeId } from './upload-state.js';
 import cliProgress from 'cli-progress';
 import { AppError, isAppError } from '../common/errors.js';
@@ -18,6 +19,7 @@ import { TesseraClient, isTerminal } from './client.js';
 import { loadCliConfig } from './config.js';
 import { parseLadderArg } from './ladder-arg.js';
 import { etaText } from './eta.js';
+import { runAdmin } from '../ops/admin-cli.js';
 
 const USAGE = `tessera — distributed split-and-merge video transcoding
 
@@ -30,56 +32,137 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
                     [--idempotency-key K] [--remote]   (--remote: the path is on the coordinator, inside its input root)
                     [--deinterlace frame|field] [--audio-tracks 0,2] [--stereo-downmix]
                     [--frame-rate source|auto|25|30000/1001]   (default source: timestamps kept; else constant)
+                    [--package hls,dash]   also HLS and/or DASH (CMAF segments beside the zip)
                     rungs: height[:kbps[:codec[:preset[:sdr|hdr]]]]; heights name the short side (portrait 720 = 720x1280)
   tessera jobs [--limit 50] [--page-token T] [--json]   list jobs, newest first (finished ones from history)
   tessera job <id> [--json]                one job with its segments and status trail
   tessera cancel <id>                      cancel a job
   tessera nodes [--json]                   node agents
-  tessera drain <node> | undrain <node>    stop/resume giving a node new segments
+  tessera drain <node>                     stop giving a node new segments; it finishes what it holds, then leaves
+                                           the cluster (its agent exits)
+  tessera undrain <node>                   cancel a drain that has not finished yet
   tessera status [--json] [--once]         live cluster view (Ctrl-C to quit)
   tessera demo                             up, transcode a generated 30 s 1080p sample, show the result, down
+  tessera admin backup|backups|restore|reconcile   etcd backups to S3 and disaster recovery (tessera admin --help)
 
   Coordinator address: --addr host:port[,host:port], else $TESSERA_ADDR, else the local cluster's.
-  TLS: --tls-ca/--tls-cert/--tls-key (or $TESSERA_TLS_CA/_CERT/_KEY), else the local cluster's client certificate.
+  TLS: --tls-ca/--tls-cert/--tls-key (or $TESSERA_TLS_CA/_CERT/_KEY), else the local cluster's client certificate;
+       $TESSERA_TLS_SERVER_NAME: the name the coordinators' certificates carry (when dialling an IP).
   Token: $TESSERA_TOKEN.`;
 
 const cfg = loadCliConfig();
 
-const { values: flags, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    nodes: { type: 'string' },
-    slots: { type: 'string' },
-    dir: { type: 'string' },
-    addr: { type: 'string' },
-    ladder: { type: 'string' },
-    container: { type: 'string' },
-    out: { type: 'string' },
-    download: { type: 'string' },
-    'dry-run': { type: 'boolean' },
-    json: { type: 'boolean' },
-    priority: { type: 'string' },
-    'idempotency-key': { type: 'string' },
-    deinterlace: { type: 'string' },
-    'audio-tracks': { type: 'string' },
-    'stereo-downmix': { type: 'boolean' },
-    'frame-rate': { type: 'string' },
-    remote: { type: 'boolean' },
-    limit: { type: 'string' },
-    'page-token': { type: 'string' },
-    once: { type: 'boolean' },
-    autoscale: { type: 'boolean' },
-    'min-nodes': { type: 'string' },
-    'max-nodes': { type: 'string' },
-    tls: { type: 'boolean' },
-    'tls-ca': { type: 'string' },
-    'tls-cert': { type: 'string' },
-    'tls-key': { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  },
-});
+/** Every option, with its type (parseArgs). */
+const OPTIONS = {
+  nodes: { type: 'string' },
+  slots: { type: 'string' },
+  dir: { type: 'string' },
+  addr: { type: 'string' },
+  ladder: { type: 'string' },
+  container: { type: 'string' },
+  out: { type: 'string' },
+  download: { type: 'string' },
+  'dry-run': { type: 'boolean' },
+  json: { type: 'boolean' },
+  priority: { type: 'string' },
+  'idempotency-key': { type: 'string' },
+  deinterlace: { type: 'string' },
+  'audio-tracks': { type: 'string' },
+  'stereo-downmix': { type: 'boolean' },
+  'frame-rate': { type: 'string' },
+  package: { type: 'string' },
+  remote: { type: 'boolean' },
+  limit: { type: 'string' },
+  'page-token': { type: 'string' },
+  once: { type: 'boolean' },
+  autoscale: { type: 'boolean' },
+  'min-nodes': { type: 'string' },
+  'max-nodes': { type: 'string' },
+  tls: { type: 'boolean' },
+  'tls-ca': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+type OptionName = keyof typeof OPTIONS;
 
-const dir = resolve(flags.dir ?? cfg.TESSERA_DIR);
+/** Options every command that talks to a cluster takes. */
+const CONNECT: OptionName[] = ['addr', 'dir', 'tls-ca', 'tls-cert', 'tls-key', 'json', 'help'];
+
+/** The commands and the options each takes: anything else is refused, naming it. */
+const COMMANDS: Record<string, readonly OptionName[]> = {
+  up: ['nodes', 'slots', 'dir', 'tls', 'autoscale', 'min-nodes', 'max-nodes', 'help'],
+  down: ['dir', 'help'],
+  demo: ['dir', 'help'],
+  transcode: [...CONNECT, 'ladder', 'container', 'out', 'download', 'dry-run', 'priority', 'idempotency-key', 'deinterlace', 'audio-tracks', 'stereo-downmix', 'frame-rate', 'package', 'remote'],
+  jobs: [...CONNECT, 'limit', 'page-token'],
+  job: CONNECT,
+  cancel: CONNECT,
+  nodes: CONNECT,
+  drain: CONNECT,
+  undrain: CONNECT,
+  status: [...CONNECT, 'once'],
+  help: ['help'],
+  admin: ['help'], // handled by ops/admin-cli.ts, which parses its own flags
+};
+
+/** Edit distance (for "did you mean"). */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** The closest of `names` to `word`, when it is close enough to be a typo. */
+export function suggest(word: string, names: readonly string[]): string | undefined {
+  const prefix = (n: string): number => {
+    let i = 0;
+    while (i < n.length && i < word.length && n[i] === word[i]) i++;
+    return i;
+  };
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const n of names) {
+    const dd = n.startsWith(word) && word.length >= 3 ? 0.5 : distance(word, n);
+    if (dd < bestD || (dd === bestD && best !== undefined && prefix(n) > prefix(best))) { best = n; bestD = dd; }
+  }
+  return best !== undefined && bestD <= (word.length >= 4 ? 2 : 1) ? best : undefined;
+}
+
+/** The command line parsed against the command table; a mistake → INVALID_ARGUMENT naming it (and a likely fix). */
+export function parseCommandLine(argv: string[]): { flags: { [K in OptionName]?: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string }; positionals: string[] } {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
+  } catch (err) {
+    const m = /Unknown option '(-{1,2})([^']+)'/.exec((err as Error).message);
+    if (m) {
+      const hint = suggest(m[2]!, Object.keys(OPTIONS));
+      throw new AppError('INVALID_ARGUMENT', `unknown option ${m[1]}${m[2]}${hint ? `; did you mean --${hint}?` : ''} (tessera --help lists the options)`);
+    }
+    throw new AppError('INVALID_ARGUMENT', (err as Error).message.replace(/\. To specify a positional argument.*$/s, ''));
+  }
+  const cmd = parsed.positionals[0];
+  if (cmd !== undefined && !(cmd in COMMANDS)) {
+    const hint = suggest(cmd, Object.keys(COMMANDS));
+    throw new AppError('INVALID_ARGUMENT', `unknown command "${cmd}"${hint ? `; did you mean "${hint}"?` : ''} (tessera --help lists the commands)`);
+  }
+  if (cmd !== undefined && cmd !== 'help' && !parsed.values.help) {
+    const allowed = new Set<string>(COMMANDS[cmd]);
+    for (const k of Object.keys(parsed.values)) {
+      if (!allowed.has(k)) throw new AppError('INVALID_ARGUMENT', `option --${k} does not apply to "tessera ${cmd}" (tessera --help shows what each command takes)`);
+    }
+  }
+  return { flags: parsed.values as ReturnType<typeof parseCommandLine>['flags'], positionals: parsed.positionals };
+}
+
+let flags: ReturnType<typeof parseCommandLine>['flags'] = {};
+let positionals: string[] = [];
+
+let dir = resolve(cfg.TESSERA_DIR);
 const out = (s: string): boolean => process.stdout.write(`${s}\n`);
 
 function addresses(): string[] {
@@ -101,7 +184,10 @@ function clientTls(): TlsMaterial | undefined {
 
 function client(): TesseraClient {
   const tls = clientTls();
-  return new TesseraClient({ addresses: addresses(), ...(cfg.TESSERA_TOKEN ? { token: cfg.TESSERA_TOKEN } : {}), ...(tls ? { tls } : {}) });
+  // The certificate's name, not the dialled IP: $TESSERA_TLS_SERVER_NAME, else `localhost` for a local cluster's.
+  const local = !flags.addr && !cfg.TESSERA_ADDR.length;
+  const serverName = cfg.TESSERA_TLS_SERVER_NAME || (local ? 'localhost' : undefined);
+  return new TesseraClient({ addresses: addresses(), ...(cfg.TESSERA_TOKEN ? { token: cfg.TESSERA_TOKEN } : {}), ...(tls ? { tls } : {}), ...(tls && serverName ? { tlsServerName: serverName } : {}) });
 }
 
 const stateName = (s: JobState | SegmentState): string => String(s).replace(/^(JOB|SEGMENT)_STATE_/, '');
@@ -129,6 +215,19 @@ function printResult(job: Job): void {
   out(table(rows));
   const nodes = new Set(job.segments.map((s) => s.nodeId));
   out(`segments: ${job.segments.length} on ${nodes.size} node(s) (${[...nodes].join(', ')})`);
+  const st = job.result.streaming;
+  if (st) {
+    if (st.hlsUri) out(`HLS: ${st.hlsUri}${httpUrlOf(st.hlsUri) ? `  (play: ${httpUrlOf(st.hlsUri)})` : ''}`);
+    if (st.dashUri) out(`DASH: ${st.dashUri}${httpUrlOf(st.dashUri) ? `  (play: ${httpUrlOf(st.dashUri)})` : ''}`);
+    out(`streaming: ${st.files} file(s), ${fmtBytes(st.bytes)}, segments ≤ ${st.targetDurationSec} s`);
+  }
+}
+
+/** The http(s) URL of an s3:// object on the cluster's S3 endpoint (path style), when one is known. */
+function httpUrlOf(uri: string): string | undefined {
+  const endpoint = cfg.S3_ENDPOINT ?? readClusterFile(dir)?.s3Endpoint;
+  const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(uri);
+  return endpoint && m ? `${endpoint.replace(/\/$/, '')}/${m[1]}/${m[2]}` : undefined;
 }
 
 /** Live progress: bars on a terminal, a line every few seconds elsewhere (CI logs). */
@@ -184,6 +283,28 @@ async function download(job: Job, destDir: string): Promise<string> {
     await pipeline(res.Body as Readable, createWriteStream(zipPath));
     const files = await extractZip(zipPath, join(destDir, job.id));
     out(`downloaded ${zipPath} and unpacked ${files.length} file(s) into ${join(destDir, job.id)}`);
+    const st = job.result.streaming;
+    if (st) {
+      // The streaming files, as they lie under the stream prefix (playable from the folder).
+      const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(st.prefixUri);
+      if (!m) throw new AppError('INTERNAL', `bad streaming prefix ${st.prefixUri}`);
+      const streamDir = join(destDir, job.id, 'stream');
+      await mkdir(streamDir, { recursive: true });
+      let token: string | undefined;
+      let n = 0;
+      do {
+        const page = await s3.send(new ListObjectsV2Command({ Bucket: m[1], Prefix: m[2], ...(token ? { ContinuationToken: token } : {}) }));
+        for (const o of page.Contents ?? []) {
+          const name = o.Key!.slice(m[2]!.length);
+          if (!/^[A-Za-z0-9._-]+$/.test(name)) continue; // never a path outside the folder
+          const obj = await s3.send(new GetObjectCommand({ Bucket: m[1], Key: o.Key! }));
+          await pipeline(obj.Body as Readable, createWriteStream(join(streamDir, name)));
+          n++;
+        }
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+      out(`downloaded ${n} streaming file(s) into ${streamDir}`);
+    }
     return zipPath;
   } finally {
     s3.destroy();
@@ -232,6 +353,7 @@ async function transcode(input: string): Promise<number> {
       ...(flags.deinterlace !== undefined ? { deinterlace: flags.deinterlace } : {}),
       ...(flags['stereo-downmix'] ? { stereoDownmix: true } : {}),
       ...(flags['frame-rate'] !== undefined ? { frameRate: flags['frame-rate'] } : {}),
+      ...(flags.package !== undefined ? { package: flags.package } : {}),
     };
     const isUri = /^[a-z][a-z0-9+.-]*:\/\//i.test(input);
     const local = !isUri && !flags.remote;
@@ -362,10 +484,19 @@ async function demo(): Promise<number> {
 }
 
 async function main(): Promise<number> {
+  // `tessera admin …` (backup and restore) parses its own flags: ops/admin-cli.ts.
+  if (process.argv[2] === 'admin') return runAdmin(process.argv.slice(3), out);
+  ({ flags, positionals } = parseCommandLine(process.argv.slice(2)));
+  dir = resolve(flags.dir ?? cfg.TESSERA_DIR);
   const [cmd, arg] = positionals;
-  if (flags.help || !cmd) {
+  if (flags.help || cmd === 'help') {
     out(USAGE);
-    return cmd ? 0 : 2;
+    return 0;
+  }
+  if (!cmd) {
+    out(USAGE);
+    process.stderr.write('error: no command given\n');
+    return 2;
   }
   switch (cmd) {
     case 'up': await up(); return 0;
@@ -380,7 +511,7 @@ async function main(): Promise<number> {
         const { jobs, nextPageToken } = await c.listPage({ limit: Number(flags.limit ?? 50), pageToken: flags['page-token'] ?? '' });
         if (flags.json) out(JSON.stringify(jobs, null, 2));
         else {
-          out(table([['job', 'state', 'progress', 'created', 'input'], ...jobs.map((j) => [j.id, stateName(j.state), `${j.progress.toFixed(0)}%`, new Date(j.createdAtMs).toISOString(), j.spec?.inputUri ?? ''])]));
+          out(table([['job', 'state', 'progress', 'created', 'input'], ...jobs.map((j) => [j.id, stateName(j.state), `${j.progress.toFixed(0)}%`, new Date(j.createdAtMs).toISOString(), j.spec?.inputName || j.spec?.inputUri || ''])]));
           if (nextPageToken) out(`more: tessera jobs --page-token ${nextPageToken}`);
         }
       } finally { c.close(); }
@@ -403,7 +534,15 @@ async function main(): Promise<number> {
     case 'cancel': {
       if (!arg) throw new AppError('INVALID_ARGUMENT', 'usage: tessera cancel <id>');
       const c = client();
-      try { const j = await c.cancel(arg); out(`job ${j.id}: ${stateName(j.state)}`); } finally { c.close(); }
+      try {
+        const before = await c.get(arg);
+        if (isTerminal(before.state)) {
+          out(`job ${before.id} had already finished: ${stateName(before.state)}; nothing to cancel`);
+          return 0;
+        }
+        const j = await c.cancel(arg);
+        out(isTerminal(j.state) && j.state !== JobState.JOB_STATE_CANCELLED ? `job ${j.id} finished before the cancel took effect: ${stateName(j.state)}` : `job ${j.id}: ${stateName(j.state)}`);
+      } finally { c.close(); }
       return 0;
     }
     case 'nodes': {
@@ -427,16 +566,21 @@ async function main(): Promise<number> {
     }
     case 'status': await status(); return 0;
     default:
-      out(USAGE);
-      return 2;
+      throw new AppError('INTERNAL', `command "${cmd}" is in the table but has no handler`);
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    if (isAppError(err)) process.stderr.write(`error ${err.code}: ${err.message}\n`);
-    else process.stderr.write(`error: ${(err as Error)?.stack ?? String(err)}\n`);
-    process.exit(1);
-  },
-);
+/** Runs the CLI on process.argv and exits with its code (mistakes: 2; failures: 1). */
+export function runCli(): void {
+  main().then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      if (isAppError(err)) process.stderr.write(`error ${err.code}: ${err.message}\n`);
+      else process.stderr.write(`error: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.exit(isAppError(err, 'INVALID_ARGUMENT') ? 2 : 1);
+    },
+  );
+}
+
+// Run when executed (`node sdk/cli.ts`, the `tessera` bin); importing it does nothing.
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) runCli();

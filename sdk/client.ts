@@ -28,6 +28,11 @@ export interface TesseraClientOptions {
   attempts?: number;
   /** TLS: the CA that signed the coordinators' certificates, and our client certificate and key (mutual TLS). */
   tls?: TlsMaterial;
+  /**
+   * TLS: the name the coordinators' certificates carry, checked instead of the dialled host (an
+   * IP address is not a TLS server name; a local cluster's coordinators carry `localhost`).
+   */
+  tlsServerName?: string;
 }
 
 const TERMINAL = new Set<JobState>([JobState.JOB_STATE_SUCCEEDED, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED]);
@@ -61,11 +66,11 @@ export class TesseraClient {
   }
 
   private jobs(): JobServiceClient {
-    return this.clients.get(JobServiceClient, this.o.addresses[this.current % this.o.addresses.length]!);
+    return this.clients.get(JobServiceClient, this.o.addresses[this.current % this.o.addresses.length]!, this.o.tls ? this.o.tlsServerName : undefined);
   }
 
   private admin(): AdminClient {
-    return this.clients.get(AdminClient, this.o.addresses[this.current % this.o.addresses.length]!);
+    return this.clients.get(AdminClient, this.o.addresses[this.current % this.o.addresses.length]!, this.o.tls ? this.o.tlsServerName : undefined);
   }
 
   /** Runs an idempotent call, moving to the next coordinator on UNAVAILABLE. */

@@ -8,6 +8,8 @@ const shape = {
   TESSERA_TLS_CA: z.string().optional(),
   TESSERA_TLS_CERT: z.string().optional(),
   TESSERA_TLS_KEY: z.string().optional(),
+  /** The name the coordinators' certificates carry, checked instead of a dialled IP address. */
+  TESSERA_TLS_SERVER_NAME: z.string().optional(),
   /** Extra CA for an https:// S3 endpoint (downloads). */
   S3_CA_FILE: z.string().optional(),
   TESSERA_DIR: z.string().default('.tessera'),

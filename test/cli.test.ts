@@ -2,7 +2,8 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { REPO_ROOT } from '../deploy/local-cluster.js';
 import type { NodeRecord } from '../common/records.js';
 import { fixture, startTestCluster, type TestCluster } from './helpers.js';
@@ -45,6 +46,87 @@ describe('the tessera CLI against a real cluster', () => {
     const id = /submitted job (j\w+)/.exec(r.stdout)![1]!;
     expect(existsSync(join(out, id, '240p.mp4'))).toBe(true);
     expect(existsSync(join(out, id, 'manifest.json'))).toBe(true);
+    // The list names the uploaded file, not its upload key.
+    const jobs = await cli('jobs');
+    expect(jobs.stdout).toMatch(new RegExp(`${id}\\s+SUCCEEDED.*clip-6s-360p\\.mp4`));
+    // The finished job's uploaded input is gone: runs do not pile copies up under uploads/.
+    await vi.waitFor(async () => {
+      const left = await t.s3.send(new ListObjectsV2Command({ Bucket: t.cluster.bucket, Prefix: 'uploads/' }));
+      expect(left.KeyCount ?? 0).toBe(0);
+    }, { timeout: 15_000, interval: 200 });
+  });
+
+  it("the README's SDK example runs as written, importing the SDK by its package name", async () => {
+    const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'examples/transcode.ts'), clip], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, TESSERA_ADDR: t.cluster.coordinators.join(',') },
+    });
+    expect(r.stdout).toMatch(/^job j\w+ submitted$/m);
+    expect(r.stdout).toMatch(/^JOB_STATE_SUCCEEDED 100%$/m);
+    expect(r.stdout).toMatch(/^archive: s3:\/\/tessera-output\/jobs\/j\w+\.zip$/m);
+    const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+    expect(readme).toContain('examples/transcode.ts');
+    expect(readme).toContain("from '@tessera-cluster/tessera'");
+  });
+
+  it('npx --no tessera runs this clone\'s CLI (and would never install a package of that name)', async () => {
+    const r = await run('npx', ['--no', 'tessera', 'help'], { cwd: REPO_ROOT });
+    expect(r.stdout).toContain('tessera transcode <file');
+  });
+
+  it('mistakes get one line naming them, with a suggestion; --help exits 0', async () => {
+    const typo = await cli('transcode', clip, '--ladr', '720');
+    expect(typo.code).toBe(2);
+    expect(typo.stderr.trim()).toBe('error INVALID_ARGUMENT: unknown option --ladr; did you mean --ladder? (tessera --help lists the options)');
+    const cmd = await cli('transcod', clip);
+    expect(cmd.code).toBe(2);
+    expect(cmd.stderr.trim()).toBe('error INVALID_ARGUMENT: unknown command "transcod"; did you mean "transcode"? (tessera --help lists the commands)');
+    const misplaced = await cli('jobs', '--ladder', '720');
+    expect(misplaced.code).toBe(2);
+    expect(misplaced.stderr).toContain('option --ladder does not apply to "tessera jobs"');
+    for (const help of [['--help'], ['help'], ['transcode', '-h']]) {
+      const h = await cli(...help);
+      expect(h.code, help.join(' ')).toBe(0);
+      expect(h.stdout).toContain('tessera transcode <file');
+    }
+    for (const r of [typo, cmd, misplaced]) expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('an unreachable coordinator is said plainly', async () => {
+    const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), 'nodes', '--addr', '127.0.0.1:1'], { cwd: REPO_ROOT }).then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe('error UNAVAILABLE: cannot connect: connect ECONNREFUSED 127.0.0.1:1');
+  });
+
+  it('cancel: segments show CANCELLED afterwards, and a second cancel says the job had finished', async () => {
+    const { jobId } = await t.client.submit({ inputUri: clip, ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryslow', dynamicRange: '' }] });
+    await vi.waitFor(async () => {
+      const j = await t.client.get(jobId);
+      if (!j.segments.some((x) => x.framesDone > 0)) throw new Error('not transcoding yet');
+    }, { timeout: 30_000, interval: 100 });
+    const c1 = await cli('cancel', jobId);
+    expect(c1.code).toBe(0);
+    expect(c1.stdout.trim()).toBe(`job ${jobId}: CANCELLED`);
+    const shown = await cli('job', jobId);
+    const rows = shown.stdout.split('\n').filter((l) => /^\d+\s+node-/.test(l));
+    expect(rows.length).toBeGreaterThan(0);
+    for (const row of rows) expect(row).toMatch(/^\d+\s+node-\S+\s+\d+\s+(CANCELLED|DONE)\s/);
+    const c2 = await cli('cancel', jobId);
+    expect(c2.code).toBe(0);
+    expect(c2.stdout.trim()).toBe(`job ${jobId} had already finished: CANCELLED; nothing to cancel`);
+  });
+
+  it('drain: the node finishes, leaves, and undrain then says why it cannot', async () => {
+    const id = await t.cluster.addNode({ id: 'node-drain-test' });
+    const d = await cli('drain', id);
+    expect(d.code, d.stderr).toBe(0);
+    await vi.waitFor(async () => {
+      if ((await t.client.listNodes()).some((n) => n.id === id)) throw new Error('still registered');
+    }, { timeout: 20_000, interval: 200 });
+    const u = await cli('undrain', id);
+    expect(u.code).toBe(1);
+    expect(u.stderr).toContain(`node ${id} is not registered: a drained node leaves the cluster once its work is done`);
+    expect((await cli('--help')).stdout).toContain('it finishes what it holds, then leaves');
   });
 
   it('a dry run says what the source shows and what Tessera does with it; timeline flags are checked', async () => {

@@ -125,14 +125,10 @@ export async function checkArchive(s3: S3Client, job: Job, workDir: string): Pro
   return { entries: [...entries.keys()].sort(), manifest, renditions, zipSha256: createHash('sha256').update(bytes).digest('hex') };
 }
 
-/** Incomplete multipart uploads left in a bucket (must be none after every test). */
+/** Incomplete multipart uploads left in a bucket (must be none after every test); a failed listing fails the test. */
 export async function incompleteUploads(s3: S3Client, bucket: string): Promise<number> {
-  try {
-    const res = await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
-    return res.Uploads?.length ?? 0;
-  } catch {
-    return 0;
-  }
+  const res = await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+  return res.Uploads?.length ?? 0;
 }
 
 /** PIDs of ffmpeg processes whose parent is `ppid` (read from /proc). */

@@ -11,7 +11,8 @@ import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import { VERSION } from '../common/version.js';
 import type { FinalizeEvent, FinalizeRequest, PartAck, PartChunk, PartRef, UploaderServer } from '../proto/gen/tessera/v1/uploader.js';
-import type { JobResult, RenditionResult } from '../proto/gen/tessera/v1/types.js';
+import type { JobResult, RenditionResult, StreamingResult } from '../proto/gen/tessera/v1/types.js';
+import { packageStreams, putStreamFiles, streamingManifest, type StreamFormat, type StreamingFacts } from './streaming.js';
 import { countFrames, streamDurations } from '../transcoder/probe.js';
 import { buildManifest } from './manifest.js';
 import { mergeRendition } from './merge.js';
@@ -171,7 +172,7 @@ export class UploaderService {
     if (prior.result) return prior.result; // finalize is idempotent
 
     const zipPath = join(this.d.stagingDir, req.jobId, 'out', `${req.jobId}.zip`);
-    const { zip, renditions } = await this.archive(req, zipPath, progress, signal);
+    const { zip, renditions, streaming } = await this.archive(req, zipPath, progress, signal);
     progress('upload', 0.7);
     const uploadStarted = Date.now();
     const up = await uploadFileMultipart({
@@ -190,6 +191,21 @@ export class UploaderService {
       },
     });
     this.d.metrics.uploadedTotal.inc(zip.bytes);
+    // The streaming files go under the archive's prefix (jobs/<id>/stream/), each with its type and
+    // cache policy; re-sent whole after a restart (each PUT replaces the same key).
+    let streamingResult: StreamingResult | undefined;
+    if (streaming) {
+      const prefix = `${req.key.replace(/\.zip$/, '')}/stream/`;
+      await putStreamFiles(this.d.s3, req.bucket, prefix, streaming.files, signal);
+      streamingResult = {
+        prefixUri: `s3://${req.bucket}/${prefix}`,
+        hlsUri: streaming.hls ? `s3://${req.bucket}/${prefix}${streaming.hls}` : '',
+        dashUri: streaming.dash ? `s3://${req.bucket}/${prefix}${streaming.dash}` : '',
+        files: streaming.files.length,
+        bytes: streaming.files.reduce((a, f) => a + f.bytes, 0),
+        targetDurationSec: streaming.targetDurationSec,
+      };
+    }
     const result: JobResult = {
       uri: `s3://${req.bucket}/${req.key}`,
       bucket: req.bucket,
@@ -197,6 +213,7 @@ export class UploaderService {
       bytes: zip.bytes,
       sha256: zip.sha256,
       renditions,
+      ...(streamingResult ? { streaming: streamingResult } : {}),
     };
     await etcd.put(keys.upload(req.jobId)).value(JSON.stringify({ result } satisfies UploadRecord));
     log.info({ jobId: req.jobId, key: req.key, bytes: zip.bytes, resumed: up.resumed, partsSent: up.partsSent, uploadMs: Date.now() - uploadStarted }, 'archive uploaded');
@@ -215,10 +232,10 @@ export class UploaderService {
     zipPath: string,
     progress: (stage: string, p: number) => void,
     signal: AbortSignal,
-  ): Promise<{ zip: { bytes: number; sha256: string }; renditions: RenditionResult[] }> {
+  ): Promise<{ zip: { bytes: number; sha256: string }; renditions: RenditionResult[]; streaming?: StreamingFacts | undefined }> {
     const facts = `${zipPath}.json`;
     try {
-      const saved = JSON.parse(await readFile(facts, 'utf8')) as { zip: { bytes: number; sha256: string }; renditions: RenditionResult[] };
+      const saved = JSON.parse(await readFile(facts, 'utf8')) as { zip: { bytes: number; sha256: string }; renditions: RenditionResult[]; streaming?: StreamingFacts };
       if ((await stat(zipPath)).size === saved.zip.bytes) return saved;
     } catch {
       // no complete archive yet: build it
@@ -279,6 +296,23 @@ export class UploaderService {
     renditions.push(...built.map((b) => b.result));
     files.push(...built.map((b) => b.file));
     const audioFacts = await Promise.all(audio.map(async (a) => ({ a, d: await streamDurations(a.path, { format: 'mov' }) })));
+    // Adaptive streaming (HLS/DASH): CMAF segments cut from the merged renditions by stream copy.
+    const formats = (req.packaging?.formats ?? []).filter((f): f is StreamFormat => f === 'hls' || f === 'dash');
+    let streaming: StreamingFacts | undefined;
+    if (formats.length > 0) {
+      const packStarted = Date.now();
+      progress('package', 0.6);
+      streaming = await packageStreams({
+        renditions: built.map((b, i) => ({ name: b.result.name, path: b.file.path, width: req.renditions[i]!.width, height: req.renditions[i]!.height })),
+        audio: audio.map((a) => ({ language: a.language, title: a.title, channels: a.channels })),
+        formats,
+        segmentSec: req.packaging?.segmentSec || 2,
+        frameRate: source?.outputFrameRate || (source?.fps ? String(source.fps * (source.fieldRateFactor || 1)) : ''),
+        outDir: join(jobDir, 'stream'),
+        signal,
+      });
+      this.d.log.info({ jobId: req.jobId, formats, files: streaming.files.length, packageMs: Date.now() - packStarted }, 'streaming output packaged');
+    }
     const timings = { ...(req.timingsJson ? (JSON.parse(req.timingsJson) as Record<string, number>) : {}), mergeMs: Date.now() - started };
     const manifest = buildManifest({
       tessera: { version: VERSION, jobId: req.jobId, createdAt: new Date().toISOString() },
@@ -288,14 +322,15 @@ export class UploaderService {
       audio: audioFacts.map(({ a, d }) => ({ codec: 'aac', language: a.language || 'und', title: a.title, channels: a.channels, durationSec: Math.round((d.audioSec ?? 0) * 1000) / 1000 })),
       timings,
       notes: [...req.notes],
+      ...(streaming ? { streaming: streamingManifest(streaming) } : {}),
     });
     progress('zip', 0.65);
     const zipStarted = Date.now();
     const zip = await writeZip(zipPath, [...files.map((f) => ({ name: f.name, path: f.path })), { name: 'manifest.json', content: manifest }], { signal });
     this.d.log.info({ jobId: req.jobId, mergeMs: timings.mergeMs, zipMs: Date.now() - zipStarted, bytes: zip.bytes }, 'archive built');
-    await writeFile(`${facts}.tmp`, JSON.stringify({ zip, renditions }));
+    await writeFile(`${facts}.tmp`, JSON.stringify({ zip, renditions, streaming }));
     await rename(`${facts}.tmp`, facts);
-    return { zip, renditions };
+    return { zip, renditions, streaming };
   }
 
   /**

@@ -115,6 +115,8 @@ export enum SegmentState {
   SEGMENT_STATE_TRANSCODING = "SEGMENT_STATE_TRANSCODING",
   SEGMENT_STATE_DONE = "SEGMENT_STATE_DONE",
   SEGMENT_STATE_FAILED = "SEGMENT_STATE_FAILED",
+  /** SEGMENT_STATE_CANCELLED - its job ended (cancelled or failed) before the segment was done */
+  SEGMENT_STATE_CANCELLED = "SEGMENT_STATE_CANCELLED",
   UNRECOGNIZED = "UNRECOGNIZED",
 }
 
@@ -138,6 +140,9 @@ export function segmentStateFromJSON(object: any): SegmentState {
     case 5:
     case "SEGMENT_STATE_FAILED":
       return SegmentState.SEGMENT_STATE_FAILED;
+    case 6:
+    case "SEGMENT_STATE_CANCELLED":
+      return SegmentState.SEGMENT_STATE_CANCELLED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -159,6 +164,8 @@ export function segmentStateToJSON(object: SegmentState): string {
       return "SEGMENT_STATE_DONE";
     case SegmentState.SEGMENT_STATE_FAILED:
       return "SEGMENT_STATE_FAILED";
+    case SegmentState.SEGMENT_STATE_CANCELLED:
+      return "SEGMENT_STATE_CANCELLED";
     case SegmentState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -179,6 +186,8 @@ export function segmentStateToNumber(object: SegmentState): number {
       return 4;
     case SegmentState.SEGMENT_STATE_FAILED:
       return 5;
+    case SegmentState.SEGMENT_STATE_CANCELLED:
+      return 6;
     case SegmentState.UNRECOGNIZED:
     default:
       return -1;
@@ -232,7 +241,15 @@ export interface JobSpec {
   /** "field" (one frame per field: 50i -> 50p) */
   audioTracks: number[];
   /** streams), in this order; empty: every track */
-  stereoDownmix?: boolean | undefined;
+  stereoDownmix?:
+    | boolean
+    | undefined;
+  /** set by the cluster for uploads: the uploaded file's name */
+  inputName?:
+    | string
+    | undefined;
+  /** (informational, shown in listings; never used as a path) */
+  package?: string | undefined;
 }
 
 /** A rendition as the planner resolved it: concrete size, encoder and preset. */
@@ -393,6 +410,21 @@ export interface JobResult {
   bytes: number;
   sha256: string;
   renditions: RenditionResult[];
+  /** set when the job asked for HLS and/or DASH */
+  streaming?: StreamingResult | undefined;
+}
+
+/** Streaming output: CMAF segments and manifests under one S3 prefix. */
+export interface StreamingResult {
+  /** s3://bucket/jobs/<id>/stream/ */
+  prefixUri: string;
+  /** the HLS multivariant playlist ("" when not asked for) */
+  hlsUri: string;
+  /** the DASH MPD ("" when not asked for) */
+  dashUri: string;
+  files: number;
+  bytes: number;
+  targetDurationSec: number;
 }
 
 /** One entry of the status trail: a job or segment state change. */
@@ -604,6 +636,8 @@ function createBaseJobSpec(): JobSpec {
     deinterlace: undefined,
     audioTracks: [],
     stereoDownmix: undefined,
+    inputName: undefined,
+    package: undefined,
   };
 }
 
@@ -651,6 +685,12 @@ export const JobSpec: MessageFns<JobSpec> = {
     }
     if (message.stereoDownmix !== undefined) {
       writer.uint32(104).bool(message.stereoDownmix);
+    }
+    if (message.inputName !== undefined) {
+      writer.uint32(162).string(message.inputName);
+    }
+    if (message.package !== undefined) {
+      writer.uint32(170).string(message.package);
     }
     return writer;
   },
@@ -782,6 +822,22 @@ export const JobSpec: MessageFns<JobSpec> = {
             message.stereoDownmix = reader.bool();
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.inputName = reader.string();
+            continue;
+          }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.package = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -845,6 +901,12 @@ export const JobSpec: MessageFns<JobSpec> = {
         : isSet(object.stereo_downmix)
         ? globalThis.Boolean(object.stereo_downmix)
         : undefined,
+      inputName: isSet(object.inputName)
+        ? globalThis.String(object.inputName)
+        : isSet(object.input_name)
+        ? globalThis.String(object.input_name)
+        : undefined,
+      package: isSet(object.package) ? globalThis.String(object.package) : undefined,
     };
   },
 
@@ -889,6 +951,12 @@ export const JobSpec: MessageFns<JobSpec> = {
     if (message.stereoDownmix !== undefined) {
       obj.stereoDownmix = message.stereoDownmix;
     }
+    if (message.inputName !== undefined) {
+      obj.inputName = message.inputName;
+    }
+    if (message.package !== undefined) {
+      obj.package = message.package;
+    }
     return obj;
   },
 
@@ -910,6 +978,8 @@ export const JobSpec: MessageFns<JobSpec> = {
     message.deinterlace = object.deinterlace ?? undefined;
     message.audioTracks = object.audioTracks?.map((e) => e) || [];
     message.stereoDownmix = object.stereoDownmix ?? undefined;
+    message.inputName = object.inputName ?? undefined;
+    message.package = object.package ?? undefined;
     return message;
   },
 };
@@ -3009,7 +3079,7 @@ export const RenditionResult: MessageFns<RenditionResult> = {
 };
 
 function createBaseJobResult(): JobResult {
-  return { uri: "", bucket: "", key: "", bytes: 0, sha256: "", renditions: [] };
+  return { uri: "", bucket: "", key: "", bytes: 0, sha256: "", renditions: [], streaming: undefined };
 }
 
 export const JobResult: MessageFns<JobResult> = {
@@ -3031,6 +3101,9 @@ export const JobResult: MessageFns<JobResult> = {
     }
     for (const v of message.renditions) {
       RenditionResult.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.streaming !== undefined) {
+      StreamingResult.encode(message.streaming, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -3096,6 +3169,14 @@ export const JobResult: MessageFns<JobResult> = {
             message.renditions.push(RenditionResult.decode(reader, reader.uint32()));
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.streaming = StreamingResult.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3118,6 +3199,7 @@ export const JobResult: MessageFns<JobResult> = {
       renditions: globalThis.Array.isArray(object?.renditions)
         ? object.renditions.map((e: any) => RenditionResult.fromJSON(e))
         : [],
+      streaming: isSet(object.streaming) ? StreamingResult.fromJSON(object.streaming) : undefined,
     };
   },
 
@@ -3141,6 +3223,9 @@ export const JobResult: MessageFns<JobResult> = {
     if (message.renditions?.length) {
       obj.renditions = message.renditions.map((e) => RenditionResult.toJSON(e));
     }
+    if (message.streaming !== undefined) {
+      obj.streaming = StreamingResult.toJSON(message.streaming);
+    }
     return obj;
   },
 
@@ -3155,6 +3240,174 @@ export const JobResult: MessageFns<JobResult> = {
     message.bytes = object.bytes ?? 0;
     message.sha256 = object.sha256 ?? "";
     message.renditions = object.renditions?.map((e) => RenditionResult.fromPartial(e)) || [];
+    message.streaming = (object.streaming !== undefined && object.streaming !== null)
+      ? StreamingResult.fromPartial(object.streaming)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseStreamingResult(): StreamingResult {
+  return { prefixUri: "", hlsUri: "", dashUri: "", files: 0, bytes: 0, targetDurationSec: 0 };
+}
+
+export const StreamingResult: MessageFns<StreamingResult> = {
+  encode(message: StreamingResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.prefixUri !== "") {
+      writer.uint32(10).string(message.prefixUri);
+    }
+    if (message.hlsUri !== "") {
+      writer.uint32(18).string(message.hlsUri);
+    }
+    if (message.dashUri !== "") {
+      writer.uint32(26).string(message.dashUri);
+    }
+    if (message.files !== 0) {
+      writer.uint32(32).int32(message.files);
+    }
+    if (message.bytes !== 0) {
+      writer.uint32(40).int64(message.bytes);
+    }
+    if (message.targetDurationSec !== 0) {
+      writer.uint32(49).double(message.targetDurationSec);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StreamingResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStreamingResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.prefixUri = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hlsUri = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.dashUri = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.files = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.targetDurationSec = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StreamingResult {
+    return {
+      prefixUri: isSet(object.prefixUri)
+        ? globalThis.String(object.prefixUri)
+        : isSet(object.prefix_uri)
+        ? globalThis.String(object.prefix_uri)
+        : "",
+      hlsUri: isSet(object.hlsUri)
+        ? globalThis.String(object.hlsUri)
+        : isSet(object.hls_uri)
+        ? globalThis.String(object.hls_uri)
+        : "",
+      dashUri: isSet(object.dashUri)
+        ? globalThis.String(object.dashUri)
+        : isSet(object.dash_uri)
+        ? globalThis.String(object.dash_uri)
+        : "",
+      files: isSet(object.files) ? globalThis.Number(object.files) : 0,
+      bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+      targetDurationSec: isSet(object.targetDurationSec)
+        ? globalThis.Number(object.targetDurationSec)
+        : isSet(object.target_duration_sec)
+        ? globalThis.Number(object.target_duration_sec)
+        : 0,
+    };
+  },
+
+  toJSON(message: StreamingResult): unknown {
+    const obj: any = {};
+    if (message.prefixUri !== "") {
+      obj.prefixUri = message.prefixUri;
+    }
+    if (message.hlsUri !== "") {
+      obj.hlsUri = message.hlsUri;
+    }
+    if (message.dashUri !== "") {
+      obj.dashUri = message.dashUri;
+    }
+    if (message.files !== 0) {
+      obj.files = Math.round(message.files);
+    }
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    if (message.targetDurationSec !== 0) {
+      obj.targetDurationSec = floatToJson(message.targetDurationSec);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StreamingResult>, I>>(base?: I): StreamingResult {
+    return StreamingResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StreamingResult>, I>>(object: I): StreamingResult {
+    const message = createBaseStreamingResult();
+    message.prefixUri = object.prefixUri ?? "";
+    message.hlsUri = object.hlsUri ?? "";
+    message.dashUri = object.dashUri ?? "";
+    message.files = object.files ?? 0;
+    message.bytes = object.bytes ?? 0;
+    message.targetDurationSec = object.targetDurationSec ?? 0;
     return message;
   },
 };

@@ -82,6 +82,15 @@ export interface FinalizeRequest {
   expectedFrames: number;
   /** what the job changed in its request (manifest.json "notes") */
   notes: string[];
+  /** HLS and/or DASH beside the zip */
+  packaging?: Packaging | undefined;
+}
+
+export interface Packaging {
+  /** "hls", "dash" */
+  formats: string[];
+  /** target segment length (cut at the renditions' shared keyframes) */
+  segmentSec: number;
 }
 
 export interface FinalAudioTrack {
@@ -537,6 +546,7 @@ function createBaseFinalizeRequest(): FinalizeRequest {
     audioTracks: [],
     expectedFrames: 0,
     notes: [],
+    packaging: undefined,
   };
 }
 
@@ -577,6 +587,9 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
     }
     for (const v of message.notes) {
       writer.uint32(98).string(v!);
+    }
+    if (message.packaging !== undefined) {
+      Packaging.encode(message.packaging, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -690,6 +703,14 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
             message.notes.push(reader.string());
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.packaging = Packaging.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -736,6 +757,7 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
       notes: globalThis.Array.isArray(object?.notes)
         ? object.notes.map((e: any) => globalThis.String(e))
         : [],
+      packaging: isSet(object.packaging) ? Packaging.fromJSON(object.packaging) : undefined,
     };
   },
 
@@ -777,6 +799,9 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
     if (message.notes?.length) {
       obj.notes = message.notes;
     }
+    if (message.packaging !== undefined) {
+      obj.packaging = Packaging.toJSON(message.packaging);
+    }
     return obj;
   },
 
@@ -801,6 +826,98 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
     message.audioTracks = object.audioTracks?.map((e) => FinalAudioTrack.fromPartial(e)) || [];
     message.expectedFrames = object.expectedFrames ?? 0;
     message.notes = object.notes?.map((e) => e) || [];
+    message.packaging = (object.packaging !== undefined && object.packaging !== null)
+      ? Packaging.fromPartial(object.packaging)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePackaging(): Packaging {
+  return { formats: [], segmentSec: 0 };
+}
+
+export const Packaging: MessageFns<Packaging> = {
+  encode(message: Packaging, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.formats) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.segmentSec !== 0) {
+      writer.uint32(17).double(message.segmentSec);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Packaging {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePackaging();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.formats.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.segmentSec = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Packaging {
+    return {
+      formats: globalThis.Array.isArray(object?.formats) ? object.formats.map((e: any) => globalThis.String(e)) : [],
+      segmentSec: isSet(object.segmentSec)
+        ? globalThis.Number(object.segmentSec)
+        : isSet(object.segment_sec)
+        ? globalThis.Number(object.segment_sec)
+        : 0,
+    };
+  },
+
+  toJSON(message: Packaging): unknown {
+    const obj: any = {};
+    if (message.formats?.length) {
+      obj.formats = message.formats;
+    }
+    if (message.segmentSec !== 0) {
+      obj.segmentSec = floatToJson(message.segmentSec);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Packaging>, I>>(base?: I): Packaging {
+    return Packaging.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Packaging>, I>>(object: I): Packaging {
+    const message = createBasePackaging();
+    message.formats = object.formats?.map((e) => e) || [];
+    message.segmentSec = object.segmentSec ?? 0;
     return message;
   },
 };

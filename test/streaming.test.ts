@@ -1,0 +1,159 @@
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
+import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
+import { parseMpd } from '../uploader/streaming.js';
+import { checkArchive, startTestCluster, type TestCluster } from './helpers.js';
+
+// Streaming-ready output (HLS and DASH from the same CMAF segments), checked without a browser:
+// on a 3-node cluster (2 worker slots each) from a source whose own keyframes are irregular.
+
+interface Packet { pts: number; key: boolean; size: number }
+
+async function packets(path: string): Promise<Packet[]> {
+  const { stdout } = await runFfmpeg(['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time,flags,size', '-of', 'csv=p=0', `file:${path}`], { binary: 'ffprobe', noProgressMs: 60_000 });
+  return stdout.trim().split('\n').filter(Boolean).map((l) => {
+    const [pts, size, flags] = l.split(',');
+    return { pts: Number(pts), size: Number(size), key: (flags ?? '').includes('K') };
+  }).sort((a, b) => a.pts - b.pts);
+}
+
+describe('HLS and DASH from one split-and-merge', () => {
+  let t: TestCluster;
+  let work: string;
+  let source: string;
+  let job: Job;
+  const files = new Map<string, Buffer>();
+
+  beforeAll(async () => {
+    t = await startTestCluster({ nodes: 3, slots: 2, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
+    work = await mkdtemp(join(tmpdir(), 'tessera-stream-'));
+    source = join(t.inputDir, 'irregular-keys.mp4');
+    await runFfmpeg([
+      '-hide_banner', '-nostdin', '-y', '-loglevel', 'error',
+      '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30:duration=16', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=16',
+      '-c:v', 'libx264', '-preset', 'ultrafast', '-bf', '2', '-g', '300', '-x264-params', 'scenecut=0', '-force_key_frames', '0,3.1,4.7,11.3',
+      '-c:a', 'aac', '-shortest', source,
+    ], { noProgressMs: 120_000 });
+    const ladder = [360, 240].map((height) => ({ name: '', height, videoBitrateKbps: height * 2, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }));
+    const { jobId } = await t.client.submit({ inputUri: source, ladder, package: 'hls,dash' });
+    job = await t.client.wait(jobId);
+    if (job.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`${job.state} ${job.errorCode} ${job.errorMessage}`);
+    const st = job.result!.streaming!;
+    const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(st.prefixUri)!;
+    const list = await t.s3.send(new ListObjectsV2Command({ Bucket: m[1], Prefix: m[2] }));
+    for (const o of list.Contents ?? []) {
+      const got = await t.s3.send(new GetObjectCommand({ Bucket: m[1], Key: o.Key! }));
+      const name = o.Key!.slice(m[2]!.length);
+      files.set(name, Buffer.from(await got.Body!.transformToByteArray()));
+      await writeFile(join(work, name), files.get(name)!);
+    }
+  }, 300_000);
+  afterAll(async () => {
+    await t?.close();
+    if (work && !process.env.KEEP_TEST_DIRS) await rm(work, { recursive: true, force: true });
+  });
+
+  const text = (name: string): string => files.get(name)!.toString('utf8');
+  /** A media playlist's init and segments, with their EXTINF durations. */
+  const media = (name: string): { target: number; init: string; segs: { file: string; dur: number }[] } => {
+    const lines = text(name).split('\n');
+    const segs: { file: string; dur: number }[] = [];
+    lines.forEach((l, i) => { if (l.startsWith('#EXTINF:')) segs.push({ dur: Number(l.slice(8).replace(/,.*$/, '')), file: lines[i + 1]! }); });
+    return { target: Number(/#EXT-X-TARGETDURATION:(\d+)/.exec(text(name))![1]), init: /#EXT-X-MAP:URI="([^"]+)"/.exec(text(name))![1]!, segs };
+  };
+  /** One rendition's CMAF stream (init + every segment) as a file ffprobe reads. */
+  const joined = async (name: string): Promise<string> => {
+    const p = media(name);
+    const path = join(work, `joined-${name}.mp4`);
+    await writeFile(path, Buffer.concat([files.get(p.init)!, ...p.segs.map((s) => files.get(s.file)!)]));
+    return path;
+  };
+
+  it('the job record names the playlists; manifest.json lists every file with its SHA-256', async () => {
+    const st = job.result!.streaming!;
+    expect(st.hlsUri).toMatch(/\/stream\/master\.m3u8$/);
+    expect(st.dashUri).toMatch(/\/stream\/manifest\.mpd$/);
+    expect(st.files).toBe(files.size);
+    const archive = await checkArchive(t.s3, job, work);
+    const listed = (archive.manifest as unknown as { streaming: { files: { name: string; sha256: string; bytes: number }[] } }).streaming.files;
+    expect(listed.map((f) => f.name).sort()).toEqual([...files.keys()].sort());
+    for (const f of listed) expect(createHash('sha256').update(files.get(f.name)!).digest('hex'), f.name).toBe(f.sha256);
+    // The zip still holds the progressive MP4s and the manifest, as without packaging.
+    expect(archive.entries).toEqual(['240p.mp4', '360p.mp4', 'manifest.json']);
+  });
+
+  it('S3 serves each kind with its content type and cache policy', async () => {
+    const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(job.result!.streaming!.prefixUri)!;
+    const head = (name: string) => t.s3.send(new HeadObjectCommand({ Bucket: m[1], Key: `${m[2]}${name}` }));
+    const seg = [...files.keys()].find((n) => n.startsWith('seg-'))!;
+    const want: [string, string, RegExp][] = [
+      ['master.m3u8', 'application/vnd.apple.mpegurl', /max-age=60/],
+      ['manifest.mpd', 'application/dash+xml', /max-age=60/],
+      ['init-0.m4s', 'video/mp4', /immutable/],
+      [seg, 'video/iso.segment', /immutable/],
+    ];
+    for (const [name, type, cache] of want) {
+      const h = await head(name);
+      expect(h.ContentType, name).toBe(type);
+      expect(h.CacheControl, name).toMatch(cache);
+    }
+  });
+
+  it('the multivariant playlist declares what the segments really need', async () => {
+    const master = text('master.m3u8');
+    expect(master).toContain('#EXT-X-INDEPENDENT-SEGMENTS');
+    expect(master).toMatch(/#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",.*URI="audio-0\.m3u8"/);
+    const variants = [...master.matchAll(/#EXT-X-STREAM-INF:([^\n]+)\n([^\n]+)/g)].map((v) => ({ attrs: v[1]!, uri: v[2]! }));
+    expect(variants.map((v) => v.uri)).toEqual(['video-360p.m3u8', 'video-240p.m3u8']);
+    const audio = media('audio-0.m3u8');
+    const peakOf = (p: ReturnType<typeof media>): number => Math.max(...p.segs.map((s) => (files.get(s.file)!.length * 8) / s.dur));
+    const audioPeak = peakOf(audio);
+    for (const v of variants) {
+      expect(v.attrs).toMatch(/CODECS="avc1\.[0-9a-f]{6},mp4a\.40\.2"/);
+      expect(v.attrs).toMatch(/RESOLUTION=\d+x\d+/);
+      expect(v.attrs).toContain('FRAME-RATE=30.000');
+      const bandwidth = Number(/(?:^|,)BANDWIDTH=(\d+)/.exec(v.attrs)![1]);
+      const average = Number(/AVERAGE-BANDWIDTH=(\d+)/.exec(v.attrs)![1]);
+      const measured = peakOf(media(v.uri)) + audioPeak;
+      expect(bandwidth, v.uri).toBeGreaterThanOrEqual(Math.floor(measured));
+      expect(average).toBeLessThanOrEqual(bandwidth);
+    }
+  });
+
+  it('every segment starts with an IDR frame, within the target duration, and the segments add up to every source frame', async () => {
+    const srcFrames = (await packets(source)).length;
+    for (const name of ['video-360p.m3u8', 'video-240p.m3u8']) {
+      const p = media(name);
+      expect(text(name)).toContain('#EXT-X-ENDLIST');
+      for (const s of p.segs) {
+        expect(Math.round(s.dur), `${name} ${s.file}`).toBeLessThanOrEqual(p.target);
+        const one = join(work, `one-${s.file}.mp4`);
+        await writeFile(one, Buffer.concat([files.get(p.init)!, files.get(s.file)!]));
+        expect((await packets(one))[0]!.key, `${name} ${s.file} starts with a keyframe`).toBe(true);
+      }
+      expect(p.target).toBe(Math.ceil(Math.max(...p.segs.map((s) => s.dur)) - 1e-6));
+      expect((await packets(await joined(name))).length, name).toBe(srcFrames);
+    }
+  });
+
+  it('keyframes sit at the same times in every rendition, and the DASH MPD describes the same segments', async () => {
+    const keys = await Promise.all(['video-360p.m3u8', 'video-240p.m3u8'].map(async (n) => (await packets(await joined(n))).filter((p) => p.key).map((p) => p.pts.toFixed(4))));
+    expect(keys[0]!.length).toBeGreaterThan(3);
+    expect(keys[1]).toEqual(keys[0]);
+    const mpd = parseMpd(text('manifest.mpd'));
+    expect(mpd.map((r) => r.id)).toEqual([0, 1, 2]);
+    for (const [i, name] of ['video-360p.m3u8', 'video-240p.m3u8', 'audio-0.m3u8'].entries()) expect(mpd[i]!.timeline.length, name).toBe(media(name).segs.length);
+    expect(text('manifest.mpd')).toContain('type="static"');
+    const local = await readFile(join(work, 'manifest.mpd'), 'utf8');
+    expect(local).toBe(text('manifest.mpd'));
+  });
+
+  it('refuses an unknown package format', async () => {
+    await expect(t.client.submit({ inputUri: source, package: 'hls,smooth' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('smooth') });
+  });
+});
