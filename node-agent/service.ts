@@ -159,6 +159,16 @@ export class AgentService {
     return held;
   }
 
+  /** True only when etcd answers that the segment's owner key has `ownerRevision`. */
+  private async ownerIs(ref: SegmentRef, ownerRevision: number): Promise<boolean> {
+    try {
+      const res = await this.deps.etcd.get(this.deps.keys.segmentOwner(ref.jobId, ref.segment)).options({ deadline: new Date(Date.now() + 1_000) }).exec();
+      return res.kvs[0]?.mod_revision === String(ownerRevision);
+    } catch {
+      return false;
+    }
+  }
+
   /**
    * True when the work is no longer wanted: the segment's owner key has another revision (or is
    * gone), or its job ended cancelled or failed (a cancel made while no leader could drop the
@@ -261,11 +271,18 @@ export class AgentService {
         const stale = (x: { ownerRevision: number } | undefined): boolean => x !== undefined && x.ownerRevision > req.ownerRevision;
         // Decided twice: once before the checks a start needs (they wait), and again, without
         // waiting, right before starting, so two calls for one segment never both start it.
-        for (let checked = false; ; checked = true) {
+        let current = false; // etcd said this request's owner revision is the owner key's
+        for (let checked = false; ; ) {
           const cur = this.held.get(key);
           const fin = cur ? undefined : this.finishedEntry(key);
-          if (stale(cur) || stale(fin)) {
-            throw new AppError('FENCED', `segment ${ref.segment} of job ${ref.jobId} runs under a later owner revision than ${req.ownerRevision}`, { retryable: false });
+          if (!current && (stale(cur) || stale(fin))) {
+            // etcd decides when it answers: an etcd restored from a backup counts revisions again,
+            // and the request that names the owner key's revision is the current one.
+            if (!(await this.ownerIs(ref, req.ownerRevision))) {
+              throw new AppError('FENCED', `segment ${ref.segment} of job ${ref.jobId} runs under a later owner revision than ${req.ownerRevision}`, { retryable: false });
+            }
+            current = true;
+            continue; // decide again on what holds now
           }
           if (same(cur)) {
             this.reattached++;
@@ -286,8 +303,10 @@ export class AgentService {
             } catch {
               throw new AppError('FAILED_PRECONDITION', `segment ${ref.segment} has not been fully transferred`, { retryable: true });
             }
+            checked = true;
             continue;
           }
+          this.finished.delete(key);
           cur?.abort.abort(new AppError('FENCED', 'superseded by a newer attempt'));
           return this.follow(this.start(ref, req, file), send, signal, false);
         }
