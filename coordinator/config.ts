@@ -30,6 +30,10 @@ const shape = {
   /** A running job's progress is written to etcd (for every coordinator's watchers) at most this often, ms. */
   PROGRESS_INTERVAL_MS: int(1_000, 50),
   RPC_TIMEOUT_MS: int(10_000, 100),
+  /** Health probes of registered nodes (ms between rounds; 0 = off), each with this deadline; after this many misses in a row a node is unreachable. */
+  NODE_PROBE_INTERVAL_MS: int(2_000, 0),
+  NODE_PROBE_TIMEOUT_MS: int(2_000, 100),
+  NODE_PROBE_FAILURES: int(3, 1, 100),
   FINALIZE_TIMEOUT_MS: int(3_600_000, 1000),
   MAX_INPUT_BYTES: int(50 * 1024 ** 3, 1),
   /** Largest client upload (S3's object limit, 5 TiB, is the ceiling: uploads are multipart). */
@@ -64,6 +68,12 @@ const shape = {
    * and for operators who want outbound names resolved by one known server.
    */
   DNS_SERVERS: csv.default([]),
+  /**
+   * Keep a copy of each http(s) input in S3 (s3://$S3_BUCKET/staging/<jobId>/input, deleted when
+   * the job ends) while the job runs: a new leader that must cut a segment again reads the copy,
+   * never the input's URL (a pre-signed URL may have expired by then).
+   */
+  STASH_HTTP_INPUTS: bool.default(true),
   JOB_HISTORY_LIMIT: int(500, 10),
   /**
    * Finished jobs (SUCCEEDED, FAILED, CANCELLED) keep their whole tree in etcd (segments,

@@ -31,6 +31,7 @@ export function uploadedInputKey(inputUri: string, bucket: string): string | und
  * reached, so the caller can try again.
  */
 export async function releaseLeftovers(d: LeftoverDeps, rec: JobRecord): Promise<void> {
+  await deleteInputStash(d, rec.id);
   if (rec.state !== 'FAILED' && rec.state !== 'CANCELLED' && rec.state !== 'SUCCEEDED') return;
   if (rec.state === 'SUCCEEDED' && d.keepSucceededInput) return;
   // A succeeded job's archive is the result; its uploaded input has served (one copy per run
@@ -45,4 +46,21 @@ export async function releaseLeftovers(d: LeftoverDeps, rec: JobRecord): Promise
     }
   }
   if (r.aborted || r.deletedObject || input) d.log.info({ jobId: rec.id, state: rec.state, ...r, deletedInput: input ?? '' }, 'leftovers of a finished job removed');
+}
+
+/**
+ * Tessera's copy of an http(s) input (`jobs/<id>/plan` names it; job-runner.ts) goes when its job
+ * ends, whatever the outcome: it only served a new leader that had to cut a segment again.
+ */
+async function deleteInputStash(d: LeftoverDeps, jobId: string): Promise<void> {
+  const raw = await d.etcd.get(d.keys.jobPlan(jobId)).string();
+  const stash = raw ? (JSON.parse(raw) as { inputStash?: string }).inputStash : undefined;
+  const m = stash ? /^s3:\/\/([^/]+)\/(.+)$/.exec(stash) : null;
+  if (!m) return;
+  try {
+    await d.s3.send(new DeleteObjectCommand({ Bucket: m[1]!, Key: m[2]! }));
+  } catch (err) {
+    throw toAppError(err, `DeleteObject ${stash ?? ''}`);
+  }
+  d.log.info({ jobId, stash }, "the input's copy in S3 removed");
 }

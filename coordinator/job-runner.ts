@@ -1,9 +1,9 @@
 import { setMaxListeners } from 'node:events';
-import { existsSync } from 'node:fs';
-import { mkdir, open, rm } from 'node:fs/promises';
+import { createReadStream, existsSync } from 'node:fs';
+import { mkdir, open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Metadata } from '@grpc/grpc-js';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { fileDigest } from '../common/chunks.js';
 import { AppError, errorMessage, isAppError } from '../common/errors.js';
 import { callUnary, deadline, iterateStream } from '../common/grpc.js';
@@ -26,12 +26,12 @@ import { extractAudio, segmentFrameCounts, splitFrameCuts, splitVideo, type Inpu
 import { sendPart } from '../uploader/part-client.js';
 import type { CoordinatorConfig } from './config.js';
 import { TERMINAL, type JobRecord, type PlannedCut, type SegmentRecord } from './job-model.js';
-import type { JobStore, LeaderFence } from './job-store.js';
+import type { JobStore, LeaderFence, ResumeFacts } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { NodeRegistry } from './node-registry.js';
 import { planFrameSegments, planSegments } from './plan.js';
 import { ProgressTracker } from './progress.js';
-import { dispatchSegment, type DispatchDeps } from './segment-dispatch.js';
+import { dispatchSegment, type DispatchDeps, type SegmentSource } from './segment-dispatch.js';
 import { classifyInput, outputKey, parseOutput, parsePackage, resolveLocalInput, toRungs } from './spec.js';
 import { GOP_SECONDS } from '../transcoder/ffmpeg-args.js';
 import { stageInput } from './input.js';
@@ -119,6 +119,14 @@ export class JobRunner {
     if (++this.reopens > MAX_REOPENS) throw new AppError('FAILED_PRECONDITION', `the uploader lost parts ${MAX_REOPENS} times: ${err.message}`, { retryable: false });
     const lost = new Map<number, number[]>();
     for (const p of err.missing) if (p.rendition !== 'audio') lost.set(p.segment, [...new Set([...(lost.get(p.segment) ?? []), p.subSegment])]);
+    if (err.missing.some((p) => p.rendition === 'audio')) {
+      // The next round sends the audio again (from the input): it is no longer at the uploader.
+      const facts = await withEtcdRetry('read resume facts', () => this.d.store.getResumeFacts(this.jobId), { signal, log: this.log });
+      if (facts) {
+        const { audioSentTo: _gone, ...rest } = facts;
+        await withEtcdRetry('record audio lost', () => this.d.store.putResumeFacts(this.jobId, rest, this.fence), { signal, log: this.log });
+      }
+    }
     const invalidated = await withEtcdRetry('reopen lost parts', () => this.d.store.reopenSubSegments(this.jobId, lost, err.uploaderId, `uploader ${err.uploaderId} lacks ${err.missing.length} part(s)`, this.fence), { signal, log: this.log });
     this.d.metrics.retries.inc({ kind: 'lost_parts' });
     this.log.warn({ uploaderId: err.uploaderId, missing: err.missing.length, segments: lost.size, subSegments: invalidated }, 'parts lost on the uploader: transcoding them again');
@@ -133,7 +141,10 @@ export class JobRunner {
     const timings: Record<string, number> = { ...rec.timings };
     const t0 = Date.now();
     try {
-      const prepared = await this.prepare(rec, tracker, signal);
+      // Past splitting (RUNNING, FINALIZING) with the cut's facts recorded: resume without the
+      // input. It is fetched and cut again only if a segment must be sent to a node again.
+      const facts = rec.plan && rec.source && (rec.state === 'RUNNING' || rec.state === 'FINALIZING') ? await store.getResumeFacts(this.jobId) : undefined;
+      const prepared = facts ? await this.resumeWithoutInput(rec, facts, tracker, signal) : await this.prepare(rec, tracker, signal);
       rec = prepared.rec;
       timings.prepareMs = Date.now() - t0;
       const plan = rec.plan!;
@@ -143,6 +154,8 @@ export class JobRunner {
       const t1 = Date.now();
       const tree = await store.tree(this.jobId);
       const segs = new Map((tree?.segments ?? []).map((s) => [s.index, s]));
+      // What the previous leader left running: re-attached by job, segment, attempt and owner revision.
+      const owners = await store.segmentOwners(this.jobId, plan.cuts.filter((c) => segs.get(c.index)?.state !== 'DONE').map((c) => c.index));
       const inner = new AbortController();
       setMaxListeners(0, inner.signal);
       const onOuter = (): void => inner.abort(signal.reason);
@@ -157,21 +170,27 @@ export class JobRunner {
               tracker.segment(cut.index, { framesDone: cut.frames, framesTotal: cut.frames, subSegments: 0, subSegmentsDone: 0, done: true, subSegmentsTranscoded: 0 });
               return;
             }
-            const file = this.segmentFiles[cut.index]!;
-            const digest = await fileDigest(file, 'crc32');
+            // Every sub-segment checkpointed (it finished while no leader watched): done.
+            const cp = tree?.checkpoints.get(cut.index);
+            if (cp && cp.boundaries.length >= 2 && new Set(cp.done.map((x) => x.sub)).size === cp.boundaries.length - 1) {
+              const doneSeg: SegmentRecord = { ...seg, state: 'DONE' };
+              await withEtcdRetry('record segment done', () => store.putSegment(this.jobId, doneSeg, 'all sub-segments done (found in the checkpoint)', this.fence), { signal: inner.signal, log: this.log });
+              tracker.segment(cut.index, { framesDone: cut.frames, framesTotal: cut.frames, subSegments: 0, subSegmentsDone: 0, done: true, subSegmentsTranscoded: 0 });
+              return;
+            }
+            const owner = owners.get(cut.index);
             await dispatchSegment(
               {
                 jobId: this.jobId,
                 seg,
-                file,
-                bytes: digest.bytes,
-                crc32: digest.hex,
+                source: () => this.segmentSource(cut.index, tracker, signal),
+                resume: owner && owner.attempt === seg.attempt && owner.nodeId === seg.nodeId && seg.attempt > 0 && (seg.state === 'TRANSFERRING' || seg.state === 'TRANSCODING') ? { nodeId: owner.nodeId, attempt: owner.attempt, ownerRevision: owner.revision } : undefined,
                 renditions: plan.renditions,
                 fps: rec!.source?.fps ?? 30,
-                treatment: prepared.sourcePlan.info.treatment,
+                treatment: prepared.treatment,
                 fileFrames: this.fileFrames[cut.index] ?? seg.frames,
                 // A frame cut says what to drop; a keyframe cut drops only an edit list's lead-in.
-                leadInFrames: cut.leadIn ?? (cut.index === 0 ? prepared.sourcePlan.leadIn : 0),
+                leadInFrames: cut.leadIn ?? (cut.index === 0 ? prepared.leadIn : 0),
                 leadOutFrames: cut.leadOut ?? 0,
                 constantRate: plan.constantRate ? { num: plan.constantRate.num, den: plan.constantRate.den, ...plan.constantRate.windows[position]! } : undefined,
                 uploaderAddress: uploader.address,
@@ -290,15 +309,20 @@ export class JobRunner {
   }
 
   /** PREPARING: stage, probe, plan, split by node count, start the audio task; → RUNNING. */
-  private async prepare(rec0: JobRecord, tracker: ProgressTracker, signal: AbortSignal): Promise<{ rec: JobRecord; uploader: UploaderRecord; audio: Promise<void>; sourcePlan: SourcePlan }> {
+  private async prepare(rec0: JobRecord, tracker: ProgressTracker, signal: AbortSignal, opts: { audio: boolean } = { audio: true }): Promise<Prepared> {
     const { cfg, store } = this.d;
     let rec = rec0;
     const uploader = await this.waitForUploader(signal, rec.uploaderId);
     await mkdir(this.dir, { recursive: true });
     const inputPath = join(this.dir, 'input.src');
-    let input = classifyInput(rec.spec.inputUri);
-    if (input.kind === 'local') input = await resolveLocalInput(input.path, cfg.INPUT_ROOT, cfg.MAX_INPUT_BYTES);
     const resumed = rec.plan !== undefined;
+    // Past the first split, Tessera's own copy of an http(s) input replaces its URL.
+    this.facts ??= resumed ? await store.getResumeFacts(this.jobId) : undefined;
+    const stashed = this.facts?.inputStash;
+    let input = classifyInput(stashed ?? rec.spec.inputUri);
+    if (input.kind === 'local') input = await resolveLocalInput(input.path, cfg.INPUT_ROOT, cfg.MAX_INPUT_BYTES);
+    if (stashed) this.log.info({ stash: stashed }, 'reading the input from its copy in S3');
+    const stashNeeded = !stashed && input.kind === 'http' && cfg.STASH_HTTP_INPUTS;
     if (!existsSync(inputPath)) {
       await stageInput(input, inputPath, {
         maxBytes: cfg.MAX_INPUT_BYTES,
@@ -383,8 +407,22 @@ export class JobRunner {
     tracker.preparing(0.8);
 
     // Audio: every kept track taken out and encoded once for the whole job, in parallel with the
-    // video work, each aligned to the first presented video frame.
-    const audio = (async () => {
+    // video work, each aligned to the first presented video frame. Recorded once the uploader has
+    // it, so a new leader does not need the input for it.
+    const facts: ResumeFacts = { keyTimes: this.keyTimes, fileFrames: this.fileFrames, leadIn: sourcePlan.leadIn, totalFrames: total, ...(stashed ? { inputStash: stashed } : {}) };
+    // The audio's and the stash's records follow the facts' first write (else it could erase them).
+    let factsWritten: () => void = () => undefined;
+    const factsReady = new Promise<void>((r) => { factsWritten = r; });
+    // The input's copy in S3, stored beside the work (awaited before finalize).
+    const stash = !stashNeeded ? Promise.resolve() : (async () => {
+      const key = `staging/${this.jobId}/input`;
+      const size = (await stat(inputPath)).size;
+      await this.d.s3.send(new PutObjectCommand({ Bucket: cfg.S3_BUCKET, Key: key, Body: createReadStream(inputPath), ContentLength: size }), { abortSignal: signal });
+      await factsReady;
+      await this.updateFacts({ inputStash: `s3://${cfg.S3_BUCKET}/${key}` }, signal);
+      this.log.info({ bucket: cfg.S3_BUCKET, key, bytes: size }, 'input copied to S3');
+    })().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not copy the input to S3; a new leader would fetch it again'));
+    const audio = !opts.audio ? Promise.resolve() : (async () => {
       await Promise.all(
         sourcePlan.audioTracks.map(async (t, k) => {
           const audioPath = join(this.dir, `audio-${k}.m4a`);
@@ -392,6 +430,8 @@ export class JobRunner {
           await sendPart(this.d.clients.get(UploaderClient, uploader.address, uploader.id), audioRef(this.jobId, k), audioPath, { timeoutMs: cfg.SEGMENT_TRANSFER_TIMEOUT_MS, signal });
         }),
       );
+      await factsReady;
+      await this.updateFacts({ audioSentTo: uploader.id }, signal);
     })();
     audio.catch(() => undefined); // awaited before finalize; avoid an unhandled rejection meanwhile
 
@@ -420,13 +460,79 @@ export class JobRunner {
             ],
           };
         },
-        { fence: this.fence, extraPuts: resumed ? [] : segPuts },
+        { fence: this.fence, extraPuts: [...(resumed ? [] : segPuts), [store.keysFor().jobPlan(this.jobId), JSON.stringify(facts)]] },
       );
       if (!res.changed) throw new AppError('CANCELLED', 'job is no longer active');
       rec = res.rec;
+    } else if (opts.audio) {
+      await withEtcdRetry('record resume facts', () => store.putResumeFacts(this.jobId, facts, this.fence), { signal, log: this.log });
     }
+    if (opts.audio || !this.facts) this.facts = facts;
+    factsWritten();
     tracker.preparing(1);
-    return { rec, uploader, audio, sourcePlan };
+    const sent = Promise.all([audio, stash]).then(() => undefined);
+    sent.catch(() => undefined); // awaited before finalize, as the audio alone was
+    return { rec, uploader, audio: sent, treatment: sourceInfo.treatment, leadIn: sourcePlan.leadIn };
+  }
+
+  /** The cut's facts as this runner last wrote or read them. */
+  private facts: ResumeFacts | undefined;
+  private factsChain: Promise<void> = Promise.resolve();
+
+  /** Adds to the cut's facts (fenced; one write at a time: the audio and the stash both add). */
+  private updateFacts(patch: Partial<ResumeFacts>, signal: AbortSignal): Promise<void> {
+    const next = this.factsChain.then(async () => {
+      if (!this.facts) return;
+      const f: ResumeFacts = { ...this.facts, ...patch };
+      await withEtcdRetry('record resume facts', () => this.d.store.putResumeFacts(this.jobId, f, this.fence), { signal, log: this.log });
+      this.facts = f;
+    });
+    this.factsChain = next.catch(() => undefined);
+    return next;
+  }
+
+  /** The input staged and cut again, once per runner, only when a segment must be sent again. */
+  private materializing: Promise<Prepared> | undefined;
+
+  /** The job record a resumed runner started from (materialize re-cuts by its plan). */
+  private resumedFrom: JobRecord | undefined;
+
+  /** Segment `index`'s file with its size and CRC-32; cut from the input first if this runner has not. */
+  private async segmentSource(index: number, tracker: ProgressTracker, signal: AbortSignal): Promise<SegmentSource> {
+    if (this.segmentFiles[index] === undefined && this.resumedFrom) {
+      const from = this.resumedFrom;
+      this.materializing ??= (async () => {
+        this.log.info({ segment: index }, 'a segment must be sent again: staging and cutting the input');
+        return this.prepare(from, tracker, signal, { audio: false });
+      })();
+      await this.materializing;
+    }
+    const file = this.segmentFiles[index];
+    if (file === undefined) throw new AppError('INTERNAL', `segment ${index} has no file`);
+    const digest = await fileDigest(file, 'crc32');
+    return { file, bytes: digest.bytes, crc32: digest.hex };
+  }
+
+  /**
+   * A job past splitting, resumed by a new leader from what etcd records (plan, source facts,
+   * the cut's facts): no input is fetched, probed or cut. Segments the nodes still run are
+   * re-attached; only a segment that must go to a node again makes this runner cut the input.
+   * Without the audio at the job's uploader it takes the full path (the audio needs the input).
+   */
+  private async resumeWithoutInput(rec: JobRecord, facts: ResumeFacts, tracker: ProgressTracker, signal: AbortSignal): Promise<Prepared> {
+    const uploader = await this.waitForUploader(signal, rec.uploaderId);
+    if (facts.audioSentTo !== uploader.id) {
+      this.log.info({ uploaderId: uploader.id, audioSentTo: facts.audioSentTo ?? '' }, 'the audio is not recorded at the uploader: resuming from the input');
+      return this.prepare(rec, tracker, signal);
+    }
+    this.keyTimes = facts.keyTimes;
+    this.fileFrames = facts.fileFrames;
+    this.facts = facts;
+    this.resumedFrom = rec;
+    tracker.setTotalFrames(facts.totalFrames);
+    tracker.preparing(1);
+    this.log.info({ state: rec.state }, 'resuming past splitting without the input');
+    return { rec, uploader, audio: Promise.resolve(), treatment: rec.source?.treatment, leadIn: facts.leadIn };
   }
 
   private async finalize(rec: JobRecord, uploader: UploaderRecord, tracker: ProgressTracker, timings: Record<string, number>, signal: AbortSignal): Promise<JobResult> {
@@ -507,7 +613,7 @@ export class JobRunner {
         const n = registry.get(s.nodeId);
         if (!n || s.attempt === 0) continue;
         const c = clients.get(NodeAgentClient, n.address, n.id);
-        tasks.push(callUnary(c, c.dropSegment, { jobId: this.jobId, segment: s.index, attempt: s.attempt }, cfg.RPC_TIMEOUT_MS));
+        tasks.push(callUnary(c, c.dropSegment, { jobId: this.jobId, segment: s.index, attempt: s.attempt, leaderTerm: Number(this.fence.createRevision) }, cfg.RPC_TIMEOUT_MS));
       }
     }
     const res = await Promise.allSettled(tasks);
@@ -516,6 +622,17 @@ export class JobRunner {
     // If this fails (S3 down, or this leader dies first), the history sweeper does it before archiving.
     await this.d.releaseLeftovers?.(rec).catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not remove the leftovers of the job; the history sweeper tries again'));
   }
+}
+
+/** What preparing (or resuming) a job hands to the dispatch and finalize. */
+interface Prepared {
+  rec: JobRecord;
+  uploader: UploaderRecord;
+  /** Every audio track sent to the uploader (resolved at once when it already has them). */
+  audio: Promise<void>;
+  treatment: SourcePlan['info']['treatment'];
+  /** Decoded frames segment 0 drops when its cut does not say (an edit list's lead-in). */
+  leadIn: number;
 }
 
 /** Rounds of lost parts one runner transcodes again before the job fails (a disk lost 3 times). */

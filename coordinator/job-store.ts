@@ -615,6 +615,51 @@ export class JobStore {
     if (res.changed) await this.etcd.delete().key(res.rec.queueKey);
     return res.rec;
   }
+
+  /** The owner keys of a job's segments `indexes`, with their mod revisions (each attempt's fencing token). */
+  async segmentOwners(jobId: string, indexes: readonly number[]): Promise<Map<number, SegmentOwner & { revision: number }>> {
+    const out = new Map<number, SegmentOwner & { revision: number }>();
+    await Promise.all(indexes.map(async (n) => {
+      const kv = (await this.etcd.get(this.keys.segmentOwner(jobId, n)).exec()).kvs[0];
+      if (kv) out.set(n, { ...(JSON.parse(kv.value.toString()) as SegmentOwner), revision: Number(kv.mod_revision) });
+    }));
+    return out;
+  }
+
+  /** What a new leader needs to resume a job past splitting without its input (`jobs/<id>/plan`). */
+  async getResumeFacts(jobId: string): Promise<ResumeFacts | undefined> {
+    const raw = await this.etcd.get(this.keys.jobPlan(jobId)).string();
+    return raw ? (JSON.parse(raw) as ResumeFacts) : undefined;
+  }
+
+  /** Writes the resume facts, fenced on the leader. */
+  async putResumeFacts(jobId: string, facts: ResumeFacts, fence: LeaderFence): Promise<void> {
+    const res = await this.etcd.if(fence.key, 'Create', '==', fence.createRevision).then(this.etcd.put(this.keys.jobPlan(jobId)).value(JSON.stringify(facts))).commit();
+    if (!res.succeeded) {
+      this.fencingRejections++;
+      throw new AppError('NOT_LEADER', 'this coordinator is no longer the leader', { retryable: false });
+    }
+  }
+}
+
+/**
+ * `jobs/<id>/plan`: the facts of the cut that finalize and dispatch need besides the job record,
+ * written with the split. With them a new leader resumes a job past splitting without fetching,
+ * probing or cutting its input again (it does that only if a segment must be sent again).
+ */
+export interface ResumeFacts {
+  /** The source's keyframe times (s from the first presented frame): where parts join. */
+  keyTimes: number[];
+  /** Packets in each segment's file (what its node cuts and counts). */
+  fileFrames: number[];
+  /** Decoded frames segment 0 drops (an edit list's lead-in) when its cut does not say. */
+  leadIn: number;
+  /** Frames of the whole job (progress). */
+  totalFrames: number;
+  /** The uploader that holds every audio track of the job, once sent. */
+  audioSentTo?: string;
+  /** Tessera's own copy of the input (`s3://…`), once stored: read instead of the input's URL. */
+  inputStash?: string;
 }
 
 export function stageName(s: JobStateName): string {

@@ -77,7 +77,17 @@ async function main(): Promise<void> {
         return h.serving ? undefined : `identity check of ${n.id} failed: ${h.reason ?? 'not serving'}`;
       }
     : undefined;
-  const nodes = new NodeRegistry(etcd, keys, log, 5_000, admit);
+  // Health probes: a node registered in etcd but unreachable from here (an asymmetric partition)
+  // takes no segments, and those it holds move. Any answer counts (a draining node says NOT_SERVING).
+  const probe = {
+    intervalMs: cfg.NODE_PROBE_INTERVAL_MS,
+    failures: cfg.NODE_PROBE_FAILURES,
+    check: async (n: { id: string; address: string }): Promise<boolean> => {
+      const h = await grpcHealth(n.address, { timeoutMs: cfg.NODE_PROBE_TIMEOUT_MS, creds: peerCreds, identity: n.id, serviceName: 'tessera.v1.NodeAgent' });
+      return h.serving || (h.reason ?? '').startsWith('health status');
+    },
+  };
+  const nodes = new NodeRegistry(etcd, keys, log, 5_000, admit, cfg.NODE_PROBE_INTERVAL_MS > 0 ? probe : undefined);
   await nodes.start();
   life.onStop('node registry', () => nodes.stop());
   const election = new LeaderElection(etcd, keys.election(), cfg.COORDINATOR_ID, cfg.LEASE_TTL_SEC, log);

@@ -14,6 +14,20 @@ export interface NodeView extends NodeRecord {
   admission: 'pending' | 'admitted' | 'refused';
   /** Why the node is not admitted (TLS identity mismatch, unreachable). */
   admissionReason?: string;
+  /** Since when (ms) this coordinator's health probes have not reached the node; absent while they do. */
+  unreachableSinceMs?: number;
+}
+
+/**
+ * Health probes of registered nodes from this coordinator. A node that is registered (its lease
+ * alive: it reaches etcd) but does not answer `failures` probes in a row is unreachable from
+ * here: it takes no new segments, and the segments it holds are moved ('unreachable' event).
+ */
+export interface NodeProbe {
+  /** Resolves true when the node answered at all (any health status), false when it did not. */
+  check: (node: NodeRecord) => Promise<boolean>;
+  intervalMs: number;
+  failures: number;
 }
 
 /** One life of a node agent: a restart under the same id has another address or start time. */
@@ -39,7 +53,7 @@ interface Admission {
  * The coordinator's view of the cluster: node agents (with drain marks and load) and uploaders,
  * kept current by etcd watches and re-listed periodically because a watch can lag or be compacted.
  */
-export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [string]; changed: [] }> {
+export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [string]; unreachable: [string]; changed: [] }> {
   private nodes = new Map<string, NodeRecord>();
   private stats = new Map<string, NodeStats>();
   private drains = new Set<string>();
@@ -47,6 +61,9 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
   private watchers: ResilientWatch[] = [];
   private timer: NodeJS.Timeout | undefined;
   private admissions = new Map<string, Admission>();
+  /** Probe state per node id: consecutive failures, and since when it is unreachable. */
+  private probes = new Map<string, { key: string; failures: number; since?: number; checking: boolean }>();
+  private probeTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly etcd: Etcd3,
@@ -55,6 +72,8 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
     private readonly relistMs = 5_000,
     /** Without one every registered node is admitted (plaintext clusters). */
     private readonly admit?: AdmitNode,
+    /** Without one every registered node counts as reachable. */
+    private readonly probe?: NodeProbe,
   ) {
     super();
     // Every segment in flight listens for its node's removal: hundreds at scale, and no leak.
@@ -89,6 +108,52 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
     this.watchers.push(ws);
     await this.relist();
     this.timer = setInterval(() => this.scheduleRelist(), this.relistMs);
+    if (this.probe) this.probeTimer = setInterval(() => this.probeAll(), this.probe.intervalMs);
+  }
+
+  /** One round of health probes (each node at most one in flight). */
+  private probeAll(): void {
+    const probe = this.probe;
+    if (!probe) return;
+    for (const id of this.probes.keys()) if (!this.nodes.has(id)) this.probes.delete(id);
+    for (const [id, r] of this.nodes) {
+      const key = incarnation(r);
+      let p = this.probes.get(id);
+      if (p?.key !== key) {
+        p = { key, failures: 0, checking: false };
+        this.probes.set(id, p);
+      }
+      if (p.checking) continue;
+      const entry = p;
+      entry.checking = true;
+      probe.check(r).catch(() => false).then((ok) => {
+        entry.checking = false;
+        if (this.probes.get(id) !== entry) return;
+        if (ok) {
+          entry.failures = 0;
+          if (entry.since !== undefined) {
+            this.log.info({ nodeId: id, unreachableMs: Date.now() - entry.since }, 'node reachable again');
+            delete entry.since;
+            this.views = undefined;
+            this.emit('changed');
+          }
+          return;
+        }
+        entry.failures++;
+        if (entry.failures >= probe.failures && entry.since === undefined) {
+          entry.since = Date.now();
+          this.log.warn({ nodeId: id, failures: entry.failures }, 'node unreachable from this coordinator: no segments go to it, and its segments move');
+          this.views = undefined;
+          this.emit('unreachable', id);
+          this.emit('changed');
+        }
+      }, () => undefined);
+    }
+  }
+
+  /** False while this coordinator's probes do not reach the node. */
+  reachable(id: string): boolean {
+    return this.probes.get(id)?.since === undefined;
   }
 
   /** Coalesces bursts of watch events into one re-list at a time. */
@@ -191,6 +256,7 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
       stats: this.stats.get(id),
       admission: this.admit ? a?.state ?? 'pending' : 'admitted',
       ...(a?.reason !== undefined ? { admissionReason: a.reason } : {}),
+      ...(this.probes.get(id)?.since !== undefined ? { unreachableSinceMs: this.probes.get(id)!.since! } : {}),
     };
   }
 
@@ -209,7 +275,8 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
     if (!this.views) {
       const all = [...this.nodes.keys()].sort().map((id) => this.view(id)!);
       // A node that says it is not ready (its staging is full) takes no new segments either.
-      this.views = { all, ready: all.filter((n) => !n.draining && n.admission === 'admitted' && !n.stats?.notReady) };
+      // Nor does one this coordinator cannot reach (it may still reach etcd: an asymmetric partition).
+      this.views = { all, ready: all.filter((n) => !n.draining && n.admission === 'admitted' && !n.stats?.notReady && n.unreachableSinceMs === undefined) };
     }
     return this.views;
   }
@@ -234,6 +301,7 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.probeTimer) clearInterval(this.probeTimer);
     await Promise.all(this.watchers.map((w) => w.cancel()));
     this.watchers = [];
   }

@@ -26,13 +26,23 @@ export interface DispatchDeps {
   load: Map<string, number>;
 }
 
+/** A segment's file as the coordinator cut it, with its size and CRC-32 (the agent verifies the bytes against it). */
+export interface SegmentSource {
+  file: string;
+  bytes: number;
+  crc32: string;
+}
+
 export interface SegmentTask {
   jobId: string;
   seg: SegmentRecord;
-  file: string;
-  bytes: number;
-  /** CRC-32 of the segment file: the agent verifies the bytes it received against it. */
-  crc32: string;
+  /**
+   * The segment's file, made when first needed: a new leader that re-attaches to work already
+   * running on the nodes never stages or cuts the input again.
+   */
+  source: () => Promise<SegmentSource>;
+  /** The attempt the previous leader left running (its owner key): re-attached before anything is reassigned. */
+  resume?: { nodeId: string; attempt: number; ownerRevision: number } | undefined;
   renditions: PlannedRendition[];
   fps: number;
   /** Rotation, deinterlacing, tone mapping: the same for every segment of the job. */
@@ -79,36 +89,80 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
   let preferred: string | undefined = seg.nodeId;
   const avoid = new Set<string>();
   const etcdRetry = { signal, log, onRetry: () => d.metrics.retries.inc({ kind: 'etcd' }) };
+  const leaderTerm = Number(t.fence.createRevision);
+  let resume = t.resume;
   for (let failures = 0; ; ) {
     if (signal.aborted) throw signal.reason;
-    let node = pickNode(d.registry.ready(), d.load, preferred, avoid);
-    while (!node) {
-      await sleep(250, signal);
-      node = pickNode(d.registry.ready(), d.load, preferred, avoid);
+    // A new leader first re-attaches to the attempt the last one left running, under its owner
+    // revision (no new assignment: the agent's work and its checkpoints stay valid).
+    let reattach: { node: NodeView; attempt: number; ownerRevision: number } | undefined;
+    if (resume) {
+      const r = resume;
+      resume = undefined;
+      const n = d.registry.get(r.nodeId);
+      if (n && d.registry.reachable(n.id) && n.admission === 'admitted') reattach = { node: n, attempt: r.attempt, ownerRevision: r.ownerRevision };
     }
-    const attempt = seg.attempt + 1;
-    const reason = failures === 0 && seg.attempt === 0 ? 'assigned' : `reassigned (attempt ${attempt})`;
-    seg = { ...seg, nodeId: node.id, attempt, state: 'TRANSFERRING' };
-    // Segment writes ride out an etcd outage (retried with backoff); NOT_LEADER or a cancelled
-    // job end them. Nothing is assigned until this write lands, so it needs no clean-up.
-    const assigned = seg;
-    const ownerRevision = Number(await withEtcdRetry('assign segment', () => d.store.putSegment(t.jobId, assigned, reason, t.fence, { nodeId: node.id, attempt, assignedAtMs: Date.now() }), etcdRetry));
+    let node: NodeView;
+    let attempt: number;
+    let ownerRevision: number;
+    if (reattach) {
+      ({ node, attempt, ownerRevision } = reattach);
+      seg = { ...seg, nodeId: node.id, attempt };
+    } else {
+      let pick = pickNode(d.registry.ready(), d.load, preferred, avoid);
+      while (!pick) {
+        await sleep(250, signal);
+        pick = pickNode(d.registry.ready(), d.load, preferred, avoid);
+      }
+      node = pick;
+      attempt = seg.attempt + 1;
+      const reason = failures === 0 && seg.attempt === 0 ? 'assigned' : `reassigned (attempt ${attempt})`;
+      seg = { ...seg, nodeId: node.id, attempt, state: 'TRANSFERRING' };
+      // Segment writes ride out an etcd outage (retried with backoff); NOT_LEADER or a cancelled
+      // job end them. Nothing is assigned until this write lands, so it needs no clean-up.
+      const assigned = seg;
+      const chosen = node;
+      ownerRevision = Number(await withEtcdRetry('assign segment', () => d.store.putSegment(t.jobId, assigned, reason, t.fence, { nodeId: chosen.id, attempt, assignedAtMs: Date.now() }), etcdRetry));
+    }
     d.load.set(node.id, (d.load.get(node.id) ?? 0) + 1);
     d.metrics.segmentsInFlight.inc();
-    const ref: SegmentRef = { jobId: t.jobId, segment: seg.index, attempt };
+    const ref: SegmentRef = { jobId: t.jobId, segment: seg.index, attempt, ownerRevision, leaderTerm };
     const client = d.clients.get(NodeAgentClient, node.address, node.id);
-    // Abort this attempt when the node leaves the registry (lease expired, stopped).
+    // Abort this attempt when the node leaves the registry (lease expired, stopped), or when this
+    // coordinator's health probes stop reaching it (an asymmetric partition).
     const attemptAbort = new AbortController();
-    const onRemoved = (id: string): void => { if (id === node.id) attemptAbort.abort(new AppError('UNAVAILABLE', `node ${id} left the cluster`)); };
+    const attemptNode = node;
+    const onRemoved = (id: string): void => { if (id === attemptNode.id) attemptAbort.abort(new AppError('UNAVAILABLE', `node ${id} left the cluster`)); };
+    const onUnreachable = (id: string): void => { if (id === attemptNode.id) attemptAbort.abort(new AppError('UNAVAILABLE', `node ${id} is unreachable from this coordinator`)); };
     d.registry.on('removed', onRemoved);
+    d.registry.on('unreachable', onUnreachable);
     const onOuter = (): void => attemptAbort.abort(signal.reason);
     signal.addEventListener('abort', onOuter, { once: true });
     try {
-      await transfer(client, ref, t, d, attemptAbort.signal);
-      seg = { ...seg, state: 'TRANSCODING' };
-      const transcoding = seg;
-      await withEtcdRetry('record transfer', () => d.store.putSegment(t.jobId, transcoding, 'transfer verified', t.fence), { ...etcdRetry, signal: attemptAbort.signal });
-      await runRemote(client, ref, ownerRevision, t, d, attemptAbort.signal);
+      let ran = false;
+      if (reattach) {
+        const startedAt = Date.now();
+        try {
+          // The trail entry is written before the segment's DONE (runRemote waits for it).
+          const attached = await runRemote(client, ref, ownerRevision, t, d, attemptAbort.signal, () => {
+            const at = { ...seg, state: 'TRANSCODING' as const };
+            log.info({ nodeId: node.id, attempt, ms: Date.now() - startedAt }, 're-attached to the running attempt');
+            return withEtcdRetry('record re-attach', () => d.store.putSegment(t.jobId, at, `re-attached (attempt ${attempt})`, t.fence), { ...etcdRetry, signal: attemptAbort.signal });
+          });
+          if (attached) d.metrics.segmentsReattached.inc();
+          ran = true;
+        } catch (err) {
+          // Never fully received by the node: send it (resuming the transfer), then run it.
+          if (!(isAppError(err, 'FAILED_PRECONDITION') && err.message.includes('not been fully transferred'))) throw err;
+        }
+      }
+      if (!ran) {
+        await transfer(client, ref, t, d, attemptAbort.signal);
+        seg = { ...seg, state: 'TRANSCODING' };
+        const transcoding = seg;
+        await withEtcdRetry('record transfer', () => d.store.putSegment(t.jobId, transcoding, 'transfer verified', t.fence), { ...etcdRetry, signal: attemptAbort.signal });
+        await runRemote(client, ref, ownerRevision, t, d, attemptAbort.signal);
+      }
       seg = { ...seg, state: 'DONE' };
       const done = seg;
       // The checkpoints already say every sub-segment is done: only the job's abort stops this.
@@ -134,6 +188,7 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
       await sleep(Math.min(2_000, 100 * 2 ** failures), signal);
     } finally {
       d.registry.off('removed', onRemoved);
+      d.registry.off('unreachable', onUnreachable);
       signal.removeEventListener('abort', onOuter);
       d.load.set(node.id, Math.max(0, (d.load.get(node.id) ?? 1) - 1));
       d.metrics.segmentsInFlight.dec();
@@ -142,7 +197,8 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
 }
 
 /** Streams the segment to the node, resuming from the offset it already holds. */
-async function transfer(client: NodeAgentClient, ref: SegmentRef, t: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
+async function transfer(client: NodeAgentClient, ref: SegmentRef, task: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
+  const t = await task.source();
   for (let tries = 0; ; tries++) {
     const st: TransferStatus = await callUnary(client, client.getTransfer, ref, d.cfg.RPC_TIMEOUT_MS, new Metadata(), signal);
     if (st.complete) return;
@@ -169,10 +225,10 @@ async function transfer(client: NodeAgentClient, ref: SegmentRef, t: SegmentTask
 }
 
 /** Runs the segment on the node and relays progress; a silent stream is abandoned. */
-async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision: number, t: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
+async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision: number, t: SegmentTask, d: DispatchDeps, signal: AbortSignal, onAttached?: () => Promise<unknown>): Promise<boolean> {
   const up = t.uploader?.() ?? { address: t.uploaderAddress, id: t.uploaderId };
   const call = client.runSegment(
-    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: up.address, uploaderId: up.id, frames: t.fileFrames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames, leadOutFrames: t.leadOutFrames, ...(t.constantRate ? { constantRate: t.constantRate } : {}) },
+    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: up.address, uploaderId: up.id, frames: t.fileFrames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames, leadOutFrames: t.leadOutFrames, leaderTerm: ref.leaderTerm, ...(t.constantRate ? { constantRate: t.constantRate } : {}) },
     new Metadata(),
     deadline(d.cfg.SEGMENT_RUN_TIMEOUT_MS),
   );
@@ -187,9 +243,15 @@ async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision
   const onAbort = (): void => call.cancel();
   signal.addEventListener('abort', onAbort, { once: true });
   let done = false;
+  let attached = false;
+  let recorded: Promise<unknown> = Promise.resolve();
   try {
     for await (const ev of iterateStream<SegmentEvent>(call)) {
       last = Date.now();
+      if (ev.attached && !attached) {
+        attached = true;
+        recorded = onAttached?.().catch(() => undefined) ?? recorded;
+      }
       t.onEvent(ev);
       if (ev.done) done = true;
     }
@@ -201,4 +263,6 @@ async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision
     signal.removeEventListener('abort', onAbort);
   }
   if (!done) throw new AppError('UNAVAILABLE', `segment ${ref.segment}: the node ended the stream before finishing`);
+  await recorded;
+  return attached;
 }

@@ -48,6 +48,12 @@ export interface LocalClusterOptions {
    * role in the OU, its id as DNS name); etcd and the S3 server serve TLS too.
    */
   tls?: boolean;
+  /**
+   * The address etcd (besides loopback), the uploader and the coordinators listen on and
+   * advertise (default 127.0.0.1). The network lab (test/lab-net.ts) sets the host end of a veth
+   * link, so that node agents in network namespaces reach them.
+   */
+  serviceHost?: string;
 }
 
 export interface ProcInfo {
@@ -110,6 +116,10 @@ export class LocalCluster {
     return this.o.bucket ?? 'tessera-output';
   }
 
+  private get host(): string {
+    return this.o.serviceHost ?? '127.0.0.1';
+  }
+
   private get logDir(): string {
     return join(this.o.dir, 'logs');
   }
@@ -154,8 +164,8 @@ export class LocalCluster {
       this.etcdMembers.set(s.name, { port: s.client, args: [
         '--name', s.name,
         '--data-dir', dataDir,
-        '--listen-client-urls', `${scheme}://127.0.0.1:${s.client}`,
-        '--advertise-client-urls', `${scheme}://127.0.0.1:${s.client}`,
+        '--listen-client-urls', this.host === '127.0.0.1' ? `${scheme}://127.0.0.1:${s.client}` : `${scheme}://127.0.0.1:${s.client},${scheme}://${this.host}:${s.client}`,
+        '--advertise-client-urls', `${scheme}://${this.host}:${s.client}`,
         ...tlsFlags,
         '--listen-peer-urls', `http://127.0.0.1:${s.peer}`,
         '--initial-advertise-peer-urls', `http://127.0.0.1:${s.peer}`,
@@ -167,7 +177,7 @@ export class LocalCluster {
       ] });
       this.spawn(s.name, 'etcd', 'etcd', this.etcdMembers.get(s.name)!.args, {}, s.client);
     }
-    this.etcdEndpoints = specs.map((s) => `${scheme}://127.0.0.1:${s.client}`);
+    this.etcdEndpoints = specs.map((s) => `${scheme}://${this.host}:${s.client}`);
     this.etcd = this.newEtcdClient();
     await this.etcdHealthy();
   }
@@ -215,7 +225,7 @@ export class LocalCluster {
       STAGING_DIR: join(this.o.dir, 'staging'),
       LOG_LEVEL: this.o.logLevel ?? 'info',
       LEASE_TTL_SEC: String(this.o.leaseTtlSec ?? 10),
-      BIND_HOST: '127.0.0.1',
+      BIND_HOST: this.host,
       // The SDK version in package-lock.json supports Node 20; its notice about later releases is noise here.
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
       // Attached clusters (tests) stop when their runner dies, even by SIGKILL.
@@ -231,10 +241,14 @@ export class LocalCluster {
     return info;
   }
 
-  async startCoordinator(): Promise<string> {
+  /**
+   * Starts one more coordinator; `netns`/`host`: inside a network namespace (ip netns exec),
+   * listening on and advertising that namespace's address (the network lab).
+   */
+  async startCoordinator(opts: { netns?: string; host?: string } = {}): Promise<string> {
     const port = await freePort();
     const name = `coordinator-${this.coordinators.length}`;
-    const address = `127.0.0.1:${port}`;
+    const address = `${opts.host ?? this.host}:${port}`;
     this.coordinators.push(address);
     const certEnv = this.ca ? tlsEnv(await this.ca.issue(name, { role: 'coordinator', names: [name, 'localhost'], ips: ['127.0.0.1'] })) : {};
     this.spawnTs(name, 'coordinator', TS_ENTRY.coordinator, {
@@ -247,8 +261,9 @@ export class LocalCluster {
       // made here, on purpose, not a default of the coordinator. Tests may still set tokens.
       ALLOW_ANONYMOUS: 'true',
       WEBHOOK_SECRET: await this.webhookSecret(),
+      ...(opts.host ? { BIND_HOST: opts.host } : {}),
       ...(this.o.coordinatorEnv ?? {}),
-    }, [], port);
+    }, [], port, undefined, opts.netns);
     await waitFor(() => grpcServing(address, 1_000, '', channelCredentials(this.clientTls())), 30_000, name);
     return name;
   }
@@ -257,7 +272,7 @@ export class LocalCluster {
    * Starts one more node agent and resolves once it is registered in etcd. TLS clusters issue it
    * a certificate for its id (or for `certFor`: tests of a node presenting another node's identity).
    */
-  async addNode(opts: { slots?: number; env?: Record<string, string>; id?: string; cpus?: string; certFor?: string } = {}): Promise<string> {
+  async addNode(opts: { slots?: number; env?: Record<string, string>; id?: string; cpus?: string; certFor?: string; netns?: string } = {}): Promise<string> {
     const id = opts.id ?? `node-${this.nodeSeq++}`;
     const certEnv = this.ca ? tlsEnv(await this.ca.issue(`node-cert-${id}`, { role: 'node', names: [opts.certFor ?? id] })) : {};
     this.spawnTs(id, 'node-agent', TS_ENTRY['node-agent'], {
@@ -270,7 +285,7 @@ export class LocalCluster {
       ...(opts.cpus ? {} : { CPU_CORES: String(Math.max(1, Math.floor(availableParallelism() / Math.max(1, this.o.nodes)))) }),
       ...(this.o.nodeEnv ?? {}),
       ...(opts.env ?? {}),
-    }, [], undefined, opts.cpus);
+    }, [], undefined, opts.cpus, opts.netns);
     await waitFor(async () => (await this.client().get(`/tessera/nodes/${id}`).string()) !== null, 30_000, id);
     return id;
   }
@@ -323,14 +338,16 @@ export class LocalCluster {
     this.procs.delete(name);
   }
 
-  private spawnTs(name: string, role: ProcInfo['role'], entry: string, env: Record<string, string>, args: string[] = [], port?: number, cpus?: string): ProcInfo {
-    return this.spawn(name, role, process.execPath, ['--import', 'tsx', join(REPO_ROOT, entry), ...args], { ...this.baseEnv(), ...env }, port, cpus);
+  private spawnTs(name: string, role: ProcInfo['role'], entry: string, env: Record<string, string>, args: string[] = [], port?: number, cpus?: string, netns?: string): ProcInfo {
+    return this.spawn(name, role, process.execPath, ['--import', 'tsx', join(REPO_ROOT, entry), ...args], { ...this.baseEnv(), ...env }, port, cpus, netns);
   }
 
-  private spawn(name: string, role: ProcInfo['role'], command: string, commandArgs: string[], env: Record<string, string>, port?: number, nodeCpus?: string): ProcInfo {
+  private spawn(name: string, role: ProcInfo['role'], command: string, commandArgs: string[], env: Record<string, string>, port?: number, nodeCpus?: string, netns?: string): ProcInfo {
     // Pinned to CPUs with taskset (benchmarks): children (ffmpeg) inherit the affinity.
     const cpus = role === 'node-agent' ? nodeCpus : this.o.controlCpus;
-    const [cmd, ...args] = cpus ? ['taskset', '-c', cpus, command, ...commandArgs] : [command, ...commandArgs];
+    const pinned = cpus ? ['taskset', '-c', cpus, command, ...commandArgs] : [command, ...commandArgs];
+    // In a network namespace (the lab): `ip netns exec` execs the command, so the pid is the process's.
+    const [cmd, ...args] = netns ? ['ip', 'netns', 'exec', netns, ...pinned] : pinned;
     const log = join(this.logDir, `${name}.log`);
     const fd = openSync(log, 'a');
     const child = spawn(cmd!, args, {

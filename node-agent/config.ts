@@ -40,6 +40,8 @@ const shape = {
   /** How long a draining node waits for held segments before handing them back, ms. */
   DRAIN_TIMEOUT_MS: int(600_000, 0),
   HEARTBEAT_MS: int(2_000, 100),
+  /** How often a running segment checks that its owner key is unchanged (ms; 0 = never): work reassigned while this node was cut off stops within this. */
+  OWNER_CHECK_MS: int(5_000, 0),
   /** Load figures go to etcd every HEARTBEAT_MS when they changed, and at least every STATS_REFRESH_MS when not. */
   STATS_REFRESH_MS: int(20_000, 0),
 };

@@ -22,6 +22,7 @@ import { AgentService } from './service.js';
 import { watchDrain } from './drain.js';
 import { ffmpegSegmentMedia } from './segment-media.js';
 import { DiskSpace } from './disk-space.js';
+import { LeaderTermGate } from './leader-term.js';
 import { sweepSettings } from '../common/config-schema.js';
 import { StagingSweeper } from '../common/staging-sweeper.js';
 
@@ -90,6 +91,9 @@ async function main(): Promise<void> {
     log,
     paceFromConfig(cfg),
     disk,
+    // Calls that change work carry the caller's leader term: a deposed or partitioned leader's are refused.
+    new LeaderTermGate(etcd, keys.election(), log, 1_000, () => metrics.fencingRejections.inc()),
+    cfg.OWNER_CHECK_MS,
   );
 
   const grpc = await startGrpcServer(

@@ -212,7 +212,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
         await Promise.all(outputs.map((o) =>
           sendPart(
             deps.uploaderFor(req.uploaderAddress, req.uploaderId),
-            { jobId: req.jobId, rendition: o.rendition.name, segment: req.segment, subSegment: sub, attempt: req.attempt },
+            { jobId: req.jobId, rendition: o.rendition.name, segment: req.segment, subSegment: sub, attempt: req.attempt, ...(req.ownerRevision > 0 ? { ownerRevision: req.ownerRevision } : {}) },
             o.path,
             { timeoutMs: deps.uploadTimeoutMs, signal: taskSignal, onRetry: () => deps.onRetry('part_upload') },
           )));

@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sendFileChunks } from '../common/chunks.js';
-import { deadline, openClientStream } from '../common/grpc.js';
+import { deadline, iterateStream, openClientStream } from '../common/grpc.js';
 import { Keys } from '../common/keys.js';
 import type { NodeRecord } from '../common/records.js';
 import { SegmentFence } from '../node-agent/fence.js';
@@ -17,7 +17,8 @@ import { simulatedTranscoder } from '../node-agent/simulated-transcoder.js';
 import { createLogger } from '../common/logger.js';
 import { WorkerPool } from '../transcoder/worker-pool.js';
 import { NodeAgentClient } from '../common/bulk-codec.js';
-import type { SegmentChunk, SegmentEvent, TransferStatus } from '../proto/gen/tessera/v1/agent.js';
+import type { SegmentChunk, SegmentEvent, SegmentRef, TransferStatus } from '../proto/gen/tessera/v1/agent.js';
+import { makeSample } from '../deploy/sample.js';
 import { startTestCluster, type TestCluster } from './helpers.js';
 
 describe('fencing and transfer resume against real etcd and a real node agent', () => {
@@ -130,4 +131,55 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     expect(sent).toBe(bytes.length - 2 * 1024 * 1024);
     await new Promise<void>((r) => agent.dropSegment(ref, () => r()));
   });
+
+  it('agent work outlives its stream: the same owner revision re-attaches, a lower one is refused, an older drop stops nothing', async () => {
+    const etcd = t.cluster.client();
+    const keys = new Keys('/tessera/');
+    const jobId = 'jreattach';
+    const dir = await mkdtemp(join(tmpdir(), 'reattach-'));
+    const file = join(dir, 'seg.mkv');
+    await makeSample(file, { seconds: 4, width: 320, height: 180, fps: 30, audio: false });
+    const bytes = await readFile(file);
+    const crc = crc32(bytes).toString(16).padStart(8, '0');
+    // Attempt 1 was assigned, then attempt 2 (a later owner revision) took the segment over.
+    const owner = keys.segmentOwner(jobId, 0);
+    const rev1 = Number((await etcd.put(owner).value(JSON.stringify({ nodeId: 'node-0', attempt: 1 })).exec()).header.revision);
+    const rev2 = Number((await etcd.put(owner).value(JSON.stringify({ nodeId: 'node-0', attempt: 2 })).exec()).header.revision);
+    const ref2 = { jobId, segment: 0, attempt: 2, ownerRevision: rev2 };
+    const put = openClientStream<SegmentChunk, TransferStatus>((cb) => agent.putSegment(new Metadata(), deadline(10_000), cb));
+    await sendFileChunks(put.stream, file, 0, (o, d) => ({ ref: ref2, offset: o, data: d, totalSize: bytes.length, sha256: '', crc32: crc }), { signal: put.signal });
+    put.stream.end();
+    expect(await put.result).toMatchObject({ complete: true });
+    const up = JSON.parse((await etcd.get('/tessera/uploaders/uploader-0').string())!) as { address: string };
+    const req = (ref: SegmentRef, ownerRevision: number) => ({
+      ref, ownerRevision, uploaderAddress: up.address, uploaderId: 'uploader-0', frames: 120, fps: 30, treatment: undefined, leadInFrames: 0, leadOutFrames: 0,
+      renditions: [{ name: '180p', width: 320, height: 180, videoBitrateKbps: 300, codec: 'h264', encoder: 'libx264', preset: 'medium', dynamicRange: 'sdr' }],
+    });
+    const follow = async (ref: SegmentRef, ownerRevision: number, cancelAfterFirst = false): Promise<SegmentEvent[]> => {
+      const call = agent.runSegment(req(ref, ownerRevision), new Metadata());
+      const out: SegmentEvent[] = [];
+      for await (const ev of iterateStream<SegmentEvent>(call)) {
+        out.push(ev);
+        if (cancelAfterFirst) { call.cancel(); break; }
+      }
+      return out;
+    };
+    // The first leader starts the work and dies (its stream is cancelled at once).
+    const first = await follow(ref2, rev2, true);
+    expect(first.length).toBe(1);
+    // A stale call (the earlier owner revision) neither runs nor stops anything.
+    await expect(follow({ jobId, segment: 0, attempt: 1, ownerRevision: rev1 }, rev1)).rejects.toMatchObject({ message: expect.stringContaining('later owner revision') });
+    await new Promise<void>((r, j) => agent.dropSegment({ jobId, segment: 0, attempt: 1, ownerRevision: rev1 }, (e) => (e ? j(e) : r())));
+    // The new leader re-attaches with the same ref and owner revision and sees the work to its end.
+    const rest = await follow(ref2, rev2);
+    expect(rest.every((e) => e.attached)).toBe(true);
+    expect(rest.at(-1)).toMatchObject({ done: true, subSegmentsDone: 1, subSegmentsTranscoded: 1 });
+    // Finished: a late re-attach gets the last event at once; the work ran exactly once.
+    const late = await follow(ref2, rev2);
+    expect(late).toHaveLength(1);
+    expect(late[0]).toMatchObject({ done: true, attached: true });
+    const cp = JSON.parse((await etcd.get(keys.checkpoint(jobId, 0)).string())!) as { done: { attempt: number }[]; transcodedByAttempt: Record<string, number> };
+    expect(cp.done.map((d) => d.attempt)).toEqual([2]);
+    expect(cp.transcodedByAttempt).toEqual({ '2': 1 });
+  }, 60_000);
 });

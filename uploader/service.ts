@@ -5,6 +5,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
 import { chunksOf, DEFAULT_STREAM_PACE, fileDigest, paced, receiveChunks, type StreamPace } from '../common/chunks.js';
 import { AppError, isNoSpace } from '../common/errors.js';
+import { isTransientEtcdError } from '../common/etcd-retry.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
@@ -90,6 +91,13 @@ export class UploaderService {
         const first = await it.next();
         if (first.done || !first.value.ref) throw new AppError('INVALID_ARGUMENT', 'empty part stream');
         const head = first.value;
+        // Fenced: a part sent under an owner revision the segment no longer has (the attempt was
+        // reassigned while its node was paused or partitioned) is refused before and after its
+        // bytes land, so nothing from a stale attempt is ever acknowledged.
+        await this.assertPartOwner(head.ref!).catch(async (err: unknown) => {
+          while (!(await it.next()).done) { /* discard what the sender has in flight */ }
+          throw err;
+        });
         const path = join(this.d.stagingDir, partFileName(head.ref!));
         // A retried send starts at 0 again: a fresh .partial each time keeps it simple and exact.
         await rm(`${path}.partial`, { force: true });
@@ -100,6 +108,10 @@ export class UploaderService {
             throw noSpace('receiving a part', err);
           });
         if (!res.complete) throw new AppError('BAD_OFFSET', `part ended after ${res.bytes} of ${head.totalSize} bytes`, { retryable: true });
+        await this.assertPartOwner(head.ref!).catch(async (err: unknown) => {
+          await rm(path, { force: true });
+          throw err;
+        });
         return { bytes: res.bytes, sha256: res.sha256 };
       }),
 
@@ -133,6 +145,24 @@ export class UploaderService {
         return {};
       }),
     };
+  }
+
+  /** Parts that name an owner revision are accepted only while the segment's owner key has it. */
+  private async assertPartOwner(ref: PartRef): Promise<void> {
+    if (ref.ownerRevision === undefined || ref.ownerRevision <= 0) return;
+    let res;
+    try {
+      res = await this.d.etcd.get(this.d.keys.segmentOwner(ref.jobId, ref.segment)).options({ deadline: new Date(Date.now() + 2_000) }).exec();
+    } catch (err) {
+      // etcd unreachable: the part is kept (parts stay durable through an etcd outage); it can
+      // only become canonical through a checkpoint write, and that write is fenced.
+      if (isTransientEtcdError(err)) return;
+      throw err;
+    }
+    if (res.kvs[0]?.mod_revision === String(ref.ownerRevision)) return;
+    this.d.metrics.fencedParts.inc();
+    this.d.log.warn({ jobId: ref.jobId, segment: ref.segment, subSegment: ref.subSegment, attempt: ref.attempt, ownerRevision: ref.ownerRevision }, 'refused a part from a stale attempt');
+    throw new AppError('FENCED', `segment ${ref.segment} of job ${ref.jobId} was reassigned: part refused`, { retryable: false });
   }
 
   private async finalize(req: FinalizeRequest, progress: (stage: string, p: number) => void, signal: AbortSignal): Promise<JobResult> {

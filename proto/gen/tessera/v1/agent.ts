@@ -32,6 +32,13 @@ export interface SegmentRef {
   jobId: string;
   segment: number;
   attempt: number;
+  /**
+   * Fencing of calls that change work (DropSegment, PutSegment): the segment owner key's mod
+   * revision and the caller's leader term (the create revision of its election key). An agent
+   * refuses a call whose term is older than one it has seen, or than the election key's.
+   */
+  ownerRevision?: number | undefined;
+  leaderTerm?: number | undefined;
 }
 
 export interface TransferStatus {
@@ -77,6 +84,14 @@ export interface RunSegmentRequest {
   leadInFrames: number;
   /** (a frame cut's lead-in, an edit list's hidden frames) */
   leadOutFrames: number;
+  /**
+   * The caller's leader term (create revision of its election key). The same ref and owner
+   * revision as work already running re-attaches to it (a new leader); a lower owner revision or
+   * an older term than the agent has seen is refused with FENCED.
+   */
+  leaderTerm?:
+    | number
+    | undefined;
   /** convert to a constant rate; absent: source timestamps kept */
   constantRate?: ConstantRate | undefined;
 }
@@ -104,13 +119,15 @@ export interface SegmentEvent {
   done: boolean;
   /** by this attempt (the rest came from the checkpoint) */
   subSegmentsTranscoded: number;
+  /** this stream re-attached to work already running (or finished) */
+  attached?: boolean | undefined;
 }
 
 export interface DropSegmentResponse {
 }
 
 function createBaseSegmentRef(): SegmentRef {
-  return { jobId: "", segment: 0, attempt: 0 };
+  return { jobId: "", segment: 0, attempt: 0, ownerRevision: undefined, leaderTerm: undefined };
 }
 
 export const SegmentRef: MessageFns<SegmentRef> = {
@@ -123,6 +140,12 @@ export const SegmentRef: MessageFns<SegmentRef> = {
     }
     if (message.attempt !== 0) {
       writer.uint32(24).int32(message.attempt);
+    }
+    if (message.ownerRevision !== undefined) {
+      writer.uint32(32).int64(message.ownerRevision);
+    }
+    if (message.leaderTerm !== undefined) {
+      writer.uint32(40).int64(message.leaderTerm);
     }
     return writer;
   },
@@ -164,6 +187,22 @@ export const SegmentRef: MessageFns<SegmentRef> = {
             message.attempt = reader.int32();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.ownerRevision = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.leaderTerm = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -185,6 +224,16 @@ export const SegmentRef: MessageFns<SegmentRef> = {
         : "",
       segment: isSet(object.segment) ? globalThis.Number(object.segment) : 0,
       attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      ownerRevision: isSet(object.ownerRevision)
+        ? globalThis.Number(object.ownerRevision)
+        : isSet(object.owner_revision)
+        ? globalThis.Number(object.owner_revision)
+        : undefined,
+      leaderTerm: isSet(object.leaderTerm)
+        ? globalThis.Number(object.leaderTerm)
+        : isSet(object.leader_term)
+        ? globalThis.Number(object.leader_term)
+        : undefined,
     };
   },
 
@@ -199,6 +248,12 @@ export const SegmentRef: MessageFns<SegmentRef> = {
     if (message.attempt !== 0) {
       obj.attempt = Math.round(message.attempt);
     }
+    if (message.ownerRevision !== undefined) {
+      obj.ownerRevision = Math.round(message.ownerRevision);
+    }
+    if (message.leaderTerm !== undefined) {
+      obj.leaderTerm = Math.round(message.leaderTerm);
+    }
     return obj;
   },
 
@@ -210,6 +265,8 @@ export const SegmentRef: MessageFns<SegmentRef> = {
     message.jobId = object.jobId ?? "";
     message.segment = object.segment ?? 0;
     message.attempt = object.attempt ?? 0;
+    message.ownerRevision = object.ownerRevision ?? undefined;
+    message.leaderTerm = object.leaderTerm ?? undefined;
     return message;
   },
 };
@@ -500,6 +557,7 @@ function createBaseRunSegmentRequest(): RunSegmentRequest {
     treatment: undefined,
     leadInFrames: 0,
     leadOutFrames: 0,
+    leaderTerm: undefined,
     constantRate: undefined,
   };
 }
@@ -535,6 +593,9 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     }
     if (message.leadOutFrames !== 0) {
       writer.uint32(80).int32(message.leadOutFrames);
+    }
+    if (message.leaderTerm !== undefined) {
+      writer.uint32(88).int64(message.leaderTerm);
     }
     if (message.constantRate !== undefined) {
       ConstantRate.encode(message.constantRate, writer.uint32(162).fork()).join();
@@ -635,6 +696,14 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
             message.leadOutFrames = reader.int32();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.leaderTerm = longToNumber(reader.int64());
+            continue;
+          }
           case 20: {
             if (tag !== 162) {
               break;
@@ -689,6 +758,11 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
         : isSet(object.lead_out_frames)
         ? globalThis.Number(object.lead_out_frames)
         : 0,
+      leaderTerm: isSet(object.leaderTerm)
+        ? globalThis.Number(object.leaderTerm)
+        : isSet(object.leader_term)
+        ? globalThis.Number(object.leader_term)
+        : undefined,
       constantRate: isSet(object.constantRate)
         ? ConstantRate.fromJSON(object.constantRate)
         : isSet(object.constant_rate)
@@ -729,6 +803,9 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     if (message.leadOutFrames !== 0) {
       obj.leadOutFrames = Math.round(message.leadOutFrames);
     }
+    if (message.leaderTerm !== undefined) {
+      obj.leaderTerm = Math.round(message.leaderTerm);
+    }
     if (message.constantRate !== undefined) {
       obj.constantRate = ConstantRate.toJSON(message.constantRate);
     }
@@ -752,6 +829,7 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
       : undefined;
     message.leadInFrames = object.leadInFrames ?? 0;
     message.leadOutFrames = object.leadOutFrames ?? 0;
+    message.leaderTerm = object.leaderTerm ?? undefined;
     message.constantRate = (object.constantRate !== undefined && object.constantRate !== null)
       ? ConstantRate.fromPartial(object.constantRate)
       : undefined;
@@ -905,7 +983,15 @@ export const ConstantRate: MessageFns<ConstantRate> = {
 };
 
 function createBaseSegmentEvent(): SegmentEvent {
-  return { framesDone: 0, framesTotal: 0, subSegments: 0, subSegmentsDone: 0, done: false, subSegmentsTranscoded: 0 };
+  return {
+    framesDone: 0,
+    framesTotal: 0,
+    subSegments: 0,
+    subSegmentsDone: 0,
+    done: false,
+    subSegmentsTranscoded: 0,
+    attached: undefined,
+  };
 }
 
 export const SegmentEvent: MessageFns<SegmentEvent> = {
@@ -927,6 +1013,9 @@ export const SegmentEvent: MessageFns<SegmentEvent> = {
     }
     if (message.subSegmentsTranscoded !== 0) {
       writer.uint32(48).int32(message.subSegmentsTranscoded);
+    }
+    if (message.attached !== undefined) {
+      writer.uint32(56).bool(message.attached);
     }
     return writer;
   },
@@ -992,6 +1081,14 @@ export const SegmentEvent: MessageFns<SegmentEvent> = {
             message.subSegmentsTranscoded = reader.int32();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.attached = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1032,6 +1129,7 @@ export const SegmentEvent: MessageFns<SegmentEvent> = {
         : isSet(object.sub_segments_transcoded)
         ? globalThis.Number(object.sub_segments_transcoded)
         : 0,
+      attached: isSet(object.attached) ? globalThis.Boolean(object.attached) : undefined,
     };
   },
 
@@ -1055,6 +1153,9 @@ export const SegmentEvent: MessageFns<SegmentEvent> = {
     if (message.subSegmentsTranscoded !== 0) {
       obj.subSegmentsTranscoded = Math.round(message.subSegmentsTranscoded);
     }
+    if (message.attached !== undefined) {
+      obj.attached = message.attached;
+    }
     return obj;
   },
 
@@ -1069,6 +1170,7 @@ export const SegmentEvent: MessageFns<SegmentEvent> = {
     message.subSegmentsDone = object.subSegmentsDone ?? 0;
     message.done = object.done ?? false;
     message.subSegmentsTranscoded = object.subSegmentsTranscoded ?? 0;
+    message.attached = object.attached ?? undefined;
     return message;
   },
 };
@@ -1150,7 +1252,12 @@ export const NodeAgentService = {
     responseSerialize: (value: TransferStatus): Buffer => Buffer.from(TransferStatus.encode(value).finish()),
     responseDeserialize: (value: Buffer): TransferStatus => TransferStatus.decode(value),
   },
-  /** Transcodes a received segment; streams progress until the segment is done. */
+  /**
+   * Transcodes a received segment; streams progress until the segment is done. The work does
+   * not depend on the stream: a broken stream (a leader that died) leaves it running, and a call
+   * with the same ref and owner revision re-attaches to it. Only DropSegment, a newer owner
+   * revision, or a fenced checkpoint write stops it.
+   */
   runSegment: {
     path: "/tessera.v1.NodeAgent/RunSegment" as const,
     requestStream: false as const,
@@ -1178,7 +1285,12 @@ export interface NodeAgentServer extends UntypedServiceImplementation {
    * offset GetTransfer reported (resume).
    */
   putSegment: handleClientStreamingCall<SegmentChunk, TransferStatus>;
-  /** Transcodes a received segment; streams progress until the segment is done. */
+  /**
+   * Transcodes a received segment; streams progress until the segment is done. The work does
+   * not depend on the stream: a broken stream (a leader that died) leaves it running, and a call
+   * with the same ref and owner revision re-attaches to it. Only DropSegment, a newer owner
+   * revision, or a fenced checkpoint write stops it.
+   */
   runSegment: handleServerStreamingCall<RunSegmentRequest, SegmentEvent>;
   dropSegment: handleUnaryCall<SegmentRef, DropSegmentResponse>;
 }
@@ -1219,7 +1331,12 @@ export interface NodeAgentClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: TransferStatus) => void,
   ): ClientWritableStream<SegmentChunk>;
-  /** Transcodes a received segment; streams progress until the segment is done. */
+  /**
+   * Transcodes a received segment; streams progress until the segment is done. The work does
+   * not depend on the stream: a broken stream (a leader that died) leaves it running, and a call
+   * with the same ref and owner revision re-attaches to it. Only DropSegment, a newer owner
+   * revision, or a fenced checkpoint write stops it.
+   */
   runSegment(request: RunSegmentRequest, options?: Partial<CallOptions>): ClientReadableStream<SegmentEvent>;
   runSegment(
     request: RunSegmentRequest,

@@ -40,7 +40,15 @@ export interface PartRef {
    * source's timestamp (the part files' own durations are rounded to Matroska's milliseconds).
    * Unset: the file's own duration.
    */
-  durationSec?: number | undefined;
+  durationSec?:
+    | number
+    | undefined;
+  /**
+   * In PutPart: the segment owner key's mod revision the sending attempt holds. Set, the uploader
+   * refuses the part (FENCED) unless the owner key still has it: a stale or partitioned attempt's
+   * part is never accepted.
+   */
+  ownerRevision?: number | undefined;
 }
 
 export interface PartChunk {
@@ -114,7 +122,15 @@ export interface CleanupResponse {
 }
 
 function createBasePartRef(): PartRef {
-  return { jobId: "", rendition: "", segment: 0, subSegment: 0, attempt: 0, durationSec: undefined };
+  return {
+    jobId: "",
+    rendition: "",
+    segment: 0,
+    subSegment: 0,
+    attempt: 0,
+    durationSec: undefined,
+    ownerRevision: undefined,
+  };
 }
 
 export const PartRef: MessageFns<PartRef> = {
@@ -136,6 +152,9 @@ export const PartRef: MessageFns<PartRef> = {
     }
     if (message.durationSec !== undefined) {
       writer.uint32(49).double(message.durationSec);
+    }
+    if (message.ownerRevision !== undefined) {
+      writer.uint32(56).int64(message.ownerRevision);
     }
     return writer;
   },
@@ -201,6 +220,14 @@ export const PartRef: MessageFns<PartRef> = {
             message.durationSec = reader.double();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.ownerRevision = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -233,6 +260,11 @@ export const PartRef: MessageFns<PartRef> = {
         : isSet(object.duration_sec)
         ? globalThis.Number(object.duration_sec)
         : undefined,
+      ownerRevision: isSet(object.ownerRevision)
+        ? globalThis.Number(object.ownerRevision)
+        : isSet(object.owner_revision)
+        ? globalThis.Number(object.owner_revision)
+        : undefined,
     };
   },
 
@@ -256,6 +288,9 @@ export const PartRef: MessageFns<PartRef> = {
     if (message.durationSec !== undefined) {
       obj.durationSec = floatToJson(message.durationSec);
     }
+    if (message.ownerRevision !== undefined) {
+      obj.ownerRevision = Math.round(message.ownerRevision);
+    }
     return obj;
   },
 
@@ -270,6 +305,7 @@ export const PartRef: MessageFns<PartRef> = {
     message.subSegment = object.subSegment ?? 0;
     message.attempt = object.attempt ?? 0;
     message.durationSec = object.durationSec ?? undefined;
+    message.ownerRevision = object.ownerRevision ?? undefined;
     return message;
   },
 };
