@@ -24,6 +24,8 @@ export interface NodeStats {
   speedMps?: number;
   /** Set while the node takes no new work of its own accord (its staging is full), with why. */
   notReady?: string;
+  /** What its staging disk can ever hold for work: its size less the reserve (bytes). */
+  stagingBytes?: number;
 }
 
 /** `uploaders/<id>`, attached to the uploader's lease. */

@@ -60,6 +60,8 @@ const shape = {
   HTTP_ALLOWED_HOSTS: csv.default([]),
   /** Allow http(s) inputs from loopback/private/link-local addresses (off: SSRF protection). */
   HTTP_ALLOW_PRIVATE: bool.default(false),
+  /** Bytes always left free in this coordinator's staging; a job whose input (twice: it and its segments) cannot fit fails with STAGING_TOO_SMALL. */
+  STAGING_RESERVE_BYTES: int(64 * 1024 ** 2, 0),
   /** Keep the input an upload stored (`uploads/…`) after its job succeeded (default: deleted with the job's leftovers). */
   KEEP_SUCCEEDED_UPLOADS: bool.default(false),
   /**

@@ -1,5 +1,5 @@
 import { createWriteStream } from 'node:fs';
-import { copyFile, constants as fsConstants, mkdir, rm } from 'node:fs/promises';
+import { copyFile, constants as fsConstants, mkdir, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -15,6 +15,8 @@ export interface StageOptions {
   /** Who http(s) inputs may come from (address ranges, host allow-list, the one resolver). */
   policy: OutboundPolicy;
   signal?: AbortSignal | undefined;
+  /** Called with the input's size, when known, before a byte is written (staging space is checked there). */
+  room?: ((bytes: number) => Promise<void>) | undefined;
 }
 
 /**
@@ -27,10 +29,12 @@ export async function stageInput(input: InputRef, dest: string, o: StageOptions)
   const signal = AbortSignal.any([AbortSignal.timeout(o.timeoutMs), ...(o.signal ? [o.signal] : [])]);
   try {
     if (input.kind === 'local') {
+      await o.room?.((await stat(input.path)).size);
       await copyFile(input.path, dest, fsConstants.COPYFILE_FICLONE);
     } else if (input.kind === 's3') {
       const res = await o.s3.send(new GetObjectCommand({ Bucket: input.bucket, Key: input.key }), { abortSignal: signal });
       if ((res.ContentLength ?? 0) > o.maxBytes) throw new AppError('LIMIT_EXCEEDED', `the input is ${res.ContentLength} bytes; the limit is ${o.maxBytes}`);
+      if (res.ContentLength) await o.room?.(res.ContentLength).catch((err: unknown) => { (res.Body as Readable).destroy(); throw err; });
       await pipeline(res.Body as Readable, capBytes(o.maxBytes), createWriteStream(dest), { signal });
     } else {
       await fetchHttp(input.url, dest, o, signal);

@@ -35,6 +35,7 @@ import { dispatchSegment, type DispatchDeps, type SegmentSource } from './segmen
 import { classifyInput, outputKey, parseOutput, parsePackage, resolveLocalInput, toRungs } from './spec.js';
 import { GOP_SECONDS } from '../transcoder/ffmpeg-args.js';
 import { stageInput } from './input.js';
+import { ensureRoom, neverFits } from '../common/staging-space.js';
 import { outboundPolicy } from './safe-http.js';
 import { gateInput, sniffReference } from './input-gate.js';
 
@@ -330,8 +331,14 @@ export class JobRunner {
         s3: this.d.s3,
         policy: outboundPolicy(cfg),
         signal,
+        // Room for the input before a byte is written: a disk too small fails the job with its own
+        // code; a disk busy with other jobs is waited for (never filled, so never evicted).
+        // (the input, the GOP pieces a frame cut copies, and the segments: three times its size at the peak)
+        room: (bytes) => this.stagingRoom(3 * bytes, 'the input and the segments cut from it', signal),
       });
     }
+    // And for the segments cut from it (stream copies: twice the input's size at the peak).
+    await this.stagingRoom(2 * (await stat(inputPath)).size, 'the segments cut from the input', signal);
     tracker.preparing(0.2);
     await refuseReferences(inputPath);
     const maxPixels = maxPixelsOf(cfg);
@@ -400,6 +407,7 @@ export class JobRunner {
       this.fileFrames = cuts.map((c) => c.frames);
     }
     if (this.segmentFiles.length !== cuts.length) throw new AppError('INTERNAL', `split produced ${this.segmentFiles.length} segments, planned ${cuts.length}`);
+    await this.checkNodeStaging();
     // A constant frame rate (spec frame_rate): decided once with the plan, kept with it.
     const constantRate = rec.plan?.constantRate ?? planConstantRate(rec.spec, packets, media.video.fps, cuts);
     sourceInfo = withConstantRate(sourceInfo, constantRate);
@@ -596,6 +604,33 @@ export class JobRunner {
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
+  }
+
+  /**
+   * A segment no node's staging can ever hold (it takes the segment and its chunks, twice its
+   * size) fails the job now with STAGING_TOO_SMALL, instead of going round every node until its
+   * attempts run out. Nodes that do not say what they hold are not judged.
+   */
+  private async checkNodeStaging(): Promise<void> {
+    const nodes = this.d.registry.all().filter((n) => !n.draining);
+    const caps = nodes.map((n) => n.stats?.stagingBytes);
+    if (caps.length === 0 || caps.some((c) => c === undefined)) return;
+    const largest = Math.max(...(caps as number[]));
+    for (const [i, file] of this.segmentFiles.entries()) {
+      const never = neverFits(2 * (await stat(file)).size, largest, 0, `segment ${i} (with the chunks cut from it)`, `the largest node staging (${nodes.length} node(s))`);
+      if (never) throw never;
+    }
+  }
+
+  /** Waits for `bytes` of room in this coordinator's staging (STAGING_TOO_SMALL when they can never fit). */
+  private async stagingRoom(bytes: number, what: string, signal: AbortSignal): Promise<void> {
+    await ensureRoom(this.dir, bytes, this.d.cfg.STAGING_RESERVE_BYTES, what, {
+      signal,
+      onWait: (msg) => {
+        this.log.warn({ bytes }, msg);
+        void this.d.store.update(this.jobId, (r) => (TERMINAL.has(r.state) ? undefined : { ...r, stage: msg }), { fence: this.fence }).catch(() => undefined);
+      },
+    });
   }
 
   /** Terminal: free staging space on the uploader, the nodes and here; S3 leftovers of a job that did not succeed. Best effort. */

@@ -22,6 +22,7 @@ import { AgentService } from './service.js';
 import { watchDrain } from './drain.js';
 import { ffmpegSegmentMedia } from './segment-media.js';
 import { DiskSpace } from './disk-space.js';
+import { stagingSpace } from '../common/staging-space.js';
 import { LeaderTermGate } from './leader-term.js';
 import { sweepSettings } from '../common/config-schema.js';
 import { StagingSweeper } from '../common/staging-sweeper.js';
@@ -140,6 +141,8 @@ async function main(): Promise<void> {
 
   // Not ready while staging is full: published with the load figures (the coordinator places no
   // segment here, `tessera nodes` shows not-ready) and in the metrics; rechecked every beat.
+  // What staging can ever hold (its disk less the reserve): a segment larger than every node's is refused up front.
+  const stagingBytes = Math.max(0, (await stagingSpace(stagingDir)).total - cfg.STAGING_RESERVE_BYTES);
   publish = (): void => {
     metrics.busySlots.set(pool.busy);
     metrics.stagingFull.set(disk.full ? 1 : 0);
@@ -147,7 +150,7 @@ async function main(): Promise<void> {
     void disk.recheck().catch(() => undefined);
     registration.stillOurs().catch((err: unknown) => log.debug({ err }, 'registration check failed'));
     registration
-      .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now(), ...(speed.value !== undefined ? { speedMps: speed.value } : {}), ...(disk.full ? { notReady: `staging full: ${disk.full.reason}` } : {}) }, cfg.STATS_REFRESH_MS)
+      .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now(), ...(speed.value !== undefined ? { speedMps: speed.value } : {}), ...(disk.full ? { notReady: `staging full: ${disk.full.reason}` } : {}), stagingBytes }, cfg.STATS_REFRESH_MS)
       .catch((err: unknown) => log.debug({ err }, 'stats publish failed'));
   };
   publish();

@@ -11,6 +11,8 @@ const shape = {
   ADVERTISE_ADDRESS: z.string().optional(),
   LEASE_TTL_SEC: int(10, 1, 3600),
   MAX_PART_BYTES: int(4 * 1024 ** 3, 1),
+  /** Bytes always left free in staging: a finalize whose merge and archive cannot fit answers NO_SPACE (or STAGING_TOO_SMALL when they never can). */
+  STAGING_RESERVE_BYTES: int(64 * 1024 ** 2, 0),
   S3_PART_SIZE_BYTES: int(8 * 1024 * 1024, 5 * 1024 * 1024),
   /** Archives up to this size go to S3 as one PutObject, larger ones as a resumable multipart upload (0: always multipart). */
   S3_SINGLE_PUT_MAX_BYTES: int(100 * 1024 * 1024, 0),

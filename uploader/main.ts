@@ -37,6 +37,7 @@ async function main(): Promise<void> {
     s3,
     stagingDir,
     maxPartBytes: cfg.MAX_PART_BYTES,
+    stagingReserveBytes: cfg.STAGING_RESERVE_BYTES,
     pace: paceFromConfig(cfg),
     partSizeBytes: cfg.S3_PART_SIZE_BYTES,
     singlePutMaxBytes: cfg.S3_SINGLE_PUT_MAX_BYTES,

@@ -20,6 +20,7 @@ import { uploadFileMultipart, type MultipartStateStore } from './s3-multipart.js
 import { abandonUpload, type UploadRecord } from './upload-record.js';
 import { readJobState } from '../common/job-state.js';
 import { writeZip } from './zip.js';
+import { neverFits, stagingSpace } from '../common/staging-space.js';
 import type { UploaderMetrics } from './metrics.js';
 
 const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -32,6 +33,8 @@ export interface UploaderDeps {
   s3: S3Client;
   stagingDir: string;
   maxPartBytes: number;
+  /** Bytes always left free in staging (default 0). */
+  stagingReserveBytes?: number;
   /** Deadline and minimum rate of each incoming part stream. */
   pace?: StreamPace;
   partSizeBytes: number;
@@ -259,6 +262,16 @@ export class UploaderService {
       this.d.log.warn({ jobId: req.jobId, missing: missing.length, of: named.length }, 'parts missing at finalize');
       throw new PartsMissingError(missing);
     }
+    // Room for what the merge writes before it starts: the merged renditions and the archive hold
+    // the parts' bytes twice (three times with streaming segments). Never fits: STAGING_TOO_SMALL;
+    // not now: NO_SPACE (retried with backoff while other archives are pushed and deleted).
+    const partBytes = (await Promise.all(named.map((p) => stat(join(this.d.stagingDir, partFileName(p))).then((st) => st.size)))).reduce((a, b) => a + b, 0);
+    const need = partBytes * ((req.packaging?.formats.length ?? 0) > 0 ? 3 : 2);
+    const space = await stagingSpace(this.d.stagingDir);
+    const reserve = this.d.stagingReserveBytes ?? 0;
+    const never = neverFits(need, space.total, reserve, `job ${req.jobId}'s merge and archive`, "the uploader's staging");
+    if (never) throw never;
+    if (space.free - need < reserve) throw noSpace(`the merge and archive of job ${req.jobId} need ${need} bytes, ${space.free} free`, undefined);
     const source = req.source;
     // Frames every rendition must have: the presented source frames (× 2 when fields became frames).
     const expectedFrames = req.expectedFrames > 0 ? req.expectedFrames : (source?.frames ?? 0);
