@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { metric, procCpu, procStatusKiB } from './control-plane.js';
 
@@ -10,9 +11,12 @@ describe('control-plane benchmark readings', () => {
   });
 
   it('reads CPU seconds and memory of a live process from /proc', () => {
+    // A child that burns CPU and is reaped: its time shows under children.
+    const before = procCpu(process.pid).children;
+    execFileSync(process.execPath, ['-e', 'const end = Date.now() + 300; while (Date.now() < end) {}']);
     const cpu = procCpu(process.pid);
     expect(cpu.own).toBeGreaterThan(0);
-    expect(cpu.children).toBeGreaterThanOrEqual(0);
+    expect(cpu.children).toBeGreaterThan(before);
     expect(procStatusKiB(process.pid, 'VmRSS')).toBeGreaterThan(10_000);
     expect(procStatusKiB(process.pid, 'VmHWM')).toBeGreaterThan(10_000);
   });

@@ -34,6 +34,8 @@ export function subSegmentsRedone(dir: string, nodeNames: string[], jobId: strin
       attempts.set(key, set);
     }
   }
+  // No sub-segment of the job in any log: the logs are missing or unread, and 0 would be a lie.
+  if (attempts.size === 0) throw new Error(`no "sub-segment started" line for job ${jobId} in the logs of ${nodeNames.join(', ')}: cannot count redone sub-segments`);
   return [...attempts.values()].filter((s) => s.size > 1).length;
 }
 

@@ -160,7 +160,8 @@ describe('fault injection: nothing accepted is lost', () => {
     for (const d of doneAfter) expect(doneBefore.has(d)).toBe(true);
     // Its late writes were rejected (counted by the node itself).
     await new Promise((r) => setTimeout(r, 3_000));
-    const rejected = await scrapeCounter(record.metricsAddress, 'tessera_fencing_rejections_total').catch(() => 0);
+    // A counter that cannot be read fails the test (it must not pass as 0).
+    const rejected = await scrapeCounter(record.metricsAddress, 'tessera_fencing_rejections_total');
     const lost = logLines(t.dir, victim).some((l) => l.msg === 'lease lost: re-joining (work in flight continues, fenced)');
     expect(lost).toBe(true);
     // The node either tried a checkpoint write and was refused, or dropped its work when the
