@@ -46,6 +46,12 @@ export interface ConstantRatePlan {
   windows: { originSec: number; startSec: number; endSec: number }[];
 }
 
+/** Streaming output: IDR frames every `periodSec` of the presented timeline; each segment's window, in `cuts` order. */
+export interface KeyframeGridPlan {
+  periodSec: number;
+  windows: { originSec: number; startSec: number; endSec: number }[];
+}
+
 /** `jobs/<id>`: the job record. */
 export interface JobRecord {
   id: string;
@@ -60,7 +66,7 @@ export interface JobRecord {
   finishedAtMs?: number | undefined;
   queueKey: string;
   source?: SourceInfo | undefined;
-  plan?: { cuts: PlannedCut[]; renditions: PlannedRendition[]; container: 'mp4' | 'mkv'; bucket: string; key: string; constantRate?: ConstantRatePlan | undefined } | undefined;
+  plan?: { cuts: PlannedCut[]; renditions: PlannedRendition[]; container: 'mp4' | 'mkv'; bucket: string; key: string; constantRate?: ConstantRatePlan | undefined; keyframeGrid?: KeyframeGridPlan | undefined } | undefined;
   uploaderId?: string | undefined;
   result?: JobResult | undefined;
   history: StatusChange[];

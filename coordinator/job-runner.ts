@@ -19,7 +19,7 @@ import { keyframeTimes, readPacketSummary } from '../transcoder/keyframes.js';
 import { ladderNotes, resolveLadder } from '../transcoder/ladder.js';
 import { probeMedia, type MediaInfo } from '../transcoder/probe.js';
 import { planConstantRate, planSource, startIdet, withConstantRate, type SourcePlan } from './source-plan.js';
-import { constantRateSpans, partSpans } from './part-spans.js';
+import { constantRateSpans, partSpans, rateWindows } from './part-spans.js';
 import { decoderPixelCap } from '../transcoder/ffmpeg-limits.js';
 import { demuxerFor } from '../transcoder/ffprobe.js';
 import { extractAudio, segmentFrameCounts, splitFrameCuts, splitVideo, type InputOptions } from '../transcoder/split.js';
@@ -194,6 +194,7 @@ export class JobRunner {
                 leadInFrames: cut.leadIn ?? (cut.index === 0 ? prepared.leadIn : 0),
                 leadOutFrames: cut.leadOut ?? 0,
                 constantRate: plan.constantRate ? { num: plan.constantRate.num, den: plan.constantRate.den, ...plan.constantRate.windows[position]! } : undefined,
+                keyframeGrid: plan.keyframeGrid ? { periodSec: plan.keyframeGrid.periodSec, originSec: plan.keyframeGrid.windows[position]!.originSec, startSec: plan.keyframeGrid.windows[position]!.startSec } : undefined,
                 uploaderAddress: uploader.address,
                 uploaderId: uploader.id,
                 // Per attempt: the job's uploader, or another while it is gone (lost parts follow at finalize).
@@ -411,6 +412,10 @@ export class JobRunner {
     // A constant frame rate (spec frame_rate): decided once with the plan, kept with it.
     const constantRate = rec.plan?.constantRate ?? planConstantRate(rec.spec, packets, media.video.fps, cuts);
     sourceInfo = withConstantRate(sourceInfo, constantRate);
+    // Streaming output (HLS/DASH): IDR frames on one time grid in every chunk of every rendition.
+    const keyframeGrid = rec.plan?.keyframeGrid ?? (parsePackage(rec.spec.package ?? '').streaming.length > 0
+      ? { periodSec: GOP_SECONDS, windows: constantRate?.windows ?? rateWindows(cuts, this.keyTimes, packets.durationSec) }
+      : undefined);
     tracker.setTotalFrames(total);
     tracker.preparing(0.8);
 
@@ -444,7 +449,7 @@ export class JobRunner {
     audio.catch(() => undefined); // awaited before finalize; avoid an unhandled rejection meanwhile
 
     if (!resumed || rec0.state === 'PREPARING') {
-      const plan = { ...rec.plan!, cuts, ...(constantRate ? { constantRate } : {}) };
+      const plan = { ...rec.plan!, cuts, ...(constantRate ? { constantRate } : {}), ...(keyframeGrid ? { keyframeGrid } : {}) };
       const segPuts: [string, string][] = cuts.map((c) => [
         this.d.store.keysFor().segment(this.jobId, c.index),
         JSON.stringify({ index: c.index, state: 'PENDING', nodeId: c.nodeId, attempt: 0, startSec: c.startSec, endSec: c.endSec, frames: c.frames } satisfies SegmentRecord),

@@ -7,7 +7,7 @@ import type { Logger } from '../common/logger.js';
 import { sleep } from '../common/retry.js';
 import { withEtcdRetry } from '../common/etcd-retry.js';
 import { NodeAgentClient } from '../common/bulk-codec.js';
-import type { ConstantRate, SegmentChunk, SegmentEvent, SegmentRef, TransferStatus } from '../proto/gen/tessera/v1/agent.js';
+import type { ConstantRate, KeyframeGrid, SegmentChunk, SegmentEvent, SegmentRef, TransferStatus } from '../proto/gen/tessera/v1/agent.js';
 import type { PlannedRendition, VideoTreatment } from '../proto/gen/tessera/v1/types.js';
 import type { CoordinatorConfig } from './config.js';
 import type { SegmentRecord } from './job-model.js';
@@ -55,6 +55,8 @@ export interface SegmentTask {
   leadOutFrames: number;
   /** Convert to the job's constant rate: the rate and the segment's window on the presented timeline. */
   constantRate?: ConstantRate | undefined;
+  /** Streaming output: IDR frames on the job's time grid. */
+  keyframeGrid?: KeyframeGrid | undefined;
   uploaderAddress: string;
   uploaderId: string;
   /** The uploader for the next attempt (default: `uploaderAddress`/`uploaderId`): one that left is replaced. */
@@ -228,7 +230,7 @@ async function transfer(client: NodeAgentClient, ref: SegmentRef, task: SegmentT
 async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision: number, t: SegmentTask, d: DispatchDeps, signal: AbortSignal, onAttached?: () => Promise<unknown>): Promise<boolean> {
   const up = t.uploader?.() ?? { address: t.uploaderAddress, id: t.uploaderId };
   const call = client.runSegment(
-    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: up.address, uploaderId: up.id, frames: t.fileFrames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames, leadOutFrames: t.leadOutFrames, leaderTerm: ref.leaderTerm, ...(t.constantRate ? { constantRate: t.constantRate } : {}) },
+    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: up.address, uploaderId: up.id, frames: t.fileFrames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames, leadOutFrames: t.leadOutFrames, leaderTerm: ref.leaderTerm, ...(t.constantRate ? { constantRate: t.constantRate } : {}), ...(t.keyframeGrid ? { keyframeGrid: t.keyframeGrid } : {}) },
     new Metadata(),
     deadline(d.cfg.SEGMENT_RUN_TIMEOUT_MS),
   );

@@ -40,6 +40,8 @@ export interface SubSegmentTranscode {
   keepFrames?: number;
   /** Convert to the job's constant rate: this chunk's share of its grid. */
   constantRate?: { rate: Rate; grid: Pick<ChunkGrid, 'frames' | 'shiftSec'> };
+  /** Streaming: IDR frames forced on the job's time grid (local time of the first, and the period). */
+  keyframeGrid?: { periodSec: number; firstSec: number };
 }
 
 /**
@@ -99,6 +101,7 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
         ...(t.leadInFrames !== undefined ? { leadInFrames: t.leadInFrames } : {}),
         ...(t.keepFrames !== undefined ? { keepFrames: t.keepFrames } : {}),
         ...(t.constantRate ? { constantRate: t.constantRate } : {}),
+        ...(t.keyframeGrid ? { keyframeGrid: t.keyframeGrid } : {}),
         signal: t.signal,
         noProgressMs: t.noProgressMs,
         wallClockMs: t.wallClockMs,

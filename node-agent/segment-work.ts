@@ -10,7 +10,7 @@ import type { SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
 import type { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
 import { planChunks, planCuts } from '../transcoder/plan-cuts.js';
 import { frameFactor, type PictureTreatment } from '../transcoder/treatment.js';
-import { chunkGrids } from '../transcoder/frame-rate.js';
+import { chunkGrids, chunkStarts, firstGridPoint } from '../transcoder/frame-rate.js';
 import type { ResolvedRendition } from '../transcoder/ladder.js';
 import type { WorkerPool } from '../transcoder/worker-pool.js';
 import { sendPart } from '../uploader/part-client.js';
@@ -61,6 +61,8 @@ export interface SegmentWorkRequest {
   leadOutFrames: number;
   /** Convert to the job's constant rate (the rate, and where this segment lies on the presented timeline); absent: timestamps kept. */
   constantRate?: { num: number; den: number; originSec: number; startSec: number; endSec: number };
+  /** Streaming output: IDR frames at every multiple of `periodSec` of the presented timeline. */
+  keyframeGrid?: { periodSec: number; originSec: number; startSec: number };
   segmentPath: string;
   workDir: string;
   uploaderAddress: string;
@@ -181,9 +183,21 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   const grids = cr && rate ? chunkGrids(rate, cr, boundaries) : undefined;
   if (grids?.some((g) => g.frames <= 0)) throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment} has a chunk shorter than one frame at ${cr!.num}/${cr!.den} fps; choose a higher frame_rate`, { retryable: false });
 
+  // Streaming: each chunk's first grid point, from where the chunk starts on the presented
+  // timeline (its first output frame's time when converted to a constant rate).
+  const kg = req.keyframeGrid;
+  const starts = kg ? chunkStarts(kg, boundaries) : undefined;
+  const keyframeGridOf = (sub: number): { periodSec: number; firstSec: number } | undefined => {
+    if (!kg || !starts) return undefined;
+    const g = grids?.[sub];
+    const at = g && rate ? (g.firstSlot * rate.den) / rate.num : starts[sub]!;
+    return { periodSec: kg.periodSec, firstSec: firstGridPoint(at, kg.periodSec) };
+  };
+
   const runSub = async (sub: number, taskSignal: AbortSignal): Promise<void> => {
     const input = subFiles[sub]!;
     const grid = grids?.[sub];
+    const keyframeGrid = keyframeGridOf(sub);
     // Progress in source frames: ffmpeg counts output frames, which a rate conversion changes.
     const toSource = grid ? (subFrames[sub] ?? 0) / grid.frames : 1;
     const outputs = renditions.map((r) => ({ path: join(outDir, `${r.name}-${String(sub).padStart(4, '0')}.mp4`), rendition: r }));
@@ -198,6 +212,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
           treatment: req.treatment,
           ...trimOf(sub),
           ...(rate && grid ? { constantRate: { rate, grid } } : {}),
+          ...(keyframeGrid ? { keyframeGrid } : {}),
           ...(deps.ffmpegThreads > 0 ? { threads: deps.ffmpegThreads } : {}),
           ...((subSeconds[sub] ?? 0) > 0 ? { expectedDurationSec: subSeconds[sub]! } : {}),
           signal: taskSignal,

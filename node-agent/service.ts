@@ -124,6 +124,7 @@ export class AgentService {
             leadInFrames: req.leadInFrames,
             leadOutFrames: req.leadOutFrames,
             ...(req.constantRate ? { constantRate: req.constantRate } : {}),
+            ...(req.keyframeGrid ? { keyframeGrid: req.keyframeGrid } : {}),
             segmentPath: file,
             workDir: this.dirOf(ref),
             uploaderAddress: req.uploaderAddress,

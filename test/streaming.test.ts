@@ -140,7 +140,12 @@ describe('HLS and DASH from one split-and-merge', () => {
         await writeFile(one, Buffer.concat([files.get(p.init)!, files.get(s.file)!]));
         expect((await packets(one))[0]!.key, `${name} ${s.file} starts with a keyframe`).toBe(true);
       }
-      expect(p.target).toBe(Math.ceil(Math.max(...p.segs.map((s) => s.dur)) - 1e-6));
+      // Honest: every EXTINF, rounded to the nearest second as HLS says, is within it.
+      expect(p.target).toBe(Math.max(...p.segs.map((s) => Math.round(s.dur))));
+      // IDR frames on the job's 2 s grid in every chunk: every segment but the last lasts 2 s,
+      // whatever the source's own keyframes and the chunk boundaries were.
+      expect(p.target, name).toBe(2);
+      for (const s of p.segs.slice(0, -1)) expect(Math.abs(s.dur - 2), `${name} ${s.file} lasts ${s.dur}`).toBeLessThan(0.001);
       expect((await packets(await joined(name))).length, name).toBe(srcFrames);
     }
   });
@@ -149,6 +154,10 @@ describe('HLS and DASH from one split-and-merge', () => {
     const keys = await Promise.all(['video-360p.m3u8', 'video-240p.m3u8'].map(async (n) => (await packets(await joined(n))).filter((p) => p.key).map((p) => p.pts.toFixed(4))));
     expect(keys[0]!.length).toBeGreaterThan(3);
     expect(keys[1]).toEqual(keys[0]);
+    // Every 2 s grid point of the 16 s source is a keyframe.
+    // Every 2 s grid point of the 16 s source is a keyframe (within a millisecond: the merged
+    // parts' timestamps come from the cut files' milliseconds).
+    for (let g = 0; g < 16; g += 2) expect(keys[0]!.some((k) => Math.abs(Number(k) - g) < 0.001), `a keyframe at ${g} s in ${keys[0]!.join(' ')}`).toBe(true);
     const mpd = parseMpd(text('manifest.mpd'));
     expect(mpd.map((r) => r.id)).toEqual([0, 1, 2]);
     for (const [i, name] of ['video-360p.m3u8', 'video-240p.m3u8', 'audio-0.m3u8'].entries()) expect(mpd[i]!.timeline.length, name).toBe(media(name).segs.length);

@@ -60,6 +60,8 @@ export interface TranscodeArgsOptions {
   keepFrames?: number;
   /** Convert to a constant rate: the job's rate and this chunk's share of its grid (frame-rate.ts); `fps` should be the rate. */
   constantRate?: { rate: Rate; grid: Pick<ChunkGrid, 'frames' | 'shiftSec'> };
+  /** Streaming: IDR frames forced at `firstSec` (local time) and every `periodSec` after it. */
+  keyframeGrid?: { periodSec: number; firstSec: number };
 }
 
 /**
@@ -172,6 +174,10 @@ export function buildTranscodeArgs(input: string, outputs: TranscodeOutput[], op
 
   const t = opts.treatment ?? PLAIN_TREATMENT;
   assertTreatment(t);
+  const g = opts.keyframeGrid;
+  if (g && !(Number.isFinite(g.periodSec) && g.periodSec >= 0.5 && g.periodSec <= 30 && Number.isFinite(g.firstSec) && g.firstSec >= 0 && g.firstSec <= 30)) throw new AppError('INVALID_ARGUMENT', 'keyframe grid is not valid');
+  // The k-th forced IDR at firstSec + k × period (a millisecond early: cut files' times are rounded).
+  const kf = g ? `expr:gte(t,${Math.max(0, g.firstSec - 0.001).toFixed(6)}+n_forced*${g.periodSec.toFixed(6)})` : undefined;
   const n = outputs.length;
   const gop = gopFrames(opts.fps);
   const branches = outputs.map((_, i) => `[s${i}]`).join('');
@@ -195,6 +201,7 @@ export function buildTranscodeArgs(input: string, outputs: TranscodeOutput[], op
       '-an', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
       ...(caps ? ['-t', caps.timeSec, '-fs', String(caps.sizeBytes)] : []),
       ...encoderArgs(o.rendition, gop, opts.threads, opts.container, t),
+      ...(kf ? ['-force_key_frames:v', kf] : []),
       '-pix_fmt', isHdrRendition(o.rendition) ? 'yuv420p10le' : 'yuv420p',
       ...colorTagArgs(t, o.rendition),
       '-fps_mode', 'passthrough',

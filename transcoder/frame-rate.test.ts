@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chooseSourceRate, chunkGrids, constantRateFilters, constantRateFrames, parseFrameRate, slotAt } from './frame-rate.js';
+import { chooseSourceRate, chunkGrids, chunkStarts, constantRateFilters, constantRateFrames, firstGridPoint, parseFrameRate, slotAt } from './frame-rate.js';
 
 describe('frame_rate setting', () => {
   it('parses source, auto, integers, fractions and NTSC decimals', () => {
@@ -78,5 +78,16 @@ describe('the constant-rate grid', () => {
     expect(() => constantRateFilters(r30, { frames: 0, shiftSec: 0 })).toThrow();
     expect(() => constantRateFilters(r30, { frames: 10, shiftSec: 0.5 })).toThrow();
     expect(() => constantRateFilters({ num: 1000, den: 1 }, { frames: 10, shiftSec: 0 })).toThrow();
+  });
+});
+
+describe('the streaming keyframe grid', () => {
+  it('finds each chunk\'s first grid point in its own time', () => {
+    expect(firstGridPoint(0, 2)).toBe(0);
+    expect(firstGridPoint(4.7, 2)).toBeCloseTo(1.3, 9);
+    expect(firstGridPoint(6, 2)).toBe(0);
+    expect(firstGridPoint(5.9995, 2)).toBeCloseTo(0.0005, 9); // a millisecond-rounded start just before a grid point
+    const starts = chunkStarts({ originSec: 4.7, startSec: 5.3333 }, [0, 1.5, 3.2]);
+    [5.3333, 6.2, 7.9].forEach((want, i) => expect(starts[i]).toBeCloseTo(want, 9));
   });
 });

@@ -143,10 +143,29 @@ export interface ChunkGrid {
  * from the same numbers, so every grid point is made exactly once. Pure; the node agent and the
  * coordinator (part durations at the join) call it with the same values.
  */
-export function chunkGrids(r: Rate, w: RateWindow, boundaries: readonly number[]): ChunkGrid[] {
+/**
+ * Where each chunk of a segment starts on the presented timeline, and (last) where the segment
+ * ends: the first at the segment's start, the others at the segment's origin plus their boundary
+ * (s from the start of the segment's file). Pure.
+ */
+export function chunkStarts(w: Pick<RateWindow, 'originSec' | 'startSec'> & { endSec?: number }, boundaries: readonly number[]): number[] {
   const n = boundaries.length - 1;
   if (n < 1) throw new AppError('INTERNAL', 'a segment needs at least one chunk');
-  const starts = Array.from({ length: n + 1 }, (_, j) => (j === 0 ? w.startSec : j === n ? w.endSec : w.originSec + boundaries[j]!));
+  return Array.from({ length: n + 1 }, (_, j) => (j === 0 ? w.startSec : j === n && w.endSec !== undefined ? w.endSec : w.originSec + boundaries[j]!));
+}
+
+/**
+ * The local time (s from a chunk's first frame) of the first multiple of `periodSec` of the
+ * presented timeline at or after the chunk's start (`startSec`). Pure.
+ */
+export function firstGridPoint(startSec: number, periodSec: number): number {
+  const k = Math.ceil((startSec - GRID_TOLERANCE_SEC) / periodSec);
+  return Math.max(0, k * periodSec - startSec);
+}
+
+export function chunkGrids(r: Rate, w: RateWindow, boundaries: readonly number[]): ChunkGrid[] {
+  const n = boundaries.length - 1;
+  const starts = chunkStarts(w, boundaries);
   const out: ChunkGrid[] = [];
   for (let j = 0; j < n; j++) {
     const firstSlot = slotAt(starts[j]!, r);

@@ -15,7 +15,7 @@ export async function transcodeToRenditions(
   outputs: TranscodeOutput[],
   opts: TranscodeArgsOptions & RunOptions,
 ): Promise<void> {
-  const { fps, container, threads, inputFormat, maxPixels, expectedDurationSec, treatment, leadInFrames, keepFrames, constantRate, ...run } = opts;
+  const { fps, container, threads, inputFormat, maxPixels, expectedDurationSec, treatment, leadInFrames, keepFrames, constantRate, keyframeGrid, ...run } = opts;
   const args = buildTranscodeArgs(input, outputs, {
     fps,
     container,
@@ -27,6 +27,7 @@ export async function transcodeToRenditions(
     ...(leadInFrames !== undefined ? { leadInFrames } : {}),
     ...(keepFrames !== undefined ? { keepFrames } : {}),
     ...(constantRate !== undefined ? { constantRate } : {}),
+    ...(keyframeGrid !== undefined ? { keyframeGrid } : {}),
   });
   try {
     await runFfmpeg(args, { ...run, binary: 'ffmpeg' });

@@ -177,7 +177,10 @@ export async function packageStreams(o: PackageInput): Promise<StreamingFacts> {
   const sets = [`id=0,streams=${o.renditions.map((_, i) => i).join(',')}`, ...o.audio.map((_, k) => `id=${k + 1},streams=${nv + k}`)];
   args.push(
     '-c', 'copy', '-map_metadata', '-1',
-    '-f', 'dash', '-seg_duration', String(o.segmentSec), '-use_template', '1', '-use_timeline', '1',
+    // A segment ends at the first keyframe at least this long after it began: a hair under the
+    // grid period, since the merged renditions' keyframes sit within a millisecond of the grid
+    // points (their parts' timestamps are the cut files' milliseconds).
+    '-f', 'dash', '-seg_duration', (o.segmentSec - 0.005).toFixed(3), '-use_template', '1', '-use_timeline', '1',
     '-adaptation_sets', sets.join(' '),
     '-init_seg_name', 'init-$RepresentationID$.m4s', '-media_seg_name', 'seg-$RepresentationID$-$Number%05d$.m4s',
     `file:${join(o.outDir, 'manifest.mpd')}`,
@@ -213,7 +216,8 @@ export async function packageStreams(o: PackageInput): Promise<StreamingFacts> {
       averageBps: total > 0 ? (bytes * 8) / total : 0,
     });
   }
-  const targetDurationSec = Math.max(1, Math.ceil(Math.max(...reps.flatMap((r) => r.segments.map((s) => s.durationSec))) - 1e-6));
+  // HLS: the target duration is at least every segment's duration rounded to the nearest second.
+  const targetDurationSec = Math.max(1, ...reps.flatMap((r) => r.segments.map((s) => Math.round(s.durationSec))));
   const made: string[] = [];
   let hls = '';
   if (o.formats.includes('hls')) {

@@ -93,7 +93,23 @@ export interface RunSegmentRequest {
     | number
     | undefined;
   /** convert to a constant rate; absent: source timestamps kept */
-  constantRate?: ConstantRate | undefined;
+  constantRate?:
+    | ConstantRate
+    | undefined;
+  /** streaming output: IDR frames on the job's time grid */
+  keyframeGrid?: KeyframeGrid | undefined;
+}
+
+/**
+ * Adaptive streaming (HLS/DASH): every chunk forces IDR frames at every multiple of period_sec of
+ * the presented timeline, so every rendition's segments start at the same grid points.
+ */
+export interface KeyframeGrid {
+  periodSec: number;
+  /** presented time of the first frame stored in the segment's file */
+  originSec: number;
+  /** presented time of its first shown frame */
+  startSec: number;
 }
 
 /**
@@ -559,6 +575,7 @@ function createBaseRunSegmentRequest(): RunSegmentRequest {
     leadOutFrames: 0,
     leaderTerm: undefined,
     constantRate: undefined,
+    keyframeGrid: undefined,
   };
 }
 
@@ -599,6 +616,9 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     }
     if (message.constantRate !== undefined) {
       ConstantRate.encode(message.constantRate, writer.uint32(162).fork()).join();
+    }
+    if (message.keyframeGrid !== undefined) {
+      KeyframeGrid.encode(message.keyframeGrid, writer.uint32(170).fork()).join();
     }
     return writer;
   },
@@ -712,6 +732,14 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
             message.constantRate = ConstantRate.decode(reader, reader.uint32());
             continue;
           }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.keyframeGrid = KeyframeGrid.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -768,6 +796,11 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
         : isSet(object.constant_rate)
         ? ConstantRate.fromJSON(object.constant_rate)
         : undefined,
+      keyframeGrid: isSet(object.keyframeGrid)
+        ? KeyframeGrid.fromJSON(object.keyframeGrid)
+        : isSet(object.keyframe_grid)
+        ? KeyframeGrid.fromJSON(object.keyframe_grid)
+        : undefined,
     };
   },
 
@@ -809,6 +842,9 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     if (message.constantRate !== undefined) {
       obj.constantRate = ConstantRate.toJSON(message.constantRate);
     }
+    if (message.keyframeGrid !== undefined) {
+      obj.keyframeGrid = KeyframeGrid.toJSON(message.keyframeGrid);
+    }
     return obj;
   },
 
@@ -833,6 +869,122 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     message.constantRate = (object.constantRate !== undefined && object.constantRate !== null)
       ? ConstantRate.fromPartial(object.constantRate)
       : undefined;
+    message.keyframeGrid = (object.keyframeGrid !== undefined && object.keyframeGrid !== null)
+      ? KeyframeGrid.fromPartial(object.keyframeGrid)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseKeyframeGrid(): KeyframeGrid {
+  return { periodSec: 0, originSec: 0, startSec: 0 };
+}
+
+export const KeyframeGrid: MessageFns<KeyframeGrid> = {
+  encode(message: KeyframeGrid, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.periodSec !== 0) {
+      writer.uint32(9).double(message.periodSec);
+    }
+    if (message.originSec !== 0) {
+      writer.uint32(17).double(message.originSec);
+    }
+    if (message.startSec !== 0) {
+      writer.uint32(25).double(message.startSec);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): KeyframeGrid {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseKeyframeGrid();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.periodSec = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.originSec = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.startSec = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): KeyframeGrid {
+    return {
+      periodSec: isSet(object.periodSec)
+        ? globalThis.Number(object.periodSec)
+        : isSet(object.period_sec)
+        ? globalThis.Number(object.period_sec)
+        : 0,
+      originSec: isSet(object.originSec)
+        ? globalThis.Number(object.originSec)
+        : isSet(object.origin_sec)
+        ? globalThis.Number(object.origin_sec)
+        : 0,
+      startSec: isSet(object.startSec)
+        ? globalThis.Number(object.startSec)
+        : isSet(object.start_sec)
+        ? globalThis.Number(object.start_sec)
+        : 0,
+    };
+  },
+
+  toJSON(message: KeyframeGrid): unknown {
+    const obj: any = {};
+    if (message.periodSec !== 0) {
+      obj.periodSec = floatToJson(message.periodSec);
+    }
+    if (message.originSec !== 0) {
+      obj.originSec = floatToJson(message.originSec);
+    }
+    if (message.startSec !== 0) {
+      obj.startSec = floatToJson(message.startSec);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<KeyframeGrid>, I>>(base?: I): KeyframeGrid {
+    return KeyframeGrid.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<KeyframeGrid>, I>>(object: I): KeyframeGrid {
+    const message = createBaseKeyframeGrid();
+    message.periodSec = object.periodSec ?? 0;
+    message.originSec = object.originSec ?? 0;
+    message.startSec = object.startSec ?? 0;
     return message;
   },
 };
