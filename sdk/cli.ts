@@ -221,6 +221,7 @@ function printResult(job: Job): void {
   if (st) {
     if (st.hlsUri) out(`HLS: ${st.hlsUri}${httpUrlOf(st.hlsUri) ? `  (play: ${httpUrlOf(st.hlsUri)})` : ''}`);
     if (st.dashUri) out(`DASH: ${st.dashUri}${httpUrlOf(st.dashUri) ? `  (play: ${httpUrlOf(st.dashUri)})` : ''}`);
+    if (st.posterUri) out(`poster: ${st.posterUri}; seek previews (WebVTT): ${st.thumbnailsUri ?? ''}`);
     out(`streaming: ${st.files} file(s), ${fmtBytes(st.bytes)}, segments ≤ ${st.targetDurationSec} s`);
   }
 }

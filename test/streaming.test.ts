@@ -166,6 +166,35 @@ describe('HLS and DASH from one split-and-merge', () => {
     expect(local).toBe(text('manifest.mpd'));
   });
 
+  it('a poster and seek previews: a JPEG frame, and a WebVTT track whose cues cover the video and point into the sprite sheets', async () => {
+    const st = job.result!.streaming!;
+    expect(st.posterUri).toMatch(/\/stream\/poster\.jpg$/);
+    expect(st.thumbnailsUri).toMatch(/\/stream\/thumbs\.vtt$/);
+    const probe = async (name: string): Promise<{ width: number; height: number; codec: string }> => {
+      const { stdout } = await runFfmpeg(['-v', 'error', '-show_entries', 'stream=width,height,codec_name', '-of', 'json', `file:${join(work, name)}`], { binary: 'ffprobe', noProgressMs: 30_000 });
+      const s0 = (JSON.parse(stdout) as { streams: { width: number; height: number; codec_name: string }[] }).streams[0]!;
+      return { width: s0.width, height: s0.height, codec: s0.codec_name };
+    };
+    expect(await probe('poster.jpg')).toEqual({ width: 640, height: 360, codec: 'mjpeg' });
+    // Not blank: the poster's brightness has a real spread.
+    const { stdout } = await runFfmpeg(['-hide_banner', '-loglevel', 'error', '-i', `file:${join(work, 'poster.jpg')}`, '-vf', 'signalstats,metadata=print:file=-', '-f', 'null', '-'], { noProgressMs: 30_000 });
+    expect(Number(/YMAX=([\d.]+)/.exec(stdout)![1]) - Number(/YMIN=([\d.]+)/.exec(stdout)![1])).toBeGreaterThan(100);
+    const vtt = text('thumbs.vtt');
+    expect(vtt.startsWith('WEBVTT')).toBe(true);
+    const cues = [...vtt.matchAll(/(\d\d):(\d\d):(\d\d\.\d{3}) --> (\d\d):(\d\d):(\d\d\.\d{3})\n(thumbs-\d{3}\.jpg)#xywh=(\d+),(\d+),(\d+),(\d+)/g)];
+    const sec = (h: string, m: string, s: string): number => Number(h) * 3600 + Number(m) * 60 + Number(s);
+    expect(cues.length).toBe(4); // every 5 s of 16 s
+    let at = 0;
+    for (const c of cues) {
+      expect(sec(c[1]!, c[2]!, c[3]!)).toBeCloseTo(at, 3);
+      at = sec(c[4]!, c[5]!, c[6]!);
+      const sheet = await probe(c[7]!);
+      expect(Number(c[8]) + Number(c[10])).toBeLessThanOrEqual(sheet.width);
+      expect(Number(c[9]) + Number(c[11])).toBeLessThanOrEqual(sheet.height);
+    }
+    expect(at).toBeCloseTo(16, 1);
+  });
+
   it('refuses an unknown package format', async () => {
     await expect(t.client.submit({ inputUri: source, package: 'hls,smooth' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('smooth') });
   });

@@ -12,7 +12,7 @@ export interface Manifest {
   /** What the job changed in its request, e.g. ladder rungs dropped (never upscaled). */
   notes: string[];
   /** HLS/DASH output (when asked for): its manifests and every file under the stream prefix, with SHA-256. */
-  streaming?: { hls: string; dash: string; targetDurationSec: number; files: { name: string; bytes: number; sha256: string }[] };
+  streaming?: { hls: string; dash: string; poster: string; thumbnails: string; targetDurationSec: number; files: { name: string; bytes: number; sha256: string }[] };
 }
 
 export function buildManifest(m: Manifest): string {

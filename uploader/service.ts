@@ -207,6 +207,8 @@ export class UploaderService {
         files: streaming.files.length,
         bytes: streaming.files.reduce((a, f) => a + f.bytes, 0),
         targetDurationSec: streaming.targetDurationSec,
+        posterUri: `s3://${req.bucket}/${prefix}${streaming.poster}`,
+        thumbnailsUri: `s3://${req.bucket}/${prefix}${streaming.thumbnails}`,
       };
     }
     const result: JobResult = {

@@ -40,6 +40,9 @@ export interface StreamingFacts {
   /** Names (relative to the stream folder) of the HLS multivariant playlist and the DASH MPD; '' when not made. */
   hls: string;
   dash: string;
+  /** The poster and the WebVTT thumbnail track (names in the stream folder). */
+  poster: string;
+  thumbnails: string;
   targetDurationSec: number;
   representations: StreamRepresentation[];
   files: StreamFile[];
@@ -54,6 +57,8 @@ export interface PackageInput {
   segmentSec: number;
   /** The renditions' frame rate ("30/1", "29.97"), for FRAME-RATE when the MPD does not say. */
   frameRate?: string;
+  /** Seconds between seek-preview thumbnails (default 5). */
+  thumbnailSec?: number;
   outDir: string;
   signal?: AbortSignal;
 }
@@ -67,6 +72,8 @@ export function streamFileHeaders(name: string): { contentType: string; cacheCon
   if (name.endsWith('.mpd')) return { contentType: 'application/dash+xml', cacheControl: PLAYLIST_CACHE };
   if (name.startsWith('init-')) return { contentType: 'video/mp4', cacheControl: SEGMENT_CACHE };
   if (name.endsWith('.m4s')) return { contentType: 'video/iso.segment', cacheControl: SEGMENT_CACHE };
+  if (name.endsWith('.jpg')) return { contentType: 'image/jpeg', cacheControl: SEGMENT_CACHE };
+  if (name.endsWith('.vtt')) return { contentType: 'text/vtt', cacheControl: PLAYLIST_CACHE };
   return { contentType: 'application/octet-stream', cacheControl: PLAYLIST_CACHE };
 }
 
@@ -231,6 +238,9 @@ export async function packageStreams(o: PackageInput): Promise<StreamingFacts> {
     made.push('master.m3u8');
     hls = 'master.m3u8';
   }
+  // A poster and seek previews, decoded from the renditions (small pictures: cheap next to an encode).
+  const thumbs = await makeThumbnails(o.renditions, o.outDir, o.thumbnailSec ?? 5, o.signal);
+  made.push(...thumbs.files);
   const dash = o.formats.includes('dash') ? 'manifest.mpd' : '';
   if (!dash) await rm(join(o.outDir, 'manifest.mpd'), { force: true });
   const keep = [...reps.flatMap((r) => [r.init, ...r.segments.map((s) => s.file)]), ...made, ...(dash ? [dash] : [])];
@@ -239,12 +249,65 @@ export async function packageStreams(o: PackageInput): Promise<StreamingFacts> {
     const d = await fileDigest(path);
     return { name, path, bytes: d.bytes, sha256: d.hex, ...streamFileHeaders(name) };
   }));
-  return { formats: o.formats, hls, dash, targetDurationSec, representations: reps, files };
+  return { formats: o.formats, hls, dash, poster: thumbs.poster, thumbnails: thumbs.vtt, targetDurationSec, representations: reps, files };
+}
+
+const THUMB_WIDTH = 160;
+const SHEET_COLUMNS = 10;
+const SHEET_ROWS = 10;
+
+function vttTime(sec: number): string {
+  const ms = Math.round(sec * 1000);
+  const h = Math.floor(ms / 3_600_000);
+  const m = Math.floor((ms % 3_600_000) / 60_000);
+  const s = (ms % 60_000) / 1000;
+  return `${String(h).padStart(2, '0')}:${String(m).padStart(2, '0')}:${s.toFixed(3).padStart(6, '0')}`;
+}
+
+/** A WebVTT thumbnail track: cue k covers [k × every, next) and shows its tile of its sheet. Pure. */
+export function thumbnailTrack(count: number, everySec: number, durationSec: number, tile: { w: number; h: number }, sheetName: (i: number) => string): string {
+  const lines = ['WEBVTT', ''];
+  const perSheet = SHEET_COLUMNS * SHEET_ROWS;
+  for (let k = 0; k < count; k++) {
+    const start = k * everySec;
+    const end = k + 1 < count ? (k + 1) * everySec : Math.max(durationSec, start + 0.001);
+    const inSheet = k % perSheet;
+    const x = (inSheet % SHEET_COLUMNS) * tile.w;
+    const y = Math.floor(inSheet / SHEET_COLUMNS) * tile.h;
+    lines.push(`${vttTime(start)} --> ${vttTime(end)}`, `${sheetName(Math.floor(k / perSheet))}#xywh=${x},${y},${tile.w},${tile.h}`, '');
+  }
+  return lines.join('\n');
+}
+
+/**
+ * The poster (the largest rendition's frame at 10 % of the duration) and seek previews: a
+ * thumbnail of the smallest rendition every `everySec`, tiled 10 × 10 into JPEG sheets, with a
+ * WebVTT track pointing into them.
+ */
+async function makeThumbnails(renditions: PackageInput['renditions'], outDir: string, everySec: number, signal?: AbortSignal): Promise<{ poster: string; vtt: string; files: string[] }> {
+  const largest = [...renditions].sort((a, b) => b.width * b.height - a.width * a.height)[0]!;
+  const smallest = [...renditions].sort((a, b) => a.width * a.height - b.width * b.height)[0]!;
+  const run = (args: string[]): Promise<unknown> => runFfmpeg(['-hide_banner', '-nostdin', '-y', '-loglevel', 'error', ...args], { noProgressMs: 120_000, ...(signal ? { signal } : {}) });
+  const { stdout } = await runFfmpeg(['-v', 'error', '-show_entries', 'format=duration', '-of', 'csv=p=0', `file:${smallest.path}`], { binary: 'ffprobe', noProgressMs: 60_000, ...(signal ? { signal } : {}) });
+  const duration = Number(stdout.trim()) || 0;
+  await run(['-ss', (duration * 0.1).toFixed(3), '-i', `file:${largest.path}`, '-map', '0:v:0', '-frames:v', '1', '-q:v', '3', `file:${join(outDir, 'poster.jpg')}`]);
+  const h = Math.max(2, Math.round((THUMB_WIDTH * smallest.height) / smallest.width / 2) * 2);
+  const tmp = join(outDir, 'thumbs.tmp');
+  await mkdir(tmp, { recursive: true });
+  // One thumbnail at the first frame at or after every k × everySec, then tiled into sheets.
+  await run(['-i', `file:${smallest.path}`, '-map', '0:v:0', '-vf', `select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,${(everySec - 0.001).toFixed(3)})',scale=${THUMB_WIDTH}:${h}`, '-fps_mode', 'passthrough', '-q:v', '5', `file:${join(tmp, 't-%05d.jpg')}`]);
+  const count = (await readdir(tmp)).filter((n) => n.endsWith('.jpg')).length;
+  await run(['-framerate', '1', '-i', `file:${join(tmp, 't-%05d.jpg')}`, '-vf', `tile=${SHEET_COLUMNS}x${SHEET_ROWS}`, '-q:v', '5', `file:${join(outDir, 'thumbs-%03d.jpg')}`]);
+  await rm(tmp, { recursive: true, force: true });
+  const sheetName = (i: number): string => `thumbs-${String(i + 1).padStart(3, '0')}.jpg`;
+  await writeFile(join(outDir, 'thumbs.vtt'), thumbnailTrack(count, everySec, duration, { w: THUMB_WIDTH, h }, sheetName));
+  const sheets = Math.ceil(count / (SHEET_COLUMNS * SHEET_ROWS));
+  return { poster: 'poster.jpg', vtt: 'thumbs.vtt', files: ['poster.jpg', 'thumbs.vtt', ...Array.from({ length: sheets }, (_, i) => sheetName(i))] };
 }
 
 /** What manifest.json says of the streaming output: the manifests, the target duration, and every file with its SHA-256. Pure. */
-export function streamingManifest(f: StreamingFacts): { hls: string; dash: string; targetDurationSec: number; files: { name: string; bytes: number; sha256: string }[] } {
-  return { hls: f.hls, dash: f.dash, targetDurationSec: f.targetDurationSec, files: f.files.map((x) => ({ name: x.name, bytes: x.bytes, sha256: x.sha256 })) };
+export function streamingManifest(f: StreamingFacts): { hls: string; dash: string; poster: string; thumbnails: string; targetDurationSec: number; files: { name: string; bytes: number; sha256: string }[] } {
+  return { hls: f.hls, dash: f.dash, poster: f.poster, thumbnails: f.thumbnails, targetDurationSec: f.targetDurationSec, files: f.files.map((x) => ({ name: x.name, bytes: x.bytes, sha256: x.sha256 })) };
 }
 
 /** Puts every streaming file under `prefix`, four at a time, with its content type and cache policy. */

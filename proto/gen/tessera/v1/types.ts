@@ -425,6 +425,12 @@ export interface StreamingResult {
   files: number;
   bytes: number;
   targetDurationSec: number;
+  /** a JPEG poster (a frame at 10 % of the duration, largest rendition's size) */
+  posterUri?:
+    | string
+    | undefined;
+  /** WebVTT thumbnail track over JPEG sprite sheets, for seek previews */
+  thumbnailsUri?: string | undefined;
 }
 
 /** One entry of the status trail: a job or segment state change. */
@@ -3248,7 +3254,16 @@ export const JobResult: MessageFns<JobResult> = {
 };
 
 function createBaseStreamingResult(): StreamingResult {
-  return { prefixUri: "", hlsUri: "", dashUri: "", files: 0, bytes: 0, targetDurationSec: 0 };
+  return {
+    prefixUri: "",
+    hlsUri: "",
+    dashUri: "",
+    files: 0,
+    bytes: 0,
+    targetDurationSec: 0,
+    posterUri: undefined,
+    thumbnailsUri: undefined,
+  };
 }
 
 export const StreamingResult: MessageFns<StreamingResult> = {
@@ -3270,6 +3285,12 @@ export const StreamingResult: MessageFns<StreamingResult> = {
     }
     if (message.targetDurationSec !== 0) {
       writer.uint32(49).double(message.targetDurationSec);
+    }
+    if (message.posterUri !== undefined) {
+      writer.uint32(58).string(message.posterUri);
+    }
+    if (message.thumbnailsUri !== undefined) {
+      writer.uint32(66).string(message.thumbnailsUri);
     }
     return writer;
   },
@@ -3335,6 +3356,22 @@ export const StreamingResult: MessageFns<StreamingResult> = {
             message.targetDurationSec = reader.double();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.posterUri = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.thumbnailsUri = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3371,6 +3408,16 @@ export const StreamingResult: MessageFns<StreamingResult> = {
         : isSet(object.target_duration_sec)
         ? globalThis.Number(object.target_duration_sec)
         : 0,
+      posterUri: isSet(object.posterUri)
+        ? globalThis.String(object.posterUri)
+        : isSet(object.poster_uri)
+        ? globalThis.String(object.poster_uri)
+        : undefined,
+      thumbnailsUri: isSet(object.thumbnailsUri)
+        ? globalThis.String(object.thumbnailsUri)
+        : isSet(object.thumbnails_uri)
+        ? globalThis.String(object.thumbnails_uri)
+        : undefined,
     };
   },
 
@@ -3394,6 +3441,12 @@ export const StreamingResult: MessageFns<StreamingResult> = {
     if (message.targetDurationSec !== 0) {
       obj.targetDurationSec = floatToJson(message.targetDurationSec);
     }
+    if (message.posterUri !== undefined) {
+      obj.posterUri = message.posterUri;
+    }
+    if (message.thumbnailsUri !== undefined) {
+      obj.thumbnailsUri = message.thumbnailsUri;
+    }
     return obj;
   },
 
@@ -3408,6 +3461,8 @@ export const StreamingResult: MessageFns<StreamingResult> = {
     message.files = object.files ?? 0;
     message.bytes = object.bytes ?? 0;
     message.targetDurationSec = object.targetDurationSec ?? 0;
+    message.posterUri = object.posterUri ?? undefined;
+    message.thumbnailsUri = object.thumbnailsUri ?? undefined;
     return message;
   },
 };
