@@ -568,7 +568,8 @@ export class JobRunner {
         for (const r of plan.renditions) parts.push({ jobId: this.jobId, rendition: r.name, segment: cut.index, subSegment: sub, attempt: done.attempt, ...(durationSec !== undefined ? { durationSec } : {}) });
       }
     });
-    const streamFormats = parsePackage(rec.spec.package ?? '').streaming;
+    const pkg = parsePackage(rec.spec.package ?? '');
+    const streamFormats = pkg.streaming;
     const client = this.d.clients.get(UploaderClient, uploader.address, uploader.id);
     const call = client.finalize(
       {
@@ -584,7 +585,7 @@ export class JobRunner {
         source: rec.source,
         timingsJson: JSON.stringify(timings),
         notes: rec.history.filter((h) => h.scope === 'ladder').map((h) => h.reason),
-        ...(streamFormats.length ? { packaging: { formats: streamFormats, segmentSec: GOP_SECONDS } } : {}),
+        ...(streamFormats.length ? { packaging: { formats: streamFormats, segmentSec: GOP_SECONDS, ...(pkg.zip ? {} : { noZip: true }) } } : {}),
       },
       new Metadata(),
       deadline(this.d.cfg.FINALIZE_TIMEOUT_MS),

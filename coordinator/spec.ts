@@ -145,16 +145,21 @@ export function displayName(fileName: string): string {
   return base.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, '').slice(0, 200);
 }
 
-/** Parses the formats a job asked for ("hls,dash"); anything else → INVALID_ARGUMENT. Pure. */
-export function parsePackage(text: string): { zip: true; streaming: ('hls' | 'dash')[] } {
+/** Parses the outputs a job asked for ("zip" default, "hls,dash", "zip,hls"); anything else → INVALID_ARGUMENT. Pure. */
+export function parsePackage(text: string): { zip: boolean; streaming: ('hls' | 'dash')[] } {
   const parts = text.split(',').map((p) => p.trim()).filter(Boolean);
   const streaming: ('hls' | 'dash')[] = [];
+  let zip = false;
   for (const p of parts) {
-    if (p === 'zip') continue;
+    if (p === 'zip') {
+      zip = true;
+      continue;
+    }
     if (p !== 'hls' && p !== 'dash') throw new AppError('INVALID_ARGUMENT', `package "${p.slice(0, 16)}" is not known: use zip, hls and/or dash (e.g. "hls,dash")`);
     if (!streaming.includes(p)) streaming.push(p);
   }
-  return { zip: true, streaming };
+  // Nothing but streaming asked for: no zip. Nothing at all: the zip (the default).
+  return { zip: zip || streaming.length === 0, streaming };
 }
 
 /** Most audio tracks a job may select (each is encoded once and muxed into every rendition). */

@@ -33,7 +33,7 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
                     [--idempotency-key K] [--remote]   (--remote: the path is on the coordinator, inside its input root)
                     [--deinterlace frame|field] [--audio-tracks 0,2] [--stereo-downmix]
                     [--frame-rate source|auto|25|30000/1001]   (default source: timestamps kept; else constant)
-                    [--package hls,dash]   also HLS and/or DASH (CMAF segments beside the zip)
+                    [--package zip|hls|dash|zip,hls,dash]   outputs: the zip (default), HLS and/or DASH (CMAF segments)
                     rungs: height[:kbps[:codec[:preset[:sdr|hdr]]]]; heights name the short side (portrait 720 = 720x1280)
   tessera jobs [--limit 50] [--page-token T] [--json]   list jobs, newest first (finished ones from history)
   tessera job <id> [--json]                one job with its segments and status trail
@@ -211,7 +211,7 @@ function printResult(job: Job): void {
   out(`job ${job.id}: ${stateName(job.state)}${job.errorCode ? ` (${job.errorCode}: ${job.errorMessage})` : ''}${eta ? ` · ${job.progress.toFixed(0)}% · ${eta}` : ''}`);
   for (const h of job.history) if (h.scope === 'ladder') out(`note: ${h.reason}`);
   if (!job.result) return;
-  out(`archive: ${job.result.uri} (${fmtBytes(job.result.bytes)}, sha256 ${job.result.sha256.slice(0, 16)}…)`);
+  out(`${job.result.key.endsWith('.zip') ? 'archive' : 'manifest'}: ${job.result.uri} (${fmtBytes(job.result.bytes)}, sha256 ${job.result.sha256.slice(0, 16)}…)`);
   const rows = [['rendition', 'size', 'codec', 'kbps', 'frames', 'duration', 'bytes']];
   for (const r of job.result.renditions) rows.push([r.file, `${r.width}x${r.height}`, r.codec, String(r.videoBitrateKbps), String(r.frames), `${r.durationSec.toFixed(3)} s`, fmtBytes(r.bytes)]);
   out(table(rows));
@@ -282,10 +282,13 @@ async function download(job: Job, destDir: string): Promise<string> {
   try {
     await mkdir(destDir, { recursive: true });
     const zipPath = join(destDir, `${job.id}.zip`);
-    const res = await s3.send(new GetObjectCommand({ Bucket: job.result.bucket, Key: job.result.key }));
-    await pipeline(res.Body as Readable, createWriteStream(zipPath));
-    const files = await extractZip(zipPath, join(destDir, job.id));
-    out(`downloaded ${zipPath} and unpacked ${files.length} file(s) into ${join(destDir, job.id)}`);
+    // Streaming output only (no zip): the result is the stream's manifest.json, fetched below.
+    if (job.result.key.endsWith('.zip')) {
+      const res = await s3.send(new GetObjectCommand({ Bucket: job.result.bucket, Key: job.result.key }));
+      await pipeline(res.Body as Readable, createWriteStream(zipPath));
+      const files = await extractZip(zipPath, join(destDir, job.id));
+      out(`downloaded ${zipPath} and unpacked ${files.length} file(s) into ${join(destDir, job.id)}`);
+    }
     const st = job.result.streaming;
     if (st) {
       // The streaming files, as they lie under the stream prefix (playable from the folder).

@@ -40,7 +40,7 @@ describe('HLS and DASH from one split-and-merge', () => {
       '-c:a', 'aac', '-shortest', source,
     ], { noProgressMs: 120_000 });
     const ladder = [360, 240].map((height) => ({ name: '', height, videoBitrateKbps: height * 2, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }));
-    const { jobId } = await t.client.submit({ inputUri: source, ladder, package: 'hls,dash' });
+    const { jobId } = await t.client.submit({ inputUri: source, ladder, package: 'zip,hls,dash' });
     job = await t.client.wait(jobId);
     if (job.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`${job.state} ${job.errorCode} ${job.errorMessage}`);
     const st = job.result!.streaming!;
@@ -193,6 +193,25 @@ describe('HLS and DASH from one split-and-merge', () => {
       expect(Number(c[9]) + Number(c[11])).toBeLessThanOrEqual(sheet.height);
     }
     expect(at).toBeCloseTo(16, 1);
+  });
+
+  it('streaming only (package "hls"): no zip; the result is the stream\'s manifest.json, which lists every file', async () => {
+    const ladder = [{ name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }];
+    const only = await t.client.wait((await t.client.submit({ inputUri: source, ladder, package: 'hls' })).jobId);
+    expect(only.state).toBe(JobState.JOB_STATE_SUCCEEDED);
+    const r = only.result!;
+    expect(r.key).toBe(`jobs/${only.id}/stream/manifest.json`);
+    expect(r.streaming!.hlsUri).toMatch(/master\.m3u8$/);
+    expect(r.streaming!.dashUri).toBe('');
+    await expect(t.s3.send(new HeadObjectCommand({ Bucket: r.bucket, Key: `jobs/${only.id}.zip` }))).rejects.toMatchObject({ name: 'NotFound' });
+    const got = Buffer.from(await (await t.s3.send(new GetObjectCommand({ Bucket: r.bucket, Key: r.key }))).Body!.transformToByteArray());
+    expect(createHash('sha256').update(got).digest('hex')).toBe(r.sha256);
+    const manifest = JSON.parse(got.toString('utf8')) as { renditions: { frames: number }[]; streaming: { files: { name: string }[]; dash: string } };
+    expect(manifest.renditions[0]!.frames).toBe((await packets(source)).length);
+    expect(manifest.streaming.dash).toBe('');
+    const listed = (await t.s3.send(new ListObjectsV2Command({ Bucket: r.bucket, Prefix: `jobs/${only.id}/stream/` }))).Contents!.map((o) => o.Key!.slice(`jobs/${only.id}/stream/`.length)).sort();
+    expect([...manifest.streaming.files.map((f) => f.name), 'manifest.json'].sort()).toEqual(listed);
+    expect(listed).not.toContain('manifest.mpd');
   });
 
   it('refuses an unknown package format', async () => {

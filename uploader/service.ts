@@ -178,7 +178,8 @@ export class UploaderService {
     const { zip, renditions, streaming } = await this.archive(req, zipPath, progress, signal);
     progress('upload', 0.7);
     const uploadStarted = Date.now();
-    const up = await uploadFileMultipart({
+    const noZip = streaming !== undefined && req.packaging?.noZip === true;
+    const up = noZip ? { resumed: false, partsSent: 0 } : await uploadFileMultipart({
       client: this.d.s3,
       bucket: req.bucket,
       key: req.key,
@@ -211,12 +212,15 @@ export class UploaderService {
         thumbnailsUri: `s3://${req.bucket}/${prefix}${streaming.thumbnails}`,
       };
     }
+    // Without a zip, the result names the manifest that lists every streaming file.
+    const manifestFile = noZip ? streaming!.files.find((f) => f.name === 'manifest.json') : undefined;
+    const resultKey = manifestFile ? `${req.key.replace(/\.zip$/, '')}/stream/manifest.json` : req.key;
     const result: JobResult = {
-      uri: `s3://${req.bucket}/${req.key}`,
+      uri: `s3://${req.bucket}/${resultKey}`,
       bucket: req.bucket,
-      key: req.key,
-      bytes: zip.bytes,
-      sha256: zip.sha256,
+      key: resultKey,
+      bytes: manifestFile ? manifestFile.bytes : zip.bytes,
+      sha256: manifestFile ? manifestFile.sha256 : zip.sha256,
       renditions,
       ...(streamingResult ? { streaming: streamingResult } : {}),
     };
@@ -339,6 +343,17 @@ export class UploaderService {
       notes: [...req.notes],
       ...(streaming ? { streaming: streamingManifest(streaming) } : {}),
     });
+    if (streaming && req.packaging?.noZip) {
+      // Streaming output only: no zip; manifest.json goes beside the segments (and is the result).
+      const path = join(jobDir, 'stream', 'manifest.json');
+      await writeFile(path, manifest);
+      const d = await fileDigest(path);
+      streaming.files.push({ name: 'manifest.json', path, bytes: d.bytes, sha256: d.hex, contentType: 'application/json', cacheControl: 'public, max-age=60' });
+      const none = { bytes: 0, sha256: '' };
+      await writeFile(`${facts}.tmp`, JSON.stringify({ zip: none, renditions, streaming }));
+      await rename(`${facts}.tmp`, facts);
+      return { zip: none, renditions, streaming };
+    }
     progress('zip', 0.65);
     const zipStarted = Date.now();
     const zip = await writeZip(zipPath, [...files.map((f) => ({ name: f.name, path: f.path })), { name: 'manifest.json', content: manifest }], { signal });

@@ -91,6 +91,8 @@ export interface Packaging {
   formats: string[];
   /** target segment length (cut at the renditions' shared keyframes) */
   segmentSec: number;
+  /** streaming output only: no zip; manifest.json goes beside the segments */
+  noZip?: boolean | undefined;
 }
 
 export interface FinalAudioTrack {
@@ -834,7 +836,7 @@ export const FinalizeRequest: MessageFns<FinalizeRequest> = {
 };
 
 function createBasePackaging(): Packaging {
-  return { formats: [], segmentSec: 0 };
+  return { formats: [], segmentSec: 0, noZip: undefined };
 }
 
 export const Packaging: MessageFns<Packaging> = {
@@ -844,6 +846,9 @@ export const Packaging: MessageFns<Packaging> = {
     }
     if (message.segmentSec !== 0) {
       writer.uint32(17).double(message.segmentSec);
+    }
+    if (message.noZip !== undefined) {
+      writer.uint32(24).bool(message.noZip);
     }
     return writer;
   },
@@ -877,6 +882,14 @@ export const Packaging: MessageFns<Packaging> = {
             message.segmentSec = reader.double();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.noZip = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -897,6 +910,11 @@ export const Packaging: MessageFns<Packaging> = {
         : isSet(object.segment_sec)
         ? globalThis.Number(object.segment_sec)
         : 0,
+      noZip: isSet(object.noZip)
+        ? globalThis.Boolean(object.noZip)
+        : isSet(object.no_zip)
+        ? globalThis.Boolean(object.no_zip)
+        : undefined,
     };
   },
 
@@ -908,6 +926,9 @@ export const Packaging: MessageFns<Packaging> = {
     if (message.segmentSec !== 0) {
       obj.segmentSec = floatToJson(message.segmentSec);
     }
+    if (message.noZip !== undefined) {
+      obj.noZip = message.noZip;
+    }
     return obj;
   },
 
@@ -918,6 +939,7 @@ export const Packaging: MessageFns<Packaging> = {
     const message = createBasePackaging();
     message.formats = object.formats?.map((e) => e) || [];
     message.segmentSec = object.segmentSec ?? 0;
+    message.noZip = object.noZip ?? undefined;
     return message;
   },
 };
