@@ -9,9 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../deploy/local-cluster.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { streamFileHeaders } from '../uploader/streaming.js';
-import { fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { startTestCluster, type TestCluster } from './helpers.js';
+import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 
-// Verified playback: Tessera's HLS and DASH output, served over local HTTP, played by hls.js and
+// Verified playback: Tessera's HLS and DASH output (3 nodes × 2 slots, a source with irregular keyframes), served over local HTTP, played by hls.js and
 // dash.js in a real headless Chromium (Debian's `chromium`, which has H.264 and AAC in Media
 // Source). Playback starts, passes several segment boundaries, seeks to the middle, and a forced
 // switch between renditions plays on with no error or stall event; a frame is not blank.
@@ -67,9 +68,16 @@ describe('HLS and DASH play in a real browser', () => {
       process.stdout.write(`SKIP playback: no Chromium at ${CHROMIUM} (CI installs Debian's chromium)\n`);
       return;
     }
-    t = await startTestCluster({ nodes: 2, slots: 2, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
+    t = await startTestCluster({ nodes: 3, slots: 2, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-play-'));
-    const clip = await fixture(t.inputDir, 'clip-16s-360p.mp4', { seconds: 16, width: 640, height: 360, fps: 30 });
+    // A source whose own keyframes are irregular (0, 3.1, 4.7, 11.3 s), as in the conformance test.
+    const clip = join(t.inputDir, 'irregular-16s-360p.mp4');
+    await runFfmpeg([
+      '-hide_banner', '-nostdin', '-y', '-loglevel', 'error',
+      '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30:duration=16', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=16',
+      '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '300', '-x264-params', 'scenecut=0', '-force_key_frames', '0,3.1,4.7,11.3',
+      '-c:a', 'aac', '-shortest', clip,
+    ], { noProgressMs: 120_000 });
     const ladder = [360, 240].map((height) => ({ name: '', height, videoBitrateKbps: height * 2, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }));
     const job = await t.client.wait((await t.client.submit({ inputUri: clip, ladder, package: 'hls,dash' })).jobId);
     if (job.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`${job.state} ${job.errorCode} ${job.errorMessage}`);
