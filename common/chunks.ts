@@ -85,6 +85,9 @@ export async function sendFileChunks<T>(
   return offset;
 }
 
+/** A client's id for one resumable upload: 8–64 of [a-z0-9-]. */
+export const RESUME_ID = /^[a-z0-9-]{8,64}$/;
+
 export interface IncomingChunk {
   offset: number;
   data: Buffer;

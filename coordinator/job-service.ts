@@ -118,6 +118,20 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
     return { jobId: job.id, job: await store.view(job.id), plan: undefined };
   };
 
+  /**
+   * The answer to an upload retried under an idempotency key that already made a job: that job;
+   * IDEMPOTENCY_CONFLICT when the key was used for another spec or file; undefined when the key
+   * made no job (yet).
+   */
+  const priorAnswer = async (full: JobSpec, idemKey: string): Promise<SubmitJobResponse | undefined> => {
+    const prior = await priorSubmission(d, idemKey);
+    if (!prior) return undefined;
+    const { spec: normal } = validateSpec(full, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX });
+    if (prior.specHash !== specHash(normal)) throw new AppError('IDEMPOTENCY_CONFLICT', `idempotency key "${idemKey}" was already used for job ${prior.jobId} with a different spec or file`);
+    const job = await store.get(prior.jobId);
+    return job ? { jobId: job.id, job: await store.view(job.id), plan: undefined } : undefined;
+  };
+
   const active = new Map<string, Promise<void>>();
   const sessions = new UploadSessions({ etcd: d.etcd, keys: d.keys, s3: d.s3, bucket: d.cfg.S3_BUCKET, log, partBytes: d.cfg.UPLOAD_PART_BYTES, onPart: () => d.metrics.uploadPartsStored.inc() });
   let lastSweep = 0;
@@ -159,13 +173,8 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
   };
 
   const storeAndSubmit = async (head: UploadChunk, it: AsyncIterator<UploadChunk>, full: JobSpec, resumeId: string, total: number, signal: AbortSignal): Promise<SubmitJobResponse> => {
-    const prior = await priorSubmission(d, full.idempotencyKey);
-    if (prior) {
-      const { spec: normal } = validateSpec(full, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX });
-      if (prior.specHash !== specHash(normal)) throw new AppError('IDEMPOTENCY_CONFLICT', `idempotency key "${full.idempotencyKey}" was already used for job ${prior.jobId} with a different spec or file`);
-      const job = await store.get(prior.jobId);
-      if (job) return { jobId: job.id, job: await store.view(job.id), plan: undefined };
-    }
+    const prior = await priorAnswer(full, full.idempotencyKey);
+    if (prior) return prior;
     let session = await sessions.open(resumeId, total);
     if (receivedBytes(session) < session.totalBytes) {
       const chunks = paced(chunksOf(head, it, (n) => d.metrics.uploadBytes.inc(n)), paceFromConfig(d.cfg));
@@ -207,14 +216,9 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
         const key = idemKey ? `uploads/k${sha256Hex(idemKey).slice(0, 24)}-${got.sha256.slice(0, 32)}` : `uploads/${uploadId}`;
         const full = { ...spec, inputUri: `s3://${d.cfg.S3_BUCKET}/${key}` };
         if (idemKey) {
-          const prior = await priorSubmission(d, idemKey);
-          if (prior) {
-            // A retry of an accepted upload: answer with that job; nothing is stored again.
-            const { spec: normal } = validateSpec(full, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX });
-            if (prior.specHash !== specHash(normal)) throw new AppError('IDEMPOTENCY_CONFLICT', `idempotency key "${idemKey}" was already used for job ${prior.jobId} with a different spec or file`);
-            const job = await store.get(prior.jobId);
-            if (job) return { jobId: job.id, job: await store.view(job.id), plan: undefined };
-          }
+          // A retry of an accepted upload: answer with that job; nothing is stored again.
+          const prior = await priorAnswer(full, idemKey);
+          if (prior) return prior;
         }
         // Durable before we acknowledge: the upload goes to S3, where any coordinator can read it
         // (multipart above one part's size: S3 refuses a single PUT over 5 GiB). Retried on

@@ -1,13 +1,12 @@
 import { AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateMultipartUploadCommand, HeadObjectCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
-import type { IncomingChunk } from '../common/chunks.js';
+import { RESUME_ID, type IncomingChunk } from '../common/chunks.js';
 import { AppError } from '../common/errors.js';
 import { withEtcdRetry } from '../common/etcd-retry.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 
-/** A client's id for one resumable upload: 8–64 of [a-z0-9-]. */
-export const RESUME_ID = /^[a-z0-9-]{8,64}$/;
+export { RESUME_ID };
 
 /** The object a resumable upload becomes. */
 export function uploadKeyOf(resumeId: string): string {

@@ -1,9 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Metadata, type Client } from '@grpc/grpc-js';
-import { sendFileChunks } from '../common/chunks.js';
+import { fileDigest, sendFileChunks } from '../common/chunks.js';
 import { AppError, isAppError } from '../common/errors.js';
 import { ClientCache } from '../common/grpc-clients.js';
 import { channelCredentials, type TlsMaterial } from '../common/tls.js';
@@ -111,7 +110,7 @@ export class TesseraClient {
     if (st.size === 0) throw new AppError('INPUT_EMPTY', `the file is empty: ${filePath}`);
     // With an idempotency key the resume id names the key and the file's content: a retry of the
     // same file under the key is the same upload (and job); another file under it is a conflict.
-    const resumeId = opts.resumeId ?? (spec.idempotencyKey ? createHash('sha256').update(`${spec.idempotencyKey}\n${await fileSha256(filePath)}`).digest('hex').slice(0, 32) : newResumeId());
+    const resumeId = opts.resumeId ?? (spec.idempotencyKey ? createHash('sha256').update(`${spec.idempotencyKey}\n${(await fileDigest(filePath, 'sha256')).hex}`).digest('hex').slice(0, 32) : newResumeId());
     return this.idempotent(() => this.uploadOnce(filePath, st.size, spec, resumeId, opts), opts.signal);
   }
 
@@ -249,8 +248,3 @@ export function newResumeId(): string {
   return randomBytes(16).toString('hex');
 }
 
-async function fileSha256(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const c of createReadStream(path, { highWaterMark: 1024 * 1024 })) h.update(c as Buffer);
-  return h.digest('hex');
-}

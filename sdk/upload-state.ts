@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { RESUME_ID } from '../common/chunks.js';
 import { newResumeId } from './client.js';
 
 /** Where the CLI keeps the resume ids of unfinished uploads: TESSERA_STATE_DIR, else $XDG_STATE_HOME/tessera/uploads. */
@@ -24,7 +25,7 @@ export async function uploadResumeId(file: string, spec: unknown, dir = uploadSt
   const done = (): Promise<void> => rm(path, { force: true });
   try {
     const saved = JSON.parse(await readFile(path, 'utf8')) as { resumeId?: unknown };
-    if (typeof saved.resumeId === 'string' && /^[a-z0-9-]{8,64}$/.test(saved.resumeId)) return { resumeId: saved.resumeId, resumed: true, done };
+    if (typeof saved.resumeId === 'string' && RESUME_ID.test(saved.resumeId)) return { resumeId: saved.resumeId, resumed: true, done };
   } catch {
     // none yet (or unreadable): start a new upload
   }

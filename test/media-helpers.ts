@@ -1,4 +1,4 @@
-import { mkdir, rename } from 'node:fs/promises';
+import { copyFile, mkdir, open, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 
@@ -306,4 +306,25 @@ export async function videoPts(path: string): Promise<number[]> {
 export async function rampIndices(path: string): Promise<number[]> {
   const { stdout } = await runFfmpeg(['-hide_banner', '-nostdin', '-loglevel', 'error', '-i', `file:${path}`, '-map', '0:v:0', '-vf', 'signalstats,metadata=print:key=lavfi.signalstats.YAVG:file=-', '-fps_mode', 'passthrough', '-f', 'null', '-'], { noProgressMs: 120_000 });
   return [...stdout.matchAll(/YAVG=([\d.]+)/g)].map((m) => Math.round((Number(m[1]) - 16) / RAMP_STEP));
+}
+
+/**
+ * A valid MP4 of `size` bytes: `clip` followed by one `free` box (64-bit size) that players and
+ * ffprobe skip; the box's bytes are a sparse hole, so making it costs no disk or time.
+ */
+export async function paddedMp4(clip: string, path: string, size: number): Promise<string> {
+  await copyFile(clip, path);
+  const fh = await open(path, 'r+');
+  try {
+    const have = (await fh.stat()).size;
+    const header = Buffer.alloc(16);
+    header.writeUInt32BE(1, 0);
+    header.write('free', 4, 'latin1');
+    header.writeBigUInt64BE(BigInt(size - have), 8);
+    await fh.write(header, 0, 16, have);
+    await fh.truncate(size);
+  } finally {
+    await fh.close();
+  }
+  return path;
 }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { copyFile, mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { fixture, startTestCluster, type TestCluster } from './helpers.js';
 import { logLines } from './faults-helpers.js';
+import { paddedMp4 } from './media-helpers.js';
 
 const run = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
@@ -57,17 +58,7 @@ describe.skipIf(!isRoot)('staging too small for a job (needs root for tmpfs moun
     // 80 MB (a short clip padded with a `free` box, sparse on the source disk): it, the pieces a
     // frame cut copies and its segments need 240 MB of a 200 MiB disk.
     const clip = await fixture(t!.inputDir, 'clip-2s.mp4', { seconds: 2, width: 320, height: 240, fps: 25 });
-    const big = join(t!.inputDir, 'padded-80mb.mp4');
-    await copyFile(clip, big);
-    const fh = await open(big, 'r+');
-    const have = (await fh.stat()).size;
-    const header = Buffer.alloc(16);
-    header.writeUInt32BE(1, 0);
-    header.write('free', 4, 'latin1');
-    header.writeBigUInt64BE(BigInt(80 * MiB - have), 8);
-    await fh.write(header, 0, 16, have);
-    await fh.truncate(80 * MiB);
-    await fh.close();
+    const big = await paddedMp4(clip, join(t!.inputDir, 'padded-80mb.mp4'), 80 * MiB);
     const started = Date.now();
     const job = await t!.client.wait((await t!.client.submit({ inputUri: big, ladder: [{ name: '', height: 240, videoBitrateKbps: 300, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }] })).jobId);
     expect(job.state).toBe(JobState.JOB_STATE_FAILED);

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { copyFile, open, readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
@@ -10,6 +10,7 @@ import { REPO_ROOT } from '../deploy/local-cluster.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { fixture, incompleteUploads, startTestCluster, type TestCluster } from './helpers.js';
 import { logLines, scrapeCounter } from './faults-helpers.js';
+import { paddedMp4 } from './media-helpers.js';
 import { Etcd3 } from 'etcd3';
 import { UploadSessions } from '../coordinator/upload-session.js';
 import { Keys } from '../common/keys.js';
@@ -20,27 +21,6 @@ import { createLogger } from '../common/logger.js';
 // 600 MB, so CI stays short; BENCHMARKS.md reports a 6 GB run of this test).
 const SIZE = Number(process.env.LARGE_UPLOAD_MB ?? 600) * 1024 ** 2;
 const PART = 5 * 1024 ** 2;
-
-/**
- * A valid MP4 of `size` bytes: a short clip followed by one `free` box (64-bit size) that players
- * and ffprobe skip; the box's bytes are a sparse hole, so making it costs no disk or time.
- */
-async function padded(clip: string, path: string, size: number): Promise<void> {
-  await copyFile(clip, path);
-  const fh = await open(path, 'r+');
-  try {
-    const have = (await fh.stat()).size;
-    const box = size - have;
-    const header = Buffer.alloc(16);
-    header.writeUInt32BE(1, 0);
-    header.write('free', 4, 'latin1');
-    header.writeBigUInt64BE(BigInt(box), 8);
-    await fh.write(header, 0, 16, have);
-    await fh.truncate(size);
-  } finally {
-    await fh.close();
-  }
-}
 
 async function sha256(stream: Readable): Promise<string> {
   const h = createHash('sha256');
@@ -77,7 +57,7 @@ describe('large uploads: multipart while they arrive, resumable', () => {
     stateDir = join(t.dir, 'cli-state');
     const clip = await fixture(t.inputDir, 'clip-4s.mp4', { seconds: 4, width: 320, height: 240, fps: 25 });
     big = join(t.dir, 'big.mp4');
-    await padded(clip, big, SIZE);
+    await paddedMp4(clip, big, SIZE);
   });
   afterAll(async () => {
     await t?.close();

@@ -262,8 +262,8 @@ export class UploaderService {
     });
     // Every part named, audio included, before any merge: all that is missing in one answer.
     const named = [...tracks.map((t) => t.part!), ...req.parts];
-    const present = await Promise.all(named.map((p) => stat(join(this.d.stagingDir, partFileName(p))).then(() => true, () => false)));
-    const missing = named.filter((_, i) => !present[i]);
+    const sizes = await Promise.all(named.map((p) => stat(join(this.d.stagingDir, partFileName(p))).then((st) => st.size, () => undefined)));
+    const missing = named.filter((_, i) => sizes[i] === undefined);
     if (missing.length > 0) {
       this.d.log.warn({ jobId: req.jobId, missing: missing.length, of: named.length }, 'parts missing at finalize');
       throw new PartsMissingError(missing);
@@ -271,7 +271,7 @@ export class UploaderService {
     // Room for what the merge writes before it starts: the merged renditions and the archive hold
     // the parts' bytes twice (three times with streaming segments). Never fits: STAGING_TOO_SMALL;
     // not now: NO_SPACE (retried with backoff while other archives are pushed and deleted).
-    const partBytes = (await Promise.all(named.map((p) => stat(join(this.d.stagingDir, partFileName(p))).then((st) => st.size)))).reduce((a, b) => a + b, 0);
+    const partBytes = sizes.reduce((a: number, b) => a + (b ?? 0), 0);
     const need = partBytes * ((req.packaging?.formats.length ?? 0) > 0 ? 3 : 2);
     const space = await stagingSpace(this.d.stagingDir);
     const reserve = this.d.stagingReserveBytes ?? 0;
