@@ -9,6 +9,12 @@ export interface NodeRecord {
   version: string;
   startedAtMs: number;
   metricsAddress: string;
+  /** Capability families (h264, hevc-10bit, nvenc, ...; common/placement.ts); absent from agents before placement. */
+  capabilities?: string[];
+  /** Cores the agent may use (CPU_CORES). */
+  cores?: number;
+  /** Placement labels (NODE_LABELS): zone, region, pool. */
+  labels?: Record<string, string>;
 }
 
 /** `nodestats/<id>`, attached to the node's lease, refreshed every few seconds. */

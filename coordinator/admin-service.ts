@@ -1,3 +1,4 @@
+import { capabilitiesOf, formatLabels } from '../common/placement.js';
 import { capacityWeights } from './plan.js';
 import type { Etcd3 } from 'etcd3';
 import { AppError, isAppError } from '../common/errors.js';
@@ -38,6 +39,9 @@ export function toNodeInfo(n: NodeView): NodeInfo {
     metricsAddress: n.metricsAddress,
     speedMps: n.stats?.speedMps ?? 0,
     capacity: 0,
+    capabilities: capabilitiesOf(n),
+    cores: n.cores ?? 0,
+    labels: formatLabels(n.labels ?? {}),
   };
 }
 

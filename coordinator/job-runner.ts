@@ -28,7 +28,8 @@ import type { CoordinatorConfig } from './config.js';
 import { TERMINAL, type JobRecord, type PlannedCut, type SegmentRecord } from './job-model.js';
 import type { JobStore, LeaderFence, ResumeFacts } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
-import type { NodeRegistry } from './node-registry.js';
+import type { NodeRegistry, NodeView } from './node-registry.js';
+import { fits, jobPlacement, whyNoNode, type Placement } from '../common/placement.js';
 import { planFrameSegments, planSegments } from './plan.js';
 import { ProgressTracker } from './progress.js';
 import { dispatchSegment, type DispatchDeps, type SegmentSource } from './segment-dispatch.js';
@@ -50,6 +51,8 @@ export interface RunnerDeps {
   encoders: ReadonlySet<string>;
   stagingDir: string;
   load: Map<string, number>;
+  /** Jobs waiting for a node their placement allows (the autoscaler grows the matching pool). */
+  waiting?: Map<string, Placement>;
   /** Called with newly reported transcoded frames (throughput, metrics). */
   onFrames: (frames: number) => void;
   /** A job that did not succeed: abort its S3 upload, delete its uploaded input (after the uploader's Cleanup). */
@@ -194,6 +197,7 @@ export class JobRunner {
                 leadInFrames: cut.leadIn ?? (cut.index === 0 ? prepared.leadIn : 0),
                 leadOutFrames: cut.leadOut ?? 0,
                 constantRate: plan.constantRate ? { num: plan.constantRate.num, den: plan.constantRate.den, ...plan.constantRate.windows[position]! } : undefined,
+                placement: jobPlacement(rec!.spec),
                 keyframeGrid: plan.keyframeGrid ? { periodSec: plan.keyframeGrid.periodSec, originSec: plan.keyframeGrid.windows[position]!.originSec, startSec: plan.keyframeGrid.windows[position]!.startSec } : undefined,
                 uploaderAddress: uploader.address,
                 uploaderId: uploader.id,
@@ -364,12 +368,26 @@ export class JobRunner {
       const renditions = resolveLadder(toRungs(rec.spec), sourcePlan.ladderSource, this.d.encoders).map((r) => ({ ...r }));
       this.ladderNotes = ladderNotes(toRungs(rec.spec), sourcePlan.ladderSource);
       const kf = keyframeTimes(packets);
-      let nodes = this.d.registry.ready();
+      // Only nodes with the capabilities the rungs need, and the labels the job is pinned to.
+      const placement = jobPlacement(rec.spec);
+      const eligible = (): NodeView[] => this.d.registry.ready().filter((n) => fits(n, placement));
+      let nodes = eligible();
       if (nodes.length === 0) {
-        await store.update(this.jobId, (r) => (TERMINAL.has(r.state) ? undefined : { ...r, stage: 'waiting for a ready node' }), { fence: this.fence });
-        while (nodes.length === 0) {
-          await sleep(250, signal);
-          nodes = this.d.registry.ready();
+        let said = '';
+        this.d.waiting?.set(this.jobId, placement);
+        try {
+          while (nodes.length === 0) {
+            const why = whyNoNode(this.d.registry.ready(), placement);
+            if (why !== said) {
+              await store.update(this.jobId, (r) => (TERMINAL.has(r.state) ? undefined : { ...r, stage: why }), { fence: this.fence });
+              this.log.info({ reason: why }, 'job waits for a node');
+              said = why;
+            }
+            await sleep(250, signal);
+            nodes = eligible();
+          }
+        } finally {
+          this.d.waiting?.delete(this.jobId);
         }
       }
       // Exact frame shares wherever the keyframes are; keyframe cuts only where the GOPs forbid it.

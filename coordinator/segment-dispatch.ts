@@ -1,3 +1,4 @@
+import { fits, whyNoNode, type Placement } from '../common/placement.js';
 import { Metadata } from '@grpc/grpc-js';
 import { AppError, errorMessage, isAppError } from '../common/errors.js';
 import { callUnary, deadline, iterateStream, openClientStream } from '../common/grpc.js';
@@ -57,6 +58,8 @@ export interface SegmentTask {
   constantRate?: ConstantRate | undefined;
   /** Streaming output: IDR frames on the job's time grid. */
   keyframeGrid?: KeyframeGrid | undefined;
+  /** What a node needs to take this segment (capabilities, labels); absent: any ready node. */
+  placement?: Placement | undefined;
   uploaderAddress: string;
   uploaderId: string;
   /** The uploader for the next attempt (default: `uploaderAddress`/`uploaderId`): one that left is replaced. */
@@ -111,10 +114,12 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
       ({ node, attempt, ownerRevision } = reattach);
       seg = { ...seg, nodeId: node.id, attempt };
     } else {
-      let pick = pickNode(d.registry.ready(), d.load, preferred, avoid);
+      const eligible = (): NodeView[] => d.registry.ready().filter((n) => fits(n, t.placement));
+      let pick = pickNode(eligible(), d.load, preferred, avoid);
+      if (!pick && t.placement) log.info({ reason: whyNoNode(d.registry.ready(), t.placement) }, 'segment waits for a node');
       while (!pick) {
         await sleep(250, signal);
-        pick = pickNode(d.registry.ready(), d.load, preferred, avoid);
+        pick = pickNode(eligible(), d.load, preferred, avoid);
       }
       node = pick;
       attempt = seg.attempt + 1;

@@ -1,6 +1,7 @@
 import { realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { parseFrameRate } from '../transcoder/frame-rate.js';
+import { jobPlacement } from '../common/placement.js';
 import { AppError } from '../common/errors.js';
 import type { JobSpec } from '../proto/gen/tessera/v1/types.js';
 import { resolveLadder } from '../transcoder/ladder.js';
@@ -131,6 +132,8 @@ export function validateSpec(spec: JobSpec | undefined, encoders: ReadonlySet<st
   }
   checkTimelineSettings(spec);
   parsePackage(spec.package ?? '');
+  const placement = jobPlacement(spec); // needs and labels well-formed (INVALID_ARGUMENT)
+  if (placement.needs.length > 16 || Object.keys(placement.labels).length > 8) throw new AppError('INVALID_ARGUMENT', 'a job may need at most 16 capabilities and be pinned to at most 8 labels');
   // Validate the ladder against the largest source we accept (HDR, so HDR rungs pass until the
   // real source is known); the real source trims it later.
   resolveLadder(toRungs(spec), { width: 7680, height: 4320, dynamicRange: 'pq' }, encoders);

@@ -13,6 +13,8 @@ import { createRegistry, startMetricsServer } from '../common/metrics-server.js'
 import { VERSION } from '../common/version.js';
 import { NodeAgentService, UploaderClient } from '../common/bulk-codec.js';
 import { availableEncoders } from '../transcoder/encoders.js';
+import { probeCapabilities } from '../transcoder/capabilities.js';
+import { parseLabels, parseNeeds } from '../common/placement.js';
 import { WorkerPool } from '../transcoder/worker-pool.js';
 import { ffmpegThreads, loadConfig, startupRefusals } from './config.js';
 import { paceFromConfig } from '../common/chunks.js';
@@ -52,6 +54,8 @@ async function main(): Promise<void> {
   const clients = new ClientCache(channelCredentials(tls));
   life.onStop('grpc clients', () => clients.closeAll());
   const encoders = await availableEncoders();
+  // Capability families (hardware only when a probe encode succeeds), for placement.
+  const capabilities = [...new Set([...(await probeCapabilities(encoders)), ...parseNeeds(cfg.TEST_EXTRA_CAPABILITIES)])].sort();
 
   // Free space is checked before a segment is accepted; a full disk takes the node out of service.
   const disk = new DiskSpace(stagingDir, cfg.STAGING_RESERVE_BYTES, log, () => publish());
@@ -120,6 +124,9 @@ async function main(): Promise<void> {
       version: VERSION,
       startedAtMs: Date.now(),
       metricsAddress: `${advertiseHost}:${http.port}`,
+      capabilities,
+      cores: cfg.CPU_CORES,
+      labels: parseLabels(cfg.NODE_LABELS),
     },
     cfg.LEASE_TTL_SEC,
     log,
@@ -178,7 +185,7 @@ async function main(): Promise<void> {
   life.onStop('drain', () => drain('shutdown'));
 
   life.state = 'running';
-  log.info({ address: `${cfg.BIND_HOST}:${grpc.port}`, metricsPort: http.port, slots: cfg.WORKER_SLOTS, encoders: [...encoders], tls: tls !== undefined }, 'node agent ready');
+  log.info({ address: `${cfg.BIND_HOST}:${grpc.port}`, metricsPort: http.port, slots: cfg.WORKER_SLOTS, encoders: [...encoders], capabilities, labels: cfg.NODE_LABELS, tls: tls !== undefined }, 'node agent ready');
 }
 
 runMain(main, log, life);

@@ -1,3 +1,4 @@
+import { codecFamilies } from '../common/placement.js';
 import { mkdir, stat } from 'node:fs/promises';
 import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { loadTls, type TlsMaterial } from '../common/tls.js';
@@ -34,7 +35,9 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
                     [--deinterlace frame|field] [--audio-tracks 0,2] [--stereo-downmix]
                     [--frame-rate source|auto|25|30000/1001]   (default source: timestamps kept; else constant)
                     [--package zip|hls|dash|zip,hls,dash]   outputs: the zip (default), HLS and/or DASH (CMAF segments)
-                    rungs: height[:kbps[:codec[:preset[:sdr|hdr]]]]; heights name the short side (portrait 720 = 720x1280)
+                    [--placement zone=eu-west-1a[,region=…]]   run only on nodes with these labels (NODE_LABELS)
+                    rungs: height[:kbps[:codec[:preset[:sdr|hdr[:need+need]]]]]; heights name the short side
+                    (portrait 720 = 720x1280); needs: capabilities a node must have for the rung (tessera nodes)
   tessera jobs [--limit 50] [--page-token T] [--json]   list jobs, newest first (finished ones from history)
   tessera job <id> [--json]                one job with its segments and status trail
   tessera cancel <id>                      cancel a job
@@ -72,6 +75,7 @@ const OPTIONS = {
   'stereo-downmix': { type: 'boolean' },
   'frame-rate': { type: 'string' },
   package: { type: 'string' },
+  placement: { type: 'string' },
   remote: { type: 'boolean' },
   limit: { type: 'string' },
   'page-token': { type: 'string' },
@@ -96,7 +100,7 @@ const COMMANDS: Record<string, readonly OptionName[]> = {
   up: ['nodes', 'slots', 'dir', 'tls', 'input-root', 'autoscale', 'min-nodes', 'max-nodes', 'help'],
   down: ['dir', 'help'],
   demo: ['dir', 'help'],
-  transcode: [...CONNECT, 'ladder', 'container', 'out', 'download', 'dry-run', 'priority', 'idempotency-key', 'deinterlace', 'audio-tracks', 'stereo-downmix', 'frame-rate', 'package', 'remote'],
+  transcode: [...CONNECT, 'ladder', 'container', 'out', 'download', 'dry-run', 'priority', 'idempotency-key', 'deinterlace', 'audio-tracks', 'stereo-downmix', 'frame-rate', 'package', 'placement', 'remote'],
   jobs: [...CONNECT, 'limit', 'page-token'],
   job: CONNECT,
   cancel: CONNECT,
@@ -317,13 +321,6 @@ async function download(job: Job, destDir: string): Promise<string> {
   }
 }
 
-/** The codecs Tessera can make with a node's encoders ("h264 hevc av1"), not ffmpeg's ~190 encoder names. */
-function codecFamilies(encoders: readonly string[]): string {
-  const have = new Set(encoders);
-  const families: [string, string[]][] = [['h264', ['libx264']], ['hevc', ['libx265']], ['av1', ['libsvtav1', 'libaom-av1']]];
-  return families.filter(([, e]) => e.some((x) => have.has(x))).map(([f]) => f).join(' ') || '-';
-}
-
 /** `--audio-tracks 0,2` → [0, 2]; anything but whole numbers → INVALID_ARGUMENT. */
 function parseTrackList(arg: string): number[] {
   return arg.split(',').map((t) => {
@@ -360,6 +357,7 @@ async function transcode(input: string): Promise<number> {
       ...(flags['stereo-downmix'] ? { stereoDownmix: true } : {}),
       ...(flags['frame-rate'] !== undefined ? { frameRate: flags['frame-rate'] } : {}),
       ...(flags.package !== undefined ? { package: flags.package } : {}),
+      ...(flags.placement !== undefined ? { placement: flags.placement } : {}),
     };
     const isUri = /^[a-z][a-z0-9+.-]*:\/\//i.test(input);
     const local = !isUri && !flags.remote;
@@ -557,7 +555,7 @@ async function main(): Promise<number> {
       try {
         const nodes = await c.listNodes();
         if (flags.json) out(JSON.stringify(nodes, null, 2));
-        else out(table([['node', 'state', 'busy/slots', 'segments done', 'speed', 'codecs', 'address'], ...nodes.map((n) => [n.id, n.state, `${n.busySlots}/${n.slots}`, String(n.segmentsDone), n.speedMps > 0 ? `${n.speedMps.toFixed(1)} MP/s` : '-', codecFamilies(n.encoders), n.address])]));
+        else out(table([['node', 'state', 'busy/slots', 'cores', 'segments done', 'speed', 'capabilities', 'labels', 'address'], ...nodes.map((n) => [n.id, n.state, `${n.busySlots}/${n.slots}`, n.cores > 0 ? String(n.cores) : '-', String(n.segmentsDone), n.speedMps > 0 ? `${n.speedMps.toFixed(1)} MP/s` : '-', (n.capabilities.length ? n.capabilities : codecFamilies(n.encoders)).join(' ') || '-', n.labels.join(',') || '-', n.address])]));
       } finally { c.close(); }
       return 0;
     }

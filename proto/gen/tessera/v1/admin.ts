@@ -43,6 +43,12 @@ export interface NodeInfo {
   speedMps: number;
   /** the weight of its share of a job's frames (slots x speed; see docs/scheduling.md) */
   capacity: number;
+  /** capability families: h264, hevc, av1, <family>-10bit, nvenc/qsv/vaapi (probed) */
+  capabilities: string[];
+  /** cores the agent may use (0: not reported) */
+  cores: number;
+  /** placement labels, "key=value" (zone, region, pool) */
+  labels: string[];
 }
 
 export interface ListNodesRequest {
@@ -94,6 +100,9 @@ function createBaseNodeInfo(): NodeInfo {
     stateReason: "",
     speedMps: 0,
     capacity: 0,
+    capabilities: [],
+    cores: 0,
+    labels: [],
   };
 }
 
@@ -140,6 +149,15 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     }
     if (message.capacity !== 0) {
       writer.uint32(113).double(message.capacity);
+    }
+    for (const v of message.capabilities) {
+      writer.uint32(122).string(v!);
+    }
+    if (message.cores !== 0) {
+      writer.uint32(128).int32(message.cores);
+    }
+    for (const v of message.labels) {
+      writer.uint32(138).string(v!);
     }
     return writer;
   },
@@ -269,6 +287,30 @@ export const NodeInfo: MessageFns<NodeInfo> = {
             message.capacity = reader.double();
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.capabilities.push(reader.string());
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.cores = reader.int32();
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.labels.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -325,6 +367,13 @@ export const NodeInfo: MessageFns<NodeInfo> = {
         ? globalThis.Number(object.speed_mps)
         : 0,
       capacity: isSet(object.capacity) ? globalThis.Number(object.capacity) : 0,
+      capabilities: globalThis.Array.isArray(object?.capabilities)
+        ? object.capabilities.map((e: any) => globalThis.String(e))
+        : [],
+      cores: isSet(object.cores) ? globalThis.Number(object.cores) : 0,
+      labels: globalThis.Array.isArray(object?.labels)
+        ? object.labels.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -372,6 +421,15 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.capacity !== 0) {
       obj.capacity = floatToJson(message.capacity);
     }
+    if (message.capabilities?.length) {
+      obj.capabilities = message.capabilities;
+    }
+    if (message.cores !== 0) {
+      obj.cores = Math.round(message.cores);
+    }
+    if (message.labels?.length) {
+      obj.labels = message.labels;
+    }
     return obj;
   },
 
@@ -394,6 +452,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     message.stateReason = object.stateReason ?? "";
     message.speedMps = object.speedMps ?? 0;
     message.capacity = object.capacity ?? 0;
+    message.capabilities = object.capabilities?.map((e) => e) || [];
+    message.cores = object.cores ?? 0;
+    message.labels = object.labels?.map((e) => e) || [];
     return message;
   },
 };

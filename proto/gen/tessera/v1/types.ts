@@ -207,7 +207,11 @@ export interface Rendition {
   /** encoder speed preset, e.g. "veryfast" */
   preset: string;
   /** "sdr" (default: HDR sources are tone-mapped to BT.709) or "hdr" */
-  dynamicRange?: string | undefined;
+  dynamicRange?:
+    | string
+    | undefined;
+  /** (HEVC or AV1, 10-bit, the source's PQ/HLG and HDR10 metadata kept) */
+  needs?: string | undefined;
 }
 
 export interface JobSpec {
@@ -249,7 +253,14 @@ export interface JobSpec {
     | string
     | undefined;
   /** (informational, shown in listings; never used as a path) */
-  package?: string | undefined;
+  package?:
+    | string
+    | undefined;
+  /**
+   * comma list of "hls", "dash" (CMAF segments under the
+   * archive's prefix, with an HLS and/or a DASH manifest)
+   */
+  placement?: string | undefined;
 }
 
 /** A rendition as the planner resolved it: concrete size, encoder and preset. */
@@ -471,7 +482,7 @@ export interface Job {
 }
 
 function createBaseRendition(): Rendition {
-  return { name: "", height: 0, videoBitrateKbps: 0, codec: "", preset: "", dynamicRange: undefined };
+  return { name: "", height: 0, videoBitrateKbps: 0, codec: "", preset: "", dynamicRange: undefined, needs: undefined };
 }
 
 export const Rendition: MessageFns<Rendition> = {
@@ -493,6 +504,9 @@ export const Rendition: MessageFns<Rendition> = {
     }
     if (message.dynamicRange !== undefined) {
       writer.uint32(50).string(message.dynamicRange);
+    }
+    if (message.needs !== undefined) {
+      writer.uint32(58).string(message.needs);
     }
     return writer;
   },
@@ -558,6 +572,14 @@ export const Rendition: MessageFns<Rendition> = {
             message.dynamicRange = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.needs = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -586,6 +608,7 @@ export const Rendition: MessageFns<Rendition> = {
         : isSet(object.dynamic_range)
         ? globalThis.String(object.dynamic_range)
         : undefined,
+      needs: isSet(object.needs) ? globalThis.String(object.needs) : undefined,
     };
   },
 
@@ -609,6 +632,9 @@ export const Rendition: MessageFns<Rendition> = {
     if (message.dynamicRange !== undefined) {
       obj.dynamicRange = message.dynamicRange;
     }
+    if (message.needs !== undefined) {
+      obj.needs = message.needs;
+    }
     return obj;
   },
 
@@ -623,6 +649,7 @@ export const Rendition: MessageFns<Rendition> = {
     message.codec = object.codec ?? "";
     message.preset = object.preset ?? "";
     message.dynamicRange = object.dynamicRange ?? undefined;
+    message.needs = object.needs ?? undefined;
     return message;
   },
 };
@@ -644,6 +671,7 @@ function createBaseJobSpec(): JobSpec {
     stereoDownmix: undefined,
     inputName: undefined,
     package: undefined,
+    placement: undefined,
   };
 }
 
@@ -697,6 +725,9 @@ export const JobSpec: MessageFns<JobSpec> = {
     }
     if (message.package !== undefined) {
       writer.uint32(170).string(message.package);
+    }
+    if (message.placement !== undefined) {
+      writer.uint32(178).string(message.placement);
     }
     return writer;
   },
@@ -844,6 +875,14 @@ export const JobSpec: MessageFns<JobSpec> = {
             message.package = reader.string();
             continue;
           }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.placement = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -913,6 +952,7 @@ export const JobSpec: MessageFns<JobSpec> = {
         ? globalThis.String(object.input_name)
         : undefined,
       package: isSet(object.package) ? globalThis.String(object.package) : undefined,
+      placement: isSet(object.placement) ? globalThis.String(object.placement) : undefined,
     };
   },
 
@@ -963,6 +1003,9 @@ export const JobSpec: MessageFns<JobSpec> = {
     if (message.package !== undefined) {
       obj.package = message.package;
     }
+    if (message.placement !== undefined) {
+      obj.placement = message.placement;
+    }
     return obj;
   },
 
@@ -986,6 +1029,7 @@ export const JobSpec: MessageFns<JobSpec> = {
     message.stereoDownmix = object.stereoDownmix ?? undefined;
     message.inputName = object.inputName ?? undefined;
     message.package = object.package ?? undefined;
+    message.placement = object.placement ?? undefined;
     return message;
   },
 };
