@@ -49,4 +49,19 @@ describe('autoscaler policy', () => {
     const d = decide(snap({ queueDepth: 1, nodes: [node('a', { draining: true }), node('b', { busySlots: 2, idleSinceMs: undefined })] }), policy, fresh);
     expect(d.action).toBe('up');
   });
+
+  it('grows the pool that has what waiting jobs need, and says when no pool has it', () => {
+    const pools = [{ name: 'gpu', deployment: 'tessera-node-gpu', capabilities: ['h264', 'nvenc'], labels: { pool: 'gpu' } }, { name: 'eu', capabilities: ['h264'], labels: { region: 'eu' } }];
+    const idle = [node('a', { idleSinceMs: undefined })];
+    const up = decide(snap({ nodes: idle, unserved: [{ needs: ['h264', 'nvenc'], labels: {} }] }), { ...policy, pools }, fresh);
+    expect(up).toMatchObject({ action: 'up', count: 1, pool: { name: 'gpu' } });
+    expect(up.reason).toMatch(/wait for h264, nvenc.*growing pool gpu/);
+    expect(decide(snap({ nodes: idle, unserved: [{ needs: ['h264'], labels: { region: 'eu' } }] }), { ...policy, pools }, fresh)).toMatchObject({ action: 'up', pool: { name: 'eu' } });
+    const none = decide(snap({ nodes: idle, unserved: [{ needs: ['qsv'], labels: {} }] }), { ...policy, pools }, fresh);
+    expect(none.action).toBe('none');
+    expect(none.reason).toMatch(/wait for qsv and no pool has it/);
+    // Limits hold for pools too.
+    expect(decide(snap({ nodes: idle, pendingNodes: 1, unserved: [{ needs: ['nvenc'], labels: {} }] }), { ...policy, pools }, fresh).action).toBe('none');
+    expect(decide(snap({ nodes: idle, unserved: [{ needs: ['nvenc'], labels: {} }] }), { ...policy, pools, maxNodes: 1 }, fresh).action).toBe('none');
+  });
 });

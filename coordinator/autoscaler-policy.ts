@@ -1,3 +1,5 @@
+import { describePlacement, fits, type Placement } from '../common/placement.js';
+
 /** Settings of the autoscaler policy (all durations in ms). */
 export interface AutoscalePolicy {
   minNodes: number;
@@ -10,6 +12,18 @@ export interface AutoscalePolicy {
   idleMs: number;
   upCooldownMs: number;
   downCooldownMs: number;
+  /** Node pools the autoscaler may grow for jobs that need what the default nodes lack (AUTOSCALER_POOLS). */
+  pools?: NodePool[];
+}
+
+/** A pool of nodes with capabilities or labels of their own (a GPU pool, a region's pool). */
+export interface NodePool {
+  name: string;
+  /** The Kubernetes Deployment of the pool's node agents (kubernetes provider). */
+  deployment?: string | undefined;
+  /** What its nodes advertise: capability families and labels. */
+  capabilities: string[];
+  labels: Record<string, string>;
 }
 
 export interface NodeSnapshot {
@@ -30,6 +44,8 @@ export interface ClusterSnapshot {
   nodes: NodeSnapshot[];
   /** Nodes asked for but not registered yet. */
   pendingNodes: number;
+  /** What jobs wait for that no active node has (capabilities, labels): grows a matching pool. */
+  unserved?: Placement[];
 }
 
 export interface PolicyMemory {
@@ -38,7 +54,7 @@ export interface PolicyMemory {
 }
 
 export type Decision =
-  | { action: 'up'; count: number; reason: string }
+  | { action: 'up'; count: number; reason: string; pool?: NodePool }
   | { action: 'down'; nodeIds: string[]; reason: string }
   | { action: 'none'; reason: string };
 
@@ -53,6 +69,19 @@ export function decide(s: ClusterSnapshot, p: AutoscalePolicy, m: PolicyMemory):
   const count = active.length + s.pendingNodes;
   if (count < p.minNodes) {
     return { action: 'up', count: p.minNodes - count, reason: `below the minimum of ${p.minNodes} node(s)` };
+  }
+  // Jobs that wait for a capability or label no active node has: grow the pool that has it.
+  let unservedNote = '';
+  for (const want of s.unserved ?? []) {
+    const pool = p.pools?.find((pl) => fits({ id: pl.name, encoders: [], capabilities: pl.capabilities, labels: pl.labels }, want));
+    if (!pool) {
+      unservedNote = `; job(s) wait for ${describePlacement(want)} and no pool has it (AUTOSCALER_POOLS)`;
+      continue;
+    }
+    if (count >= p.maxNodes) return { action: 'none', reason: `job(s) wait for ${describePlacement(want)} (pool ${pool.name}) but already at the maximum of ${p.maxNodes} node(s)` };
+    if (s.pendingNodes > 0) return { action: 'none', reason: `waiting for ${s.pendingNodes} node(s) to join` };
+    if (s.nowMs - m.lastUpAtMs < p.upCooldownMs) return { action: 'none', reason: 'scale-up cooldown' };
+    return { action: 'up', count: 1, pool, reason: `job(s) wait for ${describePlacement(want)}, which no active node has: growing pool ${pool.name}` };
   }
   const slots = active.reduce((a, n) => a + n.slots, 0);
   const busy = active.reduce((a, n) => a + Math.min(n.slots, Math.max(n.busySlots, n.segments > 0 ? n.slots : 0)), 0);
@@ -75,5 +104,5 @@ export function decide(s: ClusterSnapshot, p: AutoscalePolicy, m: PolicyMemory):
       return { action: 'down', nodeIds: ids, reason: `${ids.length} node(s) idle for at least ${Math.round(p.idleMs / 1000)} s with an empty queue` };
     }
   }
-  return { action: 'none', reason: 'steady' };
+  return { action: 'none', reason: `steady${unservedNote}` };
 }

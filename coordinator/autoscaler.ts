@@ -1,7 +1,8 @@
 import type { Etcd3 } from 'etcd3';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
-import { decide, type AutoscalePolicy, type ClusterSnapshot, type PolicyMemory } from './autoscaler-policy.js';
+import { fits, type Placement } from '../common/placement.js';
+import { decide, type AutoscalePolicy, type ClusterSnapshot, type NodePool, type PolicyMemory } from './autoscaler-policy.js';
 import type { JobStore } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { NodeRegistry } from './node-registry.js';
@@ -9,8 +10,8 @@ import type { NodeRegistry } from './node-registry.js';
 /** Where nodes come from: this machine's processes, or a Kubernetes Deployment. */
 export interface ScaleProvider {
   readonly name: string;
-  /** Starts `count` more node agents. */
-  scaleUp(count: number): Promise<void>;
+  /** Starts `count` more node agents (of `pool`, when given: a pool with capabilities or labels of its own). */
+  scaleUp(count: number, pool?: NodePool): Promise<void>;
   /** Called after the nodes were marked for draining; removes them once drained. */
   scaleDown(nodeIds: string[]): Promise<void>;
   /** Nodes requested but not registered yet. */
@@ -43,6 +44,8 @@ export class Autoscaler {
     private readonly metrics: CoordinatorMetrics,
     private readonly log: Logger,
     private readonly intervalMs = 2_000,
+    /** Jobs waiting for a node their placement allows (the job runners fill it). */
+    private readonly waiting: ReadonlyMap<string, Placement> = new Map(),
   ) {}
 
   start(): void {
@@ -64,6 +67,7 @@ export class Autoscaler {
         queueDepth: await this.store.queueDepth(),
         runningJobs: 0,
         pendingNodes: this.provider.pending(new Set(nodes.map((n) => n.id))),
+        unserved: [...this.waiting.values()].filter((p) => !nodes.some((n) => !n.draining && fits(n, p))),
         nodes: nodes.map((n) => ({
           id: n.id,
           slots: n.slots,
@@ -75,12 +79,12 @@ export class Autoscaler {
       };
       const d = decide(snapshot, this.policy, this.memory);
       if (d.action === 'none') return;
-      this.record(`${new Date(now).toISOString()} ${d.action} ${d.action === 'up' ? d.count : d.nodeIds.join(',')}: ${d.reason}`);
+      this.record(`${new Date(now).toISOString()} ${d.action} ${d.action === 'up' ? `${d.count}${d.pool ? ` (pool ${d.pool.name})` : ''}` : d.nodeIds.join(',')}: ${d.reason}`);
       this.metrics.autoscalerDecisions.inc({ action: d.action });
       this.log.info({ decision: d }, 'autoscaler decision');
       if (d.action === 'up') {
         this.memory.lastUpAtMs = now;
-        await this.provider.scaleUp(d.count);
+        await this.provider.scaleUp(d.count, d.pool);
       } else {
         this.memory.lastDownAtMs = now;
         for (const id of d.nodeIds) await this.etcd.put(this.keys.nodeDrain(id)).value(JSON.stringify({ atMs: now, by: 'autoscaler' }));

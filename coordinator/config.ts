@@ -3,6 +3,13 @@ import { z } from 'zod';
 import { baseShape, bool, csv, int, parseEnv, s3Shape } from '../common/config-schema.js';
 import { MIN_WEBHOOK_SECRET_LENGTH, OLD_DEFAULT_WEBHOOK_SECRET, baseRefusals, placeholderRefusals, s3Refusals } from '../common/secure-defaults.js';
 
+const poolsSchema = z.array(z.object({
+  name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
+  deployment: z.string().regex(/^[a-z0-9][a-z0-9-]{0,252}$/).optional(),
+  capabilities: z.array(z.string().regex(/^[a-z0-9][a-z0-9._-]{0,39}$/)).default([]),
+  labels: z.record(z.string(), z.string()).default({}),
+}));
+
 const shape = {
   ...baseShape,
   ...s3Shape,
@@ -139,6 +146,19 @@ const shape = {
   AUTOSCALER_UP_COOLDOWN_MS: int(15_000, 0),
   AUTOSCALER_DOWN_COOLDOWN_MS: int(60_000, 0),
   AUTOSCALER_INTERVAL_MS: int(2_000, 100),
+  /**
+   * Node pools the autoscaler may grow for jobs that need a capability or label the default nodes
+   * lack, as JSON: [{"name":"gpu","deployment":"tessera-node-gpu","capabilities":["h264","nvenc"],"labels":{"pool":"gpu"}}].
+   * Kubernetes scales the pool's Deployment; the local provider starts nodes with its labels.
+   */
+  AUTOSCALER_POOLS: z.string().default('[]').transform((v, ctx) => {
+    try {
+      return poolsSchema.parse(JSON.parse(v));
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: `AUTOSCALER_POOLS must be a JSON list of {name, deployment?, capabilities, labels}: ${e instanceof Error ? e.message.slice(0, 200) : String(e)}` });
+      return z.NEVER;
+    }
+  }),
   /** Worker slots of node agents the local provider starts. */
   AUTOSCALER_NODE_SLOTS: int(1, 1),
   K8S_NAMESPACE: z.string().default('tessera'),

@@ -1,3 +1,4 @@
+import type { Placement } from '../common/placement.js';
 import { mkdir, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { ClientCache } from '../common/grpc-clients.js';
@@ -108,6 +109,7 @@ async function main(): Promise<void> {
   election.on('elected', (fence: LeaderFence) => webhooks.elected(fence));
   election.on('deposed', () => webhooks.deposed());
   const load = new Map<string, number>();
+  const waiting = new Map<string, Placement>(); // jobs waiting for a node their placement allows
   const scheduler = new Scheduler(etcd, keys, store, election, {
     cfg,
     store,
@@ -119,6 +121,7 @@ async function main(): Promise<void> {
     encoders,
     stagingDir,
     load,
+    waiting,
     onFrames: (n) => {
       throughput.add(n);
       metrics.framesDone.inc(n);
@@ -141,7 +144,8 @@ async function main(): Promise<void> {
       idleMs: cfg.AUTOSCALER_IDLE_MS,
       upCooldownMs: cfg.AUTOSCALER_UP_COOLDOWN_MS,
       downCooldownMs: cfg.AUTOSCALER_DOWN_COOLDOWN_MS,
-    }, () => election.isLeader, metrics, log.child({ component: 'autoscaler' }), cfg.AUTOSCALER_INTERVAL_MS);
+      pools: cfg.AUTOSCALER_POOLS,
+    }, () => election.isLeader, metrics, log.child({ component: 'autoscaler' }), cfg.AUTOSCALER_INTERVAL_MS, waiting);
     autoscaler.start();
     const a = autoscaler;
     life.onStop('autoscaler', () => a.stop());

@@ -55,4 +55,27 @@ describe('kubernetes scale provider', () => {
     expect(seen[0]!.body).toEqual({ metadata: { annotations: { [DELETION_COST]: '-1000' } } });
     expect(seen[2]!.body).toEqual({ spec: { replicas: 4 } });
   });
+
+  it('grows and shrinks a pool through its own Deployment, counting its pods apart', async () => {
+    const p = new KubernetesScaleProvider({ apiUrl: url, namespace: 'tessera', deployment: 'tessera-node-agent', token: 'tok', timeoutMs: 2000 }, createLogger('test', 'silent'));
+    replicas = 0;
+    seen.length = 0;
+    await p.scaleUp(1, { name: 'gpu', deployment: 'tessera-node-gpu', capabilities: ['nvenc'], labels: {} });
+    expect(seen.map((s) => `${s.method} ${s.url}`)).toEqual([
+      'GET /apis/apps/v1/namespaces/tessera/deployments/tessera-node-gpu/scale',
+      'PATCH /apis/apps/v1/namespaces/tessera/deployments/tessera-node-gpu/scale',
+    ]);
+    expect(seen[1]!.body).toEqual({ spec: { replicas: 1 } });
+    // Three default nodes registered, the pool's pod not yet: one pending.
+    expect(p.pending(new Set(['tessera-node-agent-1', 'tessera-node-agent-2', 'tessera-node-agent-3']))).toBe(1);
+    expect(p.pending(new Set(['tessera-node-agent-1', 'tessera-node-gpu-5c4-xyz']))).toBe(0);
+    seen.length = 0;
+    await p.scaleDown(['tessera-node-gpu-5c4-xyz']);
+    expect(seen.map((s) => `${s.method} ${s.url}`)).toEqual([
+      'PATCH /api/v1/namespaces/tessera/pods/tessera-node-gpu-5c4-xyz',
+      'GET /apis/apps/v1/namespaces/tessera/deployments/tessera-node-gpu/scale',
+      'PATCH /apis/apps/v1/namespaces/tessera/deployments/tessera-node-gpu/scale',
+    ]);
+    expect(seen[2]!.body).toEqual({ spec: { replicas: 0 } });
+  });
 });

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { AppError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { ScaleProvider } from './autoscaler.js';
+import type { NodePool } from './autoscaler-policy.js';
 
 export interface KubernetesSettings {
   /** API server base URL, e.g. https://kubernetes.default.svc */
@@ -33,6 +34,8 @@ export const DELETION_COST = 'controller.kubernetes.io/pod-deletion-cost';
 export class KubernetesScaleProvider implements ScaleProvider {
   readonly name = 'kubernetes';
   private wanted: number | undefined;
+  /** Replicas asked of each pool's Deployment (pods are named `<deployment>-…`). */
+  private poolWanted = new Map<string, number>();
 
   constructor(private readonly s: KubernetesSettings, private readonly log: Logger) {}
 
@@ -48,36 +51,53 @@ export class KubernetesScaleProvider implements ScaleProvider {
     return res.json();
   }
 
-  private scalePath(): string {
-    return `/apis/apps/v1/namespaces/${encodeURIComponent(this.s.namespace)}/deployments/${encodeURIComponent(this.s.deployment)}/scale`;
+  private scalePath(deployment = this.s.deployment): string {
+    return `/apis/apps/v1/namespaces/${encodeURIComponent(this.s.namespace)}/deployments/${encodeURIComponent(deployment)}/scale`;
   }
 
-  async replicas(): Promise<number> {
-    const scale = (await this.call('GET', this.scalePath())) as { spec?: { replicas?: number } };
+  async replicas(deployment = this.s.deployment): Promise<number> {
+    const scale = (await this.call('GET', this.scalePath(deployment))) as { spec?: { replicas?: number } };
     return scale.spec?.replicas ?? 0;
   }
 
-  private async setReplicas(n: number): Promise<void> {
-    await this.call('PATCH', this.scalePath(), { spec: { replicas: n } });
-    this.wanted = n;
-    this.log.info({ deployment: this.s.deployment, replicas: n }, 'scaled the node-agent deployment');
+  private async setReplicas(n: number, deployment = this.s.deployment): Promise<void> {
+    await this.call('PATCH', this.scalePath(deployment), { spec: { replicas: n } });
+    if (deployment === this.s.deployment) this.wanted = n;
+    else this.poolWanted.set(deployment, n);
+    this.log.info({ deployment, replicas: n }, 'scaled the node-agent deployment');
   }
 
-  async scaleUp(count: number): Promise<void> {
-    await this.setReplicas((await this.replicas()) + count);
+  /** The pool Deployment a pod belongs to (by name prefix), or undefined for the main one. */
+  private poolOf(pod: string): string | undefined {
+    return [...this.poolWanted.keys()].find((d) => pod.startsWith(`${d}-`));
+  }
+
+  async scaleUp(count: number, pool?: NodePool): Promise<void> {
+    const deployment = pool?.deployment ?? this.s.deployment;
+    await this.setReplicas((await this.replicas(deployment)) + count, deployment);
   }
 
   async scaleDown(nodeIds: string[]): Promise<void> {
+    const byDeployment = new Map<string, number>();
     for (const pod of nodeIds) {
       await this.call('PATCH', `/api/v1/namespaces/${encodeURIComponent(this.s.namespace)}/pods/${encodeURIComponent(pod)}`, {
         metadata: { annotations: { [DELETION_COST]: '-1000' } },
       });
+      const d = this.poolOf(pod) ?? this.s.deployment;
+      byDeployment.set(d, (byDeployment.get(d) ?? 0) + 1);
     }
-    await this.setReplicas(Math.max(0, (await this.replicas()) - nodeIds.length));
+    for (const [d, n] of byDeployment) await this.setReplicas(Math.max(0, (await this.replicas(d)) - n), d);
   }
 
   pending(registered: ReadonlySet<string>): number {
-    return this.wanted === undefined ? 0 : Math.max(0, this.wanted - registered.size);
+    let pending = 0;
+    let inPools = 0;
+    for (const [d, wanted] of this.poolWanted) {
+      const have = [...registered].filter((id) => id.startsWith(`${d}-`)).length;
+      inPools += have;
+      pending += Math.max(0, wanted - have);
+    }
+    return pending + (this.wanted === undefined ? 0 : Math.max(0, this.wanted - (registered.size - inPools)));
   }
 
   async close(): Promise<void> {}

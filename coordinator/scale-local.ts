@@ -4,6 +4,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../common/logger.js';
 import type { ScaleProvider } from './autoscaler.js';
+import type { NodePool } from './autoscaler-policy.js';
+import { formatLabels } from '../common/placement.js';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -25,14 +27,15 @@ export class LocalScaleProvider implements ScaleProvider {
     private readonly log: Logger,
   ) {}
 
-  async scaleUp(count: number): Promise<void> {
+  /** A pool's nodes get its labels; capabilities are what this machine's probes find (none are granted). */
+  async scaleUp(count: number, pool?: NodePool): Promise<void> {
     mkdirSync(this.logDir, { recursive: true });
     for (let i = 0; i < count; i++) {
       const id = `${this.idPrefix}${Date.now().toString(36)}-${this.seq++}`;
       const fd = openSync(join(this.logDir, `${id}.log`), 'a');
       const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'node-agent/main.ts')], {
         cwd: REPO_ROOT,
-        env: { ...this.env, NODE_ID: id, WORKER_SLOTS: String(this.slots), GRPC_PORT: '0', METRICS_PORT: '0' },
+        env: { ...this.env, NODE_ID: id, WORKER_SLOTS: String(this.slots), GRPC_PORT: '0', METRICS_PORT: '0', ...(pool ? { NODE_LABELS: formatLabels(pool.labels).join(',') } : {}) },
         stdio: ['ignore', fd, fd],
         detached: true,
       });
