@@ -33,7 +33,7 @@ import { fits, jobPlacement, whyNoNode, type Placement } from '../common/placeme
 import { planFrameSegments, planSegments } from './plan.js';
 import { ProgressTracker } from './progress.js';
 import { dispatchSegment, type DispatchDeps, type SegmentSource } from './segment-dispatch.js';
-import { classifyInput, outputKey, parseOutput, parsePackage, resolveLocalInput, toRungs } from './spec.js';
+import { classifyInput, outputKey, parseOutput, keyframePeriod, parsePackage, resolveLocalInput, toRungs } from './spec.js';
 import { GOP_SECONDS } from '../transcoder/ffmpeg-args.js';
 import { stageInput } from './input.js';
 import { ensureRoom, neverFits } from '../common/staging-space.js';
@@ -392,7 +392,7 @@ export class JobRunner {
       }
       // Exact frame shares wherever the keyframes are; keyframe cuts only where the GOPs forbid it.
       cuts =
-        planFrameSegments({ packets, fps: media.video.fps, nodes, minSegmentSec: cfg.MIN_SEGMENT_SEC }) ??
+        planFrameSegments({ packets, fps: media.video.fps, nodes, minSegmentSec: cfg.MIN_SEGMENT_SEC, gridSec: keyframePeriod(rec.spec) }) ??
         planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes, minSegmentSec: cfg.MIN_SEGMENT_SEC });
       const out = parseOutput(rec.spec.outputUri, cfg.S3_BUCKET, cfg.OUTPUT_PREFIX);
       rec = { ...rec, plan: { cuts, renditions, container: rec.spec.container === 'mkv' ? 'mkv' : 'mp4', bucket: out.bucket, key: outputKey(out, this.jobId) } };
@@ -431,8 +431,9 @@ export class JobRunner {
     const constantRate = rec.plan?.constantRate ?? planConstantRate(rec.spec, packets, media.video.fps, cuts);
     sourceInfo = withConstantRate(sourceInfo, constantRate);
     // Streaming output (HLS/DASH): IDR frames on one time grid in every chunk of every rendition.
-    const keyframeGrid = rec.plan?.keyframeGrid ?? (parsePackage(rec.spec.package ?? '').streaming.length > 0
-      ? { periodSec: GOP_SECONDS, windows: constantRate?.windows ?? rateWindows(cuts, this.keyTimes, packets.durationSec) }
+    const period = keyframePeriod(rec.spec);
+    const keyframeGrid = rec.plan?.keyframeGrid ?? (period !== undefined
+      ? { periodSec: period, windows: constantRate?.windows ?? rateWindows(cuts, this.keyTimes, packets.durationSec) }
       : undefined);
     tracker.setTotalFrames(total);
     tracker.preparing(0.8);
@@ -603,7 +604,7 @@ export class JobRunner {
         source: rec.source,
         timingsJson: JSON.stringify(timings),
         notes: rec.history.filter((h) => h.scope === 'ladder').map((h) => h.reason),
-        ...(streamFormats.length ? { packaging: { formats: streamFormats, segmentSec: GOP_SECONDS, ...(pkg.zip ? {} : { noZip: true }) } } : {}),
+        ...(streamFormats.length ? { packaging: { formats: streamFormats, segmentSec: rec.plan?.keyframeGrid?.periodSec ?? keyframePeriod(rec.spec) ?? GOP_SECONDS, ...(pkg.zip ? {} : { noZip: true }) } } : {}),
       },
       new Metadata(),
       deadline(this.d.cfg.FINALIZE_TIMEOUT_MS),

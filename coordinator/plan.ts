@@ -1,4 +1,4 @@
-import { frameCuts, shareBoundaries } from '../transcoder/frame-cuts.js';
+import { frameCuts, shareBoundaries, snapToGrid } from '../transcoder/frame-cuts.js';
 import type { PacketSummary } from '../transcoder/keyframes.js';
 import { planCuts } from '../transcoder/plan-cuts.js';
 import type { PlannedCut } from './job-model.js';
@@ -63,7 +63,7 @@ export function planSegments(args: {
  * nodes[i] (sorted by id; the largest weights first when fewer segments fit). Undefined when the
  * stream's GOPs do not allow frame cuts (open GOPs): planSegments cuts on keyframes then.
  */
-export function planFrameSegments(args: { packets: PacketSummary; fps: number; nodes: PlanNode[]; minSegmentSec: number }): PlannedCut[] | undefined {
+export function planFrameSegments(args: { packets: PacketSummary; fps: number; nodes: PlanNode[]; minSegmentSec: number; gridSec?: number | undefined }): PlannedCut[] | undefined {
   const total = args.packets.presentedSec.length;
   if (total === 0) return undefined;
   const byId = [...args.nodes].sort((a, b) => (a.id < b.id ? -1 : 1));
@@ -72,7 +72,9 @@ export function planFrameSegments(args: { packets: PacketSummary; fps: number; n
   const weights = capacityWeights(byId);
   const weightOf = new Map(byId.map((n, i) => [n.id, weights[i]!]));
   const nodes = fits < byId.length ? [...byId].sort((a, b) => weightOf.get(b.id)! - weightOf.get(a.id)! || (a.id < b.id ? -1 : 1)).slice(0, fits) : byId;
-  const bounds = shareBoundaries(total, nodes.map((n) => weightOf.get(n.id)!), minFrames);
+  const shares = shareBoundaries(total, nodes.map((n) => weightOf.get(n.id)!), minFrames);
+  // Streaming output: every boundary on the keyframe grid (a cut elsewhere adds an IDR mid-segment).
+  const bounds = args.gridSec ? snapToGrid(shares, args.packets.presentedSec, args.gridSec) : shares;
   const cuts = frameCuts(args.packets, bounds);
   if (!cuts) return undefined;
   return cuts.map((c, i) => ({

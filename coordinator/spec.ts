@@ -5,6 +5,7 @@ import { jobPlacement } from '../common/placement.js';
 import { AppError } from '../common/errors.js';
 import type { JobSpec } from '../proto/gen/tessera/v1/types.js';
 import { resolveLadder } from '../transcoder/ladder.js';
+import { GOP_SECONDS } from '../transcoder/ffmpeg-args.js';
 
 export type InputRef =
   | { kind: 'local'; path: string; bytes: number }
@@ -131,7 +132,12 @@ export function validateSpec(spec: JobSpec | undefined, encoders: ReadonlySet<st
     }
   }
   checkTimelineSettings(spec);
-  parsePackage(spec.package ?? '');
+  const pkg = parsePackage(spec.package ?? '');
+  const kfi = spec.keyframeIntervalSec ?? 0;
+  if (kfi !== 0) {
+    if (!(Number.isFinite(kfi) && kfi >= 1 && kfi <= 10)) throw new AppError('INVALID_ARGUMENT', 'keyframe_interval_sec must be between 1 and 10 seconds');
+    if (pkg.streaming.length === 0) throw new AppError('INVALID_ARGUMENT', 'keyframe_interval_sec applies to streaming output: ask for package hls and/or dash');
+  }
   const placement = jobPlacement(spec); // needs and labels well-formed (INVALID_ARGUMENT)
   if (placement.needs.length > 16 || Object.keys(placement.labels).length > 8) throw new AppError('INVALID_ARGUMENT', 'a job may need at most 16 capabilities and be pinned to at most 8 labels');
   // Validate the ladder against the largest source we accept (HDR, so HDR rungs pass until the
@@ -163,6 +169,12 @@ export function parsePackage(text: string): { zip: boolean; streaming: ('hls' | 
   }
   // Nothing but streaming asked for: no zip. Nothing at all: the zip (the default).
   return { zip: zip || streaming.length === 0, streaming };
+}
+
+/** The keyframe grid of a job's streaming output (s): its setting, else GOP_SECONDS; undefined without HLS/DASH. */
+export function keyframePeriod(spec: Pick<JobSpec, 'package' | 'keyframeIntervalSec'>): number | undefined {
+  if (parsePackage(spec.package ?? '').streaming.length === 0) return undefined;
+  return spec.keyframeIntervalSec || GOP_SECONDS;
 }
 
 /** Most audio tracks a job may select (each is encoded once and muxed into every rendition). */

@@ -1,7 +1,7 @@
 import type { TranscodeOutput } from '../transcoder/ffmpeg-args.js';
-import { readKeyframes } from '../transcoder/keyframes.js';
+import { readKeyframes, readPacketSummary, type PacketSummary } from '../transcoder/keyframes.js';
 import { countFrames } from '../transcoder/probe.js';
-import { SEGMENT_DEMUXER, splitVideo, type InputOptions } from '../transcoder/split.js';
+import { SEGMENT_DEMUXER, splitFrameCuts, splitVideo, type InputOptions } from '../transcoder/split.js';
 import type { FfmpegLimits } from '../transcoder/ffmpeg-limits.js';
 import { transcodeToRenditions } from '../transcoder/transcode.js';
 import type { ChunkGrid, Rate } from '../transcoder/frame-rate.js';
@@ -55,6 +55,10 @@ export interface SegmentMedia {
   keyframes(segmentPath: string, facts: SegmentFacts, signal: AbortSignal): Promise<{ keyframes: number[]; durationSec: number }>;
   /** Cuts the segment at the interior boundaries (s) into files under `dir`, in play order. */
   split(segmentPath: string, dir: string, cutPoints: number[], facts: SegmentFacts, signal: AbortSignal): Promise<SubSegmentFile[]>;
+  /** The segment's packets (presented times, keyframes): streaming jobs cut chunks at exact frames. Optional (the simulation has none). */
+  packets?(segmentPath: string, signal: AbortSignal): Promise<PacketSummary>;
+  /** Cuts packet ranges [fromPacket, toPacket) of the segment into files under `dir`, in order (ranges may share a GOP). */
+  splitFrames?(segmentPath: string, dir: string, cuts: readonly { fromPacket: number; toPacket: number }[], totalPackets: number, signal: AbortSignal): Promise<string[]>;
   /** Writes every output (one per rendition); deletes partial outputs on failure. */
   transcode(input: SubSegmentFile, outputs: TranscodeOutput[], o: SubSegmentTranscode): Promise<void>;
 }
@@ -72,6 +76,8 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
   };
   return {
     keyframes: (segmentPath, _facts, signal) => readKeyframes(segmentPath, { signal, ...seg }),
+    packets: (segmentPath, signal) => readPacketSummary(segmentPath, { signal, ...seg }),
+    splitFrames: (segmentPath, dir, cuts, totalPackets, signal) => splitFrameCuts(segmentPath, dir, cuts, totalPackets, { signal, ...seg }),
     split: async (segmentPath, dir, cutPoints, _facts, signal) => {
       const files = await splitVideo(segmentPath, dir, cutPoints, { signal, ...seg });
       // Every chunk is counted from its own file (the agent checks the sum against the plan), two

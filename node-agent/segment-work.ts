@@ -9,6 +9,7 @@ import type { PlannedRendition } from '../proto/gen/tessera/v1/types.js';
 import type { SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
 import type { UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
 import { planChunks, planCuts } from '../transcoder/plan-cuts.js';
+import { frameCuts, gridChunkBoundaries, gridFrame } from '../transcoder/frame-cuts.js';
 import { frameFactor, type PictureTreatment } from '../transcoder/treatment.js';
 import { chunkGrids, chunkStarts, firstGridPoint } from '../transcoder/frame-rate.js';
 import type { ResolvedRendition } from '../transcoder/ladder.js';
@@ -100,7 +101,20 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   // run); only FENCED or an abort ends them.
   const etcdRetry = { signal, log, onRetry: () => deps.onRetry('etcd') };
   let cp = (await withEtcdRetry('read checkpoint', () => fence.readCheckpoint(), etcdRetry))?.value;
-  if ((!cp || cp.boundaries.length < 2) && deps.slots <= 1 && req.frames > 0 && req.fps > 0 && req.frames / req.fps <= deps.maxChunkSec) {
+  const leadIn = Math.max(0, req.leadInFrames);
+  const leadOut = Math.max(0, req.leadOutFrames);
+  const oneChunk = deps.slots <= 1 && req.frames > 0 && req.fps > 0 && req.frames / req.fps <= deps.maxChunkSec;
+  // Streaming output: chunks start at the frames on the job's keyframe grid, wherever the source's
+  // keyframes are (each decoded from the keyframe before it), so no chunk adds an IDR off the grid.
+  let frameChunks: FrameChunk[] | undefined;
+  if (req.keyframeGrid && deps.media.packets && deps.media.splitFrames && (cp ? cp.boundaries.length > 2 : !oneChunk)) {
+    const planned = await planGridChunks(req, deps, cp?.boundaries, signal);
+    if (planned) {
+      frameChunks = planned.chunks; // none: one grid interval or less, the segment is the one chunk
+      cp ??= { boundaries: planned.boundaries, done: [], transcodedByAttempt: {} };
+    }
+  }
+  if ((!cp || cp.boundaries.length < 2) && oneChunk) {
     // One worker: the whole segment is the one sub-segment, no keyframe scan needed.
     cp = { boundaries: [0, req.frames / req.fps], done: [], transcodedByAttempt: {} };
   } else if (!cp || cp.boundaries.length < 2) {
@@ -119,13 +133,20 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   }
   await withEtcdRetry('check ownership', () => fence.assertOwner(), etcdRetry);
   const boundaries = cp.boundaries;
+  log.info({ chunks: boundaries.length - 1, cut: frameChunks ? 'grid frames' : 'keyframes' }, 'chunks planned');
   const subCount = boundaries.length - 1;
 
   // 2. Cut again (stream copy) at the same boundaries: the same keyframes give the same
   //    sub-segments. One sub-segment is the segment itself, as the coordinator cut and counted it
   //    (no copy, no count: those took half a second before a 1080p segment's ffmpeg started).
   let subFiles: SubSegmentFile[];
-  if (subCount === 1 && req.frames > 0 && req.fps > 0) {
+  if (frameChunks) {
+    const subDir = join(req.workDir, 'subs');
+    await rm(subDir, { recursive: true, force: true });
+    await mkdir(subDir, { recursive: true });
+    const paths = await deps.media.splitFrames!(req.segmentPath, subDir, frameChunks, req.frames, signal);
+    subFiles = frameChunks.map((c, i) => ({ path: paths[i]!, frames: c.frames, durationSec: c.durationSec }));
+  } else if (subCount === 1 && req.frames > 0 && req.fps > 0) {
     subFiles = [{ path: req.segmentPath, frames: req.frames, durationSec: Math.max(boundaries[1]! - boundaries[0]!, req.frames / req.fps) }];
   } else {
     const subDir = join(req.workDir, 'subs');
@@ -163,15 +184,16 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   await mkdir(outDir, { recursive: true });
   const renditions = req.renditions.map(toResolved);
 
-  // The frames this segment shows: the first chunk drops the lead-in, the last the lead-out.
+  // The frames this segment shows: the first chunk drops the lead-in, the last the lead-out; a
+  // chunk cut at a frame also drops the frames decoded before it (from its keyframe).
   const lastSub = subCount - 1;
-  const leadIn = Math.max(0, req.leadInFrames);
-  const leadOut = Math.max(0, req.leadOutFrames);
   if (leadIn + leadOut >= framesTotal && framesTotal > 0) throw new AppError('INTERNAL', `segment ${req.segment}: lead-in ${leadIn} and lead-out ${leadOut} leave no frame of ${framesTotal}`);
   const trimOf = (sub: number): { leadInFrames?: number; keepFrames?: number } => {
-    const start = sub === 0 ? leadIn : 0;
+    const fc = frameChunks?.[sub];
+    const start = (sub === 0 ? leadIn : 0) + (fc?.leadIn ?? 0);
     const out: { leadInFrames?: number; keepFrames?: number } = start > 0 ? { leadInFrames: start } : {};
-    if (sub === lastSub && leadOut > 0) out.keepFrames = (subFrames[sub] ?? 0) - start - leadOut;
+    if (fc) out.keepFrames = fc.frames - (sub === 0 ? leadIn : 0) - (sub === lastSub ? leadOut : 0);
+    else if (sub === lastSub && leadOut > 0) out.keepFrames = (subFrames[sub] ?? 0) - start - leadOut;
     if (out.keepFrames !== undefined && out.keepFrames <= 0) throw new AppError('INTERNAL', `segment ${req.segment}: the lead-out reaches before its last chunk`);
     return out;
   };
@@ -305,4 +327,49 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
 
 function sameBoundaries(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** A chunk of a streaming job's segment cut at exact frames: its packets, lead-in and shown frames. */
+interface FrameChunk {
+  fromPacket: number;
+  toPacket: number;
+  /** Frames decoded before its first frame (from the keyframe its file starts with), dropped. */
+  leadIn: number;
+  /** Presented frames of the segment file it stands for ([startFrame, endFrame): the segment's lead-in/out included at the ends). */
+  frames: number;
+  durationSec: number;
+}
+
+/**
+ * Chunks of a streaming job's segment whose every interior boundary is the frame that starts a
+ * point of the job's keyframe grid: `slots` of them at least, more when the segment is longer than
+ * slots × MAX_CHUNK_SEC. The boundaries (presented times in the segment file, as the checkpoint
+ * records them) come from the checkpoint when an earlier attempt chose them. Undefined when the
+ * segment's GOPs do not allow frame cuts (open GOPs): the agent cuts on keyframes then.
+ */
+async function planGridChunks(req: SegmentWorkRequest, deps: SegmentWorkDeps, recorded: number[] | undefined, signal: AbortSignal): Promise<{ chunks: FrameChunk[] | undefined; boundaries: number[] } | undefined> {
+  const kg = req.keyframeGrid!;
+  const s = await deps.media.packets!(req.segmentPath, signal);
+  const pts = s.presentedSec;
+  const n = pts.length;
+  if (s.frames !== req.frames || n !== s.frames) {
+    throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment} holds ${s.frames} frames (${n} presented), ${req.frames} were planned; the input cannot be cut frame-exactly`, { retryable: false });
+  }
+  let frames: number[];
+  if (recorded) {
+    frames = [0, ...recorded.slice(1, -1).map((b) => gridFrame(pts, 0, b)), n];
+  } else {
+    const first = Math.max(0, req.leadInFrames);
+    const end = n - Math.max(0, req.leadOutFrames);
+    const seconds = pts[end - 1]! - pts[first]! + (s.frameSec || (req.fps > 0 ? 1 / req.fps : 0));
+    const want = Math.max(deps.slots, Math.ceil(seconds / deps.maxChunkSec));
+    frames = [0, ...gridChunkBoundaries(pts, kg.originSec, first, end, kg.periodSec, want).slice(1, -1), n];
+  }
+  if (frames.length < 3) return { chunks: undefined, boundaries: [0, s.durationSec] };
+  const cuts = frameCuts(s, frames);
+  if (!cuts) return undefined;
+  return {
+    chunks: cuts.map((c) => ({ fromPacket: c.fromPacket, toPacket: c.toPacket, leadIn: c.leadIn, frames: c.endFrame - c.startFrame, durationSec: c.endSec - c.startSec })),
+    boundaries: recorded ?? [0, ...frames.slice(1, -1).map((f) => pts[f]!), s.durationSec],
+  };
 }

@@ -154,10 +154,13 @@ describe('HLS and DASH from one split-and-merge', () => {
     const keys = await Promise.all(['video-360p.m3u8', 'video-240p.m3u8'].map(async (n) => (await packets(await joined(n))).filter((p) => p.key).map((p) => p.pts.toFixed(4))));
     expect(keys[0]!.length).toBeGreaterThan(3);
     expect(keys[1]).toEqual(keys[0]);
-    // Every 2 s grid point of the 16 s source is a keyframe.
-    // Every 2 s grid point of the 16 s source is a keyframe (within a millisecond: the merged
-    // parts' timestamps come from the cut files' milliseconds).
-    for (let g = 0; g < 16; g += 2) expect(keys[0]!.some((k) => Math.abs(Number(k) - g) < 0.001), `a keyframe at ${g} s in ${keys[0]!.join(' ')}`).toBe(true);
+    // The keyframes are exactly the 2 s grid of the 16 s source (within a millisecond: the merged
+    // parts' timestamps come from the cut files' milliseconds): no segment or chunk boundary adds
+    // one off the grid, whatever the source's own keyframes (0, 3.1, 4.7, 11.3 s) were.
+    expect(keys[0]!.map(Number).map((k) => Math.round(k * 1000) / 1000)).toEqual([0, 2, 4, 6, 8, 10, 12, 14]);
+    // And there were boundaries to place: 3 segments, more than one chunk in each.
+    expect(job.segments.length).toBe(3);
+    for (const sg of job.segments) expect(sg.subSegments, `segment ${sg.index}`).toBeGreaterThan(1);
     const mpd = parseMpd(text('manifest.mpd'));
     expect(mpd.map((r) => r.id)).toEqual([0, 1, 2]);
     for (const [i, name] of ['video-360p.m3u8', 'video-240p.m3u8', 'audio-0.m3u8'].entries()) expect(mpd[i]!.timeline.length, name).toBe(media(name).segs.length);
@@ -197,7 +200,8 @@ describe('HLS and DASH from one split-and-merge', () => {
 
   it('streaming only (package "hls"): no zip; the result is the stream\'s manifest.json, which lists every file', async () => {
     const ladder = [{ name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }];
-    const only = await t.client.wait((await t.client.submit({ inputUri: source, ladder, package: 'hls' })).jobId);
+    // With a 4 s keyframe interval (the job setting): 4 s segments, keyframes every 4 s.
+    const only = await t.client.wait((await t.client.submit({ inputUri: source, ladder, package: 'hls', keyframeIntervalSec: 4 })).jobId);
     expect(only.state).toBe(JobState.JOB_STATE_SUCCEEDED);
     const r = only.result!;
     expect(r.key).toBe(`jobs/${only.id}/stream/manifest.json`);
@@ -212,6 +216,16 @@ describe('HLS and DASH from one split-and-merge', () => {
     const listed = (await t.s3.send(new ListObjectsV2Command({ Bucket: r.bucket, Prefix: `jobs/${only.id}/stream/` }))).Contents!.map((o) => o.Key!.slice(`jobs/${only.id}/stream/`.length)).sort();
     expect([...manifest.streaming.files.map((f) => f.name), 'manifest.json'].sort()).toEqual(listed);
     expect(listed).not.toContain('manifest.mpd');
+    const playlist = (await t.s3.send(new GetObjectCommand({ Bucket: r.bucket, Key: `jobs/${only.id}/stream/video-240p.m3u8` })).then((o) => o.Body!.transformToString()));
+    expect(playlist).toContain('#EXT-X-TARGETDURATION:4');
+    const durations = [...playlist.matchAll(/#EXTINF:([\d.]+)/g)].map((m) => Number(m[1]));
+    expect(durations.length).toBe(4);
+    for (const d of durations) expect(Math.abs(d - 4)).toBeLessThan(0.001);
+  });
+
+  it('refuses a keyframe interval out of range or without streaming output', async () => {
+    await expect(t.client.submit({ inputUri: source, package: 'hls', keyframeIntervalSec: 0.2 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('between 1 and 10') });
+    await expect(t.client.submit({ inputUri: source, keyframeIntervalSec: 4 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('hls and/or dash') });
   });
 
   it('refuses an unknown package format', async () => {

@@ -82,13 +82,13 @@ export function frameCuts(s: PacketSummary, boundaries: readonly number[]): Fram
     // The last keyframe at or before the first frame, the first at or after the end.
     let a = keys[0]!;
     for (const k of keys) if (k.position <= startFrame && k.timeSec <= pts[startFrame]! + EPS) a = k;
+    // No keyframe after the end: the range runs to the last packet, the rest is its lead-out.
     const b = endFrame < total ? keys.find((k) => k.position >= endFrame && k.timeSec >= -EPS) : undefined;
-    if (endFrame < total && !b) return undefined;
     const fromPacket = a.packet;
     const toPacket = b ? b.packet : s.frames;
     const hidden = a.packet === 0 ? s.leadIn : 0;
     const leadIn = hidden + startFrame - a.position;
-    const leadOut = b ? b.position - endFrame : 0;
+    const leadOut = b ? b.position - endFrame : total - endFrame;
     // Closed GOPs: the range holds exactly its lead-in, its frames and its lead-out.
     if (toPacket - fromPacket !== leadIn + (endFrame - startFrame) + leadOut) return undefined;
     cuts.push({
@@ -105,4 +105,66 @@ export function frameCuts(s: PacketSummary, boundaries: readonly number[]): Fram
     });
   }
   return cuts;
+}
+
+/** How close (s) a frame must start to a grid point to count as on it (ffprobe prints µs; cut files round to ms). */
+const GRID_TOL = 0.001;
+
+/**
+ * The presented frame that starts the k-th grid point at or after time `t` of a timeline whose
+ * frame times are `pts` (ascending, s) shifted by `originSec`: the first frame at or after
+ * `k · periodSec` (within a millisecond), the frame an encoder forcing keyframes on that grid makes
+ * an IDR. Pure.
+ */
+export function gridFrame(pts: readonly number[], originSec: number, gridSec: number): number {
+  return lowerBound(pts, gridSec - originSec - GRID_TOL);
+}
+
+/**
+ * Moves segment boundaries (frame numbers, [0, …, total]) onto a keyframe grid: each interior
+ * boundary goes to the frame that starts the grid point nearest to it. Boundaries that meet (two
+ * segments on one grid interval) merge: fewer, larger segments. Pure.
+ */
+export function snapToGrid(bounds: readonly number[], pts: readonly number[], periodSec: number): number[] {
+  const total = bounds[bounds.length - 1]!;
+  const out = [0];
+  for (const b of bounds.slice(1, -1)) {
+    const f = gridFrame(pts, 0, Math.round(pts[b]! / periodSec) * periodSec);
+    if (f > out[out.length - 1]! && f < total) out.push(f);
+  }
+  out.push(total);
+  return out;
+}
+
+/**
+ * Chunk boundaries of one segment on the job's keyframe grid (streaming output): frame numbers
+ * [first, …, end) of the segment file's presented frames, every interior one the frame that starts
+ * a grid point, so no chunk adds a keyframe off the grid. `pts` are the file's presented times,
+ * `originSec` where the file starts on the job's timeline; the shown frames are [first, end).
+ * Aims at `chunks` chunks of equal length (the nearest grid points); fewer when the segment has
+ * fewer grid points. Pure.
+ */
+export function gridChunkBoundaries(pts: readonly number[], originSec: number, first: number, end: number, periodSec: number, chunks: number): number[] {
+  if (!(end > first)) throw new AppError('INTERNAL', `a segment of frames [${first}, ${end}) shows nothing`);
+  const candidates: number[] = [];
+  const startT = originSec + pts[first]!;
+  for (let k = Math.floor((startT + GRID_TOL) / periodSec) + 1; ; k++) {
+    const f = gridFrame(pts, originSec, k * periodSec);
+    if (f >= end) break;
+    if (f > first && f !== candidates[candidates.length - 1]) candidates.push(f);
+  }
+  const out = [first];
+  let from = 0;
+  for (let j = 1; j < chunks && from < candidates.length; j++) {
+    const target = first + ((end - first) * j) / chunks;
+    let best = -1;
+    for (let i = from; i < candidates.length; i++) if (best < 0 || Math.abs(candidates[i]! - target) < Math.abs(candidates[best]! - target)) best = i;
+    // Leave room for the chunks still to come (one grid point each).
+    const room = candidates.length - (chunks - j);
+    if (room >= from) best = Math.min(best, room);
+    out.push(candidates[best]!);
+    from = best + 1;
+  }
+  out.push(end);
+  return out;
 }

@@ -260,7 +260,11 @@ export interface JobSpec {
    * comma list of "hls", "dash" (CMAF segments under the
    * archive's prefix, with an HLS and/or a DASH manifest)
    */
-  placement?: string | undefined;
+  placement?:
+    | string
+    | undefined;
+  /** (e.g. "region=eu-west-1" or "zone=eu-west-1a"); "": anywhere */
+  keyframeIntervalSec?: number | undefined;
 }
 
 /** A rendition as the planner resolved it: concrete size, encoder and preset. */
@@ -672,6 +676,7 @@ function createBaseJobSpec(): JobSpec {
     inputName: undefined,
     package: undefined,
     placement: undefined,
+    keyframeIntervalSec: undefined,
   };
 }
 
@@ -728,6 +733,9 @@ export const JobSpec: MessageFns<JobSpec> = {
     }
     if (message.placement !== undefined) {
       writer.uint32(178).string(message.placement);
+    }
+    if (message.keyframeIntervalSec !== undefined) {
+      writer.uint32(185).double(message.keyframeIntervalSec);
     }
     return writer;
   },
@@ -883,6 +891,14 @@ export const JobSpec: MessageFns<JobSpec> = {
             message.placement = reader.string();
             continue;
           }
+          case 23: {
+            if (tag !== 185) {
+              break;
+            }
+
+            message.keyframeIntervalSec = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -953,6 +969,11 @@ export const JobSpec: MessageFns<JobSpec> = {
         : undefined,
       package: isSet(object.package) ? globalThis.String(object.package) : undefined,
       placement: isSet(object.placement) ? globalThis.String(object.placement) : undefined,
+      keyframeIntervalSec: isSet(object.keyframeIntervalSec)
+        ? globalThis.Number(object.keyframeIntervalSec)
+        : isSet(object.keyframe_interval_sec)
+        ? globalThis.Number(object.keyframe_interval_sec)
+        : undefined,
     };
   },
 
@@ -1006,6 +1027,9 @@ export const JobSpec: MessageFns<JobSpec> = {
     if (message.placement !== undefined) {
       obj.placement = message.placement;
     }
+    if (message.keyframeIntervalSec !== undefined) {
+      obj.keyframeIntervalSec = floatToJson(message.keyframeIntervalSec);
+    }
     return obj;
   },
 
@@ -1030,6 +1054,7 @@ export const JobSpec: MessageFns<JobSpec> = {
     message.inputName = object.inputName ?? undefined;
     message.package = object.package ?? undefined;
     message.placement = object.placement ?? undefined;
+    message.keyframeIntervalSec = object.keyframeIntervalSec ?? undefined;
     return message;
   },
 };
