@@ -1,4 +1,4 @@
-import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, DeleteObjectsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
@@ -37,6 +37,7 @@ export async function releaseLeftovers(d: LeftoverDeps, rec: JobRecord): Promise
   // A succeeded job's archive is the result; its uploaded input has served (one copy per run
   // piled up under uploads/ before).
   const r = rec.state === 'SUCCEEDED' ? { aborted: false, deletedObject: false } : await abandonUpload(d.etcd, d.keys, d.s3, rec.id);
+  const streamFiles = rec.state === 'SUCCEEDED' ? 0 : await deleteStreamFiles(d, rec);
   const input = uploadedInputKey(rec.spec.inputUri, d.bucket);
   if (input) {
     try {
@@ -45,7 +46,32 @@ export async function releaseLeftovers(d: LeftoverDeps, rec: JobRecord): Promise
       throw toAppError(err, `DeleteObject s3://${d.bucket}/${input}`);
     }
   }
-  if (r.aborted || r.deletedObject || input) d.log.info({ jobId: rec.id, state: rec.state, ...r, deletedInput: input ?? '' }, 'leftovers of a finished job removed');
+  if (r.aborted || r.deletedObject || input || streamFiles) d.log.info({ jobId: rec.id, state: rec.state, ...r, deletedInput: input ?? '', streamFiles }, 'leftovers of a finished job removed');
+}
+
+/**
+ * HLS/DASH files a job that did not succeed put under its output prefix (`<key>/stream/`, put
+ * before the job's record said SUCCEEDED: a failure or cancel in between left them). Returns how
+ * many were deleted.
+ */
+async function deleteStreamFiles(d: LeftoverDeps, rec: JobRecord): Promise<number> {
+  if (!rec.plan || !rec.spec.package || !/hls|dash/.test(rec.spec.package)) return 0;
+  const bucket = rec.plan.bucket;
+  const prefix = `${rec.plan.key.replace(/\.zip$/, '')}/stream/`;
+  let deleted = 0;
+  try {
+    for (let token: string | undefined; ;) {
+      const page = await d.s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
+      const keys = (page.Contents ?? []).map((o) => ({ Key: o.Key! }));
+      if (keys.length) await d.s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys, Quiet: true } }));
+      deleted += keys.length;
+      if (!page.IsTruncated || !page.NextContinuationToken) break;
+      token = page.NextContinuationToken;
+    }
+  } catch (err) {
+    throw toAppError(err, `deleting s3://${bucket}/${prefix}`);
+  }
+  return deleted;
 }
 
 /**

@@ -35,6 +35,7 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
                     [--deinterlace frame|field] [--audio-tracks 0,2] [--stereo-downmix]
                     [--frame-rate source|auto|25|30000/1001]   (default source: timestamps kept; else constant)
                     [--package zip|hls|dash|zip,hls,dash]   outputs: the zip (default), HLS and/or DASH (CMAF segments)
+                    [--keyframe-interval 2]   HLS/DASH: IDR frames and streaming segments every N s (1-10)
                     [--placement zone=eu-west-1a[,region=…]]   run only on nodes with these labels (NODE_LABELS)
                     rungs: height[:kbps[:codec[:preset[:sdr|hdr[:need+need]]]]]; heights name the short side
                     (portrait 720 = 720x1280); needs: capabilities a node must have for the rung (tessera nodes)
@@ -76,6 +77,7 @@ const OPTIONS = {
   'frame-rate': { type: 'string' },
   package: { type: 'string' },
   placement: { type: 'string' },
+  'keyframe-interval': { type: 'string' },
   remote: { type: 'boolean' },
   limit: { type: 'string' },
   'page-token': { type: 'string' },
@@ -100,7 +102,7 @@ const COMMANDS: Record<string, readonly OptionName[]> = {
   up: ['nodes', 'slots', 'dir', 'tls', 'input-root', 'autoscale', 'min-nodes', 'max-nodes', 'help'],
   down: ['dir', 'help'],
   demo: ['dir', 'help'],
-  transcode: [...CONNECT, 'ladder', 'container', 'out', 'download', 'dry-run', 'priority', 'idempotency-key', 'deinterlace', 'audio-tracks', 'stereo-downmix', 'frame-rate', 'package', 'placement', 'remote'],
+  transcode: [...CONNECT, 'ladder', 'container', 'out', 'download', 'dry-run', 'priority', 'idempotency-key', 'deinterlace', 'audio-tracks', 'stereo-downmix', 'frame-rate', 'package', 'keyframe-interval', 'placement', 'remote'],
   jobs: [...CONNECT, 'limit', 'page-token'],
   job: CONNECT,
   cancel: CONNECT,
@@ -321,6 +323,13 @@ async function download(job: Job, destDir: string): Promise<string> {
   }
 }
 
+/** A number of seconds ("4", "2.5"); anything else → INVALID_ARGUMENT naming the flag. */
+function parseSeconds(arg: string, flag: string): number {
+  const n = Number(arg.trim().replace(/s$/i, ''));
+  if (arg.trim() === '' || !Number.isFinite(n) || n <= 0) throw new AppError('INVALID_ARGUMENT', `${flag} takes a number of seconds, got "${arg}"`);
+  return n;
+}
+
 /** `--audio-tracks 0,2` → [0, 2]; anything but whole numbers → INVALID_ARGUMENT. */
 function parseTrackList(arg: string): number[] {
   return arg.split(',').map((t) => {
@@ -358,6 +367,7 @@ async function transcode(input: string): Promise<number> {
       ...(flags['frame-rate'] !== undefined ? { frameRate: flags['frame-rate'] } : {}),
       ...(flags.package !== undefined ? { package: flags.package } : {}),
       ...(flags.placement !== undefined ? { placement: flags.placement } : {}),
+      ...(flags['keyframe-interval'] !== undefined ? { keyframeIntervalSec: parseSeconds(flags['keyframe-interval'], '--keyframe-interval') } : {}),
     };
     const isUri = /^[a-z][a-z0-9+.-]*:\/\//i.test(input);
     const local = !isUri && !flags.remote;

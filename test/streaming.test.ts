@@ -2,7 +2,12 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { Etcd3 } from 'etcd3';
+import { releaseLeftovers } from '../coordinator/job-leftovers.js';
+import type { JobRecord } from '../coordinator/job-model.js';
+import { Keys } from '../common/keys.js';
+import { createLogger } from '../common/logger.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
@@ -226,6 +231,26 @@ describe('HLS and DASH from one split-and-merge', () => {
   it('refuses a keyframe interval out of range or without streaming output', async () => {
     await expect(t.client.submit({ inputUri: source, package: 'hls', keyframeIntervalSec: 0.2 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('between 1 and 10') });
     await expect(t.client.submit({ inputUri: source, keyframeIntervalSec: 4 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('hls and/or dash') });
+  });
+
+  it('a job that did not succeed leaves no streaming files behind', async () => {
+    // The files go to S3 before the record says SUCCEEDED; a failure or cancel in that window
+    // left them. The leftovers clean-up (run for every job that ends) removes the stream prefix.
+    const bucket = job.result!.bucket;
+    const key = 'jobs/jfailedstream.zip';
+    for (const name of ['master.m3u8', 'seg-0-00001.m4s', 'init-0.m4s']) await t.s3.send(new PutObjectCommand({ Bucket: bucket, Key: `jobs/jfailedstream/stream/${name}`, Body: 'x' }));
+    const etcd = new Etcd3({ hosts: t.cluster.etcdEndpoints });
+    try {
+      const rec = { id: 'jfailedstream', state: 'FAILED', spec: { inputUri: source, package: 'hls' }, plan: { bucket, key } } as unknown as JobRecord;
+      await releaseLeftovers({ etcd, keys: new Keys('/tessera/'), s3: t.s3, bucket, log: createLogger('test', 'silent') }, rec);
+    } finally {
+      etcd.close();
+    }
+    const left = await t.s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'jobs/jfailedstream/' }));
+    expect(left.KeyCount ?? 0).toBe(0);
+    // A succeeded job's stream stays.
+    const kept = await t.s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `jobs/${job.id}/stream/` }));
+    expect(kept.KeyCount).toBe(files.size);
   });
 
   it('refuses an unknown package format', async () => {
