@@ -21,7 +21,12 @@ export function nodeAgentPolicy(path: string): MethodPolicy | undefined {
   return path.startsWith('/tessera.v1.NodeAgent/') ? { roles: ['coordinator'] } : undefined;
 }
 
-/** Uploaders take parts from node agents and finalize/cleanup from coordinators. */
+/**
+ * Uploaders take parts from node agents (and the audio from coordinators: the service checks which
+ * part each may send, and that a video part comes from its segment's owner) and Finalize/Cleanup
+ * from coordinators only: a node certificate may not publish or delete a job's output.
+ */
 export function uploaderPolicy(path: string): MethodPolicy | undefined {
-  return path.startsWith('/tessera.v1.Uploader/') ? { roles: ['node', 'coordinator'] } : undefined;
+  if (!path.startsWith('/tessera.v1.Uploader/')) return undefined;
+  return path === '/tessera.v1.Uploader/PutPart' ? { roles: ['node', 'coordinator'] } : { roles: ['coordinator'] };
 }

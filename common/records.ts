@@ -55,6 +55,8 @@ export interface DoneSubSegment {
   attempt: number;
   nodeId: string;
   frames: number;
+  /** Each rendition part's SHA-256 (hex), as the uploader acknowledged it; finalize verifies the files against it. */
+  sha256?: Record<string, string>;
 }
 
 /**

@@ -82,3 +82,16 @@ export function peerRole(cert: PeerCertificate | undefined): PeerRole | undefine
   const ous = field(cert?.subject?.OU as string | string[] | undefined);
   return ous.find((o): o is PeerRole => o === 'coordinator' || o === 'node' || o === 'uploader' || o === 'client');
 }
+
+/** The DNS names a peer certificate carries (its subject alt names): a Tessera process's id. */
+export function peerNames(cert: PeerCertificate | undefined): string[] {
+  const alt = (cert as { subjectaltname?: string } | undefined)?.subjectaltname ?? '';
+  return alt.split(',').map((x) => x.trim()).filter((x) => x.startsWith('DNS:')).map((x) => x.slice(4));
+}
+
+/** Who called (mutual TLS): the certificate's role and names; undefined without a client certificate. */
+export function callerOf(call: { getAuthContext?: () => { sslPeerCertificate?: PeerCertificate } }): { role: PeerRole | undefined; names: string[] } | undefined {
+  const cert = call.getAuthContext?.().sslPeerCertificate;
+  if (!cert || Object.keys(cert).length === 0) return undefined;
+  return { role: peerRole(cert), names: peerNames(cert) };
+}

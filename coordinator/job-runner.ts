@@ -584,7 +584,10 @@ export class JobRunner {
         const done = cp.done.find((x) => x.sub === sub);
         if (!done) throw new AppError('INTERNAL', `segment ${cut.index} sub-segment ${sub} is not done`);
         const durationSec = gridSpans ? gridSpans[s]?.[sub] : this.keyTimes.length ? spans[s]?.[sub] : undefined;
-        for (const r of plan.renditions) parts.push({ jobId: this.jobId, rendition: r.name, segment: cut.index, subSegment: sub, attempt: done.attempt, ...(durationSec !== undefined ? { durationSec } : {}) });
+        for (const r of plan.renditions) {
+          const sha256 = done.sha256?.[r.name];
+          parts.push({ jobId: this.jobId, rendition: r.name, segment: cut.index, subSegment: sub, attempt: done.attempt, ...(durationSec !== undefined ? { durationSec } : {}), ...(sha256 ? { sha256 } : {}) });
+        }
       }
     });
     const pkg = parsePackage(rec.spec.package ?? '');

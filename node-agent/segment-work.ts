@@ -224,6 +224,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     const toSource = grid ? (subFrames[sub] ?? 0) / grid.frames : 1;
     const outputs = renditions.map((r) => ({ path: join(outDir, `${r.name}-${String(sub).padStart(4, '0')}.mp4`), rendition: r }));
     let seconds = 0;
+    let hashes: Record<string, string> = {};
     for (let attempt = 1; ; attempt++) {
       const started = Date.now();
       log.info({ sub, try: attempt }, 'sub-segment started');
@@ -246,13 +247,14 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
         seconds = (Date.now() - started) / 1000;
         // Parts are durable with the uploader before the checkpoint says "done". All renditions'
         // parts at once: the uploader fsyncs each, and one stream left the others waiting.
-        await Promise.all(outputs.map((o) =>
+        const acks = await Promise.all(outputs.map((o) =>
           sendPart(
             deps.uploaderFor(req.uploaderAddress, req.uploaderId),
             { jobId: req.jobId, rendition: o.rendition.name, segment: req.segment, subSegment: sub, attempt: req.attempt, ...(req.ownerRevision > 0 ? { ownerRevision: req.ownerRevision } : {}) },
             o.path,
             { timeoutMs: deps.uploadTimeoutMs, signal: taskSignal, onRetry: () => deps.onRetry('part_upload') },
           )));
+        hashes = Object.fromEntries(outputs.map((o, i) => [o.rendition.name, acks[i]!.sha256]));
         break;
       } catch (err) {
         // A full disk stays full for the next try here: the segment goes elsewhere (service.ts).
@@ -285,7 +287,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
       return {
         ...base,
         transcodedByAttempt: counts,
-        done: [...base.done, { sub, attempt: req.attempt, nodeId: deps.nodeId, frames: subFrames[sub] ?? 0 }].sort((a, b) => a.sub - b.sub),
+        done: [...base.done, { sub, attempt: req.attempt, nodeId: deps.nodeId, frames: subFrames[sub] ?? 0, sha256: hashes }].sort((a, b) => a.sub - b.sub),
       };
     }), { log, onRetry: () => deps.onRetry('etcd') });
     if (taskSignal.aborted) throw taskSignal.reason;

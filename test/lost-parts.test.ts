@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -72,5 +72,27 @@ describe('the uploader loses its disk mid-job', () => {
       `MEASURE lost uploader disk: ${lostParts} part file(s) wiped at ${before.progress.toFixed(0)} % (${doneBefore} sub-segment(s) checkpointed), ${invalidated} of ${subs} sub-segments invalidated at finalize in ${reopened.length} round(s), ` +
         `${redone} sub-segments transcoded more than once in all, SUCCEEDED ${((Date.now() - lostAt) / 1000).toFixed(1)} s after the loss\n`,
     );
+  });
+
+  it('a part replaced after its checkpoint (a stray PutPart, a bad disk) fails its hash at finalize and is made again', async () => {
+    const clip = await fixture(t.inputDir, 'clip-12s-360p.mp4', { seconds: 12, width: 640, height: 360, fps: 30 });
+    const { jobId } = await t.client.submit({ inputUri: clip, ladder: LADDER });
+    const staging = join(t.dir, 'staging', 'uploader', 'uploader-1');
+    const doneSubs = async (): Promise<number> => [...(await checkpoints(t.cluster.client(), jobId)).values()].reduce((n, cp) => n + cp.done.length, 0);
+    await vi.waitFor(async () => { expect(await doneSubs()).toBeGreaterThanOrEqual(1); }, { timeout: 180_000, interval: 50 });
+    // Every acknowledged part so far is overwritten in place with other bytes.
+    const replaced = filesUnder(join(staging, jobId, 'parts')).filter((f) => f.endsWith('.mp4'));
+    expect(replaced.length).toBeGreaterThanOrEqual(1);
+    for (const f of replaced) await writeFile(f, Buffer.alloc(4096, 7));
+    const job = await t.client.wait(jobId);
+    expect(job.errorMessage).toBe('');
+    expect(job.state).toBe(JobState.JOB_STATE_SUCCEEDED);
+    const a = await checkArchive(t.s3, job, work);
+    for (const r of a.renditions) expect(r.frames).toBe(360);
+    // The checkpoint names each part's hash, and the uploader refused the replaced ones.
+    for (const cp of (await checkpoints(t.cluster.client(), jobId)).values()) for (const d of cp.done) expect(Object.keys(d.sha256 ?? {}).sort()).toEqual(['240p', '360p']);
+    const refused = logLines(t.dir, 'uploader-1').filter((l) => l.msg === 'parts differ from their checkpoint hash; they will be made again' && l.jobId === jobId);
+    expect(refused.length).toBeGreaterThanOrEqual(1);
+    expect(refused.reduce((n, l) => n + (l.parts as string[]).length, 0)).toBeGreaterThanOrEqual(replaced.length);
   });
 });

@@ -31,6 +31,8 @@ async function main(): Promise<void> {
   await ensureBucket(s3, cfg.S3_BUCKET).catch((err: unknown) => log.warn({ err, bucket: cfg.S3_BUCKET }, 'could not ensure the default bucket'));
 
   const registry = createRegistry('uploader');
+  const tls = processTls(cfg);
+  checkOwnCertificate(tls, cfg.UPLOADER_ID, log);
   const service = new UploaderService({
     etcd,
     keys,
@@ -43,13 +45,12 @@ async function main(): Promise<void> {
     singlePutMaxBytes: cfg.S3_SINGLE_PUT_MAX_BYTES,
     log,
     metrics: uploaderMetrics(registry),
+    mutualTls: tls !== undefined,
   });
   // Parts of jobs in flight stay (a restart re-uses them); those of finished jobs go, now and periodically.
   const sweeper = new StagingSweeper({ ownDir: stagingDir, etcd, keys, settings: sweepSettings(cfg), log: log.child({ component: 'staging' }), onFinished: (jobId, state) => service.release(jobId, state) });
   sweeper.start();
   life.onStop('staging sweeper', () => sweeper.stop());
-  const tls = processTls(cfg);
-  checkOwnCertificate(tls, cfg.UPLOADER_ID, log);
   const grpc = await startGrpcServer(
     cfg.BIND_HOST,
     cfg.GRPC_PORT,

@@ -10,6 +10,8 @@ import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import { VERSION } from '../common/version.js';
+import { callerOf } from '../common/tls.js';
+import type { SegmentOwner } from '../common/records.js';
 import type { FinalizeEvent, FinalizeRequest, PartAck, PartChunk, PartRef, UploaderServer } from '../proto/gen/tessera/v1/uploader.js';
 import type { JobResult, RenditionResult, StreamingResult } from '../proto/gen/tessera/v1/types.js';
 import { packageStreams, putStreamFiles, streamingManifest, type StreamFormat, type StreamingFacts } from './streaming.js';
@@ -42,6 +44,8 @@ export interface UploaderDeps {
   singlePutMaxBytes?: number;
   log: Logger;
   metrics: UploaderMetrics;
+  /** Mutual TLS: callers are known by certificate, and a video part must come from its segment's owner. */
+  mutualTls?: boolean;
 }
 
 /** A full staging disk: retryable (space frees as archives are pushed), never INTERNAL. */
@@ -97,7 +101,8 @@ export class UploaderService {
         // Fenced: a part sent under an owner revision the segment no longer has (the attempt was
         // reassigned while its node was paused or partitioned) is refused before and after its
         // bytes land, so nothing from a stale attempt is ever acknowledged.
-        await this.assertPartOwner(head.ref!).catch(async (err: unknown) => {
+        const caller = this.d.mutualTls ? callerOf(call) : undefined;
+        await this.assertPartOwner(head.ref!, caller).catch(async (err: unknown) => {
           while (!(await it.next()).done) { /* discard what the sender has in flight */ }
           throw err;
         });
@@ -111,7 +116,7 @@ export class UploaderService {
             throw noSpace('receiving a part', err);
           });
         if (!res.complete) throw new AppError('BAD_OFFSET', `part ended after ${res.bytes} of ${head.totalSize} bytes`, { retryable: true });
-        await this.assertPartOwner(head.ref!).catch(async (err: unknown) => {
+        await this.assertPartOwner(head.ref!, caller).catch(async (err: unknown) => {
           await rm(path, { force: true });
           throw err;
         });
@@ -150,8 +155,35 @@ export class UploaderService {
     };
   }
 
-  /** Parts that name an owner revision are accepted only while the segment's owner key has it. */
-  private async assertPartOwner(ref: PartRef): Promise<void> {
+  /** The parts whose files' SHA-256 differs from the one they name (two hashed at a time). */
+  private async partsNotMatching(parts: PartRef[]): Promise<PartRef[]> {
+    const bad: PartRef[] = [];
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < parts.length) {
+        const p = parts[next++]!;
+        const { hex } = await fileDigest(join(this.d.stagingDir, partFileName(p)));
+        if (hex !== p.sha256) bad.push(p);
+      }
+    };
+    await Promise.all([worker(), worker()]);
+    return bad;
+  }
+
+  /**
+   * Parts that name an owner revision are accepted only while the segment's owner key has it.
+   * With mutual TLS the caller is known: the audio comes from a coordinator, and a video part must
+   * name its owner revision and come from the node that owns the segment at that revision.
+   */
+  private async assertPartOwner(ref: PartRef, caller?: { role: string | undefined; names: string[] }): Promise<void> {
+    if (caller) {
+      if (ref.rendition === 'audio') {
+        if (caller.role !== 'coordinator') throw new AppError('PERMISSION_DENIED', 'only a coordinator may send a job\'s audio');
+        return;
+      }
+      if (caller.role !== 'node') throw new AppError('PERMISSION_DENIED', 'only a node agent may send a rendition part');
+      if (ref.ownerRevision === undefined || ref.ownerRevision <= 0) throw new AppError('PERMISSION_DENIED', 'a rendition part must name the owner revision of its segment');
+    }
     if (ref.ownerRevision === undefined || ref.ownerRevision <= 0) return;
     let res;
     try {
@@ -162,7 +194,15 @@ export class UploaderService {
       if (isTransientEtcdError(err)) return;
       throw err;
     }
-    if (res.kvs[0]?.mod_revision === String(ref.ownerRevision)) return;
+    const kv = res.kvs[0];
+    if (kv?.mod_revision === String(ref.ownerRevision)) {
+      if (!caller) return;
+      const owner = JSON.parse(kv.value.toString()) as SegmentOwner;
+      if (caller.names.includes(owner.nodeId)) return;
+      this.d.metrics.fencedParts.inc();
+      this.d.log.warn({ jobId: ref.jobId, segment: ref.segment, owner: owner.nodeId, caller: caller.names }, 'refused a part from a node that does not own its segment');
+      throw new AppError('PERMISSION_DENIED', `segment ${ref.segment} of job ${ref.jobId} belongs to another node: part refused`);
+    }
     this.d.metrics.fencedParts.inc();
     this.d.log.warn({ jobId: ref.jobId, segment: ref.segment, subSegment: ref.subSegment, attempt: ref.attempt, ownerRevision: ref.ownerRevision }, 'refused a part from a stale attempt');
     throw new AppError('FENCED', `segment ${ref.segment} of job ${ref.jobId} was reassigned: part refused`, { retryable: false });
@@ -264,6 +304,14 @@ export class UploaderService {
     const named = [...tracks.map((t) => t.part!), ...req.parts];
     const sizes = await Promise.all(named.map((p) => stat(join(this.d.stagingDir, partFileName(p))).then((st) => st.size, () => undefined)));
     const missing = named.filter((_, i) => sizes[i] === undefined);
+    // Each part as its fenced checkpoint recorded it: one replaced or damaged since it was
+    // acknowledged (a stray PutPart under its name, a bad disk) is dropped and made again.
+    const damaged = await this.partsNotMatching(named.filter((p, i) => sizes[i] !== undefined && p.sha256));
+    if (damaged.length > 0) {
+      this.d.log.warn({ jobId: req.jobId, parts: damaged.map(partFileName) }, 'parts differ from their checkpoint hash; they will be made again');
+      await Promise.all(damaged.map((p) => rm(join(this.d.stagingDir, partFileName(p)), { force: true })));
+      missing.push(...damaged);
+    }
     if (missing.length > 0) {
       this.d.log.warn({ jobId: req.jobId, missing: missing.length, of: named.length }, 'parts missing at finalize');
       throw new PartsMissingError(missing);

@@ -48,7 +48,15 @@ export interface PartRef {
    * refuses the part (FENCED) unless the owner key still has it: a stale or partitioned attempt's
    * part is never accepted.
    */
-  ownerRevision?: number | undefined;
+  ownerRevision?:
+    | number
+    | undefined;
+  /**
+   * In Finalize: the part's SHA-256 (hex) as its segment's fenced checkpoint recorded it when the
+   * part was acknowledged. The uploader checks the file against it before the merge: a part that
+   * was replaced or damaged since counts as missing, and its chunk is made again.
+   */
+  sha256?: string | undefined;
 }
 
 export interface PartChunk {
@@ -132,6 +140,7 @@ function createBasePartRef(): PartRef {
     attempt: 0,
     durationSec: undefined,
     ownerRevision: undefined,
+    sha256: undefined,
   };
 }
 
@@ -157,6 +166,9 @@ export const PartRef: MessageFns<PartRef> = {
     }
     if (message.ownerRevision !== undefined) {
       writer.uint32(56).int64(message.ownerRevision);
+    }
+    if (message.sha256 !== undefined) {
+      writer.uint32(66).string(message.sha256);
     }
     return writer;
   },
@@ -230,6 +242,14 @@ export const PartRef: MessageFns<PartRef> = {
             message.ownerRevision = longToNumber(reader.int64());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -267,6 +287,7 @@ export const PartRef: MessageFns<PartRef> = {
         : isSet(object.owner_revision)
         ? globalThis.Number(object.owner_revision)
         : undefined,
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : undefined,
     };
   },
 
@@ -293,6 +314,9 @@ export const PartRef: MessageFns<PartRef> = {
     if (message.ownerRevision !== undefined) {
       obj.ownerRevision = Math.round(message.ownerRevision);
     }
+    if (message.sha256 !== undefined) {
+      obj.sha256 = message.sha256;
+    }
     return obj;
   },
 
@@ -308,6 +332,7 @@ export const PartRef: MessageFns<PartRef> = {
     message.attempt = object.attempt ?? 0;
     message.durationSec = object.durationSec ?? undefined;
     message.ownerRevision = object.ownerRevision ?? undefined;
+    message.sha256 = object.sha256 ?? undefined;
     return message;
   },
 };
