@@ -4,6 +4,9 @@ import type { OidcSettings } from '../common/oidc.js';
 import { baseShape, bool, csv, int, parseEnv, s3Shape } from '../common/config-schema.js';
 import { isLocalEndpoint, MIN_WEBHOOK_SECRET_LENGTH, OLD_DEFAULT_WEBHOOK_SECRET, baseRefusals, placeholderRefusals, s3Refusals } from '../common/secure-defaults.js';
 
+/** An optional setting that manifests may pass empty ("" = unset). */
+const unsetIfEmpty = <T extends z.ZodType>(t: T) => z.preprocess((v) => (v === '' ? undefined : v), t.optional());
+
 const shape = {
   ...baseShape,
   ...s3Shape,
@@ -101,9 +104,9 @@ const shape = {
    * document names), then issuer, audience (OIDC_AUDIENCE, required), expiry and not-before
    * with OIDC_CLOCK_SKEW_S seconds of skew. https:// only, except on this machine.
    */
-  OIDC_ISSUER: z.string().url().optional(),
-  OIDC_AUDIENCE: z.string().optional(),
-  OIDC_JWKS_URI: z.string().url().optional(),
+  OIDC_ISSUER: unsetIfEmpty(z.string().url()),
+  OIDC_AUDIENCE: unsetIfEmpty(z.string()),
+  OIDC_JWKS_URI: unsetIfEmpty(z.string().url()),
   OIDC_CLOCK_SKEW_S: int(30, 0, 600),
   /** Scope values or group names (comma-separated) that grant read, write (submit, upload, cancel; and read) and admin (and read). */
   OIDC_READ_SCOPES: csv.default(['tessera:read']),
@@ -112,7 +115,7 @@ const shape = {
   /** The claim holding the caller's groups, matched against the lists above like scopes. */
   OIDC_GROUPS_CLAIM: z.string().default('groups'),
   /** The claim naming the caller's tenant (read for the tenants to come; Tessera has none yet). */
-  OIDC_TENANT_CLAIM: z.string().optional(),
+  OIDC_TENANT_CLAIM: unsetIfEmpty(z.string()),
   /** Deadline of the discovery and JWKS fetches, ms. */
   OIDC_FETCH_TIMEOUT_MS: int(5_000, 100),
   /**
