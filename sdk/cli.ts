@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { uploadResumeId } from './upload-state.js';
-import { clientCredentialsLogin, oidcTokenSource, removeToken, saveToken, tokenFile } from './oidc-login.js';
+import { clientCredentialsLogin, deviceLogin, oidcTokenSource, removeToken, saveToken, tokenFile } from './oidc-login.js';
 import cliProgress from 'cli-progress';
 import { AppError, isAppError } from '../common/errors.js';
 import { LocalCluster, readClusterFile, stopClusterFile, alive } from '../deploy/local-cluster.js';
@@ -50,6 +50,8 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
                                            get an OIDC access token (client credentials; or $TESSERA_OIDC_ISSUER,
                                            _CLIENT_ID, _CLIENT_SECRET, _AUDIENCE, _SCOPE), kept (0600) in the state dir
                                            and renewed before a call when it expires
+  tessera login --device --issuer URL --client-id ID [--audience A] [--scope "… offline_access"]
+                                           the same as a person: approve the shown code in a browser (device flow)
   tessera logout                           forget the stored token
 
   Coordinator address: --addr host:port[,host:port], else $TESSERA_ADDR, else the local cluster's.
@@ -94,6 +96,7 @@ const OPTIONS = {
   'client-id': { type: 'string' },
   'client-secret': { type: 'string' },
   audience: { type: 'string' },
+  device: { type: 'boolean' },
   scope: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -116,7 +119,7 @@ const COMMANDS: Record<string, readonly OptionName[]> = {
   undrain: CONNECT,
   status: [...CONNECT, 'once'],
   help: ['help'],
-  login: ['issuer', 'client-id', 'client-secret', 'audience', 'scope', 'json', 'help'],
+  login: ['issuer', 'client-id', 'client-secret', 'audience', 'scope', 'device', 'json', 'help'],
   logout: ['help'],
   admin: ['help'], // handled by ops/admin-cli.ts, which parses its own flags
 };
@@ -516,15 +519,20 @@ async function demo(): Promise<number> {
   }
 }
 
-/** `tessera login`: a token by client credentials, stored (0600) for the next commands. */
+/** `tessera login`: a token by client credentials (or, with --device, the device flow), stored (0600) for the next commands. */
 async function login(): Promise<number> {
   const issuer = flags.issuer ?? cfg.TESSERA_OIDC_ISSUER;
   const clientId = flags['client-id'] ?? cfg.TESSERA_OIDC_CLIENT_ID;
   const clientSecret = flags['client-secret'] ?? cfg.TESSERA_OIDC_CLIENT_SECRET;
-  if (!issuer || !clientId || !clientSecret) throw new AppError('INVALID_ARGUMENT', 'tessera login needs --issuer, --client-id and --client-secret (or $TESSERA_OIDC_ISSUER, _CLIENT_ID, _CLIENT_SECRET)');
+  if (!issuer || !clientId || (!clientSecret && !flags.device)) throw new AppError('INVALID_ARGUMENT', 'tessera login needs --issuer, --client-id and --client-secret (or $TESSERA_OIDC_ISSUER, _CLIENT_ID, _CLIENT_SECRET), or --device instead of the secret');
   const audience = flags.audience ?? cfg.TESSERA_OIDC_AUDIENCE;
   const scope = flags.scope ?? cfg.TESSERA_OIDC_SCOPE;
-  const t = await clientCredentialsLogin({ issuer, clientId, clientSecret, ...(audience ? { audience } : {}), ...(scope ? { scope } : {}) });
+  const settings = { issuer, clientId, ...(clientSecret ? { clientSecret } : {}), ...(audience ? { audience } : {}), ...(scope ? { scope } : {}) };
+  const t = flags.device
+    ? await deviceLogin(settings, (p) => {
+        process.stderr.write(`To log in, open ${p.verificationUriComplete ?? p.verificationUri} and check the code ${p.userCode} (valid ${Math.round(p.expiresInSec / 60)} min); waiting…\n`);
+      })
+    : await clientCredentialsLogin(settings);
   await saveToken(t, tokenFile());
   const expiresAt = new Date(t.expiresAtMs).toISOString();
   out(flags.json ? JSON.stringify({ issuer, clientId, file: tokenFile(), expiresAt }) : `logged in to ${issuer} as ${clientId}; token stored in ${tokenFile()} (expires ${expiresAt}, renewed when needed)`);

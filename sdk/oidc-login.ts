@@ -3,12 +3,16 @@ import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { AppError } from '../common/errors.js';
 import { fetchDiscovery } from '../common/oidc.js';
+import { sleep } from '../common/retry.js';
 
-/** How the CLI (or an SDK user) gets OIDC access tokens: the client-credentials grant of one client. */
+/**
+ * How the CLI (or an SDK user) gets OIDC access tokens: the client-credentials grant of one
+ * client (with its secret), or the device flow (a person approves; public clients need no secret).
+ */
 export interface OidcClientSettings {
   issuer: string;
   clientId: string;
-  clientSecret: string;
+  clientSecret?: string | undefined;
   /** The audience (resource indicator, RFC 8707) the coordinators expect: sent as `resource` and `audience`. */
   audience?: string | undefined;
   /** Scopes asked for (space-separated), e.g. "tessera:read tessera:write". Unset: the client's default. */
@@ -31,31 +35,35 @@ export function tokenFile(env: NodeJS.ProcessEnv = process.env): string {
   return join(env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'tessera', 'oidc-token.json');
 }
 
-/** Asks the issuer's token endpoint for an access token (client credentials, or a refresh token when one is held). */
-async function tokenRequest(s: OidcClientSettings, endpoint: string, grant: Record<string, string>): Promise<{ accessToken: string; expiresAtMs: number; refreshToken?: string }> {
-  const body = new URLSearchParams(grant);
+/** POSTs a form to one of the issuer's endpoints as the client (HTTP Basic with a secret, else `client_id` in the form). */
+async function postForm(s: OidcClientSettings, endpoint: string, params: Record<string, string>): Promise<{ status: number; json: Record<string, unknown> }> {
+  const body = new URLSearchParams(params);
   if (s.scope) body.set('scope', s.scope);
   if (s.audience) {
     body.set('resource', s.audience);
     body.set('audience', s.audience);
   }
-  const basic = Buffer.from(`${encodeURIComponent(s.clientId)}:${encodeURIComponent(s.clientSecret)}`).toString('base64');
+  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' };
+  if (s.clientSecret) headers.authorization = `Basic ${Buffer.from(`${encodeURIComponent(s.clientId)}:${encodeURIComponent(s.clientSecret)}`).toString('base64')}`;
+  else body.set('client_id', s.clientId);
   let res: Response;
   try {
-    res = await fetch(endpoint, {
-      method: 'POST',
-      headers: { authorization: `Basic ${basic}`, 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-      body,
-      signal: AbortSignal.timeout(s.timeoutMs ?? 10_000),
-    });
+    res = await fetch(endpoint, { method: 'POST', headers, body, signal: AbortSignal.timeout(s.timeoutMs ?? 10_000) });
   } catch (err) {
-    throw new AppError('UNAVAILABLE', `the OIDC token endpoint ${endpoint} did not answer: ${(err as Error).message}`);
+    throw new AppError('UNAVAILABLE', `the OIDC endpoint ${endpoint} did not answer: ${(err as Error).message}`);
   }
-  const json = (await res.json().catch(() => ({}))) as Record<string, unknown>;
-  if (!res.ok || typeof json.access_token !== 'string') {
-    const why = typeof json.error === 'string' ? `${json.error}${typeof json.error_description === 'string' ? `: ${json.error_description}` : ''}` : `HTTP ${res.status}`;
-    throw new AppError(res.status >= 500 ? 'UNAVAILABLE' : 'UNAUTHENTICATED', `the OIDC issuer refused the token request (${why})`);
-  }
+  return { status: res.status, json: (await res.json().catch(() => ({}))) as Record<string, unknown> };
+}
+
+function refusal(status: number, json: Record<string, unknown>, what: string): AppError {
+  const why = typeof json.error === 'string' ? `${json.error}${typeof json.error_description === 'string' ? `: ${json.error_description}` : ''}` : `HTTP ${status}`;
+  return new AppError(status >= 500 ? 'UNAVAILABLE' : 'UNAUTHENTICATED', `the OIDC issuer refused the ${what} (${why})`);
+}
+
+/** Asks the issuer's token endpoint for an access token (client credentials, device code or refresh token). */
+async function tokenRequest(s: OidcClientSettings, endpoint: string, grant: Record<string, string>): Promise<{ accessToken: string; expiresAtMs: number; refreshToken?: string }> {
+  const { status, json } = await postForm(s, endpoint, grant);
+  if (status !== 200 || typeof json.access_token !== 'string') throw Object.assign(refusal(status, json, 'token request'), { oauthError: json.error });
   const expiresIn = typeof json.expires_in === 'number' ? json.expires_in : expOf(json.access_token);
   return {
     accessToken: json.access_token,
@@ -76,21 +84,66 @@ function expOf(token: string): number {
 
 /** A new token by the client-credentials grant (the token endpoint from the issuer's discovery document). */
 export async function clientCredentialsLogin(s: OidcClientSettings): Promise<StoredToken> {
+  if (!s.clientSecret) throw new AppError('INVALID_ARGUMENT', 'the client-credentials grant needs the client secret');
   const doc = await fetchDiscovery(s.issuer, s.timeoutMs ?? 10_000);
   if (typeof doc.token_endpoint !== 'string') throw new AppError('UNAVAILABLE', 'the OIDC discovery document names no token_endpoint');
   const t = await tokenRequest(s, doc.token_endpoint, { grant_type: 'client_credentials' });
   return { ...s, tokenEndpoint: doc.token_endpoint, ...t };
 }
 
-/** The next token for a stored one: by its refresh token when it has one (and the issuer takes it), else client credentials again. */
+/** What the person approving a device login must do: open the URL, check (or type) the code. */
+export interface DevicePrompt {
+  userCode: string;
+  verificationUri: string;
+  verificationUriComplete?: string | undefined;
+  expiresInSec: number;
+}
+
+/**
+ * A new token by the OAuth device flow (RFC 8628): asks for a user code, shows it through
+ * `prompt`, then polls the token endpoint at the interval the issuer asks (slower on
+ * `slow_down`) until the person approves, refuses, or the code expires. Ask for the
+ * `offline_access` scope to get a refresh token (renewals then need nobody).
+ */
+export async function deviceLogin(s: OidcClientSettings, prompt: (p: DevicePrompt) => void, signal?: AbortSignal): Promise<StoredToken> {
+  const doc = await fetchDiscovery(s.issuer, s.timeoutMs ?? 10_000);
+  if (typeof doc.token_endpoint !== 'string' || typeof doc.device_authorization_endpoint !== 'string') throw new AppError('FAILED_PRECONDITION', 'the OIDC issuer offers no device flow (no device_authorization_endpoint)');
+  const { status, json } = await postForm(s, doc.device_authorization_endpoint, {});
+  if (status !== 200 || typeof json.device_code !== 'string' || typeof json.user_code !== 'string' || typeof json.verification_uri !== 'string') throw refusal(status, json, 'device authorization');
+  const expiresInSec = typeof json.expires_in === 'number' ? json.expires_in : 600;
+  prompt({ userCode: json.user_code, verificationUri: json.verification_uri, verificationUriComplete: typeof json.verification_uri_complete === 'string' ? json.verification_uri_complete : undefined, expiresInSec });
+  let intervalMs = (typeof json.interval === 'number' ? json.interval : 5) * 1000;
+  const until = Date.now() + expiresInSec * 1000;
+  for (;;) {
+    await sleep(intervalMs, signal);
+    if (Date.now() > until) throw new AppError('DEADLINE_EXCEEDED', 'the device code expired before the login was approved');
+    try {
+      const t = await tokenRequest(s, doc.token_endpoint, { grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: json.device_code });
+      return { ...s, tokenEndpoint: doc.token_endpoint, ...t };
+    } catch (err) {
+      const code = (err as { oauthError?: unknown }).oauthError;
+      if (code === 'authorization_pending') continue;
+      if (code === 'slow_down') { intervalMs += 5_000; continue; }
+      throw err;
+    }
+  }
+}
+
+/**
+ * The next token for a stored one: by its refresh token when it has one (a new refresh token
+ * replaces it when the issuer rotates them), else client credentials again (a device login
+ * without a usable refresh token must log in again).
+ */
 export async function renewToken(t: StoredToken): Promise<StoredToken> {
   if (t.refreshToken) {
     try {
       return { ...t, ...(await tokenRequest(t, t.tokenEndpoint, { grant_type: 'refresh_token', refresh_token: t.refreshToken })) };
-    } catch {
-      // expired or revoked: fall back to the client's credentials
+    } catch (err) {
+      // expired or revoked: fall back to the client's credentials, if it has any
+      if (!t.clientSecret) throw new AppError('UNAUTHENTICATED', `the stored OIDC token expired and could not be refreshed (${(err as Error).message}): run "tessera login --device" again`);
     }
   }
+  if (!t.clientSecret) throw new AppError('UNAUTHENTICATED', 'the stored OIDC token expired: run "tessera login" again');
   return { ...t, ...(await tokenRequest(t, t.tokenEndpoint, { grant_type: 'client_credentials' })) };
 }
 

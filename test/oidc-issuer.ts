@@ -2,10 +2,10 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload, type CryptoKey } from 'jose';
 
-/** A client of the test issuer: its id, secret and the scopes it may ask for. */
+/** A client of the test issuer: its id, secret and the scopes it may ask for; a public one (no secret) uses the device flow. */
 export interface IssuerClient {
   id: string;
-  secret: string;
+  secret?: string;
   scope: string;
 }
 
@@ -14,6 +14,8 @@ export interface TestIssuer {
   issuer: string;
   /** The audience (resource indicator) its Tessera tokens carry unless another is asked for. */
   audience: string;
+  /** Approves a device login (as the person who opened the verification page would): `scope` granted to `accountId`. */
+  approveDevice(userCode: string, accountId: string, scope: string): Promise<void>;
   /** Signs a token with the issuer's own key (kid included): for claims the provider would never issue (expired, wrong iss). */
   sign(payload: JWTPayload, o?: { foreignKey?: boolean }): Promise<string>;
   close(): Promise<void>;
@@ -37,12 +39,20 @@ export async function startTestIssuer(clients: IssuerClient[], o: { audience?: s
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const provider = new Provider(issuer, {
-    clients: clients.map((c) => ({ client_id: c.id, client_secret: c.secret, grant_types: ['client_credentials'], redirect_uris: [], response_types: [], scope: c.scope, id_token_signed_response_alg: 'ES256' })),
+    clients: clients.map((c) => ({
+      client_id: c.id,
+      ...(c.secret ? { client_secret: c.secret, grant_types: ['client_credentials'] } : { token_endpoint_auth_method: 'none', grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'] }),
+      redirect_uris: [],
+      response_types: [],
+      scope: c.scope,
+      id_token_signed_response_alg: 'ES256',
+    })),
     jwks: { keys: [jwk] },
-    scopes: ['openid', ...TESSERA_SCOPES.split(' ')],
+    scopes: ['openid', 'offline_access', ...TESSERA_SCOPES.split(' ')],
     ttl: { ClientCredentials: o.accessTokenTtlSec ?? 300 },
     features: {
       clientCredentials: { enabled: true },
+      deviceFlow: { enabled: true },
       devInteractions: { enabled: false },
       resourceIndicators: {
         enabled: true,
@@ -57,6 +67,15 @@ export async function startTestIssuer(clients: IssuerClient[], o: { audience?: s
   const handle: TestIssuer = {
     issuer,
     audience,
+    async approveDevice(userCode, accountId, scope) {
+      const code = await provider.DeviceCode.findByUserCode(userCode.toUpperCase().replace(/\W/g, ''));
+      if (!code) throw new Error(`no device code ${userCode}`);
+      const grant = new provider.Grant({ accountId, clientId: code.clientId });
+      grant.addOIDCScope(scope.split(' ').filter((x) => x === 'openid' || x === 'offline_access').join(' '));
+      grant.addResourceScope(audience, scope.split(' ').filter((x) => x.startsWith('tessera:')).join(' '));
+      Object.assign(code, { accountId, authTime: Math.floor(Date.now() / 1000), grantId: await grant.save(), scope, resource: audience });
+      await code.save();
+    },
     async sign(payload, so = {}) {
       return new SignJWT(payload).setProtectedHeader({ alg: 'ES256', kid: 'test-key-1', typ: 'at+jwt' }).sign((so.foreignKey ? foreign : privateKey) as CryptoKey);
     },

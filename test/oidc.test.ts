@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -18,6 +18,8 @@ const CLIENTS = [
   { id: 'writer', secret: 'writer-secret-0123456789', scope: 'tessera:read tessera:write' },
   { id: 'operator', secret: 'operator-secret-0123456789', scope: 'tessera:admin' },
   { id: 'stranger', secret: 'stranger-secret-0123456789', scope: 'openid' },
+  // A public client (no secret): people log in with it by the device flow.
+  { id: 'tessera-cli', scope: 'openid offline_access tessera:read tessera:write' },
 ];
 
 const codeOf = async (p: Promise<unknown>): Promise<string> => {
@@ -52,8 +54,21 @@ describe('OIDC access tokens against a real coordinator', () => {
   /** A client of the coordinator with a token the issuer gave `clientId` (for `audience`, default Tessera's). */
   const as = async (clientId: string, audience = issuer.audience): Promise<TesseraClient> => {
     const c = CLIENTS.find((x) => x.id === clientId)!;
-    const tok = await clientCredentialsLogin({ issuer: issuer.issuer, clientId, clientSecret: c.secret, audience, scope: c.scope });
+    const tok = await clientCredentialsLogin({ issuer: issuer.issuer, clientId, clientSecret: c.secret ?? '', audience, scope: c.scope });
     return new TesseraClient({ addresses: t.cluster.coordinators, attempts: 1, token: tok.accessToken });
+  };
+  const cli = async (args: string[], env: Record<string, string> = {}): Promise<{ stdout: string; stderr: string; code: number }> => {
+    try {
+      const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), ...args], {
+        cwd: REPO_ROOT,
+        env: { ...process.env, TESSERA_TOKEN: '', TESSERA_ADDR: t.cluster.coordinators.join(','), TESSERA_STATE_DIR: join(t.dir, 'cli-state'), ...env },
+        timeout: 60_000,
+      });
+      return { ...r, code: 0 };
+    } catch (err) {
+      const e = err as { stdout: string; stderr: string; code: number };
+      return { stdout: e.stdout, stderr: e.stderr, code: e.code };
+    }
   };
   const withToken = (token: string): TesseraClient => new TesseraClient({ addresses: t.cluster.coordinators, attempts: 1, token });
 
@@ -141,26 +156,13 @@ describe('OIDC access tokens against a real coordinator', () => {
 
   it('tessera login (client credentials) stores a 0600 token that later commands use, renewed once expired', async () => {
     const stateDir = join(t.dir, 'cli-state');
-    const cli = async (args: string[], env: Record<string, string> = {}): Promise<{ stdout: string; stderr: string; code: number }> => {
-      try {
-        const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), ...args], {
-          cwd: REPO_ROOT,
-          env: { ...process.env, TESSERA_TOKEN: '', TESSERA_ADDR: t.cluster.coordinators.join(','), TESSERA_STATE_DIR: stateDir, ...env },
-          timeout: 60_000,
-        });
-        return { ...r, code: 0 };
-      } catch (err) {
-        const e = err as { stdout: string; stderr: string; code: number };
-        return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-      }
-    };
     // Without a token the coordinator refuses the CLI.
     const refused = await cli(['jobs']);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain('error UNAUTHENTICATED');
 
     const writer = CLIENTS[1]!;
-    const login = await cli(['login', '--issuer', issuer.issuer, '--client-id', writer.id, '--client-secret', writer.secret, '--audience', issuer.audience, '--scope', writer.scope]);
+    const login = await cli(['login', '--issuer', issuer.issuer, '--client-id', writer.id, '--client-secret', writer.secret!, '--audience', issuer.audience, '--scope', writer.scope]);
     expect(login.stderr).not.toContain('error');
     expect(login.code).toBe(0);
     expect(login.stdout).toContain(`logged in to ${issuer.issuer} as writer`);
@@ -192,7 +194,7 @@ describe('OIDC access tokens against a real coordinator', () => {
       TESSERA_STATE_DIR: join(t.dir, 'cli-state-env'),
       TESSERA_OIDC_ISSUER: issuer.issuer,
       TESSERA_OIDC_CLIENT_ID: operator.id,
-      TESSERA_OIDC_CLIENT_SECRET: operator.secret,
+      TESSERA_OIDC_CLIENT_SECRET: operator.secret!,
       TESSERA_OIDC_AUDIENCE: issuer.audience,
       TESSERA_OIDC_SCOPE: operator.scope,
     });
@@ -203,5 +205,62 @@ describe('OIDC access tokens against a real coordinator', () => {
     const logout = await cli(['logout']);
     expect(logout.stdout).toContain('token removed');
     expect(existsSync(file)).toBe(false);
+  });
+
+  it('tessera login --device: a person approves the shown code; the refresh token renews the login', async () => {
+    const stateDir = join(t.dir, 'cli-state-device');
+    const file = join(stateDir, 'oidc-token.json');
+    const scope = 'openid offline_access tessera:read tessera:write';
+    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), 'login', '--device', '--issuer', issuer.issuer, '--client-id', 'tessera-cli', '--audience', issuer.audience, '--scope', scope], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, TESSERA_TOKEN: '', TESSERA_STATE_DIR: stateDir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
+    const code = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    try {
+      // The CLI shows where to go and the code; the person approves it there.
+      const userCode = await new Promise<string>((resolve, reject) => {
+        child.stderr.on('data', (b: Buffer) => {
+          stderr += b.toString();
+          const m = /open (\S+) and check the code ([A-Z0-9-]+)/.exec(stderr);
+          if (m) {
+            expect(m[1]).toContain(`${issuer.issuer}/device`);
+            resolve(m[2]!);
+          }
+        });
+        void code.then(() => reject(new Error(`login exited before showing a code: ${stderr}`)));
+      });
+      await issuer.approveDevice(userCode, 'alice', scope);
+      expect(await code).toBe(0);
+    } finally {
+      clearTimeout(timer);
+    }
+    expect(stdout).toContain('logged in to');
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    const stored = JSON.parse(await readFile(file, 'utf8')) as StoredToken;
+    expect(stored.refreshToken).toBeTruthy();
+    expect(stored.clientSecret).toBeUndefined();
+
+    // Expired: the next command renews it with the refresh token (no person needed), then succeeds.
+    await writeFile(file, JSON.stringify({ ...stored, expiresAtMs: Date.now() - 1_000 }), { mode: 0o600 });
+    const jobs = await cli(['jobs'], { TESSERA_STATE_DIR: stateDir });
+    expect(jobs.stderr).toBe('');
+    expect(jobs.code).toBe(0);
+    const renewed = JSON.parse(await readFile(file, 'utf8')) as StoredToken;
+    expect(renewed.accessToken).not.toBe(stored.accessToken);
+    expect(renewed.refreshToken).toBeTruthy();
+    expect(renewed.expiresAtMs).toBeGreaterThan(Date.now());
+    // The renewed token is alice's, with the scopes she approved: it may read, not administer.
+    const c = withToken(renewed.accessToken);
+    try {
+      expect(await codeOf(c.list())).toBe('OK');
+      expect(await codeOf(c.listNodes())).toBe('PERMISSION_DENIED');
+    } finally {
+      c.close();
+    }
   });
 });
