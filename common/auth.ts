@@ -95,7 +95,7 @@ export async function authorizeBearer(md: Metadata, scope: Scope, b: BearerAuth)
 
 /** What a method requires of its caller; `undefined` for open methods (health, reflection). */
 export interface MethodPolicy {
-  /** Bearer-token scope (checked when the token table is not empty). */
+  /** Bearer-token scope (checked when there are static tokens or an OIDC issuer). */
   scope?: Scope;
   /** Certificate roles allowed to call (checked when the server runs mutual TLS). */
   roles?: readonly PeerRole[];
