@@ -11,6 +11,7 @@ import {
 } from '@grpc/grpc-js';
 import { AppError } from './errors.js';
 import { toServiceError } from './grpc.js';
+import { looksLikeJwt, type OidcVerifier } from './oidc.js';
 import { peerRole, serverCredentials, type PeerRole, type TlsMaterial } from './tls.js';
 
 export type Scope = 'submit' | 'read' | 'admin';
@@ -39,22 +40,62 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-/** Checks a call's bearer token for a scope: UNAUTHENTICATED without a valid token, PERMISSION_DENIED without the scope. */
-export function authorize(md: Metadata, scope: Scope, tokens: TokenTable): void {
+/** The bearer of a call's `authorization: Bearer <token>` header; UNAUTHENTICATED without one. */
+function bearerOf(md: Metadata): string {
   const raw = md.get('authorization')[0];
   const m = typeof raw === 'string' ? /^Bearer\s+(\S+)$/i.exec(raw) : null;
   if (!m) throw new AppError('UNAUTHENTICATED', 'a bearer token is required (authorization: Bearer <token>)');
-  const given = digest(m[1]!);
+  return m[1]!;
+}
+
+/** The scopes of a static token (undefined: not one of the table's). */
+function staticScopes(token: string, tokens: TokenTable): ReadonlySet<Scope> | undefined {
+  const given = digest(token);
   let scopes: ReadonlySet<Scope> | undefined;
   // Compare digests in constant time; never log or echo the token.
   for (const [tok, s] of tokens) if (timingSafeEqual(digest(tok), given)) scopes = s;
-  if (!scopes) throw new AppError('UNAUTHENTICATED', 'the bearer token is not valid');
+  return scopes;
+}
+
+function requireScope(scopes: ReadonlySet<Scope>, scope: Scope): void {
   if (!scopes.has(scope)) throw new AppError('PERMISSION_DENIED', `this token may not ${scope === 'admin' ? 'use the admin API' : scope}`);
+}
+
+/** Checks a call's bearer token for a scope: UNAUTHENTICATED without a valid token, PERMISSION_DENIED without the scope. */
+export function authorize(md: Metadata, scope: Scope, tokens: TokenTable): void {
+  const scopes = staticScopes(bearerOf(md), tokens);
+  if (!scopes) throw new AppError('UNAUTHENTICATED', 'the bearer token is not valid');
+  requireScope(scopes, scope);
+}
+
+/**
+ * How bearer tokens are checked: the static token table, and OIDC access tokens (JWT) when an
+ * issuer is configured. A token in the table is a static token; any other JWT-shaped token is
+ * verified as an OIDC token. No table and no issuer: no bearer check (ALLOW_ANONYMOUS).
+ */
+export interface BearerAuth {
+  tokens: TokenTable;
+  oidc?: OidcVerifier | undefined;
+}
+
+/** True when calls must carry a bearer token. */
+export function bearerRequired(b: BearerAuth): boolean {
+  return b.tokens.size > 0 || b.oidc !== undefined;
+}
+
+/** `authorize` with OIDC: resolves when the call's token grants `scope`, rejects with UNAUTHENTICATED or PERMISSION_DENIED. */
+export async function authorizeBearer(md: Metadata, scope: Scope, b: BearerAuth): Promise<void> {
+  const token = bearerOf(md);
+  const fixed = staticScopes(token, b.tokens);
+  if (fixed) return requireScope(fixed, scope);
+  if (!b.oidc || !looksLikeJwt(token)) throw new AppError('UNAUTHENTICATED', 'the bearer token is not valid');
+  const caller = await b.oidc.verify(token);
+  requireScope(caller.scopes, scope);
 }
 
 /** What a method requires of its caller; `undefined` for open methods (health, reflection). */
 export interface MethodPolicy {
-  /** Bearer-token scope (checked when the token table is not empty). */
+  /** Bearer-token scope (checked when there are static tokens or an OIDC issuer). */
   scope?: Scope;
   /** Certificate roles allowed to call (checked when the server runs mutual TLS). */
   roles?: readonly PeerRole[];
@@ -65,19 +106,26 @@ export interface MethodPolicy {
  * certificate role (mutual TLS) and bearer token scope, as `policyOf(method path)` asks.
  * A refused call ends with UNAUTHENTICATED or PERMISSION_DENIED and the stable error code.
  */
-export function accessInterceptor(policyOf: (path: string) => MethodPolicy | undefined, tokens: TokenTable, mutualTls: boolean): ServerInterceptor {
+export function accessInterceptor(policyOf: (path: string) => MethodPolicy | undefined, tokens: TokenTable | BearerAuth, mutualTls: boolean): ServerInterceptor {
+  const bearer: BearerAuth = tokens instanceof Map ? { tokens } : (tokens as BearerAuth);
+  const check = bearerRequired(bearer);
   return (method, call: ServerInterceptingCallInterface) => {
     const policy = policyOf(method.path);
+    const refuse = (err: unknown): void => call.sendStatus(toServiceError(err) as Required<Pick<ServiceError, 'code' | 'details' | 'metadata'>>);
     const listener = new ServerListenerBuilder()
       .withOnReceiveMetadata((md, next) => {
         try {
           if (policy?.roles && mutualTls) checkRole(call, policy.roles);
-          if (policy?.scope && tokens.size > 0) authorize(md, policy.scope, tokens);
         } catch (err) {
-          call.sendStatus(toServiceError(err) as Required<Pick<ServiceError, 'code' | 'details' | 'metadata'>>);
+          refuse(err);
           return;
         }
-        next(md);
+        if (!policy?.scope || !check) {
+          next(md);
+          return;
+        }
+        // Verification may fetch the issuer's keys: grpc-js holds the call's messages until `next`.
+        authorizeBearer(md, policy.scope, bearer).then(() => next(md), refuse);
       })
       .build();
     return new ServerInterceptingCall(call, new ResponderBuilder().withStart((next) => next(listener)).build());
@@ -86,17 +134,19 @@ export function accessInterceptor(policyOf: (path: string) => MethodPolicy | und
 
 /**
  * A process's gRPC server security: TLS credentials (mutual unless `requireClientCert` is false)
- * and the access interceptor for its methods. Plaintext and no checks without TLS material and tokens.
+ * and the access interceptor for its methods (static tokens, and OIDC tokens with `oidc`).
+ * Plaintext and no checks without TLS material, tokens and issuer.
  */
 export function serverSecurity(
   tls: TlsMaterial | undefined,
   policyOf: (path: string) => MethodPolicy | undefined,
   tokens: TokenTable = new Map(),
   requireClientCert = true,
+  oidc?: OidcVerifier,
 ): { credentials: ServerCredentials; interceptors: ServerInterceptor[] } {
   return {
     credentials: serverCredentials(tls, requireClientCert),
-    interceptors: [accessInterceptor(policyOf, tokens, tls !== undefined && requireClientCert)],
+    interceptors: [accessInterceptor(policyOf, { tokens, oidc }, tls !== undefined && requireClientCert)],
   };
 }
 

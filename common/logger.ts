@@ -1,4 +1,5 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
+import { jobTraceId } from './trace.js';
 
 /** Field names whose values never reach a log line (at the top level and one level down). */
 const SECRET_KEYS = ['token', 'authorization', 'secretAccessKey', 'password', 'privateKey', 'key', 'S3_SECRET_ACCESS_KEY', 'ETCD_PASSWORD', 'API_TOKENS', 'READ_TOKENS', 'ADMIN_TOKENS', 'WEBHOOK_SECRET'];
@@ -15,6 +16,12 @@ export function createLogger(service: string, level = 'info', extra: Record<stri
     base: { service, pid: process.pid, ...extra },
     redact: { paths: SECRET_KEYS.flatMap((k) => [k, `*.${k}`]), censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
+    // A line naming a job (`jobId`) carries its trace id too, also when its logger did not bind one.
+    mixin: (obj: object, _level: number, logger: Logger) => {
+      const o = obj as { jobId?: unknown; traceId?: unknown };
+      if (typeof o.jobId !== 'string' || !o.jobId || o.traceId !== undefined || 'traceId' in logger.bindings()) return {};
+      return { traceId: jobTraceId(o.jobId) };
+    },
   };
   return destination ? pino(options, destination) : pino(options);
 }

@@ -86,7 +86,7 @@ export class StagingSweeper {
             await this.o.onFinished?.(e.name, state);
             await rm(path, { recursive: true, force: true });
             report.jobDirs++;
-            this.o.log.info({ path, state }, 'staging of a finished job removed');
+            this.o.log.info({ jobId: e.name, path, state }, 'staging of a finished job removed');
             continue;
           }
           report.staleFiles += await this.removeStale(path, (name) => name.endsWith('.partial'));

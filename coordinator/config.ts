@@ -1,7 +1,11 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import type { OidcSettings } from '../common/oidc.js';
 import { baseShape, bool, csv, int, parseEnv, s3Shape } from '../common/config-schema.js';
-import { MIN_WEBHOOK_SECRET_LENGTH, OLD_DEFAULT_WEBHOOK_SECRET, baseRefusals, placeholderRefusals, s3Refusals } from '../common/secure-defaults.js';
+import { isLocalEndpoint, MIN_WEBHOOK_SECRET_LENGTH, OLD_DEFAULT_WEBHOOK_SECRET, baseRefusals, placeholderRefusals, s3Refusals } from '../common/secure-defaults.js';
+
+/** An optional setting that manifests may pass empty ("" = unset). */
+const unsetIfEmpty = <T extends z.ZodType>(t: T) => z.preprocess((v) => (v === '' ? undefined : v), t.optional());
 
 const poolsSchema = z.array(z.object({
   name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
@@ -102,6 +106,26 @@ const shape = {
   READ_TOKENS: csv.default([]),
   ADMIN_TOKENS: csv.default([]),
   /**
+   * OIDC access tokens (JWT) from this issuer are accepted besides the static tokens: the
+   * signature is checked against the issuer's JWKS (OIDC_JWKS_URI, else the one its discovery
+   * document names), then issuer, audience (OIDC_AUDIENCE, required), expiry and not-before
+   * with OIDC_CLOCK_SKEW_S seconds of skew. https:// only, except on this machine.
+   */
+  OIDC_ISSUER: unsetIfEmpty(z.string().url()),
+  OIDC_AUDIENCE: unsetIfEmpty(z.string()),
+  OIDC_JWKS_URI: unsetIfEmpty(z.string().url()),
+  OIDC_CLOCK_SKEW_S: int(30, 0, 600),
+  /** Scope values or group names (comma-separated) that grant read, write (submit, upload, cancel; and read) and admin (and read). */
+  OIDC_READ_SCOPES: csv.default(['tessera:read']),
+  OIDC_WRITE_SCOPES: csv.default(['tessera:write']),
+  OIDC_ADMIN_SCOPES: csv.default(['tessera:admin']),
+  /** The claim holding the caller's groups, matched against the lists above like scopes. */
+  OIDC_GROUPS_CLAIM: z.string().default('groups'),
+  /** The claim naming the caller's tenant (read for the tenants to come; Tessera has none yet). */
+  OIDC_TENANT_CLAIM: unsetIfEmpty(z.string()),
+  /** Deadline of the discovery and JWKS fetches, ms. */
+  OIDC_FETCH_TIMEOUT_MS: int(5_000, 100),
+  /**
    * With no token set the client and admin APIs are open to anyone who reaches the port: the
    * coordinator refuses to start that way unless this is true (local clusters on loopback set it).
    */
@@ -183,8 +207,29 @@ export function startupRefusals(c: CoordinatorConfig): string[] {
   ];
   if (c.WEBHOOK_SECRET === OLD_DEFAULT_WEBHOOK_SECRET) out.push('WEBHOOK_SECRET is the old built-in default, which anyone can read in the source: set your own (openssl rand -hex 32), or unset it to send no webhooks');
   else if (c.WEBHOOK_SECRET && c.WEBHOOK_SECRET.length < MIN_WEBHOOK_SECRET_LENGTH) out.push(`WEBHOOK_SECRET is shorter than ${MIN_WEBHOOK_SECRET_LENGTH} characters`);
-  if (c.API_TOKENS.length + c.READ_TOKENS.length + c.ADMIN_TOKENS.length === 0 && !c.ALLOW_ANONYMOUS) {
-    out.push('no API_TOKENS, READ_TOKENS or ADMIN_TOKENS are set, so the client and admin APIs would be open to anyone: set tokens, or ALLOW_ANONYMOUS=true to run open on purpose');
+  if (c.API_TOKENS.length + c.READ_TOKENS.length + c.ADMIN_TOKENS.length === 0 && !c.OIDC_ISSUER && !c.ALLOW_ANONYMOUS) {
+    out.push('no API_TOKENS, READ_TOKENS or ADMIN_TOKENS are set and no OIDC_ISSUER, so the client and admin APIs would be open to anyone: set tokens or an OIDC issuer, or ALLOW_ANONYMOUS=true to run open on purpose');
+  }
+  if (c.OIDC_ISSUER) {
+    if (!c.OIDC_AUDIENCE) out.push('OIDC_ISSUER is set without OIDC_AUDIENCE: tokens the issuer made for any other service would be accepted; set the audience (resource) Tessera\'s tokens carry');
+    for (const [name, url] of [['OIDC_ISSUER', c.OIDC_ISSUER], ['OIDC_JWKS_URI', c.OIDC_JWKS_URI]] as const) {
+      if (url && !url.startsWith('https://') && !isLocalEndpoint(url)) out.push(`${name} must be an https:// URL (plain http only on this machine): keys fetched in the clear could be forged`);
+    }
   }
   return out;
+}
+
+/** The OIDC verifier's settings, when an issuer is configured. */
+export function oidcSettings(c: CoordinatorConfig): OidcSettings | undefined {
+  if (!c.OIDC_ISSUER || !c.OIDC_AUDIENCE) return undefined;
+  return {
+    issuer: c.OIDC_ISSUER,
+    audience: c.OIDC_AUDIENCE,
+    jwksUri: c.OIDC_JWKS_URI,
+    clockSkewSec: c.OIDC_CLOCK_SKEW_S,
+    roles: { read: c.OIDC_READ_SCOPES, write: c.OIDC_WRITE_SCOPES, admin: c.OIDC_ADMIN_SCOPES },
+    groupsClaim: c.OIDC_GROUPS_CLAIM,
+    tenantClaim: c.OIDC_TENANT_CLAIM,
+    fetchTimeoutMs: c.OIDC_FETCH_TIMEOUT_MS,
+  };
 }

@@ -2,7 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { createReadStream, existsSync } from 'node:fs';
 import { mkdir, open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Metadata } from '@grpc/grpc-js';
+import { jobLogFields, traceMetadata } from '../common/trace.js';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { fileDigest } from '../common/chunks.js';
 import { AppError, errorMessage, isAppError } from '../common/errors.js';
@@ -98,7 +98,7 @@ export class JobRunner {
     private readonly jobId: string,
     private readonly fence: LeaderFence,
   ) {
-    this.log = d.log.child({ jobId });
+    this.log = d.log.child(jobLogFields(jobId));
     this.dir = join(d.stagingDir, jobId);
   }
 
@@ -609,7 +609,7 @@ export class JobRunner {
         notes: rec.history.filter((h) => h.scope === 'ladder').map((h) => h.reason),
         ...(streamFormats.length ? { packaging: { formats: streamFormats, segmentSec: rec.plan?.keyframeGrid?.periodSec ?? keyframePeriod(rec.spec) ?? GOP_SECONDS, ...(pkg.zip ? {} : { noZip: true }) } } : {}),
       },
-      new Metadata(),
+      traceMetadata(this.jobId),
       deadline(this.d.cfg.FINALIZE_TIMEOUT_MS),
     );
     const onAbort = (): void => call.cancel();
@@ -668,7 +668,7 @@ export class JobRunner {
     const up = rec.uploaderId ? registry.uploader(rec.uploaderId) : undefined;
     if (up) {
       const c = clients.get(UploaderClient, up.address, up.id);
-      tasks.push(callUnary(c, c.cleanup, { jobId: this.jobId }, cfg.RPC_TIMEOUT_MS));
+      tasks.push(callUnary(c, c.cleanup, { jobId: this.jobId }, cfg.RPC_TIMEOUT_MS, traceMetadata(this.jobId)));
     }
     if (rec.state !== 'SUCCEEDED') {
       const tree = await this.d.store.tree(this.jobId).catch(() => undefined);
@@ -676,7 +676,7 @@ export class JobRunner {
         const n = registry.get(s.nodeId);
         if (!n || s.attempt === 0) continue;
         const c = clients.get(NodeAgentClient, n.address, n.id);
-        tasks.push(callUnary(c, c.dropSegment, { jobId: this.jobId, segment: s.index, attempt: s.attempt, leaderTerm: Number(this.fence.createRevision) }, cfg.RPC_TIMEOUT_MS));
+        tasks.push(callUnary(c, c.dropSegment, { jobId: this.jobId, segment: s.index, attempt: s.attempt, leaderTerm: Number(this.fence.createRevision) }, cfg.RPC_TIMEOUT_MS, traceMetadata(this.jobId)));
       }
     }
     const res = await Promise.allSettled(tasks);

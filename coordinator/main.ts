@@ -15,7 +15,8 @@ import { serverSecurity, tokenTable } from '../common/auth.js';
 import { coordinatorPolicy } from '../common/access-policy.js';
 import { grpcHealth } from '../common/health-client.js';
 import { channelCredentials } from '../common/tls.js';
-import { loadConfig, startupRefusals } from './config.js';
+import { loadConfig, oidcSettings, startupRefusals } from './config.js';
+import { OidcVerifier } from '../common/oidc.js';
 import { sweepSettings } from '../common/config-schema.js';
 import { StagingSweeper } from '../common/staging-sweeper.js';
 import { jobServiceHandlers } from './job-service.js';
@@ -168,7 +169,9 @@ async function main(): Promise<void> {
   life.onStop('election', () => election.resign());
 
   const tokens = tokenTable(cfg.API_TOKENS, cfg.READ_TOKENS, cfg.ADMIN_TOKENS);
-  if (tokens.size === 0) log.warn({ bindHost: cfg.BIND_HOST }, 'ALLOW_ANONYMOUS=true and no API tokens: the client and admin APIs are open to anyone who can reach them');
+  const oidc = oidcSettings(cfg);
+  if (oidc) log.info({ issuer: oidc.issuer, audience: oidc.audience }, 'OIDC access tokens accepted');
+  if (tokens.size === 0 && !oidc) log.warn({ bindHost: cfg.BIND_HOST }, 'ALLOW_ANONYMOUS=true and no API tokens: the client and admin APIs are open to anyone who can reach them');
   const grpc = await startGrpcServer(
     cfg.BIND_HOST,
     cfg.GRPC_PORT,
@@ -197,7 +200,7 @@ async function main(): Promise<void> {
     {
       reflection: ['jobs.proto', 'admin.proto'],
       // One interceptor checks every call: certificate role (mutual TLS) and bearer-token scope.
-      ...serverSecurity(tls, coordinatorPolicy, tokens, cfg.TLS_REQUIRE_CLIENT_CERT),
+      ...serverSecurity(tls, coordinatorPolicy, tokens, cfg.TLS_REQUIRE_CLIENT_CERT, oidc ? new OidcVerifier(oidc) : undefined),
     },
   );
   life.onStop('grpc server', () => grpc.close(5_000));

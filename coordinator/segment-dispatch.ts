@@ -1,5 +1,5 @@
 import { fits, whyNoNode, type Placement } from '../common/placement.js';
-import { Metadata } from '@grpc/grpc-js';
+import { jobLogFields, traceMetadata } from '../common/trace.js';
 import { AppError, errorMessage, isAppError } from '../common/errors.js';
 import { callUnary, deadline, iterateStream, openClientStream } from '../common/grpc.js';
 import { sendFileChunks } from '../common/chunks.js';
@@ -89,7 +89,7 @@ export function pickNode(ready: NodeView[], load: ReadonlyMap<string, number>, p
  * the checkpoint, so only sub-segments not yet done are transcoded again.
  */
 export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
-  const log = d.log.child({ jobId: t.jobId, segment: t.seg.index });
+  const log = d.log.child({ ...jobLogFields(t.jobId), segment: t.seg.index });
   let seg = { ...t.seg };
   let preferred: string | undefined = seg.nodeId;
   const avoid = new Set<string>();
@@ -191,7 +191,7 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
       preferred = undefined;
       // Free what the abandoned attempt left on that node (best effort, with a deadline).
       // Not awaited: a dead or paused node must not delay the reassignment.
-      void callUnary(client, client.dropSegment, ref, d.cfg.RPC_TIMEOUT_MS).catch(() => undefined);
+      void callUnary(client, client.dropSegment, ref, d.cfg.RPC_TIMEOUT_MS, traceMetadata(t.jobId)).catch(() => undefined);
       await sleep(Math.min(2_000, 100 * 2 ** failures), signal);
     } finally {
       d.registry.off('removed', onRemoved);
@@ -207,12 +207,12 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
 async function transfer(client: NodeAgentClient, ref: SegmentRef, task: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
   const t = await task.source();
   for (let tries = 0; ; tries++) {
-    const st: TransferStatus = await callUnary(client, client.getTransfer, ref, d.cfg.RPC_TIMEOUT_MS, new Metadata(), signal);
+    const st: TransferStatus = await callUnary(client, client.getTransfer, ref, d.cfg.RPC_TIMEOUT_MS, traceMetadata(task.jobId), signal);
     if (st.complete) return;
     const from = Math.min(st.receivedBytes, t.bytes);
     try {
       const call = openClientStream<SegmentChunk, TransferStatus>(
-        (cb) => client.putSegment(new Metadata(), deadline(d.cfg.SEGMENT_TRANSFER_TIMEOUT_MS), cb),
+        (cb) => client.putSegment(traceMetadata(task.jobId), deadline(d.cfg.SEGMENT_TRANSFER_TIMEOUT_MS), cb),
         signal,
       );
       const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: t.bytes, sha256: '', crc32: t.crc32 });
@@ -236,7 +236,7 @@ async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision
   const up = t.uploader?.() ?? { address: t.uploaderAddress, id: t.uploaderId };
   const call = client.runSegment(
     { ref, renditions: t.renditions, ownerRevision, uploaderAddress: up.address, uploaderId: up.id, frames: t.fileFrames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames, leadOutFrames: t.leadOutFrames, leaderTerm: ref.leaderTerm, ...(t.constantRate ? { constantRate: t.constantRate } : {}), ...(t.keyframeGrid ? { keyframeGrid: t.keyframeGrid } : {}) },
-    new Metadata(),
+    traceMetadata(t.jobId),
     deadline(d.cfg.SEGMENT_RUN_TIMEOUT_MS),
   );
   let last = Date.now();

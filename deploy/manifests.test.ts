@@ -1,6 +1,6 @@
 /**
  * Static validation of the deployment artefacts: the Dockerfile, deploy/compose.yaml,
- * deploy/k8s/*.yaml, the Grafana dashboard and docs/deploy.md. No Docker engine or cluster
+ * deploy/k8s/*.yaml, the Grafana dashboard, log shipping (Loki + Alloy) and docs/deploy.md. No Docker engine or cluster
  * is involved: every file is parsed and checked against zod schemas for the subset of the
  * Compose spec and the Kubernetes API these files use, then cross-checked (selectors match
  * pods, ports and env references resolve, RBAC is exactly what the autoscaler needs, ...).
@@ -1280,10 +1280,10 @@ type MetricName = keyof typeof METRICS;
 const TARGET_LABELS = ['instance', 'job', 'service', 'namespace', 'pod'];
 
 const GridPos = z.strictObject({ h: z.number().int().min(1), w: z.number().int().min(1).max(24), x: z.number().int().min(0).max(23), y: z.number().int().min(0) });
-const Target = z.looseObject({ refId: z.string().min(1), expr: z.string().min(1), datasource: z.looseObject({ uid: z.literal('${datasource}') }) });
+const Target = z.looseObject({ refId: z.string().min(1), expr: z.string().min(1), datasource: z.looseObject({ uid: z.enum(['${datasource}', '${loki}']) }) });
 const Panel = z.looseObject({
   id: z.number().int().positive(),
-  type: z.enum(['row', 'timeseries', 'stat', 'gauge', 'bargauge', 'heatmap', 'table']),
+  type: z.enum(['row', 'timeseries', 'stat', 'gauge', 'bargauge', 'heatmap', 'table', 'logs']),
   title: z.string().min(1),
   gridPos: GridPos,
   targets: z.array(Target).optional(),
@@ -1309,7 +1309,8 @@ describe('deploy/grafana/tessera-dashboard.json', () => {
   const parsed = Dashboard.safeParse(raw);
   const dash = parsed.success ? parsed.data : undefined;
   const panels = dash?.panels ?? [];
-  const queryPanels = panels.filter((p) => p.type !== 'row');
+  // Metric panels (Prometheus); the job-log panel (Loki) is checked on its own below.
+  const queryPanels = panels.filter((p) => p.type !== 'row' && p.type !== 'logs');
   const exprs = queryPanels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })));
 
   it('is a dashboard with uid tessera and a Prometheus datasource variable', () => {
@@ -1370,6 +1371,240 @@ describe('deploy/grafana/tessera-dashboard.json', () => {
       }
       if (/histogram_quantile/.test(expr)) expect(expr, panel).toMatch(/histogram_quantile\(0?\.\d+,\s*sum by \([^)]*\ble\b[^)]*\) \(rate\(tessera_\w+_bucket\[/);
     }
+  });
+
+  it("links from a job to its logs: a job id box, a Loki log panel and an Explore link with the same query", () => {
+    const vars = dash?.templating.list ?? [];
+    expect(vars).toContainEqual(expect.objectContaining({ name: 'loki', type: 'datasource', query: 'loki' }));
+    expect(vars).toContainEqual(expect.objectContaining({ name: 'job_id', type: 'textbox' }));
+    const logs = panels.filter((p) => p.type === 'logs');
+    expect(logs).toHaveLength(1);
+    const expr = logs[0]!.targets?.[0]?.expr ?? '';
+    expect(logs[0]!.targets?.[0]?.datasource.uid).toBe('${loki}');
+    // Every Tessera stream (the job label Alloy sets), filtered by the jobId the lines carry.
+    expect(expr).toBe('{job=~"tessera-.+"} | jobId="$job_id"');
+    for (const job of ['tessera-coordinator', 'tessera-node-agent', 'tessera-uploader']) expect(new RegExp(`^(?:${/job=~"([^"]+)"/.exec(expr)![1]})$`).test(job), job).toBe(true);
+    const links = [...(z.array(z.looseObject({ url: z.string() })).parse((raw as { links: unknown }).links)), ...z.array(z.looseObject({ url: z.string() })).parse((logs[0] as { links?: unknown }).links)];
+    expect(links.length).toBeGreaterThanOrEqual(2);
+    for (const l of links) {
+      const url = new URL(l.url, 'http://grafana.local');
+      expect(url.pathname).toBe('/explore');
+      const panes = z.record(z.string(), z.looseObject({ datasource: z.string(), queries: z.array(z.looseObject({ expr: z.string(), datasource: z.looseObject({ type: z.literal('loki'), uid: z.string() }) })) })).parse(JSON.parse(url.searchParams.get('panes') ?? '{}'));
+      const pane = Object.values(panes)[0]!;
+      expect(pane.queries[0]!.expr).toBe(expr);
+      // The uid the Compose provisioning gives Loki (and docs/deploy.md asks Kubernetes users to use).
+      expect(pane.datasource).toBe(LOKI_UID);
+      expect(pane.queries[0]!.datasource.uid).toBe(LOKI_UID);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// Log shipping: Loki and Grafana Alloy (Compose add-on and deploy/k8s/logging)
+// ---------------------------------------------------------------------------------------
+
+const LOKI_UID = 'loki';
+const TESSERA_LOG_LABELS = ['service', 'node', 'job'];
+
+/** One `rule { … }` of an Alloy discovery.relabel block (the attributes Prometheus relabeling knows). */
+const RelabelRule = z.strictObject({
+  source_labels: z.array(z.string()).optional(),
+  separator: z.string().optional(),
+  regex: z.string().optional(),
+  action: z.enum(['replace', 'keep', 'drop']).optional(),
+  target_label: z.string().optional(),
+  replacement: z.string().optional(),
+});
+type RelabelRuleT = z.infer<typeof RelabelRule>;
+
+/** Alloy config text without its `//` comment lines. */
+const alloyText = (path: string): string => read(path).split('\n').filter((l) => !/^\s*\/\//.test(l)).join('\n');
+
+/** The body of the first `<kind> "<name>" { … }` block (braces matched, strings skipped). */
+function alloyBlock(text: string, kind: string, name?: string): string | undefined {
+  const m = new RegExp(`(?:^|\\n)\\s*${kind.replace(/\./g, '\\.')}\\s+${name ? `"${name}"` : '"[^"]*"'}\\s*\\{`).exec(text);
+  if (!m) return undefined;
+  let depth = 1;
+  let inString = false;
+  for (let i = m.index + m[0].length; i < text.length; i++) {
+    const ch = text[i];
+    if (inString) {
+      if (ch === '\\') i++;
+      else if (ch === '"') inString = false;
+    } else if (ch === '"') inString = true;
+    else if (ch === '{') depth++;
+    else if (ch === '}' && --depth === 0) return text.slice(m.index + m[0].length, i);
+  }
+  throw new Error(`unterminated ${kind} block`);
+}
+
+/** `key = <JSON-compatible literal>` attributes of a block body (one per line). */
+function alloyAttributes(body: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const m of body.matchAll(/^\s*([a-z_]+)\s*=\s*(".*"|\[.*\])\s*$/gm)) out[m[1]!] = JSON.parse(m[2]!);
+  return out;
+}
+
+/** The relabel rules of `discovery.relabel "<name>"`, in order. */
+function relabelRules(text: string, name: string): RelabelRuleT[] {
+  const body = alloyBlock(text, 'discovery.relabel', name);
+  if (body === undefined) throw new Error(`no discovery.relabel "${name}"`);
+  return [...body.matchAll(/\brule\s*\{([^}]*)\}/g)].map((m) => RelabelRule.parse(alloyAttributes(m[1]!)));
+}
+
+/** Prometheus relabeling as Alloy applies it: anchored regexes, $1 replacements; undefined = target dropped. */
+function relabel(labels: Record<string, string>, rules: readonly RelabelRuleT[]): Record<string, string> | undefined {
+  const out = { ...labels };
+  for (const r of rules) {
+    const value = (r.source_labels ?? []).map((l) => out[l] ?? '').join(r.separator ?? ';');
+    const m = new RegExp(`^(?:${r.regex ?? '(.*)'})$`).exec(value);
+    const action = r.action ?? 'replace';
+    if (action === 'keep' && !m) return undefined;
+    if (action === 'drop' && m) return undefined;
+    if (action === 'replace' && m && r.target_label) out[r.target_label] = (r.replacement ?? '$1').replace(/\$(\d+)/g, (_, i: string) => m[Number(i)] ?? '');
+  }
+  return Object.fromEntries(Object.entries(out).filter(([k]) => !k.startsWith('__')));
+}
+
+/** The Loki push URL of `loki.write`, and the stages of `loki.process` that turn pino lines into labels and metadata. */
+function alloyPipeline(text: string): { pushUrl: URL; jsonKeys: string[]; metadata: string[]; source: string } {
+  const write = alloyBlock(text, 'loki.write');
+  const endpoint = write && alloyBlock(`x "y" {${write}}`.replace(/endpoint\s*\{/, 'endpoint "e" {'), 'endpoint', 'e');
+  const url = alloyAttributes(endpoint ?? '').url;
+  const proc = alloyBlock(text, 'loki.process') ?? '';
+  const keysOf = (stage: string): string[] => {
+    const m = new RegExp(`stage\\.${stage}\\s*\\{[^}]*?(?:expressions|values)\\s*=\\s*\\{([^}]*)\\}`).exec(proc);
+    return m ? [...m[1]!.matchAll(/([A-Za-z_]+)\s*=/g)].map((x) => x[1]!) : [];
+  };
+  const source = /\bloki\.source\.(docker|kubernetes|file)\s+"/.exec(text)?.[1] ?? '';
+  return { pushUrl: new URL(String(url)), jsonKeys: keysOf('json'), metadata: keysOf('structured_metadata'), source };
+}
+
+/** Prometheus-style label name of a Kubernetes/Docker label key (app.kubernetes.io/name → app_kubernetes_io_name). */
+const metaName = (k: string): string => k.replace(/[^A-Za-z0-9_]/g, '_');
+
+describe('log shipping (Loki + Alloy)', () => {
+  const lokiConfig = z.looseObject({ server: z.looseObject({ http_listen_port: z.number() }), limits_config: z.looseObject({ allow_structured_metadata: z.literal(true) }) });
+
+  it('Loki: one configuration for Compose and Kubernetes, accepting structured metadata (jobId, traceId)', () => {
+    const compose = read(join(DEPLOY, 'logging', 'loki-config.yaml'));
+    expect(read(join(K8S, 'logging', 'loki-config.yaml'))).toBe(compose);
+    expect(lokiConfig.parse(yamlDocuments(join(DEPLOY, 'logging', 'loki-config.yaml'), false)[0]).server.http_listen_port).toBe(3100);
+  });
+
+  describe('Compose (deploy/compose.ops.yaml)', () => {
+    const ComposeAddon = z.looseObject({ services: z.record(DnsLabel, ComposeService), volumes: z.record(DnsLabel, z.null()) });
+    const ops = ComposeAddon.parse(yamlDocuments(join(DEPLOY, 'compose.ops.yaml'), true)[0]);
+    const text = alloyText(join(DEPLOY, 'logging', 'compose.alloy'));
+    const mounts = (name: string): Map<string, string> => new Map((ops.services[name]?.volumes ?? []).map((v) => { const [src, dst] = v.split(':') as [string, string]; return [dst, src]; }));
+
+    it('runs Loki, Alloy (reading the Docker socket read-only) and Grafana with both data sources', () => {
+      for (const name of ['loki', 'alloy', 'grafana']) expect(Object.keys(ops.services), name).toContain(name);
+      expect(mounts('loki').get('/etc/loki/loki-config.yaml')).toBe('./logging/loki-config.yaml');
+      expect(ops.services.loki?.command).toContain('-config.file=/etc/loki/loki-config.yaml');
+      expect(mounts('alloy').get('/etc/alloy/config.alloy')).toBe('./logging/compose.alloy');
+      expect(ops.services.alloy?.command?.slice(0, 2)).toEqual(['run', '/etc/alloy/config.alloy']);
+      expect(ops.services.alloy?.volumes).toContain('/var/run/docker.sock:/var/run/docker.sock:ro');
+      for (const name of ['loki', 'alloy', 'grafana']) {
+        for (const [, src] of mounts(name)) if (src.startsWith('./')) expect(existsSync(join(DEPLOY, src)), `${name} mounts ${src}`).toBe(true);
+        for (const [, src] of mounts(name)) if (isNamedVolume(src)) expect(Object.keys(ops.volumes), `${name}: volume ${src}`).toContain(src);
+      }
+      const ds = z.looseObject({ datasources: z.array(z.looseObject({ uid: z.string(), type: z.string(), url: z.string() })) }).parse(yamlDocuments(join(DEPLOY, 'grafana', 'provisioning', 'datasources', 'tessera.yaml'), false)[0]).datasources;
+      expect(ds).toContainEqual(expect.objectContaining({ uid: LOKI_UID, type: 'loki', url: 'http://loki:3100' }));
+      expect(ds).toContainEqual(expect.objectContaining({ type: 'prometheus', url: 'http://prometheus:9090' }));
+      expect(mounts('grafana').get('/var/lib/grafana/dashboards/tessera-dashboard.json')).toBe('./grafana/tessera-dashboard.json');
+    });
+
+    it("Alloy ships every Tessera service's logs, and only those, labelled service, node and job", () => {
+      expect(alloyPipeline(text).source).toBe('docker');
+      expect(text).toContain(`"com.docker.compose.project=${compose.name}"`);
+      const rules = relabelRules(text, 'tessera');
+      const container = (service: string): Record<string, string> => ({ __meta_docker_container_label_com_docker_compose_service: service, __meta_docker_container_name: `/${compose.name}-${service}-1` });
+      const tessera = [...services.filter(([, s]) => composeRole(s)).map(([n, s]) => [n, composeRole(s)!] as const), ...Object.entries(ops.services).filter(([, s]) => s.command?.[0] === 'sdk/cli.ts').map(([n]) => [n, n] as const)];
+      expect(tessera.map(([n]) => n).sort()).toEqual(['backup', 'coordinator-1', 'coordinator-2', 'node-agent', 'uploader']);
+      for (const [name, role] of tessera) {
+        expect(relabel(container(name), rules), name).toEqual({ service: role, node: `${compose.name}-${name}-1`, job: `tessera-${role}` });
+      }
+      const others = [...services.filter(([, s]) => !composeRole(s)).map(([n]) => n), ...Object.keys(ops.services).filter((n) => ops.services[n]?.command?.[0] !== 'sdk/cli.ts')];
+      expect(others).toEqual(expect.arrayContaining(['etcd', 'minio', 'loki', 'alloy', 'grafana', 'prometheus']));
+      for (const name of others) expect(relabel(container(name), rules), `${name} is not shipped`).toBeUndefined();
+    });
+
+    it('Alloy keeps jobId and traceId as structured metadata and pushes to the Loki service', () => {
+      const p = alloyPipeline(text);
+      expect(p.jsonKeys).toEqual(expect.arrayContaining(['jobId', 'traceId']));
+      expect(p.metadata.sort()).toEqual(['jobId', 'traceId']);
+      expect(p.pushUrl.hostname).toBe('loki');
+      expect(Number(p.pushUrl.port)).toBe(3100);
+      expect(p.pushUrl.pathname).toBe('/loki/api/v1/push');
+    });
+  });
+
+  describe('Kubernetes (deploy/k8s/logging)', () => {
+    const dir = join(K8S, 'logging');
+    const kust = z.looseObject({ namespace: z.literal(NAMESPACE), resources: z.array(z.string()), configMapGenerator: z.array(z.looseObject({ name: z.string(), files: z.array(z.string()) })) }).parse(yamlDocuments(join(dir, 'kustomization.yaml'), false)[0]);
+    const docs = kust.resources.flatMap((f) => yamlDocuments(join(dir, f), false)) as { kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> }; spec?: any; rules?: any; roleRef?: any; subjects?: any }[];
+    const get = (kind: string, name: string) => { const o = docs.find((d) => d.kind === kind && d.metadata.name === name); if (!o) throw new Error(`no ${kind} ${name}`); return o; };
+    const text = alloyText(join(dir, 'config.alloy'));
+
+    it('Loki (StatefulSet + Service on 3100) and Alloy, configured from the generated ConfigMaps, all in the tessera namespace', () => {
+      for (const f of [...kust.resources, ...kust.configMapGenerator.flatMap((g) => g.files)]) expect(existsSync(join(dir, f)), f).toBe(true);
+      for (const d of docs) expect(d.metadata.namespace, `${d.kind} ${d.metadata.name}`).toBe(NAMESPACE);
+      const svc = get('Service', 'tessera-loki');
+      const loki = get('StatefulSet', 'tessera-loki');
+      expect(isSubset(svc.spec.selector, loki.spec.template.metadata.labels)).toBe(true);
+      expect(svc.spec.ports[0].port).toBe(3100);
+      expect(loki.spec.template.spec.containers[0].ports[0].containerPort).toBe(3100);
+      const volumes = (o: typeof loki): string[] => o.spec.template.spec.volumes.map((v: { configMap?: { name: string } }) => v.configMap?.name).filter(Boolean);
+      const generated = kust.configMapGenerator.map((g) => g.name);
+      expect(generated).toEqual(expect.arrayContaining([...volumes(loki), ...volumes(get('Deployment', 'tessera-alloy'))]));
+      expect(loki.spec.template.spec.containers[0].args).toContain('-config.file=/etc/loki/loki-config.yaml');
+      expect(get('Deployment', 'tessera-alloy').spec.template.spec.containers[0].args.slice(0, 2)).toEqual(['run', '/etc/alloy/config.alloy']);
+    });
+
+    it('Alloy may read pods and their logs in the namespace, nothing else', () => {
+      const dep = get('Deployment', 'tessera-alloy');
+      const binding = get('RoleBinding', 'tessera-alloy-logs');
+      expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: dep.spec.template.spec.serviceAccountName, namespace: NAMESPACE }]);
+      expect(get('ServiceAccount', dep.spec.template.spec.serviceAccountName)).toBeDefined();
+      expect(get('Role', binding.roleRef.name).rules).toEqual([
+        { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
+        { apiGroups: [''], resources: ['pods/log'], verbs: ['get'] },
+      ]);
+      expect(docs.some((d) => d.kind.startsWith('Cluster'))).toBe(false);
+    });
+
+    it("Alloy ships every Tessera pod's logs, and only those, labelled service, node, pod and job", () => {
+      expect(alloyPipeline(text).source).toBe('kubernetes');
+      expect(text).toMatch(new RegExp(`names\\s*=\\s*\\["${NAMESPACE}"\\]`));
+      const rules = relabelRules(text, 'tessera');
+      const pod = (labels: Record<string, string>, name: string): Record<string, string> => ({
+        ...Object.fromEntries(Object.entries(labels).map(([k, v]) => [`__meta_kubernetes_pod_label_${metaName(k)}`, v])),
+        __meta_kubernetes_pod_node_name: 'worker-1',
+        __meta_kubernetes_pod_name: `${name}-0`,
+      });
+      const backup = yamlDocuments(join(K8S, 'backup', 'etcd-backup.yaml'), false).find((d) => (d as { kind?: string }).kind === 'CronJob') as { metadata: { name: string }; spec: { jobTemplate: { spec: { template: { metadata: { labels: Record<string, string> } } } } } };
+      const tessera = [
+        ...tesseraContainers().map((t) => ({ name: t.workload.metadata.name, labels: t.workload.spec.template.metadata.labels ?? {}, role: t.role as string })),
+        { name: backup.metadata.name, labels: backup.spec.jobTemplate.spec.template.metadata.labels, role: 'backup' },
+      ];
+      expect(tessera.map((t) => t.role).sort()).toEqual(['backup', 'coordinator', 'node-agent', 'uploader']);
+      for (const t of tessera) expect(relabel(pod(t.labels, t.name), rules), t.name).toEqual({ service: t.role, node: 'worker-1', pod: `${t.name}-0`, job: `tessera-${t.role}` });
+      const others = [...workloads().filter((w) => !tesseraContainers().some((t) => t.workload === w)), ...docs.filter((d) => d.kind === 'Deployment' || d.kind === 'StatefulSet')];
+      expect(others.map((o) => o.metadata.name)).toEqual(expect.arrayContaining(['tessera-loki', 'tessera-alloy']));
+      for (const o of others) expect(relabel(pod((o as { spec: { template: { metadata: { labels?: Record<string, string> } } } }).spec.template.metadata.labels ?? {}, o.metadata.name), rules), `${o.metadata.name} is not shipped`).toBeUndefined();
+      for (const label of TESSERA_LOG_LABELS) expect(rules.map((r) => r.target_label)).toContain(label);
+    });
+
+    it('Alloy keeps jobId and traceId as structured metadata and pushes to the Loki Service', () => {
+      const p = alloyPipeline(text);
+      expect(p.jsonKeys).toEqual(expect.arrayContaining(['jobId', 'traceId']));
+      expect(p.metadata.sort()).toEqual(['jobId', 'traceId']);
+      const svc = get('Service', 'tessera-loki');
+      expect(p.pushUrl.hostname).toBe(`${svc.metadata.name}.${NAMESPACE}.svc`);
+      expect(Number(p.pushUrl.port)).toBe(svc.spec.ports[0].port);
+      expect(p.pushUrl.pathname).toBe('/loki/api/v1/push');
+    });
   });
 });
 

@@ -15,6 +15,7 @@ import { chunkGrids, chunkStarts, firstGridPoint } from '../transcoder/frame-rat
 import type { ResolvedRendition } from '../transcoder/ladder.js';
 import type { WorkerPool } from '../transcoder/worker-pool.js';
 import { sendPart } from '../uploader/part-client.js';
+import { jobTraceId } from '../common/trace.js';
 import { SegmentFence } from './fence.js';
 import { withEtcdRetry } from '../common/etcd-retry.js';
 import type { SegmentMedia, SubSegmentFile } from './segment-media.js';
@@ -47,6 +48,8 @@ export interface SegmentWorkDeps {
 
 export interface SegmentWorkRequest {
   jobId: string;
+  /** The job's trace id (from the RunSegment call's traceparent). */
+  traceId?: string;
   segment: number;
   attempt: number;
   ownerRevision: number;
@@ -90,7 +93,7 @@ function toResolved(r: PlannedRendition): ResolvedRendition {
  * finished sub-segment in the fenced checkpoint. Progress goes out through `emit`.
  */
 export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkDeps, emit: (ev: SegmentEvent) => void, signal: AbortSignal): Promise<void> {
-  const log = deps.log.child({ jobId: req.jobId, segment: req.segment, attempt: req.attempt });
+  const log = deps.log.child({ jobId: req.jobId, traceId: req.traceId ?? jobTraceId(req.jobId), segment: req.segment, attempt: req.attempt });
   const fence = new SegmentFence(deps.etcd, deps.keys, req.jobId, req.segment, req.ownerRevision, deps.onFenced);
   const facts = { frames: req.frames, fps: req.fps };
 

@@ -8,6 +8,7 @@ import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Logger } from '../common/logger.js';
 import type { NodeAgentServer, RunSegmentRequest, SegmentChunk, SegmentRef, TransferStatus, SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
 import type { AgentMetrics } from './metrics.js';
+import { traceIdOf } from '../common/trace.js';
 import { runSegmentWork, type SegmentWorkDeps } from './segment-work.js';
 import type { DiskSpace } from './disk-space.js';
 import type { LeaderTermGate } from './leader-term.js';
@@ -95,7 +96,7 @@ export class AgentService {
    * `ownerCheckMs`: a segment reassigned while this node was partitioned stops here instead of
    * running on to a refused checkpoint write).
    */
-  private start(ref: SegmentRef, req: RunSegmentRequest, file: string): Held {
+  private start(ref: SegmentRef, req: RunSegmentRequest, file: string, traceId: string): Held {
     const key = `${ref.jobId}/${ref.segment}`;
     const abort = new AbortController();
     const held: Held = { attempt: ref.attempt, ownerRevision: req.ownerRevision, abort, last: undefined, listeners: new Set(), done: Promise.resolve() };
@@ -114,6 +115,7 @@ export class AgentService {
         await runSegmentWork(
           {
             jobId: ref.jobId,
+            traceId,
             segment: ref.segment,
             attempt: ref.attempt,
             ownerRevision: req.ownerRevision,
@@ -148,7 +150,7 @@ export class AgentService {
           // reassigned, dropped, or another incarnation took our id: drop the work and its files
           await rm(this.dirOf(ref), { recursive: true, force: true });
         }
-        log.warn({ jobId: ref.jobId, segment: ref.segment, attempt: ref.attempt, err: errorMessage(err) }, 'segment ended without finishing');
+        log.warn({ jobId: ref.jobId, traceId, segment: ref.segment, attempt: ref.attempt, err: errorMessage(err) }, 'segment ended without finishing');
         throw abort.signal.aborted && !isAppError(err) ? abort.signal.reason : err;
       } finally {
         if (poll) clearInterval(poll);
@@ -260,7 +262,7 @@ export class AgentService {
         return { receivedBytes: res.bytes, complete: res.complete, sha256: res.sha256, crc32: res.crc32 };
       }),
 
-      runSegment: serverStream(log, async (req, send, _call, signal) => {
+      runSegment: serverStream(log, async (req, send, call, signal) => {
         const ref = req.ref;
         const file = this.segmentFile(ref);
         if (!ref) throw new AppError('INVALID_ARGUMENT', 'ref is required');
@@ -309,7 +311,7 @@ export class AgentService {
           }
           this.finished.delete(key);
           cur?.abort.abort(new AppError('FENCED', 'superseded by a newer attempt'));
-          return this.follow(this.start(ref, req, file), send, signal, false);
+          return this.follow(this.start(ref, req, file, traceIdOf(call.metadata, ref.jobId)), send, signal, false);
         }
       }),
 

@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { uploadResumeId } from './upload-state.js';
+import { clientCredentialsLogin, deviceLogin, oidcTokenSource, removeToken, saveToken, tokenFile } from './oidc-login.js';
 import cliProgress from 'cli-progress';
 import { AppError, isAppError } from '../common/errors.js';
 import { LocalCluster, readClusterFile, stopClusterFile, alive } from '../deploy/local-cluster.js';
@@ -49,11 +50,18 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
   tessera status [--json] [--once]         live cluster view (Ctrl-C to quit)
   tessera demo                             up, transcode a generated 30 s 1080p sample, show the result, down
   tessera admin backup|backups|restore|reconcile   etcd backups to S3 and disaster recovery (tessera admin --help)
+  tessera login --issuer URL --client-id ID --client-secret S [--audience A] [--scope "tessera:read tessera:write"]
+                                           get an OIDC access token (client credentials; or $TESSERA_OIDC_ISSUER,
+                                           _CLIENT_ID, _CLIENT_SECRET, _AUDIENCE, _SCOPE), kept (0600) in the state dir
+                                           and renewed before a call when it expires
+  tessera login --device --issuer URL --client-id ID [--audience A] [--scope "… offline_access"]
+                                           the same as a person: approve the shown code in a browser (device flow)
+  tessera logout                           forget the stored token
 
   Coordinator address: --addr host:port[,host:port], else $TESSERA_ADDR, else the local cluster's.
   TLS: --tls-ca/--tls-cert/--tls-key (or $TESSERA_TLS_CA/_CERT/_KEY), else the local cluster's client certificate;
        $TESSERA_TLS_SERVER_NAME: the name the coordinators' certificates carry (when dialling an IP).
-  Token: $TESSERA_TOKEN.`;
+  Token: $TESSERA_TOKEN (a static token), else the one "tessera login" stored.`;
 
 const cfg = loadCliConfig();
 
@@ -90,6 +98,12 @@ const OPTIONS = {
   'tls-ca': { type: 'string' },
   'tls-cert': { type: 'string' },
   'tls-key': { type: 'string' },
+  issuer: { type: 'string' },
+  'client-id': { type: 'string' },
+  'client-secret': { type: 'string' },
+  audience: { type: 'string' },
+  device: { type: 'boolean' },
+  scope: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 type OptionName = keyof typeof OPTIONS;
@@ -111,6 +125,8 @@ const COMMANDS: Record<string, readonly OptionName[]> = {
   undrain: CONNECT,
   status: [...CONNECT, 'once'],
   help: ['help'],
+  login: ['issuer', 'client-id', 'client-secret', 'audience', 'scope', 'device', 'json', 'help'],
+  logout: ['help'],
   admin: ['help'], // handled by ops/admin-cli.ts, which parses its own flags
 };
 
@@ -190,12 +206,25 @@ function clientTls(): TlsMaterial | undefined {
   return t ? loadTls({ caFile: t.ca, certFile: t.cert, keyFile: t.key }, 'client TLS') : undefined;
 }
 
+/**
+ * The bearer token: $TESSERA_TOKEN, else the OIDC token `tessera login` stored, else one got
+ * with the $TESSERA_OIDC_* client credentials (then stored); renewed before a call once expired.
+ */
+function clientAuth(): { token: string } | { tokenProvider: () => Promise<string> } | Record<string, never> {
+  if (cfg.TESSERA_TOKEN) return { token: cfg.TESSERA_TOKEN };
+  const { TESSERA_OIDC_ISSUER: issuer, TESSERA_OIDC_CLIENT_ID: clientId, TESSERA_OIDC_CLIENT_SECRET: clientSecret } = cfg;
+  const settings = issuer && clientId && clientSecret ? { issuer, clientId, clientSecret, audience: cfg.TESSERA_OIDC_AUDIENCE, scope: cfg.TESSERA_OIDC_SCOPE } : undefined;
+  if (!settings && !existsSync(tokenFile())) return {};
+  return { tokenProvider: oidcTokenSource({ file: tokenFile(), ...(settings ? { settings } : {}) }) };
+}
+
 function client(): TesseraClient {
   const tls = clientTls();
   // The certificate's name, not the dialled IP: $TESSERA_TLS_SERVER_NAME, else `localhost` for a local cluster's.
   const local = !flags.addr && !cfg.TESSERA_ADDR.length;
   const serverName = cfg.TESSERA_TLS_SERVER_NAME || (local ? 'localhost' : undefined);
-  return new TesseraClient({ addresses: addresses(), ...(cfg.TESSERA_TOKEN ? { token: cfg.TESSERA_TOKEN } : {}), ...(tls ? { tls } : {}), ...(tls && serverName ? { tlsServerName: serverName } : {}) });
+  const auth = clientAuth();
+  return new TesseraClient({ addresses: addresses(), ...auth, ...(tls ? { tls } : {}), ...(tls && serverName ? { tlsServerName: serverName } : {}) });
 }
 
 const stateName = (s: JobState | SegmentState): string => String(s).replace(/^(JOB|SEGMENT)_STATE_/, '');
@@ -498,6 +527,26 @@ async function demo(): Promise<number> {
   }
 }
 
+/** `tessera login`: a token by client credentials (or, with --device, the device flow), stored (0600) for the next commands. */
+async function login(): Promise<number> {
+  const issuer = flags.issuer ?? cfg.TESSERA_OIDC_ISSUER;
+  const clientId = flags['client-id'] ?? cfg.TESSERA_OIDC_CLIENT_ID;
+  const clientSecret = flags['client-secret'] ?? cfg.TESSERA_OIDC_CLIENT_SECRET;
+  if (!issuer || !clientId || (!clientSecret && !flags.device)) throw new AppError('INVALID_ARGUMENT', 'tessera login needs --issuer, --client-id and --client-secret (or $TESSERA_OIDC_ISSUER, _CLIENT_ID, _CLIENT_SECRET), or --device instead of the secret');
+  const audience = flags.audience ?? cfg.TESSERA_OIDC_AUDIENCE;
+  const scope = flags.scope ?? cfg.TESSERA_OIDC_SCOPE;
+  const settings = { issuer, clientId, ...(clientSecret ? { clientSecret } : {}), ...(audience ? { audience } : {}), ...(scope ? { scope } : {}) };
+  const t = flags.device
+    ? await deviceLogin(settings, (p) => {
+        process.stderr.write(`To log in, open ${p.verificationUriComplete ?? p.verificationUri} and check the code ${p.userCode} (valid ${Math.round(p.expiresInSec / 60)} min); waiting…\n`);
+      })
+    : await clientCredentialsLogin(settings);
+  await saveToken(t, tokenFile());
+  const expiresAt = new Date(t.expiresAtMs).toISOString();
+  out(flags.json ? JSON.stringify({ issuer, clientId, file: tokenFile(), expiresAt }) : `logged in to ${issuer} as ${clientId}; token stored in ${tokenFile()} (expires ${expiresAt}, renewed when needed)`);
+  return 0;
+}
+
 async function main(): Promise<number> {
   // `tessera admin …` (backup and restore) parses its own flags: ops/admin-cli.ts.
   if (process.argv[2] === 'admin') return runAdmin(process.argv.slice(3), out);
@@ -580,6 +629,10 @@ async function main(): Promise<number> {
       return 0;
     }
     case 'status': await status(); return 0;
+    case 'login': return login();
+    case 'logout':
+      out((await removeToken(tokenFile())) ? `token removed (${tokenFile()})` : 'no stored token');
+      return 0;
     default:
       throw new AppError('INTERNAL', `command "${cmd}" is in the table but has no handler`);
   }

@@ -21,6 +21,11 @@ export interface TesseraClientOptions {
   addresses: string[];
   /** Bearer token sent with every call, when the cluster requires one. */
   token?: string;
+  /**
+   * Asked for the bearer token before each call (instead of `token`): an OIDC token source
+   * (`oidcTokenSource`) returns its cached access token and gets a new one when it expires.
+   */
+  tokenProvider?: () => Promise<string | undefined>;
   /** Deadline of each unary call, ms (default 15 s). */
   timeoutMs?: number;
   /** Attempts for idempotent calls on UNAVAILABLE (default 6, with backoff and jitter). */
@@ -58,9 +63,10 @@ export class TesseraClient {
     this.attempts = o.attempts ?? 6;
   }
 
-  private md(): Metadata {
+  private async md(): Promise<Metadata> {
     const md = new Metadata();
-    if (this.o.token) md.set('authorization', `Bearer ${this.o.token}`);
+    const token = this.o.tokenProvider ? await this.o.tokenProvider() : this.o.token;
+    if (token) md.set('authorization', `Bearer ${token}`);
     return md;
   }
 
@@ -84,9 +90,10 @@ export class TesseraClient {
     });
   }
 
-  private unary<C extends Client, Req, Res>(get: () => C, method: (c: C) => Parameters<typeof callUnary<Req, Res>>[1], req: Req, signal?: AbortSignal): Promise<Res> {
+  private async unary<C extends Client, Req, Res>(get: () => C, method: (c: C) => Parameters<typeof callUnary<Req, Res>>[1], req: Req, signal?: AbortSignal): Promise<Res> {
+    const md = await this.md();
     const c = get();
-    return callUnary<Req, Res>(c, method(c), req, this.timeoutMs, this.md(), signal);
+    return callUnary<Req, Res>(c, method(c), req, this.timeoutMs, md, signal);
   }
 
   /** Submits a job by input URI. With `idempotencyKey` set, safe to retry. */
@@ -123,10 +130,11 @@ export class TesseraClient {
     const held = await this.uploadStatus(resumeId, opts.signal);
     const from = held.found && held.totalBytes === size ? Math.min(held.receivedBytes, size) : 0;
     if (from > 0) opts.onResume?.(from, size);
+    const md = await this.md();
     const client = this.jobs();
     const full = JobSpec.fromPartial({ ...spec, inputUri: '' });
     const call = openClientStream<UploadChunk, SubmitJobResponse>(
-      (cb) => client.uploadAndSubmit(this.md(), deadline(Math.max(this.timeoutMs, 3_600_000)), cb),
+      (cb) => client.uploadAndSubmit(md, deadline(Math.max(this.timeoutMs, 3_600_000)), cb),
       opts.signal,
     );
     try {
@@ -181,8 +189,9 @@ export class TesseraClient {
     let lastJson = '';
     let failures = 0;
     for (;;) {
+      const md = await this.md();
       const client = this.jobs();
-      const call = client.watchJob({ jobId }, this.md());
+      const call = client.watchJob({ jobId }, md);
       const onAbort = (): void => call.cancel();
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       try {

@@ -4,6 +4,12 @@ import { csv, parseEnv } from '../common/config-schema.js';
 const shape = {
   TESSERA_ADDR: csv.default([]),
   TESSERA_TOKEN: z.string().optional(),
+  /** `tessera login` by client credentials (flags override): the issuer, the client, the audience and scopes asked for. */
+  TESSERA_OIDC_ISSUER: z.string().optional(),
+  TESSERA_OIDC_CLIENT_ID: z.string().optional(),
+  TESSERA_OIDC_CLIENT_SECRET: z.string().optional(),
+  TESSERA_OIDC_AUDIENCE: z.string().optional(),
+  TESSERA_OIDC_SCOPE: z.string().optional(),
   /** TLS to the coordinators: the cluster CA, and the client certificate and key (mutual TLS). */
   TESSERA_TLS_CA: z.string().optional(),
   TESSERA_TLS_CERT: z.string().optional(),

@@ -1,4 +1,4 @@
-import { Metadata } from '@grpc/grpc-js';
+import { traceMetadata } from '../common/trace.js';
 import { fileDigest, sendFileChunks } from '../common/chunks.js';
 import { deadline, openClientStream } from '../common/grpc.js';
 import { retry } from '../common/retry.js';
@@ -20,7 +20,7 @@ export async function sendPart(client: UploaderClient, ref: PartRef, filePath: s
   return retry(
     async () => {
       const { stream, result, signal } = openClientStream<PartChunk, PartAck>(
-        (cb) => client.putPart(new Metadata(), deadline(o.timeoutMs), cb),
+        (cb) => client.putPart(traceMetadata(ref.jobId), deadline(o.timeoutMs), cb),
         o.signal,
       );
       try {
