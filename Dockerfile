@@ -11,9 +11,10 @@ ENV NODE_ENV=production \
     INPUT_ROOT=/data/input \
     STAGING_DIR=/var/lib/tessera
 
-# ffmpeg/ffprobe for the transcoder; ca-certificates for https S3 endpoints and http(s) inputs.
+# ffmpeg/ffprobe for the transcoder; ca-certificates for https S3 endpoints and http(s) inputs;
+# openssl for Compose's TLS init step (deploy/docker/tls-init.sh).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ffmpeg ca-certificates \
+ && apt-get install -y --no-install-recommends ffmpeg ca-certificates openssl \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
@@ -27,8 +28,8 @@ COPY . .
 
 # The code stays root-owned (read-only for the service user); only the data directories are
 # the service user's. Named volumes mounted on these paths inherit that ownership.
-RUN mkdir -p /data/input /var/lib/tessera \
- && chown node:node /data/input /var/lib/tessera
+RUN mkdir -p /data/input /var/lib/tessera /tls \
+ && chown node:node /data/input /var/lib/tessera /tls
 
 # "node" (uid/gid 1000) is the unprivileged user that ships with the base image.
 USER node

@@ -53,7 +53,7 @@ const REQUIRED_ENV: Record<Role, string[]> = {
  */
 const NOT_IN_CONFIG_SCHEMA = new Set([
   'AUTOSCALER', 'AUTOSCALER_MIN_NODES', 'AUTOSCALER_MAX_NODES', 'K8S_NAMESPACE', 'K8S_NODE_DEPLOYMENT', 'API_TOKENS', 'ADMIN_TOKENS',
-  'POD_IP',
+  'POD_IP', 'TLS_SELF_ISSUE',
 ]);
 /** Extra variables the coordinator needs when AUTOSCALER=kubernetes. */
 const K8S_AUTOSCALER_ENV = ['K8S_NAMESPACE', 'K8S_NODE_DEPLOYMENT', 'AUTOSCALER_MIN_NODES', 'AUTOSCALER_MAX_NODES'];
@@ -217,8 +217,16 @@ const Volume = z
     persistentVolumeClaim: z.strictObject({ claimName: DnsLabel, readOnly: z.boolean().optional() }).optional(),
     configMap: z.strictObject({ name: DnsLabel }).optional(),
     secret: z.strictObject({ secretName: DnsLabel }).optional(),
+    /** cert-manager's csi-driver: a key pair per pod, requested when the pod starts (deploy/k8s/tls.yaml). */
+    csi: z
+      .strictObject({
+        driver: z.literal('csi.cert-manager.io'),
+        readOnly: z.literal(true),
+        volumeAttributes: z.record(z.string().regex(/^csi\.cert-manager\.io\/[a-z-]+$/), z.string()),
+      })
+      .optional(),
   })
-  .refine((v) => [v.emptyDir, v.persistentVolumeClaim, v.configMap, v.secret].filter((s) => s !== undefined).length === 1, 'exactly one volume source');
+  .refine((v) => [v.emptyDir, v.persistentVolumeClaim, v.configMap, v.secret, v.csi].filter((s) => s !== undefined).length === 1, 'exactly one volume source');
 /** "restricted" Pod Security Standard, pod level. */
 const PodSecurityContext = z.strictObject({
   runAsNonRoot: z.literal(true),
@@ -347,8 +355,46 @@ const PodDisruptionBudget = z.strictObject({
     .refine((s) => (s.minAvailable === undefined) !== (s.maxUnavailable === undefined), 'exactly one of minAvailable / maxUnavailable'),
 });
 
+const IssuerRef = z.strictObject({ name: DnsLabel, kind: z.literal('Issuer'), group: z.literal('cert-manager.io') });
+const Issuer = z.strictObject({
+  apiVersion: z.literal('cert-manager.io/v1'),
+  kind: z.literal('Issuer'),
+  metadata: NamespacedMeta,
+  spec: z.union([z.strictObject({ selfSigned: z.strictObject({}) }), z.strictObject({ ca: z.strictObject({ secretName: DnsLabel }) })]),
+});
+const Certificate = z.strictObject({
+  apiVersion: z.literal('cert-manager.io/v1'),
+  kind: z.literal('Certificate'),
+  metadata: NamespacedMeta,
+  spec: z.strictObject({
+    isCA: z.boolean().optional(),
+    commonName: z.string().min(1).max(64),
+    dnsNames: z.array(z.string()).optional(),
+    subject: z.strictObject({ organizationalUnits: z.array(z.string()) }).optional(),
+    usages: z.array(z.enum(['digital signature', 'key encipherment', 'server auth', 'client auth', 'cert sign', 'crl sign'])).optional(),
+    secretName: DnsLabel,
+    duration: z.string().regex(/^\d+h$/),
+    privateKey: z.strictObject({ algorithm: z.enum(['ECDSA', 'RSA', 'Ed25519']), size: z.number().int() }),
+    issuerRef: IssuerRef,
+  }),
+});
+const NetworkPolicyPeer = z.strictObject({ podSelector: LabelSelector.optional(), namespaceSelector: z.union([LabelSelector, z.strictObject({})]).optional() });
+const NetworkPolicy = z.strictObject({
+  apiVersion: z.literal('networking.k8s.io/v1'),
+  kind: z.literal('NetworkPolicy'),
+  metadata: NamespacedMeta,
+  spec: z.strictObject({
+    podSelector: z.union([LabelSelector, z.strictObject({})]),
+    policyTypes: z.array(z.enum(['Ingress', 'Egress'])).min(1),
+    ingress: z
+      .array(z.strictObject({ from: z.array(NetworkPolicyPeer).min(1).optional(), ports: z.array(z.strictObject({ port: PortNumber, protocol: z.literal('TCP') })).min(1) }))
+      .optional(),
+  }),
+});
+
 const KubeObject = z.discriminatedUnion('kind', [
   Namespace, ConfigMap, Secret, ServiceAccount, Role, RoleBinding, Service, PersistentVolumeClaim, Deployment, StatefulSet, PodDisruptionBudget,
+  Issuer, Certificate, NetworkPolicy,
 ]);
 type KubeObject = z.infer<typeof KubeObject>;
 type KubeKind = KubeObject['kind'];
@@ -360,6 +406,7 @@ const API_VERSION: Record<KubeKind, string> = {
   Namespace: 'v1', ConfigMap: 'v1', Secret: 'v1', ServiceAccount: 'v1', Service: 'v1', PersistentVolumeClaim: 'v1',
   Role: 'rbac.authorization.k8s.io/v1', RoleBinding: 'rbac.authorization.k8s.io/v1',
   Deployment: 'apps/v1', StatefulSet: 'apps/v1', PodDisruptionBudget: 'policy/v1',
+  Issuer: 'cert-manager.io/v1', Certificate: 'cert-manager.io/v1', NetworkPolicy: 'networking.k8s.io/v1',
 };
 
 const Kustomization = z.strictObject({
@@ -829,6 +876,82 @@ describe('deploy/k8s', () => {
     const svc = ofKind('Service').filter((s) => isSubset(s.spec.selector, dep.spec.template.metadata.labels));
     expect(svc.flatMap((s) => s.spec.ports.map((p) => containerPort(c, p.targetPort)))).toEqual([7600]);
   });
+
+  /** The certificate role (subject OU) each Tessera role presents, and the identity its peers dial it by. */
+  const CERT: Record<Role, { ou: string; identity: string }> = {
+    coordinator: { ou: 'coordinator', identity: 'tessera-coordinator' },
+    'node-agent': { ou: 'node', identity: '${POD_NAME}' },
+    uploader: { ou: 'uploader', identity: 'uploader-${POD_NAME}' },
+  };
+
+  it('mutual TLS on every Tessera pod: a csi-driver key pair from the cluster CA, with its role and the identity peers dial', () => {
+    // The CA chain: a self-signed root Certificate (isCA) whose Secret backs the tessera-ca Issuer.
+    const caIssuer = one('Issuer', 'tessera-ca');
+    const caSecret = 'ca' in caIssuer.spec ? caIssuer.spec.ca.secretName : '';
+    const root = ofKind('Certificate').find((c) => c.spec.secretName === caSecret);
+    expect(root?.spec.isCA, 'the CA certificate').toBe(true);
+    expect('selfSigned' in one('Issuer', root!.spec.issuerRef.name).spec).toBe(true);
+    for (const { workload, container, role } of tesseraContainers()) {
+      const where = `${workload.metadata.name}/${container.name}`;
+      const env = new Map((container.env ?? []).map((e) => [e.name, e.value]));
+      const mount = (container.volumeMounts ?? []).find((m) => m.mountPath === '/tls');
+      expect(mount?.readOnly, `${where} mounts its key pair read-only at /tls`).toBe(true);
+      expect([env.get('TLS_CA_FILE'), env.get('TLS_CERT_FILE'), env.get('TLS_KEY_FILE')], where).toEqual(['/tls/ca.crt', '/tls/tls.crt', '/tls/tls.key']);
+      const vol = workload.spec.template.spec.volumes?.find((v) => v.name === mount!.name);
+      const attrs = vol?.csi?.volumeAttributes ?? {};
+      expect(attrs['csi.cert-manager.io/issuer-name'], where).toBe('tessera-ca');
+      expect(attrs['csi.cert-manager.io/issuer-kind'], where).toBe('Issuer');
+      expect(attrs['csi.cert-manager.io/organizationalunits'], `${where}: its role`).toBe(CERT[role].ou);
+      expect(attrs['csi.cert-manager.io/dns-names']?.split(','), `${where}: the identity peers dial`).toContain(CERT[role].identity);
+      expect(attrs['csi.cert-manager.io/key-usages']?.split(','), where).toEqual(expect.arrayContaining(['server auth', 'client auth']));
+      expect(attrs['csi.cert-manager.io/fs-group'], `${where}: readable by the non-root user`).toBe(String(workload.spec.template.spec.securityContext.runAsUser));
+    }
+    // The identities match what the processes are: a node agent's NODE_ID is its pod name (the
+    // coordinator dials it expecting that name); the uploader keeps its default id, uploader-<hostname>.
+    const agent = tesseraContainers().find((t) => t.role === 'node-agent')!.container;
+    expect(agent.env?.find((e) => e.name === 'NODE_ID')?.valueFrom).toEqual({ fieldRef: { fieldPath: 'metadata.name' } });
+    expect(tesseraContainers().find((t) => t.role === 'uploader')!.container.env?.some((e) => e.name === 'UPLOADER_ID')).toBe(false);
+    // The coordinator's Service name is on its certificate (clients dial the Service).
+    expect(ofKind('Service').map((x) => x.metadata.name)).toContain(CERT.coordinator.identity);
+    // The CLI's client certificate: role client, client auth only.
+    const cli = one('Certificate', 'tessera-cli');
+    expect(cli.spec.subject?.organizationalUnits).toEqual(['client']);
+    expect(cli.spec.usages).toContain('client auth');
+    expect(cli.spec.usages).not.toContain('server auth');
+  });
+
+  it('NetworkPolicies: default deny, and only the links Tessera uses are open', () => {
+    const policies = ofKind('NetworkPolicy');
+    const deny = policies.find((p) => Object.keys(p.spec.podSelector).length === 0);
+    expect(deny?.spec.policyTypes).toEqual(['Ingress']);
+    expect(deny?.spec.ingress).toBeUndefined();
+    const labelsOf = (role: Role | 'etcd'): Record<string, string> =>
+      role === 'etcd' ? one('StatefulSet', 'etcd').spec.template.metadata.labels ?? {} : workloadFor(role).spec.template.metadata.labels ?? {};
+    /** Who (by pod labels; undefined: any pod in any namespace) may reach `to` on `port`. */
+    const allowed = (to: Role | 'etcd', port: number, fromLabels: Record<string, string> | undefined): boolean =>
+      policies.some((p) => 'matchLabels' in p.spec.podSelector && isSubset(p.spec.podSelector.matchLabels, labelsOf(to)) &&
+        (p.spec.ingress ?? []).some((rule) => rule.ports.some((x) => x.port === port) &&
+          (rule.from === undefined || rule.from.some((peer) => (peer.namespaceSelector !== undefined && peer.podSelector === undefined) ||
+            (fromLabels !== undefined && peer.podSelector !== undefined && isSubset(peer.podSelector.matchLabels, fromLabels))))));
+    const coordinator = labelsOf('coordinator');
+    const agent = labelsOf('node-agent');
+    const uploader = labelsOf('uploader');
+    // The links the processes use.
+    expect(allowed('coordinator', 7400, undefined), 'clients -> coordinator').toBe(true);
+    expect(allowed('node-agent', 7500, coordinator), 'coordinator -> node agent').toBe(true);
+    expect(allowed('uploader', 7600, coordinator), 'coordinator -> uploader').toBe(true);
+    expect(allowed('uploader', 7600, agent), 'node agent -> uploader').toBe(true);
+    for (const from of [coordinator, agent, uploader]) expect(allowed('etcd', 2379, from), 'Tessera -> etcd').toBe(true);
+    expect(allowed('etcd', 2380, labelsOf('etcd')), 'etcd peers').toBe(true);
+    for (const [role, port] of [['coordinator', 9400], ['node-agent', 9500], ['uploader', 9600]] as const) expect(allowed(role, port, undefined), `Prometheus -> ${role}`).toBe(true);
+    // And nothing else: no one but coordinators reaches an agent; nothing but coordinators and
+    // agents the uploader; nothing from outside etcd's peers reaches etcd's peer port.
+    expect(allowed('node-agent', 7500, uploader)).toBe(false);
+    expect(allowed('node-agent', 7500, undefined)).toBe(false);
+    expect(allowed('uploader', 7600, undefined)).toBe(false);
+    expect(allowed('etcd', 2379, undefined)).toBe(false);
+    expect(allowed('etcd', 2380, coordinator)).toBe(false);
+  });
 });
 
 // ---------------------------------------------------------------------------------------
@@ -1002,6 +1125,41 @@ describe('deploy/compose.yaml', () => {
     expect(inputSources.every((src) => src !== undefined && isNamedVolume(src))).toBe(true);
     expect(new Set(inputSources).size, 'one input volume shared by all coordinators').toBe(1);
     expect(coordinators.every(([, s]) => composeEnv(s)['INPUT_ROOT'] === '/data/input')).toBe(true);
+  });
+
+  it('mutual TLS on every gRPC link: tls-init issues each fixed service its certificate, node agents issue their own', () => {
+    const init = compose.services['tls-init']!;
+    expect(init.entrypoint?.join(' ')).toBe('sh deploy/docker/tls-init.sh');
+    expect(init.volumes).toContain('tls:/tls');
+    const script = read(join(DEPLOY, 'docker', 'tls-init.sh'));
+    /** file -> [role, DNS names] of each `issue <file> <role> <names>` line. */
+    const issued = new Map([...script.matchAll(/^issue (\S+) (\S+) (\S+)/gm)].map((m) => [m[1]!, { role: m[2]!, names: m[3]!.split(',') }]));
+    const OU: Record<Role, string> = { coordinator: 'coordinator', 'node-agent': 'node', uploader: 'uploader' };
+    for (const [name, s] of services) {
+      const role = composeRole(s);
+      if (!role) continue;
+      const env = composeEffectiveEnv(s);
+      expect(env['TLS_CA_FILE'], name).toBe('/tls/ca.crt');
+      expect(s.volumes?.some((v) => v.startsWith('tls:/tls')), `${name} mounts the tls volume`).toBe(true);
+      expect(s.depends_on?.['tls-init']?.condition, name).toBe('service_completed_successfully');
+      if (env['TLS_SELF_ISSUE'] === 'true') {
+        // A replica signs its own, named after the NODE_ID replica-env.sh derives.
+        expect(s.entrypoint?.includes(REPLICA_ENTRYPOINT), name).toBe(true);
+        expect(read(join(DEPLOY, 'docker', 'replica-env.sh'))).toMatch(/certs-main\.ts \/tls "node-\$NODE_ID" node "\$NODE_ID"/);
+        expect(role).toBe('node-agent');
+        continue;
+      }
+      const file = /^\/tls\/(.+)\.crt$/.exec(env['TLS_CERT_FILE'] ?? '')?.[1];
+      expect(env['TLS_KEY_FILE'], name).toBe(`/tls/${file}.key`);
+      const cert = issued.get(file ?? '');
+      expect(cert?.role, `${name}: its certificate's role`).toBe(OU[role]);
+      // The identity peers dial: the coordinators' hostnames (and localhost for the published
+      // port), the uploader's UPLOADER_ID.
+      const identity = role === 'uploader' ? env['UPLOADER_ID'] : s.hostname;
+      expect(cert?.names, name).toContain(identity);
+      if (role === 'coordinator') expect(cert?.names, name).toContain('localhost');
+    }
+    expect(issued.get('cli')?.role).toBe('client');
   });
 
   it('each Tessera service gets every variable it needs, pointing at services that exist', () => {

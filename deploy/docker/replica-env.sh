@@ -18,4 +18,11 @@ case "$ip" in 127.*|::1) ip="" ;; esac   # a loopback answer is useless to other
 export NODE_ID="${NODE_ID:-$host}"
 export ADVERTISE_ADDRESS="${ADVERTISE_ADDRESS:-${ip:-$host}:$GRPC_PORT}"
 
+# TLS_SELF_ISSUE=true: this replica's certificate (role node, named after its NODE_ID, which the
+# coordinator checks) from the CA tls-init made in /tls.
+if [ "${TLS_SELF_ISSUE:-}" = "true" ]; then
+  node --import tsx deploy/certs-main.ts /tls "node-$NODE_ID" node "$NODE_ID" ${ip:+"$ip"} >/dev/null
+  export TLS_CERT_FILE="/tls/node-$NODE_ID.crt" TLS_KEY_FILE="/tls/node-$NODE_ID.key"
+fi
+
 exec node --import tsx "$@"
