@@ -23,10 +23,11 @@ import { createS3Client } from '../uploader/s3-client.js';
 import { readZipEntries } from '../uploader/zip.js';
 import { markdownTable, median, parsePsnr } from './stats.js';
 import { runControlPlane } from './control-plane.js';
+import { etaReadings, watchEta } from './eta.js';
 
 const { values: flags } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' }, agents: { type: 'string' }, jobs: { type: 'string' } } });
 const quick = flags.quick ?? false;
-const only = new Set((flags.only ?? 'overhead,scaling,transfer,quality,recovery,packaging,controlplane').split(','));
+const only = new Set((flags.only ?? 'overhead,scaling,transfer,quality,recovery,packaging,eta,controlplane').split(','));
 const ROUNDS = flags.rounds ? Number(flags.rounds) : quick ? 1 : 2;
 const SRC = quick ? { seconds: 20, width: 1280, height: 720, fps: 30 } : { seconds: 60, width: 1920, height: 1080, fps: 30 };
 const PRESET = quick ? 'ultrafast' : 'veryfast';
@@ -50,7 +51,7 @@ async function main(): Promise<void> {
   // The source has real motion (testsrc2) and a tone; its exact command is part of the report.
   const srcArgs = sampleArgs(source, { ...SRC, preset: 'ultrafast' });
   // The control-plane scenario makes its own tiny input; the others share this source.
-  const needSource = ['overhead', 'quality', 'scaling', 'recovery', 'packaging'].some((s) => only.has(s));
+  const needSource = ['overhead', 'quality', 'scaling', 'recovery', 'packaging', 'eta'].some((s) => only.has(s));
   let renditions: ReturnType<typeof resolveLadder> = [];
 
   try {
@@ -65,6 +66,7 @@ async function main(): Promise<void> {
     if (only.has('transfer')) await transfer(work);
     if (needSource && only.has('recovery')) await recovery(work, source);
     if (needSource && only.has('packaging')) await packaging(work, source);
+    if (needSource && only.has('eta')) await eta(work, source);
     if (only.has('controlplane')) await controlPlane(work);
   } finally {
     await rm(work, { recursive: true, force: true });
@@ -376,6 +378,32 @@ async function packaging(work: string, source: string): Promise<void> {
       head: ['output', 'median wall s', 'median finalize s', 'ratio to zip only', 'target'],
       rows: [['zip only', a / 1000, median(finalizeZip) / 1000, 1, ''], ['zip + HLS + DASH', b / 1000, median(finalizePkg) / 1000, b / a, '≤ 1.05']],
       notes: ['2 node agents × 1 slot; the packaging is a stream copy of the merged renditions (ffmpeg DASH muxer) plus playlists, SHA-256s and the S3 puts'],
+    });
+  } finally {
+    c.close();
+    await cluster.stop();
+  }
+}
+
+/** 8. ETA: the p50 the watch stream shows at 25, 50 and 75 % of a job, against what really remained. */
+async function eta(work: string, source: string): Promise<void> {
+  log('\n## 8. ETA error at 25 / 50 / 75 % of a job');
+  const cluster = await startCluster(join(work, 'c-eta'), 2, 1);
+  const c = new TesseraClient({ addresses: cluster.coordinators });
+  try {
+    const rows: (string | number)[][] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const { samples, endMs } = await watchEta(c, { inputUri: source, ladder: LADDER.map((l) => ({ name: '', height: l.height, videoBitrateKbps: 0, codec: l.codec, preset: l.preset })) });
+      for (const x of etaReadings(samples, endMs)) {
+        log(`  round ${r + 1} at ${x.at} %: ETA p50 ${x.predictedSec.toFixed(1)} s (p90 ${x.p90Sec.toFixed(1)} s), really ${x.actualSec.toFixed(1)} s: ${(x.error * 100).toFixed(0)} %`);
+        rows.push([r + 1, `${x.at} % (${x.progress.toFixed(0)} %)`, x.predictedSec, x.p90Sec, x.actualSec, `${x.error >= 0 ? '+' : ''}${(x.error * 100).toFixed(0)} %`, x.withinP90 ? 'yes' : 'no']);
+      }
+    }
+    results.push({
+      name: '8. ETA error (p50 shown vs time that really remained)',
+      head: ['round', 'at progress', 'ETA p50 s', 'ETA p90 s', 'really remained s', 'p50 error', 'within p90'],
+      rows,
+      notes: ['2 node agents × 1 slot; the ETA the WatchJob stream carried when the job first reached each point; "really remained" runs to SUCCEEDED (merge, zip and upload included)'],
     });
   } finally {
     c.close();
