@@ -11,6 +11,7 @@ import { createS3Client } from '../uploader/s3-client.js';
 import { readZipEntries } from '../uploader/zip.js';
 import { countFrames, streamDurations } from '../transcoder/probe.js';
 import type { Job } from '../proto/gen/tessera/v1/types.js';
+import { isAppError } from '../common/errors.js';
 
 /** Short timers so fault tests run in seconds. */
 export const FAST_ENV: Record<string, string> = {
@@ -180,4 +181,14 @@ export function filesUnder(dir: string): string[] {
   };
   walk(dir);
   return out;
+}
+
+/** How a call ended: 'OK', or its AppError code (anything else as text). */
+export async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'OK';
+  } catch (err) {
+    return isAppError(err) ? err.code : String(err);
+  }
 }

@@ -15,7 +15,7 @@ import { JobServiceClient } from '../common/bulk-codec.js';
 import type { SubmitJobResponse, UploadChunk } from '../proto/gen/tessera/v1/jobs.js';
 import { JobSpec, JobState } from '../proto/gen/tessera/v1/types.js';
 import { credentials } from '@grpc/grpc-js';
-import { checkArchive, fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { checkArchive, codeOf, fixture, startTestCluster, type TestCluster } from './helpers.js';
 
 const LADDER = [{ name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'ultrafast' }];
 
@@ -211,14 +211,6 @@ describe('authentication', () => {
     await t?.close();
   });
 
-  const codeOf = async (p: Promise<unknown>): Promise<string> => {
-    try {
-      await p;
-      return 'OK';
-    } catch (err) {
-      return isAppError(err) ? err.code : String(err);
-    }
-  };
 
   it('requires a valid bearer token with the right scope', async () => {
     const { TesseraClient } = await import('../sdk/client.js');

@@ -4,11 +4,10 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isAppError } from '../common/errors.js';
 import { REPO_ROOT } from '../deploy/local-cluster.js';
 import { TesseraClient } from '../sdk/client.js';
 import { clientCredentialsLogin, type StoredToken } from '../sdk/oidc-login.js';
-import { fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { codeOf, fixture, startTestCluster, type TestCluster } from './helpers.js';
 import { startTestIssuer, type TestIssuer } from './oidc-issuer.js';
 
 const run = promisify(execFile);
@@ -22,14 +21,6 @@ const CLIENTS = [
   { id: 'tessera-cli', scope: 'openid offline_access tessera:read tessera:write' },
 ];
 
-const codeOf = async (p: Promise<unknown>): Promise<string> => {
-  try {
-    await p;
-    return 'OK';
-  } catch (err) {
-    return isAppError(err) ? err.code : String(err);
-  }
-};
 
 describe('OIDC access tokens against a real coordinator', () => {
   let issuer: TestIssuer;
