@@ -76,6 +76,20 @@ export function authorize(md: Metadata, scope: Scope, tokens: TokenTable): void 
 export interface BearerAuth {
   tokens: TokenTable;
   oidc?: OidcVerifier | undefined;
+  /** Static token → the tenant it belongs to (common/tenants.ts); absent: no tenant. */
+  tenants?: ReadonlyMap<string, string> | undefined;
+}
+
+/**
+ * The metadata key that carries the caller's tenant from the access interceptor to the handlers.
+ * Whatever a client sends under it is removed first: only the interceptor sets it.
+ */
+export const TENANT_HEADER = 'x-tessera-tenant';
+
+/** The tenant the access interceptor found for a call; undefined: no tenant (not scoped). */
+export function callTenant(md: Metadata): string | undefined {
+  const v = md.get(TENANT_HEADER)[0];
+  return typeof v === 'string' && v !== '' ? v : undefined;
 }
 
 /** True when calls must carry a bearer token. */
@@ -84,13 +98,19 @@ export function bearerRequired(b: BearerAuth): boolean {
 }
 
 /** `authorize` with OIDC: resolves when the call's token grants `scope`, rejects with UNAUTHENTICATED or PERMISSION_DENIED. */
-export async function authorizeBearer(md: Metadata, scope: Scope, b: BearerAuth): Promise<void> {
+export async function authorizeBearer(md: Metadata, scope: Scope, b: BearerAuth): Promise<{ tenant?: string }> {
   const token = bearerOf(md);
   const fixed = staticScopes(token, b.tokens);
-  if (fixed) return requireScope(fixed, scope);
+  if (fixed) {
+    requireScope(fixed, scope);
+    const tenant = b.tenants?.get(token);
+    return tenant ? { tenant } : {};
+  }
   if (!b.oidc || !looksLikeJwt(token)) throw new AppError('UNAUTHENTICATED', 'the bearer token is not valid');
   const caller = await b.oidc.verify(token);
   requireScope(caller.scopes, scope);
+  // An admin sees every tenant's jobs; anyone else with a tenant claim is scoped to it.
+  return caller.tenant && !caller.scopes.has('admin') ? { tenant: caller.tenant } : {};
 }
 
 /** What a method requires of its caller; `undefined` for open methods (health, reflection). */
@@ -114,6 +134,7 @@ export function accessInterceptor(policyOf: (path: string) => MethodPolicy | und
     const refuse = (err: unknown): void => call.sendStatus(toServiceError(err) as Required<Pick<ServiceError, 'code' | 'details' | 'metadata'>>);
     const listener = new ServerListenerBuilder()
       .withOnReceiveMetadata((md, next) => {
+        md.remove(TENANT_HEADER); // only this interceptor says who the tenant is
         try {
           if (policy?.roles && mutualTls) checkRole(call, policy.roles);
         } catch (err) {
@@ -125,7 +146,10 @@ export function accessInterceptor(policyOf: (path: string) => MethodPolicy | und
           return;
         }
         // Verification may fetch the issuer's keys: grpc-js holds the call's messages until `next`.
-        authorizeBearer(md, policy.scope, bearer).then(() => next(md), refuse);
+        authorizeBearer(md, policy.scope, bearer).then((who) => {
+          if (who.tenant) md.set(TENANT_HEADER, who.tenant);
+          next(md);
+        }, refuse);
       })
       .build();
     return new ServerInterceptingCall(call, new ResponderBuilder().withStart((next) => next(listener)).build());
@@ -143,10 +167,11 @@ export function serverSecurity(
   tokens: TokenTable = new Map(),
   requireClientCert = true,
   oidc?: OidcVerifier,
+  tenants?: ReadonlyMap<string, string>,
 ): { credentials: ServerCredentials; interceptors: ServerInterceptor[] } {
   return {
     credentials: serverCredentials(tls, requireClientCert),
-    interceptors: [accessInterceptor(policyOf, { tokens, oidc }, tls !== undefined && requireClientCert)],
+    interceptors: [accessInterceptor(policyOf, { tokens, oidc, tenants }, tls !== undefined && requireClientCert)],
   };
 }
 

@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'UNSUPPORTED_EDIT_LIST'
   | 'UNSUPPORTED_DYNAMIC_RANGE'
   | 'LIMIT_EXCEEDED'
+  | 'QUOTA_EXCEEDED'
   | 'NO_SPACE'
   | 'STAGING_TOO_SMALL'
   | 'BAD_OFFSET'
@@ -51,6 +52,8 @@ export const GRPC_STATUS_BY_CODE: Readonly<Record<ErrorCode, GrpcStatus>> = {
   UNSUPPORTED_EDIT_LIST: GrpcStatus.INVALID_ARGUMENT,
   UNSUPPORTED_DYNAMIC_RANGE: GrpcStatus.INVALID_ARGUMENT,
   LIMIT_EXCEEDED: GrpcStatus.RESOURCE_EXHAUSTED,
+  /** A tenant's quota or a cluster-wide limit on work in flight: try again once some of it ends. */
+  QUOTA_EXCEEDED: GrpcStatus.RESOURCE_EXHAUSTED,
   NO_SPACE: GrpcStatus.RESOURCE_EXHAUSTED,
   STAGING_TOO_SMALL: GrpcStatus.FAILED_PRECONDITION,
   BAD_OFFSET: GrpcStatus.OUT_OF_RANGE,

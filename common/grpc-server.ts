@@ -30,9 +30,13 @@ export async function startGrpcServer(
   port: number,
   services: ServiceBinding[],
   /** reflection: the .proto files (under proto/tessera/v1) whose services this server exposes. */
-  opts: { reflection?: string[]; credentials?: ServerCredentials; interceptors?: ServerInterceptor[] } = {},
+  opts: { reflection?: string[]; credentials?: ServerCredentials; interceptors?: ServerInterceptor[]; maxConcurrentStreams?: number } = {},
 ): Promise<StartedServer> {
-  const server = new Server({ ...SERVER_OPTIONS, ...(opts.interceptors ? { interceptors: opts.interceptors } : {}) });
+  const server = new Server({
+    ...SERVER_OPTIONS,
+    ...(opts.maxConcurrentStreams ? { 'grpc.max_concurrent_streams': opts.maxConcurrentStreams } : {}),
+    ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
+  });
   for (const s of services) server.addService(s.definition, s.implementation);
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(services.map((s) => [s.name, 'NOT_SERVING' as const])) });
   health.addToServer(server);

@@ -1,3 +1,4 @@
+import { parseTenants } from '../common/tenants.js';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import type { OidcSettings } from '../common/oidc.js';
@@ -101,6 +102,25 @@ const shape = {
   HISTORY_SWEEP_INTERVAL_MS: int(5_000, 50),
   /** Jobs archived, and history records dropped, per sweep at most (bounds each tick's etcd work). */
   HISTORY_SWEEP_BATCH: int(500, 1, 100_000),
+  /**
+   * Tenants, as JSON: {"acme":{"apiTokens":["…"],"readTokens":[],"s3":["acme-media/in/"],"maxActiveJobs":20,"maxUploadBytes":…}}.
+   * A tenant's tokens see and cancel only its jobs; its s3:// inputs and outputs must lie in its
+   * locations (or its own uploads); its uploads go under uploads/<tenant>/ (common/tenants.ts).
+   */
+  TENANTS: z.string().default('').transform((v, ctx) => {
+    try {
+      return parseTenants(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: e instanceof Error ? e.message.slice(0, 300) : String(e) });
+      return z.NEVER;
+    }
+  }),
+  /** Uploads in flight at once on this coordinator (UploadAndSubmit); more get QUOTA_EXCEEDED. */
+  MAX_CONCURRENT_UPLOADS: int(16, 1, 10_000),
+  /** WatchJob streams open at once on this coordinator (each holds two etcd watches); more get QUOTA_EXCEEDED. */
+  MAX_OPEN_WATCHES: int(1_000, 1, 1_000_000),
+  /** HTTP/2 streams one client connection may have open at once (grpc.max_concurrent_streams). */
+  GRPC_MAX_CONCURRENT_STREAMS: int(256, 1, 100_000),
   /** Bearer tokens (comma-separated). None set: no authentication, which needs ALLOW_ANONYMOUS=true. */
   API_TOKENS: csv.default([]),
   READ_TOKENS: csv.default([]),
@@ -207,7 +227,8 @@ export function startupRefusals(c: CoordinatorConfig): string[] {
   ];
   if (c.WEBHOOK_SECRET === OLD_DEFAULT_WEBHOOK_SECRET) out.push('WEBHOOK_SECRET is the old built-in default, which anyone can read in the source: set your own (openssl rand -hex 32), or unset it to send no webhooks');
   else if (c.WEBHOOK_SECRET && c.WEBHOOK_SECRET.length < MIN_WEBHOOK_SECRET_LENGTH) out.push(`WEBHOOK_SECRET is shorter than ${MIN_WEBHOOK_SECRET_LENGTH} characters`);
-  if (c.API_TOKENS.length + c.READ_TOKENS.length + c.ADMIN_TOKENS.length === 0 && !c.OIDC_ISSUER && !c.ALLOW_ANONYMOUS) {
+  out.push(...placeholderRefusals(Object.fromEntries(c.TENANTS.map((t) => [`TENANTS.${t.name}`, [...t.apiTokens, ...t.readTokens]]))));
+  if (c.API_TOKENS.length + c.READ_TOKENS.length + c.ADMIN_TOKENS.length + c.TENANTS.length === 0 && !c.OIDC_ISSUER && !c.ALLOW_ANONYMOUS) {
     out.push('no API_TOKENS, READ_TOKENS or ADMIN_TOKENS are set and no OIDC_ISSUER, so the client and admin APIs would be open to anyone: set tokens or an OIDC issuer, or ALLOW_ANONYMOUS=true to run open on purpose');
   }
   if (c.OIDC_ISSUER) {

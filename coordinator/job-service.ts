@@ -6,6 +6,9 @@ import type { ServerReadableStream } from '@grpc/grpc-js';
 import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { receivedBytes, RESUME_ID, uploadKeyOf, UploadSessions } from './upload-session.js';
+import { callTenant } from '../common/auth.js';
+import { checkS3, tenantUploadPrefix, type Tenant } from '../common/tenants.js';
+import type { Metadata } from '@grpc/grpc-js';
 import { displayName } from './spec.js';
 import type { Etcd3 } from 'etcd3';
 import { chunksOf, paceFromConfig, paced, receiveChunks } from '../common/chunks.js';
@@ -39,7 +42,8 @@ import { toPictureTreatment } from '../transcoder/treatment.js';
 import { stageInput } from './input.js';
 import type { Journal } from './journal.js';
 import { outboundPolicy, vetTarget } from './safe-http.js';
-import { resolveLocalInput, toRungs, validateSpec, type InputRef } from './spec.js';
+import { keyframePeriod, resolveLocalInput, toRungs, validateSpec, type InputRef } from './spec.js';
+import { fits, jobPlacement } from '../common/placement.js';
 
 export interface JobServiceDeps {
   cfg: CoordinatorConfig;
@@ -88,11 +92,51 @@ async function checkWebhook(d: JobServiceDeps, webhookUrl: string): Promise<void
 export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
   const { log, store } = d;
 
-  const submit = async (rawSpec: JobSpec | undefined): Promise<SubmitJobResponse> => {
-    const { spec, input } = validateSpec(rawSpec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX });
+  // Tenants (common/tenants.ts): a caller's tenant, from the access interceptor. One named by an
+  // OIDC claim but not configured gets the defaults and no S3 locations beyond its uploads.
+  const tenants = new Map(d.cfg.TENANTS.map((t) => [t.name, t]));
+  const tenantOf = (md: Metadata): Tenant | undefined => {
+    const name = callTenant(md);
+    return name ? tenants.get(name) ?? { name, apiTokens: [], readTokens: [], s3: [], maxActiveJobs: 100, maxUploadBytes: 64 * 1024 ** 3 } : undefined;
+  };
+  /** A job as the caller may see it: another tenant's is "not found", as a missing one is. */
+  const viewFor = async (id: string, tenant: Tenant | undefined): Promise<Job> => {
+    const job = await store.view(id);
+    if (tenant && job.spec?.tenant !== tenant.name) throw new AppError('JOB_NOT_FOUND', `no job with id ${id}`);
+    return job;
+  };
+  /** Jobs of a tenant not yet finished, against its quota (read from the state index). */
+  const activeJobsOf = async (tenant: string): Promise<number> => {
+    let n = 0;
+    let before: string | undefined;
+    for (;;) {
+      const page = await store.listPage(1000, ['QUEUED', 'PREPARING', 'RUNNING', 'FINALIZING'], before);
+      n += (await store.summaries(page.ids)).filter((j) => j.spec?.tenant === tenant).length;
+      if (!page.next) return n;
+      before = page.next;
+    }
+  };
+  /** Per tenant, bytes of uploads in flight on this coordinator; and all uploads and watches here. */
+  const uploadBytes = new Map<string, number>();
+  let uploads = 0;
+  let watches = 0;
+
+  const submit = async (rawSpec: JobSpec | undefined, tenant?: Tenant): Promise<SubmitJobResponse> => {
+    const scoped = rawSpec ? scopeSpec(rawSpec, tenant) : rawSpec;
+    const { spec, input } = validateSpec(scoped, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX });
+    if (tenant) {
+      // Local paths are the operator's; s3:// locations only where the tenant is allowed.
+      if (input.kind === 'local') throw new AppError('PERMISSION_DENIED', `tenant ${tenant.name} may not read local paths: upload the file, or name an s3:// location it is allowed`);
+      checkS3(tenant, spec.inputUri, 'input', d.cfg.S3_BUCKET);
+      if (spec.outputUri) checkS3(tenant, spec.outputUri, 'output', d.cfg.S3_BUCKET);
+    }
     await checkWebhook(d, spec.webhookUrl);
     const resolved = input.kind === 'local' ? await resolveLocalInput(input.path, d.cfg.INPUT_ROOT, d.cfg.MAX_INPUT_BYTES) : input;
     if (spec.dryRun) return { jobId: '', job: undefined, plan: await dryRun(d, spec, resolved) };
+    if (tenant && !(spec.idempotencyKey && (await priorSubmission(d, spec.idempotencyKey)))) {
+      const active = await activeJobsOf(tenant.name);
+      if (active >= tenant.maxActiveJobs) throw new AppError('QUOTA_EXCEEDED', `tenant ${tenant.name} has ${active} job(s) queued or running, its quota (maxActiveJobs ${tenant.maxActiveJobs}); submit again when some have finished`);
+    }
     const id = newJobId();
     const now = Date.now();
     const seq = `${now.toString(36).padStart(9, '0')}`;
@@ -147,16 +191,19 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
    * coordinator's disk), each recorded in etcd; an interrupted one is resumed by any coordinator
    * from what S3 holds. The job is submitted once the object is whole.
    */
-  const resumableUpload = async (head: UploadChunk, it: AsyncIterator<UploadChunk>, spec: JobSpec, signal: AbortSignal): Promise<SubmitJobResponse> => {
+  const resumableUpload = async (head: UploadChunk, it: AsyncIterator<UploadChunk>, spec: JobSpec, signal: AbortSignal, tenant: Tenant | undefined): Promise<SubmitJobResponse> => {
     sweepSessions();
-    const resumeId = head.resumeId ?? '';
+    const given = head.resumeId ?? '';
     const total = head.totalBytes ?? 0;
-    if (!RESUME_ID.test(resumeId)) throw new AppError('INVALID_ARGUMENT', 'resume_id must be 8-64 characters of a-z, 0-9 and -');
+    if (!RESUME_ID.test(given)) throw new AppError('INVALID_ARGUMENT', 'resume_id must be 8-64 characters of a-z, 0-9 and -');
     if (!(total > 0)) throw new AppError('INPUT_EMPTY', 'the uploaded file is empty (0 bytes)');
     if (total > d.cfg.MAX_UPLOAD_BYTES) throw new AppError('LIMIT_EXCEEDED', `the upload is ${total} bytes; the limit is ${d.cfg.MAX_UPLOAD_BYTES}`);
+    // A tenant's resume ids are its own: the session id is scoped, the object under its prefix.
+    const resumeId = sessionIdFor(given, tenant);
+    const key = tenant ? `${tenantUploadPrefix(tenant.name)}r${given}` : uploadKeyOf(resumeId);
     // The resume id is the idempotency key when the client gave none: a retry after a lost answer
     // gets the same job, and never overwrites the object that job reads.
-    const full = { ...spec, inputUri: `s3://${d.cfg.S3_BUCKET}/${uploadKeyOf(resumeId)}`, idempotencyKey: spec.idempotencyKey || `upload-${resumeId}` };
+    const full = { ...spec, inputUri: `s3://${d.cfg.S3_BUCKET}/${key}`, idempotencyKey: spec.idempotencyKey || `${tenant ? `${tenant.name}:` : ''}upload-${given}` };
     // The same upload twice at once on this coordinator (a client retrying over a slow answer):
     // the later one waits for the first, then finds its job.
     const before = active.get(resumeId);
@@ -165,43 +212,101 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
     const mine = new Promise<void>((resolve) => { release = resolve; });
     active.set(resumeId, mine);
     try {
-      return await storeAndSubmit(head, it, full, resumeId, total, signal);
+      return await storeAndSubmit(head, it, full, resumeId, total, signal, key, tenant);
     } finally {
       release();
       if (active.get(resumeId) === mine) active.delete(resumeId);
     }
   };
 
-  const storeAndSubmit = async (head: UploadChunk, it: AsyncIterator<UploadChunk>, full: JobSpec, resumeId: string, total: number, signal: AbortSignal): Promise<SubmitJobResponse> => {
+  const storeAndSubmit = async (head: UploadChunk, it: AsyncIterator<UploadChunk>, full: JobSpec, resumeId: string, total: number, signal: AbortSignal, key: string, tenant: Tenant | undefined): Promise<SubmitJobResponse> => {
     const prior = await priorAnswer(full, full.idempotencyKey);
     if (prior) return prior;
-    let session = await sessions.open(resumeId, total);
+    let session = await sessions.open(resumeId, total, key);
     if (receivedBytes(session) < session.totalBytes) {
       const chunks = paced(chunksOf(head, it, (n) => d.metrics.uploadBytes.inc(n)), paceFromConfig(d.cfg));
       session = await sessions.receive(session, chunks, signal);
       log.info({ resumeId, bytes: total, parts: session.parts.length }, 'upload stored');
     }
     await sessions.complete(session, signal);
-    return submit(full);
+    return submit(full, tenant);
   };
 
   return {
-    submitJob: unary(log, async (req) => submit(req.spec)),
+    submitJob: unary(log, async (req, call) => submit(req.spec, tenantOf(call.metadata))),
 
-    getUpload: unary(log, async (req) => {
-      const s = await sessions.get(req.resumeId);
+    getUpload: unary(log, async (req, call) => {
+      if (!RESUME_ID.test(req.resumeId)) throw new AppError('INVALID_ARGUMENT', 'resume_id must be 8-64 characters of a-z, 0-9 and -');
+      const s = await sessions.get(sessionIdFor(req.resumeId, tenantOf(call.metadata)));
       return s ? { found: true, receivedBytes: receivedBytes(s), totalBytes: s.totalBytes, partBytes: s.partBytes } : { found: false, receivedBytes: 0, totalBytes: 0, partBytes: 0 };
     }),
 
     uploadAndSubmit: clientStream(log, async (call: ServerReadableStream<UploadChunk, SubmitJobResponse>, signal) => {
-      const it = call[Symbol.asyncIterator]() as AsyncIterator<UploadChunk>;
-      const first = await it.next();
-      if (first.done || !first.value.spec) throw new AppError('INVALID_ARGUMENT', 'the first message must carry the job spec');
-      const head = first.value;
-      const spec = JobSpec.fromPartial({ ...head.spec, inputUri: 's3://placeholder/upload', inputName: displayName(head.fileName) });
+      const tenant = tenantOf(call.metadata);
+      // Uploads in flight here, and a tenant's bytes in flight (by their declared size): bounded.
+      if (uploads >= d.cfg.MAX_CONCURRENT_UPLOADS) throw new AppError('QUOTA_EXCEEDED', `this coordinator already takes ${uploads} uploads (MAX_CONCURRENT_UPLOADS); try again shortly`);
+      uploads++;
+      let reserved = 0;
+      try {
+        const it = call[Symbol.asyncIterator]() as AsyncIterator<UploadChunk>;
+        const first = await it.next();
+        if (first.done || !first.value.spec) throw new AppError('INVALID_ARGUMENT', 'the first message must carry the job spec');
+        const head = first.value;
+        if (tenant) {
+          const inFlight = uploadBytes.get(tenant.name) ?? 0;
+          reserved = head.totalBytes ?? 0;
+          if (inFlight + reserved > tenant.maxUploadBytes) throw new AppError('QUOTA_EXCEEDED', `tenant ${tenant.name} has ${inFlight} bytes of uploads in flight; with ${reserved} more it would pass its quota (maxUploadBytes ${tenant.maxUploadBytes})`);
+          uploadBytes.set(tenant.name, inFlight + reserved);
+        }
+        return await receiveUpload(head, it, tenant, signal);
+      } finally {
+        uploads--;
+        if (tenant && reserved > 0) uploadBytes.set(tenant.name, Math.max(0, (uploadBytes.get(tenant.name) ?? 0) - reserved));
+      }
+    }),
+
+    getJob: unary(log, async (req, call) => viewFor(checkJobId(req.jobId), tenantOf(call.metadata))),
+
+    watchJob: serverStream(log, async (req, send, call, signal) => {
+      const id = checkJobId(req.jobId);
+      await viewFor(id, tenantOf(call.metadata));
+      if (watches >= d.cfg.MAX_OPEN_WATCHES) throw new AppError('QUOTA_EXCEEDED', `this coordinator already serves ${watches} watches (MAX_OPEN_WATCHES); try again shortly`);
+      watches++;
+      try {
+        await watchJob(id, send, signal);
+      } finally {
+        watches--;
+      }
+    }),
+
+    cancelJob: unary(log, async (req, call) => {
+      const id = checkJobId(req.jobId);
+      await viewFor(id, tenantOf(call.metadata));
+      const rec = await store.cancel(id, 'cancelled by the user');
+      log.info({ jobId: id, state: rec.state }, 'cancel requested');
+      return store.view(id);
+    }),
+
+    listJobs: unary(log, async (req, call) => {
+      const tenant = tenantOf(call.metadata);
+      const state = fromProtoJobState(req.state);
+      const limit = req.limit > 0 ? Math.min(req.limit, 1000) : 50;
+      const before = req.pageToken ? checkJobId(req.pageToken) : undefined;
+      const page = await store.listPage(limit, state ? [state] : undefined, before);
+      // A tenant's page holds only its jobs (it may be shorter than the limit; the token goes on).
+      const jobs = (await store.summaries(page.ids)).filter((j) => !tenant || j.spec?.tenant === tenant.name);
+      return { jobs, nextPageToken: page.next ?? '' };
+    }),
+  };
+
+  /** The bytes of one upload, then its job: resumable (multipart, straight to S3) or staged here first. */
+  async function receiveUpload(head: UploadChunk, it: AsyncIterator<UploadChunk>, tenant: Tenant | undefined, signal: AbortSignal): Promise<SubmitJobResponse> {
+    {
+      const spec = scopeSpec(JobSpec.fromPartial({ ...head.spec, inputUri: 's3://placeholder/upload', inputName: displayName(head.fileName) }), tenant);
       validateSpec(spec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX }); // fail fast, before the bytes
+      if (tenant && spec.outputUri) checkS3(tenant, spec.outputUri, 'output', d.cfg.S3_BUCKET);
       await checkWebhook(d, spec.webhookUrl);
-      if (head.resumeId !== undefined) return resumableUpload(head, it, spec, signal);
+      if (head.resumeId !== undefined) return resumableUpload(head, it, spec, signal, tenant);
       const uploadId = `u${Date.now().toString(36)}${randomBytes(5).toString('hex')}`;
       const dir = join(d.stagingDir, 'uploads');
       await mkdir(dir, { recursive: true });
@@ -213,7 +318,8 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
         // With an idempotency key the object is named by the key and the file's SHA-256: a retry
         // of the same upload names the same object and the same spec (so the same job), a
         // different file under the same key is a different spec (IDEMPOTENCY_CONFLICT).
-        const key = idemKey ? `uploads/k${sha256Hex(idemKey).slice(0, 24)}-${got.sha256.slice(0, 32)}` : `uploads/${uploadId}`;
+        const prefix = tenant ? tenantUploadPrefix(tenant.name) : 'uploads/';
+        const key = idemKey ? `${prefix}k${sha256Hex(idemKey).slice(0, 24)}-${got.sha256.slice(0, 32)}` : `${prefix}${uploadId}`;
         const full = { ...spec, inputUri: `s3://${d.cfg.S3_BUCKET}/${key}` };
         if (idemKey) {
           // A retry of an accepted upload: answer with that job; nothing is stored again.
@@ -235,7 +341,7 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
           }
         }, { attempts: 4, baseMs: 200, maxMs: 2_000, signal, isRetryable: isTransientS3Error });
         try {
-          return await submit(full);
+          return await submit(full, tenant);
         } catch (err) {
           // Lost a race to a different file under the same key: our object serves no job. (The
           // same file would name the same object, which the winner's job reads: kept.)
@@ -252,12 +358,12 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
         await rm(path, { force: true });
         await rm(`${path}.partial`, { force: true });
       }
-    }),
+    }
+  }
 
-    getJob: unary(log, async (req) => store.view(checkJobId(req.jobId))),
-
-    watchJob: serverStream(log, async (req, send, _call, signal) => {
-      const id = checkJobId(req.jobId);
+  /** Sends the job at once and after every change until it ends or the caller goes. */
+  async function watchJob(id: string, send: (msg: { seq: number; job: Job }) => Promise<void>, signal: AbortSignal): Promise<void> {
+    {
       let wake: (() => void) | undefined;
       let dirty = true;
       const poke = (): void => { dirty = true; wake?.(); };
@@ -298,23 +404,21 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
         signal.removeEventListener('abort', onAbort);
         await Promise.allSettled([w1.cancel(), w2.cancel()]);
       }
-    }),
+    }
+  }
+}
 
-    cancelJob: unary(log, async (req) => {
-      const id = checkJobId(req.jobId);
-      const rec = await store.cancel(id, 'cancelled by the user');
-      log.info({ jobId: id, state: rec.state }, 'cancel requested');
-      return store.view(id);
-    }),
+/** A spec as its caller's tenant submits it: the tenant set by the cluster, the idempotency key in the tenant's namespace. */
+function scopeSpec(spec: JobSpec, tenant: Tenant | undefined): JobSpec {
+  const { tenant: _sent, ...rest } = spec;
+  if (!tenant) return rest as JobSpec;
+  const key = rest.idempotencyKey && !rest.idempotencyKey.startsWith(`${tenant.name}:`) ? `${tenant.name}:${rest.idempotencyKey}` : rest.idempotencyKey;
+  return { ...rest, tenant: tenant.name, idempotencyKey: key };
+}
 
-    listJobs: unary(log, async (req) => {
-      const state = fromProtoJobState(req.state);
-      const limit = req.limit > 0 ? Math.min(req.limit, 1000) : 50;
-      const before = req.pageToken ? checkJobId(req.pageToken) : undefined;
-      const page = await store.listPage(limit, state ? [state] : undefined, before);
-      return { jobs: await store.summaries(page.ids), nextPageToken: page.next ?? '' };
-    }),
-  };
+/** A tenant's resume ids are its own: the session id is derived from the tenant and the client's id. */
+function sessionIdFor(resumeId: string, tenant: Tenant | undefined): string {
+  return tenant ? `t${createHash('sha256').update(`${tenant.name}\0${resumeId}`).digest('hex').slice(0, 40)}` : resumeId;
 }
 
 /** What `idempotency/<key>` records: the job a key was first used for, and that job's spec hash. */
@@ -342,11 +446,12 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Pro
     const sp = await planSource(path, media, packets, spec, source);
     const renditions = resolveLadder(toRungs(spec), sp.ladderSource, d.encoders);
     const kf = keyframeTimes(packets);
-    const nodes = d.registry.ready();
+    const nodes = d.registry.ready().filter((n) => fits(n, jobPlacement(spec)));
     const planNodes = nodes.length ? nodes : [{ id: '(no ready node)', slots: 1 }];
-    // The same planner as the real run: exact frame shares, keyframe cuts where GOPs forbid them.
+    // The same planner as the real run: exact frame shares (on the keyframe grid for streaming
+    // output), keyframe cuts where GOPs forbid them, only nodes the job's placement allows.
     const cuts =
-      planFrameSegments({ packets, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC }) ??
+      planFrameSegments({ packets, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC, gridSec: keyframePeriod(spec) }) ??
       planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC });
     const slotsOf = new Map(nodes.map((n) => [n.id, n.slots]));
     const container = spec.container === 'mkv' ? 'mkv' : 'mp4';

@@ -12,6 +12,7 @@ import { availableEncoders } from '../transcoder/encoders.js';
 import { createS3Client, ensureBucket, s3SettingsFromConfig } from '../uploader/s3-client.js';
 import { adminHandlers } from './admin-service.js';
 import { serverSecurity, tokenTable } from '../common/auth.js';
+import { tenantTokens } from '../common/tenants.js';
 import { coordinatorPolicy } from '../common/access-policy.js';
 import { grpcHealth } from '../common/health-client.js';
 import { channelCredentials } from '../common/tls.js';
@@ -168,7 +169,8 @@ async function main(): Promise<void> {
   election.start();
   life.onStop('election', () => election.resign());
 
-  const tokens = tokenTable(cfg.API_TOKENS, cfg.READ_TOKENS, cfg.ADMIN_TOKENS);
+  // Tenants' tokens join the table with their scopes; the interceptor tells handlers whose they are.
+  const tokens = tokenTable([...cfg.API_TOKENS, ...cfg.TENANTS.flatMap((t) => t.apiTokens)], [...cfg.READ_TOKENS, ...cfg.TENANTS.flatMap((t) => t.readTokens)], cfg.ADMIN_TOKENS);
   const oidc = oidcSettings(cfg);
   if (oidc) log.info({ issuer: oidc.issuer, audience: oidc.audience }, 'OIDC access tokens accepted');
   if (tokens.size === 0 && !oidc) log.warn({ bindHost: cfg.BIND_HOST }, 'ALLOW_ANONYMOUS=true and no API tokens: the client and admin APIs are open to anyone who can reach them');
@@ -200,7 +202,8 @@ async function main(): Promise<void> {
     {
       reflection: ['jobs.proto', 'admin.proto'],
       // One interceptor checks every call: certificate role (mutual TLS) and bearer-token scope.
-      ...serverSecurity(tls, coordinatorPolicy, tokens, cfg.TLS_REQUIRE_CLIENT_CERT, oidc ? new OidcVerifier(oidc) : undefined),
+      ...serverSecurity(tls, coordinatorPolicy, tokens, cfg.TLS_REQUIRE_CLIENT_CERT, oidc ? new OidcVerifier(oidc) : undefined, tenantTokens(cfg.TENANTS)),
+      maxConcurrentStreams: cfg.GRPC_MAX_CONCURRENT_STREAMS,
     },
   );
   life.onStop('grpc server', () => grpc.close(5_000));

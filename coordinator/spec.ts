@@ -120,7 +120,7 @@ export function validateSpec(spec: JobSpec | undefined, encoders: ReadonlySet<st
   if (spec.audioBitrateKbps !== 0 && (spec.audioBitrateKbps < 32 || spec.audioBitrateKbps > 512)) {
     throw new AppError('INVALID_ARGUMENT', 'audio_bitrate_kbps must be between 32 and 512');
   }
-  if (spec.idempotencyKey && !/^[A-Za-z0-9_.:-]{1,128}$/.test(spec.idempotencyKey)) {
+  if (spec.idempotencyKey && !/^[A-Za-z0-9_.:-]{1,161}$/.test(spec.idempotencyKey)) { // 128 + a tenant's "<name>:" prefix
     throw new AppError('INVALID_ARGUMENT', 'idempotency_key may contain only letters, digits and _ . : - (max 128)');
   }
   if (spec.webhookUrl) {

@@ -83,13 +83,13 @@ export class UploadSessions {
   }
 
   /** The session for `resumeId`, started (an S3 multipart upload) if there is none. */
-  async open(resumeId: string, totalBytes: number): Promise<UploadSession> {
+  async open(resumeId: string, totalBytes: number, objectKey = uploadKeyOf(resumeId)): Promise<UploadSession> {
     const have = await this.get(resumeId);
     if (have) {
       if (have.totalBytes !== totalBytes) throw new AppError('FAILED_PRECONDITION', `upload ${resumeId} is of ${have.totalBytes} bytes, not ${totalBytes}: a different file (use another resume id)`);
       return have;
     }
-    const key = uploadKeyOf(resumeId);
+    const key = objectKey;
     const created = await this.d.s3.send(new CreateMultipartUploadCommand({ Bucket: this.d.bucket, Key: key }));
     if (!created.UploadId) throw new AppError('INTERNAL', 'S3 gave no multipart upload id');
     const s: UploadSession = { resumeId, key, s3UploadId: created.UploadId, totalBytes, partBytes: partBytesFor(totalBytes, this.d.partBytes), parts: [], createdAtMs: Date.now() };
@@ -98,7 +98,7 @@ export class UploadSessions {
       this.d.etcd.if(this.key(resumeId), 'Create', '==', 0).then(this.d.etcd.put(this.key(resumeId)).value(JSON.stringify(s))).commit(), { log: this.d.log });
     if (!txn.succeeded) {
       await this.abortS3(key, created.UploadId);
-      return this.open(resumeId, totalBytes);
+      return this.open(resumeId, totalBytes, objectKey);
     }
     return s;
   }

@@ -264,7 +264,11 @@ export interface JobSpec {
     | string
     | undefined;
   /** (e.g. "region=eu-west-1" or "zone=eu-west-1a"); "": anywhere */
-  keyframeIntervalSec?: number | undefined;
+  keyframeIntervalSec?:
+    | number
+    | undefined;
+  /** this many seconds in every rendition, 1..10; 0/unset: 2 */
+  tenant?: string | undefined;
 }
 
 /** A rendition as the planner resolved it: concrete size, encoder and preset. */
@@ -677,6 +681,7 @@ function createBaseJobSpec(): JobSpec {
     package: undefined,
     placement: undefined,
     keyframeIntervalSec: undefined,
+    tenant: undefined,
   };
 }
 
@@ -736,6 +741,9 @@ export const JobSpec: MessageFns<JobSpec> = {
     }
     if (message.keyframeIntervalSec !== undefined) {
       writer.uint32(185).double(message.keyframeIntervalSec);
+    }
+    if (message.tenant !== undefined) {
+      writer.uint32(194).string(message.tenant);
     }
     return writer;
   },
@@ -899,6 +907,14 @@ export const JobSpec: MessageFns<JobSpec> = {
             message.keyframeIntervalSec = reader.double();
             continue;
           }
+          case 24: {
+            if (tag !== 194) {
+              break;
+            }
+
+            message.tenant = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -974,6 +990,7 @@ export const JobSpec: MessageFns<JobSpec> = {
         : isSet(object.keyframe_interval_sec)
         ? globalThis.Number(object.keyframe_interval_sec)
         : undefined,
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : undefined,
     };
   },
 
@@ -1030,6 +1047,9 @@ export const JobSpec: MessageFns<JobSpec> = {
     if (message.keyframeIntervalSec !== undefined) {
       obj.keyframeIntervalSec = floatToJson(message.keyframeIntervalSec);
     }
+    if (message.tenant !== undefined) {
+      obj.tenant = message.tenant;
+    }
     return obj;
   },
 
@@ -1055,6 +1075,7 @@ export const JobSpec: MessageFns<JobSpec> = {
     message.package = object.package ?? undefined;
     message.placement = object.placement ?? undefined;
     message.keyframeIntervalSec = object.keyframeIntervalSec ?? undefined;
+    message.tenant = object.tenant ?? undefined;
     return message;
   },
 };
