@@ -20,4 +20,19 @@ describe('startGrpcServer', () => {
       await srv.close(1_000);
     }
   });
+
+  it('advertises the stream limit it is given (GRPC_MAX_CONCURRENT_STREAMS): one client connection cannot open more', async () => {
+    const srv = await startGrpcServer('127.0.0.1', 0, [], { maxConcurrentStreams: 7 });
+    const session = connect(`http://127.0.0.1:${srv.port}`);
+    try {
+      const settings = await new Promise<{ maxConcurrentStreams?: number }>((resolve, reject) => {
+        session.once('remoteSettings', resolve);
+        session.once('error', reject);
+      });
+      expect(settings.maxConcurrentStreams).toBe(7);
+    } finally {
+      session.close();
+      await srv.close(1_000);
+    }
+  });
 });

@@ -48,6 +48,8 @@ const shape = {
   NODE_PROBE_FAILURES: int(3, 1, 100),
   FINALIZE_TIMEOUT_MS: int(3_600_000, 1000),
   MAX_INPUT_BYTES: int(50 * 1024 ** 3, 1),
+  /** A dry run of an s3:// or http(s):// input reads at most this many bytes of it (a ranged read); a longer input is planned by time from its header. */
+  DRY_RUN_MAX_BYTES: int(64 * 1024 ** 2, 1024 * 1024),
   /** Largest client upload (S3's object limit, 5 TiB, is the ceiling: uploads are multipart). */
   MAX_UPLOAD_BYTES: int(10 * 1024 ** 3, 1, 5 * 1024 ** 4),
   /** S3 part size of resumable uploads (≥ 5 MiB, S3's minimum; grown so that 10,000 parts hold the file). */

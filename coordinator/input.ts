@@ -17,27 +17,64 @@ export interface StageOptions {
   signal?: AbortSignal | undefined;
   /** Called with the input's size, when known, before a byte is written (staging space is checked there). */
   room?: ((bytes: number) => Promise<void>) | undefined;
+  /** Fetch only the first this many bytes of a remote input (a ranged read: dry runs); the rest is never read. */
+  prefixBytes?: number | undefined;
+}
+
+/** What was staged: the whole input, or (`prefixBytes`) its first bytes, and its size when known. */
+export interface Staged {
+  partial: boolean;
+  totalBytes?: number | undefined;
+}
+
+/** "bytes 0-99/12345" → 12345. */
+function rangeTotal(contentRange: string | undefined): number | undefined {
+  const m = /\/(\d+)\s*$/.exec(contentRange ?? '');
+  return m ? Number(m[1]) : undefined;
 }
 
 /**
- * Brings the input to `dest`, a path we generated: ffmpeg only ever reads files we staged.
- * Remote inputs are fetched by Tessera (never by ffmpeg) with a size cap and a deadline.
+ * Writes the first `n` bytes of `body` to `dest`, then lets the stream go (a server that ignored
+ * the Range header would otherwise send the whole file).
  */
-export async function stageInput(input: InputRef, dest: string, o: StageOptions): Promise<void> {
+async function writePrefix(body: Readable, dest: string, n: number, signal: AbortSignal): Promise<void> {
+  const out = createWriteStream(dest);
+  let written = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      signal.throwIfAborted();
+      const part = chunk.length > n - written ? chunk.subarray(0, n - written) : chunk;
+      if (!out.write(part)) await new Promise<void>((r) => out.once('drain', r));
+      written += part.length;
+      if (written >= n) break;
+    }
+  } finally {
+    body.destroy();
+    await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  }
+}
+
+export async function stageInput(input: InputRef, dest: string, o: StageOptions): Promise<Staged> {
   await mkdir(dirname(dest), { recursive: true });
   await rm(dest, { force: true });
   const signal = AbortSignal.any([AbortSignal.timeout(o.timeoutMs), ...(o.signal ? [o.signal] : [])]);
+  const prefix = o.prefixBytes;
   try {
     if (input.kind === 'local') {
-      await o.room?.((await stat(input.path)).size);
+      const size = (await stat(input.path)).size;
+      await o.room?.(size);
       await copyFile(input.path, dest, fsConstants.COPYFILE_FICLONE);
+      return { partial: false, totalBytes: size };
     } else if (input.kind === 's3') {
-      const res = await o.s3.send(new GetObjectCommand({ Bucket: input.bucket, Key: input.key }), { abortSignal: signal });
-      if ((res.ContentLength ?? 0) > o.maxBytes) throw new AppError('LIMIT_EXCEEDED', `the input is ${res.ContentLength} bytes; the limit is ${o.maxBytes}`);
+      const res = await o.s3.send(new GetObjectCommand({ Bucket: input.bucket, Key: input.key, ...(prefix ? { Range: `bytes=0-${prefix - 1}` } : {}) }), { abortSignal: signal });
+      const total = rangeTotal(res.ContentRange) ?? res.ContentLength;
+      if ((total ?? 0) > o.maxBytes) throw new AppError('LIMIT_EXCEEDED', `the input is ${total} bytes; the limit is ${o.maxBytes}`);
       if (res.ContentLength) await o.room?.(res.ContentLength).catch((err: unknown) => { (res.Body as Readable).destroy(); throw err; });
-      await pipeline(res.Body as Readable, capBytes(o.maxBytes), createWriteStream(dest), { signal });
+      if (prefix) await writePrefix(res.Body as Readable, dest, prefix, signal);
+      else await pipeline(res.Body as Readable, capBytes(o.maxBytes), createWriteStream(dest), { signal });
+      return { partial: prefix !== undefined && (total === undefined || total > prefix), totalBytes: total };
     } else {
-      await fetchHttp(input.url, dest, o, signal);
+      return await fetchHttp(input.url, dest, o, signal);
     }
   } catch (err) {
     await rm(dest, { force: true });
@@ -63,12 +100,13 @@ function capBytes(max: number): Transform {
   });
 }
 
-async function fetchHttp(raw: string, dest: string, o: StageOptions, signal: AbortSignal): Promise<void> {
+async function fetchHttp(raw: string, dest: string, o: StageOptions, signal: AbortSignal): Promise<Staged> {
   let url = new URL(raw);
+  const prefix = o.prefixBytes;
   for (let hop = 0; hop < 5; hop++) {
     // Resolved once and checked; the connection goes to that very address (no second lookup).
     const target = await vetTarget(url, o.policy, 'input');
-    const res = await pinnedRequest(url, target, { signal });
+    const res = await pinnedRequest(url, target, { signal, ...(prefix ? { headers: { range: `bytes=0-${prefix - 1}` } } : {}) });
     const location = res.headers.location;
     if (res.status >= 300 && res.status < 400 && location) {
       res.body.destroy();
@@ -84,12 +122,19 @@ async function fetchHttp(raw: string, dest: string, o: StageOptions, signal: Abo
       throw new AppError('UNAVAILABLE', `the input URL answered ${res.status}`, { retryable: res.status >= 500 });
     }
     const len = Number(res.headers['content-length'] ?? '0');
-    if (len > o.maxBytes) {
+    const ranged = res.status === 206 ? rangeTotal(res.headers['content-range'] as string | undefined) : undefined;
+    const total = ranged ?? (len > 0 ? len : undefined);
+    if ((total ?? 0) > o.maxBytes) {
       res.body.destroy();
-      throw new AppError('LIMIT_EXCEEDED', `the input is ${len} bytes; the limit is ${o.maxBytes}`);
+      throw new AppError('LIMIT_EXCEEDED', `the input is ${total} bytes; the limit is ${o.maxBytes}`);
+    }
+    if (prefix) {
+      // A server that ignores Range sends it all: we keep the first bytes and hang up.
+      await writePrefix(res.body, dest, prefix, signal);
+      return { partial: total === undefined || total > prefix, totalBytes: total };
     }
     await pipeline(res.body, capBytes(o.maxBytes), createWriteStream(dest), { signal });
-    return;
+    return { partial: false, totalBytes: total };
   }
   throw new AppError('INVALID_ARGUMENT', 'too many redirects fetching the input');
 }

@@ -34,7 +34,9 @@ import { fromProtoJobState, specHash, TERMINAL, type JobRecord } from './job-mod
 import { stageName, type JobStore } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { NodeRegistry } from './node-registry.js';
-import { planFrameSegments, planSegments } from './plan.js';
+import { capacityWeights, planFrameSegments, planSegments, type PlanNode } from './plan.js';
+import { shareBoundaries } from '../transcoder/frame-cuts.js';
+import type { PlannedCut } from './job-model.js';
 import { checkLimits, maxPixelsOf, refuseReferences } from './job-runner.js';
 import { planConstantRate, planSource, withConstantRate } from './source-plan.js';
 import { chunkGrids } from '../transcoder/frame-rate.js';
@@ -421,6 +423,19 @@ function sessionIdFor(resumeId: string, tenant: Tenant | undefined): string {
   return tenant ? `t${createHash('sha256').update(`${tenant.name}\0${resumeId}`).digest('hex').slice(0, 40)}` : resumeId;
 }
 
+function mib(bytes: number): string {
+  return `${(bytes / 1024 ** 2).toFixed(bytes < 10 * 1024 ** 2 ? 1 : 0)} MiB`;
+}
+
+/** Segments by time for a source known only from its header: capacity shares of its estimated frames. */
+function estimateCuts(durationSec: number, fps: number, nodes: PlanNode[], minSegmentSec: number): PlannedCut[] {
+  const byId = [...nodes].sort((a, b) => (a.id < b.id ? -1 : 1));
+  const rate = fps > 0 ? fps : 30;
+  const total = Math.max(1, Math.round(durationSec * rate));
+  const bounds = shareBoundaries(total, capacityWeights(byId), Math.max(1, Math.ceil(minSegmentSec * rate)));
+  return bounds.slice(0, -1).map((b, i) => ({ index: i, startSec: b / rate, endSec: bounds[i + 1]! / rate, frames: bounds[i + 1]! - b, nodeId: byId[i]?.id ?? '' }));
+}
+
 /** What `idempotency/<key>` records: the job a key was first used for, and that job's spec hash. */
 async function priorSubmission(d: JobServiceDeps, idempotencyKey: string): Promise<{ jobId: string; specHash: string } | undefined> {
   const raw = await d.etcd.get(d.keys.idempotency(idempotencyKey)).string();
@@ -436,9 +451,14 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Pro
   const dir = await mkdtemp(join(d.stagingDir, 'dryrun-'));
   try {
     const path = join(dir, 'input.src');
-    await stageInput(resolved, path, { maxBytes: d.cfg.MAX_INPUT_BYTES, timeoutMs: d.cfg.HTTP_INPUT_TIMEOUT_MS, s3: d.s3, policy: outboundPolicy(d.cfg) });
+    // A remote input is read in a range: its first DRY_RUN_MAX_BYTES, never the whole file.
+    const remote = resolved.kind !== 'local';
+    const staged = await stageInput(resolved, path, { maxBytes: d.cfg.MAX_INPUT_BYTES, timeoutMs: d.cfg.HTTP_INPUT_TIMEOUT_MS, s3: d.s3, policy: outboundPolicy(d.cfg), ...(remote ? { prefixBytes: d.cfg.DRY_RUN_MAX_BYTES } : {}) });
     await refuseReferences(path);
-    const media = await probeMedia(path, { timeoutMs: d.cfg.PROBE_TIMEOUT_MS, maxPixels: maxPixelsOf(d.cfg) });
+    const media = await probeMedia(path, { timeoutMs: d.cfg.PROBE_TIMEOUT_MS, maxPixels: maxPixelsOf(d.cfg) }).catch((err: unknown) => {
+      if (!staged.partial) throw err;
+      throw new AppError('UNSUPPORTED_FORMAT', `a dry run reads only the first ${mib(d.cfg.DRY_RUN_MAX_BYTES)} of a remote input, and this one's header is not in them (an MP4 whose index is at the end: remux it with -movflags +faststart, or submit it for real)`, { retryable: false });
+    });
     checkLimits(media, d.cfg);
     const source = { format: demuxerFor(media.formatName), maxPixels: maxPixelsOf(d.cfg) };
     // The same packet scan and source plan as the real run, so the plan shown is the plan run.
@@ -450,9 +470,12 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Pro
     const planNodes = nodes.length ? nodes : [{ id: '(no ready node)', slots: 1 }];
     // The same planner as the real run: exact frame shares (on the keyframe grid for streaming
     // output), keyframe cuts where GOPs forbid them, only nodes the job's placement allows.
-    const cuts =
-      planFrameSegments({ packets, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC, gridSec: keyframePeriod(spec) }) ??
-      planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC });
+    // Only part of a remote input read: the segments are estimated by time from its header (the
+    // real run cuts at exact frames over all of it); otherwise the plan is the one that runs.
+    const cuts = staged.partial
+      ? estimateCuts(media.durationSec, media.video.fps, planNodes, d.cfg.MIN_SEGMENT_SEC)
+      : planFrameSegments({ packets, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC, gridSec: keyframePeriod(spec) }) ??
+        planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC });
     const slotsOf = new Map(nodes.map((n) => [n.id, n.slots]));
     const container = spec.container === 'mkv' ? 'mkv' : 'mp4';
     const cr = planConstantRate(spec, packets, media.video.fps, cuts);
@@ -477,6 +500,7 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Pro
       renditions: renditions.map((r) => ({ ...r })),
       ffmpegCommands: commands,
       container,
+      ...(staged.partial ? { note: `planned from the first ${mib(d.cfg.DRY_RUN_MAX_BYTES)} of ${staged.totalBytes !== undefined ? mib(staged.totalBytes) : 'an input of unknown size'} (a ranged read): segments are estimated by time from the header; the real run cuts exact frames` } : {}),
     };
   } finally {
     await rm(dir, { recursive: true, force: true });

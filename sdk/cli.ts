@@ -412,6 +412,7 @@ async function transcode(input: string): Promise<number> {
         out(table([['segment', 'start', 'end', 'frames', 'node', 'sub-segments'], ...p.segments.map((s) => [String(s.index), s.startSec.toFixed(3), s.endSec.toFixed(3), String(s.frames), s.nodeId, String(s.subSegments)])]));
         out(table([['rendition', 'size', 'kbps', 'codec', 'encoder', 'preset'], ...p.renditions.map((r) => [r.name, `${r.width}x${r.height}`, String(r.videoBitrateKbps), r.codec, r.encoder, r.preset])]));
         for (const cmd of p.ffmpegCommands) out(cmd);
+        if (p.note) out(`note: ${p.note}`);
       }
       return 0;
     }

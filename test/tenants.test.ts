@@ -1,7 +1,12 @@
 import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { credentials, Metadata } from '@grpc/grpc-js';
+import { JobServiceClient } from '../common/bulk-codec.js';
 import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { JobState } from '../proto/gen/tessera/v1/types.js';
+import { JobSpec, JobState } from '../proto/gen/tessera/v1/types.js';
+import { UploadChunk } from '../proto/gen/tessera/v1/jobs.js';
 import { TesseraClient } from '../sdk/client.js';
 import { codeOf, fixture, startTestCluster, type TestCluster } from './helpers.js';
 
@@ -31,7 +36,7 @@ describe('tenants and quotas', () => {
     t = await startTestCluster({
       nodes: 2,
       slots: 1,
-      coordinatorEnv: { TENANTS: JSON.stringify(TENANTS), ADMIN_TOKENS: 'admin-token-0123456789', MAX_OPEN_WATCHES: '6' },
+      coordinatorEnv: { TENANTS: JSON.stringify(TENANTS), ADMIN_TOKENS: 'admin-token-0123456789', MAX_OPEN_WATCHES: '6', MAX_CONCURRENT_UPLOADS: '1', HTTP_ALLOW_PRIVATE: 'true', DRY_RUN_MAX_BYTES: String(1024 * 1024) },
     });
     acme = as(TENANTS.acme.apiTokens[0]!);
     globex = as(TENANTS.globex.apiTokens[0]!);
@@ -121,5 +126,64 @@ describe('tenants and quotas', () => {
     await Promise.all(open);
     // The closed watches free their places (the server sees the cancels a moment later).
     await vi.waitFor(async () => { expect((await globex.wait(jobId)).state).toBe(JobState.JOB_STATE_SUCCEEDED); }, { timeout: 60_000, interval: 200 });
+  });
+
+  it('uploads in flight are bounded on each coordinator (MAX_CONCURRENT_UPLOADS)', async () => {
+    // One upload held open (its spec sent, its bytes not yet): the next one is refused at once.
+    const raw = new JobServiceClient(t.cluster.coordinators[0]!, credentials.createInsecure());
+    const md = new Metadata();
+    md.set('authorization', `Bearer ${TENANTS.globex.apiTokens[0]}`);
+    const held = raw.uploadAndSubmit(md, { deadline: Date.now() + 60_000 }, () => undefined);
+    held.write(UploadChunk.fromPartial({ spec: JobSpec.fromPartial({ ladder: LADDER }), fileName: 'held.mp4', offset: 0, data: Buffer.alloc(0) }));
+    await vi.waitFor(async () => { expect(await codeOf(acme.upload(clip, { ladder: LADDER }))).toBe('QUOTA_EXCEEDED'); }, { timeout: 20_000, interval: 100 });
+    held.cancel();
+    raw.close();
+    // Its place is free again.
+    await vi.waitFor(async () => { expect(await codeOf(acme.upload(clip, { ladder: LADDER, idempotencyKey: 'after-held' }))).toBe('OK'); }, { timeout: 20_000, interval: 200 });
+  });
+
+  it('a dry run never fetches a whole remote input: it reads a range and says the plan is an estimate', async () => {
+    const big = await fixture(t.inputDir, 'ranged-20s.mp4', { seconds: 20, width: 640, height: 360, fps: 25, preset: 'ultrafast' });
+    const body = await readFile(big);
+    expect(body.length).toBeGreaterThan(3 * 1024 * 1024);
+    // An HTTP server that counts what it sends; with ?ignore it answers every request in full.
+    let sent = 0;
+    const server = createServer((req, res) => {
+      const m = /bytes=(\d+)-(\d+)/.exec(req.headers.range ?? '');
+      const whole = req.url?.includes('ignore') || !m;
+      const [from, to] = whole ? [0, body.length - 1] : [Number(m[1]), Math.min(Number(m[2]), body.length - 1)];
+      res.writeHead(whole ? 200 : 206, { 'content-length': String(to - from + 1), ...(whole ? {} : { 'content-range': `bytes ${from}-${to}/${body.length}` }) });
+      const slice = body.subarray(from, to + 1);
+      let at = 0;
+      // 64 KiB every 25 ms (2.5 MiB/s): what was sent is what the client asked for, not what the
+      // loopback's socket buffers would have taken.
+      const pump = (): void => {
+        if (at >= slice.length) return void res.end();
+        const chunk = slice.subarray(at, at + 64 * 1024);
+        at += chunk.length;
+        sent += chunk.length;
+        res.write(chunk);
+        setTimeout(pump, 25);
+      };
+      res.on('close', () => { at = slice.length; });
+      pump();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/movie.mp4`;
+    try {
+      const res = await globex.submit({ inputUri: url, ladder: LADDER, dryRun: true });
+      expect(res.plan?.note).toMatch(/first 1\.0 MiB of [\d.]+ MiB \(a ranged read\)/);
+      expect(sent).toBeLessThanOrEqual(1024 * 1024);
+      // The estimate still covers the whole source, from its header.
+      expect(res.plan!.segments.length).toBeGreaterThanOrEqual(1);
+      expect(res.plan!.segments.at(-1)!.endSec).toBeCloseTo(20, 0);
+      // A server that ignores Range: Tessera keeps the first MiB and hangs up.
+      sent = 0;
+      const res2 = await globex.submit({ inputUri: `${url}?ignore=1`, ladder: LADDER, dryRun: true });
+      expect(res2.plan?.note).toMatch(/ranged read/);
+      expect(sent).toBeLessThan(body.length / 2);
+    } finally {
+      server.close();
+    }
   });
 });

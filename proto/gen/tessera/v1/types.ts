@@ -394,6 +394,11 @@ export interface Plan {
   renditions: PlannedRendition[];
   ffmpegCommands: string[];
   container: string;
+  /**
+   * Set when the plan is an estimate: a dry run of a remote input reads at most DRY_RUN_MAX_BYTES
+   * of it (a ranged read); a longer one is planned by time from its header, not by frames.
+   */
+  note?: string | undefined;
 }
 
 export interface SegmentStatus {
@@ -2552,7 +2557,7 @@ export const PlannedSegment: MessageFns<PlannedSegment> = {
 };
 
 function createBasePlan(): Plan {
-  return { source: undefined, segments: [], renditions: [], ffmpegCommands: [], container: "" };
+  return { source: undefined, segments: [], renditions: [], ffmpegCommands: [], container: "", note: undefined };
 }
 
 export const Plan: MessageFns<Plan> = {
@@ -2571,6 +2576,9 @@ export const Plan: MessageFns<Plan> = {
     }
     if (message.container !== "") {
       writer.uint32(42).string(message.container);
+    }
+    if (message.note !== undefined) {
+      writer.uint32(50).string(message.note);
     }
     return writer;
   },
@@ -2628,6 +2636,14 @@ export const Plan: MessageFns<Plan> = {
             message.container = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.note = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2655,6 +2671,7 @@ export const Plan: MessageFns<Plan> = {
         ? object.ffmpeg_commands.map((e: any) => globalThis.String(e))
         : [],
       container: isSet(object.container) ? globalThis.String(object.container) : "",
+      note: isSet(object.note) ? globalThis.String(object.note) : undefined,
     };
   },
 
@@ -2675,6 +2692,9 @@ export const Plan: MessageFns<Plan> = {
     if (message.container !== "") {
       obj.container = message.container;
     }
+    if (message.note !== undefined) {
+      obj.note = message.note;
+    }
     return obj;
   },
 
@@ -2690,6 +2710,7 @@ export const Plan: MessageFns<Plan> = {
     message.renditions = object.renditions?.map((e) => PlannedRendition.fromPartial(e)) || [];
     message.ffmpegCommands = object.ffmpegCommands?.map((e) => e) || [];
     message.container = object.container ?? "";
+    message.note = object.note ?? undefined;
     return message;
   },
 };
