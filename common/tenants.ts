@@ -19,6 +19,8 @@ export interface Tenant {
   maxActiveJobs: number;
   /** Bytes of uploads in flight at once (on each coordinator). */
   maxUploadBytes: number;
+  /** Jobs running at once (the rest wait in the queue; other tenants' jobs go past them); unset: only the cluster's MAX_CONCURRENT_JOBS. */
+  maxRunningJobs?: number | undefined;
 }
 
 const TENANT_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
@@ -30,6 +32,7 @@ const tenantSchema = z.strictObject({
   s3: z.array(z.string().regex(S3_LOCATION, 'an S3 location is "bucket" or "bucket/prefix/"')).default([]),
   maxActiveJobs: z.number().int().min(1).max(100_000).default(100),
   maxUploadBytes: z.number().int().min(1).default(64 * 1024 ** 3),
+  maxRunningJobs: z.number().int().min(1).max(100_000).optional(),
 });
 
 /**

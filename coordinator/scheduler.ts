@@ -88,14 +88,40 @@ export class Scheduler {
   private async fill(): Promise<void> {
     const max = this.deps.cfg.MAX_CONCURRENT_JOBS;
     if (!this.fence || this.running.size >= max) return;
-    const entries = await this.store.queued(max * 2);
+    const limited = this.deps.cfg.TENANTS.some((t) => t.maxRunningJobs !== undefined);
+    // Look further down the queue when a tenant at its limit holds its head.
+    const entries = await this.store.queued(max * (limited ? 8 : 2));
     for (const e of entries) {
       if (!this.fence || this.running.size >= max) return;
       const jobId = e.jobId;
       if (this.running.has(jobId)) continue;
+      if (limited && !(await this.mayStart(jobId))) continue; // its tenant runs its quota: stays queued
       const rec = await this.store.claim(e.key, jobId, this.fence);
       if (rec) this.launch(jobId, this.fence);
     }
+  }
+
+  /** The tenant of each running job (read once per job). */
+  private tenantOfJob = new Map<string, string>();
+
+  private async tenantOf(jobId: string): Promise<string> {
+    let t = this.tenantOfJob.get(jobId);
+    if (t === undefined) {
+      t = (await this.store.get(jobId))?.spec.tenant ?? '';
+      this.tenantOfJob.set(jobId, t);
+    }
+    return t;
+  }
+
+  /** False while the job's tenant already runs as many jobs as its maxRunningJobs quota allows. */
+  private async mayStart(jobId: string): Promise<boolean> {
+    const tenant = await this.tenantOf(jobId);
+    const limit = this.deps.cfg.TENANTS.find((t) => t.name === tenant)?.maxRunningJobs;
+    if (!tenant || limit === undefined) return true;
+    let running = 0;
+    for (const id of this.running.keys()) if ((await this.tenantOf(id)) === tenant) running++;
+    for (const id of [...this.tenantOfJob.keys()]) if (!this.running.has(id) && id !== jobId) this.tenantOfJob.delete(id);
+    return running < limit;
   }
 
   /**

@@ -14,7 +14,7 @@ import { codeOf, fixture, startTestCluster, type TestCluster } from './helpers.j
 // jobs, listings, watches and cancels are scoped to it; s3:// inputs and outputs must lie in its
 // locations; uploads live under uploads/<tenant>/; quotas bound what it has in flight.
 const TENANTS = {
-  acme: { apiTokens: ['acme-token-0123456789'], readTokens: ['acme-read-0123456789'], s3: ['acme-media/in/'], maxActiveJobs: 2 },
+  acme: { apiTokens: ['acme-token-0123456789'], readTokens: ['acme-read-0123456789'], s3: ['acme-media/in/'], maxActiveJobs: 2, maxRunningJobs: 1 },
   globex: { apiTokens: ['globex-token-0123456789'], s3: ['globex-media'], maxActiveJobs: 5 },
 };
 const LADDER = [{ name: '', height: 144, videoBitrateKbps: 200, codec: 'h264', preset: 'ultrafast' }];
@@ -110,6 +110,13 @@ describe('tenants and quotas', () => {
     for (let i = 0; i < 6; i++) codes.push(await codeOf(acme.submit({ inputUri: 's3://acme-media/in/clip.mp4', ladder: LADDER, idempotencyKey: `flood-${i}` })));
     expect(codes).toEqual(['OK', 'OK', 'QUOTA_EXCEEDED', 'QUOTA_EXCEEDED', 'QUOTA_EXCEEDED', 'QUOTA_EXCEEDED']);
     expect((await globex.wait(g.jobId)).state).toBe(JobState.JOB_STATE_SUCCEEDED);
+    // At most one of acme's jobs ran at a time (maxRunningJobs 1): the second started preparing
+    // only after the first had ended.
+    const [first, second] = await Promise.all(codes.slice(0, 2).map((_, i) => acme.list({ limit: 100 }).then((js) => js.find((j) => j.spec?.idempotencyKey === `acme:flood-${i}`)!)));
+    const [a1, a2] = await Promise.all([acme.wait(first!.id), acme.wait(second!.id)]);
+    const at = (j: typeof a1, state: string): number => j.history.find((h) => h.scope === 'job' && h.state === state)?.atMs ?? Number.NaN;
+    const spans = [a1, a2].map((j) => ({ start: at(j, 'PREPARING'), end: at(j, 'SUCCEEDED') })).sort((x, y) => x.start - y.start);
+    expect(spans[1]!.start).toBeGreaterThanOrEqual(spans[0]!.end);
     // Once acme's jobs are done, it may submit again.
     for (const j of await acme.list({ limit: 100 })) await acme.wait(j.id);
     expect(await codeOf(acme.submit({ inputUri: 's3://acme-media/in/clip.mp4', ladder: LADDER, idempotencyKey: 'after-the-flood' }))).toBe('OK');
