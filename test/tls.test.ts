@@ -110,7 +110,7 @@ describe('mutual TLS on every link (tessera up --tls)', () => {
     expect((await grpcHealth(rec.address, { creds: channelCredentials(clientTls), identity: 'node-1' })).serving).toBe(false);
   });
 
-  it('a valid node certificate cannot touch another node\'s work: PutPart, Finalize, Cleanup and DropSegment are refused, and the output is byte-identical to a clean run', async () => {
+  it('a valid node certificate (and a plaintext client) cannot touch another node\'s work: PutPart, Finalize, Cleanup and DropSegment are refused, and the output is byte-identical to a clean run', async () => {
     // Both jobs pinned to one labelled node: one segment each, the same cut, the same encoder
     // settings, so a clean run's renditions are the reference, byte for byte.
     await t.cluster.addNode({ id: 'node-2', env: { NODE_LABELS: 'pool=one' } });
@@ -153,11 +153,18 @@ describe('mutual TLS on every link (tessera up --tls)', () => {
     expect(fin).toBe(7);
     expect((await failure(callUnary(uploader, uploader.cleanup, { jobId }, 5_000))).code).toBe('PERMISSION_DENIED');
     uploader.close();
+    // A plaintext client reaches neither the uploader nor an agent (the handshake fails).
+    const plainUp = new UploaderClient(up.address, credentials.createInsecure());
+    expect((await failure(callUnary(plainUp, plainUp.cleanup, { jobId }, 3_000))).code).toBe('UNAVAILABLE');
+    plainUp.close();
     // The agent running it takes calls from coordinators only.
     const rec = JSON.parse((await etcd.get('/tessera/nodes/node-2').string())!) as { address: string };
     const agent = new NodeAgentClient(rec.address, channelCredentials(asNode1), identityOptions('node-2'));
     expect((await failure(callUnary(agent, agent.dropSegment, { jobId, segment: 0, attempt: owner!.attempt }, 5_000, new Metadata()))).code).toBe('PERMISSION_DENIED');
     agent.close();
+    const plainAgent = new NodeAgentClient(rec.address, credentials.createInsecure());
+    expect((await failure(callUnary(plainAgent, plainAgent.dropSegment, { jobId, segment: 0, attempt: owner!.attempt }, 3_000, new Metadata()))).code).toBe('UNAVAILABLE');
+    plainAgent.close();
 
     const job = await t.client.wait(jobId);
     expect(job.state).toBe(JobState.JOB_STATE_SUCCEEDED);
