@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 import { fixture, startTestCluster, type TestCluster } from './helpers.js';
 
@@ -18,11 +18,7 @@ describe('capabilities and placement', () => {
     ]);
     clip = await fixture(t.inputDir, 'place.mp4', { seconds: 6, width: 320, height: 180, fps: 25 });
     // Both agents registered and ready.
-    for (let i = 0; i < 200; i++) {
-      const nodes = await t.client.listNodes();
-      if (nodes.filter((n) => n.state === 'ready').length === 2) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await vi.waitFor(async () => { expect((await t.client.listNodes()).filter((n) => n.state === 'ready')).toHaveLength(2); }, { timeout: 20_000, interval: 100 });
   });
   afterAll(async () => {
     await t?.close();
@@ -69,14 +65,13 @@ describe('capabilities and placement', () => {
     await t.client.drain('gpu');
     // A drain ends with the agent leaving; hold it by undraining only after the job has waited.
     const { jobId } = await t.client.submit({ inputUri: clip, ladder: [rung('gpu-test')] });
-    let waiting: Job | undefined;
-    for (let i = 0; i < 300 && !waiting; i++) {
+    const waiting = await vi.waitFor(async () => {
       const j = await t.client.get(jobId);
-      if (/waiting for a node with .*gpu-test/.test(j.stage)) waiting = j;
-      else await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(waiting?.stage).toMatch(/plain lacks gpu-test/);
-    expect(waiting?.state).not.toBe(JobState.JOB_STATE_SUCCEEDED);
+      expect(j.stage).toMatch(/waiting for a node with .*gpu-test/);
+      return j;
+    }, { timeout: 30_000, interval: 100 });
+    expect(waiting.stage).toMatch(/plain lacks gpu-test/);
+    expect(waiting.state).not.toBe(JobState.JOB_STATE_SUCCEEDED);
     // The drained agent left; a new capable node joins and the job runs there.
     await t.cluster.addNode({ id: 'gpu2', env: { TEST_EXTRA_CAPABILITIES: 'gpu-test' } });
     const job = await t.client.wait(jobId);
