@@ -9,6 +9,8 @@ export interface NodeRecord {
   version: string;
   startedAtMs: number;
   metricsAddress: string;
+  /** CPU cores the agent may use (CPU_CORES); absent from agents older than the console. */
+  cores?: number;
 }
 
 /** `nodestats/<id>`, attached to the node's lease, refreshed every few seconds. */

@@ -38,6 +38,7 @@ export function toNodeInfo(n: NodeView): NodeInfo {
     metricsAddress: n.metricsAddress,
     speedMps: n.stats?.speedMps ?? 0,
     capacity: 0,
+    ...(n.cores ? { cores: n.cores } : {}),
   };
 }
 

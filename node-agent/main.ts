@@ -120,6 +120,7 @@ async function main(): Promise<void> {
       version: VERSION,
       startedAtMs: Date.now(),
       metricsAddress: `${advertiseHost}:${http.port}`,
+      cores: cfg.CPU_CORES,
     },
     cfg.LEASE_TTL_SEC,
     log,

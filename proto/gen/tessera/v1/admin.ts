@@ -43,6 +43,8 @@ export interface NodeInfo {
   speedMps: number;
   /** the weight of its share of a job's frames (slots x speed; see docs/scheduling.md) */
   capacity: number;
+  /** CPU cores the agent may use (0 or unset: not reported) */
+  cores?: number | undefined;
 }
 
 export interface ListNodesRequest {
@@ -94,6 +96,7 @@ function createBaseNodeInfo(): NodeInfo {
     stateReason: "",
     speedMps: 0,
     capacity: 0,
+    cores: undefined,
   };
 }
 
@@ -140,6 +143,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     }
     if (message.capacity !== 0) {
       writer.uint32(113).double(message.capacity);
+    }
+    if (message.cores !== undefined) {
+      writer.uint32(120).int32(message.cores);
     }
     return writer;
   },
@@ -269,6 +275,14 @@ export const NodeInfo: MessageFns<NodeInfo> = {
             message.capacity = reader.double();
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.cores = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -325,6 +339,7 @@ export const NodeInfo: MessageFns<NodeInfo> = {
         ? globalThis.Number(object.speed_mps)
         : 0,
       capacity: isSet(object.capacity) ? globalThis.Number(object.capacity) : 0,
+      cores: isSet(object.cores) ? globalThis.Number(object.cores) : undefined,
     };
   },
 
@@ -372,6 +387,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.capacity !== 0) {
       obj.capacity = floatToJson(message.capacity);
     }
+    if (message.cores !== undefined) {
+      obj.cores = Math.round(message.cores);
+    }
     return obj;
   },
 
@@ -394,6 +412,7 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     message.stateReason = object.stateReason ?? "";
     message.speedMps = object.speedMps ?? 0;
     message.capacity = object.capacity ?? 0;
+    message.cores = object.cores ?? undefined;
     return message;
   },
 };
