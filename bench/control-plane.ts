@@ -33,6 +33,12 @@ export interface ControlPlaneOptions {
   /** Fails the run after this long, ms. */
   timeoutMs?: number;
   progress?: (line: string) => void;
+  /**
+   * Web consoles kept open through the run (docs/console.md): each holds the two streams a
+   * browser on the Jobs and Cluster pages holds (the job list and the cluster status, read over
+   * fetch as server-sent events). 0 (default): the console listens, nobody is connected.
+   */
+  consoleClients?: number;
 }
 
 /** Counters read from etcd's own Prometheus endpoint (deltas over the measured run). */
@@ -65,7 +71,9 @@ export interface ControlPlaneResult {
   etcd: EtcdWrites;
   /** Stats heartbeat puts by the agents during the run (time-based, not per segment). */
   heartbeats: number;
-  coordinator: { cpuSec: number; childCpuSec: number; peakRssMiB: number; rss: { atJobsDone: number; mib: number }[] };
+  coordinator: { cpuSec: number; childCpuSec: number; peakRssMiB: number; rss: { atJobsDone: number; mib: number }[]; eventLoopP99Ms: number; eventLoopMaxMs: number };
+  /** What the open consoles received (0 without consoles). */
+  console: { clients: number; events: number; bytes: number; errors: number };
   head: string[];
   rows: (string | number)[][];
   notes: string[];
@@ -147,6 +155,9 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     // The V8 heap in use, from the coordinator's /metrics (RSS also moves with GC timing and
     // allocator caches; the heap's low points show what is retained).
     const heap: { doneJobs: number; bytes: number }[] = [];
+    // Event-loop delay of the coordinator (prom-client's monitorEventLoopDelay, reset at every
+    // scrape): the highest p99 and max over the 500 ms windows of the run.
+    const lag = { p99: 0, max: 0 };
     let doneJobs = 0;
     let ticks = 0;
     sampler = setInterval(() => {
@@ -158,10 +169,21 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       if (ticks++ % 2 === 0) {
         const at = doneJobs;
         void fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(2_000) })
-          .then(async (r) => heap.push({ doneJobs: at, bytes: metric(await r.text(), 'nodejs_heap_size_used_bytes') }))
+          .then(async (r) => {
+            const text = await r.text();
+            heap.push({ doneJobs: at, bytes: metric(text, 'nodejs_heap_size_used_bytes') });
+            lag.p99 = Math.max(lag.p99, metric(text, 'nodejs_eventloop_lag_p99_seconds') * 1000);
+            lag.max = Math.max(lag.max, metric(text, 'nodejs_eventloop_lag_max_seconds') * 1000);
+          })
           .catch(() => undefined);
       }
     }, 250);
+
+    const consoles = openConsoles(cluster.consoles[0]!, o.consoleClients ?? 0);
+    if ((o.consoleClients ?? 0) > 0) {
+      await waitFor(() => consoles.stats.events >= 2 * (o.consoleClients ?? 0), 30_000, 'the consoles to connect');
+      say(`${o.consoleClients} console(s) connected (job list + cluster streams)`);
+    }
 
     // Submit (a few at a time, as many clients would), then wait for every job to end.
     const t0 = Date.now();
@@ -198,6 +220,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       }
     }
     const wallMs = Date.now() - t0;
+    consoles.close();
     const after = await etcdCounters(metricsUrl, etcd);
     const heartbeats = agents.statsPublished() - heartbeats0;
     const cpu1 = procCpu(coordinatorPid);
@@ -267,6 +290,8 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       [`coordinator RSS MiB at ${rssAt.map((r) => r.atJobsDone).join(' / ')} jobs done`, rssAt.map((r) => mb(r.mib)).join(' / '), '', ''],
       ['coordinator V8 heap in use MiB, lowest in each quarter of the jobs', heapFloor.map((x) => (Number.isFinite(x) ? x.toFixed(0) : '?')).join(' / '), '', ''],
       [`coordinator heap retained MiB (in use after a full collection) at ${quarter.jobs} jobs done / after all ${ids.length}`, `${quarter.mib.toFixed(1)} / ${retainedAfter.toFixed(1)}`, 'flat', yes(flat)],
+      ['coordinator event-loop delay ms: highest p99 / highest max of the 0.5 s windows', `${lag.p99.toFixed(1)} / ${lag.max.toFixed(1)}`, '', ''],
+      ['web consoles open (job list + cluster streams each) / events they received', `${o.consoleClients ?? 0} / ${consoles.stats.events}`, '', ''],
     ];
     const notes = [
       `${o.agents} simulated node agents × ${o.slots} slots in one process, ${o.jobs} jobs of a ${o.source.seconds} s ${o.source.width}x${o.source.height} ${o.source.fps} fps clip (keyframe every ${o.source.gop} frames${o.source.audio ? ', with audio' : ', no audio'}), ${ladder.length} renditions, MIN_SEGMENT_SEC ${o.minSegmentSec}, MAX_CONCURRENT_JOBS ${o.maxConcurrentJobs}, simulated transcode ${o.sleepFactor} s per media second`,
@@ -286,7 +311,8 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       wallSec: wallMs / 1000,
       etcd: w,
       heartbeats,
-      coordinator: { cpuSec, childCpuSec, peakRssMiB, rss: rssAt },
+      coordinator: { cpuSec, childCpuSec, peakRssMiB, rss: rssAt, eventLoopP99Ms: lag.p99, eventLoopMaxMs: lag.max },
+      console: { clients: o.consoleClients ?? 0, ...consoles.stats },
       head,
       rows,
       notes,
@@ -297,6 +323,40 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     await agents.stop();
     await cluster.stop();
   }
+}
+
+/**
+ * `n` web consoles, each holding the streams a browser on the Jobs and Cluster pages holds (fetch,
+ * `text/event-stream`), reconnecting if one drops; counts what they receive.
+ */
+function openConsoles(base: string, n: number): { stats: { events: number; bytes: number; errors: number }; close(): void } {
+  const stats = { events: 0, bytes: 0, errors: 0 };
+  const ac = new AbortController();
+  const follow = async (topic: string): Promise<void> => {
+    while (!ac.signal.aborted) {
+      try {
+        const r = await fetch(`${base}api/stream?topic=${topic}`, { signal: ac.signal });
+        if (!r.ok || !r.body) throw new Error(`console stream answered ${r.status}`);
+        const dec = new TextDecoder();
+        let buf = '';
+        for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
+          stats.bytes += chunk.length;
+          buf += dec.decode(chunk, { stream: true });
+          let i;
+          while ((i = buf.indexOf('\n\n')) >= 0) {
+            if (buf.startsWith('event: ')) stats.events++;
+            buf = buf.slice(i + 2);
+          }
+        }
+      } catch {
+        if (ac.signal.aborted) return;
+        stats.errors++;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  };
+  for (let i = 0; i < n; i++) for (const topic of ['jobs', 'cluster']) void follow(topic);
+  return { stats, close: () => ac.abort() };
 }
 
 /**
