@@ -11,7 +11,7 @@ import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Metadata, type ChannelCredentials } from '@grpc/grpc-js';
 import { AppError, isAppError, type ErrorCode } from '../../common/errors.js';
 import { ClientCache } from '../../common/grpc-clients.js';
-import { callUnary, deadline, iterateStream, openClientStream, writeWithBackpressure } from '../../common/grpc.js';
+import { callUnary, deadline, iterateStream, openClientStream } from '../../common/grpc.js';
 import type { Logger } from '../../common/logger.js';
 import type { TlsMaterial } from '../../common/tls.js';
 import { JobServiceClient } from '../../common/bulk-codec.js';
@@ -227,25 +227,29 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
     const call = openClientStream<UploadChunk, SubmitJobResponse>((cb) => client.uploadAndSubmit(md(req), deadline(3_600_000), cb), ac.signal);
     const resumeId = randomBytes(16).toString('hex');
     let offset = 0;
-    try {
-      for await (const raw of req as AsyncIterable<Buffer>) {
-        if (call.signal.aborted) break;
-        const data = raw;
+    // The body goes into the call with back-pressure (the request pauses while the call's buffer
+    // is full). Once the call fails (a refused token, a bad file) the rest of the body is read and
+    // dropped, so that the browser, still sending, reads the answer rather than a reset.
+    let failed = false;
+    void call.result.catch(() => {
+      failed = true;
+      req.resume();
+    });
+    await new Promise<void>((resolve) => {
+      req.on('data', (data: Buffer) => {
+        if (failed) return;
         const msg = UploadChunk.fromPartial({ offset, data, ...(offset === 0 ? { spec, fileName: name, resumeId, totalBytes: total } : {}) });
         offset += data.length;
-        await writeWithBackpressure(call.stream, msg, call.signal);
-      }
-      call.stream.end();
-    } catch {
-      // the call's own error (below) says why
-      call.stream.end();
-    }
-    let r: SubmitJobResponse;
-    try {
-      r = await call.result;
-    } finally {
-      req.resume(); // whatever the API refused is drained, so the browser reads the answer
-    }
+        if (!call.stream.write(msg)) {
+          req.pause();
+          call.stream.once('drain', () => req.resume());
+        }
+      });
+      req.on('end', resolve);
+      req.on('close', resolve);
+    });
+    if (!failed) call.stream.end();
+    const r = await call.result;
     log.info({ jobId: r.jobId, bytes: offset, name }, 'job submitted by upload from the console');
     sendJson(res, 200, { jobId: r.jobId });
   };
