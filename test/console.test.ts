@@ -12,8 +12,9 @@ import { fixture, startTestCluster, type TestCluster } from './helpers.js';
 
 // The web console (docs/console.md) in a real headless Chromium: submit by upload and watch the
 // row reach SUCCEEDED, the job's segment timeline (one row per node, one bar per segment), drain
-// a node, cancel a running job; then the same console under TLS with tokens, where mutations
-// without the right token are refused and the page says why. Asserts on the DOM (and on the
+// a node, cancel a running job (with a token that may submit and administer); then, without a
+// token or with a read-only one, mutations are refused and the page says why. One cluster, with
+// TLS and tokens (the console serves HTTPS). Asserts on the DOM (and on the
 // Chart.js chart's data), never on pixels. Screenshots go to $CONSOLE_SCREENSHOT_DIR (else a
 // folder in the test's cluster dir): docs/img/console-timeline.png comes from here.
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -29,10 +30,16 @@ async function shoot(page: Page, dir: string, name: string): Promise<void> {
 
 const stateOf = (page: Page, id: string): Promise<string | null> => page.locator(`#jobs-table tr[data-job-id="${id}"]`).getAttribute('data-state', { timeout: 1_000 }).catch(() => null);
 
-describe('web console in a browser', () => {
+// The operator's token may submit (API_TOKENS) and administer (ADMIN_TOKENS): its scopes add up.
+const OPS = 'console-ops-token-0123456';
+const tokens = { API_TOKENS: `console-write-token-0123,${OPS}`, READ_TOKENS: 'console-read-token-0123', ADMIN_TOKENS: `console-admin-token-0123,${OPS}` };
+
+describe('web console in a browser (TLS, tokens)', () => {
   let t: TestCluster;
   let browser: Browser | undefined;
+  let ctx: BrowserContext;
   let page: Page;
+  let ops: TesseraClient;
   let shots = '';
 
   beforeAll(async () => {
@@ -40,19 +47,29 @@ describe('web console in a browser', () => {
       process.stdout.write(`SKIP console: no Chromium at ${CHROMIUM}\n`);
       return;
     }
-    t = await startTestCluster({ nodes: 2, slots: 1, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
+    t = await startTestCluster({ nodes: 2, slots: 1, tls: true, coordinatorEnv: tokens, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
+    ops = new TesseraClient({ addresses: t.cluster.coordinators, tls: t.cluster.clientTls()!, tlsServerName: 'localhost', token: OPS, timeoutMs: 20_000 });
     shots = process.env.CONSOLE_SCREENSHOT_DIR ?? join(t.dir, 'screenshots');
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
-    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    // The local CA is not the browser's: accept the coordinator's certificate here.
+    ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
+    page = await ctx.newPage();
   }, 180_000);
   afterAll(async () => {
+    ops?.close();
     await browser?.close();
     await t?.close();
   });
 
+  const useToken = async (p: Page, tok: string): Promise<void> => {
+    if (tok) await p.fill('#token', tok);
+    await p.getByRole('button', { name: tok ? 'Use token' : 'Forget' }).click();
+  };
+  const noticeText = (p: Page): Promise<string> => p.locator('#notice').textContent().then((s) => s ?? '');
+
   it.skipIf(!have)('tessera console prints the URL that tessera up recorded', async () => {
     const { stdout } = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), 'console', '--dir', t.dir], { env: { ...process.env, TESSERA_NO_BROWSER: '1' }, timeout: 30_000 });
-    expect(t.cluster.consoles[0]).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+    expect(t.cluster.consoles[0]).toMatch(/^https:\/\/localhost:\d+\/$/);
     expect(stdout.trim()).toBe(`console: ${t.cluster.consoles[0]}`);
   });
 
@@ -62,6 +79,7 @@ describe('web console in a browser', () => {
 
     // Jobs: submit by upload (progress shown) and watch the row reach SUCCEEDED.
     await page.goto(url);
+    await useToken(page, OPS);
     await page.locator('#jobs-live').filter({ hasText: 'live' }).waitFor({ timeout: 15_000 });
     await page.setInputFiles('#upload-file', clip);
     await page.fill('#upload-ladder', RUNG);
@@ -83,17 +101,23 @@ describe('web console in a browser', () => {
     await shoot(page, shots, 'console-jobs.png');
 
     // Job detail: one timeline row per node, one bar per segment attempt, every bar done.
-    const job = await t.client.get(jobId);
+    const job = await ops.get(jobId);
     const nodesUsed = [...new Set(job.segments.map((s) => s.nodeId))].sort();
     expect(nodesUsed).toEqual(t.cluster.nodeIds().sort());
     await row.getByRole('link').click();
     await page.locator('#job-facts [data-fact="state"]').filter({ hasText: 'SUCCEEDED' }).waitFor({ timeout: 15_000 });
     await page.locator('#timeline-table tbody tr').first().waitFor();
     const chart = await page.evaluate(() => {
+      type Ds = { kind: string; label: string; data: { bar?: { segment: number; node: string } }[] };
       const c = document.getElementById('timeline') as HTMLCanvasElement;
-      const ch = (window as unknown as { Chart: { getChart(c: HTMLCanvasElement): { data: { labels: string[]; datasets: { label: string; data: { bar: { segment: number; node: string } }[] }[] } } } }).Chart.getChart(c);
-      return { labels: ch.data.labels, bars: ch.data.datasets.flatMap((d) => d.data.map((x) => ({ state: d.label, segment: x.bar.segment, node: x.bar.node }))) };
+      const ch = (window as unknown as { Chart: { getChart(c: HTMLCanvasElement): { data: { labels: string[]; datasets: Ds[] } } } }).Chart.getChart(c);
+      const segs = ch.data.datasets.filter((d) => d.kind === 'segment');
+      return { labels: ch.data.labels, bars: segs.flatMap((d) => d.data.map((x) => ({ state: d.label, segment: x.bar!.segment, node: x.bar!.node }))), kinds: ch.data.datasets.map((d) => d.kind) };
     });
+    // A row for the job's own phases (preparing, finalizing), then one row per node.
+    expect(chart.labels[0]).toBe('job');
+    expect(chart.kinds).toContain('job');
+    chart.labels = chart.labels.slice(1);
     expect(chart.labels).toEqual(nodesUsed);
     const attempts = job.segments.reduce((a, s) => a + s.attempt, 0);
     expect(chart.bars.length).toBe(attempts);
@@ -107,19 +131,20 @@ describe('web console in a browser', () => {
     expect(await page.locator('#job-trail li').count()).toBeGreaterThan(job.segments.length);
     // The download link serves the archive (a zip).
     const zipHead = await page.evaluate(async (id) => {
-      const r = await fetch(`/api/jobs/${id}/download-link`, { method: 'POST', headers: { 'x-tessera-console': '1' } });
+      const r = await fetch(`/api/jobs/${id}/download-link`, { method: 'POST', headers: { 'x-tessera-console': '1', authorization: `Bearer ${sessionStorage.getItem('tessera-console-token')}` } });
       const { url: link } = (await r.json()) as { url: string };
       const z = await fetch(link);
       return { status: z.status, head: Array.from(new Uint8Array(await z.arrayBuffer()).slice(0, 2)) };
     }, jobId);
     expect(zipHead).toEqual({ status: 200, head: [0x50, 0x4b] });
     await page.locator('#job-download').waitFor();
+    expect(await page.locator('#job-facts [data-fact="phases"]').textContent()).toMatch(/preparing [\d.]+ s · segments [\d.]+ s · finalizing [\d.]+ s/);
     await shoot(page, shots, 'console-timeline.png');
 
     // A running job (submitted by the SDK: a slow preset keeps it running).
     const long = await fixture(t.inputDir, 'console-16s-360p.mp4', { seconds: 16, width: 640, height: 360, fps: 30 });
-    const { jobId: longId } = await t.client.submit({ inputUri: long, ladder: SLOW_RUNG });
-    for await (const j of t.client.watch(longId)) if (j.segments.some((s) => s.framesDone > 0 || s.state === SegmentState.SEGMENT_STATE_TRANSCODING)) break;
+    const { jobId: longId } = await ops.submit({ inputUri: long, ladder: SLOW_RUNG });
+    for await (const j of ops.watch(longId)) if (j.segments.some((s) => s.framesDone > 0 || s.state === SegmentState.SEGMENT_STATE_TRANSCODING)) break;
 
     // Nodes: drain one; its state changes to draining (it holds a segment, so it stays a while).
     await page.getByRole('link', { name: 'Nodes' }).click();
@@ -130,6 +155,7 @@ describe('web console in a browser', () => {
     expect(await nodeRow.textContent()).toContain('h264');
     await page.getByRole('button', { name: `Drain node ${victim}` }).click();
     await page.locator(`#nodes-table tr[data-node="${victim}"] .node-state`).filter({ hasText: 'draining' }).waitFor({ timeout: 10_000 });
+    await page.getByRole('button', { name: `Undrain node ${victim}` }).waitFor({ timeout: 10_000 });
     await shoot(page, shots, 'console-nodes.png');
 
     // Jobs: cancel the running job; its row reaches CANCELLED.
@@ -139,7 +165,7 @@ describe('web console in a browser', () => {
     expect(['RUNNING', 'PREPARING', 'QUEUED']).toContain(before);
     await page.getByRole('button', { name: `Cancel job ${longId}` }).click();
     await page.locator(`#jobs-table tr[data-job-id="${longId}"][data-state="CANCELLED"]`).waitFor({ timeout: 30_000 });
-    expect((await t.client.get(longId)).state).toBe(JobState.JOB_STATE_CANCELLED);
+    expect((await ops.get(longId)).state).toBe(JobState.JOB_STATE_CANCELLED);
 
     // Cluster: the leader and a throughput chart.
     await page.getByRole('link', { name: 'Cluster' }).click();
@@ -147,41 +173,14 @@ describe('web console in a browser', () => {
     expect(await page.evaluate(() => (window as unknown as { Chart: { getChart(c: HTMLCanvasElement): unknown } }).Chart.getChart(document.getElementById('throughput') as HTMLCanvasElement) !== undefined)).toBe(true);
     await shoot(page, shots, 'console-cluster.png');
   });
-});
-
-describe('web console security (TLS, tokens)', () => {
-  let t: TestCluster;
-  let browser: Browser | undefined;
-  let ctx: BrowserContext;
-  let writer: TesseraClient;
-  const tokens = { API_TOKENS: 'console-write-token-0123', READ_TOKENS: 'console-read-token-0123', ADMIN_TOKENS: 'console-admin-token-0123' };
-
-  beforeAll(async () => {
-    if (!have) return;
-    t = await startTestCluster({ nodes: 1, slots: 1, tls: true, coordinatorEnv: tokens });
-    writer = new TesseraClient({ addresses: t.cluster.coordinators, tls: t.cluster.clientTls()!, tlsServerName: 'localhost', token: tokens.API_TOKENS, timeoutMs: 20_000 });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
-    // The local CA is not the browser's: accept the coordinator's certificate here.
-    ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
-  }, 180_000);
-  afterAll(async () => {
-    writer?.close();
-    await browser?.close();
-    await t?.close();
-  });
-
-  const useToken = async (page: Page, tok: string): Promise<void> => {
-    if (tok) await page.fill('#token', tok);
-    await page.getByRole('button', { name: tok ? 'Use token' : 'Forget' }).click();
-  };
-  const noticeText = (page: Page): Promise<string> => page.locator('#notice').textContent().then((s) => s ?? '');
 
   it.skipIf(!have)('refuses mutations without a token or with a read-only token, and says why', async () => {
     const url = t.cluster.consoles[0]!;
-    expect(url).toMatch(/^https:\/\/localhost:\d+\/$/);
-    const clip = await fixture(t.inputDir, 'console-sec-16s.mp4', { seconds: 16, width: 640, height: 360, fps: 30 });
-    const { jobId } = await writer.upload(clip, { ladder: SLOW_RUNG });
-    const page = await ctx.newPage();
+    const clip = await fixture(t.inputDir, 'console-16s-360p.mp4', { seconds: 16, width: 640, height: 360, fps: 30 });
+    const { jobId } = await ops.upload(clip, { ladder: SLOW_RUNG });
+    // A fresh browser context: no token in its session storage.
+    const fresh = await browser!.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
+    const page = await fresh.newPage();
     await page.goto(url);
 
     // No token: the list itself is refused, and so is an upload.
@@ -203,7 +202,7 @@ describe('web console security (TLS, tokens)', () => {
     await page.getByRole('button', { name: `Cancel job ${jobId}` }).click();
     await page.locator('#notice').filter({ hasText: 'Cancel of' }).waitFor({ timeout: 15_000 });
     expect(await noticeText(page)).toContain('PERMISSION_DENIED');
-    expect((await writer.get(jobId)).state).not.toBe(JobState.JOB_STATE_CANCELLED);
+    expect((await ops.get(jobId)).state).not.toBe(JobState.JOB_STATE_CANCELLED);
     await page.getByRole('link', { name: 'Nodes' }).click();
     await page.locator('#notice').filter({ hasText: 'PERMISSION_DENIED' }).waitFor({ timeout: 15_000 });
     expect(await noticeText(page)).toContain('admin');
@@ -212,25 +211,26 @@ describe('web console security (TLS, tokens)', () => {
     const drain = await page.evaluate(async ([tok, node]) => {
       const r = await fetch(`/api/nodes/${node}/drain`, { method: 'POST', headers: { authorization: `Bearer ${tok}`, 'x-tessera-console': '1' } });
       return { status: r.status, body: (await r.json()) as { error: { code: string } } };
-    }, [tokens.READ_TOKENS, t.cluster.nodeIds()[0]!] as const);
+    }, [tokens.READ_TOKENS, 'node-0'] as const);
     expect(drain).toEqual({ status: 403, body: { error: { code: 'PERMISSION_DENIED', message: expect.stringContaining('admin') } } });
 
     // CSRF: even the write token's cancel is refused without the console header, or from another origin.
     const csrf = await page.evaluate(async ([tok, id]) => {
       const a = await fetch(`/api/jobs/${id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${tok}` } });
       return { status: a.status, body: (await a.json()) as { error: { code: string; message: string } } };
-    }, [tokens.API_TOKENS, jobId] as const);
+    }, [OPS, jobId] as const);
     expect(csrf.status).toBe(403);
     expect(csrf.body.error.message).toContain('x-tessera-console');
-    expect((await writer.get(jobId)).state).not.toBe(JobState.JOB_STATE_CANCELLED);
+    expect((await ops.get(jobId)).state).not.toBe(JobState.JOB_STATE_CANCELLED);
 
     // The admin token sees the nodes (over TLS); the write token cancels the job from the page.
-    await useToken(page, tokens.ADMIN_TOKENS);
-    await page.locator(`#nodes-table tr[data-node="${t.cluster.nodeIds()[0]!}"]`).waitFor({ timeout: 15_000 });
+    await useToken(page, 'console-admin-token-0123');
+    await page.locator('#nodes-table tr[data-node="node-0"]').waitFor({ timeout: 15_000 });
     await page.getByRole('link', { name: 'Jobs' }).click();
-    await useToken(page, tokens.API_TOKENS);
+    await useToken(page, 'console-write-token-0123');
     await page.getByRole('button', { name: `Cancel job ${jobId}` }).click();
     await page.locator(`#jobs-table tr[data-job-id="${jobId}"][data-state="CANCELLED"]`).waitFor({ timeout: 30_000 });
     expect(await page.locator('#notice').isHidden()).toBe(true);
+    await fresh.close();
   });
 });

@@ -305,7 +305,14 @@ export function timelineBars(job) {
     });
   }
   const nodes = [...new Set(bars.map((b) => b.node))].sort();
-  return { nodes, bars };
+  // The job's own phases around the segments: before the first assignment, after the last DONE.
+  const jobAt = (state) => job.history.find((h) => h.scope === 'job' && h.state === state)?.atMs;
+  const phases = [];
+  const runAt = jobAt('RUNNING');
+  if (runAt) phases.push({ phase: 'preparing', start: 0, end: (runAt - t0) / 1000 });
+  const finAt = jobAt('FINALIZING');
+  if (finAt) phases.push({ phase: 'finalizing', start: (finAt - t0) / 1000, end: ((TERMINAL.has(job.state) ? endOfJob : job.nowMs) - t0) / 1000 });
+  return { nodes, bars, phases };
 }
 
 /** Writes each bar's segment, attempt and state on it (when it fits): colour is not the only sign. */
@@ -318,10 +325,10 @@ const barLabels = {
     g.textBaseline = 'middle';
     chart.data.datasets.forEach((ds, di) => {
       const meta = chart.getDatasetMeta(di);
-      if (meta.hidden) return;
+      if (meta.hidden || ds.kind === 'phase') return;
       meta.data.forEach((bar, i) => {
         const b = ds.data[i].bar;
-        const text = `#${b.segment}${b.attempt > 1 ? ` a${b.attempt}` : ''} ${b.state}`;
+        const text = ds.kind === 'job' ? ds.data[i].phase.phase : `#${b.segment}${b.attempt > 1 ? ` a${b.attempt}` : ''} ${b.state}`;
         const { x, base, y } = bar.getProps(['x', 'base', 'y'], true);
         const w = Math.abs(x - base);
         if (g.measureText(text).width + 6 > w) return;
@@ -338,8 +345,9 @@ const barLabels = {
 
 function drawTimeline(canvas, tl) {
   const box = canvas.parentElement;
-  box.style.height = `${Math.max(140, 60 + tl.nodes.length * 46)}px`;
-  const datasets = TL_STATES.filter((st) => tl.bars.some((b) => b.state === st)).map((st) => ({
+  box.style.height = `${Math.max(140, 80 + (tl.nodes.length + (tl.phases.length ? 1 : 0)) * 46)}px`;
+  const segmentSets = TL_STATES.filter((st) => tl.bars.some((b) => b.state === st)).map((st) => ({
+    kind: 'segment',
     label: st,
     data: tl.bars.filter((b) => b.state === st).map((b) => ({ x: [b.start, b.end], y: b.node, bar: b })),
     backgroundColor: fillFor(st),
@@ -349,8 +357,36 @@ function drawTimeline(canvas, tl) {
     grouped: false,
     barPercentage: 0.8,
     categoryPercentage: 0.9,
+    order: 2,
   }));
-  const data = { labels: tl.nodes, datasets };
+  // The transfer part of each attempt, over its bar (thinner): the rest of the bar is encoding.
+  const transfers = tl.bars.filter((b) => b.transfer > 0);
+  const transferSet = transfers.length ? [{
+    kind: 'phase',
+    label: 'transfer part',
+    data: transfers.map((b) => ({ x: [b.start, b.start + b.transfer], y: b.node, bar: b })),
+    backgroundColor: TL_COLOURS.transferring,
+    borderColor: '#a86a10',
+    borderWidth: 1,
+    grouped: false,
+    barPercentage: 0.35,
+    categoryPercentage: 0.9,
+    order: 1,
+  }] : [];
+  const jobSet = tl.phases.length ? [{
+    kind: 'job',
+    label: 'job: preparing / finalizing',
+    data: tl.phases.map((p) => ({ x: [p.start, Math.max(p.end, p.start + 0.05)], y: 'job', phase: p })),
+    backgroundColor: '#9aa3ae',
+    borderColor: '#5b6673',
+    borderWidth: 1,
+    grouped: false,
+    barPercentage: 0.6,
+    categoryPercentage: 0.9,
+    order: 2,
+  }] : [];
+  const datasets = [...jobSet, ...segmentSets, ...transferSet];
+  const data = { labels: tl.phases.length ? ['job', ...tl.nodes] : tl.nodes, datasets };
   let chart = window.Chart?.getChart(canvas);
   if (chart) {
     chart.data = data;
@@ -376,7 +412,9 @@ function drawTimeline(canvas, tl) {
         tooltip: {
           callbacks: {
             label: (c) => {
+              if (c.raw.phase) return `job ${c.raw.phase.phase}: ${c.raw.phase.start.toFixed(1)}–${c.raw.phase.end.toFixed(1)} s`;
               const b = c.raw.bar;
+              if (c.dataset.kind === 'phase') return `segment ${b.segment}, attempt ${b.attempt}: transfer ${b.transfer.toFixed(1)} s`;
               return `segment ${b.segment}, attempt ${b.attempt}: ${b.state}, ${b.start.toFixed(1)}–${b.end.toFixed(1)} s${b.transfer ? `, transfer ${b.transfer.toFixed(1)} s` : ''}${b.encode ? `, encode ${b.encode.toFixed(1)} s` : ''}`;
             },
           },
@@ -433,6 +471,13 @@ function renderJob(j) {
     ['Took', j.finishedAtMs ? duration((j.finishedAtMs - j.createdAtMs) / 1000) : `${duration((j.nowMs - j.createdAtMs) / 1000)} so far`],
   ];
   if (!TERMINAL.has(j.state) && j.etaP50Sec > 0) facts.push(['ETA', duration(j.etaP50Sec)]);
+  const tl = timelineBars(j);
+  if (tl.phases.length) {
+    const prep = tl.phases.find((p) => p.phase === 'preparing');
+    const fin = tl.phases.find((p) => p.phase === 'finalizing');
+    const segEnd = fin ? fin.start : Math.max(0, ...tl.bars.map((b) => b.end));
+    facts.push(['Phases', `preparing ${prep ? (prep.end - prep.start).toFixed(1) : '–'} s · segments ${prep ? (segEnd - prep.end).toFixed(1) : '–'} s${fin ? ` · finalizing ${(fin.end - fin.start).toFixed(1)} s` : ''}`]);
+  }
   if (j.source?.width) facts.push(['Source', `${j.source.width}×${j.source.height}, ${(j.source.durationSec ?? 0).toFixed(1)} s, ${j.source.videoCodec ?? ''}`]);
   $('#job-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', {}, k), el('dd', { 'data-fact': k.toLowerCase() }, v)]));
   const errBox = $('#job-error');
@@ -441,7 +486,6 @@ function renderJob(j) {
   cancel.hidden = TERMINAL.has(j.state);
   cancel.onclick = (e) => cancelJob(j.id, e.currentTarget);
   // Timeline
-  const tl = timelineBars(j);
   const canvas = $('#timeline');
   canvas.dataset.rows = String(tl.nodes.length);
   canvas.dataset.bars = String(tl.bars.length);
@@ -467,7 +511,12 @@ async function nodeAction(id, action, button) {
     const n = await api(`/nodes/${encodeURIComponent(id)}/${action}`, { method: 'POST' });
     notice('');
     const row = document.querySelector(`#nodes-table tr[data-node="${CSS.escape(id)}"]`);
-    if (row) { row.dataset.state = n.state; row.querySelector('.node-state')?.replaceChildren(stateBadge(n.state)); }
+    if (row) {
+      row.dataset.state = n.state;
+      row.querySelector('.node-state')?.replaceChildren(stateBadge(n.state));
+      const other = action === 'drain' ? 'undrain' : 'drain';
+      button.replaceWith(el('button', { type: 'button', 'aria-label': `${other === 'drain' ? 'Drain' : 'Undrain'} node ${id}`, onclick: (e) => nodeAction(id, other, e.currentTarget) }, other === 'drain' ? 'Drain' : 'Undrain'));
+    }
   } catch (err) {
     notice(`${action === 'drain' ? 'Drain' : 'Undrain'} of ${id} refused. ${explain(err)}`);
   } finally {
