@@ -125,7 +125,12 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
     const method = req.method ?? 'GET';
     if (method === 'POST') checkCsrf(req);
     else if (method !== 'GET') throw new AppError('INVALID_ARGUMENT', `method ${method} is not allowed`);
-    const parts = path.split('/').filter(Boolean).map(decodeURIComponent); // ['api', ...]
+    let parts: string[]; // ['api', ...]
+    try {
+      parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+    } catch {
+      throw new AppError('INVALID_ARGUMENT', 'malformed path');
+    }
     const route = `${method} /${parts.slice(1).map((p, i) => (i === 1 && ['jobs', 'nodes', 'download'].includes(parts[1]!) ? ':id' : p)).join('/')}`;
     const id = parts[2] ?? '';
     switch (route) {
@@ -390,7 +395,8 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 
 /** A job as JSON (enum names, defaults filled so the page need not guess). */
 function jobJson(j: Job, full: boolean): unknown {
-  const x = Job.toJSON(j) as Record<string, unknown>;
+  // Lists carry neither segments nor the trail (and no clock: an unchanged list is not re-sent).
+  const x = Job.toJSON({ ...j, segments: [], history: full ? j.history : [] }) as Record<string, unknown>;
   return {
     ...x,
     id: j.id,
@@ -405,6 +411,6 @@ function jobJson(j: Job, full: boolean): unknown {
     errorMessage: j.errorMessage,
     segments: full ? j.segments.map((s) => ({ index: s.index, nodeId: s.nodeId, attempt: s.attempt, state: segmentStateToJSON(s.state), startSec: s.startSec, endSec: s.endSec, frames: s.frames, framesDone: s.framesDone, subSegments: s.subSegments, subSegmentsDone: s.subSegmentsDone })) : [],
     history: full ? j.history : [],
-    nowMs: Date.now(),
+    ...(full ? { nowMs: Date.now() } : {}),
   };
 }
