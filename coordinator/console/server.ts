@@ -46,7 +46,7 @@ export interface ConsoleOptions {
   log: Logger;
   /** Deadline of each unary call to the API, ms. */
   timeoutMs: number;
-  /** Jobs list and cluster streams: how often the server re-reads the API for each open stream, ms. */
+  /** Jobs list (default 2 s) and cluster (3 s) streams: how often the server re-reads the API for each view, ms. */
   jobsIntervalMs?: number;
   clusterIntervalMs?: number;
 }
@@ -102,11 +102,66 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
   const fps: { atMs: number; fps: number }[] = [];
   const sampleFps = (v: number): void => {
     const now = Date.now();
-    if (fps.length > 0 && now - fps[fps.length - 1]!.atMs < (o.clusterIntervalMs ?? 2_000) * 0.9) return;
+    if (fps.length > 0 && now - fps[fps.length - 1]!.atMs < clusterEvery * 0.9) return;
     fps.push({ atMs: now, fps: v });
     while (fps.length > 0 && now - fps[0]!.atMs > 10 * 60_000) fps.shift();
   };
   const streams = new Set<AbortController>();
+  const jobsEvery = o.jobsIntervalMs ?? 2_000;
+  const clusterEvery = o.clusterIntervalMs ?? 3_000;
+
+  /**
+   * One reader per (view, token), shared by every stream that shows it: it re-reads the API every
+   * `every` ms while anyone listens and hands on an answer only when it changed. An error ends
+   * it (and its streams: the browser reconnects with backoff).
+   */
+  type PollEvent = { data?: string; err?: AppError };
+  type Poll = { subs: Set<(ev: PollEvent) => void>; last?: string; stop: () => void };
+  const polls = new Map<string, Poll>();
+  const joinPoll = (key: string, every: number, read: () => Promise<unknown>, sub: (ev: PollEvent) => void): (() => void) => {
+    let poll = polls.get(key);
+    if (!poll) {
+      const pac = new AbortController();
+      const p: Poll = { subs: new Set(), stop: () => pac.abort() };
+      polls.set(key, p);
+      poll = p;
+      void (async () => {
+        while (!pac.signal.aborted) {
+          try {
+            const s = JSON.stringify(await read());
+            if (s !== p.last && !pac.signal.aborted) {
+              p.last = s;
+              for (const f of [...p.subs]) f({ data: s });
+            }
+          } catch (err) {
+            const e = isAppError(err) ? err : new AppError('INTERNAL', 'internal error');
+            if (!isAppError(err)) log.error({ err }, 'console view read failed');
+            for (const f of [...p.subs]) f({ err: e });
+            break;
+          }
+          await new Promise<void>((resolve) => {
+            const t = setTimeout(resolve, every);
+            pac.signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+          });
+        }
+        p.stop();
+        if (polls.get(key) === p) polls.delete(key);
+      })();
+    }
+    const p = poll;
+    p.subs.add(sub);
+    if (p.last !== undefined) sub({ data: p.last });
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      p.subs.delete(sub);
+      if (p.subs.size === 0) {
+        p.stop();
+        if (polls.get(key) === p) polls.delete(key);
+      }
+    };
+  };
 
   const md = (req: IncomingMessage): Metadata => {
     const m = new Metadata();
@@ -302,21 +357,23 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
         for await (const ev of iterateStream<JobEvent>(call)) if (ev.job) send('job', jobJson(ev.job, true));
         send('end', {});
       } else {
-        const every = topic === 'jobs' ? (o.jobsIntervalMs ?? 1_000) : (o.clusterIntervalMs ?? 2_000);
+        const every = topic === 'jobs' ? jobsEvery : clusterEvery;
         const state = url.searchParams.get('state') ?? '';
-        let last = '';
-        while (!ac.signal.aborted) {
-          const data = topic === 'jobs' ? await listJobs(req, state, Number(url.searchParams.get('limit') ?? 50)) : await cluster(req);
-          const s = JSON.stringify(data);
-          if (s !== last) {
-            last = s;
-            send(topic, data);
-          }
-          await new Promise<void>((resolve) => {
-            const t = setTimeout(resolve, every);
-            ac.signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+        const limit = Number(url.searchParams.get('limit') ?? 50);
+        // Consoles open with the same token and view share one reader (the same answer is theirs).
+        const key = [topic, state, limit, req.headers.authorization ?? ''].join('\n');
+        await new Promise<void>((resolve, reject) => {
+          const leave = joinPoll(key, every, () => (topic === 'jobs' ? listJobs(req, state, limit) : cluster(req)), (ev) => {
+            if (ev.err) {
+              leave();
+              reject(ev.err);
+            } else {
+              start();
+              res.write(`event: ${topic}\ndata: ${ev.data}\n\n`);
+            }
           });
-        }
+          ac.signal.addEventListener('abort', () => { leave(); resolve(); }, { once: true });
+        });
       }
     } catch (err) {
       if (!ac.signal.aborted) {
