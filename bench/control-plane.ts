@@ -39,6 +39,8 @@ export interface ControlPlaneOptions {
    * fetch as server-sent events). 0 (default): the console listens, nobody is connected.
    */
   consoleClients?: number;
+  /** With consoles: the idle spells (without, then with them) over which the coordinator's CPU is read, s (default 10). */
+  consoleIdleSec?: number;
 }
 
 /** Counters read from etcd's own Prometheus endpoint (deltas over the measured run). */
@@ -73,7 +75,7 @@ export interface ControlPlaneResult {
   heartbeats: number;
   coordinator: { cpuSec: number; childCpuSec: number; peakRssMiB: number; rss: { atJobsDone: number; mib: number }[]; eventLoopP99MedianMs: number; eventLoopP99P90Ms: number; eventLoopP99MaxMs: number };
   /** What the open consoles received (0 without consoles). */
-  console: { clients: number; events: number; bytes: number; errors: number };
+  console: { clients: number; events: number; bytes: number; errors: number; idleCpuMsPerSec: { none: number; open: number } };
   head: string[];
   rows: (string | number)[][];
   notes: string[];
@@ -227,6 +229,22 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     clearInterval(sampler);
     sampler = undefined;
     const retainedAfter = await retainedHeapMiB(coordinatorPid, heapDir, metricsPort);
+    // The console's own cost, apart from the run: the coordinator's CPU over an idle spell with no
+    // console, then with the consoles open again (CPU time, not wall time: the machine's load
+    // matters less). 200 finished jobs are in the list it reads.
+    const idle = { none: 0, open: 0, seconds: o.consoleIdleSec ?? 10 };
+    if ((o.consoleClients ?? 0) > 0) {
+      const spell = async (): Promise<number> => {
+        const a = procCpu(coordinatorPid).own;
+        await new Promise((r) => setTimeout(r, idle.seconds * 1000));
+        return ((procCpu(coordinatorPid).own - a) * 1000) / idle.seconds;
+      };
+      idle.none = await spell();
+      const again = openConsoles(cluster.consoles[0]!, o.consoleClients ?? 0);
+      await waitFor(() => again.stats.events >= 2 * (o.consoleClients ?? 0), 30_000, 'the consoles to reconnect');
+      idle.open = await spell();
+      again.close();
+    }
     const peakRssMiB = procStatusKiB(coordinatorPid, 'VmHWM') / 1024;
 
     // Every job, read back through the SDK: all must have SUCCEEDED.
@@ -295,6 +313,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       [`coordinator heap retained MiB (in use after a full collection) at ${quarter.jobs} jobs done / after all ${ids.length}`, `${quarter.mib.toFixed(1)} / ${retainedAfter.toFixed(1)}`, 'flat', yes(flat)],
       ['coordinator event-loop delay ms, p99 of each 0.5 s window: median / 90th percentile / highest', `${lag.median.toFixed(1)} / ${lag.p90.toFixed(1)} / ${lag.max.toFixed(1)}`, '', ''],
       ['web consoles open (job list + cluster streams each) / events they received', `${o.consoleClients ?? 0} / ${consoles.stats.events}`, '', ''],
+      ...((o.consoleClients ?? 0) > 0 ? [[`coordinator CPU ms per second, idle after the run (${idle.seconds} s each): no console / ${o.consoleClients} console(s) open`, `${idle.none.toFixed(1)} / ${idle.open.toFixed(1)}`, '', '']] : []),
     ];
     const notes = [
       `${o.agents} simulated node agents × ${o.slots} slots in one process, ${o.jobs} jobs of a ${o.source.seconds} s ${o.source.width}x${o.source.height} ${o.source.fps} fps clip (keyframe every ${o.source.gop} frames${o.source.audio ? ', with audio' : ', no audio'}), ${ladder.length} renditions, MIN_SEGMENT_SEC ${o.minSegmentSec}, MAX_CONCURRENT_JOBS ${o.maxConcurrentJobs}, simulated transcode ${o.sleepFactor} s per media second`,
@@ -315,7 +334,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       etcd: w,
       heartbeats,
       coordinator: { cpuSec, childCpuSec, peakRssMiB, rss: rssAt, eventLoopP99MedianMs: lag.median, eventLoopP99P90Ms: lag.p90, eventLoopP99MaxMs: lag.max },
-      console: { clients: o.consoleClients ?? 0, ...consoles.stats },
+      console: { clients: o.consoleClients ?? 0, ...consoles.stats, idleCpuMsPerSec: { none: idle.none, open: idle.open } },
       head,
       rows,
       notes,

@@ -28,6 +28,7 @@ describe('control-plane benchmark harness (smoke)', () => {
       rungs: 2,
       timeoutMs: 90_000,
       consoleClients: 1,
+      consoleIdleSec: 2,
     });
     // runControlPlane throws unless every job SUCCEEDED; check what it counted.
     expect(r.jobs).toBe(3);
@@ -45,6 +46,7 @@ describe('control-plane benchmark harness (smoke)', () => {
     expect(r.console.clients).toBe(1);
     expect(r.console.events).toBeGreaterThanOrEqual(2);
     expect(r.console.errors).toBe(0);
+    expect(r.console.idleCpuMsPerSec.open).toBeGreaterThan(0);
     expect(r.coordinator.eventLoopP99MaxMs).toBeGreaterThan(0);
     expect(r.coordinator.eventLoopP99MedianMs).toBeLessThanOrEqual(r.coordinator.eventLoopP99MaxMs);
     const table = markdownTable(r.head, r.rows);
