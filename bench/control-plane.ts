@@ -33,6 +33,14 @@ export interface ControlPlaneOptions {
   /** Fails the run after this long, ms. */
   timeoutMs?: number;
   progress?: (line: string) => void;
+  /**
+   * Web consoles kept open through the run (docs/console.md): each holds the two streams a
+   * browser on the Jobs and Cluster pages holds (the job list and the cluster status, read over
+   * fetch as server-sent events). 0 (default): the console listens, nobody is connected.
+   */
+  consoleClients?: number;
+  /** With consoles: the idle spells (without, then with them) over which the coordinator's CPU is read, s (default 10). */
+  consoleIdleSec?: number;
 }
 
 /** Counters read from etcd's own Prometheus endpoint (deltas over the measured run). */
@@ -65,7 +73,9 @@ export interface ControlPlaneResult {
   etcd: EtcdWrites;
   /** Stats heartbeat puts by the agents during the run (time-based, not per segment). */
   heartbeats: number;
-  coordinator: { cpuSec: number; childCpuSec: number; peakRssMiB: number; rss: { atJobsDone: number; mib: number }[] };
+  coordinator: { cpuSec: number; childCpuSec: number; peakRssMiB: number; rss: { atJobsDone: number; mib: number }[]; eventLoopP99MedianMs: number; eventLoopP99P90Ms: number; eventLoopP99MaxMs: number };
+  /** What the open consoles received (0 without consoles). */
+  console: { clients: number; events: number; bytes: number; errors: number; idleCpuMsPerSec: { none: number; open: number } };
   head: string[];
   rows: (string | number)[][];
   notes: string[];
@@ -147,6 +157,10 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     // The V8 heap in use, from the coordinator's /metrics (RSS also moves with GC timing and
     // allocator caches; the heap's low points show what is retained).
     const heap: { doneJobs: number; bytes: number }[] = [];
+    // Event-loop delay of the coordinator (prom-client's monitorEventLoopDelay, reset at every
+    // scrape): each 500 ms window's p99 (the heap snapshot at a quarter of the jobs pauses the
+    // process for about a second: its window is the maximum, so medians and p90 are reported too).
+    const lagP99: number[] = [];
     let doneJobs = 0;
     let ticks = 0;
     sampler = setInterval(() => {
@@ -158,10 +172,20 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       if (ticks++ % 2 === 0) {
         const at = doneJobs;
         void fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(2_000) })
-          .then(async (r) => heap.push({ doneJobs: at, bytes: metric(await r.text(), 'nodejs_heap_size_used_bytes') }))
+          .then(async (r) => {
+            const text = await r.text();
+            heap.push({ doneJobs: at, bytes: metric(text, 'nodejs_heap_size_used_bytes') });
+            lagP99.push(metric(text, 'nodejs_eventloop_lag_p99_seconds') * 1000);
+          })
           .catch(() => undefined);
       }
     }, 250);
+
+    const consoles = openConsoles(cluster.consoles[0]!, o.consoleClients ?? 0);
+    if ((o.consoleClients ?? 0) > 0) {
+      await waitFor(() => consoles.stats.events >= 2 * (o.consoleClients ?? 0), 30_000, 'the consoles to connect');
+      say(`${o.consoleClients} console(s) connected (job list + cluster streams)`);
+    }
 
     // Submit (a few at a time, as many clients would), then wait for every job to end.
     const t0 = Date.now();
@@ -198,12 +222,29 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       }
     }
     const wallMs = Date.now() - t0;
+    consoles.close();
     const after = await etcdCounters(metricsUrl, etcd);
     const heartbeats = agents.statsPublished() - heartbeats0;
     const cpu1 = procCpu(coordinatorPid);
     clearInterval(sampler);
     sampler = undefined;
     const retainedAfter = await retainedHeapMiB(coordinatorPid, heapDir, metricsPort);
+    // The console's own cost, apart from the run: the coordinator's CPU over an idle spell with no
+    // console, then with the consoles open again (CPU time, not wall time: the machine's load
+    // matters less). 200 finished jobs are in the list it reads.
+    const idle = { none: 0, open: 0, seconds: o.consoleIdleSec ?? 10 };
+    if ((o.consoleClients ?? 0) > 0) {
+      const spell = async (): Promise<number> => {
+        const a = procCpu(coordinatorPid).own;
+        await new Promise((r) => setTimeout(r, idle.seconds * 1000));
+        return ((procCpu(coordinatorPid).own - a) * 1000) / idle.seconds;
+      };
+      idle.none = await spell();
+      const again = openConsoles(cluster.consoles[0]!, o.consoleClients ?? 0);
+      await waitFor(() => again.stats.events >= 2 * (o.consoleClients ?? 0), 30_000, 'the consoles to reconnect');
+      idle.open = await spell();
+      again.close();
+    }
     const peakRssMiB = procStatusKiB(coordinatorPid, 'VmHWM') / 1024;
 
     // Every job, read back through the SDK: all must have SUCCEEDED.
@@ -248,6 +289,9 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     const growth = rssAt.length === 4 ? rssAt[3]!.mib - rssAt[0]!.mib : Number.NaN;
     const flat = heapGrowth <= 0.15 * quarter.mib;
     const perSeg = (n: number): number => n / segments;
+    const sortedLag = [...lagP99].sort((a, b) => a - b);
+    const at = (p: number): number => sortedLag[Math.min(sortedLag.length - 1, Math.floor(p * (sortedLag.length - 1)))] ?? 0;
+    const lag = { median: at(0.5), p90: at(0.9), max: sortedLag.at(-1) ?? 0 };
     const mb = (x: number): string => x.toFixed(0);
     const yes = (ok: boolean): string => (ok ? 'yes' : 'no');
 
@@ -267,6 +311,9 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       [`coordinator RSS MiB at ${rssAt.map((r) => r.atJobsDone).join(' / ')} jobs done`, rssAt.map((r) => mb(r.mib)).join(' / '), '', ''],
       ['coordinator V8 heap in use MiB, lowest in each quarter of the jobs', heapFloor.map((x) => (Number.isFinite(x) ? x.toFixed(0) : '?')).join(' / '), '', ''],
       [`coordinator heap retained MiB (in use after a full collection) at ${quarter.jobs} jobs done / after all ${ids.length}`, `${quarter.mib.toFixed(1)} / ${retainedAfter.toFixed(1)}`, 'flat', yes(flat)],
+      ['coordinator event-loop delay ms, p99 of each 0.5 s window: median / 90th percentile / highest', `${lag.median.toFixed(1)} / ${lag.p90.toFixed(1)} / ${lag.max.toFixed(1)}`, '', ''],
+      ['web consoles open (job list + cluster streams each) / events they received', `${o.consoleClients ?? 0} / ${consoles.stats.events}`, '', ''],
+      ...((o.consoleClients ?? 0) > 0 ? [[`coordinator CPU ms per second, idle after the run (${idle.seconds} s each): no console / ${o.consoleClients} console(s) open`, `${idle.none.toFixed(1)} / ${idle.open.toFixed(1)}`, '', '']] : []),
     ];
     const notes = [
       `${o.agents} simulated node agents × ${o.slots} slots in one process, ${o.jobs} jobs of a ${o.source.seconds} s ${o.source.width}x${o.source.height} ${o.source.fps} fps clip (keyframe every ${o.source.gop} frames${o.source.audio ? ', with audio' : ', no audio'}), ${ladder.length} renditions, MIN_SEGMENT_SEC ${o.minSegmentSec}, MAX_CONCURRENT_JOBS ${o.maxConcurrentJobs}, simulated transcode ${o.sleepFactor} s per media second`,
@@ -286,7 +333,8 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       wallSec: wallMs / 1000,
       etcd: w,
       heartbeats,
-      coordinator: { cpuSec, childCpuSec, peakRssMiB, rss: rssAt },
+      coordinator: { cpuSec, childCpuSec, peakRssMiB, rss: rssAt, eventLoopP99MedianMs: lag.median, eventLoopP99P90Ms: lag.p90, eventLoopP99MaxMs: lag.max },
+      console: { clients: o.consoleClients ?? 0, ...consoles.stats, idleCpuMsPerSec: { none: idle.none, open: idle.open } },
       head,
       rows,
       notes,
@@ -297,6 +345,40 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     await agents.stop();
     await cluster.stop();
   }
+}
+
+/**
+ * `n` web consoles, each holding the streams a browser on the Jobs and Cluster pages holds (fetch,
+ * `text/event-stream`), reconnecting if one drops; counts what they receive.
+ */
+function openConsoles(base: string, n: number): { stats: { events: number; bytes: number; errors: number }; close(): void } {
+  const stats = { events: 0, bytes: 0, errors: 0 };
+  const ac = new AbortController();
+  const follow = async (topic: string): Promise<void> => {
+    while (!ac.signal.aborted) {
+      try {
+        const r = await fetch(`${base}api/stream?topic=${topic}`, { signal: ac.signal });
+        if (!r.ok || !r.body) throw new Error(`console stream answered ${r.status}`);
+        const dec = new TextDecoder();
+        let buf = '';
+        for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
+          stats.bytes += chunk.length;
+          buf += dec.decode(chunk, { stream: true });
+          let i;
+          while ((i = buf.indexOf('\n\n')) >= 0) {
+            if (buf.startsWith('event: ')) stats.events++;
+            buf = buf.slice(i + 2);
+          }
+        }
+      } catch {
+        if (ac.signal.aborted) return;
+        stats.errors++;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  };
+  for (let i = 0; i < n; i++) for (const topic of ['jobs', 'cluster']) void follow(topic);
+  return { stats, close: () => ac.abort() };
 }
 
 /**

@@ -25,7 +25,7 @@ import { markdownTable, median, parsePsnr } from './stats.js';
 import { runControlPlane } from './control-plane.js';
 import { etaReadings, watchEta } from './eta.js';
 
-const { values: flags } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' }, agents: { type: 'string' }, jobs: { type: 'string' } } });
+const { values: flags } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' }, agents: { type: 'string' }, jobs: { type: 'string' }, console: { type: 'string' } } });
 const quick = flags.quick ?? false;
 const only = new Set((flags.only ?? 'overhead,scaling,transfer,quality,recovery,packaging,eta,controlplane').split(','));
 const ROUNDS = flags.rounds ? Number(flags.rounds) : quick ? 1 : 2;
@@ -428,8 +428,10 @@ async function controlPlane(work: string): Promise<void> {
     sleepFactor: 0.2,
     rungs: 2,
     progress: log,
+    // --console N: N web consoles stay open through the run (job list + cluster streams each).
+    consoleClients: flags.console ? Number(flags.console) : 0,
   });
-  results.push({ name: `3. Control plane: ${agents} simulated node agents, ${jobs} jobs`, head: r.head, rows: r.rows, notes: r.notes });
+  results.push({ name: `3. Control plane: ${agents} simulated node agents, ${jobs} jobs${flags.console ? `, ${flags.console} web console(s) open` : ''}`, head: r.head, rows: r.rows, notes: r.notes });
 }
 
 main().catch((err: unknown) => {

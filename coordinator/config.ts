@@ -21,6 +21,11 @@ const shape = {
   COORDINATOR_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,63}$/).default(`coordinator-${hostname()}-${process.pid}`),
   GRPC_PORT: int(7400, 0, 65535),
   /**
+   * The web console's HTTP port (HTTPS with the gRPC server certificate under TLS), on BIND_HOST;
+   * 0 = no console. It calls this coordinator's API with the browser's token (docs/console.md).
+   */
+  CONSOLE_PORT: int(7480, 0, 65535),
+  /**
    * Directories (comma-separated) local-path inputs must resolve inside (symlinks followed).
    * Unset (the default): local paths are refused; inputs come by upload, s3:// or http(s)://.
    * Local clusters set it to the directories their user names (`tessera up --input-root`).

@@ -36,6 +36,7 @@ import { outboundPolicy } from './safe-http.js';
 import { releaseLeftovers } from './job-leftovers.js';
 import { Journal } from './journal.js';
 import { OpsProbe, opsMetrics } from './ops-probe.js';
+import { startConsoleServer } from './console/server.js';
 
 const { cfg, log, life } = bootProcess('coordinator', loadConfig, (c) => ({ coordinatorId: c.COORDINATOR_ID }), startupRefusals);
 
@@ -221,8 +222,31 @@ async function main(): Promise<void> {
   life.onStop('gauges', () => clearInterval(gauges));
   const http = await startMetricsServer(registry, cfg.METRICS_PORT, cfg.BIND_HOST, () => life.state === 'running');
   life.onStop('metrics server', () => http.close());
+  // The web console: its own port; it calls this coordinator's API over loopback with the
+  // browser's bearer token (the same policy as every client), as a coordinator when TLS is on.
+  let consoleUrl: string | undefined;
+  if (cfg.CONSOLE_PORT > 0) {
+    const loopback = cfg.BIND_HOST === '0.0.0.0' || cfg.BIND_HOST === '::' ? '127.0.0.1' : cfg.BIND_HOST;
+    try {
+      const web = await startConsoleServer({
+        host: cfg.BIND_HOST,
+        port: cfg.CONSOLE_PORT,
+        grpcAddress: `${loopback.includes(':') ? `[${loopback}]` : loopback}:${grpc.port}`,
+        creds: peerCreds,
+        ...(tls ? { identity: cfg.COORDINATOR_ID, tls } : {}),
+        s3,
+        log: log.child({ component: 'console' }),
+        timeoutMs: cfg.RPC_TIMEOUT_MS,
+      });
+      consoleUrl = web.url;
+      life.onStop('console', () => web.close());
+    } catch (err) {
+      // The console is a view: a port in use must not keep the coordinator from its work.
+      log.error({ err, port: cfg.CONSOLE_PORT }, 'the web console could not listen; running without it');
+    }
+  }
   life.state = 'running';
-  log.info({ address: `${cfg.BIND_HOST}:${grpc.port}`, metricsPort: http.port, tls: tls !== undefined }, 'coordinator ready');
+  log.info({ address: `${cfg.BIND_HOST}:${grpc.port}`, metricsPort: http.port, consoleUrl, tls: tls !== undefined }, 'coordinator ready');
 }
 
 /** The environment a locally started node agent inherits: cluster settings, not this process's identity. */

@@ -71,6 +71,8 @@ export interface ClusterFile {
   s3Endpoint: string;
   bucket: string;
   coordinators: string[];
+  /** The web console of each coordinator (docs/console.md). */
+  consoles?: string[];
   processes: ProcInfo[];
   startedAtMs: number;
   /** With `--tls`: the CLI's client certificate (and the CA, which also signs the S3 server's). */
@@ -93,6 +95,8 @@ export class LocalCluster {
   etcdEndpoints: string[] = [];
   s3Endpoint = '';
   coordinators: string[] = [];
+  /** The web console URL of each coordinator, in the order of `coordinators`. */
+  consoles: string[] = [];
   private nodeSeq = 0;
   private etcd: Etcd3 | undefined;
   private ca: LocalCa | undefined;
@@ -247,15 +251,19 @@ export class LocalCluster {
    */
   async startCoordinator(opts: { netns?: string; host?: string } = {}): Promise<string> {
     const port = await freePort();
+    const consolePort = await freePort();
     const name = `coordinator-${this.coordinators.length}`;
     const address = `${opts.host ?? this.host}:${port}`;
     this.coordinators.push(address);
+    // Under TLS the console serves the coordinator's certificate, which names localhost.
+    this.consoles.push(this.ca && !opts.host ? `https://localhost:${consolePort}/` : `${this.ca ? 'https' : 'http'}://${opts.host ?? this.host}:${consolePort}/`);
     const certEnv = this.ca ? tlsEnv(await this.ca.issue(name, { role: 'coordinator', names: [name, 'localhost'], ips: ['127.0.0.1'] })) : {};
     this.spawnTs(name, 'coordinator', TS_ENTRY.coordinator, {
       ...certEnv,
       COORDINATOR_ID: name,
       GRPC_PORT: String(port),
       METRICS_PORT: '0',
+      CONSOLE_PORT: String(consolePort),
       ...(this.o.inputRoot ? { INPUT_ROOT: this.o.inputRoot } : {}),
       // A local cluster listens on loopback only (BIND_HOST 127.0.0.1): open APIs are a choice
       // made here, on purpose, not a default of the coordinator. Tests may still set tokens.
@@ -383,6 +391,7 @@ export class LocalCluster {
       s3Endpoint: this.s3Endpoint,
       bucket: this.bucket,
       coordinators: this.coordinators,
+      consoles: this.consoles,
       processes: [...this.procs.values()].map((p) => p.info),
       startedAtMs: Date.now(),
       ...(this.clientCert ? { tls: this.clientCert } : {}),

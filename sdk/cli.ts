@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { uploadResumeId } from './upload-state.js';
@@ -48,6 +49,7 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
                                            the cluster (its agent exits)
   tessera undrain <node>                   cancel a drain that has not finished yet
   tessera status [--json] [--once]         live cluster view (Ctrl-C to quit)
+  tessera console [--dir .tessera]         the web console's URL (opened with xdg-open when there is one)
   tessera demo                             up, transcode a generated 30 s 1080p sample, show the result, down
   tessera admin backup|backups|restore|reconcile   etcd backups to S3 and disaster recovery (tessera admin --help)
   tessera login --issuer URL --client-id ID --client-secret S [--audience A] [--scope "tessera:read tessera:write"]
@@ -124,6 +126,7 @@ const COMMANDS: Record<string, readonly OptionName[]> = {
   drain: CONNECT,
   undrain: CONNECT,
   status: [...CONNECT, 'once'],
+  console: ['dir', 'help'],
   help: ['help'],
   login: ['issuer', 'client-id', 'client-secret', 'audience', 'scope', 'device', 'json', 'help'],
   logout: ['help'],
@@ -449,7 +452,7 @@ async function transcode(input: string): Promise<number> {
 async function up(): Promise<LocalCluster | undefined> {
   const existing = readClusterFile(dir);
   if (existing && existing.processes.some((p) => alive(p.pid))) {
-    out(`a local cluster is already up (coordinator ${existing.coordinators.join(', ')}); "tessera down" stops it`);
+    out(`a local cluster is already up (coordinator ${existing.coordinators.join(', ')}${existing.consoles?.[0] ? `, console ${existing.consoles[0]}` : ''}); "tessera down" stops it`);
     return undefined;
   }
   if (flags.tls && flags.autoscale) throw new AppError('INVALID_ARGUMENT', '--tls with --autoscale is not supported locally yet: the local autoscaler cannot issue node certificates');
@@ -473,7 +476,23 @@ async function up(): Promise<LocalCluster | undefined> {
     ...(flags.tls ? { tls: true } : {}),
   });
   out(`cluster up: coordinator ${cluster.coordinators.join(', ')}, ${cluster.nodeIds().length} node agent(s), etcd ${cluster.etcdEndpoints.join(',')}, S3 ${cluster.s3Endpoint}, logs in ${join(dir, 'logs')}, webhook secret in ${join(dir, 'webhook-secret')}`);
+  out(`console: ${cluster.consoles[0]}${flags.tls ? ` (your browser must trust the CA ${join(dir, 'tls', 'ca.crt')})` : ''}`);
   return cluster;
+}
+
+/** `tessera console`: prints the local cluster's console URL and opens it when xdg-open exists. */
+async function openConsole(): Promise<number> {
+  const url = readClusterFile(dir)?.consoles?.[0];
+  if (!url) {
+    process.stderr.write('error: no local cluster with a console is up here ("tessera up" starts one; a remote cluster\'s console is on its coordinators\' CONSOLE_PORT)\n');
+    return 1;
+  }
+  out(`console: ${url}`);
+  const opener = ['/usr/bin/xdg-open', '/usr/local/bin/xdg-open'].find((p) => existsSync(p));
+  if (opener && process.env.TESSERA_NO_BROWSER !== '1' && (process.env.DISPLAY || process.env.WAYLAND_DISPLAY)) {
+    spawn(opener, [url], { stdio: 'ignore', detached: true }).on('error', () => undefined).unref();
+  }
+  return 0;
 }
 
 async function down(): Promise<void> {
@@ -634,6 +653,7 @@ async function main(): Promise<number> {
     case 'logout':
       out((await removeToken(tokenFile())) ? `token removed (${tokenFile()})` : 'no stored token');
       return 0;
+    case 'console': return openConsole();
     default:
       throw new AppError('INTERNAL', `command "${cmd}" is in the table but has no handler`);
   }

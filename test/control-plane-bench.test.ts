@@ -13,7 +13,7 @@ describe('control-plane benchmark harness (smoke)', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('runs 3 jobs on 3 simulated agents through the real cluster and measures them', async () => {
+  it('runs 3 jobs on 3 simulated agents through the real cluster, with a web console open, and measures them', async () => {
     dir = await mkdtemp(join(tmpdir(), 'tessera-cp-smoke-'));
     const r = await runControlPlane({
       dir,
@@ -27,6 +27,8 @@ describe('control-plane benchmark harness (smoke)', () => {
       sleepFactor: 0.1,
       rungs: 2,
       timeoutMs: 90_000,
+      consoleClients: 1,
+      consoleIdleSec: 2,
     });
     // runControlPlane throws unless every job SUCCEEDED; check what it counted.
     expect(r.jobs).toBe(3);
@@ -40,6 +42,13 @@ describe('control-plane benchmark harness (smoke)', () => {
     expect(r.etcd.puts).toBeGreaterThan(0);
     expect(r.coordinator.cpuSec).toBeGreaterThan(0);
     expect(r.coordinator.peakRssMiB).toBeGreaterThan(10);
+    // One web console stayed connected through the run (--console 1): both its streams delivered.
+    expect(r.console.clients).toBe(1);
+    expect(r.console.events).toBeGreaterThanOrEqual(2);
+    expect(r.console.errors).toBe(0);
+    expect(r.console.idleCpuMsPerSec.open).toBeGreaterThan(0);
+    expect(r.coordinator.eventLoopP99MaxMs).toBeGreaterThan(0);
+    expect(r.coordinator.eventLoopP99MedianMs).toBeLessThanOrEqual(r.coordinator.eventLoopP99MaxMs);
     const table = markdownTable(r.head, r.rows);
     expect(table).toContain('segments scheduled per second');
     expect(table).toContain('etcd write requests per segment');
