@@ -664,11 +664,18 @@ export class JobRunner {
   /** Terminal: free staging space on the uploader, the nodes and here; S3 leftovers of a job that did not succeed. Best effort. */
   private async cleanup(rec: JobRecord): Promise<void> {
     const { clients, registry, cfg } = this.d;
-    const tasks: Promise<unknown>[] = [rm(this.dir, { recursive: true, force: true })];
+    const tasks: Promise<unknown>[] = [];
+    // Each step is handled at once: one that fails while we await the segment tree must not be
+    // an unhandled rejection (that took the coordinator down under load).
+    const add = (p: Promise<unknown>): void => {
+      p.catch(() => undefined);
+      tasks.push(p);
+    };
+    add(rm(this.dir, { recursive: true, force: true }));
     const up = rec.uploaderId ? registry.uploader(rec.uploaderId) : undefined;
     if (up) {
       const c = clients.get(UploaderClient, up.address, up.id);
-      tasks.push(callUnary(c, c.cleanup, { jobId: this.jobId }, cfg.RPC_TIMEOUT_MS, traceMetadata(this.jobId)));
+      add(callUnary(c, c.cleanup, { jobId: this.jobId }, cfg.RPC_TIMEOUT_MS, traceMetadata(this.jobId)));
     }
     if (rec.state !== 'SUCCEEDED') {
       const tree = await this.d.store.tree(this.jobId).catch(() => undefined);
@@ -676,7 +683,7 @@ export class JobRunner {
         const n = registry.get(s.nodeId);
         if (!n || s.attempt === 0) continue;
         const c = clients.get(NodeAgentClient, n.address, n.id);
-        tasks.push(callUnary(c, c.dropSegment, { jobId: this.jobId, segment: s.index, attempt: s.attempt, leaderTerm: Number(this.fence.createRevision) }, cfg.RPC_TIMEOUT_MS, traceMetadata(this.jobId)));
+        add(callUnary(c, c.dropSegment, { jobId: this.jobId, segment: s.index, attempt: s.attempt, leaderTerm: Number(this.fence.createRevision) }, cfg.RPC_TIMEOUT_MS, traceMetadata(this.jobId)));
       }
     }
     const res = await Promise.allSettled(tasks);
