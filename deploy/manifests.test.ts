@@ -938,6 +938,7 @@ describe('deploy/k8s', () => {
     const uploader = labelsOf('uploader');
     // The links the processes use.
     expect(allowed('coordinator', 7400, undefined), 'clients -> coordinator').toBe(true);
+    expect(allowed('coordinator', 7480, undefined), 'browsers -> web console').toBe(true);
     expect(allowed('node-agent', 7500, coordinator), 'coordinator -> node agent').toBe(true);
     expect(allowed('uploader', 7600, coordinator), 'coordinator -> uploader').toBe(true);
     expect(allowed('uploader', 7600, agent), 'node agent -> uploader').toBe(true);
@@ -1210,7 +1211,7 @@ describe('deploy/compose.yaml', () => {
     expect(init.environment?.['MINIO_ROOT_PASSWORD']).toBe(minio.environment?.['MINIO_ROOT_PASSWORD']);
   });
 
-  it('published ports are unique and map to the gRPC port of their service', () => {
+  it('published ports are unique and map to the gRPC (or web console) port of their service', () => {
     const hostPorts = new Set<string>();
     for (const [name, s] of services) {
       for (const p of s.ports ?? []) {
@@ -1219,7 +1220,8 @@ describe('deploy/compose.yaml', () => {
         const host = parts.slice(0, -1).join(':');
         expect(hostPorts.has(host), `host port ${host} published twice`).toBe(false);
         hostPorts.add(host);
-        if (composeRole(s)) expect(container, name).toBe(Number(composeEnv(s)['GRPC_PORT']));
+        if (composeRole(s)) expect([Number(composeEnv(s)['GRPC_PORT']), Number(composeEnv(s)['CONSOLE_PORT'])], name).toContain(container);
+        if (composeRole(s) === 'coordinator') expect(host.startsWith('127.0.0.1:'), `${name}: published on loopback only`).toBe(true);
       }
     }
   });
