@@ -10,7 +10,6 @@ import {
   type IOptions,
 } from 'etcd3';
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, isBrokenCircuitError, noop, retry } from 'cockatiel';
-import { AppError } from './errors.js';
 import type { TlsMaterial } from './tls.js';
 
 export interface EtcdSettings {
@@ -114,35 +113,6 @@ export async function* rangePages(
   }
 }
 
-/** Reads a JSON value; undefined when the key is absent. */
-export async function getJson<T>(etcd: Etcd3, key: string): Promise<T | undefined> {
-  const raw = await etcd.get(key).string();
-  return raw === null ? undefined : (JSON.parse(raw) as T);
-}
-
-/** Reads a JSON value with its mod revision (for compare-and-swap). */
-export async function getJsonWithRevision<T>(etcd: Etcd3, key: string): Promise<{ value: T; modRevision: string } | undefined> {
-  const res = await etcd.get(key).exec();
-  const kv = res.kvs[0];
-  if (!kv) return undefined;
-  return { value: JSON.parse(kv.value.toString()) as T, modRevision: kv.mod_revision };
-}
-
-/** All JSON values under a prefix, keyed by full key. */
-export async function listJson<T>(etcd: Etcd3, prefix: string): Promise<Map<string, T>> {
-  const out = new Map<string, T>();
-  for await (const page of rangePages(etcd, { start: prefix, end: prefixEnd(prefix) })) {
-    for (const { key, value } of page) {
-      try {
-        out.set(key, JSON.parse(value) as T);
-      } catch {
-        // a foreign value under our prefix; skip it rather than fail the whole listing
-      }
-    }
-  }
-  return out;
-}
-
 /** Every value under a prefix, keyed by full key, read in bounded pages. */
 export async function listStrings(etcd: Etcd3, prefix: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
@@ -155,25 +125,4 @@ export async function listKeys(etcd: Etcd3, prefix: string): Promise<string[]> {
   const out: string[] = [];
   for await (const page of rangePages(etcd, { start: prefix, end: prefixEnd(prefix) }, { keysOnly: true })) for (const { key } of page) out.push(key);
   return out;
-}
-
-/**
- * Compare-and-swap loop on one JSON key: reads, applies `mutate`, writes only if nobody
- * wrote in between. `mutate` returning undefined means "no change".
- */
-export async function updateJson<T>(
-  etcd: Etcd3,
-  key: string,
-  mutate: (current: T) => T | undefined,
-  attempts = 20,
-): Promise<T> {
-  for (let i = 0; i < attempts; i++) {
-    const cur = await getJsonWithRevision<T>(etcd, key);
-    if (!cur) throw new AppError('NOT_FOUND', `no record at ${key}`);
-    const next = mutate(cur.value);
-    if (next === undefined) return cur.value;
-    const res = await etcd.if(key, 'Mod', '==', cur.modRevision).then(etcd.put(key).value(JSON.stringify(next))).commit();
-    if (res.succeeded) return next;
-  }
-  throw new AppError('UNAVAILABLE', `too much contention updating ${key}`);
 }

@@ -14,16 +14,12 @@ export class Keys {
   nodeStats(nodeId: string): string { return `${this.prefix}nodestats/${nodeId}`; }
   uploaders(): string { return `${this.prefix}uploaders/`; }
   uploader(id: string): string { return `${this.prefix}uploaders/${id}`; }
-  coordinators(): string { return `${this.prefix}coordinators/`; }
   coordinator(id: string): string { return `${this.prefix}coordinators/${id}`; }
 
   jobs(): string { return `${this.prefix}jobs/`; }
   job(jobId: string): string { return `${this.prefix}jobs/${jobId}`; }
-  /** Everything that belongs to one job (record, progress, segments, checkpoints). */
-  jobTree(jobId: string): string { return `${this.prefix}jobs/${jobId}`; }
   jobProgress(jobId: string): string { return `${this.prefix}jobs/${jobId}/progress`; }
   jobPlan(jobId: string): string { return `${this.prefix}jobs/${jobId}/plan`; }
-  segments(jobId: string): string { return `${this.prefix}jobs/${jobId}/segments/`; }
   segment(jobId: string, n: number): string { return `${this.prefix}jobs/${jobId}/segments/${pad(n)}`; }
   segmentOwner(jobId: string, n: number): string { return `${this.prefix}jobs/${jobId}/segments/${pad(n)}/owner`; }
   checkpoint(jobId: string, n: number): string { return `${this.prefix}jobs/${jobId}/segments/${pad(n)}/checkpoint`; }
