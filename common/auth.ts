@@ -12,7 +12,7 @@ import {
 import { AppError } from './errors.js';
 import { toServiceError } from './grpc.js';
 import { looksLikeJwt, type OidcVerifier } from './oidc.js';
-import { peerRole, serverCredentials, type PeerRole, type TlsMaterial } from './tls.js';
+import { callerOf, serverCredentials, type PeerRole, type TlsMaterial } from './tls.js';
 
 export type Scope = 'submit' | 'read' | 'admin';
 
@@ -176,8 +176,8 @@ export function serverSecurity(
 }
 
 function checkRole(call: ServerInterceptingCallInterface, roles: readonly PeerRole[]): void {
-  const cert = call.getAuthContext().sslPeerCertificate;
-  if (!cert || Object.keys(cert).length === 0) throw new AppError('UNAUTHENTICATED', 'a client certificate is required');
-  const role = peerRole(cert);
+  const caller = callerOf(call);
+  if (!caller) throw new AppError('UNAUTHENTICATED', 'a client certificate is required');
+  const role = caller.role;
   if (!role || !roles.includes(role)) throw new AppError('PERMISSION_DENIED', `a ${role ?? 'certificate without a role'} may not call this service`);
 }

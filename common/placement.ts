@@ -118,11 +118,6 @@ export function fits(n: PlacementNode, p: Placement | undefined): boolean {
   return lacks(n, p).length === 0;
 }
 
-/** True when a placement asks for more than any default node has (a label, or a non-codec capability). */
-export function isSpecial(p: Placement | undefined): boolean {
-  return !!p && (Object.keys(p.labels).length > 0 || p.needs.some((n) => !(n in SOFTWARE)));
-}
-
 export function describePlacement(p: Placement): string {
   const parts = [...p.needs, ...formatLabels(p.labels)];
   return parts.join(', ');

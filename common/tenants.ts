@@ -35,6 +35,11 @@ const tenantSchema = z.strictObject({
   maxRunningJobs: z.number().int().min(1).max(100_000).optional(),
 });
 
+/** A tenant named by an OIDC claim but not configured: the defaults, and no S3 locations beyond its uploads. */
+export function unconfiguredTenant(name: string): Tenant {
+  return { name, ...tenantSchema.parse({}) };
+}
+
 /**
  * Parses the TENANTS setting: a JSON object of tenant name → settings, e.g.
  * `{"acme":{"apiTokens":["…"],"s3":["acme-media/in/"],"maxActiveJobs":20}}`. Throws with the reason.

@@ -166,6 +166,7 @@ export class JobRunner {
       signal.addEventListener('abort', onOuter, { once: true });
       const lastFrames = new Map<number, number>();
       const dispatchDeps: DispatchDeps = { cfg: this.d.cfg, store, registry: this.d.registry, clients: this.d.clients, metrics: this.d.metrics, log: this.log, load: this.d.load };
+      const placement = jobPlacement(rec!.spec); // the same for every segment of the job
       try {
         const results = await Promise.allSettled(
           plan.cuts.map(async (cut, position) => {
@@ -197,7 +198,7 @@ export class JobRunner {
                 leadInFrames: cut.leadIn ?? (cut.index === 0 ? prepared.leadIn : 0),
                 leadOutFrames: cut.leadOut ?? 0,
                 constantRate: plan.constantRate ? { num: plan.constantRate.num, den: plan.constantRate.den, ...plan.constantRate.windows[position]! } : undefined,
-                placement: jobPlacement(rec!.spec),
+                placement,
                 keyframeGrid: plan.keyframeGrid ? { periodSec: plan.keyframeGrid.periodSec, originSec: plan.keyframeGrid.windows[position]!.originSec, startSec: plan.keyframeGrid.windows[position]!.startSec } : undefined,
                 uploaderAddress: uploader.address,
                 uploaderId: uploader.id,

@@ -7,7 +7,7 @@ import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { receivedBytes, RESUME_ID, uploadKeyOf, UploadSessions } from './upload-session.js';
 import { callTenant } from '../common/auth.js';
-import { checkS3, tenantUploadPrefix, type Tenant } from '../common/tenants.js';
+import { checkS3, tenantUploadPrefix, unconfiguredTenant, type Tenant } from '../common/tenants.js';
 import type { Metadata } from '@grpc/grpc-js';
 import { displayName } from './spec.js';
 import type { Etcd3 } from 'etcd3';
@@ -99,7 +99,7 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
   const tenants = new Map(d.cfg.TENANTS.map((t) => [t.name, t]));
   const tenantOf = (md: Metadata): Tenant | undefined => {
     const name = callTenant(md);
-    return name ? tenants.get(name) ?? { name, apiTokens: [], readTokens: [], s3: [], maxActiveJobs: 100, maxUploadBytes: 64 * 1024 ** 3 } : undefined;
+    return name ? tenants.get(name) ?? unconfiguredTenant(name) : undefined;
   };
   /** A job as the caller may see it: another tenant's is "not found", as a missing one is. */
   const viewFor = async (id: string, tenant: Tenant | undefined): Promise<Job> => {
@@ -303,109 +303,105 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
 
   /** The bytes of one upload, then its job: resumable (multipart, straight to S3) or staged here first. */
   async function receiveUpload(head: UploadChunk, it: AsyncIterator<UploadChunk>, tenant: Tenant | undefined, signal: AbortSignal): Promise<SubmitJobResponse> {
-    {
-      const spec = scopeSpec(JobSpec.fromPartial({ ...head.spec, inputUri: 's3://placeholder/upload', inputName: displayName(head.fileName) }), tenant);
-      validateSpec(spec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX }); // fail fast, before the bytes
-      if (tenant && spec.outputUri) checkS3(tenant, spec.outputUri, 'output', d.cfg.S3_BUCKET);
-      await checkWebhook(d, spec.webhookUrl);
-      if (head.resumeId !== undefined) return resumableUpload(head, it, spec, signal, tenant);
-      const uploadId = `u${Date.now().toString(36)}${randomBytes(5).toString('hex')}`;
-      const dir = join(d.stagingDir, 'uploads');
-      await mkdir(dir, { recursive: true });
-      const path = join(dir, uploadId);
-      try {
-        const got = await receiveChunks(paced(chunksOf(head, it), paceFromConfig(d.cfg)), { path, maxBytes: d.cfg.MAX_UPLOAD_BYTES, signal });
-        if (got.bytes === 0) throw new AppError('INPUT_EMPTY', 'the uploaded file is empty (0 bytes)');
-        const idemKey = spec.idempotencyKey;
-        // With an idempotency key the object is named by the key and the file's SHA-256: a retry
-        // of the same upload names the same object and the same spec (so the same job), a
-        // different file under the same key is a different spec (IDEMPOTENCY_CONFLICT).
-        const prefix = tenant ? tenantUploadPrefix(tenant.name) : 'uploads/';
-        const key = idemKey ? `${prefix}k${sha256Hex(idemKey).slice(0, 24)}-${got.sha256.slice(0, 32)}` : `${prefix}${uploadId}`;
-        const full = { ...spec, inputUri: `s3://${d.cfg.S3_BUCKET}/${key}` };
-        if (idemKey) {
-          // A retry of an accepted upload: answer with that job; nothing is stored again.
-          const prior = await priorAnswer(full, idemKey);
-          if (prior) return prior;
-        }
-        // Durable before we acknowledge: the upload goes to S3, where any coordinator can read it
-        // (multipart above one part's size: S3 refuses a single PUT over 5 GiB). Retried on
-        // transient errors with a fresh stream each time (a used stream cannot be re-sent; s3rver
-        // answers 500 when a concurrent delete of the last object under uploads/ removes the folder).
-        await retry(async () => {
-          const put = new Upload({ client: d.s3, params: { Bucket: d.cfg.S3_BUCKET, Key: key, Body: createReadStream(path), ContentLength: got.bytes }, partSize: d.cfg.UPLOAD_PART_BYTES, queueSize: 2, leavePartsOnError: false });
-          const onAbort = (): void => void put.abort();
-          signal.addEventListener('abort', onAbort, { once: true });
-          try {
-            await put.done();
-          } finally {
-            signal.removeEventListener('abort', onAbort);
-          }
-        }, { attempts: 4, baseMs: 200, maxMs: 2_000, signal, isRetryable: isTransientS3Error });
-        try {
-          return await submit(full, tenant);
-        } catch (err) {
-          // Lost a race to a different file under the same key: our object serves no job. (The
-          // same file would name the same object, which the winner's job reads: kept.)
-          if (idemKey && isAppError(err, 'IDEMPOTENCY_CONFLICT')) {
-            const winner = await priorSubmission(d, idemKey);
-            const winnerJob = winner ? await store.get(winner.jobId) : undefined;
-            if (winnerJob && winnerJob.spec.inputUri !== full.inputUri) {
-              await d.s3.send(new DeleteObjectCommand({ Bucket: d.cfg.S3_BUCKET, Key: key })).catch((e: unknown) => log.warn({ err: e, key }, 'could not delete an unused upload'));
-            }
-          }
-          throw err;
-        }
-      } finally {
-        await rm(path, { force: true });
-        await rm(`${path}.partial`, { force: true });
+    const spec = scopeSpec(JobSpec.fromPartial({ ...head.spec, inputUri: 's3://placeholder/upload', inputName: displayName(head.fileName) }), tenant);
+    validateSpec(spec, d.encoders, { bucket: d.cfg.S3_BUCKET, prefix: d.cfg.OUTPUT_PREFIX }); // fail fast, before the bytes
+    if (tenant && spec.outputUri) checkS3(tenant, spec.outputUri, 'output', d.cfg.S3_BUCKET);
+    await checkWebhook(d, spec.webhookUrl);
+    if (head.resumeId !== undefined) return resumableUpload(head, it, spec, signal, tenant);
+    const uploadId = `u${Date.now().toString(36)}${randomBytes(5).toString('hex')}`;
+    const dir = join(d.stagingDir, 'uploads');
+    await mkdir(dir, { recursive: true });
+    const path = join(dir, uploadId);
+    try {
+      const got = await receiveChunks(paced(chunksOf(head, it), paceFromConfig(d.cfg)), { path, maxBytes: d.cfg.MAX_UPLOAD_BYTES, signal });
+      if (got.bytes === 0) throw new AppError('INPUT_EMPTY', 'the uploaded file is empty (0 bytes)');
+      const idemKey = spec.idempotencyKey;
+      // With an idempotency key the object is named by the key and the file's SHA-256: a retry
+      // of the same upload names the same object and the same spec (so the same job), a
+      // different file under the same key is a different spec (IDEMPOTENCY_CONFLICT).
+      const prefix = tenant ? tenantUploadPrefix(tenant.name) : 'uploads/';
+      const key = idemKey ? `${prefix}k${sha256Hex(idemKey).slice(0, 24)}-${got.sha256.slice(0, 32)}` : `${prefix}${uploadId}`;
+      const full = { ...spec, inputUri: `s3://${d.cfg.S3_BUCKET}/${key}` };
+      if (idemKey) {
+        // A retry of an accepted upload: answer with that job; nothing is stored again.
+        const prior = await priorAnswer(full, idemKey);
+        if (prior) return prior;
       }
+      // Durable before we acknowledge: the upload goes to S3, where any coordinator can read it
+      // (multipart above one part's size: S3 refuses a single PUT over 5 GiB). Retried on
+      // transient errors with a fresh stream each time (a used stream cannot be re-sent; s3rver
+      // answers 500 when a concurrent delete of the last object under uploads/ removes the folder).
+      await retry(async () => {
+        const put = new Upload({ client: d.s3, params: { Bucket: d.cfg.S3_BUCKET, Key: key, Body: createReadStream(path), ContentLength: got.bytes }, partSize: d.cfg.UPLOAD_PART_BYTES, queueSize: 2, leavePartsOnError: false });
+        const onAbort = (): void => void put.abort();
+        signal.addEventListener('abort', onAbort, { once: true });
+        try {
+          await put.done();
+        } finally {
+          signal.removeEventListener('abort', onAbort);
+        }
+      }, { attempts: 4, baseMs: 200, maxMs: 2_000, signal, isRetryable: isTransientS3Error });
+      try {
+        return await submit(full, tenant);
+      } catch (err) {
+        // Lost a race to a different file under the same key: our object serves no job. (The
+        // same file would name the same object, which the winner's job reads: kept.)
+        if (idemKey && isAppError(err, 'IDEMPOTENCY_CONFLICT')) {
+          const winner = await priorSubmission(d, idemKey);
+          const winnerJob = winner ? await store.get(winner.jobId) : undefined;
+          if (winnerJob && winnerJob.spec.inputUri !== full.inputUri) {
+            await d.s3.send(new DeleteObjectCommand({ Bucket: d.cfg.S3_BUCKET, Key: key })).catch((e: unknown) => log.warn({ err: e, key }, 'could not delete an unused upload'));
+          }
+        }
+        throw err;
+      }
+    } finally {
+      await rm(path, { force: true });
+      await rm(`${path}.partial`, { force: true });
     }
   }
 
   /** Sends the job at once and after every change until it ends or the caller goes. */
   async function watchJob(id: string, send: (msg: { seq: number; job: Job }) => Promise<void>, signal: AbortSignal): Promise<void> {
-    {
-      let wake: (() => void) | undefined;
-      let dirty = true;
-      const poke = (): void => { dirty = true; wake?.(); };
-      // Watch first, then read: no change can slip between the snapshot and the watch.
-      // Re-watched after compaction (a re-read follows): the stream never stalls on a dead watch.
-      const handlers = { put: poke, delete: poke, disconnected: poke, resync: poke };
-      const w1 = await ResilientWatch.open(d.etcd, { key: d.keys.job(id) }, handlers, log);
-      const w2 = await ResilientWatch.open(d.etcd, { prefix: `${d.keys.job(id)}/` }, handlers, log).catch(async (err: unknown) => {
-        await w1.cancel();
-        throw err;
-      });
-      // Re-read now and then as well: a watch can lag. One timer per watcher, cleared at the end.
-      const relist = setInterval(() => poke(), 5_000);
-      const onAbort = (): void => wake?.();
-      signal.addEventListener('abort', onAbort, { once: true });
-      let seq = 0;
-      let last = '';
-      try {
-        for (;;) {
-          if (dirty) {
-            dirty = false;
-            // Through an etcd outage the stream stays open and shows the job again afterwards.
-            const job: Job = await withEtcdRetry('watch job', () => store.view(id), { signal });
-            const s = JSON.stringify(job);
-            if (s !== last) {
-              last = s;
-              await send({ seq: ++seq, job });
-            }
-            const st = fromProtoJobState(job.state);
-            if (st && TERMINAL.has(st)) return;
+    let wake: (() => void) | undefined;
+    let dirty = true;
+    const poke = (): void => { dirty = true; wake?.(); };
+    // Watch first, then read: no change can slip between the snapshot and the watch.
+    // Re-watched after compaction (a re-read follows): the stream never stalls on a dead watch.
+    const handlers = { put: poke, delete: poke, disconnected: poke, resync: poke };
+    const w1 = await ResilientWatch.open(d.etcd, { key: d.keys.job(id) }, handlers, log);
+    const w2 = await ResilientWatch.open(d.etcd, { prefix: `${d.keys.job(id)}/` }, handlers, log).catch(async (err: unknown) => {
+      await w1.cancel();
+      throw err;
+    });
+    // Re-read now and then as well: a watch can lag. One timer per watcher, cleared at the end.
+    const relist = setInterval(() => poke(), 5_000);
+    const onAbort = (): void => wake?.();
+    signal.addEventListener('abort', onAbort, { once: true });
+    let seq = 0;
+    let last = '';
+    try {
+      for (;;) {
+        if (dirty) {
+          dirty = false;
+          // Through an etcd outage the stream stays open and shows the job again afterwards.
+          const job: Job = await withEtcdRetry('watch job', () => store.view(id), { signal });
+          const s = JSON.stringify(job);
+          if (s !== last) {
+            last = s;
+            await send({ seq: ++seq, job });
           }
-          if (signal.aborted) return;
-          if (!dirty) await new Promise<void>((resolve) => { wake = resolve; });
-          wake = undefined;
+          const st = fromProtoJobState(job.state);
+          if (st && TERMINAL.has(st)) return;
         }
-      } finally {
-        clearInterval(relist);
-        signal.removeEventListener('abort', onAbort);
-        await Promise.allSettled([w1.cancel(), w2.cancel()]);
+        if (signal.aborted) return;
+        if (!dirty) await new Promise<void>((resolve) => { wake = resolve; });
+        wake = undefined;
       }
+    } finally {
+      clearInterval(relist);
+      signal.removeEventListener('abort', onAbort);
+      await Promise.allSettled([w1.cancel(), w2.cancel()]);
     }
   }
 }
