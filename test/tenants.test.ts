@@ -1,6 +1,7 @@
 import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import { JobServiceClient } from '../common/bulk-codec.js';
+import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -184,6 +185,23 @@ describe('tenants and quotas', () => {
       // The estimate still covers the whole source, from its header.
       expect(res.plan!.segments.length).toBeGreaterThanOrEqual(1);
       expect(res.plan!.segments.at(-1)!.endSec).toBeCloseTo(20, 0);
+      // An MP4 whose index is at its end: the first MiB holds no header, and the error says what to do.
+      const moovAtEnd = `${big}.moov-at-end.mp4`;
+      await runFfmpeg(['-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-i', big, '-c', 'copy', moovAtEnd], { noProgressMs: 60_000 });
+      const late = await readFile(moovAtEnd);
+      const lateServer = createServer((req, res) => {
+        const m = /bytes=(\d+)-(\d+)/.exec(req.headers.range ?? '')!;
+        const to = Math.min(Number(m[2]), late.length - 1);
+        res.writeHead(206, { 'content-length': String(to - Number(m[1]) + 1), 'content-range': `bytes ${m[1]}-${to}/${late.length}` });
+        res.end(late.subarray(Number(m[1]), to + 1));
+      });
+      await new Promise<void>((r) => lateServer.listen(0, '127.0.0.1', r));
+      try {
+        const refused = await globex.submit({ inputUri: `http://127.0.0.1:${(lateServer.address() as AddressInfo).port}/late.mp4`, ladder: LADDER, dryRun: true }).then(() => undefined, (e: unknown) => e as { code?: string; message?: string });
+        expect(refused).toMatchObject({ code: 'UNSUPPORTED_FORMAT', message: expect.stringContaining('+faststart') });
+      } finally {
+        lateServer.close();
+      }
       // A server that ignores Range: Tessera keeps the first MiB and hangs up.
       sent = 0;
       const res2 = await globex.submit({ inputUri: `${url}?ignore=1`, ladder: LADDER, dryRun: true });
