@@ -69,4 +69,16 @@ export interface CheckpointRecord {
   done: DoneSubSegment[];
   /** Sub-segments transcoded per attempt (for the rework count). */
   transcodedByAttempt: Record<string, number>;
+  /**
+   * Work stealing: chunks the owner released to helper runs on other nodes, by the helper's
+   * attempt number (≥ HELPER_ATTEMPT_BASE). A helper's parts are accepted from the node named here.
+   */
+  helpers?: Record<string, { nodeId: string; chunks: number[] }>;
+}
+
+/** Attempt numbers of helper runs start here: their parts never share a name with an owner's. */
+export const HELPER_ATTEMPT_BASE = 10_000;
+
+export function isHelperAttempt(attempt: number): boolean {
+  return attempt >= HELPER_ATTEMPT_BASE;
 }

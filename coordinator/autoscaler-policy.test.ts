@@ -21,6 +21,17 @@ describe('autoscaler policy', () => {
     expect(decide(snap({ queueDepth: 9, nodes: [busy('a')], pendingNodes: 2 }), policy, fresh).action).toBe('none');
     expect(decide(snap({ queueDepth: 9, nodes: [busy('a')] }), policy, { lastUpAtMs: 995_000, lastDownAtMs: 0 }).action).toBe('none');
   });
+  it('grows for chunks of running jobs that wait for a slot (no job queued), and drains only once they are gone', () => {
+    // every job already runs (MAX_CONCURRENT_JOBS): the job queue is empty while 6 chunks wait
+    const holding = node('a', { busySlots: 2, segments: 4, idleSinceMs: undefined });
+    const up = decide(snap({ queueDepth: 0, queuedChunks: 6, nodes: [holding] }), policy, fresh);
+    expect(up).toMatchObject({ action: 'up', count: 2 });
+    expect((up as { reason: string }).reason).toContain('6 queued chunk(s)');
+    // a queued chunk keeps an idle node from being drained
+    const idle = [holding, node('b', { idleSinceMs: 1 })];
+    expect(decide(snap({ queuedChunks: 1, nodes: idle }), policy, fresh).action).toBe('none');
+    expect(decide(snap({ queuedChunks: 0, nodes: idle }), policy, fresh)).toMatchObject({ action: 'down', nodeIds: ['b'] });
+  });
   it('brings the pool up to the minimum', () => {
     expect(decide(snap({ nodes: [] }), { ...policy, minNodes: 2 }, fresh)).toMatchObject({ action: 'up', count: 2 });
   });

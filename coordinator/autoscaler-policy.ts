@@ -40,6 +40,11 @@ export interface NodeSnapshot {
 export interface ClusterSnapshot {
   nowMs: number;
   queueDepth: number;
+  /**
+   * Chunks waiting for a worker slot on the nodes, of jobs already running (all of them start at
+   * once under MAX_CONCURRENT_JOBS, so the job queue alone is empty while work waits).
+   */
+  queuedChunks?: number;
   runningJobs: number;
   nodes: NodeSnapshot[];
   /** Nodes asked for but not registered yet. */
@@ -86,14 +91,19 @@ export function decide(s: ClusterSnapshot, p: AutoscalePolicy, m: PolicyMemory):
   const slots = active.reduce((a, n) => a + n.slots, 0);
   const busy = active.reduce((a, n) => a + Math.min(n.slots, Math.max(n.busySlots, n.segments > 0 ? n.slots : 0)), 0);
   const free = Math.max(0, slots - busy);
-  if (s.queueDepth > 0 && s.queueDepth > free * p.backlogPerSlot) {
-    if (count >= p.maxNodes) return { action: 'none', reason: `backlog of ${s.queueDepth} job(s) but already at the maximum of ${p.maxNodes} node(s)` };
+  // The backlog: queued jobs and the chunks of running jobs that wait for a slot. A free slot
+  // takes a queued chunk by itself (work stealing), so only chunks beyond the free slots count.
+  const chunks = s.queuedChunks ?? 0;
+  const backlog = s.queueDepth + chunks;
+  const what = [s.queueDepth > 0 ? `${s.queueDepth} job(s)` : '', chunks > 0 ? `${chunks} queued chunk(s)` : ''].filter(Boolean).join(' and ');
+  if (backlog > 0 && backlog > free * p.backlogPerSlot) {
+    if (count >= p.maxNodes) return { action: 'none', reason: `backlog of ${what} but already at the maximum of ${p.maxNodes} node(s)` };
     if (s.pendingNodes > 0) return { action: 'none', reason: `waiting for ${s.pendingNodes} node(s) to join` };
     if (s.nowMs - m.lastUpAtMs < p.upCooldownMs) return { action: 'none', reason: 'scale-up cooldown' };
     const add = Math.min(p.scaleUpStep, p.maxNodes - count);
-    return { action: 'up', count: add, reason: `backlog of ${s.queueDepth} job(s) with ${free} free slot(s) of ${slots}` };
+    return { action: 'up', count: add, reason: `backlog of ${what} with ${free} free slot(s) of ${slots}` };
   }
-  if (s.queueDepth === 0 && count > p.minNodes) {
+  if (backlog === 0 && count > p.minNodes) {
     if (s.nowMs - m.lastDownAtMs < p.downCooldownMs || s.nowMs - m.lastUpAtMs < p.downCooldownMs) return { action: 'none', reason: 'scale-down cooldown' };
     const idle = active
       .filter((n) => n.busySlots === 0 && n.segments === 0 && n.idleSinceMs !== undefined && s.nowMs - n.idleSinceMs >= p.idleMs)

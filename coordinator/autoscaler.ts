@@ -46,6 +46,8 @@ export class Autoscaler {
     private readonly intervalMs = 2_000,
     /** Jobs waiting for a node their placement allows (the job runners fill it). */
     private readonly waiting: ReadonlyMap<string, Placement> = new Map(),
+    /** Chunks waiting for a worker slot on the nodes (work stealing's view): the real backlog. */
+    private readonly queuedChunks: () => number = () => 0,
   ) {}
 
   start(): void {
@@ -65,6 +67,7 @@ export class Autoscaler {
       const snapshot: ClusterSnapshot = {
         nowMs: now,
         queueDepth: await this.store.queueDepth(),
+        queuedChunks: this.queuedChunks(),
         runningJobs: 0,
         pendingNodes: this.provider.pending(new Set(nodes.map((n) => n.id))),
         unserved: [...this.waiting.values()].filter((p) => !nodes.some((n) => !n.draining && fits(n, p))),

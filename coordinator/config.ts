@@ -42,6 +42,8 @@ const shape = {
   SEGMENT_RUN_TIMEOUT_MS: int(6 * 3_600_000, 1000),
   /** Attempts per segment (reassignments after node loss or retryable failures) before the job fails. */
   SEGMENT_ATTEMPTS: int(6, 1, 100),
+  /** Work stealing: how often an idle node may take queued chunks from a busy one, ms (0: off). */
+  STEAL_INTERVAL_MS: int(1_000, 0),
   /** How long a job waits for an uploader (its own, after a restart or an etcd outage) to register before it fails, ms. */
   UPLOADER_WAIT_MS: int(600_000, 100),
   /** A running job's progress is written to etcd (for every coordinator's watchers) at most this often, ms. */

@@ -33,6 +33,7 @@ import { fits, jobPlacement, whyNoNode, type Placement } from '../common/placeme
 import { planFrameSegments, planSegments } from './plan.js';
 import { ProgressTracker } from './progress.js';
 import { dispatchSegment, type DispatchDeps, type SegmentSource } from './segment-dispatch.js';
+import type { WorkStealer } from './work-stealing.js';
 import { classifyInput, outputKey, parseOutput, keyframePeriod, parsePackage, resolveLocalInput, toRungs } from './spec.js';
 import { GOP_SECONDS } from '../transcoder/ffmpeg-args.js';
 import { stageInput } from './input.js';
@@ -51,6 +52,8 @@ export interface RunnerDeps {
   encoders: ReadonlySet<string>;
   stagingDir: string;
   load: Map<string, number>;
+  /** Work stealing between the nodes (absent: off). */
+  stealer?: WorkStealer | undefined;
   /** Jobs waiting for a node their placement allows (the autoscaler grows the matching pool). */
   waiting?: Map<string, Placement>;
   /** Called with newly reported transcoded frames (throughput, metrics). */
@@ -165,7 +168,7 @@ export class JobRunner {
       const onOuter = (): void => inner.abort(signal.reason);
       signal.addEventListener('abort', onOuter, { once: true });
       const lastFrames = new Map<number, number>();
-      const dispatchDeps: DispatchDeps = { cfg: this.d.cfg, store, registry: this.d.registry, clients: this.d.clients, metrics: this.d.metrics, log: this.log, load: this.d.load };
+      const dispatchDeps: DispatchDeps = { cfg: this.d.cfg, store, registry: this.d.registry, clients: this.d.clients, metrics: this.d.metrics, log: this.log, load: this.d.load, stealer: this.d.stealer };
       const placement = jobPlacement(rec!.spec); // the same for every segment of the job
       try {
         const results = await Promise.allSettled(

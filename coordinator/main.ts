@@ -26,6 +26,7 @@ import { JobStore, type LeaderFence } from './job-store.js';
 import { LeaderElection } from './leader.js';
 import { coordinatorMetrics } from './metrics.js';
 import { NodeRegistry } from './node-registry.js';
+import { WorkStealer } from './work-stealing.js';
 import { Scheduler } from './scheduler.js';
 import { Throughput } from './throughput.js';
 import { Autoscaler, type ScaleProvider } from './autoscaler.js';
@@ -112,6 +113,9 @@ async function main(): Promise<void> {
   election.on('elected', (fence: LeaderFence) => webhooks.elected(fence));
   election.on('deposed', () => webhooks.deposed());
   const load = new Map<string, number>();
+  const stealer = new WorkStealer({ etcd, keys, registry: nodes, clients, metrics, log: log.child({ component: 'stealing' }), rpcTimeoutMs: cfg.RPC_TIMEOUT_MS, intervalMs: cfg.STEAL_INTERVAL_MS });
+  stealer.start();
+  life.onStop('work stealing', () => stealer.stop());
   const waiting = new Map<string, Placement>(); // jobs waiting for a node their placement allows
   const scheduler = new Scheduler(etcd, keys, store, election, {
     cfg,
@@ -124,6 +128,7 @@ async function main(): Promise<void> {
     encoders,
     stagingDir,
     load,
+    stealer,
     waiting,
     onFrames: (n) => {
       throughput.add(n);
@@ -148,7 +153,7 @@ async function main(): Promise<void> {
       upCooldownMs: cfg.AUTOSCALER_UP_COOLDOWN_MS,
       downCooldownMs: cfg.AUTOSCALER_DOWN_COOLDOWN_MS,
       pools: cfg.AUTOSCALER_POOLS,
-    }, () => election.isLeader, metrics, log.child({ component: 'autoscaler' }), cfg.AUTOSCALER_INTERVAL_MS, waiting);
+    }, () => election.isLeader, metrics, log.child({ component: 'autoscaler' }), cfg.AUTOSCALER_INTERVAL_MS, waiting, () => stealer.backlog());
     autoscaler.start();
     const a = autoscaler;
     life.onStop('autoscaler', () => a.stop());

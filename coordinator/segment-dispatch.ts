@@ -15,6 +15,7 @@ import type { SegmentRecord } from './job-model.js';
 import type { JobStore, LeaderFence } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import { incarnation, type NodeRegistry, type NodeView } from './node-registry.js';
+import type { WorkStealer, WorkUnit } from './work-stealing.js';
 
 export interface DispatchDeps {
   cfg: CoordinatorConfig;
@@ -25,6 +26,8 @@ export interface DispatchDeps {
   log: Logger;
   /** Segments this coordinator has in flight per node (for least-loaded placement). */
   load: Map<string, number>;
+  /** Work stealing (absent or disabled: each segment's chunks stay on its owner). */
+  stealer?: WorkStealer | undefined;
 }
 
 /** A segment's file as the coordinator cut it, with its size and CRC-32 (the agent verifies the bytes against it). */
@@ -145,13 +148,22 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
     d.registry.on('unreachable', onUnreachable);
     const onOuter = (): void => attemptAbort.abort(signal.reason);
     signal.addEventListener('abort', onOuter, { once: true });
+    // Work stealing: the owner run reports its chunk queue; idle nodes may take queued chunks.
+    const stealing = d.stealer?.enabled
+      ? d.stealer.registerOwner(
+          { key: `${t.jobId}/${seg.index}`, jobId: t.jobId, segment: seg.index, nodeId: node.id, attempt, ownerRevision, leaderTerm, helper: false, placement: t.placement, last: undefined },
+          t.onEvent,
+          (victim, thief, helperAttempt, chunks, onEvent, sig) => runHelper(t, d, victim, thief, helperAttempt, chunks, onEvent, AbortSignal.any([sig, attemptAbort.signal])),
+        )
+      : undefined;
+    const task: SegmentTask = stealing ? { ...t, onEvent: stealing.event } : t;
     try {
       let ran = false;
       if (reattach) {
         const startedAt = Date.now();
         try {
           // The trail entry is written before the segment's DONE (runRemote waits for it).
-          const attached = await runRemote(client, ref, ownerRevision, t, d, attemptAbort.signal, () => {
+          const attached = await runRemote(client, ref, ownerRevision, task, d, attemptAbort.signal, () => {
             const at = { ...seg, state: 'TRANSCODING' as const };
             log.info({ nodeId: node.id, attempt, ms: Date.now() - startedAt }, 're-attached to the running attempt');
             return withEtcdRetry('record re-attach', () => d.store.putSegment(t.jobId, at, `re-attached (attempt ${attempt})`, t.fence), { ...etcdRetry, signal: attemptAbort.signal });
@@ -168,7 +180,11 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
         seg = { ...seg, state: 'TRANSCODING' };
         const transcoding = seg;
         await withEtcdRetry('record transfer', () => d.store.putSegment(t.jobId, transcoding, 'transfer verified', t.fence), { ...etcdRetry, signal: attemptAbort.signal });
-        await runRemote(client, ref, ownerRevision, t, d, attemptAbort.signal);
+        await runRemote(client, ref, ownerRevision, task, d, attemptAbort.signal);
+      }
+      // Chunks released to helpers: done when they are (a failed helper leaves them to a new attempt).
+      if (stealing && !(await stealing.settle())) {
+        throw new AppError('UNAVAILABLE', `segment ${seg.index}: chunks moved to another node were not done; the segment runs again for them`);
       }
       seg = { ...seg, state: 'DONE' };
       const done = seg;
@@ -194,6 +210,7 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
       void callUnary(client, client.dropSegment, ref, d.cfg.RPC_TIMEOUT_MS, traceMetadata(t.jobId)).catch(() => undefined);
       await sleep(Math.min(2_000, 100 * 2 ** failures), signal);
     } finally {
+      stealing?.close();
       d.registry.off('removed', onRemoved);
       d.registry.off('unreachable', onUnreachable);
       signal.removeEventListener('abort', onOuter);
@@ -231,15 +248,47 @@ async function transfer(client: NodeAgentClient, ref: SegmentRef, task: SegmentT
   }
 }
 
-/** Runs the segment on the node and relays progress; a silent stream is abandoned. */
-async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision: number, t: SegmentTask, d: DispatchDeps, signal: AbortSignal, onAttached?: () => Promise<unknown>): Promise<boolean> {
+/**
+ * A helper run (work stealing): streams the segment to the idle node and runs the chunks its owner
+ * released there, under the helper's attempt number and the owner's revision (its checkpoint
+ * writes are fenced on it: a reassigned segment stops its helpers too).
+ */
+async function runHelper(t: SegmentTask, d: DispatchDeps, victim: WorkUnit, thief: NodeView, helperAttempt: number, chunks: number[], onEvent: (ev: SegmentEvent) => void, signal: AbortSignal): Promise<void> {
+  const ref: SegmentRef = { jobId: t.jobId, segment: victim.segment, attempt: helperAttempt, ownerRevision: victim.ownerRevision, leaderTerm: victim.leaderTerm };
+  const client = d.clients.get(NodeAgentClient, thief.address, thief.id);
+  const abort = new AbortController();
+  const onGone = (id: string): void => { if (id === thief.id) abort.abort(new AppError('UNAVAILABLE', `node ${id} left or is unreachable`)); };
+  d.registry.on('removed', onGone);
+  d.registry.on('unreachable', onGone);
+  const both = AbortSignal.any([signal, abort.signal]);
+  d.load.set(thief.id, (d.load.get(thief.id) ?? 0) + 1);
+  try {
+    await transfer(client, ref, t, d, both);
+    await runRemote(client, ref, victim.ownerRevision, { ...t, onEvent }, d, both, undefined, chunks);
+  } catch (err) {
+    void callUnary(client, client.dropSegment, ref, d.cfg.RPC_TIMEOUT_MS, traceMetadata(t.jobId)).catch(() => undefined);
+    throw err;
+  } finally {
+    d.registry.off('removed', onGone);
+    d.registry.off('unreachable', onGone);
+    d.load.set(thief.id, Math.max(0, (d.load.get(thief.id) ?? 1) - 1));
+  }
+}
+
+/**
+ * Runs the segment on the node and relays progress. The watchdog follows frames, not events: a
+ * run whose frames (and finished chunks) stand still for SEGMENT_NO_PROGRESS_MS while it has a
+ * chunk running is abandoned (a node that only heartbeats is as good as gone).
+ */
+async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision: number, t: SegmentTask, d: DispatchDeps, signal: AbortSignal, onAttached?: () => Promise<unknown>, helperChunks?: number[]): Promise<boolean> {
   const up = t.uploader?.() ?? { address: t.uploaderAddress, id: t.uploaderId };
   const call = client.runSegment(
-    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: up.address, uploaderId: up.id, frames: t.fileFrames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames, leadOutFrames: t.leadOutFrames, leaderTerm: ref.leaderTerm, ...(t.constantRate ? { constantRate: t.constantRate } : {}), ...(t.keyframeGrid ? { keyframeGrid: t.keyframeGrid } : {}) },
+    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: up.address, uploaderId: up.id, frames: t.fileFrames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames, leadOutFrames: t.leadOutFrames, leaderTerm: ref.leaderTerm, ...(t.constantRate ? { constantRate: t.constantRate } : {}), ...(t.keyframeGrid ? { keyframeGrid: t.keyframeGrid } : {}), ...(helperChunks ? { helper: { chunks: helperChunks } } : {}) },
     traceMetadata(t.jobId),
     deadline(d.cfg.SEGMENT_RUN_TIMEOUT_MS),
   );
   let last = Date.now();
+  let seen = '';
   let stalled = false;
   const watchdog = setInterval(() => {
     if (Date.now() - last > d.cfg.SEGMENT_NO_PROGRESS_MS) {
@@ -254,7 +303,10 @@ async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision
   let recorded: Promise<unknown> = Promise.resolve();
   try {
     for await (const ev of iterateStream<SegmentEvent>(call)) {
-      last = Date.now();
+      // Progress: frames or finished chunks moved, or nothing is running (waiting for a slot).
+      const mark = `${ev.framesDone}/${ev.subSegmentsDone}`;
+      if (mark !== seen || !ev.queue || ev.queue.running === 0 || ev.done) last = Date.now();
+      seen = mark;
       if (ev.attached && !attached) {
         attached = true;
         recorded = onAttached?.().catch(() => undefined) ?? recorded;

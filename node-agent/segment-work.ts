@@ -16,7 +16,7 @@ import type { ResolvedRendition } from '../transcoder/ladder.js';
 import type { WorkerPool } from '../transcoder/worker-pool.js';
 import { sendPart } from '../uploader/part-client.js';
 import { jobTraceId } from '../common/trace.js';
-import { SegmentFence } from './fence.js';
+import { SegmentFence } from '../common/segment-fence.js';
 import { withEtcdRetry } from '../common/etcd-retry.js';
 import type { SegmentMedia, SubSegmentFile } from './segment-media.js';
 
@@ -71,6 +71,40 @@ export interface SegmentWorkRequest {
   workDir: string;
   uploaderAddress: string;
   uploaderId: string;
+  /**
+   * A helper run (work stealing): transcode only these chunks of the segment, planned from the
+   * checkpoint's boundaries, under this run's own attempt number. Absent: the owner's run.
+   */
+  helperChunks?: number[] | undefined;
+  /** The owner's run: lets the node release chunks not started yet (ReleaseChunks). */
+  control?: ChunkControl | undefined;
+}
+
+/**
+ * The chunks of an owner's run that a helper may still take: queued, not started, not released.
+ * A pool slot starts a chunk only if it was not released first (one thread: no race).
+ */
+export class ChunkControl {
+  readonly released = new Set<number>();
+  readonly started = new Set<number>();
+  queue: number[] = [];
+
+  /** Gives up the named chunks that have not started; answers those it gave up. */
+  release(chunks: readonly number[]): number[] {
+    const out: number[] = [];
+    for (const c of chunks) {
+      if (this.queue.includes(c) && !this.started.has(c) && !this.released.has(c)) {
+        this.released.add(c);
+        out.push(c);
+      }
+    }
+    return out;
+  }
+
+  /** Chunks not started and not released, in the order the pool will start them. */
+  queued(): number[] {
+    return this.queue.filter((c) => !this.started.has(c) && !this.released.has(c));
+  }
 }
 
 function toResolved(r: PlannedRendition): ResolvedRendition {
@@ -104,6 +138,11 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   // run); only FENCED or an abort ends them.
   const etcdRetry = { signal, log, onRetry: () => deps.onRetry('etcd') };
   let cp = (await withEtcdRetry('read checkpoint', () => fence.readCheckpoint(), etcdRetry))?.value;
+  const helper = req.helperChunks;
+  if (helper && (!cp || cp.boundaries.length < 3)) {
+    throw new AppError('FAILED_PRECONDITION', `segment ${req.segment} of job ${req.jobId} has no recorded chunks to help with`, { retryable: false });
+  }
+  const recorded = cp !== undefined;
   const leadIn = Math.max(0, req.leadInFrames);
   const leadOut = Math.max(0, req.leadOutFrames);
   const oneChunk = deps.slots <= 1 && req.frames > 0 && req.fps > 0 && req.frames / req.fps <= deps.maxChunkSec;
@@ -134,7 +173,14 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
         });
     cp = { boundaries: [0, ...cuts.map((c) => c.endSec)], done: [], transcodedByAttempt: {} };
   }
-  await withEtcdRetry('check ownership', () => fence.assertOwner(), etcdRetry);
+  const planned = cp;
+  if (!recorded && !helper && planned.boundaries.length - 1 > deps.slots) {
+    // More chunks than workers: some wait in the queue, and an idle node may take them (work
+    // stealing plans them from these boundaries). One write per segment, fenced.
+    await withEtcdRetry('record chunks', () => fence.updateCheckpoint((cur) => (cur ? undefined : planned)), etcdRetry);
+  } else {
+    await withEtcdRetry('check ownership', () => fence.assertOwner(), etcdRetry);
+  }
   const boundaries = cp.boundaries;
   log.info({ chunks: boundaries.length - 1, cut: frameChunks ? 'grid frames' : 'keyframes' }, 'chunks planned');
   const subCount = boundaries.length - 1;
@@ -170,9 +216,18 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment} holds ${framesTotal} frames after cutting, ${req.frames} were planned; the input cannot be cut frame-exactly`, { retryable: false });
   }
 
-  const doneSubs = new Set(cp.done.map((d) => d.sub));
+  // A helper reports only its own chunks (the coordinator adds the owner's and the helpers').
+  const doneSubs = new Set(helper ? [] : cp.done.map((d) => d.sub));
+  const doneBefore = new Set(cp.done.map((d) => d.sub));
   const framesDone = subFrames.map((f, i) => (doneSubs.has(i) ? f : 0));
   let transcoded = 0;
+  let running = 0;
+  const control = req.control ?? new ChunkControl();
+  // Longest first: the queue's tail is the shortest chunks, so workers finish together (and a
+  // helper takes from the tail). A helper run does only its chunks. Known before the first event:
+  // an empty queue with nothing running would read as an idle node.
+  const todo = subFiles.map((_, i) => i).filter((i) => !doneBefore.has(i) && (!helper || helper.includes(i))).sort((a, b) => (subSeconds[b] ?? 0) - (subSeconds[a] ?? 0) || a - b);
+  control.queue = todo;
   const progress = (done = false): SegmentEvent => ({
     framesDone: framesDone.reduce((a, b) => a + b, 0),
     framesTotal,
@@ -180,6 +235,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     subSegmentsDone: doneSubs.size,
     done,
     subSegmentsTranscoded: transcoded,
+    queue: { queued: control.queued(), running },
   });
   emit(progress());
 
@@ -220,6 +276,18 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   };
 
   const runSub = async (sub: number, taskSignal: AbortSignal): Promise<void> => {
+    // Released to a helper while it waited for a slot: not ours any more.
+    if (control.released.has(sub)) return;
+    control.started.add(sub);
+    running++;
+    try {
+      await transcodeSub(sub, taskSignal);
+    } finally {
+      running--;
+    }
+  };
+
+  const transcodeSub = async (sub: number, taskSignal: AbortSignal): Promise<void> => {
     const input = subFiles[sub]!;
     const grid = grids?.[sub];
     const keyframeGrid = keyframeGridOf(sub);
@@ -307,8 +375,6 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   signal.addEventListener('abort', onOuter, { once: true });
   const ticker = setInterval(() => emit(progress()), 500);
   try {
-    // Longest first: the queue's tail is the shortest chunks, so workers finish together.
-    const todo = subFiles.map((_, i) => i).filter((i) => !doneSubs.has(i)).sort((a, b) => (subSeconds[b] ?? 0) - (subSeconds[a] ?? 0) || a - b);
     const results = await Promise.allSettled(
       todo.map((sub) =>
         deps.pool.run((taskSignal) => runSub(sub, AbortSignal.any([taskSignal, inner.signal])), inner.signal).catch((err: unknown) => {
@@ -323,7 +389,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
       throw signal.aborted ? signal.reason : inner.signal.reason ?? failure.reason;
     }
     emit(progress(true));
-    log.info({ subSegments: subCount, transcoded }, 'segment done');
+    log.info({ subSegments: subCount, transcoded, released: control.released.size, helper: helper !== undefined }, helper ? 'helper run done' : 'segment done');
   } finally {
     clearInterval(ticker);
     signal.removeEventListener('abort', onOuter);

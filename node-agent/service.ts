@@ -6,10 +6,11 @@ import { chunksOf, DEFAULT_STREAM_PACE, paced, partialSize, receiveChunks, type 
 import { AppError, errorMessage, isAppError } from '../common/errors.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Logger } from '../common/logger.js';
-import type { NodeAgentServer, RunSegmentRequest, SegmentChunk, SegmentRef, TransferStatus, SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
+import type { NodeAgentServer, ReleaseChunksRequest, ReleaseChunksResponse, RunSegmentRequest, SegmentChunk, SegmentRef, TransferStatus, SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
 import type { AgentMetrics } from './metrics.js';
 import { traceIdOf } from '../common/trace.js';
-import { runSegmentWork, type SegmentWorkDeps } from './segment-work.js';
+import { ChunkControl, runSegmentWork, type SegmentWorkDeps } from './segment-work.js';
+import { isHelperAttempt } from '../common/records.js';
 import type { DiskSpace } from './disk-space.js';
 import type { LeaderTermGate } from './leader-term.js';
 
@@ -25,6 +26,8 @@ interface Held {
   listeners: Set<(ev: SegmentEvent) => void>;
   /** Settles when the work ends. */
   done: Promise<void>;
+  /** The owner's run: its chunks not started yet can be released to a helper. */
+  control: ChunkControl;
 }
 
 /** A segment this node finished recently: a leader that re-attaches after the end gets its last event. */
@@ -40,6 +43,11 @@ const FINISHED_TTL_MS = 10 * 60_000;
 const FINISHED_MAX = 512;
 
 const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** The held-work key: a segment's owner run, or a helper run (its own attempt number) beside it. */
+function workKey(ref: { jobId: string; segment: number; attempt: number }): string {
+  return isHelperAttempt(ref.attempt) ? `${ref.jobId}/${ref.segment}/h${ref.attempt}` : `${ref.jobId}/${ref.segment}`;
+}
 
 /** The node agent's gRPC service: segment transfer in, transcode with progress out. */
 export class AgentService {
@@ -97,9 +105,10 @@ export class AgentService {
    * running on to a refused checkpoint write).
    */
   private start(ref: SegmentRef, req: RunSegmentRequest, file: string, traceId: string): Held {
-    const key = `${ref.jobId}/${ref.segment}`;
+    const key = workKey(ref);
     const abort = new AbortController();
-    const held: Held = { attempt: ref.attempt, ownerRevision: req.ownerRevision, abort, last: undefined, listeners: new Set(), done: Promise.resolve() };
+    const control = new ChunkControl();
+    const held: Held = { attempt: ref.attempt, ownerRevision: req.ownerRevision, abort, last: undefined, listeners: new Set(), done: Promise.resolve(), control };
     this.held.set(key, held);
     this.metrics.segmentsInFlight.set(this.held.size);
     const emit = (ev: SegmentEvent): void => {
@@ -131,6 +140,7 @@ export class AgentService {
             workDir: this.dirOf(ref),
             uploaderAddress: req.uploaderAddress,
             uploaderId: req.uploaderId,
+            ...(req.helper ? { helperChunks: req.helper.chunks } : { control }),
           },
           this.deps,
           emit,
@@ -266,8 +276,9 @@ export class AgentService {
         const ref = req.ref;
         const file = this.segmentFile(ref);
         if (!ref) throw new AppError('INVALID_ARGUMENT', 'ref is required');
+        if ((req.helper !== undefined) !== isHelperAttempt(ref.attempt)) throw new AppError('INVALID_ARGUMENT', 'a helper run needs a helper attempt number, and only a helper run may use one');
         await this.terms?.check(req.leaderTerm, 'RunSegment', true);
-        const key = `${ref.jobId}/${ref.segment}`;
+        const key = workKey(ref);
         const same = (x: { attempt: number; ownerRevision: number } | undefined): boolean => x !== undefined && x.attempt === ref.attempt && x.ownerRevision === req.ownerRevision;
         // Work started under a later owner revision is never replaced by an earlier one (a
         // stale leader, a late retry): the two would cancel each other's work.
@@ -318,7 +329,7 @@ export class AgentService {
       dropSegment: unary(log, async (ref: SegmentRef) => {
         this.dirOf(ref);
         await this.terms?.check(ref.leaderTerm, 'DropSegment', true);
-        const key = `${ref.jobId}/${ref.segment}`;
+        const key = workKey(ref);
         const held = this.held.get(key);
         // Only the attempt named, or an older one: a late drop never stops newer work.
         if (held && held.attempt <= ref.attempt && (ref.ownerRevision === undefined || held.ownerRevision <= ref.ownerRevision)) held.abort.abort(new AppError('CANCELLED', 'segment dropped'));
@@ -326,6 +337,18 @@ export class AgentService {
         if (fin && fin.attempt <= ref.attempt) this.finished.delete(key);
         await rm(this.dirOf(ref), { recursive: true, force: true });
         return {};
+      }),
+
+      releaseChunks: unary(log, async (req: ReleaseChunksRequest): Promise<ReleaseChunksResponse> => {
+        const ref = req.ref;
+        this.dirOf(ref);
+        await this.terms?.check(ref!.leaderTerm, 'ReleaseChunks', true);
+        const held = this.held.get(workKey(ref!));
+        // Only the attempt named, under the owner revision named: a late call releases nothing.
+        if (!held || held.attempt !== ref!.attempt || held.ownerRevision !== ref!.ownerRevision) return { released: [] };
+        const released = held.control.release(req.chunks);
+        if (released.length > 0) log.info({ jobId: ref!.jobId, segment: ref!.segment, attempt: ref!.attempt, released }, 'chunks released to a helper');
+        return { released };
       }),
     };
   }

@@ -9,7 +9,7 @@ import { sendFileChunks } from '../common/chunks.js';
 import { deadline, iterateStream, openClientStream } from '../common/grpc.js';
 import { Keys } from '../common/keys.js';
 import type { NodeRecord } from '../common/records.js';
-import { SegmentFence } from '../node-agent/fence.js';
+import { SegmentFence } from '../common/segment-fence.js';
 import { PLAIN_TREATMENT } from '../transcoder/treatment.js';
 import { runSegmentWork } from '../node-agent/segment-work.js';
 import type { SegmentMedia } from '../node-agent/segment-media.js';

@@ -11,7 +11,7 @@ import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import { VERSION } from '../common/version.js';
 import { callerOf } from '../common/tls.js';
-import type { SegmentOwner } from '../common/records.js';
+import { isHelperAttempt, type CheckpointRecord, type SegmentOwner } from '../common/records.js';
 import type { FinalizeEvent, FinalizeRequest, PartAck, PartChunk, PartRef, UploaderServer } from '../proto/gen/tessera/v1/uploader.js';
 import type { JobResult, RenditionResult, StreamingResult } from '../proto/gen/tessera/v1/types.js';
 import { packageStreams, putStreamFiles, streamingManifest, type StreamFormat, type StreamingFacts } from './streaming.js';
@@ -199,6 +199,12 @@ export class UploaderService {
       if (!caller) return;
       const owner = JSON.parse(kv.value.toString()) as SegmentOwner;
       if (caller.names.includes(owner.nodeId)) return;
+      // A helper run (work stealing): the node the checkpoint names for this attempt's chunks.
+      if (isHelperAttempt(ref.attempt)) {
+        const cp = await this.d.etcd.get(this.d.keys.checkpoint(ref.jobId, ref.segment)).options({ deadline: new Date(Date.now() + 2_000) }).string();
+        const h = cp ? (JSON.parse(cp) as CheckpointRecord).helpers?.[String(ref.attempt)] : undefined;
+        if (h && caller.names.includes(h.nodeId) && h.chunks.includes(ref.subSegment)) return;
+      }
       this.d.metrics.fencedParts.inc();
       this.d.log.warn({ jobId: ref.jobId, segment: ref.segment, owner: owner.nodeId, caller: caller.names }, 'refused a part from a node that does not own its segment');
       throw new AppError('PERMISSION_DENIED', `segment ${ref.segment} of job ${ref.jobId} belongs to another node: part refused`);

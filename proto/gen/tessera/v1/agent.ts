@@ -28,6 +28,36 @@ export const protobufPackage = "tessera.v1";
 
 export const protobufFileName = "tessera/v1/agent.proto";
 
+export interface ReleaseChunksRequest {
+  /** the owner's attempt, owner revision and the caller's leader term */
+  ref:
+    | SegmentRef
+    | undefined;
+  /** sub-segment numbers, as the segment's checkpoint counts them */
+  chunks: number[];
+}
+
+export interface ReleaseChunksResponse {
+  released: number[];
+}
+
+/**
+ * A helper run: another node transcodes chunks the segment's owner released (work stealing).
+ * It plans the same chunks from the checkpoint's boundaries, runs only these, and records each
+ * in the segment's fenced checkpoint under its own attempt number.
+ */
+export interface HelperRun {
+  chunks: number[];
+}
+
+/** Where a segment's chunks stand on the node running it. */
+export interface ChunkQueue {
+  /** not started, not released: what a helper may take */
+  queued: number[];
+  /** chunks whose ffmpeg is running or waiting to send its parts */
+  running: number;
+}
+
 export interface SegmentRef {
   jobId: string;
   segment: number;
@@ -97,7 +127,11 @@ export interface RunSegmentRequest {
     | ConstantRate
     | undefined;
   /** streaming output: IDR frames on the job's time grid */
-  keyframeGrid?: KeyframeGrid | undefined;
+  keyframeGrid?:
+    | KeyframeGrid
+    | undefined;
+  /** absent: the owner's run of the whole segment */
+  helper?: HelperRun | undefined;
 }
 
 /**
@@ -136,11 +170,379 @@ export interface SegmentEvent {
   /** by this attempt (the rest came from the checkpoint) */
   subSegmentsTranscoded: number;
   /** this stream re-attached to work already running (or finished) */
-  attached?: boolean | undefined;
+  attached?:
+    | boolean
+    | undefined;
+  /** the chunks' state (work stealing, backlog, the watchdog) */
+  queue?: ChunkQueue | undefined;
 }
 
 export interface DropSegmentResponse {
 }
+
+function createBaseReleaseChunksRequest(): ReleaseChunksRequest {
+  return { ref: undefined, chunks: [] };
+}
+
+export const ReleaseChunksRequest: MessageFns<ReleaseChunksRequest> = {
+  encode(message: ReleaseChunksRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ref !== undefined) {
+      SegmentRef.encode(message.ref, writer.uint32(10).fork()).join();
+    }
+    if (message.chunks.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.chunks) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseChunksRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseChunksRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ref = SegmentRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.chunks.push(reader.int32());
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.chunks.push(reader.int32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseChunksRequest {
+    return {
+      ref: isSet(object.ref) ? SegmentRef.fromJSON(object.ref) : undefined,
+      chunks: globalThis.Array.isArray(object?.chunks) ? object.chunks.map((e: any) => globalThis.Number(e)) : [],
+    };
+  },
+
+  toJSON(message: ReleaseChunksRequest): unknown {
+    const obj: any = {};
+    if (message.ref !== undefined) {
+      obj.ref = SegmentRef.toJSON(message.ref);
+    }
+    if (message.chunks?.length) {
+      obj.chunks = message.chunks.map((e) => Math.round(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReleaseChunksRequest>, I>>(base?: I): ReleaseChunksRequest {
+    return ReleaseChunksRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReleaseChunksRequest>, I>>(object: I): ReleaseChunksRequest {
+    const message = createBaseReleaseChunksRequest();
+    message.ref = (object.ref !== undefined && object.ref !== null) ? SegmentRef.fromPartial(object.ref) : undefined;
+    message.chunks = object.chunks?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseReleaseChunksResponse(): ReleaseChunksResponse {
+  return { released: [] };
+}
+
+export const ReleaseChunksResponse: MessageFns<ReleaseChunksResponse> = {
+  encode(message: ReleaseChunksResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.released.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.released) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseChunksResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseChunksResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.released.push(reader.int32());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.released.push(reader.int32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseChunksResponse {
+    return {
+      released: globalThis.Array.isArray(object?.released) ? object.released.map((e: any) => globalThis.Number(e)) : [],
+    };
+  },
+
+  toJSON(message: ReleaseChunksResponse): unknown {
+    const obj: any = {};
+    if (message.released?.length) {
+      obj.released = message.released.map((e) => Math.round(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReleaseChunksResponse>, I>>(base?: I): ReleaseChunksResponse {
+    return ReleaseChunksResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReleaseChunksResponse>, I>>(object: I): ReleaseChunksResponse {
+    const message = createBaseReleaseChunksResponse();
+    message.released = object.released?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseHelperRun(): HelperRun {
+  return { chunks: [] };
+}
+
+export const HelperRun: MessageFns<HelperRun> = {
+  encode(message: HelperRun, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.chunks.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.chunks) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HelperRun {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHelperRun();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.chunks.push(reader.int32());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.chunks.push(reader.int32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HelperRun {
+    return {
+      chunks: globalThis.Array.isArray(object?.chunks) ? object.chunks.map((e: any) => globalThis.Number(e)) : [],
+    };
+  },
+
+  toJSON(message: HelperRun): unknown {
+    const obj: any = {};
+    if (message.chunks?.length) {
+      obj.chunks = message.chunks.map((e) => Math.round(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HelperRun>, I>>(base?: I): HelperRun {
+    return HelperRun.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HelperRun>, I>>(object: I): HelperRun {
+    const message = createBaseHelperRun();
+    message.chunks = object.chunks?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseChunkQueue(): ChunkQueue {
+  return { queued: [], running: 0 };
+}
+
+export const ChunkQueue: MessageFns<ChunkQueue> = {
+  encode(message: ChunkQueue, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queued.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.queued) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.running !== 0) {
+      writer.uint32(16).int32(message.running);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChunkQueue {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChunkQueue();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.queued.push(reader.int32());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.queued.push(reader.int32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.running = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChunkQueue {
+    return {
+      queued: globalThis.Array.isArray(object?.queued) ? object.queued.map((e: any) => globalThis.Number(e)) : [],
+      running: isSet(object.running) ? globalThis.Number(object.running) : 0,
+    };
+  },
+
+  toJSON(message: ChunkQueue): unknown {
+    const obj: any = {};
+    if (message.queued?.length) {
+      obj.queued = message.queued.map((e) => Math.round(e));
+    }
+    if (message.running !== 0) {
+      obj.running = Math.round(message.running);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ChunkQueue>, I>>(base?: I): ChunkQueue {
+    return ChunkQueue.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ChunkQueue>, I>>(object: I): ChunkQueue {
+    const message = createBaseChunkQueue();
+    message.queued = object.queued?.map((e) => e) || [];
+    message.running = object.running ?? 0;
+    return message;
+  },
+};
 
 function createBaseSegmentRef(): SegmentRef {
   return { jobId: "", segment: 0, attempt: 0, ownerRevision: undefined, leaderTerm: undefined };
@@ -576,6 +978,7 @@ function createBaseRunSegmentRequest(): RunSegmentRequest {
     leaderTerm: undefined,
     constantRate: undefined,
     keyframeGrid: undefined,
+    helper: undefined,
   };
 }
 
@@ -619,6 +1022,9 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     }
     if (message.keyframeGrid !== undefined) {
       KeyframeGrid.encode(message.keyframeGrid, writer.uint32(170).fork()).join();
+    }
+    if (message.helper !== undefined) {
+      HelperRun.encode(message.helper, writer.uint32(178).fork()).join();
     }
     return writer;
   },
@@ -740,6 +1146,14 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
             message.keyframeGrid = KeyframeGrid.decode(reader, reader.uint32());
             continue;
           }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.helper = HelperRun.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -801,6 +1215,7 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
         : isSet(object.keyframe_grid)
         ? KeyframeGrid.fromJSON(object.keyframe_grid)
         : undefined,
+      helper: isSet(object.helper) ? HelperRun.fromJSON(object.helper) : undefined,
     };
   },
 
@@ -845,6 +1260,9 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
     if (message.keyframeGrid !== undefined) {
       obj.keyframeGrid = KeyframeGrid.toJSON(message.keyframeGrid);
     }
+    if (message.helper !== undefined) {
+      obj.helper = HelperRun.toJSON(message.helper);
+    }
     return obj;
   },
 
@@ -871,6 +1289,9 @@ export const RunSegmentRequest: MessageFns<RunSegmentRequest> = {
       : undefined;
     message.keyframeGrid = (object.keyframeGrid !== undefined && object.keyframeGrid !== null)
       ? KeyframeGrid.fromPartial(object.keyframeGrid)
+      : undefined;
+    message.helper = (object.helper !== undefined && object.helper !== null)
+      ? HelperRun.fromPartial(object.helper)
       : undefined;
     return message;
   },
@@ -1143,6 +1564,7 @@ function createBaseSegmentEvent(): SegmentEvent {
     done: false,
     subSegmentsTranscoded: 0,
     attached: undefined,
+    queue: undefined,
   };
 }
 
@@ -1168,6 +1590,9 @@ export const SegmentEvent: MessageFns<SegmentEvent> = {
     }
     if (message.attached !== undefined) {
       writer.uint32(56).bool(message.attached);
+    }
+    if (message.queue !== undefined) {
+      ChunkQueue.encode(message.queue, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -1241,6 +1666,14 @@ export const SegmentEvent: MessageFns<SegmentEvent> = {
             message.attached = reader.bool();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.queue = ChunkQueue.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1282,6 +1715,7 @@ export const SegmentEvent: MessageFns<SegmentEvent> = {
         ? globalThis.Number(object.sub_segments_transcoded)
         : 0,
       attached: isSet(object.attached) ? globalThis.Boolean(object.attached) : undefined,
+      queue: isSet(object.queue) ? ChunkQueue.fromJSON(object.queue) : undefined,
     };
   },
 
@@ -1308,6 +1742,9 @@ export const SegmentEvent: MessageFns<SegmentEvent> = {
     if (message.attached !== undefined) {
       obj.attached = message.attached;
     }
+    if (message.queue !== undefined) {
+      obj.queue = ChunkQueue.toJSON(message.queue);
+    }
     return obj;
   },
 
@@ -1323,6 +1760,9 @@ export const SegmentEvent: MessageFns<SegmentEvent> = {
     message.done = object.done ?? false;
     message.subSegmentsTranscoded = object.subSegmentsTranscoded ?? 0;
     message.attached = object.attached ?? undefined;
+    message.queue = (object.queue !== undefined && object.queue !== null)
+      ? ChunkQueue.fromPartial(object.queue)
+      : undefined;
     return message;
   },
 };
@@ -1428,6 +1868,20 @@ export const NodeAgentService = {
     responseSerialize: (value: DropSegmentResponse): Buffer => Buffer.from(DropSegmentResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DropSegmentResponse => DropSegmentResponse.decode(value),
   },
+  /**
+   * Work stealing: the owner of a running segment gives up chunks it has not started (they go to
+   * an idle node). Answers the chunks actually released: a chunk that started meanwhile stays.
+   */
+  releaseChunks: {
+    path: "/tessera.v1.NodeAgent/ReleaseChunks" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReleaseChunksRequest): Buffer => Buffer.from(ReleaseChunksRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReleaseChunksRequest => ReleaseChunksRequest.decode(value),
+    responseSerialize: (value: ReleaseChunksResponse): Buffer =>
+      Buffer.from(ReleaseChunksResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReleaseChunksResponse => ReleaseChunksResponse.decode(value),
+  },
 } as const;
 
 export interface NodeAgentServer extends UntypedServiceImplementation {
@@ -1445,6 +1899,11 @@ export interface NodeAgentServer extends UntypedServiceImplementation {
    */
   runSegment: handleServerStreamingCall<RunSegmentRequest, SegmentEvent>;
   dropSegment: handleUnaryCall<SegmentRef, DropSegmentResponse>;
+  /**
+   * Work stealing: the owner of a running segment gives up chunks it has not started (they go to
+   * an idle node). Answers the chunks actually released: a chunk that started meanwhile stays.
+   */
+  releaseChunks: handleUnaryCall<ReleaseChunksRequest, ReleaseChunksResponse>;
 }
 
 export interface NodeAgentClient extends Client {
@@ -1509,6 +1968,25 @@ export interface NodeAgentClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DropSegmentResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Work stealing: the owner of a running segment gives up chunks it has not started (they go to
+   * an idle node). Answers the chunks actually released: a chunk that started meanwhile stays.
+   */
+  releaseChunks(
+    request: ReleaseChunksRequest,
+    callback: (error: ServiceError | null, response: ReleaseChunksResponse) => void,
+  ): ClientUnaryCall;
+  releaseChunks(
+    request: ReleaseChunksRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReleaseChunksResponse) => void,
+  ): ClientUnaryCall;
+  releaseChunks(
+    request: ReleaseChunksRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReleaseChunksResponse) => void,
   ): ClientUnaryCall;
 }
 

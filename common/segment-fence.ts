@@ -1,7 +1,7 @@
 import type { Etcd3 } from 'etcd3';
-import { AppError } from '../common/errors.js';
-import type { Keys } from '../common/keys.js';
-import type { CheckpointRecord } from '../common/records.js';
+import { AppError } from './errors.js';
+import type { Keys } from './keys.js';
+import type { CheckpointRecord } from './records.js';
 
 /**
  * Writes for one segment assignment, fenced: each is a single transaction that only succeeds

@@ -1,0 +1,263 @@
+import type { Etcd3 } from 'etcd3';
+import { errorMessage } from '../common/errors.js';
+import { callUnary } from '../common/grpc.js';
+import type { ClientCache } from '../common/grpc-clients.js';
+import type { Keys } from '../common/keys.js';
+import type { Logger } from '../common/logger.js';
+import { fits, type Placement } from '../common/placement.js';
+import { HELPER_ATTEMPT_BASE, type CheckpointRecord } from '../common/records.js';
+import { SegmentFence } from '../common/segment-fence.js';
+import { traceMetadata } from '../common/trace.js';
+import { NodeAgentClient } from '../common/bulk-codec.js';
+import type { SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
+import type { CoordinatorMetrics } from './metrics.js';
+import type { NodeRegistry, NodeView } from './node-registry.js';
+
+/** One run in flight on a node: a segment's owner run, or a helper run of some of its chunks. */
+export interface WorkUnit {
+  key: string;
+  jobId: string;
+  segment: number;
+  nodeId: string;
+  attempt: number;
+  ownerRevision: number;
+  leaderTerm: number;
+  helper: boolean;
+  placement: Placement | undefined;
+  /** The latest event of this run (undefined until the node answered). */
+  last: SegmentEvent | undefined;
+}
+
+/** What the steal planner sees: ready nodes and what each unit in flight reported (pure input). */
+export interface StealView {
+  nodes: { id: string; slots: number; node: NodeView }[];
+  units: WorkUnit[];
+  /** Owner runs that have a steal in progress (one at a time per segment). */
+  busy: ReadonlySet<string>;
+}
+
+export interface StealPlan {
+  victim: WorkUnit;
+  thiefId: string;
+  chunks: number[];
+}
+
+/**
+ * Chunk slots a node has spare: its slots less what its runs report running and queued. A run
+ * that has not reported yet counts as filling the node (it is being transferred or planned).
+ */
+export function spareSlots(slots: number, units: readonly WorkUnit[]): number {
+  let used = 0;
+  for (const u of units) {
+    if (!u.last?.queue) used += slots;
+    else if (!u.last.done) used += u.last.queue.running + u.last.queue.queued.length;
+  }
+  return Math.max(0, slots - used);
+}
+
+/**
+ * Who takes what: each node with spare slots takes, from the owner run with the longest queue on
+ * another node (that its placement allows), half of that queue (at least one chunk) from the
+ * tail — the chunks the owner would start last. Half, not one per spare slot: a much slower owner
+ * then loses most of its queue at once, and two equal nodes end together. Pure.
+ */
+export function planSteals(view: StealView): StealPlan[] {
+  const plans: StealPlan[] = [];
+  const taken = new Set<string>(view.busy);
+  const byNode = new Map<string, WorkUnit[]>();
+  for (const u of view.units) byNode.set(u.nodeId, [...(byNode.get(u.nodeId) ?? []), u]);
+  const thieves = view.nodes
+    .map((n) => ({ ...n, spare: spareSlots(n.slots, byNode.get(n.id) ?? []) }))
+    .filter((n) => n.spare > 0)
+    .sort((a, b) => b.spare - a.spare || (a.id < b.id ? -1 : 1));
+  for (const thief of thieves) {
+    const victims = view.units
+      .filter((u) => !u.helper && u.nodeId !== thief.id && !taken.has(u.key) && !u.last?.done && (u.last?.queue?.queued.length ?? 0) > 0 && fits(thief.node, u.placement))
+      .sort((a, b) => b.last!.queue!.queued.length - a.last!.queue!.queued.length || (a.key < b.key ? -1 : 1));
+    const victim = victims[0];
+    if (!victim) continue;
+    const queued = victim.last!.queue!.queued;
+    const n = Math.max(1, Math.ceil(queued.length / 2));
+    plans.push({ victim, thiefId: thief.id, chunks: queued.slice(-n) });
+    taken.add(victim.key);
+  }
+  return plans;
+}
+
+/** A helper run the stealer starts: the dispatch module streams the segment and runs the chunks. */
+export type HelperRunner = (victim: WorkUnit, thief: NodeView, helperAttempt: number, chunks: number[], onEvent: (ev: SegmentEvent) => void, signal: AbortSignal) => Promise<void>;
+
+interface OwnerState {
+  unit: WorkUnit;
+  /** Helper runs started for this owner run (they never reject). */
+  helpers: Promise<void>[];
+  /** Each helper's latest event, by helper attempt. */
+  helperEvents: Map<number, SegmentEvent>;
+  /** Relays the owner's and the helpers' progress as one segment event. */
+  emit: (ev: SegmentEvent) => void;
+  runHelper: HelperRunner;
+  abort: AbortController;
+  released: boolean;
+}
+
+/**
+ * Work stealing on the leading coordinator. Every owner run registers here and reports its chunk
+ * queue (SegmentEvent.queue); every `intervalMs` a node with spare slots takes queued chunks from
+ * the longest queue on another node: the owner releases them (ReleaseChunks: only chunks not
+ * started), the release is recorded in the segment's checkpoint (fenced on the owner revision:
+ * the uploader then accepts the helper's parts), and a helper run on the idle node transcodes
+ * them under its own attempt number. Each chunk is recorded done once (the first fenced
+ * checkpoint write); the owner's dispatch waits for its helpers and reassigns the segment if a
+ * released chunk was not done (the new attempt redoes only the missing chunks).
+ */
+export class WorkStealer {
+  private readonly owners = new Map<string, OwnerState>();
+  private readonly helpersInFlight = new Map<string, WorkUnit>();
+  private readonly stealing = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private ticking = false;
+  stolenChunks = 0;
+
+  constructor(
+    private readonly d: {
+      etcd: Etcd3;
+      keys: Keys;
+      registry: NodeRegistry;
+      clients: ClientCache;
+      metrics: CoordinatorMetrics;
+      log: Logger;
+      rpcTimeoutMs: number;
+      /** 0: work stealing off. */
+      intervalMs: number;
+    },
+  ) {}
+
+  get enabled(): boolean {
+    return this.d.intervalMs > 0;
+  }
+
+  start(): void {
+    if (!this.enabled || this.timer) return;
+    this.timer = setInterval(() => void this.tick(), this.d.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    for (const o of this.owners.values()) o.abort.abort(new Error('stopped'));
+  }
+
+  /** Chunks waiting for a worker slot on the nodes (the autoscaler's backlog). */
+  backlog(): number {
+    let n = 0;
+    for (const o of this.owners.values()) if (!o.unit.last?.done) n += o.unit.last?.queue?.queued.length ?? 0;
+    return n;
+  }
+
+  /** An owner run started; `emit` gets its events combined with its helpers'. */
+  registerOwner(unit: WorkUnit, emit: (ev: SegmentEvent) => void, runHelper: HelperRunner): { event: (ev: SegmentEvent) => void; settle: () => Promise<boolean>; close: () => void } {
+    const state: OwnerState = { unit, helpers: [], helperEvents: new Map(), emit, runHelper, abort: new AbortController(), released: false };
+    this.owners.set(unit.key, state);
+    return {
+      event: (ev) => {
+        unit.last = ev;
+        this.relay(state);
+      },
+      // Waits for the helper runs; false when a chunk released to one is not recorded done.
+      settle: async () => {
+        await Promise.all(state.helpers);
+        if (!state.released) return true;
+        const cp = await new SegmentFence(this.d.etcd, this.d.keys, unit.jobId, unit.segment, unit.ownerRevision).readCheckpoint();
+        return checkpointComplete(cp?.value);
+      },
+      close: () => {
+        state.abort.abort(new Error('owner run ended'));
+        if (this.owners.get(unit.key) === state) this.owners.delete(unit.key);
+      },
+    };
+  }
+
+  private relay(o: OwnerState): void {
+    const own = o.unit.last;
+    if (!own) return;
+    let frames = own.framesDone;
+    let subs = own.subSegmentsDone;
+    for (const h of o.helperEvents.values()) {
+      frames += h.framesDone;
+      subs += h.subSegmentsDone;
+    }
+    o.emit({ ...own, framesDone: Math.min(own.framesTotal || frames, frames), subSegmentsDone: Math.min(own.subSegments || subs, subs), done: false });
+  }
+
+  /** One round: plan steals from what the runs reported, and start them. */
+  async tick(): Promise<void> {
+    if (this.ticking || this.owners.size === 0) return;
+    this.ticking = true;
+    try {
+      const units = [...[...this.owners.values()].map((o) => o.unit), ...this.helpersInFlight.values()];
+      const nodes = this.d.registry.ready().map((n) => ({ id: n.id, slots: n.slots, node: n }));
+      for (const p of planSteals({ nodes, units, busy: this.stealing })) {
+        const o = this.owners.get(p.victim.key);
+        const thief = this.d.registry.get(p.thiefId);
+        if (!o || !thief) continue;
+        this.stealing.add(p.victim.key);
+        // Counted as filling the thief until its helper run reports.
+        const pending: WorkUnit = { ...p.victim, key: `${p.victim.key}/pending-${p.thiefId}`, nodeId: p.thiefId, helper: true, last: undefined };
+        this.helpersInFlight.set(pending.key, pending);
+        void this.steal(o, thief, p.chunks)
+          .catch((err: unknown) => this.d.log.warn({ jobId: p.victim.jobId, segment: p.victim.segment, thief: p.thiefId, err: errorMessage(err) }, 'work steal failed'))
+          .finally(() => {
+            this.stealing.delete(p.victim.key);
+            this.helpersInFlight.delete(pending.key);
+          });
+      }
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  private async steal(o: OwnerState, thief: NodeView, chunks: number[]): Promise<void> {
+    const v = o.unit;
+    const owner = this.d.registry.get(v.nodeId);
+    if (!owner) return;
+    const fence = new SegmentFence(this.d.etcd, this.d.keys, v.jobId, v.segment, v.ownerRevision);
+    const cur = await fence.readCheckpoint();
+    if (!cur || cur.value.boundaries.length < 3) return; // the owner has not recorded its chunks
+    const helperAttempt = nextHelperAttempt(cur.value);
+    const client = this.d.clients.get(NodeAgentClient, owner.address, owner.id);
+    const res = await callUnary(client, client.releaseChunks, { ref: { jobId: v.jobId, segment: v.segment, attempt: v.attempt, ownerRevision: v.ownerRevision, leaderTerm: v.leaderTerm }, chunks }, this.d.rpcTimeoutMs, traceMetadata(v.jobId));
+    const released = res.released;
+    if (released.length === 0) return;
+    o.released = true; // from here on, the owner's dispatch checks that every chunk got done
+    // Recorded before the helper sends a part: the uploader accepts its parts from the node named.
+    await fence.updateCheckpoint((c) => (c ? { ...c, helpers: { ...c.helpers, [String(helperAttempt)]: { nodeId: thief.id, chunks: released } } } : undefined));
+    this.stolenChunks += released.length;
+    this.d.metrics.chunksStolen.inc(released.length);
+    this.d.log.info({ jobId: v.jobId, segment: v.segment, from: v.nodeId, to: thief.id, chunks: released, helperAttempt }, 'chunks moved to an idle node');
+    const unit: WorkUnit = { ...v, key: `${v.key}/h${helperAttempt}`, nodeId: thief.id, attempt: helperAttempt, helper: true, last: undefined };
+    this.helpersInFlight.set(unit.key, unit);
+    const run = o
+      .runHelper(v, thief, helperAttempt, released, (ev) => {
+        unit.last = ev;
+        o.helperEvents.set(helperAttempt, ev);
+        this.relay(o);
+      }, o.abort.signal)
+      .catch((err: unknown) => {
+        this.d.log.warn({ jobId: v.jobId, segment: v.segment, node: thief.id, helperAttempt, err: errorMessage(err) }, 'helper run failed; its chunks are redone by the segment');
+      })
+      .finally(() => this.helpersInFlight.delete(unit.key));
+    o.helpers.push(run);
+  }
+}
+
+/** The next helper attempt number of a segment: above every one its checkpoint names. */
+export function nextHelperAttempt(cp: CheckpointRecord): number {
+  const used = Object.keys(cp.helpers ?? {}).map(Number).filter(Number.isFinite);
+  return Math.max(HELPER_ATTEMPT_BASE, ...used) + 1;
+}
+
+/** True when every chunk the checkpoint plans is recorded done. */
+export function checkpointComplete(cp: CheckpointRecord | undefined): boolean {
+  return cp !== undefined && cp.boundaries.length >= 2 && new Set(cp.done.map((x) => x.sub)).size === cp.boundaries.length - 1;
+}

@@ -1,0 +1,122 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { JobState } from '../proto/gen/tessera/v1/types.js';
+import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
+import { checkpoints, logLines, subSegmentsRedone } from './faults-helpers.js';
+import { checkArchive, ffmpegChildren, startTestCluster, type TestCluster } from './helpers.js';
+import { videoPts } from './media-helpers.js';
+
+/**
+ * Slows one node the way a noisy neighbour does: its ffmpeg processes get SIGSTOP for `stopMs`
+ * and SIGCONT for `runMs`, over and over (a fifth of its speed left with 160/40 ms), until stopped.
+ */
+function dutyCycle(agentPid: number, stopMs: number, runMs: number): () => Promise<void> {
+  let on = true;
+  const loop = (async () => {
+    const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+    const signal = (sig: NodeJS.Signals): void => {
+      for (const pid of ffmpegChildren(agentPid)) {
+        try {
+          process.kill(pid, sig);
+        } catch {
+          // exited meanwhile
+        }
+      }
+    };
+    while (on) {
+      signal('SIGSTOP');
+      await sleep(stopMs);
+      signal('SIGCONT');
+      await sleep(runMs);
+    }
+    signal('SIGCONT');
+  })();
+  return async () => {
+    on = false;
+    await loop;
+  };
+}
+
+// A straggler: one of two nodes is slowed to about a fifth of its speed. The healthy node finishes
+// its own segment, then takes the slow node's queued chunks (work stealing): each is released by
+// the owner before it starts, recorded in the checkpoint for the helper, and done exactly once.
+describe('work stealing: a slow node\'s queued chunks move to an idle one', () => {
+  let t: TestCluster;
+  let work: string;
+  let source: string;
+
+  beforeAll(async () => {
+    t = await startTestCluster({ nodes: 2, slots: 1, env: { MAX_CHUNK_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.2', SEGMENT_NO_PROGRESS_MS: '60000' } });
+    work = await mkdtemp(join(tmpdir(), 'tessera-stealing-'));
+    source = join(t.inputDir, 'steal-12s.mp4');
+    await runFfmpeg([
+      '-hide_banner', '-nostdin', '-y', '-loglevel', 'error',
+      '-f', 'lavfi', '-i', 'testsrc2=size=960x540:rate=30:duration=12',
+      '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=12',
+      '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '15', '-keyint_min', '15', '-sc_threshold', '0',
+      '-c:a', 'aac', '-shortest', source,
+    ], { noProgressMs: 120_000 });
+  });
+  afterAll(async () => {
+    await t?.close();
+    if (work && !process.env.KEEP_TEST_DIRS) await rm(work, { recursive: true, force: true });
+  });
+
+  it('moves queued chunks from the straggler; the output is frame-exact with every chunk once', async () => {
+    const { jobId } = await t.client.submit({ inputUri: source, ladder: [{ name: '', height: 540, videoBitrateKbps: 1500, codec: 'h264', preset: 'medium' }] });
+    // Slow one node once the job runs (its segment planned from its core count, like node-1's).
+    for await (const j of t.client.watch(jobId)) if (j.state !== JobState.JOB_STATE_QUEUED && j.state !== JobState.JOB_STATE_PREPARING) break;
+    const [fast, slow] = t.cluster.nodeIds() as [string, string];
+    const pid = t.cluster.pid(slow);
+    if (pid === undefined) throw new Error(`${slow} has no process`);
+    const stop = dutyCycle(pid, 160, 40);
+    let job;
+    try {
+      job = await t.client.wait(jobId);
+    } finally {
+      await stop();
+    }
+    expect(job.errorMessage).toBe('');
+    expect(job.state).toBe(JobState.JOB_STATE_SUCCEEDED);
+
+    // Chunks of the slow node's segment were released to the fast one and recorded done by it, each once.
+    // The straggler was handled by moving chunks, not by taking its whole segment away.
+    expect(job.segments.map((s) => s.attempt)).toEqual([1, 1]);
+    const cps = await checkpoints(t.cluster.client(), jobId);
+    const slowSeg = job.segments.find((s) => s.nodeId === slow);
+    expect(slowSeg).toBeDefined();
+    const cp = cps.get(slowSeg!.index)!;
+    // Nothing went the other way: the slow node never had a slot free while the fast one queued.
+    const fastSeg = job.segments.find((s) => s.nodeId === fast)!;
+    expect(cps.get(fastSeg.index)!.helpers).toBeUndefined();
+    const helpers = Object.entries(cp.helpers ?? {});
+    expect(helpers.length).toBeGreaterThanOrEqual(1);
+    expect(helpers.every(([, h]) => h.nodeId === fast)).toBe(true);
+    const moved = helpers.flatMap(([, h]) => h.chunks);
+    const byNode1 = cp.done.filter((d) => d.nodeId === fast);
+    expect(byNode1.length).toBeGreaterThanOrEqual(1);
+    for (const d of byNode1) {
+      expect(moved).toContain(d.sub);
+      expect(d.attempt).toBeGreaterThanOrEqual(10_000);
+    }
+    const subs = cp.done.map((d) => d.sub);
+    expect(new Set(subs).size).toBe(subs.length);
+    expect(subs.length).toBe(cp.boundaries.length - 1);
+    // No chunk was transcoded twice: a released chunk never starts on its owner.
+    expect(subSegmentsRedone(t.dir, [fast, slow], jobId)).toBe(0);
+    const released = logLines(t.dir, slow).filter((l) => l.msg === 'chunks released to a helper' && l.jobId === jobId);
+    expect(released.length).toBeGreaterThanOrEqual(1);
+
+    // Frame-exact: every source frame once, on its own timestamp (no duplicated or missing part).
+    const a = await checkArchive(t.s3, job, work);
+    const file = join(work, `${job.id}-${a.manifest.renditions[0]!.file}`);
+    const [src, out] = await Promise.all([videoPts(source), videoPts(file)]);
+    expect(out.length).toBe(src.length);
+    let worst = 0;
+    for (let i = 0; i < src.length; i++) worst = Math.max(worst, Math.abs(out[i]! - src[i]!));
+    expect(worst).toBeLessThanOrEqual(0.001);
+    console.log(`MEASURE stealing: ${byNode1.length} of ${cp.boundaries.length - 1} chunks of the slow node's segment done by the other node (${helpers.length} helper run(s)); job ${((job.finishedAtMs - job.createdAtMs) / 1000).toFixed(1)} s`);
+  });
+});
