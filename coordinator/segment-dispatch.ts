@@ -182,6 +182,9 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
         await withEtcdRetry('record transfer', () => d.store.putSegment(t.jobId, transcoding, 'transfer verified', t.fence), { ...etcdRetry, signal: attemptAbort.signal });
         await runRemote(client, ref, ownerRevision, task, d, attemptAbort.signal);
       }
+      // The whole segment was released to move to an idle node: a new attempt there.
+      const movedTo = stealing?.movedTo();
+      if (movedTo) throw new SegmentMoved(movedTo);
       // Chunks released to helpers: done when they are (a failed helper leaves them to a new attempt).
       if (stealing && !(await stealing.settle())) {
         throw new AppError('UNAVAILABLE', `segment ${seg.index}: chunks moved to another node were not done; the segment runs again for them`);
@@ -193,6 +196,12 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
       return;
     } catch (err) {
       if (signal.aborted) throw signal.reason;
+      if (err instanceof SegmentMoved) {
+        // Work stealing moved it: not a failure, and the node it left is not avoided.
+        log.info({ from: node.id, to: err.to, attempt }, 'segment moved to an idle node');
+        preferred = err.to;
+        continue;
+      }
       const e = attemptAbort.signal.aborted && !isAppError(err, 'TRANSCODE_FAILED') ? (attemptAbort.signal.reason as unknown) : err;
       const permanent = isAppError(e) && !e.retryable && !['UNAVAILABLE', 'CANCELLED', 'DEADLINE_EXCEEDED', 'FAILED_PRECONDITION', 'FENCED', 'CHECKSUM_MISMATCH', 'BAD_OFFSET'].includes(e.code);
       if (isAppError(e, 'NOT_LEADER')) throw e; // a deposed leader stops; the new one resumes
@@ -217,6 +226,13 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
       d.load.set(node.id, Math.max(0, (d.load.get(node.id) ?? 1) - 1));
       d.metrics.segmentsInFlight.dec();
     }
+  }
+}
+
+/** A segment whose owner released it whole, to run on `to` (work stealing). */
+class SegmentMoved extends Error {
+  constructor(readonly to: string) {
+    super(`segment moved to ${to}`);
   }
 }
 

@@ -26,6 +26,16 @@ describe('work stealing: who takes what', () => {
     expect(plans[0]!.victim.key).toBe('j/1');
     // half of 5, rounded up: the last three chunks the owner would start
     expect(plans[0]!.chunks).toEqual([5, 6, 7]);
+    expect(plans[0]!.move).toBe(false);
+  });
+
+  it('a run waiting for a slot with everything it has left moves whole', () => {
+    // b runs one segment and has a second one waiting behind it, nothing of it started
+    const waiting = { ...ev(0, [0, 1, 2]), subSegments: 4, subSegmentsDone: 1 };
+    const units = [unit('j/0', 'b', ev(1, [])), unit('j/1', 'b', waiting)];
+    const plans = planSteals({ nodes: [node('a', 1), node('b', 1)], units, busy: new Set() });
+    expect(plans).toEqual([expect.objectContaining({ thiefId: 'a', chunks: [0, 1, 2], move: true })]);
+    expect(plans[0]!.victim.key).toBe('j/1');
   });
 
   it('takes a single queued chunk when that is all there is', () => {
@@ -75,6 +85,11 @@ describe('work stealing: who takes what', () => {
 describe('an owner run releases only chunks it has not started', () => {
   it('started, released and unknown chunks stay; the rest are given up once', () => {
     const c = new ChunkControl();
+    const d = new ChunkControl();
+    d.queue = [0, 1];
+    d.started.add(1);
+    expect(d.release([0, 1], true)).toEqual([]); // all or nothing: one started
+    expect(d.release([0], true)).toEqual([0]);
     c.queue = [4, 0, 3, 1, 2];
     c.started.add(4);
     c.started.add(0);

@@ -40,6 +40,13 @@ export interface StealPlan {
   victim: WorkUnit;
   thiefId: string;
   chunks: number[];
+  /** Nothing of the run has started: the whole segment moves (a new attempt on the thief). */
+  move: boolean;
+}
+
+/** True when a run waits for a slot with all it has left: nothing running, every remaining chunk queued. */
+function waitingWhole(ev: SegmentEvent): boolean {
+  return ev.queue !== undefined && ev.queue.running === 0 && ev.queue.queued.length === ev.subSegments - ev.subSegmentsDone;
 }
 
 /**
@@ -59,7 +66,8 @@ export function spareSlots(slots: number, units: readonly WorkUnit[]): number {
  * Who takes what: each node with spare slots takes, from the owner run with the longest queue on
  * another node (that its placement allows), half of that queue (at least one chunk) from the
  * tail — the chunks the owner would start last. Half, not one per spare slot: a much slower owner
- * then loses most of its queue at once, and two equal nodes end together. Pure.
+ * then loses most of its queue at once, and two equal nodes end together. A run that has started
+ * nothing (it waits behind other work for a slot) moves whole: no chunk plan is needed. Pure.
  */
 export function planSteals(view: StealView): StealPlan[] {
   const plans: StealPlan[] = [];
@@ -77,8 +85,12 @@ export function planSteals(view: StealView): StealPlan[] {
     const victim = victims[0];
     if (!victim) continue;
     const queued = victim.last!.queue!.queued;
-    const n = Math.max(1, Math.ceil(queued.length / 2));
-    plans.push({ victim, thiefId: thief.id, chunks: queued.slice(-n) });
+    if (waitingWhole(victim.last!)) {
+      plans.push({ victim, thiefId: thief.id, chunks: [...queued], move: true });
+    } else {
+      const n = Math.max(1, Math.ceil(queued.length / 2));
+      plans.push({ victim, thiefId: thief.id, chunks: queued.slice(-n), move: false });
+    }
     taken.add(victim.key);
   }
   return plans;
@@ -98,6 +110,8 @@ interface OwnerState {
   runHelper: HelperRunner;
   abort: AbortController;
   released: boolean;
+  /** The whole segment was released to move to this node (a new attempt there). */
+  movedTo: string | undefined;
 }
 
 /**
@@ -156,8 +170,8 @@ export class WorkStealer {
   }
 
   /** An owner run started; `emit` gets its events combined with its helpers'. */
-  registerOwner(unit: WorkUnit, emit: (ev: SegmentEvent) => void, runHelper: HelperRunner): { event: (ev: SegmentEvent) => void; settle: () => Promise<boolean>; close: () => void } {
-    const state: OwnerState = { unit, helpers: [], helperEvents: new Map(), emit, runHelper, abort: new AbortController(), released: false };
+  registerOwner(unit: WorkUnit, emit: (ev: SegmentEvent) => void, runHelper: HelperRunner): { event: (ev: SegmentEvent) => void; settle: () => Promise<boolean>; movedTo: () => string | undefined; close: () => void } {
+    const state: OwnerState = { unit, helpers: [], helperEvents: new Map(), emit, runHelper, abort: new AbortController(), released: false, movedTo: undefined };
     this.owners.set(unit.key, state);
     return {
       event: (ev) => {
@@ -171,6 +185,7 @@ export class WorkStealer {
         const cp = await new SegmentFence(this.d.etcd, this.d.keys, unit.jobId, unit.segment, unit.ownerRevision).readCheckpoint();
         return checkpointComplete(cp?.value);
       },
+      movedTo: () => state.movedTo,
       close: () => {
         state.abort.abort(new Error('owner run ended'));
         if (this.owners.get(unit.key) === state) this.owners.delete(unit.key);
@@ -205,7 +220,7 @@ export class WorkStealer {
         // Counted as filling the thief until its helper run reports.
         const pending: WorkUnit = { ...p.victim, key: `${p.victim.key}/pending-${p.thiefId}`, nodeId: p.thiefId, helper: true, last: undefined };
         this.helpersInFlight.set(pending.key, pending);
-        void this.steal(o, thief, p.chunks)
+        void (p.move ? this.move(o, thief, p.chunks) : this.steal(o, thief, p.chunks))
           .catch((err: unknown) => this.d.log.warn({ jobId: p.victim.jobId, segment: p.victim.segment, thief: p.thiefId, err: errorMessage(err) }, 'work steal failed'))
           .finally(() => {
             this.stealing.delete(p.victim.key);
@@ -215,6 +230,31 @@ export class WorkStealer {
     } finally {
       this.ticking = false;
     }
+  }
+
+  /**
+   * A run that waits for a slot with everything it has left moves whole: its owner releases every
+   * chunk (all or nothing), its RunSegment ends, and the dispatch assigns the segment to the thief
+   * as a new attempt (no failure counted; the checkpoint carries whatever was done before).
+   */
+  private async move(o: OwnerState, thief: NodeView, chunks: number[]): Promise<void> {
+    const v = o.unit;
+    const owner = this.d.registry.get(v.nodeId);
+    if (!owner) return;
+    o.movedTo = thief.id; // set first: the owner's run may end before the answer arrives
+    const client = this.d.clients.get(NodeAgentClient, owner.address, owner.id);
+    const res = await callUnary(client, client.releaseChunks, { ref: { jobId: v.jobId, segment: v.segment, attempt: v.attempt, ownerRevision: v.ownerRevision, leaderTerm: v.leaderTerm }, chunks, all: true }, this.d.rpcTimeoutMs, traceMetadata(v.jobId))
+      .catch((err: unknown) => {
+        o.movedTo = undefined;
+        throw err;
+      });
+    if (res.released.length === 0) {
+      o.movedTo = undefined; // a chunk started meanwhile: it stays
+      return;
+    }
+    this.stolenChunks += res.released.length;
+    this.d.metrics.chunksStolen.inc(res.released.length);
+    this.d.log.info({ jobId: v.jobId, segment: v.segment, from: v.nodeId, to: thief.id, chunks: res.released }, 'queued segment moved to an idle node');
   }
 
   private async steal(o: OwnerState, thief: NodeView, chunks: number[]): Promise<void> {

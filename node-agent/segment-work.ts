@@ -89,9 +89,10 @@ export class ChunkControl {
   readonly started = new Set<number>();
   queue: number[] = [];
 
-  /** Gives up the named chunks that have not started; answers those it gave up. */
-  release(chunks: readonly number[]): number[] {
+  /** Gives up the named chunks that have not started (with `all`: every one, or none); answers those it gave up. */
+  release(chunks: readonly number[], all = false): number[] {
     const out: number[] = [];
+    if (all && chunks.some((c) => !this.queue.includes(c) || this.started.has(c) || this.released.has(c))) return out;
     for (const c of chunks) {
       if (this.queue.includes(c) && !this.started.has(c) && !this.released.has(c)) {
         this.released.add(c);

@@ -346,7 +346,7 @@ export class AgentService {
         const held = this.held.get(workKey(ref!));
         // Only the attempt named, under the owner revision named: a late call releases nothing.
         if (!held || held.attempt !== ref!.attempt || held.ownerRevision !== ref!.ownerRevision) return { released: [] };
-        const released = held.control.release(req.chunks);
+        const released = held.control.release(req.chunks, req.all === true);
         if (released.length > 0) log.info({ jobId: ref!.jobId, segment: ref!.segment, attempt: ref!.attempt, released }, 'chunks released to a helper');
         return { released };
       }),

@@ -9,7 +9,7 @@ import type { NodeRecord } from '../common/records.js';
 import { signBody } from '../coordinator/webhooks.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { fixture, nodeRunningFfmpeg, startTestCluster, type TestCluster } from './helpers.js';
-import { scrapeCounter, subSegmentsRedone } from './faults-helpers.js';
+import { logLines, scrapeCounter, subSegmentsRedone } from './faults-helpers.js';
 
 const LADDER = [{ name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'medium' }];
 const SECRET = 'test-webhook-secret';
@@ -32,7 +32,8 @@ describe('running it as a fleet', () => {
         AUTOSCALER_DOWN_COOLDOWN_MS: '3000',
         AUTOSCALER_INTERVAL_MS: '500',
         AUTOSCALER_NODE_SLOTS: '1',
-        MAX_CONCURRENT_JOBS: '1',
+        // MAX_CONCURRENT_JOBS at its default (4): every job runs at once, so the job queue stays
+        // empty and the backlog is the chunks waiting for the one slot.
       },
     });
     clip = await fixture(t.inputDir, 'clip-8s-360p.mp4', { seconds: 8, width: 640, height: 360, fps: 30 });
@@ -41,7 +42,7 @@ describe('running it as a fleet', () => {
     await t?.close();
   });
 
-  it('grows the node pool under a backlog and drains idle nodes when the queue empties', async () => {
+  it('grows the node pool for chunks waiting in running jobs; new nodes take work from them; idle nodes drain', async () => {
     const ids = await Promise.all([1, 2, 3, 4].map(async () => (await t.client.submit({ inputUri: clip, ladder: LADDER })).jobId));
     let peak = 1;
     const watch = (async () => {
@@ -66,7 +67,11 @@ describe('running it as a fleet', () => {
       await new Promise((r) => setTimeout(r, 250));
     }
     const status = await t.client.clusterStatus();
-    expect(status.autoscalerDecisions.some((d) => d.includes(' up '))).toBe(true);
+    expect(status.autoscalerDecisions.some((d) => d.includes(' up ') && d.includes('queued chunk(s)'))).toBe(true);
+    // A node the autoscaler started took work from a job that was already running (work stealing).
+    const moved = logLines(t.dir, 'coordinator-0').filter((l) => (l.msg === 'queued segment moved to an idle node' || l.msg === 'chunks moved to an idle node') && ids.includes(String(l.jobId)) && String(l.to).startsWith('auto-'));
+    expect(moved.length).toBeGreaterThanOrEqual(1);
+    expect(jobs.some((j) => j.segments.some((sg) => sg.nodeId.startsWith('auto-')))).toBe(true);
     expect(status.autoscalerDecisions.some((d) => d.includes(' down '))).toBe(true);
     // No segment was transcoded twice because of a drain.
     for (const j of jobs) expect(subSegmentsRedone(t.dir, readdirLogs(t.dir), j.id)).toBe(0);

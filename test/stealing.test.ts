@@ -48,7 +48,7 @@ describe('work stealing: a slow node\'s queued chunks move to an idle one', () =
   let source: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, slots: 1, env: { MAX_CHUNK_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.2', SEGMENT_NO_PROGRESS_MS: '60000' } });
+    t = await startTestCluster({ nodes: 2, slots: 1, tls: true, env: { MAX_CHUNK_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.2', SEGMENT_NO_PROGRESS_MS: '60000' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-stealing-'));
     source = join(t.inputDir, 'steal-12s.mp4');
     await runFfmpeg([

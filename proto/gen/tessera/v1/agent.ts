@@ -35,6 +35,11 @@ export interface ReleaseChunksRequest {
     | undefined;
   /** sub-segment numbers, as the segment's checkpoint counts them */
   chunks: number[];
+  /**
+   * All or nothing: release the chunks only if none of them has started (the whole segment moves
+   * to another node, as a new attempt there).
+   */
+  all?: boolean | undefined;
 }
 
 export interface ReleaseChunksResponse {
@@ -181,7 +186,7 @@ export interface DropSegmentResponse {
 }
 
 function createBaseReleaseChunksRequest(): ReleaseChunksRequest {
-  return { ref: undefined, chunks: [] };
+  return { ref: undefined, chunks: [], all: undefined };
 }
 
 export const ReleaseChunksRequest: MessageFns<ReleaseChunksRequest> = {
@@ -195,6 +200,9 @@ export const ReleaseChunksRequest: MessageFns<ReleaseChunksRequest> = {
         writer.int32(v);
       }
       writer.join();
+    }
+    if (message.all !== undefined) {
+      writer.uint32(24).bool(message.all);
     }
     return writer;
   },
@@ -238,6 +246,14 @@ export const ReleaseChunksRequest: MessageFns<ReleaseChunksRequest> = {
 
             break;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.all = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -254,6 +270,7 @@ export const ReleaseChunksRequest: MessageFns<ReleaseChunksRequest> = {
     return {
       ref: isSet(object.ref) ? SegmentRef.fromJSON(object.ref) : undefined,
       chunks: globalThis.Array.isArray(object?.chunks) ? object.chunks.map((e: any) => globalThis.Number(e)) : [],
+      all: isSet(object.all) ? globalThis.Boolean(object.all) : undefined,
     };
   },
 
@@ -265,6 +282,9 @@ export const ReleaseChunksRequest: MessageFns<ReleaseChunksRequest> = {
     if (message.chunks?.length) {
       obj.chunks = message.chunks.map((e) => Math.round(e));
     }
+    if (message.all !== undefined) {
+      obj.all = message.all;
+    }
     return obj;
   },
 
@@ -275,6 +295,7 @@ export const ReleaseChunksRequest: MessageFns<ReleaseChunksRequest> = {
     const message = createBaseReleaseChunksRequest();
     message.ref = (object.ref !== undefined && object.ref !== null) ? SegmentRef.fromPartial(object.ref) : undefined;
     message.chunks = object.chunks?.map((e) => e) || [];
+    message.all = object.all ?? undefined;
     return message;
   },
 };
