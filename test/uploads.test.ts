@@ -11,6 +11,7 @@ import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { fixture, incompleteUploads, startTestCluster, type TestCluster } from './helpers.js';
 import { logLines, scrapeCounter } from './faults-helpers.js';
 import { paddedMp4 } from './media-helpers.js';
+import { limitedBytes, limitPortUpload, portLimitUnavailable } from './tc-port.js';
 import { Etcd3 } from 'etcd3';
 import { UploadSessions } from '../coordinator/upload-session.js';
 import { Keys } from '../common/keys.js';
@@ -18,8 +19,10 @@ import { createLogger } from '../common/logger.js';
 
 // Large inputs get in: uploads are stored in S3 as multipart parts while they arrive, and an
 // interrupted upload resumes from what the cluster holds. The size is LARGE_UPLOAD_MB (default
-// 600 MB, so CI stays short; BENCHMARKS.md reports a 6 GB run of this test).
+// 600 MB, so CI stays short; BENCHMARKS.md reports a 6 GB run of this test), sent over a link to
+// the S3 server limited by tc to LARGE_UPLOAD_MBIT (default 400 Mbit/s; test/tc-port.ts).
 const SIZE = Number(process.env.LARGE_UPLOAD_MB ?? 600) * 1024 ** 2;
+const MBIT = Number(process.env.LARGE_UPLOAD_MBIT ?? 400);
 const PART = 5 * 1024 ** 2;
 
 async function sha256(stream: Readable): Promise<string> {
@@ -65,51 +68,64 @@ describe('large uploads: multipart while they arrive, resumable', () => {
 
   it(`an upload of ${SIZE / 1024 ** 2} MB cut off at half resumes and sends only the rest; the job succeeds`, async () => {
     const sent0 = await scrapeCounter(metricsAddress(), 'tessera_upload_bytes_received_total');
-    // 1. Start the CLI and kill it (-9) once the cluster holds half of the file.
-    const first = cli('transcode', big, '--ladder', '240:300::ultrafast', '--json');
-    const firstDone = finish(first);
-    const resumeId = await vi.waitFor(async () => {
-      const files = await readdir(stateDir).catch(() => [] as string[]);
-      if (files.length !== 1) throw new Error('no upload state yet');
-      return (JSON.parse(await readFile(join(stateDir, files[0]!), 'utf8')) as { resumeId: string }).resumeId;
-    }, { timeout: 30_000, interval: 50 });
-    await vi.waitFor(async () => {
-      const s = await t.client.uploadStatus(resumeId);
-      if (!(s.found && s.receivedBytes >= SIZE / 2)) throw new Error(`held ${s.receivedBytes}`);
-    }, { timeout: 120_000, interval: 20 });
-    first.kill('SIGKILL');
-    await firstDone;
-    // What the cluster holds settles once the cut-off stream is dropped (a part in flight may still land).
-    await new Promise((r) => setTimeout(r, 1_000));
-    const held = await t.client.uploadStatus(resumeId);
-    expect(held.found).toBe(true);
-    expect(held.totalBytes).toBe(SIZE);
-    expect(held.receivedBytes % PART).toBe(0);
-    expect(held.receivedBytes).toBeGreaterThanOrEqual(SIZE / 2);
-    expect(held.receivedBytes).toBeLessThan(SIZE);
+    // The link to S3 (everything sent to its port) is limited: the upload takes its time.
+    const why = portLimitUnavailable();
+    if (why) throw new Error(`this test limits the S3 link with tc and ${why}`);
+    const unlimit = limitPortUpload(Number(new URL(t.cluster.s3Endpoint).port), MBIT);
+    const startedAt = Date.now();
+    try {
+      // 1. Start the CLI and kill it (-9) once the cluster holds half of the file.
+      const first = cli('transcode', big, '--ladder', '240:300::ultrafast', '--json');
+      const firstDone = finish(first);
+      const resumeId = await vi.waitFor(async () => {
+        const files = await readdir(stateDir).catch(() => [] as string[]);
+        if (files.length !== 1) throw new Error('no upload state yet');
+        return (JSON.parse(await readFile(join(stateDir, files[0]!), 'utf8')) as { resumeId: string }).resumeId;
+      }, { timeout: 30_000, interval: 50 });
+      await vi.waitFor(async () => {
+        const s = await t.client.uploadStatus(resumeId);
+        if (!(s.found && s.receivedBytes >= SIZE / 2)) throw new Error(`held ${s.receivedBytes}`);
+      }, { timeout: 120_000, interval: 20 });
+      first.kill('SIGKILL');
+      await firstDone;
+      // What the cluster holds settles once the cut-off stream is dropped (a part in flight may still land).
+      await new Promise((r) => setTimeout(r, 1_000));
+      const held = await t.client.uploadStatus(resumeId);
+      expect(held.found).toBe(true);
+      expect(held.totalBytes).toBe(SIZE);
+      expect(held.receivedBytes % PART).toBe(0);
+      expect(held.receivedBytes).toBeGreaterThanOrEqual(SIZE / 2);
+      expect(held.receivedBytes).toBeLessThan(SIZE);
 
-    // 2. The same command again: it resumes from what is held.
-    const sent1 = await scrapeCounter(metricsAddress(), 'tessera_upload_bytes_received_total');
-    const second = await finish(cli('transcode', big, '--ladder', '240:300::ultrafast', '--json'));
-    expect(second.code, second.stderr).toBe(0);
-    expect(second.stderr).toContain(`resuming upload: ${held.receivedBytes} of ${SIZE} bytes already in the cluster`);
-    const job = JSON.parse(second.stdout.slice(second.stdout.indexOf('{'))) as { id: string; state: string; spec: { inputUri: string }; result: { renditions: { frames: string }[] } };
-    expect(job.state).toBe(JobState[JobState.JOB_STATE_SUCCEEDED]);
-    expect(Number(job.result.renditions[0]!.frames)).toBe(100);
-    // Only the rest went over the wire the second time.
-    const sent2 = await scrapeCounter(metricsAddress(), 'tessera_upload_bytes_received_total');
-    expect(sent2 - sent1).toBe(SIZE - held.receivedBytes);
-    expect(sent1 - sent0).toBeGreaterThanOrEqual(held.receivedBytes);
+      // 2. The same command again: it resumes from what is held.
+      const sent1 = await scrapeCounter(metricsAddress(), 'tessera_upload_bytes_received_total');
+      const second = await finish(cli('transcode', big, '--ladder', '240:300::ultrafast', '--json'));
+      expect(second.code, second.stderr).toBe(0);
+      expect(second.stderr).toContain(`resuming upload: ${held.receivedBytes} of ${SIZE} bytes already in the cluster`);
+      const job = JSON.parse(second.stdout.slice(second.stdout.indexOf('{'))) as { id: string; state: string; spec: { inputUri: string }; result: { renditions: { frames: string }[] } };
+      expect(job.state).toBe(JobState[JobState.JOB_STATE_SUCCEEDED]);
+      expect(Number(job.result.renditions[0]!.frames)).toBe(100);
+      // Only the rest went over the wire the second time.
+      const sent2 = await scrapeCounter(metricsAddress(), 'tessera_upload_bytes_received_total');
+      expect(sent2 - sent1).toBe(SIZE - held.receivedBytes);
+      expect(sent1 - sent0).toBeGreaterThanOrEqual(held.receivedBytes);
 
-    // 3. The object in S3 is the file, byte for byte; nothing half-done is left behind.
-    const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(job.spec.inputUri)!;
-    const head = await t.s3.send(new HeadObjectCommand({ Bucket: m[1], Key: m[2] }));
-    expect(head.ContentLength).toBe(SIZE);
-    const obj = await t.s3.send(new GetObjectCommand({ Bucket: m[1], Key: m[2] }));
-    expect(await sha256(obj.Body as Readable)).toBe(await sha256(createReadStream(big)));
-    expect(await incompleteUploads(t.s3, m[1]!)).toBe(0);
-    expect(await readdir(stateDir)).toEqual([]);
-    expect((await t.client.uploadStatus(resumeId)).found).toBe(false);
+      // 3. The object in S3 is the file, byte for byte; nothing half-done is left behind.
+      const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(job.spec.inputUri)!;
+      const head = await t.s3.send(new HeadObjectCommand({ Bucket: m[1], Key: m[2] }));
+      expect(head.ContentLength).toBe(SIZE);
+      const obj = await t.s3.send(new GetObjectCommand({ Bucket: m[1], Key: m[2] }));
+      expect(await sha256(obj.Body as Readable)).toBe(await sha256(createReadStream(big)));
+      expect(await incompleteUploads(t.s3, m[1]!)).toBe(0);
+      expect(await readdir(stateDir)).toEqual([]);
+      expect((await t.client.uploadStatus(resumeId)).found).toBe(false);
+      // The upload went through the limited link (both halves, and the job's own S3 writes).
+      const limited = limitedBytes();
+      expect(limited).toBeGreaterThanOrEqual(SIZE);
+      console.log(`MEASURE upload: ${SIZE / 1024 ** 2} MiB through a ${MBIT} Mbit/s link to S3 (tc htb), cut off at ${(held.receivedBytes / 1024 ** 2).toFixed(0)} MiB and resumed; ${(limited / 1024 ** 2).toFixed(0)} MiB crossed the link; ${((Date.now() - startedAt) / 1000).toFixed(1)} s from the first byte to SUCCEEDED`);
+    } finally {
+      unlimit();
+    }
   });
 
   it('a retried upload with the same resume id gets the same job and stores nothing again', async () => {
