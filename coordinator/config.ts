@@ -97,6 +97,8 @@ const shape = {
    * never the input's URL (a pre-signed URL may have expired by then).
    */
   STASH_HTTP_INPUTS: bool.default(true),
+  /** Read s3:// and http(s):// inputs in ranges through a loopback range server instead of staging them whole (an origin that ignores Range is staged). */
+  RANGED_INPUTS: bool.default(true),
   JOB_HISTORY_LIMIT: int(500, 10),
   /**
    * Finished jobs (SUCCEEDED, FAILED, CANCELLED) keep their whole tree in etcd (segments,

@@ -21,7 +21,7 @@ import { probeMedia, type MediaInfo } from '../transcoder/probe.js';
 import { planConstantRate, planSource, startIdet, withConstantRate, type SourcePlan } from './source-plan.js';
 import { constantRateSpans, partSpans, rateWindows } from './part-spans.js';
 import { decoderPixelCap } from '../transcoder/ffmpeg-limits.js';
-import { demuxerFor } from '../transcoder/ffprobe.js';
+import { demuxerFor, isRangedInput } from '../transcoder/ffprobe.js';
 import { extractAudio, segmentFrameCounts, splitFrameCuts, splitVideo, type InputOptions } from '../transcoder/split.js';
 import { sendPart } from '../uploader/part-client.js';
 import type { CoordinatorConfig } from './config.js';
@@ -34,6 +34,8 @@ import { planFrameSegments, planSegments } from './plan.js';
 import { ProgressTracker } from './progress.js';
 import { dispatchSegment, type DispatchDeps, type SegmentSource } from './segment-dispatch.js';
 import type { WorkStealer } from './work-stealing.js';
+import type { RangedInput, RangeServer } from './range-source.js';
+import { Readable } from 'node:stream';
 import { classifyInput, outputKey, parseOutput, keyframePeriod, parsePackage, resolveLocalInput, toRungs } from './spec.js';
 import { GOP_SECONDS } from '../transcoder/ffmpeg-args.js';
 import { stageInput } from './input.js';
@@ -52,6 +54,8 @@ export interface RunnerDeps {
   encoders: ReadonlySet<string>;
   stagingDir: string;
   load: Map<string, number>;
+  /** Reads remote inputs in ranges (absent: they are staged whole). */
+  ranges?: RangeServer | undefined;
   /** Work stealing between the nodes (absent: off). */
   stealer?: WorkStealer | undefined;
   /** Jobs waiting for a node their placement allows (the autoscaler grows the matching pool). */
@@ -106,12 +110,19 @@ export class JobRunner {
   }
 
   async run(signal: AbortSignal): Promise<void> {
-    // A round ends early when the uploader lost parts at finalize (they are transcoded again).
-    for (this.reopened = false; ; this.reopened = false) {
-      await this.runOnce(signal);
-      if (!this.reopened || signal.aborted) return;
+    try {
+      // A round ends early when the uploader lost parts at finalize (they are transcoded again).
+      for (this.reopened = false; ; this.reopened = false) {
+        await this.runOnce(signal);
+        if (!this.reopened || signal.aborted) return;
+      }
+    } finally {
+      this.rangedInput?.close();
     }
   }
+
+  /** The remote input, open for ranged reads while this runner needs it. */
+  private rangedInput: RangedInput | undefined;
 
   /** Parts lost on the uploader were reopened this round: run() goes round again. */
   private reopened = false;
@@ -324,7 +335,7 @@ export class JobRunner {
     let rec = rec0;
     const uploader = await this.waitForUploader(signal, rec.uploaderId);
     await mkdir(this.dir, { recursive: true });
-    const inputPath = join(this.dir, 'input.src');
+    let inputPath = join(this.dir, 'input.src');
     const resumed = rec.plan !== undefined;
     // Past the first split, Tessera's own copy of an http(s) input replaces its URL.
     this.facts ??= resumed ? await store.getResumeFacts(this.jobId) : undefined;
@@ -333,7 +344,18 @@ export class JobRunner {
     if (input.kind === 'local') input = await resolveLocalInput(input.path, cfg.INPUT_ROOT, cfg.MAX_INPUT_BYTES);
     if (stashed) this.log.info({ stash: stashed }, 'reading the input from its copy in S3');
     const stashNeeded = !stashed && input.kind === 'http' && cfg.STASH_HTTP_INPUTS;
-    if (!existsSync(inputPath)) {
+    // A remote input is read in ranges where its origin serves them: never staged whole.
+    let ranged: RangedInput | undefined;
+    if (!existsSync(inputPath) && input.kind !== 'local' && cfg.RANGED_INPUTS && this.d.ranges) {
+      ranged = await this.d.ranges.open(input, { s3: this.d.s3, policy: outboundPolicy(cfg), timeoutMs: cfg.HTTP_INPUT_TIMEOUT_MS, maxBytes: cfg.MAX_INPUT_BYTES, signal });
+      if (ranged) {
+        this.rangedInput?.close();
+        this.rangedInput = ranged;
+        inputPath = ranged.url;
+        this.log.info({ bytes: ranged.totalBytes }, 'reading the input in ranges (not staged)');
+      }
+    }
+    if (!ranged && !existsSync(inputPath)) {
       await stageInput(input, inputPath, {
         maxBytes: cfg.MAX_INPUT_BYTES,
         timeoutMs: cfg.HTTP_INPUT_TIMEOUT_MS,
@@ -347,7 +369,8 @@ export class JobRunner {
       });
     }
     // And for the segments cut from it (stream copies: twice the input's size at the peak).
-    await this.stagingRoom(2 * (await stat(inputPath)).size, 'the segments cut from the input', signal);
+    const inputBytes = ranged ? ranged.totalBytes : (await stat(inputPath)).size;
+    await this.stagingRoom(2 * inputBytes, 'the segments cut from the input', signal);
     tracker.preparing(0.2);
     await refuseReferences(inputPath);
     const maxPixels = maxPixelsOf(cfg);
@@ -452,8 +475,9 @@ export class JobRunner {
     // The input's copy in S3, stored beside the work (awaited before finalize).
     const stash = !stashNeeded ? Promise.resolve() : (async () => {
       const key = `staging/${this.jobId}/input`;
-      const size = (await stat(inputPath)).size;
-      await this.d.s3.send(new PutObjectCommand({ Bucket: cfg.S3_BUCKET, Key: key, Body: createReadStream(inputPath), ContentLength: size }), { abortSignal: signal });
+      const size = inputBytes;
+      const body = ranged ? Readable.fromWeb((await fetch(inputPath, { signal })).body! as import('node:stream/web').ReadableStream) : createReadStream(inputPath);
+      await this.d.s3.send(new PutObjectCommand({ Bucket: cfg.S3_BUCKET, Key: key, Body: body, ContentLength: size }), { abortSignal: signal });
       await factsReady;
       await this.updateFacts({ inputStash: `s3://${cfg.S3_BUCKET}/${key}` }, signal);
       this.log.info({ bucket: cfg.S3_BUCKET, key, bytes: size }, 'input copied to S3');
@@ -721,6 +745,12 @@ class LostPartsError extends AppError {
 
 /** Playlists and other reference formats are refused before ffprobe ever opens them. */
 export async function refuseReferences(path: string): Promise<void> {
+  if (isRangedInput(path)) {
+    const res = await fetch(path, { headers: { range: 'bytes=0-511' }, signal: AbortSignal.timeout(30_000) });
+    const what = sniffReference(Buffer.from(await res.arrayBuffer()).subarray(0, 512));
+    if (what) throw new AppError('UNSUPPORTED_FORMAT', `the input is ${what}: playlists and files that point at other files are not accepted; send the media file itself`);
+    return;
+  }
   const fh = await open(path, 'r');
   try {
     const head = Buffer.alloc(512);

@@ -27,6 +27,7 @@ import { LeaderElection } from './leader.js';
 import { coordinatorMetrics } from './metrics.js';
 import { NodeRegistry } from './node-registry.js';
 import { WorkStealer } from './work-stealing.js';
+import { RangeServer } from './range-source.js';
 import { Scheduler } from './scheduler.js';
 import { Throughput } from './throughput.js';
 import { Autoscaler, type ScaleProvider } from './autoscaler.js';
@@ -113,6 +114,8 @@ async function main(): Promise<void> {
   election.on('elected', (fence: LeaderFence) => webhooks.elected(fence));
   election.on('deposed', () => webhooks.deposed());
   const load = new Map<string, number>();
+  const ranges = new RangeServer(log.child({ component: 'ranges' }));
+  life.onStop('range server', () => ranges.close());
   const stealer = new WorkStealer({ etcd, keys, registry: nodes, clients, metrics, log: log.child({ component: 'stealing' }), rpcTimeoutMs: cfg.RPC_TIMEOUT_MS, intervalMs: cfg.STEAL_INTERVAL_MS });
   stealer.start();
   life.onStop('work stealing', () => stealer.stop());
@@ -129,6 +132,7 @@ async function main(): Promise<void> {
     stagingDir,
     load,
     stealer,
+    ranges,
     waiting,
     onFrames: (n) => {
       throughput.add(n);

@@ -64,10 +64,38 @@ export function demuxerArgs(format: InputDemuxer | undefined): string[] {
 }
 
 /**
- * Checks that `path` names a non-empty regular file; returns its absolute path and size.
+ * A remote input read in ranges through the coordinator's loopback range server
+ * (coordinator/range-source.ts): `http://127.0.0.1:<port>/<token>`. Nothing else but a local file
+ * is ever opened.
+ */
+const RANGED_INPUT = /^http:\/\/127\.0\.0\.1:\d{1,5}\/[A-Za-z0-9_-]{16,}$/;
+
+export function isRangedInput(p: string): boolean {
+  return RANGED_INPUT.test(p);
+}
+
+/**
+ * How ffmpeg/ffprobe open an input: a local file with the file protocol only (`file:<abs>`), or
+ * the loopback range server with http over tcp only and a read timeout (it seeks with Range).
+ */
+export function inputSource(p: string): { protocol: string[]; url: string } {
+  if (isRangedInput(p)) return { protocol: ['-protocol_whitelist', 'http,tcp', '-rw_timeout', '60000000'], url: p };
+  return { protocol: ['-protocol_whitelist', 'file'], url: `file:${resolve(p)}` };
+}
+
+/**
+ * Checks that `path` names a non-empty regular file (or a ranged input that answers); returns its
+ * absolute path (the URL) and size.
  * ENOENT → INPUT_NOT_FOUND, zero bytes → INPUT_EMPTY, anything but a file → INPUT_NOT_VIDEO.
  */
 export async function checkInputFile(path: string): Promise<{ abs: string; bytes: number }> {
+  if (isRangedInput(path)) {
+    const res = await fetch(path, { method: 'HEAD', signal: AbortSignal.timeout(10_000) }).catch((err: unknown) => {
+      throw new AppError('UNAVAILABLE', `the input's range server did not answer: ${(err as Error).message}`, { retryable: true });
+    });
+    if (!res.ok) throw new AppError('INPUT_NOT_FOUND', 'the input is no longer open for reading');
+    return { abs: path, bytes: Number(res.headers.get('content-length') ?? 0) };
+  }
   const abs = resolve(path);
   let st;
   try {
@@ -96,14 +124,14 @@ export async function runFfprobe(path: string, args: readonly string[], opts: Pr
   const full = [
     '-hide_banner',
     '-v', 'error',
-    '-protocol_whitelist', 'file',
+    ...inputSource(abs).protocol,
     '-format_whitelist', INPUT_DEMUXERS,
     '-probesize', String(PROBE_SIZE_BYTES),
     '-analyzeduration', String(ANALYZE_DURATION_US),
     '-max_pixels', maxPixelsArg(opts.maxPixels),
     ...args,
     ...demuxerArgs(opts.format),
-    '-i', `file:${abs}`,
+    '-i', inputSource(abs).url,
   ];
   try {
     const { stdout, stderr } = await runFfmpeg(full, {

@@ -2,7 +2,7 @@ import { copyFile, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { AppError } from '../common/errors.js';
 import { maxPixelsArg, type FfmpegLimits } from './ffmpeg-limits.js';
-import { checkInputFile, demuxerArgs, firstVideoStream, INPUT_DEMUXERS, num, parseProbeJson, runFfprobe, type InputDemuxer } from './ffprobe.js';
+import { checkInputFile, demuxerArgs, firstVideoStream, INPUT_DEMUXERS, inputSource, num, parseProbeJson, runFfprobe, type InputDemuxer } from './ffprobe.js';
 import { readPacketSummary, type KeyframeAt, type PacketSummary } from './keyframes.js';
 import { runFfmpeg } from './run-ffmpeg.js';
 
@@ -21,11 +21,12 @@ export interface InputOptions {
 
 /** Input options every ffmpeg reading a staged file gets, ending with `-i file:<abs>`. */
 function inputArgs(abs: string, o: InputOptions | undefined): string[] {
+  const src = inputSource(abs);
   return [
-    '-protocol_whitelist', 'file', '-format_whitelist', INPUT_DEMUXERS,
+    ...src.protocol, '-format_whitelist', INPUT_DEMUXERS,
     '-max_pixels', maxPixelsArg(o?.maxPixels),
     ...demuxerArgs(o?.format),
-    '-i', `file:${abs}`,
+    '-i', src.url,
   ];
 }
 

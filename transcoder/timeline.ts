@@ -1,5 +1,5 @@
 import { AppError } from '../common/errors.js';
-import { firstVideoStream, num, parseProbeJson, rational, runFfprobe, streamDuration, type ProbeJson, type ProbeOptions, type ProbeStream } from './ffprobe.js';
+import { firstVideoStream, inputSource, num, parseProbeJson, rational, runFfprobe, streamDuration, type ProbeJson, type ProbeOptions, type ProbeStream } from './ffprobe.js';
 import { runFfmpeg } from './run-ffmpeg.js';
 import type { InputOptions } from './split.js';
 import { maxPixelsArg } from './ffmpeg-limits.js';
@@ -234,10 +234,10 @@ export const IDET_SAMPLE_FRAMES = 60;
 export async function sampleIdet(path: string, o: InputOptions & { signal?: AbortSignal; timeoutMs?: number }): Promise<IdetCounts | undefined> {
   const args = [
     '-hide_banner', '-nostdin', '-loglevel', 'info', '-nostats',
-    '-protocol_whitelist', 'file', '-format_whitelist', INPUT_DEMUXERS,
+    ...inputSource(path).protocol, '-format_whitelist', INPUT_DEMUXERS,
     '-max_pixels', maxPixelsArg(o.maxPixels),
     ...demuxerArgs(o.format),
-    '-i', `file:${path}`,
+    '-i', inputSource(path).url,
     '-map', '0:V:0', '-an', '-sn', '-dn', '-frames:v', String(IDET_SAMPLE_FRAMES), '-vf', 'idet', '-f', 'null', '-',
   ];
   const { stderr } = await runFfmpeg(args, {
