@@ -48,13 +48,11 @@ const REQUIRED_ENV: Record<Role, string[]> = {
 };
 /**
  * Variables the manifests set that the processes' config schemas (<role>/config.ts) do not
- * read (yet): the coordinator's autoscaler and auth settings, and deployment-only helpers.
- * Anything else a manifest sets must be a variable the process actually reads.
+ * read: deployment-only helpers (POD_IP feeds $(POD_IP) in ADVERTISE_ADDRESS; TLS_SELF_ISSUE is
+ * read by deploy/docker/replica-env.sh). Anything else a manifest sets must be a variable the
+ * process actually reads, and an entry no manifest needs any more fails the test below.
  */
-const NOT_IN_CONFIG_SCHEMA = new Set([
-  'AUTOSCALER', 'AUTOSCALER_MIN_NODES', 'AUTOSCALER_MAX_NODES', 'K8S_NAMESPACE', 'K8S_NODE_DEPLOYMENT', 'API_TOKENS', 'ADMIN_TOKENS',
-  'POD_IP', 'TLS_SELF_ISSUE',
-]);
+const NOT_IN_CONFIG_SCHEMA = new Set(['POD_IP', 'TLS_SELF_ISSUE']);
 /** Extra variables the coordinator needs when AUTOSCALER=kubernetes. */
 const K8S_AUTOSCALER_ENV = ['K8S_NAMESPACE', 'K8S_NODE_DEPLOYMENT', 'AUTOSCALER_MIN_NODES', 'AUTOSCALER_MAX_NODES'];
 const SECRET_ENV = new Set(['S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY', 'API_TOKENS', 'ADMIN_TOKENS', 'WEBHOOK_SECRET']);
@@ -1251,6 +1249,29 @@ describe('deploy/compose.yaml', () => {
       expect(grace + SHUTDOWN_MARGIN_MS, name).toBeLessThanOrEqual(durationSeconds(s.stop_grace_period ?? '10s') * 1000);
       if (role === 'node-agent') expect(z.number().parse(cfg['DRAIN_TIMEOUT_MS']) + HANDBACK_MARGIN_MS, name).toBeLessThanOrEqual(grace);
     }
+  });
+});
+
+describe('NOT_IN_CONFIG_SCHEMA', () => {
+  it('holds only variables a manifest still sets and its process does not read (a stale entry fails)', async () => {
+    // Every variable set for a Tessera process (Kubernetes env and ConfigMap keys, Compose
+    // environment) that the process's config schema does not read: the list's reasons to exist.
+    const unread = new Set<string>();
+    const readByAnyRole = new Set<string>();
+    for (const { container, role } of tesseraContainers()) {
+      const cfg = (await roleConfigLoader(role))(k8sEffectiveEnv(container));
+      for (const k of Object.keys(cfg)) readByAnyRole.add(k);
+      for (const e of container.env ?? []) if (!(e.name in cfg)) unread.add(e.name);
+    }
+    for (const cm of ofKind('ConfigMap')) for (const k of Object.keys(cm.data)) if (!readByAnyRole.has(k)) unread.add(k);
+    for (const [, s] of services) {
+      const role = composeRole(s);
+      if (!role) continue;
+      const cfg = (await roleConfigLoader(role))(composeEffectiveEnv(s));
+      for (const k of Object.keys(composeEnv(s))) if (!(k in cfg)) unread.add(k);
+    }
+    const stale = [...NOT_IN_CONFIG_SCHEMA].filter((k) => !unread.has(k));
+    expect(stale, 'entries no manifest needs any more (the process reads them, or nothing sets them): remove them').toEqual([]);
   });
 });
 

@@ -24,6 +24,9 @@ export function logLines(dir: string, name: string): Record<string, unknown>[] {
  * log lines: a (segment, sub) started under two or more attempts counts once.
  */
 export function subSegmentsRedone(dir: string, nodeNames: string[], jobId: string): number {
+  // A node whose log is missing could hide a redone sub-segment: that is no measurement, not 0.
+  const missing = nodeNames.filter((n) => !existsSync(join(dir, 'logs', `${n}.log`)));
+  if (missing.length > 0) throw new Error(`no log file for ${missing.join(', ')} under ${join(dir, 'logs')}: cannot count redone sub-segments`);
   const attempts = new Map<string, Set<number>>();
   for (const n of nodeNames) {
     for (const l of logLines(dir, n)) {
@@ -50,10 +53,15 @@ export async function checkpoints(etcd: Etcd3, jobId: string): Promise<Map<numbe
   return out;
 }
 
-/** Reads one counter's value from a Prometheus text page. */
+/**
+ * Reads one counter's value (summed over its labels) from a Prometheus text page. A page that
+ * cannot be read, or that does not declare the metric, throws: that is no measurement, not 0.
+ */
 export async function scrapeCounter(metricsAddress: string, name: string): Promise<number> {
   const res = await fetch(`http://${metricsAddress}/metrics`, { signal: AbortSignal.timeout(3_000) });
   const text = await res.text();
+  if (!res.ok) throw new Error(`GET http://${metricsAddress}/metrics answered ${res.status}: cannot read ${name}`);
+  if (!text.split('\n').some((l) => l.startsWith(`# TYPE ${name} `))) throw new Error(`http://${metricsAddress}/metrics does not declare ${name}`);
   let total = 0;
   for (const line of text.split('\n')) {
     if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{')) total += Number(line.slice(line.lastIndexOf(' ') + 1));

@@ -103,16 +103,17 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     const ref = { jobId: 'jtransfer', segment: 0, attempt: 1 };
     const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: bytes.length, sha256: '', crc32: crc });
 
-    // First try: 2 MiB, then the stream breaks (cancelled by the sender).
+    const getTransfer = (): Promise<TransferStatus> => new Promise<TransferStatus>((res, rej) => agent.getTransfer(ref, (e, s) => (e ? rej(e) : res(s))));
+    // First try: 2 MiB, then the stream breaks (cancelled by the sender) once the agent holds them.
     const first = openClientStream<SegmentChunk, TransferStatus>((cb) => agent.putSegment(new Metadata(), deadline(10_000), cb));
     first.stream.write(msg(0, bytes.subarray(0, 1024 * 1024)));
     first.stream.write(msg(1024 * 1024, bytes.subarray(1024 * 1024, 2 * 1024 * 1024)));
-    await new Promise((r) => setTimeout(r, 300));
+    await expect.poll(async () => (await getTransfer()).receivedBytes, { timeout: 5_000, interval: 20 }).toBe(2 * 1024 * 1024);
     first.stream.cancel();
-    await first.result.catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 200));
+    await expect(first.result).rejects.toMatchObject({ code: 'CANCELLED' }); // the sender broke it
 
-    const status = await new Promise<TransferStatus>((res, rej) => agent.getTransfer(ref, (e, s) => (e ? rej(e) : res(s))));
+    // The agent keeps the acknowledged 2 MiB after the break, and the transfer is not complete.
+    const status = await getTransfer();
     expect(status.complete).toBe(false);
     expect(status.receivedBytes).toBe(2 * 1024 * 1024);
 

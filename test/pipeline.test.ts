@@ -67,10 +67,8 @@ describe('the whole pipeline on real parts', () => {
     expect(jobStates).toEqual(['QUEUED', 'PREPARING', 'RUNNING', 'FINALIZING', 'SUCCEEDED']);
     for (const s of job.segments) expect(job.history.some((h) => h.scope === `segment/${s.index}` && h.state === 'DONE' && h.nodeId === s.nodeId)).toBe(true);
 
-    // Staging space is cleaned on every process.
-    await new Promise((r) => setTimeout(r, 500));
-    const left = filesUnder(join(t.dir, 'staging')).filter((f) => !f.includes('/uploads/'));
-    expect(left).toEqual([]);
+    // Staging space is cleaned on every process (each cleans its own shortly after the job ends).
+    await expect.poll(() => filesUnder(join(t.dir, 'staging')).filter((f) => !f.includes('/uploads/')), { timeout: 5_000, interval: 50 }).toEqual([]);
   });
 
   it('rejects bad input with stable codes and keeps serving', async () => {
@@ -142,9 +140,7 @@ describe('the whole pipeline on real parts', () => {
     await t.client.cancel(jobId);
     const job = await t.client.wait(jobId);
     expect(job.state).toBe(JobState.JOB_STATE_CANCELLED);
-    const deadline = Date.now() + 10_000;
-    while (agents.flatMap(ffmpegChildren).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-    expect(agents.flatMap(ffmpegChildren)).toEqual([]);
+    await expect.poll(() => agents.flatMap(ffmpegChildren), { timeout: 10_000, interval: 100 }).toEqual([]);
   });
 
   it('follows the registered node count: 1 node, then 5 nodes', async () => {
@@ -169,9 +165,5 @@ describe('the whole pipeline on real parts', () => {
 });
 
 async function waitNodes(t: TestCluster, n: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while ((await t.client.listNodes()).length !== n) {
-    if (Date.now() > deadline) throw new Error(`expected ${n} nodes`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await expect.poll(async () => (await t.client.listNodes()).length, { timeout: 10_000, interval: 100, message: `expected ${n} registered nodes` }).toBe(n);
 }
