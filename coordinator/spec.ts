@@ -149,8 +149,8 @@ export function validateSpec(spec: JobSpec | undefined, encoders: ReadonlySet<st
 
 /** An uploaded file's name as listings show it: its last path part, printable, at most 200 characters. */
 export function displayName(fileName: string): string {
-  // eslint-disable-next-line no-control-regex
   const base = fileName.split(/[\\/]/).pop() ?? '';
+  // eslint-disable-next-line no-control-regex -- control characters are what it removes
   return base.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, '').slice(0, 200);
 }
 

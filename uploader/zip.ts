@@ -179,6 +179,7 @@ function unsafeEntryName(name: string): string | undefined {
   if (name.length === 0) return 'empty name';
   if (name.includes('\\')) return 'backslash';
   if (name.startsWith('/') || /^[A-Za-z]:/.test(name)) return 'absolute path';
+  // eslint-disable-next-line no-control-regex -- control characters are what it refuses
   if (/[\u0000-\u001f\u007f]/.test(name)) return 'control character';
   const segs = name.split('/');
   if (segs.includes('..')) return '".." segment';
