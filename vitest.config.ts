@@ -24,7 +24,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['{common,coordinator,node-agent,transcoder,uploader,sdk,ops,deploy,bench}/**/*.test.ts'],
+          include: ['{common,coordinator,node-agent,transcoder,uploader,sdk,cli,ops,deploy,bench}/**/*.test.ts', 'test/support/**/*.test.ts'],
           testTimeout: 60_000,
         },
       },
@@ -40,7 +40,7 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/**/*.test.ts'],
-          exclude: PAIRED,
+          exclude: [...PAIRED, 'test/support/**'],
           fileParallelism: false,
           testTimeout: 240_000,
           hookTimeout: 120_000,

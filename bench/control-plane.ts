@@ -7,7 +7,7 @@ import { LocalCluster, waitFor } from '../deploy/local-cluster.js';
 import { makeSample } from '../deploy/sample.js';
 import { createLogger } from '../common/logger.js';
 import { Keys } from '../common/keys.js';
-import { simulatedTranscoder } from '../node-agent/simulated-transcoder.js';
+import { simulatedTranscoder } from '../test/support/simulated-transcoder.js';
 import { TesseraClient } from '../sdk/client.js';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 import { startSimAgents } from './sim-agents.js';
@@ -87,7 +87,7 @@ const TARGET_WRITES = 5;
 /**
  * Issue 5, item 3: the control plane at scale. Real etcd, a real coordinator process, the real
  * uploader and S3 server, and `agents` simulated node agents in this process (real protocol,
- * simulated media: node-agent/simulated-transcoder.ts). Submits `jobs` jobs through the SDK and
+ * simulated media: test/support/simulated-transcoder.ts). Submits `jobs` jobs through the SDK and
  * measures how fast segments are scheduled, how many etcd writes each costs, and the
  * coordinator's CPU and memory. Throws unless every job reaches SUCCEEDED.
  */

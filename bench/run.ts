@@ -19,7 +19,7 @@ import { countFrames, probeMedia } from '../transcoder/probe.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 import { fileDigest, sendFileChunks } from '../common/chunks.js';
 import { deadline, openClientStream } from '../common/grpc.js';
-import { createS3Client } from '../uploader/s3-client.js';
+import { createS3Client } from '../common/s3-client.js';
 import { readZipEntries } from '../uploader/zip.js';
 import { markdownTable, median, parsePsnr } from './stats.js';
 import { runControlPlane } from './control-plane.js';

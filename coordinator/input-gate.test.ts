@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { AppError } from '../common/errors.js';
 import { decoderPixelCap } from '../transcoder/ffmpeg-limits.js';
 import { probeMedia, type MediaInfo } from '../transcoder/probe.js';
-import { makeTempDir, writeForgedMatroska } from '../transcoder/test-fixtures.js';
+import { makeTempDir, writeForgedMatroska } from '../test/support/media-fixtures.js';
 import { gateInput, type GateLimits } from './input-gate.js';
 
 const limits: GateLimits = { maxDurationSec: 3600, maxWidth: 7680, maxHeight: 4320, maxFps: 120, maxStreams: 16, maxAudioChannels: 8, maxWorkPixels: 6 * 3600 * 60 * 3840 * 2160 };

@@ -2,7 +2,7 @@ import { DeleteObjectCommand, DeleteObjectsCommand, ListObjectsV2Command, type S
 import type { Etcd3 } from 'etcd3';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
-import { toAppError } from '../uploader/s3-client.js';
+import { toAppError } from '../common/s3-client.js';
 import { abandonUpload } from '../uploader/upload-record.js';
 import type { JobRecord } from './job-model.js';
 

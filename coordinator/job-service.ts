@@ -15,7 +15,7 @@ import { chunksOf, paceFromConfig, paced, receiveChunks } from '../common/chunks
 import { AppError, isAppError } from '../common/errors.js';
 import { withEtcdRetry } from '../common/etcd-retry.js';
 import { retry } from '../common/retry.js';
-import { isTransientS3Error } from '../uploader/s3-client.js';
+import { isTransientS3Error } from '../common/s3-client.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';

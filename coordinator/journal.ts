@@ -1,7 +1,7 @@
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
-import { isTransientS3Error, s3Status } from '../uploader/s3-client.js';
+import { isTransientS3Error, s3Status } from '../common/s3-client.js';
 import type { JobSpec, JobResult } from '../proto/gen/tessera/v1/types.js';
 import type { JobRecord, JobStateName } from './job-model.js';
 

@@ -9,7 +9,7 @@ import { createRegistry, startMetricsServer } from '../common/metrics-server.js'
 import { AdminService } from '../proto/gen/tessera/v1/admin.js';
 import { JobServiceService } from '../common/bulk-codec.js';
 import { availableEncoders } from '../transcoder/encoders.js';
-import { createS3Client, ensureBucket, s3SettingsFromConfig } from '../uploader/s3-client.js';
+import { createS3Client, ensureBucket, s3SettingsFromConfig } from '../common/s3-client.js';
 import { adminHandlers } from './admin-service.js';
 import { serverSecurity, tokenTable } from '../common/auth.js';
 import { tenantTokens } from '../common/tenants.js';

@@ -1397,7 +1397,7 @@ describe('Dockerfile', () => {
 
 /** The image installs with --omit=dev: every package the runtime code imports must be a dependency. */
 describe('runtime dependencies', () => {
-  // deploy/ too: the CLI (sdk/cli.ts) runs deploy/local-cluster.ts.
+  // deploy/ too: the CLI (cli/cli.ts) runs deploy/local-cluster.ts.
   const RUNTIME_DIRS = ['common', 'coordinator', 'node-agent', 'transcoder', 'uploader', 'sdk', 'deploy', 'proto/gen'];
   function sources(dir: string): string[] {
     const abs = join(ROOT, dir);
@@ -1701,12 +1701,12 @@ describe('log shipping (Loki + Alloy)', () => {
       expect(text).toContain(`"com.docker.compose.project=${compose.name}"`);
       const rules = relabelRules(text, 'tessera');
       const container = (service: string): Record<string, string> => ({ __meta_docker_container_label_com_docker_compose_service: service, __meta_docker_container_name: `/${compose.name}-${service}-1` });
-      const tessera = [...services.filter(([, s]) => composeRole(s)).map(([n, s]) => [n, composeRole(s)!] as const), ...Object.entries(ops.services).filter(([, s]) => s.command?.[0] === 'sdk/cli.ts').map(([n]) => [n, n] as const)];
+      const tessera = [...services.filter(([, s]) => composeRole(s)).map(([n, s]) => [n, composeRole(s)!] as const), ...Object.entries(ops.services).filter(([, s]) => s.command?.[0] === 'cli/cli.ts').map(([n]) => [n, n] as const)];
       expect(tessera.map(([n]) => n).sort()).toEqual(['backup', 'coordinator-1', 'coordinator-2', 'node-agent', 'uploader']);
       for (const [name, role] of tessera) {
         expect(relabel(container(name), rules), name).toEqual({ service: role, node: `${compose.name}-${name}-1`, job: `tessera-${role}` });
       }
-      const others = [...services.filter(([, s]) => !composeRole(s)).map(([n]) => n), ...Object.keys(ops.services).filter((n) => ops.services[n]?.command?.[0] !== 'sdk/cli.ts')];
+      const others = [...services.filter(([, s]) => !composeRole(s)).map(([n]) => n), ...Object.keys(ops.services).filter((n) => ops.services[n]?.command?.[0] !== 'cli/cli.ts')];
       expect(others).toEqual(expect.arrayContaining(['etcd', 'minio', 'loki', 'alloy', 'grafana', 'prometheus']));
       for (const name of others) expect(relabel(container(name), rules), `${name} is not shipped`).toBeUndefined();
     });

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createLogger } from '../common/logger.js';
 import { processAlive } from '../common/process.js';
-import { startLocalS3 } from '../uploader/s3-local-server.js';
+import { startLocalS3 } from './s3-local-server.js';
 
 // The local S3-protocol server of `tessera up` (s3rver). Settings come from argv because this is
 // a launcher helper, not a Tessera service: <dir> <port> <bucket,bucket...> <parent pid> [<cert.pem> <key.pem>]

@@ -6,7 +6,7 @@ import { Keys } from '../common/keys.js';
 import { loadTls } from '../common/tls.js';
 import { JobStore } from '../coordinator/job-store.js';
 import { readClusterFile } from '../deploy/local-cluster.js';
-import { createS3Client, s3SettingsFromConfig } from '../uploader/s3-client.js';
+import { createS3Client, s3SettingsFromConfig } from '../common/s3-client.js';
 import { listBackups, takeBackup } from './backup.js';
 import { loadOpsConfig, type OpsConfig } from './config.js';
 import { formatReport, reconcile } from './reconcile.js';

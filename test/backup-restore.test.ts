@@ -47,7 +47,7 @@ describe.skipIf(!restoreTool)('backup and restore of etcd', () => {
       S3_SECRET_ACCESS_KEY: 'S3RVER',
       LOG_LEVEL: 'warn',
     };
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), 'admin', ...args], { cwd: REPO_ROOT, env, timeout: 60_000 });
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'admin', ...args], { cwd: REPO_ROOT, env, timeout: 60_000 });
     return stdout;
   };
 

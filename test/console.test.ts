@@ -68,7 +68,7 @@ describe('web console in a browser (TLS, tokens)', () => {
   const noticeText = (p: Page): Promise<string> => p.locator('#notice').textContent().then((s) => s ?? '');
 
   it.skipIf(!have)('tessera console prints the URL that tessera up recorded', async () => {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), 'console', '--dir', t.dir], { env: { ...process.env, TESSERA_NO_BROWSER: '1' }, timeout: 30_000 });
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'console', '--dir', t.dir], { env: { ...process.env, TESSERA_NO_BROWSER: '1' }, timeout: 30_000 });
     expect(t.cluster.consoles[0]).toMatch(/^https:\/\/localhost:\d+\/$/);
     expect(stdout.trim()).toBe(`console: ${t.cluster.consoles[0]}`);
   });

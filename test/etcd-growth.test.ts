@@ -213,7 +213,7 @@ describe('etcd growth: 5,000 finished job trees, a running job and a leader fail
       const failed = await survivor.wait(oldFailed.id);
       expect(failed.state).toBe(JobState.JOB_STATE_FAILED);
       expect(failed.errorCode).toBe('TRANSCODE_FAILED');
-      const cli = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), 'job', oldOk.id, '--addr', standby], { cwd: REPO_ROOT, env: { ...process.env, S3_ENDPOINT: t.cluster.s3Endpoint } });
+      const cli = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'job', oldOk.id, '--addr', standby], { cwd: REPO_ROOT, env: { ...process.env, S3_ENDPOINT: t.cluster.s3Endpoint } });
       expect(cli.stdout).toContain('SUCCEEDED');
       expect(cli.stdout).toContain(`s3://tessera-output/jobs/${oldOk.id}.zip`);
 

@@ -13,7 +13,7 @@ import { SegmentFence } from '../common/segment-fence.js';
 import { PLAIN_TREATMENT } from '../transcoder/treatment.js';
 import { runSegmentWork } from '../node-agent/segment-work.js';
 import type { SegmentMedia } from '../node-agent/segment-media.js';
-import { simulatedTranscoder } from '../node-agent/simulated-transcoder.js';
+import { simulatedTranscoder } from './support/simulated-transcoder.js';
 import { createLogger } from '../common/logger.js';
 import { WorkerPool } from '../transcoder/worker-pool.js';
 import { NodeAgentClient } from '../common/bulk-codec.js';

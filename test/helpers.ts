@@ -7,7 +7,7 @@ import { GetObjectCommand, ListMultipartUploadsCommand, type S3Client } from '@a
 import { LocalCluster, type LocalClusterOptions } from '../deploy/local-cluster.js';
 import { makeSample, type SampleOptions } from '../deploy/sample.js';
 import { TesseraClient } from '../sdk/client.js';
-import { createS3Client } from '../uploader/s3-client.js';
+import { createS3Client } from '../common/s3-client.js';
 import { readZipEntries } from '../uploader/zip.js';
 import { countFrames, streamDurations } from '../transcoder/probe.js';
 import type { Job } from '../proto/gen/tessera/v1/types.js';

@@ -10,7 +10,7 @@ import { grpcServing } from '../common/health-client.js';
 import { deadline, openClientStream } from '../common/grpc.js';
 import type { NodeRecord } from '../common/records.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
-import { writeForgedMatroska } from '../transcoder/test-fixtures.js';
+import { writeForgedMatroska } from './support/media-fixtures.js';
 import { JobServiceClient } from '../common/bulk-codec.js';
 import type { SubmitJobResponse, UploadChunk } from '../proto/gen/tessera/v1/jobs.js';
 import { JobSpec, JobState } from '../proto/gen/tessera/v1/types.js';

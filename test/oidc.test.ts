@@ -50,7 +50,7 @@ describe('OIDC access tokens against a real coordinator', () => {
   };
   const cli = async (args: string[], env: Record<string, string> = {}): Promise<{ stdout: string; stderr: string; code: number }> => {
     try {
-      const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), ...args], {
+      const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), ...args], {
         cwd: REPO_ROOT,
         env: { ...process.env, TESSERA_TOKEN: '', TESSERA_ADDR: t.cluster.coordinators.join(','), TESSERA_STATE_DIR: join(t.dir, 'cli-state'), ...env },
         timeout: 60_000,
@@ -202,7 +202,7 @@ describe('OIDC access tokens against a real coordinator', () => {
     const stateDir = join(t.dir, 'cli-state-device');
     const file = join(stateDir, 'oidc-token.json');
     const scope = 'openid offline_access tessera:read tessera:write';
-    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), 'login', '--device', '--issuer', issuer.issuer, '--client-id', 'tessera-cli', '--audience', issuer.audience, '--scope', scope], {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'login', '--device', '--issuer', issuer.issuer, '--client-id', 'tessera-cli', '--audience', issuer.audience, '--scope', scope], {
       cwd: REPO_ROOT,
       env: { ...process.env, TESSERA_TOKEN: '', TESSERA_STATE_DIR: stateDir },
       stdio: ['ignore', 'pipe', 'pipe'],

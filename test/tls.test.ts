@@ -189,7 +189,7 @@ describe('tessera up --tls, then the CLI uses the cluster certificate', () => {
   let dir: string;
   const cli = async (...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> => {
     try {
-      const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), ...args, '--dir', dir], { cwd: REPO_ROOT, maxBuffer: 16 * 1024 * 1024, timeout: 180_000 });
+      const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), ...args, '--dir', dir], { cwd: REPO_ROOT, maxBuffer: 16 * 1024 * 1024, timeout: 180_000 });
       return { stdout: r.stdout, stderr: r.stderr, code: 0 };
     } catch (err) {
       const e = err as { stdout: string; stderr: string; code: number };

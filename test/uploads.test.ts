@@ -36,7 +36,7 @@ describe('large uploads: multipart while they arrive, resumable', () => {
   let big: string;
   let stateDir: string;
   const cli = (...args: string[]): ChildProcess =>
-    spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'sdk/cli.ts'), ...args, '--addr', t.cluster.coordinators.join(',')], {
+    spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), ...args, '--addr', t.cluster.coordinators.join(',')], {
       cwd: REPO_ROOT,
       env: { ...process.env, S3_ENDPOINT: t.cluster.s3Endpoint, TESSERA_STATE_DIR: stateDir, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError, isAppError } from '../common/errors.js';
 import { readKeyframes } from './keyframes.js';
 import { countFrames, probeMedia, refusedPictureSize, streamDurations } from './probe.js';
-import { makeClip, makeTempDir, writeForgedMatroska } from './test-fixtures.js';
+import { makeClip, makeTempDir, writeForgedMatroska } from '../test/support/media-fixtures.js';
 
 describe('probe (real ffprobe)', () => {
   let dir: string;

@@ -13,7 +13,7 @@ import { countFrames, probeMedia } from './probe.js';
 import { runFfmpeg } from './run-ffmpeg.js';
 import { extractAudio, splitVideo } from './split.js';
 import { transcodeToRenditions } from './transcode.js';
-import { inspectFile, makeClip, makeTempDir } from './test-fixtures.js';
+import { inspectFile, makeClip, makeTempDir } from '../test/support/media-fixtures.js';
 
 const run = promisify(execFile);
 

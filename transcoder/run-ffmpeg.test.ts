@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError, isAppError } from '../common/errors.js';
 import { defaultAddressSpaceMb, defaultCpuSec, prlimitPath } from './ffmpeg-limits.js';
 import { ProgressParser, runFailureKind, runFfmpeg, summarizeStderr, type RunFailure } from './run-ffmpeg.js';
-import { makeTempDir, processExists } from './test-fixtures.js';
+import { makeTempDir, processExists } from '../test/support/media-fixtures.js';
 
 describe('ProgressParser', () => {
   it('emits one progress per block, across chunk boundaries', () => {

@@ -7,7 +7,7 @@ import { AppError, isAppError } from '../common/errors.js';
 import { readKeyframes, readPacketSummary } from './keyframes.js';
 import { countFrames, streamDurations } from './probe.js';
 import { audioAlignFilter, cutFramesForTimes, extractAudio, segmentFrameCounts, splitVideo } from './split.js';
-import { inspectFile, makeClip, makeTempDir } from './test-fixtures.js';
+import { inspectFile, makeClip, makeTempDir } from '../test/support/media-fixtures.js';
 
 const run = promisify(execFile);
 

@@ -15,7 +15,7 @@ import { sweepSettings } from '../common/config-schema.js';
 import { StagingSweeper } from '../common/staging-sweeper.js';
 import { paceFromConfig } from '../common/chunks.js';
 import { uploaderMetrics } from './metrics.js';
-import { createS3Client, ensureBucket, s3SettingsFromConfig } from './s3-client.js';
+import { createS3Client, ensureBucket, s3SettingsFromConfig } from '../common/s3-client.js';
 import { UploaderService } from './service.js';
 
 const { cfg, log, life } = bootProcess('uploader', loadConfig, (c) => ({ uploaderId: c.UPLOADER_ID }), startupRefusals);

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { CreateMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAppError } from '../common/errors.js';
-import { createS3Client } from './s3-client.js';
-import { startLocalS3, type LocalS3 } from './s3-local-server.js';
+import { createS3Client } from '../common/s3-client.js';
+import { startLocalS3, type LocalS3 } from '../deploy/s3-local-server.js';
 import { abortUpload, listIncompleteUploads, uploadFileMultipart, type MultipartState, type MultipartStateStore, type UploadFileOptions } from './s3-multipart.js';
 
 const BUCKET = 'tessera-test';

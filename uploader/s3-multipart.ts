@@ -15,7 +15,7 @@ import {
 import { readBufferFor } from '../common/chunks.js';
 import { AppError, isAppError } from '../common/errors.js';
 import { backoffDelay, retry, sleep } from '../common/retry.js';
-import { isTransientS3Error, isUnsupportedS3Operation, isValidBucketName, s3ErrorName, s3Status, toAppError, withDeadline, type S3CallOptions } from './s3-client.js';
+import { isTransientS3Error, isUnsupportedS3Operation, isValidBucketName, s3ErrorName, s3Status, toAppError, withDeadline, type S3CallOptions } from '../common/s3-client.js';
 
 /**
  * Progress of one multipart upload, persisted by the caller's MultipartStateStore after every
@@ -213,7 +213,7 @@ export async function uploadFileMultipart(o: UploadFileOptions): Promise<UploadF
 /**
  * Number of multipart uploads started and neither completed nor aborted in `bucket` (optionally
  * under `prefix`), via ListMultipartUploads. Stock s3rver answers 501 for it: this then throws
- * AppError FAILED_PRECONDITION (the local server of uploader/s3-local-server.ts implements it).
+ * AppError FAILED_PRECONDITION (the local server of deploy/s3-local-server.ts implements it).
  */
 export async function listIncompleteUploads(client: S3Client, bucket: string, opts: S3CallOptions & { prefix?: string } = {}): Promise<number> {
   let count = 0;

@@ -103,7 +103,7 @@ describe('scheduled etcd backups', () => {
     const pod = cj.spec.jobTemplate.spec.template.spec;
     expect(pod.securityContext.runAsNonRoot).toBe(true);
     const c = pod.containers[0];
-    expect(c.args).toEqual(['sdk/cli.ts', 'admin', 'backup']);
+    expect(c.args).toEqual(['cli/cli.ts', 'admin', 'backup']);
     expect(c.envFrom.map((e: Record<string, { name: string }>) => Object.values(e)[0]!.name).sort()).toEqual(['tessera-config', 'tessera-secrets']);
     expect(Number(c.env.find((e: { name: string }) => e.name === 'BACKUP_RETAIN').value)).toBeGreaterThanOrEqual(2);
     expect(c.securityContext.readOnlyRootFilesystem).toBe(true);
@@ -121,7 +121,7 @@ describe('scheduled etcd backups', () => {
 
   it('Compose: a backup service runs `tessera admin backup --every 1h`', () => {
     const ops = parse(read('deploy/compose.ops.yaml')) as { services: Record<string, { command: string[]; environment: Record<string, string> }> };
-    expect(ops.services['backup']!.command).toEqual(['sdk/cli.ts', 'admin', 'backup', '--every', '1h']);
+    expect(ops.services['backup']!.command).toEqual(['cli/cli.ts', 'admin', 'backup', '--every', '1h']);
     expect(ops.services['backup']!.environment['ETCD_ENDPOINTS']).toBe('http://etcd:2379');
   });
 

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { processAlive } from '../common/process.js';
+import { processAlive } from '../../common/process.js';
 
 const run = promisify(execFile);
 

@@ -2,7 +2,7 @@ import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import S3rver from 's3rver';
 import { AppError } from '../common/errors.js';
-import { isValidBucketName } from './s3-client.js';
+import { isValidBucketName } from '../common/s3-client.js';
 
 /**
  * The local S3-protocol server: s3rver 3.7.1 storing objects under a folder.

@@ -2,7 +2,7 @@ import { CreateBucketCommand, HeadBucketCommand, S3Client, type BucketLocationCo
 import { readFileSync } from 'node:fs';
 import { Agent as HttpsAgent } from 'node:https';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import { AppError, isAppError, type ErrorCode } from '../common/errors.js';
+import { AppError, isAppError, type ErrorCode } from './errors.js';
 
 /** How to reach an S3-protocol service (AWS, MinIO, or the local s3rver). */
 export interface S3Settings {

@@ -14,7 +14,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createS3Client, s3ErrorName, s3Status } from './s3-client.js';
+import { createS3Client, s3ErrorName, s3Status } from '../common/s3-client.js';
 import { startLocalS3, type LocalS3 } from './s3-local-server.js';
 
 const BUCKET = 'tessera-test';

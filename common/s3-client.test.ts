@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { GetObjectCommand, HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AppError } from '../common/errors.js';
+import { AppError } from './errors.js';
 import { createS3Client, ensureBucket, isTransientS3Error, isValidBucketName, parseS3Uri, toAppError, withDeadline } from './s3-client.js';
-import { startLocalS3, type LocalS3 } from './s3-local-server.js';
+import { startLocalS3, type LocalS3 } from '../deploy/s3-local-server.js';
 
 function s3err(name: string, status: number): Error {
   return Object.assign(new Error(name), { name, $metadata: { httpStatusCode: status } });

@@ -1,4 +1,4 @@
-// Minimal types for s3rver 3.7.1 (the package ships none): only what uploader/s3-local-server.ts uses.
+// Minimal types for s3rver 3.7.1 (the package ships none): only what deploy/s3-local-server.ts uses.
 declare module 's3rver' {
   /** The slice of a Koa context the multipart shim reads and writes. */
   interface S3rverKoaContext {

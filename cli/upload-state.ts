@@ -3,7 +3,7 @@ import { mkdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { RESUME_ID } from '../common/chunks.js';
-import { newResumeId } from './client.js';
+import { newResumeId } from '../sdk/client.js';
 
 /** Where the CLI keeps the resume ids of unfinished uploads: TESSERA_STATE_DIR, else $XDG_STATE_HOME/tessera/uploads. */
 export function uploadStateDir(env: NodeJS.ProcessEnv = process.env): string {

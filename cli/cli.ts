@@ -10,18 +10,18 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { uploadResumeId } from './upload-state.js';
-import { clientCredentialsLogin, deviceLogin, oidcTokenSource, removeToken, saveToken, tokenFile } from './oidc-login.js';
+import { clientCredentialsLogin, deviceLogin, oidcTokenSource, removeToken, saveToken, tokenFile } from '../sdk/oidc-login.js';
 import cliProgress from 'cli-progress';
 import { AppError, isAppError } from '../common/errors.js';
 import { LocalCluster, readClusterFile, stopClusterFile, alive } from '../deploy/local-cluster.js';
 import { makeSample } from '../deploy/sample.js';
-import { createS3Client } from '../uploader/s3-client.js';
+import { createS3Client } from '../common/s3-client.js';
 import { extractZip } from '../uploader/zip.js';
 import { JobSpec, JobState, type Job, type SegmentState, type SourceInfo } from '../proto/gen/tessera/v1/types.js';
-import { TesseraClient, isTerminal } from './client.js';
-import { loadCliConfig } from './config.js';
-import { parseLadderArg } from './ladder-arg.js';
-import { etaText } from './eta.js';
+import { TesseraClient, isTerminal } from '../sdk/client.js';
+import { loadCliConfig } from '../sdk/config.js';
+import { parseLadderArg } from '../sdk/ladder-arg.js';
+import { etaText } from '../sdk/eta.js';
 import { runAdmin } from '../ops/admin-cli.js';
 
 const USAGE = `tessera — distributed split-and-merge video transcoding
@@ -671,5 +671,5 @@ export function runCli(): void {
   );
 }
 
-// Run when executed (`node sdk/cli.ts`, the `tessera` bin); importing it does nothing.
+// Run when executed (`node cli/cli.ts`, the `tessera` bin); importing it does nothing.
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) runCli();

@@ -1,8 +1,8 @@
 import { copyFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AppError } from '../common/errors.js';
-import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
-import type { SegmentFacts, SegmentMedia, SubSegmentFile } from './segment-media.js';
+import { AppError } from '../../common/errors.js';
+import { runFfmpeg } from '../../transcoder/run-ffmpeg.js';
+import type { SegmentFacts, SegmentMedia, SubSegmentFile } from '../../node-agent/segment-media.js';
 
 export interface SimulatedTranscoderOptions {
   /** Seconds of sleep per second of media in a sub-segment (0.1: ten times faster than real time). */
