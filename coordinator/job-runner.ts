@@ -92,7 +92,8 @@ export function maxPixelsOf(cfg: CoordinatorConfig): number {
 export class JobRunner {
   private readonly log: Logger;
   private readonly dir: string;
-  private segmentFiles: string[] = [];
+  /** Each segment's file, settled as soon as the split has made it (dispatch does not wait for the rest). */
+  private segmentReady: Promise<string>[] = [];
   /** The source's keyframe times (s from the first presented frame): where parts join exactly. */
   private keyTimes: number[] = [];
   /** Packets in each segment's file (what its node cuts and counts). */
@@ -430,9 +431,27 @@ export class JobRunner {
     await rm(segDir, { recursive: true, force: true });
     await mkdir(segDir, { recursive: true });
     let total: number;
+    // The split runs on while the segments go out: each is sent once it is cut, so the first node
+    // starts before the last segment exists (and a long input is never all on disk at once).
+    const ready = cuts.map(() => {
+      let resolve!: (f: string) => void;
+      let reject!: (e: unknown) => void;
+      const promise = new Promise<string>((res, rej) => { resolve = res; reject = rej; });
+      promise.catch(() => undefined); // a segment nobody waits for any more must not be an unhandled rejection
+      return { promise, resolve, reject };
+    });
+    this.segmentReady = ready.map((r) => r.promise);
+    const onSegment = (i: number, file: string): void => ready[i]?.resolve(file);
+    const splitDone = (files: string[]): void => {
+      if (files.length !== cuts.length) throw new AppError('INTERNAL', `split produced ${files.length} segments, planned ${cuts.length}`);
+    };
+    const splitFailed = (err: unknown): void => {
+      this.log.warn({ err: errorMessage(err) }, 'cutting the input failed');
+      for (const r of ready) r.reject(err);
+    };
     if (cuts.every((c) => c.fromPacket !== undefined && c.toPacket !== undefined)) {
       // Frame cuts: each file holds its packet range (boundary GOPs go to both neighbours).
-      this.segmentFiles = await splitFrameCuts(inputPath, segDir, cuts.map((c) => ({ fromPacket: c.fromPacket!, toPacket: c.toPacket! })), packets.frames, { signal, ...source });
+      void splitFrameCuts(inputPath, segDir, cuts.map((c) => ({ fromPacket: c.fromPacket!, toPacket: c.toPacket! })), packets.frames, { signal, ...source, onSegment }).then(splitDone).catch(splitFailed);
       this.fileFrames = cuts.map((c) => c.toPacket! - c.fromPacket!);
       const shown = cuts.reduce((a, c) => a + c.frames, 0);
       if (shown !== media.video.frames - packets.leadIn) throw new AppError('INTERNAL', `the plan shows ${shown} frames of ${media.video.frames - packets.leadIn}`);
@@ -440,7 +459,7 @@ export class JobRunner {
     } else {
       // Keyframe cuts (open GOPs, or a plan made before frame cuts).
       const cutTimes = cuts.slice(1).map((c) => c.startSec);
-      this.segmentFiles = await splitVideo(inputPath, segDir, cutTimes, { signal, packets, ...source });
+      void splitVideo(inputPath, segDir, cutTimes, { signal, packets, ...source, onFile: onSegment }).then(splitDone).catch(splitFailed);
       // Each segment's frames follow from the cut packets (no ffprobe per segment: at scale those
       // dominated the coordinator's CPU); the node agent counts what it cuts against this number,
       // and the uploader counts every merged rendition.
@@ -452,8 +471,6 @@ export class JobRunner {
       cuts = cuts.map((c, i) => ({ ...c, frames: frames[i] ?? c.frames }));
       this.fileFrames = cuts.map((c) => c.frames);
     }
-    if (this.segmentFiles.length !== cuts.length) throw new AppError('INTERNAL', `split produced ${this.segmentFiles.length} segments, planned ${cuts.length}`);
-    await this.checkNodeStaging();
     // A constant frame rate (spec frame_rate): decided once with the plan, kept with it.
     const constantRate = rec.plan?.constantRate ?? planConstantRate(rec.spec, packets, media.video.fps, cuts);
     sourceInfo = withConstantRate(sourceInfo, constantRate);
@@ -559,7 +576,7 @@ export class JobRunner {
 
   /** Segment `index`'s file with its size and CRC-32; cut from the input first if this runner has not. */
   private async segmentSource(index: number, tracker: ProgressTracker, signal: AbortSignal): Promise<SegmentSource> {
-    if (this.segmentFiles[index] === undefined && this.resumedFrom) {
+    if (this.segmentReady[index] === undefined && this.resumedFrom) {
       const from = this.resumedFrom;
       this.materializing ??= (async () => {
         this.log.info({ segment: index }, 'a segment must be sent again: staging and cutting the input');
@@ -567,8 +584,10 @@ export class JobRunner {
       })();
       await this.materializing;
     }
-    const file = this.segmentFiles[index];
-    if (file === undefined) throw new AppError('INTERNAL', `segment ${index} has no file`);
+    const ready = this.segmentReady[index];
+    if (ready === undefined) throw new AppError('INTERNAL', `segment ${index} has no file`);
+    const file = await ready;
+    await this.checkNodeStaging(index, file);
     const digest = await fileDigest(file, 'crc32');
     return { file, bytes: digest.bytes, crc32: digest.hex };
   }
@@ -667,15 +686,13 @@ export class JobRunner {
    * size) fails the job now with STAGING_TOO_SMALL, instead of going round every node until its
    * attempts run out. Nodes that do not say what they hold are not judged.
    */
-  private async checkNodeStaging(): Promise<void> {
+  private async checkNodeStaging(i: number, file: string): Promise<void> {
     const nodes = this.d.registry.all().filter((n) => !n.draining);
     const caps = nodes.map((n) => n.stats?.stagingBytes);
     if (caps.length === 0 || caps.some((c) => c === undefined)) return;
     const largest = Math.max(...(caps as number[]));
-    for (const [i, file] of this.segmentFiles.entries()) {
-      const never = neverFits(2 * (await stat(file)).size, largest, 0, `segment ${i} (with the chunks cut from it)`, `the largest node staging (${nodes.length} node(s))`);
-      if (never) throw never;
-    }
+    const never = neverFits(2 * (await stat(file)).size, largest, 0, `segment ${i} (with the chunks cut from it)`, `the largest node staging (${nodes.length} node(s))`);
+    if (never) throw never;
   }
 
   /** Waits for `bytes` of room in this coordinator's staging (STAGING_TOO_SMALL when they can never fit). */

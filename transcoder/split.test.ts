@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError, isAppError } from '../common/errors.js';
 import { readKeyframes, readPacketSummary } from './keyframes.js';
 import { countFrames, streamDurations } from './probe.js';
-import { audioAlignFilter, cutFramesForTimes, extractAudio, segmentFrameCounts, splitVideo } from './split.js';
+import { audioAlignFilter, cutFramesForTimes, extractAudio, segmentFrameCounts, splitFrameCuts, splitVideo } from './split.js';
 import { inspectFile, makeClip, makeTempDir } from '../test/support/media-fixtures.js';
 
 const run = promisify(execFile);
@@ -84,6 +84,22 @@ describe('splitVideo (real ffmpeg)', () => {
     expect(kf.keyframes.length).toBe(5);
     const files = await checkSplit(bframes, 'bframes', [kf.keyframes[1]!, kf.keyframes[2]!, kf.keyframes[4]!], 150);
     expect(await Promise.all(files.map(async (f) => (await countFrames(f)).frames))).toEqual([30, 30, 60, 30]);
+  });
+
+  it('hands on each segment as soon as it is made, in order and complete', async () => {
+    const out = join(dir, 'streamed');
+    await mkdir(out);
+    const seen: { i: number; frames: number }[] = [];
+    const pending: Promise<void>[] = [];
+    const pk = await readPacketSummary(plain);
+    // Frame cuts whose middle segment joins two pieces (the boundary GOPs go to both neighbours).
+    const files = await splitFrameCuts(plain, out, [{ fromPacket: 0, toPacket: 60 }, { fromPacket: 30, toPacket: 120 }, { fromPacket: 90, toPacket: 150 }], pk.frames, {
+      onSegment: (i, f) => { pending.push(countFrames(f).then((c) => { seen.push({ i, frames: c.frames }); })); },
+    });
+    await Promise.all(pending);
+    expect(seen.map((x) => x.i)).toEqual([0, 1, 2]);
+    expect(seen.map((x) => x.frames)).toEqual([60, 90, 60]);
+    expect(files).toHaveLength(3);
   });
 
   it('writes one segment when there is no cut', async () => {

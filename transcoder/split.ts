@@ -1,4 +1,4 @@
-import { copyFile, mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { AppError } from '../common/errors.js';
 import { maxPixelsArg, type FfmpegLimits } from './ffmpeg-limits.js';
@@ -103,7 +103,14 @@ export async function splitVideo(
    * `cutPackets`: cut before these decode-order packet indices (keyframes) instead of at
    * `cutTimesSec` (which must then list as many entries, for the file count).
    */
-  opts?: { signal?: AbortSignal; timeoutMs?: number; packets?: PacketSummary; cutPackets?: number[] } & InputOptions,
+  opts?: {
+    signal?: AbortSignal;
+    timeoutMs?: number;
+    packets?: PacketSummary;
+    cutPackets?: number[];
+    /** Each file as soon as it is complete (in order), while later ones are still being cut. */
+    onFile?: (index: number, path: string) => void;
+  } & InputOptions,
 ): Promise<string[]> {
   const { abs } = await checkInputFile(input);
   const probeOpts = {
@@ -136,21 +143,41 @@ export async function splitVideo(
       // The default (make non-negative) would shift the first segment by the B-frame delay; with it
       // disabled every segment's first frame is at 0 (Matroska stores presentation times only).
       '-avoid_negative_ts', 'disabled',
+      // The muxer lists each file once it is closed: the caller may send it while the rest are cut.
+      ...(opts?.onFile ? ['-segment_list', `file:${join(resolve(outDir), 'segments.list')}`, '-segment_list_type', 'flat'] : []),
       segmentPattern(outDir),
     ];
   }
-  await runFfmpeg(args, {
-    ...(opts?.signal ? { signal: opts.signal } : {}),
-    ...(opts?.timeoutMs !== undefined ? { wallClockMs: opts.timeoutMs } : {}),
-    ...(opts?.limits ? { limits: opts.limits } : {}),
-  });
   const files = Array.from({ length: cutTimesSec.length + 1 }, (_, i) => join(resolve(outDir), segmentFileName(i)));
+  let reported = 0;
+  const report = (upTo: number): void => {
+    for (; reported < Math.min(upTo, files.length); reported++) opts?.onFile?.(reported, files[reported]!);
+  };
+  let polling = false;
+  const poll = opts?.onFile && cutTimesSec.length > 0 ? setInterval(() => {
+    if (polling) return;
+    polling = true;
+    void readFile(join(resolve(outDir), 'segments.list'), 'utf8')
+      .then((list) => report(list.split('\n').filter((l) => l.trim() !== '').length))
+      .catch(() => undefined)
+      .finally(() => { polling = false; });
+  }, 200) : undefined;
+  try {
+    await runFfmpeg(args, {
+      ...(opts?.signal ? { signal: opts.signal } : {}),
+      ...(opts?.timeoutMs !== undefined ? { wallClockMs: opts.timeoutMs } : {}),
+      ...(opts?.limits ? { limits: opts.limits } : {}),
+    });
+  } finally {
+    if (poll) clearInterval(poll);
+  }
   for (const f of files) {
     const st = await stat(f).catch(() => undefined);
     if (!st || st.size === 0) {
       throw new AppError('TRANSCODE_FAILED', `splitting produced fewer segments than the ${files.length} planned (missing ${segmentFileName(files.indexOf(f))})`);
     }
   }
+  report(files.length);
   return files;
 }
 
@@ -222,18 +249,52 @@ export async function splitFrameCuts(
   outDir: string,
   cuts: readonly { fromPacket: number; toPacket: number }[],
   totalPackets: number,
-  opts?: { signal?: AbortSignal; timeoutMs?: number } & InputOptions,
+  opts?: { signal?: AbortSignal; timeoutMs?: number; onSegment?: (index: number, path: string) => void } & InputOptions,
 ): Promise<string[]> {
   const edges = [...new Set(cuts.flatMap((c) => [c.fromPacket, c.toPacket]))].filter((e) => e > 0 && e < totalPackets).sort((a, b) => a - b);
   const piecesDir = join(resolve(outDir), 'pieces');
   await mkdir(piecesDir, { recursive: true });
-  const pieces = await splitVideo(input, piecesDir, edges.map((_, i) => i + 1), { ...opts, cutPackets: edges });
   const starts = [0, ...edges];
-  const out: string[] = [];
-  for (const [i, c] of cuts.entries()) {
+  const spans = cuts.map((c, i) => {
     const first = starts.indexOf(c.fromPacket);
     const last = c.toPacket >= totalPackets ? starts.length - 1 : starts.indexOf(c.toPacket) - 1;
     if (first < 0 || last < first) throw new AppError('INTERNAL', `cut ${i} [${c.fromPacket}, ${c.toPacket}) does not match the pieces`);
+    return { first, last };
+  });
+  const pieces = Array.from({ length: starts.length }, (_, i) => join(piecesDir, segmentFileName(i)));
+  const out: string[] = [];
+  // Segment i is made (and handed on) as soon as the pieces it needs are cut; one at a time, in order.
+  let piecesReady = 0;
+  let building: Promise<void> = Promise.resolve();
+  const buildReady = (): void => {
+    building = building.then(async () => {
+      while (out.length < cuts.length && spans[out.length]!.last < piecesReady) {
+        const i = out.length;
+        out.push(await buildSegment(i, spans[i]!.first, spans[i]!.last));
+        opts?.onSegment?.(i, out[i]!);
+      }
+    });
+  };
+  const { onSegment: _onSegment, ...splitOpts } = opts ?? {};
+  const split = splitVideo(input, piecesDir, edges.map((_, i) => i + 1), {
+    ...splitOpts,
+    cutPackets: edges,
+    onFile: (i) => {
+      piecesReady = i + 1;
+      buildReady();
+    },
+  });
+  // A failed build ends the split too (its error is the one that counts).
+  const built = split.then(() => building, async (err: unknown) => {
+    await building.catch(() => undefined);
+    throw err;
+  });
+  await built;
+  if (out.length !== cuts.length) throw new AppError('INTERNAL', `made ${out.length} of ${cuts.length} segments from the pieces`);
+  await rm(piecesDir, { recursive: true, force: true });
+  return out;
+
+  async function buildSegment(i: number, first: number, last: number): Promise<string> {
     const target = join(resolve(outDir), segmentFileName(i));
     if (first === last) {
       await copyFile(pieces[first]!, target);
@@ -250,8 +311,6 @@ export async function splitFrameCuts(
         ...(opts?.limits ? { limits: opts.limits } : {}),
       });
     }
-    out.push(target);
+    return target;
   }
-  await rm(piecesDir, { recursive: true, force: true });
-  return out;
 }
