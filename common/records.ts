@@ -10,11 +10,11 @@ export interface NodeRecord {
   startedAtMs: number;
   metricsAddress: string;
   /** Capability families (h264, hevc-10bit, nvenc, ...; common/placement.ts); absent from agents before placement. */
-  capabilities?: string[];
+  capabilities?: string[] | undefined;
   /** Cores the agent may use (CPU_CORES). */
-  cores?: number;
+  cores?: number | undefined;
   /** Placement labels (NODE_LABELS): zone, region, pool. */
-  labels?: Record<string, string>;
+  labels?: Record<string, string> | undefined;
 }
 
 /** `nodestats/<id>`, attached to the node's lease, refreshed every few seconds. */
@@ -27,11 +27,11 @@ export interface NodeStats {
    * Measured encode speed per worker slot: megapixels of output written per second (all
    * renditions), averaged over recent chunks (EWMA). Absent until the node finished a chunk.
    */
-  speedMps?: number;
+  speedMps?: number | undefined;
   /** Set while the node takes no new work of its own accord (its staging is full), with why. */
-  notReady?: string;
+  notReady?: string | undefined;
   /** What its staging disk can ever hold for work: its size less the reserve (bytes). */
-  stagingBytes?: number;
+  stagingBytes?: number | undefined;
 }
 
 /** `uploaders/<id>`, attached to the uploader's lease. */
@@ -56,7 +56,7 @@ export interface DoneSubSegment {
   nodeId: string;
   frames: number;
   /** Each rendition part's SHA-256 (hex), as the uploader acknowledged it; finalize verifies the files against it. */
-  sha256?: Record<string, string>;
+  sha256?: Record<string, string> | undefined;
 }
 
 /**
@@ -73,7 +73,7 @@ export interface CheckpointRecord {
    * Work stealing: chunks the owner released to helper runs on other nodes, by the helper's
    * attempt number (≥ HELPER_ATTEMPT_BASE). A helper's parts are accepted from the node named here.
    */
-  helpers?: Record<string, { nodeId: string; chunks: number[] }>;
+  helpers?: Record<string, { nodeId: string; chunks: number[] }> | undefined;
 }
 
 /** Attempt numbers of helper runs start here: their parts never share a name with an owner's. */

@@ -2,6 +2,7 @@ import type { Etcd3 } from 'etcd3';
 import { AppError } from './errors.js';
 import type { Keys } from './keys.js';
 import type { CheckpointRecord } from './records.js';
+import { checkpointSchema, parseRecord } from './record-schemas.js';
 
 /**
  * Writes for one segment assignment, fenced: each is a single transaction that only succeeds
@@ -26,7 +27,7 @@ export class SegmentFence {
   async readCheckpoint(): Promise<{ value: CheckpointRecord; modRevision: string } | undefined> {
     const res = await this.etcd.get(this.checkpointKey).exec();
     const kv = res.kvs[0];
-    return kv ? { value: JSON.parse(kv.value.toString()) as CheckpointRecord, modRevision: kv.mod_revision } : undefined;
+    return kv ? { value: parseRecord(checkpointSchema, kv.value, this.checkpointKey), modRevision: kv.mod_revision } : undefined;
   }
 
   /** Throws FENCED unless we still own the segment. */

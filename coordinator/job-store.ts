@@ -16,6 +16,7 @@ import {
   type SegmentRecord,
 } from './job-model.js';
 import { outboxPut } from './webhooks.js';
+import { checkpointSchema, parseRecord, segmentOwnerSchema } from '../common/record-schemas.js';
 
 /** Every job state, in the order status reports them. */
 export const JOB_STATES: readonly JobStateName[] = ['QUEUED', 'PREPARING', 'RUNNING', 'FINALIZING', 'SUCCEEDED', 'FAILED', 'CANCELLED'];
@@ -125,7 +126,7 @@ export class JobStore {
     for (const [k, v] of sub) {
       let m: RegExpExecArray | null;
       if ((m = SEGMENT_KEY.exec(k))) segments.push(JSON.parse(v) as SegmentRecord);
-      else if ((m = CHECKPOINT_KEY.exec(k))) checkpoints.set(Number(m[1]), JSON.parse(v) as CheckpointRecord);
+      else if ((m = CHECKPOINT_KEY.exec(k))) checkpoints.set(Number(m[1]), parseRecord(checkpointSchema, v, k));
       else if (k === this.keys.jobProgress(jobId)) progress = JSON.parse(v) as ProgressRecord;
     }
     return { rec, segments, checkpoints, progress };
@@ -430,7 +431,7 @@ export class JobStore {
       for (const [index, subs] of lost) {
         const [segKv, cpKv] = await Promise.all([this.etcd.get(this.keys.segment(jobId, index)).exec(), this.etcd.get(this.keys.checkpoint(jobId, index)).exec()]);
         const seg = segKv.kvs[0] ? (JSON.parse(segKv.kvs[0].value.toString()) as SegmentRecord) : undefined;
-        const cp = cpKv.kvs[0] ? (JSON.parse(cpKv.kvs[0].value.toString()) as CheckpointRecord) : undefined;
+        const cp = cpKv.kvs[0] ? parseRecord(checkpointSchema, cpKv.kvs[0].value, cpKv.kvs[0].key.toString()) : undefined;
         if (!seg || !cp) continue;
         const done = cp.done.filter((d) => !subs.includes(d.sub));
         invalidated += cp.done.length - done.length;
@@ -621,7 +622,7 @@ export class JobStore {
     const out = new Map<number, SegmentOwner & { revision: number }>();
     await Promise.all(indexes.map(async (n) => {
       const kv = (await this.etcd.get(this.keys.segmentOwner(jobId, n)).exec()).kvs[0];
-      if (kv) out.set(n, { ...(JSON.parse(kv.value.toString()) as SegmentOwner), revision: Number(kv.mod_revision) });
+      if (kv) out.set(n, { ...parseRecord(segmentOwnerSchema, kv.value, kv.key.toString()), revision: Number(kv.mod_revision) });
     }));
     return out;
   }

@@ -6,6 +6,7 @@ import { SerialRunner } from '../common/serial-runner.js';
 import { ResilientWatch } from '../common/watch.js';
 import type { Logger } from '../common/logger.js';
 import type { NodeRecord, NodeStats, UploaderRecord } from '../common/records.js';
+import { nodeRecordSchema, nodeStatsSchema, parseRecord, uploaderRecordSchema } from '../common/record-schemas.js';
 
 export interface NodeView extends NodeRecord {
   draining: boolean;
@@ -94,7 +95,7 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
       resync: () => this.scheduleRelist(),
       put: (kv) => {
         try {
-          this.stats.set(kv.key.toString().slice(statsPrefix.length), JSON.parse(kv.value.toString()) as NodeStats);
+          this.stats.set(kv.key.toString().slice(statsPrefix.length), parseRecord(nodeStatsSchema, kv.value, kv.key.toString()));
           this.views = undefined;
         } catch (err) {
           this.log.warn({ err, key: kv.key.toString() }, 'unreadable node stats');
@@ -179,7 +180,7 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
     ]);
     const next = new Map<string, NodeRecord>();
     for (const v of Object.values(nodes)) {
-      const r = JSON.parse(v) as NodeRecord;
+      const r = parseRecord(nodeRecordSchema, v, 'nodes/');
       next.set(r.id, r);
     }
     const before = new Set(this.nodes.keys());
@@ -198,8 +199,8 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
     }
     this.nodes = next;
     this.drains = new Set(drains.map((k) => k.slice(this.keys.drains().length)));
-    this.uploaders = new Map(Object.values(uploaders).map((v) => { const u = JSON.parse(v) as UploaderRecord; return [u.id, u]; }));
-    this.stats = new Map(Object.entries(stats).map(([k, v]) => [k.slice((this.keys.prefix + 'nodestats/').length), JSON.parse(v) as NodeStats]));
+    this.uploaders = new Map(Object.values(uploaders).map((v) => { const u = parseRecord(uploaderRecordSchema, v, 'uploaders/'); return [u.id, u]; }));
+    this.stats = new Map(Object.entries(stats).map(([k, v]) => [k.slice((this.keys.prefix + 'nodestats/').length), parseRecord(nodeStatsSchema, v, k)]));
     for (const id of this.admissions.keys()) if (!next.has(id)) this.admissions.delete(id);
     this.views = undefined;
     for (const [id, r] of next) {

@@ -7,7 +7,7 @@ export interface PlanNode {
   id: string;
   slots: number;
   /** The node's load figures; `speedMps` is its measured encode speed per slot. */
-  stats?: { speedMps?: number } | undefined;
+  stats?: { speedMps?: number | undefined } | undefined;
 }
 
 /**

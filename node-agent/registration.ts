@@ -6,6 +6,7 @@ import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import type { NodeRecord, NodeStats } from '../common/records.js';
 import { backoffDelay, sleep } from '../common/retry.js';
+import { nodeRecordSchema, parseRecord } from '../common/record-schemas.js';
 
 export interface RegistrationOptions {
   /**
@@ -72,7 +73,7 @@ export class Registration extends EventEmitter<{ lost: []; rejoined: []; replace
     let takeover = false;
     if (cur) {
       try {
-        prior = JSON.parse(cur.value.toString()) as NodeRecord;
+        prior = parseRecord(nodeRecordSchema, cur.value, cur.key.toString());
       } catch {
         prior = undefined;
       }
@@ -120,7 +121,7 @@ export class Registration extends EventEmitter<{ lost: []; rejoined: []; replace
   async stillOurs(): Promise<boolean> {
     const raw = await this.etcd.get(this.keys.node(this.record.id)).string();
     if (raw === null) return true; // gone (lease lapsed): the lost handler re-joins
-    const r = JSON.parse(raw) as NodeRecord;
+    const r = parseRecord(nodeRecordSchema, raw, 'nodes/');
     if (r.startedAtMs === this.record.startedAtMs && r.address === this.record.address) return true;
     this.standDown(r);
     return false;

@@ -24,6 +24,7 @@ import { readJobState } from '../common/job-state.js';
 import { writeZip } from './zip.js';
 import { neverFits, stagingSpace } from '../common/staging-space.js';
 import type { UploaderMetrics } from './metrics.js';
+import { checkpointSchema, parseRecord, segmentOwnerSchema } from '../common/record-schemas.js';
 
 const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const SAFE_NAME = /^[a-z0-9_-]{1,32}$/;
@@ -197,12 +198,12 @@ export class UploaderService {
     const kv = res.kvs[0];
     if (kv?.mod_revision === String(ref.ownerRevision)) {
       if (!caller) return;
-      const owner = JSON.parse(kv.value.toString()) as SegmentOwner;
+      const owner = parseRecord(segmentOwnerSchema, kv.value, kv.key.toString());
       if (caller.names.includes(owner.nodeId)) return;
       // A helper run (work stealing): the node the checkpoint names for this attempt's chunks.
       if (isHelperAttempt(ref.attempt)) {
         const cp = await this.d.etcd.get(this.d.keys.checkpoint(ref.jobId, ref.segment)).options({ deadline: new Date(Date.now() + 2_000) }).string();
-        const h = cp ? (JSON.parse(cp) as CheckpointRecord).helpers?.[String(ref.attempt)] : undefined;
+        const h = cp ? parseRecord(checkpointSchema, cp, this.d.keys.checkpoint(ref.jobId, ref.segment)).helpers?.[String(ref.attempt)] : undefined;
         if (h && caller.names.includes(h.nodeId) && h.chunks.includes(ref.subSegment)) return;
       }
       this.d.metrics.fencedParts.inc();
