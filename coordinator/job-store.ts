@@ -17,6 +17,7 @@ import {
 } from './job-model.js';
 import { outboxPut } from './webhooks.js';
 import { checkpointSchema, parseRecord, segmentOwnerSchema } from '../common/record-schemas.js';
+import { historyRecordSchema, jobRecordSchema, progressRecordSchema, resumeFactsSchema, segmentRecordSchema } from './job-schemas.js';
 
 /** Every job state, in the order status reports them. */
 export const JOB_STATES: readonly JobStateName[] = ['QUEUED', 'PREPARING', 'RUNNING', 'FINALIZING', 'SUCCEEDED', 'FAILED', 'CANCELLED'];
@@ -104,13 +105,13 @@ export class JobStore {
 
   async get(jobId: string): Promise<JobRecord | undefined> {
     const raw = await this.etcd.get(this.keys.job(jobId)).string();
-    return raw === null ? undefined : (JSON.parse(raw) as JobRecord);
+    return raw === null ? undefined : parseRecord(jobRecordSchema, raw, this.keys.job(jobId));
   }
 
   private async getWithRevision(jobId: string): Promise<{ rec: JobRecord; rev: string } | undefined> {
     const res = await this.etcd.get(this.keys.job(jobId)).exec();
     const kv = res.kvs[0];
-    return kv ? { rec: JSON.parse(kv.value.toString()) as JobRecord, rev: kv.mod_revision } : undefined;
+    return kv ? { rec: parseRecord(jobRecordSchema, kv.value, kv.key.toString()), rev: kv.mod_revision } : undefined;
   }
 
   /** The record, segments, checkpoints and progress of one job. */
@@ -125,9 +126,9 @@ export class JobStore {
     let progress: ProgressRecord | undefined;
     for (const [k, v] of sub) {
       let m: RegExpExecArray | null;
-      if ((m = SEGMENT_KEY.exec(k))) segments.push(JSON.parse(v) as SegmentRecord);
+      if ((m = SEGMENT_KEY.exec(k))) segments.push(parseRecord(segmentRecordSchema, v, k));
       else if ((m = CHECKPOINT_KEY.exec(k))) checkpoints.set(Number(m[1]), parseRecord(checkpointSchema, v, k));
-      else if (k === this.keys.jobProgress(jobId)) progress = JSON.parse(v) as ProgressRecord;
+      else if (k === this.keys.jobProgress(jobId)) progress = parseRecord(progressRecordSchema, v, k);
     }
     return { rec, segments, checkpoints, progress };
   }
@@ -143,7 +144,7 @@ export class JobStore {
 
   async getHistory(jobId: string): Promise<HistoryRecord | undefined> {
     const raw = await this.etcd.get(this.keys.historyEntry(jobId)).string();
-    return raw === null ? undefined : (JSON.parse(raw) as HistoryRecord);
+    return raw === null ? undefined : parseRecord(historyRecordSchema, raw, this.keys.historyEntry(jobId));
   }
 
   /**
@@ -186,10 +187,10 @@ export class JobStore {
         const rec = value(0);
         if (rec !== undefined) {
           const progress = value(2);
-          return toProtoJob(JSON.parse(rec) as JobRecord, [], new Map(), progress === undefined ? undefined : (JSON.parse(progress) as ProgressRecord));
+          return toProtoJob(parseRecord(jobRecordSchema, rec, this.keys.job(chunk[i]!)), [], new Map(), progress === undefined ? undefined : parseRecord(progressRecordSchema, progress, this.keys.jobProgress(chunk[i]!)));
         }
         const h = value(1);
-        return h === undefined ? undefined : historyToProtoJob(JSON.parse(h) as HistoryRecord);
+        return h === undefined ? undefined : historyToProtoJob(parseRecord(historyRecordSchema, h, this.keys.historyEntry(chunk[i]!)));
       });
     };
     const out = (await Promise.all(chunks.map(read))).flat();
@@ -430,7 +431,7 @@ export class JobStore {
       const now = Date.now();
       for (const [index, subs] of lost) {
         const [segKv, cpKv] = await Promise.all([this.etcd.get(this.keys.segment(jobId, index)).exec(), this.etcd.get(this.keys.checkpoint(jobId, index)).exec()]);
-        const seg = segKv.kvs[0] ? (JSON.parse(segKv.kvs[0].value.toString()) as SegmentRecord) : undefined;
+        const seg = segKv.kvs[0] ? parseRecord(segmentRecordSchema, segKv.kvs[0].value, segKv.kvs[0].key.toString()) : undefined;
         const cp = cpKv.kvs[0] ? parseRecord(checkpointSchema, cpKv.kvs[0].value, cpKv.kvs[0].key.toString()) : undefined;
         if (!seg || !cp) continue;
         const done = cp.done.filter((d) => !subs.includes(d.sub));
@@ -476,7 +477,7 @@ export class JobStore {
 
   async getProgress(jobId: string): Promise<ProgressRecord | undefined> {
     const raw = await this.etcd.get(this.keys.jobProgress(jobId)).string();
-    return raw ? (JSON.parse(raw) as ProgressRecord) : undefined;
+    return raw ? parseRecord(progressRecordSchema, raw, this.keys.jobProgress(jobId)) : undefined;
   }
 
   /** Queue entries in run order (priority, then submission order). */
@@ -575,9 +576,9 @@ export class JobStore {
         if (dropped >= o.limit) break scan;
         let h: HistoryRecord;
         try {
-          h = JSON.parse(kv.value) as HistoryRecord;
+          h = parseRecord(historyRecordSchema, kv.value, kv.key);
         } catch {
-          continue; // not ours
+          continue; // not ours (or unreadable: the sweep skips it rather than stop)
         }
         const expired = o.maxAgeMs > 0 && h.finishedAtMs < now - o.maxAgeMs;
         if (excess <= 0 && !expired) break scan;
@@ -630,7 +631,7 @@ export class JobStore {
   /** What a new leader needs to resume a job past splitting without its input (`jobs/<id>/plan`). */
   async getResumeFacts(jobId: string): Promise<ResumeFacts | undefined> {
     const raw = await this.etcd.get(this.keys.jobPlan(jobId)).string();
-    return raw ? (JSON.parse(raw) as ResumeFacts) : undefined;
+    return raw ? parseRecord(resumeFactsSchema, raw, `resume facts of ${jobId}`) : undefined;
   }
 
   /** Writes the resume facts, fenced on the leader. */

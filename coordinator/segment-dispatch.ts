@@ -186,7 +186,7 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
       const movedTo = stealing?.movedTo();
       if (movedTo) throw new SegmentMoved(movedTo);
       // Chunks released to helpers: done when they are (a failed helper leaves them to a new attempt).
-      if (stealing && !(await stealing.settle())) {
+      if (stealing && !(await stealing.settle(d.cfg.SEGMENT_NO_PROGRESS_MS))) {
         throw new AppError('UNAVAILABLE', `segment ${seg.index}: chunks moved to another node were not done; the segment runs again for them`);
       }
       seg = { ...seg, state: 'DONE' };

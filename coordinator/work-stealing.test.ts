@@ -36,6 +36,10 @@ describe('work stealing: who takes what', () => {
     const plans = planSteals({ nodes: [node('a', 1), node('b', 1)], units, busy: new Set() });
     expect(plans).toEqual([expect.objectContaining({ thiefId: 'a', chunks: [0, 1, 2], move: true })]);
     expect(plans[0]!.victim.key).toBe('j/1');
+    // Alone on its node, the same run is only between its first event and its pool starting it:
+    // no move (half its queue may go, as chunks).
+    const alone = planSteals({ nodes: [node('a', 1), node('b', 1)], units: [unit('j/1', 'b', waiting)], busy: new Set() });
+    expect(alone).toEqual([expect.objectContaining({ move: false, chunks: [1, 2] })]);
   });
 
   it('takes a single queued chunk when that is all there is', () => {

@@ -85,7 +85,11 @@ export function planSteals(view: StealView): StealPlan[] {
     const victim = victims[0];
     if (!victim) continue;
     const queued = victim.last!.queue!.queued;
-    if (waitingWhole(victim.last!)) {
+    // A run waits whole only while its node's slots are taken by its other runs (not in the
+    // moment between its first event and its pool starting it).
+    const home = view.nodes.find((n) => n.id === victim.nodeId);
+    const runningThere = (byNode.get(victim.nodeId) ?? []).filter((u) => u !== victim).reduce((a, u) => a + (u.last?.queue ? u.last.queue.running : home?.slots ?? 1), 0);
+    if (waitingWhole(victim.last!) && (!home || runningThere >= home.slots)) {
       plans.push({ victim, thiefId: thief.id, chunks: [...queued], move: true });
     } else {
       const n = Math.max(1, Math.ceil(queued.length / 2));
@@ -170,7 +174,7 @@ export class WorkStealer {
   }
 
   /** An owner run started; `emit` gets its events combined with its helpers'. */
-  registerOwner(unit: WorkUnit, emit: (ev: SegmentEvent) => void, runHelper: HelperRunner): { event: (ev: SegmentEvent) => void; settle: () => Promise<boolean>; movedTo: () => string | undefined; close: () => void } {
+  registerOwner(unit: WorkUnit, emit: (ev: SegmentEvent) => void, runHelper: HelperRunner): { event: (ev: SegmentEvent) => void; settle: (waitMs: number) => Promise<boolean>; movedTo: () => string | undefined; close: () => void } {
     const state: OwnerState = { unit, helpers: [], helperEvents: new Map(), emit, runHelper, abort: new AbortController(), released: false, movedTo: undefined };
     this.owners.set(unit.key, state);
     return {
@@ -178,12 +182,18 @@ export class WorkStealer {
         unit.last = ev;
         this.relay(state);
       },
-      // Waits for the helper runs; false when a chunk released to one is not recorded done.
-      settle: async () => {
+      // Waits for the helper runs; false when a chunk released to one is not recorded done. The
+      // owner's last event says whether any chunk was left to others (helpers this leader started,
+      // or, after a change of leader, ones the previous leader started: waited for up to `waitMs`).
+      settle: async (waitMs: number) => {
         await Promise.all(state.helpers);
-        if (!state.released) return true;
-        const cp = await new SegmentFence(this.d.etcd, this.d.keys, unit.jobId, unit.segment, unit.ownerRevision).readCheckpoint();
-        return checkpointComplete(cp?.value);
+        const own = unit.last;
+        if (!state.released && !(own && own.subSegments > 0 && own.subSegmentsDone < own.subSegments)) return true;
+        const fence = new SegmentFence(this.d.etcd, this.d.keys, unit.jobId, unit.segment, unit.ownerRevision);
+        for (const until = Date.now() + (state.released ? 0 : waitMs); ; await new Promise((r) => setTimeout(r, 500))) {
+          if (checkpointComplete((await fence.readCheckpoint())?.value)) return true;
+          if (Date.now() >= until) return false;
+        }
       },
       movedTo: () => state.movedTo,
       close: () => {
