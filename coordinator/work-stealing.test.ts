@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
-import { checkpointComplete, nextHelperAttempt, planSteals, spareSlots, type WorkUnit } from './work-stealing.js';
+import { checkpointComplete, nextHelperAttempt, planDuplicates, planSteals, spareSlots, type WorkUnit } from './work-stealing.js';
 import type { NodeView } from './node-registry.js';
 import { ChunkControl } from '../node-agent/segment-work.js';
 
@@ -10,7 +10,7 @@ function node(id: string, slots: number, extra: Partial<NodeView> = {}): { id: s
 }
 
 function ev(running: number, queued: number[], done = false): SegmentEvent {
-  return { framesDone: 0, framesTotal: 100, subSegments: 8, subSegmentsDone: 0, done, subSegmentsTranscoded: 0, queue: { queued, running } };
+  return { framesDone: 0, framesTotal: 100, subSegments: 8, subSegmentsDone: 0, done, subSegmentsTranscoded: 0, queue: { queued, running, runningChunks: [] } };
 }
 
 function unit(key: string, nodeId: string, last: SegmentEvent | undefined, helper = false): WorkUnit {
@@ -71,6 +71,28 @@ describe('work stealing: who takes what', () => {
     const units = [{ ...unit('j/1', 'b', ev(1, [2, 3])), placement: { needs: ['hevc'], labels: {} } }];
     const plans = planSteals({ nodes: [node('a', 1, { capabilities: ['h264'] }), node('b', 1, { capabilities: ['h264', 'hevc'] })], units, busy: new Set() });
     expect(plans).toEqual([]);
+  });
+
+  it('with nothing queued anywhere, an idle node copies the slowest running chunk of a straggler only', () => {
+    const running = (chunks: { chunk: number; framesDone: number; framesTotal: number; elapsedMs: number }[]): SegmentEvent => ({ ...ev(chunks.length, []), queue: { queued: [], running: chunks.length, runningChunks: chunks } });
+    const slow = node('b', 2, { stats: { busySlots: 2, segmentsDone: 0, subSegmentsDone: 0, heartbeatMs: 0, speedMps: 2 } });
+    const fast = node('a', 2, { stats: { busySlots: 0, segmentsDone: 0, subSegmentsDone: 0, heartbeatMs: 0, speedMps: 10 } });
+    // chunk 4: 10 of 100 frames in 2 s → 18 s left; chunk 5: 50 of 60 in 10 s → 2 s left
+    const units = [unit('j/1', 'b', running([{ chunk: 4, framesDone: 10, framesTotal: 100, elapsedMs: 2_000 }, { chunk: 5, framesDone: 50, framesTotal: 60, elapsedMs: 10_000 }]))];
+    const plans = planDuplicates({ nodes: [fast, slow], units, busy: new Set() }, new Set());
+    expect(plans).toEqual([expect.objectContaining({ thiefId: 'a', chunk: 4 })]);
+    expect(plans[0]!.remainingSec).toBeCloseTo(18);
+    // once copied, not again; a node not much slower is no straggler; queued work anywhere comes first
+    expect(planDuplicates({ nodes: [fast, slow], units, busy: new Set() }, new Set(['j/1/4']))).toEqual([]);
+    const peer = node('b', 2, { stats: { busySlots: 2, segmentsDone: 0, subSegmentsDone: 0, heartbeatMs: 0, speedMps: 6 } });
+    expect(planDuplicates({ nodes: [fast, peer], units, busy: new Set() }, new Set())).toEqual([]);
+    expect(planDuplicates({ nodes: [fast, slow], units: [...units, unit('j/2', 'b', ev(1, [7]))], busy: new Set() }, new Set())).toEqual([]);
+    // frames standing still count: 29 of 30 frames, but stuck for 4 s
+    const stuck = [unit('j/1', 'b', running([{ chunk: 6, framesDone: 29, framesTotal: 30, elapsedMs: 12_000 }]))];
+    expect(planDuplicates({ nodes: [fast, slow], units: stuck, busy: new Set() }, new Set())).toEqual([]);
+    expect(planDuplicates({ nodes: [fast, slow], units: stuck, busy: new Set() }, new Set(), () => 4)).toEqual([expect.objectContaining({ chunk: 6, remainingSec: 4 })]);
+    // speeds unknown: no copies
+    expect(planDuplicates({ nodes: [node('a', 2), node('b', 2)], units, busy: new Set() }, new Set())).toEqual([]);
   });
 
   it('helper attempts count up from the base, above every one recorded', () => {

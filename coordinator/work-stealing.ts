@@ -100,6 +100,57 @@ export function planSteals(view: StealView): StealPlan[] {
   return plans;
 }
 
+/** Duplicates: only of a chunk with at least this much left, on a node at most this fraction of the idle one's speed. */
+export const DUPLICATE_MIN_REMAINING_SEC = 3;
+export const DUPLICATE_SPEED_RATIO = 0.5;
+
+export interface DuplicatePlan {
+  victim: WorkUnit;
+  thiefId: string;
+  chunk: number;
+  remainingSec: number;
+}
+
+/**
+ * When no queued chunk is left anywhere, a node with spare slots may run a copy of the slowest
+ * running chunk of a straggler (a node whose measured speed is at most DUPLICATE_SPEED_RATIO of
+ * its own); the first copy recorded done wins. The remaining time of a chunk is estimated from its
+ * progress (before its first frame: at least what it has run; frames standing still: at least
+ * how long they have). Pure.
+ */
+export function planDuplicates(view: StealView, duplicated: ReadonlySet<string>, stalledSec: (key: string, chunk: number) => number = () => 0): DuplicatePlan[] {
+  if (view.units.some((u) => !u.helper && !u.last?.done && (u.last?.queue?.queued.length ?? 0) > 0)) return [];
+  const byNode = new Map<string, WorkUnit[]>();
+  for (const u of view.units) byNode.set(u.nodeId, [...(byNode.get(u.nodeId) ?? []), u]);
+  const speedOf = (id: string): number | undefined => view.nodes.find((n) => n.id === id)?.node.stats?.speedMps;
+  const plans: DuplicatePlan[] = [];
+  const taken = new Set(duplicated);
+  for (const thief of view.nodes) {
+    if (spareSlots(thief.slots, byNode.get(thief.id) ?? []) <= 0) continue;
+    const mine = speedOf(thief.id);
+    if (mine === undefined) continue;
+    let best: DuplicatePlan | undefined;
+    for (const u of view.units) {
+      if (u.helper || u.nodeId === thief.id || u.last?.done || !fits(thief.node, u.placement)) continue;
+      const theirs = speedOf(u.nodeId);
+      if (theirs === undefined || theirs > DUPLICATE_SPEED_RATIO * mine) continue;
+      for (const r of u.last?.queue?.runningChunks ?? []) {
+        if (taken.has(`${u.key}/${r.chunk}`)) continue;
+        const elapsed = r.elapsedMs / 1000;
+        // From its progress; a chunk whose frames stand still (an encoder's lookahead, a frozen
+        // process) has at least as long left as it has stood still.
+        const remainingSec = Math.max(r.framesDone > 0 ? (elapsed * (r.framesTotal - r.framesDone)) / r.framesDone : elapsed, stalledSec(u.key, r.chunk));
+        if (remainingSec >= DUPLICATE_MIN_REMAINING_SEC && (!best || remainingSec > best.remainingSec)) best = { victim: u, thiefId: thief.id, chunk: r.chunk, remainingSec };
+      }
+    }
+    if (best) {
+      plans.push(best);
+      taken.add(`${best.victim.key}/${best.chunk}`);
+    }
+  }
+  return plans;
+}
+
 /** A helper run the stealer starts: the dispatch module streams the segment and runs the chunks. */
 export type HelperRunner = (victim: WorkUnit, thief: NodeView, helperAttempt: number, chunks: number[], onEvent: (ev: SegmentEvent) => void, signal: AbortSignal) => Promise<void>;
 
@@ -132,6 +183,11 @@ export class WorkStealer {
   private readonly owners = new Map<string, OwnerState>();
   private readonly helpersInFlight = new Map<string, WorkUnit>();
   private readonly stealing = new Set<string>();
+  /** Each running chunk's frames when they last moved (`<owner key>/<chunk>`). */
+  private readonly lastMoved = new Map<string, { frames: number; atMs: number }>();
+  /** Running chunks with a copy on another node (`<owner key>/<chunk>`). */
+  private readonly duplicated = new Set<string>();
+  duplicatedChunks = 0;
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
   stolenChunks = 0;
@@ -222,7 +278,34 @@ export class WorkStealer {
     try {
       const units = [...[...this.owners.values()].map((o) => o.unit), ...this.helpersInFlight.values()];
       const nodes = this.d.registry.ready().map((n) => ({ id: n.id, slots: n.slots, node: n }));
-      for (const p of planSteals({ nodes, units, busy: this.stealing })) {
+      const plans = planSteals({ nodes, units, busy: this.stealing });
+      const now = Date.now();
+      const seen = new Set<string>();
+      for (const u of units) {
+        for (const r of u.last?.queue?.runningChunks ?? []) {
+          const k = `${u.key}/${r.chunk}`;
+          seen.add(k);
+          const prev = this.lastMoved.get(k);
+          if (!prev || prev.frames !== r.framesDone) this.lastMoved.set(k, { frames: r.framesDone, atMs: now });
+        }
+      }
+      for (const k of [...this.lastMoved.keys()]) if (!seen.has(k)) this.lastMoved.delete(k);
+      const stalledSec = (key: string, chunk: number): number => (now - (this.lastMoved.get(`${key}/${chunk}`)?.atMs ?? now)) / 1000;
+      if (plans.length === 0) {
+        for (const p of planDuplicates({ nodes, units, busy: this.stealing }, this.duplicated, stalledSec)) {
+          const o = this.owners.get(p.victim.key);
+          const thief = this.d.registry.get(p.thiefId);
+          if (!o || !thief) continue;
+          const mark = `${p.victim.key}/${p.chunk}`;
+          this.duplicated.add(mark);
+          const pending: WorkUnit = { ...p.victim, key: `${mark}/dup-${p.thiefId}`, nodeId: p.thiefId, helper: true, last: undefined };
+          this.helpersInFlight.set(pending.key, pending);
+          void this.duplicate(o, thief, p.chunk, p.remainingSec)
+            .catch((err: unknown) => this.d.log.warn({ jobId: p.victim.jobId, segment: p.victim.segment, chunk: p.chunk, node: p.thiefId, err: errorMessage(err) }, 'duplicate run failed'))
+            .finally(() => this.helpersInFlight.delete(pending.key));
+        }
+      }
+      for (const p of plans) {
         const o = this.owners.get(p.victim.key);
         const thief = this.d.registry.get(p.thiefId);
         if (!o || !thief) continue;
@@ -265,6 +348,42 @@ export class WorkStealer {
     this.stolenChunks += res.released.length;
     this.d.metrics.chunksStolen.inc(res.released.length);
     this.d.log.info({ jobId: v.jobId, segment: v.segment, from: v.nodeId, to: thief.id, chunks: res.released }, 'queued segment moved to an idle node');
+  }
+
+  /**
+   * Runs a copy of a straggler's running chunk on an idle node. The copy is recorded in the
+   * checkpoint (its parts are then accepted from that node) but nothing is released: both run, the
+   * first fenced checkpoint write wins, and the owner's copy is stopped when the idle node's won.
+   * A copy that lost is dropped with the owner's run (its parts are never named in a checkpoint).
+   */
+  private async duplicate(o: OwnerState, thief: NodeView, chunk: number, remainingSec: number): Promise<void> {
+    const v = o.unit;
+    const owner = this.d.registry.get(v.nodeId);
+    if (!owner) return;
+    const fence = new SegmentFence(this.d.etcd, this.d.keys, v.jobId, v.segment, v.ownerRevision);
+    const cur = await fence.readCheckpoint();
+    if (!cur || cur.value.boundaries.length < 3 || cur.value.done.some((d) => d.sub === chunk)) return;
+    const helperAttempt = nextHelperAttempt(cur.value);
+    await fence.updateCheckpoint((c) => (c ? { ...c, helpers: { ...c.helpers, [String(helperAttempt)]: { nodeId: thief.id, chunks: [chunk] } } } : undefined));
+    this.duplicatedChunks++;
+    this.d.metrics.chunksDuplicated.inc();
+    this.d.log.info({ jobId: v.jobId, segment: v.segment, chunk, slow: v.nodeId, copy: thief.id, remainingSec: Math.round(remainingSec * 10) / 10, helperAttempt }, 'running a copy of a straggler\'s chunk');
+    const unit: WorkUnit = { ...v, key: `${v.key}/d${helperAttempt}`, nodeId: thief.id, attempt: helperAttempt, helper: true, last: undefined };
+    this.helpersInFlight.set(unit.key, unit);
+    try {
+      await o.runHelper(v, thief, helperAttempt, [chunk], (ev) => {
+        unit.last = ev;
+        o.helperEvents.set(helperAttempt, ev);
+        this.relay(o);
+      }, o.abort.signal);
+    } finally {
+      this.helpersInFlight.delete(unit.key);
+    }
+    const won = (await fence.readCheckpoint())?.value.done.find((d) => d.sub === chunk)?.attempt === helperAttempt;
+    this.d.log.info({ jobId: v.jobId, segment: v.segment, chunk, copy: thief.id, won }, won ? 'the copy finished first: stopping the straggler\'s' : 'the straggler finished first');
+    if (!won) return;
+    const client = this.d.clients.get(NodeAgentClient, owner.address, owner.id);
+    await callUnary(client, client.releaseChunks, { ref: { jobId: v.jobId, segment: v.segment, attempt: v.attempt, ownerRevision: v.ownerRevision, leaderTerm: v.leaderTerm }, chunks: [chunk], cancelRunning: true }, this.d.rpcTimeoutMs, traceMetadata(v.jobId));
   }
 
   private async steal(o: OwnerState, thief: NodeView, chunks: number[]): Promise<void> {

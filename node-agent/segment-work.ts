@@ -87,7 +87,24 @@ export interface SegmentWorkRequest {
 export class ChunkControl {
   readonly released = new Set<number>();
   readonly started = new Set<number>();
+  /** Running chunks: when each started, and how to stop it (a duplicate elsewhere won). */
+  readonly running = new Map<number, { sinceMs: number; abort: AbortController }>();
+  /** Chunks stopped because another node's copy was recorded done first. */
+  readonly cancelled = new Set<number>();
   queue: number[] = [];
+
+  /** Stops the named chunks where they run (their copies elsewhere won); answers those stopped. */
+  cancelRunning(chunks: readonly number[]): number[] {
+    const out: number[] = [];
+    for (const c of chunks) {
+      const r = this.running.get(c);
+      if (!r) continue;
+      this.cancelled.add(c);
+      r.abort.abort(new AppError('CANCELLED', `chunk ${c} was done elsewhere first`));
+      out.push(c);
+    }
+    return out;
+  }
 
   /** Gives up the named chunks that have not started (with `all`: every one, or none); answers those it gave up. */
   release(chunks: readonly number[], all = false): number[] {
@@ -236,7 +253,11 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     subSegmentsDone: doneSubs.size,
     done,
     subSegmentsTranscoded: transcoded,
-    queue: { queued: control.queued(), running },
+    queue: {
+      queued: control.queued(),
+      running,
+      runningChunks: [...control.running].map(([chunk, r]) => ({ chunk, framesDone: framesDone[chunk] ?? 0, framesTotal: subFrames[chunk] ?? 0, elapsedMs: Date.now() - r.sinceMs })),
+    },
   });
   emit(progress());
 
@@ -280,11 +301,21 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     // Released to a helper while it waited for a slot: not ours any more.
     if (control.released.has(sub)) return;
     control.started.add(sub);
+    const abort = new AbortController();
+    control.running.set(sub, { sinceMs: Date.now(), abort });
     running++;
     try {
-      await transcodeSub(sub, taskSignal);
+      await transcodeSub(sub, AbortSignal.any([taskSignal, abort.signal]));
+    } catch (err) {
+      // A duplicate on another node was recorded done first: this copy is not needed.
+      if (control.cancelled.has(sub) && !taskSignal.aborted) {
+        log.info({ sub }, 'chunk done elsewhere first: this copy stopped');
+        return;
+      }
+      throw err;
     } finally {
       running--;
+      control.running.delete(sub);
     }
   };
 

@@ -346,6 +346,11 @@ export class AgentService {
         const held = this.held.get(workKey(ref!));
         // Only the attempt named, under the owner revision named: a late call releases nothing.
         if (!held || held.attempt !== ref!.attempt || held.ownerRevision !== ref!.ownerRevision) return { released: [] };
+        if (req.cancelRunning) {
+          const stopped = held.control.cancelRunning(req.chunks);
+          if (stopped.length > 0) log.info({ jobId: ref!.jobId, segment: ref!.segment, attempt: ref!.attempt, stopped }, 'chunks stopped: their duplicates were done first');
+          return { released: stopped };
+        }
         const released = held.control.release(req.chunks, req.all === true);
         if (released.length > 0) log.info({ jobId: ref!.jobId, segment: ref!.segment, attempt: ref!.attempt, released }, 'chunks released to a helper');
         return { released };

@@ -39,7 +39,14 @@ export interface ReleaseChunksRequest {
    * All or nothing: release the chunks only if none of them has started (the whole segment moves
    * to another node, as a new attempt there).
    */
-  all?: boolean | undefined;
+  all?:
+    | boolean
+    | undefined;
+  /**
+   * Duplicates: stop these chunks where they run here, because another node's copy of each was
+   * recorded done first (the first fenced checkpoint wins). Answers the chunks stopped.
+   */
+  cancelRunning?: boolean | undefined;
 }
 
 export interface ReleaseChunksResponse {
@@ -61,6 +68,15 @@ export interface ChunkQueue {
   queued: number[];
   /** chunks whose ffmpeg is running or waiting to send its parts */
   running: number;
+  /** each running chunk's progress (duplicates of the slowest) */
+  runningChunks: RunningChunk[];
+}
+
+export interface RunningChunk {
+  chunk: number;
+  framesDone: number;
+  framesTotal: number;
+  elapsedMs: number;
 }
 
 export interface SegmentRef {
@@ -186,7 +202,7 @@ export interface DropSegmentResponse {
 }
 
 function createBaseReleaseChunksRequest(): ReleaseChunksRequest {
-  return { ref: undefined, chunks: [], all: undefined };
+  return { ref: undefined, chunks: [], all: undefined, cancelRunning: undefined };
 }
 
 export const ReleaseChunksRequest: MessageFns<ReleaseChunksRequest> = {
@@ -203,6 +219,9 @@ export const ReleaseChunksRequest: MessageFns<ReleaseChunksRequest> = {
     }
     if (message.all !== undefined) {
       writer.uint32(24).bool(message.all);
+    }
+    if (message.cancelRunning !== undefined) {
+      writer.uint32(32).bool(message.cancelRunning);
     }
     return writer;
   },
@@ -254,6 +273,14 @@ export const ReleaseChunksRequest: MessageFns<ReleaseChunksRequest> = {
             message.all = reader.bool();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.cancelRunning = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -271,6 +298,11 @@ export const ReleaseChunksRequest: MessageFns<ReleaseChunksRequest> = {
       ref: isSet(object.ref) ? SegmentRef.fromJSON(object.ref) : undefined,
       chunks: globalThis.Array.isArray(object?.chunks) ? object.chunks.map((e: any) => globalThis.Number(e)) : [],
       all: isSet(object.all) ? globalThis.Boolean(object.all) : undefined,
+      cancelRunning: isSet(object.cancelRunning)
+        ? globalThis.Boolean(object.cancelRunning)
+        : isSet(object.cancel_running)
+        ? globalThis.Boolean(object.cancel_running)
+        : undefined,
     };
   },
 
@@ -285,6 +317,9 @@ export const ReleaseChunksRequest: MessageFns<ReleaseChunksRequest> = {
     if (message.all !== undefined) {
       obj.all = message.all;
     }
+    if (message.cancelRunning !== undefined) {
+      obj.cancelRunning = message.cancelRunning;
+    }
     return obj;
   },
 
@@ -296,6 +331,7 @@ export const ReleaseChunksRequest: MessageFns<ReleaseChunksRequest> = {
     message.ref = (object.ref !== undefined && object.ref !== null) ? SegmentRef.fromPartial(object.ref) : undefined;
     message.chunks = object.chunks?.map((e) => e) || [];
     message.all = object.all ?? undefined;
+    message.cancelRunning = object.cancelRunning ?? undefined;
     return message;
   },
 };
@@ -467,7 +503,7 @@ export const HelperRun: MessageFns<HelperRun> = {
 };
 
 function createBaseChunkQueue(): ChunkQueue {
-  return { queued: [], running: 0 };
+  return { queued: [], running: 0, runningChunks: [] };
 }
 
 export const ChunkQueue: MessageFns<ChunkQueue> = {
@@ -481,6 +517,9 @@ export const ChunkQueue: MessageFns<ChunkQueue> = {
     }
     if (message.running !== 0) {
       writer.uint32(16).int32(message.running);
+    }
+    for (const v of message.runningChunks) {
+      RunningChunk.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -524,6 +563,14 @@ export const ChunkQueue: MessageFns<ChunkQueue> = {
             message.running = reader.int32();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.runningChunks.push(RunningChunk.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -540,6 +587,11 @@ export const ChunkQueue: MessageFns<ChunkQueue> = {
     return {
       queued: globalThis.Array.isArray(object?.queued) ? object.queued.map((e: any) => globalThis.Number(e)) : [],
       running: isSet(object.running) ? globalThis.Number(object.running) : 0,
+      runningChunks: globalThis.Array.isArray(object?.runningChunks)
+        ? object.runningChunks.map((e: any) => RunningChunk.fromJSON(e))
+        : globalThis.Array.isArray(object?.running_chunks)
+        ? object.running_chunks.map((e: any) => RunningChunk.fromJSON(e))
+        : [],
     };
   },
 
@@ -551,6 +603,9 @@ export const ChunkQueue: MessageFns<ChunkQueue> = {
     if (message.running !== 0) {
       obj.running = Math.round(message.running);
     }
+    if (message.runningChunks?.length) {
+      obj.runningChunks = message.runningChunks.map((e) => RunningChunk.toJSON(e));
+    }
     return obj;
   },
 
@@ -561,6 +616,136 @@ export const ChunkQueue: MessageFns<ChunkQueue> = {
     const message = createBaseChunkQueue();
     message.queued = object.queued?.map((e) => e) || [];
     message.running = object.running ?? 0;
+    message.runningChunks = object.runningChunks?.map((e) => RunningChunk.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRunningChunk(): RunningChunk {
+  return { chunk: 0, framesDone: 0, framesTotal: 0, elapsedMs: 0 };
+}
+
+export const RunningChunk: MessageFns<RunningChunk> = {
+  encode(message: RunningChunk, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.chunk !== 0) {
+      writer.uint32(8).int32(message.chunk);
+    }
+    if (message.framesDone !== 0) {
+      writer.uint32(16).int64(message.framesDone);
+    }
+    if (message.framesTotal !== 0) {
+      writer.uint32(24).int64(message.framesTotal);
+    }
+    if (message.elapsedMs !== 0) {
+      writer.uint32(32).int64(message.elapsedMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RunningChunk {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRunningChunk();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.chunk = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.framesDone = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.framesTotal = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.elapsedMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RunningChunk {
+    return {
+      chunk: isSet(object.chunk) ? globalThis.Number(object.chunk) : 0,
+      framesDone: isSet(object.framesDone)
+        ? globalThis.Number(object.framesDone)
+        : isSet(object.frames_done)
+        ? globalThis.Number(object.frames_done)
+        : 0,
+      framesTotal: isSet(object.framesTotal)
+        ? globalThis.Number(object.framesTotal)
+        : isSet(object.frames_total)
+        ? globalThis.Number(object.frames_total)
+        : 0,
+      elapsedMs: isSet(object.elapsedMs)
+        ? globalThis.Number(object.elapsedMs)
+        : isSet(object.elapsed_ms)
+        ? globalThis.Number(object.elapsed_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: RunningChunk): unknown {
+    const obj: any = {};
+    if (message.chunk !== 0) {
+      obj.chunk = Math.round(message.chunk);
+    }
+    if (message.framesDone !== 0) {
+      obj.framesDone = Math.round(message.framesDone);
+    }
+    if (message.framesTotal !== 0) {
+      obj.framesTotal = Math.round(message.framesTotal);
+    }
+    if (message.elapsedMs !== 0) {
+      obj.elapsedMs = Math.round(message.elapsedMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RunningChunk>, I>>(base?: I): RunningChunk {
+    return RunningChunk.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RunningChunk>, I>>(object: I): RunningChunk {
+    const message = createBaseRunningChunk();
+    message.chunk = object.chunk ?? 0;
+    message.framesDone = object.framesDone ?? 0;
+    message.framesTotal = object.framesTotal ?? 0;
+    message.elapsedMs = object.elapsedMs ?? 0;
     return message;
   },
 };
