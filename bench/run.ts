@@ -24,6 +24,7 @@ import { readZipEntries } from '../uploader/zip.js';
 import { markdownTable, median, parsePsnr } from './stats.js';
 import { runControlPlane } from './control-plane.js';
 import { etaReadings, watchEta } from './eta.js';
+import { keyframesBench, labBench, longBench } from './lab.js';
 
 const { values: flags } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' }, agents: { type: 'string' }, jobs: { type: 'string' }, console: { type: 'string' } } });
 const quick = flags.quick ?? false;
@@ -68,6 +69,11 @@ async function main(): Promise<void> {
     if (needSource && only.has('packaging')) await packaging(work, source);
     if (needSource && only.has('eta')) await eta(work, source);
     if (only.has('controlplane')) await controlPlane(work);
+    // Issue 15's scenarios; not in the default list: `lab` needs root (network namespaces, tc,
+    // cgroup CPU quotas) and skips with the reason printed without it; `long` takes minutes.
+    if (only.has('keyframes')) { log('\n## 10. uneven keyframes on 5 nodes'); results.push(...(await keyframesBench(work, log))); }
+    if (only.has('lab')) { log('\n## 9. lab: 3 simulated hosts, CPU quotas, 100 Mbit/s links'); results.push(...(await labBench(work, log))); }
+    if (only.has('long')) { log('\n## 11. long input on 2 agents'); results.push(...(await longBench(work, log))); }
   } finally {
     await rm(work, { recursive: true, force: true });
   }
