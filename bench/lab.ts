@@ -67,7 +67,11 @@ export function labUnavailable(): string | undefined {
   return LabNet.tcUnavailable() ?? LabCpu.unavailable();
 }
 
-export async function labBench(work: string, log: Log, o: { seconds?: number } = {}): Promise<BenchResult[]> {
+/**
+ * `runs`: which of the two runs (stealing on, off) to make; `chunkSec`: the agents' MAX_CHUNK_SEC
+ * (unset: their default, 15 s).
+ */
+export async function labBench(work: string, log: Log, o: { seconds?: number; chunkSec?: number; runs?: ('steal' | 'nosteal')[] } = {}): Promise<BenchResult[]> {
   const why = labUnavailable();
   if (why) {
     log(`SKIP lab: ${why}`);
@@ -80,7 +84,7 @@ export async function labBench(work: string, log: Log, o: { seconds?: number } =
   const runs: LabRun[] = [];
   // Stealing on, then off (STEAL_INTERVAL_MS=0); each on a fresh lab and cluster, so both start
   // with no measured speeds (shares from core counts alone: equal).
-  for (const steal of [true, false]) runs.push(await labOnce(join(work, `lab-${steal ? 'steal' : 'nosteal'}`), source, steal, log));
+  for (const r of o.runs ?? ['steal', 'nosteal']) runs.push(await labOnce(join(work, `lab-${r}`), source, r === 'steal', log, o.chunkSec));
   const capacity = LAB_QUOTAS.reduce((a, b) => a + b, 0);
   const rows = runs.map((r) => {
     const { prepareMs, finalizeMs } = serialParts(r.job);
@@ -101,7 +105,7 @@ export async function labBench(work: string, log: Log, o: { seconds?: number } =
   });
   const [on, off] = runs;
   return [{
-    name: `9. Lab: 3 simulated hosts (network namespaces), CPU quotas ${LAB_QUOTAS.join(' / ')} cores, ${LAB_RATE_MBIT} Mbit/s links`,
+    name: `9. Lab: 3 simulated hosts (network namespaces), CPU quotas ${LAB_QUOTAS.join(' / ')} cores, ${LAB_RATE_MBIT} Mbit/s links, MAX_CHUNK_SEC ${o.chunkSec ?? '15 (default)'}`,
     head: ['run', 'wall s (submit → SUCCEEDED)', 'encode work CPU-s (Σ hosts)', 'serial s (queue+prepare, finalize)', 'ideal s', 'wall / ideal', 'CPU-s per host n1 / n2 / n3 (share of quota × wall)', 'chunks done per node', 'chunks stolen', 'target'],
     rows,
     notes: [
@@ -114,8 +118,8 @@ export async function labBench(work: string, log: Log, o: { seconds?: number } =
   }];
 }
 
-async function labOnce(dir: string, source: string, steal: boolean, log: Log): Promise<LabRun> {
-  log(`\n### lab run, stealing ${steal ? 'on' : 'off'}`);
+async function labOnce(dir: string, source: string, steal: boolean, log: Log, chunkSec?: number): Promise<LabRun> {
+  log(`\n### lab run, stealing ${steal ? 'on' : 'off'}${chunkSec ? `, MAX_CHUNK_SEC ${chunkSec}` : ''}`);
   const net = LabNet.open(LAB_PREFIX);
   let cpu: LabCpu | undefined;
   let cluster: LocalCluster | undefined;
@@ -137,6 +141,7 @@ async function labOnce(dir: string, source: string, steal: boolean, log: Log): P
       serviceHost: LabNet.SERVICE_HOST,
       env: { PROGRESS_INTERVAL_MS: '500', HEARTBEAT_MS: '1000', SEGMENT_NO_PROGRESS_MS: '120000' },
       coordinatorEnv: { STEAL_INTERVAL_MS: steal ? '1000' : '0' },
+      ...(chunkSec ? { nodeEnv: { MAX_CHUNK_SEC: String(chunkSec) } } : {}),
     });
     for (const h of hosts) {
       const id = `node-${h.k}`;
