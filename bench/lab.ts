@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { cp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cpus, loadavg } from 'node:os';
 import { LocalCluster } from '../deploy/local-cluster.js';
@@ -45,6 +46,7 @@ async function makeClip(path: string, args: string[]): Promise<string> {
 const LAB_PREFIX = 'tlb-';
 const LAB_QUOTAS = [0.5, 0.5, 0.125];
 const LAB_RATE_MBIT = 100;
+const LAB_SHARES = 8192;
 const LAB_AGENT_PORT = 7650;
 const LAB_LADDER = [
   { name: '', height: 540, videoBitrateKbps: 1500, codec: 'h264', preset: 'medium' },
@@ -60,6 +62,36 @@ interface LabRun {
   chunksBy: Map<string, number>;
   stolen: number;
   load: number;
+  idleSec: number[];
+  starvedSec: number[];
+}
+
+/** Samples the CPU use of lab groups every second (see labOnce). */
+function cpuSampler(groups: string[], cpu: LabCpu): { recent(n: number): number[]; stop(): void; idle: number[]; starved: number[] } {
+  const quotas = groups.map((_, i) => LAB_QUOTAS[i]!);
+  const idle = groups.map(() => 0);
+  const starved = groups.map(() => 0);
+  const history: number[][] = [];
+  let last = groups.map((g) => cpu.usageSec(g));
+  let lastAt = now();
+  const timer = setInterval(() => {
+    const cur = groups.map((g) => cpu.usageSec(g));
+    const dt = (now() - lastAt) / 1000;
+    const rates = cur.map((c, i) => (c - last[i]!) / dt);
+    rates.forEach((r, i) => {
+      if (r < 0.1 * quotas[i]!) idle[i]! += 1;
+      else if (r < 0.85 * quotas[i]!) starved[i]! += 1;
+    });
+    history.push(rates);
+    last = cur;
+    lastAt = now();
+  }, 1000);
+  return {
+    recent: (n) => groups.map((_, i) => { const h = history.slice(-n); return h.length ? h.reduce((a, r) => a + r[i]!, 0) / h.length : 0; }),
+    stop: () => clearInterval(timer),
+    idle,
+    starved,
+  };
 }
 
 /** Why the lab cannot run here, or undefined. */
@@ -97,7 +129,9 @@ export async function labBench(work: string, log: Log, o: { seconds?: number; ch
       (prepareMs + finalizeMs) / 1000,
       idealSec,
       r.wallMs / 1000 / idealSec,
-      r.workSec.map((w, i) => `${w.toFixed(1)} (${((w / LAB_QUOTAS[i]!) / (r.wallMs / 1000) * 100).toFixed(0)} % busy)`).join(' / '),
+      r.workSec.map((w, i) => `${w.toFixed(1)} (${((w / LAB_QUOTAS[i]!) / (r.wallMs / 1000) * 100).toFixed(0)} %)`).join(' / '),
+      r.idleSec.join(' / '),
+      r.starvedSec.join(' / '),
       [...r.chunksBy.entries()].sort().map(([n, c]) => `${n}: ${c}`).join(', '),
       r.stolen,
       r.steal ? '≤ 1.15' : '',
@@ -106,12 +140,14 @@ export async function labBench(work: string, log: Log, o: { seconds?: number; ch
   const [on, off] = runs;
   return [{
     name: `9. Lab: 3 simulated hosts (network namespaces), CPU quotas ${LAB_QUOTAS.join(' / ')} cores, ${LAB_RATE_MBIT} Mbit/s links, MAX_CHUNK_SEC ${o.chunkSec ?? '15 (default)'}`,
-    head: ['run', 'wall s (submit → SUCCEEDED)', 'encode work CPU-s (Σ hosts)', 'serial s (queue+prepare, finalize)', 'ideal s', 'wall / ideal', 'CPU-s per host n1 / n2 / n3 (share of quota × wall)', 'chunks done per node', 'chunks stolen', 'target'],
+    head: ['run', 'wall s (submit → SUCCEEDED)', 'encode work CPU-s (Σ hosts)', 'serial s (queue+prepare, finalize)', 'ideal s', 'wall / ideal', 'CPU-s per host n1 / n2 / n3 (of quota × wall)', 'idle s n1 / n2 / n3', 'starved s n1 / n2 / n3', 'chunks done per node', 'chunks stolen', 'target'],
     rows,
     notes: [
       `source: ${seconds} s 960x540 30 fps H.264 (testsrc2 + tone, ${'keyframe every 1 s'}), made with \`${cmd}\`; ladder 540p 1500k + 360p 800k, x264 preset medium; 1 worker slot per node (CPU_CORES 1: a fresh node's share comes from its core count, so all three start with a third)`,
       `hosts: 3 node agents, each in its own network namespace (\`${LAB_PREFIX}n1…3\`) with one veth link to the host shaped on both ends by \`tc qdisc add dev <veth> root tbf rate ${LAB_RATE_MBIT}mbit burst 256kb latency 50ms\`, and its own cgroup v1 CPU group (cfs_period_us 100000, cfs_quota_us ${LAB_QUOTAS.map((q) => q * 100_000).join(' / ')}: ${LAB_QUOTAS.join(' / ')} cores; the third host has a quarter of the others' CPU). etcd, S3 server, coordinator and uploader run on the host, unlimited, listening on ${LabNet.SERVICE_HOST}`,
       `encode work = CPU seconds the three host groups used during the job (cgroup cpuacct.usage: ffmpeg plus the agent's own work); capacity = Σ quotas = ${capacity} cores; ideal = work ÷ capacity + the serial part (QUEUED → RUNNING and FINALIZING → SUCCEEDED from the job's history)`,
+      'idle s: seconds (1 s samples of cpuacct.usage) in which a host used under 10 % of its quota, i.e. had nothing to run; starved s: seconds it used 10–85 % of its quota, i.e. had work but the shared machine gave it less than its quota',
+      `each host group has cpu.shares ${LAB_SHARES} (8× a plain process) so that other work on this shared machine does not take the quota away from it; the quota still caps it`,
       `machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, shared with other test runs (1-min load average at the end of each run: ${runs.map((r) => r.load.toFixed(1)).join(' / ')}); periods throttled per host: ${runs.map((r) => r.throttled.map((t) => `${t.throttled}/${t.periods}`).join(', ')).join(' | ')}`,
       on && off ? `stealing saves ${sec(off.wallMs - on.wallMs)} s (${((1 - on.wallMs / off.wallMs) * 100).toFixed(0)} %) on this job` : '',
     ].filter(Boolean),
@@ -128,7 +164,9 @@ async function labOnce(dir: string, source: string, steal: boolean, log: Log, ch
     cpu = LabCpu.open(LAB_PREFIX);
     const hosts = LAB_QUOTAS.map((q, i) => {
       const k = i + 1;
-      cpu!.group(`n${k}`, q);
+      // cpu.shares 8192 (8× a plain process): on this shared machine the quota is what the
+      // host gets, not less; the quota still caps it.
+      cpu!.group(`n${k}`, q, LAB_SHARES);
       return { k, ...net.addHost(k, { rateMbit: LAB_RATE_MBIT }) };
     });
     cluster = await LocalCluster.start({
@@ -152,16 +190,26 @@ async function labOnce(dir: string, source: string, steal: boolean, log: Log, ch
     }
     client = new TesseraClient({ addresses: cluster.coordinators, timeoutMs: 30_000 });
     const before = hosts.map((h) => cpu!.usageSec(`n${h.k}`));
+    // Each host's CPU use, sampled every second: a second under 10 % of its quota counts as idle
+    // (no work), one under 85 % as starved (work, but the machine did not give it its quota).
+    const sampler = cpuSampler(hosts.map((h) => `n${h.k}`), cpu);
     const t0 = now();
     const { jobId } = await client.submit({ inputUri: source, ladder: LAB_LADDER });
     let lastLog = 0;
-    const job = await client.wait(jobId, (j) => {
-      if (now() - lastLog > 10_000) {
-        lastLog = now();
-        log(`  ${sec(now() - t0)} s: ${j.progress.toFixed(0)} %, ${j.segments.map((s) => `${s.nodeId} ${s.framesDone}/${s.frames}`).join(', ')}`);
-      }
-    });
+    let job: Job;
+    try {
+      job = await client.wait(jobId, (j) => {
+        if (now() - lastLog > 10_000) {
+          lastLog = now();
+          log(`  ${sec(now() - t0)} s: ${j.progress.toFixed(0)} %, ${j.segments.map((s) => `${s.nodeId} ${s.framesDone}/${s.frames}`).join(', ')}; cores used in the last 10 s ${sampler.recent(10).map((c) => c.toFixed(2)).join(' / ')}`);
+        }
+      });
+    } finally {
+      sampler.stop();
+    }
     const wallMs = now() - t0;
+    const idleSec = sampler.idle;
+    const starvedSec = sampler.starved;
     if (job.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`lab job ended ${job.state}: ${job.errorCode} ${job.errorMessage}`);
     const workSec = hosts.map((h, i) => cpu!.usageSec(`n${h.k}`) - before[i]!);
     const throttled = hosts.map((h) => cpu!.throttling(`n${h.k}`));
@@ -174,7 +222,9 @@ async function labOnce(dir: string, source: string, steal: boolean, log: Log, ch
     }
     const { prepareMs, finalizeMs } = serialParts(job);
     log(`  wall ${sec(wallMs)} s; CPU-s per host ${workSec.map((w) => w.toFixed(1)).join(' / ')}; serial ${sec(prepareMs + finalizeMs)} s; segments ${job.segments.map((s) => `${s.nodeId} ${s.frames}`).join(', ')}; chunks ${[...chunksBy].map(([n, c]) => `${n} ${c}`).join(', ')}; stolen ${stolen}`);
-    return { steal, wallMs, job, workSec, throttled, chunksBy, stolen, load: loadavg()[0]! };
+    log(`  idle s per host ${idleSec.join(' / ')}; starved s per host ${starvedSec.join(' / ')}`);
+    if (process.env.BENCH_KEEP_LOGS) await cp(join(dir, 'logs'), join(process.env.BENCH_KEEP_LOGS, `lab-${steal ? 'steal' : 'nosteal'}-${Date.now()}`), { recursive: true });
+    return { steal, wallMs, job, workSec, throttled, chunksBy, stolen, load: loadavg()[0]!, idleSec, starvedSec };
   } finally {
     client?.close();
     try {
