@@ -331,7 +331,7 @@ export async function longBench(work: string, log: Log, o: { minutes?: number } 
 
     // Clean run: chunks and etcd writes per chunk.
     const p0 = await proposals();
-    const t0 = now();
+    let t0 = now();
     const { jobId } = await client.submit({ inputUri: source, ladder });
     let lastLog = 0;
     const progressLog = (j: Job): void => {
@@ -351,6 +351,7 @@ export async function longBench(work: string, log: Log, o: { minutes?: number } 
 
     // The same job with one agent killed (SIGKILL) at ~50 %.
     const t1 = now();
+    t0 = t1;
     const { jobId: killedJob } = await client.submit({ inputUri: source, ladder });
     let victim = '';
     let killedAt = 0;
