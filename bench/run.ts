@@ -24,8 +24,9 @@ import { readZipEntries } from '../uploader/zip.js';
 import { markdownTable, median, parsePsnr } from './stats.js';
 import { runControlPlane } from './control-plane.js';
 import { etaReadings, watchEta } from './eta.js';
+import { keyframesBench, labBench, longBench } from './lab.js';
 
-const { values: flags } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' }, agents: { type: 'string' }, jobs: { type: 'string' }, console: { type: 'string' } } });
+const { values: flags } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' }, agents: { type: 'string' }, jobs: { type: 'string' }, console: { type: 'string' }, 'chunk-sec': { type: 'string' }, 'lab-runs': { type: 'string' } } });
 const quick = flags.quick ?? false;
 const only = new Set((flags.only ?? 'overhead,scaling,transfer,quality,recovery,packaging,eta,controlplane').split(','));
 const ROUNDS = flags.rounds ? Number(flags.rounds) : quick ? 1 : 2;
@@ -68,6 +69,11 @@ async function main(): Promise<void> {
     if (needSource && only.has('packaging')) await packaging(work, source);
     if (needSource && only.has('eta')) await eta(work, source);
     if (only.has('controlplane')) await controlPlane(work);
+    // Issue 15's scenarios; not in the default list: `lab` needs root (network namespaces, tc,
+    // cgroup CPU quotas) and skips with the reason printed without it; `long` takes minutes.
+    if (only.has('keyframes')) { log('\n## 10. uneven keyframes on 5 nodes'); results.push(...(await keyframesBench(work, log))); }
+    if (only.has('lab')) { log('\n## 9. lab: 3 simulated hosts, CPU quotas, 100 Mbit/s links'); results.push(...(await labBench(work, log, { ...(flags['chunk-sec'] ? { chunkSec: Number(flags['chunk-sec']) } : {}), ...(flags['lab-runs'] ? { runs: flags['lab-runs'].split(',') as ('steal' | 'nosteal')[] } : {}) }))); }
+    if (only.has('long')) { log('\n## 11. long input on 2 agents'); results.push(...(await longBench(work, log))); }
   } finally {
     await rm(work, { recursive: true, force: true });
   }

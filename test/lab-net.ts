@@ -34,6 +34,18 @@ export class LabNet {
     return undefined;
   }
 
+  /** Why shaped links (tc tbf) cannot be made here, or undefined. */
+  static tcUnavailable(): string | undefined {
+    const why = LabNet.unavailable();
+    if (why) return why;
+    try {
+      execFileSync('tc', ['-V'], { stdio: 'ignore' });
+    } catch {
+      return 'needs tc (iproute2) for the 100 Mbit/s links';
+    }
+    return undefined;
+  }
+
   static open(prefix: string): LabNet {
     const lab = new LabNet(prefix);
     lab.sweep();
@@ -61,6 +73,31 @@ export class LabNet {
     this.link(`${this.prefix}n${k}-bh`, `${this.prefix}n${k}-bn`, ns, `10.202.${k}.1`, `10.202.${k}.2`);
     this.ns(ns, 'ip', 'route', 'add', 'default', 'via', `10.201.${k}.1`);
     return { netns: ns, address: `10.202.${k}.2` };
+  }
+
+  /**
+   * A simulated host `k` (1…99) for benchmarks: its namespace joined to the host by one veth link,
+   * 10.201.K.1 (host) – 10.201.K.2 (node), which carries all its traffic, both ways. With
+   * `rateMbit`, both ends of that link are shaped by a token bucket (tc tbf, burst 256 kB,
+   * latency 50 ms: LAB.md), so the host has a link of that rate. Returns its address, which it
+   * advertises, and the two ends' device names.
+   */
+  addHost(k: number, opts: { rateMbit?: number } = {}): { netns: string; address: string; hostDev: string; nodeDev: string } {
+    const ns = `${this.prefix}n${k}`;
+    const hostDev = `${this.prefix}n${k}-ah`;
+    const nodeDev = `${this.prefix}n${k}-an`;
+    this.ip('netns', 'add', ns);
+    this.made.push(`netns:${ns}`);
+    this.ns(ns, 'ip', 'link', 'set', 'lo', 'up');
+    this.link(hostDev, nodeDev, ns, `10.201.${k}.1`, `10.201.${k}.2`);
+    this.ns(ns, 'ip', 'route', 'add', 'default', 'via', `10.201.${k}.1`);
+    if (opts.rateMbit !== undefined) {
+      // The qdiscs go with their devices (the veth is deleted in close()).
+      const tbf = ['root', 'tbf', 'rate', `${opts.rateMbit}mbit`, 'burst', '256kb', 'latency', '50ms'];
+      execFileSync('tc', ['qdisc', 'add', 'dev', hostDev, ...tbf], { stdio: ['ignore', 'ignore', 'pipe'] });
+      this.ns(ns, 'tc', 'qdisc', 'add', 'dev', nodeDev, ...tbf);
+    }
+    return { netns: ns, address: `10.201.${k}.2`, hostDev, nodeDev };
   }
 
   /** The coordinator namespace, with link a to the host and a direct link to each node namespace `ks`; returns its address. */
