@@ -279,6 +279,9 @@ export class JobRunner {
       await tracker.flush();
       if (isAppError(err, 'NOT_LEADER')) {
         this.log.warn('lost leadership; leaving the job to the new leader');
+        // The new leader works from etcd (and cuts the input again if it must): this copy of the
+        // input and its segments would only hold the disk.
+        await rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
         return;
       }
       if (!signal.aborted && isEtcdOutage(err)) {
