@@ -18,7 +18,21 @@ export default tseslint.config(
       '@typescript-eslint/switch-exhaustiveness-check': ['error', { considerDefaultExhaustiveForUnions: true }],
     },
   },
-  { files: ['transcoder/**/*.ts'], ignores: ['**/*.test.ts'], rules: { 'no-restricted-imports': ['error', { patterns: [...outside(['coordinator', 'node-agent', 'uploader', 'sdk', 'deploy', 'ops']), { group: ['etcd3', '@grpc/*'], message: 'transcoder/ knows nothing of etcd or gRPC (../shared/DESIGN.md)' }] }] } },
+  {
+    files: ['transcoder/**/*.ts'],
+    ignores: ['**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            ...outside(['coordinator', 'node-agent', 'uploader', 'sdk', 'deploy', 'ops']),
+            { group: ['etcd3', '@grpc/*'], message: 'transcoder/ knows nothing of etcd or gRPC (../shared/DESIGN.md)' },
+          ],
+        },
+      ],
+    },
+  },
   { files: ['uploader/**/*.ts'], ignores: ['**/*.test.ts'], rules: { 'no-restricted-imports': ['error', { patterns: outside(['coordinator', 'node-agent', 'sdk', 'ops']) }] } },
   { files: ['common/**/*.ts'], ignores: ['**/*.test.ts'], rules: { 'no-restricted-imports': ['error', { patterns: outside(['coordinator', 'node-agent', 'uploader', 'sdk', 'ops', 'deploy']) }] } },
   { files: ['node-agent/**/*.ts'], ignores: ['**/*.test.ts'], rules: { 'no-restricted-imports': ['error', { patterns: outside(['coordinator', 'sdk', 'ops']) }] } },

@@ -5,14 +5,7 @@ import { defineConfig } from 'vitest/config';
 // `integration-paired` runs two files at once: test/etcd-outages.test.ts spends most of its
 // 3.5 minutes with etcd frozen on purpose (nothing to do but wait), so the files that run beside
 // it use that idle time; they assert on frames, states and files, never on how long things take.
-const PAIRED = [
-  'test/etcd-outages.test.ts',
-  'test/media.test.ts',
-  'test/streaming.test.ts',
-  'test/history-retention.test.ts',
-  'test/watch-compaction.test.ts',
-  'test/alerts.test.ts',
-];
+const PAIRED = ['test/etcd-outages.test.ts', 'test/media.test.ts', 'test/streaming.test.ts', 'test/history-retention.test.ts', 'test/watch-compaction.test.ts', 'test/alerts.test.ts'];
 
 export default defineConfig({
   test: {

@@ -20,15 +20,16 @@ import { deadline, openClientStream, RECEIVE_WINDOW } from '../common/grpc.js';
 import { widenReceiveWindow } from '../common/grpc-server.js';
 import { bulkDeserializer, bulkSerializer } from '../common/bulk-codec.js';
 
-const method = (path: string) => ({
-  path,
-  requestStream: true,
-  responseStream: false,
-  requestSerialize: bulkSerializer(SegmentChunk, 3),
-  requestDeserialize: bulkDeserializer(SegmentChunk, 3),
-  responseSerialize: (m: TransferStatus) => Buffer.from(JSON.stringify(m)),
-  responseDeserialize: (b: Buffer) => JSON.parse(b.toString()) as TransferStatus,
-}) as const;
+const method = (path: string) =>
+  ({
+    path,
+    requestStream: true,
+    responseStream: false,
+    requestSerialize: bulkSerializer(SegmentChunk, 3),
+    requestDeserialize: bulkDeserializer(SegmentChunk, 3),
+    responseSerialize: (m: TransferStatus) => Buffer.from(JSON.stringify(m)),
+    responseDeserialize: (b: Buffer) => JSON.parse(b.toString()) as TransferStatus,
+  }) as const;
 
 /**
  * The transfer benchmark's references: a gRPC server in its own process (as a node agent is) that
@@ -58,7 +59,9 @@ export async function startBareSink(workDir: string): Promise<BareSink> {
     sink.once('exit', (code) => rej(new Error(`bare sink exited with ${code}`)));
   });
   const Bare = makeGenericClientConstructor(bareDefinition, 'Bare');
-  const client = new Bare(`127.0.0.1:${port}`, credentials.createInsecure(), { 'grpc.max_send_message_length': 4 * 1024 * 1024 }) as unknown as Record<keyof typeof bareDefinition, BareCall> & { close(): void };
+  const client = new Bare(`127.0.0.1:${port}`, credentials.createInsecure(), { 'grpc.max_send_message_length': 4 * 1024 * 1024 }) as unknown as Record<keyof typeof bareDefinition, BareCall> & {
+    close(): void;
+  };
   return {
     async send(method, file, bytes) {
       const s = openClientStream<SegmentChunk, TransferStatus>((cb) => client[method](new Metadata(), deadline(600_000), cb));
@@ -79,7 +82,9 @@ if (process.argv[1]?.endsWith('bare-sink.ts')) {
   server.addService(bareDefinition, {
     put: (call: ServerReadableStream<SegmentChunk, TransferStatus>, cb: sendUnaryData<TransferStatus>) => {
       let n = 0;
-      call.on('data', (m: SegmentChunk) => { n += m.data.length; });
+      call.on('data', (m: SegmentChunk) => {
+        n += m.data.length;
+      });
       call.on('end', () => cb(null, { receivedBytes: n, complete: true, sha256: '', crc32: '' }));
     },
     putToDisk: (call: ServerReadableStream<SegmentChunk, TransferStatus>, cb: sendUnaryData<TransferStatus>) => {
@@ -100,7 +105,10 @@ if (process.argv[1]?.endsWith('bare-sink.ts')) {
           await unlink(path);
         }
         return n;
-      })().then((n) => cb(null, { receivedBytes: n, complete: true, sha256: '', crc32: '' }), (err: Error) => cb(err));
+      })().then(
+        (n) => cb(null, { receivedBytes: n, complete: true, sha256: '', crc32: '' }),
+        (err: Error) => cb(err),
+      );
     },
   });
   server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, port) => {

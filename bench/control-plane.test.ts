@@ -4,7 +4,13 @@ import { metric, procCpu, procStatusKiB } from './control-plane.js';
 
 describe('control-plane benchmark readings', () => {
   it('sums a Prometheus counter with or without labels, and only that one', () => {
-    const text = ['# HELP etcd_mvcc_put_total x', 'etcd_mvcc_put_total 41', 'etcd_mvcc_put_total_other 7', 'etcd_server_proposals_committed_total{a="1"} 3', 'etcd_server_proposals_committed_total{a="2"} 4'].join('\n');
+    const text = [
+      '# HELP etcd_mvcc_put_total x',
+      'etcd_mvcc_put_total 41',
+      'etcd_mvcc_put_total_other 7',
+      'etcd_server_proposals_committed_total{a="1"} 3',
+      'etcd_server_proposals_committed_total{a="2"} 4',
+    ].join('\n');
     expect(metric(text, 'etcd_mvcc_put_total')).toBe(41);
     expect(metric(text, 'etcd_server_proposals_committed_total')).toBe(7);
     expect(() => metric(text, 'etcd_mvcc_delete_total')).toThrow(/no etcd_mvcc_delete_total/);

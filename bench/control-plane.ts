@@ -73,7 +73,15 @@ export interface ControlPlaneResult {
   etcd: EtcdWrites;
   /** Stats heartbeat puts by the agents during the run (time-based, not per segment). */
   heartbeats: number;
-  coordinator: { cpuSec: number; childCpuSec: number; peakRssMiB: number; rss: { atJobsDone: number; mib: number }[]; eventLoopP99MedianMs: number; eventLoopP99P90Ms: number; eventLoopP99MaxMs: number };
+  coordinator: {
+    cpuSec: number;
+    childCpuSec: number;
+    peakRssMiB: number;
+    rss: { atJobsDone: number; mib: number }[];
+    eventLoopP99MedianMs: number;
+    eventLoopP99P90Ms: number;
+    eventLoopP99MaxMs: number;
+  };
   /** What the open consoles received (0 without consoles). */
   console: { clients: number; events: number; bytes: number; errors: number; idleCpuMsPerSec: { none: number; open: number } };
   head: string[];
@@ -191,9 +199,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     const t0 = Date.now();
     const ids: string[] = [];
     for (let i = 0; i < o.jobs; i += 10) {
-      const batch = await Promise.all(
-        Array.from({ length: Math.min(10, o.jobs - i) }, () => client.submit({ inputUri: input, ladder })),
-      );
+      const batch = await Promise.all(Array.from({ length: Math.min(10, o.jobs - i) }, () => client.submit({ inputUri: input, ladder })));
       ids.push(...batch.map((r) => r.jobId));
     }
     say(`submitted ${ids.length} jobs in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
@@ -207,11 +213,16 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     while (open.size > 0) {
       if (Date.now() > deadline) throw new Error(`timed out with ${open.size} of ${ids.length} jobs unfinished`);
       await new Promise((r) => setTimeout(r, 1_000));
-      await Promise.all([...open].map(async (id) => {
-        const raw = await etcd.get(keys.job(id)).options({ deadline: new Date(Date.now() + 10_000) }).string();
-        const state = raw ? (JSON.parse(raw) as { state: string }).state : 'MISSING';
-        if (state === 'SUCCEEDED' || state === 'FAILED' || state === 'CANCELLED' || state === 'MISSING') open.delete(id);
-      }));
+      await Promise.all(
+        [...open].map(async (id) => {
+          const raw = await etcd
+            .get(keys.job(id))
+            .options({ deadline: new Date(Date.now() + 10_000) })
+            .string();
+          const state = raw ? (JSON.parse(raw) as { state: string }).state : 'MISSING';
+          if (state === 'SUCCEEDED' || state === 'FAILED' || state === 'CANCELLED' || state === 'MISSING') open.delete(id);
+        }),
+      );
       doneJobs = ids.length - open.size;
       if (retainedAtQuarter === undefined && doneJobs >= Math.ceil(ids.length / 4)) {
         retainedAtQuarter = { jobs: doneJobs, mib: await retainedHeapMiB(coordinatorPid, heapDir, metricsPort) };
@@ -254,9 +265,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
     if (bad.length > 0) throw new Error(`${bad.length} of ${jobs.length} jobs did not succeed, e.g. ${bad[0]!.id}: ${bad[0]!.state} ${bad[0]!.errorCode} ${bad[0]!.errorMessage}`);
     const segments = jobs.reduce((n, j) => n + j.segments.length, 0);
     const subSegments = jobs.reduce((n, j) => n + j.segments.reduce((m, s) => m + s.subSegments, 0), 0);
-    const assignedAt = jobs
-      .flatMap((j) => j.history.filter((h) => h.scope.startsWith('segment/') && h.state === 'TRANSFERRING').map((h) => h.atMs))
-      .sort((a, b) => a - b);
+    const assignedAt = jobs.flatMap((j) => j.history.filter((h) => h.scope.startsWith('segment/') && h.state === 'TRANSFERRING').map((h) => h.atMs)).sort((a, b) => a - b);
     if (segments === 0 || assignedAt.length < segments) throw new Error(`found ${assignedAt.length} assignments for ${segments} segments`);
     const lastDone = Math.max(...jobs.map((j) => j.history.find((h) => h.scope === 'job' && h.state === 'SUCCEEDED')?.atMs ?? 0));
     const q = (p: number): number => assignedAt[Math.min(assignedAt.length - 1, Math.floor(p * (assignedAt.length - 1)))]!;
@@ -271,8 +280,8 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       txns: after.txns - before.txns,
       revisions: after.revisions - before.revisions,
     };
-    const cpuSec = (cpu1.own - cpu0.own);
-    const childCpuSec = (cpu1.children - cpu0.children);
+    const cpuSec = cpu1.own - cpu0.own;
+    const childCpuSec = cpu1.children - cpu0.children;
     const rssAt = [0.25, 0.5, 0.75, 1].map((f) => {
       const want = Math.ceil(f * ids.length);
       const s = rss.find((x) => x.doneJobs >= want) ?? rss.at(-1);
@@ -301,7 +310,7 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       ['segments scheduled per second (first to last assignment)', assignPerSec, '', ''],
       ['segments per second end to end (first submit → last SUCCEEDED)', endToEndPerSec, '', ''],
       ['etcd write requests per segment (raft proposals committed)', perSeg(w.proposals), `≤ ${TARGET_WRITES}`, yes(perSeg(w.proposals) <= TARGET_WRITES)],
-      ['etcd write requests per segment, without the agents\' stats heartbeats', perSeg(w.proposals - heartbeats), `≤ ${TARGET_WRITES}`, yes(perSeg(w.proposals - heartbeats) <= TARGET_WRITES)],
+      ["etcd write requests per segment, without the agents' stats heartbeats", perSeg(w.proposals - heartbeats), `≤ ${TARGET_WRITES}`, yes(perSeg(w.proposals - heartbeats) <= TARGET_WRITES)],
       ['etcd keys written per segment (mvcc puts + deletes)', perSeg(w.puts + w.deletes), '', ''],
       ['etcd revisions per segment (write requests that changed a key)', perSeg(w.revisions), '', ''],
       ['coordinator CPU s: own (utime+stime)', cpuSec, '', ''],
@@ -310,10 +319,24 @@ export async function runControlPlane(o: ControlPlaneOptions): Promise<ControlPl
       ['coordinator peak RSS MiB (VmHWM)', peakRssMiB, '', ''],
       [`coordinator RSS MiB at ${rssAt.map((r) => r.atJobsDone).join(' / ')} jobs done`, rssAt.map((r) => mb(r.mib)).join(' / '), '', ''],
       ['coordinator V8 heap in use MiB, lowest in each quarter of the jobs', heapFloor.map((x) => (Number.isFinite(x) ? x.toFixed(0) : '?')).join(' / '), '', ''],
-      [`coordinator heap retained MiB (in use after a full collection) at ${quarter.jobs} jobs done / after all ${ids.length}`, `${quarter.mib.toFixed(1)} / ${retainedAfter.toFixed(1)}`, 'flat', yes(flat)],
+      [
+        `coordinator heap retained MiB (in use after a full collection) at ${quarter.jobs} jobs done / after all ${ids.length}`,
+        `${quarter.mib.toFixed(1)} / ${retainedAfter.toFixed(1)}`,
+        'flat',
+        yes(flat),
+      ],
       ['coordinator event-loop delay ms, p99 of each 0.5 s window: median / 90th percentile / highest', `${lag.median.toFixed(1)} / ${lag.p90.toFixed(1)} / ${lag.max.toFixed(1)}`, '', ''],
       ['web consoles open (job list + cluster streams each) / events they received', `${o.consoleClients ?? 0} / ${consoles.stats.events}`, '', ''],
-      ...((o.consoleClients ?? 0) > 0 ? [[`coordinator CPU ms per second, idle after the run (${idle.seconds} s each): no console / ${o.consoleClients} console(s) open`, `${idle.none.toFixed(1)} / ${idle.open.toFixed(1)}`, '', '']] : []),
+      ...((o.consoleClients ?? 0) > 0
+        ? [
+            [
+              `coordinator CPU ms per second, idle after the run (${idle.seconds} s each): no console / ${o.consoleClients} console(s) open`,
+              `${idle.none.toFixed(1)} / ${idle.open.toFixed(1)}`,
+              '',
+              '',
+            ],
+          ]
+        : []),
     ];
     const notes = [
       `${o.agents} simulated node agents × ${o.slots} slots in one process, ${o.jobs} jobs of a ${o.source.seconds} s ${o.source.width}x${o.source.height} ${o.source.fps} fps clip (keyframe every ${o.source.gop} frames${o.source.audio ? ', with audio' : ', no audio'}), ${ladder.length} renditions, MIN_SEGMENT_SEC ${o.minSegmentSec}, MAX_CONCURRENT_JOBS ${o.maxConcurrentJobs}, simulated transcode ${o.sleepFactor} s per media second`,
@@ -424,7 +447,10 @@ async function etcdCounters(url: string, etcd: ReturnType<LocalCluster['client']
   const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
   if (!res.ok) throw new Error(`etcd /metrics answered ${res.status}`);
   const text = await res.text();
-  const rev = await etcd.get('/tessera/bench-probe').options({ deadline: new Date(Date.now() + 5_000) }).exec();
+  const rev = await etcd
+    .get('/tessera/bench-probe')
+    .options({ deadline: new Date(Date.now() + 5_000) })
+    .exec();
   return {
     proposals: metric(text, 'etcd_server_proposals_committed_total'),
     puts: metric(text, 'etcd_mvcc_put_total'),

@@ -19,7 +19,12 @@ import { LabCpu } from '../test/lab-cpu.js';
  * with bounded chunks (chunk count, etcd writes per chunk, redo after a kill -9).
  */
 
-export interface BenchResult { name: string; head: string[]; rows: (string | number)[][]; notes: string[] }
+export interface BenchResult {
+  name: string;
+  head: string[];
+  rows: (string | number)[][];
+  notes: string[];
+}
 type Log = (s: string) => void;
 
 const now = (): number => performance.now();
@@ -87,7 +92,11 @@ function cpuSampler(groups: string[], cpu: LabCpu): { recent(n: number): number[
     lastAt = now();
   }, 1000);
   return {
-    recent: (n) => groups.map((_, i) => { const h = history.slice(-n); return h.length ? h.reduce((a, r) => a + r[i]!, 0) / h.length : 0; }),
+    recent: (n) =>
+      groups.map((_, i) => {
+        const h = history.slice(-n);
+        return h.length ? h.reduce((a, r) => a + r[i]!, 0) / h.length : 0;
+      }),
     stop: () => clearInterval(timer),
     idle,
     starved,
@@ -111,7 +120,35 @@ export async function labBench(work: string, log: Log, o: { seconds?: number; ch
   }
   const seconds = o.seconds ?? 150;
   const source = join(work, 'lab-source.mp4');
-  const cmd = await makeClip(source, ['-f', 'lavfi', '-i', `testsrc2=size=960x540:rate=30:duration=${seconds}`, '-f', 'lavfi', '-i', `sine=frequency=440:sample_rate=48000:duration=${seconds}`, '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-g', '30', '-keyint_min', '30', '-sc_threshold', '0', '-c:a', 'aac', '-b:a', '128k', '-shortest', '-movflags', '+faststart']);
+  const cmd = await makeClip(source, [
+    '-f',
+    'lavfi',
+    '-i',
+    `testsrc2=size=960x540:rate=30:duration=${seconds}`,
+    '-f',
+    'lavfi',
+    '-i',
+    `sine=frequency=440:sample_rate=48000:duration=${seconds}`,
+    '-c:v',
+    'libx264',
+    '-preset',
+    'ultrafast',
+    '-pix_fmt',
+    'yuv420p',
+    '-g',
+    '30',
+    '-keyint_min',
+    '30',
+    '-sc_threshold',
+    '0',
+    '-c:a',
+    'aac',
+    '-b:a',
+    '128k',
+    '-shortest',
+    '-movflags',
+    '+faststart',
+  ]);
   log(`lab source: ${cmd}`);
   const runs: LabRun[] = [];
   // Stealing on, then off (STEAL_INTERVAL_MS=0); each on a fresh lab and cluster, so both start
@@ -129,29 +166,47 @@ export async function labBench(work: string, log: Log, o: { seconds?: number; ch
       (prepareMs + finalizeMs) / 1000,
       idealSec,
       r.wallMs / 1000 / idealSec,
-      r.workSec.map((w, i) => `${w.toFixed(1)} (${((w / LAB_QUOTAS[i]!) / (r.wallMs / 1000) * 100).toFixed(0)} %)`).join(' / '),
+      r.workSec.map((w, i) => `${w.toFixed(1)} (${((w / LAB_QUOTAS[i]! / (r.wallMs / 1000)) * 100).toFixed(0)} %)`).join(' / '),
       r.idleSec.join(' / '),
       r.starvedSec.join(' / '),
-      [...r.chunksBy.entries()].sort().map(([n, c]) => `${n}: ${c}`).join(', '),
+      [...r.chunksBy.entries()]
+        .sort()
+        .map(([n, c]) => `${n}: ${c}`)
+        .join(', '),
       r.stolen,
       r.steal ? '≤ 1.15' : '',
     ];
   });
   const [on, off] = runs;
-  return [{
-    name: `9. Lab: 3 simulated hosts (network namespaces), CPU quotas ${LAB_QUOTAS.join(' / ')} cores, ${LAB_RATE_MBIT} Mbit/s links, MAX_CHUNK_SEC ${o.chunkSec ?? '15 (default)'}`,
-    head: ['run', 'wall s (submit → SUCCEEDED)', 'encode work CPU-s (Σ hosts)', 'serial s (queue+prepare, finalize)', 'ideal s', 'wall / ideal', 'CPU-s per host n1 / n2 / n3 (of quota × wall)', 'idle s n1 / n2 / n3', 'starved s n1 / n2 / n3', 'chunks done per node', 'chunks stolen', 'target'],
-    rows,
-    notes: [
-      `source: ${seconds} s 960x540 30 fps H.264 (testsrc2 + tone, a keyframe every 1 s), made with \`${cmd}\`; ladder 540p 1500k + 360p 800k, x264 preset medium; 1 worker slot per node (CPU_CORES 1: a fresh node's share comes from its core count, so all three start with a third)`,
-      `hosts: 3 node agents, each in its own network namespace (\`${LAB_PREFIX}n1…3\`) with one veth link to the host shaped on both ends by \`tc qdisc add dev <veth> root tbf rate ${LAB_RATE_MBIT}mbit burst 256kb latency 50ms\`, and its own cgroup v1 CPU group (cfs_period_us 100000, cfs_quota_us ${LAB_QUOTAS.map((q) => q * 100_000).join(' / ')}: ${LAB_QUOTAS.join(' / ')} cores; the third host has a quarter of the others' CPU). etcd, S3 server, coordinator and uploader run on the host, unlimited, listening on ${LabNet.SERVICE_HOST}`,
-      `encode work = CPU seconds the three host groups used during the job (cgroup cpuacct.usage: ffmpeg plus the agent's own work); capacity = Σ quotas = ${capacity} cores; ideal = work ÷ capacity + the serial part (QUEUED → RUNNING and FINALIZING → SUCCEEDED from the job's history)`,
-      'idle s: seconds (1 s samples of cpuacct.usage) in which a host used under 10 % of its quota, i.e. had nothing to run; starved s: seconds it used 10–85 % of its quota, i.e. had work but the shared machine gave it less than its quota',
-      `each host group has cpu.shares ${LAB_SHARES} (8× a plain process) so that other work on this shared machine does not take the quota away from it; the quota still caps it`,
-      `machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, shared with other test runs (1-min load average at the end of each run: ${runs.map((r) => r.load.toFixed(1)).join(' / ')}); periods throttled per host: ${runs.map((r) => r.throttled.map((t) => `${t.throttled}/${t.periods}`).join(', ')).join(' | ')}`,
-      on && off ? `stealing saves ${sec(off.wallMs - on.wallMs)} s (${((1 - on.wallMs / off.wallMs) * 100).toFixed(0)} %) on this job` : '',
-    ].filter(Boolean),
-  }];
+  return [
+    {
+      name: `9. Lab: 3 simulated hosts (network namespaces), CPU quotas ${LAB_QUOTAS.join(' / ')} cores, ${LAB_RATE_MBIT} Mbit/s links, MAX_CHUNK_SEC ${o.chunkSec ?? '15 (default)'}`,
+      head: [
+        'run',
+        'wall s (submit → SUCCEEDED)',
+        'encode work CPU-s (Σ hosts)',
+        'serial s (queue+prepare, finalize)',
+        'ideal s',
+        'wall / ideal',
+        'CPU-s per host n1 / n2 / n3 (of quota × wall)',
+        'idle s n1 / n2 / n3',
+        'starved s n1 / n2 / n3',
+        'chunks done per node',
+        'chunks stolen',
+        'target',
+      ],
+      rows,
+      notes: [
+        `source: ${seconds} s 960x540 30 fps H.264 (testsrc2 + tone, a keyframe every 1 s), made with \`${cmd}\`; ladder 540p 1500k + 360p 800k, x264 preset medium; 1 worker slot per node (CPU_CORES 1: a fresh node's share comes from its core count, so all three start with a third)`,
+        `hosts: 3 node agents, each in its own network namespace (\`${LAB_PREFIX}n1…3\`) with one veth link to the host shaped on both ends by \`tc qdisc add dev <veth> root tbf rate ${LAB_RATE_MBIT}mbit burst 256kb latency 50ms\`, and its own cgroup v1 CPU group (cfs_period_us 100000, cfs_quota_us ${LAB_QUOTAS.map((q) => q * 100_000).join(' / ')}: ${LAB_QUOTAS.join(' / ')} cores; the third host has a quarter of the others' CPU). etcd, S3 server, coordinator and uploader run on the host, unlimited, listening on ${LabNet.SERVICE_HOST}`,
+        `encode work = CPU seconds the three host groups used during the job (cgroup cpuacct.usage: ffmpeg plus the agent's own work); capacity = Σ quotas = ${capacity} cores; ideal = work ÷ capacity + the serial part (QUEUED → RUNNING and FINALIZING → SUCCEEDED from the job's history)`,
+        'idle s: seconds (1 s samples of cpuacct.usage) in which a host used under 10 % of its quota, i.e. had nothing to run; starved s: seconds it used 10–85 % of its quota, i.e. had work but the shared machine gave it less than its quota',
+        `each host group has cpu.shares ${LAB_SHARES} (8× a plain process) so that other work on this shared machine does not take the quota away from it; the quota still caps it`,
+        `machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, shared with other test runs (1-min load average at the end of each run: ${runs.map((r) => r.load.toFixed(1)).join(' / ')}); periods throttled per host: ${runs.map((r) => r.throttled.map((t) => `${t.throttled}/${t.periods}`).join(', ')).join(' | ')}`,
+        on && off ? `stealing saves ${sec(off.wallMs - on.wallMs)} s (${((1 - on.wallMs / off.wallMs) * 100).toFixed(0)} %) on this job` : '',
+      ].filter(Boolean),
+    },
+  ];
 }
 
 async function labOnce(dir: string, source: string, steal: boolean, log: Log, chunkSec?: number): Promise<LabRun> {
@@ -192,7 +247,10 @@ async function labOnce(dir: string, source: string, steal: boolean, log: Log, ch
     const before = hosts.map((h) => cpu!.usageSec(`n${h.k}`));
     // Each host's CPU use, sampled every second: a second under 10 % of its quota counts as idle
     // (no work), one under 85 % as starved (work, but the machine did not give it its quota).
-    const sampler = cpuSampler(hosts.map((h) => `n${h.k}`), cpu);
+    const sampler = cpuSampler(
+      hosts.map((h) => `n${h.k}`),
+      cpu,
+    );
     const t0 = now();
     const { jobId } = await client.submit({ inputUri: source, ladder: LAB_LADDER });
     let lastLog = 0;
@@ -201,7 +259,12 @@ async function labOnce(dir: string, source: string, steal: boolean, log: Log, ch
       job = await client.wait(jobId, (j) => {
         if (now() - lastLog > 10_000) {
           lastLog = now();
-          log(`  ${sec(now() - t0)} s: ${j.progress.toFixed(0)} %, ${j.segments.map((s) => `${s.nodeId} ${s.framesDone}/${s.frames}`).join(', ')}; cores used in the last 10 s ${sampler.recent(10).map((c) => c.toFixed(2)).join(' / ')}`);
+          log(
+            `  ${sec(now() - t0)} s: ${j.progress.toFixed(0)} %, ${j.segments.map((s) => `${s.nodeId} ${s.framesDone}/${s.frames}`).join(', ')}; cores used in the last 10 s ${sampler
+              .recent(10)
+              .map((c) => c.toFixed(2))
+              .join(' / ')}`,
+          );
         }
       });
     } finally {
@@ -221,7 +284,9 @@ async function labOnce(dir: string, source: string, steal: boolean, log: Log, ch
       for (const h of Object.values(cp.helpers ?? {})) stolen += h.chunks.length;
     }
     const { prepareMs, finalizeMs } = serialParts(job);
-    log(`  wall ${sec(wallMs)} s; CPU-s per host ${workSec.map((w) => w.toFixed(1)).join(' / ')}; serial ${sec(prepareMs + finalizeMs)} s; segments ${job.segments.map((s) => `${s.nodeId} ${s.frames}`).join(', ')}; chunks ${[...chunksBy].map(([n, c]) => `${n} ${c}`).join(', ')}; stolen ${stolen}`);
+    log(
+      `  wall ${sec(wallMs)} s; CPU-s per host ${workSec.map((w) => w.toFixed(1)).join(' / ')}; serial ${sec(prepareMs + finalizeMs)} s; segments ${job.segments.map((s) => `${s.nodeId} ${s.frames}`).join(', ')}; chunks ${[...chunksBy].map(([n, c]) => `${n} ${c}`).join(', ')}; stolen ${stolen}`,
+    );
     log(`  idle s per host ${idleSec.join(' / ')}; starved s per host ${starvedSec.join(' / ')}`);
     if (process.env.BENCH_KEEP_LOGS) await cp(join(dir, 'logs'), join(process.env.BENCH_KEEP_LOGS, `lab-${steal ? 'steal' : 'nosteal'}-${Date.now()}`), { recursive: true });
     return { steal, wallMs, job, workSec, throttled, chunksBy, stolen, load: loadavg()[0]!, idleSec, starvedSec };
@@ -251,7 +316,28 @@ const KEYFRAMES_SEC = [0, 10.4, 11.9, 15.75, 23.0, 32.0, 42.4, 47.7, 56.1];
 
 export async function keyframesBench(work: string, log: Log): Promise<BenchResult[]> {
   const source = join(work, 'keyframes-60s.mp4');
-  const cmd = await makeClip(source, ['-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=25:duration=60', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-g', '300', '-keyint_min', '300', '-sc_threshold', '0', '-force_key_frames', KEYFRAMES_SEC.join(','), '-movflags', '+faststart']);
+  const cmd = await makeClip(source, [
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc2=size=640x360:rate=25:duration=60',
+    '-c:v',
+    'libx264',
+    '-preset',
+    'ultrafast',
+    '-pix_fmt',
+    'yuv420p',
+    '-g',
+    '300',
+    '-keyint_min',
+    '300',
+    '-sc_threshold',
+    '0',
+    '-force_key_frames',
+    KEYFRAMES_SEC.join(','),
+    '-movflags',
+    '+faststart',
+  ]);
   log(`keyframes source: ${cmd}`);
   // The same packet scan and planner as the coordinator's real run and dry run (job-service.ts).
   const packets = await readPacketSummary(source);
@@ -286,7 +372,9 @@ export async function keyframesBench(work: string, log: Log): Promise<BenchResul
       if (work > largest.work) largest = { work, ratio: work / share, index: x.index };
       return [x.index, x.nodeId, `${x.startSec.toFixed(2)}–${x.endSec.toFixed(2)}`, x.frames, share.toFixed(1), x.frames / share, x.leadIn ?? 0, work.toFixed(1), work / share];
     });
-    log(`  ${c.label}: largest segment (${largest.index}) work/share ${largest.ratio.toFixed(4)}; worst frames/share ${worst.toFixed(4)}; work (lead-in decode included) / share ${worstLead.toFixed(4)}`);
+    log(
+      `  ${c.label}: largest segment (${largest.index}) work/share ${largest.ratio.toFixed(4)}; worst frames/share ${worst.toFixed(4)}; work (lead-in decode included) / share ${worstLead.toFixed(4)}`,
+    );
     results.push({
       name: `10. Uneven keyframes (0, 10.4, 11.9, 15.75, 23.0, 32.0, 42.4, 47.7, 56.1 s), ${c.label}`,
       head: ['segment', 'node', 'seconds', 'frames (encoded)', 'capacity share (frames)', 'frames / share', 'lead-in frames (decoded, dropped)', 'work (output-frame units)', 'work / share'],
@@ -309,7 +397,26 @@ export async function longBench(work: string, log: Log, o: { minutes?: number } 
   const seconds = minutes * 60;
   const source = join(work, `long-${minutes}min.mp4`);
   const t = now();
-  const cmd = await makeClip(source, ['-f', 'lavfi', '-i', `testsrc2=size=160x120:rate=25:duration=${seconds}`, '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-g', '25', '-keyint_min', '25', '-sc_threshold', '0', '-movflags', '+faststart']);
+  const cmd = await makeClip(source, [
+    '-f',
+    'lavfi',
+    '-i',
+    `testsrc2=size=160x120:rate=25:duration=${seconds}`,
+    '-c:v',
+    'libx264',
+    '-preset',
+    'ultrafast',
+    '-pix_fmt',
+    'yuv420p',
+    '-g',
+    '25',
+    '-keyint_min',
+    '25',
+    '-sc_threshold',
+    '0',
+    '-movflags',
+    '+faststart',
+  ]);
   log(`long source (${sec(now() - t)} s to make): ${cmd}`);
   const ladder = [{ name: '', height: 120, videoBitrateKbps: 150, codec: 'h264', preset: 'ultrafast' }];
   const dir = join(work, 'c-long');
@@ -372,19 +479,21 @@ export async function longBench(work: string, log: Log, o: { minutes?: number } 
     const redone = subSegmentsRedone(dir, cluster.nodeIds(), killedJob);
     const redoneByCheckpoint = [...cps2.values()].reduce((a, cp) => a + Math.max(0, Object.values(cp.transcodedByAttempt).reduce((x, y) => x + y, 0) - (cp.boundaries.length - 1)), 0);
     log(`  with kill: ${sec(killMs)} s, ${chunks2} chunks, redone ${redone} (log lines), ${redoneByCheckpoint} (checkpoints' transcodedByAttempt)`);
-    return [{
-      name: `11. Long input: ${minutes} min 160x120 25 fps on 2 node agents (1 slot each), MAX_CHUNK_SEC 15 (default)`,
-      head: ['run', 'wall s', 'segments', 'chunks', 'etcd proposals committed', 'per chunk', 'per chunk, idle background subtracted', 'chunks redone'],
-      rows: [
-        ['clean', cleanMs / 1000, job.segments.length, chunks, writes, writes / chunks, (writes - background) / chunks, 0],
-        [`${victim} killed -9 at ${killedAt.toFixed(0)} %`, killMs / 1000, job2.segments.length, chunks2, '', '', '', `${redone} (checkpoints: ${redoneByCheckpoint})`],
-      ],
-      notes: [
-        `source: ${minutes} min 160x120 25 fps, no audio, made with \`${cmd}\`; ladder 120p 150k ultrafast`,
-        `etcd writes: etcd_server_proposals_committed_total from etcd's /metrics before submit and after SUCCEEDED (every put, txn, delete and lease grant/revoke is one raft proposal); the idle cluster commits ${idlePerSec.toFixed(2)} proposals/s (agents' stats, leases), measured for 15 s before the job`,
-        'chunks redone: (segment, chunk) pairs started under two or more attempts in the agents\' "sub-segment started" log lines (test/faults-helpers.ts subSegmentsRedone); the checkpoint count is transcodes recorded per attempt minus chunks. Lease TTL 3 s.',
-      ],
-    }];
+    return [
+      {
+        name: `11. Long input: ${minutes} min 160x120 25 fps on 2 node agents (1 slot each), MAX_CHUNK_SEC 15 (default)`,
+        head: ['run', 'wall s', 'segments', 'chunks', 'etcd proposals committed', 'per chunk', 'per chunk, idle background subtracted', 'chunks redone'],
+        rows: [
+          ['clean', cleanMs / 1000, job.segments.length, chunks, writes, writes / chunks, (writes - background) / chunks, 0],
+          [`${victim} killed -9 at ${killedAt.toFixed(0)} %`, killMs / 1000, job2.segments.length, chunks2, '', '', '', `${redone} (checkpoints: ${redoneByCheckpoint})`],
+        ],
+        notes: [
+          `source: ${minutes} min 160x120 25 fps, no audio, made with \`${cmd}\`; ladder 120p 150k ultrafast`,
+          `etcd writes: etcd_server_proposals_committed_total from etcd's /metrics before submit and after SUCCEEDED (every put, txn, delete and lease grant/revoke is one raft proposal); the idle cluster commits ${idlePerSec.toFixed(2)} proposals/s (agents' stats, leases), measured for 15 s before the job`,
+          'chunks redone: (segment, chunk) pairs started under two or more attempts in the agents\' "sub-segment started" log lines (test/faults-helpers.ts subSegmentsRedone); the checkpoint count is transcodes recorded per attempt minus chunks. Lease TTL 3 s.',
+        ],
+      },
+    ];
   } finally {
     client.close();
     await cluster.stop();

@@ -26,7 +26,19 @@ import { runControlPlane } from './control-plane.js';
 import { etaReadings, watchEta } from './eta.js';
 import { keyframesBench, labBench, longBench } from './lab.js';
 
-const { values: flags } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' }, rounds: { type: 'string' }, agents: { type: 'string' }, jobs: { type: 'string' }, console: { type: 'string' }, 'chunk-sec': { type: 'string' }, 'lab-runs': { type: 'string' } } });
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: 'boolean' },
+    only: { type: 'string' },
+    out: { type: 'string' },
+    rounds: { type: 'string' },
+    agents: { type: 'string' },
+    jobs: { type: 'string' },
+    console: { type: 'string' },
+    'chunk-sec': { type: 'string' },
+    'lab-runs': { type: 'string' },
+  },
+});
 const quick = flags.quick ?? false;
 const only = new Set((flags.only ?? 'overhead,scaling,transfer,quality,recovery,packaging,eta,controlplane').split(','));
 const ROUNDS = flags.rounds ? Number(flags.rounds) : quick ? 1 : 2;
@@ -37,10 +49,17 @@ const LADDER = (quick ? [720, 480, 360, 240] : [1080, 720, 480, 360]).map((heigh
 /** The control-plane input: 8 s, a keyframe every 0.5 s, so MIN_SEGMENT_SEC 0.5 gives up to 16 segments per job. */
 const CONTROL_PLANE_SOURCE = { seconds: 8, width: 256, height: 144, fps: 10, gop: 5, audio: false };
 
-const log = (s: string): void => { process.stdout.write(`${s}\n`); };
+const log = (s: string): void => {
+  process.stdout.write(`${s}\n`);
+};
 const now = (): number => performance.now();
 
-interface Result { name: string; rows: (string | number)[][]; head: string[]; notes: string[] }
+interface Result {
+  name: string;
+  rows: (string | number)[][];
+  head: string[];
+  notes: string[];
+}
 const results: Result[] = [];
 
 async function main(): Promise<void> {
@@ -71,9 +90,23 @@ async function main(): Promise<void> {
     if (only.has('controlplane')) await controlPlane(work);
     // Issue 15's scenarios; not in the default list: `lab` needs root (network namespaces, tc,
     // cgroup CPU quotas) and skips with the reason printed without it; `long` takes minutes.
-    if (only.has('keyframes')) { log('\n## 10. uneven keyframes on 5 nodes'); results.push(...(await keyframesBench(work, log))); }
-    if (only.has('lab')) { log('\n## 9. lab: 3 simulated hosts, CPU quotas, 100 Mbit/s links'); results.push(...(await labBench(work, log, { ...(flags['chunk-sec'] ? { chunkSec: Number(flags['chunk-sec']) } : {}), ...(flags['lab-runs'] ? { runs: flags['lab-runs'].split(',') as ('steal' | 'nosteal')[] } : {}) }))); }
-    if (only.has('long')) { log('\n## 11. long input on 2 agents'); results.push(...(await longBench(work, log))); }
+    if (only.has('keyframes')) {
+      log('\n## 10. uneven keyframes on 5 nodes');
+      results.push(...(await keyframesBench(work, log)));
+    }
+    if (only.has('lab')) {
+      log('\n## 9. lab: 3 simulated hosts, CPU quotas, 100 Mbit/s links');
+      results.push(
+        ...(await labBench(work, log, {
+          ...(flags['chunk-sec'] ? { chunkSec: Number(flags['chunk-sec']) } : {}),
+          ...(flags['lab-runs'] ? { runs: flags['lab-runs'].split(',') as ('steal' | 'nosteal')[] } : {}),
+        })),
+      );
+    }
+    if (only.has('long')) {
+      log('\n## 11. long input on 2 agents');
+      results.push(...(await longBench(work, log)));
+    }
   } finally {
     await rm(work, { recursive: true, force: true });
   }
@@ -103,18 +136,34 @@ async function singleFfmpeg(dir: string, source: string, renditions: ReturnType<
   const args = buildTranscodeArgs(source, outputs, { fps, container: 'mp4' });
   await Promise.all([
     runFfmpeg(args, { noProgressMs: 300_000 }),
-    runFfmpeg(['-hide_banner', '-nostdin', '-y', '-protocol_whitelist', 'file', '-i', `file:${source}`, '-vn', '-map', '0:a:0', '-c:a', 'aac', '-b:a', '128k', `file:${join(dir, 'audio.m4a')}`], { noProgressMs: 300_000 }),
+    runFfmpeg(['-hide_banner', '-nostdin', '-y', '-protocol_whitelist', 'file', '-i', `file:${source}`, '-vn', '-map', '0:a:0', '-c:a', 'aac', '-b:a', '128k', `file:${join(dir, 'audio.m4a')}`], {
+      noProgressMs: 300_000,
+    }),
   ]);
   return outputs.map((o) => o.path);
 }
 
 async function startCluster(dir: string, nodes: number, slots: number, nodeCpus?: string[], controlCpus?: string): Promise<LocalCluster> {
-  return LocalCluster.start({ dir, nodes, slots, leaseTtlSec: 3, inputRoot: '/', logLevel: 'warn', ...(nodeCpus ? { nodeCpus } : {}), ...(controlCpus ? { controlCpus } : {}), env: { PROGRESS_INTERVAL_MS: '500', HEARTBEAT_MS: '1000' } });
+  return LocalCluster.start({
+    dir,
+    nodes,
+    slots,
+    leaseTtlSec: 3,
+    inputRoot: '/',
+    logLevel: 'warn',
+    ...(nodeCpus ? { nodeCpus } : {}),
+    ...(controlCpus ? { controlCpus } : {}),
+    env: { PROGRESS_INTERVAL_MS: '500', HEARTBEAT_MS: '1000' },
+  });
 }
 
 async function runJob(c: TesseraClient, source: string, ladder = LADDER, pkg = ''): Promise<{ ms: number; job: Job }> {
   const t0 = now();
-  const { jobId } = await c.submit({ inputUri: source, ladder: ladder.map((l) => ({ name: '', height: l.height, videoBitrateKbps: 0, codec: l.codec, preset: l.preset })), ...(pkg ? { package: pkg } : {}) });
+  const { jobId } = await c.submit({
+    inputUri: source,
+    ladder: ladder.map((l) => ({ name: '', height: l.height, videoBitrateKbps: 0, codec: l.codec, preset: l.preset })),
+    ...(pkg ? { package: pkg } : {}),
+  });
   const job = await c.wait(jobId);
   if (job.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`job ${jobId} ended ${job.state}: ${job.errorCode} ${job.errorMessage}`);
   return { ms: now() - t0, job };
@@ -155,8 +204,15 @@ async function overheadAndQuality(work: string, source: string, renditions: Retu
     results.push({
       name: '1. Overhead: Tessera (2 node agents, submit → zip in S3) vs one ffmpeg writing all renditions',
       head: ['side', 'median wall s', 'ratio b/a', 'target'],
-      rows: [['a: one ffmpeg', ma / 1000, 1, ''], ['b: tessera', mb / 1000, mb / ma, '≤ 1.10']],
-      notes: [`breakdown of the last Tessera run (s): ${Object.entries(bd).map(([k, v]) => `${k} ${(v / 1000).toFixed(2)}`).join(', ')}`],
+      rows: [
+        ['a: one ffmpeg', ma / 1000, 1, ''],
+        ['b: tessera', mb / 1000, mb / ma, '≤ 1.10'],
+      ],
+      notes: [
+        `breakdown of the last Tessera run (s): ${Object.entries(bd)
+          .map(([k, v]) => `${k} ${(v / 1000).toFixed(2)}`)
+          .join(', ')}`,
+      ],
     });
 
     if (only.has('quality')) {
@@ -181,7 +237,18 @@ async function overheadAndQuality(work: string, source: string, renditions: Retu
       }
       results.push({
         name: '5. Quality parity: split-and-merge vs one ffmpeg, same settings',
-        head: ['rendition', 'video bytes one ffmpeg', 'video bytes tessera', 'size Δ %', 'PSNR one ffmpeg dB', 'PSNR tessera dB', 'PSNR Δ dB', 'frames', 'largest pts step', 'tessera file bytes (with audio)'],
+        head: [
+          'rendition',
+          'video bytes one ffmpeg',
+          'video bytes tessera',
+          'size Δ %',
+          'PSNR one ffmpeg dB',
+          'PSNR tessera dB',
+          'PSNR Δ dB',
+          'frames',
+          'largest pts step',
+          'tessera file bytes (with audio)',
+        ],
         rows,
         notes: [
           'targets: video size within ±3 %, PSNR within 0.2 dB, frame count equal to the source and presentation timestamps continuous (largest step between consecutive frames = one frame, no seam)',
@@ -214,9 +281,14 @@ async function videoPackets(file: string): Promise<{ bytes: number; maxGapSec: n
 
 async function psnr(file: string, source: string, w: number, h: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    const p = spawn('ffmpeg', ['-hide_banner', '-nostdin', '-i', file, '-i', source, '-lavfi', `[1:v]scale=${w}:${h}:flags=bicubic[ref];[0:v][ref]psnr`, '-f', 'null', '-'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn('ffmpeg', ['-hide_banner', '-nostdin', '-i', file, '-i', source, '-lavfi', `[1:v]scale=${w}:${h}:flags=bicubic[ref];[0:v][ref]psnr`, '-f', 'null', '-'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let err = '';
-    p.stderr.on('data', (d: Buffer) => { err += d.toString(); if (err.length > 1e6) err = err.slice(-1e5); });
+    p.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.length > 1e6) err = err.slice(-1e5);
+    });
     p.on('close', () => resolve(parsePsnr(err)));
     p.on('error', reject);
   });
@@ -248,7 +320,10 @@ async function scaling(work: string, source: string): Promise<void> {
   results.push({
     name: '2. Scaling: node agents pinned with taskset',
     head: ['setup', 'median wall s', 'speedup', 'target'],
-    rows: [['1 agent, core 0', median(t1) / 1000, 1, ''], ['2 agents, cores 0 and 1', median(t2) / 1000, median(t1) / median(t2), '≥ 1.9×']],
+    rows: [
+      ['1 agent, core 0', median(t1) / 1000, 1, ''],
+      ['2 agents, cores 0 and 1', median(t2) / 1000, median(t1) / median(t2), '≥ 1.9×'],
+    ],
     notes: ['coordinator, uploader, etcd and S3 are pinned too: to core 0 in the 1-agent run, to cores 0–1 in the 2-agent run (the whole cluster on one core vs two)'],
   });
 }
@@ -282,7 +357,9 @@ async function transfer(work: string): Promise<void> {
   const diskMs: number[] = [];
   const agentMs: number[] = [];
   let peakRss = 0;
-  const rssTimer = setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage().rss); }, 50);
+  const rssTimer = setInterval(() => {
+    peakRss = Math.max(peakRss, process.memoryUsage().rss);
+  }, 50);
   try {
     for (let round = 0; round < ROUNDS; round++) {
       bareMs.push(await viaBare('put'));
@@ -328,7 +405,15 @@ async function transfer(work: string): Promise<void> {
 /** 6. The same job with one node agent killed at 50 %: time ratio to a clean run, sub-segments redone. */
 async function recovery(work: string, source: string): Promise<void> {
   log('\n## 6. recovery cost');
-  const cluster = await LocalCluster.start({ dir: join(work, 'c-recovery'), nodes: 3, slots: 1, leaseTtlSec: 2, inputRoot: '/', logLevel: 'info', env: { PROGRESS_INTERVAL_MS: '300', HEARTBEAT_MS: '500' } });
+  const cluster = await LocalCluster.start({
+    dir: join(work, 'c-recovery'),
+    nodes: 3,
+    slots: 1,
+    leaseTtlSec: 2,
+    inputRoot: '/',
+    logLevel: 'info',
+    env: { PROGRESS_INTERVAL_MS: '300', HEARTBEAT_MS: '500' },
+  });
   const c = new TesseraClient({ addresses: cluster.coordinators });
   try {
     const clean = await runJob(c, source);
@@ -348,7 +433,10 @@ async function recovery(work: string, source: string): Promise<void> {
     results.push({
       name: '6. Recovery: one of 3 node agents killed at 50 %',
       head: ['run', 'wall s', 'ratio', 'sub-segments redone'],
-      rows: [['clean', clean.ms / 1000, 1, 0], [`${killed} killed at 50 %`, ms / 1000, ms / clean.ms, redone]],
+      rows: [
+        ['clean', clean.ms / 1000, 1, 0],
+        [`${killed} killed at 50 %`, ms / 1000, ms / clean.ms, redone],
+      ],
       notes: ['lease TTL 2 s: the loss is noticed within the TTL, the segment is reassigned with its checkpoint'],
     });
   } finally {
@@ -374,7 +462,9 @@ async function packaging(work: string, source: string): Promise<void> {
         const fin = breakdown(job).mergeZipUpload ?? Number.NaN;
         (pkg ? finalizePkg : finalizeZip).push(fin);
         const st = job.result?.streaming;
-        log(`  ${pkg || 'zip'}: ${(ms / 1000).toFixed(2)} s (merge, package, zip, upload ${(fin / 1000).toFixed(2)} s)${st ? `, ${st.files} streaming files, segments ≤ ${st.targetDurationSec} s` : ''}`);
+        log(
+          `  ${pkg || 'zip'}: ${(ms / 1000).toFixed(2)} s (merge, package, zip, upload ${(fin / 1000).toFixed(2)} s)${st ? `, ${st.files} streaming files, segments ≤ ${st.targetDurationSec} s` : ''}`,
+        );
       }
     }
     const a = median(zipOnly);
@@ -382,7 +472,10 @@ async function packaging(work: string, source: string): Promise<void> {
     results.push({
       name: '7. Packaging: HLS + DASH (CMAF) beside the zip',
       head: ['output', 'median wall s', 'median finalize s', 'ratio to zip only', 'target'],
-      rows: [['zip only', a / 1000, median(finalizeZip) / 1000, 1, ''], ['zip + HLS + DASH', b / 1000, median(finalizePkg) / 1000, b / a, '≤ 1.05']],
+      rows: [
+        ['zip only', a / 1000, median(finalizeZip) / 1000, 1, ''],
+        ['zip + HLS + DASH', b / 1000, median(finalizePkg) / 1000, b / a, '≤ 1.05'],
+      ],
       notes: ['2 node agents × 1 slot; the packaging is a stream copy of the merged renditions (ffmpeg DASH muxer) plus playlists, SHA-256s and the S3 puts'],
     });
   } finally {

@@ -153,7 +153,9 @@ async function startOne(id: string, keys: Keys, o: SimAgentsOptions): Promise<On
       registration
         // The same rule as the real agent (node-agent/main.ts): unchanged figures every 10 heartbeats.
         .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now() }, o.heartbeatMs * 10)
-        .then((wrote) => { if (wrote) published.n++; })
+        .then((wrote) => {
+          if (wrote) published.n++;
+        })
         .catch((err: unknown) => log.debug({ err }, 'stats publish failed'));
     };
     publish();

@@ -118,7 +118,24 @@ const COMMANDS: Record<string, readonly OptionName[]> = {
   up: ['nodes', 'slots', 'dir', 'tls', 'input-root', 'autoscale', 'min-nodes', 'max-nodes', 'help'],
   down: ['dir', 'help'],
   demo: ['dir', 'help'],
-  transcode: [...CONNECT, 'ladder', 'container', 'out', 'download', 'dry-run', 'priority', 'idempotency-key', 'deinterlace', 'audio-tracks', 'stereo-downmix', 'frame-rate', 'package', 'keyframe-interval', 'placement', 'remote'],
+  transcode: [
+    ...CONNECT,
+    'ladder',
+    'container',
+    'out',
+    'download',
+    'dry-run',
+    'priority',
+    'idempotency-key',
+    'deinterlace',
+    'audio-tracks',
+    'stereo-downmix',
+    'frame-rate',
+    'package',
+    'keyframe-interval',
+    'placement',
+    'remote',
+  ],
   jobs: [...CONNECT, 'limit', 'page-token'],
   job: CONNECT,
   cancel: CONNECT,
@@ -154,7 +171,10 @@ export function suggest(word: string, names: readonly string[]): string | undefi
   let bestD = Infinity;
   for (const n of names) {
     const dd = n.startsWith(word) && word.length >= 3 ? 0.5 : distance(word, n);
-    if (dd < bestD || (dd === bestD && best !== undefined && prefix(n) > prefix(best))) { best = n; bestD = dd; }
+    if (dd < bestD || (dd === bestD && best !== undefined && prefix(n) > prefix(best))) {
+      best = n;
+      bestD = dd;
+    }
   }
   return best !== undefined && bestD <= (word.length >= 4 ? 2 : 1) ? best : undefined;
 }
@@ -241,7 +261,14 @@ function fmtBytes(n: number): string {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 function printResult(job: Job): void {
@@ -316,7 +343,15 @@ async function download(job: Job, destDir: string): Promise<string> {
   const file = readClusterFile(dir);
   const endpoint = cfg.S3_ENDPOINT ?? file?.s3Endpoint;
   const caFile = cfg.S3_CA_FILE ?? (cfg.S3_ENDPOINT ? undefined : file?.tls?.ca);
-  const s3 = createS3Client({ ...(endpoint ? { endpoint } : {}), ...(caFile ? { ca: readFileSync(caFile) } : {}), region: cfg.S3_REGION, accessKeyId: cfg.S3_ACCESS_KEY_ID, secretAccessKey: cfg.S3_SECRET_ACCESS_KEY, forcePathStyle: true, requestTimeoutMs: 600_000 });
+  const s3 = createS3Client({
+    ...(endpoint ? { endpoint } : {}),
+    ...(caFile ? { ca: readFileSync(caFile) } : {}),
+    region: cfg.S3_REGION,
+    accessKeyId: cfg.S3_ACCESS_KEY_ID,
+    secretAccessKey: cfg.S3_SECRET_ACCESS_KEY,
+    forcePathStyle: true,
+    requestTimeoutMs: 600_000,
+  });
   try {
     await mkdir(destDir, { recursive: true });
     const zipPath = join(destDir, `${job.id}.zip`);
@@ -412,8 +447,18 @@ async function transcode(input: string): Promise<number> {
         const p = res.plan!;
         out(`source: ${p.source?.width}x${p.source?.height} ${p.source?.fps} fps, ${p.source?.durationSec.toFixed(2)} s, ${p.source?.frames} frames`);
         if (p.source) out(`timeline: ${describeTimeline(p.source)}`);
-        out(table([['segment', 'start', 'end', 'frames', 'node', 'sub-segments'], ...p.segments.map((s) => [String(s.index), s.startSec.toFixed(3), s.endSec.toFixed(3), String(s.frames), s.nodeId, String(s.subSegments)])]));
-        out(table([['rendition', 'size', 'kbps', 'codec', 'encoder', 'preset'], ...p.renditions.map((r) => [r.name, `${r.width}x${r.height}`, String(r.videoBitrateKbps), r.codec, r.encoder, r.preset])]));
+        out(
+          table([
+            ['segment', 'start', 'end', 'frames', 'node', 'sub-segments'],
+            ...p.segments.map((s) => [String(s.index), s.startSec.toFixed(3), s.endSec.toFixed(3), String(s.frames), s.nodeId, String(s.subSegments)]),
+          ]),
+        );
+        out(
+          table([
+            ['rendition', 'size', 'kbps', 'codec', 'encoder', 'preset'],
+            ...p.renditions.map((r) => [r.name, `${r.width}x${r.height}`, String(r.videoBitrateKbps), r.codec, r.encoder, r.preset]),
+          ]),
+        );
         for (const cmd of p.ffmpegCommands) out(cmd);
         if (p.note) out(`note: ${p.note}`);
       }
@@ -422,14 +467,17 @@ async function transcode(input: string): Promise<number> {
     let res;
     if (local) {
       const size = (await stat(input)).size;
-      const bar = process.stdout.isTTY && !flags.json ? new cliProgress.SingleBar({ format: ' upload      |{bar}| {percentage}% {value}/{total} bytes' }, cliProgress.Presets.shades_classic) : undefined;
+      const bar =
+        process.stdout.isTTY && !flags.json ? new cliProgress.SingleBar({ format: ' upload      |{bar}| {percentage}% {value}/{total} bytes' }, cliProgress.Presets.shades_classic) : undefined;
       bar?.start(size, 0);
       // Resumable: an interrupted run of the same command sends only what the cluster lacks.
       const state = await uploadResumeId(input, spec);
       res = await c.upload(resolve(input), spec, {
         resumeId: state.resumeId,
         onProgress: (sent) => bar?.update(sent),
-        onResume: (held, total) => { process.stderr.write(`resuming upload: ${held} of ${total} bytes already in the cluster\n`); },
+        onResume: (held, total) => {
+          process.stderr.write(`resuming upload: ${held} of ${total} bytes already in the cluster\n`);
+        },
       });
       bar?.stop();
       await state.done();
@@ -467,15 +515,24 @@ async function up(): Promise<LocalCluster | undefined> {
     : undefined;
   const cluster = await LocalCluster.start({
     dir,
-    nodes: Number(flags.nodes ?? (flags.autoscale ? flags['min-nodes'] ?? 1 : 2)),
+    nodes: Number(flags.nodes ?? (flags.autoscale ? (flags['min-nodes'] ?? 1) : 2)),
     slots: Number(flags.slots ?? 1),
     detached: true,
     // Local paths (`--remote`, dry runs) only from the directories the user names; uploads need none.
-    ...(flags['input-root'] ? { inputRoot: flags['input-root'].split(',').map((d) => resolve(d)).join(',') } : {}),
+    ...(flags['input-root']
+      ? {
+          inputRoot: flags['input-root']
+            .split(',')
+            .map((d) => resolve(d))
+            .join(','),
+        }
+      : {}),
     ...(autoscale ? { coordinatorEnv: autoscale } : {}),
     ...(flags.tls ? { tls: true } : {}),
   });
-  out(`cluster up: coordinator ${cluster.coordinators.join(', ')}, ${cluster.nodeIds().length} node agent(s), etcd ${cluster.etcdEndpoints.join(',')}, S3 ${cluster.s3Endpoint}, logs in ${join(dir, 'logs')}, webhook secret in ${join(dir, 'webhook-secret')}`);
+  out(
+    `cluster up: coordinator ${cluster.coordinators.join(', ')}, ${cluster.nodeIds().length} node agent(s), etcd ${cluster.etcdEndpoints.join(',')}, S3 ${cluster.s3Endpoint}, logs in ${join(dir, 'logs')}, webhook secret in ${join(dir, 'webhook-secret')}`,
+  );
   out(`console: ${cluster.consoles[0]}${flags.tls ? ` (your browser must trust the CA ${join(dir, 'tls', 'ca.crt')})` : ''}`);
   return cluster;
 }
@@ -490,7 +547,9 @@ async function openConsole(): Promise<number> {
   out(`console: ${url}`);
   const opener = ['/usr/bin/xdg-open', '/usr/local/bin/xdg-open'].find((p) => existsSync(p));
   if (opener && process.env.TESSERA_NO_BROWSER !== '1' && (process.env.DISPLAY || process.env.WAYLAND_DISPLAY)) {
-    spawn(opener, [url], { stdio: 'ignore', detached: true }).on('error', () => undefined).unref();
+    spawn(opener, [url], { stdio: 'ignore', detached: true })
+      .on('error', () => undefined)
+      .unref();
   }
   return 0;
 }
@@ -517,7 +576,10 @@ async function status(): Promise<void> {
       const lines = [
         `leader ${st.leaderId || '(none)'} · queue ${st.queueDepth} · segments in flight ${st.segmentsInFlight} · ${st.framesPerSecond1m} frames/s (1 min)`,
         table([['node', 'state', 'busy/slots', 'segments done', 'address'], ...st.nodes.map((n) => [n.id, n.state, `${n.busySlots}/${n.slots}`, String(n.segmentsDone), n.address])]),
-        table([['job', 'state', 'progress', 'eta', 'stage'], ...jobs.map((j) => [j.id, stateName(j.state), `${'#'.repeat(Math.round(j.progress / 5)).padEnd(20, '.')} ${j.progress.toFixed(0)}%`, etaText(j) || '-', j.stage])]),
+        table([
+          ['job', 'state', 'progress', 'eta', 'stage'],
+          ...jobs.map((j) => [j.id, stateName(j.state), `${'#'.repeat(Math.round(j.progress / 5)).padEnd(20, '.')} ${j.progress.toFixed(0)}%`, etaText(j) || '-', j.stage]),
+        ]),
       ];
       if (process.stdout.isTTY && !flags.once) process.stdout.write('\x1b[2J\x1b[H');
       out(lines.join('\n\n'));
@@ -552,7 +614,8 @@ async function login(): Promise<number> {
   const issuer = flags.issuer ?? cfg.TESSERA_OIDC_ISSUER;
   const clientId = flags['client-id'] ?? cfg.TESSERA_OIDC_CLIENT_ID;
   const clientSecret = flags['client-secret'] ?? cfg.TESSERA_OIDC_CLIENT_SECRET;
-  if (!issuer || !clientId || (!clientSecret && !flags.device)) throw new AppError('INVALID_ARGUMENT', 'tessera login needs --issuer, --client-id and --client-secret (or $TESSERA_OIDC_ISSUER, _CLIENT_ID, _CLIENT_SECRET), or --device instead of the secret');
+  if (!issuer || !clientId || (!clientSecret && !flags.device))
+    throw new AppError('INVALID_ARGUMENT', 'tessera login needs --issuer, --client-id and --client-secret (or $TESSERA_OIDC_ISSUER, _CLIENT_ID, _CLIENT_SECRET), or --device instead of the secret');
   const audience = flags.audience ?? cfg.TESSERA_OIDC_AUDIENCE;
   const scope = flags.scope ?? cfg.TESSERA_OIDC_SCOPE;
   const settings = { issuer, clientId, ...(clientSecret ? { clientSecret } : {}), ...(audience ? { audience } : {}), ...(scope ? { scope } : {}) };
@@ -563,7 +626,11 @@ async function login(): Promise<number> {
     : await clientCredentialsLogin(settings);
   await saveToken(t, tokenFile());
   const expiresAt = new Date(t.expiresAtMs).toISOString();
-  out(flags.json ? JSON.stringify({ issuer, clientId, file: tokenFile(), expiresAt }) : `logged in to ${issuer} as ${clientId}; token stored in ${tokenFile()} (expires ${expiresAt}, renewed when needed)`);
+  out(
+    flags.json
+      ? JSON.stringify({ issuer, clientId, file: tokenFile(), expiresAt })
+      : `logged in to ${issuer} as ${clientId}; token stored in ${tokenFile()} (expires ${expiresAt}, renewed when needed)`,
+  );
   return 0;
 }
 
@@ -583,9 +650,14 @@ async function main(): Promise<number> {
     return 2;
   }
   switch (cmd) {
-    case 'up': await up(); return 0;
-    case 'down': await down(); return 0;
-    case 'demo': return demo();
+    case 'up':
+      await up();
+      return 0;
+    case 'down':
+      await down();
+      return 0;
+    case 'demo':
+      return demo();
     case 'transcode':
       if (!arg) throw new AppError('INVALID_ARGUMENT', 'usage: tessera transcode <file|uri>');
       return transcode(arg);
@@ -595,10 +667,17 @@ async function main(): Promise<number> {
         const { jobs, nextPageToken } = await c.listPage({ limit: Number(flags.limit ?? 50), pageToken: flags['page-token'] ?? '' });
         if (flags.json) out(JSON.stringify(jobs, null, 2));
         else {
-          out(table([['job', 'state', 'progress', 'created', 'input'], ...jobs.map((j) => [j.id, stateName(j.state), `${j.progress.toFixed(0)}%`, new Date(j.createdAtMs).toISOString(), j.spec?.inputName || j.spec?.inputUri || ''])]));
+          out(
+            table([
+              ['job', 'state', 'progress', 'created', 'input'],
+              ...jobs.map((j) => [j.id, stateName(j.state), `${j.progress.toFixed(0)}%`, new Date(j.createdAtMs).toISOString(), j.spec?.inputName || j.spec?.inputUri || '']),
+            ]),
+          );
           if (nextPageToken) out(`more: tessera jobs --page-token ${nextPageToken}`);
         }
-      } finally { c.close(); }
+      } finally {
+        c.close();
+      }
       return 0;
     }
     case 'job': {
@@ -609,10 +688,17 @@ async function main(): Promise<number> {
         if (flags.json) out(JSON.stringify(j, null, 2));
         else {
           printResult(j);
-          out(table([['segment', 'node', 'attempt', 'state', 'frames', 'sub-segments'], ...j.segments.map((s) => [String(s.index), s.nodeId, String(s.attempt), stateName(s.state), `${s.framesDone}/${s.frames}`, `${s.subSegmentsDone}/${s.subSegments}`])]));
+          out(
+            table([
+              ['segment', 'node', 'attempt', 'state', 'frames', 'sub-segments'],
+              ...j.segments.map((s) => [String(s.index), s.nodeId, String(s.attempt), stateName(s.state), `${s.framesDone}/${s.frames}`, `${s.subSegmentsDone}/${s.subSegments}`]),
+            ]),
+          );
           for (const h of j.history) out(`${new Date(h.atMs).toISOString()} ${h.scope.padEnd(10)} ${h.state.padEnd(12)} ${h.nodeId ? `${h.nodeId} a${h.attempt} ` : ''}${h.reason}`);
         }
-      } finally { c.close(); }
+      } finally {
+        c.close();
+      }
       return 0;
     }
     case 'cancel': {
@@ -626,7 +712,9 @@ async function main(): Promise<number> {
         }
         const j = await c.cancel(arg);
         out(isTerminal(j.state) && j.state !== JobState.JOB_STATE_CANCELLED ? `job ${j.id} finished before the cancel took effect: ${stateName(j.state)}` : `job ${j.id}: ${stateName(j.state)}`);
-      } finally { c.close(); }
+      } finally {
+        c.close();
+      }
       return 0;
     }
     case 'nodes': {
@@ -634,8 +722,26 @@ async function main(): Promise<number> {
       try {
         const nodes = await c.listNodes();
         if (flags.json) out(JSON.stringify(nodes, null, 2));
-        else out(table([['node', 'state', 'busy/slots', 'cores', 'segments done', 'speed', 'capabilities', 'labels', 'address'], ...nodes.map((n) => [n.id, n.state, `${n.busySlots}/${n.slots}`, n.cores > 0 ? String(n.cores) : '-', String(n.segmentsDone), n.speedMps > 0 ? `${n.speedMps.toFixed(1)} MP/s` : '-', (n.capabilities.length ? n.capabilities : codecFamilies(n.encoders)).join(' ') || '-', n.labels.join(',') || '-', n.address])]));
-      } finally { c.close(); }
+        else
+          out(
+            table([
+              ['node', 'state', 'busy/slots', 'cores', 'segments done', 'speed', 'capabilities', 'labels', 'address'],
+              ...nodes.map((n) => [
+                n.id,
+                n.state,
+                `${n.busySlots}/${n.slots}`,
+                n.cores > 0 ? String(n.cores) : '-',
+                String(n.segmentsDone),
+                n.speedMps > 0 ? `${n.speedMps.toFixed(1)} MP/s` : '-',
+                (n.capabilities.length ? n.capabilities : codecFamilies(n.encoders)).join(' ') || '-',
+                n.labels.join(',') || '-',
+                n.address,
+              ]),
+            ]),
+          );
+      } finally {
+        c.close();
+      }
       return 0;
     }
     case 'drain':
@@ -645,15 +751,21 @@ async function main(): Promise<number> {
       try {
         const n = cmd === 'drain' ? await c.drain(arg) : await c.undrain(arg);
         out(flags.json ? JSON.stringify(n, null, 2) : `node ${n.id}: ${n.state}`);
-      } finally { c.close(); }
+      } finally {
+        c.close();
+      }
       return 0;
     }
-    case 'status': await status(); return 0;
-    case 'login': return login();
+    case 'status':
+      await status();
+      return 0;
+    case 'login':
+      return login();
     case 'logout':
       out((await removeToken(tokenFile())) ? `token removed (${tokenFile()})` : 'no stored token');
       return 0;
-    case 'console': return openConsole();
+    case 'console':
+      return openConsole();
     default:
       throw new AppError('INTERNAL', `command "${cmd}" is in the table but has no handler`);
   }

@@ -20,7 +20,10 @@ export function uploadStateDir(env: NodeJS.ProcessEnv = process.env): string {
 export async function uploadResumeId(file: string, spec: unknown, dir = uploadStateDir()): Promise<{ resumeId: string; resumed: boolean; done: () => Promise<void> }> {
   const abs = resolve(file);
   const st = await stat(abs);
-  const name = createHash('sha256').update(JSON.stringify([abs, st.size, st.mtimeMs, spec])).digest('hex').slice(0, 32);
+  const name = createHash('sha256')
+    .update(JSON.stringify([abs, st.size, st.mtimeMs, spec]))
+    .digest('hex')
+    .slice(0, 32);
   const path = join(dir, `${name}.json`);
   const done = (): Promise<void> => rm(path, { force: true });
   try {

@@ -11,7 +11,14 @@ const fromSeg = bulkDeserializer(SegmentChunk, 3);
 const generated = (m: SegmentChunk): Buffer => Buffer.from(SegmentChunk.encode(m).finish());
 
 describe('bulk codec', () => {
-  const chunk: SegmentChunk = { ref: { jobId: 'job-1', segment: 7, attempt: 2 }, offset: 3 * 1024 * 1024, data: randomBytes(64 * 1024 + 17), totalSize: 5e9, sha256: 'ab'.repeat(32), crc32: '0badcafe' };
+  const chunk: SegmentChunk = {
+    ref: { jobId: 'job-1', segment: 7, attempt: 2 },
+    offset: 3 * 1024 * 1024,
+    data: randomBytes(64 * 1024 + 17),
+    totalSize: 5e9,
+    sha256: 'ab'.repeat(32),
+    crc32: '0badcafe',
+  };
 
   it('writes bytes the generated decoder reads back unchanged', () => {
     expect(SegmentChunk.decode(toSeg(chunk))).toEqual(chunk);

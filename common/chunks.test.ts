@@ -22,7 +22,13 @@ describe('receiveChunks', () => {
     expect(first.complete).toBe(false);
     expect(await partialSize(path)).toBe(6);
     // A resend of bytes we hold (identical) is acknowledged; then the rest follows.
-    const second = await receiveChunks(gen([{ offset: 4, data: data.subarray(4, 6) }, { offset: 6, data: data.subarray(6) }]), { path, maxBytes: 100, totalSize: 16, sha256: sha });
+    const second = await receiveChunks(
+      gen([
+        { offset: 4, data: data.subarray(4, 6) },
+        { offset: 6, data: data.subarray(6) },
+      ]),
+      { path, maxBytes: 100, totalSize: 16, sha256: sha },
+    );
     expect(second).toEqual({ bytes: 16, sha256: sha, crc32: '', complete: true });
     expect(await readFile(path)).toEqual(data);
   });
@@ -42,15 +48,30 @@ describe('receiveChunks', () => {
     // One flipped bit anywhere fails the check, and the bytes are thrown away.
     const bad = Buffer.from(data);
     bad[9]! ^= 0x01;
-    await expect(receiveChunks(gen([{ offset: 0, data: bad }]), { path: join(dir, 'bad'), maxBytes: 100, totalSize: 16, crc32: crc })).rejects.toMatchObject({ code: 'CHECKSUM_MISMATCH', message: expect.stringContaining('crc32 mismatch') });
+    await expect(receiveChunks(gen([{ offset: 0, data: bad }]), { path: join(dir, 'bad'), maxBytes: 100, totalSize: 16, crc32: crc })).rejects.toMatchObject({
+      code: 'CHECKSUM_MISMATCH',
+      message: expect.stringContaining('crc32 mismatch'),
+    });
     expect(await partialSize(join(dir, 'bad'))).toBe(0);
   });
 
   it('rejects gaps and overlaps with the expected offset, and enforces the size limit', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'chunks-'));
-    const gap = receiveChunks(gen([{ offset: 0, data: data.subarray(0, 4) }, { offset: 8, data: data.subarray(8) }]), { path: join(dir, 'a'), maxBytes: 100 });
+    const gap = receiveChunks(
+      gen([
+        { offset: 0, data: data.subarray(0, 4) },
+        { offset: 8, data: data.subarray(8) },
+      ]),
+      { path: join(dir, 'a'), maxBytes: 100 },
+    );
     await expect(gap).rejects.toMatchObject({ code: 'BAD_OFFSET', message: expect.stringContaining('expected offset 4') });
-    const over = receiveChunks(gen([{ offset: 0, data: data.subarray(0, 4) }, { offset: 2, data: Buffer.from('zz') }]), { path: join(dir, 'b'), maxBytes: 100 });
+    const over = receiveChunks(
+      gen([
+        { offset: 0, data: data.subarray(0, 4) },
+        { offset: 2, data: Buffer.from('zz') },
+      ]),
+      { path: join(dir, 'b'), maxBytes: 100 },
+    );
     await expect(over).rejects.toBeInstanceOf(AppError);
     const big = receiveChunks(gen([{ offset: 0, data }]), { path: join(dir, 'c'), maxBytes: 8 });
     await expect(big).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED' });
@@ -99,7 +120,10 @@ describe('paced', () => {
   });
 
   it('cuts a stream slower than the minimum rate after the grace period (slow loris)', async () => {
-    await expect(drain(paced(slow(100, 50, 10), { deadlineMs: 60_000, minBytesPerSec: 10_000, graceMs: 300 }))).rejects.toMatchObject({ code: 'DEADLINE_EXCEEDED', message: expect.stringContaining('too slow') });
+    await expect(drain(paced(slow(100, 50, 10), { deadlineMs: 60_000, minBytesPerSec: 10_000, graceMs: 300 }))).rejects.toMatchObject({
+      code: 'DEADLINE_EXCEEDED',
+      message: expect.stringContaining('too slow'),
+    });
   });
 
   it('cuts a stream that stalls, even with no chunk arriving, and one past its deadline', async () => {

@@ -36,7 +36,12 @@ export function runningDigest(algorithm: DigestAlgorithm): RunningDigest {
     return { update: (d) => void h.update(d), hex: () => h.digest('hex') };
   }
   let v = 0;
-  return { update: (d) => { v = crc32(d, v); }, hex: () => v.toString(16).padStart(8, '0') };
+  return {
+    update: (d) => {
+      v = crc32(d, v);
+    },
+    hex: () => v.toString(16).padStart(8, '0'),
+  };
 }
 
 /** Digest (hex; SHA-256 unless told) and size of a file, streamed. */
@@ -130,10 +135,7 @@ const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
  * rejected with the expected offset. Returns the bytes written in total and the digest: SHA-256,
  * or CRC-32 when the caller expects one (`o.crc32`).
  */
-export async function receiveChunks(
-  chunks: AsyncIterable<IncomingChunk>,
-  o: ReceiveOptions,
-): Promise<{ bytes: number; sha256: string; crc32: string; complete: boolean }> {
+export async function receiveChunks(chunks: AsyncIterable<IncomingChunk>, o: ReceiveOptions): Promise<{ bytes: number; sha256: string; crc32: string; complete: boolean }> {
   await mkdir(dirname(o.path), { recursive: true });
   const partial = `${o.path}.partial`;
   const durable = o.durable ?? true;
@@ -179,7 +181,9 @@ export async function receiveChunks(
       // pending while we wait for the next chunk would be unhandled).
       writing = fh.write(c.data, 0, c.data.length, size).then(
         () => undefined,
-        (err: unknown) => { writeError = err; },
+        (err: unknown) => {
+          writeError = err;
+        },
       );
       size += c.data.length;
       // Flush to disk in the background as we go, so the final fsync (durable before we
@@ -187,8 +191,12 @@ export async function receiveChunks(
       if (durable && size - flushedAt >= FLUSH_EVERY_BYTES && !flushing) {
         flushedAt = size;
         flushing = fh.datasync().then(
-          () => { flushing = undefined; },
-          () => { flushing = undefined; }, // the final fsync reports what matters
+          () => {
+            flushing = undefined;
+          },
+          () => {
+            flushing = undefined;
+          }, // the final fsync reports what matters
         );
       }
     }

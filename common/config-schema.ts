@@ -3,21 +3,24 @@ import { hostname } from 'node:os';
 import { DEFAULT_STREAM_PACE } from './chunks.js';
 
 /** Comma-separated list → string[] (empty entries dropped). */
-export const csv = z
-  .string()
-  .transform((s) => s.split(',').map((x) => x.trim()).filter((x) => x.length > 0));
+export const csv = z.string().transform((s) =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x.length > 0),
+);
 
-export const bool = z
-  .string()
-  .transform((s) => ['1', 'true', 'yes', 'on'].includes(s.toLowerCase()));
+export const bool = z.string().transform((s) => ['1', 'true', 'yes', 'on'].includes(s.toLowerCase()));
 
-export const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce.number().int().min(min).max(max).default(def);
+export const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max).default(def);
 
 /** Settings every process shares: etcd, logging, host to bind. */
 export const baseShape = {
   ETCD_ENDPOINTS: csv.default(['http://127.0.0.1:2379']),
-  ETCD_PREFIX: z.string().regex(/^\/[A-Za-z0-9_./-]*\/$/, 'must start and end with /').default('/tessera/'),
+  ETCD_PREFIX: z
+    .string()
+    .regex(/^\/[A-Za-z0-9_./-]*\/$/, 'must start and end with /')
+    .default('/tessera/'),
   ETCD_USERNAME: z.string().optional(),
   ETCD_PASSWORD: z.string().optional(),
   ETCD_CALL_TIMEOUT_MS: int(5_000, 100),

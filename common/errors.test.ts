@@ -30,10 +30,24 @@ describe('errors over gRPC', () => {
 describe('retry', () => {
   it('retries transient errors and never permanent ones', async () => {
     let n = 0;
-    await expect(retry(async () => { n++; throw new AppError('INVALID_ARGUMENT', 'bad'); }, { attempts: 5, baseMs: 1, maxMs: 2 })).rejects.toThrow('bad');
+    await expect(
+      retry(
+        async () => {
+          n++;
+          throw new AppError('INVALID_ARGUMENT', 'bad');
+        },
+        { attempts: 5, baseMs: 1, maxMs: 2 },
+      ),
+    ).rejects.toThrow('bad');
     expect(n).toBe(1);
     n = 0;
-    const v = await retry(async () => { if (++n < 3) throw new AppError('UNAVAILABLE', 'down'); return 'ok'; }, { attempts: 5, baseMs: 1, maxMs: 2 });
+    const v = await retry(
+      async () => {
+        if (++n < 3) throw new AppError('UNAVAILABLE', 'down');
+        return 'ok';
+      },
+      { attempts: 5, baseMs: 1, maxMs: 2 },
+    );
     expect(v).toBe('ok');
     expect(n).toBe(3);
   });

@@ -1,12 +1,4 @@
-import {
-  ClientClosedError,
-  EtcdLeaseInvalidError,
-  GRPCGenericError,
-  GRPCInvalidArgumentError,
-  GRPCNotImplementedError,
-  GRPCUnauthenticatedError,
-  isRecoverableError,
-} from 'etcd3';
+import { ClientClosedError, EtcdLeaseInvalidError, GRPCGenericError, GRPCInvalidArgumentError, GRPCNotImplementedError, GRPCUnauthenticatedError, isRecoverableError } from 'etcd3';
 import { isBrokenCircuitError, isTaskCancelledError } from 'cockatiel';
 import { AppError, errorMessage, isAppError } from './errors.js';
 import type { Logger } from './logger.js';

@@ -1,14 +1,4 @@
-import {
-  Etcd3,
-  EtcdError,
-  GRPCDeadlineExceededError,
-  GRPCGenericError,
-  GRPCResourceExhastedError,
-  GRPCUnavailableError,
-  isRecoverableError,
-  Range,
-  type IOptions,
-} from 'etcd3';
+import { Etcd3, EtcdError, GRPCDeadlineExceededError, GRPCGenericError, GRPCResourceExhastedError, GRPCUnavailableError, isRecoverableError, Range, type IOptions } from 'etcd3';
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, isBrokenCircuitError, noop, retry } from 'cockatiel';
 import type { TlsMaterial } from './tls.js';
 
@@ -40,10 +30,7 @@ export function createEtcd(s: EtcdSettings): Etcd3 {
     // to another member (the pool shuffles hosts across attempts); an oversized response is not
     // retried at all: it would fail the same way.
     faultHandling: {
-      host: () =>
-        s.endpoints.length > 1
-          ? circuitBreaker(handleWhen(isMemberDownError), { halfOpenAfter: 1_000, breaker: new ConsecutiveBreaker(3) })
-          : noop,
+      host: () => (s.endpoints.length > 1 ? circuitBreaker(handleWhen(isMemberDownError), { halfOpenAfter: 1_000, breaker: new ConsecutiveBreaker(3) }) : noop),
       global: retry(handleWhen(retriedInClient), { maxAttempts: 5, backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2_000 }) }),
     },
   };

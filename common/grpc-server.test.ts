@@ -4,7 +4,7 @@ import { RECEIVE_WINDOW } from './grpc.js';
 import { startGrpcServer } from './grpc-server.js';
 
 describe('startGrpcServer', () => {
-  it('advertises our HTTP/2 receive window, not Node\'s 64 KiB default (a round trip per 64 KiB of every incoming stream)', async () => {
+  it("advertises our HTTP/2 receive window, not Node's 64 KiB default (a round trip per 64 KiB of every incoming stream)", async () => {
     const srv = await startGrpcServer('127.0.0.1', 0, []);
     const session = connect(`http://127.0.0.1:${srv.port}`);
     try {

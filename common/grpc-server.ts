@@ -42,10 +42,13 @@ export async function startGrpcServer(
   health.addToServer(server);
   if (opts.reflection) {
     const [{ ReflectionService }, protoLoader, { protoPath: healthProto }] = await Promise.all([import('@grpc/reflection'), import('@grpc/proto-loader'), import('grpc-health-check')]);
-    const pkg = protoLoader.loadSync(
-      [...opts.reflection.map((f) => join(PROTO_ROOT, 'tessera', 'v1', f)), healthProto],
-      { includeDirs: [PROTO_ROOT, dirname(healthProto)], keepCase: false, longs: Number, enums: String, defaults: true },
-    );
+    const pkg = protoLoader.loadSync([...opts.reflection.map((f) => join(PROTO_ROOT, 'tessera', 'v1', f)), healthProto], {
+      includeDirs: [PROTO_ROOT, dirname(healthProto)],
+      keepCase: false,
+      longs: Number,
+      enums: String,
+      defaults: true,
+    });
     new ReflectionService(pkg).addToServer(server);
   }
   const bound = await new Promise<number>((resolve, reject) => {
@@ -63,8 +66,14 @@ export async function startGrpcServer(
       closing ??= new Promise<void>((resolve) => {
         for (const s of services) health.setStatus(s.name, 'NOT_SERVING');
         health.setStatus('', 'NOT_SERVING');
-        const timer = setTimeout(() => { server.forceShutdown(); resolve(); }, graceMs);
-        server.tryShutdown(() => { clearTimeout(timer); resolve(); });
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
       });
       return closing;
     },

@@ -57,7 +57,7 @@ export function fromServiceError(err: unknown): AppError {
   const se = err as Partial<ServiceError>;
   if (typeof se?.code !== 'number') return new AppError('INTERNAL', String((err as Error)?.message ?? err), { cause: err });
   const raw = se.metadata?.get(ERROR_CODE_KEY)[0];
-  const code = (typeof raw === 'string' && raw in GRPC_STATUS_BY_CODE ? raw : CODE_BY_STATUS[se.code] ?? 'INTERNAL') as ErrorCode;
+  const code = (typeof raw === 'string' && raw in GRPC_STATUS_BY_CODE ? raw : (CODE_BY_STATUS[se.code] ?? 'INTERNAL')) as ErrorCode;
   const retryable = se.metadata?.get(RETRYABLE_KEY)[0];
   const options = retryable === undefined ? { cause: err } : { cause: err, retryable: retryable === 'true' };
   return new AppError(code, clientMessage(se.details || se.message || 'error'), options);
@@ -74,10 +74,7 @@ export function clientMessage(m: string): string {
 }
 
 /** Wraps an async unary handler: errors become statuses in one place. */
-export function unary<Req, Res>(
-  log: Logger,
-  fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
-): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
+export function unary<Req, Res>(log: Logger, fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
   return (call, cb) => {
     fn(call.request, call).then(
       (res) => cb(null, res),
@@ -99,14 +96,24 @@ export function serverStream<Req, Res>(
       new Promise((resolve, reject) => {
         if (ac.signal.aborted) return reject(ac.signal.reason);
         if (call.write(msg)) return resolve();
-        const onDrain = (): void => { ac.signal.removeEventListener('abort', onAbort); resolve(); };
-        const onAbort = (): void => { call.off('drain', onDrain); reject(ac.signal.reason); };
+        const onDrain = (): void => {
+          ac.signal.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        const onAbort = (): void => {
+          call.off('drain', onDrain);
+          reject(ac.signal.reason);
+        };
         call.once('drain', onDrain);
         ac.signal.addEventListener('abort', onAbort, { once: true });
       });
     fn(call.request, send, call, ac.signal).then(
-      () => { if (!ac.signal.aborted) call.end(); },
-      (err: unknown) => { if (!call.cancelled) call.emit('error', toServiceError(err, log)); },
+      () => {
+        if (!ac.signal.aborted) call.end();
+      },
+      (err: unknown) => {
+        if (!call.cancelled) call.emit('error', toServiceError(err, log));
+      },
     );
   };
 }
@@ -121,7 +128,10 @@ export function clientStream<Req, Res>(
     call.on('cancelled', () => ac.abort(new AppError('CANCELLED', 'client cancelled')));
     fn(call, ac.signal).then(
       (res) => cb(null, res),
-      (err: unknown) => { call.destroy(); cb(toServiceError(err, log)); },
+      (err: unknown) => {
+        call.destroy();
+        cb(toServiceError(err, log));
+      },
     );
   };
 }
@@ -131,22 +141,10 @@ export function deadline(ms: number, extra: Partial<CallOptions> = {}): Partial<
   return { ...extra, deadline: new Date(Date.now() + ms) };
 }
 
-type UnaryMethod<Req, Res> = (
-  req: Req,
-  metadata: Metadata,
-  options: Partial<CallOptions>,
-  cb: (err: ServiceError | null, res: Res) => void,
-) => unknown;
+type UnaryMethod<Req, Res> = (req: Req, metadata: Metadata, options: Partial<CallOptions>, cb: (err: ServiceError | null, res: Res) => void) => unknown;
 
 /** Promisified unary call with a deadline; errors come back as AppError. */
-export function callUnary<Req, Res>(
-  client: Client,
-  method: UnaryMethod<Req, Res>,
-  req: Req,
-  timeoutMs: number,
-  metadata: Metadata = new Metadata(),
-  signal?: AbortSignal,
-): Promise<Res> {
+export function callUnary<Req, Res>(client: Client, method: UnaryMethod<Req, Res>, req: Req, timeoutMs: number, metadata: Metadata = new Metadata(), signal?: AbortSignal): Promise<Res> {
   return new Promise((resolve, reject) => {
     const call = method.call(client, req, metadata, deadline(timeoutMs), (err, res) => {
       signal?.removeEventListener('abort', onAbort);
@@ -175,8 +173,14 @@ export function writeWithBackpressure<T>(
 ): Promise<void> {
   if (stream.write(msg)) return Promise.resolve();
   return new Promise((resolve, reject) => {
-    const onDrain = (): void => { signal?.removeEventListener('abort', onAbort); resolve(); };
-    const onAbort = (): void => { stream.off('drain', onDrain); reject(signal?.reason ?? new AppError('CANCELLED', 'aborted')); };
+    const onDrain = (): void => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    };
+    const onAbort = (): void => {
+      stream.off('drain', onDrain);
+      reject(signal?.reason ?? new AppError('CANCELLED', 'aborted'));
+    };
     stream.once('drain', onDrain);
     signal?.addEventListener('abort', onAbort, { once: true });
   });
@@ -216,7 +220,10 @@ export function openClientStream<Req, Res>(
 ): { stream: import('@grpc/grpc-js').ClientWritableStream<Req>; result: Promise<Res>; signal: AbortSignal } {
   let resolveFn!: (r: Res) => void;
   let rejectFn!: (e: unknown) => void;
-  const result = new Promise<Res>((resolve, reject) => { resolveFn = resolve; rejectFn = reject; });
+  const result = new Promise<Res>((resolve, reject) => {
+    resolveFn = resolve;
+    rejectFn = reject;
+  });
   // Aborts when the call fails (so a writer waiting for 'drain' wakes up) or the parent aborts.
   const ac = new AbortController();
   const stream = open((err, res) => {
@@ -226,7 +233,10 @@ export function openClientStream<Req, Res>(
       rejectFn(e);
     } else resolveFn(res);
   });
-  const onParent = (): void => { ac.abort(parent?.reason); stream.cancel(); };
+  const onParent = (): void => {
+    ac.abort(parent?.reason);
+    stream.cancel();
+  };
   if (parent?.aborted) onParent();
   else parent?.addEventListener('abort', onParent, { once: true });
   void result.catch(() => undefined).finally(() => parent?.removeEventListener('abort', onParent));

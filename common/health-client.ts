@@ -3,11 +3,7 @@ import { service as healthService } from 'grpc-health-check';
 import { identityOptions } from './tls.js';
 
 interface HealthClient extends Client {
-  check(
-    req: { service: string },
-    options: { deadline: Date },
-    cb: (err: ServiceError | null, res: { status: string } | undefined) => void,
-  ): void;
+  check(req: { service: string }, options: { deadline: Date }, cb: (err: ServiceError | null, res: { status: string } | undefined) => void): void;
 }
 
 const HealthCtor = makeGenericClientConstructor(healthService, 'grpc.health.v1.Health') as unknown as new (

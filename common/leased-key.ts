@@ -25,7 +25,9 @@ export class LeasedKey {
 
   /** Registers (retrying while etcd is unreachable); resolves once the key is written. */
   start(): Promise<void> {
-    this.registering ??= this.register().finally(() => { this.registering = undefined; });
+    this.registering ??= this.register().finally(() => {
+      this.registering = undefined;
+    });
     return this.registering;
   }
 

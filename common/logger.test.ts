@@ -3,7 +3,14 @@ import { createLogger, safeField } from './logger.js';
 
 function capture(): { lines: string[]; stream: { write(s: string): void } } {
   const lines: string[] = [];
-  return { lines, stream: { write: (s: string) => { lines.push(s); } } };
+  return {
+    lines,
+    stream: {
+      write: (s: string) => {
+        lines.push(s);
+      },
+    },
+  };
 }
 
 describe('logger', () => {

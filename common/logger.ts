@@ -2,7 +2,20 @@ import { pino, type DestinationStream, type Logger } from 'pino';
 import { jobTraceId } from './trace.js';
 
 /** Field names whose values never reach a log line (at the top level and one level down). */
-const SECRET_KEYS = ['token', 'authorization', 'secretAccessKey', 'password', 'privateKey', 'key', 'S3_SECRET_ACCESS_KEY', 'ETCD_PASSWORD', 'API_TOKENS', 'READ_TOKENS', 'ADMIN_TOKENS', 'WEBHOOK_SECRET'];
+const SECRET_KEYS = [
+  'token',
+  'authorization',
+  'secretAccessKey',
+  'password',
+  'privateKey',
+  'key',
+  'S3_SECRET_ACCESS_KEY',
+  'ETCD_PASSWORD',
+  'API_TOKENS',
+  'READ_TOKENS',
+  'ADMIN_TOKENS',
+  'WEBHOOK_SECRET',
+];
 
 export type { Logger } from 'pino';
 

@@ -17,26 +17,30 @@ export function createRegistry(service: string): Registry {
  * HTTP server for `GET /metrics` (Prometheus text), `GET /healthz` (process alive) and
  * `GET /readyz` (ready to take work, per `isReady`).
  */
-export async function startMetricsServer(
-  registry: Registry,
-  port: number,
-  host: string,
-  isReady: () => boolean,
-): Promise<{ server: Server; port: number; close(): Promise<void> }> {
+export async function startMetricsServer(registry: Registry, port: number, host: string, isReady: () => boolean): Promise<{ server: Server; port: number; close(): Promise<void> }> {
   const server = createServer((req, res) => {
     const url = req.url ?? '/';
     if (url.startsWith('/metrics')) {
       registry.metrics().then(
-        (body) => { res.writeHead(200, { 'content-type': registry.contentType }); res.end(body); },
-        () => { res.writeHead(500); res.end(); },
+        (body) => {
+          res.writeHead(200, { 'content-type': registry.contentType });
+          res.end(body);
+        },
+        () => {
+          res.writeHead(500);
+          res.end();
+        },
       );
     } else if (url.startsWith('/healthz')) {
-      res.writeHead(200, { 'content-type': 'text/plain' }); res.end('ok\n');
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('ok\n');
     } else if (url.startsWith('/readyz')) {
       const ok = isReady();
-      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }); res.end(ok ? 'ready\n' : 'not ready\n');
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' });
+      res.end(ok ? 'ready\n' : 'not ready\n');
     } else {
-      res.writeHead(404); res.end();
+      res.writeHead(404);
+      res.end();
     }
   });
   await new Promise<void>((resolve, reject) => {
@@ -47,6 +51,10 @@ export async function startMetricsServer(
   return {
     server,
     port: actual,
-    close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

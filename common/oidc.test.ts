@@ -28,6 +28,12 @@ describe('OIDC claims and settings', () => {
     expect(open({ OIDC_ISSUER: 'http://login.example.com', OIDC_AUDIENCE: 'tessera' }).join()).toContain('OIDC_ISSUER must be an https:// URL');
     expect(open({ OIDC_ISSUER: 'https://login.example.com', OIDC_AUDIENCE: 'tessera', OIDC_JWKS_URI: 'http://keys.example.com/jwks' }).join()).toContain('OIDC_JWKS_URI must be an https:// URL');
     const s = oidcSettings(loadConfig({ OIDC_ISSUER: 'https://login.example.com', OIDC_AUDIENCE: 'tessera', OIDC_ADMIN_SCOPES: 'tessera:admin,video-admins', OIDC_CLOCK_SKEW_S: '10' }));
-    expect(s).toMatchObject({ issuer: 'https://login.example.com', audience: 'tessera', clockSkewSec: 10, roles: { read: ['tessera:read'], write: ['tessera:write'], admin: ['tessera:admin', 'video-admins'] }, groupsClaim: 'groups' });
+    expect(s).toMatchObject({
+      issuer: 'https://login.example.com',
+      audience: 'tessera',
+      clockSkewSec: 10,
+      roles: { read: ['tessera:read'], write: ['tessera:write'], admin: ['tessera:admin', 'video-admins'] },
+      groupsClaim: 'groups',
+    });
   });
 });

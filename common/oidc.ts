@@ -46,8 +46,14 @@ export function looksLikeJwt(token: string): boolean {
 export function grantsOf(payload: JWTPayload, groupsClaim: string): Set<string> {
   const out = new Set<string>();
   const add = (v: unknown): void => {
-    if (typeof v === 'string') for (const s of v.split(' ')) { if (s) out.add(s); }
-    else if (Array.isArray(v)) for (const s of v) { if (typeof s === 'string' && s) out.add(s); }
+    if (typeof v === 'string')
+      for (const s of v.split(' ')) {
+        if (s) out.add(s);
+      }
+    else if (Array.isArray(v))
+      for (const s of v) {
+        if (typeof s === 'string' && s) out.add(s);
+      }
   };
   add(payload.scope);
   add(payload.scp);
@@ -60,8 +66,14 @@ export function scopesOf(grants: ReadonlySet<string>, roles: OidcSettings['roles
   const has = (names: readonly string[]): boolean => names.some((n) => grants.has(n));
   const s = new Set<Scope>();
   if (has(roles.read)) s.add('read');
-  if (has(roles.write)) { s.add('submit'); s.add('read'); }
-  if (has(roles.admin)) { s.add('admin'); s.add('read'); }
+  if (has(roles.write)) {
+    s.add('submit');
+    s.add('read');
+  }
+  if (has(roles.admin)) {
+    s.add('admin');
+    s.add('read');
+  }
   return s;
 }
 
@@ -76,7 +88,9 @@ export class OidcVerifier {
       const uri = this.s.jwksUri ?? (await this.discover());
       return createRemoteJWKSet(new URL(uri), { timeoutDuration: this.s.fetchTimeoutMs, cooldownDuration: 30_000, cacheMaxAge: 600_000 });
     })();
-    this.jwks.catch(() => { this.jwks = undefined; });
+    this.jwks.catch(() => {
+      this.jwks = undefined;
+    });
     return this.jwks;
   }
 

@@ -9,7 +9,13 @@ describe('placement', () => {
   });
 
   it('a job needs its rungs’ codec families, 10-bit for HDR rungs, what rungs ask for, and its labels', () => {
-    const p = jobPlacement({ ladder: [{ codec: '', needs: 'gpu-test' }, { codec: 'hevc', dynamicRange: 'hdr' }], placement: 'zone=eu-1a, region=eu' });
+    const p = jobPlacement({
+      ladder: [
+        { codec: '', needs: 'gpu-test' },
+        { codec: 'hevc', dynamicRange: 'hdr' },
+      ],
+      placement: 'zone=eu-1a, region=eu',
+    });
     expect(p).toEqual({ needs: ['gpu-test', 'h264', 'hevc', 'hevc-10bit'], labels: { zone: 'eu-1a', region: 'eu' } });
     expect(jobPlacement({ ladder: [] })).toEqual({ needs: ['h264'], labels: {} });
   });

@@ -24,7 +24,9 @@ const LABEL_VALUE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** The codec families a set of encoders serves (software only: hardware needs a probe). Pure. */
 export function codecFamilies(encoders: Iterable<string>): string[] {
   const have = new Set(encoders);
-  return Object.entries(SOFTWARE).filter(([, names]) => names.some((n) => have.has(n))).map(([family]) => family);
+  return Object.entries(SOFTWARE)
+    .filter(([, names]) => names.some((n) => have.has(n)))
+    .map(([family]) => family);
 }
 
 /**
@@ -59,7 +61,9 @@ export function parseLabels(text: string | undefined, what = 'labels'): Record<s
 }
 
 export function formatLabels(labels: Record<string, string>): string[] {
-  return Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => `${k}=${v}`);
+  return Object.entries(labels)
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([k, v]) => `${k}=${v}`);
 }
 
 /** What a job's work needs from a node. */

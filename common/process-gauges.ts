@@ -28,7 +28,7 @@ export function setProcessGaugeSources(s: ProcessGaugeSources): void {
 export function registerProcessGauges(registry: Registry, s: ProcessGaugeSources = sources): void {
   new Gauge({
     name: 'tessera_tls_cert_expiry_timestamp_seconds',
-    help: 'Expiry (notAfter) of this process\'s TLS certificate, Unix seconds; absent without TLS',
+    help: "Expiry (notAfter) of this process's TLS certificate, Unix seconds; absent without TLS",
     registers: [registry],
     collect() {
       this.reset();
@@ -72,7 +72,7 @@ export function certExpirySeconds(file: string | undefined): number | undefined 
 /** Free bytes and free share of the filesystem holding `dir` (its nearest existing ancestor). */
 export function stagingFree(dir: string | undefined): { free: number; ratio: number } | undefined {
   if (!dir) return undefined;
-  for (let d = dir; ; ) {
+  for (let d = dir; ;) {
     try {
       const st = statfsSync(d);
       return st.blocks > 0 ? { free: st.bavail * st.bsize, ratio: st.bavail / st.blocks } : undefined;

@@ -3,8 +3,14 @@ import { isAppError } from './errors.js';
 import { checkpointSchema, nodeRecordSchema, parseRecord, segmentOwnerSchema } from './record-schemas.js';
 
 describe('etcd records are parsed against their schemas', () => {
-  it('a well-formed record comes back as it was, a newer version\'s extra fields included', () => {
-    const cp = { boundaries: [0, 1.5, 3], done: [{ sub: 0, attempt: 1, nodeId: 'node-0', frames: 45, sha256: { '720p': 'ab' } }], transcodedByAttempt: { '1': 1 }, helpers: { '10001': { nodeId: 'node-1', chunks: [1] } }, futureField: 7 };
+  it("a well-formed record comes back as it was, a newer version's extra fields included", () => {
+    const cp = {
+      boundaries: [0, 1.5, 3],
+      done: [{ sub: 0, attempt: 1, nodeId: 'node-0', frames: 45, sha256: { '720p': 'ab' } }],
+      transcodedByAttempt: { '1': 1 },
+      helpers: { '10001': { nodeId: 'node-1', chunks: [1] } },
+      futureField: 7,
+    };
     expect(parseRecord(checkpointSchema, JSON.stringify(cp), '/tessera/jobs/j/segments/0000/checkpoint')).toEqual(cp);
     const owner = parseRecord(segmentOwnerSchema, Buffer.from('{"nodeId":"node-0","attempt":2,"assignedAtMs":5}'), 'k');
     expect(owner.attempt).toBe(2);

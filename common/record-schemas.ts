@@ -49,13 +49,15 @@ export const segmentOwnerSchema = z.looseObject({
 
 export const checkpointSchema = z.looseObject({
   boundaries: z.array(z.number()),
-  done: z.array(z.looseObject({
-    sub: count,
-    attempt: count,
-    nodeId: z.string(),
-    frames: count,
-    sha256: z.record(z.string(), z.string()).optional(),
-  })),
+  done: z.array(
+    z.looseObject({
+      sub: count,
+      attempt: count,
+      nodeId: z.string(),
+      frames: count,
+      sha256: z.record(z.string(), z.string()).optional(),
+    }),
+  ),
   transcodedByAttempt: z.record(z.string(), z.number()),
   helpers: z.record(z.string(), z.looseObject({ nodeId: z.string(), chunks: z.array(count) })).optional(),
 }) satisfies z.ZodType<CheckpointRecord>;

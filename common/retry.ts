@@ -34,8 +34,14 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, o: RetryOpti
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason ?? new AppError('CANCELLED', 'aborted'));
-    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
-    const onAbort = (): void => { clearTimeout(t); reject(signal?.reason ?? new AppError('CANCELLED', 'aborted')); };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(t);
+      reject(signal?.reason ?? new AppError('CANCELLED', 'aborted'));
+    };
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }

@@ -43,7 +43,9 @@ export function s3Refusals(c: { S3_ENDPOINT?: string | undefined; S3_ACCESS_KEY_
   const out = placeholderRefusals({ S3_ACCESS_KEY_ID: c.S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY: c.S3_SECRET_ACCESS_KEY });
   const local = c.S3_ACCESS_KEY_ID === LOCAL_S3_CREDENTIAL || c.S3_SECRET_ACCESS_KEY === LOCAL_S3_CREDENTIAL;
   if (local && !isLocalEndpoint(c.S3_ENDPOINT)) {
-    out.push(`S3_ACCESS_KEY_ID/S3_SECRET_ACCESS_KEY are the local S3 server's (${LOCAL_S3_CREDENTIAL}) but S3_ENDPOINT is ${c.S3_ENDPOINT ? 'not on this machine' : 'unset (AWS)'}: set the credentials of that S3`);
+    out.push(
+      `S3_ACCESS_KEY_ID/S3_SECRET_ACCESS_KEY are the local S3 server's (${LOCAL_S3_CREDENTIAL}) but S3_ENDPOINT is ${c.S3_ENDPOINT ? 'not on this machine' : 'unset (AWS)'}: set the credentials of that S3`,
+    );
   }
   return out;
 }

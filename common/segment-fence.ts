@@ -21,8 +21,12 @@ export class SegmentFence {
     private readonly onRejected: () => void = () => undefined,
   ) {}
 
-  private get ownerKey(): string { return this.keys.segmentOwner(this.jobId, this.segment); }
-  private get checkpointKey(): string { return this.keys.checkpoint(this.jobId, this.segment); }
+  private get ownerKey(): string {
+    return this.keys.segmentOwner(this.jobId, this.segment);
+  }
+  private get checkpointKey(): string {
+    return this.keys.checkpoint(this.jobId, this.segment);
+  }
 
   async readCheckpoint(): Promise<{ value: CheckpointRecord; modRevision: string } | undefined> {
     const res = await this.etcd.get(this.checkpointKey).exec();

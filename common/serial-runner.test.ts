@@ -6,13 +6,16 @@ describe('SerialRunner', () => {
     let active = 0;
     let maxActive = 0;
     let runs = 0;
-    const r = new SerialRunner(async () => {
-      active++;
-      maxActive = Math.max(maxActive, active);
-      runs++;
-      await new Promise((res) => setTimeout(res, 10));
-      active--;
-    }, () => undefined);
+    const r = new SerialRunner(
+      async () => {
+        active++;
+        maxActive = Math.max(maxActive, active);
+        runs++;
+        await new Promise((res) => setTimeout(res, 10));
+        active--;
+      },
+      () => undefined,
+    );
     r.kick();
     r.kick();
     r.kick();
@@ -25,7 +28,12 @@ describe('SerialRunner', () => {
   it('keeps working after a failed run', async () => {
     const errors: unknown[] = [];
     let n = 0;
-    const r = new SerialRunner(async () => { if (++n === 1) throw new Error('boom'); }, (e) => errors.push(e));
+    const r = new SerialRunner(
+      async () => {
+        if (++n === 1) throw new Error('boom');
+      },
+      (e) => errors.push(e),
+    );
     r.kick();
     await r.idle();
     r.kick();

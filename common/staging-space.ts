@@ -37,7 +37,14 @@ export async function ensureRoom(dir: string, bytes: number, reserve: number, wh
     if (o.signal?.aborted) throw new AppError('CANCELLED', 'cancelled while waiting for staging space');
     await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, o.pollMs ?? 2_000);
-      o.signal?.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+      o.signal?.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(t);
+          resolve();
+        },
+        { once: true },
+      );
     });
   }
 }

@@ -4,8 +4,16 @@ import { checkS3, mayUseS3, parseTenants, tenantTokens } from './tenants.js';
 describe('tenants', () => {
   it('parses TENANTS with defaults, and refuses bad names and a token shared by two tenants', () => {
     const ts = parseTenants('{"acme":{"apiTokens":["a"],"s3":["acme-media/in/"]},"globex":{"readTokens":["g"],"maxActiveJobs":3}}');
-    expect(ts.map((t) => [t.name, t.maxActiveJobs])).toEqual([['acme', 100], ['globex', 3]]);
-    expect(tenantTokens(ts)).toEqual(new Map([['a', 'acme'], ['g', 'globex']]));
+    expect(ts.map((t) => [t.name, t.maxActiveJobs])).toEqual([
+      ['acme', 100],
+      ['globex', 3],
+    ]);
+    expect(tenantTokens(ts)).toEqual(
+      new Map([
+        ['a', 'acme'],
+        ['g', 'globex'],
+      ]),
+    );
     expect(parseTenants('')).toEqual([]);
     expect(() => parseTenants('{"Acme!":{}}')).toThrow(/tenant names/);
     expect(() => parseTenants('{"a":{"apiTokens":["x"]},"b":{"readTokens":["x"]}}')).toThrow(/both a and b/);

@@ -31,7 +31,11 @@ const tenantSchema = z.strictObject({
   readTokens: z.array(z.string().min(1)).default([]),
   s3: z.array(z.string().regex(S3_LOCATION, 'an S3 location is "bucket" or "bucket/prefix/"')).default([]),
   maxActiveJobs: z.number().int().min(1).max(100_000).default(100),
-  maxUploadBytes: z.number().int().min(1).default(64 * 1024 ** 3),
+  maxUploadBytes: z
+    .number()
+    .int()
+    .min(1)
+    .default(64 * 1024 ** 3),
   maxRunningJobs: z.number().int().min(1).max(100_000).optional(),
 });
 

@@ -86,7 +86,11 @@ export function peerRole(cert: PeerCertificate | undefined): PeerRole | undefine
 /** The DNS names a peer certificate carries (its subject alt names): a Tessera process's id. */
 export function peerNames(cert: PeerCertificate | undefined): string[] {
   const alt = (cert as { subjectaltname?: string } | undefined)?.subjectaltname ?? '';
-  return alt.split(',').map((x) => x.trim()).filter((x) => x.startsWith('DNS:')).map((x) => x.slice(4));
+  return alt
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x.startsWith('DNS:'))
+    .map((x) => x.slice(4));
 }
 
 /** Who called (mutual TLS): the certificate's role and names; undefined without a client certificate. */

@@ -24,7 +24,16 @@ describe('job trace context', () => {
 
   it('a log line naming a job gets its trace id; a child logger that bound one keeps it (once)', () => {
     const lines: string[] = [];
-    const log = createLogger('t', 'info', {}, { write: (s: string) => { lines.push(s); } });
+    const log = createLogger(
+      't',
+      'info',
+      {},
+      {
+        write: (s: string) => {
+          lines.push(s);
+        },
+      },
+    );
     log.info({ jobId: 'j0abc' }, 'direct');
     log.child(jobLogFields('j0abc')).info({ jobId: 'j0abc' }, 'child');
     log.info('no job');

@@ -1,7 +1,11 @@
 import { isIP } from 'node:net';
 
 /** One IPv4 block of the special-purpose registries (RFC 6890 and successors), with why it is refused. */
-interface V4Block { base: number; bits: number; why: string }
+interface V4Block {
+  base: number;
+  bits: number;
+  why: string;
+}
 
 const v4 = (cidr: string, why: string): V4Block => {
   const [addr, bits] = cidr.split('/') as [string, string];
@@ -100,7 +104,7 @@ function intToV4(n: number): string {
 
 function inV4(n: number, b: V4Block): boolean {
   const mask = b.bits === 0 ? 0 : (0xffffffff << (32 - b.bits)) >>> 0;
-  return ((n & mask) >>> 0) === ((b.base & mask) >>> 0);
+  return (n & mask) >>> 0 === (b.base & mask) >>> 0;
 }
 
 function inV6(n: bigint, prefix: bigint, bits: number): boolean {

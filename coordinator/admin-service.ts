@@ -32,7 +32,7 @@ export function toNodeInfo(n: NodeView): NodeInfo {
     encoders: n.encoders,
     version: n.version,
     state: n.admission !== 'admitted' ? n.admission : n.draining ? 'draining' : n.stats?.notReady || n.unreachableSinceMs !== undefined ? 'not-ready' : 'ready',
-    stateReason: n.admissionReason ?? (n.unreachableSinceMs !== undefined ? `unreachable from the coordinator since ${new Date(n.unreachableSinceMs).toISOString()}` : n.stats?.notReady ?? ''),
+    stateReason: n.admissionReason ?? (n.unreachableSinceMs !== undefined ? `unreachable from the coordinator since ${new Date(n.unreachableSinceMs).toISOString()}` : (n.stats?.notReady ?? '')),
     lastHeartbeatMs: n.stats?.heartbeatMs ?? 0,
     segmentsDone: n.stats?.segmentsDone ?? 0,
     startedAtMs: n.startedAtMs,
@@ -91,7 +91,12 @@ export function adminHandlers(d: AdminDeps): AdminServer {
     undrainNode: unary(log, async (req) => {
       await node(req.nodeId).catch((err: unknown) => {
         // A drained node leaves once its work is done: nothing is left to undrain.
-        throw isAppError(err, 'NOT_FOUND') ? new AppError('NOT_FOUND', `node ${req.nodeId} is not registered: a drained node leaves the cluster once its work is done, so there is nothing to undrain; start a node agent again to bring the capacity back`) : err;
+        throw isAppError(err, 'NOT_FOUND')
+          ? new AppError(
+              'NOT_FOUND',
+              `node ${req.nodeId} is not registered: a drained node leaves the cluster once its work is done, so there is nothing to undrain; start a node agent again to bring the capacity back`,
+            )
+          : err;
       });
       await d.etcd.delete().key(d.keys.nodeDrain(req.nodeId));
       return toNodeInfo(await node(req.nodeId));

@@ -62,7 +62,10 @@ describe('autoscaler policy', () => {
   });
 
   it('grows the pool that has what waiting jobs need, and says when no pool has it', () => {
-    const pools = [{ name: 'gpu', deployment: 'tessera-node-gpu', capabilities: ['h264', 'nvenc'], labels: { pool: 'gpu' } }, { name: 'eu', capabilities: ['h264'], labels: { region: 'eu' } }];
+    const pools = [
+      { name: 'gpu', deployment: 'tessera-node-gpu', capabilities: ['h264', 'nvenc'], labels: { pool: 'gpu' } },
+      { name: 'eu', capabilities: ['h264'], labels: { region: 'eu' } },
+    ];
     const idle = [node('a', { idleSinceMs: undefined })];
     const up = decide(snap({ nodes: idle, unserved: [{ needs: ['h264', 'nvenc'], labels: {} }] }), { ...policy, pools }, fresh);
     expect(up).toMatchObject({ action: 'up', count: 1, pool: { name: 'gpu' } });

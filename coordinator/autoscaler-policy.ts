@@ -58,10 +58,7 @@ export interface PolicyMemory {
   lastDownAtMs: number;
 }
 
-export type Decision =
-  | { action: 'up'; count: number; reason: string; pool?: NodePool }
-  | { action: 'down'; nodeIds: string[]; reason: string }
-  | { action: 'none'; reason: string };
+export type Decision = { action: 'up'; count: number; reason: string; pool?: NodePool } | { action: 'down'; nodeIds: string[]; reason: string } | { action: 'none'; reason: string };
 
 /**
  * The autoscaler's decision for one tick — pure, so it can be tested without processes.

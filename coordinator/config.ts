@@ -8,17 +8,25 @@ import { isLocalEndpoint, MIN_WEBHOOK_SECRET_LENGTH, OLD_DEFAULT_WEBHOOK_SECRET,
 /** An optional setting that manifests may pass empty ("" = unset). */
 const unsetIfEmpty = <T extends z.ZodType>(t: T) => z.preprocess((v) => (v === '' ? undefined : v), t.optional());
 
-const poolsSchema = z.array(z.object({
-  name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
-  deployment: z.string().regex(/^[a-z0-9][a-z0-9-]{0,252}$/).optional(),
-  capabilities: z.array(z.string().regex(/^[a-z0-9][a-z0-9._-]{0,39}$/)).default([]),
-  labels: z.record(z.string(), z.string()).default({}),
-}));
+const poolsSchema = z.array(
+  z.object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
+    deployment: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]{0,252}$/)
+      .optional(),
+    capabilities: z.array(z.string().regex(/^[a-z0-9][a-z0-9._-]{0,39}$/)).default([]),
+    labels: z.record(z.string(), z.string()).default({}),
+  }),
+);
 
 const shape = {
   ...baseShape,
   ...s3Shape,
-  COORDINATOR_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,63}$/).default(`coordinator-${hostname()}-${process.pid}`),
+  COORDINATOR_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,63}$/)
+    .default(`coordinator-${hostname()}-${process.pid}`),
   GRPC_PORT: int(7400, 0, 65535),
   /**
    * The web console's HTTP port (HTTPS with the gRPC server certificate under TLS), on BIND_HOST;
@@ -32,7 +40,10 @@ const shape = {
    */
   INPUT_ROOT: csv.default([]),
   /** Prefix of output keys when a job gives no output URI: s3://$S3_BUCKET/$OUTPUT_PREFIX/<jobId>.zip */
-  OUTPUT_PREFIX: z.string().regex(/^[A-Za-z0-9_./-]*$/).default('jobs'),
+  OUTPUT_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_./-]*$/)
+    .default('jobs'),
   LEASE_TTL_SEC: int(10, 1, 3600),
   MAX_CONCURRENT_JOBS: int(4, 1, 1000),
   MIN_SEGMENT_SEC: z.coerce.number().min(0.1).default(2),
@@ -118,14 +129,17 @@ const shape = {
    * A tenant's tokens see and cancel only its jobs; its s3:// inputs and outputs must lie in its
    * locations (or its own uploads); its uploads go under uploads/<tenant>/ (common/tenants.ts).
    */
-  TENANTS: z.string().default('').transform((v, ctx) => {
-    try {
-      return parseTenants(v);
-    } catch (e) {
-      ctx.addIssue({ code: 'custom', message: e instanceof Error ? e.message.slice(0, 300) : String(e) });
-      return z.NEVER;
-    }
-  }),
+  TENANTS: z
+    .string()
+    .default('')
+    .transform((v, ctx) => {
+      try {
+        return parseTenants(v);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: e instanceof Error ? e.message.slice(0, 300) : String(e) });
+        return z.NEVER;
+      }
+    }),
   /** Uploads in flight at once on this coordinator (UploadAndSubmit); more get QUOTA_EXCEEDED. */
   MAX_CONCURRENT_UPLOADS: int(16, 1, 10_000),
   /** WatchJob streams open at once on this coordinator (each holds two etcd watches); more get QUOTA_EXCEEDED. */
@@ -189,7 +203,10 @@ const shape = {
    * per accepted and per finished job under this prefix of S3_BUCKET. Empty: no journal (a
    * restore from a backup then cannot report the jobs accepted after its snapshot).
    */
-  JOURNAL_PREFIX: z.string().regex(/^([A-Za-z0-9_.-]+\/)*$/).default('journal/'),
+  JOURNAL_PREFIX: z
+    .string()
+    .regex(/^([A-Za-z0-9_.-]+\/)*$/)
+    .default('journal/'),
   /** How often the coordinator probes etcd for its operational gauges (alert rules), ms. */
   OPS_PROBE_INTERVAL_MS: int(15_000, 100),
   AUTOSCALER: z.enum(['off', 'local', 'kubernetes']).default('off'),
@@ -206,14 +223,17 @@ const shape = {
    * lack, as JSON: [{"name":"gpu","deployment":"tessera-node-gpu","capabilities":["h264","nvenc"],"labels":{"pool":"gpu"}}].
    * Kubernetes scales the pool's Deployment; the local provider starts nodes with its labels.
    */
-  AUTOSCALER_POOLS: z.string().default('[]').transform((v, ctx) => {
-    try {
-      return poolsSchema.parse(JSON.parse(v));
-    } catch (e) {
-      ctx.addIssue({ code: 'custom', message: `AUTOSCALER_POOLS must be a JSON list of {name, deployment?, capabilities, labels}: ${e instanceof Error ? e.message.slice(0, 200) : String(e)}` });
-      return z.NEVER;
-    }
-  }),
+  AUTOSCALER_POOLS: z
+    .string()
+    .default('[]')
+    .transform((v, ctx) => {
+      try {
+        return poolsSchema.parse(JSON.parse(v));
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: `AUTOSCALER_POOLS must be a JSON list of {name, deployment?, capabilities, labels}: ${e instanceof Error ? e.message.slice(0, 200) : String(e)}` });
+        return z.NEVER;
+      }
+    }),
   /** Worker slots of node agents the local provider starts. */
   AUTOSCALER_NODE_SLOTS: int(1, 1),
   K8S_NAMESPACE: z.string().default('tessera'),
@@ -231,20 +251,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
 
 /** Why this configuration must not start (empty: it may). */
 export function startupRefusals(c: CoordinatorConfig): string[] {
-  const out = [
-    ...baseRefusals(c),
-    ...s3Refusals(c),
-    ...placeholderRefusals({ API_TOKENS: c.API_TOKENS, READ_TOKENS: c.READ_TOKENS, ADMIN_TOKENS: c.ADMIN_TOKENS, WEBHOOK_SECRET: c.WEBHOOK_SECRET }),
-  ];
-  if (c.WEBHOOK_SECRET === OLD_DEFAULT_WEBHOOK_SECRET) out.push('WEBHOOK_SECRET is the old built-in default, which anyone can read in the source: set your own (openssl rand -hex 32), or unset it to send no webhooks');
+  const out = [...baseRefusals(c), ...s3Refusals(c), ...placeholderRefusals({ API_TOKENS: c.API_TOKENS, READ_TOKENS: c.READ_TOKENS, ADMIN_TOKENS: c.ADMIN_TOKENS, WEBHOOK_SECRET: c.WEBHOOK_SECRET })];
+  if (c.WEBHOOK_SECRET === OLD_DEFAULT_WEBHOOK_SECRET)
+    out.push('WEBHOOK_SECRET is the old built-in default, which anyone can read in the source: set your own (openssl rand -hex 32), or unset it to send no webhooks');
   else if (c.WEBHOOK_SECRET && c.WEBHOOK_SECRET.length < MIN_WEBHOOK_SECRET_LENGTH) out.push(`WEBHOOK_SECRET is shorter than ${MIN_WEBHOOK_SECRET_LENGTH} characters`);
   out.push(...placeholderRefusals(Object.fromEntries(c.TENANTS.map((t) => [`TENANTS.${t.name}`, [...t.apiTokens, ...t.readTokens]]))));
   if (c.API_TOKENS.length + c.READ_TOKENS.length + c.ADMIN_TOKENS.length + c.TENANTS.length === 0 && !c.OIDC_ISSUER && !c.ALLOW_ANONYMOUS) {
-    out.push('no API_TOKENS, READ_TOKENS or ADMIN_TOKENS are set and no OIDC_ISSUER, so the client and admin APIs would be open to anyone: set tokens or an OIDC issuer, or ALLOW_ANONYMOUS=true to run open on purpose');
+    out.push(
+      'no API_TOKENS, READ_TOKENS or ADMIN_TOKENS are set and no OIDC_ISSUER, so the client and admin APIs would be open to anyone: set tokens or an OIDC issuer, or ALLOW_ANONYMOUS=true to run open on purpose',
+    );
   }
   if (c.OIDC_ISSUER) {
-    if (!c.OIDC_AUDIENCE) out.push('OIDC_ISSUER is set without OIDC_AUDIENCE: tokens the issuer made for any other service would be accepted; set the audience (resource) Tessera\'s tokens carry');
-    for (const [name, url] of [['OIDC_ISSUER', c.OIDC_ISSUER], ['OIDC_JWKS_URI', c.OIDC_JWKS_URI]] as const) {
+    if (!c.OIDC_AUDIENCE) out.push("OIDC_ISSUER is set without OIDC_AUDIENCE: tokens the issuer made for any other service would be accepted; set the audience (resource) Tessera's tokens carry");
+    for (const [name, url] of [
+      ['OIDC_ISSUER', c.OIDC_ISSUER],
+      ['OIDC_JWKS_URI', c.OIDC_JWKS_URI],
+    ] as const) {
       if (url && !url.startsWith('https://') && !isLocalEndpoint(url)) out.push(`${name} must be an https:// URL (plain http only on this machine): keys fetched in the clear could be forged`);
     }
   }

@@ -14,7 +14,10 @@ const ok: MediaInfo = {
   streamCount: 2,
   video: { codec: 'h264', width: 1280, height: 720, fps: 30, frames: 300, pixFmt: 'yuv420p' },
   audio: { codec: 'aac', channels: 2, sampleRate: 48000, durationSec: 10 },
-  streams: [{ type: 'video', codec: 'h264', tag: 'avc1' }, { type: 'audio', codec: 'aac', tag: 'mp4a' }],
+  streams: [
+    { type: 'video', codec: 'h264', tag: 'avc1' },
+    { type: 'audio', codec: 'aac', tag: 'mp4a' },
+  ],
   timeline: {
     rotation: 0,
     coded: { width: 1280, height: 720 },
@@ -81,7 +84,9 @@ describe('gateInput on forged headers (real ffprobe)', () => {
     const { dir, cleanup } = await makeTempDir();
     try {
       const forged = await writeForgedMatroska(join(dir, 'forged.mkv'), { width: 100000, height: 100000 });
-      const err = await probeMedia(forged, { maxPixels: decoderPixelCap(limits.maxWidth, limits.maxHeight) }).then((m) => gateInput(m, limits)).catch((e: unknown) => e);
+      const err = await probeMedia(forged, { maxPixels: decoderPixelCap(limits.maxWidth, limits.maxHeight) })
+        .then((m) => gateInput(m, limits))
+        .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(AppError);
       expect(err).toMatchObject({ code: 'LIMIT_EXCEEDED', message: 'the input is 100000x100000; the limit is 7680x4320', retryable: false });
     } finally {

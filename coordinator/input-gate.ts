@@ -60,7 +60,9 @@ export function gateInput(m: MediaInfo, l: GateLimits): void {
   // of 8K at 240 fps (5.2 M frames, 1.7e14 pixels) passes them all.
   const work = claimedWork(m);
   if (work.pixels > l.maxWorkPixels) {
-    fail(`the input claims ${work.frames} frames of ${m.video.width}x${m.video.height} (${work.pixels.toExponential(2)} pixels to transcode); the work limit MAX_WORK_PIXELS is ${l.maxWorkPixels.toExponential(2)}`);
+    fail(
+      `the input claims ${work.frames} frames of ${m.video.width}x${m.video.height} (${work.pixels.toExponential(2)} pixels to transcode); the work limit MAX_WORK_PIXELS is ${l.maxWorkPixels.toExponential(2)}`,
+    );
   }
   // A container that claims far more time than its frames cover (e.g. 1 frame "lasting" hours)
   // is lying: refuse it rather than plan segments for a duration that is not there.
@@ -75,7 +77,10 @@ export function gateInput(m: MediaInfo, l: GateLimits): void {
  * the file: such inputs are refused outright with a clear reason.
  */
 export function sniffReference(head: Buffer): string | undefined {
-  const text = head.toString('latin1').replace(/^\uFEFF/, '').trimStart();
+  const text = head
+    .toString('latin1')
+    .replace(/^\uFEFF/, '')
+    .trimStart();
   if (text.startsWith('#EXTM3U')) return 'an HLS playlist (m3u8)';
   if (/^ffconcat\s+version/i.test(text) || /^file\s+'/m.test(text.slice(0, 200))) return 'an ffconcat list';
   if (text.startsWith('<?xml') && text.includes('<MPD')) return 'a DASH manifest (mpd)';

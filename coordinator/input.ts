@@ -69,7 +69,11 @@ export async function stageInput(input: InputRef, dest: string, o: StageOptions)
       const res = await o.s3.send(new GetObjectCommand({ Bucket: input.bucket, Key: input.key, ...(prefix ? { Range: `bytes=0-${prefix - 1}` } : {}) }), { abortSignal: signal });
       const total = rangeTotal(res.ContentRange) ?? res.ContentLength;
       if ((total ?? 0) > o.maxBytes) throw new AppError('LIMIT_EXCEEDED', `the input is ${total} bytes; the limit is ${o.maxBytes}`);
-      if (res.ContentLength) await o.room?.(res.ContentLength).catch((err: unknown) => { (res.Body as Readable).destroy(); throw err; });
+      if (res.ContentLength)
+        await o.room?.(res.ContentLength).catch((err: unknown) => {
+          (res.Body as Readable).destroy();
+          throw err;
+        });
       if (prefix) await writePrefix(res.Body as Readable, dest, prefix, signal);
       else await pipeline(res.Body as Readable, capBytes(o.maxBytes), createWriteStream(dest), { signal });
       return { partial: prefix !== undefined && (total === undefined || total > prefix), totalBytes: total };

@@ -1,14 +1,5 @@
 import { createHash } from 'node:crypto';
-import {
-  JobState,
-  SegmentState,
-  type Job,
-  type JobResult,
-  type JobSpec,
-  type PlannedRendition,
-  type SourceInfo,
-  type StatusChange,
-} from '../proto/gen/tessera/v1/types.js';
+import { JobState, SegmentState, type Job, type JobResult, type JobSpec, type PlannedRendition, type SourceInfo, type StatusChange } from '../proto/gen/tessera/v1/types.js';
 import type { CheckpointRecord } from '../common/records.js';
 
 export type JobStateName = 'QUEUED' | 'PREPARING' | 'RUNNING' | 'FINALIZING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
@@ -66,7 +57,17 @@ export interface JobRecord {
   finishedAtMs?: number | undefined;
   queueKey: string;
   source?: SourceInfo | undefined;
-  plan?: { cuts: PlannedCut[]; renditions: PlannedRendition[]; container: 'mp4' | 'mkv'; bucket: string; key: string; constantRate?: ConstantRatePlan | undefined; keyframeGrid?: KeyframeGridPlan | undefined } | undefined;
+  plan?:
+    | {
+        cuts: PlannedCut[];
+        renditions: PlannedRendition[];
+        container: 'mp4' | 'mkv';
+        bucket: string;
+        key: string;
+        constantRate?: ConstantRatePlan | undefined;
+        keyframeGrid?: KeyframeGridPlan | undefined;
+      }
+    | undefined;
   uploaderId?: string | undefined;
   result?: JobResult | undefined;
   history: StatusChange[];
@@ -113,12 +114,7 @@ function toProtoSegmentState(s: SegmentStateName): SegmentState {
 }
 
 /** Assembles the client's view of a job from its etcd keys. */
-export function toProtoJob(
-  rec: JobRecord,
-  segments: SegmentRecord[],
-  checkpoints: Map<number, CheckpointRecord>,
-  progress: ProgressRecord | undefined,
-): Job {
+export function toProtoJob(rec: JobRecord, segments: SegmentRecord[], checkpoints: Map<number, CheckpointRecord>, progress: ProgressRecord | undefined): Job {
   const pct = rec.state === 'SUCCEEDED' ? 100 : Math.min(100, progress?.progress ?? 0);
   return {
     id: rec.id,
@@ -147,8 +143,8 @@ export function toProtoJob(
           endSec: s.endSec,
           frames: s.frames,
           framesDone: s.state === 'DONE' ? s.frames : Math.min(s.frames, p?.framesDone ?? 0),
-          subSegments: cp ? cp.boundaries.length - 1 : p?.subSegments ?? 0,
-          subSegmentsDone: cp ? cp.done.length : p?.subSegmentsDone ?? 0,
+          subSegments: cp ? cp.boundaries.length - 1 : (p?.subSegments ?? 0),
+          subSegmentsDone: cp ? cp.done.length : (p?.subSegmentsDone ?? 0),
         };
       }),
     result: rec.result,

@@ -146,7 +146,11 @@ export class JobRunner {
         await withEtcdRetry('record audio lost', () => this.d.store.putResumeFacts(this.jobId, rest, this.fence), { signal, log: this.log });
       }
     }
-    const invalidated = await withEtcdRetry('reopen lost parts', () => this.d.store.reopenSubSegments(this.jobId, lost, err.uploaderId, `uploader ${err.uploaderId} lacks ${err.missing.length} part(s)`, this.fence), { signal, log: this.log });
+    const invalidated = await withEtcdRetry(
+      'reopen lost parts',
+      () => this.d.store.reopenSubSegments(this.jobId, lost, err.uploaderId, `uploader ${err.uploaderId} lacks ${err.missing.length} part(s)`, this.fence),
+      { signal, log: this.log },
+    );
     this.d.metrics.retries.inc({ kind: 'lost_parts' });
     this.log.warn({ uploaderId: err.uploaderId, missing: err.missing.length, segments: lost.size, subSegments: invalidated }, 'parts lost on the uploader: transcoding them again');
     this.reopened = true;
@@ -174,13 +178,25 @@ export class JobRunner {
       const tree = await store.tree(this.jobId);
       const segs = new Map((tree?.segments ?? []).map((s) => [s.index, s]));
       // What the previous leader left running: re-attached by job, segment, attempt and owner revision.
-      const owners = await store.segmentOwners(this.jobId, plan.cuts.filter((c) => segs.get(c.index)?.state !== 'DONE').map((c) => c.index));
+      const owners = await store.segmentOwners(
+        this.jobId,
+        plan.cuts.filter((c) => segs.get(c.index)?.state !== 'DONE').map((c) => c.index),
+      );
       const inner = new AbortController();
       setMaxListeners(0, inner.signal);
       const onOuter = (): void => inner.abort(signal.reason);
       signal.addEventListener('abort', onOuter, { once: true });
       const lastFrames = new Map<number, number>();
-      const dispatchDeps: DispatchDeps = { cfg: this.d.cfg, store, registry: this.d.registry, clients: this.d.clients, metrics: this.d.metrics, log: this.log, load: this.d.load, stealer: this.d.stealer };
+      const dispatchDeps: DispatchDeps = {
+        cfg: this.d.cfg,
+        store,
+        registry: this.d.registry,
+        clients: this.d.clients,
+        metrics: this.d.metrics,
+        log: this.log,
+        load: this.d.load,
+        stealer: this.d.stealer,
+      };
       const placement = jobPlacement(rec!.spec); // the same for every segment of the job
       try {
         const results = await Promise.allSettled(
@@ -194,7 +210,10 @@ export class JobRunner {
             const cp = tree?.checkpoints.get(cut.index);
             if (cp && cp.boundaries.length >= 2 && new Set(cp.done.map((x) => x.sub)).size === cp.boundaries.length - 1) {
               const doneSeg: SegmentRecord = { ...seg, state: 'DONE' };
-              await withEtcdRetry('record segment done', () => store.putSegment(this.jobId, doneSeg, 'all sub-segments done (found in the checkpoint)', this.fence), { signal: inner.signal, log: this.log });
+              await withEtcdRetry('record segment done', () => store.putSegment(this.jobId, doneSeg, 'all sub-segments done (found in the checkpoint)', this.fence), {
+                signal: inner.signal,
+                log: this.log,
+              });
               tracker.segment(cut.index, { framesDone: cut.frames, framesTotal: cut.frames, subSegments: 0, subSegmentsDone: 0, done: true, subSegmentsTranscoded: 0 });
               return;
             }
@@ -204,7 +223,10 @@ export class JobRunner {
                 jobId: this.jobId,
                 seg,
                 source: () => this.segmentSource(cut.index, tracker, signal),
-                resume: owner && owner.attempt === seg.attempt && owner.nodeId === seg.nodeId && seg.attempt > 0 && (seg.state === 'TRANSFERRING' || seg.state === 'TRANSCODING') ? { nodeId: owner.nodeId, attempt: owner.attempt, ownerRevision: owner.revision } : undefined,
+                resume:
+                  owner && owner.attempt === seg.attempt && owner.nodeId === seg.nodeId && seg.attempt > 0 && (seg.state === 'TRANSFERRING' || seg.state === 'TRANSCODING')
+                    ? { nodeId: owner.nodeId, attempt: owner.attempt, ownerRevision: owner.revision }
+                    : undefined,
                 renditions: plan.renditions,
                 fps: rec!.source?.fps ?? 30,
                 treatment: prepared.treatment,
@@ -214,7 +236,9 @@ export class JobRunner {
                 leadOutFrames: cut.leadOut ?? 0,
                 constantRate: plan.constantRate ? { num: plan.constantRate.num, den: plan.constantRate.den, ...plan.constantRate.windows[position]! } : undefined,
                 placement,
-                keyframeGrid: plan.keyframeGrid ? { periodSec: plan.keyframeGrid.periodSec, originSec: plan.keyframeGrid.windows[position]!.originSec, startSec: plan.keyframeGrid.windows[position]!.startSec } : undefined,
+                keyframeGrid: plan.keyframeGrid
+                  ? { periodSec: plan.keyframeGrid.periodSec, originSec: plan.keyframeGrid.windows[position]!.originSec, startSec: plan.keyframeGrid.windows[position]!.startSec }
+                  : undefined,
                 uploaderAddress: uploader.address,
                 uploaderId: uploader.id,
                 // Per attempt: the job's uploader, or another while it is gone (lost parts follow at finalize).
@@ -248,20 +272,22 @@ export class JobRunner {
       rec = await withEtcdRetry('record FINALIZING', () => store.transition(this.jobId, 'FINALIZING', 'all segments done', { timings }, this.fence), { signal, log: this.log });
       // The uploader may restart mid-finalize: parts are durable there and finalize resumes its
       // multipart upload, so retry transient failures (with backoff) on the same uploader id.
-      const result = await retry(
-        async () => this.finalize(rec!, await this.waitForUploader(signal, rec!.uploaderId), tracker, timings, signal),
-        {
-          attempts: 30,
-          baseMs: 250,
-          maxMs: 5_000,
-          signal,
-          isRetryable: (e) => !(e instanceof LostPartsError) && isAppError(e) && (e.retryable || e.code === 'FAILED_PRECONDITION') && (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED' || e.code === 'FAILED_PRECONDITION' || e.code === 'NO_SPACE') && !signal.aborted,
-          onRetry: (e, n) => {
-            this.d.metrics.retries.inc({ kind: 'finalize' });
-            this.log.warn({ err: errorMessage(e), attempt: n }, 'finalize failed; retrying');
-          },
+      const result = await retry(async () => this.finalize(rec!, await this.waitForUploader(signal, rec!.uploaderId), tracker, timings, signal), {
+        attempts: 30,
+        baseMs: 250,
+        maxMs: 5_000,
+        signal,
+        isRetryable: (e) =>
+          !(e instanceof LostPartsError) &&
+          isAppError(e) &&
+          (e.retryable || e.code === 'FAILED_PRECONDITION') &&
+          (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED' || e.code === 'FAILED_PRECONDITION' || e.code === 'NO_SPACE') &&
+          !signal.aborted,
+        onRetry: (e, n) => {
+          this.d.metrics.retries.inc({ kind: 'finalize' });
+          this.log.warn({ err: errorMessage(e), attempt: n }, 'finalize failed; retrying');
         },
-      ).catch(async (e: unknown) => {
+      }).catch(async (e: unknown) => {
         if (!(e instanceof LostPartsError)) throw e;
         await this.reopenLost(e, signal);
         return undefined;
@@ -297,8 +323,11 @@ export class JobRunner {
       this.log.warn({ code: e.code, err: e.message }, 'job failed');
       // Retried through an etcd outage; if it still cannot be written the job stays in flight
       // and the scheduler runs it again (no runner ends without a final state).
-      await withEtcdRetry('record FAILED', () => store.transition(this.jobId, 'FAILED', e.message, { errorCode: e.code, errorMessage: e.code === 'INTERNAL' && !isAppError(err) ? 'internal error' : e.message, timings }, this.fence), { signal, log: this.log })
-        .catch((e2: unknown) => this.log.warn({ err: e2 }, 'could not record the failure'));
+      await withEtcdRetry(
+        'record FAILED',
+        () => store.transition(this.jobId, 'FAILED', e.message, { errorCode: e.code, errorMessage: e.code === 'INTERNAL' && !isAppError(err) ? 'internal error' : e.message, timings }, this.fence),
+        { signal, log: this.log },
+      ).catch((e2: unknown) => this.log.warn({ err: e2 }, 'could not record the failure'));
     } finally {
       tracker.stop();
       const final = await store.get(this.jobId).catch(() => undefined);
@@ -313,7 +342,7 @@ export class JobRunner {
    */
   private async waitForUploader(signal: AbortSignal, preferred?: string): Promise<UploaderRecord> {
     const deadline = Date.now() + this.d.cfg.UPLOADER_WAIT_MS;
-    for (let warned = false; ; ) {
+    for (let warned = false; ;) {
       const pick = this.pickUploader(preferred);
       if (pick) return pick;
       if (Date.now() >= deadline) {
@@ -439,7 +468,10 @@ export class JobRunner {
     const ready = cuts.map(() => {
       let resolve!: (f: string) => void;
       let reject!: (e: unknown) => void;
-      const promise = new Promise<string>((res, rej) => { resolve = res; reject = rej; });
+      const promise = new Promise<string>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
       promise.catch(() => undefined); // a segment nobody waits for any more must not be an unhandled rejection
       return { promise, resolve, reject };
     });
@@ -454,7 +486,15 @@ export class JobRunner {
     };
     if (cuts.every((c) => c.fromPacket !== undefined && c.toPacket !== undefined)) {
       // Frame cuts: each file holds its packet range (boundary GOPs go to both neighbours).
-      void splitFrameCuts(inputPath, segDir, cuts.map((c) => ({ fromPacket: c.fromPacket!, toPacket: c.toPacket! })), packets.frames, { signal, ...source, onSegment }).then(splitDone).catch(splitFailed);
+      void splitFrameCuts(
+        inputPath,
+        segDir,
+        cuts.map((c) => ({ fromPacket: c.fromPacket!, toPacket: c.toPacket! })),
+        packets.frames,
+        { signal, ...source, onSegment },
+      )
+        .then(splitDone)
+        .catch(splitFailed);
       this.fileFrames = cuts.map((c) => c.toPacket! - c.fromPacket!);
       const shown = cuts.reduce((a, c) => a + c.frames, 0);
       if (shown !== media.video.frames - packets.leadIn) throw new AppError('INTERNAL', `the plan shows ${shown} frames of ${media.video.frames - packets.leadIn}`);
@@ -462,7 +502,9 @@ export class JobRunner {
     } else {
       // Keyframe cuts (open GOPs, or a plan made before frame cuts).
       const cutTimes = cuts.slice(1).map((c) => c.startSec);
-      void splitVideo(inputPath, segDir, cutTimes, { signal, packets, ...source, onFile: onSegment }).then(splitDone).catch(splitFailed);
+      void splitVideo(inputPath, segDir, cutTimes, { signal, packets, ...source, onFile: onSegment })
+        .then(splitDone)
+        .catch(splitFailed);
       // Each segment's frames follow from the cut packets (no ffprobe per segment: at scale those
       // dominated the coordinator's CPU); the node agent counts what it cuts against this number,
       // and the uploader counts every merged rendition.
@@ -479,9 +521,7 @@ export class JobRunner {
     sourceInfo = withConstantRate(sourceInfo, constantRate);
     // Streaming output (HLS/DASH): IDR frames on one time grid in every chunk of every rendition.
     const period = keyframePeriod(rec.spec);
-    const keyframeGrid = rec.plan?.keyframeGrid ?? (period !== undefined
-      ? { periodSec: period, windows: constantRate?.windows ?? rateWindows(cuts, this.keyTimes, packets.durationSec) }
-      : undefined);
+    const keyframeGrid = rec.plan?.keyframeGrid ?? (period !== undefined ? { periodSec: period, windows: constantRate?.windows ?? rateWindows(cuts, this.keyTimes, packets.durationSec) } : undefined);
     tracker.setTotalFrames(total);
     tracker.preparing(0.8);
 
@@ -491,28 +531,34 @@ export class JobRunner {
     const facts: ResumeFacts = { keyTimes: this.keyTimes, fileFrames: this.fileFrames, leadIn: sourcePlan.leadIn, totalFrames: total, ...(stashed ? { inputStash: stashed } : {}) };
     // The audio's and the stash's records follow the facts' first write (else it could erase them).
     let factsWritten: () => void = () => undefined;
-    const factsReady = new Promise<void>((r) => { factsWritten = r; });
+    const factsReady = new Promise<void>((r) => {
+      factsWritten = r;
+    });
     // The input's copy in S3, stored beside the work (awaited before finalize).
-    const stash = !stashNeeded ? Promise.resolve() : (async () => {
-      const key = `staging/${this.jobId}/input`;
-      const size = inputBytes;
-      const body = ranged ? Readable.fromWeb((await fetch(inputPath, { signal })).body! as import('node:stream/web').ReadableStream) : createReadStream(inputPath);
-      await this.d.s3.send(new PutObjectCommand({ Bucket: cfg.S3_BUCKET, Key: key, Body: body, ContentLength: size }), { abortSignal: signal });
-      await factsReady;
-      await this.updateFacts({ inputStash: `s3://${cfg.S3_BUCKET}/${key}` }, signal);
-      this.log.info({ bucket: cfg.S3_BUCKET, key, bytes: size }, 'input copied to S3');
-    })().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not copy the input to S3; a new leader would fetch it again'));
-    const audio = !opts.audio ? Promise.resolve() : (async () => {
-      await Promise.all(
-        sourcePlan.audioTracks.map(async (t, k) => {
-          const audioPath = join(this.dir, `audio-${k}.m4a`);
-          await extractAudio(inputPath, audioPath, { bitrateKbps: rec.spec.audioBitrateKbps || 128, track: t.index, downmix: t.downmix, signal, ...source });
-          await sendPart(this.d.clients.get(UploaderClient, uploader.address, uploader.id), audioRef(this.jobId, k), audioPath, { timeoutMs: cfg.SEGMENT_TRANSFER_TIMEOUT_MS, signal });
-        }),
-      );
-      await factsReady;
-      await this.updateFacts({ audioSentTo: uploader.id }, signal);
-    })();
+    const stash = !stashNeeded
+      ? Promise.resolve()
+      : (async () => {
+          const key = `staging/${this.jobId}/input`;
+          const size = inputBytes;
+          const body = ranged ? Readable.fromWeb((await fetch(inputPath, { signal })).body! as import('node:stream/web').ReadableStream) : createReadStream(inputPath);
+          await this.d.s3.send(new PutObjectCommand({ Bucket: cfg.S3_BUCKET, Key: key, Body: body, ContentLength: size }), { abortSignal: signal });
+          await factsReady;
+          await this.updateFacts({ inputStash: `s3://${cfg.S3_BUCKET}/${key}` }, signal);
+          this.log.info({ bucket: cfg.S3_BUCKET, key, bytes: size }, 'input copied to S3');
+        })().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not copy the input to S3; a new leader would fetch it again'));
+    const audio = !opts.audio
+      ? Promise.resolve()
+      : (async () => {
+          await Promise.all(
+            sourcePlan.audioTracks.map(async (t, k) => {
+              const audioPath = join(this.dir, `audio-${k}.m4a`);
+              await extractAudio(inputPath, audioPath, { bitrateKbps: rec.spec.audioBitrateKbps || 128, track: t.index, downmix: t.downmix, signal, ...source });
+              await sendPart(this.d.clients.get(UploaderClient, uploader.address, uploader.id), audioRef(this.jobId, k), audioPath, { timeoutMs: cfg.SEGMENT_TRANSFER_TIMEOUT_MS, signal });
+            }),
+          );
+          await factsReady;
+          await this.updateFacts({ audioSentTo: uploader.id }, signal);
+        })();
     audio.catch(() => undefined); // awaited before finalize; avoid an unhandled rejection meanwhile
 
     if (!resumed || rec0.state === 'PREPARING') {
@@ -625,7 +671,13 @@ export class JobRunner {
     const spans = partSpans(plan.cuts, new Map(plan.cuts.map((c) => [c.index, checkpoints.get(c.index)!.boundaries])), this.keyTimes);
     // Converted to a constant rate: each part lasts its frames on the job's grid.
     const cr = plan.constantRate;
-    const gridSpans = cr ? constantRateSpans(cr, cr.windows, plan.cuts.map((c) => checkpoints.get(c.index)!.boundaries)) : undefined;
+    const gridSpans = cr
+      ? constantRateSpans(
+          cr,
+          cr.windows,
+          plan.cuts.map((c) => checkpoints.get(c.index)!.boundaries),
+        )
+      : undefined;
     const parts: PartRef[] = [];
     plan.cuts.forEach((cut, s) => {
       const cp = checkpoints.get(cut.index)!;
@@ -636,7 +688,15 @@ export class JobRunner {
         const durationSec = gridSpans ? gridSpans[s]?.[sub] : this.keyTimes.length ? spans[s]?.[sub] : undefined;
         for (const r of plan.renditions) {
           const sha256 = done.sha256?.[r.name];
-          parts.push({ jobId: this.jobId, rendition: r.name, segment: cut.index, subSegment: sub, attempt: done.attempt, ...(durationSec !== undefined ? { durationSec } : {}), ...(sha256 ? { sha256 } : {}) });
+          parts.push({
+            jobId: this.jobId,
+            rendition: r.name,
+            segment: cut.index,
+            subSegment: sub,
+            attempt: done.attempt,
+            ...(durationSec !== undefined ? { durationSec } : {}),
+            ...(sha256 ? { sha256 } : {}),
+          });
         }
       }
     });
@@ -657,7 +717,9 @@ export class JobRunner {
         source: rec.source,
         timingsJson: JSON.stringify(timings),
         notes: rec.history.filter((h) => h.scope === 'ladder').map((h) => h.reason),
-        ...(streamFormats.length ? { packaging: { formats: streamFormats, segmentSec: rec.plan?.keyframeGrid?.periodSec ?? keyframePeriod(rec.spec) ?? GOP_SECONDS, ...(pkg.zip ? {} : { noZip: true }) } } : {}),
+        ...(streamFormats.length
+          ? { packaging: { formats: streamFormats, segmentSec: rec.plan?.keyframeGrid?.periodSec ?? keyframePeriod(rec.spec) ?? GOP_SECONDS, ...(pkg.zip ? {} : { noZip: true }) } }
+          : {}),
       },
       traceMetadata(this.jobId),
       deadline(this.d.cfg.FINALIZE_TIMEOUT_MS),
@@ -758,7 +820,11 @@ const MAX_REOPENS = 3;
 
 /** The uploader `uploaderId` does not hold these parts: they must be made again, not re-asked. */
 class LostPartsError extends AppError {
-  constructor(readonly uploaderId: string, readonly missing: PartRef[], cause: AppError) {
+  constructor(
+    readonly uploaderId: string,
+    readonly missing: PartRef[],
+    cause: AppError,
+  ) {
     super('FAILED_PRECONDITION', cause.message, { cause, retryable: false });
   }
 }

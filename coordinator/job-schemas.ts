@@ -22,7 +22,12 @@ export const jobRecordSchema = z.looseObject({
   createdAtMs: z.number(),
   updatedAtMs: z.number(),
   queueKey: z.string(),
-  plan: z.looseObject({ cuts: z.array(z.looseObject({ index: count, startSec: z.number(), endSec: z.number(), frames: count, nodeId: z.string() })), renditions: z.array(z.looseObject({ name: z.string() })) }).optional(),
+  plan: z
+    .looseObject({
+      cuts: z.array(z.looseObject({ index: count, startSec: z.number(), endSec: z.number(), frames: count, nodeId: z.string() })),
+      renditions: z.array(z.looseObject({ name: z.string() })),
+    })
+    .optional(),
   history: z.array(statusChange),
   timings: z.record(z.string(), z.number()),
 }) as unknown as z.ZodType<JobRecord>;

@@ -99,7 +99,7 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
   const tenants = new Map(d.cfg.TENANTS.map((t) => [t.name, t]));
   const tenantOf = (md: Metadata): Tenant | undefined => {
     const name = callTenant(md);
-    return name ? tenants.get(name) ?? unconfiguredTenant(name) : undefined;
+    return name ? (tenants.get(name) ?? unconfiguredTenant(name)) : undefined;
   };
   /** A job as the caller may see it: another tenant's is "not found", as a missing one is. */
   const viewFor = async (id: string, tenant: Tenant | undefined): Promise<Job> => {
@@ -137,7 +137,8 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
     if (spec.dryRun) return { jobId: '', job: undefined, plan: await dryRun(d, spec, resolved) };
     if (tenant && !(spec.idempotencyKey && (await priorSubmission(d, spec.idempotencyKey)))) {
       const active = await activeJobsOf(tenant.name);
-      if (active >= tenant.maxActiveJobs) throw new AppError('QUOTA_EXCEEDED', `tenant ${tenant.name} has ${active} job(s) queued or running, its quota (maxActiveJobs ${tenant.maxActiveJobs}); submit again when some have finished`);
+      if (active >= tenant.maxActiveJobs)
+        throw new AppError('QUOTA_EXCEEDED', `tenant ${tenant.name} has ${active} job(s) queued or running, its quota (maxActiveJobs ${tenant.maxActiveJobs}); submit again when some have finished`);
     }
     const id = newJobId();
     const now = Date.now();
@@ -211,7 +212,9 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
     const before = active.get(resumeId);
     if (before) await before.catch(() => undefined);
     let release = (): void => undefined;
-    const mine = new Promise<void>((resolve) => { release = resolve; });
+    const mine = new Promise<void>((resolve) => {
+      release = resolve;
+    });
     active.set(resumeId, mine);
     try {
       return await storeAndSubmit(head, it, full, resumeId, total, signal, key, tenant);
@@ -221,12 +224,24 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
     }
   };
 
-  const storeAndSubmit = async (head: UploadChunk, it: AsyncIterator<UploadChunk>, full: JobSpec, resumeId: string, total: number, signal: AbortSignal, key: string, tenant: Tenant | undefined): Promise<SubmitJobResponse> => {
+  const storeAndSubmit = async (
+    head: UploadChunk,
+    it: AsyncIterator<UploadChunk>,
+    full: JobSpec,
+    resumeId: string,
+    total: number,
+    signal: AbortSignal,
+    key: string,
+    tenant: Tenant | undefined,
+  ): Promise<SubmitJobResponse> => {
     const prior = await priorAnswer(full, full.idempotencyKey);
     if (prior) return prior;
     let session = await sessions.open(resumeId, total, key);
     if (receivedBytes(session) < session.totalBytes) {
-      const chunks = paced(chunksOf(head, it, (n) => d.metrics.uploadBytes.inc(n)), paceFromConfig(d.cfg));
+      const chunks = paced(
+        chunksOf(head, it, (n) => d.metrics.uploadBytes.inc(n)),
+        paceFromConfig(d.cfg),
+      );
       session = await sessions.receive(session, chunks, signal);
       log.info({ resumeId, bytes: total, parts: session.parts.length }, 'upload stored');
     }
@@ -257,7 +272,11 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
         if (tenant) {
           const inFlight = uploadBytes.get(tenant.name) ?? 0;
           reserved = head.totalBytes ?? 0;
-          if (inFlight + reserved > tenant.maxUploadBytes) throw new AppError('QUOTA_EXCEEDED', `tenant ${tenant.name} has ${inFlight} bytes of uploads in flight; with ${reserved} more it would pass its quota (maxUploadBytes ${tenant.maxUploadBytes})`);
+          if (inFlight + reserved > tenant.maxUploadBytes)
+            throw new AppError(
+              'QUOTA_EXCEEDED',
+              `tenant ${tenant.name} has ${inFlight} bytes of uploads in flight; with ${reserved} more it would pass its quota (maxUploadBytes ${tenant.maxUploadBytes})`,
+            );
           uploadBytes.set(tenant.name, inFlight + reserved);
         }
         return await receiveUpload(head, it, tenant, signal);
@@ -331,16 +350,25 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
       // (multipart above one part's size: S3 refuses a single PUT over 5 GiB). Retried on
       // transient errors with a fresh stream each time (a used stream cannot be re-sent; s3rver
       // answers 500 when a concurrent delete of the last object under uploads/ removes the folder).
-      await retry(async () => {
-        const put = new Upload({ client: d.s3, params: { Bucket: d.cfg.S3_BUCKET, Key: key, Body: createReadStream(path), ContentLength: got.bytes }, partSize: d.cfg.UPLOAD_PART_BYTES, queueSize: 2, leavePartsOnError: false });
-        const onAbort = (): void => void put.abort();
-        signal.addEventListener('abort', onAbort, { once: true });
-        try {
-          await put.done();
-        } finally {
-          signal.removeEventListener('abort', onAbort);
-        }
-      }, { attempts: 4, baseMs: 200, maxMs: 2_000, signal, isRetryable: isTransientS3Error });
+      await retry(
+        async () => {
+          const put = new Upload({
+            client: d.s3,
+            params: { Bucket: d.cfg.S3_BUCKET, Key: key, Body: createReadStream(path), ContentLength: got.bytes },
+            partSize: d.cfg.UPLOAD_PART_BYTES,
+            queueSize: 2,
+            leavePartsOnError: false,
+          });
+          const onAbort = (): void => void put.abort();
+          signal.addEventListener('abort', onAbort, { once: true });
+          try {
+            await put.done();
+          } finally {
+            signal.removeEventListener('abort', onAbort);
+          }
+        },
+        { attempts: 4, baseMs: 200, maxMs: 2_000, signal, isRetryable: isTransientS3Error },
+      );
       try {
         return await submit(full, tenant);
       } catch (err) {
@@ -365,7 +393,10 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
   async function watchJob(id: string, send: (msg: { seq: number; job: Job }) => Promise<void>, signal: AbortSignal): Promise<void> {
     let wake: (() => void) | undefined;
     let dirty = true;
-    const poke = (): void => { dirty = true; wake?.(); };
+    const poke = (): void => {
+      dirty = true;
+      wake?.();
+    };
     // Watch first, then read: no change can slip between the snapshot and the watch.
     // Re-watched after compaction (a re-read follows): the stream never stalls on a dead watch.
     const handlers = { put: poke, delete: poke, disconnected: poke, resync: poke };
@@ -395,7 +426,10 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
           if (st && TERMINAL.has(st)) return;
         }
         if (signal.aborted) return;
-        if (!dirty) await new Promise<void>((resolve) => { wake = resolve; });
+        if (!dirty)
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
         wake = undefined;
       }
     } finally {
@@ -449,11 +483,21 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Pro
     const path = join(dir, 'input.src');
     // A remote input is read in a range: its first DRY_RUN_MAX_BYTES, never the whole file.
     const remote = resolved.kind !== 'local';
-    const staged = await stageInput(resolved, path, { maxBytes: d.cfg.MAX_INPUT_BYTES, timeoutMs: d.cfg.HTTP_INPUT_TIMEOUT_MS, s3: d.s3, policy: outboundPolicy(d.cfg), ...(remote ? { prefixBytes: d.cfg.DRY_RUN_MAX_BYTES } : {}) });
+    const staged = await stageInput(resolved, path, {
+      maxBytes: d.cfg.MAX_INPUT_BYTES,
+      timeoutMs: d.cfg.HTTP_INPUT_TIMEOUT_MS,
+      s3: d.s3,
+      policy: outboundPolicy(d.cfg),
+      ...(remote ? { prefixBytes: d.cfg.DRY_RUN_MAX_BYTES } : {}),
+    });
     await refuseReferences(path);
     const media = await probeMedia(path, { timeoutMs: d.cfg.PROBE_TIMEOUT_MS, maxPixels: maxPixelsOf(d.cfg) }).catch((err: unknown) => {
       if (!staged.partial) throw err;
-      throw new AppError('UNSUPPORTED_FORMAT', `a dry run reads only the first ${mib(d.cfg.DRY_RUN_MAX_BYTES)} of a remote input, and this one's header is not in them (an MP4 whose index is at the end: remux it with -movflags +faststart, or submit it for real)`, { retryable: false });
+      throw new AppError(
+        'UNSUPPORTED_FORMAT',
+        `a dry run reads only the first ${mib(d.cfg.DRY_RUN_MAX_BYTES)} of a remote input, and this one's header is not in them (an MP4 whose index is at the end: remux it with -movflags +faststart, or submit it for real)`,
+        { retryable: false },
+      );
     });
     checkLimits(media, d.cfg);
     const source = { format: demuxerFor(media.formatName), maxPixels: maxPixelsOf(d.cfg) };
@@ -470,8 +514,8 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Pro
     // real run cuts at exact frames over all of it); otherwise the plan is the one that runs.
     const cuts = staged.partial
       ? estimateCuts(media.durationSec, media.video.fps, planNodes, d.cfg.MIN_SEGMENT_SEC)
-      : planFrameSegments({ packets, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC, gridSec: keyframePeriod(spec) }) ??
-        planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC });
+      : (planFrameSegments({ packets, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC, gridSec: keyframePeriod(spec) }) ??
+        planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC }));
     const slotsOf = new Map(nodes.map((n) => [n.id, n.slots]));
     const container = spec.container === 'mkv' ? 'mkv' : 'mp4';
     const cr = planConstantRate(spec, packets, media.video.fps, cuts);
@@ -479,16 +523,24 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Pro
       // A constant rate: the grid share shown is the whole segment's (each chunk gets its own).
       const w = cr?.windows[i];
       const grid = cr && w ? chunkGrids(cr, w, [0, w.endSec - w.originSec])[0] : undefined;
-      return `# segment ${c.index} on ${c.nodeId}, cut into ${slotsOf.get(c.nodeId) ?? 1} sub-segment(s); per sub-segment${grid ? ` (its own share of the ${cr!.num}/${cr!.den} fps grid)` : ''}:\n` +
-        formatCommand(buildTranscodeArgs(`/staging/seg-${c.index}/sub-NNNN.mkv`, renditions.map((r) => ({ path: `/staging/out/${r.name}-NNNN.mp4`, rendition: r })), {
-          fps: cr ? cr.num / cr.den : media.video.fps,
-          container: 'mp4',
-          inputFormat: SEGMENT_DEMUXER,
-          maxPixels: maxPixelsOf(d.cfg),
-          treatment: toPictureTreatment(sp.info.treatment),
-          ...((c.leadIn ?? (c.index === 0 ? sp.leadIn : 0)) > 0 ? { leadInFrames: c.leadIn ?? sp.leadIn } : {}),
-          ...(cr && grid && grid.frames > 0 ? { constantRate: { rate: cr, grid } } : {}),
-        }));
+      return (
+        `# segment ${c.index} on ${c.nodeId}, cut into ${slotsOf.get(c.nodeId) ?? 1} sub-segment(s); per sub-segment${grid ? ` (its own share of the ${cr!.num}/${cr!.den} fps grid)` : ''}:\n` +
+        formatCommand(
+          buildTranscodeArgs(
+            `/staging/seg-${c.index}/sub-NNNN.mkv`,
+            renditions.map((r) => ({ path: `/staging/out/${r.name}-NNNN.mp4`, rendition: r })),
+            {
+              fps: cr ? cr.num / cr.den : media.video.fps,
+              container: 'mp4',
+              inputFormat: SEGMENT_DEMUXER,
+              maxPixels: maxPixelsOf(d.cfg),
+              treatment: toPictureTreatment(sp.info.treatment),
+              ...((c.leadIn ?? (c.index === 0 ? sp.leadIn : 0)) > 0 ? { leadInFrames: c.leadIn ?? sp.leadIn } : {}),
+              ...(cr && grid && grid.frames > 0 ? { constantRate: { rate: cr, grid } } : {}),
+            },
+          ),
+        )
+      );
     });
     return {
       source: withConstantRate(sp.info, cr),
@@ -496,7 +548,11 @@ async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Pro
       renditions: renditions.map((r) => ({ ...r })),
       ffmpegCommands: commands,
       container,
-      ...(staged.partial ? { note: `planned from the first ${mib(d.cfg.DRY_RUN_MAX_BYTES)} of ${staged.totalBytes !== undefined ? mib(staged.totalBytes) : 'an input of unknown size'} (a ranged read): segments are estimated by time from the header; the real run cuts exact frames` } : {}),
+      ...(staged.partial
+        ? {
+            note: `planned from the first ${mib(d.cfg.DRY_RUN_MAX_BYTES)} of ${staged.totalBytes !== undefined ? mib(staged.totalBytes) : 'an input of unknown size'} (a ranged read): segments are estimated by time from the header; the real run cuts exact frames`,
+          }
+        : {}),
     };
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -4,17 +4,7 @@ import { AppError } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
 import type { CheckpointRecord, SegmentOwner } from '../common/records.js';
 import type { Job, StatusChange } from '../proto/gen/tessera/v1/types.js';
-import {
-  historyToProtoJob,
-  TERMINAL,
-  toHistoryRecord,
-  toProtoJob,
-  type HistoryRecord,
-  type JobRecord,
-  type JobStateName,
-  type ProgressRecord,
-  type SegmentRecord,
-} from './job-model.js';
+import { historyToProtoJob, TERMINAL, toHistoryRecord, toProtoJob, type HistoryRecord, type JobRecord, type JobStateName, type ProgressRecord, type SegmentRecord } from './job-model.js';
 import { outboxPut } from './webhooks.js';
 import { checkpointSchema, parseRecord, segmentOwnerSchema } from '../common/record-schemas.js';
 import { historyRecordSchema, jobRecordSchema, progressRecordSchema, resumeFactsSchema, segmentRecordSchema } from './job-schemas.js';
@@ -73,13 +63,12 @@ export class JobStore {
    * is refused with IDEMPOTENCY_CONFLICT.
    */
   async create(rec: JobRecord, idempotencyKey: string | undefined): Promise<{ job: Pick<JobRecord, 'id'>; created: boolean }> {
-    const ops = [
-      this.etcd.put(this.keys.job(rec.id)).value(JSON.stringify(rec)),
-      this.etcd.put(rec.queueKey).value(rec.id),
-      this.etcd.put(this.keys.jobStateEntry(rec.state, rec.id)).value(''),
-    ];
+    const ops = [this.etcd.put(this.keys.job(rec.id)).value(JSON.stringify(rec)), this.etcd.put(rec.queueKey).value(rec.id), this.etcd.put(this.keys.jobStateEntry(rec.state, rec.id)).value('')];
     if (!idempotencyKey) {
-      await this.etcd.if(this.keys.job(rec.id), 'Create', '==', 0).then(...ops).commit();
+      await this.etcd
+        .if(this.keys.job(rec.id), 'Create', '==', 0)
+        .then(...ops)
+        .commit();
       return { job: rec, created: true };
     }
     const idemKey = this.keys.idempotency(idempotencyKey);
@@ -158,7 +147,16 @@ export class JobStore {
       compare: [],
       success: states.map((st) => {
         const prefix = this.keys.jobState(st);
-        return { request_range: { key: Buffer.from(prefix), range_end: Buffer.from(before ? prefix + before : prefixEnd(prefix)), limit: pageSize + 1, sort_target: 'Key', sort_order: 'Descend', keys_only: true } };
+        return {
+          request_range: {
+            key: Buffer.from(prefix),
+            range_end: Buffer.from(before ? prefix + before : prefixEnd(prefix)),
+            limit: pageSize + 1,
+            sort_target: 'Key',
+            sort_order: 'Descend',
+            keys_only: true,
+          },
+        };
       }),
     });
     const per = states.map((st, i) => (res.responses[i]?.response_range.kvs ?? []).map((kv) => kv.key.toString().slice(this.keys.jobState(st).length)));
@@ -187,7 +185,12 @@ export class JobStore {
         const rec = value(0);
         if (rec !== undefined) {
           const progress = value(2);
-          return toProtoJob(parseRecord(jobRecordSchema, rec, this.keys.job(chunk[i]!)), [], new Map(), progress === undefined ? undefined : parseRecord(progressRecordSchema, progress, this.keys.jobProgress(chunk[i]!)));
+          return toProtoJob(
+            parseRecord(jobRecordSchema, rec, this.keys.job(chunk[i]!)),
+            [],
+            new Map(),
+            progress === undefined ? undefined : parseRecord(progressRecordSchema, progress, this.keys.jobProgress(chunk[i]!)),
+          );
         }
         const h = value(1);
         return h === undefined ? undefined : historyToProtoJob(parseRecord(historyRecordSchema, h, this.keys.historyEntry(chunk[i]!)));
@@ -209,22 +212,27 @@ export class JobStore {
     const prefix = this.keys.jobs();
     for await (const page of rangePages(this.etcd, { start: prefix, end: prefixEnd(prefix) }, { keysOnly: true, pageSize: 1_000 })) {
       const ids = page.map((kv) => kv.key.slice(prefix.length)).filter((rest) => rest.length > 0 && !rest.includes('/'));
-      await Promise.all(ids.map(async (id) => {
-        for (let i = 0; i < 20; i++) {
-          const cur = await this.getWithRevision(id);
-          if (!cur) return;
-          const entry = this.keys.jobStateEntry(cur.rec.state, id);
-          if ((await this.etcd.get(entry).exists())) return;
-          const ops = [this.etcd.put(entry).value('')];
-          if (TERMINAL.has(cur.rec.state)) ops.push(this.etcd.put(this.keys.finishedEntry(cur.rec.finishedAtMs ?? cur.rec.updatedAtMs, id)).value(id));
-          // Only if the record is still what was read (else read it again).
-          const res = await this.etcd.if(this.keys.job(id), 'Mod', '==', cur.rev).then(...ops).commit();
-          if (res.succeeded) {
-            indexed++;
-            return;
+      await Promise.all(
+        ids.map(async (id) => {
+          for (let i = 0; i < 20; i++) {
+            const cur = await this.getWithRevision(id);
+            if (!cur) return;
+            const entry = this.keys.jobStateEntry(cur.rec.state, id);
+            if (await this.etcd.get(entry).exists()) return;
+            const ops = [this.etcd.put(entry).value('')];
+            if (TERMINAL.has(cur.rec.state)) ops.push(this.etcd.put(this.keys.finishedEntry(cur.rec.finishedAtMs ?? cur.rec.updatedAtMs, id)).value(id));
+            // Only if the record is still what was read (else read it again).
+            const res = await this.etcd
+              .if(this.keys.job(id), 'Mod', '==', cur.rev)
+              .then(...ops)
+              .commit();
+            if (res.succeeded) {
+              indexed++;
+              return;
+            }
           }
-        }
-      }));
+        }),
+      );
     }
     await this.etcd.put(this.keys.jobStateIndexed()).value(JSON.stringify({ atMs: Date.now(), indexed }));
     return indexed;
@@ -271,11 +279,7 @@ export class JobStore {
       next.updatedAtMs = Date.now();
       let cmp = this.etcd.if(this.keys.job(jobId), 'Mod', '==', cur.rev);
       if (opts.fence) cmp = cmp.and(opts.fence.key, 'Create', '==', opts.fence.createRevision);
-      const puts = [
-        this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)),
-        ...(opts.extraPuts ?? []).map(([k, v]) => this.etcd.put(k).value(v)),
-        ...this.indexOps(cur.rec, next),
-      ];
+      const puts = [this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)), ...(opts.extraPuts ?? []).map(([k, v]) => this.etcd.put(k).value(v)), ...this.indexOps(cur.rec, next)];
       const res = await cmp.then(...puts).commit();
       if (res.succeeded) {
         if (TERMINAL.has(next.state) && !TERMINAL.has(cur.rec.state)) this.onFinished?.(next);
@@ -313,13 +317,7 @@ export class JobStore {
   }
 
   /** Moves a job to a new state with a trail entry; refuses to leave a terminal state. */
-  async transition(
-    jobId: string,
-    to: JobStateName,
-    reason: string,
-    patch: Partial<JobRecord> = {},
-    fence?: LeaderFence,
-  ): Promise<JobRecord> {
+  async transition(jobId: string, to: JobStateName, reason: string, patch: Partial<JobRecord> = {}, fence?: LeaderFence): Promise<JobRecord> {
     const res = await this.update(
       jobId,
       (rec) => {
@@ -402,7 +400,10 @@ export class JobStore {
         const now = Date.now();
         return {
           ...rec,
-          history: this.history(rec, batch.map((w) => ({ atMs: now, scope: `segment/${w.seg.index}`, state: w.seg.state, nodeId: w.seg.nodeId, attempt: w.seg.attempt, reason: w.reason }))),
+          history: this.history(
+            rec,
+            batch.map((w) => ({ atMs: now, scope: `segment/${w.seg.index}`, state: w.seg.state, nodeId: w.seg.nodeId, attempt: w.seg.attempt, reason: w.reason })),
+          ),
         };
       },
       { fence, extraPuts },
@@ -449,9 +450,7 @@ export class JobStore {
         updatedAtMs: now,
         history: this.history(cur.rec, [...trail, { atMs: now, scope: 'job', state: 'RUNNING', nodeId: '', attempt: 0, reason }]),
       };
-      const res = await cmp
-        .then(this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)), ...puts.map(([k, v]) => this.etcd.put(k).value(v)), ...this.indexOps(cur.rec, next))
-        .commit();
+      const res = await cmp.then(this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)), ...puts.map(([k, v]) => this.etcd.put(k).value(v)), ...this.indexOps(cur.rec, next)).commit();
       if (res.succeeded) return invalidated;
       const el = await this.etcd.get(fence.key).exec();
       if (el.kvs[0]?.create_revision !== fence.createRevision) {
@@ -483,7 +482,9 @@ export class JobStore {
   /** Queue entries in run order (priority, then submission order). */
   async queued(limit: number): Promise<{ key: string; jobId: string }[]> {
     const all = await this.etcd.getAll().prefix(this.keys.queue()).sort('Key', 'Ascend').limit(limit).strings();
-    return Object.entries(all).map(([key, jobId]) => ({ key, jobId })).sort((a, b) => (a.key < b.key ? -1 : 1));
+    return Object.entries(all)
+      .map(([key, jobId]) => ({ key, jobId }))
+      .sort((a, b) => (a.key < b.key ? -1 : 1));
   }
 
   async queueDepth(): Promise<number> {
@@ -592,7 +593,10 @@ export class JobStore {
         if (h.spec.idempotencyKey) {
           const idem = this.keys.idempotency(h.spec.idempotencyKey);
           // Only if it still names this job (the exact value create() wrote).
-          await this.etcd.if(idem, 'Value', '==', JSON.stringify({ jobId: h.id, specHash: h.specHash })).then(this.etcd.delete().key(idem)).commit();
+          await this.etcd
+            .if(idem, 'Value', '==', JSON.stringify({ jobId: h.id, specHash: h.specHash }))
+            .then(this.etcd.delete().key(idem))
+            .commit();
         }
       }
     }
@@ -601,19 +605,23 @@ export class JobStore {
 
   /** Cancels a job from any coordinator: terminal at once; the leader's runner sees it and stops. */
   async cancel(jobId: string, reason: string): Promise<JobRecord> {
-    const res = await this.update(jobId, (rec) => {
-      if (TERMINAL.has(rec.state)) return undefined;
-      const now = Date.now();
-      return {
-        ...rec,
-        state: 'CANCELLED',
-        stage: stageName('CANCELLED'),
-        finishedAtMs: now,
-        errorCode: 'CANCELLED',
-        errorMessage: reason,
-        history: this.history(rec, [{ atMs: now, scope: 'job', state: 'CANCELLED', nodeId: '', attempt: 0, reason }]),
-      };
-    }, { extraPuts: [] });
+    const res = await this.update(
+      jobId,
+      (rec) => {
+        if (TERMINAL.has(rec.state)) return undefined;
+        const now = Date.now();
+        return {
+          ...rec,
+          state: 'CANCELLED',
+          stage: stageName('CANCELLED'),
+          finishedAtMs: now,
+          errorCode: 'CANCELLED',
+          errorMessage: reason,
+          history: this.history(rec, [{ atMs: now, scope: 'job', state: 'CANCELLED', nodeId: '', attempt: 0, reason }]),
+        };
+      },
+      { extraPuts: [] },
+    );
     if (res.changed) await this.etcd.delete().key(res.rec.queueKey);
     return res.rec;
   }
@@ -621,10 +629,12 @@ export class JobStore {
   /** The owner keys of a job's segments `indexes`, with their mod revisions (each attempt's fencing token). */
   async segmentOwners(jobId: string, indexes: readonly number[]): Promise<Map<number, SegmentOwner & { revision: number }>> {
     const out = new Map<number, SegmentOwner & { revision: number }>();
-    await Promise.all(indexes.map(async (n) => {
-      const kv = (await this.etcd.get(this.keys.segmentOwner(jobId, n)).exec()).kvs[0];
-      if (kv) out.set(n, { ...parseRecord(segmentOwnerSchema, kv.value, kv.key.toString()), revision: Number(kv.mod_revision) });
-    }));
+    await Promise.all(
+      indexes.map(async (n) => {
+        const kv = (await this.etcd.get(this.keys.segmentOwner(jobId, n)).exec()).kvs[0];
+        if (kv) out.set(n, { ...parseRecord(segmentOwnerSchema, kv.value, kv.key.toString()), revision: Number(kv.mod_revision) });
+      }),
+    );
     return out;
   }
 
@@ -636,7 +646,10 @@ export class JobStore {
 
   /** Writes the resume facts, fenced on the leader. */
   async putResumeFacts(jobId: string, facts: ResumeFacts, fence: LeaderFence): Promise<void> {
-    const res = await this.etcd.if(fence.key, 'Create', '==', fence.createRevision).then(this.etcd.put(this.keys.jobPlan(jobId)).value(JSON.stringify(facts))).commit();
+    const res = await this.etcd
+      .if(fence.key, 'Create', '==', fence.createRevision)
+      .then(this.etcd.put(this.keys.jobPlan(jobId)).value(JSON.stringify(facts)))
+      .commit();
     if (!res.succeeded) {
       this.fencingRejections++;
       throw new AppError('NOT_LEADER', 'this coordinator is no longer the leader', { retryable: false });
@@ -666,12 +679,19 @@ export interface ResumeFacts {
 
 export function stageName(s: JobStateName): string {
   switch (s) {
-    case 'QUEUED': return 'waiting in the queue';
-    case 'PREPARING': return 'probing and splitting the input';
-    case 'RUNNING': return 'transcoding segments';
-    case 'FINALIZING': return 'merging, zipping and uploading';
-    case 'SUCCEEDED': return 'done';
-    case 'FAILED': return 'failed';
-    case 'CANCELLED': return 'cancelled';
+    case 'QUEUED':
+      return 'waiting in the queue';
+    case 'PREPARING':
+      return 'probing and splitting the input';
+    case 'RUNNING':
+      return 'transcoding segments';
+    case 'FINALIZING':
+      return 'merging, zipping and uploading';
+    case 'SUCCEEDED':
+      return 'done';
+    case 'FAILED':
+      return 'failed';
+    case 'CANCELLED':
+      return 'cancelled';
   }
 }

@@ -76,10 +76,7 @@ export class LeaderElection extends EventEmitter<{ elected: [LeaderFence]; depos
       await lease.grant();
       this.lease = lease;
     }
-    const res = await this.etcd
-      .if(this.key, 'Create', '==', 0)
-      .then(this.lease.put(this.key).value(this.id))
-      .commit();
+    const res = await this.etcd.if(this.key, 'Create', '==', 0).then(this.lease.put(this.key).value(this.id)).commit();
     if (!res.succeeded) return;
     const got = await this.etcd.get(this.key).exec();
     const kv = got.kvs[0];

@@ -99,16 +99,22 @@ async function main(): Promise<void> {
   const election = new LeaderElection(etcd, keys.election(), cfg.COORDINATOR_ID, cfg.LEASE_TTL_SEC, log);
   const throughput = new Throughput();
   // Webhook events are written to the outbox with their state change (job-store); the leader delivers them.
-  const webhooks = new WebhookOutbox(etcd, keys, {
-    secret: cfg.WEBHOOK_SECRET ?? '',
-    baseMs: cfg.WEBHOOK_BACKOFF_MS,
-    maxMs: cfg.WEBHOOK_BACKOFF_MAX_MS,
-    retryForMs: cfg.WEBHOOK_RETRY_FOR_MS,
-    timeoutMs: cfg.WEBHOOK_TIMEOUT_MS,
-    rescanMs: cfg.WEBHOOK_RESCAN_MS,
-    concurrency: cfg.WEBHOOK_CONCURRENCY,
-    policy: outboundPolicy(cfg, { hostList: false }),
-  }, log.child({ component: 'webhooks' }), { onRetry: () => metrics.retries.inc({ kind: 'webhook' }) });
+  const webhooks = new WebhookOutbox(
+    etcd,
+    keys,
+    {
+      secret: cfg.WEBHOOK_SECRET ?? '',
+      baseMs: cfg.WEBHOOK_BACKOFF_MS,
+      maxMs: cfg.WEBHOOK_BACKOFF_MAX_MS,
+      retryForMs: cfg.WEBHOOK_RETRY_FOR_MS,
+      timeoutMs: cfg.WEBHOOK_TIMEOUT_MS,
+      rescanMs: cfg.WEBHOOK_RESCAN_MS,
+      concurrency: cfg.WEBHOOK_CONCURRENCY,
+      policy: outboundPolicy(cfg, { hostList: false }),
+    },
+    log.child({ component: 'webhooks' }),
+    { onRetry: () => metrics.retries.inc({ kind: 'webhook' }) },
+  );
   await webhooks.start();
   life.onStop('webhooks', () => webhooks.stop());
   election.on('elected', (fence: LeaderFence) => webhooks.elected(fence));
@@ -120,26 +126,33 @@ async function main(): Promise<void> {
   stealer.start();
   life.onStop('work stealing', () => stealer.stop());
   const waiting = new Map<string, Placement>(); // jobs waiting for a node their placement allows
-  const scheduler = new Scheduler(etcd, keys, store, election, {
-    cfg,
+  const scheduler = new Scheduler(
+    etcd,
+    keys,
     store,
-    registry: nodes,
-    clients,
-    s3,
-    log,
-    metrics,
-    encoders,
-    stagingDir,
-    load,
-    stealer,
-    ranges,
-    waiting,
-    onFrames: (n) => {
-      throughput.add(n);
-      metrics.framesDone.inc(n);
+    election,
+    {
+      cfg,
+      store,
+      registry: nodes,
+      clients,
+      s3,
+      log,
+      metrics,
+      encoders,
+      stagingDir,
+      load,
+      stealer,
+      ranges,
+      waiting,
+      onFrames: (n) => {
+        throughput.add(n);
+        metrics.framesDone.inc(n);
+      },
+      releaseLeftovers: (rec) => releaseLeftovers(leftovers, rec),
     },
-    releaseLeftovers: (rec) => releaseLeftovers(leftovers, rec),
-  }, log);
+    log,
+  );
   await scheduler.start();
   life.onStop('scheduler', () => scheduler.stop());
   let autoscaler: Autoscaler | undefined;
@@ -148,30 +161,50 @@ async function main(): Promise<void> {
       cfg.AUTOSCALER === 'local'
         ? new LocalScaleProvider(inheritedNodeEnv(), cfg.AUTOSCALER_NODE_SLOTS, resolve(cfg.STAGING_DIR, '..', 'logs'), 'auto-', log)
         : new KubernetesScaleProvider(await inClusterSettings(cfg.K8S_NAMESPACE, cfg.K8S_NODE_DEPLOYMENT, cfg.KUBERNETES_SERVICE_HOST ?? 'kubernetes.default.svc', cfg.KUBERNETES_SERVICE_PORT), log);
-    autoscaler = new Autoscaler(etcd, keys, store, nodes, load, provider, {
-      minNodes: cfg.AUTOSCALER_MIN_NODES,
-      maxNodes: cfg.AUTOSCALER_MAX_NODES,
-      backlogPerSlot: cfg.AUTOSCALER_BACKLOG_PER_SLOT,
-      scaleUpStep: cfg.AUTOSCALER_SCALE_UP_STEP,
-      idleMs: cfg.AUTOSCALER_IDLE_MS,
-      upCooldownMs: cfg.AUTOSCALER_UP_COOLDOWN_MS,
-      downCooldownMs: cfg.AUTOSCALER_DOWN_COOLDOWN_MS,
-      pools: cfg.AUTOSCALER_POOLS,
-    }, () => election.isLeader, metrics, log.child({ component: 'autoscaler' }), cfg.AUTOSCALER_INTERVAL_MS, waiting, () => stealer.backlog());
+    autoscaler = new Autoscaler(
+      etcd,
+      keys,
+      store,
+      nodes,
+      load,
+      provider,
+      {
+        minNodes: cfg.AUTOSCALER_MIN_NODES,
+        maxNodes: cfg.AUTOSCALER_MAX_NODES,
+        backlogPerSlot: cfg.AUTOSCALER_BACKLOG_PER_SLOT,
+        scaleUpStep: cfg.AUTOSCALER_SCALE_UP_STEP,
+        idleMs: cfg.AUTOSCALER_IDLE_MS,
+        upCooldownMs: cfg.AUTOSCALER_UP_COOLDOWN_MS,
+        downCooldownMs: cfg.AUTOSCALER_DOWN_COOLDOWN_MS,
+        pools: cfg.AUTOSCALER_POOLS,
+      },
+      () => election.isLeader,
+      metrics,
+      log.child({ component: 'autoscaler' }),
+      cfg.AUTOSCALER_INTERVAL_MS,
+      waiting,
+      () => stealer.backlog(),
+    );
     autoscaler.start();
     const a = autoscaler;
     life.onStop('autoscaler', () => a.stop());
   }
-  const history = new HistorySweeper(store, {
-    archiveAfterMs: cfg.HISTORY_ARCHIVE_AFTER_MS,
-    maxAgeMs: Math.round(cfg.HISTORY_RETENTION_DAYS * 86_400_000),
-    maxJobs: cfg.HISTORY_MAX_JOBS,
-    batch: cfg.HISTORY_SWEEP_BATCH,
-    intervalMs: cfg.HISTORY_SWEEP_INTERVAL_MS,
-  }, () => election.isLeader, log.child({ component: 'history' }), async (jobId) => {
-    const rec = await store.get(jobId);
-    if (rec) await releaseLeftovers(leftovers, rec);
-  });
+  const history = new HistorySweeper(
+    store,
+    {
+      archiveAfterMs: cfg.HISTORY_ARCHIVE_AFTER_MS,
+      maxAgeMs: Math.round(cfg.HISTORY_RETENTION_DAYS * 86_400_000),
+      maxJobs: cfg.HISTORY_MAX_JOBS,
+      batch: cfg.HISTORY_SWEEP_BATCH,
+      intervalMs: cfg.HISTORY_SWEEP_INTERVAL_MS,
+    },
+    () => election.isLeader,
+    log.child({ component: 'history' }),
+    async (jobId) => {
+      const rec = await store.get(jobId);
+      if (rec) await releaseLeftovers(leftovers, rec);
+    },
+  );
   history.start();
   life.onStop('history sweeper', () => history.stop());
   election.on('elected', () => metrics.isLeader.set(1));
@@ -223,7 +256,10 @@ async function main(): Promise<void> {
     const all = nodes.all();
     metrics.nodes.set({ state: 'ready' }, all.filter((n) => !n.draining).length);
     metrics.nodes.set({ state: 'draining' }, all.filter((n) => n.draining).length);
-    store.queueDepth().then((n) => metrics.queueDepth.set(n), () => undefined);
+    store.queueDepth().then(
+      (n) => metrics.queueDepth.set(n),
+      () => undefined,
+    );
     metrics.fencingRejections.inc(store.fencingRejections - fenceSeen);
     fenceSeen = store.fencingRejections;
   }, 2_000);
@@ -260,7 +296,27 @@ async function main(): Promise<void> {
 
 /** The environment a locally started node agent inherits: cluster settings, not this process's identity. */
 function inheritedNodeEnv(): Record<string, string> {
-  const pass = ['PATH', 'HOME', 'ETCD_ENDPOINTS', 'ETCD_PREFIX', 'ETCD_USERNAME', 'ETCD_PASSWORD', 'ETCD_CALL_TIMEOUT_MS', 'ETCD_TLS_CA_FILE', 'ETCD_TLS_CERT_FILE', 'ETCD_TLS_KEY_FILE', 'LOG_LEVEL', 'BIND_HOST', 'STAGING_DIR', 'LEASE_TTL_SEC', 'HEARTBEAT_MS', 'MIN_SUB_SEGMENT_SEC', 'FFMPEG_THREADS', 'DRAIN_TIMEOUT_MS', 'SHUTDOWN_GRACE_MS'];
+  const pass = [
+    'PATH',
+    'HOME',
+    'ETCD_ENDPOINTS',
+    'ETCD_PREFIX',
+    'ETCD_USERNAME',
+    'ETCD_PASSWORD',
+    'ETCD_CALL_TIMEOUT_MS',
+    'ETCD_TLS_CA_FILE',
+    'ETCD_TLS_CERT_FILE',
+    'ETCD_TLS_KEY_FILE',
+    'LOG_LEVEL',
+    'BIND_HOST',
+    'STAGING_DIR',
+    'LEASE_TTL_SEC',
+    'HEARTBEAT_MS',
+    'MIN_SUB_SEGMENT_SEC',
+    'FFMPEG_THREADS',
+    'DRAIN_TIMEOUT_MS',
+    'SHUTDOWN_GRACE_MS',
+  ];
   const out: Record<string, string> = {};
   for (const k of pass) {
     const v = process.env[k];

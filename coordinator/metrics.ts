@@ -13,7 +13,11 @@ export function coordinatorMetrics(registry: Registry) {
     uploadPartsStored: new Counter({ name: 'tessera_upload_parts_stored_total', help: 'S3 multipart parts of client uploads stored', registers: [registry] }),
     retries: new Counter({ name: 'tessera_retries_total', help: 'Retries by kind', labelNames: ['kind'], registers: [registry] }),
     segmentsReattached: new Counter({ name: 'tessera_segments_reattached_total', help: 'Segments a new leader re-attached to on their nodes instead of reassigning them', registers: [registry] }),
-    chunksDuplicated: new Counter({ name: 'tessera_chunks_duplicated_total', help: 'Copies of a straggler\'s running chunk started on an idle node (the first recorded done wins)', registers: [registry] }),
+    chunksDuplicated: new Counter({
+      name: 'tessera_chunks_duplicated_total',
+      help: "Copies of a straggler's running chunk started on an idle node (the first recorded done wins)",
+      registers: [registry],
+    }),
     chunksStolen: new Counter({ name: 'tessera_chunks_stolen_total', help: 'Queued chunks moved from a busy node to an idle one (work stealing)', registers: [registry] }),
     fencingRejections: new Counter({ name: 'tessera_fencing_rejections_total', help: 'Writes refused because this coordinator lost leadership', registers: [registry] }),
     framesDone: new Counter({ name: 'tessera_transcode_frames_total', help: 'Source frames reported transcoded by nodes', registers: [registry] }),

@@ -91,21 +91,26 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
     // node's entry instead of re-listing the whole registry (a re-list per heartbeat took a fifth
     // of the coordinator's CPU with 100 agents). The periodic re-list still reconciles.
     const statsPrefix = this.keys.prefix + 'nodestats/';
-    const ws = await ResilientWatch.open(this.etcd, { prefix: statsPrefix }, {
-      resync: () => this.scheduleRelist(),
-      put: (kv) => {
-        try {
-          this.stats.set(kv.key.toString().slice(statsPrefix.length), parseRecord(nodeStatsSchema, kv.value, kv.key.toString()));
+    const ws = await ResilientWatch.open(
+      this.etcd,
+      { prefix: statsPrefix },
+      {
+        resync: () => this.scheduleRelist(),
+        put: (kv) => {
+          try {
+            this.stats.set(kv.key.toString().slice(statsPrefix.length), parseRecord(nodeStatsSchema, kv.value, kv.key.toString()));
+            this.views = undefined;
+          } catch (err) {
+            this.log.warn({ err, key: kv.key.toString() }, 'unreadable node stats');
+          }
+        },
+        delete: (kv) => {
+          this.stats.delete(kv.key.toString().slice(statsPrefix.length));
           this.views = undefined;
-        } catch (err) {
-          this.log.warn({ err, key: kv.key.toString() }, 'unreadable node stats');
-        }
+        },
       },
-      delete: (kv) => {
-        this.stats.delete(kv.key.toString().slice(statsPrefix.length));
-        this.views = undefined;
-      },
-    }, this.log);
+      this.log,
+    );
     this.watchers.push(ws);
     await this.relist();
     this.timer = setInterval(() => this.scheduleRelist(), this.relistMs);
@@ -127,28 +132,34 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
       if (p.checking) continue;
       const entry = p;
       entry.checking = true;
-      probe.check(r).catch(() => false).then((ok) => {
-        entry.checking = false;
-        if (this.probes.get(id) !== entry) return;
-        if (ok) {
-          entry.failures = 0;
-          if (entry.since !== undefined) {
-            this.log.info({ nodeId: id, unreachableMs: Date.now() - entry.since }, 'node reachable again');
-            delete entry.since;
-            this.views = undefined;
-            this.emit('changed');
-          }
-          return;
-        }
-        entry.failures++;
-        if (entry.failures >= probe.failures && entry.since === undefined) {
-          entry.since = Date.now();
-          this.log.warn({ nodeId: id, failures: entry.failures }, 'node unreachable from this coordinator: no segments go to it, and its segments move');
-          this.views = undefined;
-          this.emit('unreachable', id);
-          this.emit('changed');
-        }
-      }, () => undefined);
+      probe
+        .check(r)
+        .catch(() => false)
+        .then(
+          (ok) => {
+            entry.checking = false;
+            if (this.probes.get(id) !== entry) return;
+            if (ok) {
+              entry.failures = 0;
+              if (entry.since !== undefined) {
+                this.log.info({ nodeId: id, unreachableMs: Date.now() - entry.since }, 'node reachable again');
+                delete entry.since;
+                this.views = undefined;
+                this.emit('changed');
+              }
+              return;
+            }
+            entry.failures++;
+            if (entry.failures >= probe.failures && entry.since === undefined) {
+              entry.since = Date.now();
+              this.log.warn({ nodeId: id, failures: entry.failures }, 'node unreachable from this coordinator: no segments go to it, and its segments move');
+              this.views = undefined;
+              this.emit('unreachable', id);
+              this.emit('changed');
+            }
+          },
+          () => undefined,
+        );
     }
   }
 
@@ -158,7 +169,10 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
   }
 
   /** Coalesces bursts of watch events into one re-list at a time. */
-  private readonly relister = new SerialRunner(() => this.relist(), (err) => this.log.warn({ err }, 'registry re-list failed'));
+  private readonly relister = new SerialRunner(
+    () => this.relist(),
+    (err) => this.log.warn({ err }, 'registry re-list failed'),
+  );
 
   private scheduleRelist(): void {
     this.relister.kick();
@@ -199,7 +213,12 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
     }
     this.nodes = next;
     this.drains = new Set(drains.map((k) => k.slice(this.keys.drains().length)));
-    this.uploaders = new Map(Object.values(uploaders).map((v) => { const u = parseRecord(uploaderRecordSchema, v, 'uploaders/'); return [u.id, u]; }));
+    this.uploaders = new Map(
+      Object.values(uploaders).map((v) => {
+        const u = parseRecord(uploaderRecordSchema, v, 'uploaders/');
+        return [u.id, u];
+      }),
+    );
     this.stats = new Map(Object.entries(stats).map(([k, v]) => [k.slice((this.keys.prefix + 'nodestats/').length), parseRecord(nodeStatsSchema, v, k)]));
     for (const id of this.admissions.keys()) if (!next.has(id)) this.admissions.delete(id);
     this.views = undefined;
@@ -231,20 +250,23 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
     entry.checking = true;
     this.admit(r)
       .catch((err: unknown) => (err instanceof Error ? err.message : String(err)))
-      .then((reason) => {
-        entry.checking = false;
-        if (this.admissions.get(r.id) !== entry) return;
-        const state = reason === undefined ? 'admitted' : 'refused';
-        if (state !== entry.state || reason !== entry.reason) {
-          if (state === 'admitted') this.log.info({ nodeId: r.id }, 'node admitted');
-          else this.log.warn({ nodeId: r.id, reason }, 'node refused: it takes no segments');
-        }
-        entry.state = state;
-        if (reason === undefined) delete entry.reason;
-        else entry.reason = reason;
-        this.views = undefined;
-        this.emit('changed');
-      }, () => undefined);
+      .then(
+        (reason) => {
+          entry.checking = false;
+          if (this.admissions.get(r.id) !== entry) return;
+          const state = reason === undefined ? 'admitted' : 'refused';
+          if (state !== entry.state || reason !== entry.reason) {
+            if (state === 'admitted') this.log.info({ nodeId: r.id }, 'node admitted');
+            else this.log.warn({ nodeId: r.id, reason }, 'node refused: it takes no segments');
+          }
+          entry.state = state;
+          if (reason === undefined) delete entry.reason;
+          else entry.reason = reason;
+          this.views = undefined;
+          this.emit('changed');
+        },
+        () => undefined,
+      );
   }
 
   private view(id: string): NodeView | undefined {
@@ -255,7 +277,7 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
       ...r,
       draining: this.drains.has(id),
       stats: this.stats.get(id),
-      admission: this.admit ? a?.state ?? 'pending' : 'admitted',
+      admission: this.admit ? (a?.state ?? 'pending') : 'admitted',
       ...(a?.reason !== undefined ? { admissionReason: a.reason } : {}),
       ...(this.probes.get(id)?.since !== undefined ? { unreachableSinceMs: this.probes.get(id)!.since! } : {}),
     };

@@ -14,8 +14,17 @@ const MAX_WATCHED = 200;
 export function opsMetrics(registry: Registry) {
   return {
     etcdUp: new Gauge({ name: 'tessera_etcd_up', help: '1 when the last etcd probe of this coordinator answered within its deadline, else 0', registers: [registry] }),
-    stalledSeconds: new Gauge({ name: 'tessera_job_stalled_seconds', help: 'Seconds since the longest-unchanged job in flight (PREPARING, RUNNING, FINALIZING) last showed progress', registers: [registry] }),
-    oldestInState: new Gauge({ name: 'tessera_job_oldest_in_state_seconds', help: 'Age of the oldest job in each in-flight state, since it entered that state, s', labelNames: ['state'], registers: [registry] }),
+    stalledSeconds: new Gauge({
+      name: 'tessera_job_stalled_seconds',
+      help: 'Seconds since the longest-unchanged job in flight (PREPARING, RUNNING, FINALIZING) last showed progress',
+      registers: [registry],
+    }),
+    oldestInState: new Gauge({
+      name: 'tessera_job_oldest_in_state_seconds',
+      help: 'Age of the oldest job in each in-flight state, since it entered that state, s',
+      labelNames: ['state'],
+      registers: [registry],
+    }),
     lastBackup: new Gauge({ name: 'tessera_backup_last_success_timestamp_seconds', help: 'When the last etcd backup reached S3, Unix seconds (0: never)', registers: [registry] }),
     finished: new Counter({ name: 'tessera_jobs_finished_total', help: 'Jobs this coordinator moved to a final state, by state', labelNames: ['state'], registers: [registry] }),
     journalFailures: new Counter({ name: 'tessera_journal_write_failures_total', help: 'Acceptance-journal writes to S3 that failed for good', registers: [registry] }),
@@ -64,7 +73,9 @@ export class OpsProbe {
     this.running = true;
     const deadline = Math.max(5_000, this.intervalMs);
     let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<'late'>((resolve) => { timer = setTimeout(() => resolve('late'), deadline); });
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), deadline);
+    });
     const work = this.probe();
     try {
       const r = await Promise.race([work, late]);

@@ -16,7 +16,10 @@ export interface PlanNode {
  * has). Pure.
  */
 export function capacityWeights(nodes: readonly PlanNode[]): number[] {
-  const known = nodes.map((n) => n.stats?.speedMps).filter((v): v is number => v !== undefined && Number.isFinite(v) && v > 0).sort((a, b) => a - b);
+  const known = nodes
+    .map((n) => n.stats?.speedMps)
+    .filter((v): v is number => v !== undefined && Number.isFinite(v) && v > 0)
+    .sort((a, b) => a - b);
   const median = known.length ? known[Math.floor(known.length / 2)]! : 1;
   return nodes.map((n) => {
     const v = n.stats?.speedMps;
@@ -29,13 +32,7 @@ export function capacityWeights(nodes: readonly PlanNode[]): number[] {
  * (equal work per slot), cut on keyframes, never shorter than `minSegmentSec` — so a short input
  * gets fewer segments than there are nodes. Segment i goes to nodes[i] (nodes sorted by id).
  */
-export function planSegments(args: {
-  keyframes: number[];
-  durationSec: number;
-  fps: number;
-  nodes: PlanNode[];
-  minSegmentSec: number;
-}): PlannedCut[] {
+export function planSegments(args: { keyframes: number[]; durationSec: number; fps: number; nodes: PlanNode[]; minSegmentSec: number }): PlannedCut[] {
   const nodes = [...args.nodes].sort((a, b) => (a.id < b.id ? -1 : 1));
   const weights = capacityWeights(nodes);
   const cuts = planCuts({
@@ -72,7 +69,11 @@ export function planFrameSegments(args: { packets: PacketSummary; fps: number; n
   const weights = capacityWeights(byId);
   const weightOf = new Map(byId.map((n, i) => [n.id, weights[i]!]));
   const nodes = fits < byId.length ? [...byId].sort((a, b) => weightOf.get(b.id)! - weightOf.get(a.id)! || (a.id < b.id ? -1 : 1)).slice(0, fits) : byId;
-  const shares = shareBoundaries(total, nodes.map((n) => weightOf.get(n.id)!), minFrames);
+  const shares = shareBoundaries(
+    total,
+    nodes.map((n) => weightOf.get(n.id)!),
+    minFrames,
+  );
   // Streaming output: every boundary on the keyframe grid (a cut elsewhere adds an IDR mid-segment).
   const bounds = args.gridSec ? snapToGrid(shares, args.packets.presentedSec, args.gridSec) : shares;
   const cuts = frameCuts(args.packets, bounds);

@@ -7,7 +7,9 @@ const ev = (framesDone: number) => ({ framesDone, framesTotal: 100, subSegments:
 describe('ProgressTracker', () => {
   it('never goes backwards, and throttles writes', async () => {
     const writes: ProgressRecord[] = [];
-    const t = new ProgressTracker(async (p) => { writes.push(p); }, 20);
+    const t = new ProgressTracker(async (p) => {
+      writes.push(p);
+    }, 20);
     t.setTotalFrames(200);
     t.preparing(1);
     t.segment(0, ev(100));
@@ -51,7 +53,14 @@ describe('EtaEstimator', () => {
   it('goes into the progress record the API reads', async () => {
     let now = 0;
     const writes: ProgressRecord[] = [];
-    const t = new ProgressTracker(async (p) => { writes.push(p); }, 1, undefined, () => now);
+    const t = new ProgressTracker(
+      async (p) => {
+        writes.push(p);
+      },
+      1,
+      undefined,
+      () => now,
+    );
     t.setTotalFrames(1000);
     for (now = 0; now <= 5000; now += 500) t.segment(0, ev(now / 10));
     await t.flush();

@@ -147,7 +147,9 @@ export class RangeServer {
       url: `http://127.0.0.1:${port}/${token}`,
       totalBytes: src.totalBytes,
       bytesFetched: () => src.fetched,
-      close: () => { this.sources.delete(token); },
+      close: () => {
+        this.sources.delete(token);
+      },
     };
   }
 
@@ -178,7 +180,9 @@ export class RangeServer {
       res.writeHead(range ? 206 : 200, range ? { ...headers, 'content-range': `bytes ${from}-${to}/${size}` } : headers);
       for (let at = from; at <= to && !abort.signal.aborted; at += RANGE_WINDOW_BYTES) {
         const body = await source.read(at, Math.min(to, at + RANGE_WINDOW_BYTES - 1), abort.signal);
-        body.on('data', (c: Buffer) => { source.fetched += c.length; });
+        body.on('data', (c: Buffer) => {
+          source.fetched += c.length;
+        });
         await pipeline(body, res, { end: false });
       }
       res.end();

@@ -14,7 +14,14 @@ describe('vetTarget + pinnedRequest', () => {
     try {
       const lookups: string[] = [];
       // A name no real resolver knows: if anything looked it up again, the request would fail.
-      const policy: OutboundPolicy = { allowPrivate: true, allowedHosts: [], resolve: async (h) => { lookups.push(h); return ['127.0.0.1']; } };
+      const policy: OutboundPolicy = {
+        allowPrivate: true,
+        allowedHosts: [],
+        resolve: async (h) => {
+          lookups.push(h);
+          return ['127.0.0.1'];
+        },
+      };
       const url = new URL(`http://video.example.invalid:${port}/clip.mp4`);
       const target = await vetTarget(url, policy, 'input');
       expect(target).toEqual({ host: 'video.example.invalid', address: '127.0.0.1', family: 4 });
@@ -32,7 +39,11 @@ describe('vetTarget + pinnedRequest', () => {
 
   it('refuses when any answer is special, and honours the host list', async () => {
     const policy = (addrs: string[], allowedHosts: string[] = []): OutboundPolicy => ({ allowPrivate: false, allowedHosts, resolve: async () => addrs });
-    const code = (p: Promise<unknown>): Promise<string> => p.then(() => 'OK', (e: { code: string }) => e.code);
+    const code = (p: Promise<unknown>): Promise<string> =>
+      p.then(
+        () => 'OK',
+        (e: { code: string }) => e.code,
+      );
     expect(await code(vetTarget(new URL('http://a.test/'), policy(['93.184.215.14']), 'input'))).toBe('OK');
     expect(await code(vetTarget(new URL('http://a.test/'), policy(['93.184.215.14', '10.0.0.1']), 'input'))).toBe('PERMISSION_DENIED');
     expect(await code(vetTarget(new URL('http://a.test/'), policy(['2606:4700::1', 'fd00::1']), 'input'))).toBe('PERMISSION_DENIED');

@@ -92,14 +92,18 @@ export interface PinnedResponse {
  */
 export function pinnedRequest(url: URL, target: VettedTarget, o: { method?: string; headers?: Record<string, string>; body?: string; signal: AbortSignal }): Promise<PinnedResponse> {
   return new Promise((resolve, reject) => {
-    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, {
-      method: o.method ?? 'GET',
-      headers: o.headers,
-      lookup: pinnedLookup(target),
-      agent: false,
-      signal: o.signal,
-      ...(url.protocol === 'https:' && !isIP(target.host) ? { servername: target.host } : {}),
-    }, (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res }));
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(
+      url,
+      {
+        method: o.method ?? 'GET',
+        headers: o.headers,
+        lookup: pinnedLookup(target),
+        agent: false,
+        signal: o.signal,
+        ...(url.protocol === 'https:' && !isIP(target.host) ? { servername: target.host } : {}),
+      },
+      (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res }),
+    );
     req.on('error', reject);
     req.end(o.body);
   });

@@ -6,7 +6,13 @@ import { DELETION_COST, KubernetesScaleProvider } from './scale-kubernetes.js';
 
 // A fake API server (the one place a fake is acceptable: there is no Kubernetes here) that
 // records the exact requests the provider sends.
-interface Seen { method: string; url: string; auth: string; type: string; body: unknown }
+interface Seen {
+  method: string;
+  url: string;
+  auth: string;
+  type: string;
+  body: unknown;
+}
 
 describe('kubernetes scale provider', () => {
   const seen: Seen[] = [];
@@ -14,9 +20,11 @@ describe('kubernetes scale provider', () => {
   let url = '';
   const server = createServer((req: IncomingMessage, res) => {
     let raw = '';
-    req.on('data', (c: Buffer) => { raw += c.toString(); });
+    req.on('data', (c: Buffer) => {
+      raw += c.toString();
+    });
     req.on('end', () => {
-      const body = raw ? JSON.parse(raw) as { spec?: { replicas?: number } } : undefined;
+      const body = raw ? (JSON.parse(raw) as { spec?: { replicas?: number } }) : undefined;
       seen.push({ method: req.method!, url: req.url!, auth: req.headers.authorization ?? '', type: req.headers['content-type'] ?? '', body });
       if (req.url!.endsWith('/scale') && req.method === 'PATCH') replicas = body?.spec?.replicas ?? replicas;
       res.writeHead(200, { 'content-type': 'application/json' });
@@ -27,7 +35,9 @@ describe('kubernetes scale provider', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
-  afterAll(() => { server.close(); });
+  afterAll(() => {
+    server.close();
+  });
 
   it('scales up through the scale subresource', async () => {
     const p = new KubernetesScaleProvider({ apiUrl: url, namespace: 'tessera', deployment: 'tessera-node-agent', token: 'tok', timeoutMs: 2000 }, createLogger('test', 'silent'));

@@ -37,7 +37,10 @@ export class KubernetesScaleProvider implements ScaleProvider {
   /** Replicas asked of each pool's Deployment (pods are named `<deployment>-…`). */
   private poolWanted = new Map<string, number>();
 
-  constructor(private readonly s: KubernetesSettings, private readonly log: Logger) {}
+  constructor(
+    private readonly s: KubernetesSettings,
+    private readonly log: Logger,
+  ) {}
 
   private async call(method: string, path: string, body?: unknown, contentType = 'application/merge-patch+json'): Promise<unknown> {
     const f = this.s.fetch ?? fetch;

@@ -19,7 +19,10 @@ export class Scheduler {
   private running = new Map<string, { abort: AbortController; done: Promise<void> }>();
   private fence: LeaderFence | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private readonly filler = new SerialRunner(() => this.fill(), (err) => this.log.warn({ err }, 'scheduling pass failed'));
+  private readonly filler = new SerialRunner(
+    () => this.fill(),
+    (err) => this.log.warn({ err }, 'scheduling pass failed'),
+  );
 
   constructor(
     private readonly etcd: Etcd3,
@@ -38,12 +41,20 @@ export class Scheduler {
 
   async start(): Promise<void> {
     // Both re-watch after compaction; what the lost events would have said is re-read then.
-    const jobsWatch = await ResilientWatch.open(this.etcd, { prefix: this.keys.jobs() }, {
-      put: (kv) => this.onJobPut(kv.key.toString(), kv.value.toString()),
-      resync: () => void this.recheckRunning().catch((err: unknown) => this.log.warn({ err }, 'could not re-read running jobs')),
-    }, this.log);
+    const jobsWatch = await ResilientWatch.open(
+      this.etcd,
+      { prefix: this.keys.jobs() },
+      {
+        put: (kv) => this.onJobPut(kv.key.toString(), kv.value.toString()),
+        resync: () => void this.recheckRunning().catch((err: unknown) => this.log.warn({ err }, 'could not re-read running jobs')),
+      },
+      this.log,
+    );
     const queueWatch = await ResilientWatch.open(this.etcd, { prefix: this.keys.queue() }, { put: () => this.kick(), resync: () => this.kick() }, this.log);
-    this.stopWatches = async () => { await jobsWatch.cancel(); await queueWatch.cancel(); };
+    this.stopWatches = async () => {
+      await jobsWatch.cancel();
+      await queueWatch.cancel();
+    };
     this.election.on('elected', (fence) => {
       this.fence = fence;
       void this.resumeUntilDone(fence);

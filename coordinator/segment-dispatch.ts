@@ -99,7 +99,7 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
   const etcdRetry = { signal, log, onRetry: () => d.metrics.retries.inc({ kind: 'etcd' }) };
   const leaderTerm = Number(t.fence.createRevision);
   let resume = t.resume;
-  for (let failures = 0; ; ) {
+  for (let failures = 0; ;) {
     if (signal.aborted) throw signal.reason;
     // A new leader first re-attaches to the attempt the last one left running, under its owner
     // revision (no new assignment: the agent's work and its checkpoints stay valid).
@@ -142,8 +142,12 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
     // coordinator's health probes stop reaching it (an asymmetric partition).
     const attemptAbort = new AbortController();
     const attemptNode = node;
-    const onRemoved = (id: string): void => { if (id === attemptNode.id) attemptAbort.abort(new AppError('UNAVAILABLE', `node ${id} left the cluster`)); };
-    const onUnreachable = (id: string): void => { if (id === attemptNode.id) attemptAbort.abort(new AppError('UNAVAILABLE', `node ${id} is unreachable from this coordinator`)); };
+    const onRemoved = (id: string): void => {
+      if (id === attemptNode.id) attemptAbort.abort(new AppError('UNAVAILABLE', `node ${id} left the cluster`));
+    };
+    const onUnreachable = (id: string): void => {
+      if (id === attemptNode.id) attemptAbort.abort(new AppError('UNAVAILABLE', `node ${id} is unreachable from this coordinator`));
+    };
     d.registry.on('removed', onRemoved);
     d.registry.on('unreachable', onUnreachable);
     const onOuter = (): void => attemptAbort.abort(signal.reason);
@@ -244,10 +248,7 @@ async function transfer(client: NodeAgentClient, ref: SegmentRef, task: SegmentT
     if (st.complete) return;
     const from = Math.min(st.receivedBytes, t.bytes);
     try {
-      const call = openClientStream<SegmentChunk, TransferStatus>(
-        (cb) => client.putSegment(traceMetadata(task.jobId), deadline(d.cfg.SEGMENT_TRANSFER_TIMEOUT_MS), cb),
-        signal,
-      );
+      const call = openClientStream<SegmentChunk, TransferStatus>((cb) => client.putSegment(traceMetadata(task.jobId), deadline(d.cfg.SEGMENT_TRANSFER_TIMEOUT_MS), cb), signal);
       const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: t.bytes, sha256: '', crc32: t.crc32 });
       if (from >= t.bytes) call.stream.write(msg(from, Buffer.alloc(0)));
       else await sendFileChunks(call.stream, t.file, from, msg, { signal: call.signal, onSent: () => undefined });
@@ -269,11 +270,22 @@ async function transfer(client: NodeAgentClient, ref: SegmentRef, task: SegmentT
  * released there, under the helper's attempt number and the owner's revision (its checkpoint
  * writes are fenced on it: a reassigned segment stops its helpers too).
  */
-async function runHelper(t: SegmentTask, d: DispatchDeps, victim: WorkUnit, thief: NodeView, helperAttempt: number, chunks: number[], onEvent: (ev: SegmentEvent) => void, signal: AbortSignal): Promise<void> {
+async function runHelper(
+  t: SegmentTask,
+  d: DispatchDeps,
+  victim: WorkUnit,
+  thief: NodeView,
+  helperAttempt: number,
+  chunks: number[],
+  onEvent: (ev: SegmentEvent) => void,
+  signal: AbortSignal,
+): Promise<void> {
   const ref: SegmentRef = { jobId: t.jobId, segment: victim.segment, attempt: helperAttempt, ownerRevision: victim.ownerRevision, leaderTerm: victim.leaderTerm };
   const client = d.clients.get(NodeAgentClient, thief.address, thief.id);
   const abort = new AbortController();
-  const onGone = (id: string): void => { if (id === thief.id) abort.abort(new AppError('UNAVAILABLE', `node ${id} left or is unreachable`)); };
+  const onGone = (id: string): void => {
+    if (id === thief.id) abort.abort(new AppError('UNAVAILABLE', `node ${id} left or is unreachable`));
+  };
   d.registry.on('removed', onGone);
   d.registry.on('unreachable', onGone);
   const both = AbortSignal.any([signal, abort.signal]);
@@ -296,22 +308,49 @@ async function runHelper(t: SegmentTask, d: DispatchDeps, victim: WorkUnit, thie
  * run whose frames (and finished chunks) stand still for SEGMENT_NO_PROGRESS_MS while it has a
  * chunk running is abandoned (a node that only heartbeats is as good as gone).
  */
-async function runRemote(client: NodeAgentClient, ref: SegmentRef, ownerRevision: number, t: SegmentTask, d: DispatchDeps, signal: AbortSignal, onAttached?: () => Promise<unknown>, helperChunks?: number[]): Promise<boolean> {
+async function runRemote(
+  client: NodeAgentClient,
+  ref: SegmentRef,
+  ownerRevision: number,
+  t: SegmentTask,
+  d: DispatchDeps,
+  signal: AbortSignal,
+  onAttached?: () => Promise<unknown>,
+  helperChunks?: number[],
+): Promise<boolean> {
   const up = t.uploader?.() ?? { address: t.uploaderAddress, id: t.uploaderId };
   const call = client.runSegment(
-    { ref, renditions: t.renditions, ownerRevision, uploaderAddress: up.address, uploaderId: up.id, frames: t.fileFrames, fps: t.fps, treatment: t.treatment, leadInFrames: t.leadInFrames, leadOutFrames: t.leadOutFrames, leaderTerm: ref.leaderTerm, ...(t.constantRate ? { constantRate: t.constantRate } : {}), ...(t.keyframeGrid ? { keyframeGrid: t.keyframeGrid } : {}), ...(helperChunks ? { helper: { chunks: helperChunks } } : {}) },
+    {
+      ref,
+      renditions: t.renditions,
+      ownerRevision,
+      uploaderAddress: up.address,
+      uploaderId: up.id,
+      frames: t.fileFrames,
+      fps: t.fps,
+      treatment: t.treatment,
+      leadInFrames: t.leadInFrames,
+      leadOutFrames: t.leadOutFrames,
+      leaderTerm: ref.leaderTerm,
+      ...(t.constantRate ? { constantRate: t.constantRate } : {}),
+      ...(t.keyframeGrid ? { keyframeGrid: t.keyframeGrid } : {}),
+      ...(helperChunks ? { helper: { chunks: helperChunks } } : {}),
+    },
     traceMetadata(t.jobId),
     deadline(d.cfg.SEGMENT_RUN_TIMEOUT_MS),
   );
   let last = Date.now();
   let seen = '';
   let stalled = false;
-  const watchdog = setInterval(() => {
-    if (Date.now() - last > d.cfg.SEGMENT_NO_PROGRESS_MS) {
-      stalled = true;
-      call.cancel();
-    }
-  }, Math.min(1_000, d.cfg.SEGMENT_NO_PROGRESS_MS));
+  const watchdog = setInterval(
+    () => {
+      if (Date.now() - last > d.cfg.SEGMENT_NO_PROGRESS_MS) {
+        stalled = true;
+        call.cancel();
+      }
+    },
+    Math.min(1_000, d.cfg.SEGMENT_NO_PROGRESS_MS),
+  );
   const onAbort = (): void => call.cancel();
   signal.addEventListener('abort', onAbort, { once: true });
   let done = false;

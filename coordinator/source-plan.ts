@@ -40,7 +40,17 @@ export function selectAudioTracks(tl: SourceTimeline, spec: Pick<JobSpec, 'audio
   for (const i of wanted) {
     const a = tl.audio[i];
     if (!a) throw new AppError('INVALID_ARGUMENT', `audio track ${i} was selected, but the source has ${tl.audio.length} audio track(s) (numbered from 0)`);
-    const base: AudioTrackInfo = { index: a.index, codec: a.codec, channels: a.channels, layout: a.layout, language: a.language, title: a.title, offsetSec: a.offsetSec, durationSec: a.durationSec, downmix: false };
+    const base: AudioTrackInfo = {
+      index: a.index,
+      codec: a.codec,
+      channels: a.channels,
+      layout: a.layout,
+      language: a.language,
+      title: a.title,
+      offsetSec: a.offsetSec,
+      durationSec: a.durationSec,
+      downmix: false,
+    };
     out.push(base);
     if (spec.stereoDownmix && a.channels > 2) {
       out.push({ ...base, channels: 2, layout: 'stereo', title: [a.title || a.language.toUpperCase(), 'Stereo'].filter(Boolean).join(' ').slice(0, 64), downmix: true });
@@ -89,11 +99,24 @@ export function sourceInfoOf(m: MediaInfo, p: { treatment: PictureTreatment; lea
  * timestamps are kept: the rate ("auto": chosen from the source's frame times), the frames every
  * rendition has, and each segment's window on the presented timeline. Pure.
  */
-export function planConstantRate(spec: Pick<JobSpec, 'frameRate'>, packets: Pick<PacketSummary, 'presentedSec' | 'durationSec' | 'keys'>, fps: number, cuts: readonly SpanCut[]): ConstantRatePlan | undefined {
+export function planConstantRate(
+  spec: Pick<JobSpec, 'frameRate'>,
+  packets: Pick<PacketSummary, 'presentedSec' | 'durationSec' | 'keys'>,
+  fps: number,
+  cuts: readonly SpanCut[],
+): ConstantRatePlan | undefined {
   const setting = parseFrameRate(spec.frameRate ?? '');
   if (setting.kind === 'source') return undefined;
   const rate = setting.kind === 'auto' ? chooseSourceRate(packets.presentedSec, fps) : setting.rate;
-  return { ...rate, frames: constantRateFrames(packets.durationSec, rate), windows: rateWindows(cuts, packets.keys.map((k) => k.timeSec), packets.durationSec) };
+  return {
+    ...rate,
+    frames: constantRateFrames(packets.durationSec, rate),
+    windows: rateWindows(
+      cuts,
+      packets.keys.map((k) => k.timeSec),
+      packets.durationSec,
+    ),
+  };
 }
 
 /** The source facts with what the renditions' timestamps became. Pure. */
@@ -124,7 +147,12 @@ export async function planSource(
   o: InputOptions & { signal?: AbortSignal; timeoutMs?: number; idet?: Promise<IdetCounts | undefined> },
 ): Promise<SourcePlan> {
   let tl = media.timeline;
-  const probeOpts = { ...(o.signal ? { signal: o.signal } : {}), ...(o.format ? { format: o.format } : {}), ...(o.maxPixels !== undefined ? { maxPixels: o.maxPixels } : {}), ...(o.limits ? { limits: o.limits } : {}) };
+  const probeOpts = {
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.format ? { format: o.format } : {}),
+    ...(o.maxPixels !== undefined ? { maxPixels: o.maxPixels } : {}),
+    ...(o.limits ? { limits: o.limits } : {}),
+  };
   const [idet, side] = await Promise.all([
     (o.idet ?? sampleIdet(path, o)).catch((): IdetCounts | undefined => undefined),
     tl.dynamicRange === 'pq' && !tl.hdr?.masterDisplay ? firstFrameSideData(path, probeOpts) : Promise.resolve(undefined),

@@ -69,20 +69,35 @@ describe('resolveLocalInput', () => {
     await symlink(other, join(root, 'link'));
     // No INPUT_ROOT (the production default): nothing local, the file's existence irrelevant.
     for (const p of [join(root, 'a.mp4'), 'a.mp4', join(root, 'missing.mp4')]) {
-      const err = await resolveLocalInput(p, [], 100).then(() => new AppError('INTERNAL', 'accepted'), (e: unknown) => e as AppError);
+      const err = await resolveLocalInput(p, [], 100).then(
+        () => new AppError('INTERNAL', 'accepted'),
+        (e: unknown) => e as AppError,
+      );
       expect(err.code, p).toBe('INPUT_OUTSIDE_ROOT');
       expect(err.message).toContain('INPUT_ROOT is not set');
     }
     // Outside the root, existing or not, file or directory, empty or not, directly or through a
     // symlink inside the root: one answer, one message.
     const outside = [
-      join(other, 'secret.mp4'), join(other, 'missing.mp4'), join(other, 'empty.mp4'), other, join(other, 'no', 'such', 'dir', 'x.mp4'),
-      join(root, 'link', 'secret.mp4'), join(root, 'link', 'missing.mp4'), join(root, 'link', 'no', 'such', 'x.mp4'), '../' + join('..', other, 'secret.mp4'),
-      '/etc/passwd', '/etc/no-such-file', '/root/.ssh/id_ed25519',
+      join(other, 'secret.mp4'),
+      join(other, 'missing.mp4'),
+      join(other, 'empty.mp4'),
+      other,
+      join(other, 'no', 'such', 'dir', 'x.mp4'),
+      join(root, 'link', 'secret.mp4'),
+      join(root, 'link', 'missing.mp4'),
+      join(root, 'link', 'no', 'such', 'x.mp4'),
+      '../' + join('..', other, 'secret.mp4'),
+      '/etc/passwd',
+      '/etc/no-such-file',
+      '/root/.ssh/id_ed25519',
     ];
     const answers = new Set<string>();
     for (const p of outside) {
-      const err = await resolveLocalInput(p, [root], 100).then(() => new AppError('INTERNAL', 'accepted'), (e: unknown) => e as AppError);
+      const err = await resolveLocalInput(p, [root], 100).then(
+        () => new AppError('INTERNAL', 'accepted'),
+        (e: unknown) => e as AppError,
+      );
       answers.add(`${err.code}: ${err.message}`);
     }
     expect([...answers]).toEqual(['INPUT_OUTSIDE_ROOT: the input path is outside the input root']);

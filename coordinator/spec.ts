@@ -7,10 +7,7 @@ import type { JobSpec } from '../proto/gen/tessera/v1/types.js';
 import { resolveLadder } from '../transcoder/ladder.js';
 import { GOP_SECONDS } from '../transcoder/ffmpeg-args.js';
 
-export type InputRef =
-  | { kind: 'local'; path: string; bytes: number }
-  | { kind: 's3'; bucket: string; key: string }
-  | { kind: 'http'; url: string };
+export type InputRef = { kind: 'local'; path: string; bytes: number } | { kind: 's3'; bucket: string; key: string } | { kind: 'http'; url: string };
 
 const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
@@ -120,7 +117,8 @@ export function validateSpec(spec: JobSpec | undefined, encoders: ReadonlySet<st
   if (spec.audioBitrateKbps !== 0 && (spec.audioBitrateKbps < 32 || spec.audioBitrateKbps > 512)) {
     throw new AppError('INVALID_ARGUMENT', 'audio_bitrate_kbps must be between 32 and 512');
   }
-  if (spec.idempotencyKey && !/^[A-Za-z0-9_.:-]{1,161}$/.test(spec.idempotencyKey)) { // 128 + a tenant's "<name>:" prefix
+  if (spec.idempotencyKey && !/^[A-Za-z0-9_.:-]{1,161}$/.test(spec.idempotencyKey)) {
+    // 128 + a tenant's "<name>:" prefix
     throw new AppError('INVALID_ARGUMENT', 'idempotency_key may contain only letters, digits and _ . : - (max 128)');
   }
   if (spec.webhookUrl) {
@@ -156,7 +154,10 @@ export function displayName(fileName: string): string {
 
 /** Parses the outputs a job asked for ("zip" default, "hls,dash", "zip,hls"); anything else → INVALID_ARGUMENT. Pure. */
 export function parsePackage(text: string): { zip: boolean; streaming: ('hls' | 'dash')[] } {
-  const parts = text.split(',').map((p) => p.trim()).filter(Boolean);
+  const parts = text
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean);
   const streaming: ('hls' | 'dash')[] = [];
   let zip = false;
   for (const p of parts) {
@@ -184,7 +185,8 @@ export const MAX_AUDIO_TRACKS = 16;
 export function checkTimelineSettings(spec: JobSpec): void {
   parseFrameRate(spec.frameRate ?? '');
   const di = spec.deinterlace ?? '';
-  if (di !== '' && di !== 'frame' && di !== 'field') throw new AppError('INVALID_ARGUMENT', `deinterlace "${di.slice(0, 32)}" is not valid; use frame (keep the frame rate) or field (one frame per field)`);
+  if (di !== '' && di !== 'frame' && di !== 'field')
+    throw new AppError('INVALID_ARGUMENT', `deinterlace "${di.slice(0, 32)}" is not valid; use frame (keep the frame rate) or field (one frame per field)`);
   const tracks = spec.audioTracks ?? [];
   if (tracks.length > MAX_AUDIO_TRACKS) throw new AppError('INVALID_ARGUMENT', `at most ${MAX_AUDIO_TRACKS} audio tracks may be selected`);
   const seen = new Set<number>();

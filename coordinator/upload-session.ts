@@ -94,8 +94,15 @@ export class UploadSessions {
     if (!created.UploadId) throw new AppError('INTERNAL', 'S3 gave no multipart upload id');
     const s: UploadSession = { resumeId, key, s3UploadId: created.UploadId, totalBytes, partBytes: partBytesFor(totalBytes, this.d.partBytes), parts: [], createdAtMs: Date.now() };
     // Create-only: two clients racing on one id get one session (the loser's S3 upload is aborted).
-    const txn = await withEtcdRetry('create upload session', () =>
-      this.d.etcd.if(this.key(resumeId), 'Create', '==', 0).then(this.d.etcd.put(this.key(resumeId)).value(JSON.stringify(s))).commit(), { log: this.d.log });
+    const txn = await withEtcdRetry(
+      'create upload session',
+      () =>
+        this.d.etcd
+          .if(this.key(resumeId), 'Create', '==', 0)
+          .then(this.d.etcd.put(this.key(resumeId)).value(JSON.stringify(s)))
+          .commit(),
+      { log: this.d.log },
+    );
     if (!txn.succeeded) {
       await this.abortS3(key, created.UploadId);
       return this.open(resumeId, totalBytes, objectKey);
@@ -152,12 +159,15 @@ export class UploadSessions {
   async complete(s: UploadSession, signal?: AbortSignal): Promise<void> {
     if (receivedBytes(s) !== s.totalBytes) throw new AppError('INTERNAL', `upload ${s.resumeId} holds ${receivedBytes(s)} of ${s.totalBytes} bytes`);
     try {
-      await this.d.s3.send(new CompleteMultipartUploadCommand({
-        Bucket: this.d.bucket,
-        Key: s.key,
-        UploadId: s.s3UploadId,
-        MultipartUpload: { Parts: s.parts.map((p) => ({ PartNumber: p.n, ETag: p.etag })) },
-      }), signal ? { abortSignal: signal } : {});
+      await this.d.s3.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.d.bucket,
+          Key: s.key,
+          UploadId: s.s3UploadId,
+          MultipartUpload: { Parts: s.parts.map((p) => ({ PartNumber: p.n, ETag: p.etag })) },
+        }),
+        signal ? { abortSignal: signal } : {},
+      );
     } catch (err) {
       // Completed before (its answer or the session's deletion was lost): the object says so.
       const head = await this.d.s3.send(new HeadObjectCommand({ Bucket: this.d.bucket, Key: s.key })).catch(() => undefined);

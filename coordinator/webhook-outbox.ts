@@ -70,10 +70,15 @@ export class WebhookOutbox {
 
   /** Watches the outbox (any coordinator writes to it: a cancel, a submit). */
   async start(): Promise<void> {
-    this.watch = await ResilientWatch.open(this.etcd, { prefix: this.keys.outbox() }, {
-      put: (kv) => this.poke(this.jobOf(kv.key.toString())),
-      resync: () => this.rescanSoon(),
-    }, this.log);
+    this.watch = await ResilientWatch.open(
+      this.etcd,
+      { prefix: this.keys.outbox() },
+      {
+        put: (kv) => this.poke(this.jobOf(kv.key.toString())),
+        resync: () => this.rescanSoon(),
+      },
+      this.log,
+    );
     this.rescanTimer = setInterval(() => this.rescanSoon(), this.s.rescanMs);
   }
 
@@ -131,7 +136,9 @@ export class WebhookOutbox {
     this.rescanning = true;
     void this.rescan()
       .catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'could not list the webhook outbox; trying again at the next rescan'))
-      .finally(() => { this.rescanning = false; });
+      .finally(() => {
+        this.rescanning = false;
+      });
   }
 
   /** Every job with an entry gets a delivery loop (keys only, bounded pages). */
@@ -148,7 +155,7 @@ export class WebhookOutbox {
 
   /** One job's events, oldest first, until none is left (or leadership ends). */
   private async pump(jobId: string, fence: LeaderFence, signal: AbortSignal): Promise<void> {
-    for (let failures = 0; !signal.aborted; ) {
+    for (let failures = 0; !signal.aborted;) {
       try {
         const res = await this.etcd.getAll().prefix(this.keys.outboxJob(jobId)).sort('Key', 'Ascend').limit(1).exec();
         const kv = res.kvs[0];

@@ -5,7 +5,20 @@ import type { NodeView } from './node-registry.js';
 import { ChunkControl } from '../node-agent/segment-work.js';
 
 function node(id: string, slots: number, extra: Partial<NodeView> = {}): { id: string; slots: number; node: NodeView } {
-  const n = { id, address: '', slots, encoders: ['libx264'], version: '', startedAtMs: 0, metricsAddress: '', draining: false, stats: undefined, admission: 'admitted', capabilities: ['h264'], ...extra } as NodeView;
+  const n = {
+    id,
+    address: '',
+    slots,
+    encoders: ['libx264'],
+    version: '',
+    startedAtMs: 0,
+    metricsAddress: '',
+    draining: false,
+    stats: undefined,
+    admission: 'admitted',
+    capabilities: ['h264'],
+    ...extra,
+  } as NodeView;
   return { id, slots, node: n };
 }
 
@@ -67,18 +80,30 @@ describe('work stealing: who takes what', () => {
     expect(spareSlots(2, [unit('x/0', 'a', ev(0, [], true))])).toBe(2);
   });
 
-  it('respects the job\'s placement: a node without the capability takes nothing', () => {
+  it("respects the job's placement: a node without the capability takes nothing", () => {
     const units = [{ ...unit('j/1', 'b', ev(1, [2, 3])), placement: { needs: ['hevc'], labels: {} } }];
     const plans = planSteals({ nodes: [node('a', 1, { capabilities: ['h264'] }), node('b', 1, { capabilities: ['h264', 'hevc'] })], units, busy: new Set() });
     expect(plans).toEqual([]);
   });
 
   it('with nothing queued anywhere, an idle node copies the slowest running chunk of a straggler only', () => {
-    const running = (chunks: { chunk: number; framesDone: number; framesTotal: number; elapsedMs: number }[]): SegmentEvent => ({ ...ev(chunks.length, []), queue: { queued: [], running: chunks.length, runningChunks: chunks } });
+    const running = (chunks: { chunk: number; framesDone: number; framesTotal: number; elapsedMs: number }[]): SegmentEvent => ({
+      ...ev(chunks.length, []),
+      queue: { queued: [], running: chunks.length, runningChunks: chunks },
+    });
     const slow = node('b', 2, { stats: { busySlots: 2, segmentsDone: 0, subSegmentsDone: 0, heartbeatMs: 0, speedMps: 2 } });
     const fast = node('a', 2, { stats: { busySlots: 0, segmentsDone: 0, subSegmentsDone: 0, heartbeatMs: 0, speedMps: 10 } });
     // chunk 4: 10 of 100 frames in 2 s → 18 s left; chunk 5: 50 of 60 in 10 s → 2 s left
-    const units = [unit('j/1', 'b', running([{ chunk: 4, framesDone: 10, framesTotal: 100, elapsedMs: 2_000 }, { chunk: 5, framesDone: 50, framesTotal: 60, elapsedMs: 10_000 }]))];
+    const units = [
+      unit(
+        'j/1',
+        'b',
+        running([
+          { chunk: 4, framesDone: 10, framesTotal: 100, elapsedMs: 2_000 },
+          { chunk: 5, framesDone: 50, framesTotal: 60, elapsedMs: 10_000 },
+        ]),
+      ),
+    ];
     const plans = planDuplicates({ nodes: [fast, slow], units, busy: new Set() }, new Set());
     expect(plans).toEqual([expect.objectContaining({ thiefId: 'a', chunk: 4 })]);
     expect(plans[0]!.remainingSec).toBeCloseTo(18);

@@ -88,7 +88,7 @@ export function planSteals(view: StealView): StealPlan[] {
     // A run waits whole only while its node's slots are taken by its other runs (not in the
     // moment between its first event and its pool starting it).
     const home = view.nodes.find((n) => n.id === victim.nodeId);
-    const runningThere = (byNode.get(victim.nodeId) ?? []).filter((u) => u !== victim).reduce((a, u) => a + (u.last?.queue ? u.last.queue.running : home?.slots ?? 1), 0);
+    const runningThere = (byNode.get(victim.nodeId) ?? []).filter((u) => u !== victim).reduce((a, u) => a + (u.last?.queue ? u.last.queue.running : (home?.slots ?? 1)), 0);
     if (waitingWhole(victim.last!) && (!home || runningThere >= home.slots)) {
       plans.push({ victim, thiefId: thief.id, chunks: [...queued], move: true });
     } else {
@@ -230,7 +230,11 @@ export class WorkStealer {
   }
 
   /** An owner run started; `emit` gets its events combined with its helpers'. */
-  registerOwner(unit: WorkUnit, emit: (ev: SegmentEvent) => void, runHelper: HelperRunner): { event: (ev: SegmentEvent) => void; settle: (waitMs: number) => Promise<boolean>; movedTo: () => string | undefined; close: () => void } {
+  registerOwner(
+    unit: WorkUnit,
+    emit: (ev: SegmentEvent) => void,
+    runHelper: HelperRunner,
+  ): { event: (ev: SegmentEvent) => void; settle: (waitMs: number) => Promise<boolean>; movedTo: () => string | undefined; close: () => void } {
     const state: OwnerState = { unit, helpers: [], helperEvents: new Map(), emit, runHelper, abort: new AbortController(), released: false, movedTo: undefined };
     this.owners.set(unit.key, state);
     return {
@@ -336,11 +340,16 @@ export class WorkStealer {
     if (!owner) return;
     o.movedTo = thief.id; // set first: the owner's run may end before the answer arrives
     const client = this.d.clients.get(NodeAgentClient, owner.address, owner.id);
-    const res = await callUnary(client, client.releaseChunks, { ref: { jobId: v.jobId, segment: v.segment, attempt: v.attempt, ownerRevision: v.ownerRevision, leaderTerm: v.leaderTerm }, chunks, all: true }, this.d.rpcTimeoutMs, traceMetadata(v.jobId))
-      .catch((err: unknown) => {
-        o.movedTo = undefined;
-        throw err;
-      });
+    const res = await callUnary(
+      client,
+      client.releaseChunks,
+      { ref: { jobId: v.jobId, segment: v.segment, attempt: v.attempt, ownerRevision: v.ownerRevision, leaderTerm: v.leaderTerm }, chunks, all: true },
+      this.d.rpcTimeoutMs,
+      traceMetadata(v.jobId),
+    ).catch((err: unknown) => {
+      o.movedTo = undefined;
+      throw err;
+    });
     if (res.released.length === 0) {
       o.movedTo = undefined; // a chunk started meanwhile: it stays
       return;
@@ -367,23 +376,39 @@ export class WorkStealer {
     await fence.updateCheckpoint((c) => (c ? { ...c, helpers: { ...c.helpers, [String(helperAttempt)]: { nodeId: thief.id, chunks: [chunk] } } } : undefined));
     this.duplicatedChunks++;
     this.d.metrics.chunksDuplicated.inc();
-    this.d.log.info({ jobId: v.jobId, segment: v.segment, chunk, slow: v.nodeId, copy: thief.id, remainingSec: Math.round(remainingSec * 10) / 10, helperAttempt }, 'running a copy of a straggler\'s chunk');
+    this.d.log.info(
+      { jobId: v.jobId, segment: v.segment, chunk, slow: v.nodeId, copy: thief.id, remainingSec: Math.round(remainingSec * 10) / 10, helperAttempt },
+      "running a copy of a straggler's chunk",
+    );
     const unit: WorkUnit = { ...v, key: `${v.key}/d${helperAttempt}`, nodeId: thief.id, attempt: helperAttempt, helper: true, last: undefined };
     this.helpersInFlight.set(unit.key, unit);
     try {
-      await o.runHelper(v, thief, helperAttempt, [chunk], (ev) => {
-        unit.last = ev;
-        o.helperEvents.set(helperAttempt, ev);
-        this.relay(o);
-      }, o.abort.signal);
+      await o.runHelper(
+        v,
+        thief,
+        helperAttempt,
+        [chunk],
+        (ev) => {
+          unit.last = ev;
+          o.helperEvents.set(helperAttempt, ev);
+          this.relay(o);
+        },
+        o.abort.signal,
+      );
     } finally {
       this.helpersInFlight.delete(unit.key);
     }
     const won = (await fence.readCheckpoint())?.value.done.find((d) => d.sub === chunk)?.attempt === helperAttempt;
-    this.d.log.info({ jobId: v.jobId, segment: v.segment, chunk, copy: thief.id, won }, won ? 'the copy finished first: stopping the straggler\'s' : 'the straggler finished first');
+    this.d.log.info({ jobId: v.jobId, segment: v.segment, chunk, copy: thief.id, won }, won ? "the copy finished first: stopping the straggler's" : 'the straggler finished first');
     if (!won) return;
     const client = this.d.clients.get(NodeAgentClient, owner.address, owner.id);
-    await callUnary(client, client.releaseChunks, { ref: { jobId: v.jobId, segment: v.segment, attempt: v.attempt, ownerRevision: v.ownerRevision, leaderTerm: v.leaderTerm }, chunks: [chunk], cancelRunning: true }, this.d.rpcTimeoutMs, traceMetadata(v.jobId));
+    await callUnary(
+      client,
+      client.releaseChunks,
+      { ref: { jobId: v.jobId, segment: v.segment, attempt: v.attempt, ownerRevision: v.ownerRevision, leaderTerm: v.leaderTerm }, chunks: [chunk], cancelRunning: true },
+      this.d.rpcTimeoutMs,
+      traceMetadata(v.jobId),
+    );
   }
 
   private async steal(o: OwnerState, thief: NodeView, chunks: number[]): Promise<void> {
@@ -395,7 +420,13 @@ export class WorkStealer {
     if (!cur || cur.value.boundaries.length < 3) return; // the owner has not recorded its chunks
     const helperAttempt = nextHelperAttempt(cur.value);
     const client = this.d.clients.get(NodeAgentClient, owner.address, owner.id);
-    const res = await callUnary(client, client.releaseChunks, { ref: { jobId: v.jobId, segment: v.segment, attempt: v.attempt, ownerRevision: v.ownerRevision, leaderTerm: v.leaderTerm }, chunks }, this.d.rpcTimeoutMs, traceMetadata(v.jobId));
+    const res = await callUnary(
+      client,
+      client.releaseChunks,
+      { ref: { jobId: v.jobId, segment: v.segment, attempt: v.attempt, ownerRevision: v.ownerRevision, leaderTerm: v.leaderTerm }, chunks },
+      this.d.rpcTimeoutMs,
+      traceMetadata(v.jobId),
+    );
     const released = res.released;
     if (released.length === 0) return;
     o.released = true; // from here on, the owner's dispatch checks that every chunk got done
@@ -407,11 +438,18 @@ export class WorkStealer {
     const unit: WorkUnit = { ...v, key: `${v.key}/h${helperAttempt}`, nodeId: thief.id, attempt: helperAttempt, helper: true, last: undefined };
     this.helpersInFlight.set(unit.key, unit);
     const run = o
-      .runHelper(v, thief, helperAttempt, released, (ev) => {
-        unit.last = ev;
-        o.helperEvents.set(helperAttempt, ev);
-        this.relay(o);
-      }, o.abort.signal)
+      .runHelper(
+        v,
+        thief,
+        helperAttempt,
+        released,
+        (ev) => {
+          unit.last = ev;
+          o.helperEvents.set(helperAttempt, ev);
+          this.relay(o);
+        },
+        o.abort.signal,
+      )
       .catch((err: unknown) => {
         this.d.log.warn({ jobId: v.jobId, segment: v.segment, node: thief.id, helperAttempt, err: errorMessage(err) }, 'helper run failed; its chunks are redone by the segment');
       })
@@ -422,7 +460,9 @@ export class WorkStealer {
 
 /** The next helper attempt number of a segment: above every one its checkpoint names. */
 export function nextHelperAttempt(cp: CheckpointRecord): number {
-  const used = Object.keys(cp.helpers ?? {}).map(Number).filter(Number.isFinite);
+  const used = Object.keys(cp.helpers ?? {})
+    .map(Number)
+    .filter(Number.isFinite);
   return Math.max(HELPER_ATTEMPT_BASE, ...used) + 1;
 }
 

@@ -46,9 +46,25 @@ export class LocalCa {
     if (existsSync(ca.caCert) && existsSync(ca.caKey)) return ca;
     await mkdir(dir, { recursive: true, mode: 0o700 });
     await openssl([
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', ca.caKey, '-out', ca.caCert, '-days', '825', '-subj', '/O=Tessera/CN=Tessera local CA',
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      ca.caKey,
+      '-out',
+      ca.caCert,
+      '-days',
+      '825',
+      '-subj',
+      '/O=Tessera/CN=Tessera local CA',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
     ]);
     await chmod(ca.caKey, 0o600);
     return ca;
@@ -62,17 +78,32 @@ export class LocalCa {
     const csr = join(this.dir, `${file}.csr`);
     const ext = join(this.dir, `${file}.ext`);
     const alt = [...s.names.map((n) => `DNS:${n}`), ...(s.ips ?? []).map((ip) => `IP:${ip}`)].join(',');
-    await writeFile(ext, [
-      'basicConstraints=critical,CA:FALSE',
-      'keyUsage=critical,digitalSignature,keyEncipherment',
-      'extendedKeyUsage=serverAuth,clientAuth',
-      `subjectAltName=${alt}`,
-      '',
-    ].join('\n'));
+    await writeFile(
+      ext,
+      ['basicConstraints=critical,CA:FALSE', 'keyUsage=critical,digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth,clientAuth', `subjectAltName=${alt}`, ''].join('\n'),
+    );
     try {
       await openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', `/O=Tessera/OU=${s.role}/CN=${s.names[0]}`]);
       await chmod(key, 0o600);
-      await openssl(['x509', '-req', '-in', csr, '-CA', this.caCert, '-CAkey', this.caKey, '-set_serial', `0x${randomBytes(12).toString('hex')}`, '-days', '825', '-sha256', '-extfile', ext, '-out', cert]);
+      await openssl([
+        'x509',
+        '-req',
+        '-in',
+        csr,
+        '-CA',
+        this.caCert,
+        '-CAkey',
+        this.caKey,
+        '-set_serial',
+        `0x${randomBytes(12).toString('hex')}`,
+        '-days',
+        '825',
+        '-sha256',
+        '-extfile',
+        ext,
+        '-out',
+        cert,
+      ]);
     } finally {
       await rm(csr, { force: true });
       await rm(ext, { force: true });
@@ -87,7 +118,11 @@ async function openssl(args: string[]): Promise<void> {
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string };
     if (e.code === 'ENOENT') throw new Error('openssl is needed to generate certificates (apt-get install -y openssl)');
-    throw new Error(`openssl ${args[0]} failed: ${String(e.stderr ?? e.message).trim().slice(0, 500)}`);
+    throw new Error(
+      `openssl ${args[0]} failed: ${String(e.stderr ?? e.message)
+        .trim()
+        .slice(0, 500)}`,
+    );
   }
 }
 

@@ -165,20 +165,34 @@ export class LocalCluster {
       const dataDir = join(this.o.dir, 'etcd', s.name);
       await rm(dataDir, { recursive: true, force: true });
       await mkdir(dataDir, { recursive: true });
-      this.etcdMembers.set(s.name, { port: s.client, args: [
-        '--name', s.name,
-        '--data-dir', dataDir,
-        '--listen-client-urls', this.host === '127.0.0.1' ? `${scheme}://127.0.0.1:${s.client}` : `${scheme}://127.0.0.1:${s.client},${scheme}://${this.host}:${s.client}`,
-        '--advertise-client-urls', `${scheme}://${this.host}:${s.client}`,
-        ...tlsFlags,
-        '--listen-peer-urls', `http://127.0.0.1:${s.peer}`,
-        '--initial-advertise-peer-urls', `http://127.0.0.1:${s.peer}`,
-        '--initial-cluster', initial,
-        '--initial-cluster-state', 'new',
-        '--heartbeat-interval', '100',
-        '--election-timeout', '1000',
-        '--log-level', 'warn',
-      ] });
+      this.etcdMembers.set(s.name, {
+        port: s.client,
+        args: [
+          '--name',
+          s.name,
+          '--data-dir',
+          dataDir,
+          '--listen-client-urls',
+          this.host === '127.0.0.1' ? `${scheme}://127.0.0.1:${s.client}` : `${scheme}://127.0.0.1:${s.client},${scheme}://${this.host}:${s.client}`,
+          '--advertise-client-urls',
+          `${scheme}://${this.host}:${s.client}`,
+          ...tlsFlags,
+          '--listen-peer-urls',
+          `http://127.0.0.1:${s.peer}`,
+          '--initial-advertise-peer-urls',
+          `http://127.0.0.1:${s.peer}`,
+          '--initial-cluster',
+          initial,
+          '--initial-cluster-state',
+          'new',
+          '--heartbeat-interval',
+          '100',
+          '--election-timeout',
+          '1000',
+          '--log-level',
+          'warn',
+        ],
+      });
       this.spawn(s.name, 'etcd', 'etcd', this.etcdMembers.get(s.name)!.args, {}, s.client);
     }
     this.etcdEndpoints = specs.map((s) => `${scheme}://${this.host}:${s.client}`);
@@ -207,14 +221,21 @@ export class LocalCluster {
   }
 
   private async etcdHealthy(): Promise<void> {
-    await waitFor(async () => {
-      try {
-        await this.client().get('health').options({ deadline: new Date(Date.now() + 1000) }).string();
-        return true;
-      } catch {
-        return false;
-      }
-    }, 30_000, 'etcd');
+    await waitFor(
+      async () => {
+        try {
+          await this.client()
+            .get('health')
+            .options({ deadline: new Date(Date.now() + 1000) })
+            .string();
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      30_000,
+      'etcd',
+    );
   }
 
   private baseEnv(): Record<string, string> {
@@ -258,20 +279,29 @@ export class LocalCluster {
     // Under TLS the console serves the coordinator's certificate, which names localhost.
     this.consoles.push(this.ca && !opts.host ? `https://localhost:${consolePort}/` : `${this.ca ? 'https' : 'http'}://${opts.host ?? this.host}:${consolePort}/`);
     const certEnv = this.ca ? tlsEnv(await this.ca.issue(name, { role: 'coordinator', names: [name, 'localhost'], ips: ['127.0.0.1'] })) : {};
-    this.spawnTs(name, 'coordinator', TS_ENTRY.coordinator, {
-      ...certEnv,
-      COORDINATOR_ID: name,
-      GRPC_PORT: String(port),
-      METRICS_PORT: '0',
-      CONSOLE_PORT: String(consolePort),
-      ...(this.o.inputRoot ? { INPUT_ROOT: this.o.inputRoot } : {}),
-      // A local cluster listens on loopback only (BIND_HOST 127.0.0.1): open APIs are a choice
-      // made here, on purpose, not a default of the coordinator. Tests may still set tokens.
-      ALLOW_ANONYMOUS: 'true',
-      WEBHOOK_SECRET: await this.webhookSecret(),
-      ...(opts.host ? { BIND_HOST: opts.host } : {}),
-      ...(this.o.coordinatorEnv ?? {}),
-    }, [], port, undefined, opts.netns);
+    this.spawnTs(
+      name,
+      'coordinator',
+      TS_ENTRY.coordinator,
+      {
+        ...certEnv,
+        COORDINATOR_ID: name,
+        GRPC_PORT: String(port),
+        METRICS_PORT: '0',
+        CONSOLE_PORT: String(consolePort),
+        ...(this.o.inputRoot ? { INPUT_ROOT: this.o.inputRoot } : {}),
+        // A local cluster listens on loopback only (BIND_HOST 127.0.0.1): open APIs are a choice
+        // made here, on purpose, not a default of the coordinator. Tests may still set tokens.
+        ALLOW_ANONYMOUS: 'true',
+        WEBHOOK_SECRET: await this.webhookSecret(),
+        ...(opts.host ? { BIND_HOST: opts.host } : {}),
+        ...(this.o.coordinatorEnv ?? {}),
+      },
+      [],
+      port,
+      undefined,
+      opts.netns,
+    );
     await waitFor(() => grpcServing(address, 1_000, '', channelCredentials(this.clientTls())), 30_000, name);
     return name;
   }
@@ -283,17 +313,26 @@ export class LocalCluster {
   async addNode(opts: { slots?: number; env?: Record<string, string>; id?: string; cpus?: string; certFor?: string; netns?: string } = {}): Promise<string> {
     const id = opts.id ?? `node-${this.nodeSeq++}`;
     const certEnv = this.ca ? tlsEnv(await this.ca.issue(`node-cert-${id}`, { role: 'node', names: [opts.certFor ?? id] })) : {};
-    this.spawnTs(id, 'node-agent', TS_ENTRY['node-agent'], {
-      ...certEnv,
-      NODE_ID: id,
-      GRPC_PORT: '0',
-      METRICS_PORT: '0',
-      WORKER_SLOTS: String(opts.slots ?? this.o.slots),
-      // Agents sharing this machine share its cores (pinned ones see only their own).
-      ...(opts.cpus ? {} : { CPU_CORES: String(Math.max(1, Math.floor(availableParallelism() / Math.max(1, this.o.nodes)))) }),
-      ...(this.o.nodeEnv ?? {}),
-      ...(opts.env ?? {}),
-    }, [], undefined, opts.cpus, opts.netns);
+    this.spawnTs(
+      id,
+      'node-agent',
+      TS_ENTRY['node-agent'],
+      {
+        ...certEnv,
+        NODE_ID: id,
+        GRPC_PORT: '0',
+        METRICS_PORT: '0',
+        WORKER_SLOTS: String(opts.slots ?? this.o.slots),
+        // Agents sharing this machine share its cores (pinned ones see only their own).
+        ...(opts.cpus ? {} : { CPU_CORES: String(Math.max(1, Math.floor(availableParallelism() / Math.max(1, this.o.nodes)))) }),
+        ...(this.o.nodeEnv ?? {}),
+        ...(opts.env ?? {}),
+      },
+      [],
+      undefined,
+      opts.cpus,
+      opts.netns,
+    );
     await waitFor(async () => (await this.client().get(`/tessera/nodes/${id}`).string()) !== null, 30_000, id);
     return id;
   }
@@ -455,7 +494,10 @@ export const alive = processAlive;
 async function terminate(pid: number, sig: NodeJS.Signals, graceMs: number, child?: ChildProcess): Promise<void> {
   if (pid <= 0 || !alive(pid)) return;
   const exited = child
-    ? new Promise<void>((r) => { if (child.exitCode !== null || child.signalCode !== null) r(); else child.once('exit', () => r()); })
+    ? new Promise<void>((r) => {
+        if (child.exitCode !== null || child.signalCode !== null) r();
+        else child.once('exit', () => r());
+      })
     : waitFor(async () => !alive(pid), graceMs + 5_000, `pid ${pid}`).catch(() => undefined);
   try {
     process.kill(pid, 'SIGCONT'); // a paused process cannot handle SIGTERM
@@ -463,7 +505,13 @@ async function terminate(pid: number, sig: NodeJS.Signals, graceMs: number, chil
   } catch {
     return;
   }
-  const t = setTimeout(() => { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }, graceMs);
+  const t = setTimeout(() => {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }, graceMs);
   await exited;
   clearTimeout(t);
 }

@@ -32,9 +32,7 @@ const ROLE_SCRIPT: Record<Role, string> = {
   'node-agent': 'node-agent/main.ts',
   uploader: 'uploader/main.ts',
 };
-const ROLE_BY_SCRIPT = new Map<string, Role>(
-  (Object.entries(ROLE_SCRIPT) as [Role, string][]).map(([role, script]) => [script, role]),
-);
+const ROLE_BY_SCRIPT = new Map<string, Role>((Object.entries(ROLE_SCRIPT) as [Role, string][]).map(([role, script]) => [script, role]));
 
 const S3_ENV = ['S3_ENDPOINT', 'S3_REGION', 'S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY', 'S3_BUCKET', 'S3_FORCE_PATH_STYLE'];
 /** Every process: etcd, where to listen (the default BIND_HOST is 127.0.0.1, useless in a container), shutdown budget. */
@@ -71,9 +69,7 @@ const HANDBACK_MARGIN_MS = 15_000;
 async function roleConfigLoader(role: Role): Promise<(env: Record<string, string>) => Record<string, unknown>> {
   const path = join(ROOT, role, 'config.ts');
   expect(existsSync(path), `${role}/config.ts`).toBe(true);
-  const mod = z
-    .looseObject({ loadConfig: z.custom<(env: Record<string, string>) => unknown>((f) => typeof f === 'function') })
-    .parse(await import(path));
+  const mod = z.looseObject({ loadConfig: z.custom<(env: Record<string, string>) => unknown>((f) => typeof f === 'function') }).parse(await import(path));
   return (env) => z.record(z.string(), z.unknown()).parse(mod.loadConfig(env));
 }
 
@@ -86,7 +82,16 @@ function isSubset(selector: Record<string, string>, labels: Record<string, strin
 }
 
 const QUANTITY_SUFFIX: Record<string, number> = {
-  '': 1, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40,
+  '': 1,
+  m: 1e-3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
 };
 const QUANTITY_RE = /^(\d+(?:\.\d+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$/;
 function quantity(q: string): number {
@@ -129,7 +134,10 @@ function yamlDocuments(path: string, merge: boolean): unknown[] {
 // are typos that `kubectl apply --validate=strict` would reject)
 // ---------------------------------------------------------------------------------------
 
-const DnsLabel = z.string().max(63).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS-1123 label');
+const DnsLabel = z
+  .string()
+  .max(63)
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS-1123 label');
 const EnvName = z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'env var names are UPPER_SNAKE');
 const Labels = z.record(z.string().min(1), z.string());
 const Quantity = z.string().regex(QUANTITY_RE, 'must be a quoted quantity like "500m", "2", "1Gi"');
@@ -167,10 +175,7 @@ const EnvVar = z
       .optional(),
   })
   .refine((e) => (e.value === undefined) !== (e.valueFrom === undefined), 'exactly one of value / valueFrom');
-const EnvFromSource = z.union([
-  z.strictObject({ configMapRef: z.strictObject({ name: DnsLabel }) }),
-  z.strictObject({ secretRef: z.strictObject({ name: DnsLabel }) }),
-]);
+const EnvFromSource = z.union([z.strictObject({ configMapRef: z.strictObject({ name: DnsLabel }) }), z.strictObject({ secretRef: z.strictObject({ name: DnsLabel }) })]);
 const ContainerPort = z.strictObject({
   name: z.string().regex(/^[a-z0-9-]{1,15}$/),
   containerPort: PortNumber,
@@ -194,7 +199,10 @@ const ContainerSecurityContext = z.strictObject({
 });
 const Container = z.strictObject({
   name: DnsLabel,
-  image: z.string().regex(/^[a-z0-9./-]+(:[\w.-]+)?$/, 'image must be name[:tag]').refine((i) => !i.endsWith(':latest'), 'no :latest'),
+  image: z
+    .string()
+    .regex(/^[a-z0-9./-]+(:[\w.-]+)?$/, 'image must be name[:tag]')
+    .refine((i) => !i.endsWith(':latest'), 'no :latest'),
   imagePullPolicy: z.enum(['IfNotPresent', 'Always', 'Never']).optional(),
   command: z.array(z.string()).min(1).optional(),
   args: z.array(z.string()).min(1).optional(),
@@ -307,9 +315,7 @@ const Service = z.strictObject({
     clusterIP: z.literal('None').optional(),
     publishNotReadyAddresses: z.boolean().optional(),
     selector: Labels,
-    ports: z
-      .array(z.strictObject({ name: z.string().regex(/^[a-z0-9-]{1,15}$/), port: PortNumber, targetPort: PortRef, protocol: z.literal('TCP').optional() }))
-      .min(1),
+    ports: z.array(z.strictObject({ name: z.string().regex(/^[a-z0-9-]{1,15}$/), port: PortNumber, targetPort: PortRef, protocol: z.literal('TCP').optional() })).min(1),
   }),
 });
 const PersistentVolumeClaim = z.strictObject({
@@ -384,15 +390,25 @@ const NetworkPolicy = z.strictObject({
   spec: z.strictObject({
     podSelector: z.union([LabelSelector, z.strictObject({})]),
     policyTypes: z.array(z.enum(['Ingress', 'Egress'])).min(1),
-    ingress: z
-      .array(z.strictObject({ from: z.array(NetworkPolicyPeer).min(1).optional(), ports: z.array(z.strictObject({ port: PortNumber, protocol: z.literal('TCP') })).min(1) }))
-      .optional(),
+    ingress: z.array(z.strictObject({ from: z.array(NetworkPolicyPeer).min(1).optional(), ports: z.array(z.strictObject({ port: PortNumber, protocol: z.literal('TCP') })).min(1) })).optional(),
   }),
 });
 
 const KubeObject = z.discriminatedUnion('kind', [
-  Namespace, ConfigMap, Secret, ServiceAccount, Role, RoleBinding, Service, PersistentVolumeClaim, Deployment, StatefulSet, PodDisruptionBudget,
-  Issuer, Certificate, NetworkPolicy,
+  Namespace,
+  ConfigMap,
+  Secret,
+  ServiceAccount,
+  Role,
+  RoleBinding,
+  Service,
+  PersistentVolumeClaim,
+  Deployment,
+  StatefulSet,
+  PodDisruptionBudget,
+  Issuer,
+  Certificate,
+  NetworkPolicy,
 ]);
 type KubeObject = z.infer<typeof KubeObject>;
 type KubeKind = KubeObject['kind'];
@@ -401,10 +417,20 @@ type K8sContainer = z.infer<typeof Container>;
 
 /** The apiVersion every kind must use (current, non-deprecated groups). */
 const API_VERSION: Record<KubeKind, string> = {
-  Namespace: 'v1', ConfigMap: 'v1', Secret: 'v1', ServiceAccount: 'v1', Service: 'v1', PersistentVolumeClaim: 'v1',
-  Role: 'rbac.authorization.k8s.io/v1', RoleBinding: 'rbac.authorization.k8s.io/v1',
-  Deployment: 'apps/v1', StatefulSet: 'apps/v1', PodDisruptionBudget: 'policy/v1',
-  Issuer: 'cert-manager.io/v1', Certificate: 'cert-manager.io/v1', NetworkPolicy: 'networking.k8s.io/v1',
+  Namespace: 'v1',
+  ConfigMap: 'v1',
+  Secret: 'v1',
+  ServiceAccount: 'v1',
+  Service: 'v1',
+  PersistentVolumeClaim: 'v1',
+  Role: 'rbac.authorization.k8s.io/v1',
+  RoleBinding: 'rbac.authorization.k8s.io/v1',
+  Deployment: 'apps/v1',
+  StatefulSet: 'apps/v1',
+  PodDisruptionBudget: 'policy/v1',
+  Issuer: 'cert-manager.io/v1',
+  Certificate: 'cert-manager.io/v1',
+  NetworkPolicy: 'networking.k8s.io/v1',
 };
 
 const Kustomization = z.strictObject({
@@ -419,7 +445,9 @@ const Kustomization = z.strictObject({
 // Load the Kubernetes manifests
 // ---------------------------------------------------------------------------------------
 
-const k8sFiles = readdirSync(K8S).filter((f) => f.endsWith('.yaml') || f.endsWith('.yml')).sort();
+const k8sFiles = readdirSync(K8S)
+  .filter((f) => f.endsWith('.yaml') || f.endsWith('.yml'))
+  .sort();
 const resourceFiles = k8sFiles.filter((f) => f !== 'kustomization.yaml');
 const rawK8s = resourceFiles.flatMap((file) => yamlDocuments(join(K8S, file), false).map((value, index) => ({ file, index, value })));
 const k8sParsed = rawK8s.map((r) => ({ ...r, result: KubeObject.safeParse(r.value) }));
@@ -584,7 +612,10 @@ describe('deploy/k8s', () => {
   it('PodDisruptionBudgets each cover exactly one workload', () => {
     for (const pdb of ofKind('PodDisruptionBudget')) {
       const covered = workloads().filter((w) => isSubset(pdb.spec.selector.matchLabels, w.spec.template.metadata.labels));
-      expect(covered.map((w) => w.metadata.name), `PDB ${pdb.metadata.name}`).toHaveLength(1);
+      expect(
+        covered.map((w) => w.metadata.name),
+        `PDB ${pdb.metadata.name}`,
+      ).toHaveLength(1);
     }
   });
 
@@ -688,7 +719,9 @@ describe('deploy/k8s', () => {
   });
 
   it('each Tessera role runs once, with every variable it needs, secrets from the Secret', () => {
-    const roles = tesseraContainers().map((t) => t.role).sort();
+    const roles = tesseraContainers()
+      .map((t) => t.role)
+      .sort();
     expect(roles).toEqual(['coordinator', 'node-agent', 'uploader']);
     for (const { workload, container, role } of tesseraContainers()) {
       const where = `${workload.metadata.name}/${container.name}`;
@@ -769,15 +802,16 @@ describe('deploy/k8s', () => {
     expect(headless.spec.publishNotReadyAddresses).toBe(true);
     expect(isSubset(headless.spec.selector, etcd.spec.template.metadata.labels)).toBe(true);
     const client = ofKind('Service').filter((s) => s !== headless && isSubset(s.spec.selector, etcd.spec.template.metadata.labels));
-    expect(client.map((s) => s.spec.clusterIP), 'a ClusterIP client Service').toEqual([undefined]);
+    expect(
+      client.map((s) => s.spec.clusterIP),
+      'a ClusterIP client Service',
+    ).toEqual([undefined]);
     expect(client[0]!.spec.ports.map((p) => p.port)).toEqual([containerPort(c, 'client')]);
 
     const members = Array.from({ length: etcd.spec.replicas }, (_, i) => `${etcd.metadata.name}-${i}.${headless.metadata.name}`);
     const peerPort = containerPort(c, 'peer');
     const clientPort = containerPort(c, 'client');
-    expect(literalEnv(c, 'ETCD_INITIAL_CLUSTER')).toBe(
-      members.map((m, i) => `${etcd.metadata.name}-${i}=http://${m}:${peerPort}`).join(','),
-    );
+    expect(literalEnv(c, 'ETCD_INITIAL_CLUSTER')).toBe(members.map((m, i) => `${etcd.metadata.name}-${i}=http://${m}:${peerPort}`).join(','));
     expect(literalEnv(c, 'ETCD_INITIAL_ADVERTISE_PEER_URLS')).toBe(`http://$(POD_NAME).${headless.metadata.name}:${peerPort}`);
     expect(literalEnv(c, 'ETCD_NAME')).toBe('$(POD_NAME)');
     expect(literalEnv(c, 'ETCD_LISTEN_METRICS_URLS')).toBe(`http://0.0.0.0:${containerPort(c, 'metrics')}`);
@@ -786,7 +820,10 @@ describe('deploy/k8s', () => {
 
     for (const { container, workload } of tesseraContainers()) {
       const endpoints = urlHosts(envValue(container, 'ETCD_ENDPOINTS') ?? '');
-      expect(endpoints.map((e) => e.host), workload.metadata.name).toEqual(members);
+      expect(
+        endpoints.map((e) => e.host),
+        workload.metadata.name,
+      ).toEqual(members);
       for (const e of endpoints) expect(e.port, workload.metadata.name).toBe(clientPort);
     }
   });
@@ -827,11 +864,7 @@ describe('deploy/k8s', () => {
     expect(ofKind('Role')).toHaveLength(1);
 
     // Flatten to (group, resource, name, verb) grants and compare as sets.
-    const grants = new Set(
-      role.rules.flatMap((r) =>
-        r.apiGroups.flatMap((g) => r.resources.flatMap((res) => (r.resourceNames ?? ['*']).flatMap((n) => r.verbs.map((v) => `${g}|${res}|${n}|${v}`)))),
-      ),
-    );
+    const grants = new Set(role.rules.flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => (r.resourceNames ?? ['*']).flatMap((n) => r.verbs.map((v) => `${g}|${res}|${n}|${v}`))))));
     expect(grants).toEqual(
       new Set([
         `apps|deployments|${nodeDeployment}|get`,
@@ -908,7 +941,11 @@ describe('deploy/k8s', () => {
     // coordinator dials it expecting that name); the uploader keeps its default id, uploader-<hostname>.
     const agent = tesseraContainers().find((t) => t.role === 'node-agent')!.container;
     expect(agent.env?.find((e) => e.name === 'NODE_ID')?.valueFrom).toEqual({ fieldRef: { fieldPath: 'metadata.name' } });
-    expect(tesseraContainers().find((t) => t.role === 'uploader')!.container.env?.some((e) => e.name === 'UPLOADER_ID')).toBe(false);
+    expect(
+      tesseraContainers()
+        .find((t) => t.role === 'uploader')!
+        .container.env?.some((e) => e.name === 'UPLOADER_ID'),
+    ).toBe(false);
     // The coordinator's Service name is on its certificate (clients dial the Service).
     expect(ofKind('Service').map((x) => x.metadata.name)).toContain(CERT.coordinator.identity);
     // The CLI's client certificate: role client, client auth only.
@@ -924,13 +961,24 @@ describe('deploy/k8s', () => {
     expect(deny?.spec.policyTypes).toEqual(['Ingress']);
     expect(deny?.spec.ingress).toBeUndefined();
     const labelsOf = (role: Role | 'etcd'): Record<string, string> =>
-      role === 'etcd' ? one('StatefulSet', 'etcd').spec.template.metadata.labels ?? {} : workloadFor(role).spec.template.metadata.labels ?? {};
+      role === 'etcd' ? (one('StatefulSet', 'etcd').spec.template.metadata.labels ?? {}) : (workloadFor(role).spec.template.metadata.labels ?? {});
     /** Who (by pod labels; undefined: any pod in any namespace) may reach `to` on `port`. */
     const allowed = (to: Role | 'etcd', port: number, fromLabels: Record<string, string> | undefined): boolean =>
-      policies.some((p) => 'matchLabels' in p.spec.podSelector && isSubset(p.spec.podSelector.matchLabels, labelsOf(to)) &&
-        (p.spec.ingress ?? []).some((rule) => rule.ports.some((x) => x.port === port) &&
-          (rule.from === undefined || rule.from.some((peer) => (peer.namespaceSelector !== undefined && peer.podSelector === undefined) ||
-            (fromLabels !== undefined && peer.podSelector !== undefined && isSubset(peer.podSelector.matchLabels, fromLabels))))));
+      policies.some(
+        (p) =>
+          'matchLabels' in p.spec.podSelector &&
+          isSubset(p.spec.podSelector.matchLabels, labelsOf(to)) &&
+          (p.spec.ingress ?? []).some(
+            (rule) =>
+              rule.ports.some((x) => x.port === port) &&
+              (rule.from === undefined ||
+                rule.from.some(
+                  (peer) =>
+                    (peer.namespaceSelector !== undefined && peer.podSelector === undefined) ||
+                    (fromLabels !== undefined && peer.podSelector !== undefined && isSubset(peer.podSelector.matchLabels, fromLabels)),
+                )),
+          ),
+      );
     const coordinator = labelsOf('coordinator');
     const agent = labelsOf('node-agent');
     const uploader = labelsOf('uploader');
@@ -942,7 +990,12 @@ describe('deploy/k8s', () => {
     expect(allowed('uploader', 7600, agent), 'node agent -> uploader').toBe(true);
     for (const from of [coordinator, agent, uploader]) expect(allowed('etcd', 2379, from), 'Tessera -> etcd').toBe(true);
     expect(allowed('etcd', 2380, labelsOf('etcd')), 'etcd peers').toBe(true);
-    for (const [role, port] of [['coordinator', 9400], ['node-agent', 9500], ['uploader', 9600]] as const) expect(allowed(role, port, undefined), `Prometheus -> ${role}`).toBe(true);
+    for (const [role, port] of [
+      ['coordinator', 9400],
+      ['node-agent', 9500],
+      ['uploader', 9600],
+    ] as const)
+      expect(allowed(role, port, undefined), `Prometheus -> ${role}`).toBe(true);
     // And nothing else: no one but coordinators reaches an agent; nothing but coordinators and
     // agents the uploader; nothing from outside etcd's peers reaches etcd's peer port.
     expect(allowed('node-agent', 7500, uploader)).toBe(false);
@@ -957,7 +1010,10 @@ describe('deploy/k8s', () => {
 // Docker Compose
 // ---------------------------------------------------------------------------------------
 
-const Duration = z.string().regex(/^(?:\d+h)?(?:\d+m)?(?:\d+s)?$/).refine((d) => d !== '');
+const Duration = z
+  .string()
+  .regex(/^(?:\d+h)?(?:\d+m)?(?:\d+s)?$/)
+  .refine((d) => d !== '');
 const ComposeService = z.strictObject({
   image: z.string().min(1),
   build: z.strictObject({ context: z.string(), dockerfile: z.string() }).optional(),
@@ -969,9 +1025,7 @@ const ComposeService = z.strictObject({
   environment: z.record(EnvName, z.string()).optional(),
   ports: z.array(z.string().regex(/^(?:\d+\.\d+\.\d+\.\d+:)?\d+:\d+$/, 'ports as "[ip:]host:container"')).optional(),
   volumes: z.array(z.string().regex(/^[^:]+:\/[^:]*(?::ro|:rw)?$/, 'volumes as "source:/target[:ro]"')).optional(),
-  depends_on: z
-    .record(z.string(), z.strictObject({ condition: z.enum(['service_started', 'service_healthy', 'service_completed_successfully']) }))
-    .optional(),
+  depends_on: z.record(z.string(), z.strictObject({ condition: z.enum(['service_started', 'service_healthy', 'service_completed_successfully']) })).optional(),
   healthcheck: z
     .strictObject({
       test: z.tuple([z.literal('CMD')], z.string()).refine((t) => t.length >= 2, 'a command after CMD'),
@@ -1001,7 +1055,7 @@ const REPLICA_ENTRYPOINT = 'deploy/docker/replica-env.sh';
 const HEALTHCHECK_SCRIPT = 'deploy/docker/healthcheck.mjs';
 /** Compose interpolation with an empty environment: ${VAR:-default} -> default, $$ -> $. */
 function interpolate(s: string): string {
-  return s.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}/g, (m, _name: string | undefined, def: string | undefined) => (m === '$$' ? '$' : def ?? ''));
+  return s.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}/g, (m, _name: string | undefined, def: string | undefined) => (m === '$$' ? '$' : (def ?? '')));
 }
 function composeEnv(svc: ComposeServiceT): Record<string, string> {
   return Object.fromEntries(Object.entries(svc.environment ?? {}).map(([k, v]) => [k, interpolate(v)]));
@@ -1116,9 +1170,15 @@ describe('deploy/compose.yaml', () => {
       }
       const role = composeRole(s);
       if (!role) continue;
-      expect((s.volumes ?? []).map((v) => v.split(':')[1]), `${name} staging on a volume`).toContain(env['STAGING_DIR']);
+      expect(
+        (s.volumes ?? []).map((v) => v.split(':')[1]),
+        `${name} staging on a volume`,
+      ).toContain(env['STAGING_DIR']);
     }
-    expect([...declared].filter((v) => !used.has(v)), 'declared but unused volumes').toEqual([]);
+    expect(
+      [...declared].filter((v) => !used.has(v)),
+      'declared but unused volumes',
+    ).toEqual([]);
     const coordinators = services.filter(([, s]) => composeRole(s) === 'coordinator');
     const inputSources = coordinators.map(([, s]) => (s.volumes ?? []).find((v) => v.split(':')[1] === composeEnv(s)['INPUT_ROOT'])?.split(':')[0]);
     expect(inputSources.every((src) => src !== undefined && isNamedVolume(src))).toBe(true);
@@ -1139,7 +1199,10 @@ describe('deploy/compose.yaml', () => {
       if (!role) continue;
       const env = composeEffectiveEnv(s);
       expect(env['TLS_CA_FILE'], name).toBe('/tls/ca.crt');
-      expect(s.volumes?.some((v) => v.startsWith('tls:/tls')), `${name} mounts the tls volume`).toBe(true);
+      expect(
+        s.volumes?.some((v) => v.startsWith('tls:/tls')),
+        `${name} mounts the tls volume`,
+      ).toBe(true);
       expect(s.depends_on?.['tls-init']?.condition, name).toBe('service_completed_successfully');
       if (env['TLS_SELF_ISSUE'] === 'true') {
         // A replica signs its own, named after the NODE_ID replica-env.sh derives.
@@ -1279,7 +1342,10 @@ describe('NOT_IN_CONFIG_SCHEMA', () => {
 // Dockerfile and .dockerignore
 // ---------------------------------------------------------------------------------------
 
-interface Instruction { op: string; args: string }
+interface Instruction {
+  op: string;
+  args: string;
+}
 function dockerInstructions(text: string): Instruction[] {
   const lines = text.split('\n').filter((l) => !/^\s*#/.test(l));
   const joined = lines.join('\n').replace(/\\\n/g, ' ');
@@ -1337,7 +1403,10 @@ describe('Dockerfile', () => {
 
   it('installs ffmpeg with apt and production dependencies with npm ci --omit=dev', () => {
     expect(runs.some((r) => /apt-get install\b[^&|;]*\bffmpeg\b/.test(r))).toBe(true);
-    expect(runs.some((r) => /apt-get update/.test(r) && /rm -rf \/var\/lib\/apt\/lists/.test(r)), 'apt lists cleaned in the same layer').toBe(true);
+    expect(
+      runs.some((r) => /apt-get update/.test(r) && /rm -rf \/var\/lib\/apt\/lists/.test(r)),
+      'apt lists cleaned in the same layer',
+    ).toBe(true);
     const npmIndex = ins.findIndex((i) => i.op === 'RUN' && /\bnpm ci\b/.test(i.args));
     expect(npmIndex).toBeGreaterThan(-1);
     expect(ins[npmIndex]!.args).toMatch(/--omit=dev/);
@@ -1380,8 +1449,15 @@ describe('Dockerfile', () => {
     expect(script).toEqual([ROLE_SCRIPT.coordinator]);
     // What compose/k8s pass instead of CMD, and the helper scripts, are not excluded from the context.
     const needed = [
-      ...Object.values(ROLE_SCRIPT), 'package.json', 'package-lock.json', 'tsconfig.json', HEALTHCHECK_SCRIPT, REPLICA_ENTRYPOINT,
-      'proto/gen/tessera/v1/jobs.ts', 'proto/tessera/v1/jobs.proto', 'common/logger.ts',
+      ...Object.values(ROLE_SCRIPT),
+      'package.json',
+      'package-lock.json',
+      'tsconfig.json',
+      HEALTHCHECK_SCRIPT,
+      REPLICA_ENTRYPOINT,
+      'proto/gen/tessera/v1/jobs.ts',
+      'proto/tessera/v1/jobs.proto',
+      'common/logger.ts',
     ];
     for (const p of needed) {
       expect(dockerIgnored(ignore, p), `${p} must be in the build context`).toBe(false);
@@ -1548,13 +1624,17 @@ describe('deploy/grafana/tessera-dashboard.json', () => {
       for (const m of expr.matchAll(/\bby\s*\(([^)]*)\)/g)) {
         const used = [...expr.matchAll(/\b(tessera_[a-z_]+)\b/g)].map((x) => baseMetric(x[1]!)).filter((b): b is MetricName => b !== undefined);
         const allowed = new Set<string>([...TARGET_LABELS, ...used.flatMap((b) => [...METRICS[b].labels, ...(METRICS[b].type === 'histogram' ? ['le'] : [])])]);
-        for (const label of m[1]!.split(',').map((l) => l.trim()).filter(Boolean)) expect(allowed.has(label), `${panel}: by (${label}) in ${expr}`).toBe(true);
+        for (const label of m[1]!
+          .split(',')
+          .map((l) => l.trim())
+          .filter(Boolean))
+          expect(allowed.has(label), `${panel}: by (${label}) in ${expr}`).toBe(true);
       }
       if (/histogram_quantile/.test(expr)) expect(expr, panel).toMatch(/histogram_quantile\(0?\.\d+,\s*sum by \([^)]*\ble\b[^)]*\) \(rate\(tessera_\w+_bucket\[/);
     }
   });
 
-  it("links from a job to its logs: a job id box, a Loki log panel and an Explore link with the same query", () => {
+  it('links from a job to its logs: a job id box, a Loki log panel and an Explore link with the same query', () => {
     const vars = dash?.templating.list ?? [];
     expect(vars).toContainEqual(expect.objectContaining({ name: 'loki', type: 'datasource', query: 'loki' }));
     expect(vars).toContainEqual(expect.objectContaining({ name: 'job_id', type: 'textbox' }));
@@ -1565,12 +1645,17 @@ describe('deploy/grafana/tessera-dashboard.json', () => {
     // Every Tessera stream (the job label Alloy sets), filtered by the jobId the lines carry.
     expect(expr).toBe('{job=~"tessera-.+"} | jobId="$job_id"');
     for (const job of ['tessera-coordinator', 'tessera-node-agent', 'tessera-uploader']) expect(new RegExp(`^(?:${/job=~"([^"]+)"/.exec(expr)![1]})$`).test(job), job).toBe(true);
-    const links = [...(z.array(z.looseObject({ url: z.string() })).parse((raw as { links: unknown }).links)), ...z.array(z.looseObject({ url: z.string() })).parse((logs[0] as { links?: unknown }).links)];
+    const links = [
+      ...z.array(z.looseObject({ url: z.string() })).parse((raw as { links: unknown }).links),
+      ...z.array(z.looseObject({ url: z.string() })).parse((logs[0] as { links?: unknown }).links),
+    ];
     expect(links.length).toBeGreaterThanOrEqual(2);
     for (const l of links) {
       const url = new URL(l.url, 'http://grafana.local');
       expect(url.pathname).toBe('/explore');
-      const panes = z.record(z.string(), z.looseObject({ datasource: z.string(), queries: z.array(z.looseObject({ expr: z.string(), datasource: z.looseObject({ type: z.literal('loki'), uid: z.string() }) })) })).parse(JSON.parse(url.searchParams.get('panes') ?? '{}'));
+      const panes = z
+        .record(z.string(), z.looseObject({ datasource: z.string(), queries: z.array(z.looseObject({ expr: z.string(), datasource: z.looseObject({ type: z.literal('loki'), uid: z.string() }) })) }))
+        .parse(JSON.parse(url.searchParams.get('panes') ?? '{}'));
       const pane = Object.values(panes)[0]!;
       expect(pane.queries[0]!.expr).toBe(expr);
       // The uid the Compose provisioning gives Loki (and docs/deploy.md asks Kubernetes users to use).
@@ -1599,7 +1684,11 @@ const RelabelRule = z.strictObject({
 type RelabelRuleT = z.infer<typeof RelabelRule>;
 
 /** Alloy config text without its `//` comment lines. */
-const alloyText = (path: string): string => read(path).split('\n').filter((l) => !/^\s*\/\//.test(l)).join('\n');
+const alloyText = (path: string): string =>
+  read(path)
+    .split('\n')
+    .filter((l) => !/^\s*\/\//.test(l))
+    .join('\n');
 
 /** The body of the first `<kind> "<name>" { … }` block (braces matched, strings skipped). */
 function alloyBlock(text: string, kind: string, name?: string): string | undefined {
@@ -1677,7 +1766,13 @@ describe('log shipping (Loki + Alloy)', () => {
     const ComposeAddon = z.looseObject({ services: z.record(DnsLabel, ComposeService), volumes: z.record(DnsLabel, z.null()) });
     const ops = ComposeAddon.parse(yamlDocuments(join(DEPLOY, 'compose.ops.yaml'), true)[0]);
     const text = alloyText(join(DEPLOY, 'logging', 'compose.alloy'));
-    const mounts = (name: string): Map<string, string> => new Map((ops.services[name]?.volumes ?? []).map((v) => { const [src, dst] = v.split(':') as [string, string]; return [dst, src]; }));
+    const mounts = (name: string): Map<string, string> =>
+      new Map(
+        (ops.services[name]?.volumes ?? []).map((v) => {
+          const [src, dst] = v.split(':') as [string, string];
+          return [dst, src];
+        }),
+      );
 
     it('runs Loki, Alloy (reading the Docker socket read-only) and Grafana with both data sources', () => {
       for (const name of ['loki', 'alloy', 'grafana']) expect(Object.keys(ops.services), name).toContain(name);
@@ -1690,7 +1785,9 @@ describe('log shipping (Loki + Alloy)', () => {
         for (const [, src] of mounts(name)) if (src.startsWith('./')) expect(existsSync(join(DEPLOY, src)), `${name} mounts ${src}`).toBe(true);
         for (const [, src] of mounts(name)) if (isNamedVolume(src)) expect(Object.keys(ops.volumes), `${name}: volume ${src}`).toContain(src);
       }
-      const ds = z.looseObject({ datasources: z.array(z.looseObject({ uid: z.string(), type: z.string(), url: z.string() })) }).parse(yamlDocuments(join(DEPLOY, 'grafana', 'provisioning', 'datasources', 'tessera.yaml'), false)[0]).datasources;
+      const ds = z
+        .looseObject({ datasources: z.array(z.looseObject({ uid: z.string(), type: z.string(), url: z.string() })) })
+        .parse(yamlDocuments(join(DEPLOY, 'grafana', 'provisioning', 'datasources', 'tessera.yaml'), false)[0]).datasources;
       expect(ds).toContainEqual(expect.objectContaining({ uid: LOKI_UID, type: 'loki', url: 'http://loki:3100' }));
       expect(ds).toContainEqual(expect.objectContaining({ type: 'prometheus', url: 'http://prometheus:9090' }));
       expect(mounts('grafana').get('/var/lib/grafana/dashboards/tessera-dashboard.json')).toBe('./grafana/tessera-dashboard.json');
@@ -1700,8 +1797,16 @@ describe('log shipping (Loki + Alloy)', () => {
       expect(alloyPipeline(text).source).toBe('docker');
       expect(text).toContain(`"com.docker.compose.project=${compose.name}"`);
       const rules = relabelRules(text, 'tessera');
-      const container = (service: string): Record<string, string> => ({ __meta_docker_container_label_com_docker_compose_service: service, __meta_docker_container_name: `/${compose.name}-${service}-1` });
-      const tessera = [...services.filter(([, s]) => composeRole(s)).map(([n, s]) => [n, composeRole(s)!] as const), ...Object.entries(ops.services).filter(([, s]) => s.command?.[0] === 'cli/cli.ts').map(([n]) => [n, n] as const)];
+      const container = (service: string): Record<string, string> => ({
+        __meta_docker_container_label_com_docker_compose_service: service,
+        __meta_docker_container_name: `/${compose.name}-${service}-1`,
+      });
+      const tessera = [
+        ...services.filter(([, s]) => composeRole(s)).map(([n, s]) => [n, composeRole(s)!] as const),
+        ...Object.entries(ops.services)
+          .filter(([, s]) => s.command?.[0] === 'cli/cli.ts')
+          .map(([n]) => [n, n] as const),
+      ];
       expect(tessera.map(([n]) => n).sort()).toEqual(['backup', 'coordinator-1', 'coordinator-2', 'node-agent', 'uploader']);
       for (const [name, role] of tessera) {
         expect(relabel(container(name), rules), name).toEqual({ service: role, node: `${compose.name}-${name}-1`, job: `tessera-${role}` });
@@ -1723,9 +1828,22 @@ describe('log shipping (Loki + Alloy)', () => {
 
   describe('Kubernetes (deploy/k8s/logging)', () => {
     const dir = join(K8S, 'logging');
-    const kust = z.looseObject({ namespace: z.literal(NAMESPACE), resources: z.array(z.string()), configMapGenerator: z.array(z.looseObject({ name: z.string(), files: z.array(z.string()) })) }).parse(yamlDocuments(join(dir, 'kustomization.yaml'), false)[0]);
-    const docs = kust.resources.flatMap((f) => yamlDocuments(join(dir, f), false)) as { kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> }; spec?: any; rules?: any; roleRef?: any; subjects?: any }[];
-    const get = (kind: string, name: string) => { const o = docs.find((d) => d.kind === kind && d.metadata.name === name); if (!o) throw new Error(`no ${kind} ${name}`); return o; };
+    const kust = z
+      .looseObject({ namespace: z.literal(NAMESPACE), resources: z.array(z.string()), configMapGenerator: z.array(z.looseObject({ name: z.string(), files: z.array(z.string()) })) })
+      .parse(yamlDocuments(join(dir, 'kustomization.yaml'), false)[0]);
+    const docs = kust.resources.flatMap((f) => yamlDocuments(join(dir, f), false)) as {
+      kind: string;
+      metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+      spec?: any;
+      rules?: any;
+      roleRef?: any;
+      subjects?: any;
+    }[];
+    const get = (kind: string, name: string) => {
+      const o = docs.find((d) => d.kind === kind && d.metadata.name === name);
+      if (!o) throw new Error(`no ${kind} ${name}`);
+      return o;
+    };
     const text = alloyText(join(dir, 'config.alloy'));
 
     it('Loki (StatefulSet + Service on 3100) and Alloy, configured from the generated ConfigMaps, all in the tessera namespace', () => {
@@ -1764,7 +1882,10 @@ describe('log shipping (Loki + Alloy)', () => {
         __meta_kubernetes_pod_node_name: 'worker-1',
         __meta_kubernetes_pod_name: `${name}-0`,
       });
-      const backup = yamlDocuments(join(K8S, 'backup', 'etcd-backup.yaml'), false).find((d) => (d as { kind?: string }).kind === 'CronJob') as { metadata: { name: string }; spec: { jobTemplate: { spec: { template: { metadata: { labels: Record<string, string> } } } } } };
+      const backup = yamlDocuments(join(K8S, 'backup', 'etcd-backup.yaml'), false).find((d) => (d as { kind?: string }).kind === 'CronJob') as {
+        metadata: { name: string };
+        spec: { jobTemplate: { spec: { template: { metadata: { labels: Record<string, string> } } } } };
+      };
       const tessera = [
         ...tesseraContainers().map((t) => ({ name: t.workload.metadata.name, labels: t.workload.spec.template.metadata.labels ?? {}, role: t.role as string })),
         { name: backup.metadata.name, labels: backup.spec.jobTemplate.spec.template.metadata.labels, role: 'backup' },
@@ -1773,7 +1894,11 @@ describe('log shipping (Loki + Alloy)', () => {
       for (const t of tessera) expect(relabel(pod(t.labels, t.name), rules), t.name).toEqual({ service: t.role, node: 'worker-1', pod: `${t.name}-0`, job: `tessera-${t.role}` });
       const others = [...workloads().filter((w) => !tesseraContainers().some((t) => t.workload === w)), ...docs.filter((d) => d.kind === 'Deployment' || d.kind === 'StatefulSet')];
       expect(others.map((o) => o.metadata.name)).toEqual(expect.arrayContaining(['tessera-loki', 'tessera-alloy']));
-      for (const o of others) expect(relabel(pod((o as { spec: { template: { metadata: { labels?: Record<string, string> } } } }).spec.template.metadata.labels ?? {}, o.metadata.name), rules), `${o.metadata.name} is not shipped`).toBeUndefined();
+      for (const o of others)
+        expect(
+          relabel(pod((o as { spec: { template: { metadata: { labels?: Record<string, string> } } } }).spec.template.metadata.labels ?? {}, o.metadata.name), rules),
+          `${o.metadata.name} is not shipped`,
+        ).toBeUndefined();
       for (const label of TESSERA_LOG_LABELS) expect(rules.map((r) => r.target_label)).toContain(label);
     });
 

@@ -96,7 +96,10 @@ describe('startLocalS3', () => {
       const done = await s3stock.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: 'a/b.bin', UploadId: c.UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p.ETag }] } }));
       expect(done.ETag).toBe(p.ETag); // s3rver: MD5 of the whole object, not S3's "…-N"
       // a repeated Complete is an InternalError (500) on stock s3rver
-      expect((await failure(s3stock.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: 'a/b.bin', UploadId: c.UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p.ETag }] } })))).status).toBe(500);
+      expect(
+        (await failure(s3stock.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: 'a/b.bin', UploadId: c.UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p.ETag }] } }))))
+          .status,
+      ).toBe(500);
     });
 
     it('shim: ListParts, ListMultipartUploads, AbortMultipartUpload and NoSuchUpload answers', async () => {
@@ -115,7 +118,12 @@ describe('startLocalS3', () => {
       expect(page.NextPartNumberMarker).toBe('1');
 
       const ups = await s3.send(new ListMultipartUploadsCommand({ Bucket: BUCKET }));
-      expect(ups.Uploads?.map((u) => [u.Key, u.UploadId]).sort()).toEqual([[key, c.UploadId], ['other.bin', c2.UploadId]].sort());
+      expect(ups.Uploads?.map((u) => [u.Key, u.UploadId]).sort()).toEqual(
+        [
+          [key, c.UploadId],
+          ['other.bin', c2.UploadId],
+        ].sort(),
+      );
       const pre = await s3.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: 'dir/' }));
       expect(pre.Uploads?.map((u) => u.Key)).toEqual([key]);
 
@@ -128,11 +136,16 @@ describe('startLocalS3', () => {
       expect(await failure(s3.send(new UploadPartCommand({ Bucket: BUCKET, Key: key, UploadId: c.UploadId, PartNumber: 3, Body: Buffer.from('x') })))).toEqual(gone);
       expect(await failure(s3.send(new ListPartsCommand({ Bucket: BUCKET, Key: key, UploadId: c.UploadId })))).toEqual(gone);
       expect(await failure(s3.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: c.UploadId })))).toEqual(gone);
-      expect(await failure(s3.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: c.UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p1.ETag }] } })))).toEqual(gone);
+      expect(await failure(s3.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: key, UploadId: c.UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p1.ETag }] } })))).toEqual(
+        gone,
+      );
       // an upload id is bound to its key
       const c3 = await s3.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: 'k3' }));
       expect(await failure(s3.send(new ListPartsCommand({ Bucket: BUCKET, Key: 'not-k3', UploadId: c3.UploadId })))).toEqual(gone);
-      expect(await failure(s3.send(new UploadPartCommand({ Bucket: BUCKET, Key: 'k3', UploadId: c3.UploadId, PartNumber: 10_001, Body: Buffer.from('x') })))).toEqual({ name: 'InvalidArgument', status: 400 });
+      expect(await failure(s3.send(new UploadPartCommand({ Bucket: BUCKET, Key: 'k3', UploadId: c3.UploadId, PartNumber: 10_001, Body: Buffer.from('x') })))).toEqual({
+        name: 'InvalidArgument',
+        status: 400,
+      });
       await s3.send(new AbortMultipartUploadCommand({ Bucket: BUCKET, Key: 'k3', UploadId: c3.UploadId }));
       // unknown buckets are still s3rver's answer
       expect((await failure(s3.send(new ListMultipartUploadsCommand({ Bucket: 'no-such-bucket' })))).name).toBe('NoSuchBucket');

@@ -211,9 +211,7 @@ async function listUploads(ctx: Ctx, bucket: string, uploadsRoot: string): Promi
     el('Prefix', prefix),
     el('MaxUploads', String(max)),
     el('IsTruncated', String(truncated)),
-    ...page.map((u) =>
-      `<Upload>${el('Key', u.key)}${el('UploadId', u.id)}${el('Initiated', u.initiated.toISOString())}${el('StorageClass', 'STANDARD')}</Upload>`,
-    ),
+    ...page.map((u) => `<Upload>${el('Key', u.key)}${el('UploadId', u.id)}${el('Initiated', u.initiated.toISOString())}${el('StorageClass', 'STANDARD')}</Upload>`),
   ]);
 }
 

@@ -7,7 +7,10 @@ import { DEFAULT_MAX_PIXELS } from '../transcoder/ffmpeg-limits.js';
 
 const shape = {
   ...baseShape,
-  NODE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,63}$/, 'letters, digits, _ . - (max 63)').default(hostname()),
+  NODE_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,63}$/, 'letters, digits, _ . - (max 63)')
+    .default(hostname()),
   GRPC_PORT: int(0, 0, 65535),
   /** host:port other processes dial; defaults to BIND_HOST and the bound port. */
   ADVERTISE_ADDRESS: z.string().optional(),
@@ -46,13 +49,33 @@ const shape = {
   /** Load figures go to etcd every HEARTBEAT_MS when they changed, and at least every STATS_REFRESH_MS when not. */
   STATS_REFRESH_MS: int(20_000, 0),
   /** Placement labels of this node, "key=value,..." (zone=eu-west-1a,region=eu-west-1,pool=gpu): jobs pinned to a label run only on nodes that carry it. */
-  NODE_LABELS: z.string().default('').refine((v) => { try { parseLabels(v, 'NODE_LABELS'); return true; } catch { return false; } }, 'key=value pairs separated by commas (zone=eu-west-1a)'),
+  NODE_LABELS: z
+    .string()
+    .default('')
+    .refine((v) => {
+      try {
+        parseLabels(v, 'NODE_LABELS');
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'key=value pairs separated by commas (zone=eu-west-1a)'),
   /**
    * TEST ONLY: capability names added to what the probes found ("gpu-test"), so placement can be
    * tested on machines without the hardware. Never set it in production: a rung that needs a
    * capability would run on a node that cannot serve it.
    */
-  TEST_EXTRA_CAPABILITIES: z.string().default('').refine((v) => { try { parseNeeds(v, 'TEST_EXTRA_CAPABILITIES'); return true; } catch { return false; } }, 'capability names separated by commas'),
+  TEST_EXTRA_CAPABILITIES: z
+    .string()
+    .default('')
+    .refine((v) => {
+      try {
+        parseNeeds(v, 'TEST_EXTRA_CAPABILITIES');
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'capability names separated by commas'),
 };
 
 export type AgentConfig = ReturnType<typeof loadConfig>;

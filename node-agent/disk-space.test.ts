@@ -8,8 +8,12 @@ import { DiskSpace } from './disk-space.js';
 
 describe('DiskSpace', () => {
   let dir: string;
-  beforeAll(async () => { dir = await mkdtemp(join(tmpdir(), 'tessera-disk-space-')); });
-  afterAll(async () => { await rm(dir, { recursive: true, force: true }); });
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tessera-disk-space-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
 
   it('refuses work that does not fit above the reserve, with a retryable NO_SPACE, and stays out of service', async () => {
     let changes = 0;
@@ -17,7 +21,10 @@ describe('DiskSpace', () => {
     await disk.admit(1024, 'small');
     expect(disk.full).toBeUndefined();
     const free = await disk.freeBytes();
-    const err = await disk.admit(free * 2, 'huge').then(() => undefined, (e: unknown) => e);
+    const err = await disk.admit(free * 2, 'huge').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toMatchObject({ code: 'NO_SPACE', retryable: true });
     expect(disk.full?.needBytes).toBe(free * 2 + 1024);
     expect(changes).toBe(1);

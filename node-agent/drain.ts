@@ -19,10 +19,17 @@ export async function watchDrain(etcd: Etcd3, keys: Keys, nodeId: string, onDrai
     if ((await etcd.get(keys.nodeDrain(nodeId)).string()) !== null) fire();
   };
   // Re-watched (and re-read) after compaction: a drain is never missed.
-  const watcher = await ResilientWatch.open(etcd, { key: keys.nodeDrain(nodeId) }, {
-    put: fire,
-    resync: () => void check().catch((err: unknown) => log.warn({ err }, 'could not read the drain mark')),
-  }, log);
+  const watcher = await ResilientWatch.open(
+    etcd,
+    { key: keys.nodeDrain(nodeId) },
+    {
+      put: fire,
+      resync: () => void check().catch((err: unknown) => log.warn({ err }, 'could not read the drain mark')),
+    },
+    log,
+  );
   await check();
-  return async () => { await watcher.cancel(); };
+  return async () => {
+    await watcher.cancel();
+  };
 }

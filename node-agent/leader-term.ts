@@ -31,7 +31,10 @@ export class LeaderTermGate {
       // etcd is the authority when it answers: the election key's create revision is the term.
       let current: number | undefined;
       try {
-        const res = await this.etcd.get(this.electionKey).options({ deadline: new Date(Date.now() + this.verifyTimeoutMs) }).exec();
+        const res = await this.etcd
+          .get(this.electionKey)
+          .options({ deadline: new Date(Date.now() + this.verifyTimeoutMs) })
+          .exec();
         const kv = res.kvs[0];
         current = kv ? Number(kv.create_revision) : 0;
       } catch {

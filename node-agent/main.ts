@@ -153,11 +153,25 @@ async function main(): Promise<void> {
   publish = (): void => {
     metrics.busySlots.set(pool.busy);
     metrics.stagingFull.set(disk.full ? 1 : 0);
-    void disk.freeBytes().then((b) => metrics.stagingFreeBytes.set(b), () => undefined);
+    void disk.freeBytes().then(
+      (b) => metrics.stagingFreeBytes.set(b),
+      () => undefined,
+    );
     void disk.recheck().catch(() => undefined);
     registration.stillOurs().catch((err: unknown) => log.debug({ err }, 'registration check failed'));
     registration
-      .publishStats({ busySlots: pool.busy, segmentsDone: service.segmentsDone, subSegmentsDone: 0, heartbeatMs: Date.now(), ...(speed.value !== undefined ? { speedMps: speed.value } : {}), ...(disk.full ? { notReady: `staging full: ${disk.full.reason}` } : {}), stagingBytes }, cfg.STATS_REFRESH_MS)
+      .publishStats(
+        {
+          busySlots: pool.busy,
+          segmentsDone: service.segmentsDone,
+          subSegmentsDone: 0,
+          heartbeatMs: Date.now(),
+          ...(speed.value !== undefined ? { speedMps: speed.value } : {}),
+          ...(disk.full ? { notReady: `staging full: ${disk.full.reason}` } : {}),
+          stagingBytes,
+        },
+        cfg.STATS_REFRESH_MS,
+      )
       .catch((err: unknown) => log.debug({ err }, 'stats publish failed'));
   };
   publish();
@@ -173,19 +187,33 @@ async function main(): Promise<void> {
     while (service.held.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
     if (service.held.size > 0) service.dropAll('drain timeout: handing segments back');
   };
-  const stopDrainWatch = await watchDrain(etcd, keys, cfg.NODE_ID, () => {
-    void drain('drain requested')
-      .then(() => registration.leave())
-      // The drain mark has done its job (the node is gone); a restarted agent with this id starts fresh.
-      .then(() => etcd.delete().key(keys.nodeDrain(cfg.NODE_ID)).catch(() => undefined))
-      .then(() => life.stop('drained'))
-      .then(() => process.exit(0));
-  }, log);
+  const stopDrainWatch = await watchDrain(
+    etcd,
+    keys,
+    cfg.NODE_ID,
+    () => {
+      void drain('drain requested')
+        .then(() => registration.leave())
+        // The drain mark has done its job (the node is gone); a restarted agent with this id starts fresh.
+        .then(() =>
+          etcd
+            .delete()
+            .key(keys.nodeDrain(cfg.NODE_ID))
+            .catch(() => undefined),
+        )
+        .then(() => life.stop('drained'))
+        .then(() => process.exit(0));
+    },
+    log,
+  );
   life.onStop('drain watch', stopDrainWatch);
   life.onStop('drain', () => drain('shutdown'));
 
   life.state = 'running';
-  log.info({ address: `${cfg.BIND_HOST}:${grpc.port}`, metricsPort: http.port, slots: cfg.WORKER_SLOTS, encoders: [...encoders], capabilities, labels: cfg.NODE_LABELS, tls: tls !== undefined }, 'node agent ready');
+  log.info(
+    { address: `${cfg.BIND_HOST}:${grpc.port}`, metricsPort: http.port, slots: cfg.WORKER_SLOTS, encoders: [...encoders], capabilities, labels: cfg.NODE_LABELS, tls: tls !== undefined },
+    'node agent ready',
+  );
 }
 
 runMain(main, log, life);

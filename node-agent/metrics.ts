@@ -3,7 +3,12 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 /** The node agent's Prometheus metrics. */
 export function agentMetrics(registry: Registry) {
   return {
-    transcodeSeconds: new Histogram({ name: 'tessera_transcode_seconds', help: 'Wall time of one sub-segment transcode (all renditions), s', buckets: [0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers: [registry] }),
+    transcodeSeconds: new Histogram({
+      name: 'tessera_transcode_seconds',
+      help: 'Wall time of one sub-segment transcode (all renditions), s',
+      buckets: [0.5, 1, 2, 5, 10, 30, 60, 120, 300],
+      registers: [registry],
+    }),
     framesTotal: new Counter({ name: 'tessera_transcode_frames_total', help: 'Source frames transcoded (all renditions at once)', registers: [registry] }),
     bytesStreamed: new Counter({ name: 'tessera_segment_bytes_streamed_total', help: 'Segment bytes received over gRPC', registers: [registry] }),
     retries: new Counter({ name: 'tessera_retries_total', help: 'Retries by kind', labelNames: ['kind'], registers: [registry] }),

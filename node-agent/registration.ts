@@ -85,7 +85,10 @@ export class Registration extends EventEmitter<{ lost: []; rejoined: []; replace
       }
       if (!ours) {
         takeover = true;
-        if (!this.opts.mayTakeOver) throw new AppError('FAILED_PRECONDITION', `node id ${this.record.id} is already registered by another process (no takeover: the TLS certificate does not name this node id)`, { retryable: true });
+        if (!this.opts.mayTakeOver)
+          throw new AppError('FAILED_PRECONDITION', `node id ${this.record.id} is already registered by another process (no takeover: the TLS certificate does not name this node id)`, {
+            retryable: true,
+          });
         // The address we listen on is ours now, so a predecessor registered there cannot be alive.
         if (prior && prior.address !== this.record.address && (await this.opts.isAlive(prior))) {
           throw new AppError('FAILED_PRECONDITION', `node id ${this.record.id} is already registered by a live process at ${prior.address}`, { retryable: true });
@@ -167,7 +170,9 @@ export class Registration extends EventEmitter<{ lost: []; rejoined: []; replace
     void this.join()
       .then(() => this.emit('rejoined'))
       .catch((e: unknown) => this.log.error({ err: errorMessage(e) }, 're-join abandoned'))
-      .finally(() => { this.rejoining = false; });
+      .finally(() => {
+        this.rejoining = false;
+      });
   }
 
   /** Leaves the cluster: revoking the lease deletes the node's keys at once. Idempotent. */

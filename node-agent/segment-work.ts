@@ -181,14 +181,15 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     const kf = await deps.media.keyframes(req.segmentPath, facts, signal);
     // Up to slots × MAX_CHUNK_SEC: one balanced piece per worker; longer: bounded chunks.
     const chunks = Math.ceil(kf.durationSec / deps.maxChunkSec);
-    const cuts = chunks > deps.slots
-      ? planChunks(kf.keyframes, kf.durationSec, chunks, deps.minSubSegmentSec)
-      : planCuts({
-          keyframes: kf.keyframes,
-          durationSec: kf.durationSec,
-          weights: Array.from({ length: deps.slots }, () => 1),
-          minSegmentSec: deps.minSubSegmentSec,
-        });
+    const cuts =
+      chunks > deps.slots
+        ? planChunks(kf.keyframes, kf.durationSec, chunks, deps.minSubSegmentSec)
+        : planCuts({
+            keyframes: kf.keyframes,
+            durationSec: kf.durationSec,
+            weights: Array.from({ length: deps.slots }, () => 1),
+            minSegmentSec: deps.minSubSegmentSec,
+          });
     cp = { boundaries: [0, ...cuts.map((c) => c.endSec)], done: [], transcodedByAttempt: {} };
   }
   const planned = cp;
@@ -231,7 +232,9 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   // The coordinator derived the segment's frame count from its cut; what we cut must add up to it,
   // or the renditions could not be frame-exact (deterministic: retrying elsewhere cannot help).
   if (req.frames > 0 && framesTotal !== req.frames) {
-    throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment} holds ${framesTotal} frames after cutting, ${req.frames} were planned; the input cannot be cut frame-exactly`, { retryable: false });
+    throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment} holds ${framesTotal} frames after cutting, ${req.frames} were planned; the input cannot be cut frame-exactly`, {
+      retryable: false,
+    });
   }
 
   // A helper reports only its own chunks (the coordinator adds the owner's and the helpers').
@@ -244,7 +247,10 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   // Longest first: the queue's tail is the shortest chunks, so workers finish together (and a
   // helper takes from the tail). A helper run does only its chunks. Known before the first event:
   // an empty queue with nothing running would read as an idle node.
-  const todo = subFiles.map((_, i) => i).filter((i) => !doneBefore.has(i) && (!helper || helper.includes(i))).sort((a, b) => (subSeconds[b] ?? 0) - (subSeconds[a] ?? 0) || a - b);
+  const todo = subFiles
+    .map((_, i) => i)
+    .filter((i) => !doneBefore.has(i) && (!helper || helper.includes(i)))
+    .sort((a, b) => (subSeconds[b] ?? 0) - (subSeconds[a] ?? 0) || a - b);
   control.queue = todo;
   const progress = (done = false): SegmentEvent => ({
     framesDone: framesDone.reduce((a, b) => a + b, 0),
@@ -284,7 +290,8 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   const cr = req.constantRate;
   const rate = cr ? { num: cr.num, den: cr.den } : undefined;
   const grids = cr && rate ? chunkGrids(rate, cr, boundaries) : undefined;
-  if (grids?.some((g) => g.frames <= 0)) throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment} has a chunk shorter than one frame at ${cr!.num}/${cr!.den} fps; choose a higher frame_rate`, { retryable: false });
+  if (grids?.some((g) => g.frames <= 0))
+    throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment} has a chunk shorter than one frame at ${cr!.num}/${cr!.den} fps; choose a higher frame_rate`, { retryable: false });
 
   // Streaming: each chunk's first grid point, from where the chunk starts on the presented
   // timeline (its first output frame's time when converted to a constant rate).
@@ -344,19 +351,24 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
           signal: taskSignal,
           noProgressMs: deps.noProgressMs,
           wallClockMs: deps.wallClockMs,
-          onProgress: (frame) => { framesDone[sub] = Math.min(subFrames[sub] ?? 0, Math.round(frame * toSource)); },
+          onProgress: (frame) => {
+            framesDone[sub] = Math.min(subFrames[sub] ?? 0, Math.round(frame * toSource));
+          },
           ...(deps.onFfmpegSpawn ? { onSpawn: deps.onFfmpegSpawn } : {}),
         });
         seconds = (Date.now() - started) / 1000;
         // Parts are durable with the uploader before the checkpoint says "done". All renditions'
         // parts at once: the uploader fsyncs each, and one stream left the others waiting.
-        const acks = await Promise.all(outputs.map((o) =>
-          sendPart(
-            deps.uploaderFor(req.uploaderAddress, req.uploaderId),
-            { jobId: req.jobId, rendition: o.rendition.name, segment: req.segment, subSegment: sub, attempt: req.attempt, ...(req.ownerRevision > 0 ? { ownerRevision: req.ownerRevision } : {}) },
-            o.path,
-            { timeoutMs: deps.uploadTimeoutMs, signal: taskSignal, onRetry: () => deps.onRetry('part_upload') },
-          )));
+        const acks = await Promise.all(
+          outputs.map((o) =>
+            sendPart(
+              deps.uploaderFor(req.uploaderAddress, req.uploaderId),
+              { jobId: req.jobId, rendition: o.rendition.name, segment: req.segment, subSegment: sub, attempt: req.attempt, ...(req.ownerRevision > 0 ? { ownerRevision: req.ownerRevision } : {}) },
+              o.path,
+              { timeoutMs: deps.uploadTimeoutMs, signal: taskSignal, onRetry: () => deps.onRetry('part_upload') },
+            ),
+          ),
+        );
         hashes = Object.fromEntries(outputs.map((o, i) => [o.rendition.name, acks[i]!.sha256]));
         break;
       } catch (err) {
@@ -379,24 +391,33 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     // RunSegment (a leader deposed by the same outage cancels it): it is fenced on our owner
     // revision, so it lands only if the segment is still ours, and a later attempt then finds
     // the sub-segment done instead of transcoding it again.
-    await withEtcdRetry('write checkpoint', () => fence.updateCheckpoint((cur) => {
-      // Only the owner writes the checkpoint, and we read it after we became the owner: the
-      // boundaries there are ours (or our sibling sub-segments'). Anything else is a bug.
-      if (cur && !sameBoundaries(cur.boundaries, boundaries)) throw new AppError('INTERNAL', `segment ${req.segment}: checkpoint boundaries changed underneath`, { retryable: true });
-      const base = cur ?? { boundaries, done: [], transcodedByAttempt: {} };
-      const key = String(req.attempt);
-      const counts = { ...base.transcodedByAttempt, [key]: (base.transcodedByAttempt[key] ?? 0) + 1 };
-      if (base.done.some((d) => d.sub === sub)) return { ...base, transcodedByAttempt: counts };
-      return {
-        ...base,
-        transcodedByAttempt: counts,
-        done: [...base.done, { sub, attempt: req.attempt, nodeId: deps.nodeId, frames: subFrames[sub] ?? 0, sha256: hashes }].sort((a, b) => a.sub - b.sub),
-      };
-    }), { log, onRetry: () => deps.onRetry('etcd') });
+    await withEtcdRetry(
+      'write checkpoint',
+      () =>
+        fence.updateCheckpoint((cur) => {
+          // Only the owner writes the checkpoint, and we read it after we became the owner: the
+          // boundaries there are ours (or our sibling sub-segments'). Anything else is a bug.
+          if (cur && !sameBoundaries(cur.boundaries, boundaries)) throw new AppError('INTERNAL', `segment ${req.segment}: checkpoint boundaries changed underneath`, { retryable: true });
+          const base = cur ?? { boundaries, done: [], transcodedByAttempt: {} };
+          const key = String(req.attempt);
+          const counts = { ...base.transcodedByAttempt, [key]: (base.transcodedByAttempt[key] ?? 0) + 1 };
+          if (base.done.some((d) => d.sub === sub)) return { ...base, transcodedByAttempt: counts };
+          return {
+            ...base,
+            transcodedByAttempt: counts,
+            done: [...base.done, { sub, attempt: req.attempt, nodeId: deps.nodeId, frames: subFrames[sub] ?? 0, sha256: hashes }].sort((a, b) => a.sub - b.sub),
+          };
+        }),
+      { log, onRetry: () => deps.onRetry('etcd') },
+    );
     if (taskSignal.aborted) throw taskSignal.reason;
     framesDone[sub] = subFrames[sub] ?? 0;
     doneSubs.add(sub);
-    deps.onSubSegmentDone(subFrames[sub] ?? 0, seconds, renditions.reduce((a, r) => a + r.width * r.height, 0));
+    deps.onSubSegmentDone(
+      subFrames[sub] ?? 0,
+      seconds,
+      renditions.reduce((a, r) => a + r.width * r.height, 0),
+    );
     emit(progress());
   };
 
@@ -409,16 +430,18 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   try {
     const results = await Promise.allSettled(
       todo.map((sub) =>
-        deps.pool.run((taskSignal) => runSub(sub, AbortSignal.any([taskSignal, inner.signal])), inner.signal).catch((err: unknown) => {
-          inner.abort(err);
-          throw err;
-        }),
+        deps.pool
+          .run((taskSignal) => runSub(sub, AbortSignal.any([taskSignal, inner.signal])), inner.signal)
+          .catch((err: unknown) => {
+            inner.abort(err);
+            throw err;
+          }),
       ),
     );
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failure) {
       // Prefer the root cause over the "aborted because a sibling failed" errors.
-      throw signal.aborted ? signal.reason : inner.signal.reason ?? failure.reason;
+      throw signal.aborted ? signal.reason : (inner.signal.reason ?? failure.reason);
     }
     emit(progress(true));
     log.info({ subSegments: subCount, transcoded, released: control.released.size, helper: helper !== undefined }, helper ? 'helper run done' : 'segment done');
@@ -450,13 +473,20 @@ interface FrameChunk {
  * records them) come from the checkpoint when an earlier attempt chose them. Undefined when the
  * segment's GOPs do not allow frame cuts (open GOPs): the agent cuts on keyframes then.
  */
-async function planGridChunks(req: SegmentWorkRequest, deps: SegmentWorkDeps, recorded: number[] | undefined, signal: AbortSignal): Promise<{ chunks: FrameChunk[] | undefined; boundaries: number[] } | undefined> {
+async function planGridChunks(
+  req: SegmentWorkRequest,
+  deps: SegmentWorkDeps,
+  recorded: number[] | undefined,
+  signal: AbortSignal,
+): Promise<{ chunks: FrameChunk[] | undefined; boundaries: number[] } | undefined> {
   const kg = req.keyframeGrid!;
   const s = await deps.media.packets!(req.segmentPath, signal);
   const pts = s.presentedSec;
   const n = pts.length;
   if (s.frames !== req.frames || n !== s.frames) {
-    throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment} holds ${s.frames} frames (${n} presented), ${req.frames} were planned; the input cannot be cut frame-exactly`, { retryable: false });
+    throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment} holds ${s.frames} frames (${n} presented), ${req.frames} were planned; the input cannot be cut frame-exactly`, {
+      retryable: false,
+    });
   }
   let frames: number[];
   if (recorded) {

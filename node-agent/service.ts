@@ -115,9 +115,16 @@ export class AgentService {
       held.last = ev;
       for (const l of held.listeners) l(ev);
     };
-    const poll = this.ownerCheckMs > 0 ? setInterval(() => void this.ownerMoved(ref, req.ownerRevision).then((moved) => {
-      if (moved) abort.abort(new AppError('FENCED', `segment ${ref.segment} of job ${ref.jobId} is no longer ours (reassigned, or the job ended)`));
-    }), this.ownerCheckMs) : undefined;
+    const poll =
+      this.ownerCheckMs > 0
+        ? setInterval(
+            () =>
+              void this.ownerMoved(ref, req.ownerRevision).then((moved) => {
+                if (moved) abort.abort(new AppError('FENCED', `segment ${ref.segment} of job ${ref.jobId} is no longer ours (reassigned, or the job ended)`));
+              }),
+            this.ownerCheckMs,
+          )
+        : undefined;
     const log = this.log;
     held.done = (async () => {
       try {
@@ -175,7 +182,10 @@ export class AgentService {
   /** True only when etcd answers that the segment's owner key has `ownerRevision`. */
   private async ownerIs(ref: SegmentRef, ownerRevision: number): Promise<boolean> {
     try {
-      const res = await this.deps.etcd.get(this.deps.keys.segmentOwner(ref.jobId, ref.segment)).options({ deadline: new Date(Date.now() + 1_000) }).exec();
+      const res = await this.deps.etcd
+        .get(this.deps.keys.segmentOwner(ref.jobId, ref.segment))
+        .options({ deadline: new Date(Date.now() + 1_000) })
+        .exec();
       return res.kvs[0]?.mod_revision === String(ownerRevision);
     } catch {
       return false;
@@ -224,7 +234,10 @@ export class AgentService {
       if (held.last) relay(held.last);
       held.listeners.add(relay);
       signal.addEventListener('abort', onAbort, { once: true });
-      held.done.then(() => end(), (err: unknown) => end(err ?? new AppError('INTERNAL', 'segment failed')));
+      held.done.then(
+        () => end(),
+        (err: unknown) => end(err ?? new AppError('INTERNAL', 'segment failed')),
+      );
     });
   }
 
@@ -249,7 +262,9 @@ export class AgentService {
         const head = first.value;
         if (this.draining) throw new AppError('FAILED_PRECONDITION', 'node is draining', { retryable: true });
         await this.terms?.check(head.ref?.leaderTerm, 'PutSegment', true).catch(async (err: unknown) => {
-          while (!(await it.next()).done) { /* discard, as below */ }
+          while (!(await it.next()).done) {
+            /* discard, as below */
+          }
           throw err;
         });
         const file = this.segmentFile(head.ref);
@@ -258,17 +273,24 @@ export class AgentService {
         await this.disk?.admit(need, `segment ${head.ref?.segment ?? '?'} of job ${head.ref?.jobId ?? '?'}`).catch(async (err: unknown) => {
           // Read (and drop) what the sender has in flight: a client stream whose writer is blocked
           // on flow control never sees our status otherwise, and the transfer would hang.
-          while (!(await it.next()).done) { /* discard */ }
+          while (!(await it.next()).done) {
+            /* discard */
+          }
           throw err;
         });
         // Not fsynced: the agent wipes its staging when it starts (main.ts), so only this process
         // life reads the segment; a node that goes down gets its segments re-sent elsewhere.
-        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)), this.pace), { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, crc32: head.crc32 || undefined, signal, durable: false })
-          .catch(async (err: unknown) => {
-            const e = this.disk ? this.disk.classify(err, 'receiving a segment', need) : err;
-            if (isAppError(e, 'NO_SPACE')) await rm(this.dirOf(head.ref), { recursive: true, force: true });
-            throw e;
-          });
+        const res = await receiveChunks(
+          paced(
+            chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)),
+            this.pace,
+          ),
+          { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, crc32: head.crc32 || undefined, signal, durable: false },
+        ).catch(async (err: unknown) => {
+          const e = this.disk ? this.disk.classify(err, 'receiving a segment', need) : err;
+          if (isAppError(e, 'NO_SPACE')) await rm(this.dirOf(head.ref), { recursive: true, force: true });
+          throw e;
+        });
         return { receivedBytes: res.bytes, complete: res.complete, sha256: res.sha256, crc32: res.crc32 };
       }),
 
@@ -286,7 +308,7 @@ export class AgentService {
         // Decided twice: once before the checks a start needs (they wait), and again, without
         // waiting, right before starting, so two calls for one segment never both start it.
         let current = false; // etcd said this request's owner revision is the owner key's
-        for (let checked = false; ; ) {
+        for (let checked = false; ;) {
           const cur = this.held.get(key);
           const fin = cur ? undefined : this.finishedEntry(key);
           if (!current && (stale(cur) || stale(fin))) {

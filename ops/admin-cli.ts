@@ -65,7 +65,11 @@ export async function runAdmin(argv: string[], out: (s: string) => void, env: No
           const etcd = etcdOf(cfg);
           try {
             const r = await takeBackup({ etcd, keys: new Keys(cfg.ETCD_PREFIX), s3, bucket: cfg.S3_BUCKET, prefix: cfg.BACKUP_PREFIX, retain, journalPrefix: cfg.JOURNAL_PREFIX });
-            out(f.json ? JSON.stringify(r) : `backup s3://${r.info.bucket}/${r.info.key}: ${r.info.bytes} bytes at revision ${r.info.revision}, sha256 ${r.info.sha256}, ${r.info.durationMs} ms; ${r.deleted.length} old backup(s) and ${r.journalPruned} journal entries deleted`);
+            out(
+              f.json
+                ? JSON.stringify(r)
+                : `backup s3://${r.info.bucket}/${r.info.key}: ${r.info.bytes} bytes at revision ${r.info.revision}, sha256 ${r.info.sha256}, ${r.info.durationMs} ms; ${r.deleted.length} old backup(s) and ${r.journalPruned} journal entries deleted`,
+            );
           } finally {
             etcd.close();
           }
@@ -79,7 +83,17 @@ export async function runAdmin(argv: string[], out: (s: string) => void, env: No
         for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => stop.abort());
         while (!stop.signal.aborted) {
           await once().catch((err: unknown) => out(`backup failed: ${(err as Error).message}`));
-          await new Promise<void>((r) => { const t = setTimeout(r, everyMs); stop.signal.addEventListener('abort', () => { clearTimeout(t); r(); }, { once: true }); });
+          await new Promise<void>((r) => {
+            const t = setTimeout(r, everyMs);
+            stop.signal.addEventListener(
+              'abort',
+              () => {
+                clearTimeout(t);
+                r();
+              },
+              { once: true },
+            );
+          });
         }
         return 0;
       }
@@ -102,7 +116,11 @@ export async function runAdmin(argv: string[], out: (s: string) => void, env: No
           initialAdvertisePeerUrls: f['initial-advertise-peer-urls'],
           initialClusterToken: f['initial-cluster-token'],
         });
-        out(f.json ? JSON.stringify(r) : `restored ${r.key}${r.takenAtMs ? ` (taken ${new Date(r.takenAtMs).toISOString()})` : ''} into ${resolve(f['data-dir'])} with ${r.tool}.\nNext: start etcd on it, then \`tessera admin reconcile\` before any coordinator starts.`);
+        out(
+          f.json
+            ? JSON.stringify(r)
+            : `restored ${r.key}${r.takenAtMs ? ` (taken ${new Date(r.takenAtMs).toISOString()})` : ''} into ${resolve(f['data-dir'])} with ${r.tool}.\nNext: start etcd on it, then \`tessera admin reconcile\` before any coordinator starts.`,
+        );
         return 0;
       }
       case 'reconcile': {
@@ -111,7 +129,16 @@ export async function runAdmin(argv: string[], out: (s: string) => void, env: No
           const keys = new Keys(cfg.ETCD_PREFIX);
           const sinceMs = f.since ? Date.parse(f.since) : undefined;
           if (sinceMs !== undefined && Number.isNaN(sinceMs)) throw new AppError('INVALID_ARGUMENT', '--since takes an ISO time');
-          const report = await reconcile({ etcd, keys, store: new JobStore(etcd, keys, 500), s3, bucket: cfg.S3_BUCKET, journalPrefix: cfg.JOURNAL_PREFIX, requeueLost: f['requeue-lost'] ?? false, sinceMs });
+          const report = await reconcile({
+            etcd,
+            keys,
+            store: new JobStore(etcd, keys, 500),
+            s3,
+            bucket: cfg.S3_BUCKET,
+            journalPrefix: cfg.JOURNAL_PREFIX,
+            requeueLost: f['requeue-lost'] ?? false,
+            sinceMs,
+          });
           if (f.json) out(JSON.stringify(report, null, 2));
           else for (const l of formatReport(report)) out(l);
           return 0;

@@ -98,7 +98,10 @@ export async function listBackups(s3: S3Client, bucket: string, prefix: string):
     for (const c of res.Contents ?? []) if (c.Key?.endsWith('.db')) keys.push(c.Key);
     token = res.IsTruncated ? res.NextContinuationToken : undefined;
   } while (token);
-  return keys.sort().reverse().map((key) => ({ key, takenAtMs: parseBackupTime(key) }));
+  return keys
+    .sort()
+    .reverse()
+    .map((key) => ({ key, takenAtMs: parseBackupTime(key) }));
 }
 
 /** `…/etcd-20261201T101500123Z.db` → its time in ms. */
@@ -112,7 +115,11 @@ async function applyRetention(s3: S3Client, bucket: string, prefix: string, reta
   const all = await listBackups(s3, bucket, prefix);
   const kept = all.slice(0, retain);
   const gone = all.slice(retain).map((b) => b.key);
-  await deleteKeys(s3, bucket, gone.flatMap((k) => [k, k.replace(/\.db$/, '.json')]));
+  await deleteKeys(
+    s3,
+    bucket,
+    gone.flatMap((k) => [k, k.replace(/\.db$/, '.json')]),
+  );
   return { deleted: gone, oldestKeptMs: kept[kept.length - 1]?.takenAtMs };
 }
 

@@ -61,12 +61,13 @@ export async function reconcile(o: ReconcileOptions): Promise<ReconcileReport> {
   if (!o.journalPrefix) throw new AppError('FAILED_PRECONDITION', 'no journal prefix: the coordinators keep no acceptance journal (JOURNAL_PREFIX)');
   const marker = await o.etcd.get(o.keys.backupMarker()).string();
   const snapshotTakenAtMs = marker ? (JSON.parse(marker) as { takenAtMs: number }).takenAtMs : o.sinceMs;
-  if (snapshotTakenAtMs === undefined) throw new AppError('FAILED_PRECONDITION', 'the restored etcd holds no backup marker (not a `tessera admin backup` snapshot): give --since <ISO time of the snapshot>');
+  if (snapshotTakenAtMs === undefined)
+    throw new AppError('FAILED_PRECONDITION', 'the restored etcd holds no backup marker (not a `tessera admin backup` snapshot): give --since <ISO time of the snapshot>');
   const report: ReconcileReport = { snapshotTakenAtMs, checkedSinceMs: snapshotTakenAtMs - JOURNAL_MARGIN_MS, inSnapshot: 0, finishedAfterSnapshot: [], resumed: [], lost: [] };
   const finishedKey = (id: string): string => `${o.journalPrefix}finished/${id}.json`;
 
   // 1. Unfinished jobs of the snapshot.
-  for (let before: string | undefined; ; ) {
+  for (let before: string | undefined; ;) {
     const page = await o.store.listPage(500, OPEN, before);
     for (const id of page.ids) {
       const fin = await readJsonObject<FinishedEntry>(o.s3, o.bucket, finishedKey(id));
@@ -93,11 +94,13 @@ export async function reconcile(o: ReconcileOptions): Promise<ReconcileReport> {
   const acceptedPrefix = `${o.journalPrefix}accepted/`;
   let token: string | undefined;
   do {
-    const res = await o.s3.send(new ListObjectsV2Command({
-      Bucket: o.bucket,
-      Prefix: acceptedPrefix,
-      ...(token ? { ContinuationToken: token } : { StartAfter: `${acceptedPrefix}${jobIdFloor(report.checkedSinceMs)}` }),
-    }));
+    const res = await o.s3.send(
+      new ListObjectsV2Command({
+        Bucket: o.bucket,
+        Prefix: acceptedPrefix,
+        ...(token ? { ContinuationToken: token } : { StartAfter: `${acceptedPrefix}${jobIdFloor(report.checkedSinceMs)}` }),
+      }),
+    );
     for (const c of res.Contents ?? []) {
       const id = c.Key!.slice(acceptedPrefix.length).replace(/\.json$/, '');
       if ((await o.store.get(id)) ?? (await o.store.getHistory(id))) {
@@ -155,7 +158,11 @@ export function formatReport(r: ReconcileReport): string[] {
     `LOST: jobs accepted after the snapshot, unknown to the restored cluster: ${r.lost.length}`,
   ];
   for (const l of r.lost) {
-    const fate = l.finishedState ? `finished ${l.finishedState} before the disaster${l.archive ? `, archive ${l.archive}` : ''}` : l.requeued ? 'never finished: queued again under its id' : 'never finished: resubmit it (or run again with --requeue-lost)';
+    const fate = l.finishedState
+      ? `finished ${l.finishedState} before the disaster${l.archive ? `, archive ${l.archive}` : ''}`
+      : l.requeued
+        ? 'never finished: queued again under its id'
+        : 'never finished: resubmit it (or run again with --requeue-lost)';
     lines.push(`  lost ${l.id} accepted ${at(l.acceptedAtMs)} input ${l.inputUri}: ${fate}`);
   }
   return lines;

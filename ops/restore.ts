@@ -86,7 +86,9 @@ function run(cmd: string, args: string[]): Promise<void> {
     const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ETCDCTL_API: '3' } });
     let err = '';
     p.stdout.on('data', () => undefined);
-    p.stderr.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-4000); });
+    p.stderr.on('data', (d: Buffer) => {
+      err = (err + d.toString()).slice(-4000);
+    });
     p.once('error', (e) => reject(new AppError('FAILED_PRECONDITION', `${cmd} could not run (${e.message}): install etcd's client tools (Debian: apt-get install etcd-client)`)));
     p.once('exit', (code) => (code === 0 ? resolve() : reject(new AppError('INTERNAL', `${cmd} ${args.join(' ')} exited with ${code}: ${err.trim()}`))));
   });

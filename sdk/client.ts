@@ -86,7 +86,9 @@ export class TesseraClient {
       maxMs: 3_000,
       signal,
       isRetryable: (err) => isAppError(err) && (err.code === 'UNAVAILABLE' || err.code === 'NOT_LEADER' || err.code === 'DEADLINE_EXCEEDED'),
-      onRetry: () => { this.current++; },
+      onRetry: () => {
+        this.current++;
+      },
     });
   }
 
@@ -99,7 +101,12 @@ export class TesseraClient {
   /** Submits a job by input URI. With `idempotencyKey` set, safe to retry. */
   submit(spec: Partial<JobSpec> & { inputUri: string }): Promise<SubmitJobResponse> {
     const full = JobSpec.fromPartial(spec);
-    const call = (): Promise<SubmitJobResponse> => this.unary(() => this.jobs(), (c) => c.submitJob, { spec: full });
+    const call = (): Promise<SubmitJobResponse> =>
+      this.unary(
+        () => this.jobs(),
+        (c) => c.submitJob,
+        { spec: full },
+      );
     return full.idempotencyKey ? this.idempotent(call) : call();
   }
 
@@ -111,32 +118,57 @@ export class TesseraClient {
    * job's idempotency key when `spec` has none, so a retry after a lost answer gets the same job.
    * `onProgress(sent, total)` counts from what the cluster already held.
    */
-  async upload(filePath: string, spec: Partial<JobSpec> = {}, opts: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal; resumeId?: string; onResume?: (heldBytes: number, total: number) => void } = {}): Promise<SubmitJobResponse> {
-    const st = await stat(filePath).catch(() => { throw new AppError('INPUT_NOT_FOUND', `no such file: ${filePath}`); });
+  async upload(
+    filePath: string,
+    spec: Partial<JobSpec> = {},
+    opts: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal; resumeId?: string; onResume?: (heldBytes: number, total: number) => void } = {},
+  ): Promise<SubmitJobResponse> {
+    const st = await stat(filePath).catch(() => {
+      throw new AppError('INPUT_NOT_FOUND', `no such file: ${filePath}`);
+    });
     if (!st.isFile()) throw new AppError('INPUT_NOT_FOUND', `not a regular file: ${filePath}`);
     if (st.size === 0) throw new AppError('INPUT_EMPTY', `the file is empty: ${filePath}`);
     // With an idempotency key the resume id names the key and the file's content: a retry of the
     // same file under the key is the same upload (and job); another file under it is a conflict.
-    const resumeId = opts.resumeId ?? (spec.idempotencyKey ? createHash('sha256').update(`${spec.idempotencyKey}\n${(await fileDigest(filePath, 'sha256')).hex}`).digest('hex').slice(0, 32) : newResumeId());
+    const resumeId =
+      opts.resumeId ??
+      (spec.idempotencyKey
+        ? createHash('sha256')
+            .update(`${spec.idempotencyKey}\n${(await fileDigest(filePath, 'sha256')).hex}`)
+            .digest('hex')
+            .slice(0, 32)
+        : newResumeId());
     return this.idempotent(() => this.uploadOnce(filePath, st.size, spec, resumeId, opts), opts.signal);
   }
 
   /** How much of a resumable upload the cluster holds. */
   uploadStatus(resumeId: string, signal?: AbortSignal): Promise<GetUploadResponse> {
-    return this.idempotent(() => this.unary(() => this.jobs(), (c) => c.getUpload, { resumeId }, signal), signal);
+    return this.idempotent(
+      () =>
+        this.unary(
+          () => this.jobs(),
+          (c) => c.getUpload,
+          { resumeId },
+          signal,
+        ),
+      signal,
+    );
   }
 
-  private async uploadOnce(filePath: string, size: number, spec: Partial<JobSpec>, resumeId: string, opts: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal; onResume?: (heldBytes: number, total: number) => void }): Promise<SubmitJobResponse> {
+  private async uploadOnce(
+    filePath: string,
+    size: number,
+    spec: Partial<JobSpec>,
+    resumeId: string,
+    opts: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal; onResume?: (heldBytes: number, total: number) => void },
+  ): Promise<SubmitJobResponse> {
     const held = await this.uploadStatus(resumeId, opts.signal);
     const from = held.found && held.totalBytes === size ? Math.min(held.receivedBytes, size) : 0;
     if (from > 0) opts.onResume?.(from, size);
     const md = await this.md();
     const client = this.jobs();
     const full = JobSpec.fromPartial({ ...spec, inputUri: '' });
-    const call = openClientStream<UploadChunk, SubmitJobResponse>(
-      (cb) => client.uploadAndSubmit(md, deadline(Math.max(this.timeoutMs, 3_600_000)), cb),
-      opts.signal,
-    );
+    const call = openClientStream<UploadChunk, SubmitJobResponse>((cb) => client.uploadAndSubmit(md, deadline(Math.max(this.timeoutMs, 3_600_000)), cb), opts.signal);
     try {
       let first = true;
       const header = (offset: number, data: Buffer): UploadChunk => {
@@ -146,13 +178,7 @@ export class TesseraClient {
       };
       // Every byte already held: only the header goes (the cluster completes and submits).
       if (from >= size) call.stream.write(header(size, Buffer.alloc(0)));
-      else await sendFileChunks(
-        call.stream,
-        filePath,
-        from,
-        header,
-        { signal: call.signal, onSent: (sent) => opts.onProgress?.(sent, size) },
-      );
+      else await sendFileChunks(call.stream, filePath, from, header, { signal: call.signal, onSent: (sent) => opts.onProgress?.(sent, size) });
       call.stream.end();
     } catch (err) {
       await call.result;
@@ -162,11 +188,26 @@ export class TesseraClient {
   }
 
   get(jobId: string, signal?: AbortSignal): Promise<Job> {
-    return this.idempotent(() => this.unary(() => this.jobs(), (c) => c.getJob, { jobId }, signal), signal);
+    return this.idempotent(
+      () =>
+        this.unary(
+          () => this.jobs(),
+          (c) => c.getJob,
+          { jobId },
+          signal,
+        ),
+      signal,
+    );
   }
 
   cancel(jobId: string): Promise<Job> {
-    return this.idempotent(() => this.unary(() => this.jobs(), (c) => c.cancelJob, { jobId }));
+    return this.idempotent(() =>
+      this.unary(
+        () => this.jobs(),
+        (c) => c.cancelJob,
+        { jobId },
+      ),
+    );
   }
 
   async list(opts: { limit?: number; state?: JobState } = {}): Promise<Job[]> {
@@ -176,7 +217,11 @@ export class TesseraClient {
   /** One page of jobs, newest first; pass `nextPageToken` back as `pageToken` for the next (empty: none). */
   listPage(opts: { limit?: number; state?: JobState; pageToken?: string } = {}): Promise<{ jobs: Job[]; nextPageToken: string }> {
     return this.idempotent(() =>
-      this.unary(() => this.jobs(), (c) => c.listJobs, { limit: opts.limit ?? 50, state: opts.state ?? JobState.JOB_STATE_UNSPECIFIED, pageToken: opts.pageToken ?? '' }),
+      this.unary(
+        () => this.jobs(),
+        (c) => c.listJobs,
+        { limit: opts.limit ?? 50, state: opts.state ?? JobState.JOB_STATE_UNSPECIFIED, pageToken: opts.pageToken ?? '' },
+      ),
     );
   }
 
@@ -228,23 +273,53 @@ export class TesseraClient {
   }
 
   listNodes(): Promise<NodeInfo[]> {
-    return this.idempotent(() => this.unary(() => this.admin(), (c) => c.listNodes, {})).then((r) => r.nodes);
+    return this.idempotent(() =>
+      this.unary(
+        () => this.admin(),
+        (c) => c.listNodes,
+        {},
+      ),
+    ).then((r) => r.nodes);
   }
 
   clusterStatus(): Promise<ClusterStatus> {
-    return this.idempotent(() => this.unary(() => this.admin(), (c) => c.getClusterStatus, {}));
+    return this.idempotent(() =>
+      this.unary(
+        () => this.admin(),
+        (c) => c.getClusterStatus,
+        {},
+      ),
+    );
   }
 
   drain(nodeId: string): Promise<NodeInfo> {
-    return this.idempotent(() => this.unary(() => this.admin(), (c) => c.drainNode, { nodeId }));
+    return this.idempotent(() =>
+      this.unary(
+        () => this.admin(),
+        (c) => c.drainNode,
+        { nodeId },
+      ),
+    );
   }
 
   undrain(nodeId: string): Promise<NodeInfo> {
-    return this.idempotent(() => this.unary(() => this.admin(), (c) => c.undrainNode, { nodeId }));
+    return this.idempotent(() =>
+      this.unary(
+        () => this.admin(),
+        (c) => c.undrainNode,
+        { nodeId },
+      ),
+    );
   }
 
   jobDetail(jobId: string): Promise<Job> {
-    return this.idempotent(() => this.unary(() => this.admin(), (c) => c.getJobDetail, { jobId }));
+    return this.idempotent(() =>
+      this.unary(
+        () => this.admin(),
+        (c) => c.getJobDetail,
+        { jobId },
+      ),
+    );
   }
 
   close(): void {
@@ -256,4 +331,3 @@ export class TesseraClient {
 export function newResumeId(): string {
   return randomBytes(16).toString('hex');
 }
-

@@ -107,11 +107,17 @@ export interface DevicePrompt {
  */
 export async function deviceLogin(s: OidcClientSettings, prompt: (p: DevicePrompt) => void, signal?: AbortSignal): Promise<StoredToken> {
   const doc = await fetchDiscovery(s.issuer, s.timeoutMs ?? 10_000);
-  if (typeof doc.token_endpoint !== 'string' || typeof doc.device_authorization_endpoint !== 'string') throw new AppError('FAILED_PRECONDITION', 'the OIDC issuer offers no device flow (no device_authorization_endpoint)');
+  if (typeof doc.token_endpoint !== 'string' || typeof doc.device_authorization_endpoint !== 'string')
+    throw new AppError('FAILED_PRECONDITION', 'the OIDC issuer offers no device flow (no device_authorization_endpoint)');
   const { status, json } = await postForm(s, doc.device_authorization_endpoint, {});
   if (status !== 200 || typeof json.device_code !== 'string' || typeof json.user_code !== 'string' || typeof json.verification_uri !== 'string') throw refusal(status, json, 'device authorization');
   const expiresInSec = typeof json.expires_in === 'number' ? json.expires_in : 600;
-  prompt({ userCode: json.user_code, verificationUri: json.verification_uri, verificationUriComplete: typeof json.verification_uri_complete === 'string' ? json.verification_uri_complete : undefined, expiresInSec });
+  prompt({
+    userCode: json.user_code,
+    verificationUri: json.verification_uri,
+    verificationUriComplete: typeof json.verification_uri_complete === 'string' ? json.verification_uri_complete : undefined,
+    expiresInSec,
+  });
   let intervalMs = (typeof json.interval === 'number' ? json.interval : 5) * 1000;
   const until = Date.now() + expiresInSec * 1000;
   for (;;) {
@@ -123,7 +129,10 @@ export async function deviceLogin(s: OidcClientSettings, prompt: (p: DevicePromp
     } catch (err) {
       const code = (err as { oauthError?: unknown }).oauthError;
       if (code === 'authorization_pending') continue;
-      if (code === 'slow_down') { intervalMs += 5_000; continue; }
+      if (code === 'slow_down') {
+        intervalMs += 5_000;
+        continue;
+      }
       throw err;
     }
   }
@@ -190,7 +199,9 @@ export function oidcTokenSource(o: { file?: string; settings?: OidcClientSetting
       if (o.file) await saveToken(next, o.file);
       current = next;
       return next;
-    })().finally(() => { pending = undefined; });
+    })().finally(() => {
+      pending = undefined;
+    });
     return (await pending).accessToken;
   };
 }

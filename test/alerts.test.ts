@@ -23,7 +23,11 @@ export async function templatedRules(forValue: string): Promise<string> {
   return text.replace(/^(\s+for:\s*)\S+$/gm, `$1${forValue}`);
 }
 
-interface PromAlert { labels: Record<string, string>; state: 'pending' | 'firing'; activeAt: string }
+interface PromAlert {
+  labels: Record<string, string>;
+  state: 'pending' | 'firing';
+  activeAt: string;
+}
 
 describe.skipIf(!hasPrometheus)('alert rules against a real Prometheus', () => {
   let t: TestCluster;
@@ -41,22 +45,22 @@ describe.skipIf(!hasPrometheus)('alert rules against a real Prometheus', () => {
     t = await startTestCluster({ nodes: 2, slots: 1, coordinatorEnv: { METRICS_PORT: String(metricsPort), OPS_PROBE_INTERVAL_MS: '500' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-alerts-'));
     await writeFile(join(work, 'rules.yaml'), await templatedRules('3s'));
-    await writeFile(join(work, 'prometheus.yml'), [
-      'global: { scrape_interval: 1s, evaluation_interval: 1s }',
-      'rule_files: [rules.yaml]',
-      'scrape_configs:',
-      '  - job_name: tessera-coordinator',
-      `    static_configs: [{ targets: ['127.0.0.1:${metricsPort}'] }]`,
-      '',
-    ].join('\n'));
+    await writeFile(
+      join(work, 'prometheus.yml'),
+      [
+        'global: { scrape_interval: 1s, evaluation_interval: 1s }',
+        'rule_files: [rules.yaml]',
+        'scrape_configs:',
+        '  - job_name: tessera-coordinator',
+        `    static_configs: [{ targets: ['127.0.0.1:${metricsPort}'] }]`,
+        '',
+      ].join('\n'),
+    );
     const promPort = await freePort();
     promUrl = `http://127.0.0.1:${promPort}`;
-    prom = spawn('prometheus', [
-      `--config.file=${join(work, 'prometheus.yml')}`,
-      `--storage.tsdb.path=${join(work, 'data')}`,
-      `--web.listen-address=127.0.0.1:${promPort}`,
-      '--log.level=warn',
-    ], { stdio: 'ignore' });
+    prom = spawn('prometheus', [`--config.file=${join(work, 'prometheus.yml')}`, `--storage.tsdb.path=${join(work, 'data')}`, `--web.listen-address=127.0.0.1:${promPort}`, '--log.level=warn'], {
+      stdio: 'ignore',
+    });
     await waitFor(async () => (await fetch(`${promUrl}/-/ready`).catch(() => undefined))?.ok === true, 30_000, 'prometheus');
   });
 
@@ -72,11 +76,15 @@ describe.skipIf(!hasPrometheus)('alert rules against a real Prometheus', () => {
   it('fires "no ready nodes" once every node agent is killed while a job waits', async () => {
     const clip = await fixture(t.inputDir, 'clip-16s-240p.mp4', { seconds: 16, width: 426, height: 240, fps: 25 });
     // Prometheus sees the cluster healthy first: nodes ready, the alert inactive.
-    await waitFor(async () => {
-      const r = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent('max(tessera_nodes{state="ready"})')}`);
-      const v = ((await r.json()) as { data: { result: { value: [number, string] }[] } }).data.result[0]?.value[1];
-      return v === '2';
-    }, 20_000, 'Prometheus to scrape 2 ready nodes');
+    await waitFor(
+      async () => {
+        const r = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent('max(tessera_nodes{state="ready"})')}`);
+        const v = ((await r.json()) as { data: { result: { value: [number, string] }[] } }).data.result[0]?.value[1];
+        return v === '2';
+      },
+      20_000,
+      'Prometheus to scrape 2 ready nodes',
+    );
     const { jobId } = await t.client.submit({ inputUri: clip, ladder: [{ name: '', height: 240, videoBitrateKbps: 300, codec: 'h264', preset: 'ultrafast' }] });
     await waitFor(async () => (await t.client.get(jobId)).state === JobState.JOB_STATE_RUNNING, 30_000, 'the job to run');
     expect((await alerts()).filter((a) => a.labels.alertname === 'TesseraNoReadyNodes')).toEqual([]);
@@ -84,10 +92,14 @@ describe.skipIf(!hasPrometheus)('alert rules against a real Prometheus', () => {
     const killedAt = Date.now();
     for (const id of t.cluster.nodeIds()) t.cluster.signal(id, 'SIGKILL');
     let firing: PromAlert | undefined;
-    await waitFor(async () => {
-      firing = (await alerts()).find((a) => a.labels.alertname === 'TesseraNoReadyNodes' && a.state === 'firing');
-      return firing !== undefined;
-    }, 60_000, 'TesseraNoReadyNodes to fire');
+    await waitFor(
+      async () => {
+        firing = (await alerts()).find((a) => a.labels.alertname === 'TesseraNoReadyNodes' && a.state === 'firing');
+        return firing !== undefined;
+      },
+      60_000,
+      'TesseraNoReadyNodes to fire',
+    );
     const firedAfterMs = Date.now() - killedAt;
     process.stdout.write(`TesseraNoReadyNodes firing ${firedAfterMs} ms after the kill (lease TTL 2 s, for: 3 s, scrape/eval 1 s); active since ${firing!.activeAt}\n`);
     expect(firing!.labels.severity).toBe('critical');

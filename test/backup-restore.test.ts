@@ -96,7 +96,19 @@ describe.skipIf(!restoreTool)('backup and restore of etcd', () => {
 
     // Recovery: restore the data dir from S3, start etcd, reconcile, start the cluster.
     const r0 = Date.now();
-    const restoreOut = await admin('restore', '--from', 'latest', '--data-dir', member.dataDir, '--name', 'etcd0', '--initial-cluster', `etcd0=${member.peerUrl}`, '--initial-advertise-peer-urls', member.peerUrl);
+    const restoreOut = await admin(
+      'restore',
+      '--from',
+      'latest',
+      '--data-dir',
+      member.dataDir,
+      '--name',
+      'etcd0',
+      '--initial-cluster',
+      `etcd0=${member.peerUrl}`,
+      '--initial-advertise-peer-urls',
+      member.peerUrl,
+    );
     expect(restoreOut).toContain(backup.info.key);
     await t.cluster.restartEtcd('etcd0');
     const report = JSON.parse(await admin('reconcile', '--requeue-lost', '--json')) as ReconcileReport;
@@ -134,6 +146,8 @@ describe.skipIf(!restoreTool)('backup and restore of etcd', () => {
     }
     // A job that had finished before the disaster keeps the archive it made then.
     for (const id of finishedAfter) expect(finals.get(id)!.result!.sha256).toBe(beforeDisaster.get(id)!.result!.sha256);
-    process.stdout.write(`backup: ${backup.info.bytes} bytes in ${backupMs} ms (CLI start included); restore + etcd start + reconcile ${reconciledMs} ms; cluster serving ${servingMs} ms after the restore began; every job SUCCEEDED ${allDoneMs} ms after it (coordinator ${coordinator}); lost ${report.lost.length}, finished after the snapshot ${report.finishedAfterSnapshot.length}, resumed ${report.resumed.length}\n`);
+    process.stdout.write(
+      `backup: ${backup.info.bytes} bytes in ${backupMs} ms (CLI start included); restore + etcd start + reconcile ${reconciledMs} ms; cluster serving ${servingMs} ms after the restore began; every job SUCCEEDED ${allDoneMs} ms after it (coordinator ${coordinator}); lost ${report.lost.length}, finished after the snapshot ${report.finishedAfterSnapshot.length}, resumed ${report.resumed.length}\n`,
+    );
   });
 });

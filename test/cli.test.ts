@@ -50,10 +50,13 @@ describe('the tessera CLI against a real cluster', () => {
     const jobs = await cli('jobs');
     expect(jobs.stdout).toMatch(new RegExp(`${id}\\s+SUCCEEDED.*clip-6s-360p\\.mp4`));
     // The finished job's uploaded input is gone: runs do not pile copies up under uploads/.
-    await vi.waitFor(async () => {
-      const left = await t.s3.send(new ListObjectsV2Command({ Bucket: t.cluster.bucket, Prefix: 'uploads/' }));
-      expect(left.KeyCount ?? 0).toBe(0);
-    }, { timeout: 15_000, interval: 200 });
+    await vi.waitFor(
+      async () => {
+        const left = await t.s3.send(new ListObjectsV2Command({ Bucket: t.cluster.bucket, Prefix: 'uploads/' }));
+        expect(left.KeyCount ?? 0).toBe(0);
+      },
+      { timeout: 15_000, interval: 200 },
+    );
   });
 
   it("the README's SDK example runs as written, importing the SDK by its package name", async () => {
@@ -69,7 +72,7 @@ describe('the tessera CLI against a real cluster', () => {
     expect(readme).toContain("from '@tessera-cluster/tessera'");
   });
 
-  it('npx --no tessera runs this clone\'s CLI (and would never install a package of that name)', async () => {
+  it("npx --no tessera runs this clone's CLI (and would never install a package of that name)", async () => {
     const r = await run('npx', ['--no', 'tessera', 'help'], { cwd: REPO_ROOT });
     expect(r.stdout).toContain('tessera transcode <file');
   });
@@ -93,17 +96,23 @@ describe('the tessera CLI against a real cluster', () => {
   });
 
   it('an unreachable coordinator is said plainly', async () => {
-    const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'nodes', '--addr', '127.0.0.1:1'], { cwd: REPO_ROOT }).then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+    const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'nodes', '--addr', '127.0.0.1:1'], { cwd: REPO_ROOT }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toBe('error UNAVAILABLE: cannot connect: connect ECONNREFUSED 127.0.0.1:1');
   });
 
   it('cancel: segments show CANCELLED afterwards, and a second cancel says the job had finished', async () => {
     const { jobId } = await t.client.submit({ inputUri: clip, ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryslow', dynamicRange: '' }] });
-    await vi.waitFor(async () => {
-      const j = await t.client.get(jobId);
-      if (!j.segments.some((x) => x.framesDone > 0)) throw new Error('not transcoding yet');
-    }, { timeout: 30_000, interval: 100 });
+    await vi.waitFor(
+      async () => {
+        const j = await t.client.get(jobId);
+        if (!j.segments.some((x) => x.framesDone > 0)) throw new Error('not transcoding yet');
+      },
+      { timeout: 30_000, interval: 100 },
+    );
     const c1 = await cli('cancel', jobId);
     expect(c1.code).toBe(0);
     expect(c1.stdout.trim()).toBe(`job ${jobId}: CANCELLED`);
@@ -120,9 +129,12 @@ describe('the tessera CLI against a real cluster', () => {
     const id = await t.cluster.addNode({ id: 'node-drain-test' });
     const d = await cli('drain', id);
     expect(d.code, d.stderr).toBe(0);
-    await vi.waitFor(async () => {
-      if ((await t.client.listNodes()).some((n) => n.id === id)) throw new Error('still registered');
-    }, { timeout: 20_000, interval: 200 });
+    await vi.waitFor(
+      async () => {
+        if ((await t.client.listNodes()).some((n) => n.id === id)) throw new Error('still registered');
+      },
+      { timeout: 20_000, interval: 200 },
+    );
     const u = await cli('undrain', id);
     expect(u.code).toBe(1);
     expect(u.stderr).toContain(`node ${id} is not registered: a drained node leaves the cluster once its work is done`);
@@ -163,7 +175,11 @@ describe('the tessera CLI against a real cluster', () => {
     const job = JSON.parse(r.stdout) as { state: string; result: { renditions: { frames: number }[] } };
     expect(job.state).toBe('JOB_STATE_SUCCEEDED');
     expect(job.result.renditions[0]!.frames).toBe(180);
-    const plan = JSON.parse((await cli('transcode', clip, '--dry-run', '--json')).stdout) as { segments: unknown[]; renditions: { height: number; preset: string; encoder: string }[]; ffmpegCommands: string[] };
+    const plan = JSON.parse((await cli('transcode', clip, '--dry-run', '--json')).stdout) as {
+      segments: unknown[];
+      renditions: { height: number; preset: string; encoder: string }[];
+      ffmpegCommands: string[];
+    };
     expect(plan.segments).toHaveLength(2);
     expect(plan.renditions.map((x) => x.height)).toEqual([360]);
     expect(plan.renditions[0]!.encoder).toBe('libx264');
@@ -171,7 +187,9 @@ describe('the tessera CLI against a real cluster', () => {
   });
 
   it('status --json, nodes --json and ListNodes agree with etcd', async () => {
-    const fromEtcd = Object.values(await t.cluster.client().getAll().prefix('/tessera/nodes/').strings()).map((v) => (JSON.parse(v) as NodeRecord).id).sort();
+    const fromEtcd = Object.values(await t.cluster.client().getAll().prefix('/tessera/nodes/').strings())
+      .map((v) => (JSON.parse(v) as NodeRecord).id)
+      .sort();
     const status = JSON.parse((await cli('status', '--json')).stdout) as { nodes: { id: string }[]; jobs: unknown[]; leaderId: string };
     const nodes = JSON.parse((await cli('nodes', '--json')).stdout) as { id: string }[];
     expect(status.nodes.map((n) => n.id).sort()).toEqual(fromEtcd);

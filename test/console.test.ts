@@ -28,7 +28,11 @@ async function shoot(page: Page, dir: string, name: string): Promise<void> {
   await page.screenshot({ path: join(dir, name), fullPage: true });
 }
 
-const stateOf = (page: Page, id: string): Promise<string | null> => page.locator(`#jobs-table tr[data-job-id="${id}"]`).getAttribute('data-state', { timeout: 1_000 }).catch(() => null);
+const stateOf = (page: Page, id: string): Promise<string | null> =>
+  page
+    .locator(`#jobs-table tr[data-job-id="${id}"]`)
+    .getAttribute('data-state', { timeout: 1_000 })
+    .catch(() => null);
 
 // The operator's token may submit (API_TOKENS) and administer (ADMIN_TOKENS): its scopes add up.
 const OPS = 'console-ops-token-0123456';
@@ -65,10 +69,17 @@ describe('web console in a browser (TLS, tokens)', () => {
     if (tok) await p.fill('#token', tok);
     await p.getByRole('button', { name: tok ? 'Use token' : 'Forget' }).click();
   };
-  const noticeText = (p: Page): Promise<string> => p.locator('#notice').textContent().then((s) => s ?? '');
+  const noticeText = (p: Page): Promise<string> =>
+    p
+      .locator('#notice')
+      .textContent()
+      .then((s) => s ?? '');
 
   it.skipIf(!have)('tessera console prints the URL that tessera up recorded', async () => {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'console', '--dir', t.dir], { env: { ...process.env, TESSERA_NO_BROWSER: '1' }, timeout: 30_000 });
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'console', '--dir', t.dir], {
+      env: { ...process.env, TESSERA_NO_BROWSER: '1' },
+      timeout: 30_000,
+    });
     expect(t.cluster.consoles[0]).toMatch(/^https:\/\/localhost:\d+\/$/);
     expect(stdout.trim()).toBe(`console: ${t.cluster.consoles[0]}`);
   });
@@ -124,7 +135,9 @@ describe('web console in a browser (TLS, tokens)', () => {
     expect([...new Set(chart.bars.map((b) => b.segment))].sort((a, b) => a - b)).toEqual(job.segments.map((s) => s.index).sort((a, b) => a - b));
     // Each segment's last bar is on the node that finished it, and says done.
     for (const s of job.segments) expect(chart.bars.some((b) => b.segment === s.index && b.node === s.nodeId && b.state === 'done')).toBe(true);
-    const tableRows = await page.locator('#timeline-table tbody tr').evaluateAll((rows) => rows.map((r) => ({ node: r.getAttribute('data-node'), segment: Number(r.getAttribute('data-segment')), state: r.getAttribute('data-state') })));
+    const tableRows = await page
+      .locator('#timeline-table tbody tr')
+      .evaluateAll((rows) => rows.map((r) => ({ node: r.getAttribute('data-node'), segment: Number(r.getAttribute('data-segment')), state: r.getAttribute('data-state') })));
     expect(tableRows.length).toBe(chart.bars.length);
     expect(new Set(tableRows.map((r) => r.node))).toEqual(new Set(nodesUsed));
     expect(await page.locator('#renditions-table tbody tr[data-rendition="240p"]').count()).toBe(1);
@@ -170,7 +183,9 @@ describe('web console in a browser (TLS, tokens)', () => {
     // Cluster: the leader and a throughput chart.
     await page.getByRole('link', { name: 'Cluster' }).click();
     await page.locator('#cluster-facts [data-fact="leader"]').filter({ hasText: 'coordinator-0' }).waitFor({ timeout: 15_000 });
-    expect(await page.evaluate(() => (window as unknown as { Chart: { getChart(c: HTMLCanvasElement): unknown } }).Chart.getChart(document.getElementById('throughput') as HTMLCanvasElement) !== undefined)).toBe(true);
+    expect(
+      await page.evaluate(() => (window as unknown as { Chart: { getChart(c: HTMLCanvasElement): unknown } }).Chart.getChart(document.getElementById('throughput') as HTMLCanvasElement) !== undefined),
+    ).toBe(true);
     await shoot(page, shots, 'console-cluster.png');
   });
 
@@ -208,17 +223,23 @@ describe('web console in a browser (TLS, tokens)', () => {
     expect(await noticeText(page)).toContain('admin');
     expect(await page.locator('#nodes-table tbody tr[data-node]').count()).toBe(0);
     // A direct drain call with the read token is refused by the API's own check.
-    const drain = await page.evaluate(async ([tok, node]) => {
-      const r = await fetch(`/api/nodes/${node}/drain`, { method: 'POST', headers: { authorization: `Bearer ${tok}`, 'x-tessera-console': '1' } });
-      return { status: r.status, body: (await r.json()) as { error: { code: string } } };
-    }, [tokens.READ_TOKENS, 'node-0'] as const);
+    const drain = await page.evaluate(
+      async ([tok, node]) => {
+        const r = await fetch(`/api/nodes/${node}/drain`, { method: 'POST', headers: { authorization: `Bearer ${tok}`, 'x-tessera-console': '1' } });
+        return { status: r.status, body: (await r.json()) as { error: { code: string } } };
+      },
+      [tokens.READ_TOKENS, 'node-0'] as const,
+    );
     expect(drain).toEqual({ status: 403, body: { error: { code: 'PERMISSION_DENIED', message: expect.stringContaining('admin') } } });
 
     // CSRF: even the write token's cancel is refused without the console header, or from another origin.
-    const csrf = await page.evaluate(async ([tok, id]) => {
-      const a = await fetch(`/api/jobs/${id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${tok}` } });
-      return { status: a.status, body: (await a.json()) as { error: { code: string; message: string } } };
-    }, [OPS, jobId] as const);
+    const csrf = await page.evaluate(
+      async ([tok, id]) => {
+        const a = await fetch(`/api/jobs/${id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${tok}` } });
+        return { status: a.status, body: (await a.json()) as { error: { code: string; message: string } } };
+      },
+      [OPS, jobId] as const,
+    );
     expect(csrf.status).toBe(403);
     expect(csrf.body.error.message).toContain('x-tessera-console');
     expect((await ops.get(jobId)).state).not.toBe(JobState.JOB_STATE_CANCELLED);

@@ -45,7 +45,45 @@ describe.skipIf(!isRoot)('a node agent whose staging disk is full (needs root fo
     // 20 s of noisy 360p at near-lossless quality: ~280 MB, so each of 3 segments (~90 MB, twice
     // that with its chunks) cannot fit in 200 MiB less the reserve.
     const input = join(tc.inputDir, 'noisy-20s.mp4');
-    await run('ffmpeg', ['-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30:duration=20,noise=alls=60:allf=t', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=20', '-c:v', 'libx264', '-preset', 'ultrafast', '-qp', '2', '-pix_fmt', 'yuv420p', '-g', '30', '-keyint_min', '30', '-sc_threshold', '0', '-bf', '0', '-c:a', 'aac', '-b:a', '128k', '-shortest', '-movflags', '+faststart', input]);
+    await run('ffmpeg', [
+      '-hide_banner',
+      '-nostdin',
+      '-y',
+      '-loglevel',
+      'error',
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc2=size=640x360:rate=30:duration=20,noise=alls=60:allf=t',
+      '-f',
+      'lavfi',
+      '-i',
+      'sine=frequency=440:sample_rate=48000:duration=20',
+      '-c:v',
+      'libx264',
+      '-preset',
+      'ultrafast',
+      '-qp',
+      '2',
+      '-pix_fmt',
+      'yuv420p',
+      '-g',
+      '30',
+      '-keyint_min',
+      '30',
+      '-sc_threshold',
+      '0',
+      '-bf',
+      '0',
+      '-c:a',
+      'aac',
+      '-b:a',
+      '128k',
+      '-shortest',
+      '-movflags',
+      '+faststart',
+      input,
+    ]);
     const bytes = (await stat(input)).size;
     expect(bytes).toBeGreaterThan(200 * 1024 ** 2);
     expect((await tc.client.listNodes()).map((n) => `${n.id}:${n.state}`).sort()).toEqual(['node-0:ready', 'node-1:ready', 'node-full:ready']);

@@ -28,7 +28,20 @@ const ARCHIVE_AFTER_MS = 600_000;
  */
 function finishedTree(createdAtMs: number, finishedAtMs: number, state: JobStateName): [string, string][] {
   const id = `j${createdAtMs.toString(36).padStart(9, '0')}${randomBytes(5).toString('hex')}`;
-  const spec = JobSpec.fromPartial({ inputUri: `s3://tessera-input/uploads/u${id}`, ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'medium' }, { name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'medium' }], container: 'mp4', outputUri: '', dryRun: false, idempotencyKey: createdAtMs % 3 === 0 ? '' : `seed-${id}`, priority: 0, webhookUrl: '', audioBitrateKbps: 128 });
+  const spec = JobSpec.fromPartial({
+    inputUri: `s3://tessera-input/uploads/u${id}`,
+    ladder: [
+      { name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'medium' },
+      { name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'medium' },
+    ],
+    container: 'mp4',
+    outputUri: '',
+    dryRun: false,
+    idempotencyKey: createdAtMs % 3 === 0 ? '' : `seed-${id}`,
+    priority: 0,
+    webhookUrl: '',
+    audioBitrateKbps: 128,
+  });
   const history: StatusChange[] = [
     { atMs: createdAtMs, scope: 'job', state: 'QUEUED', nodeId: '', attempt: 0, reason: 'accepted' },
     { atMs: createdAtMs + 10, scope: 'job', state: 'PREPARING', nodeId: '', attempt: 0, reason: 'picked up by the scheduler' },
@@ -38,26 +51,77 @@ function finishedTree(createdAtMs: number, finishedAtMs: number, state: JobState
   for (let i = 0; i < 3; i++) {
     const seg: SegmentRecord = { index: i, state: 'DONE', nodeId: `node-${i}`, attempt: 1, startSec: i * 4, endSec: i * 4 + 4, frames: 120 };
     segs.push(seg);
-    for (const st of ['TRANSFERRING', 'TRANSCODING', 'DONE']) history.push({ atMs: createdAtMs + 1000 + i, scope: `segment/${i}`, state: st, nodeId: seg.nodeId, attempt: 1, reason: st === 'DONE' ? 'segment done' : 'assigned' });
+    for (const st of ['TRANSFERRING', 'TRANSCODING', 'DONE'])
+      history.push({ atMs: createdAtMs + 1000 + i, scope: `segment/${i}`, state: st, nodeId: seg.nodeId, attempt: 1, reason: st === 'DONE' ? 'segment done' : 'assigned' });
   }
-  const result = state === 'SUCCEEDED'
-    ? { uri: `s3://tessera-output/jobs/${id}.zip`, bucket: 'tessera-output', key: `jobs/${id}.zip`, bytes: 2_345_678, sha256: randomBytes(32).toString('hex'), renditions: ['360p', '240p'].map((name, i) => ({ name, file: `${name}.mp4`, width: i ? 426 : 640, height: i ? 240 : 360, codec: 'h264', videoBitrateKbps: i ? 400 : 800, durationSec: 12, frames: 360, bytes: 1_000_000, sha256: randomBytes(32).toString('hex') })) }
-    : undefined;
+  const result =
+    state === 'SUCCEEDED'
+      ? {
+          uri: `s3://tessera-output/jobs/${id}.zip`,
+          bucket: 'tessera-output',
+          key: `jobs/${id}.zip`,
+          bytes: 2_345_678,
+          sha256: randomBytes(32).toString('hex'),
+          renditions: ['360p', '240p'].map((name, i) => ({
+            name,
+            file: `${name}.mp4`,
+            width: i ? 426 : 640,
+            height: i ? 240 : 360,
+            codec: 'h264',
+            videoBitrateKbps: i ? 400 : 800,
+            durationSec: 12,
+            frames: 360,
+            bytes: 1_000_000,
+            sha256: randomBytes(32).toString('hex'),
+          })),
+        }
+      : undefined;
   if (state === 'SUCCEEDED') history.push({ atMs: finishedAtMs - 500, scope: 'job', state: 'FINALIZING', nodeId: '', attempt: 0, reason: 'all segments done' });
-  history.push({ atMs: finishedAtMs, scope: 'job', state, nodeId: '', attempt: 0, reason: state === 'SUCCEEDED' ? 'archive uploaded' : state === 'FAILED' ? 'ffmpeg exited with code 1' : 'cancelled by the user' });
+  history.push({
+    atMs: finishedAtMs,
+    scope: 'job',
+    state,
+    nodeId: '',
+    attempt: 0,
+    reason: state === 'SUCCEEDED' ? 'archive uploaded' : state === 'FAILED' ? 'ffmpeg exited with code 1' : 'cancelled by the user',
+  });
   const rec: JobRecord = {
     id,
     spec,
     specHash: specHash(spec),
     state,
     stage: stageName(state),
-    ...(state === 'FAILED' ? { errorCode: 'TRANSCODE_FAILED', errorMessage: 'ffmpeg exited with code 1' } : state === 'CANCELLED' ? { errorCode: 'CANCELLED', errorMessage: 'cancelled by the user' } : {}),
+    ...(state === 'FAILED'
+      ? { errorCode: 'TRANSCODE_FAILED', errorMessage: 'ffmpeg exited with code 1' }
+      : state === 'CANCELLED'
+        ? { errorCode: 'CANCELLED', errorMessage: 'cancelled by the user' }
+        : {}),
     createdAtMs,
     updatedAtMs: finishedAtMs,
     finishedAtMs,
     queueKey: keys.queueEntry(0, createdAtMs.toString(36).padStart(9, '0'), id),
-    source: SourceInfo.fromPartial({ format: 'mov,mp4,m4a,3gp,3g2,mj2', videoCodec: 'h264', width: 640, height: 360, fps: 30, durationSec: 12, frames: 360, hasAudio: true, audioCodec: 'aac', bytes: 1_234_567 }),
-    plan: { cuts: segs.map((s) => ({ index: s.index, startSec: s.startSec, endSec: s.endSec, frames: s.frames, nodeId: s.nodeId })), renditions: [{ name: '360p', width: 640, height: 360, videoBitrateKbps: 800, codec: 'h264', encoder: 'libx264', preset: 'medium' }, { name: '240p', width: 426, height: 240, videoBitrateKbps: 400, codec: 'h264', encoder: 'libx264', preset: 'medium' }].map((r) => PlannedRendition.fromPartial(r)), container: 'mp4', bucket: 'tessera-output', key: `jobs/${id}.zip` },
+    source: SourceInfo.fromPartial({
+      format: 'mov,mp4,m4a,3gp,3g2,mj2',
+      videoCodec: 'h264',
+      width: 640,
+      height: 360,
+      fps: 30,
+      durationSec: 12,
+      frames: 360,
+      hasAudio: true,
+      audioCodec: 'aac',
+      bytes: 1_234_567,
+    }),
+    plan: {
+      cuts: segs.map((s) => ({ index: s.index, startSec: s.startSec, endSec: s.endSec, frames: s.frames, nodeId: s.nodeId })),
+      renditions: [
+        { name: '360p', width: 640, height: 360, videoBitrateKbps: 800, codec: 'h264', encoder: 'libx264', preset: 'medium' },
+        { name: '240p', width: 426, height: 240, videoBitrateKbps: 400, codec: 'h264', encoder: 'libx264', preset: 'medium' },
+      ].map((r) => PlannedRendition.fromPartial(r)),
+      container: 'mp4',
+      bucket: 'tessera-output',
+      key: `jobs/${id}.zip`,
+    },
     uploaderId: 'uploader-0',
     result,
     history,
@@ -92,12 +156,17 @@ async function seed(etcd: Etcd3, trees: [string, string][][]): Promise<void> {
   }
   if (cur.length) batches.push(cur);
   let next = 0;
-  await Promise.all(Array.from({ length: 8 }, async () => {
-    while (next < batches.length) {
-      const b = batches[next++]!;
-      await etcd.if(keys.election(), 'Version', '>', -1).then(...b.map(([k, v]) => etcd.put(k).value(v))).commit();
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next < batches.length) {
+        const b = batches[next++]!;
+        await etcd
+          .if(keys.election(), 'Version', '>', -1)
+          .then(...b.map(([k, v]) => etcd.put(k).value(v)))
+          .commit();
+      }
+    }),
+  );
 }
 
 async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
@@ -128,7 +197,7 @@ describe('etcd growth: 5,000 finished job trees, a running job and a leader fail
       // Submitted over the last ~3 hours, oldest first; half finished more than 10 minutes ago
       // (due for history), half since (their trees stay for now).
       const createdAtMs = now - 3 * 3_600_000 + i * 2_000;
-      const finishedAtMs = i < SEEDED / 2 ? now - ARCHIVE_AFTER_MS - 60_000 - (SEEDED / 2 - i) * 1_000 : now - 1_000 * (SEEDED - i) / 10;
+      const finishedAtMs = i < SEEDED / 2 ? now - ARCHIVE_AFTER_MS - 60_000 - (SEEDED / 2 - i) * 1_000 : now - (1_000 * (SEEDED - i)) / 10;
       const state: JobStateName = i % 10 === 3 ? 'FAILED' : i % 25 === 7 ? 'CANCELLED' : 'SUCCEEDED';
       const tree = finishedTree(createdAtMs, finishedAtMs, state);
       seededIds.push({ id: tree[0]![0].slice(keys.jobs().length), state, finishedAtMs });
@@ -138,7 +207,9 @@ describe('etcd growth: 5,000 finished job trees, a running job and a leader fail
     const seeding = await timed(() => seed(etcd, trees));
     // The leader's sweeper is already archiving what is due while the seed goes in.
     const seededKeys = await keyCount(etcd, keys.prefix);
-    console.log(`seeded ${SEEDED} finished trees (${written} keys, ${trees.reduce((a, x) => a + x.reduce((b, [k, v]) => b + k.length + v.length, 0), 0)} bytes) in ${seeding.ms.toFixed(0)} ms; ${seededKeys} keys under the prefix right after`);
+    console.log(
+      `seeded ${SEEDED} finished trees (${written} keys, ${trees.reduce((a, x) => a + x.reduce((b, [k, v]) => b + k.length + v.length, 0), 0)} bytes) in ${seeding.ms.toFixed(0)} ms; ${seededKeys} keys under the prefix right after`,
+    );
 
     const leader = (await etcd.get(keys.election()).string())!;
     const standby = t.cluster.coordinators[leader === 'coordinator-0' ? 1 : 0]!;
@@ -213,7 +284,10 @@ describe('etcd growth: 5,000 finished job trees, a running job and a leader fail
       const failed = await survivor.wait(oldFailed.id);
       expect(failed.state).toBe(JobState.JOB_STATE_FAILED);
       expect(failed.errorCode).toBe('TRANSCODE_FAILED');
-      const cli = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'job', oldOk.id, '--addr', standby], { cwd: REPO_ROOT, env: { ...process.env, S3_ENDPOINT: t.cluster.s3Endpoint } });
+      const cli = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'job', oldOk.id, '--addr', standby], {
+        cwd: REPO_ROOT,
+        env: { ...process.env, S3_ENDPOINT: t.cluster.s3Endpoint },
+      });
       expect(cli.stdout).toContain('SUCCEEDED');
       expect(cli.stdout).toContain(`s3://tessera-output/jobs/${oldOk.id}.zip`);
 
@@ -225,7 +299,10 @@ describe('etcd growth: 5,000 finished job trees, a running job and a leader fail
         pages.push(p.jobs.map((j) => j.id));
         token = p.nextPageToken;
       } while (token);
-      const failedIds = seededIds.filter((s) => s.state === 'FAILED').map((s) => s.id).reverse();
+      const failedIds = seededIds
+        .filter((s) => s.state === 'FAILED')
+        .map((s) => s.id)
+        .reverse();
       expect(pages.flat()).toEqual(failedIds);
       expect(pages.map((p) => p.length)).toEqual([200, 200, 100]);
     } finally {

@@ -41,7 +41,11 @@ async function untilTranscoding(t: TestCluster, jobId: string): Promise<void> {
 /** Every process of the cluster is alive, and every node agent, uploader and a leader is registered in etcd. */
 async function allRegistered(t: TestCluster): Promise<boolean> {
   const etcd = t.cluster.client();
-  const get = (k: string): Promise<string | null> => etcd.get(k).options({ deadline: new Date(Date.now() + 1_000) }).string();
+  const get = (k: string): Promise<string | null> =>
+    etcd
+      .get(k)
+      .options({ deadline: new Date(Date.now() + 1_000) })
+      .string();
   try {
     for (const id of t.cluster.nodeIds()) if ((await get(`/tessera/nodes/${id}`)) === null) return false;
     if ((await get('/tessera/uploaders/uploader-0')) === null) return false;
@@ -117,10 +121,13 @@ describe('etcd outages and restarts (one etcd member)', () => {
       // Registered again: a record of the new incarnation (started after the kill) under the same id.
       const etcd = t.cluster.client();
       await expect
-        .poll(async () => {
-          const raw = await etcd.get(`/tessera/nodes/${victim}`).string();
-          return raw !== null && (JSON.parse(raw) as NodeRecord).startedAtMs >= restartAt;
-        }, { timeout: 14_000, interval: 50 })
+        .poll(
+          async () => {
+            const raw = await etcd.get(`/tessera/nodes/${victim}`).string();
+            return raw !== null && (JSON.parse(raw) as NodeRecord).startedAtMs >= restartAt;
+          },
+          { timeout: 14_000, interval: 50 },
+        )
         .toBe(true);
       const rejoinMs = Date.now() - killedAt;
       await expect.poll(() => logLines(t.dir, victim).some((l) => l.msg === 'took over the registration of an earlier incarnation'), { timeout: 10_000 }).toBe(true);
@@ -132,8 +139,12 @@ describe('etcd outages and restarts (one etcd member)', () => {
       const next = await t.client.wait((await t.client.submit({ inputUri: clip, ladder: LADDER })).jobId);
       await expectFrameExact(t, next, 360);
       expect(next.segments.some((s) => s.nodeId === victim && s.state === 'SEGMENT_STATE_DONE')).toBe(true);
-      const boot = logLines(t.dir, victim).filter((l) => l.msg === 'joined the cluster').at(-1);
-      process.stdout.write(`MEASURE agent restart under its id (lease TTL 15 s): registered again ${rejoinMs} ms after the kill, Node start included (joined at ${String(boot?.time)}); job ${job.finishedAtMs - job.createdAtMs} ms\n`);
+      const boot = logLines(t.dir, victim)
+        .filter((l) => l.msg === 'joined the cluster')
+        .at(-1);
+      process.stdout.write(
+        `MEASURE agent restart under its id (lease TTL 15 s): registered again ${rejoinMs} ms after the kill, Node start included (joined at ${String(boot?.time)}); job ${job.finishedAtMs - job.createdAtMs} ms\n`,
+      );
     } finally {
       await t.cluster.stopProcess(victim); // leaves the cluster (revokes its lease): later tests see the usual three nodes
     }
@@ -197,7 +208,9 @@ describe('etcd outages and restarts (one etcd member)', () => {
 
   it('the only etcd member frozen for 60 s mid-job: the job succeeds and every process registers again', async () => {
     const m = await outageMidJob(t, clip, 360, ['etcd0'], 60_000);
-    process.stdout.write(`MEASURE etcd (1 member) frozen 60 s mid-job: all processes registered ${m.rejoinMs} ms after the thaw; job SUCCEEDED ${m.afterThawMs} ms after the thaw (job ${m.jobMs} ms in all); sub-segments transcoded twice ${m.redone}\n`);
+    process.stdout.write(
+      `MEASURE etcd (1 member) frozen 60 s mid-job: all processes registered ${m.rejoinMs} ms after the thaw; job SUCCEEDED ${m.afterThawMs} ms after the thaw (job ${m.jobMs} ms in all); sub-segments transcoded twice ${m.redone}\n`,
+    );
   });
 });
 
@@ -216,11 +229,15 @@ describe('etcd outages (three etcd members)', () => {
 
   it('two of three etcd members frozen for 30 s mid-job (quorum lost): the job succeeds and every process registers again', async () => {
     const m = await outageMidJob(t, clip, 360, ['etcd0', 'etcd1'], 30_000);
-    process.stdout.write(`MEASURE etcd quorum lost (2 of 3 frozen) 30 s mid-job: all processes registered ${m.rejoinMs} ms after the thaw; job SUCCEEDED ${m.afterThawMs} ms after the thaw (job ${m.jobMs} ms in all); sub-segments transcoded twice ${m.redone}\n`);
+    process.stdout.write(
+      `MEASURE etcd quorum lost (2 of 3 frozen) 30 s mid-job: all processes registered ${m.rejoinMs} ms after the thaw; job SUCCEEDED ${m.afterThawMs} ms after the thaw (job ${m.jobMs} ms in all); sub-segments transcoded twice ${m.redone}\n`,
+    );
   });
 
   it('two of three etcd members frozen for 60 s mid-job (quorum lost): the job succeeds and every process registers again', async () => {
     const m = await outageMidJob(t, clip, 360, ['etcd1', 'etcd2'], 60_000);
-    process.stdout.write(`MEASURE etcd quorum lost (2 of 3 frozen) 60 s mid-job: all processes registered ${m.rejoinMs} ms after the thaw; job SUCCEEDED ${m.afterThawMs} ms after the thaw (job ${m.jobMs} ms in all); sub-segments transcoded twice ${m.redone}\n`);
+    process.stdout.write(
+      `MEASURE etcd quorum lost (2 of 3 frozen) 60 s mid-job: all processes registered ${m.rejoinMs} ms after the thaw; job SUCCEEDED ${m.afterThawMs} ms after the thaw (job ${m.jobMs} ms in all); sub-segments transcoded twice ${m.redone}\n`,
+    );
   });
 });

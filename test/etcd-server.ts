@@ -22,14 +22,22 @@ export async function startEtcdServer(): Promise<EtcdServer> {
   const [client, peer] = [await freePort(), await freePort()];
   const endpoint = `http://127.0.0.1:${client}`;
   const args = [
-    '--name', 'e0',
-    '--data-dir', join(dir, 'data'),
-    '--listen-client-urls', endpoint,
-    '--advertise-client-urls', endpoint,
-    '--listen-peer-urls', `http://127.0.0.1:${peer}`,
-    '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
-    '--initial-cluster', `e0=http://127.0.0.1:${peer}`,
-    '--log-level', 'warn',
+    '--name',
+    'e0',
+    '--data-dir',
+    join(dir, 'data'),
+    '--listen-client-urls',
+    endpoint,
+    '--advertise-client-urls',
+    endpoint,
+    '--listen-peer-urls',
+    `http://127.0.0.1:${peer}`,
+    '--initial-advertise-peer-urls',
+    `http://127.0.0.1:${peer}`,
+    '--initial-cluster',
+    `e0=http://127.0.0.1:${peer}`,
+    '--log-level',
+    'warn',
   ];
   const launch = (): { kill: (sig: NodeJS.Signals) => void; exited: Promise<void> } => {
     const proc = spawn('etcd', args, { stdio: 'ignore' });
@@ -37,14 +45,19 @@ export async function startEtcdServer(): Promise<EtcdServer> {
   };
   let proc = launch();
   const etcd = createEtcd({ endpoints: [endpoint], callTimeoutMs: 5_000 });
-  const healthy = (): Promise<void> => waitFor(async () => {
-    try {
-      await etcd.get('health').string();
-      return true;
-    } catch {
-      return false;
-    }
-  }, 30_000, 'etcd');
+  const healthy = (): Promise<void> =>
+    waitFor(
+      async () => {
+        try {
+          await etcd.get('health').string();
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      30_000,
+      'etcd',
+    );
   await healthy();
   return {
     endpoint,

@@ -97,7 +97,10 @@ describe('fault injection: nothing accepted is lost', () => {
       // done by now. Kill a node that is transcoding at this very moment (an ffmpeg child alive),
       // preferring the one with the most work left.
       const left = (s: Job['segments'][number]): number => (s.frames > 0 ? s.framesDone / s.frames : 0);
-      const preferred = snap.segments.filter((s) => s.state !== 'SEGMENT_STATE_DONE' && s.nodeId).sort((a, b) => left(a) - left(b)).map((s) => s.nodeId);
+      const preferred = snap.segments
+        .filter((s) => s.state !== 'SEGMENT_STATE_DONE' && s.nodeId)
+        .sort((a, b) => left(a) - left(b))
+        .map((s) => s.nodeId);
       const busy = await nodeRunningFfmpeg(t.cluster, [...new Set([...preferred, ...t.cluster.nodeIds()])], 10_000);
       const killedAt = Date.now();
       t.cluster.signal(busy, 'SIGKILL');
@@ -108,7 +111,9 @@ describe('fault injection: nothing accepted is lost', () => {
       expect(moved.every((h) => h.nodeId !== busy)).toBe(true);
       const redone = subSegmentsRedone(t.dir, t.cluster.nodeIds(), jobId);
       expect(redone).toBeLessThanOrEqual(2);
-      process.stdout.write(`MEASURE kill seed ${seed}: killed at ${at}% · reassigned after ${moved[0]!.atMs - killedAt} ms · sub-segments redone ${redone} · job ${job.finishedAtMs - job.createdAtMs} ms\n`);
+      process.stdout.write(
+        `MEASURE kill seed ${seed}: killed at ${at}% · reassigned after ${moved[0]!.atMs - killedAt} ms · sub-segments redone ${redone} · job ${job.finishedAtMs - job.createdAtMs} ms\n`,
+      );
       await t.cluster.stopProcess(busy, 'SIGKILL', 1);
       killed.push(busy);
     });
@@ -122,23 +127,31 @@ describe('fault injection: nothing accepted is lost', () => {
     for (const id of t.cluster.nodeIds()) {
       const pid = t.cluster.pid(id)!;
       victim = ffmpegChildren(pid)[0];
-      if (victim) { agent = pid; break; }
+      if (victim) {
+        agent = pid;
+        break;
+      }
     }
     expect(victim).toBeDefined();
     process.kill(victim!, 'SIGKILL');
     const job = await t.client.wait(jobId);
     await expectCorrect(t, job, work, 360);
-    const zombies = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
-      try {
-        const st = readFileSync(`/proc/${d}/stat`, 'utf8');
-        const m = /^\d+ \((.*)\) (\S) (\d+)/.exec(st);
-        return m?.[2] === 'Z' && Number(m[3]) === agent;
-      } catch {
-        return false;
-      }
-    });
+    const zombies = readdirSync('/proc')
+      .filter((d) => /^\d+$/.test(d))
+      .filter((d) => {
+        try {
+          const st = readFileSync(`/proc/${d}/stat`, 'utf8');
+          const m = /^\d+ \((.*)\) (\S) (\d+)/.exec(st);
+          return m?.[2] === 'Z' && Number(m[3]) === agent;
+        } catch {
+          return false;
+        }
+      });
     expect(zombies).toEqual([]);
-    const retried = t.cluster.nodeIds().flatMap((n) => logLines(t.dir, n)).filter((l) => l.msg === 'sub-segment failed; retrying' && l.jobId === jobId);
+    const retried = t.cluster
+      .nodeIds()
+      .flatMap((n) => logLines(t.dir, n))
+      .filter((l) => l.msg === 'sub-segment failed; retrying' && l.jobId === jobId);
     expect(retried.length).toBeGreaterThanOrEqual(1);
   });
 
@@ -152,11 +165,17 @@ describe('fault injection: nothing accepted is lost', () => {
     t.cluster.signal(victim, 'SIGSTOP');
     // Paused past its lease (TTL 2 s): its node key expires, and the coordinator moves every
     // unfinished segment of it to another node (a new owner revision), so what it does next is fenced.
-    await vi.waitFor(async () => {
-      expect(await t.cluster.client().get(`/tessera/nodes/${victim}`).string(), `${victim}'s lease has expired`).toBeNull();
-      const j = await t.client.get(jobId);
-      expect(j.segments.filter((s) => s.nodeId === victim && s.state !== 'SEGMENT_STATE_DONE').map((s) => s.index), `segments still on ${victim}`).toEqual([]);
-    }, { timeout: 30_000, interval: 100 });
+    await vi.waitFor(
+      async () => {
+        expect(await t.cluster.client().get(`/tessera/nodes/${victim}`).string(), `${victim}'s lease has expired`).toBeNull();
+        const j = await t.client.get(jobId);
+        expect(
+          j.segments.filter((s) => s.nodeId === victim && s.state !== 'SEGMENT_STATE_DONE').map((s) => s.index),
+          `segments still on ${victim}`,
+        ).toEqual([]);
+      },
+      { timeout: 30_000, interval: 100 },
+    );
     t.cluster.signal(victim, 'SIGCONT');
     const job = await t.client.wait(jobId);
     await expectCorrect(t, job, work, 360);
@@ -177,7 +196,10 @@ describe('fault injection: nothing accepted is lost', () => {
   });
 
   it('kill -9 of the uploader mid-upload: the upload resumes with only the missing parts', async () => {
-    const bigLadder = [{ name: '', height: 360, videoBitrateKbps: 6000, codec: 'h264', preset: 'ultrafast' }, { name: '', height: 240, videoBitrateKbps: 4000, codec: 'h264', preset: 'ultrafast' }];
+    const bigLadder = [
+      { name: '', height: 360, videoBitrateKbps: 6000, codec: 'h264', preset: 'ultrafast' },
+      { name: '', height: 240, videoBitrateKbps: 4000, codec: 'h264', preset: 'ultrafast' },
+    ];
     const { jobId } = await t.client.submit({ inputUri: clip, ladder: bigLadder });
     accepted.push(jobId);
     const etcd = t.cluster.client();
@@ -213,7 +235,9 @@ describe('fault injection: nothing accepted is lost', () => {
     const newLeader = (await t.client.clusterStatus()).leaderId;
     // The new leader re-attaches to the running segments (a reassignment only for one whose node went away).
     const resumed = job.history.find((h) => (h.reason.startsWith('re-attached') || h.reason.startsWith('reassigned')) && h.atMs >= killedAt);
-    process.stdout.write(`MEASURE coordinator kill: first re-attach or reassignment by the new leader ${resumed ? `${resumed.atMs - killedAt} ms after the kill (${resumed.reason})` : 'none (every segment finished during the takeover)'}\n`);
+    process.stdout.write(
+      `MEASURE coordinator kill: first re-attach or reassignment by the new leader ${resumed ? `${resumed.atMs - killedAt} ms after the kill (${resumed.reason})` : 'none (every segment finished during the takeover)'}\n`,
+    );
     expect(newLeader).not.toBe(leader);
     expect(seen.at(-1)!.state).toBe(JobState.JOB_STATE_SUCCEEDED);
     const states = job.history.filter((h) => h.scope === 'job').map((h) => h.state);

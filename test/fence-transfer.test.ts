@@ -38,11 +38,25 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     const etcd = t.cluster.client();
     const keys = new Keys('/tessera/');
     const owner = keys.segmentOwner('jfence', 0);
-    const rev1 = Number((await etcd.put(owner).value(JSON.stringify({ nodeId: 'a', attempt: 1 })).exec()).header.revision);
+    const rev1 = Number(
+      (
+        await etcd
+          .put(owner)
+          .value(JSON.stringify({ nodeId: 'a', attempt: 1 }))
+          .exec()
+      ).header.revision,
+    );
     const old = new SegmentFence(etcd, keys, 'jfence', 0, rev1);
     await old.updateCheckpoint(() => ({ boundaries: [0, 1, 2], done: [], transcodedByAttempt: {} }));
     // The coordinator reassigns the segment: a new owner revision.
-    const rev2 = Number((await etcd.put(owner).value(JSON.stringify({ nodeId: 'b', attempt: 2 })).exec()).header.revision);
+    const rev2 = Number(
+      (
+        await etcd
+          .put(owner)
+          .value(JSON.stringify({ nodeId: 'b', attempt: 2 }))
+          .exec()
+      ).header.revision,
+    );
     const fresh = new SegmentFence(etcd, keys, 'jfence', 0, rev2);
     for (let i = 0; i < 3; i++) {
       await expect(old.updateCheckpoint((cp) => ({ ...cp!, done: [{ sub: i, attempt: 1, nodeId: 'a', frames: 1 }] }))).rejects.toMatchObject({ code: 'FENCED' });
@@ -57,7 +71,14 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
   it('refuses a segment whose cut does not add up to the planned frames: UNSUPPORTED_FORMAT, nothing transcoded or recorded', async () => {
     const etcd = t.cluster.client();
     const keys = new Keys('/tessera/');
-    const rev = Number((await etcd.put(keys.segmentOwner('jguard', 0)).value(JSON.stringify({ nodeId: 'x', attempt: 1 })).exec()).header.revision);
+    const rev = Number(
+      (
+        await etcd
+          .put(keys.segmentOwner('jguard', 0))
+          .value(JSON.stringify({ nodeId: 'x', attempt: 1 }))
+          .exec()
+      ).header.revision,
+    );
     const dir = await mkdtemp(join(tmpdir(), 'guard-'));
     // The real agent protocol with a media layer whose cut loses a frame (as an open-GOP input
     // or broken timestamps would make ffmpeg's cut do).
@@ -77,12 +98,43 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     };
     const events: SegmentEvent[] = [];
     const run = runSegmentWork(
-      { jobId: 'jguard', segment: 0, attempt: 1, ownerRevision: rev, renditions: [], fps: 10, frames: 40, treatment: { ...PLAIN_TREATMENT }, leadInFrames: 0, leadOutFrames: 0, segmentPath: join(dir, 'seg.mkv'), workDir: join(dir, 'work'), uploaderAddress: '127.0.0.1:1', uploaderId: 'u' },
       {
-        etcd, keys, log: createLogger('test', 'silent'), pool: new WorkerPool(2), nodeId: 'x', slots: 2, minSubSegmentSec: 0.5, maxChunkSec: 15, ffmpegThreads: 1,
-        noProgressMs: 10_000, wallClockMs: 10_000, subSegmentAttempts: 3, uploadTimeoutMs: 1_000,
-        uploaderFor: () => { throw new Error('no part may be uploaded'); },
-        onFenced: () => undefined, onSubSegmentDone: () => undefined, onRetry: () => undefined, media,
+        jobId: 'jguard',
+        segment: 0,
+        attempt: 1,
+        ownerRevision: rev,
+        renditions: [],
+        fps: 10,
+        frames: 40,
+        treatment: { ...PLAIN_TREATMENT },
+        leadInFrames: 0,
+        leadOutFrames: 0,
+        segmentPath: join(dir, 'seg.mkv'),
+        workDir: join(dir, 'work'),
+        uploaderAddress: '127.0.0.1:1',
+        uploaderId: 'u',
+      },
+      {
+        etcd,
+        keys,
+        log: createLogger('test', 'silent'),
+        pool: new WorkerPool(2),
+        nodeId: 'x',
+        slots: 2,
+        minSubSegmentSec: 0.5,
+        maxChunkSec: 15,
+        ffmpegThreads: 1,
+        noProgressMs: 10_000,
+        wallClockMs: 10_000,
+        subSegmentAttempts: 3,
+        uploadTimeoutMs: 1_000,
+        uploaderFor: () => {
+          throw new Error('no part may be uploaded');
+        },
+        onFenced: () => undefined,
+        onSubSegmentDone: () => undefined,
+        onRetry: () => undefined,
+        media,
       },
       (ev) => events.push(ev),
       new AbortController().signal,
@@ -125,7 +177,16 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
 
     let sent = 0;
     const second = openClientStream<SegmentChunk, TransferStatus>((cb) => agent.putSegment(new Metadata(), deadline(10_000), cb));
-    await sendFileChunks(second.stream, file, status.receivedBytes, (o, d) => { sent += d.length; return msg(o, d); }, { signal: second.signal });
+    await sendFileChunks(
+      second.stream,
+      file,
+      status.receivedBytes,
+      (o, d) => {
+        sent += d.length;
+        return msg(o, d);
+      },
+      { signal: second.signal },
+    );
     second.stream.end();
     const done = await second.result;
     expect(done).toMatchObject({ complete: true, receivedBytes: bytes.length, crc32: crc });
@@ -144,8 +205,22 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     const crc = crc32(bytes).toString(16).padStart(8, '0');
     // Attempt 1 was assigned, then attempt 2 (a later owner revision) took the segment over.
     const owner = keys.segmentOwner(jobId, 0);
-    const rev1 = Number((await etcd.put(owner).value(JSON.stringify({ nodeId: 'node-0', attempt: 1 })).exec()).header.revision);
-    const rev2 = Number((await etcd.put(owner).value(JSON.stringify({ nodeId: 'node-0', attempt: 2 })).exec()).header.revision);
+    const rev1 = Number(
+      (
+        await etcd
+          .put(owner)
+          .value(JSON.stringify({ nodeId: 'node-0', attempt: 1 }))
+          .exec()
+      ).header.revision,
+    );
+    const rev2 = Number(
+      (
+        await etcd
+          .put(owner)
+          .value(JSON.stringify({ nodeId: 'node-0', attempt: 2 }))
+          .exec()
+      ).header.revision,
+    );
     const ref2 = { jobId, segment: 0, attempt: 2, ownerRevision: rev2 };
     const put = openClientStream<SegmentChunk, TransferStatus>((cb) => agent.putSegment(new Metadata(), deadline(10_000), cb));
     await sendFileChunks(put.stream, file, 0, (o, d) => ({ ref: ref2, offset: o, data: d, totalSize: bytes.length, sha256: '', crc32: crc }), { signal: put.signal });
@@ -153,7 +228,15 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     expect(await put.result).toMatchObject({ complete: true });
     const up = JSON.parse((await etcd.get('/tessera/uploaders/uploader-0').string())!) as { address: string };
     const req = (ref: SegmentRef, ownerRevision: number) => ({
-      ref, ownerRevision, uploaderAddress: up.address, uploaderId: 'uploader-0', frames: 120, fps: 30, treatment: undefined, leadInFrames: 0, leadOutFrames: 0,
+      ref,
+      ownerRevision,
+      uploaderAddress: up.address,
+      uploaderId: 'uploader-0',
+      frames: 120,
+      fps: 30,
+      treatment: undefined,
+      leadInFrames: 0,
+      leadOutFrames: 0,
       renditions: [{ name: '180p', width: 320, height: 180, videoBitrateKbps: 300, codec: 'h264', encoder: 'libx264', preset: 'medium', dynamicRange: 'sdr' }],
     });
     const follow = async (ref: SegmentRef, ownerRevision: number, cancelAfterFirst = false): Promise<SegmentEvent[]> => {
@@ -161,7 +244,10 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
       const out: SegmentEvent[] = [];
       for await (const ev of iterateStream<SegmentEvent>(call)) {
         out.push(ev);
-        if (cancelAfterFirst) { call.cancel(); break; }
+        if (cancelAfterFirst) {
+          call.cancel();
+          break;
+        }
       }
       return out;
     };

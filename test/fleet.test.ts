@@ -69,14 +69,15 @@ describe('running it as a fleet', () => {
     const status = await t.client.clusterStatus();
     expect(status.autoscalerDecisions.some((d) => d.includes(' up ') && d.includes('queued chunk(s)'))).toBe(true);
     // A node the autoscaler started took work from a job that was already running (work stealing).
-    const moved = logLines(t.dir, 'coordinator-0').filter((l) => (l.msg === 'queued segment moved to an idle node' || l.msg === 'chunks moved to an idle node') && ids.includes(String(l.jobId)) && String(l.to).startsWith('auto-'));
+    const moved = logLines(t.dir, 'coordinator-0').filter(
+      (l) => (l.msg === 'queued segment moved to an idle node' || l.msg === 'chunks moved to an idle node') && ids.includes(String(l.jobId)) && String(l.to).startsWith('auto-'),
+    );
     expect(moved.length).toBeGreaterThanOrEqual(1);
     expect(jobs.some((j) => j.segments.some((sg) => sg.nodeId.startsWith('auto-')))).toBe(true);
     expect(status.autoscalerDecisions.some((d) => d.includes(' down '))).toBe(true);
     // No segment was transcoded twice because of a drain.
     for (const j of jobs) expect(subSegmentsRedone(t.dir, readdirLogs(t.dir), j.id)).toBe(0);
   });
-
 });
 
 describe('operating the fleet', () => {
@@ -116,7 +117,9 @@ describe('operating the fleet', () => {
   });
 
   it('status and ListNodes agree with etcd; /metrics counters move; reflection lists the services', async () => {
-    const fromEtcd = Object.values(await t.cluster.client().getAll().prefix('/tessera/nodes/').strings()).map((v) => (JSON.parse(v) as NodeRecord).id).sort();
+    const fromEtcd = Object.values(await t.cluster.client().getAll().prefix('/tessera/nodes/').strings())
+      .map((v) => (JSON.parse(v) as NodeRecord).id)
+      .sort();
     const listed = (await t.client.listNodes()).map((n) => n.id).sort();
     const status = await t.client.clusterStatus();
     expect(listed).toEqual(fromEtcd);
@@ -141,7 +144,9 @@ describe('operating the fleet', () => {
     let calls = 0;
     const server = createServer((req, res) => {
       let body = '';
-      req.on('data', (c: Buffer) => { body += c.toString(); });
+      req.on('data', (c: Buffer) => {
+        body += c.toString();
+      });
       req.on('end', () => {
         calls++;
         if (calls <= 2) {
@@ -177,7 +182,9 @@ describe('operating the fleet', () => {
 function readdirLogs(dir: string): string[] {
   // every node agent that ever ran in this cluster, autoscaled ones included
   const { readdirSync } = createRequire(import.meta.url)('node:fs') as typeof import('node:fs');
-  return readdirSync(join(dir, 'logs')).filter((f) => f.startsWith('node-') || f.startsWith('auto-') || f.startsWith('drain-') || f.startsWith('keep-')).map((f) => f.replace(/\.log$/, ''));
+  return readdirSync(join(dir, 'logs'))
+    .filter((f) => f.startsWith('node-') || f.startsWith('auto-') || f.startsWith('drain-') || f.startsWith('keep-'))
+    .map((f) => f.replace(/\.log$/, ''));
 }
 
 /** Lists services through gRPC server reflection (what grpcurl does). */
@@ -185,7 +192,18 @@ async function reflectServices(address: string): Promise<string[]> {
   const require = createRequire(import.meta.url);
   const protoDir = join(dirname(require.resolve('@grpc/reflection/package.json')), 'build', 'proto');
   const def = loadSync(join(protoDir, 'grpc/reflection/v1alpha/reflection.proto'), { includeDirs: [protoDir], keepCase: true });
-  const pkg = loadPackageDefinition(def) as unknown as { grpc: { reflection: { v1alpha: { ServerReflection: new (a: string, c: ReturnType<typeof credentials.createInsecure>) => Client & { ServerReflectionInfo(): ClientDuplexStream<unknown, { list_services_response?: { service: { name: string }[] } }> } } } } };
+  const pkg = loadPackageDefinition(def) as unknown as {
+    grpc: {
+      reflection: {
+        v1alpha: {
+          ServerReflection: new (
+            a: string,
+            c: ReturnType<typeof credentials.createInsecure>,
+          ) => Client & { ServerReflectionInfo(): ClientDuplexStream<unknown, { list_services_response?: { service: { name: string }[] } }> };
+        };
+      };
+    };
+  };
   const client = new pkg.grpc.reflection.v1alpha.ServerReflection(address, credentials.createInsecure());
   try {
     return await new Promise<string[]>((resolve, reject) => {

@@ -20,12 +20,40 @@ describe('cuts at any frame', () => {
     t = await startTestCluster({ nodes: 3, slots: 2 });
     work = await mkdtemp(join(tmpdir(), 'tessera-fcuts-'));
     source = join(t.inputDir, 'sparse-keys.mp4');
-    await runFfmpeg([
-      '-hide_banner', '-nostdin', '-y', '-loglevel', 'error',
-      '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=30:duration=20', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=20',
-      '-c:v', 'libx264', '-preset', 'ultrafast', '-bf', '2', '-g', '300', '-x264-params', 'scenecut=0', '-force_key_frames', '0,3.1,4.7,11.3,17.9',
-      '-c:a', 'aac', '-shortest', source,
-    ], { noProgressMs: 120_000 });
+    await runFfmpeg(
+      [
+        '-hide_banner',
+        '-nostdin',
+        '-y',
+        '-loglevel',
+        'error',
+        '-f',
+        'lavfi',
+        '-i',
+        'testsrc2=size=320x240:rate=30:duration=20',
+        '-f',
+        'lavfi',
+        '-i',
+        'sine=frequency=440:sample_rate=48000:duration=20',
+        '-c:v',
+        'libx264',
+        '-preset',
+        'ultrafast',
+        '-bf',
+        '2',
+        '-g',
+        '300',
+        '-x264-params',
+        'scenecut=0',
+        '-force_key_frames',
+        '0,3.1,4.7,11.3,17.9',
+        '-c:a',
+        'aac',
+        '-shortest',
+        source,
+      ],
+      { noProgressMs: 120_000 },
+    );
   });
   afterAll(async () => {
     await t?.close();
@@ -59,7 +87,9 @@ describe('cuts at any frame', () => {
       let worst = 0;
       for (let i = 0; i < 600; i++) worst = Math.max(worst, Math.abs(out[i]! - src[i]!));
       expect(worst).toBeLessThanOrEqual(0.001);
-      console.log(`MEASURE frame cuts on ${nodes} nodes: segments ${job.segments.map((s) => `${s.frames} (share ${share(s.nodeId).toFixed(1)})`).join('/')} frames · worst pts error ${(worst * 1000).toFixed(3)} ms`);
+      console.log(
+        `MEASURE frame cuts on ${nodes} nodes: segments ${job.segments.map((s) => `${s.frames} (share ${share(s.nodeId).toFixed(1)})`).join('/')} frames · worst pts error ${(worst * 1000).toFixed(3)} ms`,
+      );
     });
   }
 });

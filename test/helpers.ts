@@ -48,7 +48,15 @@ export async function startTestCluster(o: Partial<LocalClusterOptions> & { nodes
   });
   const tls = cluster.clientTls();
   const client = new TesseraClient({ addresses: cluster.coordinators, timeoutMs: 20_000, ...(tls ? { tls } : {}) });
-  const s3 = createS3Client({ endpoint: cluster.s3Endpoint, ...(tls ? { ca: tls.ca } : {}), region: 'us-east-1', accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', forcePathStyle: true, requestTimeoutMs: 30_000 });
+  const s3 = createS3Client({
+    endpoint: cluster.s3Endpoint,
+    ...(tls ? { ca: tls.ca } : {}),
+    region: 'us-east-1',
+    accessKeyId: 'S3RVER',
+    secretAccessKey: 'S3RVER',
+    forcePathStyle: true,
+    requestTimeoutMs: 30_000,
+  });
   return {
     cluster,
     client,

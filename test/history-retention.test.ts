@@ -39,7 +39,17 @@ describe('history retention under churn (real etcd)', () => {
   /** One job from submission to a terminal state; `n` picks the outcome and the idempotency key. */
   const runJob = async (n: number): Promise<string> => {
     const now = Date.now();
-    const spec = JobSpec.fromPartial({ inputUri: `s3://in/clip-${n}.mp4?X-Amz-Signature=secret`, ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }], container: 'mp4', outputUri: '', dryRun: false, idempotencyKey: n % 3 === 0 ? `churn-${n}` : '', priority: 0, webhookUrl: '', audioBitrateKbps: 128 });
+    const spec = JobSpec.fromPartial({
+      inputUri: `s3://in/clip-${n}.mp4?X-Amz-Signature=secret`,
+      ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }],
+      container: 'mp4',
+      outputUri: '',
+      dryRun: false,
+      idempotencyKey: n % 3 === 0 ? `churn-${n}` : '',
+      priority: 0,
+      webhookUrl: '',
+      audioBitrateKbps: 128,
+    });
     const rec: JobRecord = {
       id: newJobId(),
       spec,
@@ -61,7 +71,16 @@ describe('history retention under churn (real etcd)', () => {
     }
     await store.claim(rec.queueKey, id, fence);
     const cuts = [0, 1, 2].map((i) => ({ index: i, startSec: i * 4, endSec: i * 4 + 4, frames: 120, nodeId: `node-${i}` }));
-    await store.transition(id, 'RUNNING', 'segments planned', { source: SourceInfo.fromPartial({ format: 'mov,mp4', videoCodec: 'h264', width: 640, height: 360, fps: 30, durationSec: 12, frames: 360, hasAudio: true, audioCodec: 'aac', bytes: 1_000_000 }), plan: { cuts, renditions: [], container: 'mp4', bucket: 'out', key: `jobs/${id}.zip` } }, fence);
+    await store.transition(
+      id,
+      'RUNNING',
+      'segments planned',
+      {
+        source: SourceInfo.fromPartial({ format: 'mov,mp4', videoCodec: 'h264', width: 640, height: 360, fps: 30, durationSec: 12, frames: 360, hasAudio: true, audioCodec: 'aac', bytes: 1_000_000 }),
+        plan: { cuts, renditions: [], container: 'mp4', bucket: 'out', key: `jobs/${id}.zip` },
+      },
+      fence,
+    );
     await Promise.all(
       cuts.map(async (c) => {
         const seg = { index: c.index, state: 'TRANSFERRING' as const, nodeId: c.nodeId, attempt: 1, startSec: c.startSec, endSec: c.endSec, frames: c.frames };
@@ -80,7 +99,14 @@ describe('history retention under churn (real etcd)', () => {
       return id;
     }
     await store.transition(id, 'FINALIZING', 'all segments done', {}, fence);
-    const result = { uri: `s3://out/jobs/${id}.zip`, bucket: 'out', key: `jobs/${id}.zip`, bytes: 123_456, sha256: 'ab'.repeat(32), renditions: [{ name: '360p', file: '360p.mp4', width: 640, height: 360, codec: 'h264', videoBitrateKbps: 800, durationSec: 12, frames: 360, bytes: 120_000, sha256: 'cd'.repeat(32) }] };
+    const result = {
+      uri: `s3://out/jobs/${id}.zip`,
+      bucket: 'out',
+      key: `jobs/${id}.zip`,
+      bytes: 123_456,
+      sha256: 'ab'.repeat(32),
+      renditions: [{ name: '360p', file: '360p.mp4', width: 640, height: 360, codec: 'h264', videoBitrateKbps: 800, durationSec: 12, frames: 360, bytes: 120_000, sha256: 'cd'.repeat(32) }],
+    };
     await store.transition(id, 'SUCCEEDED', 'archive uploaded', { result, stage: 'done' }, fence);
     return id;
   };
@@ -90,12 +116,14 @@ describe('history retention under churn (real etcd)', () => {
     for (let b = from; b < from + count; b += 50) {
       let next = b;
       const end = Math.min(b + 50, from + count);
-      await Promise.all(Array.from({ length: 8 }, async () => {
-        while (next < end) {
-          const n = next++;
-          ids[n] = await runJob(n);
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: 8 }, async () => {
+          while (next < end) {
+            const n = next++;
+            ids[n] = await runJob(n);
+          }
+        }),
+      );
       await sweeper.sweep();
     }
     // Drain what the last batch left: at most one sweep's batch per call.
@@ -110,7 +138,9 @@ describe('history retention under churn (real etcd)', () => {
     await churn(200, 1_000, ids);
     const endKeys = await keyCount(e.client, keys.prefix);
     const endDb = await dbSize(e.client);
-    console.log(`retention churn: keys ${warmKeys} after 200 jobs, ${endKeys} after 1,200; DB ${warmDb.bytes} B -> ${endDb.bytes} B (compacted + defragmented; revision ${warmDb.revision} -> ${endDb.revision})`);
+    console.log(
+      `retention churn: keys ${warmKeys} after 200 jobs, ${endKeys} after 1,200; DB ${warmDb.bytes} B -> ${endDb.bytes} B (compacted + defragmented; revision ${warmDb.revision} -> ${endDb.revision})`,
+    );
 
     // What is left: the election key, 100 history records, their state index entries, and the
     // idempotency keys of those that had one. Nothing of the 1,100 older jobs.
@@ -179,13 +209,26 @@ describe('history retention under churn (real etcd)', () => {
     for await (const ids of old.inFlightIds()) inFlight.push(...ids);
     expect(inFlight).toEqual([running]);
     expect((await old.finishedDue(Date.now(), 10)).map((d) => d.jobId)).toEqual(finished);
-    expect([...(await old.countByState())].filter(([, n]) => n > 0)).toEqual([['RUNNING', 1], ['SUCCEEDED', 2]]);
+    expect([...(await old.countByState())].filter(([, n]) => n > 0)).toEqual([
+      ['RUNNING', 1],
+      ['SUCCEEDED', 2],
+    ]);
     expect(await old.ensureStateIndex()).toBe(0); // once per cluster
   });
 
   /** A submission with the same spec as job `n` (for the idempotent retry). */
   const rebuild = async (n: number): Promise<JobRecord> => {
-    const spec = JobSpec.fromPartial({ inputUri: `s3://in/clip-${n}.mp4?X-Amz-Signature=secret`, ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }], container: 'mp4', outputUri: '', dryRun: false, idempotencyKey: `churn-${n}`, priority: 0, webhookUrl: '', audioBitrateKbps: 128 });
+    const spec = JobSpec.fromPartial({
+      inputUri: `s3://in/clip-${n}.mp4?X-Amz-Signature=secret`,
+      ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }],
+      container: 'mp4',
+      outputUri: '',
+      dryRun: false,
+      idempotencyKey: `churn-${n}`,
+      priority: 0,
+      webhookUrl: '',
+      audioBitrateKbps: 128,
+    });
     const now = Date.now();
     const id = newJobId();
     return { id, spec, specHash: specHash(spec), state: 'QUEUED', stage: stageName('QUEUED'), createdAtMs: now, updatedAtMs: now, queueKey: keys.queueEntry(0, 'x', id), history: [], timings: {} };

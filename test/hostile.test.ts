@@ -29,7 +29,10 @@ describe('hostile and malformed input', () => {
   beforeAll(async () => {
     t = await startTestCluster({ nodes: 2, slots: 1, coordinatorEnv: { MAX_UPLOAD_BYTES: String(2 * 1024 * 1024) } });
     clip = await fixture(t.inputDir, 'clip-4s-360p.mp4', { seconds: 4, width: 640, height: 360, fps: 30 });
-    trap = createServer((s) => { trapConnections++; s.destroy(); });
+    trap = createServer((s) => {
+      trapConnections++;
+      s.destroy();
+    });
     await new Promise<void>((r) => trap.listen(0, '127.0.0.1', r));
     trapPort = (trap.address() as { port: number }).port;
   });
@@ -99,7 +102,21 @@ describe('hostile and malformed input', () => {
 
     // A Matroska file with 50 video streams.
     const many = join(t.inputDir, 'many.mkv');
-    await runFfmpeg(['-hide_banner', '-nostdin', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=64x64:rate=10:duration=1', ...Array.from({ length: 50 }, () => ['-map', '0:v']).flat(), '-c:v', 'libx264', '-preset', 'ultrafast', `file:${many}`]);
+    await runFfmpeg([
+      '-hide_banner',
+      '-nostdin',
+      '-y',
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc2=size=64x64:rate=10:duration=1',
+      ...Array.from({ length: 50 }, () => ['-map', '0:v']).flat(),
+      '-c:v',
+      'libx264',
+      '-preset',
+      'ultrafast',
+      `file:${many}`,
+    ]);
     expect(await outcome(many)).toBe('LIMIT_EXCEEDED');
   });
 
@@ -137,15 +154,55 @@ describe('hostile and malformed input', () => {
     await writeFile(meta, ';FFMETADATA1\ntitle=SECRET-CHAPTERED\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=1500\ntitle=SECRET-CHAPTER\n');
     const src = join(t.inputDir, 'with-metadata.mkv');
     await runFfmpeg([
-      '-hide_banner', '-nostdin', '-y', '-loglevel', 'error',
-      '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=30:duration=3', '-f', 'lavfi', '-i', 'sine=frequency=440:duration=3', '-i', `file:${meta}`,
-      '-map', '0:v', '-map', '1:a', '-map_metadata', '2', '-map_chapters', '2',
-      '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '30', '-c:a', 'aac',
-      '-metadata', 'title=SECRET-TITLE', '-metadata', 'comment=SECRET-COMMENT', '-metadata', 'location=+12.34+056.78/',
-      '-metadata:s:v', 'title=SECRET-VIDEO', '-metadata:s:v', 'handler_name=SECRET-VHANDLER', '-metadata:s:a', 'title=Commentary', '-metadata:s:a', 'language=SECRET-LANG',
+      '-hide_banner',
+      '-nostdin',
+      '-y',
+      '-loglevel',
+      'error',
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc2=size=320x240:rate=30:duration=3',
+      '-f',
+      'lavfi',
+      '-i',
+      'sine=frequency=440:duration=3',
+      '-i',
+      `file:${meta}`,
+      '-map',
+      '0:v',
+      '-map',
+      '1:a',
+      '-map_metadata',
+      '2',
+      '-map_chapters',
+      '2',
+      '-c:v',
+      'libx264',
+      '-preset',
+      'ultrafast',
+      '-g',
+      '30',
+      '-c:a',
+      'aac',
+      '-metadata',
+      'title=SECRET-TITLE',
+      '-metadata',
+      'comment=SECRET-COMMENT',
+      '-metadata',
+      'location=+12.34+056.78/',
+      '-metadata:s:v',
+      'title=SECRET-VIDEO',
+      '-metadata:s:v',
+      'handler_name=SECRET-VHANDLER',
+      '-metadata:s:a',
+      'title=Commentary',
+      '-metadata:s:a',
+      'language=SECRET-LANG',
       `file:${src}`,
     ]);
-    const tagsOf = async (p: string): Promise<string> => (await runFfmpeg(['-v', 'error', '-show_format', '-show_streams', '-show_chapters', '-of', 'json', `file:${p}`], { binary: 'ffprobe' })).stdout;
+    const tagsOf = async (p: string): Promise<string> =>
+      (await runFfmpeg(['-v', 'error', '-show_format', '-show_streams', '-show_chapters', '-of', 'json', `file:${p}`], { binary: 'ffprobe' })).stdout;
     expect(await tagsOf(src)).toContain('SECRET-CHAPTER'); // the source really carries it all
     const { jobId } = await t.client.submit({ inputUri: src, ladder: [...LADDER, { name: '', height: 120, videoBitrateKbps: 200, codec: 'h264', preset: 'ultrafast' }] });
     const job = await t.client.wait(jobId);
@@ -211,7 +268,6 @@ describe('authentication', () => {
     await t?.close();
   });
 
-
   it('requires a valid bearer token with the right scope', async () => {
     const { TesseraClient } = await import('../sdk/client.js');
     const as = (token?: string) => new TesseraClient({ addresses: t.cluster.coordinators, attempts: 1, ...(token ? { token } : {}) });
@@ -230,7 +286,11 @@ describe('authentication', () => {
       expect(await codeOf(api.submit({ inputUri: join(t.inputDir, 'missing.mp4') }))).toBe('INPUT_NOT_FOUND');
       expect(await codeOf(admin.listNodes())).toBe('OK');
       expect(await codeOf(none.listNodes())).toBe('UNAUTHENTICATED');
-      const watch = (async () => { for await (const _ of none.watch('j1')) { /* nothing */ } })();
+      const watch = (async () => {
+        for await (const _ of none.watch('j1')) {
+          /* nothing */
+        }
+      })();
       expect(await codeOf(watch)).toBe('UNAUTHENTICATED');
       // The token never appears in the coordinator's log.
       const log = await readFile(join(t.dir, 'logs', 'coordinator-0.log'), 'utf8');

@@ -20,13 +20,38 @@ describe('bounded chunks join on the source timeline', () => {
     work = await mkdtemp(join(tmpdir(), 'tessera-joins-'));
     source = join(t.inputDir, 'ntsc-60s.mp4');
     // 29.97 fps (the rate whose frame times no millisecond clock holds), a keyframe every 15 frames.
-    await runFfmpeg([
-      '-hide_banner', '-nostdin', '-y', '-loglevel', 'error',
-      '-f', 'lavfi', '-i', 'testsrc2=size=160x120:rate=30000/1001:duration=60',
-      '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=60',
-      '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '15', '-keyint_min', '15', '-sc_threshold', '0',
-      '-c:a', 'aac', '-shortest', source,
-    ], { noProgressMs: 120_000 });
+    await runFfmpeg(
+      [
+        '-hide_banner',
+        '-nostdin',
+        '-y',
+        '-loglevel',
+        'error',
+        '-f',
+        'lavfi',
+        '-i',
+        'testsrc2=size=160x120:rate=30000/1001:duration=60',
+        '-f',
+        'lavfi',
+        '-i',
+        'sine=frequency=440:sample_rate=48000:duration=60',
+        '-c:v',
+        'libx264',
+        '-preset',
+        'ultrafast',
+        '-g',
+        '15',
+        '-keyint_min',
+        '15',
+        '-sc_threshold',
+        '0',
+        '-c:a',
+        'aac',
+        '-shortest',
+        source,
+      ],
+      { noProgressMs: 120_000 },
+    );
   });
   afterAll(async () => {
     await t?.close();
@@ -54,7 +79,7 @@ describe('bounded chunks join on the source timeline', () => {
     // (the audio is one continuous track, so only joins could move the picture against it; the
     // audio's own end moves with AAC frame rounding and says nothing about sync).
     const [s, o] = await Promise.all([inspect(source), inspect(file)]);
-    const drift = (o.video.startSec + out.at(-1)! - o.audio[0]!.startSec) - (s.video.startSec + src.at(-1)! - s.audio[0]!.startSec);
+    const drift = o.video.startSec + out.at(-1)! - o.audio[0]!.startSec - (s.video.startSec + src.at(-1)! - s.audio[0]!.startSec);
     expect(Math.abs(drift)).toBeLessThanOrEqual(0.001);
 
     // The watch stream carries an ETA (p50 ≤ p90) while the job runs, and it comes down.

@@ -60,7 +60,12 @@ export class LabCpu {
 
   /** cpu.stat of the group: periods, periods throttled, time throttled (s). */
   throttling(name: string): { periods: number; throttled: number; throttledSec: number } {
-    const stat = new Map(readFileSync(join(CPU_ROOT, `${this.prefix}${name}`, 'cpu.stat'), 'utf8').trim().split('\n').map((l) => l.split(' ') as [string, string]));
+    const stat = new Map(
+      readFileSync(join(CPU_ROOT, `${this.prefix}${name}`, 'cpu.stat'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => l.split(' ') as [string, string]),
+    );
     return { periods: Number(stat.get('nr_periods') ?? 0), throttled: Number(stat.get('nr_throttled') ?? 0), throttledSec: Number(stat.get('throttled_time') ?? 0) / 1e9 };
   }
 

@@ -152,13 +152,27 @@ export class LabNet {
 
   /** Removes namespaces and links of this prefix (a failed run's leftovers). */
   sweep(): void {
-    const nss = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map((l) => l.split(' ')[0] ?? '').filter((n) => n.startsWith(this.prefix));
+    const nss = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => l.split(' ')[0] ?? '')
+      .filter((n) => n.startsWith(this.prefix));
     for (const n of nss) {
-      try { this.ip('netns', 'del', n); } catch { /* gone */ }
+      try {
+        this.ip('netns', 'del', n);
+      } catch {
+        /* gone */
+      }
     }
-    const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).split('\n').map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1] ?? '').filter((n) => n.startsWith(this.prefix));
+    const links = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1] ?? '')
+      .filter((n) => n.startsWith(this.prefix));
     for (const l of links) {
-      try { this.ip('link', 'del', l); } catch { /* gone with its peer */ }
+      try {
+        this.ip('link', 'del', l);
+      } catch {
+        /* gone with its peer */
+      }
     }
   }
 

@@ -69,7 +69,14 @@ describe('leader failover without rework', () => {
       nodes: 3,
       slots: 1,
       coordinators: 2,
-      env: { SEGMENT_NO_PROGRESS_MS: '15000', OWNER_CHECK_MS: '1000', NODE_PROBE_INTERVAL_MS: '1000', NODE_PROBE_TIMEOUT_MS: '1500', S3_PART_SIZE_BYTES: String(5 * 1024 * 1024), S3_SINGLE_PUT_MAX_BYTES: '0' },
+      env: {
+        SEGMENT_NO_PROGRESS_MS: '15000',
+        OWNER_CHECK_MS: '1000',
+        NODE_PROBE_INTERVAL_MS: '1000',
+        NODE_PROBE_TIMEOUT_MS: '1500',
+        S3_PART_SIZE_BYTES: String(5 * 1024 * 1024),
+        S3_SINGLE_PUT_MAX_BYTES: '0',
+      },
       coordinatorEnv: { HTTP_ALLOW_PRIVATE: 'true' },
     });
     clip = await fixture(t.inputDir, 'clip-16s-360p.mp4', { seconds: 16, width: 640, height: 360, fps: 30 });
@@ -110,14 +117,19 @@ describe('leader failover without rework', () => {
     // Nothing was reassigned after the kill: every segment kept its attempt.
     expect(job.history.filter((h) => h.reason.startsWith('reassigned') && h.atMs >= killedAt)).toEqual([]);
     const reattached = job.history.filter((h) => h.reason.startsWith('re-attached') && h.atMs >= killedAt);
-    const agentReattach = t.cluster.nodeIds().flatMap((n) => logLines(t.dir, n)).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('re-attached') && l.jobId === jobId);
+    const agentReattach = t.cluster
+      .nodeIds()
+      .flatMap((n) => logLines(t.dir, n))
+      .filter((l) => typeof l.msg === 'string' && l.msg.startsWith('re-attached') && l.jobId === jobId);
     expect(agentReattach.length).toBeGreaterThanOrEqual(1);
     // The new leader did not stage or cut the input.
     const newLog = logLines(t.dir, now).filter((l) => l.jobId === jobId);
     expect(newLog.some((l) => l.msg === 'resuming past splitting without the input')).toBe(true);
     expect(newLog.some((l) => l.msg === 'a segment must be sent again: staging and cutting the input')).toBe(false);
     const firstReattachMs = reattached.length ? Math.min(...reattached.map((h) => h.atMs)) - killedAt : -1;
-    process.stdout.write(`MEASURE leader kill mid-encode (busy node ${busy}): re-attached ${agentReattach.length} segment(s), first ${firstReattachMs} ms after the kill; sub-segments redone ${redone}; job ${job.finishedAtMs - job.createdAtMs} ms\n`);
+    process.stdout.write(
+      `MEASURE leader kill mid-encode (busy node ${busy}): re-attached ${agentReattach.length} segment(s), first ${firstReattachMs} ms after the kill; sub-segments redone ${redone}; job ${job.finishedAtMs - job.createdAtMs} ms\n`,
+    );
     await t.cluster.stopProcess(old, 'SIGKILL', 1);
     await t.cluster.startCoordinator();
   }, 240_000);
@@ -140,7 +152,13 @@ describe('leader failover without rework', () => {
       t.cluster.signal(old, 'SIGSTOP');
       pauses++;
       stoppedAt ||= Date.now();
-      const started = await expect.poll(async () => (await etcd.get(`/tessera/uploads/${jobId}`).string()) !== null, { timeout: 3_000, interval: 20 }).toBe(true).then(() => true, () => false);
+      const started = await expect
+        .poll(async () => (await etcd.get(`/tessera/uploads/${jobId}`).string()) !== null, { timeout: 3_000, interval: 20 })
+        .toBe(true)
+        .then(
+          () => true,
+          () => false,
+        );
       if (started) break;
       t.cluster.signal(old, 'SIGCONT');
       if (tries >= 20) throw new Error('the uploader never started the archive');
@@ -150,7 +168,9 @@ describe('leader failover without rework', () => {
       // The input's server goes away (an expired pre-signed URL, say).
       http.closeAllConnections();
       await new Promise((r) => http.close(r));
-      await expect.poll(async () => (JSON.parse((await etcd.get(`/tessera/uploads/${jobId}`).string()) ?? '{}') as { result?: unknown }).result !== undefined, { timeout: 60_000, interval: 50 }).toBe(true);
+      await expect
+        .poll(async () => (JSON.parse((await etcd.get(`/tessera/uploads/${jobId}`).string()) ?? '{}') as { result?: unknown }).result !== undefined, { timeout: 60_000, interval: 50 })
+        .toBe(true);
     } finally {
       // Killed without ever learning that the archive is in S3 (it was paused all along).
       t.cluster.signal(old, 'SIGKILL');
@@ -165,12 +185,14 @@ describe('leader failover without rework', () => {
     expect(newLog.some((l) => l.msg === 'resuming past splitting without the input')).toBe(true);
     expect(newLog.some((l) => l.msg === 'job succeeded')).toBe(true);
     expect(logLines(t.dir, old).some((l) => l.jobId === jobId && l.msg === 'job succeeded')).toBe(false);
-    process.stdout.write(`MEASURE leader killed after the archive was recorded: SUCCEEDED ${job.finishedAtMs - stoppedAt} ms after the first pause (${pauses} pause(s); TTL 2 s), input fetched ${httpRequests - before} time(s)\n`);
+    process.stdout.write(
+      `MEASURE leader killed after the archive was recorded: SUCCEEDED ${job.finishedAtMs - stoppedAt} ms after the first pause (${pauses} pause(s); TTL 2 s), input fetched ${httpRequests - before} time(s)\n`,
+    );
     await t.cluster.stopProcess(old, 'SIGKILL', 1);
     await t.cluster.startCoordinator();
   }, 240_000);
 
-  it('leader and a busy node killed together, the input server gone: the segment is cut again from the input\'s copy in S3', async () => {
+  it("leader and a busy node killed together, the input server gone: the segment is cut again from the input's copy in S3", async () => {
     // Before this the previous test closed the server: a fresh one for this job.
     httpRequests = 0;
     http = createServer((req, res) => {
@@ -205,7 +227,9 @@ describe('leader failover without rework', () => {
     expect(redone).toBeLessThanOrEqual(1); // the killed node's one slot
     // The copy is gone once the job ended.
     await expect.poll(async () => (await t.s3.send(new ListObjectsV2Command({ Bucket: t.cluster.bucket, Prefix: `staging/${jobId}/` }))).KeyCount ?? 0, { timeout: 15_000, interval: 200 }).toBe(0);
-    process.stdout.write(`MEASURE leader + busy node killed, input server gone: segment moved ${moved[0]!.atMs - killedAt} ms after the kill, cut again from the S3 copy; sub-segments redone ${redone}; input fetched ${httpRequests} time(s)\n`);
+    process.stdout.write(
+      `MEASURE leader + busy node killed, input server gone: segment moved ${moved[0]!.atMs - killedAt} ms after the kill, cut again from the S3 copy; sub-segments redone ${redone}; input fetched ${httpRequests} time(s)\n`,
+    );
     await t.cluster.stopProcess(old, 'SIGKILL', 1);
     await t.cluster.stopProcess(busy, 'SIGKILL', 1);
   }, 240_000);

@@ -33,7 +33,10 @@ async function throttledProxy(): Promise<{ port: number; target: number; rate: n
     for (const s of [client, up]) {
       sockets.add(s);
       s.on('close', () => sockets.delete(s));
-      s.on('error', () => { client.destroy(); up.destroy(); });
+      s.on('error', () => {
+        client.destroy();
+        up.destroy();
+      });
     }
     up.pipe(client);
     client.on('data', (chunk: Buffer) => {
@@ -67,10 +70,18 @@ function webhookReceiver(port: number): Promise<{ got: Delivery[]; server: Serve
   const got: Delivery[] = [];
   const server = createHttpServer((req, res) => {
     let body = '';
-    req.on('data', (c: Buffer) => { body += c.toString(); });
+    req.on('data', (c: Buffer) => {
+      body += c.toString();
+    });
     req.on('end', () => {
       const ev = JSON.parse(body) as { id: string };
-      got.push({ id: ev.id, header: String(req.headers['x-tessera-event-id']), attempt: Number(req.headers['x-tessera-delivery-attempt']), valid: req.headers['x-tessera-signature'] === signBody(SECRET, body), atMs: Date.now() });
+      got.push({
+        id: ev.id,
+        header: String(req.headers['x-tessera-event-id']),
+        attempt: Number(req.headers['x-tessera-delivery-attempt']),
+        valid: req.headers['x-tessera-signature'] === signBody(SECRET, body),
+        atMs: Date.now(),
+      });
       res.writeHead(204);
       res.end();
     });
@@ -121,42 +132,80 @@ describe('nothing left behind; webhooks through the outbox', () => {
     proxy.rate = THROTTLE_BPS;
     const a = (await t.client.upload(clip, { ladder: LADDER, webhookUrl })).jobId;
     let mp: MultipartState | undefined;
-    await vi.waitFor(async () => {
-      const raw = await etcd.get(`/tessera/uploads/${a}`).string();
-      mp = raw ? (JSON.parse(raw) as { multipart?: MultipartState }).multipart : undefined;
-      expect(mp?.uploadId).toBeTruthy();
-    }, { timeout: 120_000, interval: 20 });
+    await vi.waitFor(
+      async () => {
+        const raw = await etcd.get(`/tessera/uploads/${a}`).string();
+        mp = raw ? (JSON.parse(raw) as { multipart?: MultipartState }).multipart : undefined;
+        expect(mp?.uploadId).toBeTruthy();
+      },
+      { timeout: 120_000, interval: 20 },
+    );
     const base = proxy.bytesUp;
     const fileBytes = mp!.fileBytes;
-    await vi.waitFor(() => { expect(proxy.bytesUp - base).toBeGreaterThanOrEqual(fileBytes / 2); }, { timeout: 60_000, interval: 10 });
+    await vi.waitFor(
+      () => {
+        expect(proxy.bytesUp - base).toBeGreaterThanOrEqual(fileBytes / 2);
+      },
+      { timeout: 60_000, interval: 10 },
+    );
     const sentAtCancel = proxy.bytesUp - base;
     const incompleteBefore = await listIncompleteUploads(t.s3, t.cluster.bucket);
     expect((await t.client.cancel(a)).state).toBe(JobState.JOB_STATE_CANCELLED);
     const cancelledA = Date.now();
     expect(incompleteBefore).toBe(1); // the path under test: an upload was in progress
-    await vi.waitFor(async () => { expect(await listIncompleteUploads(t.s3, t.cluster.bucket)).toBe(0); }, { timeout: 30_000, interval: 100 });
+    await vi.waitFor(
+      async () => {
+        expect(await listIncompleteUploads(t.s3, t.cluster.bucket)).toBe(0);
+      },
+      { timeout: 30_000, interval: 100 },
+    );
     const abortedAfterMs = Date.now() - cancelledA;
     proxy.rate = 0;
 
     // C: succeeds; its leader is killed the moment SUCCEEDED is in etcd.
     const leader = (await t.client.clusterStatus()).leaderId;
     const c = (await t.client.submit({ inputUri: clip, ladder: LADDER, webhookUrl })).jobId;
-    await vi.waitFor(async () => { expect(await state(c)).toBe('SUCCEEDED'); }, { timeout: 120_000, interval: 10 });
+    await vi.waitFor(
+      async () => {
+        expect(await state(c)).toBe('SUCCEEDED');
+      },
+      { timeout: 120_000, interval: 10 },
+    );
     t.cluster.signal(leader, 'SIGKILL');
     const killedAt = Date.now();
     const pending = await etcd.getAll().prefix(`/tessera/outbox/${c}/`).strings();
-    const atKill = new Map(Object.values(pending).map((v) => { const e = JSON.parse(v) as OutboxEntry; return [e.id, e.attempts]; }));
+    const atKill = new Map(
+      Object.values(pending).map((v) => {
+        const e = JSON.parse(v) as OutboxEntry;
+        return [e.id, e.attempts];
+      }),
+    );
     await t.cluster.stopProcess(leader, 'SIGKILL', 1);
     const leftAtKill = filesUnder(join(t.dir, 'staging'));
-    const stagingAtKill = `${leftAtKill.length} (${[...new Set(leftAtKill.map((f) => f.slice(join(t.dir, 'staging').length + 1).split('/').slice(0, 2).join('/')))].join(', ') || 'none'})`;
+    const stagingAtKill = `${leftAtKill.length} (${
+      [
+        ...new Set(
+          leftAtKill.map((f) =>
+            f
+              .slice(join(t.dir, 'staging').length + 1)
+              .split('/')
+              .slice(0, 2)
+              .join('/'),
+          ),
+        ),
+      ].join(', ') || 'none'
+    })`;
 
     // Within 60 s: no incomplete multipart upload, no file in any role's staging (the dead
     // leader's folder included), no uploaded input of the cancelled jobs, no upload record.
     const staging = join(t.dir, 'staging');
-    await vi.waitFor(async () => {
-      expect(filesUnder(staging)).toEqual([]);
-      expect(await listIncompleteUploads(t.s3, t.cluster.bucket)).toBe(0);
-    }, { timeout: 60_000, interval: 250 });
+    await vi.waitFor(
+      async () => {
+        expect(filesUnder(staging)).toEqual([]);
+        expect(await listIncompleteUploads(t.s3, t.cluster.bucket)).toBe(0);
+      },
+      { timeout: 60_000, interval: 250 },
+    );
     const cleanAfterMs = Date.now() - killedAt;
     const inputs = await t.s3.send(new ListObjectsV2Command({ Bucket: t.cluster.bucket, Prefix: 'uploads/' }));
     expect((inputs.Contents ?? []).map((o) => o.Key)).toEqual([]);
@@ -171,7 +220,12 @@ describe('nothing left behind; webhooks through the outbox', () => {
     const r = await webhookReceiver(hookPort);
     try {
       const want = [`${c}:RUNNING`, `${c}:SUCCEEDED`, `${a}:RUNNING`, `${a}:CANCELLED`, `${b}:RUNNING`, `${b}:CANCELLED`];
-      await vi.waitFor(() => { expect(new Set(r.got.map((g) => g.id))).toEqual(new Set(want)); }, { timeout: 30_000, interval: 100 });
+      await vi.waitFor(
+        () => {
+          expect(new Set(r.got.map((g) => g.id))).toEqual(new Set(want));
+        },
+        { timeout: 30_000, interval: 100 },
+      );
       const succeeded = r.got.find((g) => g.id === `${c}:SUCCEEDED`)!;
       expect(succeeded.header).toBe(`${c}:SUCCEEDED`);
       expect(r.got.every((g) => g.valid && g.header === g.id)).toBe(true);
@@ -180,7 +234,12 @@ describe('nothing left behind; webhooks through the outbox', () => {
       const running = r.got.find((g) => g.id === `${c}:RUNNING`)!;
       expect(atKill.get(`${c}:RUNNING`) ?? 0).toBeGreaterThan(0);
       expect(running.attempt).toBeGreaterThan(atKill.get(`${c}:RUNNING`)!);
-      await vi.waitFor(async () => { expect(await etcd.getAll().prefix('/tessera/outbox/').count()).toBe(0); }, { timeout: 10_000, interval: 100 });
+      await vi.waitFor(
+        async () => {
+          expect(await etcd.getAll().prefix('/tessera/outbox/').count()).toBe(0);
+        },
+        { timeout: 10_000, interval: 100 },
+      );
       const newLeader = t.cluster.coordinators.length > 1 ? (leader === 'coordinator-0' ? 'coordinator-1' : 'coordinator-0') : leader;
       expect(logLines(t.dir, newLeader).some((l) => l.msg === 'webhook delivered' && l.eventId === `${c}:SUCCEEDED`)).toBe(true);
       process.stdout.write(

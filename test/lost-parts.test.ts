@@ -34,7 +34,12 @@ describe('the uploader loses its disk mid-job', () => {
     // Some sub-segments are done (parts durable on the uploader, checkpoint written) and the job
     // is still transcoding: those are the parts finalize will find missing.
     const doneSubs = async (): Promise<number> => [...(await checkpoints(t.cluster.client(), jobId)).values()].reduce((n, cp) => n + cp.done.length, 0);
-    await vi.waitFor(async () => { expect(await doneSubs()).toBeGreaterThanOrEqual(1); }, { timeout: 180_000, interval: 50 });
+    await vi.waitFor(
+      async () => {
+        expect(await doneSubs()).toBeGreaterThanOrEqual(1);
+      },
+      { timeout: 180_000, interval: 50 },
+    );
     const doneBefore = await doneSubs();
     const lostParts = parts().length;
     const before = await t.client.get(jobId);
@@ -79,7 +84,12 @@ describe('the uploader loses its disk mid-job', () => {
     const { jobId } = await t.client.submit({ inputUri: clip, ladder: LADDER });
     const staging = join(t.dir, 'staging', 'uploader', 'uploader-1');
     const doneSubs = async (): Promise<number> => [...(await checkpoints(t.cluster.client(), jobId)).values()].reduce((n, cp) => n + cp.done.length, 0);
-    await vi.waitFor(async () => { expect(await doneSubs()).toBeGreaterThanOrEqual(1); }, { timeout: 180_000, interval: 50 });
+    await vi.waitFor(
+      async () => {
+        expect(await doneSubs()).toBeGreaterThanOrEqual(1);
+      },
+      { timeout: 180_000, interval: 50 },
+    );
     // Every acknowledged part so far is overwritten in place with other bytes.
     const replaced = filesUnder(join(staging, jobId, 'parts')).filter((f) => f.endsWith('.mp4'));
     expect(replaced.length).toBeGreaterThanOrEqual(1);

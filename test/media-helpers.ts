@@ -58,34 +58,115 @@ function recipe(kind: SourceKind, path: string): string[][] {
       ];
     case 'vfr':
       // 24 fps for 5 s, then 30 fps for 5 s, as phones record; audio runs the whole 10 s.
-      return [[
-        ...Q, ...pic('320x240', 24, 5), ...pic('320x240', 30, 5), ...tone(10),
-        '-filter_complex', '[0:v][1:v]concat=n=2:v=1:a=0[v]', '-map', '[v]', '-map', '2:a',
-        '-fps_mode', 'vfr', ...X264, '-g', '30', '-c:a', 'aac', '-video_track_timescale', '600', path,
-      ]];
+      return [
+        [
+          ...Q,
+          ...pic('320x240', 24, 5),
+          ...pic('320x240', 30, 5),
+          ...tone(10),
+          '-filter_complex',
+          '[0:v][1:v]concat=n=2:v=1:a=0[v]',
+          '-map',
+          '[v]',
+          '-map',
+          '2:a',
+          '-fps_mode',
+          'vfr',
+          ...X264,
+          '-g',
+          '30',
+          '-c:a',
+          'aac',
+          '-video_track_timescale',
+          '600',
+          path,
+        ],
+      ];
     case 'interlaced':
       // 576i25, top field first, field-coded H.264 (as a broadcast camera writes it).
-      return [[
-        ...Q, ...pic('720x576', 50, 6), ...tone(6),
-        '-vf', 'tinterlace=mode=interleave_top,setfield=tff', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p',
-        '-flags', '+ilme+ildct', '-x264-params', 'tff=1', '-g', '25', '-c:a', 'aac', '-shortest', path,
-      ]];
+      return [
+        [
+          ...Q,
+          ...pic('720x576', 50, 6),
+          ...tone(6),
+          '-vf',
+          'tinterlace=mode=interleave_top,setfield=tff',
+          '-c:v',
+          'libx264',
+          '-preset',
+          'ultrafast',
+          '-pix_fmt',
+          'yuv420p',
+          '-flags',
+          '+ilme+ildct',
+          '-x264-params',
+          'tff=1',
+          '-g',
+          '25',
+          '-c:a',
+          'aac',
+          '-shortest',
+          path,
+        ],
+      ];
     case 'hdr10':
       // HDR10: 10-bit HEVC, BT.2020 primaries, PQ transfer, mastering display and content light level.
-      return [[
-        ...Q, ...pic('640x360', 25, 4), ...tone(4),
-        '-pix_fmt', 'yuv420p10le', '-c:v', 'libx265', '-preset', 'ultrafast',
-        '-x265-params', 'log-level=error:keyint=25:min-keyint=25:scenecut=0:hdr10=1:repeat-headers=1:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc:master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):max-cll=1000,400',
-        '-color_primaries', 'bt2020', '-color_trc', 'smpte2084', '-colorspace', 'bt2020nc', '-tag:v', 'hvc1',
-        '-c:a', 'aac', '-shortest', path,
-      ]];
+      return [
+        [
+          ...Q,
+          ...pic('640x360', 25, 4),
+          ...tone(4),
+          '-pix_fmt',
+          'yuv420p10le',
+          '-c:v',
+          'libx265',
+          '-preset',
+          'ultrafast',
+          '-x265-params',
+          'log-level=error:keyint=25:min-keyint=25:scenecut=0:hdr10=1:repeat-headers=1:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc:master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):max-cll=1000,400',
+          '-color_primaries',
+          'bt2020',
+          '-color_trc',
+          'smpte2084',
+          '-colorspace',
+          'bt2020nc',
+          '-tag:v',
+          'hvc1',
+          '-c:a',
+          'aac',
+          '-shortest',
+          path,
+        ],
+      ];
     case 'two-audio':
-      return [[
-        ...Q, ...pic('320x240', 30, 6), ...tone(6, 440), ...tone(6, 880),
-        '-map', '0:v', '-map', '1:a', '-map', '2:a', ...X264, '-g', '30', '-c:a', 'aac',
-        '-metadata:s:a:0', 'language=eng', '-metadata:s:a:0', 'title=English',
-        '-metadata:s:a:1', 'language=fra', '-metadata:s:a:1', 'title=Français', path,
-      ]];
+      return [
+        [
+          ...Q,
+          ...pic('320x240', 30, 6),
+          ...tone(6, 440),
+          ...tone(6, 880),
+          '-map',
+          '0:v',
+          '-map',
+          '1:a',
+          '-map',
+          '2:a',
+          ...X264,
+          '-g',
+          '30',
+          '-c:a',
+          'aac',
+          '-metadata:s:a:0',
+          'language=eng',
+          '-metadata:s:a:0',
+          'title=English',
+          '-metadata:s:a:1',
+          'language=fra',
+          '-metadata:s:a:1',
+          'title=Français',
+          path,
+        ],
+      ];
     case 'surround':
       return [[...Q, ...pic('320x240', 30, 6), ...tone(6), ...X264, '-g', '30', '-c:a', 'aac', '-ac', '6', '-shortest', path]];
     case 'no-audio':
@@ -101,23 +182,68 @@ function recipe(kind: SourceKind, path: string): string[][] {
       return [[...Q, ...pic('320x240', 60, 5), ...tone(5), ...X264, '-g', '60', '-c:a', 'aac', '-shortest', path]];
     case 'hlg':
       // HLG: 10-bit HEVC, BT.2020 primaries, ARIB STD-B67 transfer (broadcast HDR).
-      return [[
-        ...Q, ...pic('320x240', 25, 4), ...tone(4),
-        '-pix_fmt', 'yuv420p10le', '-c:v', 'libx265', '-preset', 'ultrafast',
-        '-x265-params', 'log-level=error:keyint=25:min-keyint=25:scenecut=0:colorprim=bt2020:transfer=arib-std-b67:colormatrix=bt2020nc',
-        '-color_primaries', 'bt2020', '-color_trc', 'arib-std-b67', '-colorspace', 'bt2020nc', '-tag:v', 'hvc1',
-        '-c:a', 'aac', '-shortest', path,
-      ]];
+      return [
+        [
+          ...Q,
+          ...pic('320x240', 25, 4),
+          ...tone(4),
+          '-pix_fmt',
+          'yuv420p10le',
+          '-c:v',
+          'libx265',
+          '-preset',
+          'ultrafast',
+          '-x265-params',
+          'log-level=error:keyint=25:min-keyint=25:scenecut=0:colorprim=bt2020:transfer=arib-std-b67:colormatrix=bt2020nc',
+          '-color_primaries',
+          'bt2020',
+          '-color_trc',
+          'arib-std-b67',
+          '-colorspace',
+          'bt2020nc',
+          '-tag:v',
+          'hvc1',
+          '-c:a',
+          'aac',
+          '-shortest',
+          path,
+        ],
+      ];
     case 'mirrored':
       // Made like 'portrait', then its display matrix is turned into a mirror (mirrorMatrix).
       return [[...Q, ...pic('320x240', 30, 3), ...X264, '-g', '30', path]];
     case 'vfr-ramp':
       // 'vfr' (24 fps for 5 s, then 30 fps for 5 s) with flat frames whose brightness counts them (rampIndex).
-      return [[
-        ...Q, '-f', 'lavfi', '-i', 'color=c=black:s=320x240:r=24:d=5', '-f', 'lavfi', '-i', 'color=c=black:s=320x240:r=30:d=5', ...tone(10),
-        '-filter_complex', `[0:v][1:v]concat=n=2:v=1:a=0,${RAMP}[v]`, '-map', '[v]', '-map', '2:a',
-        '-fps_mode', 'vfr', ...X264, '-g', '30', '-c:a', 'aac', '-video_track_timescale', '600', path,
-      ]];
+      return [
+        [
+          ...Q,
+          '-f',
+          'lavfi',
+          '-i',
+          'color=c=black:s=320x240:r=24:d=5',
+          '-f',
+          'lavfi',
+          '-i',
+          'color=c=black:s=320x240:r=30:d=5',
+          ...tone(10),
+          '-filter_complex',
+          `[0:v][1:v]concat=n=2:v=1:a=0,${RAMP}[v]`,
+          '-map',
+          '[v]',
+          '-map',
+          '2:a',
+          '-fps_mode',
+          'vfr',
+          ...X264,
+          '-g',
+          '30',
+          '-c:a',
+          'aac',
+          '-video_track_timescale',
+          '600',
+          path,
+        ],
+      ];
     case 'fps60-ramp':
       return [[...Q, '-f', 'lavfi', '-i', 'color=c=black:s=320x240:r=60:d=5', ...tone(5), '-vf', RAMP, ...X264, '-g', '60', '-c:a', 'aac', '-shortest', path]];
     case 'half-second':
@@ -141,7 +267,12 @@ export async function makeSource(kind: SourceKind, path: string): Promise<string
 
 /** The identity matrix as MP4's tkhd box stores it (9 × 32-bit fixed point). */
 const IDENTITY = Buffer.alloc(36);
-for (const [i, v] of [[0, 0x10000], [4, 0x10000], [8, 0x40000000]] as const) IDENTITY.writeInt32BE(v, i * 4);
+for (const [i, v] of [
+  [0, 0x10000],
+  [4, 0x10000],
+  [8, 0x40000000],
+] as const)
+  IDENTITY.writeInt32BE(v, i * 4);
 
 /**
  * Turns the video track's display matrix into a horizontal mirror (a = -1.0), as some phone
@@ -209,7 +340,10 @@ function n(v: unknown): number {
  * discards (flag D) are not presented.
  */
 async function packetSpans(path: string): Promise<Map<number, { start: number; end: number }>> {
-  const { stdout } = await runFfmpeg(['-v', 'error', '-show_entries', 'packet=stream_index,pts_time,duration_time,flags', '-of', 'compact=p=0:nk=0', `file:${path}`], { binary: 'ffprobe', noProgressMs: 120_000 });
+  const { stdout } = await runFfmpeg(['-v', 'error', '-show_entries', 'packet=stream_index,pts_time,duration_time,flags', '-of', 'compact=p=0:nk=0', `file:${path}`], {
+    binary: 'ffprobe',
+    noProgressMs: 120_000,
+  });
   const spans = new Map<number, { start: number; end: number }>();
   for (const line of stdout.split('\n')) {
     const f = Object.fromEntries(line.split('|').map((kv) => kv.split('=') as [string, string]));
@@ -287,7 +421,23 @@ export async function hasMasteringDisplay(path: string): Promise<boolean> {
 export async function framePsnr(a: string, b: string, at: number, size: string, turnA = 'null'): Promise<number> {
   const pick = (i: number, tag: string, turn = 'null'): string => `[${i}:v]select=eq(n\\,${at}),${turn},scale=${size},format=gray,setpts=PTS-STARTPTS[${tag}]`;
   const { stderr } = await runFfmpeg(
-    ['-hide_banner', '-nostdin', '-loglevel', 'info', '-i', `file:${a}`, '-i', `file:${b}`, '-filter_complex', `${pick(0, 'x', turnA)};${pick(1, 'y')};[x][y]psnr`, '-frames:v', '1', '-f', 'null', '-'],
+    [
+      '-hide_banner',
+      '-nostdin',
+      '-loglevel',
+      'info',
+      '-i',
+      `file:${a}`,
+      '-i',
+      `file:${b}`,
+      '-filter_complex',
+      `${pick(0, 'x', turnA)};${pick(1, 'y')};[x][y]psnr`,
+      '-frames:v',
+      '1',
+      '-f',
+      'null',
+      '-',
+    ],
     { noProgressMs: 60_000 },
   );
   const m = /PSNR y:(inf|[\d.]+)/.exec(stderr);
@@ -298,13 +448,36 @@ export async function framePsnr(a: string, b: string, at: number, size: string, 
 /** Presentation times (s) of a file's video packets, ascending, relative to the first. */
 export async function videoPts(path: string): Promise<number[]> {
   const { stdout } = await runFfmpeg(['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time', '-of', 'csv=p=0', `file:${path}`], { binary: 'ffprobe', noProgressMs: 120_000 });
-  const pts = stdout.trim().split('\n').map(Number).sort((a, b) => a - b);
+  const pts = stdout
+    .trim()
+    .split('\n')
+    .map(Number)
+    .sort((a, b) => a - b);
   return pts.map((p) => p - pts[0]!);
 }
 
 /** Which ramp source frame (mod RAMP_PERIOD) every frame of `path` shows, from its mean luma. */
 export async function rampIndices(path: string): Promise<number[]> {
-  const { stdout } = await runFfmpeg(['-hide_banner', '-nostdin', '-loglevel', 'error', '-i', `file:${path}`, '-map', '0:v:0', '-vf', 'signalstats,metadata=print:key=lavfi.signalstats.YAVG:file=-', '-fps_mode', 'passthrough', '-f', 'null', '-'], { noProgressMs: 120_000 });
+  const { stdout } = await runFfmpeg(
+    [
+      '-hide_banner',
+      '-nostdin',
+      '-loglevel',
+      'error',
+      '-i',
+      `file:${path}`,
+      '-map',
+      '0:v:0',
+      '-vf',
+      'signalstats,metadata=print:key=lavfi.signalstats.YAVG:file=-',
+      '-fps_mode',
+      'passthrough',
+      '-f',
+      'null',
+      '-',
+    ],
+    { noProgressMs: 120_000 },
+  );
   return [...stdout.matchAll(/YAVG=([\d.]+)/g)].map((m) => Math.round((Number(m[1]) - 16) / RAMP_STEP));
 }
 

@@ -108,7 +108,7 @@ describe('real uploads keep what the source shows', () => {
         const s = src.audio[audioFrom[i]!]!;
         // Where the audio ends relative to the picture is what the source has (AAC priming and
         // one video frame of tolerance).
-        const drift = (a.endSec - out.video.endSec) - (s.endSec - src.video.endSec);
+        const drift = a.endSec - out.video.endSec - (s.endSec - src.video.endSec);
         expect(Math.abs(drift), `${name} audio ${i} end vs video end`).toBeLessThanOrEqual(frameSec + 0.03);
       }
       const m = o.archive.manifest.renditions.find((r) => r.name === name)!;
@@ -173,14 +173,16 @@ describe('real uploads keep what the source shows', () => {
       expect(Math.abs(out.video.durationSec - src.video.durationSec), `${name} duration`).toBeLessThanOrEqual(1 / fps + 0.002);
       const a = out.audio[0]!;
       const s = src.audio[0]!;
-      expect(Math.abs((a.endSec - out.video.endSec) - (s.endSec - src.video.endSec)), `${name} audio end vs video end`).toBeLessThanOrEqual(1 / fps + 0.03);
+      expect(Math.abs(a.endSec - out.video.endSec - (s.endSec - src.video.endSec)), `${name} audio end vs video end`).toBeLessThanOrEqual(1 / fps + 0.03);
       // Each frame is the source frame shown at its grid time: the latest that starts no later.
       const shows = numbered ? await rampIndices(file) : [];
-      const wrong = shows.map((got, k) => {
-        let j = 0;
-        while (j + 1 < srcPts.length && srcPts[j + 1]! <= k / fps + 0.001) j++;
-        return got === j % RAMP_PERIOD ? -1 : k;
-      }).filter((k) => k >= 0);
+      const wrong = shows
+        .map((got, k) => {
+          let j = 0;
+          while (j + 1 < srcPts.length && srcPts[j + 1]! <= k / fps + 0.001) j++;
+          return got === j % RAMP_PERIOD ? -1 : k;
+        })
+        .filter((k) => k >= 0);
       expect(wrong, `${name} frames showing another source frame than at their grid time`).toEqual([]);
       expect(o.archive.manifest.renditions.find((r) => r.name === name)!.frames).toBe(want);
     }
@@ -190,7 +192,7 @@ describe('real uploads keep what the source shows', () => {
     await expectConstantRate(await outcome('vfr-30'), '30/1', 30);
   });
 
-  it('variable frame rate with frame_rate auto: 30 fps chosen (the 24-then-30 clip\'s fastest part)', async () => {
+  it("variable frame rate with frame_rate auto: 30 fps chosen (the 24-then-30 clip's fastest part)", async () => {
     await expectConstantRate(await outcome('vfr-auto'), '30/1', 30);
   });
 
@@ -275,7 +277,10 @@ describe('real uploads keep what the source shows', () => {
   });
 
   it('refuses what it cannot keep faithfully, naming the property', async () => {
-    for (const [id, code] of [['mirrored', 'UNSUPPORTED_ROTATION'], ['hdr-rung-on-sdr', 'UNSUPPORTED_DYNAMIC_RANGE']] as const) {
+    for (const [id, code] of [
+      ['mirrored', 'UNSUPPORTED_ROTATION'],
+      ['hdr-rung-on-sdr', 'UNSUPPORTED_DYNAMIC_RANGE'],
+    ] as const) {
       const { job } = await outcome(id);
       expect(job.state, id).toBe(JobState.JOB_STATE_FAILED);
       expect(job.errorCode, id).toBe(code);

@@ -41,7 +41,9 @@ export async function startTestIssuer(clients: IssuerClient[], o: { audience?: s
   const provider = new Provider(issuer, {
     clients: clients.map((c) => ({
       client_id: c.id,
-      ...(c.secret ? { client_secret: c.secret, grant_types: ['client_credentials'] } : { token_endpoint_auth_method: 'none', grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'] }),
+      ...(c.secret
+        ? { client_secret: c.secret, grant_types: ['client_credentials'] }
+        : { token_endpoint_auth_method: 'none', grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'] }),
       redirect_uris: [],
       response_types: [],
       scope: c.scope,
@@ -71,8 +73,19 @@ export async function startTestIssuer(clients: IssuerClient[], o: { audience?: s
       const code = await provider.DeviceCode.findByUserCode(userCode.toUpperCase().replace(/\W/g, ''));
       if (!code) throw new Error(`no device code ${userCode}`);
       const grant = new provider.Grant({ accountId, clientId: code.clientId });
-      grant.addOIDCScope(scope.split(' ').filter((x) => x === 'openid' || x === 'offline_access').join(' '));
-      grant.addResourceScope(audience, scope.split(' ').filter((x) => x.startsWith('tessera:')).join(' '));
+      grant.addOIDCScope(
+        scope
+          .split(' ')
+          .filter((x) => x === 'openid' || x === 'offline_access')
+          .join(' '),
+      );
+      grant.addResourceScope(
+        audience,
+        scope
+          .split(' ')
+          .filter((x) => x.startsWith('tessera:'))
+          .join(' '),
+      );
       Object.assign(code, { accountId, authTime: Math.floor(Date.now() / 1000), grantId: await grant.save(), scope, resource: audience });
       await code.save();
     },

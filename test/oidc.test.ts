@@ -21,7 +21,6 @@ const CLIENTS = [
   { id: 'tessera-cli', scope: 'openid offline_access tessera:read tessera:write' },
 ];
 
-
 describe('OIDC access tokens against a real coordinator', () => {
   let issuer: TestIssuer;
   let t: TestCluster;
@@ -202,14 +201,20 @@ describe('OIDC access tokens against a real coordinator', () => {
     const stateDir = join(t.dir, 'cli-state-device');
     const file = join(stateDir, 'oidc-token.json');
     const scope = 'openid offline_access tessera:read tessera:write';
-    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'login', '--device', '--issuer', issuer.issuer, '--client-id', 'tessera-cli', '--audience', issuer.audience, '--scope', scope], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, TESSERA_TOKEN: '', TESSERA_STATE_DIR: stateDir },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'login', '--device', '--issuer', issuer.issuer, '--client-id', 'tessera-cli', '--audience', issuer.audience, '--scope', scope],
+      {
+        cwd: REPO_ROOT,
+        env: { ...process.env, TESSERA_TOKEN: '', TESSERA_STATE_DIR: stateDir },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
+    child.stdout.on('data', (b: Buffer) => {
+      stdout += b.toString();
+    });
     const code = new Promise<number | null>((resolve) => child.on('exit', resolve));
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     try {

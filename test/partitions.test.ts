@@ -131,7 +131,9 @@ describe.skipIf(why)('partitions: network namespaces and veth links', () => {
     await expect.poll(async () => (await client.listNodes()).some((n) => n.id === victim && n.state === 'ready'), { timeout: 30_000, interval: 200 }).toBe(true);
     const refusedParts = logLines(t.dir, 'uploader-0').filter((l) => l.msg === 'refused a part from a stale attempt' && l.jobId === jobId).length;
     const dropped = logLines(t.dir, victim).filter((l) => l.msg === 'segment ended without finishing' && l.jobId === jobId).length;
-    process.stdout.write(`MEASURE symmetric partition of ${victim} for ${3 * TTL_SEC} s: segment moved ${moved[0]!.atMs - cutAt} ms after the cut; sub-segments redone ${redone}; stale work dropped ${dropped}, stale parts refused ${refusedParts}; job ${job.finishedAtMs - job.createdAtMs} ms\n`);
+    process.stdout.write(
+      `MEASURE symmetric partition of ${victim} for ${3 * TTL_SEC} s: segment moved ${moved[0]!.atMs - cutAt} ms after the cut; sub-segments redone ${redone}; stale work dropped ${dropped}, stale parts refused ${refusedParts}; job ${job.finishedAtMs - job.createdAtMs} ms\n`,
+    );
   }, 240_000);
 
   it('asymmetric partition: the agent reaches etcd, the coordinator cannot reach it; it goes not-ready and gets no assignment', async () => {
@@ -163,14 +165,16 @@ describe.skipIf(why)('partitions: network namespaces and veth links', () => {
       expect(job2.history.filter((h) => h.nodeId === victim)).toEqual([]);
       expect(job2.segments.length).toBe(2);
       const refusedParts = logLines(t.dir, 'uploader-0').filter((l) => l.msg === 'refused a part from a stale attempt' && l.jobId === jobId).length;
-      process.stdout.write(`MEASURE asymmetric partition of ${victim}: not-ready ${detectMs} ms after the cut; segment moved ${moved[0] ? moved[0].atMs - cutAt : -1} ms after; sub-segments redone ${redone}; its chunks checkpointed after the cut ${lateDone}; stale parts refused ${refusedParts}; second job on ${job2.segments.length} nodes, none on ${victim}\n`);
+      process.stdout.write(
+        `MEASURE asymmetric partition of ${victim}: not-ready ${detectMs} ms after the cut; segment moved ${moved[0] ? moved[0].atMs - cutAt : -1} ms after; sub-segments redone ${redone}; its chunks checkpointed after the cut ${lateDone}; stale parts refused ${refusedParts}; second job on ${job2.segments.length} nodes, none on ${victim}\n`,
+      );
     } finally {
       lab.node(k, 'b', true);
     }
     await expect.poll(async () => (await client.listNodes()).find((n) => n.id === victim)?.state, { timeout: 30_000, interval: 200 }).toBe('ready');
   }, 240_000);
 
-  it('partitioned leader that still reaches the agents: the new leader re-attaches, the stale leader\'s calls are refused, the job succeeds', async () => {
+  it("partitioned leader that still reaches the agents: the new leader re-attaches, the stale leader's calls are refused, the job succeeds", async () => {
     // The leader runs in the coordinator namespace: start it, then hand it the leadership.
     const nsName = await t.cluster.startCoordinator({ netns: `${PREFIX}c0`, host: '10.201.100.2' });
     await t.cluster.stopProcess('coordinator-0', 'SIGTERM'); // resigns: the namespace coordinator takes over
@@ -183,11 +187,24 @@ describe.skipIf(why)('partitions: network namespaces and veth links', () => {
     const { jobId } = await client.submit({ inputUri: clip, ladder: LADDER });
     const busy = await untilTranscoding(t, client, jobId);
     // The audio is at the uploader (else the new leader would make it again from the input).
-    await expect.poll(async () => ((JSON.parse((await t.cluster.client().get(`/tessera/jobs/${jobId}/plan`).string()) ?? '{}') as { audioSentTo?: string }).audioSentTo !== undefined), { timeout: 30_000, interval: 100 }).toBe(true);
+    await expect
+      .poll(async () => (JSON.parse((await t.cluster.client().get(`/tessera/jobs/${jobId}/plan`).string()) ?? '{}') as { audioSentTo?: string }).audioSentTo !== undefined, {
+        timeout: 30_000,
+        interval: 100,
+      })
+      .toBe(true);
     const cutAt = Date.now();
     lab.coordinator(false);
     try {
-      await expect.poll(async () => { const l = await leader(t); return l !== '' && l !== nsName; }, { timeout: 30_000, interval: 100 }).toBe(true);
+      await expect
+        .poll(
+          async () => {
+            const l = await leader(t);
+            return l !== '' && l !== nsName;
+          },
+          { timeout: 30_000, interval: 100 },
+        )
+        .toBe(true);
       const electedMs = Date.now() - cutAt;
       // What the stale leader would send: replace or drop the running work. Both refused.
       const owner = await t.cluster.client().get(`/tessera/jobs/${jobId}/segments/0000/owner`).exec();
@@ -197,8 +214,29 @@ describe.skipIf(why)('partitions: network namespaces and veth links', () => {
         const ref = { jobId, segment: 0, attempt: seg0.attempt + 1, ownerRevision: Number(owner.kvs[0]!.mod_revision) + 1, leaderTerm: staleTerm };
         const drop = new Promise((res, rej) => agent.dropSegment(ref, (e, r) => (e ? rej(e) : res(r))));
         await expect(drop).rejects.toMatchObject({ message: expect.stringContaining('stale') });
-        const run = agent.runSegment({ ref, renditions: [], ownerRevision: ref.ownerRevision, uploaderAddress: '', uploaderId: '', frames: 0, fps: 30, treatment: undefined, leadInFrames: 0, leadOutFrames: 0, leaderTerm: staleTerm }, new Metadata());
-        await expect((async () => { for await (const _ of iterateStream<SegmentEvent>(run)) { /* none */ } })()).rejects.toMatchObject({ message: expect.stringContaining('stale') });
+        const run = agent.runSegment(
+          {
+            ref,
+            renditions: [],
+            ownerRevision: ref.ownerRevision,
+            uploaderAddress: '',
+            uploaderId: '',
+            frames: 0,
+            fps: 30,
+            treatment: undefined,
+            leadInFrames: 0,
+            leadOutFrames: 0,
+            leaderTerm: staleTerm,
+          },
+          new Metadata(),
+        );
+        await expect(
+          (async () => {
+            for await (const _ of iterateStream<SegmentEvent>(run)) {
+              /* none */
+            }
+          })(),
+        ).rejects.toMatchObject({ message: expect.stringContaining('stale') });
       } finally {
         agent.close();
       }
@@ -207,11 +245,16 @@ describe.skipIf(why)('partitions: network namespaces and veth links', () => {
       const redone = subSegmentsRedone(t.dir, t.cluster.nodeIds(), jobId);
       expect(redone).toBe(0);
       expect(job.history.filter((h) => h.reason.startsWith('reassigned') && h.atMs >= cutAt)).toEqual([]);
-      const refused = t.cluster.nodeIds().flatMap((n) => logLines(t.dir, n)).filter((l) => l.msg === 'refused a call from a stale leader').length;
+      const refused = t.cluster
+        .nodeIds()
+        .flatMap((n) => logLines(t.dir, n))
+        .filter((l) => l.msg === 'refused a call from a stale leader').length;
       expect(refused).toBeGreaterThanOrEqual(2);
       const reattached = job.history.filter((h) => h.reason.startsWith('re-attached') && h.atMs >= cutAt);
       expect(logLines(t.dir, await leader(t)).some((l) => l.jobId === jobId && l.msg === 'resuming past splitting without the input')).toBe(true);
-      process.stdout.write(`MEASURE partitioned leader (busy ${busy}): new leader ${electedMs} ms after the cut, first re-attach ${reattached[0] ? reattached[0].atMs - cutAt : -1} ms; sub-segments redone ${redone}; stale-leader calls refused by agents ${refused}; job ${job.finishedAtMs - job.createdAtMs} ms\n`);
+      process.stdout.write(
+        `MEASURE partitioned leader (busy ${busy}): new leader ${electedMs} ms after the cut, first re-attach ${reattached[0] ? reattached[0].atMs - cutAt : -1} ms; sub-segments redone ${redone}; stale-leader calls refused by agents ${refused}; job ${job.finishedAtMs - job.createdAtMs} ms\n`,
+      );
     } finally {
       lab.coordinator(true);
     }

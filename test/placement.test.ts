@@ -18,7 +18,12 @@ describe('capabilities and placement', () => {
     ]);
     clip = await fixture(t.inputDir, 'place.mp4', { seconds: 6, width: 320, height: 180, fps: 25 });
     // Both agents registered and ready.
-    await vi.waitFor(async () => { expect((await t.client.listNodes()).filter((n) => n.state === 'ready')).toHaveLength(2); }, { timeout: 20_000, interval: 100 });
+    await vi.waitFor(
+      async () => {
+        expect((await t.client.listNodes()).filter((n) => n.state === 'ready')).toHaveLength(2);
+      },
+      { timeout: 20_000, interval: 100 },
+    );
   });
   afterAll(async () => {
     await t?.close();
@@ -65,11 +70,14 @@ describe('capabilities and placement', () => {
     await t.client.drain('gpu');
     // A drain ends with the agent leaving; hold it by undraining only after the job has waited.
     const { jobId } = await t.client.submit({ inputUri: clip, ladder: [rung('gpu-test')] });
-    const waiting = await vi.waitFor(async () => {
-      const j = await t.client.get(jobId);
-      expect(j.stage).toMatch(/waiting for a node with .*gpu-test/);
-      return j;
-    }, { timeout: 30_000, interval: 100 });
+    const waiting = await vi.waitFor(
+      async () => {
+        const j = await t.client.get(jobId);
+        expect(j.stage).toMatch(/waiting for a node with .*gpu-test/);
+        return j;
+      },
+      { timeout: 30_000, interval: 100 },
+    );
     expect(waiting.stage).toMatch(/plain lacks gpu-test/);
     expect(waiting.state).not.toBe(JobState.JOB_STATE_SUCCEEDED);
     // The drained agent left; a new capable node joins and the job runs there.

@@ -25,7 +25,9 @@ const PAGE = (player: 'hls' | 'dash'): string => `<!doctype html><html><body sty
   const v = document.getElementById('v');
   window.events = { errors: [], stalls: 0, switched: [], levels: 0 };
   v.addEventListener('error', () => window.events.errors.push('video: ' + (v.error && v.error.message)));
-  ${player === 'hls' ? `
+  ${
+    player === 'hls'
+      ? `
   const hls = new Hls({ capLevelToPlayerSize: false });
   window.player = hls;
   hls.on(Hls.Events.ERROR, (_, d) => { if (d.details === 'bufferStalledError') window.events.stalls++; else if (d.fatal) window.events.errors.push('hls: ' + d.details); });
@@ -34,7 +36,8 @@ const PAGE = (player: 'hls' | 'dash'): string => `<!doctype html><html><body sty
   hls.loadSource('/stream/master.m3u8');
   hls.attachMedia(v);
   window.switchTo = (i) => { hls.currentLevel = i; };
-  window.current = () => hls.currentLevel;` : `
+  window.current = () => hls.currentLevel;`
+      : `
   const p = dashjs.MediaPlayer().create();
   window.player = p;
   p.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: false } } } });
@@ -44,7 +47,8 @@ const PAGE = (player: 'hls' | 'dash'): string => `<!doctype html><html><body sty
   p.on(dashjs.MediaPlayer.events.STREAM_INITIALIZED, () => { window.events.levels = p.getRepresentationsByType('video').length; });
   p.initialize(v, '/stream/manifest.mpd', true);
   window.switchTo = (i) => { p.setRepresentationForTypeByIndex('video', i, true); };
-  window.current = () => { const r = p.getCurrentRepresentationForType('video'); return r ? r.index : -1; };`}
+  window.current = () => { const r = p.getCurrentRepresentationForType('video'); return r ? r.index : -1; };`
+  }
   // Luma spread of the current frame: a blank (black, grey) picture has almost none.
   window.spread = () => {
     const c = document.createElement('canvas'); c.width = 160; c.height = 90;
@@ -72,12 +76,38 @@ describe('HLS and DASH play in a real browser', () => {
     work = await mkdtemp(join(tmpdir(), 'tessera-play-'));
     // A source whose own keyframes are irregular (0, 3.1, 4.7, 11.3 s), as in the conformance test.
     const clip = join(t.inputDir, 'irregular-16s-360p.mp4');
-    await runFfmpeg([
-      '-hide_banner', '-nostdin', '-y', '-loglevel', 'error',
-      '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30:duration=16', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=16',
-      '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '300', '-x264-params', 'scenecut=0', '-force_key_frames', '0,3.1,4.7,11.3',
-      '-c:a', 'aac', '-shortest', clip,
-    ], { noProgressMs: 120_000 });
+    await runFfmpeg(
+      [
+        '-hide_banner',
+        '-nostdin',
+        '-y',
+        '-loglevel',
+        'error',
+        '-f',
+        'lavfi',
+        '-i',
+        'testsrc2=size=640x360:rate=30:duration=16',
+        '-f',
+        'lavfi',
+        '-i',
+        'sine=frequency=440:sample_rate=48000:duration=16',
+        '-c:v',
+        'libx264',
+        '-preset',
+        'ultrafast',
+        '-g',
+        '300',
+        '-x264-params',
+        'scenecut=0',
+        '-force_key_frames',
+        '0,3.1,4.7,11.3',
+        '-c:a',
+        'aac',
+        '-shortest',
+        clip,
+      ],
+      { noProgressMs: 120_000 },
+    );
     const ladder = [360, 240].map((height) => ({ name: '', height, videoBitrateKbps: height * 2, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }));
     const job = await t.client.wait((await t.client.submit({ inputUri: clip, ladder, package: 'hls,dash' })).jobId);
     if (job.state !== JobState.JOB_STATE_SUCCEEDED) throw new Error(`${job.state} ${job.errorCode} ${job.errorMessage}`);
@@ -127,38 +157,45 @@ describe('HLS and DASH play in a real browser', () => {
   };
 
   for (const player of ['hls', 'dash'] as const) {
-    it.skipIf(!have)(`${player}: plays past several segments, seeks to the middle, switches rendition without a stall; the frame is not blank`, async () => {
-      const page = await browser!.newPage();
-      try {
-        await page.goto(`${base}/${player}.html`);
-        // Playback starts and crosses several 2 s segment boundaries.
-        await until(page, 'playback past 5 s', async () => (await time(page)) > 5);
-        const events = (): Promise<{ errors: string[]; stalls: number; switched: number[]; levels: number }> => page.evaluate(() => (window as unknown as { events: { errors: string[]; stalls: number; switched: number[]; levels: number } }).events);
-        expect((await events()).levels).toBe(2);
-        // A seek to the middle plays on from there.
-        const duration = await page.evaluate(() => (document.getElementById('v') as HTMLVideoElement).duration);
-        expect(Math.abs(duration - 16)).toBeLessThan(0.2);
-        await page.evaluate((d) => { (document.getElementById('v') as HTMLVideoElement).currentTime = d / 2; }, duration);
-        await until(page, 'playback after the seek', async () => (await time(page)) > duration / 2 + 1);
-        // A forced switch to the other rendition, and on it plays.
-        const from = await page.evaluate(() => (window as unknown as { current: () => number }).current());
-        const to = from === 0 ? 1 : 0;
-        const before = (await events()).switched.length;
-        await page.evaluate((i) => (window as unknown as { switchTo: (i: number) => void }).switchTo(i), to);
-        await until(page, `the switch from ${from} to ${to}`, async () => (await events()).switched.slice(before).includes(to));
-        const at = await time(page);
-        await until(page, 'playback after the switch', async () => (await time(page)) > Math.min(at + 2, duration - 0.5));
-        const e = await events();
-        expect(e.errors).toEqual([]);
-        expect(e.stalls).toBe(0);
-        // Not blank: the frame on screen has a real spread of brightness; a screenshot is kept.
-        expect(await page.evaluate(() => (window as unknown as { spread: () => number }).spread())).toBeGreaterThan(100);
-        const shot = join(work, `${player}.png`);
-        await writeFile(shot, await page.locator('#v').screenshot());
-        expect(extname(shot)).toBe('.png');
-      } finally {
-        await page.close();
-      }
-    }, 120_000);
+    it.skipIf(!have)(
+      `${player}: plays past several segments, seeks to the middle, switches rendition without a stall; the frame is not blank`,
+      async () => {
+        const page = await browser!.newPage();
+        try {
+          await page.goto(`${base}/${player}.html`);
+          // Playback starts and crosses several 2 s segment boundaries.
+          await until(page, 'playback past 5 s', async () => (await time(page)) > 5);
+          const events = (): Promise<{ errors: string[]; stalls: number; switched: number[]; levels: number }> =>
+            page.evaluate(() => (window as unknown as { events: { errors: string[]; stalls: number; switched: number[]; levels: number } }).events);
+          expect((await events()).levels).toBe(2);
+          // A seek to the middle plays on from there.
+          const duration = await page.evaluate(() => (document.getElementById('v') as HTMLVideoElement).duration);
+          expect(Math.abs(duration - 16)).toBeLessThan(0.2);
+          await page.evaluate((d) => {
+            (document.getElementById('v') as HTMLVideoElement).currentTime = d / 2;
+          }, duration);
+          await until(page, 'playback after the seek', async () => (await time(page)) > duration / 2 + 1);
+          // A forced switch to the other rendition, and on it plays.
+          const from = await page.evaluate(() => (window as unknown as { current: () => number }).current());
+          const to = from === 0 ? 1 : 0;
+          const before = (await events()).switched.length;
+          await page.evaluate((i) => (window as unknown as { switchTo: (i: number) => void }).switchTo(i), to);
+          await until(page, `the switch from ${from} to ${to}`, async () => (await events()).switched.slice(before).includes(to));
+          const at = await time(page);
+          await until(page, 'playback after the switch', async () => (await time(page)) > Math.min(at + 2, duration - 0.5));
+          const e = await events();
+          expect(e.errors).toEqual([]);
+          expect(e.stalls).toBe(0);
+          // Not blank: the frame on screen has a real spread of brightness; a screenshot is kept.
+          expect(await page.evaluate(() => (window as unknown as { spread: () => number }).spread())).toBeGreaterThan(100);
+          const shot = join(work, `${player}.png`);
+          await writeFile(shot, await page.locator('#v').screenshot());
+          expect(extname(shot)).toBe('.png');
+        } finally {
+          await page.close();
+        }
+      },
+      120_000,
+    );
   }
 });

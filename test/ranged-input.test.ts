@@ -21,7 +21,9 @@ async function origin(file: string, honourRange: boolean): Promise<{ url: string
     const [from, to] = r ?? [0, size - 1];
     res.writeHead(r ? 206 : 200, { 'content-length': String(to - from + 1), 'accept-ranges': honourRange ? 'bytes' : 'none', ...(r ? { 'content-range': `bytes ${from}-${to}/${size}` } : {}) });
     const body = createReadStream(file, { start: from, end: to });
-    body.on('data', (c) => { sent += c.length; });
+    body.on('data', (c) => {
+      sent += c.length;
+    });
     body.pipe(res);
     res.on('close', () => body.destroy());
   });
@@ -31,7 +33,11 @@ async function origin(file: string, honourRange: boolean): Promise<{ url: string
     url: `http://127.0.0.1:${port}/mezzanine.mp4`,
     ranges,
     bytesSent: () => sent,
-    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }
 
@@ -47,12 +53,34 @@ describe('remote inputs read in ranges', () => {
     work = await mkdtemp(join(tmpdir(), 'tessera-ranged-'));
     // The index (moov) at the end, as cameras and most encoders write it: reading it needs a seek.
     source = join(work, 'mezzanine.mp4');
-    await runFfmpeg([
-      '-hide_banner', '-nostdin', '-y', '-loglevel', 'error',
-      '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=25:duration=12',
-      '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=12',
-      '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '25', '-c:a', 'aac', '-shortest', source,
-    ], { noProgressMs: 60_000 });
+    await runFfmpeg(
+      [
+        '-hide_banner',
+        '-nostdin',
+        '-y',
+        '-loglevel',
+        'error',
+        '-f',
+        'lavfi',
+        '-i',
+        'testsrc2=size=640x360:rate=25:duration=12',
+        '-f',
+        'lavfi',
+        '-i',
+        'sine=frequency=440:sample_rate=48000:duration=12',
+        '-c:v',
+        'libx264',
+        '-preset',
+        'ultrafast',
+        '-g',
+        '25',
+        '-c:a',
+        'aac',
+        '-shortest',
+        source,
+      ],
+      { noProgressMs: 60_000 },
+    );
   });
   afterAll(async () => {
     await t?.close();
@@ -75,7 +103,9 @@ describe('remote inputs read in ranges', () => {
       expect(o.ranges.some((r) => Number(/bytes=(\d+)-/.exec(r)?.[1] ?? 0) > size / 2)).toBe(true);
       const lines = logLines(t.dir, 'coordinator-0').filter((l) => l.jobId === jobId);
       expect(lines.some((l) => l.msg === 'reading the input in ranges (not staged)' && l.bytes === size)).toBe(true);
-      console.log(`MEASURE ranged input: ${o.ranges.length} range requests, ${(o.bytesSent() / size).toFixed(2)}× the file's ${size} bytes fetched (probe, packet scan, cut and audio each read what they need)`);
+      console.log(
+        `MEASURE ranged input: ${o.ranges.length} range requests, ${(o.bytesSent() / size).toFixed(2)}× the file's ${size} bytes fetched (probe, packet scan, cut and audio each read what they need)`,
+      );
     } finally {
       await o.close();
     }

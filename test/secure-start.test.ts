@@ -7,26 +7,44 @@ import { REPO_ROOT } from '../deploy/local-cluster.js';
 import { freePort } from '../deploy/ports.js';
 
 /** Starts one real process (`<role>/main.ts`) with only `env` (plus PATH) and waits for it to exit. */
-async function start(role: 'coordinator' | 'node-agent' | 'uploader', env: Record<string, string>, o: { killOnLog?: boolean } = {}): Promise<{ code: number | null; stderr: string; stdout: string; ms: number }> {
+async function start(
+  role: 'coordinator' | 'node-agent' | 'uploader',
+  env: Record<string, string>,
+  o: { killOnLog?: boolean } = {},
+): Promise<{ code: number | null; stderr: string; stdout: string; ms: number }> {
   const t0 = Date.now();
   // Nothing listens on these: a process that got past its checks would hang on etcd, not exit 2.
   const etcd = `http://127.0.0.1:${await freePort()}`;
   const child = spawn(process.execPath, ['--import', 'tsx', `${role}/main.ts`], {
     cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? '', ETCD_ENDPOINTS: etcd, GRPC_PORT: String(await freePort()), STAGING_DIR: join(tmpdir(), 'secure-start-staging'), EXIT_WITH_PARENT_PID: String(process.pid), ...env },
+    env: {
+      PATH: process.env.PATH ?? '',
+      ETCD_ENDPOINTS: etcd,
+      GRPC_PORT: String(await freePort()),
+      STAGING_DIR: join(tmpdir(), 'secure-start-staging'),
+      EXIT_WITH_PARENT_PID: String(process.pid),
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
   let stdout = '';
-  child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+  child.stderr.on('data', (b: Buffer) => {
+    stderr += b.toString();
+  });
   // A process past its checks logs (JSON on stdout); the check is what we test, so stop it there.
   child.stdout.on('data', (b: Buffer) => {
     stdout += b.toString();
     if (o.killOnLog) child.kill('SIGKILL');
   });
   const code = await new Promise<number | null>((resolve) => {
-    const timer = setTimeout(() => { child.kill('SIGKILL'); }, 30_000);
-    child.on('exit', (c) => { clearTimeout(timer); resolve(c); });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+    }, 30_000);
+    child.on('exit', (c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
   });
   return { code, stderr, stdout, ms: Date.now() - t0 };
 }

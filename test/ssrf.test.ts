@@ -74,7 +74,13 @@ function setUpLab(): void {
   }
 }
 
-interface LabEvent { dns?: string; answer?: string; conn?: string; path?: string; ready?: boolean }
+interface LabEvent {
+  dns?: string;
+  answer?: string;
+  conn?: string;
+  path?: string;
+  ready?: boolean;
+}
 
 const why = labUnavailable();
 if (why) process.stdout.write(`test/ssrf.test.ts: skipped: ${why}\n`);
@@ -89,13 +95,19 @@ describe.skipIf(why !== undefined)('SSRF: inputs and webhooks never reach specia
   const events: LabEvent[] = [];
 
   beforeAll(async () => {
-    trap = createServer((s) => { trapConnections++; s.destroy(); });
+    trap = createServer((s) => {
+      trapConnections++;
+      s.destroy();
+    });
     await new Promise<void>((r) => trap.listen(0, '127.0.0.1', r));
     trapPort = (trap.address() as { port: number }).port;
     httpPort = await freePort();
     setUpLab();
     // The attacker's servers, inside the namespace; the HTTP one redirects to the trap's port.
-    helper = spawn('ip', ['netns', 'exec', NS, process.execPath, '--import', 'tsx', 'test/lab/rebind-server.ts', NS_IP, String(httpPort), PUBLIC_IP, LINK_LOCAL_IP, String(trapPort)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    helper = spawn('ip', ['netns', 'exec', NS, process.execPath, '--import', 'tsx', 'test/lab/rebind-server.ts', NS_IP, String(httpPort), PUBLIC_IP, LINK_LOCAL_IP, String(trapPort)], {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let buf = '';
     const ready = new Promise<void>((resolve, reject) => {
       helper!.on('exit', (c) => reject(new Error(`lab helper exited with ${c}`)));
@@ -182,7 +194,10 @@ describe.skipIf(why !== undefined)('SSRF: inputs and webhooks never reach specia
     const r = await outcome('s3://tessera-input/none.mp4', `http://flip.tessera.test:${trapPort}/hook`);
     expect(r.code).toBe('INPUT_NOT_FOUND');
     const log = join(t.dir, 'logs', 'coordinator-0.log');
-    const dropped = async (): Promise<string | undefined> => readFileSync(log, 'utf8').split('\n').find((l) => l.includes('webhook event dropped') && l.includes(r.jobId));
+    const dropped = async (): Promise<string | undefined> =>
+      readFileSync(log, 'utf8')
+        .split('\n')
+        .find((l) => l.includes('webhook event dropped') && l.includes(r.jobId));
     const deadline = Date.now() + 20_000;
     while (!(await dropped()) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
     expect(await dropped()).toMatch(/webhook host flip\.tessera\.test resolves to 127\.0\.0\.1, a loopback address/);

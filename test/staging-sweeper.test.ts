@@ -36,7 +36,18 @@ describe('staging sweeper (real etcd, real files)', () => {
     const now = Date.now();
     const spec = JobSpec.fromPartial({ inputUri: 's3://in/clip.mp4', ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }], container: 'mp4' });
     const id = newJobId();
-    const rec: JobRecord = { id, spec, specHash: specHash(spec), state: 'QUEUED', stage: stageName('QUEUED'), createdAtMs: now, updatedAtMs: now, queueKey: keys.queueEntry(0, now.toString(36), id), history: [], timings: {} };
+    const rec: JobRecord = {
+      id,
+      spec,
+      specHash: specHash(spec),
+      state: 'QUEUED',
+      stage: stageName('QUEUED'),
+      createdAtMs: now,
+      updatedAtMs: now,
+      queueKey: keys.queueEntry(0, now.toString(36), id),
+      history: [],
+      timings: {},
+    };
     await store.create(rec, undefined);
     if (state === 'CANCELLED') await store.cancel(id, 'test');
     else await store.transition(id, state, 'test');
@@ -66,7 +77,10 @@ describe('staging sweeper (real etcd, real files)', () => {
     await file(join(dead, running, 'input.src'), 10_000); // in flight: kept, whoever staged it
     await file(join(own, cancelled, 'fresh'), 0); // finished, but changed within the grace period
     // Folders as old as their files (creating them just now made them look fresh).
-    const age = async (path: string, ms: number): Promise<void> => { const t = (Date.now() - ms) / 1000; await utimes(path, t, t); };
+    const age = async (path: string, ms: number): Promise<void> => {
+      const t = (Date.now() - ms) / 1000;
+      await utimes(path, t, t);
+    };
     for (const d of [join(own, done), join(dead, cancelled), join(dead, gone, 'segments'), join(dead, gone), join(dead, running)]) await age(d, 10_000);
 
     const finished: string[] = [];
@@ -76,17 +90,23 @@ describe('staging sweeper (real etcd, real files)', () => {
       keys,
       settings: { intervalMs: 60_000, graceMs: 5_000, staleMs: 60_000 },
       log: createLogger('test', 'warn'),
-      onFinished: async (id, state) => { finished.push(`${id === done ? 'done' : id === cancelled ? 'cancelled' : id === gone ? 'gone' : id}:${state}`); },
+      onFinished: async (id, state) => {
+        finished.push(`${id === done ? 'done' : id === cancelled ? 'cancelled' : id === gone ? 'gone' : id}:${state}`);
+      },
     });
     const report = await sweeper.sweep();
-    const left = filesUnder(root).map((f) => f.slice(root.length + 1)).sort();
-    expect(left).toEqual([
-      `coordinator/coordinator-a/${cancelled}/fresh`,
-      `coordinator/coordinator-a/${running}/input.src`,
-      `coordinator/coordinator-a/${running}/segments/seg-1.mkv.partial`,
-      `coordinator/coordinator-a/uploads/u2.partial`,
-      `coordinator/coordinator-host-12345/${running}/input.src`,
-    ].sort());
+    const left = filesUnder(root)
+      .map((f) => f.slice(root.length + 1))
+      .sort();
+    expect(left).toEqual(
+      [
+        `coordinator/coordinator-a/${cancelled}/fresh`,
+        `coordinator/coordinator-a/${running}/input.src`,
+        `coordinator/coordinator-a/${running}/segments/seg-1.mkv.partial`,
+        `coordinator/coordinator-a/uploads/u2.partial`,
+        `coordinator/coordinator-host-12345/${running}/input.src`,
+      ].sort(),
+    );
     expect(report).toEqual({ jobDirs: 3, staleFiles: 2 });
     expect(finished.sort()).toEqual(['cancelled:CANCELLED', 'done:SUCCEEDED', 'gone:GONE']);
     await sweeper.stop();

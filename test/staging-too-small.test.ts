@@ -60,7 +60,9 @@ describe.skipIf(!isRoot)('staging too small for a job (needs root for tmpfs moun
     const clip = await fixture(t!.inputDir, 'clip-2s.mp4', { seconds: 2, width: 320, height: 240, fps: 25 });
     const big = await paddedMp4(clip, join(t!.inputDir, 'padded-80mb.mp4'), 80 * MiB);
     const started = Date.now();
-    const job = await t!.client.wait((await t!.client.submit({ inputUri: big, ladder: [{ name: '', height: 240, videoBitrateKbps: 300, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }] })).jobId);
+    const job = await t!.client.wait(
+      (await t!.client.submit({ inputUri: big, ladder: [{ name: '', height: 240, videoBitrateKbps: 300, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }] })).jobId,
+    );
     expect(job.state).toBe(JobState.JOB_STATE_FAILED);
     expect(job.errorCode).toBe('STAGING_TOO_SMALL');
     expect(job.errorMessage).toMatch(/needs 240\.0 MiB of staging, but this coordinator's staging holds 192\.0 MiB at most/);
@@ -74,11 +76,35 @@ describe.skipIf(!isRoot)('staging too small for a job (needs root for tmpfs moun
     // ~40 MB of near-lossless noise: two segments of ~20 MB, each needing ~40 MB (it and its
     // chunks) on a node whose staging holds 32 MiB at most.
     const input = join(t!.inputDir, 'noisy-3s.mp4');
-    await run('ffmpeg', ['-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30:duration=3,noise=alls=60:allf=t', '-c:v', 'libx264', '-preset', 'ultrafast', '-qp', '2', '-pix_fmt', 'yuv420p', '-g', '15', '-an', input]);
+    await run('ffmpeg', [
+      '-hide_banner',
+      '-nostdin',
+      '-y',
+      '-loglevel',
+      'error',
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc2=size=640x360:rate=30:duration=3,noise=alls=60:allf=t',
+      '-c:v',
+      'libx264',
+      '-preset',
+      'ultrafast',
+      '-qp',
+      '2',
+      '-pix_fmt',
+      'yuv420p',
+      '-g',
+      '15',
+      '-an',
+      input,
+    ]);
     const bytes = (await stat(input)).size;
     expect(bytes).toBeGreaterThan(34 * MiB);
     expect(bytes).toBeLessThan(46 * MiB);
-    const job = await t!.client.wait((await t!.client.submit({ inputUri: input, ladder: [{ name: '', height: 240, videoBitrateKbps: 300, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }] })).jobId);
+    const job = await t!.client.wait(
+      (await t!.client.submit({ inputUri: input, ladder: [{ name: '', height: 240, videoBitrateKbps: 300, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }] })).jobId,
+    );
     expect(job.state).toBe(JobState.JOB_STATE_FAILED);
     expect(job.errorCode).toBe('STAGING_TOO_SMALL');
     expect(job.errorMessage).toMatch(/segment \d \(with the chunks cut from it\) needs .* the largest node staging \(2 node\(s\)\) holds 32\.0 MiB at most/);
@@ -89,7 +115,9 @@ describe.skipIf(!isRoot)('staging too small for a job (needs root for tmpfs moun
 
   it('a job that fits still runs on the same cluster', async () => {
     const clip = await fixture(t!.inputDir, 'clip-4s-small.mp4', { seconds: 4, width: 320, height: 240, fps: 25 });
-    const job = await t!.client.wait((await t!.client.submit({ inputUri: clip, ladder: [{ name: '', height: 240, videoBitrateKbps: 300, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }] })).jobId);
+    const job = await t!.client.wait(
+      (await t!.client.submit({ inputUri: clip, ladder: [{ name: '', height: 240, videoBitrateKbps: 300, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }] })).jobId,
+    );
     expect(job.errorMessage).toBe('');
     expect(job.state).toBe(JobState.JOB_STATE_SUCCEEDED);
     expect(job.result!.renditions[0]!.frames).toBe(100);

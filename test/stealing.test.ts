@@ -42,7 +42,7 @@ function dutyCycle(agentPid: number, stopMs: number, runMs: number): () => Promi
 // A straggler: one of two nodes is slowed to about a fifth of its speed. The healthy node finishes
 // its own segment, then takes the slow node's queued chunks (work stealing): each is released by
 // the owner before it starts, recorded in the checkpoint for the helper, and done exactly once.
-describe('work stealing: a slow node\'s queued chunks move to an idle one', () => {
+describe("work stealing: a slow node's queued chunks move to an idle one", () => {
   let t: TestCluster;
   let work: string;
   let source: string;
@@ -51,13 +51,38 @@ describe('work stealing: a slow node\'s queued chunks move to an idle one', () =
     t = await startTestCluster({ nodes: 2, slots: 1, tls: true, env: { MAX_CHUNK_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.2', SEGMENT_NO_PROGRESS_MS: '60000' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-stealing-'));
     source = join(t.inputDir, 'steal-12s.mp4');
-    await runFfmpeg([
-      '-hide_banner', '-nostdin', '-y', '-loglevel', 'error',
-      '-f', 'lavfi', '-i', 'testsrc2=size=960x540:rate=30:duration=12',
-      '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=12',
-      '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '15', '-keyint_min', '15', '-sc_threshold', '0',
-      '-c:a', 'aac', '-shortest', source,
-    ], { noProgressMs: 120_000 });
+    await runFfmpeg(
+      [
+        '-hide_banner',
+        '-nostdin',
+        '-y',
+        '-loglevel',
+        'error',
+        '-f',
+        'lavfi',
+        '-i',
+        'testsrc2=size=960x540:rate=30:duration=12',
+        '-f',
+        'lavfi',
+        '-i',
+        'sine=frequency=440:sample_rate=48000:duration=12',
+        '-c:v',
+        'libx264',
+        '-preset',
+        'ultrafast',
+        '-g',
+        '15',
+        '-keyint_min',
+        '15',
+        '-sc_threshold',
+        '0',
+        '-c:a',
+        'aac',
+        '-shortest',
+        source,
+      ],
+      { noProgressMs: 120_000 },
+    );
   });
   afterAll(async () => {
     await t?.close();
@@ -108,11 +133,11 @@ describe('work stealing: a slow node\'s queued chunks move to an idle one', () =
     // straggler's last running chunk (once nothing was queued), and each such pair ended with one
     // copy recorded: the copy won and the straggler's was stopped, or the straggler finished first.
     const coord = logLines(t.dir, 'coordinator-0').filter((l) => l.jobId === jobId);
-    const copies = coord.filter((l) => l.msg === 'running a copy of a straggler\'s chunk');
+    const copies = coord.filter((l) => l.msg === "running a copy of a straggler's chunk");
     expect(subSegmentsRedone(t.dir, [fast, slow], jobId)).toBe(copies.length);
     for (const c of copies) {
-      const outcome = coord.find((l) => l.chunk === c.chunk && l.segment === c.segment && (l.msg === 'the copy finished first: stopping the straggler\'s' || l.msg === 'the straggler finished first'));
-      if (outcome?.msg === 'the copy finished first: stopping the straggler\'s') {
+      const outcome = coord.find((l) => l.chunk === c.chunk && l.segment === c.segment && (l.msg === "the copy finished first: stopping the straggler's" || l.msg === 'the straggler finished first'));
+      if (outcome?.msg === "the copy finished first: stopping the straggler's") {
         expect(logLines(t.dir, slow).some((l) => l.jobId === jobId && l.msg === 'chunk done elsewhere first: this copy stopped' && l.sub === c.chunk)).toBe(true);
         expect(cp.done.find((d) => d.sub === c.chunk)?.nodeId).toBe(fast);
       }
@@ -128,10 +153,12 @@ describe('work stealing: a slow node\'s queued chunks move to an idle one', () =
     let worst = 0;
     for (let i = 0; i < src.length; i++) worst = Math.max(worst, Math.abs(out[i]! - src[i]!));
     expect(worst).toBeLessThanOrEqual(0.001);
-    console.log(`MEASURE stealing: ${byNode1.length} of ${cp.boundaries.length - 1} chunks of the slow node's segment done by the other node (${helpers.length} helper run(s), ${copies.length} copy(ies) of a running chunk); job ${((job.finishedAtMs - job.createdAtMs) / 1000).toFixed(1)} s`);
+    console.log(
+      `MEASURE stealing: ${byNode1.length} of ${cp.boundaries.length - 1} chunks of the slow node's segment done by the other node (${helpers.length} helper run(s), ${copies.length} copy(ies) of a running chunk); job ${((job.finishedAtMs - job.createdAtMs) / 1000).toFixed(1)} s`,
+    );
   });
 
-  it('copies a straggler\'s last running chunk to an idle node: one copy is recorded, the other stopped', async () => {
+  it("copies a straggler's last running chunk to an idle node: one copy is recorded, the other stopped", async () => {
     const [fast, slow] = t.cluster.nodeIds() as [string, string];
     // The first test measured both nodes: the slow one's speed is a fraction of the fast one's,
     // so its share is small and its last chunk is what the job waits for.
@@ -147,13 +174,13 @@ describe('work stealing: a slow node\'s queued chunks move to an idle one', () =
     expect(job.errorMessage).toBe('');
     expect(job.state).toBe(JobState.JOB_STATE_SUCCEEDED);
     const coord = logLines(t.dir, 'coordinator-0').filter((l) => l.jobId === jobId);
-    const copies = coord.filter((l) => l.msg === 'running a copy of a straggler\'s chunk');
+    const copies = coord.filter((l) => l.msg === "running a copy of a straggler's chunk");
     expect(copies.length).toBeGreaterThanOrEqual(1);
     const cps = await checkpoints(t.cluster.client(), jobId);
     for (const c of copies) {
       expect(c.slow).toBe(slow);
       expect(c.copy).toBe(fast);
-      const outcome = coord.find((l) => l.chunk === c.chunk && l.segment === c.segment && (l.msg === 'the copy finished first: stopping the straggler\'s' || l.msg === 'the straggler finished first'));
+      const outcome = coord.find((l) => l.chunk === c.chunk && l.segment === c.segment && (l.msg === "the copy finished first: stopping the straggler's" || l.msg === 'the straggler finished first'));
       expect(outcome).toBeDefined();
       const done = cps.get(Number(c.segment))!.done.find((d) => d.sub === c.chunk)!;
       if (outcome!.msg === 'the straggler finished first') {
@@ -175,7 +202,7 @@ describe('work stealing: a slow node\'s queued chunks move to an idle one', () =
     const [src, out] = await Promise.all([videoPts(source), videoPts(file)]);
     expect(out.length).toBe(src.length);
     for (let i = 0; i < src.length; i++) expect(Math.abs(out[i]! - src[i]!)).toBeLessThanOrEqual(0.001);
-    const won = coord.filter((l) => l.msg === 'the copy finished first: stopping the straggler\'s').length;
+    const won = coord.filter((l) => l.msg === "the copy finished first: stopping the straggler's").length;
     console.log(`MEASURE duplicates: ${copies.length} copy(ies) of a straggler's running chunk, ${won} finished first; job ${((job.finishedAtMs - job.createdAtMs) / 1000).toFixed(1)} s`);
   });
 });

@@ -17,14 +17,26 @@ import { checkArchive, startTestCluster, type TestCluster } from './helpers.js';
 // Streaming-ready output (HLS and DASH from the same CMAF segments), checked without a browser:
 // on a 3-node cluster (2 worker slots each) from a source whose own keyframes are irregular.
 
-interface Packet { pts: number; key: boolean; size: number }
+interface Packet {
+  pts: number;
+  key: boolean;
+  size: number;
+}
 
 async function packets(path: string): Promise<Packet[]> {
-  const { stdout } = await runFfmpeg(['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time,flags,size', '-of', 'csv=p=0', `file:${path}`], { binary: 'ffprobe', noProgressMs: 60_000 });
-  return stdout.trim().split('\n').filter(Boolean).map((l) => {
-    const [pts, size, flags] = l.split(',');
-    return { pts: Number(pts), size: Number(size), key: (flags ?? '').includes('K') };
-  }).sort((a, b) => a.pts - b.pts);
+  const { stdout } = await runFfmpeg(['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time,flags,size', '-of', 'csv=p=0', `file:${path}`], {
+    binary: 'ffprobe',
+    noProgressMs: 60_000,
+  });
+  return stdout
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const [pts, size, flags] = l.split(',');
+      return { pts: Number(pts), size: Number(size), key: (flags ?? '').includes('K') };
+    })
+    .sort((a, b) => a.pts - b.pts);
 }
 
 describe('HLS and DASH from one split-and-merge', () => {
@@ -38,12 +50,40 @@ describe('HLS and DASH from one split-and-merge', () => {
     t = await startTestCluster({ nodes: 3, slots: 2, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-stream-'));
     source = join(t.inputDir, 'irregular-keys.mp4');
-    await runFfmpeg([
-      '-hide_banner', '-nostdin', '-y', '-loglevel', 'error',
-      '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30:duration=16', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000:duration=16',
-      '-c:v', 'libx264', '-preset', 'ultrafast', '-bf', '2', '-g', '300', '-x264-params', 'scenecut=0', '-force_key_frames', '0,3.1,4.7,11.3',
-      '-c:a', 'aac', '-shortest', source,
-    ], { noProgressMs: 120_000 });
+    await runFfmpeg(
+      [
+        '-hide_banner',
+        '-nostdin',
+        '-y',
+        '-loglevel',
+        'error',
+        '-f',
+        'lavfi',
+        '-i',
+        'testsrc2=size=640x360:rate=30:duration=16',
+        '-f',
+        'lavfi',
+        '-i',
+        'sine=frequency=440:sample_rate=48000:duration=16',
+        '-c:v',
+        'libx264',
+        '-preset',
+        'ultrafast',
+        '-bf',
+        '2',
+        '-g',
+        '300',
+        '-x264-params',
+        'scenecut=0',
+        '-force_key_frames',
+        '0,3.1,4.7,11.3',
+        '-c:a',
+        'aac',
+        '-shortest',
+        source,
+      ],
+      { noProgressMs: 120_000 },
+    );
     const ladder = [360, 240].map((height) => ({ name: '', height, videoBitrateKbps: height * 2, codec: 'h264', preset: 'ultrafast', dynamicRange: '' }));
     const { jobId } = await t.client.submit({ inputUri: source, ladder, package: 'zip,hls,dash' });
     job = await t.client.wait(jobId);
@@ -68,7 +108,9 @@ describe('HLS and DASH from one split-and-merge', () => {
   const media = (name: string): { target: number; init: string; segs: { file: string; dur: number }[] } => {
     const lines = text(name).split('\n');
     const segs: { file: string; dur: number }[] = [];
-    lines.forEach((l, i) => { if (l.startsWith('#EXTINF:')) segs.push({ dur: Number(l.slice(8).replace(/,.*$/, '')), file: lines[i + 1]! }); });
+    lines.forEach((l, i) => {
+      if (l.startsWith('#EXTINF:')) segs.push({ dur: Number(l.slice(8).replace(/,.*$/, '')), file: lines[i + 1]! });
+    });
     return { target: Number(/#EXT-X-TARGETDURATION:(\d+)/.exec(text(name))![1]), init: /#EXT-X-MAP:URI="([^"]+)"/.exec(text(name))![1]!, segs };
   };
   /** One rendition's CMAF stream (init + every segment) as a file ffprobe reads. */
@@ -185,7 +227,9 @@ describe('HLS and DASH from one split-and-merge', () => {
     };
     expect(await probe('poster.jpg')).toEqual({ width: 640, height: 360, codec: 'mjpeg' });
     // Not blank: the poster's brightness has a real spread.
-    const { stdout } = await runFfmpeg(['-hide_banner', '-loglevel', 'error', '-i', `file:${join(work, 'poster.jpg')}`, '-vf', 'signalstats,metadata=print:file=-', '-f', 'null', '-'], { noProgressMs: 30_000 });
+    const { stdout } = await runFfmpeg(['-hide_banner', '-loglevel', 'error', '-i', `file:${join(work, 'poster.jpg')}`, '-vf', 'signalstats,metadata=print:file=-', '-f', 'null', '-'], {
+      noProgressMs: 30_000,
+    });
     expect(Number(/YMAX=([\d.]+)/.exec(stdout)![1]) - Number(/YMIN=([\d.]+)/.exec(stdout)![1])).toBeGreaterThan(100);
     const vtt = text('thumbs.vtt');
     expect(vtt.startsWith('WEBVTT')).toBe(true);
@@ -221,7 +265,7 @@ describe('HLS and DASH from one split-and-merge', () => {
     const listed = (await t.s3.send(new ListObjectsV2Command({ Bucket: r.bucket, Prefix: `jobs/${only.id}/stream/` }))).Contents!.map((o) => o.Key!.slice(`jobs/${only.id}/stream/`.length)).sort();
     expect([...manifest.streaming.files.map((f) => f.name), 'manifest.json'].sort()).toEqual(listed);
     expect(listed).not.toContain('manifest.mpd');
-    const playlist = (await t.s3.send(new GetObjectCommand({ Bucket: r.bucket, Key: `jobs/${only.id}/stream/video-240p.m3u8` })).then((o) => o.Body!.transformToString()));
+    const playlist = await t.s3.send(new GetObjectCommand({ Bucket: r.bucket, Key: `jobs/${only.id}/stream/video-240p.m3u8` })).then((o) => o.Body!.transformToString());
     expect(playlist).toContain('#EXT-X-TARGETDURATION:4');
     const durations = [...playlist.matchAll(/#EXTINF:([\d.]+)/g)].map((m) => Number(m[1]));
     expect(durations.length).toBe(4);
@@ -229,7 +273,10 @@ describe('HLS and DASH from one split-and-merge', () => {
   });
 
   it('refuses a keyframe interval out of range or without streaming output', async () => {
-    await expect(t.client.submit({ inputUri: source, package: 'hls', keyframeIntervalSec: 0.2 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('between 1 and 10') });
+    await expect(t.client.submit({ inputUri: source, package: 'hls', keyframeIntervalSec: 0.2 })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringContaining('between 1 and 10'),
+    });
     await expect(t.client.submit({ inputUri: source, keyframeIntervalSec: 4 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('hls and/or dash') });
   });
 

@@ -37,7 +37,14 @@ describe('tenants and quotas', () => {
     t = await startTestCluster({
       nodes: 2,
       slots: 1,
-      coordinatorEnv: { TENANTS: JSON.stringify(TENANTS), ADMIN_TOKENS: 'admin-token-0123456789', MAX_OPEN_WATCHES: '6', MAX_CONCURRENT_UPLOADS: '1', HTTP_ALLOW_PRIVATE: 'true', DRY_RUN_MAX_BYTES: String(1024 * 1024) },
+      coordinatorEnv: {
+        TENANTS: JSON.stringify(TENANTS),
+        ADMIN_TOKENS: 'admin-token-0123456789',
+        MAX_OPEN_WATCHES: '6',
+        MAX_CONCURRENT_UPLOADS: '1',
+        HTTP_ALLOW_PRIVATE: 'true',
+        DRY_RUN_MAX_BYTES: String(1024 * 1024),
+      },
     });
     acme = as(TENANTS.acme.apiTokens[0]!);
     globex = as(TENANTS.globex.apiTokens[0]!);
@@ -103,7 +110,7 @@ describe('tenants and quotas', () => {
     expect(j2.spec?.inputUri).toMatch(/\/uploads\/globex\/rtenant-resume-0001$/);
   });
 
-  it('quotas: a tenant flooding submissions is refused past its quota while the other tenant\'s job runs', async () => {
+  it("quotas: a tenant flooding submissions is refused past its quota while the other tenant's job runs", async () => {
     const g = await globex.submit({ inputUri: 's3://globex-media/clip.mp4', ladder: LADDER });
     // One after another, as fast as the API answers: the first two are accepted (its quota), the
     // rest refused with the quota's code while those two are still queued or running.
@@ -126,14 +133,35 @@ describe('tenants and quotas', () => {
   it('open watches are bounded on each coordinator (MAX_OPEN_WATCHES)', async () => {
     const { jobId } = await globex.submit({ inputUri: 's3://globex-media/clip.mp4', ladder: [{ ...LADDER[0]!, preset: 'veryslow', height: 180 }] });
     const controller = new AbortController();
-    const open = Array.from({ length: 6 }, () => (async () => { for await (const _ of admin.watch(jobId, { signal: controller.signal })) { /* keep it open */ } })().catch(() => undefined));
+    const open = Array.from({ length: 6 }, () =>
+      (async () => {
+        for await (const _ of admin.watch(jobId, { signal: controller.signal })) {
+          /* keep it open */
+        }
+      })().catch(() => undefined),
+    );
     // Once the six are open, a seventh is refused (a probe before that sees the job and returns).
-    const probe = (): Promise<string> => codeOf((async () => { for await (const _ of admin.watch(jobId)) return; })());
-    await vi.waitFor(async () => { expect(await probe()).toBe('QUOTA_EXCEEDED'); }, { timeout: 30_000, interval: 100 });
+    const probe = (): Promise<string> =>
+      codeOf(
+        (async () => {
+          for await (const _ of admin.watch(jobId)) return;
+        })(),
+      );
+    await vi.waitFor(
+      async () => {
+        expect(await probe()).toBe('QUOTA_EXCEEDED');
+      },
+      { timeout: 30_000, interval: 100 },
+    );
     controller.abort();
     await Promise.all(open);
     // The closed watches free their places (the server sees the cancels a moment later).
-    await vi.waitFor(async () => { expect((await globex.wait(jobId)).state).toBe(JobState.JOB_STATE_SUCCEEDED); }, { timeout: 60_000, interval: 200 });
+    await vi.waitFor(
+      async () => {
+        expect((await globex.wait(jobId)).state).toBe(JobState.JOB_STATE_SUCCEEDED);
+      },
+      { timeout: 60_000, interval: 200 },
+    );
   });
 
   it('uploads in flight are bounded on each coordinator (MAX_CONCURRENT_UPLOADS)', async () => {
@@ -143,11 +171,21 @@ describe('tenants and quotas', () => {
     md.set('authorization', `Bearer ${TENANTS.globex.apiTokens[0]}`);
     const held = raw.uploadAndSubmit(md, { deadline: Date.now() + 60_000 }, () => undefined);
     held.write(UploadChunk.fromPartial({ spec: JobSpec.fromPartial({ ladder: LADDER }), fileName: 'held.mp4', offset: 0, data: Buffer.alloc(0) }));
-    await vi.waitFor(async () => { expect(await codeOf(acme.upload(clip, { ladder: LADDER }))).toBe('QUOTA_EXCEEDED'); }, { timeout: 20_000, interval: 100 });
+    await vi.waitFor(
+      async () => {
+        expect(await codeOf(acme.upload(clip, { ladder: LADDER }))).toBe('QUOTA_EXCEEDED');
+      },
+      { timeout: 20_000, interval: 100 },
+    );
     held.cancel();
     raw.close();
     // Its place is free again.
-    await vi.waitFor(async () => { expect(await codeOf(acme.upload(clip, { ladder: LADDER, idempotencyKey: 'after-held' }))).toBe('OK'); }, { timeout: 20_000, interval: 200 });
+    await vi.waitFor(
+      async () => {
+        expect(await codeOf(acme.upload(clip, { ladder: LADDER, idempotencyKey: 'after-held' }))).toBe('OK');
+      },
+      { timeout: 20_000, interval: 200 },
+    );
   });
 
   it('a dry run never fetches a whole remote input: it reads a range and says the plan is an estimate', async () => {
@@ -173,7 +211,9 @@ describe('tenants and quotas', () => {
         res.write(chunk);
         setTimeout(pump, 25);
       };
-      res.on('close', () => { at = slice.length; });
+      res.on('close', () => {
+        at = slice.length;
+      });
       pump();
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -197,7 +237,10 @@ describe('tenants and quotas', () => {
       });
       await new Promise<void>((r) => lateServer.listen(0, '127.0.0.1', r));
       try {
-        const refused = await globex.submit({ inputUri: `http://127.0.0.1:${(lateServer.address() as AddressInfo).port}/late.mp4`, ladder: LADDER, dryRun: true }).then(() => undefined, (e: unknown) => e as { code?: string; message?: string });
+        const refused = await globex.submit({ inputUri: `http://127.0.0.1:${(lateServer.address() as AddressInfo).port}/late.mp4`, ladder: LADDER, dryRun: true }).then(
+          () => undefined,
+          (e: unknown) => e as { code?: string; message?: string },
+        );
         expect(refused).toMatchObject({ code: 'UNSUPPORTED_FORMAT', message: expect.stringContaining('+faststart') });
       } finally {
         lateServer.close();

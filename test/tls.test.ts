@@ -110,7 +110,7 @@ describe('mutual TLS on every link (tessera up --tls)', () => {
     expect((await grpcHealth(rec.address, { creds: channelCredentials(clientTls), identity: 'node-1' })).serving).toBe(false);
   });
 
-  it('a valid node certificate (and a plaintext client) cannot touch another node\'s work: PutPart, Finalize, Cleanup and DropSegment are refused, and the output is byte-identical to a clean run', async () => {
+  it("a valid node certificate (and a plaintext client) cannot touch another node's work: PutPart, Finalize, Cleanup and DropSegment are refused, and the output is byte-identical to a clean run", async () => {
     // Both jobs pinned to one labelled node: one segment each, the same cut, the same encoder
     // settings, so a clean run's renditions are the reference, byte for byte.
     await t.cluster.addNode({ id: 'node-2', env: { NODE_LABELS: 'pool=one' } });
@@ -124,28 +124,59 @@ describe('mutual TLS on every link (tessera up --tls)', () => {
     const etcd = t.cluster.client();
     // The segment is running on node-2 (its owner key holds the fencing revision).
     let owner: { revision: number; attempt: number } | undefined;
-    await vi.waitFor(async () => {
-      const kv = (await etcd.get(`/tessera/jobs/${jobId}/segments/0000/owner`).exec()).kvs[0];
-      expect(kv).toBeDefined();
-      owner = { revision: Number(kv!.mod_revision), attempt: (JSON.parse(kv!.value.toString()) as { attempt: number }).attempt };
-    }, { timeout: 60_000, interval: 20 });
+    await vi.waitFor(
+      async () => {
+        const kv = (await etcd.get(`/tessera/jobs/${jobId}/segments/0000/owner`).exec()).kvs[0];
+        expect(kv).toBeDefined();
+        owner = { revision: Number(kv!.mod_revision), attempt: (JSON.parse(kv!.value.toString()) as { attempt: number }).attempt };
+      },
+      { timeout: 60_000, interval: 20 },
+    );
     const dir = join(t.dir, 'tls');
     const asNode1 = loadTls({ caFile: join(dir, 'ca.crt'), certFile: join(dir, 'node-cert-node-1.crt'), keyFile: join(dir, 'node-cert-node-1.key') })!;
     const up = JSON.parse((await etcd.get('/tessera/uploaders/uploader-0').string())!) as { address: string };
     const uploader = new UploaderClient(up.address, channelCredentials(asNode1), identityOptions('uploader-0'));
     const garbage = Buffer.alloc(2048, 9);
-    const putGarbage = (ownerRevision?: number) => new Promise<unknown>((resolve, reject) => {
-      const call = uploader.putPart(new Metadata(), { deadline: Date.now() + 5_000 }, (err, ack) => (err ? reject(err) : resolve(ack)));
-      call.write({ ref: { jobId, rendition: '360p', segment: 0, subSegment: 0, attempt: owner!.attempt, ...(ownerRevision ? { ownerRevision } : {}) }, offset: 0, data: garbage, totalSize: garbage.length, sha256: '' });
-      call.end();
-    });
-    const code = async (p: Promise<unknown>): Promise<number | undefined> => p.then(() => undefined, (e: { code?: number }) => e.code);
+    const putGarbage = (ownerRevision?: number) =>
+      new Promise<unknown>((resolve, reject) => {
+        const call = uploader.putPart(new Metadata(), { deadline: Date.now() + 5_000 }, (err, ack) => (err ? reject(err) : resolve(ack)));
+        call.write({
+          ref: { jobId, rendition: '360p', segment: 0, subSegment: 0, attempt: owner!.attempt, ...(ownerRevision ? { ownerRevision } : {}) },
+          offset: 0,
+          data: garbage,
+          totalSize: garbage.length,
+          sha256: '',
+        });
+        call.end();
+      });
+    const code = async (p: Promise<unknown>): Promise<number | undefined> =>
+      p.then(
+        () => undefined,
+        (e: { code?: number }) => e.code,
+      );
     // Under the canonical name, with the real owner revision: node-1 is not the owner.
     expect(await code(putGarbage(owner!.revision))).toBe(7); // PERMISSION_DENIED
     expect(await code(putGarbage())).toBe(7);
     // Finalize to another bucket and Cleanup are for coordinators only.
     const fin = await new Promise<number | undefined>((resolve) => {
-      const call = uploader.finalize({ jobId, parts: [], audio: undefined, renditions: [], container: 'mp4', bucket: 'elsewhere', key: 'stolen.zip', source: undefined, timingsJson: '', audioTracks: [], expectedFrames: 0, notes: [] }, new Metadata(), { deadline: Date.now() + 5_000 });
+      const call = uploader.finalize(
+        {
+          jobId,
+          parts: [],
+          audio: undefined,
+          renditions: [],
+          container: 'mp4',
+          bucket: 'elsewhere',
+          key: 'stolen.zip',
+          source: undefined,
+          timingsJson: '',
+          audioTracks: [],
+          expectedFrames: 0,
+          notes: [],
+        },
+        new Metadata(),
+        { deadline: Date.now() + 5_000 },
+      );
       call.on('data', () => undefined);
       call.on('error', (e: { code?: number }) => resolve(e.code));
       call.on('end', () => resolve(undefined));
@@ -174,7 +205,12 @@ describe('mutual TLS on every link (tessera up --tls)', () => {
   it('etcd takes only mutual-TLS clients, and no process logs key material', async () => {
     expect(t.cluster.etcdEndpoints[0]).toMatch(/^https:/);
     const plain = new Etcd3({ hosts: t.cluster.etcdEndpoints.map((e) => e.replace('https:', 'http:')), dialTimeout: 1_000 });
-    await expect(plain.get('x').options({ deadline: new Date(Date.now() + 2_000) }).string()).rejects.toThrow();
+    await expect(
+      plain
+        .get('x')
+        .options({ deadline: new Date(Date.now() + 2_000) })
+        .string(),
+    ).rejects.toThrow();
     plain.close();
     const logs = join(t.dir, 'logs');
     for (const f of await readdir(logs)) {

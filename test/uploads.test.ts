@@ -45,8 +45,12 @@ describe('large uploads: multipart while they arrive, resumable', () => {
     new Promise((resolve) => {
       let stdout = '';
       let stderr = '';
-      p.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
-      p.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+      p.stdout!.on('data', (d: Buffer) => {
+        stdout += d.toString();
+      });
+      p.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString();
+      });
       p.on('close', (code) => resolve({ code, stdout, stderr }));
     });
   const metricsAddress = (): string => {
@@ -77,15 +81,21 @@ describe('large uploads: multipart while they arrive, resumable', () => {
       // 1. Start the CLI and kill it (-9) once the cluster holds half of the file.
       const first = cli('transcode', big, '--ladder', '240:300::ultrafast', '--json');
       const firstDone = finish(first);
-      const resumeId = await vi.waitFor(async () => {
-        const files = await readdir(stateDir).catch(() => [] as string[]);
-        if (files.length !== 1) throw new Error('no upload state yet');
-        return (JSON.parse(await readFile(join(stateDir, files[0]!), 'utf8')) as { resumeId: string }).resumeId;
-      }, { timeout: 30_000, interval: 50 });
-      await vi.waitFor(async () => {
-        const s = await t.client.uploadStatus(resumeId);
-        if (!(s.found && s.receivedBytes >= SIZE / 2)) throw new Error(`held ${s.receivedBytes}`);
-      }, { timeout: 120_000, interval: 20 });
+      const resumeId = await vi.waitFor(
+        async () => {
+          const files = await readdir(stateDir).catch(() => [] as string[]);
+          if (files.length !== 1) throw new Error('no upload state yet');
+          return (JSON.parse(await readFile(join(stateDir, files[0]!), 'utf8')) as { resumeId: string }).resumeId;
+        },
+        { timeout: 30_000, interval: 50 },
+      );
+      await vi.waitFor(
+        async () => {
+          const s = await t.client.uploadStatus(resumeId);
+          if (!(s.found && s.receivedBytes >= SIZE / 2)) throw new Error(`held ${s.receivedBytes}`);
+        },
+        { timeout: 120_000, interval: 20 },
+      );
       first.kill('SIGKILL');
       await firstDone;
       // What the cluster holds settles once the cut-off stream is dropped (a part in flight may still land).
@@ -122,7 +132,9 @@ describe('large uploads: multipart while they arrive, resumable', () => {
       // The upload went through the limited link (both halves, and the job's own S3 writes).
       const limited = limitedBytes();
       expect(limited).toBeGreaterThanOrEqual(SIZE);
-      console.log(`MEASURE upload: ${SIZE / 1024 ** 2} MiB through a ${MBIT} Mbit/s link to S3 (tc htb), cut off at ${(held.receivedBytes / 1024 ** 2).toFixed(0)} MiB and resumed; ${(limited / 1024 ** 2).toFixed(0)} MiB crossed the link; ${((Date.now() - startedAt) / 1000).toFixed(1)} s from the first byte to SUCCEEDED`);
+      console.log(
+        `MEASURE upload: ${SIZE / 1024 ** 2} MiB through a ${MBIT} Mbit/s link to S3 (tc htb), cut off at ${(held.receivedBytes / 1024 ** 2).toFixed(0)} MiB and resumed; ${(limited / 1024 ** 2).toFixed(0)} MiB crossed the link; ${((Date.now() - startedAt) / 1000).toFixed(1)} s from the first byte to SUCCEEDED`,
+      );
     } finally {
       unlimit();
     }
@@ -147,13 +159,16 @@ describe('large uploads: multipart while they arrive, resumable', () => {
     expect(s.found).toBe(false);
     const p = cli('transcode', big, '--ladder', '240:300::ultrafast', '--json');
     const done = finish(p);
-    const id = await vi.waitFor(async () => {
-      const files = await readdir(stateDir).catch(() => [] as string[]);
-      if (files.length !== 1) throw new Error('no upload state yet');
-      const rid = (JSON.parse(await readFile(join(stateDir, files[0]!), 'utf8')) as { resumeId: string }).resumeId;
-      if (!(await t.client.uploadStatus(rid)).found) throw new Error('not started');
-      return rid;
-    }, { timeout: 30_000, interval: 50 });
+    const id = await vi.waitFor(
+      async () => {
+        const files = await readdir(stateDir).catch(() => [] as string[]);
+        if (files.length !== 1) throw new Error('no upload state yet');
+        const rid = (JSON.parse(await readFile(join(stateDir, files[0]!), 'utf8')) as { resumeId: string }).resumeId;
+        if (!(await t.client.uploadStatus(rid)).found) throw new Error('not started');
+        return rid;
+      },
+      { timeout: 30_000, interval: 50 },
+    );
     p.kill('SIGKILL');
     await done;
     await expect(t.client.upload(clip, {}, { resumeId: id })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION', message: expect.stringContaining('a different file') });

@@ -14,7 +14,16 @@ import { JobSpec } from '../proto/gen/tessera/v1/types.js';
 import { startEtcdServer, type EtcdServer } from './etcd-server.js';
 
 const SECRET = 'outbox-test-secret';
-const FAST: OutboxSettings = { secret: SECRET, baseMs: 100, maxMs: 400, retryForMs: 120_000, timeoutMs: 1_000, rescanMs: 1_000, concurrency: 4, policy: { allowPrivate: true, allowedHosts: [], resolve: hostResolver([]) } };
+const FAST: OutboxSettings = {
+  secret: SECRET,
+  baseMs: 100,
+  maxMs: 400,
+  retryForMs: 120_000,
+  timeoutMs: 1_000,
+  rescanMs: 1_000,
+  concurrency: 4,
+  policy: { allowPrivate: true, allowedHosts: [], resolve: hostResolver([]) },
+};
 
 interface Received {
   id: string;
@@ -29,10 +38,18 @@ async function receiver(port: number, status = 204): Promise<{ got: Received[]; 
   const got: Received[] = [];
   const server = createServer((req, res) => {
     let body = '';
-    req.on('data', (c: Buffer) => { body += c.toString(); });
+    req.on('data', (c: Buffer) => {
+      body += c.toString();
+    });
     req.on('end', () => {
       const ev = JSON.parse(body) as { id: string; state: string };
-      got.push({ id: ev.id, header: String(req.headers['x-tessera-event-id']), attempt: Number(req.headers['x-tessera-delivery-attempt']), state: ev.state, valid: req.headers['x-tessera-signature'] === signBody(SECRET, body) });
+      got.push({
+        id: ev.id,
+        header: String(req.headers['x-tessera-event-id']),
+        attempt: Number(req.headers['x-tessera-delivery-attempt']),
+        state: ev.state,
+        valid: req.headers['x-tessera-signature'] === signBody(SECRET, body),
+      });
       res.writeHead(status);
       res.end();
     });
@@ -68,9 +85,26 @@ describe('webhook outbox (real etcd)', () => {
 
   const newJob = async (webhookUrl: string): Promise<string> => {
     const now = Date.now();
-    const spec = JobSpec.fromPartial({ inputUri: 's3://in/clip.mp4', ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }], container: 'mp4', webhookUrl, audioBitrateKbps: 128 });
+    const spec = JobSpec.fromPartial({
+      inputUri: 's3://in/clip.mp4',
+      ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }],
+      container: 'mp4',
+      webhookUrl,
+      audioBitrateKbps: 128,
+    });
     const id = newJobId();
-    const rec: JobRecord = { id, spec, specHash: specHash(spec), state: 'QUEUED', stage: stageName('QUEUED'), createdAtMs: now, updatedAtMs: now, queueKey: keys.queueEntry(0, now.toString(36), id), history: [{ atMs: now, scope: 'job', state: 'QUEUED', nodeId: '', attempt: 0, reason: 'accepted' }], timings: {} };
+    const rec: JobRecord = {
+      id,
+      spec,
+      specHash: specHash(spec),
+      state: 'QUEUED',
+      stage: stageName('QUEUED'),
+      createdAtMs: now,
+      updatedAtMs: now,
+      queueKey: keys.queueEntry(0, now.toString(36), id),
+      history: [{ atMs: now, scope: 'job', state: 'QUEUED', nodeId: '', attempt: 0, reason: 'accepted' }],
+      timings: {},
+    };
     await store.create(rec, undefined);
     return id;
   };
@@ -116,7 +150,12 @@ describe('webhook outbox (real etcd)', () => {
     const id = await newJob(url);
     await store.transition(id, 'RUNNING', 'planned', {}, fenceA);
     await store.transition(id, 'SUCCEEDED', 'archive uploaded', { result: result(id) }, fenceA);
-    await vi.waitFor(async () => { expect((await entries(id)).get('0-RUNNING')?.e.attempts ?? 0).toBeGreaterThanOrEqual(3); }, { timeout: 20_000, interval: 50 });
+    await vi.waitFor(
+      async () => {
+        expect((await entries(id)).get('0-RUNNING')?.e.attempts ?? 0).toBeGreaterThanOrEqual(3);
+      },
+      { timeout: 20_000, interval: 50 },
+    );
 
     // The leader changes: A stops, a new election key (A's fence no longer holds), B takes over.
     a.deposed();
@@ -128,17 +167,32 @@ describe('webhook outbox (real etcd)', () => {
     b.elected(fenceB);
     try {
       // B continues the count A recorded (not from 0), and keeps the events pending.
-      await vi.waitFor(async () => { expect((await entries(id)).get('0-RUNNING')!.e.attempts).toBeGreaterThan(handover.attempts); }, { timeout: 10_000, interval: 50 });
+      await vi.waitFor(
+        async () => {
+          expect((await entries(id)).get('0-RUNNING')!.e.attempts).toBeGreaterThan(handover.attempts);
+        },
+        { timeout: 10_000, interval: 50 },
+      );
       expect((await entries(id)).get('1-SUCCEEDED')!.e.attempts).toBe(0); // waits behind RUNNING
       const r = await receiver(port);
       try {
-        await vi.waitFor(() => { expect(r.got).toHaveLength(2); }, { timeout: 10_000, interval: 50 });
+        await vi.waitFor(
+          () => {
+            expect(r.got).toHaveLength(2);
+          },
+          { timeout: 10_000, interval: 50 },
+        );
         expect(r.got.map((g) => g.id)).toEqual([`${id}:RUNNING`, `${id}:SUCCEEDED`]);
         expect(r.got.map((g) => g.header)).toEqual([`${id}:RUNNING`, `${id}:SUCCEEDED`]);
         expect(r.got.every((g) => g.valid)).toBe(true);
         expect(r.got[0]!.attempt).toBeGreaterThan(handover.attempts);
         expect(r.got[1]!.attempt).toBe(1);
-        await vi.waitFor(async () => { expect((await entries(id)).size).toBe(0); }, { timeout: 5_000, interval: 50 });
+        await vi.waitFor(
+          async () => {
+            expect((await entries(id)).size).toBe(0);
+          },
+          { timeout: 5_000, interval: 50 },
+        );
         process.stdout.write(`MEASURE outbox: ${handover.attempts} attempt(s) by the first leader, RUNNING delivered at attempt ${r.got[0]!.attempt} by the second\n`);
       } finally {
         r.server.close();
@@ -180,7 +234,12 @@ describe('webhook outbox (real etcd)', () => {
       await store.transition(refused, 'RUNNING', 'planned', {}, fence);
       const closed = await newJob(`http://127.0.0.1:${await freePort()}/hook`);
       await store.transition(closed, 'RUNNING', 'planned', {}, fence);
-      await vi.waitFor(async () => { expect((await entries(refused)).size + (await entries(closed)).size).toBe(0); }, { timeout: 15_000, interval: 100 });
+      await vi.waitFor(
+        async () => {
+          expect((await entries(refused)).size + (await entries(closed)).size).toBe(0);
+        },
+        { timeout: 15_000, interval: 100 },
+      );
       expect(r.got).toHaveLength(1); // refused once, not retried
       expect(dropped.sort()).toEqual(['RUNNING: not delivered within 1500 ms', 'RUNNING: refused with HTTP 410']);
     } finally {
@@ -205,7 +264,12 @@ describe('webhook outbox (real etcd)', () => {
     await b.start();
     b.elected(fence);
     try {
-      await vi.waitFor(() => { expect(r.got.map((g) => g.id)).toEqual([`${id}:RUNNING`, `${id}:SUCCEEDED`]); }, { timeout: 10_000, interval: 50 });
+      await vi.waitFor(
+        () => {
+          expect(r.got.map((g) => g.id)).toEqual([`${id}:RUNNING`, `${id}:SUCCEEDED`]);
+        },
+        { timeout: 10_000, interval: 50 },
+      );
     } finally {
       r.server.close();
       await b.stop();

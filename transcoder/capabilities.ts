@@ -31,7 +31,10 @@ export async function probeCapabilities(encoders: ReadonlySet<string>, opts: { r
   const tenBit = families.map(async (f) => {
     const enc = TEN_BIT[f]?.find((e) => encoders.has(e));
     if (!enc) return undefined;
-    const help = await run(['-hide_banner', '-h', `encoder=${enc}`]).then((r) => r.stdout, () => '');
+    const help = await run(['-hide_banner', '-h', `encoder=${enc}`]).then(
+      (r) => r.stdout,
+      () => '',
+    );
     return hasTenBit(help) ? `${f}-10bit` : undefined;
   });
   const hardware = Object.entries(HARDWARE).map(async ([family, names]) => {
@@ -39,7 +42,10 @@ export async function probeCapabilities(encoders: ReadonlySet<string>, opts: { r
     if (!enc) return undefined;
     if ((family === 'vaapi' || family === 'qsv') && !existsSync(device)) return undefined;
     if (family === 'nvenc' && !existsSync('/dev/nvidiactl')) return undefined;
-    return run(probeArgs(family, enc, device)).then(() => family, () => undefined);
+    return run(probeArgs(family, enc, device)).then(
+      () => family,
+      () => undefined,
+    );
   });
   const found = await Promise.all([...tenBit, ...hardware]);
   return [...families, ...found.filter((f): f is string => f !== undefined)].sort();

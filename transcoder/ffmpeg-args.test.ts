@@ -83,7 +83,15 @@ describe('buildTranscodeArgs', () => {
     const bad: (() => unknown)[] = [
       () => buildTranscodeArgs('in.mkv', [{ path: '/a/o.mp4', rendition: r }], { fps: 30, container: 'mp4' }),
       () => buildTranscodeArgs('/a/in.mkv', [{ path: 'o.mp4', rendition: r }], { fps: 30, container: 'mp4' }),
-      () => buildTranscodeArgs('/a/in.mkv', [{ path: '/a/o.mp4', rendition: r }, { path: '/a/o.mp4', rendition: r }], { fps: 30, container: 'mp4' }),
+      () =>
+        buildTranscodeArgs(
+          '/a/in.mkv',
+          [
+            { path: '/a/o.mp4', rendition: r },
+            { path: '/a/o.mp4', rendition: r },
+          ],
+          { fps: 30, container: 'mp4' },
+        ),
       () => buildTranscodeArgs('/a/in.mkv', [{ path: '/a/o.mp4', rendition: r }], { fps: 0, container: 'mp4' }),
       () => buildTranscodeArgs('/a/in.mkv', [{ path: '/a/o.mp4', rendition: r }], { fps: 30, threads: 0, container: 'mp4' }),
       () => buildTranscodeArgs('/a/in.mkv', [], { fps: 30, container: 'mp4' }),
@@ -136,9 +144,30 @@ describe('hardened transcode arguments', () => {
 
   it('has only flags, numbers, allow-listed words, our own paths and our filter graph', () => {
     const words = new Set([
-      'pipe:1', 'file', INPUT_DEMUXERS, 'matroska', 'mp4', 'libx264', 'libx265', 'libsvtav1', 'yuv420p', 'passthrough', 'hvc1',
-      'ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium', 'slow', 'slower', 'veryslow', 'error',
-      'bt709', 'tv', ENCODER_TIME_BASE,
+      'pipe:1',
+      'file',
+      INPUT_DEMUXERS,
+      'matroska',
+      'mp4',
+      'libx264',
+      'libx265',
+      'libsvtav1',
+      'yuv420p',
+      'passthrough',
+      'hvc1',
+      'ultrafast',
+      'superfast',
+      'veryfast',
+      'faster',
+      'fast',
+      'medium',
+      'slow',
+      'slower',
+      'veryslow',
+      'error',
+      'bt709',
+      'tv',
+      ENCODER_TIME_BASE,
     ]);
     for (const a of hard) {
       const ok =
@@ -187,9 +216,7 @@ describe('ffmpeg limits', () => {
 
 describe('formatCommand', () => {
   it('shell-quotes for display', () => {
-    expect(formatCommand(['-i', 'file:/a b/c.mkv', '-filter_complex', "[0]split=2[a][b]", "it's"])).toBe(
-      `ffmpeg -i 'file:/a b/c.mkv' -filter_complex '[0]split=2[a][b]' 'it'\\''s'`,
-    );
+    expect(formatCommand(['-i', 'file:/a b/c.mkv', '-filter_complex', '[0]split=2[a][b]', "it's"])).toBe(`ffmpeg -i 'file:/a b/c.mkv' -filter_complex '[0]split=2[a][b]' 'it'\\''s'`);
     expect(formatCommand(['-y'])).toBe('ffmpeg -y');
   });
 });
@@ -212,10 +239,19 @@ describe('the source timeline in the transcode', () => {
   it('drops the lead-in, deinterlaces, rotates once, then tone-maps SDR rungs and keeps HDR ones 10-bit', () => {
     expect(sdr!).toMatchObject({ width: 360, height: 640, dynamicRange: 'sdr' });
     expect(hdr!).toMatchObject({ name: '360p-hdr', width: 360, height: 640, dynamicRange: 'hdr', encoder: 'libx265' });
-    const args = buildTranscodeArgs('/stage/seg/a.mkv', [{ path: '/stage/out/a.mp4', rendition: sdr! }, { path: '/stage/out/b.mp4', rendition: hdr! }], { fps: 50, container: 'mp4', treatment: hdr10, leadInFrames: 42 });
+    const args = buildTranscodeArgs(
+      '/stage/seg/a.mkv',
+      [
+        { path: '/stage/out/a.mp4', rendition: sdr! },
+        { path: '/stage/out/b.mp4', rendition: hdr! },
+      ],
+      { fps: 50, container: 'mp4', treatment: hdr10, leadInFrames: 42 },
+    );
     const graph = args[args.indexOf('-filter_complex') + 1]!;
     expect(graph.startsWith('[0:V:0]trim=start_frame=42,setpts=PTS-STARTPTS,bwdif=mode=send_field:parity=tff:deint=all,transpose=clock,split=2[s0][s1];')).toBe(true);
-    expect(graph).toContain('[s0]scale=360:640:flags=bicubic,zscale=tin=smpte2084:min=bt2020nc:pin=bt2020:rin=limited:t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=limited,format=yuv420p[v0]');
+    expect(graph).toContain(
+      '[s0]scale=360:640:flags=bicubic,zscale=tin=smpte2084:min=bt2020nc:pin=bt2020:rin=limited:t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=limited,format=yuv420p[v0]',
+    );
     expect(graph).toContain('[s1]scale=360:640:flags=bicubic,format=yuv420p10le[v1]');
     const second = args.slice(args.indexOf('[v1]'));
     expect(second).toEqual(expect.arrayContaining(['yuv420p10le', 'smpte2084', 'bt2020', 'bt2020nc']));
@@ -231,7 +267,11 @@ describe('the source timeline in the transcode', () => {
   });
 
   it('tags SDR outputs BT.709, converting from the source matrix', () => {
-    const args = buildTranscodeArgs('/stage/seg/a.mkv', [{ path: '/stage/out/a.mp4', rendition: sdr! }], { fps: 25, container: 'mp4', treatment: { ...PLAIN_TREATMENT, colorMatrix: 'bt601', colorRange: 'pc' } });
+    const args = buildTranscodeArgs('/stage/seg/a.mkv', [{ path: '/stage/out/a.mp4', rendition: sdr! }], {
+      fps: 25,
+      container: 'mp4',
+      treatment: { ...PLAIN_TREATMENT, colorMatrix: 'bt601', colorRange: 'pc' },
+    });
     expect(args[args.indexOf('-filter_complex') + 1]).toContain('in_color_matrix=bt601:out_color_matrix=bt709:in_range=pc:out_range=tv');
     expect(args).toEqual(expect.arrayContaining(['-color_primaries', 'bt709', '-color_trc', 'bt709', '-colorspace', 'bt709']));
   });
@@ -239,7 +279,9 @@ describe('the source timeline in the transcode', () => {
   it('refuses a treatment that does not come from our allow-lists', () => {
     const bad = [{ rotation: 45 }, { deinterlace: 'yadif' }, { fieldParity: 'x' }, { masterDisplay: 'G(1,2);drawtext' }, { maxCll: -1 }, { colorMatrix: 'bt709,eq' }];
     for (const b of bad) {
-      expect(() => buildTranscodeArgs('/a/in.mkv', [{ path: '/a/o.mp4', rendition: sdr! }], { fps: 30, container: 'mp4', treatment: { ...PLAIN_TREATMENT, ...b } as PictureTreatment })).toThrow(/treatment/);
+      expect(() => buildTranscodeArgs('/a/in.mkv', [{ path: '/a/o.mp4', rendition: sdr! }], { fps: 30, container: 'mp4', treatment: { ...PLAIN_TREATMENT, ...b } as PictureTreatment })).toThrow(
+        /treatment/,
+      );
     }
     expect(() => buildTranscodeArgs('/a/in.mkv', [{ path: '/a/o.mp4', rendition: sdr! }], { fps: 30, container: 'mp4', leadInFrames: -1 })).toThrow();
   });

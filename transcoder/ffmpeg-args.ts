@@ -125,9 +125,8 @@ function encoderArgs(r: ResolvedRendition, gop: number, threads: number | undefi
       if (threads !== undefined) params.push(`pools=${threads}`);
       return ['-c:v', 'libx265', '-preset', r.preset, ...rate, ...gopArgs, '-x265-params', params.join(':'), ...(container === 'mp4' ? ['-tag:v', 'hvc1'] : [])];
     }
-    case 'libsvtav1':
+    case 'libsvtav1': {
       // SVT-AV1 runs -b:v as a VBR target; its max bitrate applies only to capped CRF, so no VBV caps here.
-    {
       const params = [...(threads !== undefined ? [`lp=${threads}`] : []), ...(hdr ? svtHdrParams(t) : [])];
       return ['-c:v', 'libsvtav1', '-preset', r.preset, '-b:v', `${b}k`, ...gopArgs, ...(params.length ? ['-svtav1-params', params.join(':')] : [])];
     }
@@ -175,7 +174,8 @@ export function buildTranscodeArgs(input: string, outputs: TranscodeOutput[], op
   const t = opts.treatment ?? PLAIN_TREATMENT;
   assertTreatment(t);
   const g = opts.keyframeGrid;
-  if (g && !(Number.isFinite(g.periodSec) && g.periodSec >= 0.5 && g.periodSec <= 30 && Number.isFinite(g.firstSec) && g.firstSec >= 0 && g.firstSec <= 30)) throw new AppError('INVALID_ARGUMENT', 'keyframe grid is not valid');
+  if (g && !(Number.isFinite(g.periodSec) && g.periodSec >= 0.5 && g.periodSec <= 30 && Number.isFinite(g.firstSec) && g.firstSec >= 0 && g.firstSec <= 30))
+    throw new AppError('INVALID_ARGUMENT', 'keyframe grid is not valid');
   // The k-th forced IDR at firstSec + k × period (a millisecond early: cut files' times are rounded).
   const kf = g ? `expr:gte(t,${Math.max(0, g.firstSec - 0.001).toFixed(6)}+n_forced*${g.periodSec.toFixed(6)})` : undefined;
   const n = outputs.length;
@@ -186,26 +186,49 @@ export function buildTranscodeArgs(input: string, outputs: TranscodeOutput[], op
   const graph = [`[0:V:0]${[...pre, `split=${n}`].join(',')}${branches}`, ...scales].join(';');
 
   const args = [
-    '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
+    '-hide_banner',
+    '-nostdin',
+    '-y',
+    '-loglevel',
+    'error',
+    '-nostats',
+    '-progress',
+    'pipe:1',
     ...(opts.threads !== undefined ? ['-threads', String(opts.threads)] : []),
-    '-protocol_whitelist', 'file', '-format_whitelist', INPUT_DEMUXERS,
-    '-max_pixels', maxPixelsArg(opts.maxPixels),
+    '-protocol_whitelist',
+    'file',
+    '-format_whitelist',
+    INPUT_DEMUXERS,
+    '-max_pixels',
+    maxPixelsArg(opts.maxPixels),
     ...demuxerArgs(opts.inputFormat),
-    '-i', `file:${input}`,
-    '-filter_complex', graph,
+    '-i',
+    `file:${input}`,
+    '-filter_complex',
+    graph,
   ];
   outputs.forEach((o, i) => {
     const caps = opts.expectedDurationSec !== undefined ? outputCaps(o.rendition, opts.expectedDurationSec) : undefined;
     args.push(
-      '-map', `[v${i}]`,
-      '-an', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
+      '-map',
+      `[v${i}]`,
+      '-an',
+      '-sn',
+      '-dn',
+      '-map_metadata',
+      '-1',
+      '-map_chapters',
+      '-1',
       ...(caps ? ['-t', caps.timeSec, '-fs', String(caps.sizeBytes)] : []),
       ...encoderArgs(o.rendition, gop, opts.threads, opts.container, t),
       ...(kf ? ['-force_key_frames:v', kf] : []),
-      '-pix_fmt', isHdrRendition(o.rendition) ? 'yuv420p10le' : 'yuv420p',
+      '-pix_fmt',
+      isHdrRendition(o.rendition) ? 'yuv420p10le' : 'yuv420p',
       ...colorTagArgs(t, o.rendition),
-      '-fps_mode', 'passthrough',
-      '-enc_time_base:v', ENCODER_TIME_BASE,
+      '-fps_mode',
+      'passthrough',
+      '-enc_time_base:v',
+      ENCODER_TIME_BASE,
       ...(opts.container === 'mp4' ? ['-f', 'mp4'] : ['-f', 'matroska']),
       `file:${o.path}`,
     );

@@ -82,14 +82,15 @@ let prlimitCache: string | null | undefined;
 /** Absolute path of `prlimit` (looked up once), or undefined when it is missing. */
 export function prlimitPath(): string | undefined {
   if (prlimitCache === undefined) {
-    prlimitCache = PRLIMIT_LOCATIONS.find((p) => {
-      try {
-        accessSync(p, fsConstants.X_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    }) ?? null;
+    prlimitCache =
+      PRLIMIT_LOCATIONS.find((p) => {
+        try {
+          accessSync(p, fsConstants.X_OK);
+          return true;
+        } catch {
+          return false;
+        }
+      }) ?? null;
   }
   return prlimitCache ?? undefined;
 }

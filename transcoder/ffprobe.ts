@@ -123,15 +123,21 @@ export async function runFfprobe(path: string, args: readonly string[], opts: Pr
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const full = [
     '-hide_banner',
-    '-v', 'error',
+    '-v',
+    'error',
     ...inputSource(abs).protocol,
-    '-format_whitelist', INPUT_DEMUXERS,
-    '-probesize', String(PROBE_SIZE_BYTES),
-    '-analyzeduration', String(ANALYZE_DURATION_US),
-    '-max_pixels', maxPixelsArg(opts.maxPixels),
+    '-format_whitelist',
+    INPUT_DEMUXERS,
+    '-probesize',
+    String(PROBE_SIZE_BYTES),
+    '-analyzeduration',
+    String(ANALYZE_DURATION_US),
+    '-max_pixels',
+    maxPixelsArg(opts.maxPixels),
     ...args,
     ...demuxerArgs(opts.format),
-    '-i', inputSource(abs).url,
+    '-i',
+    inputSource(abs).url,
   ];
   try {
     const { stdout, stderr } = await runFfmpeg(full, {

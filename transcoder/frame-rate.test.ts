@@ -22,10 +22,22 @@ describe('frame_rate setting', () => {
     const times = (parts: [number, number][]): number[] => {
       const out: number[] = [];
       let t = 0;
-      for (const [fps, n] of parts) for (let i = 0; i < n; i++) { out.push(Math.round(t * 1000) / 1000); t += 1 / fps; }
+      for (const [fps, n] of parts)
+        for (let i = 0; i < n; i++) {
+          out.push(Math.round(t * 1000) / 1000);
+          t += 1 / fps;
+        }
       return out;
     };
-    expect(chooseSourceRate(times([[24, 120], [30, 150]]), 27)).toEqual({ num: 30, den: 1 });
+    expect(
+      chooseSourceRate(
+        times([
+          [24, 120],
+          [30, 150],
+        ]),
+        27,
+      ),
+    ).toEqual({ num: 30, den: 1 });
     expect(chooseSourceRate(times([[30000 / 1001, 300]]), 29.97)).toEqual({ num: 30000, den: 1001 });
     expect(chooseSourceRate(times([[25, 100]]), 25)).toEqual({ num: 25, den: 1 });
     expect(chooseSourceRate(times([[37, 100]]), 37)).toEqual({ num: 37, den: 1 });
@@ -53,7 +65,11 @@ describe('the constant-rate grid', () => {
       { originSec: 3.3, startSec: 3.417, endSec: 6.9 },
       { originSec: 6.9, startSec: 6.9, endSec: 10.08 },
     ];
-    const bounds = [[0, 1.1, 2.333, 3.617], [0, 0.9, 3.6], [0, 1.5, 2.0, 3.18]];
+    const bounds = [
+      [0, 1.1, 2.333, 3.617],
+      [0, 0.9, 3.6],
+      [0, 1.5, 2.0, 3.18],
+    ];
     let next = 0;
     let total = 0;
     windows.forEach((w, s) => {
@@ -82,7 +98,7 @@ describe('the constant-rate grid', () => {
 });
 
 describe('the streaming keyframe grid', () => {
-  it('finds each chunk\'s first grid point in its own time', () => {
+  it("finds each chunk's first grid point in its own time", () => {
     expect(firstGridPoint(0, 2)).toBe(0);
     expect(firstGridPoint(4.7, 2)).toBeCloseTo(1.3, 9);
     expect(firstGridPoint(6, 2)).toBe(0);

@@ -24,9 +24,18 @@ const NTSC: Record<string, Rate> = {
 
 /** Standard rates a measured one snaps to (within 1 %). */
 const STANDARD: Rate[] = [
-  { num: 24000, den: 1001 }, { num: 24, den: 1 }, { num: 25, den: 1 }, { num: 30000, den: 1001 }, { num: 30, den: 1 },
-  { num: 48, den: 1 }, { num: 50, den: 1 }, { num: 60000, den: 1001 }, { num: 60, den: 1 }, { num: 100, den: 1 },
-  { num: 120000, den: 1001 }, { num: 120, den: 1 },
+  { num: 24000, den: 1001 },
+  { num: 24, den: 1 },
+  { num: 25, den: 1 },
+  { num: 30000, den: 1001 },
+  { num: 30, den: 1 },
+  { num: 48, den: 1 },
+  { num: 50, den: 1 },
+  { num: 60000, den: 1001 },
+  { num: 60, den: 1 },
+  { num: 100, den: 1 },
+  { num: 120000, den: 1001 },
+  { num: 120, den: 1 },
 ];
 
 function gcd(a: number, b: number): number {
@@ -44,7 +53,10 @@ export function parseFrameRate(text: string): FrameRateSetting {
   if (s === '' || s === 'source') return { kind: 'source' };
   if (s === 'auto') return { kind: 'auto' };
   const bad = (): never => {
-    throw new AppError('INVALID_ARGUMENT', `frame_rate "${s.slice(0, 32)}" is not valid: use "source" (keep the source's timestamps), "auto" (a constant rate chosen from the source), or a rate such as 25, 30000/1001 or 29.97 (1 to ${MAX_OUTPUT_FPS} fps)`);
+    throw new AppError(
+      'INVALID_ARGUMENT',
+      `frame_rate "${s.slice(0, 32)}" is not valid: use "source" (keep the source's timestamps), "auto" (a constant rate chosen from the source), or a rate such as 25, 30000/1001 or 29.97 (1 to ${MAX_OUTPUT_FPS} fps)`,
+    );
   };
   let rate: Rate;
   const ntsc = NTSC[s];
@@ -187,10 +199,5 @@ export function constantRateFilters(r: Rate, g: Pick<ChunkGrid, 'frames' | 'shif
   if (!(Number.isInteger(g.frames) && g.frames > 0 && g.frames <= 100_000_000)) throw new AppError('INTERNAL', `a chunk of ${String(g.frames)} output frames is not valid`);
   if (!(Number.isFinite(g.shiftSec) && g.shiftSec <= 0 && g.shiftSec > -2)) throw new AppError('INTERNAL', `grid shift ${String(g.shiftSec)} s is not valid`);
   const hold = Math.max(1, (3 * r.den) / r.num);
-  return [
-    `setpts=PTS-STARTPTS-${(-g.shiftSec).toFixed(6)}/TB`,
-    `tpad=stop_mode=clone:stop_duration=${hold.toFixed(3)}`,
-    `fps=fps=${r.num}/${r.den}:round=up`,
-    `trim=end_frame=${g.frames}`,
-  ];
+  return [`setpts=PTS-STARTPTS-${(-g.shiftSec).toFixed(6)}/TB`, `tpad=stop_mode=clone:stop_duration=${hold.toFixed(3)}`, `fps=fps=${r.num}/${r.den}:round=up`, `trim=end_frame=${g.frames}`];
 }

@@ -42,11 +42,7 @@ export interface PacketSummary {
 }
 
 /** ffprobe arguments that list the first video stream's packets (no decoding). */
-export const PACKET_LIST_ARGS: readonly string[] = [
-  '-select_streams', 'V:0',
-  '-show_entries', 'packet=pts_time,duration_time,flags',
-  '-of', 'compact=p=0:nk=0',
-];
+export const PACKET_LIST_ARGS: readonly string[] = ['-select_streams', 'V:0', '-show_entries', 'packet=pts_time,duration_time,flags', '-of', 'compact=p=0:nk=0'];
 
 /** Parses `compact=p=0:nk=0` packet lines ("pts_time=1.0|duration_time=0.04|flags=K_"). Pure. */
 export function parsePacketRows(stdout: string): PacketRow[] {
@@ -106,13 +102,17 @@ export function summarizePackets(rows: readonly PacketRow[]): PacketSummary {
   rows.forEach((r, i) => {
     if (!r.discard) return;
     if (i >= secondKey || r.pts === undefined || r.pts >= start) {
-      throw new AppError('UNSUPPORTED_EDIT_LIST', 'the source\'s edit list hides frames after its start (not only a trimmed lead-in); such edits are not supported');
+      throw new AppError('UNSUPPORTED_EDIT_LIST', "the source's edit list hides frames after its start (not only a trimmed lead-in); such edits are not supported");
     }
     leadIn++;
   });
   const durations = rows.map((r) => r.duration).filter((d): d is number => d !== undefined && d > 0);
   let frameSec = median(durations);
-  const pts = rows.filter((r) => !r.discard).map((r) => r.pts).filter((p): p is number => p !== undefined).sort((a, b) => a - b);
+  const pts = rows
+    .filter((r) => !r.discard)
+    .map((r) => r.pts)
+    .filter((p): p is number => p !== undefined)
+    .sort((a, b) => a - b);
   const gaps: number[] = [];
   for (let i = 1; i < pts.length; i++) {
     const g = pts[i]! - pts[i - 1]!;

@@ -51,12 +51,27 @@ describe('resolveLadder', () => {
 
   it('collapses duplicate heights and defaults bitrate from the nearest default rung', () => {
     const r = resolveLadder([{ height: 720 }, { height: 720, videoBitrateKbps: 999 }, { height: 400 }], FHD, ALL);
-    expect(r.map((x) => [x.height, x.videoBitrateKbps])).toEqual([[720, 2800], [400, 800]]);
+    expect(r.map((x) => [x.height, x.videoBitrateKbps])).toEqual([
+      [720, 2800],
+      [400, 800],
+    ]);
   });
 
   it('maps codecs to encoders and presets', () => {
-    const r = resolveLadder([{ height: 720, codec: 'hevc' }, { height: 480, codec: 'AV1' }, { height: 360, codec: 'av1', preset: '8', name: 'small' }], FHD, ALL);
-    expect(r.map((x) => [x.codec, x.encoder, x.preset])).toEqual([['hevc', 'libx265', 'veryfast'], ['av1', 'libsvtav1', '10'], ['av1', 'libsvtav1', '8']]);
+    const r = resolveLadder(
+      [
+        { height: 720, codec: 'hevc' },
+        { height: 480, codec: 'AV1' },
+        { height: 360, codec: 'av1', preset: '8', name: 'small' },
+      ],
+      FHD,
+      ALL,
+    );
+    expect(r.map((x) => [x.codec, x.encoder, x.preset])).toEqual([
+      ['hevc', 'libx265', 'veryfast'],
+      ['av1', 'libsvtav1', '10'],
+      ['av1', 'libsvtav1', '8'],
+    ]);
     const aom = resolveLadder([{ height: 360, codec: 'av1' }], FHD, new Set(['libaom-av1']));
     expect(aom[0]).toMatchObject({ encoder: 'libaom-av1', preset: '8' });
   });
@@ -90,7 +105,10 @@ describe('resolveLadder', () => {
       [{ height: 720, videoBitrateKbps: 200_000 }],
       [{ height: 720, name: 'Bad Name' }],
       [{ height: 720, name: '../x' }],
-      [{ height: 720, name: 'a' }, { height: 480, name: 'a' }],
+      [
+        { height: 720, name: 'a' },
+        { height: 480, name: 'a' },
+      ],
       [{ height: 720, name: '480p' }, { height: 480 }],
     ];
     for (const b of bad) expect(code(() => resolveLadder(b, FHD, ALL))).toBe('INVALID_ARGUMENT');
@@ -99,9 +117,24 @@ describe('resolveLadder', () => {
   it('assertRendition re-checks data that travelled through storage', () => {
     const [good] = resolveLadder([{ height: 360 }], FHD, ALL);
     expect(() => assertRendition(good!)).not.toThrow();
-    expect(isAppError(catchErr(() => assertRendition({ ...good!, preset: 'x; rm' })), 'INVALID_ARGUMENT')).toBe(true);
-    expect(isAppError(catchErr(() => assertRendition({ ...good!, encoder: 'libx265' })), 'UNSUPPORTED_CODEC')).toBe(true);
-    expect(isAppError(catchErr(() => assertRendition({ ...good!, width: 641 })), 'INVALID_ARGUMENT')).toBe(true);
+    expect(
+      isAppError(
+        catchErr(() => assertRendition({ ...good!, preset: 'x; rm' })),
+        'INVALID_ARGUMENT',
+      ),
+    ).toBe(true);
+    expect(
+      isAppError(
+        catchErr(() => assertRendition({ ...good!, encoder: 'libx265' })),
+        'UNSUPPORTED_CODEC',
+      ),
+    ).toBe(true);
+    expect(
+      isAppError(
+        catchErr(() => assertRendition({ ...good!, width: 641 })),
+        'INVALID_ARGUMENT',
+      ),
+    ).toBe(true);
   });
 });
 

@@ -123,10 +123,7 @@ function pickEncoder(codec: ResolvedRendition['codec'], encoders: ReadonlySet<st
   const enc = ENCODERS_BY_CODEC[codec].find((e) => encoders.has(e));
   if (enc) return enc;
   const usable = SUPPORTED_CODECS.filter((c) => ENCODERS_BY_CODEC[c].some((e) => encoders.has(e)));
-  throw new AppError(
-    'UNSUPPORTED_CODEC',
-    `codec "${codec}" is not available on this cluster (needs ${ENCODERS_BY_CODEC[codec].join(' or ')}); supported codecs: ${usable.join(', ') || 'none'}`,
-  );
+  throw new AppError('UNSUPPORTED_CODEC', `codec "${codec}" is not available on this cluster (needs ${ENCODERS_BY_CODEC[codec].join(' or ')}); supported codecs: ${usable.join(', ') || 'none'}`);
 }
 
 function checkPreset(encoder: string, preset: string | undefined): string {
@@ -199,11 +196,7 @@ export interface LadderSource {
  * requested rung. Widths keep the aspect ratio; all dimensions are even. Repeated heights
  * collapse to the first. Output keeps the request order.
  */
-export function resolveLadder(
-  rungs: readonly RungRequest[] | undefined,
-  source: LadderSource,
-  encoders: ReadonlySet<string>,
-): ResolvedRendition[] {
+export function resolveLadder(rungs: readonly RungRequest[] | undefined, source: LadderSource, encoders: ReadonlySet<string>): ResolvedRendition[] {
   if (!(source.width > 0 && source.height > 0)) throw new AppError('INVALID_ARGUMENT', `source size ${source.width}x${source.height} is not valid`);
   const requested = rungs && rungs.length > 0 ? rungs : DEFAULT_LADDER;
   if (requested.length > 16) throw new AppError('INVALID_ARGUMENT', `a ladder has at most 16 rungs, got ${requested.length}`);
@@ -275,7 +268,10 @@ export function assertRendition(r: ResolvedRendition): void {
   if (!(PRESETS[r.encoder] ?? []).includes(r.preset)) {
     throw new AppError('INVALID_ARGUMENT', `preset "${clip(r.preset)}" is not valid for ${r.encoder}; allowed: ${(PRESETS[r.encoder] ?? []).join(', ')}`);
   }
-  for (const [what, v] of [['width', r.width], ['height', r.height]] as const) {
+  for (const [what, v] of [
+    ['width', r.width],
+    ['height', r.height],
+  ] as const) {
     if (!Number.isInteger(v) || v < 2 || v > 8192 || v % 2 !== 0) {
       throw new AppError('INVALID_ARGUMENT', `rendition ${what} must be an even integer from 2 to 8192, got ${String(v)}`);
     }

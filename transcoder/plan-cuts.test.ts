@@ -22,7 +22,12 @@ describe('planCuts', () => {
   it('splits into equal work for equal weights with dense keyframes', () => {
     const kf = every(1, 60);
     const cuts = planCuts({ keyframes: kf, durationSec: 60, weights: [1, 1, 1, 1], minSegmentSec: 2 });
-    expect(cuts.map((c) => [c.startSec, c.endSec])).toEqual([[0, 15], [15, 30], [30, 45], [45, 60]]);
+    expect(cuts.map((c) => [c.startSec, c.endSec])).toEqual([
+      [0, 15],
+      [15, 30],
+      [30, 45],
+      [45, 60],
+    ]);
     checkInvariants(cuts, 60, kf, 2);
   });
 
@@ -59,7 +64,11 @@ describe('planCuts', () => {
   it('gives fewer segments than nodes for a short input', () => {
     const kf = every(1, 6);
     const cuts = planCuts({ keyframes: kf, durationSec: 6, weights: [1, 1, 1, 1, 1], minSegmentSec: 2 });
-    expect(cuts.map((c) => [c.startSec, c.endSec])).toEqual([[0, 2], [2, 4], [4, 6]]);
+    expect(cuts.map((c) => [c.startSec, c.endSec])).toEqual([
+      [0, 2],
+      [2, 4],
+      [4, 6],
+    ]);
   });
 
   it('handles sparse keyframes: a single keyframe (at 0) means one segment', () => {

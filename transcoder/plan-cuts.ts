@@ -151,9 +151,7 @@ export function planCuts(input: CutPlanInput): Cut[] {
   if (!weights.every((w) => Number.isFinite(w) && w > 0)) throw new AppError('INVALID_ARGUMENT', 'weights must be finite and > 0');
 
   // Usable cut points: strictly inside, leaving at least m on both sides.
-  const cand = [...new Set(input.keyframes)]
-    .filter((t) => Number.isFinite(t) && t > EPS && t < D - EPS && t + EPS >= m && D - t + EPS >= m)
-    .sort((a, b) => a - b);
+  const cand = [...new Set(input.keyframes)].filter((t) => Number.isFinite(t) && t > EPS && t < D - EPS && t + EPS >= m && D - t + EPS >= m).sort((a, b) => a - b);
 
   const n = weights.length;
   const maxK = Math.min(n, cand.length + 1, m > 0 ? Math.floor((D + EPS) / m) : Infinity);

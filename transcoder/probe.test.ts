@@ -15,10 +15,7 @@ describe('probe (real ffprobe)', () => {
   let bclip: string;
   beforeAll(async () => {
     ({ dir, cleanup } = await makeTempDir());
-    [clip, bclip] = await Promise.all([
-      makeClip(dir, 'av', { seconds: 4, audio: true, gop: 30 }),
-      makeClip(dir, 'bframes', { seconds: 3, gop: 25, bframes: 3, rate: '25', ext: 'mkv' }),
-    ]);
+    [clip, bclip] = await Promise.all([makeClip(dir, 'av', { seconds: 4, audio: true, gop: 30 }), makeClip(dir, 'bframes', { seconds: 3, gop: 25, bframes: 3, rate: '25', ext: 'mkv' })]);
   });
   afterAll(async () => cleanup());
 

@@ -1,14 +1,5 @@
 import { AppError } from '../common/errors.js';
-import {
-  firstVideoStream,
-  num,
-  parseProbeJson,
-  rational,
-  runFfprobe,
-  streamDuration,
-  type ProbeJson,
-  type ProbeOptions,
-} from './ffprobe.js';
+import { firstVideoStream, num, parseProbeJson, rational, runFfprobe, streamDuration, type ProbeJson, type ProbeOptions } from './ffprobe.js';
 import { timelineFromProbe, type SourceTimeline } from './timeline.js';
 
 /** What the pipeline needs to know about an input file. */

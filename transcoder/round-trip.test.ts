@@ -30,7 +30,11 @@ async function concat(listDir: string, parts: string[], out: string, audio?: str
 /** Sorted presentation times of a file's video packets (s). */
 async function videoPts(path: string): Promise<number[]> {
   const { stdout } = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts_time', '-of', 'csv=p=0', path]);
-  return stdout.trim().split('\n').map(Number).sort((a, b) => a - b);
+  return stdout
+    .trim()
+    .split('\n')
+    .map(Number)
+    .sort((a, b) => a - b);
 }
 
 describe('split → transcode → concat round trip (real ffmpeg)', () => {
@@ -53,7 +57,11 @@ describe('split → transcode → concat round trip (real ffmpeg)', () => {
     const segDir = join(dir, 'seg');
     const partDir = join(dir, 'parts');
     await Promise.all([mkdir(segDir), mkdir(partDir)]);
-    const segs = await splitVideo(src, segDir, cuts.slice(1).map((c) => c.startSec));
+    const segs = await splitVideo(
+      src,
+      segDir,
+      cuts.slice(1).map((c) => c.startSec),
+    );
     const segFrames = await Promise.all(segs.map(async (s) => (await countFrames(s)).frames));
     expect(segFrames.reduce((a, b) => a + b, 0)).toBe(150);
 
@@ -63,7 +71,14 @@ describe('split → transcode → concat round trip (real ffmpeg)', () => {
     let progressed = 0;
     for (const [i, seg] of segs.entries()) {
       const outputs = renditions.map((r) => ({ path: join(partDir, `${r.name}-${String(i).padStart(4, '0')}.mp4`), rendition: r }));
-      await transcodeToRenditions(seg, outputs, { fps: media.video.fps, container: 'mp4', threads: 1, onProgress: (p) => { progressed = Math.max(progressed, p.frame); } });
+      await transcodeToRenditions(seg, outputs, {
+        fps: media.video.fps,
+        container: 'mp4',
+        threads: 1,
+        onProgress: (p) => {
+          progressed = Math.max(progressed, p.frame);
+        },
+      });
       for (const o of outputs) partsOf.get(o.rendition.name)!.push(o.path);
     }
     expect(progressed).toBeGreaterThan(0);

@@ -42,7 +42,9 @@ describe('runFfmpeg (real ffmpeg)', () => {
     let pid = 0;
     await runFfmpeg(['-hide_banner', '-nostdin', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1', '-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=25:duration=1', '-f', 'null', '-'], {
       onProgress: (p) => seen.push(p),
-      onSpawn: (p) => { pid = p; },
+      onSpawn: (p) => {
+        pid = p;
+      },
     });
     expect(pid).toBeGreaterThan(0);
     expect(processExists(pid)).toBe(false);
@@ -65,7 +67,9 @@ describe('runFfmpeg (real ffmpeg)', () => {
     const t0 = Date.now();
     const err = await runFfmpeg(['-hide_banner', '-nostdin', '-nostats', '-progress', 'pipe:1', '-protocol_whitelist', 'file', '-i', `file:${fifo}`, '-f', 'null', '-'], {
       noProgressMs: 300,
-      onSpawn: (p) => { pid = p; },
+      onSpawn: (p) => {
+        pid = p;
+      },
     }).catch((e: unknown) => e);
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(isAppError(err, 'TRANSCODE_FAILED')).toBe(true);
@@ -103,7 +107,9 @@ describe('runFfmpeg (real ffmpeg)', () => {
     let pid = 0;
     const run = runFfmpeg(endless, {
       signal: ctl.signal,
-      onSpawn: (p) => { pid = p; },
+      onSpawn: (p) => {
+        pid = p;
+      },
       onProgress: () => ctl.abort(new Error('user cancelled')),
     });
     const err = await run.catch((e: unknown) => e);
@@ -124,13 +130,20 @@ describe('runFfmpeg (real ffmpeg)', () => {
     await runFfmpeg(endless, {
       signal: ctl.signal,
       wallClockMs: 60_000,
-      onSpawn: (p) => { pid = p; },
+      onSpawn: (p) => {
+        pid = p;
+      },
       onProgress: () => {
         if (!limits) limits = readFileSync(`/proc/${pid}/limits`, 'utf8');
         ctl.abort();
       },
     }).catch(() => undefined);
-    const row = (name: string): string[] => limits.split('\n').find((l) => l.startsWith(name))?.trim().split(/\s{2,}/) ?? [];
+    const row = (name: string): string[] =>
+      limits
+        .split('\n')
+        .find((l) => l.startsWith(name))
+        ?.trim()
+        .split(/\s{2,}/) ?? [];
     expect(row('Max address space').slice(1, 3)).toEqual([String(defaultAddressSpaceMb() * 1024 * 1024), String(defaultAddressSpaceMb() * 1024 * 1024)]);
     const cpu = Number(row('Max cpu time')[1]);
     expect(Number(row('Max cpu time')[2])).toBe(cpu + 5);
@@ -140,10 +153,15 @@ describe('runFfmpeg (real ffmpeg)', () => {
   withPrlimit('a tiny memory cap makes ffmpeg fail fast with a clear LIMIT_EXCEEDED', async () => {
     let pid = 0;
     const t0 = Date.now();
-    const err = await runFfmpeg(['-hide_banner', '-nostdin', '-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=1920x1080:rate=30:duration=5', '-c:v', 'libx264', '-preset', 'veryfast', '-f', 'null', '-'], {
-      limits: { addressSpaceMb: 400 },
-      onSpawn: (p) => { pid = p; },
-    }).catch((e: unknown) => e);
+    const err = await runFfmpeg(
+      ['-hide_banner', '-nostdin', '-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=1920x1080:rate=30:duration=5', '-c:v', 'libx264', '-preset', 'veryfast', '-f', 'null', '-'],
+      {
+        limits: { addressSpaceMb: 400 },
+        onSpawn: (p) => {
+          pid = p;
+        },
+      },
+    ).catch((e: unknown) => e);
     expect(Date.now() - t0).toBeLessThan(20_000);
     expect(isAppError(err, 'LIMIT_EXCEEDED')).toBe(true);
     expect((err as AppError).retryable).toBe(false);
@@ -154,7 +172,28 @@ describe('runFfmpeg (real ffmpeg)', () => {
   });
 
   withPrlimit('the CPU-time cap stops a run that burns CPU without end', async () => {
-    const busy = ['-hide_banner', '-nostdin', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30', '-c:v', 'libx264', '-preset', 'medium', '-threads', '1', '-f', 'null', '-'];
+    const busy = [
+      '-hide_banner',
+      '-nostdin',
+      '-loglevel',
+      'error',
+      '-nostats',
+      '-progress',
+      'pipe:1',
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc2=size=1280x720:rate=30',
+      '-c:v',
+      'libx264',
+      '-preset',
+      'medium',
+      '-threads',
+      '1',
+      '-f',
+      'null',
+      '-',
+    ];
     const err = await runFfmpeg(busy, { limits: { cpuSec: 1 }, wallClockMs: 30_000 }).catch((e: unknown) => e);
     expect(isAppError(err, 'LIMIT_EXCEEDED')).toBe(true);
     expect((err as AppError).message).toBe('ffmpeg used up its CPU-time limit of 1 s; stopped');
@@ -162,12 +201,17 @@ describe('runFfmpeg (real ffmpeg)', () => {
   });
 
   it('runs without prlimit when every limit is off', async () => {
-    const { stdout } = await runFfmpeg(['-hide_banner', '-v', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=5:duration=1', '-show_entries', 'stream=height', '-of', 'csv=p=0'], { binary: 'ffprobe', limits: { addressSpaceMb: 0, cpuSec: 0 } });
+    const { stdout } = await runFfmpeg(['-hide_banner', '-v', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=5:duration=1', '-show_entries', 'stream=height', '-of', 'csv=p=0'], {
+      binary: 'ffprobe',
+      limits: { addressSpaceMb: 0, cpuSec: 0 },
+    });
     expect(stdout.trim()).toBe('48');
   });
 
   it('runs ffprobe and returns its stdout', async () => {
-    const { stdout } = await runFfmpeg(['-hide_banner', '-v', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=5:duration=1', '-show_entries', 'stream=width', '-of', 'csv=p=0'], { binary: 'ffprobe' });
+    const { stdout } = await runFfmpeg(['-hide_banner', '-v', 'error', '-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=5:duration=1', '-show_entries', 'stream=width', '-of', 'csv=p=0'], {
+      binary: 'ffprobe',
+    });
     expect(stdout.trim()).toBe('64');
   });
 });

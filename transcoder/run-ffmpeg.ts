@@ -232,10 +232,7 @@ export async function runFfmpeg(args: string[], opts: RunOptions = {}): Promise<
       if (stallTimer) clearTimeout(stallTimer);
       stallTimer = setTimeout(() => kill({ kind: 'watchdog', watchdog: 'no-progress' }), noProgressMs);
     };
-    const wallTimer =
-      Number.isFinite(wallClockMs) && wallClockMs > 0
-        ? setTimeout(() => kill({ kind: 'watchdog', watchdog: 'wall-clock' }), wallClockMs)
-        : undefined;
+    const wallTimer = Number.isFinite(wallClockMs) && wallClockMs > 0 ? setTimeout(() => kill({ kind: 'watchdog', watchdog: 'wall-clock' }), wallClockMs) : undefined;
     armStall();
 
     const onAbort = (): void => kill({ kind: 'cancelled' });
@@ -306,10 +303,7 @@ export async function runFfmpeg(args: string[], opts: RunOptions = {}): Promise<
         return;
       }
       if (killedFor?.kind === 'watchdog') {
-        const what =
-          killedFor.watchdog === 'wall-clock'
-            ? `ran longer than ${wallClockMs} ms (wall-clock watchdog)`
-            : `made no progress for ${noProgressMs} ms (no-progress watchdog)`;
+        const what = killedFor.watchdog === 'wall-clock' ? `ran longer than ${wallClockMs} ms (wall-clock watchdog)` : `made no progress for ${noProgressMs} ms (no-progress watchdog)`;
         reject(new AppError('TRANSCODE_FAILED', `${binary} ${what}; killed`, { cause: failure('watchdog', { watchdog: killedFor.watchdog ?? 'no-progress' }), retryable: true }));
         return;
       }
@@ -319,7 +313,12 @@ export async function runFfmpeg(args: string[], opts: RunOptions = {}): Promise<
       }
       const limitHit = killedFor ? undefined : whichLimit(code, sig, stderrTail);
       if (limitHit === 'memory') {
-        reject(new AppError('LIMIT_EXCEEDED', `${binary} ran out of memory under its address-space limit of ${applied.addressSpaceMb} MiB: ${summarizeStderr(stderrTail)}`, { cause: failure('resource-limit', { limit: 'memory' }), retryable: false }));
+        reject(
+          new AppError('LIMIT_EXCEEDED', `${binary} ran out of memory under its address-space limit of ${applied.addressSpaceMb} MiB: ${summarizeStderr(stderrTail)}`, {
+            cause: failure('resource-limit', { limit: 'memory' }),
+            retryable: false,
+          }),
+        );
         return;
       }
       if (limitHit === 'cpu') {

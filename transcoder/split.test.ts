@@ -93,9 +93,25 @@ describe('splitVideo (real ffmpeg)', () => {
     const pending: Promise<void>[] = [];
     const pk = await readPacketSummary(plain);
     // Frame cuts whose middle segment joins two pieces (the boundary GOPs go to both neighbours).
-    const files = await splitFrameCuts(plain, out, [{ fromPacket: 0, toPacket: 60 }, { fromPacket: 30, toPacket: 120 }, { fromPacket: 90, toPacket: 150 }], pk.frames, {
-      onSegment: (i, f) => { pending.push(countFrames(f).then((c) => { seen.push({ i, frames: c.frames }); })); },
-    });
+    const files = await splitFrameCuts(
+      plain,
+      out,
+      [
+        { fromPacket: 0, toPacket: 60 },
+        { fromPacket: 30, toPacket: 120 },
+        { fromPacket: 90, toPacket: 150 },
+      ],
+      pk.frames,
+      {
+        onSegment: (i, f) => {
+          pending.push(
+            countFrames(f).then((c) => {
+              seen.push({ i, frames: c.frames });
+            }),
+          );
+        },
+      },
+    );
     await Promise.all(pending);
     expect(seen.map((x) => x.i)).toEqual([0, 1, 2]);
     expect(seen.map((x) => x.frames)).toEqual([60, 90, 60]);
@@ -119,7 +135,12 @@ describe('splitVideo (real ffmpeg)', () => {
   it('extracts the audio once to AAC in .m4a', async () => {
     const out = join(dir, 'audio.m4a');
     let last = 0;
-    await extractAudio(bframes, out, { bitrateKbps: 96, onProgress: (s) => { last = s; } });
+    await extractAudio(bframes, out, {
+      bitrateKbps: 96,
+      onProgress: (s) => {
+        last = s;
+      },
+    });
     const { stdout } = await run('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_type,codec_name', '-of', 'csv=p=0', out]);
     expect(stdout.trim()).toBe('aac,audio');
     const d = await streamDurations(out);

@@ -22,12 +22,7 @@ export interface InputOptions {
 /** Input options every ffmpeg reading a staged file gets, ending with `-i file:<abs>`. */
 function inputArgs(abs: string, o: InputOptions | undefined): string[] {
   const src = inputSource(abs);
-  return [
-    ...src.protocol, '-format_whitelist', INPUT_DEMUXERS,
-    '-max_pixels', maxPixelsArg(o?.maxPixels),
-    ...demuxerArgs(o?.format),
-    '-i', src.url,
-  ];
+  return [...src.protocol, '-format_whitelist', INPUT_DEMUXERS, '-max_pixels', maxPixelsArg(o?.maxPixels), ...demuxerArgs(o?.format), '-i', src.url];
 }
 
 /** File name of segment `i` written by splitVideo (we name every file; nothing comes from users). */
@@ -121,10 +116,27 @@ export async function splitVideo(
     ...(opts?.limits ? { limits: opts.limits } : {}),
   };
   const common = [
-    '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
+    '-hide_banner',
+    '-nostdin',
+    '-y',
+    '-loglevel',
+    'error',
+    '-nostats',
+    '-progress',
+    'pipe:1',
     ...inputArgs(abs, opts),
     // V = video but not cover art; copy only, no decoder in the loop.
-    '-map', '0:V:0', '-c', 'copy', '-an', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
+    '-map',
+    '0:V:0',
+    '-c',
+    'copy',
+    '-an',
+    '-sn',
+    '-dn',
+    '-map_metadata',
+    '-1',
+    '-map_chapters',
+    '-1',
   ];
   let args: string[];
   if (cutTimesSec.length === 0) {
@@ -137,12 +149,18 @@ export async function splitVideo(
     }
     args = [
       ...common,
-      '-f', 'segment', '-segment_format', 'matroska',
-      '-segment_frames', frames.join(','),
-      '-reset_timestamps', '1',
+      '-f',
+      'segment',
+      '-segment_format',
+      'matroska',
+      '-segment_frames',
+      frames.join(','),
+      '-reset_timestamps',
+      '1',
       // The default (make non-negative) would shift the first segment by the B-frame delay; with it
       // disabled every segment's first frame is at 0 (Matroska stores presentation times only).
-      '-avoid_negative_ts', 'disabled',
+      '-avoid_negative_ts',
+      'disabled',
       // The muxer lists each file once it is closed: the caller may send it while the rest are cut.
       ...(opts?.onFile ? ['-segment_list', `file:${join(resolve(outDir), 'segments.list')}`, '-segment_list_type', 'flat'] : []),
       segmentPattern(outDir),
@@ -154,14 +172,19 @@ export async function splitVideo(
     for (; reported < Math.min(upTo, files.length); reported++) opts?.onFile?.(reported, files[reported]!);
   };
   let polling = false;
-  const poll = opts?.onFile && cutTimesSec.length > 0 ? setInterval(() => {
-    if (polling) return;
-    polling = true;
-    void readFile(join(resolve(outDir), 'segments.list'), 'utf8')
-      .then((list) => report(list.split('\n').filter((l) => l.trim() !== '').length))
-      .catch(() => undefined)
-      .finally(() => { polling = false; });
-  }, 200) : undefined;
+  const poll =
+    opts?.onFile && cutTimesSec.length > 0
+      ? setInterval(() => {
+          if (polling) return;
+          polling = true;
+          void readFile(join(resolve(outDir), 'segments.list'), 'utf8')
+            .then((list) => report(list.split('\n').filter((l) => l.trim() !== '').length))
+            .catch(() => undefined)
+            .finally(() => {
+              polling = false;
+            });
+        }, 200)
+      : undefined;
   try {
     await runFfmpeg(args, {
       ...(opts?.signal ? { signal: opts.signal } : {}),
@@ -223,13 +246,34 @@ export async function extractAudio(
   const v = firstVideoStream(streams);
   const offset = v ? (num(a.start_time) ?? 0) - (num(v.start_time) ?? 0) : 0;
   const args = [
-    '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
+    '-hide_banner',
+    '-nostdin',
+    '-y',
+    '-loglevel',
+    'error',
+    '-nostats',
+    '-progress',
+    'pipe:1',
     ...inputArgs(abs, opts),
-    '-map', `0:a:${track}`, '-vn', '-sn', '-dn', '-map_metadata', '-1', '-map_chapters', '-1',
-    '-af', audioAlignFilter(offset),
+    '-map',
+    `0:a:${track}`,
+    '-vn',
+    '-sn',
+    '-dn',
+    '-map_metadata',
+    '-1',
+    '-map_chapters',
+    '-1',
+    '-af',
+    audioAlignFilter(offset),
     ...(opts.downmix ? ['-ac', '2'] : []),
-    '-c:a', 'aac', '-b:a', `${opts.bitrateKbps}k`,
-    '-f', 'mp4', `file:${resolve(outPath)}`,
+    '-c:a',
+    'aac',
+    '-b:a',
+    `${opts.bitrateKbps}k`,
+    '-f',
+    'mp4',
+    `file:${resolve(outPath)}`,
   ];
   await runFfmpeg(args, {
     ...(opts.signal ? { signal: opts.signal } : {}),
@@ -276,19 +320,27 @@ export async function splitFrameCuts(
     });
   };
   const { onSegment: _onSegment, ...splitOpts } = opts ?? {};
-  const split = splitVideo(input, piecesDir, edges.map((_, i) => i + 1), {
-    ...splitOpts,
-    cutPackets: edges,
-    onFile: (i) => {
-      piecesReady = i + 1;
-      buildReady();
+  const split = splitVideo(
+    input,
+    piecesDir,
+    edges.map((_, i) => i + 1),
+    {
+      ...splitOpts,
+      cutPackets: edges,
+      onFile: (i) => {
+        piecesReady = i + 1;
+        buildReady();
+      },
     },
-  });
+  );
   // A failed build ends the split too (its error is the one that counts).
-  const built = split.then(() => building, async (err: unknown) => {
-    await building.catch(() => undefined);
-    throw err;
-  });
+  const built = split.then(
+    () => building,
+    async (err: unknown) => {
+      await building.catch(() => undefined);
+      throw err;
+    },
+  );
   await built;
   if (out.length !== cuts.length) throw new AppError('INTERNAL', `made ${out.length} of ${cuts.length} segments from the pieces`);
   await rm(piecesDir, { recursive: true, force: true });
@@ -300,16 +352,53 @@ export async function splitFrameCuts(
       await copyFile(pieces[first]!, target);
     } else {
       const list = join(piecesDir, `concat-${i}.txt`);
-      await writeFile(list, `ffconcat version 1.0\n${pieces.slice(first, last + 1).map((p) => `file '${basename(p)}'`).join('\n')}\n`);
-      await runFfmpeg([
-        '-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-nostats', '-progress', 'pipe:1',
-        '-protocol_whitelist', 'file', '-format_whitelist', 'concat,matroska', '-f', 'concat', '-safe', '1', '-i', `file:${list}`,
-        '-map', '0:V:0', '-c', 'copy', '-map_metadata', '-1', '-map_chapters', '-1', '-avoid_negative_ts', 'disabled', '-f', 'matroska', `file:${target}`,
-      ], {
-        ...(opts?.signal ? { signal: opts.signal } : {}),
-        ...(opts?.timeoutMs !== undefined ? { wallClockMs: opts.timeoutMs } : {}),
-        ...(opts?.limits ? { limits: opts.limits } : {}),
-      });
+      await writeFile(
+        list,
+        `ffconcat version 1.0\n${pieces
+          .slice(first, last + 1)
+          .map((p) => `file '${basename(p)}'`)
+          .join('\n')}\n`,
+      );
+      await runFfmpeg(
+        [
+          '-hide_banner',
+          '-nostdin',
+          '-y',
+          '-loglevel',
+          'error',
+          '-nostats',
+          '-progress',
+          'pipe:1',
+          '-protocol_whitelist',
+          'file',
+          '-format_whitelist',
+          'concat,matroska',
+          '-f',
+          'concat',
+          '-safe',
+          '1',
+          '-i',
+          `file:${list}`,
+          '-map',
+          '0:V:0',
+          '-c',
+          'copy',
+          '-map_metadata',
+          '-1',
+          '-map_chapters',
+          '-1',
+          '-avoid_negative_ts',
+          'disabled',
+          '-f',
+          'matroska',
+          `file:${target}`,
+        ],
+        {
+          ...(opts?.signal ? { signal: opts.signal } : {}),
+          ...(opts?.timeoutMs !== undefined ? { wallClockMs: opts.timeoutMs } : {}),
+          ...(opts?.limits ? { limits: opts.limits } : {}),
+        },
+      );
     }
     return target;
   }

@@ -21,7 +21,13 @@ const ROT90 = '\n00000000:            0      -65536           0\n00000001:      
 const MIRROR = '\n00000000:       -65536           0           0\n00000001:            0       65536           0\n00000002:            0           0  1073741824\n';
 
 function probe(video: Record<string, unknown>, audio: Record<string, unknown>[] = []): ProbeJson {
-  return { streams: [{ codec_type: 'video', codec_name: 'h264', width: 640, height: 360, pix_fmt: 'yuv420p', start_time: '0.000000', ...video }, ...audio.map((a) => ({ codec_type: 'audio', codec_name: 'aac', channels: 2, ...a }))], format: { duration: '10.0' } } as ProbeJson;
+  return {
+    streams: [
+      { codec_type: 'video', codec_name: 'h264', width: 640, height: 360, pix_fmt: 'yuv420p', start_time: '0.000000', ...video },
+      ...audio.map((a) => ({ codec_type: 'audio', codec_name: 'aac', channels: 2, ...a })),
+    ],
+    format: { duration: '10.0' },
+  } as ProbeJson;
 }
 
 describe('source timeline', () => {
@@ -42,14 +48,11 @@ describe('source timeline', () => {
 
   it('reads field order, colour, bit depth and every audio track', () => {
     const tl = timelineFromProbe(
-      probe(
-        { field_order: 'tt', color_transfer: 'smpte2084', color_primaries: 'bt2020', color_space: 'bt2020nc', color_range: 'tv', pix_fmt: 'yuv420p10le', start_time: '0.5' },
-        [
-          { tags: { language: 'eng', title: 'Main\u0007' }, start_time: '0.5', duration: '9.5', channel_layout: '5.1', channels: 6 },
-          { tags: { language: 'FRA' }, start_time: '1.0', duration: '9.0' },
-          { tags: { language: 'english' } },
-        ],
-      ),
+      probe({ field_order: 'tt', color_transfer: 'smpte2084', color_primaries: 'bt2020', color_space: 'bt2020nc', color_range: 'tv', pix_fmt: 'yuv420p10le', start_time: '0.5' }, [
+        { tags: { language: 'eng', title: 'Main\u0007' }, start_time: '0.5', duration: '9.5', channel_layout: '5.1', channels: 6 },
+        { tags: { language: 'FRA' }, start_time: '1.0', duration: '9.0' },
+        { tags: { language: 'english' } },
+      ]),
     );
     expect(tl.fieldOrder).toBe('tff');
     expect(tl.dynamicRange).toBe('pq');
@@ -70,7 +73,19 @@ describe('source timeline', () => {
 
   it('turns HDR10 side data into x265 master-display numbers', () => {
     const md = hdrMetadataOf([
-      { side_data_type: 'Mastering display metadata', red_x: '34000/50000', red_y: '16000/50000', green_x: '13250/50000', green_y: '34500/50000', blue_x: '7500/50000', blue_y: '3000/50000', white_point_x: '15635/50000', white_point_y: '16450/50000', min_luminance: '1/10000', max_luminance: '10000000/10000' },
+      {
+        side_data_type: 'Mastering display metadata',
+        red_x: '34000/50000',
+        red_y: '16000/50000',
+        green_x: '13250/50000',
+        green_y: '34500/50000',
+        blue_x: '7500/50000',
+        blue_y: '3000/50000',
+        white_point_x: '15635/50000',
+        white_point_y: '16450/50000',
+        min_luminance: '1/10000',
+        max_luminance: '10000000/10000',
+      },
       { side_data_type: 'Content light level metadata', max_content: 1000, max_average: 400 },
     ]);
     expect(md).toEqual({ masterDisplay: 'G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)', maxCll: 1000, maxFall: 400 });
@@ -118,7 +133,12 @@ describe('edit lists and variable frame rate in the packet scan', () => {
   });
 
   it('refuses an edit list that hides frames after the start', () => {
-    const middle = rows(['pts_time=0|duration_time=0.04|flags=K_', 'pts_time=0.04|duration_time=0.04|flags=__', 'pts_time=0.08|duration_time=0.04|flags=K_', 'pts_time=0.12|duration_time=0.04|flags=_D']);
+    const middle = rows([
+      'pts_time=0|duration_time=0.04|flags=K_',
+      'pts_time=0.04|duration_time=0.04|flags=__',
+      'pts_time=0.08|duration_time=0.04|flags=K_',
+      'pts_time=0.12|duration_time=0.04|flags=_D',
+    ]);
     expect(code(() => summarizePackets(middle))).toBe('UNSUPPORTED_EDIT_LIST');
   });
 

@@ -91,7 +91,7 @@ export function rotationOf(v: ProbeStream): Rotation {
     if (det < 0) throw new AppError('UNSUPPORTED_ROTATION', 'the source is mirrored by its display matrix; mirrored video is not supported');
   }
   const ccw = num(dm.rotation) ?? 0;
-  const cw = (((-Math.round(ccw)) % 360) + 360) % 360;
+  const cw = ((-Math.round(ccw) % 360) + 360) % 360;
   if (cw % 90 !== 0 || Math.abs(Math.round(ccw) - ccw) > 0.01) {
     throw new AppError('UNSUPPORTED_ROTATION', `the source is rotated by ${ccw}° for display; only multiples of 90° are supported`);
   }
@@ -118,9 +118,18 @@ export interface SideData {
   side_data_type?: string;
   rotation?: number | string;
   displaymatrix?: string;
-  red_x?: string; red_y?: string; green_x?: string; green_y?: string; blue_x?: string; blue_y?: string;
-  white_point_x?: string; white_point_y?: string; min_luminance?: string; max_luminance?: string;
-  max_content?: number | string; max_average?: number | string;
+  red_x?: string;
+  red_y?: string;
+  green_x?: string;
+  green_y?: string;
+  blue_x?: string;
+  blue_y?: string;
+  white_point_x?: string;
+  white_point_y?: string;
+  min_luminance?: string;
+  max_luminance?: string;
+  max_content?: number | string;
+  max_average?: number | string;
 }
 
 /** HDR10 static metadata from stream or frame side data; undefined without any. Pure. */
@@ -194,7 +203,7 @@ export function timelineFromProbe(j: ProbeJson, frameSide?: readonly SideData[])
       offsetSec: (num(a.start_time) ?? videoStartSec) - videoStartSec,
       durationSec: streamDuration(a) ?? formatDuration ?? 0,
     }));
-  const hdr = dynamicRange === 'pq' ? hdrMetadataOf(v.side_data_list) ?? hdrMetadataOf(frameSide) : undefined;
+  const hdr = dynamicRange === 'pq' ? (hdrMetadataOf(v.side_data_list) ?? hdrMetadataOf(frameSide)) : undefined;
   return {
     rotation,
     coded,
@@ -233,12 +242,31 @@ export const IDET_SAMPLE_FRAMES = 60;
  */
 export async function sampleIdet(path: string, o: InputOptions & { signal?: AbortSignal; timeoutMs?: number }): Promise<IdetCounts | undefined> {
   const args = [
-    '-hide_banner', '-nostdin', '-loglevel', 'info', '-nostats',
-    ...inputSource(path).protocol, '-format_whitelist', INPUT_DEMUXERS,
-    '-max_pixels', maxPixelsArg(o.maxPixels),
+    '-hide_banner',
+    '-nostdin',
+    '-loglevel',
+    'info',
+    '-nostats',
+    ...inputSource(path).protocol,
+    '-format_whitelist',
+    INPUT_DEMUXERS,
+    '-max_pixels',
+    maxPixelsArg(o.maxPixels),
     ...demuxerArgs(o.format),
-    '-i', inputSource(path).url,
-    '-map', '0:V:0', '-an', '-sn', '-dn', '-frames:v', String(IDET_SAMPLE_FRAMES), '-vf', 'idet', '-f', 'null', '-',
+    '-i',
+    inputSource(path).url,
+    '-map',
+    '0:V:0',
+    '-an',
+    '-sn',
+    '-dn',
+    '-frames:v',
+    String(IDET_SAMPLE_FRAMES),
+    '-vf',
+    'idet',
+    '-f',
+    'null',
+    '-',
   ];
   const { stderr } = await runFfmpeg(args, {
     wallClockMs: o.timeoutMs ?? 60_000,

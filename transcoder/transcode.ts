@@ -10,11 +10,7 @@ import { runFfmpeg, type RunOptions } from './run-ffmpeg.js';
  * LIMIT_EXCEEDED). ffmpeg ends an output quietly when it reaches its `-fs` cap: such an output
  * is cut short, so reaching the cap is LIMIT_EXCEEDED too.
  */
-export async function transcodeToRenditions(
-  input: string,
-  outputs: TranscodeOutput[],
-  opts: TranscodeArgsOptions & RunOptions,
-): Promise<void> {
+export async function transcodeToRenditions(input: string, outputs: TranscodeOutput[], opts: TranscodeArgsOptions & RunOptions): Promise<void> {
   const { fps, container, threads, inputFormat, maxPixels, expectedDurationSec, treatment, leadInFrames, keepFrames, constantRate, keyframeGrid, ...run } = opts;
   const args = buildTranscodeArgs(input, outputs, {
     fps,

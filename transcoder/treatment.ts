@@ -113,7 +113,8 @@ export function frameFactor(t: Pick<PictureTreatment, 'deinterlace'>): number {
  */
 export function commonFilters(t: PictureTreatment, leadInFrames: number, keepFrames?: number): string[] {
   if (!Number.isInteger(leadInFrames) || leadInFrames < 0 || leadInFrames > 1_000_000) throw new AppError('INVALID_ARGUMENT', `lead-in ${String(leadInFrames)} is not valid`);
-  if (keepFrames !== undefined && !(Number.isInteger(keepFrames) && keepFrames > 0 && keepFrames <= 100_000_000)) throw new AppError('INVALID_ARGUMENT', `frames to keep ${String(keepFrames)} is not valid`);
+  if (keepFrames !== undefined && !(Number.isInteger(keepFrames) && keepFrames > 0 && keepFrames <= 100_000_000))
+    throw new AppError('INVALID_ARGUMENT', `frames to keep ${String(keepFrames)} is not valid`);
   const f: string[] = [];
   // The lead-in is decoded (its frames are references) and then dropped; the first presented
   // frame becomes t=0, as the coordinator aligned the audio to it. A lead-out is decoded and

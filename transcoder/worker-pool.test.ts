@@ -20,7 +20,13 @@ describe('WorkerPool', () => {
     expect(pool.size).toBe(2);
     const gates = [deferred(), deferred(), deferred(), deferred()];
     const started: number[] = [];
-    const runs = gates.map((g, i) => pool.run(async () => { started.push(i); await g.promise; return i; }));
+    const runs = gates.map((g, i) =>
+      pool.run(async () => {
+        started.push(i);
+        await g.promise;
+        return i;
+      }),
+    );
     await tick();
     expect(started).toEqual([0, 1]);
     expect(pool.busy).toBe(2);
@@ -38,8 +44,16 @@ describe('WorkerPool', () => {
 
   it('propagates task errors and frees the slot', async () => {
     const pool = new WorkerPool(1);
-    await expect(pool.run(async () => { throw new Error('boom'); })).rejects.toThrow('boom');
-    await expect(pool.run(() => { throw new Error('sync boom'); })).rejects.toThrow('sync boom');
+    await expect(
+      pool.run(async () => {
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
+    await expect(
+      pool.run(() => {
+        throw new Error('sync boom');
+      }),
+    ).rejects.toThrow('sync boom');
     expect(await pool.run(async () => 7)).toBe(7);
   });
 
@@ -49,7 +63,9 @@ describe('WorkerPool', () => {
     const first = pool.run(() => gate.promise);
     const ctl = new AbortController();
     let ran = false;
-    const second = pool.run(async () => { ran = true; }, ctl.signal);
+    const second = pool.run(async () => {
+      ran = true;
+    }, ctl.signal);
     await tick();
     expect(pool.queued).toBe(1);
     ctl.abort();

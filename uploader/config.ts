@@ -6,7 +6,10 @@ import { baseRefusals, s3Refusals } from '../common/secure-defaults.js';
 const shape = {
   ...baseShape,
   ...s3Shape,
-  UPLOADER_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,63}$/).default(`uploader-${hostname()}`),
+  UPLOADER_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,63}$/)
+    .default(`uploader-${hostname()}`),
   GRPC_PORT: int(0, 0, 65535),
   ADVERTISE_ADDRESS: z.string().optional(),
   LEASE_TTL_SEC: int(10, 1, 3600),

@@ -48,7 +48,14 @@ async function main(): Promise<void> {
     mutualTls: tls !== undefined,
   });
   // Parts of jobs in flight stay (a restart re-uses them); those of finished jobs go, now and periodically.
-  const sweeper = new StagingSweeper({ ownDir: stagingDir, etcd, keys, settings: sweepSettings(cfg), log: log.child({ component: 'staging' }), onFinished: (jobId, state) => service.release(jobId, state) });
+  const sweeper = new StagingSweeper({
+    ownDir: stagingDir,
+    etcd,
+    keys,
+    settings: sweepSettings(cfg),
+    log: log.child({ component: 'staging' }),
+    onFinished: (jobId, state) => service.release(jobId, state),
+  });
   sweeper.start();
   life.onStop('staging sweeper', () => sweeper.stop());
   const grpc = await startGrpcServer(

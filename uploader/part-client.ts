@@ -19,10 +19,7 @@ export async function sendPart(client: UploaderClient, ref: PartRef, filePath: s
   const { hex: sha256, bytes } = await fileDigest(filePath);
   return retry(
     async () => {
-      const { stream, result, signal } = openClientStream<PartChunk, PartAck>(
-        (cb) => client.putPart(traceMetadata(ref.jobId), deadline(o.timeoutMs), cb),
-        o.signal,
-      );
+      const { stream, result, signal } = openClientStream<PartChunk, PartAck>((cb) => client.putPart(traceMetadata(ref.jobId), deadline(o.timeoutMs), cb), o.signal);
       try {
         if (bytes === 0) stream.write(PartChunk.fromPartial({ ref, offset: 0, totalSize: 0, sha256 }));
         await sendFileChunks(stream, filePath, 0, (offset, data) => PartChunk.fromPartial({ ref, offset, data, totalSize: bytes, sha256 }), { signal });

@@ -164,8 +164,16 @@ describe('uploadFileMultipart', () => {
     const store = memStore();
     const crash = new Error('crash after part 2');
     const first = await uploadFileMultipart(
-      base('jobs/parallel.zip', store, { partsInFlight: 3, onPartUploaded: (n) => { if (n === 2) throw crash; } }),
-    ).then(() => undefined, (e: unknown) => e);
+      base('jobs/parallel.zip', store, {
+        partsInFlight: 3,
+        onPartUploaded: (n) => {
+          if (n === 2) throw crash;
+        },
+      }),
+    ).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(first).toBe(crash);
     // Parts 1 and 3 were in flight with 2: whatever finished is recorded, 2 always is.
     const recorded = store.state!.parts.map((p) => p.partNumber);
@@ -241,7 +249,15 @@ describe('uploadFileMultipart', () => {
 
   it('re-sends a recorded part the server lost', async () => {
     const store = memStore();
-    await expect(uploadFileMultipart(base('jobs/lost.zip', store, { onPartUploaded: (n) => { if (n === 2) throw new Error('crash'); } }))).rejects.toThrow('crash');
+    await expect(
+      uploadFileMultipart(
+        base('jobs/lost.zip', store, {
+          onPartUploaded: (n) => {
+            if (n === 2) throw new Error('crash');
+          },
+        }),
+      ),
+    ).rejects.toThrow('crash');
     // the server lost part 1 (e.g. a different upload id's data): ListParts reconciliation re-sends it
     const state = store.state!;
     await rm(join(dir, 's3', BUCKET, '._S3rver_uploads', state.uploadId, '1'));
@@ -255,7 +271,15 @@ describe('uploadFileMultipart', () => {
 
   it('starts over when the recorded upload no longer exists', async () => {
     const store = memStore();
-    await expect(uploadFileMultipart(base('jobs/expired.zip', store, { onPartUploaded: () => { throw new Error('crash'); } }))).rejects.toThrow('crash');
+    await expect(
+      uploadFileMultipart(
+        base('jobs/expired.zip', store, {
+          onPartUploaded: () => {
+            throw new Error('crash');
+          },
+        }),
+      ),
+    ).rejects.toThrow('crash');
     const old = store.state!;
     await abortUpload(s3, old); // like S3's lifecycle rule for incomplete uploads
     const res = await uploadFileMultipart(base('jobs/expired.zip', store));
@@ -267,7 +291,15 @@ describe('uploadFileMultipart', () => {
   it('replaces (and aborts) a state recorded for another file', async () => {
     const store = memStore();
     await expect(
-      uploadFileMultipart(base('jobs/replaced.zip', store, { filePath: other, fileSha256: otherSha, onPartUploaded: () => { throw new Error('crash'); } })),
+      uploadFileMultipart(
+        base('jobs/replaced.zip', store, {
+          filePath: other,
+          fileSha256: otherSha,
+          onPartUploaded: () => {
+            throw new Error('crash');
+          },
+        }),
+      ),
     ).rejects.toThrow('crash');
     const stale = store.state!;
     expect(await listIncompleteUploads(s3, BUCKET, { prefix: 'jobs/replaced' })).toBe(1);
@@ -422,10 +454,32 @@ describe('uploadFileMultipart on stock s3rver (no ListParts, no Abort)', () => {
   it('resumes from the recorded part list', async () => {
     const store = memStore();
     await expect(
-      uploadFileMultipart({ client: s3, bucket: BUCKET, key: 'r.zip', filePath: file, fileSha256: fileSha, partSize: PART, store, partsInFlight: 1, onPartUploaded: (n) => { if (n === 1) throw new Error('crash'); } }),
+      uploadFileMultipart({
+        client: s3,
+        bucket: BUCKET,
+        key: 'r.zip',
+        filePath: file,
+        fileSha256: fileSha,
+        partSize: PART,
+        store,
+        partsInFlight: 1,
+        onPartUploaded: (n) => {
+          if (n === 1) throw new Error('crash');
+        },
+      }),
     ).rejects.toThrow('crash');
     const sent: number[] = [];
-    const res = await uploadFileMultipart({ client: s3, bucket: BUCKET, key: 'r.zip', filePath: file, fileSha256: fileSha, partSize: PART, store, partsInFlight: 1, onPartUploaded: (n) => sent.push(n) });
+    const res = await uploadFileMultipart({
+      client: s3,
+      bucket: BUCKET,
+      key: 'r.zip',
+      filePath: file,
+      fileSha256: fileSha,
+      partSize: PART,
+      store,
+      partsInFlight: 1,
+      onPartUploaded: (n) => sent.push(n),
+    });
     expect(sent).toEqual([2, 3]);
     expect(res).toMatchObject({ partsSent: 2, resumed: true });
     expect(await download(s3, 'r.zip')).toEqual({ sha: fileSha, bytes: fileBytes, meta: { sha256: fileSha } });

@@ -433,10 +433,9 @@ class UploadRun {
         const res = await retry(
           () =>
             withDeadline(what, CONTROL_TIMEOUT_MS, this.o.signal, (abortSignal) =>
-              this.o.client.send(
-                new ListPartsCommand({ Bucket: prior.bucket, Key: prior.key, UploadId: prior.uploadId, ...(marker !== undefined ? { PartNumberMarker: marker } : {}) }),
-                { abortSignal },
-              ),
+              this.o.client.send(new ListPartsCommand({ Bucket: prior.bucket, Key: prior.key, UploadId: prior.uploadId, ...(marker !== undefined ? { PartNumberMarker: marker } : {}) }), {
+                abortSignal,
+              }),
             ),
           retryOptions(this.attempts, this.o.signal),
         );
@@ -520,7 +519,9 @@ class UploadRun {
         while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
         if (failure) break;
         const p: Promise<void> = send(n, body, md5)
-          .catch((err: unknown) => { failure ??= { err }; })
+          .catch((err: unknown) => {
+            failure ??= { err };
+          })
           .finally(() => inFlight.delete(p));
         inFlight.add(p);
       }

@@ -29,7 +29,6 @@ import { checkpointSchema, parseRecord, segmentOwnerSchema } from '../common/rec
 const SAFE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const SAFE_NAME = /^[a-z0-9_-]{1,32}$/;
 
-
 export interface UploaderDeps {
   etcd: Etcd3;
   keys: Keys;
@@ -86,8 +85,14 @@ export class UploaderService {
     };
     return {
       load: async () => (await read()).multipart,
-      save: async (state) => { await this.d.etcd.put(key).value(JSON.stringify({ ...(await read()), multipart: state })); },
-      clear: async () => { const rec = await read(); delete rec.multipart; await this.d.etcd.put(key).value(JSON.stringify(rec)); },
+      save: async (state) => {
+        await this.d.etcd.put(key).value(JSON.stringify({ ...(await read()), multipart: state }));
+      },
+      clear: async () => {
+        const rec = await read();
+        delete rec.multipart;
+        await this.d.etcd.put(key).value(JSON.stringify(rec));
+      },
     };
   }
 
@@ -104,18 +109,25 @@ export class UploaderService {
         // bytes land, so nothing from a stale attempt is ever acknowledged.
         const caller = this.d.mutualTls ? callerOf(call) : undefined;
         await this.assertPartOwner(head.ref!, caller).catch(async (err: unknown) => {
-          while (!(await it.next()).done) { /* discard what the sender has in flight */ }
+          while (!(await it.next()).done) {
+            /* discard what the sender has in flight */
+          }
           throw err;
         });
         const path = join(this.d.stagingDir, partFileName(head.ref!));
         // A retried send starts at 0 again: a fresh .partial each time keeps it simple and exact.
         await rm(`${path}.partial`, { force: true });
-        const res = await receiveChunks(paced(chunksOf(head, it, (n) => this.d.metrics.partBytes.inc(n)), this.d.pace ?? DEFAULT_STREAM_PACE), { path, maxBytes: this.d.maxPartBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal })
-          .catch(async (err: unknown) => {
-            if (!isNoSpace(err)) throw err;
-            await rm(`${path}.partial`, { force: true });
-            throw noSpace('receiving a part', err);
-          });
+        const res = await receiveChunks(
+          paced(
+            chunksOf(head, it, (n) => this.d.metrics.partBytes.inc(n)),
+            this.d.pace ?? DEFAULT_STREAM_PACE,
+          ),
+          { path, maxBytes: this.d.maxPartBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal },
+        ).catch(async (err: unknown) => {
+          if (!isNoSpace(err)) throw err;
+          await rm(`${path}.partial`, { force: true });
+          throw noSpace('receiving a part', err);
+        });
         if (!res.complete) throw new AppError('BAD_OFFSET', `part ended after ${res.bytes} of ${head.totalSize} bytes`, { retryable: true });
         await this.assertPartOwner(head.ref!, caller).catch(async (err: unknown) => {
           await rm(path, { force: true });
@@ -131,10 +143,20 @@ export class UploaderService {
         if (!run) {
           // Its own abort as well as the caller's: Cleanup stops a finalize before it aborts the upload.
           const abort = new AbortController();
-          run = this.finalize(req, (stage, progress) => { void send({ stage, progress, result: undefined, missing: [] }).catch(() => undefined); }, AbortSignal.any([signal, abort.signal]));
+          run = this.finalize(
+            req,
+            (stage, progress) => {
+              void send({ stage, progress, result: undefined, missing: [] }).catch(() => undefined);
+            },
+            AbortSignal.any([signal, abort.signal]),
+          );
           const entry = { run, abort };
           this.finalizing.set(req.jobId, entry);
-          run.finally(() => { if (this.finalizing.get(req.jobId) === entry) this.finalizing.delete(req.jobId); }).catch(() => undefined);
+          run
+            .finally(() => {
+              if (this.finalizing.get(req.jobId) === entry) this.finalizing.delete(req.jobId);
+            })
+            .catch(() => undefined);
         }
         let result: JobResult;
         try {
@@ -179,7 +201,7 @@ export class UploaderService {
   private async assertPartOwner(ref: PartRef, caller?: { role: string | undefined; names: string[] }): Promise<void> {
     if (caller) {
       if (ref.rendition === 'audio') {
-        if (caller.role !== 'coordinator') throw new AppError('PERMISSION_DENIED', 'only a coordinator may send a job\'s audio');
+        if (caller.role !== 'coordinator') throw new AppError('PERMISSION_DENIED', "only a coordinator may send a job's audio");
         return;
       }
       if (caller.role !== 'node') throw new AppError('PERMISSION_DENIED', 'only a node agent may send a rendition part');
@@ -188,7 +210,10 @@ export class UploaderService {
     if (ref.ownerRevision === undefined || ref.ownerRevision <= 0) return;
     let res;
     try {
-      res = await this.d.etcd.get(this.d.keys.segmentOwner(ref.jobId, ref.segment)).options({ deadline: new Date(Date.now() + 2_000) }).exec();
+      res = await this.d.etcd
+        .get(this.d.keys.segmentOwner(ref.jobId, ref.segment))
+        .options({ deadline: new Date(Date.now() + 2_000) })
+        .exec();
     } catch (err) {
       // etcd unreachable: the part is kept (parts stay durable through an etcd outage); it can
       // only become canonical through a checkpoint write, and that write is fenced.
@@ -202,7 +227,10 @@ export class UploaderService {
       if (caller.names.includes(owner.nodeId)) return;
       // A helper run (work stealing): the node the checkpoint names for this attempt's chunks.
       if (isHelperAttempt(ref.attempt)) {
-        const cp = await this.d.etcd.get(this.d.keys.checkpoint(ref.jobId, ref.segment)).options({ deadline: new Date(Date.now() + 2_000) }).string();
+        const cp = await this.d.etcd
+          .get(this.d.keys.checkpoint(ref.jobId, ref.segment))
+          .options({ deadline: new Date(Date.now() + 2_000) })
+          .string();
         const h = cp ? parseRecord(checkpointSchema, cp, this.d.keys.checkpoint(ref.jobId, ref.segment)).helpers?.[String(ref.attempt)] : undefined;
         if (h && caller.names.includes(h.nodeId) && h.chunks.includes(ref.subSegment)) return;
       }
@@ -226,21 +254,23 @@ export class UploaderService {
     progress('upload', 0.7);
     const uploadStarted = Date.now();
     const noZip = streaming !== undefined && req.packaging?.noZip === true;
-    const up = noZip ? { resumed: false, partsSent: 0 } : await uploadFileMultipart({
-      client: this.d.s3,
-      bucket: req.bucket,
-      key: req.key,
-      filePath: zipPath,
-      fileSha256: zip.sha256,
-      partSize: this.d.partSizeBytes,
-      singlePutMaxBytes: this.d.singlePutMaxBytes ?? 0,
-      store: this.etcdStore(req.jobId),
-      signal,
-      onProgress: (sent, total) => {
-        this.d.metrics.uploadBytes.set(sent);
-        progress('upload', 0.7 + 0.3 * (total > 0 ? sent / total : 1));
-      },
-    });
+    const up = noZip
+      ? { resumed: false, partsSent: 0 }
+      : await uploadFileMultipart({
+          client: this.d.s3,
+          bucket: req.bucket,
+          key: req.key,
+          filePath: zipPath,
+          fileSha256: zip.sha256,
+          partSize: this.d.partSizeBytes,
+          singlePutMaxBytes: this.d.singlePutMaxBytes ?? 0,
+          store: this.etcdStore(req.jobId),
+          signal,
+          onProgress: (sent, total) => {
+            this.d.metrics.uploadBytes.set(sent);
+            progress('upload', 0.7 + 0.3 * (total > 0 ? sent / total : 1));
+          },
+        });
     this.d.metrics.uploadedTotal.inc(zip.bytes);
     // The streaming files go under the archive's prefix (jobs/<id>/stream/), each with its type and
     // cache policy; re-sent whole after a restart (each PUT replaces the same key).
@@ -309,7 +339,14 @@ export class UploaderService {
     });
     // Every part named, audio included, before any merge: all that is missing in one answer.
     const named = [...tracks.map((t) => t.part!), ...req.parts];
-    const sizes = await Promise.all(named.map((p) => stat(join(this.d.stagingDir, partFileName(p))).then((st) => st.size, () => undefined)));
+    const sizes = await Promise.all(
+      named.map((p) =>
+        stat(join(this.d.stagingDir, partFileName(p))).then(
+          (st) => st.size,
+          () => undefined,
+        ),
+      ),
+    );
     const missing = named.filter((_, i) => sizes[i] === undefined);
     // Each part as its fenced checkpoint recorded it: one replaced or damaged since it was
     // acknowledged (a stray PutPart under its name, a bad disk) is dropped and made again.
@@ -341,32 +378,34 @@ export class UploaderService {
 
     // Renditions merge in parallel: each is a stream copy, bound by I/O more than CPU.
     let merged = 0;
-    const built = await Promise.all(req.renditions.map(async (r) => {
-      const refs = req.parts.filter((p) => p.rendition === r.name);
-      const parts = refs.map((p) => join(this.d.stagingDir, partFileName(p)));
-      const durations = refs.map((p) => p.durationSec);
-      const file = `${r.name}.${container}`;
-      const outPath = join(outDir, file);
-      await mergeRendition({ parts, durations, audio, container, outPath, listDir: join(jobDir, 'parts'), signal });
-      const [{ frames, durationSec }, digest] = await Promise.all([countFrames(outPath, { format: container === 'mkv' ? 'matroska' : 'mov' }), fileDigest(outPath)]);
-      if (expectedFrames > 0 && frames !== expectedFrames) {
-        throw new AppError('INTERNAL', `rendition ${r.name} has ${frames} frames but ${expectedFrames} were expected from the source`);
-      }
-      progress('merge', (++merged / req.renditions.length) * 0.6);
-      const result: RenditionResult = {
-        name: r.name,
-        file,
-        width: r.width,
-        height: r.height,
-        codec: r.codec,
-        videoBitrateKbps: r.videoBitrateKbps,
-        durationSec: Math.round(durationSec * 1000) / 1000,
-        frames,
-        bytes: digest.bytes,
-        sha256: digest.hex,
-      };
-      return { result, file: { name: file, path: outPath } };
-    }));
+    const built = await Promise.all(
+      req.renditions.map(async (r) => {
+        const refs = req.parts.filter((p) => p.rendition === r.name);
+        const parts = refs.map((p) => join(this.d.stagingDir, partFileName(p)));
+        const durations = refs.map((p) => p.durationSec);
+        const file = `${r.name}.${container}`;
+        const outPath = join(outDir, file);
+        await mergeRendition({ parts, durations, audio, container, outPath, listDir: join(jobDir, 'parts'), signal });
+        const [{ frames, durationSec }, digest] = await Promise.all([countFrames(outPath, { format: container === 'mkv' ? 'matroska' : 'mov' }), fileDigest(outPath)]);
+        if (expectedFrames > 0 && frames !== expectedFrames) {
+          throw new AppError('INTERNAL', `rendition ${r.name} has ${frames} frames but ${expectedFrames} were expected from the source`);
+        }
+        progress('merge', (++merged / req.renditions.length) * 0.6);
+        const result: RenditionResult = {
+          name: r.name,
+          file,
+          width: r.width,
+          height: r.height,
+          codec: r.codec,
+          videoBitrateKbps: r.videoBitrateKbps,
+          durationSec: Math.round(durationSec * 1000) / 1000,
+          frames,
+          bytes: digest.bytes,
+          sha256: digest.hex,
+        };
+        return { result, file: { name: file, path: outPath } };
+      }),
+    );
     renditions.push(...built.map((b) => b.result));
     files.push(...built.map((b) => b.file));
     const audioFacts = await Promise.all(audio.map(async (a) => ({ a, d: await streamDurations(a.path, { format: 'mov' }) })));

@@ -138,7 +138,11 @@ export function mediaPlaylist(rep: Pick<StreamRepresentation, 'init' | 'segments
 const quoted = (s: string): string => s.replace(/["\n\r]/g, '');
 
 /** The HLS multivariant playlist: one variant per rendition, the audio tracks as one group. Pure. */
-export function multivariantPlaylist(video: StreamRepresentation[], audio: (StreamRepresentation & { language: string; title: string; channels: number })[], uri: (r: StreamRepresentation) => string): string {
+export function multivariantPlaylist(
+  video: StreamRepresentation[],
+  audio: (StreamRepresentation & { language: string; title: string; channels: number })[],
+  uri: (r: StreamRepresentation) => string,
+): string {
   const lines = ['#EXTM3U', '#EXT-X-VERSION:7', '#EXT-X-INDEPENDENT-SEGMENTS'];
   audio.forEach((a, i) => {
     const lang = a.language && a.language !== 'und' ? `,LANGUAGE="${quoted(a.language)}"` : '';
@@ -183,13 +187,27 @@ export async function packageStreams(o: PackageInput): Promise<StreamingFacts> {
   const nv = o.renditions.length;
   const sets = [`id=0,streams=${o.renditions.map((_, i) => i).join(',')}`, ...o.audio.map((_, k) => `id=${k + 1},streams=${nv + k}`)];
   args.push(
-    '-c', 'copy', '-map_metadata', '-1',
+    '-c',
+    'copy',
+    '-map_metadata',
+    '-1',
     // A segment ends at the first keyframe at least this long after it began: a hair under the
     // grid period, since the merged renditions' keyframes sit within a millisecond of the grid
     // points (their parts' timestamps are the cut files' milliseconds).
-    '-f', 'dash', '-seg_duration', (o.segmentSec - 0.005).toFixed(3), '-use_template', '1', '-use_timeline', '1',
-    '-adaptation_sets', sets.join(' '),
-    '-init_seg_name', 'init-$RepresentationID$.m4s', '-media_seg_name', 'seg-$RepresentationID$-$Number%05d$.m4s',
+    '-f',
+    'dash',
+    '-seg_duration',
+    (o.segmentSec - 0.005).toFixed(3),
+    '-use_template',
+    '1',
+    '-use_timeline',
+    '1',
+    '-adaptation_sets',
+    sets.join(' '),
+    '-init_seg_name',
+    'init-$RepresentationID$.m4s',
+    '-media_seg_name',
+    'seg-$RepresentationID$-$Number%05d$.m4s',
     `file:${join(o.outDir, 'manifest.mpd')}`,
   );
   await runFfmpeg(args, { noProgressMs: 120_000, ...(o.signal ? { signal: o.signal } : {}) });
@@ -201,12 +219,14 @@ export async function packageStreams(o: PackageInput): Promise<StreamingFacts> {
     const video = m.id < nv;
     const segFiles = names.filter((n) => n.startsWith(`seg-${m.id}-`) && n.endsWith('.m4s')).sort();
     if (segFiles.length !== m.timeline.length) throw new AppError('INTERNAL', `representation ${m.id}: ${segFiles.length} segment files, the MPD lists ${m.timeline.length}`);
-    const segments = await Promise.all(segFiles.map(async (file, i) => ({
-      file,
-      startSec: m.timeline[i]!.t / m.timescale,
-      durationSec: m.timeline[i]!.d / m.timescale,
-      bytes: (await stat(join(o.outDir, file))).size,
-    })));
+    const segments = await Promise.all(
+      segFiles.map(async (file, i) => ({
+        file,
+        startSec: m.timeline[i]!.t / m.timescale,
+        durationSec: m.timeline[i]!.d / m.timescale,
+        bytes: (await stat(join(o.outDir, file))).size,
+      })),
+    );
     const total = segments.reduce((a, s) => a + s.durationSec, 0);
     const bytes = segments.reduce((a, s) => a + s.bytes, 0);
     reps.push({
@@ -216,7 +236,7 @@ export async function packageStreams(o: PackageInput): Promise<StreamingFacts> {
       codecs: m.codecs,
       width: m.width,
       height: m.height,
-      frameRate: m.frameRate || (video ? o.frameRate ?? '' : ''),
+      frameRate: m.frameRate || (video ? (o.frameRate ?? '') : ''),
       init: `init-${m.id}.m4s`,
       segments,
       peakBps: Math.max(0, ...segments.map((s) => (s.durationSec > 0 ? (s.bytes * 8) / s.durationSec : 0))),
@@ -234,7 +254,14 @@ export async function packageStreams(o: PackageInput): Promise<StreamingFacts> {
       made.push(playlistOf(r));
     }
     const audio = reps.filter((r) => r.kind === 'audio').map((r) => ({ ...r, ...o.audio[r.id - nv]! }));
-    await writeFile(join(o.outDir, 'master.m3u8'), multivariantPlaylist(reps.filter((r) => r.kind === 'video'), audio, playlistOf));
+    await writeFile(
+      join(o.outDir, 'master.m3u8'),
+      multivariantPlaylist(
+        reps.filter((r) => r.kind === 'video'),
+        audio,
+        playlistOf,
+      ),
+    );
     made.push('master.m3u8');
     hls = 'master.m3u8';
   }
@@ -244,11 +271,13 @@ export async function packageStreams(o: PackageInput): Promise<StreamingFacts> {
   const dash = o.formats.includes('dash') ? 'manifest.mpd' : '';
   if (!dash) await rm(join(o.outDir, 'manifest.mpd'), { force: true });
   const keep = [...reps.flatMap((r) => [r.init, ...r.segments.map((s) => s.file)]), ...made, ...(dash ? [dash] : [])];
-  const files = await Promise.all(keep.map(async (name) => {
-    const path = join(o.outDir, name);
-    const d = await fileDigest(path);
-    return { name, path, bytes: d.bytes, sha256: d.hex, ...streamFileHeaders(name) };
-  }));
+  const files = await Promise.all(
+    keep.map(async (name) => {
+      const path = join(o.outDir, name);
+      const d = await fileDigest(path);
+      return { name, path, bytes: d.bytes, sha256: d.hex, ...streamFileHeaders(name) };
+    }),
+  );
   return { formats: o.formats, hls, dash, poster: thumbs.poster, thumbnails: thumbs.vtt, targetDurationSec, representations: reps, files };
 }
 
@@ -288,14 +317,30 @@ async function makeThumbnails(renditions: PackageInput['renditions'], outDir: st
   const largest = [...renditions].sort((a, b) => b.width * b.height - a.width * a.height)[0]!;
   const smallest = [...renditions].sort((a, b) => a.width * a.height - b.width * b.height)[0]!;
   const run = (args: string[]): Promise<unknown> => runFfmpeg(['-hide_banner', '-nostdin', '-y', '-loglevel', 'error', ...args], { noProgressMs: 120_000, ...(signal ? { signal } : {}) });
-  const { stdout } = await runFfmpeg(['-v', 'error', '-show_entries', 'format=duration', '-of', 'csv=p=0', `file:${smallest.path}`], { binary: 'ffprobe', noProgressMs: 60_000, ...(signal ? { signal } : {}) });
+  const { stdout } = await runFfmpeg(['-v', 'error', '-show_entries', 'format=duration', '-of', 'csv=p=0', `file:${smallest.path}`], {
+    binary: 'ffprobe',
+    noProgressMs: 60_000,
+    ...(signal ? { signal } : {}),
+  });
   const duration = Number(stdout.trim()) || 0;
   await run(['-ss', (duration * 0.1).toFixed(3), '-i', `file:${largest.path}`, '-map', '0:v:0', '-frames:v', '1', '-q:v', '3', `file:${join(outDir, 'poster.jpg')}`]);
   const h = Math.max(2, Math.round((THUMB_WIDTH * smallest.height) / smallest.width / 2) * 2);
   const tmp = join(outDir, 'thumbs.tmp');
   await mkdir(tmp, { recursive: true });
   // One thumbnail at the first frame at or after every k × everySec, then tiled into sheets.
-  await run(['-i', `file:${smallest.path}`, '-map', '0:v:0', '-vf', `select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,${(everySec - 0.001).toFixed(3)})',scale=${THUMB_WIDTH}:${h}`, '-fps_mode', 'passthrough', '-q:v', '5', `file:${join(tmp, 't-%05d.jpg')}`]);
+  await run([
+    '-i',
+    `file:${smallest.path}`,
+    '-map',
+    '0:v:0',
+    '-vf',
+    `select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,${(everySec - 0.001).toFixed(3)})',scale=${THUMB_WIDTH}:${h}`,
+    '-fps_mode',
+    'passthrough',
+    '-q:v',
+    '5',
+    `file:${join(tmp, 't-%05d.jpg')}`,
+  ]);
   const count = (await readdir(tmp)).filter((n) => n.endsWith('.jpg')).length;
   await run(['-framerate', '1', '-i', `file:${join(tmp, 't-%05d.jpg')}`, '-vf', `tile=${SHEET_COLUMNS}x${SHEET_ROWS}`, '-q:v', '5', `file:${join(outDir, 'thumbs-%03d.jpg')}`]);
   await rm(tmp, { recursive: true, force: true });
@@ -306,8 +351,22 @@ async function makeThumbnails(renditions: PackageInput['renditions'], outDir: st
 }
 
 /** What manifest.json says of the streaming output: the manifests, the target duration, and every file with its SHA-256. Pure. */
-export function streamingManifest(f: StreamingFacts): { hls: string; dash: string; poster: string; thumbnails: string; targetDurationSec: number; files: { name: string; bytes: number; sha256: string }[] } {
-  return { hls: f.hls, dash: f.dash, poster: f.poster, thumbnails: f.thumbnails, targetDurationSec: f.targetDurationSec, files: f.files.map((x) => ({ name: x.name, bytes: x.bytes, sha256: x.sha256 })) };
+export function streamingManifest(f: StreamingFacts): {
+  hls: string;
+  dash: string;
+  poster: string;
+  thumbnails: string;
+  targetDurationSec: number;
+  files: { name: string; bytes: number; sha256: string }[];
+} {
+  return {
+    hls: f.hls,
+    dash: f.dash,
+    poster: f.poster,
+    thumbnails: f.thumbnails,
+    targetDurationSec: f.targetDurationSec,
+    files: f.files.map((x) => ({ name: x.name, bytes: x.bytes, sha256: x.sha256 })),
+  };
 }
 
 /** Puts every streaming file under `prefix`, four at a time, with its content type and cache policy. */
@@ -316,7 +375,10 @@ export async function putStreamFiles(s3: S3Client, bucket: string, prefix: strin
   const worker = async (): Promise<void> => {
     while (next < files.length) {
       const f = files[next++]!;
-      await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}${f.name}`, Body: createReadStream(f.path), ContentLength: f.bytes, ContentType: f.contentType, CacheControl: f.cacheControl }), signal ? { abortSignal: signal } : {});
+      await s3.send(
+        new PutObjectCommand({ Bucket: bucket, Key: `${prefix}${f.name}`, Body: createReadStream(f.path), ContentLength: f.bytes, ContentType: f.contentType, CacheControl: f.cacheControl }),
+        signal ? { abortSignal: signal } : {},
+      );
     }
   };
   await Promise.all([worker(), worker(), worker(), worker()]);

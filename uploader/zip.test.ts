@@ -134,7 +134,13 @@ describe('writeZip', () => {
     for (const name of ['../x', 'a/b', 'a\\b', '/abs', '', '.', '..', 'é.mp4', 'a b', 'C:x', 'x'.repeat(256)]) {
       await rejects(writeZip(out, [{ name, content: 'x' }]), 'INVALID_ARGUMENT');
     }
-    await rejects(writeZip(out, [{ name: 'a', content: 'x' }, { name: 'a', content: 'y' }]), 'INVALID_ARGUMENT');
+    await rejects(
+      writeZip(out, [
+        { name: 'a', content: 'x' },
+        { name: 'a', content: 'y' },
+      ]),
+      'INVALID_ARGUMENT',
+    );
     await rejects(writeZip(out, [{ name: 'a', content: 'x', path: video }]), 'INVALID_ARGUMENT');
     await rejects(writeZip(out, [{ name: 'a' }]), 'INVALID_ARGUMENT');
     await rejects(writeZip(out, [{ name: 'a', path: join(dir, 'missing.mp4') }]), 'NOT_FOUND');
@@ -150,10 +156,7 @@ describe('writeZip', () => {
     const ac2 = new AbortController();
     const big = join(dir, 'big.bin');
     await writeFile(big, Buffer.alloc(8 * 1024 * 1024, 7));
-    await rejects(
-      writeZip(join(sub, 'y.zip'), [{ name: 'big.bin', path: big }], { signal: ac2.signal, onProgress: (b) => b > 1024 * 1024 && ac2.abort() }),
-      'CANCELLED',
-    );
+    await rejects(writeZip(join(sub, 'y.zip'), [{ name: 'big.bin', path: big }], { signal: ac2.signal, onProgress: (b) => b > 1024 * 1024 && ac2.abort() }), 'CANCELLED');
     expect(existsSync(sub) ? await readdir(sub) : []).toEqual([]);
   });
 });
@@ -184,7 +187,13 @@ describe('extractZip', () => {
     for (const [i, bad] of cases.entries()) {
       const zipPath = join(dir, `evil${i}.zip`);
       // a harmless first entry: it must not be written either
-      await writeFile(zipPath, handMadeZip([{ name: 'first.txt', data: Buffer.from('1') }, { name: bad, data: Buffer.from('pwned') }]));
+      await writeFile(
+        zipPath,
+        handMadeZip([
+          { name: 'first.txt', data: Buffer.from('1') },
+          { name: bad, data: Buffer.from('pwned') },
+        ]),
+      );
       const dest = join(dir, `evil-out${i}`, 'inner');
       await rejects(extractZip(zipPath, dest), 'INVALID_ARGUMENT');
       expect(await readdir(dest)).toEqual([]);
@@ -197,7 +206,13 @@ describe('extractZip', () => {
     await rejects(extractZip(link, join(dir, 'link-out')), 'INVALID_ARGUMENT');
 
     const dup = join(dir, 'dup.zip');
-    await writeFile(dup, handMadeZip([{ name: 'a', data: Buffer.from('1') }, { name: 'a', data: Buffer.from('2') }]));
+    await writeFile(
+      dup,
+      handMadeZip([
+        { name: 'a', data: Buffer.from('1') },
+        { name: 'a', data: Buffer.from('2') },
+      ]),
+    );
     await rejects(extractZip(dup, join(dir, 'dup-out')), 'INVALID_ARGUMENT');
   });
 

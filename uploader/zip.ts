@@ -213,7 +213,7 @@ async function eachZipFile(zipPath: string, onFile: (name: string, stream: NodeJ
         if (why) throw new AppError('INVALID_ARGUMENT', `unsafe zip entry name ${JSON.stringify(name)}: ${why}`);
         if (names.has(name)) throw new AppError('INVALID_ARGUMENT', `duplicate zip entry name ${JSON.stringify(name)}`);
         names.add(name);
-        if ((entry.externalFileAttributes >>> 16 & 0o170000) === 0o120000) throw new AppError('INVALID_ARGUMENT', `zip entry ${JSON.stringify(name)} is a symlink`);
+        if (((entry.externalFileAttributes >>> 16) & 0o170000) === 0o120000) throw new AppError('INVALID_ARGUMENT', `zip entry ${JSON.stringify(name)} is a symlink`);
         if (entry.isEncrypted()) throw new AppError('INVALID_ARGUMENT', `zip entry ${JSON.stringify(name)} is encrypted`);
         if (name.endsWith('/')) continue;
         files.push({ name, entry });

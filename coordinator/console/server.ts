@@ -140,7 +140,14 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
           }
           await new Promise<void>((resolve) => {
             const t = setTimeout(resolve, every);
-            pac.signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+            pac.signal.addEventListener(
+              'abort',
+              () => {
+                clearTimeout(t);
+                resolve();
+              },
+              { once: true },
+            );
           });
         }
         p.stop();
@@ -185,7 +192,10 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
     } catch {
       throw new AppError('INVALID_ARGUMENT', 'malformed path');
     }
-    const route = `${method} /${parts.slice(1).map((p, i) => (i === 1 && ['jobs', 'nodes', 'download'].includes(parts[1]!) ? ':id' : p)).join('/')}`;
+    const route = `${method} /${parts
+      .slice(1)
+      .map((p, i) => (i === 1 && ['jobs', 'nodes', 'download'].includes(parts[1]!) ? ':id' : p))
+      .join('/')}`;
     const id = parts[2] ?? '';
     switch (route) {
       case 'GET /jobs': {
@@ -211,8 +221,10 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
         links.set(link, { jobId: j.id, bucket: j.result.bucket, key: j.result.key, expMs: now + 5 * 60_000 });
         return sendJson(res, 200, { url: `/api/download/${link}` });
       }
-      case 'GET /download/:id': return download(req, res, id);
-      case 'POST /upload': return upload(req, res, url);
+      case 'GET /download/:id':
+        return download(req, res, id);
+      case 'POST /upload':
+        return upload(req, res, url);
       case 'GET /nodes': {
         const r = await callUnary<object, { nodes: NodeInfo[] }>(admin(), admin().listNodes, {}, o.timeoutMs, md(req));
         return sendJson(res, 200, { nodes: r.nodes.map(nodeJson) });
@@ -224,8 +236,10 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
         log.info({ nodeId: id, state: n.state }, `node ${route.endsWith('/drain') ? 'drain' : 'undrain'} from the console`);
         return sendJson(res, 200, nodeJson(n));
       }
-      case 'GET /cluster': return sendJson(res, 200, await cluster(req));
-      case 'GET /stream': return stream(req, res, url);
+      case 'GET /cluster':
+        return sendJson(res, 200, await cluster(req));
+      case 'GET /stream':
+        return stream(req, res, url);
       default:
         throw new AppError('NOT_FOUND', `no console endpoint ${method} ${path}`);
     }
@@ -249,7 +263,13 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
   const listJobs = async (req: IncomingMessage, state: string, limit: number): Promise<{ jobs: unknown[] }> => {
     const st = state ? jobStateFromJSON(state.startsWith('JOB_STATE_') ? state : `JOB_STATE_${state.toUpperCase()}`) : JobState.JOB_STATE_UNSPECIFIED;
     if (st === JobState.UNRECOGNIZED) throw new AppError('INVALID_ARGUMENT', `unknown job state "${state}"`);
-    const r = await callUnary<ListJobsRequest, { jobs: Job[] }>(jobs(), jobs().listJobs, { limit: Number.isFinite(limit) && limit > 0 ? Math.min(limit, 200) : 50, state: st, pageToken: '' }, o.timeoutMs, md(req));
+    const r = await callUnary<ListJobsRequest, { jobs: Job[] }>(
+      jobs(),
+      jobs().listJobs,
+      { limit: Number.isFinite(limit) && limit > 0 ? Math.min(limit, 200) : 50, state: st, pageToken: '' },
+      o.timeoutMs,
+      md(req),
+    );
     return { jobs: r.jobs.map((j) => jobJson(j, false)) };
   };
 
@@ -281,7 +301,9 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
       throw err;
     }
     const ac = new AbortController();
-    req.on('close', () => { if (!req.complete) ac.abort(new AppError('CANCELLED', 'the browser stopped the upload')); });
+    req.on('close', () => {
+      if (!req.complete) ac.abort(new AppError('CANCELLED', 'the browser stopped the upload'));
+    });
     const client = jobs();
     const call = openClientStream<UploadChunk, SubmitJobResponse>((cb) => client.uploadAndSubmit(md(req), deadline(3_600_000), cb), ac.signal);
     const resumeId = randomBytes(16).toString('hex');
@@ -346,7 +368,9 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
       start();
       res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     };
-    const ping = setInterval(() => { if (started) res.write(': ping\n\n'); }, 15_000);
+    const ping = setInterval(() => {
+      if (started) res.write(': ping\n\n');
+    }, 15_000);
     try {
       if (topic === 'job') {
         const id = url.searchParams.get('id') ?? '';
@@ -362,16 +386,28 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
         // Consoles open with the same token and view share one reader (the same answer is theirs).
         const key = [topic, state, limit, req.headers.authorization ?? ''].join('\n');
         await new Promise<void>((resolve, reject) => {
-          const leave = joinPoll(key, every, () => (topic === 'jobs' ? listJobs(req, state, limit) : cluster(req)), (ev) => {
-            if (ev.err) {
+          const leave = joinPoll(
+            key,
+            every,
+            () => (topic === 'jobs' ? listJobs(req, state, limit) : cluster(req)),
+            (ev) => {
+              if (ev.err) {
+                leave();
+                reject(ev.err);
+              } else {
+                start();
+                res.write(`event: ${topic}\ndata: ${ev.data}\n\n`);
+              }
+            },
+          );
+          ac.signal.addEventListener(
+            'abort',
+            () => {
               leave();
-              reject(ev.err);
-            } else {
-              start();
-              res.write(`event: ${topic}\ndata: ${ev.data}\n\n`);
-            }
-          });
-          ac.signal.addEventListener('abort', () => { leave(); resolve(); }, { once: true });
+              resolve();
+            },
+            { once: true },
+          );
         });
       }
     } catch (err) {
@@ -426,7 +462,10 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
   server.requestTimeout = 0; // uploads and streams may last
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(o.port, o.host, () => { server.off('error', reject); resolve(); });
+    server.listen(o.port, o.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   const port = (server.address() as AddressInfo).port;
   const shownHost = o.host === '0.0.0.0' || o.host === '::' ? 'localhost' : o.host.includes(':') ? `[${o.host}]` : o.host;
@@ -434,12 +473,13 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
     server,
     port,
     url: `${o.tls ? 'https' : 'http'}://${shownHost}:${port}/`,
-    close: () => new Promise<void>((resolve) => {
-      for (const s of streams) s.abort();
-      server.closeAllConnections();
-      server.close(() => resolve());
-      clients.closeAll();
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of streams) s.abort();
+        server.closeAllConnections();
+        server.close(() => resolve());
+        clients.closeAll();
+      }),
   };
 }
 
@@ -465,7 +505,20 @@ function jobJson(j: Job, full: boolean): unknown {
     etaP90Sec: j.etaP90Sec,
     errorCode: j.errorCode,
     errorMessage: j.errorMessage,
-    segments: full ? j.segments.map((s) => ({ index: s.index, nodeId: s.nodeId, attempt: s.attempt, state: segmentStateToJSON(s.state), startSec: s.startSec, endSec: s.endSec, frames: s.frames, framesDone: s.framesDone, subSegments: s.subSegments, subSegmentsDone: s.subSegmentsDone })) : [],
+    segments: full
+      ? j.segments.map((s) => ({
+          index: s.index,
+          nodeId: s.nodeId,
+          attempt: s.attempt,
+          state: segmentStateToJSON(s.state),
+          startSec: s.startSec,
+          endSec: s.endSec,
+          frames: s.frames,
+          framesDone: s.framesDone,
+          subSegments: s.subSegments,
+          subSegmentsDone: s.subSegmentsDone,
+        }))
+      : [],
     history: full ? j.history : [],
     ...(full ? { nowMs: Date.now() } : {}),
   };

@@ -11,14 +11,25 @@ import { PROMETHEUS_RULE_PATH, RULES_PATH, renderPrometheusRule } from './render
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const read = (p: string): string => readFileSync(join(ROOT, p), 'utf8');
 
-interface Rule { alert: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }
+interface Rule {
+  alert: string;
+  expr: string;
+  for?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
 const rules = (parse(readFileSync(RULES_PATH, 'utf8')) as { groups: { name: string; rules: Rule[] }[] }).groups.flatMap((g) => g.rules);
 
 const hasPromtool = spawnSync('promtool', ['--version'], { stdio: 'ignore' }).status === 0;
 if (!hasPromtool) process.stdout.write('deploy/prometheus/rules.test.ts: promtool checks skipped: no `promtool` (apt-get install prometheus; .ci/run installs it)\n');
 
 /** GitHub's anchor for a Markdown heading. */
-const anchor = (heading: string): string => heading.trim().toLowerCase().replace(/[^\w\- ]/g, '').replace(/ /g, '-');
+const anchor = (heading: string): string =>
+  heading
+    .trim()
+    .toLowerCase()
+    .replace(/[^\w\- ]/g, '')
+    .replace(/ /g, '-');
 
 describe('deploy/prometheus alert rules', () => {
   it.skipIf(!hasPromtool)('pass `promtool check rules` and `promtool test rules`', () => {
@@ -53,7 +64,12 @@ describe('deploy/prometheus alert rules', () => {
 
   it('each rule has a severity and a runbook link to a section of docs/runbooks.md', () => {
     const runbooks = read('docs/runbooks.md');
-    const anchors = new Set(runbooks.split('\n').filter((l) => l.startsWith('## ')).map((l) => anchor(l.slice(3))));
+    const anchors = new Set(
+      runbooks
+        .split('\n')
+        .filter((l) => l.startsWith('## '))
+        .map((l) => anchor(l.slice(3))),
+    );
     expect(new Set(rules.map((r) => r.alert)).size).toBe(rules.length);
     for (const r of rules) {
       expect(['critical', 'warning'], r.alert).toContain(r.labels?.severity);
@@ -75,7 +91,9 @@ describe('deploy/prometheus alert rules', () => {
     expect(kust.resources).toEqual(['prometheus-rule.yaml']);
     expect(kust.namespace).toBe('tessera');
 
-    const ops = parse(read('deploy/compose.ops.yaml')) as { services: Record<string, { image: string; volumes?: string[]; command?: string[]; environment?: Record<string, string>; depends_on?: Record<string, unknown> }> };
+    const ops = parse(read('deploy/compose.ops.yaml')) as {
+      services: Record<string, { image: string; volumes?: string[]; command?: string[]; environment?: Record<string, string>; depends_on?: Record<string, unknown> }>;
+    };
     const prom = ops.services['prometheus']!;
     const mounts = new Map((prom.volumes ?? []).map((v) => [v.split(':')[1], v.split(':')[0]]));
     const cfgHost = mounts.get('/etc/prometheus/prometheus.yml')!;

@@ -19,7 +19,9 @@ import { createServer } from 'node:http';
 const [dnsIp = '', httpPortArg = '', publicIp = '', linkLocalIp = '', redirectPortArg = ''] = process.argv.slice(2);
 const httpPort = Number(httpPortArg);
 const redirectPort = Number(redirectPortArg);
-const emit = (e: object): void => { process.stdout.write(`${JSON.stringify(e)}\n`); };
+const emit = (e: object): void => {
+  process.stdout.write(`${JSON.stringify(e)}\n`);
+};
 
 let rebindQueries = 0;
 let flipQueries = 0;
@@ -68,9 +70,7 @@ dns.on('message', (msg, rinfo) => {
 dns.bind(53, dnsIp, () => {
   const http = createServer((req, res) => {
     emit({ conn: req.socket.localAddress, path: req.url });
-    const location = req.url === '/to-link-local'
-      ? `http://${linkLocalIp}:${httpPort}/latest/meta-data`
-      : `http://rebind.tessera.test:${redirectPort}${req.url ?? '/'}`;
+    const location = req.url === '/to-link-local' ? `http://${linkLocalIp}:${httpPort}/latest/meta-data` : `http://rebind.tessera.test:${redirectPort}${req.url ?? '/'}`;
     res.writeHead(302, { location, 'content-length': '0' });
     res.end();
   });

@@ -33,16 +33,9 @@ export async function makeTempDir(prefix = 'tessera-tx-'): Promise<{ dir: string
 export async function makeClip(dir: string, name: string, o: ClipOptions = {}): Promise<string> {
   const seconds = o.seconds ?? 4;
   const path = join(dir, `${name}.${o.ext ?? 'mp4'}`);
-  const args = [
-    '-hide_banner', '-nostdin', '-loglevel', 'error', '-y',
-    '-f', 'lavfi', '-i', `testsrc2=size=${o.width ?? 320}x${o.height ?? 240}:rate=${o.rate ?? '30'}:duration=${seconds}`,
-  ];
+  const args = ['-hide_banner', '-nostdin', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', `testsrc2=size=${o.width ?? 320}x${o.height ?? 240}:rate=${o.rate ?? '30'}:duration=${seconds}`];
   if (o.audio) args.push('-f', 'lavfi', '-i', `sine=frequency=440:sample_rate=48000:duration=${seconds}`);
-  args.push(
-    '-c:v', 'libx264', '-preset', 'veryfast', '-pix_fmt', 'yuv420p',
-    '-g', String(o.gop ?? 30), '-keyint_min', String(o.gop ?? 30), '-sc_threshold', '0',
-    '-bf', String(o.bframes ?? 0),
-  );
+  args.push('-c:v', 'libx264', '-preset', 'veryfast', '-pix_fmt', 'yuv420p', '-g', String(o.gop ?? 30), '-keyint_min', String(o.gop ?? 30), '-sc_threshold', '0', '-bf', String(o.bframes ?? 0));
   if (o.audio) args.push('-c:a', 'aac', '-b:a', '64k', '-ac', '2');
   args.push(path);
   await run('ffmpeg', args);
@@ -107,14 +100,14 @@ export async function writeForgedMatroska(path: string, o: { width: number; heig
   const scaleNs = o.fps ? Math.round(1e9 / o.fps) : 1_000_000;
   const step = o.fps ? 1 : 40;
   const durationUnits = o.durationSec !== undefined ? (o.durationSec * 1e9) / scaleNs : frames * step;
-  const header = ebml(0x1a45dfa3, [
-    ebmlUint(0x4286, 1), ebmlUint(0x42f7, 1), ebmlUint(0x42f2, 4), ebmlUint(0x42f3, 8),
-    ebmlString(0x4282, 'matroska'), ebmlUint(0x4287, 4), ebmlUint(0x4285, 2),
-  ]);
+  const header = ebml(0x1a45dfa3, [ebmlUint(0x4286, 1), ebmlUint(0x42f7, 1), ebmlUint(0x42f2, 4), ebmlUint(0x42f3, 8), ebmlString(0x4282, 'matroska'), ebmlUint(0x4287, 4), ebmlUint(0x4285, 2)]);
   const info = ebml(0x1549a966, [ebmlUint(0x2ad7b1, scaleNs), ebmlFloat(0x4489, durationUnits), ebmlString(0x4d80, 'forged'), ebmlString(0x5741, 'forged')]);
   const tracks = ebml(0x1654ae6b, [
     ebml(0xae, [
-      ebmlUint(0xd7, 1), ebmlUint(0x73c5, 1), ebmlUint(0x83, 1), ebmlString(0x86, o.codecId ?? 'V_VP9'),
+      ebmlUint(0xd7, 1),
+      ebmlUint(0x73c5, 1),
+      ebmlUint(0x83, 1),
+      ebmlString(0x86, o.codecId ?? 'V_VP9'),
       ...(o.fps ? [ebmlUint(0x23e383, scaleNs)] : []),
       ebml(0xe0, [ebmlUint(0xb0, o.width), ebmlUint(0xba, o.height)]),
     ]),
