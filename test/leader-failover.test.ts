@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TesseraClient } from '../sdk/client.js';
-import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
+import { JobState, SegmentState, type Job } from '../proto/gen/tessera/v1/types.js';
 import { checkArchive, ffmpegChildren, fixture, nodeRunningFfmpeg, startTestCluster, type TestCluster } from './helpers.js';
 import { checkpoints, logLines, subSegmentsRedone } from './faults-helpers.js';
 
@@ -101,6 +101,10 @@ describe('leader failover without rework', () => {
   it('leader killed mid-encode: the new leader re-attaches and no sub-segment is transcoded twice', async () => {
     const { jobId } = await c().submit({ inputUri: clip, ladder: LADDER });
     await expect.poll(() => audioRecorded(t, jobId), { timeout: 60_000, interval: 100 }).toBe(true);
+    // Mid-encode: every segment is on its node (segments leave as they are cut, so under load the
+    // last one may still be in transfer a moment after the first started).
+    const onNodes = (j: Job): boolean => j.segments.length > 0 && j.segments.every((s) => s.state === SegmentState.SEGMENT_STATE_TRANSCODING || s.state === SegmentState.SEGMENT_STATE_DONE);
+    await expect.poll(async () => onNodes(await c().get(jobId)), { timeout: 60_000, interval: 100 }).toBe(true);
     const snap = await c().get(jobId);
     const busy = await nodeRunningFfmpeg(t.cluster, [...new Set([...snap.segments.map((s) => s.nodeId).filter(Boolean), ...t.cluster.nodeIds()])], 30_000);
     const old = await leader(t);
