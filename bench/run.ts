@@ -38,6 +38,7 @@ const { values: flags } = parseArgs({
     'chunk-sec': { type: 'string' },
     'lab-runs': { type: 'string' },
     seconds: { type: 'string' },
+    'steal-ms': { type: 'string' },
   },
 });
 const quick = flags.quick ?? false;
@@ -155,7 +156,8 @@ async function startCluster(dir: string, nodes: number, slots: number, nodeCpus?
     logLevel: 'warn',
     ...(nodeCpus ? { nodeCpus } : {}),
     ...(controlCpus ? { controlCpus } : {}),
-    env: { PROGRESS_INTERVAL_MS: '500', HEARTBEAT_MS: '1000' },
+    // `--steal-ms N`: the coordinators' STEAL_INTERVAL_MS (0: work stealing off, for contrast).
+    env: { PROGRESS_INTERVAL_MS: '500', HEARTBEAT_MS: '1000', ...(flags['steal-ms'] !== undefined ? { STEAL_INTERVAL_MS: flags['steal-ms'] } : {}) },
   });
 }
 
