@@ -82,3 +82,8 @@ export const HELPER_ATTEMPT_BASE = 10_000;
 export function isHelperAttempt(attempt: number): boolean {
   return attempt >= HELPER_ATTEMPT_BASE;
 }
+
+/** True when every chunk the checkpoint plans is recorded done. */
+export function checkpointComplete(cp: CheckpointRecord | undefined): boolean {
+  return cp !== undefined && cp.boundaries.length >= 2 && new Set(cp.done.map((x) => x.sub)).size === cp.boundaries.length - 1;
+}

@@ -11,7 +11,7 @@ import type { ClientCache } from '../common/grpc-clients.js';
 import type { Logger } from '../common/logger.js';
 import { retry, sleep } from '../common/retry.js';
 import { isEtcdOutage, withEtcdRetry } from '../common/etcd-retry.js';
-import type { UploaderRecord } from '../common/records.js';
+import { checkpointComplete, type UploaderRecord } from '../common/records.js';
 import { NodeAgentClient, UploaderClient } from '../common/bulk-codec.js';
 import type { FinalizeEvent, PartRef } from '../proto/gen/tessera/v1/uploader.js';
 import type { JobResult } from '../proto/gen/tessera/v1/types.js';
@@ -208,7 +208,7 @@ export class JobRunner {
             }
             // Every sub-segment checkpointed (it finished while no leader watched): done.
             const cp = tree?.checkpoints.get(cut.index);
-            if (cp && cp.boundaries.length >= 2 && new Set(cp.done.map((x) => x.sub)).size === cp.boundaries.length - 1) {
+            if (checkpointComplete(cp)) {
               const doneSeg: SegmentRecord = { ...seg, state: 'DONE' };
               await withEtcdRetry('record segment done', () => store.putSegment(this.jobId, doneSeg, 'all sub-segments done (found in the checkpoint)', this.fence), {
                 signal: inner.signal,

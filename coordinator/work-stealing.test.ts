@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { SegmentEvent } from '../proto/gen/tessera/v1/agent.js';
-import { checkpointComplete, nextHelperAttempt, planDuplicates, planSteals, spareSlots, type WorkUnit } from './work-stealing.js';
+import { nextHelperAttempt, planDuplicates, planSteals, spareSlots, type WorkUnit } from './work-stealing.js';
+import { checkpointComplete } from '../common/records.js';
 import type { NodeView } from './node-registry.js';
 import { ChunkControl } from '../node-agent/segment-work.js';
 

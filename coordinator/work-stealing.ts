@@ -5,7 +5,7 @@ import type { ClientCache } from '../common/grpc-clients.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import { fits, type Placement } from '../common/placement.js';
-import { HELPER_ATTEMPT_BASE, type CheckpointRecord } from '../common/records.js';
+import { checkpointComplete, HELPER_ATTEMPT_BASE, type CheckpointRecord } from '../common/records.js';
 import { SegmentFence } from '../common/segment-fence.js';
 import { traceMetadata } from '../common/trace.js';
 import { NodeAgentClient } from '../common/bulk-codec.js';
@@ -329,6 +329,38 @@ export class WorkStealer {
     }
   }
 
+  /** Asks the owner's node to give up (or, with `cancelRunning`, stop) chunks of its run; answers those it did. */
+  private async releaseOnOwner(v: WorkUnit, chunks: number[], how: { all?: boolean; cancelRunning?: boolean } = {}): Promise<number[]> {
+    const owner = this.d.registry.get(v.nodeId);
+    if (!owner) return [];
+    const client = this.d.clients.get(NodeAgentClient, owner.address, owner.id);
+    const ref = { jobId: v.jobId, segment: v.segment, attempt: v.attempt, ownerRevision: v.ownerRevision, leaderTerm: v.leaderTerm };
+    const res = await callUnary(client, client.releaseChunks, { ref, chunks, ...how }, this.d.rpcTimeoutMs, traceMetadata(v.jobId));
+    return res.released;
+  }
+
+  /** Names the helper attempt's node and chunks in the segment's checkpoint (fenced on the owner): the uploader accepts its parts then. */
+  private recordHelper(fence: SegmentFence, helperAttempt: number, nodeId: string, chunks: number[]): Promise<CheckpointRecord> {
+    return fence.updateCheckpoint((c) => (c ? { ...c, helpers: { ...c.helpers, [String(helperAttempt)]: { nodeId, chunks } } } : undefined));
+  }
+
+  /** Runs a helper attempt on `thief`, counted on that node while it runs, its progress added to the owner's. */
+  private async runHelperUnit(o: OwnerState, thief: NodeView, helperAttempt: number, chunks: number[], tag: string): Promise<void> {
+    const v = o.unit;
+    const unit: WorkUnit = { ...v, key: `${v.key}/${tag}${helperAttempt}`, nodeId: thief.id, attempt: helperAttempt, helper: true, last: undefined };
+    this.helpersInFlight.set(unit.key, unit);
+    const onEvent = (ev: SegmentEvent): void => {
+      unit.last = ev;
+      o.helperEvents.set(helperAttempt, ev);
+      this.relay(o);
+    };
+    try {
+      await o.runHelper(v, thief, helperAttempt, chunks, onEvent, o.abort.signal);
+    } finally {
+      this.helpersInFlight.delete(unit.key);
+    }
+  }
+
   /**
    * A run that waits for a slot with everything it has left moves whole: its owner releases every
    * chunk (all or nothing), its RunSegment ends, and the dispatch assigns the segment to the thief
@@ -336,27 +368,19 @@ export class WorkStealer {
    */
   private async move(o: OwnerState, thief: NodeView, chunks: number[]): Promise<void> {
     const v = o.unit;
-    const owner = this.d.registry.get(v.nodeId);
-    if (!owner) return;
+    if (!this.d.registry.get(v.nodeId)) return;
     o.movedTo = thief.id; // set first: the owner's run may end before the answer arrives
-    const client = this.d.clients.get(NodeAgentClient, owner.address, owner.id);
-    const res = await callUnary(
-      client,
-      client.releaseChunks,
-      { ref: { jobId: v.jobId, segment: v.segment, attempt: v.attempt, ownerRevision: v.ownerRevision, leaderTerm: v.leaderTerm }, chunks, all: true },
-      this.d.rpcTimeoutMs,
-      traceMetadata(v.jobId),
-    ).catch((err: unknown) => {
+    const released = await this.releaseOnOwner(v, chunks, { all: true }).catch((err: unknown) => {
       o.movedTo = undefined;
       throw err;
     });
-    if (res.released.length === 0) {
+    if (released.length === 0) {
       o.movedTo = undefined; // a chunk started meanwhile: it stays
       return;
     }
-    this.stolenChunks += res.released.length;
-    this.d.metrics.chunksStolen.inc(res.released.length);
-    this.d.log.info({ jobId: v.jobId, segment: v.segment, from: v.nodeId, to: thief.id, chunks: res.released }, 'queued segment moved to an idle node');
+    this.stolenChunks += released.length;
+    this.d.metrics.chunksStolen.inc(released.length);
+    this.d.log.info({ jobId: v.jobId, segment: v.segment, from: v.nodeId, to: thief.id, chunks: released }, 'queued segment moved to an idle node');
   }
 
   /**
@@ -367,93 +391,42 @@ export class WorkStealer {
    */
   private async duplicate(o: OwnerState, thief: NodeView, chunk: number, remainingSec: number): Promise<void> {
     const v = o.unit;
-    const owner = this.d.registry.get(v.nodeId);
-    if (!owner) return;
+    if (!this.d.registry.get(v.nodeId)) return;
     const fence = new SegmentFence(this.d.etcd, this.d.keys, v.jobId, v.segment, v.ownerRevision);
     const cur = await fence.readCheckpoint();
     if (!cur || cur.value.boundaries.length < 3 || cur.value.done.some((d) => d.sub === chunk)) return;
     const helperAttempt = nextHelperAttempt(cur.value);
-    await fence.updateCheckpoint((c) => (c ? { ...c, helpers: { ...c.helpers, [String(helperAttempt)]: { nodeId: thief.id, chunks: [chunk] } } } : undefined));
+    await this.recordHelper(fence, helperAttempt, thief.id, [chunk]);
     this.duplicatedChunks++;
     this.d.metrics.chunksDuplicated.inc();
     this.d.log.info(
       { jobId: v.jobId, segment: v.segment, chunk, slow: v.nodeId, copy: thief.id, remainingSec: Math.round(remainingSec * 10) / 10, helperAttempt },
       "running a copy of a straggler's chunk",
     );
-    const unit: WorkUnit = { ...v, key: `${v.key}/d${helperAttempt}`, nodeId: thief.id, attempt: helperAttempt, helper: true, last: undefined };
-    this.helpersInFlight.set(unit.key, unit);
-    try {
-      await o.runHelper(
-        v,
-        thief,
-        helperAttempt,
-        [chunk],
-        (ev) => {
-          unit.last = ev;
-          o.helperEvents.set(helperAttempt, ev);
-          this.relay(o);
-        },
-        o.abort.signal,
-      );
-    } finally {
-      this.helpersInFlight.delete(unit.key);
-    }
+    await this.runHelperUnit(o, thief, helperAttempt, [chunk], 'd');
     const won = (await fence.readCheckpoint())?.value.done.find((d) => d.sub === chunk)?.attempt === helperAttempt;
     this.d.log.info({ jobId: v.jobId, segment: v.segment, chunk, copy: thief.id, won }, won ? "the copy finished first: stopping the straggler's" : 'the straggler finished first');
-    if (!won) return;
-    const client = this.d.clients.get(NodeAgentClient, owner.address, owner.id);
-    await callUnary(
-      client,
-      client.releaseChunks,
-      { ref: { jobId: v.jobId, segment: v.segment, attempt: v.attempt, ownerRevision: v.ownerRevision, leaderTerm: v.leaderTerm }, chunks: [chunk], cancelRunning: true },
-      this.d.rpcTimeoutMs,
-      traceMetadata(v.jobId),
-    );
+    if (won) await this.releaseOnOwner(v, [chunk], { cancelRunning: true });
   }
 
   private async steal(o: OwnerState, thief: NodeView, chunks: number[]): Promise<void> {
     const v = o.unit;
-    const owner = this.d.registry.get(v.nodeId);
-    if (!owner) return;
+    if (!this.d.registry.get(v.nodeId)) return;
     const fence = new SegmentFence(this.d.etcd, this.d.keys, v.jobId, v.segment, v.ownerRevision);
     const cur = await fence.readCheckpoint();
     if (!cur || cur.value.boundaries.length < 3) return; // the owner has not recorded its chunks
     const helperAttempt = nextHelperAttempt(cur.value);
-    const client = this.d.clients.get(NodeAgentClient, owner.address, owner.id);
-    const res = await callUnary(
-      client,
-      client.releaseChunks,
-      { ref: { jobId: v.jobId, segment: v.segment, attempt: v.attempt, ownerRevision: v.ownerRevision, leaderTerm: v.leaderTerm }, chunks },
-      this.d.rpcTimeoutMs,
-      traceMetadata(v.jobId),
-    );
-    const released = res.released;
+    const released = await this.releaseOnOwner(v, chunks);
     if (released.length === 0) return;
     o.released = true; // from here on, the owner's dispatch checks that every chunk got done
     // Recorded before the helper sends a part: the uploader accepts its parts from the node named.
-    await fence.updateCheckpoint((c) => (c ? { ...c, helpers: { ...c.helpers, [String(helperAttempt)]: { nodeId: thief.id, chunks: released } } } : undefined));
+    await this.recordHelper(fence, helperAttempt, thief.id, released);
     this.stolenChunks += released.length;
     this.d.metrics.chunksStolen.inc(released.length);
     this.d.log.info({ jobId: v.jobId, segment: v.segment, from: v.nodeId, to: thief.id, chunks: released, helperAttempt }, 'chunks moved to an idle node');
-    const unit: WorkUnit = { ...v, key: `${v.key}/h${helperAttempt}`, nodeId: thief.id, attempt: helperAttempt, helper: true, last: undefined };
-    this.helpersInFlight.set(unit.key, unit);
-    const run = o
-      .runHelper(
-        v,
-        thief,
-        helperAttempt,
-        released,
-        (ev) => {
-          unit.last = ev;
-          o.helperEvents.set(helperAttempt, ev);
-          this.relay(o);
-        },
-        o.abort.signal,
-      )
-      .catch((err: unknown) => {
-        this.d.log.warn({ jobId: v.jobId, segment: v.segment, node: thief.id, helperAttempt, err: errorMessage(err) }, 'helper run failed; its chunks are redone by the segment');
-      })
-      .finally(() => this.helpersInFlight.delete(unit.key));
+    const run = this.runHelperUnit(o, thief, helperAttempt, released, 'h').catch((err: unknown) => {
+      this.d.log.warn({ jobId: v.jobId, segment: v.segment, node: thief.id, helperAttempt, err: errorMessage(err) }, 'helper run failed; its chunks are redone by the segment');
+    });
     o.helpers.push(run);
   }
 }
@@ -464,9 +437,4 @@ export function nextHelperAttempt(cp: CheckpointRecord): number {
     .map(Number)
     .filter(Number.isFinite);
   return Math.max(HELPER_ATTEMPT_BASE, ...used) + 1;
-}
-
-/** True when every chunk the checkpoint plans is recorded done. */
-export function checkpointComplete(cp: CheckpointRecord | undefined): boolean {
-  return cp !== undefined && cp.boundaries.length >= 2 && new Set(cp.done.map((x) => x.sub)).size === cp.boundaries.length - 1;
 }

@@ -19,8 +19,8 @@ export interface InputOptions {
   limits?: FfmpegLimits;
 }
 
-/** Input options every ffmpeg reading a staged file gets, ending with `-i file:<abs>`. */
-function inputArgs(abs: string, o: InputOptions | undefined): string[] {
+/** Input options every ffmpeg reading the input gets (a staged file or a ranged read), ending with `-i <url>`. */
+export function inputArgs(abs: string, o: InputOptions | undefined): string[] {
   const src = inputSource(abs);
   return [...src.protocol, '-format_whitelist', INPUT_DEMUXERS, '-max_pixels', maxPixelsArg(o?.maxPixels), ...demuxerArgs(o?.format), '-i', src.url];
 }

@@ -1,9 +1,7 @@
 import { AppError } from '../common/errors.js';
-import { firstVideoStream, inputSource, num, parseProbeJson, rational, runFfprobe, streamDuration, type ProbeJson, type ProbeOptions, type ProbeStream } from './ffprobe.js';
+import { firstVideoStream, num, parseProbeJson, rational, runFfprobe, streamDuration, type ProbeJson, type ProbeOptions, type ProbeStream } from './ffprobe.js';
 import { runFfmpeg } from './run-ffmpeg.js';
-import type { InputOptions } from './split.js';
-import { maxPixelsArg } from './ffmpeg-limits.js';
-import { demuxerArgs, INPUT_DEMUXERS } from './ffprobe.js';
+import { inputArgs, type InputOptions } from './split.js';
 
 /**
  * What a player shows of a source, beyond its frames: orientation, field structure, colour, HDR
@@ -247,14 +245,7 @@ export async function sampleIdet(path: string, o: InputOptions & { signal?: Abor
     '-loglevel',
     'info',
     '-nostats',
-    ...inputSource(path).protocol,
-    '-format_whitelist',
-    INPUT_DEMUXERS,
-    '-max_pixels',
-    maxPixelsArg(o.maxPixels),
-    ...demuxerArgs(o.format),
-    '-i',
-    inputSource(path).url,
+    ...inputArgs(path, o),
     '-map',
     '0:V:0',
     '-an',
