@@ -43,6 +43,17 @@ export interface KeyframeGridPlan {
   windows: { originSec: number; startSec: number; endSec: number }[];
 }
 
+/** A job's plan: its segments, renditions and where the archive goes (decided once, kept with the job). */
+export interface JobPlan {
+  cuts: PlannedCut[];
+  renditions: PlannedRendition[];
+  container: 'mp4' | 'mkv';
+  bucket: string;
+  key: string;
+  constantRate?: ConstantRatePlan | undefined;
+  keyframeGrid?: KeyframeGridPlan | undefined;
+}
+
 /** `jobs/<id>`: the job record. */
 export interface JobRecord {
   id: string;
@@ -57,17 +68,7 @@ export interface JobRecord {
   finishedAtMs?: number | undefined;
   queueKey: string;
   source?: SourceInfo | undefined;
-  plan?:
-    | {
-        cuts: PlannedCut[];
-        renditions: PlannedRendition[];
-        container: 'mp4' | 'mkv';
-        bucket: string;
-        key: string;
-        constantRate?: ConstantRatePlan | undefined;
-        keyframeGrid?: KeyframeGridPlan | undefined;
-      }
-    | undefined;
+  plan?: JobPlan | undefined;
   uploaderId?: string | undefined;
   result?: JobResult | undefined;
   history: StatusChange[];

@@ -15,33 +15,29 @@ import { checkpointComplete, type UploaderRecord } from '../common/records.js';
 import { NodeAgentClient, UploaderClient } from '../common/bulk-codec.js';
 import type { FinalizeEvent, PartRef } from '../proto/gen/tessera/v1/uploader.js';
 import type { JobResult } from '../proto/gen/tessera/v1/types.js';
-import { keyframeTimes, readPacketSummary } from '../transcoder/keyframes.js';
-import { ladderNotes, resolveLadder } from '../transcoder/ladder.js';
-import { probeMedia, type MediaInfo } from '../transcoder/probe.js';
-import { planConstantRate, planSource, startIdet, withConstantRate, type SourcePlan } from './source-plan.js';
-import { constantRateSpans, partSpans, rateWindows } from './part-spans.js';
-import { decoderPixelCap } from '../transcoder/ffmpeg-limits.js';
-import { demuxerFor, isRangedInput } from '../transcoder/ffprobe.js';
-import { extractAudio, segmentFrameCounts, splitFrameCuts, splitVideo, type InputOptions } from '../transcoder/split.js';
+import { type SourcePlan } from './source-plan.js';
+import { constantRateSpans, partSpans } from './part-spans.js';
+import { isRangedInput } from '../transcoder/ffprobe.js';
+import { extractAudio, splitFrameCuts, splitVideo } from '../transcoder/split.js';
 import { sendPart } from '../uploader/part-client.js';
 import type { CoordinatorConfig } from './config.js';
-import { TERMINAL, type JobRecord, type PlannedCut, type SegmentRecord } from './job-model.js';
+import { TERMINAL, type JobRecord, type SegmentRecord } from './job-model.js';
 import type { JobStore, LeaderFence, ResumeFacts } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { NodeRegistry, NodeView } from './node-registry.js';
 import { fits, jobPlacement, whyNoNode, type Placement } from '../common/placement.js';
-import { planFrameSegments, planSegments } from './plan.js';
+import { examineInput, planJob } from './job-preparation.js';
 import { ProgressTracker } from './progress.js';
 import { dispatchSegment, type DispatchDeps, type SegmentSource } from './segment-dispatch.js';
 import type { WorkStealer } from './work-stealing.js';
 import type { RangedInput, RangeServer } from './range-source.js';
 import { Readable } from 'node:stream';
-import { classifyInput, outputKey, parseOutput, keyframePeriod, parsePackage, resolveLocalInput, toRungs } from './spec.js';
+import { classifyInput, outputKey, parseOutput, keyframePeriod, parsePackage, resolveLocalInput } from './spec.js';
 import { GOP_SECONDS } from '../transcoder/ffmpeg-args.js';
 import { stageInput } from './input.js';
 import { ensureRoom, neverFits } from '../common/staging-space.js';
 import { outboundPolicy } from './safe-http.js';
-import { gateInput, sniffReference } from './input-gate.js';
+import { sniffReference } from './input-gate.js';
 
 export interface RunnerDeps {
   cfg: CoordinatorConfig;
@@ -64,24 +60,6 @@ export interface RunnerDeps {
   onFrames: (frames: number) => void;
   /** A job that did not succeed: abort its S3 upload, delete its uploaded input (after the uploader's Cleanup). */
   releaseLeftovers?: (rec: JobRecord) => Promise<void>;
-}
-
-/** Runs the input gate with the configured limits (a permanent, readable error). */
-export function checkLimits(m: MediaInfo, cfg: CoordinatorConfig): void {
-  gateInput(m, {
-    maxDurationSec: cfg.MAX_DURATION_SEC,
-    maxWidth: cfg.MAX_WIDTH,
-    maxHeight: cfg.MAX_HEIGHT,
-    maxFps: cfg.MAX_FPS,
-    maxStreams: cfg.MAX_STREAMS,
-    maxAudioChannels: cfg.MAX_AUDIO_CHANNELS,
-    maxWorkPixels: cfg.MAX_WORK_PIXELS,
-  });
-}
-
-/** The largest picture a decoder may allocate (`-max_pixels`): the gate's size limit. */
-export function maxPixelsOf(cfg: CoordinatorConfig): number {
-  return decoderPixelCap(cfg.MAX_WIDTH, cfg.MAX_HEIGHT);
 }
 
 /**
@@ -362,6 +340,34 @@ export class JobRunner {
     return list.find((u) => u.id === preferred) ?? list[hash(this.jobId) % Math.max(1, list.length)];
   }
 
+  /**
+   * The ready nodes the job may run on (the capabilities its rungs need, the labels it is pinned
+   * to). While there is none it waits, saying in the job's stage what each ready node lacks.
+   */
+  private async nodesForPlan(rec: JobRecord, signal: AbortSignal): Promise<NodeView[]> {
+    const placement = jobPlacement(rec.spec);
+    const eligible = (): NodeView[] => this.d.registry.ready().filter((n) => fits(n, placement));
+    let nodes = eligible();
+    if (nodes.length > 0) return nodes;
+    let said = '';
+    this.d.waiting?.set(this.jobId, placement);
+    try {
+      while (nodes.length === 0) {
+        const why = whyNoNode(this.d.registry.ready(), placement);
+        if (why !== said) {
+          await this.d.store.update(this.jobId, (r) => (TERMINAL.has(r.state) ? undefined : { ...r, stage: why }), { fence: this.fence });
+          this.log.info({ reason: why }, 'job waits for a node');
+          said = why;
+        }
+        await sleep(250, signal);
+        nodes = eligible();
+      }
+    } finally {
+      this.d.waiting?.delete(this.jobId);
+    }
+    return nodes;
+  }
+
   /** PREPARING: stage, probe, plan, split by node count, start the audio task; → RUNNING. */
   private async prepare(rec0: JobRecord, tracker: ProgressTracker, signal: AbortSignal, opts: { audio: boolean } = { audio: true }): Promise<Prepared> {
     const { cfg, store } = this.d;
@@ -406,63 +412,31 @@ export class JobRunner {
     await this.stagingRoom(2 * inputBytes, 'the segments cut from the input', signal);
     tracker.preparing(0.2);
     await refuseReferences(inputPath);
-    const maxPixels = maxPixelsOf(cfg);
-    const media = await probeMedia(inputPath, { timeoutMs: cfg.PROBE_TIMEOUT_MS, signal, maxPixels });
-    checkLimits(media, cfg);
-    // From here on the input is opened only with the demuxer that probed it.
-    const source: InputOptions = { format: demuxerFor(media.formatName), maxPixels };
-    tracker.preparing(0.4);
-
-    // One packet scan (demux only) serves planning, cutting and the segments' frame counts; the
-    // idet sample (a short decode) runs beside it.
-    const idet = startIdet(inputPath, { signal, ...source });
-    const packets = await readPacketSummary(inputPath, { signal, ...source });
-    this.keyTimes = packets.keys.map((k) => k.timeSec);
-    // The presentation timeline: rotation, edit-list lead-in, fields, colour, audio tracks.
-    const sourcePlan = await planSource(inputPath, media, packets, rec.spec, { signal, ...source, idet });
-    let sourceInfo = sourcePlan.info;
-    let cuts: PlannedCut[];
-    if (rec.plan) {
-      cuts = rec.plan.cuts;
-    } else {
-      const renditions = resolveLadder(toRungs(rec.spec), sourcePlan.ladderSource, this.d.encoders).map((r) => ({ ...r }));
-      this.ladderNotes = ladderNotes(toRungs(rec.spec), sourcePlan.ladderSource);
-      const kf = keyframeTimes(packets);
-      // Only nodes with the capabilities the rungs need, and the labels the job is pinned to.
-      const placement = jobPlacement(rec.spec);
-      const eligible = (): NodeView[] => this.d.registry.ready().filter((n) => fits(n, placement));
-      let nodes = eligible();
-      if (nodes.length === 0) {
-        let said = '';
-        this.d.waiting?.set(this.jobId, placement);
-        try {
-          while (nodes.length === 0) {
-            const why = whyNoNode(this.d.registry.ready(), placement);
-            if (why !== said) {
-              await store.update(this.jobId, (r) => (TERMINAL.has(r.state) ? undefined : { ...r, stage: why }), { fence: this.fence });
-              this.log.info({ reason: why }, 'job waits for a node');
-              said = why;
-            }
-            await sleep(250, signal);
-            nodes = eligible();
-          }
-        } finally {
-          this.d.waiting?.delete(this.jobId);
-        }
-      }
-      // Exact frame shares wherever the keyframes are; keyframe cuts only where the GOPs forbid it.
-      cuts =
-        planFrameSegments({ packets, fps: media.video.fps, nodes, minSegmentSec: cfg.MIN_SEGMENT_SEC, gridSec: keyframePeriod(rec.spec) }) ??
-        planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes, minSegmentSec: cfg.MIN_SEGMENT_SEC });
-      const out = parseOutput(rec.spec.outputUri, cfg.S3_BUCKET, cfg.OUTPUT_PREFIX);
-      rec = { ...rec, plan: { cuts, renditions, container: rec.spec.container === 'mkv' ? 'mkv' : 'mp4', bucket: out.bucket, key: outputKey(out, this.jobId) } };
-    }
+    // Probe, gate, packet scan, timeline: the same preparation as the dry run's (job-preparation.ts).
+    const examined = await examineInput(inputPath, rec.spec, cfg, { signal, onProbed: () => tracker.preparing(0.4) });
+    const { source, packets, sourcePlan } = examined;
+    let nodes: NodeView[] = [];
+    if (!rec.plan) nodes = await this.nodesForPlan(rec, signal);
+    const planned = planJob(examined, rec.spec, {
+      nodes,
+      minSegmentSec: cfg.MIN_SEGMENT_SEC,
+      encoders: this.d.encoders,
+      output: outputOf(rec.spec, cfg, this.jobId),
+      recorded: rec.plan,
+    });
+    this.keyTimes = planned.keyTimes;
+    this.ladderNotes = planned.ladderNotes;
+    this.fileFrames = planned.fileFrames;
+    const cuts = planned.plan.cuts;
+    const sourceInfo = planned.sourceInfo;
+    const total = planned.totalFrames;
+    const { constantRate, keyframeGrid } = planned.plan;
+    if (!rec.plan) rec = { ...rec, plan: planned.plan };
 
     // Cut with stream copy (deterministic: a new leader re-cuts identically).
     const segDir = join(this.dir, 'segments');
     await rm(segDir, { recursive: true, force: true });
     await mkdir(segDir, { recursive: true });
-    let total: number;
     // The split runs on while the segments go out: each is sent once it is cut, so the first node
     // starts before the last segment exists (and a long input is never all on disk at once).
     const ready = cuts.map(() => {
@@ -495,33 +469,17 @@ export class JobRunner {
       )
         .then(splitDone)
         .catch(splitFailed);
-      this.fileFrames = cuts.map((c) => c.toPacket! - c.fromPacket!);
-      const shown = cuts.reduce((a, c) => a + c.frames, 0);
-      if (shown !== media.video.frames - packets.leadIn) throw new AppError('INTERNAL', `the plan shows ${shown} frames of ${media.video.frames - packets.leadIn}`);
-      total = this.fileFrames.reduce((a, b) => a + b, 0);
     } else {
       // Keyframe cuts (open GOPs, or a plan made before frame cuts).
-      const cutTimes = cuts.slice(1).map((c) => c.startSec);
-      void splitVideo(inputPath, segDir, cutTimes, { signal, packets, ...source, onFile: onSegment })
+      void splitVideo(
+        inputPath,
+        segDir,
+        cuts.slice(1).map((c) => c.startSec),
+        { signal, packets, ...source, onFile: onSegment },
+      )
         .then(splitDone)
         .catch(splitFailed);
-      // Each segment's frames follow from the cut packets (no ffprobe per segment: at scale those
-      // dominated the coordinator's CPU); the node agent counts what it cuts against this number,
-      // and the uploader counts every merged rendition.
-      const frames = segmentFrameCounts(packets, cutTimes);
-      total = frames.reduce((a, b) => a + b, 0);
-      if (total !== media.video.frames) {
-        throw new AppError('UNSUPPORTED_FORMAT', `the input cannot be cut frame-exactly (${total} of ${media.video.frames} frames after the cut); it may use open GOPs or broken timestamps`);
-      }
-      cuts = cuts.map((c, i) => ({ ...c, frames: frames[i] ?? c.frames }));
-      this.fileFrames = cuts.map((c) => c.frames);
     }
-    // A constant frame rate (spec frame_rate): decided once with the plan, kept with it.
-    const constantRate = rec.plan?.constantRate ?? planConstantRate(rec.spec, packets, media.video.fps, cuts);
-    sourceInfo = withConstantRate(sourceInfo, constantRate);
-    // Streaming output (HLS/DASH): IDR frames on one time grid in every chunk of every rendition.
-    const period = keyframePeriod(rec.spec);
-    const keyframeGrid = rec.plan?.keyframeGrid ?? (period !== undefined ? { periodSec: period, windows: constantRate?.windows ?? rateWindows(cuts, this.keyTimes, packets.durationSec) } : undefined);
     tracker.setTotalFrames(total);
     tracker.preparing(0.8);
 
@@ -562,7 +520,7 @@ export class JobRunner {
     audio.catch(() => undefined); // awaited before finalize; avoid an unhandled rejection meanwhile
 
     if (!resumed || rec0.state === 'PREPARING') {
-      const plan = { ...rec.plan!, cuts, ...(constantRate ? { constantRate } : {}), ...(keyframeGrid ? { keyframeGrid } : {}) };
+      const plan = { ...planned.plan, ...(constantRate ? { constantRate } : {}), ...(keyframeGrid ? { keyframeGrid } : {}) };
       const segPuts: [string, string][] = cuts.map((c) => [
         this.d.store.keysFor().segment(this.jobId, c.index),
         JSON.stringify({ index: c.index, state: 'PENDING', nodeId: c.nodeId, attempt: 0, startSec: c.startSec, endSec: c.endSec, frames: c.frames } satisfies SegmentRecord),
@@ -851,6 +809,12 @@ export async function refuseReferences(path: string): Promise<void> {
 /** Audio track `k` of the job's output, as a part the uploader keeps (sub-segment = track). */
 function audioRef(jobId: string, k: number): PartRef {
   return { jobId, rendition: 'audio', segment: 0, subSegment: k, attempt: 0 };
+}
+
+/** Where the job's archive goes: the spec's output, else the cluster's bucket and prefix. */
+function outputOf(spec: JobRecord['spec'], cfg: CoordinatorConfig, jobId: string): { bucket: string; key: string } {
+  const out = parseOutput(spec.outputUri, cfg.S3_BUCKET, cfg.OUTPUT_PREFIX);
+  return { bucket: out.bucket, key: outputKey(out, jobId) };
 }
 
 function hash(s: string): number {

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, rm, mkdtemp } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createReadStream } from 'node:fs';
 import type { ServerReadableStream } from '@grpc/grpc-js';
@@ -22,30 +22,16 @@ import type { Logger } from '../common/logger.js';
 import { safeField } from '../common/logger.js';
 import { ResilientWatch } from '../common/watch.js';
 import type { JobServiceServer, SubmitJobResponse, UploadChunk } from '../proto/gen/tessera/v1/jobs.js';
-import { JobSpec, type Job, type Plan } from '../proto/gen/tessera/v1/types.js';
-import { formatCommand, buildTranscodeArgs } from '../transcoder/ffmpeg-args.js';
-import { demuxerFor } from '../transcoder/ffprobe.js';
-import { keyframeTimes, readPacketSummary } from '../transcoder/keyframes.js';
-import { resolveLadder } from '../transcoder/ladder.js';
-import { probeMedia } from '../transcoder/probe.js';
-import { SEGMENT_DEMUXER } from '../transcoder/split.js';
+import { JobSpec, type Job } from '../proto/gen/tessera/v1/types.js';
 import type { CoordinatorConfig } from './config.js';
 import { fromProtoJobState, specHash, TERMINAL, type JobRecord } from './job-model.js';
 import { stageName, type JobStore } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { NodeRegistry } from './node-registry.js';
-import { capacityWeights, planFrameSegments, planSegments, type PlanNode } from './plan.js';
-import { shareBoundaries } from '../transcoder/frame-cuts.js';
-import type { PlannedCut } from './job-model.js';
-import { checkLimits, maxPixelsOf, refuseReferences } from './job-runner.js';
-import { planConstantRate, planSource, withConstantRate } from './source-plan.js';
-import { chunkGrids } from '../transcoder/frame-rate.js';
-import { toPictureTreatment } from '../transcoder/treatment.js';
-import { stageInput } from './input.js';
+import { dryRun } from './dry-run.js';
 import type { Journal } from './journal.js';
 import { outboundPolicy, vetTarget } from './safe-http.js';
-import { keyframePeriod, resolveLocalInput, toRungs, validateSpec, type InputRef } from './spec.js';
-import { fits, jobPlacement } from '../common/placement.js';
+import { resolveLocalInput, validateSpec } from './spec.js';
 
 export interface JobServiceDeps {
   cfg: CoordinatorConfig;
@@ -453,19 +439,6 @@ function sessionIdFor(resumeId: string, tenant: Tenant | undefined): string {
   return tenant ? `t${createHash('sha256').update(`${tenant.name}\0${resumeId}`).digest('hex').slice(0, 40)}` : resumeId;
 }
 
-function mib(bytes: number): string {
-  return `${(bytes / 1024 ** 2).toFixed(bytes < 10 * 1024 ** 2 ? 1 : 0)} MiB`;
-}
-
-/** Segments by time for a source known only from its header: capacity shares of its estimated frames. */
-function estimateCuts(durationSec: number, fps: number, nodes: PlanNode[], minSegmentSec: number): PlannedCut[] {
-  const byId = [...nodes].sort((a, b) => (a.id < b.id ? -1 : 1));
-  const rate = fps > 0 ? fps : 30;
-  const total = Math.max(1, Math.round(durationSec * rate));
-  const bounds = shareBoundaries(total, capacityWeights(byId), Math.max(1, Math.ceil(minSegmentSec * rate)));
-  return bounds.slice(0, -1).map((b, i) => ({ index: i, startSec: b / rate, endSec: bounds[i + 1]! / rate, frames: bounds[i + 1]! - b, nodeId: byId[i]?.id ?? '' }));
-}
-
 /** What `idempotency/<key>` records: the job a key was first used for, and that job's spec hash. */
 async function priorSubmission(d: JobServiceDeps, idempotencyKey: string): Promise<{ jobId: string; specHash: string } | undefined> {
   const raw = await d.etcd.get(d.keys.idempotency(idempotencyKey)).string();
@@ -474,87 +447,4 @@ async function priorSubmission(d: JobServiceDeps, idempotencyKey: string): Promi
 
 function sha256Hex(s: string): string {
   return createHash('sha256').update(s).digest('hex');
-}
-
-/** Plans a job without running it: segments, nodes, renditions and the ffmpeg commands. */
-async function dryRun(d: JobServiceDeps, spec: JobSpec, resolved: InputRef): Promise<Plan> {
-  const dir = await mkdtemp(join(d.stagingDir, 'dryrun-'));
-  try {
-    const path = join(dir, 'input.src');
-    // A remote input is read in a range: its first DRY_RUN_MAX_BYTES, never the whole file.
-    const remote = resolved.kind !== 'local';
-    const staged = await stageInput(resolved, path, {
-      maxBytes: d.cfg.MAX_INPUT_BYTES,
-      timeoutMs: d.cfg.HTTP_INPUT_TIMEOUT_MS,
-      s3: d.s3,
-      policy: outboundPolicy(d.cfg),
-      ...(remote ? { prefixBytes: d.cfg.DRY_RUN_MAX_BYTES } : {}),
-    });
-    await refuseReferences(path);
-    const media = await probeMedia(path, { timeoutMs: d.cfg.PROBE_TIMEOUT_MS, maxPixels: maxPixelsOf(d.cfg) }).catch((err: unknown) => {
-      if (!staged.partial) throw err;
-      throw new AppError(
-        'UNSUPPORTED_FORMAT',
-        `a dry run reads only the first ${mib(d.cfg.DRY_RUN_MAX_BYTES)} of a remote input, and this one's header is not in them (an MP4 whose index is at the end: remux it with -movflags +faststart, or submit it for real)`,
-        { retryable: false },
-      );
-    });
-    checkLimits(media, d.cfg);
-    const source = { format: demuxerFor(media.formatName), maxPixels: maxPixelsOf(d.cfg) };
-    // The same packet scan and source plan as the real run, so the plan shown is the plan run.
-    const packets = await readPacketSummary(path, source);
-    const sp = await planSource(path, media, packets, spec, source);
-    const renditions = resolveLadder(toRungs(spec), sp.ladderSource, d.encoders);
-    const kf = keyframeTimes(packets);
-    const nodes = d.registry.ready().filter((n) => fits(n, jobPlacement(spec)));
-    const planNodes = nodes.length ? nodes : [{ id: '(no ready node)', slots: 1 }];
-    // The same planner as the real run: exact frame shares (on the keyframe grid for streaming
-    // output), keyframe cuts where GOPs forbid them, only nodes the job's placement allows.
-    // Only part of a remote input read: the segments are estimated by time from its header (the
-    // real run cuts at exact frames over all of it); otherwise the plan is the one that runs.
-    const cuts = staged.partial
-      ? estimateCuts(media.durationSec, media.video.fps, planNodes, d.cfg.MIN_SEGMENT_SEC)
-      : (planFrameSegments({ packets, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC, gridSec: keyframePeriod(spec) }) ??
-        planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes: planNodes, minSegmentSec: d.cfg.MIN_SEGMENT_SEC }));
-    const slotsOf = new Map(nodes.map((n) => [n.id, n.slots]));
-    const container = spec.container === 'mkv' ? 'mkv' : 'mp4';
-    const cr = planConstantRate(spec, packets, media.video.fps, cuts);
-    const commands = cuts.map((c, i) => {
-      // A constant rate: the grid share shown is the whole segment's (each chunk gets its own).
-      const w = cr?.windows[i];
-      const grid = cr && w ? chunkGrids(cr, w, [0, w.endSec - w.originSec])[0] : undefined;
-      return (
-        `# segment ${c.index} on ${c.nodeId}, cut into ${slotsOf.get(c.nodeId) ?? 1} sub-segment(s); per sub-segment${grid ? ` (its own share of the ${cr!.num}/${cr!.den} fps grid)` : ''}:\n` +
-        formatCommand(
-          buildTranscodeArgs(
-            `/staging/seg-${c.index}/sub-NNNN.mkv`,
-            renditions.map((r) => ({ path: `/staging/out/${r.name}-NNNN.mp4`, rendition: r })),
-            {
-              fps: cr ? cr.num / cr.den : media.video.fps,
-              container: 'mp4',
-              inputFormat: SEGMENT_DEMUXER,
-              maxPixels: maxPixelsOf(d.cfg),
-              treatment: toPictureTreatment(sp.info.treatment),
-              ...((c.leadIn ?? (c.index === 0 ? sp.leadIn : 0)) > 0 ? { leadInFrames: c.leadIn ?? sp.leadIn } : {}),
-              ...(cr && grid && grid.frames > 0 ? { constantRate: { rate: cr, grid } } : {}),
-            },
-          ),
-        )
-      );
-    });
-    return {
-      source: withConstantRate(sp.info, cr),
-      segments: cuts.map((c) => ({ index: c.index, startSec: c.startSec, endSec: c.endSec, frames: c.frames, nodeId: c.nodeId, subSegments: slotsOf.get(c.nodeId) ?? 1 })),
-      renditions: renditions.map((r) => ({ ...r })),
-      ffmpegCommands: commands,
-      container,
-      ...(staged.partial
-        ? {
-            note: `planned from the first ${mib(d.cfg.DRY_RUN_MAX_BYTES)} of ${staged.totalBytes !== undefined ? mib(staged.totalBytes) : 'an input of unknown size'} (a ranged read): segments are estimated by time from the header; the real run cuts exact frames`,
-          }
-        : {}),
-    };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
 }

@@ -12,7 +12,7 @@ import { planChunks, planCuts } from '../transcoder/plan-cuts.js';
 import { frameCuts, gridChunkBoundaries, gridFrame } from '../transcoder/frame-cuts.js';
 import { frameFactor, type PictureTreatment } from '../transcoder/treatment.js';
 import { chunkGrids, chunkStarts, firstGridPoint } from '../transcoder/frame-rate.js';
-import type { ResolvedRendition } from '../transcoder/ladder.js';
+import { resolvedFromPlan } from '../transcoder/ladder.js';
 import type { WorkerPool } from '../transcoder/worker-pool.js';
 import { sendPart } from '../uploader/part-client.js';
 import { jobTraceId } from '../common/trace.js';
@@ -123,19 +123,6 @@ export class ChunkControl {
   queued(): number[] {
     return this.queue.filter((c) => !this.started.has(c) && !this.released.has(c));
   }
-}
-
-function toResolved(r: PlannedRendition): ResolvedRendition {
-  return {
-    name: r.name,
-    width: r.width,
-    height: r.height,
-    videoBitrateKbps: r.videoBitrateKbps,
-    codec: r.codec as ResolvedRendition['codec'],
-    encoder: r.encoder,
-    preset: r.preset,
-    dynamicRange: r.dynamicRange === 'hdr' ? 'hdr' : 'sdr',
-  };
 }
 
 /**
@@ -269,7 +256,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
 
   const outDir = join(req.workDir, 'out');
   await mkdir(outDir, { recursive: true });
-  const renditions = req.renditions.map(toResolved);
+  const renditions = req.renditions.map(resolvedFromPlan);
 
   // The frames this segment shows: the first chunk drops the lead-in, the last the lead-out; a
   // chunk cut at a frame also drops the frames decoded before it (from its keyframe).

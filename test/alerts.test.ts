@@ -42,7 +42,7 @@ describe.skipIf(!hasPrometheus)('alert rules against a real Prometheus', () => {
 
   beforeAll(async () => {
     const metricsPort = await freePort();
-    t = await startTestCluster({ nodes: 2, slots: 1, coordinatorEnv: { METRICS_PORT: String(metricsPort), OPS_PROBE_INTERVAL_MS: '500' } });
+    t = await startTestCluster({ nodes: 2, coordinatorEnv: { METRICS_PORT: String(metricsPort), OPS_PROBE_INTERVAL_MS: '500' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-alerts-'));
     await writeFile(join(work, 'rules.yaml'), await templatedRules('3s'));
     await writeFile(

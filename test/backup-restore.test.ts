@@ -30,7 +30,7 @@ describe.skipIf(!restoreTool)('backup and restore of etcd', () => {
   let t: TestCluster;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, slots: 1, coordinatorEnv: { MAX_CONCURRENT_JOBS: '2' } });
+    t = await startTestCluster({ nodes: 2, coordinatorEnv: { MAX_CONCURRENT_JOBS: '2' } });
   });
 
   afterAll(async () => {

@@ -29,7 +29,7 @@ describe('the tessera CLI against a real cluster', () => {
   };
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, slots: 1, coordinatorEnv: { HTTP_ALLOW_PRIVATE: 'true' } });
+    t = await startTestCluster({ nodes: 2, coordinatorEnv: { HTTP_ALLOW_PRIVATE: 'true' } });
     clip = await fixture(t.inputDir, 'clip-6s-360p.mp4', { seconds: 6, width: 640, height: 360, fps: 30 });
   });
   afterAll(async () => {

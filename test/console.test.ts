@@ -51,7 +51,7 @@ describe('web console in a browser (TLS, tokens)', () => {
       process.stdout.write(`SKIP console: no Chromium at ${CHROMIUM}\n`);
       return;
     }
-    t = await startTestCluster({ nodes: 2, slots: 1, tls: true, coordinatorEnv: tokens, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
+    t = await startTestCluster({ nodes: 2, tls: true, coordinatorEnv: tokens, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
     ops = new TesseraClient({ addresses: t.cluster.coordinators, tls: t.cluster.clientTls()!, tlsServerName: 'localhost', token: OPS, timeoutMs: 20_000 });
     shots = process.env.CONSOLE_SCREENSHOT_DIR ?? join(t.dir, 'screenshots');
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });

@@ -9,7 +9,7 @@ import { checkArchive, fixture, startTestCluster, type TestCluster } from './hel
 describe('a 3-member etcd cluster', () => {
   let t: TestCluster;
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, slots: 1, etcdMembers: 3 });
+    t = await startTestCluster({ nodes: 2, etcdMembers: 3 });
   });
   afterAll(async () => {
     await t?.close();

@@ -182,7 +182,7 @@ describe('etcd growth: 5,000 finished job trees, a running job and a leader fail
 
   beforeAll(async () => {
     // The sweeper runs with its defaults (every 5 s, 500 jobs at most).
-    t = await startTestCluster({ nodes: 2, slots: 1, coordinators: 2 });
+    t = await startTestCluster({ nodes: 2, coordinators: 2 });
     clip = await fixture(t.inputDir, 'clip-12s-360p.mp4', { seconds: 12, width: 640, height: 360, fps: 30 });
   });
   afterAll(async () => {

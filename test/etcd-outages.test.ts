@@ -96,7 +96,7 @@ describe('etcd outages and restarts (one etcd member)', () => {
   let clip: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 3, slots: 1 });
+    t = await startTestCluster({ nodes: 3 });
     clip = await fixture(t.inputDir, 'clip-12s-240p.mp4', { seconds: 12, width: 426, height: 240, fps: 30 });
   });
 
@@ -219,7 +219,7 @@ describe('etcd outages (three etcd members)', () => {
   let clip: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, slots: 1, etcdMembers: 3 });
+    t = await startTestCluster({ nodes: 2, etcdMembers: 3 });
     clip = await fixture(t.inputDir, 'clip-12s-240p.mp4', { seconds: 12, width: 426, height: 240, fps: 30 });
   });
 

@@ -25,7 +25,7 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
   let t: TestCluster;
   let agent: NodeAgentClient;
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 1, slots: 1 });
+    t = await startTestCluster({ nodes: 1 });
     const rec = JSON.parse((await t.cluster.client().get('/tessera/nodes/node-0').string())!) as NodeRecord;
     agent = new NodeAgentClient(rec.address, credentials.createInsecure());
   });

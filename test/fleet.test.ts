@@ -21,6 +21,7 @@ describe('running it as a fleet', () => {
   beforeAll(async () => {
     t = await startTestCluster({
       nodes: 1,
+      // One slot per node: the backlog the autoscaler reads is chunks waiting for a slot.
       slots: 1,
       coordinatorEnv: {
         AUTOSCALER: 'local',
@@ -85,7 +86,7 @@ describe('operating the fleet', () => {
   let clip: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 1, slots: 1, coordinatorEnv: { HTTP_ALLOW_PRIVATE: 'true', WEBHOOK_SECRET: SECRET, WEBHOOK_BACKOFF_MS: '100' } });
+    t = await startTestCluster({ nodes: 1, coordinatorEnv: { HTTP_ALLOW_PRIVATE: 'true', WEBHOOK_SECRET: SECRET, WEBHOOK_BACKOFF_MS: '100' } });
     clip = await fixture(t.inputDir, 'clip-8s-360p.mp4', { seconds: 8, width: 640, height: 360, fps: 30 });
   });
   afterAll(async () => {
@@ -93,8 +94,8 @@ describe('operating the fleet', () => {
   });
 
   it('DrainNode on a busy node: the job succeeds, no new segments go there, its lease is gone', async () => {
-    await t.cluster.addNode({ slots: 1, id: 'drain-me' });
-    await t.cluster.addNode({ slots: 1, id: 'keep-me' });
+    await t.cluster.addNode({ id: 'drain-me' });
+    await t.cluster.addNode({ id: 'keep-me' });
     // A longer clip: the drained node's transcode lasts seconds, so the drain lands while it runs.
     const long = await fixture(t.inputDir, 'clip-24s-360p.mp4', { seconds: 24, width: 640, height: 360, fps: 30 });
     const { jobId } = await t.client.submit({ inputUri: long, ladder: LADDER });

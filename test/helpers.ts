@@ -34,8 +34,14 @@ export interface TestCluster {
   close(): Promise<void>;
 }
 
+/**
+ * Worker slots per node agent in the integration clusters unless a test is about slots: two, so
+ * every agent cuts its segment for a pool of workers, as production does (WORKER_SLOTS = cores).
+ */
+export const TEST_SLOTS = 2;
+
 /** A real local cluster in a temp folder: etcd, s3rver, coordinator(s), node agents, uploader. */
-export async function startTestCluster(o: Partial<LocalClusterOptions> & { nodes: number; slots: number }): Promise<TestCluster> {
+export async function startTestCluster(o: Partial<LocalClusterOptions> & { nodes: number }): Promise<TestCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'tessera-test-'));
   const inputDir = join(dir, 'input');
   await mkdir(inputDir, { recursive: true });
@@ -43,6 +49,7 @@ export async function startTestCluster(o: Partial<LocalClusterOptions> & { nodes
     dir,
     leaseTtlSec: 2,
     inputRoot: inputDir,
+    slots: TEST_SLOTS,
     ...o,
     env: { ...FAST_ENV, ...(o.env ?? {}) },
   });

@@ -27,7 +27,7 @@ describe('hostile and malformed input', () => {
   let trapConnections = 0;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, slots: 1, coordinatorEnv: { MAX_UPLOAD_BYTES: String(2 * 1024 * 1024) } });
+    t = await startTestCluster({ nodes: 2, coordinatorEnv: { MAX_UPLOAD_BYTES: String(2 * 1024 * 1024) } });
     clip = await fixture(t.inputDir, 'clip-4s-360p.mp4', { seconds: 4, width: 640, height: 360, fps: 30 });
     trap = createServer((s) => {
       trapConnections++;
@@ -262,7 +262,7 @@ describe('hostile and malformed input', () => {
 describe('authentication', () => {
   let t: TestCluster;
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 1, slots: 1, coordinatorEnv: { API_TOKENS: 'api-secret', READ_TOKENS: 'read-secret', ADMIN_TOKENS: 'admin-secret' } });
+    t = await startTestCluster({ nodes: 1, coordinatorEnv: { API_TOKENS: 'api-secret', READ_TOKENS: 'read-secret', ADMIN_TOKENS: 'admin-secret' } });
   });
   afterAll(async () => {
     await t?.close();

@@ -28,7 +28,7 @@ describe('job logs', () => {
   beforeAll(async () => {
     // Debug level: every line the processes write about the job is checked, not only info ones.
     // Short staging grace: the sweepers' lines about the finished job are written before we stop.
-    t = await startTestCluster({ nodes: 2, slots: 1, env: { LOG_LEVEL: 'debug', STAGING_SWEEP_INTERVAL_MS: '300', STAGING_SWEEP_GRACE_MS: '200' } });
+    t = await startTestCluster({ nodes: 2, env: { LOG_LEVEL: 'debug', STAGING_SWEEP_INTERVAL_MS: '300', STAGING_SWEEP_GRACE_MS: '200' } });
   });
   afterAll(async () => {
     await t?.close();

@@ -67,7 +67,6 @@ describe('leader failover without rework', () => {
   beforeAll(async () => {
     t = await startTestCluster({
       nodes: 3,
-      slots: 1,
       coordinators: 2,
       env: {
         SEGMENT_NO_PROGRESS_MS: '15000',

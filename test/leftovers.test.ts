@@ -97,7 +97,6 @@ describe('nothing left behind; webhooks through the outbox', () => {
     proxy = await throttledProxy();
     t = await startTestCluster({
       nodes: 2,
-      slots: 1,
       coordinators: 2,
       // Sweeps every second; a finished job's folder goes after 1 s unchanged, a stale .partial after 5 s.
       env: { STAGING_SWEEP_INTERVAL_MS: '1000', STAGING_SWEEP_GRACE_MS: '1000', STAGING_STALE_MS: '5000' },

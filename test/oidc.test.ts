@@ -31,7 +31,6 @@ describe('OIDC access tokens against a real coordinator', () => {
     issuer = await startTestIssuer(CLIENTS);
     t = await startTestCluster({
       nodes: 0,
-      slots: 1,
       coordinatorEnv: { OIDC_ISSUER: issuer.issuer, OIDC_AUDIENCE: issuer.audience, OIDC_CLOCK_SKEW_S: '5', API_TOKENS: 'static-api-token-0123456789' },
     });
     clip = await fixture(t.inputDir, 'clip-2s.mp4', { seconds: 2, width: 320, height: 180, fps: 25 });

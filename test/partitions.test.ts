@@ -74,7 +74,6 @@ describe.skipIf(why)('partitions: network namespaces and veth links', () => {
       lab.addCoordinator([1, 2, 3]);
       t = await startTestCluster({
         nodes: 0,
-        slots: 1,
         coordinators: 1,
         leaseTtlSec: TTL_SEC,
         serviceHost: LabNet.SERVICE_HOST,

@@ -154,7 +154,7 @@ describe('the whole pipeline on real parts', () => {
     expect(one.segments).toHaveLength(1);
     expect(one.result!.renditions[0]!.frames).toBe(360);
 
-    await Promise.all([1, 2, 3, 4].map(() => t.cluster.addNode({ slots: 1 })));
+    await Promise.all([1, 2, 3, 4].map(() => t.cluster.addNode({})));
     await waitNodes(t, 5);
     const five = await t.client.wait((await t.client.submit({ inputUri: small, ladder })).jobId);
     expect(five.state).toBe(JobState.JOB_STATE_SUCCEEDED);

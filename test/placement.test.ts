@@ -11,7 +11,7 @@ describe('capabilities and placement', () => {
   let clip: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 0, slots: 1 });
+    t = await startTestCluster({ nodes: 0 });
     await Promise.all([
       t.cluster.addNode({ id: 'plain', env: { NODE_LABELS: 'zone=a' } }),
       t.cluster.addNode({ id: 'gpu', env: { NODE_LABELS: 'zone=b,pool=gpu', TEST_EXTRA_CAPABILITIES: 'gpu-test' } }),

@@ -4,7 +4,7 @@ import { startTestCluster, type TestCluster } from './helpers.js';
 describe('node auto-join', () => {
   let t: TestCluster;
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 1, slots: 1 });
+    t = await startTestCluster({ nodes: 1 });
   });
   afterAll(async () => {
     await t?.close();

@@ -123,7 +123,7 @@ describe.skipIf(why !== undefined)('SSRF: inputs and webhooks never reach specia
     });
     await ready;
     // A real cluster with the secure defaults: no HTTP_ALLOW_PRIVATE, no host list.
-    t = await startTestCluster({ nodes: 1, slots: 1, coordinatorEnv: { DNS_SERVERS: `${NS_IP}:53`, WEBHOOK_BACKOFF_MS: '100', WEBHOOK_RESCAN_MS: '500', HTTP_INPUT_TIMEOUT_MS: '20000' } });
+    t = await startTestCluster({ nodes: 1, coordinatorEnv: { DNS_SERVERS: `${NS_IP}:53`, WEBHOOK_BACKOFF_MS: '100', WEBHOOK_RESCAN_MS: '500', HTTP_INPUT_TIMEOUT_MS: '20000' } });
   });
 
   afterAll(async () => {

@@ -48,6 +48,7 @@ describe("work stealing: a slow node's queued chunks move to an idle one", () =>
   let source: string;
 
   beforeAll(async () => {
+    // One slot per node: the test is about a node's queue of chunks waiting for its only worker.
     t = await startTestCluster({ nodes: 2, slots: 1, tls: true, env: { MAX_CHUNK_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.2', SEGMENT_NO_PROGRESS_MS: '60000' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-stealing-'));
     source = join(t.inputDir, 'steal-12s.mp4');

@@ -36,7 +36,6 @@ describe('tenants and quotas', () => {
   beforeAll(async () => {
     t = await startTestCluster({
       nodes: 2,
-      slots: 1,
       coordinatorEnv: {
         TENANTS: JSON.stringify(TENANTS),
         ADMIN_TOKENS: 'admin-token-0123456789',

@@ -35,7 +35,7 @@ describe('mutual TLS on every link (tessera up --tls)', () => {
   let work: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, slots: 1, tls: true });
+    t = await startTestCluster({ nodes: 2, tls: true });
     // An agent that registers as node-evil but holds the certificate issued to node-0.
     await t.cluster.addNode({ id: 'node-evil', certFor: 'node-0' });
     work = await mkdtemp(join(tmpdir(), 'tessera-tls-'));

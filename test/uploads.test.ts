@@ -60,7 +60,7 @@ describe('large uploads: multipart while they arrive, resumable', () => {
   };
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 1, slots: 1, coordinatorEnv: { UPLOAD_PART_BYTES: String(PART), KEEP_SUCCEEDED_UPLOADS: 'true' } });
+    t = await startTestCluster({ nodes: 1, coordinatorEnv: { UPLOAD_PART_BYTES: String(PART), KEEP_SUCCEEDED_UPLOADS: 'true' } });
     stateDir = join(t.dir, 'cli-state');
     const clip = await fixture(t.inputDir, 'clip-4s.mp4', { seconds: 4, width: 320, height: 240, fps: 25 });
     big = join(t.dir, 'big.mp4');

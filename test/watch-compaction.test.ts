@@ -49,7 +49,7 @@ describe('watches past compaction (real etcd, restarted)', () => {
 describe('a cluster whose etcd restarts after compacting to its latest revision', () => {
   let t: TestCluster;
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, slots: 1, coordinators: 2 });
+    t = await startTestCluster({ nodes: 2, coordinators: 2 });
   });
   afterAll(async () => {
     await t?.close();

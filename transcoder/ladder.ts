@@ -1,4 +1,5 @@
 import { AppError } from '../common/errors.js';
+import type { PlannedRendition } from '../proto/gen/tessera/v1/types.js';
 
 /** One requested rung of a bitrate ladder (user input: every field is validated). */
 export interface RungRequest {
@@ -295,4 +296,18 @@ export function ladderNotes(rungs: readonly RungRequest[] | undefined, source: L
     return [`every requested rung (${tall.join(', ')}) is taller than the source's ${short}-pixel short side: one rendition at the source's size is made instead (never upscaled)`];
   }
   return [`rung${tall.length > 1 ? 's' : ''} ${tall.join(', ')} dropped: taller than the source's ${short}-pixel short side (never upscaled)`];
+}
+
+/** A rendition as a job's plan records it (protobuf), back to what the encoder arguments take. */
+export function resolvedFromPlan(r: PlannedRendition): ResolvedRendition {
+  return {
+    name: r.name,
+    width: r.width,
+    height: r.height,
+    videoBitrateKbps: r.videoBitrateKbps,
+    codec: r.codec as ResolvedRendition['codec'],
+    encoder: r.encoder,
+    preset: r.preset,
+    dynamicRange: r.dynamicRange === 'hdr' ? 'hdr' : 'sdr',
+  };
 }
