@@ -10,7 +10,8 @@ export const csv = z.string().transform((s) =>
     .filter((x) => x.length > 0),
 );
 
-export const bool = z.string().transform((s) => ['1', 'true', 'yes', 'on'].includes(s.toLowerCase()));
+/** A yes/no setting: true/1/yes/on/y/enabled or false/0/no/off/n/disabled; anything else is refused (a typo must not become false). */
+export const bool = z.stringbool();
 
 export const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max).default(def);
 
