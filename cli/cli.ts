@@ -65,7 +65,9 @@ const USAGE = `tessera — distributed split-and-merge video transcoding
        $TESSERA_TLS_SERVER_NAME: the name the coordinators' certificates carry (when dialling an IP).
   Token: $TESSERA_TOKEN (a static token), else the one "tessera login" stored.`;
 
-const cfg = loadCliConfig();
+/** The CLI's settings from the environment: read when a command runs, never at import. */
+let cliConfig: ReturnType<typeof loadCliConfig> | undefined;
+const env = (): ReturnType<typeof loadCliConfig> => (cliConfig ??= loadCliConfig());
 
 /** Every option, with its type (parseArgs). */
 const OPTIONS = {
@@ -209,12 +211,12 @@ export function parseCommandLine(argv: string[]): { flags: { [K in OptionName]?:
 let flags: ReturnType<typeof parseCommandLine>['flags'] = {};
 let positionals: string[] = [];
 
-let dir = resolve(cfg.TESSERA_DIR);
+let dir = '';
 const out = (s: string): boolean => process.stdout.write(`${s}\n`);
 
 function addresses(): string[] {
   if (flags.addr) return flags.addr.split(',');
-  if (cfg.TESSERA_ADDR.length) return cfg.TESSERA_ADDR;
+  if (env().TESSERA_ADDR.length) return env().TESSERA_ADDR;
   const file = readClusterFile(dir);
   if (file) return file.coordinators;
   throw new AppError('UNAVAILABLE', `no coordinator address: start a local cluster with "tessera up", or pass --addr / set TESSERA_ADDR`);
@@ -222,9 +224,12 @@ function addresses(): string[] {
 
 /** TLS material: flags, else $TESSERA_TLS_*, else the local cluster's client certificate (`up --tls`). */
 function clientTls(): TlsMaterial | undefined {
-  const fromFlags = loadTls({ caFile: flags['tls-ca'] ?? cfg.TESSERA_TLS_CA, certFile: flags['tls-cert'] ?? cfg.TESSERA_TLS_CERT, keyFile: flags['tls-key'] ?? cfg.TESSERA_TLS_KEY }, 'client TLS');
+  const fromFlags = loadTls(
+    { caFile: flags['tls-ca'] ?? env().TESSERA_TLS_CA, certFile: flags['tls-cert'] ?? env().TESSERA_TLS_CERT, keyFile: flags['tls-key'] ?? env().TESSERA_TLS_KEY },
+    'client TLS',
+  );
   if (fromFlags) return fromFlags;
-  if (flags.addr || cfg.TESSERA_ADDR.length) return undefined;
+  if (flags.addr || env().TESSERA_ADDR.length) return undefined;
   const t = readClusterFile(dir)?.tls;
   return t ? loadTls({ caFile: t.ca, certFile: t.cert, keyFile: t.key }, 'client TLS') : undefined;
 }
@@ -234,9 +239,10 @@ function clientTls(): TlsMaterial | undefined {
  * with the $TESSERA_OIDC_* client credentials (then stored); renewed before a call once expired.
  */
 function clientAuth(): { token: string } | { tokenProvider: () => Promise<string> } | Record<string, never> {
-  if (cfg.TESSERA_TOKEN) return { token: cfg.TESSERA_TOKEN };
-  const { TESSERA_OIDC_ISSUER: issuer, TESSERA_OIDC_CLIENT_ID: clientId, TESSERA_OIDC_CLIENT_SECRET: clientSecret } = cfg;
-  const settings = issuer && clientId && clientSecret ? { issuer, clientId, clientSecret, audience: cfg.TESSERA_OIDC_AUDIENCE, scope: cfg.TESSERA_OIDC_SCOPE } : undefined;
+  const token = env().TESSERA_TOKEN;
+  if (token) return { token };
+  const { TESSERA_OIDC_ISSUER: issuer, TESSERA_OIDC_CLIENT_ID: clientId, TESSERA_OIDC_CLIENT_SECRET: clientSecret } = env();
+  const settings = issuer && clientId && clientSecret ? { issuer, clientId, clientSecret, audience: env().TESSERA_OIDC_AUDIENCE, scope: env().TESSERA_OIDC_SCOPE } : undefined;
   if (!settings && !existsSync(tokenFile())) return {};
   return { tokenProvider: oidcTokenSource({ file: tokenFile(), ...(settings ? { settings } : {}) }) };
 }
@@ -244,8 +250,8 @@ function clientAuth(): { token: string } | { tokenProvider: () => Promise<string
 function client(): TesseraClient {
   const tls = clientTls();
   // The certificate's name, not the dialled IP: $TESSERA_TLS_SERVER_NAME, else `localhost` for a local cluster's.
-  const local = !flags.addr && !cfg.TESSERA_ADDR.length;
-  const serverName = cfg.TESSERA_TLS_SERVER_NAME || (local ? 'localhost' : undefined);
+  const local = !flags.addr && !env().TESSERA_ADDR.length;
+  const serverName = env().TESSERA_TLS_SERVER_NAME || (local ? 'localhost' : undefined);
   const auth = clientAuth();
   return new TesseraClient({ addresses: addresses(), ...auth, ...(tls ? { tls } : {}), ...(tls && serverName ? { tlsServerName: serverName } : {}) });
 }
@@ -293,7 +299,7 @@ function printResult(job: Job): void {
 
 /** The http(s) URL of an s3:// object on the cluster's S3 endpoint (path style), when one is known. */
 function httpUrlOf(uri: string): string | undefined {
-  const endpoint = cfg.S3_ENDPOINT ?? readClusterFile(dir)?.s3Endpoint;
+  const endpoint = env().S3_ENDPOINT ?? readClusterFile(dir)?.s3Endpoint;
   const m = /^s3:\/\/([^/]+)\/(.+)$/.exec(uri);
   return endpoint && m ? `${endpoint.replace(/\/$/, '')}/${m[1]}/${m[2]}` : undefined;
 }
@@ -341,14 +347,14 @@ function progressView(): { update(job: Job): void; stop(): void } {
 async function download(job: Job, destDir: string): Promise<string> {
   if (!job.result) throw new AppError('FAILED_PRECONDITION', 'the job has no result to download');
   const file = readClusterFile(dir);
-  const endpoint = cfg.S3_ENDPOINT ?? file?.s3Endpoint;
-  const caFile = cfg.S3_CA_FILE ?? (cfg.S3_ENDPOINT ? undefined : file?.tls?.ca);
+  const endpoint = env().S3_ENDPOINT ?? file?.s3Endpoint;
+  const caFile = env().S3_CA_FILE ?? (env().S3_ENDPOINT ? undefined : file?.tls?.ca);
   const s3 = createS3Client({
     ...(endpoint ? { endpoint } : {}),
     ...(caFile ? { ca: readFileSync(caFile) } : {}),
-    region: cfg.S3_REGION,
-    accessKeyId: cfg.S3_ACCESS_KEY_ID,
-    secretAccessKey: cfg.S3_SECRET_ACCESS_KEY,
+    region: env().S3_REGION,
+    accessKeyId: env().S3_ACCESS_KEY_ID,
+    secretAccessKey: env().S3_SECRET_ACCESS_KEY,
     forcePathStyle: true,
     requestTimeoutMs: 600_000,
   });
@@ -611,13 +617,13 @@ async function demo(): Promise<number> {
 
 /** `tessera login`: a token by client credentials (or, with --device, the device flow), stored (0600) for the next commands. */
 async function login(): Promise<number> {
-  const issuer = flags.issuer ?? cfg.TESSERA_OIDC_ISSUER;
-  const clientId = flags['client-id'] ?? cfg.TESSERA_OIDC_CLIENT_ID;
-  const clientSecret = flags['client-secret'] ?? cfg.TESSERA_OIDC_CLIENT_SECRET;
+  const issuer = flags.issuer ?? env().TESSERA_OIDC_ISSUER;
+  const clientId = flags['client-id'] ?? env().TESSERA_OIDC_CLIENT_ID;
+  const clientSecret = flags['client-secret'] ?? env().TESSERA_OIDC_CLIENT_SECRET;
   if (!issuer || !clientId || (!clientSecret && !flags.device))
     throw new AppError('INVALID_ARGUMENT', 'tessera login needs --issuer, --client-id and --client-secret (or $TESSERA_OIDC_ISSUER, _CLIENT_ID, _CLIENT_SECRET), or --device instead of the secret');
-  const audience = flags.audience ?? cfg.TESSERA_OIDC_AUDIENCE;
-  const scope = flags.scope ?? cfg.TESSERA_OIDC_SCOPE;
+  const audience = flags.audience ?? env().TESSERA_OIDC_AUDIENCE;
+  const scope = flags.scope ?? env().TESSERA_OIDC_SCOPE;
   const settings = { issuer, clientId, ...(clientSecret ? { clientSecret } : {}), ...(audience ? { audience } : {}), ...(scope ? { scope } : {}) };
   const t = flags.device
     ? await deviceLogin(settings, (p) => {
@@ -638,7 +644,7 @@ async function main(): Promise<number> {
   // `tessera admin …` (backup and restore) parses its own flags: ops/admin-cli.ts.
   if (process.argv[2] === 'admin') return runAdmin(process.argv.slice(3), out);
   ({ flags, positionals } = parseCommandLine(process.argv.slice(2)));
-  dir = resolve(flags.dir ?? cfg.TESSERA_DIR);
+  dir = resolve(flags.dir ?? env().TESSERA_DIR);
   const [cmd, arg] = positionals;
   if (flags.help || cmd === 'help') {
     out(USAGE);
