@@ -6,6 +6,8 @@ import { credentials, loadPackageDefinition, type Client, type ClientDuplexStrea
 import { loadSync } from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NodeRecord } from '../common/records.js';
+import { Keys } from '../common/keys.js';
+import { checkpointSchema, parseRecord } from '../common/record-schemas.js';
 import { signBody } from '../coordinator/webhooks.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { fixture, nodeRunningFfmpeg, startTestCluster, type TestCluster } from './helpers.js';
@@ -74,7 +76,18 @@ describe('running it as a fleet', () => {
       (l) => (l.msg === 'queued segment moved to an idle node' || l.msg === 'chunks moved to an idle node') && ids.includes(String(l.jobId)) && String(l.to).startsWith('auto-'),
     );
     expect(moved.length).toBeGreaterThanOrEqual(1);
-    expect(jobs.some((j) => j.segments.some((sg) => sg.nodeId.startsWith('auto-')))).toBe(true);
+    // Recorded in etcd: a whole segment on an autoscaled node, or chunks its checkpoint gives one.
+    const etcd = t.cluster.client();
+    const keys = new Keys('/tessera/');
+    const helpedBy: string[] = [];
+    for (const j of jobs) {
+      for (const sg of j.segments) {
+        if (sg.nodeId.startsWith('auto-')) helpedBy.push(sg.nodeId);
+        const cp = await etcd.get(keys.checkpoint(j.id, sg.index)).string();
+        if (cp) helpedBy.push(...Object.values(parseRecord(checkpointSchema, cp, 'checkpoint').helpers ?? {}).map((h) => h.nodeId));
+      }
+    }
+    expect(helpedBy.some((n) => n.startsWith('auto-'))).toBe(true);
     expect(status.autoscalerDecisions.some((d) => d.includes(' down '))).toBe(true);
     // No segment was transcoded twice because of a drain.
     for (const j of jobs) expect(subSegmentsRedone(t.dir, readdirLogs(t.dir), j.id)).toBe(0);
