@@ -14,7 +14,7 @@ export function randomKeys(): Keys {
 let seq = 0;
 
 /** A QUEUED job record as the job service writes it (fields overridable). */
-export function queuedJob(keys: Keys, o: Partial<JobRecord> & { spec?: Partial<JobSpec> } = {}): JobRecord {
+export function queuedJob(keys: Keys, o: Partial<Omit<JobRecord, 'spec'>> & { spec?: Partial<JobSpec> } = {}): JobRecord {
   const now = Date.now();
   const id = o.id ?? `job-${now.toString(36)}-${(seq++).toString(36)}`;
   const spec = JobSpec.fromPartial({ inputUri: 's3://in/clip.mp4', container: 'mp4', ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }], ...o.spec });
