@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcdServer, type EtcdServer } from '../../test/etcd-server.js';
 import { becomeLeader, depose, randomKeys } from '../../test/support/etcd-fixtures.js';
 import { leaderFenceCompare, ownerFenceCompare } from './compare.js';
-import { fencedPut } from './fenced-put.js';
+import { fencedPut, fencedWrite } from './fenced-put.js';
 
 describe('fencedPut (real etcd)', () => {
   let e: EtcdServer;
@@ -40,5 +40,23 @@ describe('fencedPut (real etcd)', () => {
     await e.client.put(keys.segmentOwner('c', 0)).value('{"again":true}');
     expect(await fencedPut(e.client, ownerFenceCompare(keys.segmentOwner('c', 0), rev), `${keys.prefix}x`, '2')).toEqual({ ok: false, reason: 'fenced' });
     expect(await e.client.get(`${keys.prefix}x`).string()).toBe('1');
+  });
+
+  it('fencedWrite tells a record that moved (read again) from a lost fence (stop)', async () => {
+    const fence = await becomeLeader(e.client, keys);
+    const key = keys.outboxEntry('j', 1, 'SUCCEEDED');
+    const rev = (await e.client.put(key).value('v1').exec()).header.revision;
+    const expectRev = [{ key, target: 'Mod' as const, op: '==' as const, value: rev }];
+    await e.client.put(key).value('v2'); // moved meanwhile
+    expect(await fencedWrite(e.client, leaderFenceCompare(fence), expectRev, [e.client.delete().key(key)])).toEqual({ ok: false, reason: 'moved' });
+    expect(await e.client.get(key).string()).toBe('v2');
+    const rev2 = (await e.client.get(key).exec()).kvs[0]!.mod_revision;
+    const ok = await fencedWrite(e.client, leaderFenceCompare(fence), [{ key, target: 'Mod', op: '==', value: rev2 }], [e.client.put(key).value('v3')]);
+    expect(ok).toMatchObject({ ok: true });
+    expect((await e.client.get(key).exec()).kvs[0]!.mod_revision).toBe(ok.ok ? ok.revision : '');
+    await depose(e.client, keys);
+    const rev3 = (await e.client.get(key).exec()).kvs[0]!.mod_revision;
+    expect(await fencedWrite(e.client, leaderFenceCompare(fence), [{ key, target: 'Mod', op: '==', value: rev3 }], [e.client.delete().key(key)])).toEqual({ ok: false, reason: 'fenced' });
+    expect(await e.client.get(key).string()).toBe('v3');
   });
 });
