@@ -140,4 +140,25 @@ describe('casUpdate (real etcd)', () => {
     expect(await compareHolds(e.client, { key: key('cmp'), target: 'Value', op: '!=', value: 'v1' })).toBe(true);
     expect(await compareHolds(e.client, { key: key('none'), target: 'Create', op: '==', value: 0 })).toBe(true);
   });
+
+  it('a guarded write (no next value) commits its ops only while the record is as read, and leaves the record', async () => {
+    await e.client.put(key('guard')).value(JSON.stringify({ n: 1, by: [] }));
+    const rev = (await e.client.get(key('guard')).exec()).kvs[0]!.mod_revision;
+    const out = await casUpdate(e.client, key('guard'), counter, () => ({ ops: [e.client.put(key('guarded')).value('yes')] }));
+    expect(out).toMatchObject({ ok: true, changed: true, value: { n: 1 } });
+    expect((await e.client.get(key('guard')).exec()).kvs[0]!.mod_revision).toBe(rev);
+    expect(await e.client.get(key('guarded')).string()).toBe('yes');
+    const moved = await casUpdate(
+      e.client,
+      key('guard'),
+      counter,
+      async () => {
+        await e.client.put(key('guard')).value(JSON.stringify({ n: 2, by: [] }));
+        return { ops: [e.client.put(key('guarded')).value('no')] };
+      },
+      { maxAttempts: 1 },
+    );
+    expect(moved).toEqual({ ok: false, reason: 'contention' });
+    expect(await e.client.get(key('guarded')).string()).toBe('yes');
+  });
 });

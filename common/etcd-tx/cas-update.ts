@@ -5,7 +5,8 @@ import { commitTx, compareHolds, type Compare, type TxOp } from './compare.js';
 
 /** What a mutation wants written: the record's next value, and what rides in the same transaction. */
 export interface CasStep<T> {
-  next: T;
+  /** Absent: the record stays as it is, and `ops` are committed only while it is still as read (a guarded write). */
+  next?: T;
   /** Compares besides the record's own revision and the fence (e.g. sibling records read meanwhile). */
   compares?: readonly Compare[];
   /** Further writes, committed if and only if the record is. */
@@ -42,7 +43,8 @@ export type CasOutcome<T> =
  * Compare-and-swap on one JSON record, fenced: read it (parsed with `schema`) with its mod
  * revision, let `mutate` build the next value, and commit it only if the record still has that
  * revision, the fence holds and every extra compare holds; on a conflict read again and retry.
- * The one read-modify-write loop of the code base: job records, checkpoints.
+ * The one read-modify-write loop of the code base: job records, checkpoints, and writes guarded
+ * by a record's revision (the state index).
  * `revision` is the transaction's revision when changed, else the record's mod revision.
  */
 export async function casUpdate<T>(etcd: Etcd3, key: string, schema: z.ZodType<T>, mutate: CasMutation<T>, opts: CasOptions = {}): Promise<CasOutcome<T>> {
@@ -54,9 +56,12 @@ export async function casUpdate<T>(etcd: Etcd3, key: string, schema: z.ZodType<T
     const rev = kv?.mod_revision ?? '0';
     const step = await mutate(cur, rev);
     if (!step) return { ok: true, changed: false, value: cur, revision: rev };
+    const value = step.next ?? cur;
+    if (value === undefined) throw new Error(`casUpdate: a guarded write needs the record at ${key}`);
     const compares: Compare[] = [{ key, target: 'Mod', op: '==', value: rev }, ...(opts.fence ? [opts.fence] : []), ...(opts.extraCompares ?? []), ...(step.compares ?? [])];
-    const res = await commitTx(etcd, compares, [etcd.put(key).value(JSON.stringify(step.next)), ...(step.ops ?? [])]);
-    if (res.succeeded) return { ok: true, changed: true, value: step.next, previous: cur, revision: res.revision };
+    const write = step.next === undefined ? [] : [etcd.put(key).value(JSON.stringify(step.next))];
+    const res = await commitTx(etcd, compares, [...write, ...(step.ops ?? [])]);
+    if (res.succeeded) return { ok: true, changed: true, value, previous: cur, revision: res.revision };
     if (opts.fence && !(await compareHolds(etcd, opts.fence))) return { ok: false, reason: 'fenced' };
   }
   return { ok: false, reason: 'contention' };

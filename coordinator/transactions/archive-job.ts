@@ -1,8 +1,7 @@
 import type { Etcd3 } from 'etcd3';
-import { commitTx } from '../../common/etcd-tx/compare.js';
+import { casUpdate } from '../../common/etcd-tx/cas-update.js';
 import type { Keys } from '../../common/keys.js';
-import { parseRecord } from '../../common/record-schemas.js';
-import { TERMINAL, toHistoryRecord } from '../job-model.js';
+import { TERMINAL, toHistoryRecord, type JobRecord } from '../job-model.js';
 import { jobRecordSchema } from '../job-schemas.js';
 
 /**
@@ -12,23 +11,27 @@ import { jobRecordSchema } from '../job-schemas.js';
  * `gone`: no record (the entry is dropped); `busy`: not final, or it changed meanwhile.
  */
 export async function archiveJob(etcd: Etcd3, keys: Keys, finishedKey: string, jobId: string, nowMs: number): Promise<'archived' | 'gone' | 'busy'> {
-  const kv = (await etcd.get(keys.job(jobId)).exec()).kvs[0];
-  if (!kv) {
+  const out = await casUpdate<JobRecord>(
+    etcd,
+    keys.job(jobId),
+    jobRecordSchema,
+    (rec) =>
+      TERMINAL.has(rec!.state)
+        ? {
+            ops: [
+              etcd.put(keys.historyEntry(jobId)).value(JSON.stringify(toHistoryRecord(rec!, nowMs))),
+              etcd.delete().key(keys.job(jobId)),
+              etcd.delete().prefix(keys.jobTree(jobId)),
+              etcd.delete().key(keys.upload(jobId)),
+              etcd.delete().key(finishedKey),
+            ],
+          }
+        : undefined,
+    { maxAttempts: 1 }, // a record that changed meanwhile is busy: the sweeper comes back to it
+  );
+  if (!out.ok && out.reason === 'missing') {
     await etcd.delete().key(finishedKey);
     return 'gone';
   }
-  const rec = parseRecord(jobRecordSchema, kv.value, keys.job(jobId));
-  if (!TERMINAL.has(rec.state)) return 'busy';
-  const res = await commitTx(
-    etcd,
-    [{ key: keys.job(jobId), target: 'Mod', op: '==', value: kv.mod_revision }],
-    [
-      etcd.put(keys.historyEntry(jobId)).value(JSON.stringify(toHistoryRecord(rec, nowMs))),
-      etcd.delete().key(keys.job(jobId)),
-      etcd.delete().prefix(keys.jobTree(jobId)),
-      etcd.delete().key(keys.upload(jobId)),
-      etcd.delete().key(finishedKey),
-    ],
-  );
-  return res.succeeded ? 'archived' : 'busy';
+  return out.ok && out.changed ? 'archived' : 'busy';
 }

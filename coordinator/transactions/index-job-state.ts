@@ -1,8 +1,8 @@
 import type { Etcd3 } from 'etcd3';
-import { commitTx, type TxOp } from '../../common/etcd-tx/compare.js';
+import { casUpdate } from '../../common/etcd-tx/cas-update.js';
+import type { TxOp } from '../../common/etcd-tx/compare.js';
 import type { Keys } from '../../common/keys.js';
-import { parseRecord } from '../../common/record-schemas.js';
-import { TERMINAL } from '../job-model.js';
+import { TERMINAL, type JobRecord } from '../job-model.js';
 import { jobRecordSchema } from '../job-schemas.js';
 
 export type IndexJobStateOutcome = 'indexed' | 'present' | 'gone' | 'contention';
@@ -13,16 +13,19 @@ export type IndexJobStateOutcome = 'indexed' | 'present' | 'gone' | 'contention'
  * changed in between). `present`: already indexed; `gone`: no record.
  */
 export async function indexJobState(etcd: Etcd3, keys: Keys, jobId: string, maxAttempts = 20): Promise<IndexJobStateOutcome> {
-  for (let i = 0; i < maxAttempts; i++) {
-    const kv = (await etcd.get(keys.job(jobId)).exec()).kvs[0];
-    if (!kv) return 'gone';
-    const rec = parseRecord(jobRecordSchema, kv.value, keys.job(jobId));
-    const entry = keys.jobStateEntry(rec.state, jobId);
-    if (await etcd.get(entry).exists()) return 'present';
-    const ops: TxOp[] = [etcd.put(entry).value('')];
-    if (TERMINAL.has(rec.state)) ops.push(etcd.put(keys.finishedEntry(rec.finishedAtMs ?? rec.updatedAtMs, jobId)).value(jobId));
-    const res = await commitTx(etcd, [{ key: keys.job(jobId), target: 'Mod', op: '==', value: kv.mod_revision }], ops);
-    if (res.succeeded) return 'indexed';
-  }
-  return 'contention';
+  const out = await casUpdate<JobRecord>(
+    etcd,
+    keys.job(jobId),
+    jobRecordSchema,
+    async (rec) => {
+      const entry = keys.jobStateEntry(rec!.state, jobId);
+      if (await etcd.get(entry).exists()) return undefined;
+      const ops: TxOp[] = [etcd.put(entry).value('')];
+      if (TERMINAL.has(rec!.state)) ops.push(etcd.put(keys.finishedEntry(rec!.finishedAtMs ?? rec!.updatedAtMs, jobId)).value(jobId));
+      return { ops }; // the record itself is not rewritten: the entries go in only while it is as read
+    },
+    { maxAttempts },
+  );
+  if (!out.ok) return out.reason === 'missing' ? 'gone' : 'contention';
+  return out.changed ? 'indexed' : 'present';
 }
