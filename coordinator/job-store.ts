@@ -64,7 +64,8 @@ export class JobStore {
   /**
    * Writes a new job (record + queue entry, + idempotency key when given) in one transaction.
    * With an idempotency key already used: the same spec returns the existing job; another spec
-   * is refused with IDEMPOTENCY_CONFLICT.
+   * is refused with IDEMPOTENCY_CONFLICT. An id that exists already is not overwritten
+   * (`created: false`).
    */
   async create(rec: JobRecord, idempotencyKey: string | undefined): Promise<{ job: Pick<JobRecord, 'id'>; created: boolean }> {
     const out = await createJob(this.etcd, this.keys, rec, idempotencyKey);
