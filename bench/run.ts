@@ -25,6 +25,7 @@ import { markdownTable, median, parsePsnr } from './stats.js';
 import { runControlPlane } from './control-plane.js';
 import { etaReadings, watchEta } from './eta.js';
 import { keyframesBench, labBench, longBench } from './lab.js';
+import { Keys } from '../common/keys.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -350,7 +351,7 @@ async function transfer(work: string): Promise<void> {
   const bare = await startBareSink(work);
 
   const cluster = await startCluster(join(work, 'c-transfer'), 1, 1);
-  const node = JSON.parse((await cluster.client().get('/tessera/nodes/node-0').string())!) as { address: string };
+  const node = JSON.parse((await cluster.client().get(new Keys().node('node-0')).string())!) as { address: string };
   const agent = new NodeAgentClient(node.address, credentials.createInsecure(), { 'grpc.max_send_message_length': 4 * 1024 * 1024 });
   const viaBare = async (method: 'put' | 'putToDisk'): Promise<number> => {
     const t0 = now();

@@ -1,5 +1,6 @@
 import type { Etcd3 } from 'etcd3';
 import type { Keys } from './keys.js';
+import { readJobStateTx } from './etcd-tx/read-job-state.js';
 
 /** States after which a job needs nothing staged anywhere. */
 export const FINAL_STATES: ReadonlySet<string> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
@@ -9,22 +10,8 @@ export const FINAL_STATES: ReadonlySet<string> = new Set(['SUCCEEDED', 'FAILED',
  * transaction; 'GONE' when neither exists (dropped by retention, or never a job here). For
  * processes that clean up after jobs without knowing the coordinator's model.
  */
-export async function readJobState(etcd: Etcd3, keys: Keys, jobId: string): Promise<string> {
-  const res = await etcd.kv.txn({
-    compare: [],
-    success: [keys.job(jobId), keys.historyEntry(jobId)].map((k) => ({ request_range: { key: Buffer.from(k) } })),
-  });
-  for (const r of res.responses) {
-    const raw = r.response_range?.kvs[0]?.value.toString();
-    if (raw === undefined) continue;
-    try {
-      const state = (JSON.parse(raw) as { state?: unknown }).state;
-      if (typeof state === 'string') return state;
-    } catch {
-      // not ours: look further
-    }
-  }
-  return 'GONE';
+export function readJobState(etcd: Etcd3, keys: Keys, jobId: string): Promise<string> {
+  return readJobStateTx(etcd, keys, jobId);
 }
 
 /** True when nothing staged for the job is needed any more (final, or gone from etcd). */

@@ -19,6 +19,10 @@ export class Keys {
   drains(): string {
     return `${this.prefix}drain/`;
   }
+  /** Every node's load figures: `nodestats/`. */
+  nodeStatsAll(): string {
+    return `${this.prefix}nodestats/`;
+  }
   nodeStats(nodeId: string): string {
     return `${this.prefix}nodestats/${nodeId}`;
   }
@@ -37,6 +41,10 @@ export class Keys {
   }
   job(jobId: string): string {
     return `${this.prefix}jobs/${jobId}`;
+  }
+  /** Everything under a job's record (segments, owners, checkpoints, progress, plan): `jobs/<id>/`. */
+  jobTree(jobId: string): string {
+    return `${this.prefix}jobs/${jobId}/`;
   }
   jobProgress(jobId: string): string {
     return `${this.prefix}jobs/${jobId}/progress`;

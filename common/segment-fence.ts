@@ -2,7 +2,7 @@ import type { Etcd3 } from 'etcd3';
 import { AppError } from './errors.js';
 import type { Keys } from './keys.js';
 import type { CheckpointRecord } from './records.js';
-import { checkpointSchema, parseRecord } from './record-schemas.js';
+import { ownerHolds, readCheckpoint, updateCheckpointFenced, type SegmentAttempt } from './etcd-tx/fenced-checkpoint.js';
 
 /**
  * Writes for one segment assignment, fenced: each is a single transaction that only succeeds
@@ -21,23 +21,17 @@ export class SegmentFence {
     private readonly onRejected: () => void = () => undefined,
   ) {}
 
-  private get ownerKey(): string {
-    return this.keys.segmentOwner(this.jobId, this.segment);
-  }
-  private get checkpointKey(): string {
-    return this.keys.checkpoint(this.jobId, this.segment);
+  private get attempt(): SegmentAttempt {
+    return { jobId: this.jobId, segment: this.segment, ownerRevision: this.ownerRevision };
   }
 
-  async readCheckpoint(): Promise<{ value: CheckpointRecord; modRevision: string } | undefined> {
-    const res = await this.etcd.get(this.checkpointKey).exec();
-    const kv = res.kvs[0];
-    return kv ? { value: parseRecord(checkpointSchema, kv.value, this.checkpointKey), modRevision: kv.mod_revision } : undefined;
+  readCheckpoint(): Promise<{ value: CheckpointRecord; modRevision: string } | undefined> {
+    return readCheckpoint(this.etcd, this.keys, this.jobId, this.segment);
   }
 
   /** Throws FENCED unless we still own the segment. */
   async assertOwner(): Promise<void> {
-    const res = await this.etcd.get(this.ownerKey).exec();
-    if (res.kvs[0]?.mod_revision !== String(this.ownerRevision)) this.reject();
+    if (!(await ownerHolds(this.etcd, this.keys, this.attempt))) this.reject();
   }
 
   /**
@@ -45,22 +39,13 @@ export class SegmentFence {
    * (undefined if none) and returns the next one, or undefined for "no change".
    */
   async updateCheckpoint(mutate: (cur: CheckpointRecord | undefined) => CheckpointRecord | undefined): Promise<CheckpointRecord> {
-    for (let i = 0; i < 50; i++) {
-      const cur = await this.readCheckpoint();
-      const next = mutate(cur?.value);
-      if (next === undefined) {
-        if (!cur) throw new AppError('INTERNAL', 'checkpoint mutation returned nothing for an empty checkpoint');
-        await this.assertOwner();
-        return cur.value;
-      }
-      const res = await this.etcd
-        .if(this.ownerKey, 'Mod', '==', this.ownerRevision)
-        .and(this.checkpointKey, 'Mod', '==', cur ? cur.modRevision : 0)
-        .then(this.etcd.put(this.checkpointKey).value(JSON.stringify(next)))
-        .commit();
-      if (res.succeeded) return next;
-      await this.assertOwner(); // distinguishes "fenced" from "a sibling sub-segment wrote first"
-    }
+    const out = await updateCheckpointFenced(this.etcd, this.keys, this.attempt, (cur) => {
+      const next = mutate(cur);
+      if (next === undefined && cur === undefined) throw new AppError('INTERNAL', 'checkpoint mutation returned nothing for an empty checkpoint');
+      return next;
+    });
+    if (out.ok) return out.checkpoint!;
+    if (out.reason === 'fenced') this.reject();
     throw new AppError('UNAVAILABLE', 'checkpoint contention');
   }
 

@@ -1,13 +1,26 @@
 import type { Etcd3 } from 'etcd3';
 import { prefixEnd, rangePages } from '../common/etcd.js';
+import { leaderFenceCompare, type LeaderFence } from '../common/etcd-tx/compare.js';
+import { fencedPut } from '../common/etcd-tx/fenced-put.js';
 import { AppError } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
 import type { CheckpointRecord, SegmentOwner } from '../common/records.js';
 import type { Job, StatusChange } from '../proto/gen/tessera/v1/types.js';
-import { historyToProtoJob, TERMINAL, toHistoryRecord, toProtoJob, type HistoryRecord, type JobRecord, type JobStateName, type ProgressRecord, type SegmentRecord } from './job-model.js';
-import { outboxPut } from './webhooks.js';
+import { historyToProtoJob, TERMINAL, toProtoJob, type HistoryRecord, type JobRecord, type JobStateName, type ProgressRecord, type SegmentRecord } from './job-model.js';
 import { checkpointSchema, parseRecord, segmentOwnerSchema } from '../common/record-schemas.js';
 import { historyRecordSchema, jobRecordSchema, progressRecordSchema, resumeFactsSchema, segmentRecordSchema } from './job-schemas.js';
+import { archiveJob } from './transactions/archive-job.js';
+import { claimJob } from './transactions/claim-job.js';
+import { createJob } from './transactions/create-job.js';
+import { dropHistoryRecord } from './transactions/drop-history.js';
+import { indexJobState } from './transactions/index-job-state.js';
+import { appendTrail, stageName } from './transactions/job-writes.js';
+import { reopenSubSegments } from './transactions/reopen-sub-segments.js';
+import { commitSegmentWrites, type SegmentWrite } from './transactions/segment-writes.js';
+import { updateJob } from './transactions/update-job.js';
+
+export type { LeaderFence };
+export { stageName };
 
 /** Every job state, in the order status reports them. */
 export const JOB_STATES: readonly JobStateName[] = ['QUEUED', 'PREPARING', 'RUNNING', 'FINALIZING', 'SUCCEEDED', 'FAILED', 'CANCELLED'];
@@ -19,23 +32,14 @@ export interface JobPage {
   next: string | undefined;
 }
 
-/**
- * The leader's fencing token: the create revision of its election key. Writes made by the
- * leader's job runners compare it inside the same transaction, so a deposed leader cannot write.
- */
-export interface LeaderFence {
-  key: string;
-  createRevision: string;
-}
-
-interface PendingSegmentWrite {
-  seg: SegmentRecord;
-  reason: string;
+interface PendingSegmentWrite extends SegmentWrite {
   fence: LeaderFence | undefined;
-  ownerPut: SegmentOwner | undefined;
   resolve: (revision: string) => void;
   reject: (err: unknown) => void;
 }
+
+/** How a job transaction can fail (each function adds the ones that apply to it). */
+type JobTxFailure = { ok: false; reason: 'missing' | 'fenced' | 'contention' } | { ok: false; reason: 'finished'; state: JobStateName };
 
 function sameFence(a: LeaderFence | undefined, b: LeaderFence | undefined): boolean {
   return a === b || (a !== undefined && b !== undefined && a.key === b.key && a.createRevision === b.createRevision);
@@ -60,36 +64,20 @@ export class JobStore {
   /**
    * Writes a new job (record + queue entry, + idempotency key when given) in one transaction.
    * With an idempotency key already used: the same spec returns the existing job; another spec
-   * is refused with IDEMPOTENCY_CONFLICT.
+   * is refused with IDEMPOTENCY_CONFLICT. An id that exists already is not overwritten
+   * (`created: false`).
    */
   async create(rec: JobRecord, idempotencyKey: string | undefined): Promise<{ job: Pick<JobRecord, 'id'>; created: boolean }> {
-    const ops = [this.etcd.put(this.keys.job(rec.id)).value(JSON.stringify(rec)), this.etcd.put(rec.queueKey).value(rec.id), this.etcd.put(this.keys.jobStateEntry(rec.state, rec.id)).value('')];
-    if (!idempotencyKey) {
-      await this.etcd
-        .if(this.keys.job(rec.id), 'Create', '==', 0)
-        .then(...ops)
-        .commit();
-      return { job: rec, created: true };
+    const out = await createJob(this.etcd, this.keys, rec, idempotencyKey);
+    if (out.ok) return { job: { id: out.jobId }, created: out.created };
+    switch (out.reason) {
+      case 'exists':
+        return { job: { id: out.jobId }, created: false };
+      case 'conflict':
+        throw new AppError('IDEMPOTENCY_CONFLICT', `idempotency key "${idempotencyKey}" was already used for job ${out.jobId} with a different spec`);
+      case 'contention':
+        throw new AppError('UNAVAILABLE', 'could not settle the idempotency key; retry');
     }
-    const idemKey = this.keys.idempotency(idempotencyKey);
-    for (let i = 0; i < 10; i++) {
-      const res = await this.etcd
-        .if(idemKey, 'Create', '==', 0)
-        .then(this.etcd.put(idemKey).value(JSON.stringify({ jobId: rec.id, specHash: rec.specHash })), ...ops)
-        .else(this.etcd.get(idemKey))
-        .commit();
-      if (res.succeeded) return { job: rec, created: true };
-      const kv = res.responses[0]?.response_range?.kvs[0];
-      if (!kv) continue; // deleted in between: try again
-      const prior = JSON.parse(kv.value.toString()) as { jobId: string; specHash: string };
-      if (prior.specHash !== rec.specHash) {
-        throw new AppError('IDEMPOTENCY_CONFLICT', `idempotency key "${idempotencyKey}" was already used for job ${prior.jobId} with a different spec`);
-      }
-      if ((await this.get(prior.jobId)) ?? (await this.getHistory(prior.jobId))) return { job: { id: prior.jobId }, created: false };
-      // The job it named is gone (past retention): the key is free again, unless it moved meanwhile.
-      await this.etcd.if(idemKey, 'Mod', '==', kv.mod_revision).then(this.etcd.delete().key(idemKey)).commit();
-    }
-    throw new AppError('UNAVAILABLE', 'could not settle the idempotency key; retry');
   }
 
   async get(jobId: string): Promise<JobRecord | undefined> {
@@ -97,18 +85,12 @@ export class JobStore {
     return raw === null ? undefined : parseRecord(jobRecordSchema, raw, this.keys.job(jobId));
   }
 
-  private async getWithRevision(jobId: string): Promise<{ rec: JobRecord; rev: string } | undefined> {
-    const res = await this.etcd.get(this.keys.job(jobId)).exec();
-    const kv = res.kvs[0];
-    return kv ? { rec: parseRecord(jobRecordSchema, kv.value, kv.key.toString()), rev: kv.mod_revision } : undefined;
-  }
-
   /** The record, segments, checkpoints and progress of one job. */
   async tree(jobId: string): Promise<{ rec: JobRecord; segments: SegmentRecord[]; checkpoints: Map<number, CheckpointRecord>; progress: ProgressRecord | undefined } | undefined> {
     const rec = await this.get(jobId);
     if (!rec) return undefined;
     const sub: [string, string][] = [];
-    const treePrefix = `${this.keys.job(jobId)}/`;
+    const treePrefix = this.keys.jobTree(jobId);
     for await (const page of rangePages(this.etcd, { start: treePrefix, end: prefixEnd(treePrefix) })) for (const kv of page) sub.push([kv.key, kv.value]);
     const segments: SegmentRecord[] = [];
     const checkpoints = new Map<number, CheckpointRecord>();
@@ -214,23 +196,7 @@ export class JobStore {
       const ids = page.map((kv) => kv.key.slice(prefix.length)).filter((rest) => rest.length > 0 && !rest.includes('/'));
       await Promise.all(
         ids.map(async (id) => {
-          for (let i = 0; i < 20; i++) {
-            const cur = await this.getWithRevision(id);
-            if (!cur) return;
-            const entry = this.keys.jobStateEntry(cur.rec.state, id);
-            if (await this.etcd.get(entry).exists()) return;
-            const ops = [this.etcd.put(entry).value('')];
-            if (TERMINAL.has(cur.rec.state)) ops.push(this.etcd.put(this.keys.finishedEntry(cur.rec.finishedAtMs ?? cur.rec.updatedAtMs, id)).value(id));
-            // Only if the record is still what was read (else read it again).
-            const res = await this.etcd
-              .if(this.keys.job(id), 'Mod', '==', cur.rev)
-              .then(...ops)
-              .commit();
-            if (res.succeeded) {
-              indexed++;
-              return;
-            }
-          }
+          if ((await indexJobState(this.etcd, this.keys, id)) === 'indexed') indexed++;
         }),
       );
     }
@@ -258,8 +224,7 @@ export class JobStore {
   }
 
   private history(rec: JobRecord, entries: StatusChange[]): StatusChange[] {
-    const h = [...rec.history, ...entries];
-    return h.length > this.historyLimit ? h.slice(h.length - this.historyLimit) : h;
+    return appendTrail(rec, entries, this.historyLimit);
   }
 
   /**
@@ -271,49 +236,29 @@ export class JobStore {
     mutate: (rec: JobRecord) => JobRecord | undefined,
     opts: { fence?: LeaderFence | undefined; extraPuts?: [string, string][] } = {},
   ): Promise<{ rec: JobRecord; revision: string; changed: boolean }> {
-    for (let i = 0; i < 50; i++) {
-      const cur = await this.getWithRevision(jobId);
-      if (!cur) throw new AppError('JOB_NOT_FOUND', `no job with id ${jobId}`);
-      const next = mutate(cur.rec);
-      if (!next) return { rec: cur.rec, revision: cur.rev, changed: false };
-      next.updatedAtMs = Date.now();
-      let cmp = this.etcd.if(this.keys.job(jobId), 'Mod', '==', cur.rev);
-      if (opts.fence) cmp = cmp.and(opts.fence.key, 'Create', '==', opts.fence.createRevision);
-      const puts = [this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)), ...(opts.extraPuts ?? []).map(([k, v]) => this.etcd.put(k).value(v)), ...this.indexOps(cur.rec, next)];
-      const res = await cmp.then(...puts).commit();
-      if (res.succeeded) {
-        if (TERMINAL.has(next.state) && !TERMINAL.has(cur.rec.state)) this.onFinished?.(next);
-        return { rec: next, revision: res.header.revision, changed: true };
-      }
-      if (opts.fence) {
-        const el = await this.etcd.get(opts.fence.key).exec();
-        if (el.kvs[0]?.create_revision !== opts.fence.createRevision) {
-          this.fencingRejections++;
-          throw new AppError('NOT_LEADER', 'this coordinator is no longer the leader', { retryable: false });
-        }
-      }
-    }
-    throw new AppError('UNAVAILABLE', `too much contention on job ${jobId}`);
+    const out = this.settle(jobId, await updateJob(this.etcd, this.keys, jobId, mutate, opts));
+    if (out.changed && TERMINAL.has(out.rec.state) && !TERMINAL.has(out.previous.state)) this.onFinished?.(out.rec);
+    return { rec: out.rec, revision: out.revision, changed: out.changed };
   }
 
-  /**
-   * The state index follows the record in the same transaction; a job that just finished joins
-   * the queue of trees to archive; a state its webhook is told about gets its outbox entry.
-   */
-  private indexOps(prev: JobRecord, next: JobRecord): (ReturnType<Etcd3['put']> | ReturnType<Etcd3['delete']>)[] {
-    if (prev.state === next.state) return [];
-    const ops: (ReturnType<Etcd3['put']> | ReturnType<Etcd3['delete']>)[] = [
-      this.etcd.delete().key(this.keys.jobStateEntry(prev.state, next.id)),
-      this.etcd.put(this.keys.jobStateEntry(next.state, next.id)).value(''),
-    ];
-    if (TERMINAL.has(next.state) && !TERMINAL.has(prev.state)) {
-      ops.push(this.etcd.put(this.keys.finishedEntry(next.finishedAtMs ?? next.updatedAtMs, next.id)).value(next.id));
+  /** The one place a failed job transaction becomes an error (and a refused fence a count). */
+  private settle<T extends { ok: true }>(jobId: string, out: T | JobTxFailure): T {
+    if (out.ok) return out;
+    switch (out.reason) {
+      case 'missing':
+        throw new AppError('JOB_NOT_FOUND', `no job with id ${jobId}`);
+      case 'fenced':
+        throw this.notLeader();
+      case 'contention':
+        throw new AppError('UNAVAILABLE', `too much contention on job ${jobId}`);
+      case 'finished':
+        throw new AppError('CANCELLED', `job ${jobId} is ${out.state}`);
     }
-    // The webhook event this change owes, in the same transaction: written if and only if the
-    // state is (the outbox), and delivered by whichever coordinator leads from then on.
-    const event = outboxPut(this.keys, prev, next);
-    if (event) ops.push(this.etcd.put(event[0]).value(event[1]));
-    return ops;
+  }
+
+  private notLeader(): AppError {
+    this.fencingRejections++;
+    return new AppError('NOT_LEADER', 'this coordinator is no longer the leader', { retryable: false });
   }
 
   /** Moves a job to a new state with a trail entry; refuses to leave a terminal state. */
@@ -388,28 +333,7 @@ export class JobStore {
   }
 
   private async writeSegments(jobId: string, batch: PendingSegmentWrite[], fence: LeaderFence | undefined): Promise<string> {
-    const extraPuts: [string, string][] = [];
-    for (const w of batch) {
-      extraPuts.push([this.keys.segment(jobId, w.seg.index), JSON.stringify(w.seg)]);
-      if (w.ownerPut) extraPuts.push([this.keys.segmentOwner(jobId, w.seg.index), JSON.stringify(w.ownerPut)]);
-    }
-    const res = await this.update(
-      jobId,
-      (rec) => {
-        if (TERMINAL.has(rec.state)) return undefined;
-        const now = Date.now();
-        return {
-          ...rec,
-          history: this.history(
-            rec,
-            batch.map((w) => ({ atMs: now, scope: `segment/${w.seg.index}`, state: w.seg.state, nodeId: w.seg.nodeId, attempt: w.seg.attempt, reason: w.reason })),
-          ),
-        };
-      },
-      { fence, extraPuts },
-    );
-    if (!res.changed) throw new AppError('CANCELLED', `job ${jobId} is ${res.rec.state}`);
-    return res.revision;
+    return this.settle(jobId, await commitSegmentWrites(this.etcd, this.keys, jobId, batch, fence, this.historyLimit)).revision;
   }
 
   /**
@@ -421,44 +345,7 @@ export class JobStore {
    * entry per segment. Returns the sub-segments invalidated.
    */
   async reopenSubSegments(jobId: string, lost: ReadonlyMap<number, readonly number[]>, uploaderId: string, reason: string, fence: LeaderFence): Promise<number> {
-    for (let i = 0; i < 20; i++) {
-      const cur = await this.getWithRevision(jobId);
-      if (!cur) throw new AppError('JOB_NOT_FOUND', `no job with id ${jobId}`);
-      if (TERMINAL.has(cur.rec.state)) throw new AppError('CANCELLED', `job ${jobId} is ${cur.rec.state}`);
-      let cmp = this.etcd.if(this.keys.job(jobId), 'Mod', '==', cur.rev).and(fence.key, 'Create', '==', fence.createRevision);
-      const puts: [string, string][] = [];
-      const trail: StatusChange[] = [];
-      let invalidated = 0;
-      const now = Date.now();
-      for (const [index, subs] of lost) {
-        const [segKv, cpKv] = await Promise.all([this.etcd.get(this.keys.segment(jobId, index)).exec(), this.etcd.get(this.keys.checkpoint(jobId, index)).exec()]);
-        const seg = segKv.kvs[0] ? parseRecord(segmentRecordSchema, segKv.kvs[0].value, segKv.kvs[0].key.toString()) : undefined;
-        const cp = cpKv.kvs[0] ? parseRecord(checkpointSchema, cpKv.kvs[0].value, cpKv.kvs[0].key.toString()) : undefined;
-        if (!seg || !cp) continue;
-        const done = cp.done.filter((d) => !subs.includes(d.sub));
-        invalidated += cp.done.length - done.length;
-        cmp = cmp.and(this.keys.checkpoint(jobId, index), 'Mod', '==', cpKv.kvs[0]!.mod_revision);
-        puts.push([this.keys.checkpoint(jobId, index), JSON.stringify({ ...cp, done } satisfies CheckpointRecord)]);
-        puts.push([this.keys.segment(jobId, index), JSON.stringify({ ...seg, state: 'PENDING' } satisfies SegmentRecord)]);
-        trail.push({ atMs: now, scope: `segment/${index}`, state: 'PENDING', nodeId: seg.nodeId, attempt: seg.attempt, reason: `${reason}: sub-segment(s) ${subs.join(', ')} to transcode again` });
-      }
-      const next: JobRecord = {
-        ...cur.rec,
-        state: 'RUNNING',
-        stage: 'transcoding lost parts again',
-        uploaderId,
-        updatedAtMs: now,
-        history: this.history(cur.rec, [...trail, { atMs: now, scope: 'job', state: 'RUNNING', nodeId: '', attempt: 0, reason }]),
-      };
-      const res = await cmp.then(this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)), ...puts.map(([k, v]) => this.etcd.put(k).value(v)), ...this.indexOps(cur.rec, next)).commit();
-      if (res.succeeded) return invalidated;
-      const el = await this.etcd.get(fence.key).exec();
-      if (el.kvs[0]?.create_revision !== fence.createRevision) {
-        this.fencingRejections++;
-        throw new AppError('NOT_LEADER', 'this coordinator is no longer the leader', { retryable: false });
-      }
-    }
-    throw new AppError('UNAVAILABLE', `too much contention on job ${jobId}`);
+    return this.settle(jobId, await reopenSubSegments(this.etcd, this.keys, jobId, lost, uploaderId, reason, fence, this.historyLimit)).invalidated;
   }
 
   /** The key schema (for callers that add puts to a transaction). */
@@ -493,27 +380,9 @@ export class JobStore {
 
   /** Takes a job off the queue and marks it PREPARING, atomically, as the leader. */
   async claim(queueKey: string, jobId: string, fence: LeaderFence): Promise<JobRecord | undefined> {
-    for (let i = 0; i < 10; i++) {
-      const cur = await this.getWithRevision(jobId);
-      if (!cur || cur.rec.state !== 'QUEUED') {
-        await this.etcd.delete().key(queueKey);
-        return undefined;
-      }
-      const now = Date.now();
-      const next: JobRecord = {
-        ...cur.rec,
-        state: 'PREPARING',
-        stage: stageName('PREPARING'),
-        updatedAtMs: now,
-        history: this.history(cur.rec, [{ atMs: now, scope: 'job', state: 'PREPARING', nodeId: '', attempt: 0, reason: 'picked up by the scheduler' }]),
-      };
-      const res = await this.etcd
-        .if(this.keys.job(jobId), 'Mod', '==', cur.rev)
-        .and(fence.key, 'Create', '==', fence.createRevision)
-        .then(this.etcd.put(this.keys.job(jobId)).value(JSON.stringify(next)), this.etcd.delete().key(queueKey), ...this.indexOps(cur.rec, next))
-        .commit();
-      if (res.succeeded) return next;
-    }
+    const out = await claimJob(this.etcd, this.keys, queueKey, jobId, fence, this.historyLimit);
+    if (out.ok) return out.rec;
+    if (out.reason === 'fenced') this.fencingRejections++;
     return undefined;
   }
 
@@ -539,25 +408,8 @@ export class JobStore {
    * points at history) and so does the idempotency key (a retried submit still finds the job);
    * both go when retention drops the history record. The archive in S3 is not touched.
    */
-  async archive(finishedKey: string, jobId: string, nowMs = Date.now()): Promise<'archived' | 'gone' | 'busy'> {
-    const cur = await this.getWithRevision(jobId);
-    if (!cur) {
-      await this.etcd.delete().key(finishedKey);
-      return 'gone';
-    }
-    if (!TERMINAL.has(cur.rec.state)) return 'busy';
-    const tree = `${this.keys.job(jobId)}/`;
-    const res = await this.etcd
-      .if(this.keys.job(jobId), 'Mod', '==', cur.rev)
-      .then(
-        this.etcd.put(this.keys.historyEntry(jobId)).value(JSON.stringify(toHistoryRecord(cur.rec, nowMs))),
-        this.etcd.delete().key(this.keys.job(jobId)),
-        this.etcd.delete().prefix(tree),
-        this.etcd.delete().key(this.keys.upload(jobId)),
-        this.etcd.delete().key(finishedKey),
-      )
-      .commit();
-    return res.succeeded ? 'archived' : 'busy';
+  archive(finishedKey: string, jobId: string, nowMs = Date.now()): Promise<'archived' | 'gone' | 'busy'> {
+    return archiveJob(this.etcd, this.keys, finishedKey, jobId, nowMs);
   }
 
   /**
@@ -583,21 +435,9 @@ export class JobStore {
         }
         const expired = o.maxAgeMs > 0 && h.finishedAtMs < now - o.maxAgeMs;
         if (excess <= 0 && !expired) break scan;
-        const res = await this.etcd
-          .if(kv.key, 'Mod', '>', 0)
-          .then(this.etcd.delete().key(kv.key), this.etcd.delete().key(this.keys.jobStateEntry(h.state, h.id)))
-          .commit();
-        if (!res.succeeded) continue;
+        if (!(await dropHistoryRecord(this.etcd, this.keys, h, kv.key))) continue;
         excess--;
         dropped++;
-        if (h.spec.idempotencyKey) {
-          const idem = this.keys.idempotency(h.spec.idempotencyKey);
-          // Only if it still names this job (the exact value create() wrote).
-          await this.etcd
-            .if(idem, 'Value', '==', JSON.stringify({ jobId: h.id, specHash: h.specHash }))
-            .then(this.etcd.delete().key(idem))
-            .commit();
-        }
       }
     }
     return dropped;
@@ -646,14 +486,8 @@ export class JobStore {
 
   /** Writes the resume facts, fenced on the leader. */
   async putResumeFacts(jobId: string, facts: ResumeFacts, fence: LeaderFence): Promise<void> {
-    const res = await this.etcd
-      .if(fence.key, 'Create', '==', fence.createRevision)
-      .then(this.etcd.put(this.keys.jobPlan(jobId)).value(JSON.stringify(facts)))
-      .commit();
-    if (!res.succeeded) {
-      this.fencingRejections++;
-      throw new AppError('NOT_LEADER', 'this coordinator is no longer the leader', { retryable: false });
-    }
+    const out = await fencedPut(this.etcd, leaderFenceCompare(fence), this.keys.jobPlan(jobId), JSON.stringify(facts));
+    if (!out.ok) throw this.notLeader();
   }
 }
 
@@ -675,23 +509,4 @@ export interface ResumeFacts {
   audioSentTo?: string;
   /** Tessera's own copy of the input (`s3://…`), once stored: read instead of the input's URL. */
   inputStash?: string;
-}
-
-export function stageName(s: JobStateName): string {
-  switch (s) {
-    case 'QUEUED':
-      return 'waiting in the queue';
-    case 'PREPARING':
-      return 'probing and splitting the input';
-    case 'RUNNING':
-      return 'transcoding segments';
-    case 'FINALIZING':
-      return 'merging, zipping and uploading';
-    case 'SUCCEEDED':
-      return 'done';
-    case 'FAILED':
-      return 'failed';
-    case 'CANCELLED':
-      return 'cancelled';
-  }
 }

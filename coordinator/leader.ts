@@ -4,6 +4,7 @@ import type { Logger } from '../common/logger.js';
 import { backoffDelay } from '../common/retry.js';
 import { ResilientWatch } from '../common/watch.js';
 import type { LeaderFence } from './job-store.js';
+import { campaign } from './transactions/campaign.js';
 
 /**
  * Leader election through one etcd key held under this coordinator's lease. The winner's fencing
@@ -57,7 +58,7 @@ export class LeaderElection extends EventEmitter<{ elected: [LeaderFence]; depos
     }
     while (!this.closed) {
       try {
-        if (!this.fence) await this.campaign();
+        if (!this.fence) await this.campaignOnce();
       } catch (err) {
         this.log.warn({ err }, 'campaign failed');
       }
@@ -69,20 +70,17 @@ export class LeaderElection extends EventEmitter<{ elected: [LeaderFence]; depos
     await watcher?.cancel();
   }
 
-  private async campaign(): Promise<void> {
+  private async campaignOnce(): Promise<void> {
     if (!this.lease) {
       const lease = this.etcd.lease(this.ttlSec, { autoKeepAlive: true });
       lease.on('lost', () => this.onLost(lease));
       await lease.grant();
       this.lease = lease;
     }
-    const res = await this.etcd.if(this.key, 'Create', '==', 0).then(this.lease.put(this.key).value(this.id)).commit();
-    if (!res.succeeded) return;
-    const got = await this.etcd.get(this.key).exec();
-    const kv = got.kvs[0];
-    if (!kv || kv.value.toString() !== this.id) return;
-    this.fence = { key: this.key, createRevision: kv.create_revision };
-    this.log.info({ coordinatorId: this.id, revision: kv.create_revision }, 'elected leader');
+    const out = await campaign(this.etcd, this.lease, this.key, this.id);
+    if (!out.ok || this.closed) return; // resigned meanwhile: revoking the lease deleted the key
+    this.fence = out.fence;
+    this.log.info({ coordinatorId: this.id, revision: out.fence.createRevision }, 'elected leader');
     this.emit('elected', this.fence);
   }
 

@@ -90,7 +90,7 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
     // Load figures change all the time (every agent, every few seconds): each event updates its
     // node's entry instead of re-listing the whole registry (a re-list per heartbeat took a fifth
     // of the coordinator's CPU with 100 agents). The periodic re-list still reconciles.
-    const statsPrefix = this.keys.prefix + 'nodestats/';
+    const statsPrefix = this.keys.nodeStatsAll();
     const ws = await ResilientWatch.open(
       this.etcd,
       { prefix: statsPrefix },
@@ -190,7 +190,7 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
       listStrings(this.etcd, this.keys.nodes()),
       listKeys(this.etcd, this.keys.drains()),
       listStrings(this.etcd, this.keys.uploaders()),
-      listStrings(this.etcd, this.keys.prefix + 'nodestats/'),
+      listStrings(this.etcd, this.keys.nodeStatsAll()),
     ]);
     const next = new Map<string, NodeRecord>();
     for (const v of Object.values(nodes)) {
@@ -219,7 +219,7 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
         return [u.id, u];
       }),
     );
-    this.stats = new Map(Object.entries(stats).map(([k, v]) => [k.slice((this.keys.prefix + 'nodestats/').length), parseRecord(nodeStatsSchema, v, k)]));
+    this.stats = new Map(Object.entries(stats).map(([k, v]) => [k.slice(this.keys.nodeStatsAll().length), parseRecord(nodeStatsSchema, v, k)]));
     for (const id of this.admissions.keys()) if (!next.has(id)) this.admissions.delete(id);
     this.views = undefined;
     for (const [id, r] of next) {

@@ -1,5 +1,7 @@
 import type { Etcd3 } from 'etcd3';
 import { prefixEnd, rangePages } from '../common/etcd.js';
+import { leaderFenceCompare, type TxOp } from '../common/etcd-tx/compare.js';
+import { fencedWrite } from '../common/etcd-tx/fenced-put.js';
 import { errorMessage, isAppError } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
@@ -274,12 +276,10 @@ export class WebhookOutbox {
   }
 
   /** One write, only while we lead and the entry is as read; false when it moved meanwhile. */
-  private async fenced(key: string, rev: string, fence: LeaderFence, op: ReturnType<Etcd3['put']> | ReturnType<Etcd3['delete']>): Promise<boolean> {
-    const res = await this.etcd.if(fence.key, 'Create', '==', fence.createRevision).and(key, 'Mod', '==', rev).then(op).commit();
-    if (res.succeeded) return true;
-    const el = await this.etcd.get(fence.key).exec();
-    if (el.kvs[0]?.create_revision !== fence.createRevision) throw new Deposed('no longer the leader');
-    return false;
+  private async fenced(key: string, rev: string, fence: LeaderFence, op: TxOp): Promise<boolean> {
+    const out = await fencedWrite(this.etcd, leaderFenceCompare(fence), [{ key, target: 'Mod', op: '==', value: rev }], [op]);
+    if (!out.ok && out.reason === 'fenced') throw new Deposed('no longer the leader');
+    return out.ok;
   }
 
   /** Stops delivering and watching; pending events stay in etcd for the next leader. Idempotent. */

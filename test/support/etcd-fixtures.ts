@@ -1,0 +1,48 @@
+import { randomUUID } from 'node:crypto';
+import type { Etcd3 } from 'etcd3';
+import type { LeaderFence } from '../../common/etcd-tx/compare.js';
+import { Keys } from '../../common/keys.js';
+import { specHash, type JobRecord } from '../../coordinator/job-model.js';
+import { stageName } from '../../coordinator/transactions/job-writes.js';
+import { JobSpec } from '../../proto/gen/tessera/v1/types.js';
+
+/** A key schema under a prefix of its own, so test files never see each other's keys. */
+export function randomKeys(): Keys {
+  return new Keys(`/unit-${randomUUID().slice(0, 8)}/`);
+}
+
+let seq = 0;
+
+/** A QUEUED job record as the job service writes it (fields overridable). */
+export function queuedJob(keys: Keys, o: Partial<Omit<JobRecord, 'spec'>> & { spec?: Partial<JobSpec> } = {}): JobRecord {
+  const now = Date.now();
+  const id = o.id ?? `job-${now.toString(36)}-${(seq++).toString(36)}`;
+  const spec = JobSpec.fromPartial({ inputUri: 's3://in/clip.mp4', container: 'mp4', ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }], ...o.spec });
+  const { spec: _s, ...rest } = o;
+  return {
+    id,
+    spec,
+    specHash: specHash(spec),
+    state: 'QUEUED',
+    stage: stageName('QUEUED'),
+    createdAtMs: now,
+    updatedAtMs: now,
+    queueKey: keys.queueEntry(spec.priority, `${now.toString(36)}-${seq}`, id),
+    history: [{ atMs: now, scope: 'job', state: 'QUEUED', nodeId: '', attempt: 0, reason: 'accepted' }],
+    timings: {},
+    ...rest,
+  };
+}
+
+/** Makes `id` the leader as LeaderElection would (a key without a lease here); returns its fence. */
+export async function becomeLeader(etcd: Etcd3, keys: Keys, id = 'coordinator-test'): Promise<LeaderFence> {
+  await etcd.put(keys.election()).value(id);
+  const kv = (await etcd.get(keys.election()).exec()).kvs[0]!;
+  return { key: keys.election(), createRevision: kv.create_revision };
+}
+
+/** Another coordinator takes over: the election key is created again, so `fence` no longer holds. */
+export async function depose(etcd: Etcd3, keys: Keys): Promise<LeaderFence> {
+  await etcd.delete().key(keys.election());
+  return becomeLeader(etcd, keys, 'coordinator-next');
+}
