@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { JobState, SegmentState, type Job, type JobResult, type JobSpec, type PlannedRendition, type SourceInfo, type StatusChange } from '../proto/gen/tessera/v1/types.js';
 import type { CheckpointRecord } from '../common/records.js';
+import { AppError } from '../common/errors.js';
 
 export type JobStateName = 'QUEUED' | 'PREPARING' | 'RUNNING' | 'FINALIZING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
 export type SegmentStateName = 'PENDING' | 'TRANSFERRING' | 'TRANSCODING' | 'DONE' | 'FAILED';
@@ -54,12 +55,11 @@ export interface JobPlan {
   keyframeGrid?: KeyframeGridPlan | undefined;
 }
 
-/** `jobs/<id>`: the job record. */
-export interface JobRecord {
+/** What every job record has, whatever its state. */
+interface JobFields {
   id: string;
   spec: JobSpec;
   specHash: string;
-  state: JobStateName;
   stage: string;
   errorCode?: string | undefined;
   errorMessage?: string | undefined;
@@ -73,6 +73,78 @@ export interface JobRecord {
   result?: JobResult | undefined;
   history: StatusChange[];
   timings: Record<string, number>;
+}
+
+/** Waiting for a slot, or being probed and planned (a PREPARING job a new leader resumes may have its plan already). */
+export interface WaitingJob extends JobFields {
+  state: 'QUEUED' | 'PREPARING';
+}
+
+/** Split and transcoding, or being merged: its plan, its source's facts and its uploader are fixed. */
+export interface InFlightJob extends JobFields {
+  state: 'RUNNING' | 'FINALIZING';
+  plan: JobPlan;
+  source: SourceInfo;
+  uploaderId: string;
+}
+
+/** Done: the archive is in S3. */
+export interface SucceededJob extends JobFields {
+  state: 'SUCCEEDED';
+  plan: JobPlan;
+  result: JobResult;
+  finishedAtMs: number;
+}
+
+/** Failed or cancelled, at whatever point it had reached. */
+export interface EndedJob extends JobFields {
+  state: 'FAILED' | 'CANCELLED';
+  finishedAtMs: number;
+}
+
+/** `jobs/<id>`: the job record, one shape per state (asJobRecord checks a record against its state). */
+export type JobRecord = WaitingJob | InFlightJob | SucceededJob | EndedJob;
+
+/** True for a job past splitting (RUNNING, FINALIZING): its plan, source and uploader are there. */
+export function isInFlight(rec: JobRecord): rec is InFlightJob {
+  return rec.state === 'RUNNING' || rec.state === 'FINALIZING';
+}
+
+/** `rec` as a job past splitting, or INTERNAL: for code that has just moved it there. */
+export function inFlight(rec: JobRecord): InFlightJob {
+  if (!isInFlight(rec)) throw new AppError('INTERNAL', `job ${rec.id} is ${rec.state}, not past splitting`);
+  return rec;
+}
+
+/** A job record being built: any state with any fields, until asJobRecord checks it. */
+export type JobRecordDraft = JobFields & { state: JobStateName };
+
+/**
+ * The record `d` as its state requires it (a RUNNING or FINALIZING job has its plan, source and
+ * uploader; a SUCCEEDED one its plan and result; a finished one its end time), or the reason it
+ * is not one: written by this code, so a miss is a bug (INTERNAL), never written to etcd.
+ */
+export function jobRecordProblem(d: JobRecordDraft): string | undefined {
+  switch (d.state) {
+    case 'QUEUED':
+    case 'PREPARING':
+      return undefined;
+    case 'RUNNING':
+    case 'FINALIZING':
+      return d.plan && d.source && d.uploaderId ? undefined : `a ${d.state} job has its plan, source and uploader`;
+    case 'SUCCEEDED':
+      return d.plan && d.result && d.finishedAtMs !== undefined ? undefined : 'a SUCCEEDED job has its plan, result and end time';
+    case 'FAILED':
+    case 'CANCELLED':
+      return d.finishedAtMs !== undefined ? undefined : `a ${d.state} job has its end time`;
+  }
+}
+
+/** `d` checked against its state (jobRecordProblem): the record, or INTERNAL naming what it lacks. */
+export function asJobRecord(d: JobRecordDraft): JobRecord {
+  const problem = jobRecordProblem(d);
+  if (problem) throw new AppError('INTERNAL', `job ${d.id} record refused: ${problem}`);
+  return d as JobRecord;
 }
 
 /** `jobs/<id>/segments/<n>`: one segment's assignment and state. */

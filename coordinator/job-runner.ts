@@ -21,7 +21,7 @@ import { isRangedInput } from '../transcoder/ffprobe.js';
 import { extractAudio, splitFrameCuts, splitVideo } from '../transcoder/split.js';
 import { sendPart } from '../uploader/part-client.js';
 import type { CoordinatorConfig } from './config.js';
-import { TERMINAL, type JobRecord, type SegmentRecord } from './job-model.js';
+import { inFlight, isInFlight, TERMINAL, type InFlightJob, type JobRecord, type SegmentRecord } from './job-model.js';
 import type { JobStore, LeaderFence, ResumeFacts } from './job-store.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { NodeRegistry, NodeView } from './node-registry.js';
@@ -144,11 +144,11 @@ export class JobRunner {
     try {
       // Past splitting (RUNNING, FINALIZING) with the cut's facts recorded: resume without the
       // input. It is fetched and cut again only if a segment must be sent to a node again.
-      const facts = rec.plan && rec.source && (rec.state === 'RUNNING' || rec.state === 'FINALIZING') ? await store.getResumeFacts(this.jobId) : undefined;
-      const prepared = facts ? await this.resumeWithoutInput(rec, facts, tracker, signal) : await this.prepare(rec, tracker, signal);
-      rec = prepared.rec;
+      const facts = rec.state === 'RUNNING' || rec.state === 'FINALIZING' ? await store.getResumeFacts(this.jobId) : undefined;
+      const prepared = facts && isInFlight(rec) ? await this.resumeWithoutInput(rec, facts, tracker, signal) : await this.prepare(rec, tracker, signal);
+      const job = prepared.rec;
       timings.prepareMs = Date.now() - t0;
-      const plan = rec.plan!;
+      const plan = job.plan;
       const uploader = prepared.uploader;
 
       // RUNNING: every segment not DONE, in parallel, each to its node.
@@ -175,7 +175,7 @@ export class JobRunner {
         load: this.d.load,
         stealer: this.d.stealer,
       };
-      const placement = jobPlacement(rec!.spec); // the same for every segment of the job
+      const placement = jobPlacement(job.spec); // the same for every segment of the job
       try {
         const results = await Promise.allSettled(
           plan.cuts.map(async (cut, position) => {
@@ -206,7 +206,7 @@ export class JobRunner {
                     ? { nodeId: owner.nodeId, attempt: owner.attempt, ownerRevision: owner.revision }
                     : undefined,
                 renditions: plan.renditions,
-                fps: rec!.source?.fps ?? 30,
+                fps: job.source.fps || 30,
                 treatment: prepared.treatment,
                 fileFrames: this.fileFrames[cut.index] ?? seg.frames,
                 // A frame cut says what to drop; a keyframe cut drops only an edit list's lead-in.
@@ -247,10 +247,10 @@ export class JobRunner {
 
       // FINALIZING: the canonical part of every sub-segment, in order, to the uploader.
       const t2 = Date.now();
-      rec = await withEtcdRetry('record FINALIZING', () => store.transition(this.jobId, 'FINALIZING', 'all segments done', { timings }, this.fence), { signal, log: this.log });
+      const finalizing = inFlight(await withEtcdRetry('record FINALIZING', () => store.transition(this.jobId, 'FINALIZING', 'all segments done', { timings }, this.fence), { signal, log: this.log }));
       // The uploader may restart mid-finalize: parts are durable there and finalize resumes its
       // multipart upload, so retry transient failures (with backoff) on the same uploader id.
-      const result = await retry(async () => this.finalize(rec!, await this.waitForUploader(signal, rec!.uploaderId), tracker, timings, signal), {
+      const result = await retry(async () => this.finalize(finalizing, await this.waitForUploader(signal, finalizing.uploaderId), tracker, timings, signal), {
         attempts: 30,
         baseMs: 250,
         maxMs: 5_000,
@@ -272,7 +272,7 @@ export class JobRunner {
       });
       if (!result) return; // reopened: run() goes round again
       timings.finalizeMs = Date.now() - t2;
-      timings.totalMs = Date.now() - rec.createdAtMs;
+      timings.totalMs = Date.now() - finalizing.createdAtMs;
       await tracker.flush();
       // The archive is in S3: keep trying to say so through an etcd outage (a retry after a
       // lost answer finds the job SUCCEEDED already and ends quietly).
@@ -355,7 +355,7 @@ export class JobRunner {
       while (nodes.length === 0) {
         const why = whyNoNode(this.d.registry.ready(), placement);
         if (why !== said) {
-          await this.d.store.update(this.jobId, (r) => (TERMINAL.has(r.state) ? undefined : { ...r, stage: why }), { fence: this.fence });
+          await this.d.store.setStage(this.jobId, why, this.fence);
           this.log.info({ reason: why }, 'job waits for a node');
           said = why;
         }
@@ -525,25 +525,15 @@ export class JobRunner {
         this.d.store.keysFor().segment(this.jobId, c.index),
         JSON.stringify({ index: c.index, state: 'PENDING', nodeId: c.nodeId, attempt: 0, startSec: c.startSec, endSec: c.endSec, frames: c.frames } satisfies SegmentRecord),
       ]);
-      const res = await store.update(
+      const res = await store.updateActive(
         this.jobId,
-        (r) => {
-          if (TERMINAL.has(r.state)) return undefined;
-          const now = Date.now();
-          return {
-            ...r,
-            state: 'RUNNING',
-            stage: 'transcoding segments',
-            source: sourceInfo,
-            plan,
-            uploaderId: uploader.id,
-            history: [
-              ...r.history,
-              ...this.ladderNotes.map((reason) => ({ atMs: now, scope: 'ladder', state: 'CHANGED', nodeId: '', attempt: 0, reason })),
-              { atMs: now, scope: 'job', state: 'RUNNING', nodeId: '', attempt: 0, reason: `split into ${cuts.length} segment(s) for ${new Set(cuts.map((c) => c.nodeId)).size} node(s)` },
-            ],
-          };
-        },
+        (r, now) => ({
+          next: { ...r, state: 'RUNNING', stage: 'transcoding segments', source: sourceInfo, plan, uploaderId: uploader.id },
+          trail: [
+            ...this.ladderNotes.map((reason) => ({ atMs: now, scope: 'ladder', state: 'CHANGED', nodeId: '', attempt: 0, reason })),
+            { atMs: now, scope: 'job', state: 'RUNNING', nodeId: '', attempt: 0, reason: `split into ${cuts.length} segment(s) for ${new Set(cuts.map((c) => c.nodeId)).size} node(s)` },
+          ],
+        }),
         { fence: this.fence, extraPuts: [...(resumed ? [] : segPuts), [store.keysFor().jobPlan(this.jobId), JSON.stringify(facts)]] },
       );
       if (!res.changed) throw new AppError('CANCELLED', 'job is no longer active');
@@ -556,7 +546,7 @@ export class JobRunner {
     tracker.preparing(1);
     const sent = Promise.all([audio, stash]).then(() => undefined);
     sent.catch(() => undefined); // awaited before finalize, as the audio alone was
-    return { rec, uploader, audio: sent, treatment: sourceInfo.treatment, leadIn: sourcePlan.leadIn };
+    return { rec: inFlight(rec), uploader, audio: sent, treatment: sourceInfo.treatment, leadIn: sourcePlan.leadIn };
   }
 
   /** The cut's facts as this runner last wrote or read them. */
@@ -605,7 +595,7 @@ export class JobRunner {
    * re-attached; only a segment that must go to a node again makes this runner cut the input.
    * Without the audio at the job's uploader it takes the full path (the audio needs the input).
    */
-  private async resumeWithoutInput(rec: JobRecord, facts: ResumeFacts, tracker: ProgressTracker, signal: AbortSignal): Promise<Prepared> {
+  private async resumeWithoutInput(rec: InFlightJob, facts: ResumeFacts, tracker: ProgressTracker, signal: AbortSignal): Promise<Prepared> {
     const uploader = await this.waitForUploader(signal, rec.uploaderId);
     if (facts.audioSentTo !== uploader.id) {
       this.log.info({ uploaderId: uploader.id, audioSentTo: facts.audioSentTo ?? '' }, 'the audio is not recorded at the uploader: resuming from the input');
@@ -618,11 +608,11 @@ export class JobRunner {
     tracker.setTotalFrames(facts.totalFrames);
     tracker.preparing(1);
     this.log.info({ state: rec.state }, 'resuming past splitting without the input');
-    return { rec, uploader, audio: Promise.resolve(), treatment: rec.source?.treatment, leadIn: facts.leadIn };
+    return { rec, uploader, audio: Promise.resolve(), treatment: rec.source.treatment, leadIn: facts.leadIn };
   }
 
-  private async finalize(rec: JobRecord, uploader: UploaderRecord, tracker: ProgressTracker, timings: Record<string, number>, signal: AbortSignal): Promise<JobResult> {
-    const plan = rec.plan!;
+  private async finalize(rec: InFlightJob, uploader: UploaderRecord, tracker: ProgressTracker, timings: Record<string, number>, signal: AbortSignal): Promise<JobResult> {
+    const plan = rec.plan;
     const checkpoints = await this.d.store.checkpoints(this.jobId);
     for (const cut of plan.cuts) if (!checkpoints.get(cut.index)) throw new AppError('INTERNAL', `segment ${cut.index} has no checkpoint`);
     // Each part's exact span of the source: the merge joins on the source's timestamps.
@@ -724,7 +714,7 @@ export class JobRunner {
       signal,
       onWait: (msg) => {
         this.log.warn({ bytes }, msg);
-        void this.d.store.update(this.jobId, (r) => (TERMINAL.has(r.state) ? undefined : { ...r, stage: msg }), { fence: this.fence }).catch(() => undefined);
+        void this.d.store.setStage(this.jobId, msg, this.fence).catch(() => undefined);
       },
     });
   }
@@ -764,7 +754,8 @@ export class JobRunner {
 
 /** What preparing (or resuming) a job hands to the dispatch and finalize. */
 interface Prepared {
-  rec: JobRecord;
+  /** The job past splitting: its plan, source and uploader fixed. */
+  rec: InFlightJob;
   uploader: UploaderRecord;
   /** Every audio track sent to the uploader (resolved at once when it already has them). */
   audio: Promise<void>;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { HistoryRecord, JobRecord, ProgressRecord, SegmentRecord } from './job-model.js';
+import { jobRecordProblem, type HistoryRecord, type JobRecord, type JobRecordDraft, type ProgressRecord, type SegmentRecord } from './job-model.js';
 import type { ResumeFacts } from './job-store.js';
 
 /**
@@ -13,24 +13,30 @@ const SEGMENT_STATES = ['PENDING', 'TRANSFERRING', 'TRANSCODING', 'DONE', 'FAILE
 const count = z.number().int().nonnegative();
 const statusChange = z.looseObject({ atMs: z.number(), scope: z.string(), state: z.string(), nodeId: z.string(), attempt: z.number(), reason: z.string() });
 
-export const jobRecordSchema = z.looseObject({
-  id: z.string().min(1),
-  spec: z.looseObject({ inputUri: z.string() }),
-  specHash: z.string(),
-  state: z.enum(JOB_STATES),
-  stage: z.string(),
-  createdAtMs: z.number(),
-  updatedAtMs: z.number(),
-  queueKey: z.string(),
-  plan: z
-    .looseObject({
-      cuts: z.array(z.looseObject({ index: count, startSec: z.number(), endSec: z.number(), frames: count, nodeId: z.string() })),
-      renditions: z.array(z.looseObject({ name: z.string() })),
-    })
-    .optional(),
-  history: z.array(statusChange),
-  timings: z.record(z.string(), z.number()),
-}) as unknown as z.ZodType<JobRecord>;
+export const jobRecordSchema = z
+  .looseObject({
+    id: z.string().min(1),
+    spec: z.looseObject({ inputUri: z.string() }),
+    specHash: z.string(),
+    state: z.enum(JOB_STATES),
+    stage: z.string(),
+    createdAtMs: z.number(),
+    updatedAtMs: z.number(),
+    queueKey: z.string(),
+    plan: z
+      .looseObject({
+        cuts: z.array(z.looseObject({ index: count, startSec: z.number(), endSec: z.number(), frames: count, nodeId: z.string() })),
+        renditions: z.array(z.looseObject({ name: z.string() })),
+      })
+      .optional(),
+    history: z.array(statusChange),
+    timings: z.record(z.string(), z.number()),
+  })
+  // One shape per state (job-model.ts): a RUNNING job without its plan is refused on read, as on write.
+  .superRefine((rec, ctx) => {
+    const problem = jobRecordProblem(rec as unknown as JobRecordDraft);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  }) as unknown as z.ZodType<JobRecord>;
 
 export const segmentRecordSchema = z.looseObject({
   index: count,

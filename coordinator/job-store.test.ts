@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcdServer, type EtcdServer } from '../test/etcd-server.js';
-import { becomeLeader, depose, queuedJob, randomKeys } from '../test/support/etcd-fixtures.js';
+import { becomeLeader, depose, queuedJob, randomKeys, plannedFields } from '../test/support/etcd-fixtures.js';
 import type { JobRecord, SegmentRecord } from './job-model.js';
 import { JobStore, type LeaderFence } from './job-store.js';
 
@@ -23,7 +23,7 @@ describe('JobStore group commit (real etcd)', () => {
   const running = async (): Promise<JobRecord> => {
     const rec = queuedJob(keys);
     await store.create(rec, undefined);
-    await store.transition(rec.id, 'RUNNING', 'planned', {}, fence);
+    await store.transition(rec.id, 'RUNNING', 'planned', plannedFields(), fence);
     return rec;
   };
   const seg = (index: number, state: SegmentRecord['state'] = 'TRANSFERRING'): SegmentRecord => ({ index, state, nodeId: `n${index}`, attempt: 1, startSec: index, endSec: index + 1, frames: 30 });

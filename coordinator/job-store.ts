@@ -5,8 +5,8 @@ import { fencedPut } from '../common/etcd-tx/fenced-put.js';
 import { AppError } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
 import type { CheckpointRecord, SegmentOwner } from '../common/records.js';
-import type { Job, StatusChange } from '../proto/gen/tessera/v1/types.js';
-import { historyToProtoJob, TERMINAL, toProtoJob, type HistoryRecord, type JobRecord, type JobStateName, type ProgressRecord, type SegmentRecord } from './job-model.js';
+import type { Job } from '../proto/gen/tessera/v1/types.js';
+import { historyToProtoJob, TERMINAL, toProtoJob, type HistoryRecord, type JobRecord, type JobRecordDraft, type JobStateName, type ProgressRecord, type SegmentRecord } from './job-model.js';
 import { checkpointSchema, parseRecord, segmentOwnerSchema } from '../common/record-schemas.js';
 import { historyRecordSchema, jobRecordSchema, progressRecordSchema, resumeFactsSchema, segmentRecordSchema } from './job-schemas.js';
 import { archiveJob } from './transactions/archive-job.js';
@@ -14,7 +14,7 @@ import { claimJob } from './transactions/claim-job.js';
 import { createJob } from './transactions/create-job.js';
 import { dropHistoryRecord } from './transactions/drop-history.js';
 import { indexJobState } from './transactions/index-job-state.js';
-import { appendTrail, stageName } from './transactions/job-writes.js';
+import { stageName, whileActive, type ActiveJobChange } from './transactions/job-writes.js';
 import { reopenSubSegments } from './transactions/reopen-sub-segments.js';
 import { commitSegmentWrites, type SegmentWrite } from './transactions/segment-writes.js';
 import { updateJob } from './transactions/update-job.js';
@@ -223,17 +223,13 @@ export class JobStore {
     }
   }
 
-  private history(rec: JobRecord, entries: StatusChange[]): StatusChange[] {
-    return appendTrail(rec, entries, this.historyLimit);
-  }
-
   /**
    * Compare-and-swap on a job record, optionally fenced on the leader, with extra puts in the
    * same transaction. `mutate` returns undefined for "no change". Returns the record as written.
    */
   async update(
     jobId: string,
-    mutate: (rec: JobRecord) => JobRecord | undefined,
+    mutate: (rec: JobRecord) => JobRecordDraft | undefined,
     opts: { fence?: LeaderFence | undefined; extraPuts?: [string, string][] } = {},
   ): Promise<{ rec: JobRecord; revision: string; changed: boolean }> {
     const out = this.settle(jobId, await updateJob(this.etcd, this.keys, jobId, mutate, opts));
@@ -262,21 +258,34 @@ export class JobStore {
   }
 
   /** Moves a job to a new state with a trail entry; refuses to leave a terminal state. */
-  async transition(jobId: string, to: JobStateName, reason: string, patch: Partial<JobRecord> = {}, fence?: LeaderFence): Promise<JobRecord> {
-    const res = await this.update(
+  async transition(jobId: string, to: JobStateName, reason: string, patch: Partial<JobRecordDraft> = {}, fence?: LeaderFence): Promise<JobRecord> {
+    const res = await this.updateActive(
       jobId,
-      (rec) => {
-        if (TERMINAL.has(rec.state)) return undefined;
-        const now = Date.now();
-        const next: JobRecord = { ...rec, ...patch, state: to, stage: patch.stage ?? stageName(to) };
-        if (TERMINAL.has(to)) next.finishedAtMs = now;
-        next.history = this.history(rec, [{ atMs: now, scope: 'job', state: to, nodeId: '', attempt: 0, reason }]);
-        return next;
-      },
+      (rec, now) => ({
+        next: { ...rec, ...patch, state: to, stage: patch.stage ?? stageName(to), ...(TERMINAL.has(to) ? { finishedAtMs: now } : {}) },
+        trail: [{ atMs: now, scope: 'job', state: to, nodeId: '', attempt: 0, reason }],
+      }),
       { fence },
     );
     if (!res.changed) throw new AppError('FAILED_PRECONDITION', `job ${jobId} is already ${res.rec.state}`);
     return res.rec;
+  }
+
+  /**
+   * Changes a job in flight (whileActive: a finished job is left as it is and `changed` is false;
+   * the change's trail entries are appended). Compare-and-swap, fenced like `update`.
+   */
+  updateActive(
+    jobId: string,
+    change: ActiveJobChange,
+    opts: { fence?: LeaderFence | undefined; extraPuts?: [string, string][] } = {},
+  ): Promise<{ rec: JobRecord; revision: string; changed: boolean }> {
+    return this.update(jobId, whileActive(change, this.historyLimit), opts);
+  }
+
+  /** The stage line of a job in flight (what it waits for), fenced on the leader; a finished job is left as it is. */
+  async setStage(jobId: string, stage: string, fence?: LeaderFence): Promise<void> {
+    await this.updateActive(jobId, (rec) => (rec.stage === stage ? undefined : { next: { ...rec, stage } }), { fence });
   }
 
   /**
@@ -445,23 +454,10 @@ export class JobStore {
 
   /** Cancels a job from any coordinator: terminal at once; the leader's runner sees it and stops. */
   async cancel(jobId: string, reason: string): Promise<JobRecord> {
-    const res = await this.update(
-      jobId,
-      (rec) => {
-        if (TERMINAL.has(rec.state)) return undefined;
-        const now = Date.now();
-        return {
-          ...rec,
-          state: 'CANCELLED',
-          stage: stageName('CANCELLED'),
-          finishedAtMs: now,
-          errorCode: 'CANCELLED',
-          errorMessage: reason,
-          history: this.history(rec, [{ atMs: now, scope: 'job', state: 'CANCELLED', nodeId: '', attempt: 0, reason }]),
-        };
-      },
-      { extraPuts: [] },
-    );
+    const res = await this.updateActive(jobId, (rec, now) => ({
+      next: { ...rec, state: 'CANCELLED', stage: stageName('CANCELLED'), finishedAtMs: now, errorCode: 'CANCELLED', errorMessage: reason },
+      trail: [{ atMs: now, scope: 'job', state: 'CANCELLED', nodeId: '', attempt: 0, reason }],
+    }));
     if (res.changed) await this.etcd.delete().key(res.rec.queueKey);
     return res.rec;
   }

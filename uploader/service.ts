@@ -11,7 +11,7 @@ import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import { VERSION } from '../common/version.js';
 import { callerOf } from '../common/tls.js';
-import { isHelperAttempt, type CheckpointRecord, type SegmentOwner } from '../common/records.js';
+import { isHelperAttempt } from '../common/records.js';
 import type { FinalizeEvent, FinalizeRequest, PartAck, PartChunk, PartRef, UploaderServer } from '../proto/gen/tessera/v1/uploader.js';
 import type { JobResult, RenditionResult, StreamingResult } from '../proto/gen/tessera/v1/types.js';
 import { packageStreams, putStreamFiles, streamingManifest, type StreamFormat, type StreamingFacts } from './streaming.js';

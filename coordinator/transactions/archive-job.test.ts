@@ -1,6 +1,7 @@
+import { JobResult } from '../../proto/gen/tessera/v1/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcdServer, type EtcdServer } from '../../test/etcd-server.js';
-import { queuedJob, randomKeys } from '../../test/support/etcd-fixtures.js';
+import { queuedJob, randomKeys, plannedFields } from '../../test/support/etcd-fixtures.js';
 import type { HistoryRecord, JobRecord } from '../job-model.js';
 import { archiveJob } from './archive-job.js';
 import { createJob } from './create-job.js';
@@ -20,7 +21,8 @@ describe('archiveJob (real etcd)', () => {
   const job = async (state: JobRecord['state']): Promise<JobRecord> => {
     const rec = queuedJob(keys, { spec: { inputUri: 's3://in/secret.mp4?X-Amz-Signature=abc' } });
     await createJob(e.client, keys, rec, undefined);
-    if (state !== 'QUEUED') await updateJob(e.client, keys, rec.id, (r) => ({ ...r, state, finishedAtMs: 5000 }));
+    if (state !== 'QUEUED')
+      await updateJob(e.client, keys, rec.id, (r) => ({ ...r, ...plannedFields(), state, finishedAtMs: 5000, ...(state === 'SUCCEEDED' ? { result: JobResult.fromPartial({ key: 'k' }) } : {}) }));
     await e.client.put(keys.segment(rec.id, 0)).value('{}');
     await e.client.put(keys.checkpoint(rec.id, 0)).value('{}');
     await e.client.put(keys.jobProgress(rec.id)).value('{}');

@@ -2,13 +2,31 @@ import type { Etcd3 } from 'etcd3';
 import type { TxOp } from '../../common/etcd-tx/compare.js';
 import type { Keys } from '../../common/keys.js';
 import type { StatusChange } from '../../proto/gen/tessera/v1/types.js';
-import { TERMINAL, type JobRecord, type JobStateName } from '../job-model.js';
+import { TERMINAL, type JobRecord, type JobRecordDraft, type JobStateName } from '../job-model.js';
+import type { JobMutation } from './update-job.js';
 import { outboxPut } from '../webhooks.js';
 
 /** The job's trail with `entries` appended, keeping the newest `limit`. */
 export function appendTrail(rec: JobRecord, entries: readonly StatusChange[], limit: number): StatusChange[] {
   const h = [...rec.history, ...entries];
   return h.length > limit ? h.slice(h.length - limit) : h;
+}
+
+/** A change to a job in flight: the record it becomes, and the trail entries it adds. */
+export type ActiveJobChange = (rec: JobRecord, now: number) => { next: JobRecordDraft; trail?: readonly StatusChange[] } | undefined;
+
+/**
+ * The one way a job in flight changes: a finished job (SUCCEEDED, FAILED, CANCELLED) is left as it
+ * is (no change), and the change's trail entries are appended to the job's, keeping the newest
+ * `limit`. Every writer of a running job's record goes through it.
+ */
+export function whileActive(change: ActiveJobChange, limit: number): JobMutation {
+  return (rec) => {
+    if (TERMINAL.has(rec.state)) return undefined;
+    const out = change(rec, Date.now());
+    if (!out) return undefined;
+    return out.trail?.length ? { ...out.next, history: appendTrail(rec, out.trail, limit) } : out.next;
+  };
 }
 
 /**

@@ -1,6 +1,7 @@
+import { JobResult } from '../../proto/gen/tessera/v1/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcdServer, type EtcdServer } from '../../test/etcd-server.js';
-import { becomeLeader, depose, queuedJob, randomKeys } from '../../test/support/etcd-fixtures.js';
+import { becomeLeader, depose, queuedJob, randomKeys, plannedFields } from '../../test/support/etcd-fixtures.js';
 import type { LeaderFence } from '../../common/etcd-tx/compare.js';
 import type { CheckpointRecord } from '../../common/records.js';
 import { JobStore } from '../job-store.js';
@@ -26,7 +27,7 @@ describe('reopenSubSegments (real etcd)', () => {
   const finalizing = async (): Promise<JobRecord> => {
     const rec = queuedJob(keys);
     await createJob(e.client, keys, rec, undefined);
-    await updateJob(e.client, keys, rec.id, (r) => ({ ...r, state: 'FINALIZING' }));
+    await updateJob(e.client, keys, rec.id, (r) => ({ ...r, ...plannedFields(), state: 'FINALIZING' }));
     for (const i of [0, 1]) {
       const seg: SegmentRecord = { index: i, state: 'DONE', nodeId: `n${i}`, attempt: 1, startSec: 0, endSec: 6, frames: 180 };
       const cp: CheckpointRecord = { boundaries: [0, 2, 4, 6], done: [0, 1, 2].map((sub) => ({ sub, attempt: 1, nodeId: `n${i}`, frames: 60 })), transcodedByAttempt: { '1': 3 } };
@@ -93,7 +94,7 @@ describe('reopenSubSegments (real etcd)', () => {
 
   it('refuses a finished job and a deposed leader without writing; JobStore answers CANCELLED and NOT_LEADER', async () => {
     const done = await finalizing();
-    await updateJob(e.client, keys, done.id, (r) => ({ ...r, state: 'SUCCEEDED' }));
+    await updateJob(e.client, keys, done.id, (r) => ({ ...r, state: 'SUCCEEDED', finishedAtMs: Date.now(), result: JobResult.fromPartial({ key: 'k' }) }));
     expect(await reopenSubSegments(e.client, keys, done.id, new Map([[0, [0]]]), 'up', 'lost', fence, 100)).toEqual({ ok: false, reason: 'finished', state: 'SUCCEEDED' });
     const store = new JobStore(e.client, keys, 100);
     await expect(store.reopenSubSegments(done.id, new Map([[0, [0]]]), 'up', 'lost', fence)).rejects.toMatchObject({ code: 'CANCELLED' });

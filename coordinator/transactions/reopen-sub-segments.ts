@@ -4,7 +4,7 @@ import type { Keys } from '../../common/keys.js';
 import type { CheckpointRecord } from '../../common/records.js';
 import { checkpointSchema, parseRecord } from '../../common/record-schemas.js';
 import type { StatusChange } from '../../proto/gen/tessera/v1/types.js';
-import { TERMINAL, type JobRecord, type JobStateName, type SegmentRecord } from '../job-model.js';
+import { TERMINAL, type JobRecordDraft, type JobStateName, type SegmentRecord } from '../job-model.js';
 import { segmentRecordSchema } from '../job-schemas.js';
 import { appendTrail } from './job-writes.js';
 import { updateJob } from './update-job.js';
@@ -56,7 +56,7 @@ export async function reopenSubSegments(
           puts.push([keys.segment(jobId, index), JSON.stringify({ ...seg, state: 'PENDING' } satisfies SegmentRecord)]);
           trail.push({ atMs: now, scope: `segment/${index}`, state: 'PENDING', nodeId: seg.nodeId, attempt: seg.attempt, reason: `${reason}: sub-segment(s) ${subs.join(', ')} to transcode again` });
         }
-        const next: JobRecord = {
+        const next: JobRecordDraft = {
           ...rec,
           state: 'RUNNING',
           stage: 'transcoding lost parts again',

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEtcdServer, type EtcdServer } from '../../test/etcd-server.js';
-import { becomeLeader, depose, queuedJob, randomKeys } from '../../test/support/etcd-fixtures.js';
+import { becomeLeader, depose, queuedJob, randomKeys, plannedFields } from '../../test/support/etcd-fixtures.js';
 import type { LeaderFence } from '../../common/etcd-tx/compare.js';
 import type { JobRecord, SegmentRecord } from '../job-model.js';
 import { createJob } from './create-job.js';
@@ -23,7 +23,7 @@ describe('commitSegmentWrites / assign-owner (real etcd)', () => {
   const running = async (): Promise<JobRecord> => {
     const rec = queuedJob(keys);
     await createJob(e.client, keys, rec, undefined);
-    await updateJob(e.client, keys, rec.id, (r) => ({ ...r, state: 'RUNNING' }));
+    await updateJob(e.client, keys, rec.id, (r) => ({ ...r, ...plannedFields(), state: 'RUNNING' }));
     return rec;
   };
   const seg = (index: number, nodeId: string, attempt: number): SegmentRecord => ({ index, state: 'TRANSFERRING', nodeId, attempt, startSec: index * 4, endSec: index * 4 + 4, frames: 120 });
@@ -60,7 +60,7 @@ describe('commitSegmentWrites / assign-owner (real etcd)', () => {
 
   it('refuses a finished job (finished, with its state) and a deposed leader (fenced), writing nothing', async () => {
     const done = await running();
-    await updateJob(e.client, keys, done.id, (r) => ({ ...r, state: 'CANCELLED' }));
+    await updateJob(e.client, keys, done.id, (r) => ({ ...r, state: 'CANCELLED', finishedAtMs: Date.now() }));
     expect(await commitSegmentWrites(e.client, keys, done.id, [{ seg: seg(0, 'a', 1), reason: 'assigned', ownerPut: { nodeId: 'a', attempt: 1, assignedAtMs: 1 } }], fence, 100)).toEqual({
       ok: false,
       reason: 'finished',

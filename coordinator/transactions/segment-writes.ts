@@ -2,8 +2,8 @@ import type { Etcd3 } from 'etcd3';
 import type { LeaderFence } from '../../common/etcd-tx/compare.js';
 import type { Keys } from '../../common/keys.js';
 import type { SegmentOwner } from '../../common/records.js';
-import { TERMINAL, type JobStateName, type SegmentRecord } from '../job-model.js';
-import { appendTrail } from './job-writes.js';
+import { type JobStateName, type SegmentRecord } from '../job-model.js';
+import { whileActive } from './job-writes.js';
 import { updateJob } from './update-job.js';
 
 /** One segment's new record, with the reason for its trail entry and, for an assignment, its owner record. */
@@ -40,12 +40,10 @@ export async function commitSegmentWrites(
     etcd,
     keys,
     jobId,
-    (rec) => {
-      if (TERMINAL.has(rec.state)) return undefined;
-      const now = Date.now();
-      const trail = writes.map((w) => ({ atMs: now, scope: `segment/${w.seg.index}`, state: w.seg.state, nodeId: w.seg.nodeId, attempt: w.seg.attempt, reason: w.reason }));
-      return { ...rec, history: appendTrail(rec, trail, historyLimit) };
-    },
+    whileActive(
+      (rec, now) => ({ next: rec, trail: writes.map((w) => ({ atMs: now, scope: `segment/${w.seg.index}`, state: w.seg.state, nodeId: w.seg.nodeId, attempt: w.seg.attempt, reason: w.reason })) }),
+      historyLimit,
+    ),
     { fence, extraPuts },
   );
   if (!out.ok) return out;

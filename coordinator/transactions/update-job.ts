@@ -2,15 +2,18 @@ import type { Etcd3 } from 'etcd3';
 import { casUpdate } from '../../common/etcd-tx/cas-update.js';
 import { leaderFenceCompare, type Compare, type LeaderFence, type TxOp } from '../../common/etcd-tx/compare.js';
 import type { Keys } from '../../common/keys.js';
-import type { JobRecord } from '../job-model.js';
+import { asJobRecord, type JobRecord, type JobRecordDraft } from '../job-model.js';
 import { jobRecordSchema } from '../job-schemas.js';
 import { jobIndexOps } from './job-writes.js';
 
-/** The next record, or undefined for "no change". Runs again on every retry: no side effects. */
-export type JobMutation = (rec: JobRecord) => JobRecord | undefined;
+/**
+ * The next record, or undefined for "no change". Runs again on every retry: no side effects. What
+ * it returns is checked against its state before it is written (asJobRecord: INTERNAL if not).
+ */
+export type JobMutation = (rec: JobRecord) => JobRecordDraft | undefined;
 
 /** A job mutation that also needs reads, compares and writes of its own in the same transaction. */
-export type JobStep = (rec: JobRecord) => Promise<{ next: JobRecord; compares?: readonly Compare[]; ops?: readonly TxOp[] } | undefined>;
+export type JobStep = (rec: JobRecord) => Promise<{ next: JobRecordDraft; compares?: readonly Compare[]; ops?: readonly TxOp[] } | undefined>;
 
 export interface UpdateJobOptions {
   /** Commit only while this leader term holds; a lost term ends with `fenced`. */
@@ -45,7 +48,7 @@ export async function updateJob(etcd: Etcd3, keys: Keys, jobId: string, mutate: 
     async (cur) => {
       const s = await step(cur!);
       if (!s) return undefined;
-      const next: JobRecord = { ...s.next, updatedAtMs: Date.now() };
+      const next: JobRecord = asJobRecord({ ...s.next, updatedAtMs: Date.now() });
       const puts = (opts.extraPuts ?? []).map(([k, v]) => etcd.put(k).value(v));
       return { next, compares: s.compares ?? [], ops: [...puts, ...(s.ops ?? []), ...jobIndexOps(etcd, keys, cur!, next)] };
     },
