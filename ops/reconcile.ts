@@ -2,9 +2,9 @@ import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
 import { AppError } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
-import { readJsonObject, type AcceptedEntry, type FinishedEntry } from '../coordinator/journal.js';
-import { specHash, TERMINAL, type JobRecord, type JobStateName } from '../coordinator/job-model.js';
-import { stageName, type JobStore } from '../coordinator/job-store.js';
+import { readJsonObject, type AcceptedEntry, type FinishedEntry } from '../coordinator/state/journal.js';
+import { specHash, TERMINAL, type JobRecord, type JobStateName } from '../coordinator/state/job-model.js';
+import { stageName, type JobStore } from '../coordinator/state/job-store.js';
 import { JOURNAL_MARGIN_MS, jobIdFloor } from './backup.js';
 
 export interface LostJob {

@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { Etcd3 } from 'etcd3';
 import type { LeaderFence } from '../../common/etcd-tx/compare.js';
 import { Keys } from '../../common/keys.js';
-import { asJobRecord, specHash, type JobPlan, type JobRecord, type JobRecordDraft } from '../../coordinator/job-model.js';
-import { stageName } from '../../coordinator/transactions/job-writes.js';
+import { asJobRecord, specHash, type JobPlan, type JobRecord, type JobRecordDraft } from '../../coordinator/state/job-model.js';
+import { stageName } from '../../coordinator/state/transactions/job-writes.js';
 import { JobResult, JobSpec, PlannedRendition, SourceInfo } from '../../proto/gen/tessera/v1/types.js';
 
 /** A key schema under a prefix of its own, so test files never see each other's keys. */
