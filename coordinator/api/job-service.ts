@@ -1,3 +1,4 @@
+import { parseRecord } from '../../common/record-schemas.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -32,6 +33,7 @@ import { dryRun } from './dry-run.js';
 import type { Journal } from '../state/journal.js';
 import { outboundPolicy, vetTarget } from '../input/safe-http.js';
 import { resolveLocalInput, validateSpec } from './spec.js';
+import { idempotencyRecordSchema } from '../state/job-schemas.js';
 
 export interface JobServiceDeps {
   cfg: CoordinatorConfig;
@@ -442,7 +444,7 @@ function sessionIdFor(resumeId: string, tenant: Tenant | undefined): string {
 /** What `idempotency/<key>` records: the job a key was first used for, and that job's spec hash. */
 async function priorSubmission(d: JobServiceDeps, idempotencyKey: string): Promise<{ jobId: string; specHash: string } | undefined> {
   const raw = await d.etcd.get(d.keys.idempotency(idempotencyKey)).string();
-  return raw === null ? undefined : (JSON.parse(raw) as { jobId: string; specHash: string });
+  return raw === null ? undefined : parseRecord(idempotencyRecordSchema, raw, d.keys.idempotency(idempotencyKey));
 }
 
 function sha256Hex(s: string): string {

@@ -1,10 +1,15 @@
+import { parseRecord } from '../../common/record-schemas.js';
 import type { Etcd3 } from 'etcd3';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Keys } from '../../common/keys.js';
 import type { Logger } from '../../common/logger.js';
-import type { JobRecord } from '../state/job-model.js';
 import type { JobStore } from '../state/job-store.js';
 import { StallTracker } from '../scheduling/stall-tracker.js';
+import { jobRecordSchema } from '../state/job-schemas.js';
+import { z } from 'zod';
+
+/** `ops/lastbackup`: when the last etcd backup was taken. */
+const lastBackupSchema = z.looseObject({ atMs: z.number() });
 
 const IN_FLIGHT = ['PREPARING', 'RUNNING', 'FINALIZING'] as const;
 /** Jobs in flight looked at per probe, at most (MAX_CONCURRENT_JOBS is far below). */
@@ -94,7 +99,7 @@ export class OpsProbe {
     const byState = await this.store.countByState();
     for (const [state, n] of byState) this.jobsGauge.set({ state }, n);
     const last = await this.etcd.get(this.keys.lastBackup()).string();
-    this.m.lastBackup.set(last ? Math.floor((JSON.parse(last) as { atMs: number }).atMs / 1000) : 0);
+    this.m.lastBackup.set(last ? Math.floor(parseRecord(lastBackupSchema, last, this.keys.lastBackup()).atMs / 1000) : 0);
     const page = await this.store.listPage(MAX_WATCHED, [...IN_FLIGHT]);
     const now = Date.now();
     const prints = new Map<string, string>();
@@ -110,7 +115,7 @@ export class OpsProbe {
         const rec = kv(0);
         if (!rec) return;
         prints.set(id, [rec.mod_revision, kv(1)?.mod_revision ?? '-', kv(2)?.mod_revision ?? '-'].join('/'));
-        const r = JSON.parse(rec.value.toString()) as JobRecord;
+        const r = parseRecord(jobRecordSchema, rec.value, rec.key.toString());
         const entered = [...r.history].reverse().find((h) => h.scope === 'job' && h.state === r.state)?.atMs ?? r.updatedAtMs;
         oldest.set(r.state, Math.max(oldest.get(r.state) ?? 0, (now - entered) / 1000));
       });

@@ -1,3 +1,4 @@
+import { parseRecord } from '../../common/record-schemas.js';
 import { AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateMultipartUploadCommand, HeadObjectCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
 import { RESUME_ID, type IncomingChunk } from '../../common/chunks.js';
@@ -5,6 +6,7 @@ import { AppError } from '../../common/errors.js';
 import { withEtcdRetry } from '../../common/etcd-retry.js';
 import type { Keys } from '../../common/keys.js';
 import type { Logger } from '../../common/logger.js';
+import { uploadSessionSchema } from '../state/job-schemas.js';
 
 export { RESUME_ID };
 
@@ -79,7 +81,7 @@ export class UploadSessions {
   async get(resumeId: string): Promise<UploadSession | undefined> {
     if (!RESUME_ID.test(resumeId)) throw new AppError('INVALID_ARGUMENT', 'resume_id must be 8-64 characters of a-z, 0-9 and -');
     const raw = await withEtcdRetry('read upload session', () => this.d.etcd.get(this.key(resumeId)).string(), { log: this.d.log });
-    return raw === null ? undefined : (JSON.parse(raw) as UploadSession);
+    return raw === null ? undefined : parseRecord(uploadSessionSchema, raw, this.key(resumeId));
   }
 
   /** The session for `resumeId`, started (an S3 multipart upload) if there is none. */
@@ -186,8 +188,8 @@ export class UploadSessions {
   async sweep(maxAgeMs: number, now = Date.now()): Promise<number> {
     const all = await this.d.etcd.getAll().prefix(this.d.keys.uploadSessions()).limit(1000).strings();
     let n = 0;
-    for (const raw of Object.values(all)) {
-      const s = JSON.parse(raw) as UploadSession;
+    for (const [key, raw] of Object.entries(all)) {
+      const s = parseRecord(uploadSessionSchema, raw, key);
       if (now - s.createdAtMs < maxAgeMs) continue;
       await this.abort(s).catch((err: unknown) => this.d.log.warn({ err, resumeId: s.resumeId }, 'could not drop an abandoned upload'));
       n++;

@@ -1,3 +1,4 @@
+import { parseRecord } from '../../common/record-schemas.js';
 import type { Etcd3 } from 'etcd3';
 import { prefixEnd, rangePages } from '../../common/etcd.js';
 import { leaderFenceCompare, type TxOp } from '../../common/etcd-tx/compare.js';
@@ -10,6 +11,7 @@ import { ResilientWatch } from '../../common/watch.js';
 import type { LeaderFence } from '../state/job-store.js';
 import { signBody, type OutboxEntry } from './webhooks.js';
 import { pinnedRequest, vetTarget, type OutboundPolicy } from '../input/safe-http.js';
+import { outboxEntrySchema } from '../state/job-schemas.js';
 
 export interface OutboxSettings {
   secret: string;
@@ -166,7 +168,7 @@ export class WebhookOutbox {
         const rev = kv.mod_revision;
         let e: OutboxEntry;
         try {
-          e = JSON.parse(kv.value.toString()) as OutboxEntry;
+          e = parseRecord(outboxEntrySchema, kv.value, key);
         } catch {
           await this.fencedDelete(key, rev, fence);
           continue;

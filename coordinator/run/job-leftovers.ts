@@ -1,3 +1,4 @@
+import { parseRecord } from '../../common/record-schemas.js';
 import { DeleteObjectCommand, DeleteObjectsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
 import type { Keys } from '../../common/keys.js';
@@ -5,6 +6,7 @@ import type { Logger } from '../../common/logger.js';
 import { toAppError } from '../../common/s3-client.js';
 import { abandonUpload } from '../../uploader/upload-record.js';
 import type { JobRecord } from '../state/job-model.js';
+import { resumeFactsSchema } from '../state/job-schemas.js';
 
 export interface LeftoverDeps {
   etcd: Etcd3;
@@ -80,7 +82,7 @@ async function deleteStreamFiles(d: LeftoverDeps, rec: JobRecord): Promise<numbe
  */
 async function deleteInputStash(d: LeftoverDeps, jobId: string): Promise<void> {
   const raw = await d.etcd.get(d.keys.jobPlan(jobId)).string();
-  const stash = raw ? (JSON.parse(raw) as { inputStash?: string }).inputStash : undefined;
+  const stash = raw ? parseRecord(resumeFactsSchema, raw, d.keys.jobPlan(jobId)).inputStash : undefined;
   const m = stash ? /^s3:\/\/([^/]+)\/(.+)$/.exec(stash) : null;
   if (!m) return;
   try {

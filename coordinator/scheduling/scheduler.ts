@@ -1,3 +1,4 @@
+import { parseRecord } from '../../common/record-schemas.js';
 import { setMaxListeners } from 'node:events';
 import type { Etcd3 } from 'etcd3';
 import { AppError, errorMessage } from '../../common/errors.js';
@@ -10,6 +11,7 @@ import { TERMINAL, type JobRecord } from '../state/job-model.js';
 import type { JobStore, LeaderFence } from '../state/job-store.js';
 import { JobRunner, type RunnerDeps } from '../run/job-runner.js';
 import type { LeaderElection } from '../state/leader.js';
+import { jobRecordSchema } from '../state/job-schemas.js';
 
 /**
  * Runs on the leader: takes jobs off the queue (priority, then age) up to MAX_CONCURRENT_JOBS,
@@ -74,7 +76,7 @@ export class Scheduler {
     if (rest.includes('/')) return;
     let rec: JobRecord;
     try {
-      rec = JSON.parse(value) as JobRecord;
+      rec = parseRecord(jobRecordSchema, value, key);
     } catch {
       return; // not ours
     }

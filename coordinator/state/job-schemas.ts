@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { jobRecordProblem, type HistoryRecord, type JobRecord, type JobRecordDraft, type ProgressRecord, type SegmentRecord } from './job-model.js';
 import type { ResumeFacts } from './job-store.js';
+import type { UploadSession } from '../api/upload-session.js';
+import type { OutboxEntry } from '../api/webhooks.js';
 
 /**
  * Schemas of the job records the coordinator keeps in etcd (common/record-schemas.ts has the
@@ -73,3 +75,29 @@ export const resumeFactsSchema = z.looseObject({
   audioSentTo: z.string().optional(),
   inputStash: z.string().optional(),
 }) as unknown as z.ZodType<ResumeFacts>;
+
+/** `idempotency/<key>`: the job a key was first used for, and that job's spec hash. */
+export const idempotencyRecordSchema = z.looseObject({ jobId: z.string().min(1), specHash: z.string() });
+
+/** `uploadsessions/<resumeId>`: a resumable client upload. */
+export const uploadSessionSchema = z.looseObject({
+  resumeId: z.string().min(1),
+  key: z.string().min(1),
+  s3UploadId: z.string(),
+  totalBytes: count,
+  partBytes: count,
+  parts: z.array(z.looseObject({ n: count, etag: z.string(), size: count })),
+  createdAtMs: z.number(),
+}) satisfies z.ZodType<UploadSession>;
+
+/** `outbox/…`: one webhook delivery owed. */
+export const outboxEntrySchema = z.looseObject({
+  id: z.string().min(1),
+  jobId: z.string().min(1),
+  state: z.enum(JOB_STATES),
+  url: z.string(),
+  body: z.string(),
+  createdAtMs: z.number(),
+  attempts: count,
+  nextAtMs: z.number(),
+}) as unknown as z.ZodType<OutboxEntry>;
