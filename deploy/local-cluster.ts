@@ -143,7 +143,7 @@ export class LocalCluster {
     const s3Port = await freePort();
     this.s3Endpoint = `${this.o.tls ? 'https' : 'http'}://127.0.0.1:${s3Port}`;
     this.spawnTs('s3', 's3', 'deploy/s3-server-main.ts', {}, [join(this.o.dir, 's3'), String(s3Port), `${this.bucket},tessera-input`, this.o.detached ? '0' : String(process.pid), ...s3Tls], s3Port);
-    await waitFor(() => httpOk(`${this.s3Endpoint}/`, this.clientTls()?.ca), 20_000, 'the local S3 server');
+    await waitFor(() => httpOk(`${this.s3Endpoint}/`, this.clientTls()?.ca), BOOT_WAIT_MS, 'the local S3 server');
     await this.startUploader();
     const coordinatorCount = this.o.coordinators ?? 1;
     const starting: Promise<unknown>[] = [];
@@ -262,7 +262,7 @@ export class LocalCluster {
   async startUploader(name = 'uploader-0'): Promise<ProcInfo> {
     const certEnv = this.ca ? tlsEnv(await this.ca.issue(name, { role: 'uploader', names: [name] })) : {};
     const info = this.spawnTs(name, 'uploader', TS_ENTRY.uploader, { UPLOADER_ID: name, GRPC_PORT: '0', METRICS_PORT: '0', ...certEnv, ...(this.o.uploaderEnv ?? {}) });
-    await waitFor(async () => (await this.client().get(`/tessera/uploaders/${name}`).string()) !== null, 30_000, name);
+    await waitFor(async () => (await this.client().get(`/tessera/uploaders/${name}`).string()) !== null, BOOT_WAIT_MS, name);
     return info;
   }
 
@@ -302,7 +302,7 @@ export class LocalCluster {
       undefined,
       opts.netns,
     );
-    await waitFor(() => grpcServing(address, 1_000, '', channelCredentials(this.clientTls())), 30_000, name);
+    await waitFor(() => grpcServing(address, 1_000, '', channelCredentials(this.clientTls())), BOOT_WAIT_MS, name);
     return name;
   }
 
@@ -333,7 +333,7 @@ export class LocalCluster {
       opts.cpus,
       opts.netns,
     );
-    await waitFor(async () => (await this.client().get(`/tessera/nodes/${id}`).string()) !== null, 30_000, id);
+    await waitFor(async () => (await this.client().get(`/tessera/nodes/${id}`).string()) !== null, BOOT_WAIT_MS, id);
     return id;
   }
 
@@ -515,6 +515,12 @@ async function terminate(pid: number, sig: NodeJS.Signals, graceMs: number, chil
   await exited;
   clearTimeout(t);
 }
+
+/**
+ * How long a process of a local cluster may take to come up (S3 server, uploader, coordinator,
+ * node agent): each starts through tsx, which on a loaded 2-core machine took over 20 s.
+ */
+const BOOT_WAIT_MS = 60_000;
 
 export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -403,8 +403,15 @@ export class WorkStealer {
       { jobId: v.jobId, segment: v.segment, chunk, slow: v.nodeId, copy: thief.id, remainingSec: Math.round(remainingSec * 10) / 10, helperAttempt },
       "running a copy of a straggler's chunk",
     );
-    await this.runHelperUnit(o, thief, helperAttempt, [chunk], 'd');
-    const won = (await fence.readCheckpoint())?.value.done.find((d) => d.sub === chunk)?.attempt === helperAttempt;
+    // The copy's run may end in an error because the straggler won (its segment finished and the
+    // run was stopped): the checkpoint, not the run, says who finished the chunk.
+    let runFailed: { err: unknown } | undefined;
+    await this.runHelperUnit(o, thief, helperAttempt, [chunk], 'd').catch((err: unknown) => {
+      runFailed = { err };
+    });
+    const done = (await fence.readCheckpoint())?.value.done.find((d) => d.sub === chunk);
+    if (!done && runFailed) throw runFailed.err;
+    const won = done?.attempt === helperAttempt;
     this.d.log.info({ jobId: v.jobId, segment: v.segment, chunk, copy: thief.id, won }, won ? "the copy finished first: stopping the straggler's" : 'the straggler finished first');
     if (won) await this.releaseOnOwner(v, [chunk], { cancelRunning: true });
   }
