@@ -1,3 +1,4 @@
+import { plannedFields } from './support/etcd-fixtures.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Keys } from '../common/keys.js';
 import { createLogger } from '../common/logger.js';
@@ -78,6 +79,7 @@ describe('history retention under churn (real etcd)', () => {
       {
         source: SourceInfo.fromPartial({ format: 'mov,mp4', videoCodec: 'h264', width: 640, height: 360, fps: 30, durationSec: 12, frames: 360, hasAudio: true, audioCodec: 'aac', bytes: 1_000_000 }),
         plan: { cuts, renditions: [], container: 'mp4', bucket: 'out', key: `jobs/${id}.zip` },
+        uploaderId: 'uploader-0',
       },
       fence,
     );
@@ -198,7 +200,9 @@ describe('history retention under churn (real etcd)', () => {
       const r = await rebuild(0);
       const now = Date.now() - ageMs;
       const id = `j${now.toString(36).padStart(9, '0')}${state.toLowerCase()}`;
-      await e.client.put(legacy.job(id)).value(JSON.stringify({ ...r, id, state, createdAtMs: now, updatedAtMs: now, ...(state === 'SUCCEEDED' ? { finishedAtMs: now } : {}) }));
+      await e.client
+        .put(legacy.job(id))
+        .value(JSON.stringify({ ...r, ...plannedFields(), id, state, createdAtMs: now, updatedAtMs: now, ...(state === 'SUCCEEDED' ? { finishedAtMs: now, result: { key: `jobs/${id}.zip` } } : {}) }));
       await e.client.put(legacy.segment(id, 0)).value('{}');
       return id;
     };

@@ -135,7 +135,7 @@ describe('webhook outbox (real etcd)', () => {
     expect(JSON.parse(out.get('1-CANCELLED')!.e.body)).toMatchObject({ id: `${id}:CANCELLED`, state: 'CANCELLED', error: { code: 'CANCELLED' } });
 
     const quiet = await newJob('');
-    await store.transition(quiet, 'RUNNING', 'planned', {}, fence);
+    await store.transition(quiet, 'RUNNING', 'planned', plannedFields(), fence);
     await store.transition(quiet, 'SUCCEEDED', 'done', { result: result(quiet) }, fence);
     expect((await entries(quiet)).size).toBe(0);
     await e.client.delete().prefix(keys.outbox());
@@ -149,7 +149,7 @@ describe('webhook outbox (real etcd)', () => {
     await a.start();
     a.elected(fenceA);
     const id = await newJob(url);
-    await store.transition(id, 'RUNNING', 'planned', {}, fenceA);
+    await store.transition(id, 'RUNNING', 'planned', plannedFields(), fenceA);
     await store.transition(id, 'SUCCEEDED', 'archive uploaded', { result: result(id) }, fenceA);
     await vi.waitFor(
       async () => {
@@ -207,7 +207,7 @@ describe('webhook outbox (real etcd)', () => {
     const port = await freePort();
     const fenceA = await elect();
     const id = await newJob(`http://127.0.0.1:${port}/hook`);
-    await store.transition(id, 'RUNNING', 'planned', {}, fenceA);
+    await store.transition(id, 'RUNNING', 'planned', plannedFields(), fenceA);
     await elect(); // another leader now; A was never told
     const a = new WebhookOutbox(e.client, keys, FAST, log);
     await a.start();
@@ -232,9 +232,9 @@ describe('webhook outbox (real etcd)', () => {
     b2.elected(fence);
     try {
       const refused = await newJob(`http://127.0.0.1:${port}/hook`);
-      await store.transition(refused, 'RUNNING', 'planned', {}, fence);
+      await store.transition(refused, 'RUNNING', 'planned', plannedFields(), fence);
       const closed = await newJob(`http://127.0.0.1:${await freePort()}/hook`);
-      await store.transition(closed, 'RUNNING', 'planned', {}, fence);
+      await store.transition(closed, 'RUNNING', 'planned', plannedFields(), fence);
       await vi.waitFor(
         async () => {
           expect((await entries(refused)).size + (await entries(closed)).size).toBe(0);
