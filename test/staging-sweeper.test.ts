@@ -8,7 +8,8 @@ import { StagingSweeper } from '../common/staging-sweeper.js';
 import { specHash, type JobRecord } from '../coordinator/state/job-model.js';
 import { newJobId } from '../coordinator/api/job-service.js';
 import { JobStore, stageName } from '../coordinator/state/job-store.js';
-import { JobSpec } from '../proto/gen/tessera/v1/types.js';
+import { JobResult, JobSpec } from '../proto/gen/tessera/v1/types.js';
+import { plannedFields } from './support/etcd-fixtures.js';
 import { filesUnder } from './helpers.js';
 import { startEtcdServer, type EtcdServer } from './etcd-server.js';
 
@@ -50,7 +51,7 @@ describe('staging sweeper (real etcd, real files)', () => {
     };
     await store.create(rec, undefined);
     if (state === 'CANCELLED') await store.cancel(id, 'test');
-    else await store.transition(id, state, 'test');
+    else await store.transition(id, state, 'test', { ...plannedFields(), ...(state === 'SUCCEEDED' ? { result: JobResult.fromPartial({ key: `jobs/${id}.zip` }) } : {}) });
     return id;
   };
   const file = async (path: string, ageMs: number): Promise<void> => {
