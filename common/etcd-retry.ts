@@ -13,7 +13,7 @@ import {
 import { isBrokenCircuitError, isTaskCancelledError } from 'cockatiel';
 import { AppError, errorMessage, isAppError, type ErrorCode } from './errors.js';
 import type { Logger } from './logger.js';
-import { backoffDelay, sleep } from './retry.js';
+import { retry } from './retry.js';
 
 /**
  * True for trouble that passes when etcd comes back: no quorum, a frozen or restarting member, a
@@ -104,26 +104,35 @@ export interface EtcdRetryOptions {
  * through at once; an exhausted budget rejects with UNAVAILABLE (retryable), never INTERNAL.
  */
 export async function withEtcdRetry<T>(what: string, fn: () => Promise<T>, o: EtcdRetryOptions = {}): Promise<T> {
-  const started = Date.now();
-  const budget = o.budgetMs ?? 600_000;
   let lastLogAt = 0;
-  for (let attempt = 0; ; attempt++) {
+  const started = Date.now();
+  try {
+    return await retry(
+      () => {
+        if (o.signal?.aborted) throw o.signal.reason;
+        return fn();
+      },
+      {
+        budgetMs: o.budgetMs ?? 600_000,
+        baseMs: o.baseMs ?? 200,
+        maxMs: o.maxMs ?? 3_000,
+        minMs: 50,
+        signal: o.signal,
+        isRetryable: isTransientEtcdError,
+        onRetry: (err, attempt) => {
+          o.onRetry?.(err, attempt);
+          // One line when the trouble starts and one every 10 s while it lasts, not one per try.
+          if (Date.now() - lastLogAt >= 10_000) {
+            lastLogAt = Date.now();
+            o.log?.warn({ what, attempt, elapsedMs: Date.now() - started, err: errorMessage(err) }, 'etcd call failed; retrying');
+          }
+        },
+      },
+    );
+  } catch (err) {
     if (o.signal?.aborted) throw o.signal.reason;
-    try {
-      return await fn();
-    } catch (err) {
-      if (o.signal?.aborted) throw o.signal.reason;
-      // A refused request or a closed client: no retry, and no raw etcd3 error past this point.
-      if (!isTransientEtcdError(err)) throw isEtcdLibraryError(err) ? asAppError(err, { what }) : err;
-      const elapsed = Date.now() - started;
-      if (elapsed >= budget) throw isAppError(err) ? err : etcdUnavailable(err, what);
-      o.onRetry?.(err, attempt + 1);
-      // One line when the trouble starts and one every 10 s while it lasts, not one per try.
-      if (Date.now() - lastLogAt >= 10_000) {
-        lastLogAt = Date.now();
-        o.log?.warn({ what, attempt: attempt + 1, elapsedMs: elapsed, err: errorMessage(err) }, 'etcd call failed; retrying');
-      }
-      await sleep(Math.max(50, backoffDelay(Math.min(attempt, 10), o.baseMs ?? 200, o.maxMs ?? 3_000)), o.signal);
-    }
+    // A refused request or a closed client: no retry, and no raw etcd3 error past this point.
+    if (!isTransientEtcdError(err)) throw isEtcdLibraryError(err) ? asAppError(err, { what }) : err;
+    throw isAppError(err) ? err : etcdUnavailable(err, what); // the budget is spent
   }
 }
