@@ -206,7 +206,7 @@ describe('S3 calls are retried by one layer', () => {
       expect(requests).toBe(1);
 
       requests = 0;
-      const err = await s3Send('GetObject', (abortSignal) => s3.send(new GetObjectCommand({ Bucket: 'abc', Key: 'k' }), abortSignal ? { abortSignal } : {})).then(
+      const err = await s3Send('GetObject', (opts) => s3.send(new GetObjectCommand({ Bucket: 'abc', Key: 'k' }), opts)).then(
         () => undefined,
         (e: unknown) => e,
       );

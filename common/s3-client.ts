@@ -110,11 +110,15 @@ export interface S3SendOptions {
  * Runs one S3 call with the retry policy (full-jitter backoff, 200 ms doubling to 10 s): transient
  * failures (isTransientS3Error: 5xx, throttling, network trouble, deadlines) are tried again, up to
  * `attempts` times; other 4xx answers and cancellation never. `fn` builds the request (and any
- * streamed body) afresh for each attempt. Errors come back as the SDK raised them (map them with
+ * streamed body) afresh for each attempt, and hands send its `options` (the attempt's abort signal).
+ * Errors come back as the SDK raised them (map them with
  * toAppError where they are answered).
  */
-export function s3Send<T>(what: string, fn: (abortSignal: AbortSignal | undefined) => Promise<T>, o: S3SendOptions = {}): Promise<T> {
-  const once = (): Promise<T> => (o.timeoutMs === undefined ? fn(o.signal) : withDeadline(what, o.timeoutMs, o.signal, fn));
+export function s3Send<T>(what: string, fn: (options: { abortSignal?: AbortSignal }) => Promise<T>, o: S3SendOptions = {}): Promise<T> {
+  const once = (): Promise<T> => {
+    if (o.timeoutMs !== undefined) return withDeadline(what, o.timeoutMs, o.signal, (abortSignal) => fn({ abortSignal }));
+    return fn(o.signal ? { abortSignal: o.signal } : {});
+  };
   return retry(once, { attempts: o.attempts ?? S3_ATTEMPTS, baseMs: 200, maxMs: 10_000, signal: o.signal, isRetryable: isTransientS3Error });
 }
 
@@ -124,7 +128,7 @@ export async function ensureBucket(client: S3Client, bucket: string, opts: S3Cal
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const exists = async (): Promise<boolean> => {
     try {
-      await s3Send(`HeadBucket ${bucket}`, (abortSignal) => client.send(new HeadBucketCommand({ Bucket: bucket }), abortSignal ? { abortSignal } : {}), { signal: opts.signal, timeoutMs });
+      await s3Send(`HeadBucket ${bucket}`, (options) => client.send(new HeadBucketCommand({ Bucket: bucket }), options), { signal: opts.signal, timeoutMs });
       return true;
     } catch (err) {
       if (s3Status(err) === 404) return false;
@@ -136,13 +140,13 @@ export async function ensureBucket(client: S3Client, bucket: string, opts: S3Cal
   try {
     await s3Send(
       `CreateBucket ${bucket}`,
-      (abortSignal) =>
+      (options) =>
         client.send(
           new CreateBucketCommand({
             Bucket: bucket,
             ...(region && region !== 'us-east-1' ? { CreateBucketConfiguration: { LocationConstraint: region as BucketLocationConstraint } } : {}),
           }),
-          abortSignal ? { abortSignal } : {},
+          options,
         ),
       { signal: opts.signal, timeoutMs },
     );

@@ -224,7 +224,7 @@ export async function listIncompleteUploads(client: S3Client, bucket: string, op
     try {
       res = await s3Send(
         `ListMultipartUploads ${bucket}`,
-        (abortSignal) =>
+        (options) =>
           client.send(
             new ListMultipartUploadsCommand({
               Bucket: bucket,
@@ -232,7 +232,7 @@ export async function listIncompleteUploads(client: S3Client, bucket: string, op
               ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
               ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
             }),
-            abortSignal ? { abortSignal } : {},
+            options,
           ),
         { signal: opts.signal, timeoutMs: opts.timeoutMs ?? CONTROL_TIMEOUT_MS, attempts: 3 },
       );
@@ -256,7 +256,7 @@ export async function listIncompleteUploads(client: S3Client, bucket: string, op
 export async function abortUpload(client: S3Client, state: MultipartState, opts: S3CallOptions = {}): Promise<void> {
   const what = `AbortMultipartUpload s3://${state.bucket}/${state.key}`;
   try {
-    await s3Send(what, (abortSignal) => client.send(new AbortMultipartUploadCommand({ Bucket: state.bucket, Key: state.key, UploadId: state.uploadId }), abortSignal ? { abortSignal } : {}), {
+    await s3Send(what, (options) => client.send(new AbortMultipartUploadCommand({ Bucket: state.bucket, Key: state.key, UploadId: state.uploadId }), options), {
       signal: opts.signal,
       timeoutMs: opts.timeoutMs ?? CONTROL_TIMEOUT_MS,
       attempts: 3,
@@ -321,7 +321,7 @@ class UploadRun {
   /** One S3 call with a deadline per attempt and retries on transient errors; failures become AppErrors. */
   private async call<T>(what: string, timeoutMs: number, fn: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
     try {
-      return await s3Send(what, (abortSignal) => fn(abortSignal!), { signal: this.o.signal, timeoutMs, attempts: this.attempts });
+      return await s3Send(what, (options) => fn(options.abortSignal!), { signal: this.o.signal, timeoutMs, attempts: this.attempts });
     } catch (err) {
       if (this.o.signal?.aborted) throw this.mark(new AppError('CANCELLED', `${what}: cancelled`, { cause: err }));
       throw this.mark(toAppError(err, what));
@@ -425,11 +425,7 @@ class UploadRun {
       for (;;) {
         const res = await s3Send(
           what,
-          (abortSignal) =>
-            this.o.client.send(
-              new ListPartsCommand({ Bucket: prior.bucket, Key: prior.key, UploadId: prior.uploadId, ...(marker !== undefined ? { PartNumberMarker: marker } : {}) }),
-              abortSignal ? { abortSignal } : {},
-            ),
+          (opts) => this.o.client.send(new ListPartsCommand({ Bucket: prior.bucket, Key: prior.key, UploadId: prior.uploadId, ...(marker !== undefined ? { PartNumberMarker: marker } : {}) }), opts),
           { signal: this.o.signal, timeoutMs: CONTROL_TIMEOUT_MS, attempts: this.attempts },
         );
         for (const p of res.Parts ?? []) {
