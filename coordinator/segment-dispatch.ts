@@ -113,10 +113,7 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
         baseMs: 200,
         maxMs: 2_000,
         signal,
-        // The error's own marker decides (a node attempt's failures are classified in
-        // runAttempt). An etcd outage is not the node's fault: it ends the dispatch without
-        // blaming the node, and the job stays in flight (job-runner.ts).
-        isRetryable: (e) => isAppError(e) && e.retryable && !isEtcdOutage(e),
+        isRetryable: reassigns,
         onRetry: (e) => {
           const last = s.last;
           d.metrics.retries.inc({ kind: 'segment' });
@@ -135,6 +132,16 @@ export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: A
     if (!isAppError(err, 'NOT_LEADER') && !isEtcdOutage(err)) log.error({ err: errorMessage(err), attempt: s.last?.ref.attempt }, 'segment failed');
     throw err;
   }
+}
+
+/**
+ * Whether a failed attempt makes the segment run again on another node: the error's own marker
+ * decides (runAttempt classifies a node attempt's failure). An etcd outage is not the node's
+ * fault: it ends the dispatch without blaming the node, and the job stays in flight
+ * (job-runner.ts); NOT_LEADER and the segment's own failures are permanent.
+ */
+export function reassigns(err: unknown): boolean {
+  return isAppError(err) && err.retryable && !isEtcdOutage(err);
 }
 
 /** What one segment's attempts share: where it may and may not go next, and the last attempt. */
