@@ -1,7 +1,7 @@
 import { Metadata, status } from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
 import { AppError, GRPC_STATUS_BY_CODE } from './errors.js';
-import { fromServiceError, toServiceError } from './grpc.js';
+import { fromServiceError, toServiceError, writeWithBackpressure } from './grpc.js';
 import { backoffDelay, retry, retryDelay } from './retry.js';
 
 describe('errors over gRPC', () => {
@@ -71,5 +71,16 @@ describe('retry', () => {
     ).rejects.toMatchObject({ code: 'UNAVAILABLE' });
     expect(n).toBeGreaterThan(1);
     expect(Date.now() - started).toBeLessThan(1_000);
+  });
+});
+
+describe('calls under an aborted signal', () => {
+  it('a write to a stream whose buffer is full rejects at once when the signal was aborted before', async () => {
+    const ac = new AbortController();
+    ac.abort(new AppError('UNAVAILABLE', 'node n1 left the cluster'));
+    let drainWaiters = 0;
+    const full = { write: () => false, once: () => void drainWaiters++, off: () => undefined };
+    await expect(writeWithBackpressure(full, 'chunk', ac.signal)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect(drainWaiters).toBe(0);
   });
 });

@@ -156,6 +156,8 @@ type UnaryMethod<Req, Res> = (req: Req, metadata: Metadata, options: Partial<Cal
 
 /** Promisified unary call with a deadline; errors come back as AppError. */
 export function callUnary<Req, Res>(client: Client, method: UnaryMethod<Req, Res>, req: Req, timeoutMs: number, metadata: Metadata = new Metadata(), signal?: AbortSignal): Promise<Res> {
+  // Already aborted: not sent at all (the 'abort' event would not fire again to cancel it).
+  if (signal?.aborted) return Promise.reject(signal.reason ?? new AppError('CANCELLED', 'aborted'));
   return new Promise((resolve, reject) => {
     const call = method.call(client, req, metadata, deadline(timeoutMs), (err, res) => {
       signal?.removeEventListener('abort', onAbort);
@@ -182,6 +184,9 @@ export function writeWithBackpressure<T>(
   msg: T,
   signal?: AbortSignal,
 ): Promise<void> {
+  // A signal aborted before this call never fires its 'abort' event again: without this check a
+  // write to a cancelled stream that reports a full buffer waited for a 'drain' that never came.
+  if (signal?.aborted) return Promise.reject(signal.reason ?? new AppError('CANCELLED', 'aborted'));
   if (stream.write(msg)) return Promise.resolve();
   return new Promise((resolve, reject) => {
     const onDrain = (): void => {
