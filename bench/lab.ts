@@ -8,7 +8,7 @@ import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 import { formatCommand } from '../transcoder/ffmpeg-args.js';
 import { readPacketSummary } from '../transcoder/keyframes.js';
-import { capacityWeights, planFrameSegments, type PlanNode } from '../coordinator/plan.js';
+import { capacityWeights, planFrameSegments, type PlanNode } from '../coordinator/scheduling/plan.js';
 import { checkpoints, subSegmentsRedone } from '../test/faults-helpers.js';
 import { LabNet } from '../test/lab-net.js';
 import { LabCpu } from '../test/lab-cpu.js';
@@ -382,7 +382,7 @@ export async function keyframesBench(work: string, log: Log): Promise<BenchResul
       notes: [
         `the largest segment (${largest.index}, ${largest.work.toFixed(1)} output-frame units): work / share ${largest.ratio.toFixed(4)} (target ≤ 1.05); worst of all segments: ${worstLead.toFixed(4)} with the lead-in decode counted, ${worst.toFixed(4)} in encoded frames alone`,
         `work = encoded frames + lead-in frames × ${leadInWeight.toFixed(3)}: the CPU time of decoding this clip (${decodeSec.toFixed(2)} s, one thread) over that of decoding and encoding it (${encodeSec.toFixed(2)} s, x264 medium at 360p, one thread); a larger ladder makes the lead-in weigh less`,
-        `source: 60 s 640x360 25 fps (at 25 fps the longest gap, 10.4 s, is 260 frames: -g 300 adds no keyframe of its own), ${total} frames, made with \`${cmd}\`; planned by coordinator/plan.ts planFrameSegments on the packet scan the coordinator makes (readPacketSummary), minSegmentSec 2`,
+        `source: 60 s 640x360 25 fps (at 25 fps the longest gap, 10.4 s, is 260 frames: -g 300 adds no keyframe of its own), ${total} frames, made with \`${cmd}\`; planned by coordinator/scheduling/plan.ts planFrameSegments on the packet scan the coordinator makes (readPacketSummary), minSegmentSec 2`,
       ],
     });
   }

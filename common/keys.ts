@@ -103,7 +103,7 @@ export class Keys {
   upload(jobId: string): string {
     return `${this.prefix}uploads/${jobId}`;
   }
-  /** A resumable client upload (coordinator/upload-session.ts): `uploadsessions/<resumeId>`. */
+  /** A resumable client upload (coordinator/api/upload-session.ts): `uploadsessions/<resumeId>`. */
   uploadSessions(): string {
     return `${this.prefix}uploadsessions/`;
   }

@@ -199,7 +199,7 @@ const shape = {
   /** Webhook POSTs in flight at most. */
   WEBHOOK_CONCURRENCY: int(16, 1, 1000),
   /**
-   * The acceptance journal (coordinator/journal.ts, docs/disaster-recovery.md): one small object
+   * The acceptance journal (coordinator/state/journal.ts, docs/disaster-recovery.md): one small object
    * per accepted and per finished job under this prefix of S3_BUCKET. Empty: no journal (a
    * restore from a backup then cannot report the jobs accepted after its snapshot).
    */

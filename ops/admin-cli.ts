@@ -4,7 +4,7 @@ import { AppError } from '../common/errors.js';
 import { createEtcd } from '../common/etcd.js';
 import { Keys } from '../common/keys.js';
 import { loadTls } from '../common/tls.js';
-import { JobStore } from '../coordinator/job-store.js';
+import { JobStore } from '../coordinator/state/job-store.js';
 import { readClusterFile } from '../deploy/local-cluster.js';
 import { createS3Client, s3SettingsFromConfig } from '../common/s3-client.js';
 import { listBackups, takeBackup } from './backup.js';

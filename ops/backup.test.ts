@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { newJobId } from '../coordinator/job-service.js';
+import { newJobId } from '../coordinator/api/job-service.js';
 import { certExpirySeconds, stagingFree } from '../common/process-gauges.js';
 import { parseDuration } from './admin-cli.js';
 import { backupName, jobIdFloor, jobIdTime, parseBackupTime } from './backup.js';

@@ -3,9 +3,9 @@ import type { Etcd3 } from 'etcd3';
 import { AppError } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
 import { s3Send } from '../common/s3-client.js';
-import { readJsonObject, type AcceptedEntry, type FinishedEntry } from '../coordinator/journal.js';
-import { specHash, TERMINAL, type JobRecord, type JobStateName } from '../coordinator/job-model.js';
-import { stageName, type JobStore } from '../coordinator/job-store.js';
+import { readJsonObject, type AcceptedEntry, type FinishedEntry } from '../coordinator/state/journal.js';
+import { specHash, TERMINAL, type JobRecord, type JobStateName } from '../coordinator/state/job-model.js';
+import { stageName, type JobStore } from '../coordinator/state/job-store.js';
 import { JOURNAL_MARGIN_MS, jobIdFloor } from './backup.js';
 
 export interface LostJob {

@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { AppError } from '../common/errors.js';
-import { readJsonObject } from '../coordinator/journal.js';
+import { readJsonObject } from '../coordinator/state/journal.js';
 import { listBackups, type BackupInfo } from './backup.js';
 import { s3Send } from '../common/s3-client.js';
 

@@ -6,8 +6,8 @@ import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Keys } from '../common/keys.js';
 import type { CheckpointRecord, SegmentOwner } from '../common/records.js';
-import { specHash, type JobRecord, type JobStateName, type SegmentRecord } from '../coordinator/job-model.js';
-import { stageName } from '../coordinator/job-store.js';
+import { asJobRecord, specHash, type JobRecord, type JobStateName, type SegmentRecord } from '../coordinator/state/job-model.js';
+import { stageName } from '../coordinator/state/job-store.js';
 import { REPO_ROOT } from '../deploy/local-cluster.js';
 import { TesseraClient } from '../sdk/client.js';
 import { JobSpec, JobState, PlannedRendition, SourceInfo, type Job, type StatusChange } from '../proto/gen/tessera/v1/types.js';
@@ -85,7 +85,7 @@ function finishedTree(createdAtMs: number, finishedAtMs: number, state: JobState
     attempt: 0,
     reason: state === 'SUCCEEDED' ? 'archive uploaded' : state === 'FAILED' ? 'ffmpeg exited with code 1' : 'cancelled by the user',
   });
-  const rec: JobRecord = {
+  const rec: JobRecord = asJobRecord({
     id,
     spec,
     specHash: specHash(spec),
@@ -126,7 +126,7 @@ function finishedTree(createdAtMs: number, finishedAtMs: number, state: JobState
     result,
     history,
     timings: { prepareMs: 900, transcodeMs: 8000, finalizeMs: 700, totalMs: finishedAtMs - createdAtMs },
-  };
+  });
   const kvs: [string, string][] = [[keys.job(id), JSON.stringify(rec)]];
   for (const s of segs) {
     const owner: SegmentOwner = { nodeId: s.nodeId, attempt: 1, assignedAtMs: createdAtMs + 1000 };

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NodeRecord } from '../common/records.js';
 import { Keys } from '../common/keys.js';
 import { checkpointSchema, parseRecord } from '../common/record-schemas.js';
-import { signBody } from '../coordinator/webhooks.js';
+import { signBody } from '../coordinator/api/webhooks.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { fixture, nodeRunningFfmpeg, startTestCluster, type TestCluster } from './helpers.js';
 import { logLines, scrapeCounter, subSegmentsRedone } from './faults-helpers.js';

@@ -2,10 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Keys } from '../common/keys.js';
 import { createLogger } from '../common/logger.js';
 import type { CheckpointRecord } from '../common/records.js';
-import { HistorySweeper } from '../coordinator/history-sweeper.js';
-import { specHash, type JobRecord } from '../coordinator/job-model.js';
-import { JobStore, stageName, type LeaderFence } from '../coordinator/job-store.js';
-import { newJobId } from '../coordinator/job-service.js';
+import { HistorySweeper } from '../coordinator/state/history-sweeper.js';
+import { specHash, type JobRecord } from '../coordinator/state/job-model.js';
+import { JobStore, stageName, type LeaderFence } from '../coordinator/state/job-store.js';
+import { newJobId } from '../coordinator/api/job-service.js';
 import { JobSpec, JobState, SourceInfo } from '../proto/gen/tessera/v1/types.js';
 import { dbSize, keyCount, startEtcdServer, type EtcdServer } from './etcd-server.js';
 

@@ -3,7 +3,7 @@ import { connect, createServer, type Server as NetServer, type Socket } from 'no
 import { join } from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { signBody, type OutboxEntry } from '../coordinator/webhooks.js';
+import { signBody, type OutboxEntry } from '../coordinator/api/webhooks.js';
 import { freePort } from '../deploy/ports.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { listIncompleteUploads, type MultipartState } from '../uploader/s3-multipart.js';

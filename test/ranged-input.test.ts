@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseRange } from '../coordinator/range-source.js';
+import { parseRange } from '../coordinator/input/range-source.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 import { logLines } from './faults-helpers.js';

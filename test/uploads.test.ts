@@ -13,7 +13,7 @@ import { logLines, scrapeCounter } from './faults-helpers.js';
 import { paddedMp4 } from './media-helpers.js';
 import { limitedBytes, limitPortUpload, portLimitUnavailable } from './tc-port.js';
 import { Etcd3 } from 'etcd3';
-import { UploadSessions } from '../coordinator/upload-session.js';
+import { UploadSessions } from '../coordinator/api/upload-session.js';
 import { Keys } from '../common/keys.js';
 import { createLogger } from '../common/logger.js';
 

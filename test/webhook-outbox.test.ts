@@ -1,14 +1,15 @@
+import { plannedFields } from './support/etcd-fixtures.js';
 import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Keys } from '../common/keys.js';
 import { createLogger } from '../common/logger.js';
-import { HistorySweeper } from '../coordinator/history-sweeper.js';
-import { specHash, type JobRecord } from '../coordinator/job-model.js';
-import { newJobId } from '../coordinator/job-service.js';
-import { JobStore, stageName, type LeaderFence } from '../coordinator/job-store.js';
-import { WebhookOutbox, type OutboxSettings } from '../coordinator/webhook-outbox.js';
-import { signBody, type OutboxEntry } from '../coordinator/webhooks.js';
-import { hostResolver } from '../coordinator/safe-http.js';
+import { HistorySweeper } from '../coordinator/state/history-sweeper.js';
+import { specHash, type JobRecord } from '../coordinator/state/job-model.js';
+import { newJobId } from '../coordinator/api/job-service.js';
+import { JobStore, stageName, type LeaderFence } from '../coordinator/state/job-store.js';
+import { WebhookOutbox, type OutboxSettings } from '../coordinator/api/webhook-outbox.js';
+import { signBody, type OutboxEntry } from '../coordinator/api/webhooks.js';
+import { hostResolver } from '../coordinator/input/safe-http.js';
 import { freePort } from '../deploy/ports.js';
 import { JobSpec } from '../proto/gen/tessera/v1/types.js';
 import { startEtcdServer, type EtcdServer } from './etcd-server.js';
@@ -117,7 +118,7 @@ describe('webhook outbox (real etcd)', () => {
   it('writes each event in the transaction of its state change, RUNNING once, none without a webhook URL', async () => {
     const fence = await elect();
     const id = await newJob('http://127.0.0.1:9/hook');
-    await store.transition(id, 'RUNNING', 'planned', {}, fence);
+    await store.transition(id, 'RUNNING', 'planned', plannedFields(), fence);
     const rev = (await e.client.get(keys.job(id)).exec()).kvs[0]!.mod_revision;
     let out = await entries(id);
     expect([...out.keys()]).toEqual(['0-RUNNING']);
@@ -252,7 +253,7 @@ describe('webhook outbox (real etcd)', () => {
     const fence = await elect();
     const port = await freePort();
     const id = await newJob(`http://127.0.0.1:${port}/hook`);
-    await store.transition(id, 'RUNNING', 'planned', {}, fence);
+    await store.transition(id, 'RUNNING', 'planned', plannedFields(), fence);
     await store.transition(id, 'SUCCEEDED', 'archive uploaded', { result: result(id) }, fence);
     const sweeper = new HistorySweeper(store, { archiveAfterMs: 0, maxAgeMs: 0, maxJobs: 0, batch: 500, intervalMs: 60_000 }, () => true, log);
     await sweeper.sweep(Date.now() + 1);

@@ -65,7 +65,7 @@ export function demuxerArgs(format: InputDemuxer | undefined): string[] {
 
 /**
  * A remote input read in ranges through the coordinator's loopback range server
- * (coordinator/range-source.ts): `http://127.0.0.1:<port>/<token>`. Nothing else but a local file
+ * (coordinator/input/range-source.ts): `http://127.0.0.1:<port>/<token>`. Nothing else but a local file
  * is ever opened.
  */
 const RANGED_INPUT = /^http:\/\/127\.0\.0\.1:\d{1,5}\/[A-Za-z0-9_-]{16,}$/;

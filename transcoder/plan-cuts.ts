@@ -138,7 +138,7 @@ function solve(cand: readonly number[], D: number, ws: readonly number[], m: num
  *
  * Segment i corresponds to weights[i] when all weights are used. When k < weights.length the
  * segments are sized for the k largest weights in descending order (segment 0 for the largest):
- * the caller hands them to its strongest workers (coordinator/plan.ts does).
+ * the caller hands them to its strongest workers (coordinator/scheduling/plan.ts does).
  * Invalid input (no weights, weight ≤ 0, duration ≤ 0, negative minimum) → INVALID_ARGUMENT.
  */
 export function planCuts(input: CutPlanInput): Cut[] {

@@ -11,7 +11,7 @@ import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import { VERSION } from '../common/version.js';
 import { callerOf } from '../common/tls.js';
-import { isHelperAttempt, type CheckpointRecord, type SegmentOwner } from '../common/records.js';
+import { isHelperAttempt } from '../common/records.js';
 import type { FinalizeEvent, FinalizeRequest, PartAck, PartChunk, PartRef, UploaderServer } from '../proto/gen/tessera/v1/uploader.js';
 import type { JobResult, RenditionResult, StreamingResult } from '../proto/gen/tessera/v1/types.js';
 import { packageStreams, putStreamFiles, streamingManifest, type StreamFormat, type StreamingFacts } from './streaming.js';
@@ -19,7 +19,7 @@ import { countFrames, streamDurations } from '../transcoder/probe.js';
 import { buildManifest } from './manifest.js';
 import { mergeRendition } from './merge.js';
 import { uploadFileMultipart, type MultipartStateStore } from './s3-multipart.js';
-import { abandonUpload, type UploadRecord } from './upload-record.js';
+import { abandonUpload, uploadRecordSchema, type UploadRecord } from './upload-record.js';
 import { readJobState } from '../common/job-state.js';
 import { writeZip } from './zip.js';
 import { neverFits, stagingSpace } from '../common/staging-space.js';
@@ -81,7 +81,7 @@ export class UploaderService {
     const key = this.d.keys.upload(jobId);
     const read = async (): Promise<UploadRecord> => {
       const raw = await this.d.etcd.get(key).string();
-      return raw ? (JSON.parse(raw) as UploadRecord) : {};
+      return raw ? parseRecord(uploadRecordSchema, raw, key) : {};
     };
     return {
       load: async () => (await read()).multipart,
@@ -246,7 +246,7 @@ export class UploaderService {
   private async finalize(req: FinalizeRequest, progress: (stage: string, p: number) => void, signal: AbortSignal): Promise<JobResult> {
     const { etcd, keys, log } = this.d;
     const done = await etcd.get(keys.upload(req.jobId)).string();
-    const prior = done ? (JSON.parse(done) as UploadRecord) : {};
+    const prior = done ? parseRecord(uploadRecordSchema, done, keys.upload(req.jobId)) : {};
     if (prior.result) return prior.result; // finalize is idempotent
 
     const zipPath = join(this.d.stagingDir, req.jobId, 'out', `${req.jobId}.zip`);

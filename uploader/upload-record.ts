@@ -4,12 +4,20 @@ import type { Keys } from '../common/keys.js';
 import type { JobResult } from '../proto/gen/tessera/v1/types.js';
 import { abortUpload, type MultipartState } from './s3-multipart.js';
 import { s3Send } from '../common/s3-client.js';
+import { parseRecord } from '../common/record-schemas.js';
+import { z } from 'zod';
 
 /** What etcd holds under `uploads/<jobId>`: the multipart state, then the final result. */
 export interface UploadRecord {
   multipart?: MultipartState | undefined;
   result?: JobResult | undefined;
 }
+
+/** `uploads/<jobId>` (the uploader's): its multipart upload in progress, then the job's result. */
+export const uploadRecordSchema = z.looseObject({
+  multipart: z.looseObject({ uploadId: z.string(), bucket: z.string(), key: z.string(), partSize: z.number(), fileBytes: z.number() }).optional(),
+  result: z.looseObject({ key: z.string() }).optional(),
+}) as unknown as z.ZodType<UploadRecord>;
 
 /** What abandonUpload found and did. */
 export interface AbandonResult {
@@ -32,7 +40,7 @@ export async function abandonUpload(etcd: Etcd3, keys: Keys, s3: S3Client, jobId
   if (!kv) return { aborted: false, deletedObject: false };
   let rec: UploadRecord;
   try {
-    rec = JSON.parse(kv.value.toString()) as UploadRecord;
+    rec = parseRecord(uploadRecordSchema, kv.value, key);
   } catch {
     rec = {};
   }

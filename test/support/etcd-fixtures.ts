@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { Etcd3 } from 'etcd3';
 import type { LeaderFence } from '../../common/etcd-tx/compare.js';
 import { Keys } from '../../common/keys.js';
-import { specHash, type JobRecord } from '../../coordinator/job-model.js';
-import { stageName } from '../../coordinator/transactions/job-writes.js';
-import { JobSpec } from '../../proto/gen/tessera/v1/types.js';
+import { asJobRecord, specHash, type JobPlan, type JobRecord, type JobRecordDraft } from '../../coordinator/state/job-model.js';
+import { stageName } from '../../coordinator/state/transactions/job-writes.js';
+import { JobResult, JobSpec, PlannedRendition, SourceInfo } from '../../proto/gen/tessera/v1/types.js';
 
 /** A key schema under a prefix of its own, so test files never see each other's keys. */
 export function randomKeys(): Keys {
@@ -13,25 +13,44 @@ export function randomKeys(): Keys {
 
 let seq = 0;
 
-/** A QUEUED job record as the job service writes it (fields overridable). */
-export function queuedJob(keys: Keys, o: Partial<Omit<JobRecord, 'spec'>> & { spec?: Partial<JobSpec> } = {}): JobRecord {
+/** What a job past planning carries (plan, source, uploader): for records moved on to RUNNING and beyond. */
+export function plannedFields(): { plan: JobPlan; source: SourceInfo; uploaderId: string } {
+  return {
+    plan: {
+      cuts: [{ index: 0, startSec: 0, endSec: 4, frames: 120, nodeId: 'node-0' }],
+      renditions: [PlannedRendition.fromPartial({ name: '360p', width: 640, height: 360, videoBitrateKbps: 800, codec: 'h264', encoder: 'libx264', preset: 'veryfast' })],
+      container: 'mp4',
+      bucket: 'tessera-output',
+      key: 'jobs/test.zip',
+    },
+    source: SourceInfo.fromPartial({ width: 640, height: 360, fps: 30, frames: 120, durationSec: 4 }),
+    uploaderId: 'uploader-0',
+  };
+}
+
+/** A job record as the job service writes it (QUEUED unless `o.state` says; what a later state needs is filled in). */
+export function queuedJob(keys: Keys, o: Partial<Omit<JobRecordDraft, 'spec'>> & { spec?: Partial<JobSpec> } = {}): JobRecord {
   const now = Date.now();
   const id = o.id ?? `job-${now.toString(36)}-${(seq++).toString(36)}`;
   const spec = JobSpec.fromPartial({ inputUri: 's3://in/clip.mp4', container: 'mp4', ladder: [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' }], ...o.spec });
   const { spec: _s, ...rest } = o;
-  return {
+  const state = o.state ?? 'QUEUED';
+  return asJobRecord({
     id,
     spec,
     specHash: specHash(spec),
-    state: 'QUEUED',
-    stage: stageName('QUEUED'),
+    state,
+    stage: stageName(state),
     createdAtMs: now,
     updatedAtMs: now,
     queueKey: keys.queueEntry(spec.priority, `${now.toString(36)}-${seq}`, id),
     history: [{ atMs: now, scope: 'job', state: 'QUEUED', nodeId: '', attempt: 0, reason: 'accepted' }],
     timings: {},
+    ...(state === 'QUEUED' || state === 'PREPARING' ? {} : plannedFields()),
+    ...(state === 'SUCCEEDED' ? { result: JobResult.fromPartial({ bucket: 'tessera-output', key: 'jobs/test.zip' }) } : {}),
+    ...(state === 'SUCCEEDED' || state === 'FAILED' || state === 'CANCELLED' ? { finishedAtMs: now } : {}),
     ...rest,
-  };
+  });
 }
 
 /** Makes `id` the leader as LeaderElection would (a key without a lease here); returns its fence. */

@@ -1,0 +1,182 @@
+import type { JobSpec, PlannedRendition, SourceInfo } from '../../proto/gen/tessera/v1/types.js';
+import { AppError } from '../../common/errors.js';
+import { decoderPixelCap } from '../../transcoder/ffmpeg-limits.js';
+import { demuxerFor } from '../../transcoder/ffprobe.js';
+import { keyframeTimes, readPacketSummary, type PacketSummary } from '../../transcoder/keyframes.js';
+import { ladderNotes, resolveLadder } from '../../transcoder/ladder.js';
+import { probeMedia, type MediaInfo } from '../../transcoder/probe.js';
+import { segmentFrameCounts, type InputOptions } from '../../transcoder/split.js';
+import type { CoordinatorConfig } from '../config.js';
+import { gateInput } from '../input/input-gate.js';
+import type { ConstantRatePlan, JobPlan, KeyframeGridPlan, PlannedCut } from '../state/job-model.js';
+import { rateWindows } from './part-spans.js';
+import { capacityWeights, planFrameSegments, planSegments, type PlanNode } from '../scheduling/plan.js';
+import { shareBoundaries } from '../../transcoder/frame-cuts.js';
+import { planConstantRate, planSource, startIdet, withConstantRate, type SourcePlan } from './source-plan.js';
+import { keyframePeriod, toRungs } from '../api/spec.js';
+
+/**
+ * A job's preparation, shared by the real run (job-runner.ts) and the dry run (dry-run.ts), so
+ * the plan a dry run shows is the plan that runs: probe → gate → one packet scan (with the idet
+ * sample beside it) → the presentation timeline → the ladder → the cuts → their frame counts →
+ * the constant-rate and keyframe grids. Staging the input and cutting the files are the callers'.
+ */
+
+/** Runs the input gate with the configured limits (a permanent, readable error). */
+export function checkLimits(m: MediaInfo, cfg: CoordinatorConfig): void {
+  gateInput(m, {
+    maxDurationSec: cfg.MAX_DURATION_SEC,
+    maxWidth: cfg.MAX_WIDTH,
+    maxHeight: cfg.MAX_HEIGHT,
+    maxFps: cfg.MAX_FPS,
+    maxStreams: cfg.MAX_STREAMS,
+    maxAudioChannels: cfg.MAX_AUDIO_CHANNELS,
+    maxWorkPixels: cfg.MAX_WORK_PIXELS,
+  });
+}
+
+/** The largest picture a decoder may allocate (`-max_pixels`): the gate's size limit. */
+export function maxPixelsOf(cfg: CoordinatorConfig): number {
+  return decoderPixelCap(cfg.MAX_WIDTH, cfg.MAX_HEIGHT);
+}
+
+/** What reading the input tells: its streams, its packets and how it is presented. */
+export interface ExaminedInput {
+  media: MediaInfo;
+  /** How the input is opened from here on: the demuxer that probed it, and the decoder's size cap. */
+  source: InputOptions;
+  /** The one packet scan (demux only): planning, cutting and the segments' frame counts. */
+  packets: PacketSummary;
+  /** Rotation, edit-list lead-in, fields, colour, audio tracks. */
+  sourcePlan: SourcePlan;
+}
+
+/**
+ * Probes and gates the input at `path` (a staged file or a ranged-read URL), scans its packets
+ * and decides its presentation. `onProbed` is told once the probe and gate passed (progress).
+ * `probeFailed` may turn a probe error into a better one (a dry run's partial read).
+ */
+export async function examineInput(
+  path: string,
+  spec: JobSpec,
+  cfg: CoordinatorConfig,
+  o: { signal?: AbortSignal | undefined; onProbed?: () => void; probeFailed?: (err: unknown) => never } = {},
+): Promise<ExaminedInput> {
+  const maxPixels = maxPixelsOf(cfg);
+  const signal = o.signal ? { signal: o.signal } : {};
+  const media = await probeMedia(path, { timeoutMs: cfg.PROBE_TIMEOUT_MS, maxPixels, ...signal }).catch((err: unknown) => (o.probeFailed ? o.probeFailed(err) : Promise.reject(err)));
+  checkLimits(media, cfg);
+  const source: InputOptions = { format: demuxerFor(media.formatName), maxPixels };
+  o.onProbed?.();
+  // The idet sample (a short decode) runs beside the packet scan.
+  const idet = startIdet(path, { ...signal, ...source });
+  const packets = await readPacketSummary(path, { ...signal, ...source });
+  const sourcePlan = await planSource(path, media, packets, spec, { ...signal, ...source, idet });
+  return { media, source, packets, sourcePlan };
+}
+
+/** The job's plan with what its cut needs: each segment file's frames and the frames to expect. */
+export interface PlannedJob {
+  plan: JobPlan;
+  /** The source's facts with the constant rate (when there is one). */
+  sourceInfo: SourceInfo;
+  /** What resolving the ladder against the source changed (status trail, manifest). */
+  ladderNotes: string[];
+  /** Packets in each segment's file (what its node cuts and counts), in cut order. */
+  fileFrames: number[];
+  /** Every packet in the segment files (progress's total). */
+  totalFrames: number;
+  /** The source's keyframe times (s from the first presented frame): where parts join exactly. */
+  keyTimes: number[];
+}
+
+/**
+ * The plan: the ladder against the source, one segment per node by capacity share (exact frames
+ * wherever the keyframes are; keyframe cuts only where the GOPs forbid it), each segment's frames
+ * as its cut gives them, and the constant-rate and keyframe grids. A recorded plan (`recorded`:
+ * a resumed job) is kept as it was; only its frame facts are derived again. `estimateFromSec`
+ * (a dry run that read only the start of a remote input) places segments by time from the header.
+ */
+export function planJob(
+  x: ExaminedInput,
+  spec: JobSpec,
+  o: {
+    nodes: PlanNode[];
+    minSegmentSec: number;
+    encoders: ReadonlySet<string>;
+    output: { bucket: string; key: string };
+    recorded?: JobPlan | undefined;
+    estimateFromSec?: number | undefined;
+  },
+): PlannedJob {
+  const { media, packets, sourcePlan } = x;
+  const keyTimes = packets.keys.map((k) => k.timeSec);
+  const renditions: PlannedRendition[] = o.recorded?.renditions ?? resolveLadder(toRungs(spec), sourcePlan.ladderSource, o.encoders).map((r) => ({ ...r }));
+  const notes = o.recorded ? [] : ladderNotes(toRungs(spec), sourcePlan.ladderSource);
+  let cuts: PlannedCut[];
+  let fileFrames: number[];
+  if (o.recorded) {
+    cuts = o.recorded.cuts;
+  } else if (o.estimateFromSec !== undefined) {
+    cuts = estimateCuts(o.estimateFromSec, media.video.fps, o.nodes, o.minSegmentSec);
+  } else {
+    const kf = keyframeTimes(packets);
+    cuts =
+      planFrameSegments({ packets, fps: media.video.fps, nodes: o.nodes, minSegmentSec: o.minSegmentSec, gridSec: keyframePeriod(spec) }) ??
+      planSegments({ keyframes: kf.keyframes, durationSec: kf.durationSec || media.durationSec, fps: media.video.fps, nodes: o.nodes, minSegmentSec: o.minSegmentSec });
+  }
+  if (o.estimateFromSec !== undefined) {
+    fileFrames = cuts.map((c) => c.frames);
+  } else if (cuts.every((c) => c.fromPacket !== undefined && c.toPacket !== undefined)) {
+    // Frame cuts: each file holds its packet range (boundary GOPs go to both neighbours).
+    fileFrames = cuts.map((c) => c.toPacket! - c.fromPacket!);
+    const shown = cuts.reduce((a, c) => a + c.frames, 0);
+    if (shown !== media.video.frames - packets.leadIn) throw new AppError('INTERNAL', `the plan shows ${shown} frames of ${media.video.frames - packets.leadIn}`);
+  } else {
+    // Keyframe cuts (open GOPs, or a plan made before frame cuts): each segment's frames follow
+    // from the cut packets (no ffprobe per segment: at scale those dominated the coordinator's
+    // CPU); the node agent counts what it cuts against this number, the uploader every rendition.
+    const frames = segmentFrameCounts(
+      packets,
+      cuts.slice(1).map((c) => c.startSec),
+    );
+    const total = frames.reduce((a, b) => a + b, 0);
+    if (total !== media.video.frames) {
+      throw new AppError('UNSUPPORTED_FORMAT', `the input cannot be cut frame-exactly (${total} of ${media.video.frames} frames after the cut); it may use open GOPs or broken timestamps`);
+    }
+    cuts = cuts.map((c, i) => ({ ...c, frames: frames[i] ?? c.frames }));
+    fileFrames = cuts.map((c) => c.frames);
+  }
+  // A constant frame rate (spec frame_rate): decided once with the plan, kept with it.
+  const constantRate: ConstantRatePlan | undefined = o.recorded?.constantRate ?? planConstantRate(spec, packets, media.video.fps, cuts);
+  // Streaming output (HLS/DASH): IDR frames on one time grid in every chunk of every rendition.
+  const period = keyframePeriod(spec);
+  const keyframeGrid: KeyframeGridPlan | undefined =
+    o.recorded?.keyframeGrid ?? (period !== undefined ? { periodSec: period, windows: constantRate?.windows ?? rateWindows(cuts, keyTimes, packets.durationSec) } : undefined);
+  const plan: JobPlan = {
+    cuts,
+    renditions,
+    container: spec.container === 'mkv' ? 'mkv' : 'mp4',
+    bucket: o.recorded?.bucket ?? o.output.bucket,
+    key: o.recorded?.key ?? o.output.key,
+    ...(constantRate ? { constantRate } : {}),
+    ...(keyframeGrid ? { keyframeGrid } : {}),
+  };
+  return {
+    plan,
+    sourceInfo: withConstantRate(sourcePlan.info, constantRate),
+    ladderNotes: notes,
+    fileFrames,
+    totalFrames: fileFrames.reduce((a, b) => a + b, 0),
+    keyTimes,
+  };
+}
+
+/** Segments by time for a source known only from its header: capacity shares of its estimated frames. */
+function estimateCuts(durationSec: number, fps: number, nodes: PlanNode[], minSegmentSec: number): PlannedCut[] {
+  const byId = [...nodes].sort((a, b) => (a.id < b.id ? -1 : 1));
+  const rate = fps > 0 ? fps : 30;
+  const total = Math.max(1, Math.round(durationSec * rate));
+  const bounds = shareBoundaries(total, capacityWeights(byId), Math.max(1, Math.ceil(minSegmentSec * rate)));
+  return bounds.slice(0, -1).map((b, i) => ({ index: i, startSec: b / rate, endSec: bounds[i + 1]! / rate, frames: bounds[i + 1]! - b, nodeId: byId[i]?.id ?? '' }));
+}

@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import type { ProgressRecord } from '../state/job-model.js';
+import { EtaEstimator, ProgressTracker } from './progress.js';
+
+const ev = (framesDone: number) => ({ framesDone, framesTotal: 100, subSegments: 2, subSegmentsDone: 0, done: false, subSegmentsTranscoded: 0 });
+
+describe('ProgressTracker', () => {
+  it('never goes backwards, and throttles writes', async () => {
+    const writes: ProgressRecord[] = [];
+    const t = new ProgressTracker(async (p) => {
+      writes.push(p);
+    }, 20);
+    t.setTotalFrames(200);
+    t.preparing(1);
+    t.segment(0, ev(100));
+    t.segment(1, ev(50));
+    const mid = t.percent;
+    expect(mid).toBeCloseTo(5 + 85 * 0.75, 5);
+    t.segment(1, ev(0)); // a reassigned segment restarts its count: the bar must not move back
+    expect(t.percent).toBe(mid);
+    t.finalizing(0.5);
+    expect(t.percent).toBe(95);
+    await new Promise((r) => setTimeout(r, 50));
+    await t.flush();
+    expect(writes.length).toBeGreaterThanOrEqual(1);
+    expect(writes.length).toBeLessThanOrEqual(2);
+    expect(writes.at(-1)!.progress).toBe(95);
+    for (let i = 1; i < writes.length; i++) expect(writes[i]!.progress).toBeGreaterThanOrEqual(writes[i - 1]!.progress);
+  });
+});
+
+describe('EtaEstimator', () => {
+  it('estimates the remaining time from recent throughput, p90 at least p50, shrinking as work gets done', () => {
+    const e = new EtaEstimator();
+    expect(e.estimate(0, 1000)).toBeUndefined();
+    // 100 frames/s for 10 s, then 50 frames/s.
+    let frames = 0;
+    for (let t = 0; t <= 10_000; t += 500) e.frames(t, (frames = t / 10));
+    const [p50, p90] = e.estimate(10_000, 2000 - frames)!;
+    expect(p90).toBeGreaterThanOrEqual(p50);
+    expect(p50).toBeGreaterThan(9);
+    expect(p50).toBeLessThan(12); // 1000 frames at 100/s, plus a tenth of 10 s for the merge
+    for (let t = 10_500; t <= 20_000; t += 500) e.frames(t, (frames += 25));
+    const later = e.estimate(20_000, 2000 - frames)!;
+    expect(later[1]).toBeGreaterThanOrEqual(later[0]);
+    expect(later[1]).toBeGreaterThan(later[0] * 1.2); // the slow samples widen p90
+    e.finalizing(30_000, 0);
+    expect(e.estimate(30_000, 0)).toBeUndefined();
+    e.finalizing(32_000, 0.5);
+    expect(e.estimate(32_000, 0)).toEqual([2, 3]);
+  });
+
+  it('goes into the progress record the API reads', async () => {
+    let now = 0;
+    const writes: ProgressRecord[] = [];
+    const t = new ProgressTracker(
+      async (p) => {
+        writes.push(p);
+      },
+      1,
+      undefined,
+      () => now,
+    );
+    t.setTotalFrames(1000);
+    for (now = 0; now <= 5000; now += 500) t.segment(0, ev(now / 10));
+    await t.flush();
+    expect(writes.at(-1)!.etaP50Sec).toBeGreaterThan(5);
+  });
+});

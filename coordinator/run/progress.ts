@@ -1,0 +1,160 @@
+import type { SegmentEvent } from '../../proto/gen/tessera/v1/agent.js';
+import type { ProgressRecord } from '../state/job-model.js';
+
+/** Share of the bar each phase covers: preparing 0–5 %, transcoding 5–90 %, finalizing 90–100 %. */
+const PREPARE_END = 5;
+const TRANSCODE_END = 90;
+
+/** Seconds of history a throughput sample spans, and the spacing of samples. */
+const RATE_WINDOW_MS = 10_000;
+const SAMPLE_EVERY_MS = 1_000;
+/** Rate samples kept (the most recent): about the last minute and a half of a job. */
+const MAX_SAMPLES = 90;
+
+function quantile(sorted: readonly number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.floor(q * (sorted.length - 1))))]!;
+}
+
+/**
+ * Remaining time of a job from the frames its cluster encoded recently. Pure apart from the
+ * clock it is given. Throughput is sampled every second over a sliding 10 s window; the median
+ * sample gives the p50 estimate, the 10th-percentile (slow) sample the p90 one. Merging is
+ * estimated from its own progress once it has started, and until then as a tenth of the
+ * transcode time so far (stream copies and a zip: a small share; BENCHMARKS.md has the ratios).
+ */
+export class EtaEstimator {
+  private points: { t: number; frames: number }[] = [];
+  private rates: number[] = [];
+  private lastSample = -Infinity;
+  private transcodeStart: number | undefined;
+  private finalizeStart: number | undefined;
+  private finalizeFraction = 0;
+
+  /** Frames encoded so far (of `total`) at `now` (ms). */
+  frames(now: number, done: number): void {
+    this.transcodeStart ??= now;
+    this.points.push({ t: now, frames: done });
+    while (this.points.length > 2 && this.points[1]!.t <= now - RATE_WINDOW_MS) this.points.shift();
+    if (now - this.lastSample < SAMPLE_EVERY_MS) return;
+    const first = this.points[0]!;
+    const dt = (now - first.t) / 1000;
+    if (dt < 0.5) return;
+    this.lastSample = now;
+    this.rates.push(Math.max(0, (done - first.frames) / dt));
+    if (this.rates.length > MAX_SAMPLES) this.rates.shift();
+  }
+
+  /** Merging is `fraction` done at `now`. */
+  finalizing(now: number, fraction: number): void {
+    this.finalizeStart ??= now;
+    this.finalizeFraction = Math.max(this.finalizeFraction, fraction);
+  }
+
+  /** Seconds left as [p50, p90] at `now` for `remainingFrames`; undefined while unknown. */
+  estimate(now: number, remainingFrames: number): [number, number] | undefined {
+    if (this.finalizeStart !== undefined) {
+      const f = this.finalizeFraction;
+      if (f < 0.05) return undefined;
+      const left = (((now - this.finalizeStart) / 1000) * (1 - f)) / f;
+      return [left, left * 1.5];
+    }
+    const positive = this.rates.filter((r) => r > 0);
+    if (positive.length === 0 || this.transcodeStart === undefined) return undefined;
+    const sorted = [...positive].sort((a, b) => a - b);
+    const merge = ((now - this.transcodeStart) / 1000) * 0.1;
+    const p50 = remainingFrames / quantile(sorted, 0.5) + merge;
+    const p90 = remainingFrames / quantile(sorted, 0.1) + merge * 1.5;
+    return [p50, Math.max(p50, p90)];
+  }
+}
+
+/**
+ * A job's progress as one number that never goes backwards (a reassigned segment restarts its
+ * frame count from its checkpoint, which must not move the bar back), written to etcd at most
+ * every `intervalMs`.
+ */
+export class ProgressTracker {
+  private segments: ProgressRecord['segments'] = {};
+  private totalFrames = 1;
+  private pct = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private dirty = false;
+  private writing: Promise<void> = Promise.resolve();
+  private framesDone = 0;
+  private readonly eta = new EtaEstimator();
+
+  constructor(
+    private readonly write: (p: ProgressRecord) => Promise<void>,
+    private readonly intervalMs: number,
+    initial?: ProgressRecord,
+    private readonly now: () => number = Date.now,
+  ) {
+    if (initial) {
+      this.pct = initial.progress;
+      this.segments = { ...initial.segments };
+    }
+  }
+
+  get percent(): number {
+    return this.pct;
+  }
+
+  setTotalFrames(n: number): void {
+    this.totalFrames = Math.max(1, n);
+  }
+
+  preparing(fraction: number): void {
+    this.bump(PREPARE_END * Math.min(1, fraction));
+  }
+
+  segment(index: number, ev: SegmentEvent): void {
+    const prev = this.segments[String(index)];
+    this.segments[String(index)] = {
+      framesDone: Math.max(prev?.framesDone ?? 0, ev.framesDone),
+      subSegments: ev.subSegments,
+      subSegmentsDone: Math.max(prev?.subSegmentsDone ?? 0, ev.subSegmentsDone),
+    };
+    const done = Object.values(this.segments).reduce((a, s) => a + s.framesDone, 0);
+    this.framesDone = done;
+    this.eta.frames(this.now(), done);
+    this.bump(PREPARE_END + (TRANSCODE_END - PREPARE_END) * Math.min(1, done / this.totalFrames));
+  }
+
+  finalizing(fraction: number): void {
+    this.eta.finalizing(this.now(), fraction);
+    this.bump(TRANSCODE_END + (100 - TRANSCODE_END) * Math.min(1, fraction));
+  }
+
+  private bump(p: number): void {
+    if (p <= this.pct) return;
+    this.pct = p;
+    this.dirty = true;
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      void this.flush();
+    }, this.intervalMs);
+  }
+
+  /** Writes now if anything changed since the last write. */
+  flush(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (!this.dirty) return this.writing;
+    this.dirty = false;
+    const eta = this.eta.estimate(this.now(), Math.max(0, this.totalFrames - this.framesDone));
+    const snapshot: ProgressRecord = {
+      progress: Math.round(this.pct * 100) / 100,
+      segments: { ...this.segments },
+      ...(eta ? { etaP50Sec: Math.round(eta[0] * 10) / 10, etaP90Sec: Math.round(eta[1] * 10) / 10 } : {}),
+    };
+    this.writing = this.writing.then(() => this.write(snapshot)).catch(() => undefined);
+    return this.writing;
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
