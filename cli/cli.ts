@@ -15,7 +15,7 @@ import cliProgress from 'cli-progress';
 import { AppError, isAppError } from '../common/errors.js';
 import { LocalCluster, readClusterFile, stopClusterFile, alive } from '../deploy/local-cluster.js';
 import { makeSample } from '../deploy/sample.js';
-import { createS3Client } from '../common/s3-client.js';
+import { createS3Client, s3Send } from '../common/s3-client.js';
 import { extractZip } from '../uploader/zip.js';
 import { JobSpec, JobState, type Job, type SegmentState, type SourceInfo } from '../proto/gen/tessera/v1/types.js';
 import { TesseraClient, isTerminal } from '../sdk/client.js';
@@ -363,7 +363,7 @@ async function download(job: Job, destDir: string): Promise<string> {
     const zipPath = join(destDir, `${job.id}.zip`);
     // Streaming output only (no zip): the result is the stream's manifest.json, fetched below.
     if (job.result.key.endsWith('.zip')) {
-      const res = await s3.send(new GetObjectCommand({ Bucket: job.result.bucket, Key: job.result.key }));
+      const res = await s3Send('GetObject', () => s3.send(new GetObjectCommand({ Bucket: job.result!.bucket, Key: job.result!.key })));
       await pipeline(res.Body as Readable, createWriteStream(zipPath));
       const files = await extractZip(zipPath, join(destDir, job.id));
       out(`downloaded ${zipPath} and unpacked ${files.length} file(s) into ${join(destDir, job.id)}`);
@@ -378,11 +378,11 @@ async function download(job: Job, destDir: string): Promise<string> {
       let token: string | undefined;
       let n = 0;
       do {
-        const page = await s3.send(new ListObjectsV2Command({ Bucket: m[1], Prefix: m[2], ...(token ? { ContinuationToken: token } : {}) }));
+        const page = await s3Send('ListObjectsV2', () => s3.send(new ListObjectsV2Command({ Bucket: m[1], Prefix: m[2], ...(token ? { ContinuationToken: token } : {}) })));
         for (const o of page.Contents ?? []) {
           const name = o.Key!.slice(m[2]!.length);
           if (!/^[A-Za-z0-9._-]+$/.test(name)) continue; // never a path outside the folder
-          const obj = await s3.send(new GetObjectCommand({ Bucket: m[1], Key: o.Key! }));
+          const obj = await s3Send('GetObject', () => s3.send(new GetObjectCommand({ Bucket: m[1], Key: o.Key! })));
           await pipeline(obj.Body as Readable, createWriteStream(join(streamDir, name)));
           n++;
         }

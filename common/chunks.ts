@@ -170,7 +170,8 @@ export async function receiveChunks(chunks: AsyncIterable<IncomingChunk>, o: Rec
           await fh.read(have, 0, have.length, c.offset);
           if (have.equals(c.data)) continue; // an identical duplicate (a retried send): acknowledged
         }
-        throw new AppError('BAD_OFFSET', `chunk at offset ${c.offset} does not continue the transfer; expected offset ${size}`);
+        // Retryable: the sender asks how much is held and sends from there.
+        throw new AppError('BAD_OFFSET', `chunk at offset ${c.offset} does not continue the transfer; expected offset ${size}`, { retryable: true });
       }
       if (size + c.data.length > o.maxBytes) {
         throw new AppError('LIMIT_EXCEEDED', `transfer exceeds the limit of ${o.maxBytes} bytes`);

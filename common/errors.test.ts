@@ -1,8 +1,8 @@
 import { Metadata, status } from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
 import { AppError, GRPC_STATUS_BY_CODE } from './errors.js';
-import { fromServiceError, toServiceError } from './grpc.js';
-import { backoffDelay, retry } from './retry.js';
+import { fromServiceError, toServiceError, writeWithBackpressure } from './grpc.js';
+import { backoffDelay, retry, retryDelay } from './retry.js';
 
 describe('errors over gRPC', () => {
   it('round-trips code, message and the retryable marker', () => {
@@ -54,5 +54,33 @@ describe('retry', () => {
   it('uses capped full-jitter backoff', () => {
     expect(backoffDelay(10, 100, 1000, () => 1)).toBe(1000);
     expect(backoffDelay(2, 100, 1000, () => 0.5)).toBe(200);
+    expect(retryDelay(3, { baseMs: 100, maxMs: 1000, minMs: 50 }, () => 0)).toBe(50);
+    expect(retryDelay(3, { baseMs: 100, maxMs: 1000 }, () => 1)).toBe(800);
+  });
+  it('stops retrying once the time budget is spent', async () => {
+    let n = 0;
+    const started = Date.now();
+    await expect(
+      retry(
+        async () => {
+          n++;
+          throw new AppError('UNAVAILABLE', 'down');
+        },
+        { budgetMs: 100, baseMs: 5, maxMs: 10, minMs: 5 },
+      ),
+    ).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect(n).toBeGreaterThan(1);
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+});
+
+describe('calls under an aborted signal', () => {
+  it('a write to a stream whose buffer is full rejects at once when the signal was aborted before', async () => {
+    const ac = new AbortController();
+    ac.abort(new AppError('UNAVAILABLE', 'node n1 left the cluster'));
+    let drainWaiters = 0;
+    const full = { write: () => false, once: () => void drainWaiters++, off: () => undefined };
+    await expect(writeWithBackpressure(full, 'chunk', ac.signal)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect(drainWaiters).toBe(0);
   });
 });

@@ -1,4 +1,4 @@
-import { Etcd3, EtcdError, GRPCDeadlineExceededError, GRPCGenericError, GRPCResourceExhastedError, GRPCUnavailableError, isRecoverableError, Range, type IOptions } from 'etcd3';
+import { Etcd3, GRPCDeadlineExceededError, GRPCResourceExhastedError, GRPCUnavailableError, isRecoverableError, Range, type IOptions } from 'etcd3';
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, isBrokenCircuitError, noop, retry } from 'cockatiel';
 import type { TlsMaterial } from './tls.js';
 
@@ -52,14 +52,6 @@ function retriedInClient(err: Error): boolean {
 /** The member did not answer (unreachable, or past the deadline): try another one for a while. */
 function isMemberDownError(err: Error): boolean {
   return err instanceof GRPCUnavailableError || err instanceof GRPCDeadlineExceededError;
-}
-
-/**
- * An error of the etcd client library (the adapter's boundary: callers that answer a client turn
- * it into a retryable UNAVAILABLE rather than a generic INTERNAL).
- */
-export function isEtcdClientError(err: unknown): boolean {
-  return err instanceof GRPCGenericError || err instanceof EtcdError || isBrokenCircuitError(err);
 }
 
 /** Keys (and values) per etcd range response in a paged read: far below the 4 MiB message cap. */

@@ -11,7 +11,7 @@ import {
   type Client,
 } from '@grpc/grpc-js';
 import { AppError, GRPC_STATUS_BY_CODE, type ErrorCode } from './errors.js';
-import { isEtcdClientError } from './etcd.js';
+import { asAppError, isEtcdLibraryError } from './etcd-retry.js';
 import type { Logger } from './logger.js';
 
 const ERROR_CODE_KEY = 'tessera-error-code';
@@ -25,13 +25,15 @@ export function toServiceError(err: unknown, log?: Logger): Partial<ServiceError
     md.set(RETRYABLE_KEY, String(err.retryable));
     return { code: err.grpcStatus, details: err.message, message: err.message, metadata: md };
   }
-  if (isEtcdClientError(err)) {
-    // The cluster store is unreachable or slow (a member down, an election, a deadline): the
-    // client may retry, unlike a bug.
-    log?.warn({ err }, 'etcd unavailable in handler');
-    md.set(ERROR_CODE_KEY, 'UNAVAILABLE');
-    md.set(RETRYABLE_KEY, 'true');
-    return { code: GrpcStatus.UNAVAILABLE, details: 'the cluster store is unavailable; retry', message: 'the cluster store is unavailable; retry', metadata: md };
+  if (isEtcdLibraryError(err)) {
+    // Classified by the etcd adapter (an outage: UNAVAILABLE, retryable; a refused request:
+    // permanent); the text stays generic, since etcd's own names hosts and ports.
+    const e = asAppError(err, { what: 'the cluster store' });
+    log?.warn({ err }, 'etcd error in handler');
+    const text = e.code === 'UNAVAILABLE' ? 'the cluster store is unavailable; retry' : 'internal error';
+    md.set(ERROR_CODE_KEY, e.code);
+    md.set(RETRYABLE_KEY, String(e.retryable));
+    return { code: e.grpcStatus, details: text, message: text, metadata: md };
   }
   log?.error({ err }, 'unexpected error in handler');
   md.set(ERROR_CODE_KEY, 'INTERNAL');
@@ -51,16 +53,25 @@ const CODE_BY_STATUS: Partial<Record<GrpcStatus, ErrorCode>> = {
   [GrpcStatus.FAILED_PRECONDITION]: 'FAILED_PRECONDITION',
 };
 
-/** Turns a gRPC client error back into an AppError with the server's code. */
+/**
+ * Statuses that did not come from a Tessera handler (no error code in the trailers) but from the
+ * transport: the connection dropped or was reset (grpc-js reports a reset stream as INTERNAL), the
+ * server went away mid-call (CANCELLED), or a deadline passed. Another try may succeed, so the
+ * AppError made of one is retryable; the caller's own cancellation is its signal's business.
+ */
+const TRANSPORT_RETRYABLE: ReadonlySet<GrpcStatus> = new Set([GrpcStatus.UNAVAILABLE, GrpcStatus.DEADLINE_EXCEEDED, GrpcStatus.CANCELLED, GrpcStatus.INTERNAL]);
+
+/** Turns a gRPC client error back into an AppError with the server's code and retryable marker. */
 export function fromServiceError(err: unknown): AppError {
   if (err instanceof AppError) return err;
   const se = err as Partial<ServiceError>;
   if (typeof se?.code !== 'number') return new AppError('INTERNAL', String((err as Error)?.message ?? err), { cause: err });
   const raw = se.metadata?.get(ERROR_CODE_KEY)[0];
-  const code = (typeof raw === 'string' && raw in GRPC_STATUS_BY_CODE ? raw : (CODE_BY_STATUS[se.code] ?? 'INTERNAL')) as ErrorCode;
-  const retryable = se.metadata?.get(RETRYABLE_KEY)[0];
-  const options = retryable === undefined ? { cause: err } : { cause: err, retryable: retryable === 'true' };
-  return new AppError(code, clientMessage(se.details || se.message || 'error'), options);
+  const ours = typeof raw === 'string' && raw in GRPC_STATUS_BY_CODE;
+  const code = (ours ? raw : (CODE_BY_STATUS[se.code] ?? 'INTERNAL')) as ErrorCode;
+  const marker = se.metadata?.get(RETRYABLE_KEY)[0];
+  const retryable = marker !== undefined ? marker === 'true' : ours ? undefined : TRANSPORT_RETRYABLE.has(se.code) || undefined;
+  return new AppError(code, clientMessage(se.details || se.message || 'error'), retryable === undefined ? { cause: err } : { cause: err, retryable });
 }
 
 /**
@@ -145,6 +156,8 @@ type UnaryMethod<Req, Res> = (req: Req, metadata: Metadata, options: Partial<Cal
 
 /** Promisified unary call with a deadline; errors come back as AppError. */
 export function callUnary<Req, Res>(client: Client, method: UnaryMethod<Req, Res>, req: Req, timeoutMs: number, metadata: Metadata = new Metadata(), signal?: AbortSignal): Promise<Res> {
+  // Already aborted: not sent at all (the 'abort' event would not fire again to cancel it).
+  if (signal?.aborted) return Promise.reject(signal.reason ?? new AppError('CANCELLED', 'aborted'));
   return new Promise((resolve, reject) => {
     const call = method.call(client, req, metadata, deadline(timeoutMs), (err, res) => {
       signal?.removeEventListener('abort', onAbort);
@@ -171,6 +184,9 @@ export function writeWithBackpressure<T>(
   msg: T,
   signal?: AbortSignal,
 ): Promise<void> {
+  // A signal aborted before this call never fires its 'abort' event again: without this check a
+  // write to a cancelled stream that reports a full buffer waited for a 'drain' that never came.
+  if (signal?.aborted) return Promise.reject(signal.reason ?? new AppError('CANCELLED', 'aborted'));
   if (stream.write(msg)) return Promise.resolve();
   return new Promise((resolve, reject) => {
     const onDrain = (): void => {

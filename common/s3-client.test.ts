@@ -1,4 +1,5 @@
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,7 +7,7 @@ import { Readable } from 'node:stream';
 import { GetObjectCommand, HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError } from './errors.js';
-import { createS3Client, ensureBucket, isTransientS3Error, isValidBucketName, parseS3Uri, toAppError, withDeadline } from './s3-client.js';
+import { createS3Client, ensureBucket, isTransientS3Error, isValidBucketName, parseS3Uri, S3_ATTEMPTS, s3Send, toAppError, withDeadline } from './s3-client.js';
 import { startLocalS3, type LocalS3 } from '../deploy/s3-local-server.js';
 
 function s3err(name: string, status: number): Error {
@@ -171,5 +172,48 @@ describe('createS3Client request timeout', () => {
       s3.destroy();
     }
     expect(Date.now() - started).toBeLessThan(10_000);
+  });
+});
+
+describe('S3 calls are retried by one layer', () => {
+  let server: HttpServer;
+  let endpoint: string;
+  let requests = 0;
+  beforeAll(async () => {
+    // Every request answered 503 SlowDown-style: transient, so each layer that retries shows up.
+    server = createHttpServer((req, res) => {
+      requests++;
+      req.resume();
+      res.writeHead(503, { 'content-type': 'application/xml' });
+      res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code><Message>down</Message></Error>');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    endpoint = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  });
+  afterAll(async () => {
+    await new Promise((r) => server.close(r));
+  });
+
+  it('the client makes one attempt and s3Send makes S3_ATTEMPTS, no more', async () => {
+    const s3 = createS3Client({ endpoint, region: 'us-east-1', accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', forcePathStyle: true, requestTimeoutMs: 5_000 });
+    try {
+      requests = 0;
+      const direct = await s3.send(new GetObjectCommand({ Bucket: 'abc', Key: 'k' })).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(toAppError(direct, 'GetObject')).toMatchObject({ code: 'UNAVAILABLE', retryable: true });
+      expect(requests).toBe(1);
+
+      requests = 0;
+      const err = await s3Send('GetObject', (opts) => s3.send(new GetObjectCommand({ Bucket: 'abc', Key: 'k' }), opts)).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(toAppError(err, 'GetObject')).toMatchObject({ code: 'UNAVAILABLE', retryable: true });
+      expect(requests).toBe(S3_ATTEMPTS);
+    } finally {
+      s3.destroy();
+    }
   });
 });

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { Agent as HttpsAgent } from 'node:https';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { AppError, isAppError, type ErrorCode } from './errors.js';
+import { retry } from './retry.js';
 
 /** How to reach an S3-protocol service (AWS, MinIO, or the local s3rver). */
 export interface S3Settings {
@@ -20,7 +21,10 @@ export interface S3Settings {
 }
 
 /**
- * An S3 client with timeouts and 3 attempts per request.
+ * An S3 client with timeouts that makes one attempt per request: retries are this module's
+ * (s3Send, and uploader/s3-multipart.ts), one layer with the project's retry policy. (The SDK's
+ * own 3 attempts used to run inside those: up to 18 requests per call; and it cannot retry a
+ * streamed body, which s3Send re-creates for every attempt.)
  *
  * `requestChecksumCalculation: 'WHEN_REQUIRED'`: since SDK 3.729 the client otherwise adds CRC32
  * checksums to every PutObject/UploadPart, and for streamed bodies switches to `aws-chunked`
@@ -38,7 +42,7 @@ export function createS3Client(s: S3Settings): S3Client {
     region: s.region,
     credentials: { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey },
     forcePathStyle: s.forcePathStyle,
-    maxAttempts: 3,
+    maxAttempts: 1,
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_SUPPORTED',
     requestHandler: new NodeHttpHandler({
@@ -90,13 +94,41 @@ export interface S3CallOptions {
   timeoutMs?: number;
 }
 
+/** Attempts of one S3 call by default (the first and 5 retries). */
+export const S3_ATTEMPTS = 6;
+
+/** One S3 call under the retry policy: its attempts, its deadline, its cancellation. */
+export interface S3SendOptions {
+  signal?: AbortSignal | undefined;
+  /** Deadline of each attempt, ms (until the answer's headers); default none beyond the client's request timeout. */
+  timeoutMs?: number | undefined;
+  /** Default S3_ATTEMPTS. */
+  attempts?: number | undefined;
+}
+
+/**
+ * Runs one S3 call with the retry policy (full-jitter backoff, 200 ms doubling to 10 s): transient
+ * failures (isTransientS3Error: 5xx, throttling, network trouble, deadlines) are tried again, up to
+ * `attempts` times; other 4xx answers and cancellation never. `fn` builds the request (and any
+ * streamed body) afresh for each attempt, and hands send its `options` (the attempt's abort signal).
+ * Errors come back as the SDK raised them (map them with
+ * toAppError where they are answered).
+ */
+export function s3Send<T>(what: string, fn: (options: { abortSignal?: AbortSignal }) => Promise<T>, o: S3SendOptions = {}): Promise<T> {
+  const once = (): Promise<T> => {
+    if (o.timeoutMs !== undefined) return withDeadline(what, o.timeoutMs, o.signal, (abortSignal) => fn({ abortSignal }));
+    return fn(o.signal ? { abortSignal: o.signal } : {});
+  };
+  return retry(once, { attempts: o.attempts ?? S3_ATTEMPTS, baseMs: 200, maxMs: 10_000, signal: o.signal, isRetryable: isTransientS3Error });
+}
+
 /** Creates the bucket unless it exists (a concurrent creation by us counts as success). */
 export async function ensureBucket(client: S3Client, bucket: string, opts: S3CallOptions = {}): Promise<void> {
   if (!isValidBucketName(bucket)) throw new AppError('INVALID_ARGUMENT', `invalid S3 bucket name: ${JSON.stringify(bucket)}`);
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const exists = async (): Promise<boolean> => {
     try {
-      await withDeadline(`HeadBucket ${bucket}`, timeoutMs, opts.signal, (abortSignal) => client.send(new HeadBucketCommand({ Bucket: bucket }), { abortSignal }));
+      await s3Send(`HeadBucket ${bucket}`, (options) => client.send(new HeadBucketCommand({ Bucket: bucket }), options), { signal: opts.signal, timeoutMs });
       return true;
     } catch (err) {
       if (s3Status(err) === 404) return false;
@@ -106,14 +138,17 @@ export async function ensureBucket(client: S3Client, bucket: string, opts: S3Cal
   if (await exists()) return;
   const region = await client.config.region();
   try {
-    await withDeadline(`CreateBucket ${bucket}`, timeoutMs, opts.signal, (abortSignal) =>
-      client.send(
-        new CreateBucketCommand({
-          Bucket: bucket,
-          ...(region && region !== 'us-east-1' ? { CreateBucketConfiguration: { LocationConstraint: region as BucketLocationConstraint } } : {}),
-        }),
-        { abortSignal },
-      ),
+    await s3Send(
+      `CreateBucket ${bucket}`,
+      (options) =>
+        client.send(
+          new CreateBucketCommand({
+            Bucket: bucket,
+            ...(region && region !== 'us-east-1' ? { CreateBucketConfiguration: { LocationConstraint: region as BucketLocationConstraint } } : {}),
+          }),
+          options,
+        ),
+      { signal: opts.signal, timeoutMs },
     );
   } catch (err) {
     const name = s3ErrorName(err);

@@ -163,12 +163,17 @@ export class AgentService {
         // A full disk is this node's trouble: out of service, and the segment retried elsewhere.
         const err = this.disk && !abort.signal.aborted ? this.disk.classify(err0, `segment ${ref.segment} of job ${ref.jobId}`) : err0;
         if (isAppError(err, 'NO_SPACE')) await rm(this.dirOf(ref), { recursive: true, force: true });
-        if (isAppError(err, 'FENCED') || abort.signal.aborted) {
+        const lostClaim = isAppError(err, 'FENCED') || abort.signal.aborted;
+        if (lostClaim) {
           // reassigned, dropped, or another incarnation took our id: drop the work and its files
           await rm(this.dirOf(ref), { recursive: true, force: true });
         }
         log.warn({ jobId: ref.jobId, traceId, segment: ref.segment, attempt: ref.attempt, err: errorMessage(err) }, 'segment ended without finishing');
-        throw abort.signal.aborted && !isAppError(err) ? abort.signal.reason : err;
+        const out = abort.signal.aborted && !isAppError(err) ? abort.signal.reason : err;
+        // An attempt that lost its claim (fenced or dropped) is not the segment's failure: the
+        // coordinator that follows it may run the segment again (its own fenced assignment decides
+        // whether it still may), so the answer says retryable.
+        throw lostClaim && isAppError(out) && !out.retryable ? new AppError(out.code, out.message, { cause: out, retryable: true }) : out;
       } finally {
         if (poll) clearInterval(poll);
         if (this.held.get(key) === held) this.held.delete(key);

@@ -7,6 +7,7 @@ import { DeleteObjectsCommand, ListObjectsV2Command, PutObjectCommand, type S3Cl
 import { Upload } from '@aws-sdk/lib-storage';
 import type { Etcd3 } from 'etcd3';
 import type { Keys } from '../common/keys.js';
+import { s3Send } from '../common/s3-client.js';
 
 /** What `<prefix>etcd-<time>.json` says of its snapshot. */
 export interface BackupInfo {
@@ -56,9 +57,10 @@ export async function takeBackup(o: BackupOptions): Promise<{ info: BackupInfo; 
     const { revision, sha256 } = await saveSnapshot(o.etcd, file);
     const bytes = (await stat(file)).size;
     const key = `${o.prefix}${backupName(takenAtMs)}`;
-    await new Upload({ client: o.s3, params: { Bucket: o.bucket, Key: key, Body: createReadStream(file), ContentType: 'application/octet-stream' } }).done();
+    // Sent again whole (the file opened again) if it fails: the client itself makes one attempt per request.
+    await s3Send('Upload', () => new Upload({ client: o.s3, params: { Bucket: o.bucket, Key: key, Body: createReadStream(file), ContentType: 'application/octet-stream' } }).done());
     const info: BackupInfo = { key, bucket: o.bucket, takenAtMs, revision, bytes, sha256, durationMs: now() - t0 };
-    await o.s3.send(new PutObjectCommand({ Bucket: o.bucket, Key: key.replace(/\.db$/, '.json'), Body: JSON.stringify(info, null, 2), ContentType: 'application/json' }));
+    await s3Send('PutObject', () => o.s3.send(new PutObjectCommand({ Bucket: o.bucket, Key: key.replace(/\.db$/, '.json'), Body: JSON.stringify(info, null, 2), ContentType: 'application/json' })));
     await o.etcd.put(o.keys.lastBackup()).value(JSON.stringify({ atMs: now(), key, bytes, sha256, takenAtMs }));
     const { deleted, oldestKeptMs } = await applyRetention(o.s3, o.bucket, o.prefix, o.retain);
     const journalPruned = oldestKeptMs === undefined ? 0 : await pruneJournal(o.s3, o.bucket, o.journalPrefix, oldestKeptMs);
@@ -94,7 +96,7 @@ export async function listBackups(s3: S3Client, bucket: string, prefix: string):
   const keys: string[] = [];
   let token: string | undefined;
   do {
-    const res = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}etcd-`, ...(token ? { ContinuationToken: token } : {}) }));
+    const res = await s3Send('ListObjectsV2', () => s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}etcd-`, ...(token ? { ContinuationToken: token } : {}) })));
     for (const c of res.Contents ?? []) if (c.Key?.endsWith('.db')) keys.push(c.Key);
     token = res.IsTruncated ? res.NextContinuationToken : undefined;
   } while (token);
@@ -137,7 +139,7 @@ async function pruneJournal(s3: S3Client, bucket: string, prefix: string, oldest
   for (const sub of ['accepted/', 'finished/']) {
     let token: string | undefined;
     do {
-      const res = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}${sub}`, ...(token ? { ContinuationToken: token } : {}) }));
+      const res = await s3Send('ListObjectsV2', () => s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}${sub}`, ...(token ? { ContinuationToken: token } : {}) })));
       for (const c of res.Contents ?? []) {
         const id = c.Key?.slice(`${prefix}${sub}`.length).replace(/\.json$/, '') ?? '';
         const at = sub === 'accepted/' ? jobIdTime(id) : (c.LastModified?.getTime() ?? Number.NaN);
@@ -164,6 +166,6 @@ export function jobIdFloor(ms: number): string {
 async function deleteKeys(s3: S3Client, bucket: string, keys: string[]): Promise<void> {
   for (let i = 0; i < keys.length; i += 1000) {
     const batch = keys.slice(i, i + 1000);
-    if (batch.length > 0) await s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }));
+    if (batch.length > 0) await s3Send('DeleteObjects', () => s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } })));
   }
 }

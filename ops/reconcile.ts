@@ -2,6 +2,7 @@ import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
 import { AppError } from '../common/errors.js';
 import type { Keys } from '../common/keys.js';
+import { s3Send } from '../common/s3-client.js';
 import { readJsonObject, type AcceptedEntry, type FinishedEntry } from '../coordinator/state/journal.js';
 import { specHash, TERMINAL, type JobRecord, type JobStateName } from '../coordinator/state/job-model.js';
 import { stageName, type JobStore } from '../coordinator/state/job-store.js';
@@ -94,12 +95,14 @@ export async function reconcile(o: ReconcileOptions): Promise<ReconcileReport> {
   const acceptedPrefix = `${o.journalPrefix}accepted/`;
   let token: string | undefined;
   do {
-    const res = await o.s3.send(
-      new ListObjectsV2Command({
-        Bucket: o.bucket,
-        Prefix: acceptedPrefix,
-        ...(token ? { ContinuationToken: token } : { StartAfter: `${acceptedPrefix}${jobIdFloor(report.checkedSinceMs)}` }),
-      }),
+    const res = await s3Send('ListObjectsV2', () =>
+      o.s3.send(
+        new ListObjectsV2Command({
+          Bucket: o.bucket,
+          Prefix: acceptedPrefix,
+          ...(token ? { ContinuationToken: token } : { StartAfter: `${acceptedPrefix}${jobIdFloor(report.checkedSinceMs)}` }),
+        }),
+      ),
     );
     for (const c of res.Contents ?? []) {
       const id = c.Key!.slice(acceptedPrefix.length).replace(/\.json$/, '');

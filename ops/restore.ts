@@ -10,6 +10,7 @@ import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { AppError } from '../common/errors.js';
 import { readJsonObject } from '../coordinator/state/journal.js';
 import { listBackups, type BackupInfo } from './backup.js';
+import { s3Send } from '../common/s3-client.js';
 
 export interface RestoreOptions {
   s3: S3Client;
@@ -56,7 +57,7 @@ export async function restoreDataDir(o: RestoreOptions): Promise<{ key: string; 
       }
       info = await readJsonObject<BackupInfo>(o.s3, bucket, key.replace(/\.db$/, '.json'));
       file = join(tmp, 'snapshot.db');
-      const res = await o.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+      const res = await s3Send('GetObject', () => o.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key })));
       await pipeline(res.Body as Readable, createWriteStream(file));
       if (info) {
         const sha = createHash('sha256');

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates proto/gen from proto/tessera/v1/*.proto with ts-proto.
+# Besides the grpc-js stubs, generic definitions: each method with its options (idempotency_level,
+# which the SDK reads to decide what it may retry).
 # --check: generate into a temp dir and fail if it differs from the committed output (drift).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,7 @@ mkdir -p "$out"
 protoc \
   --plugin=protoc-gen-ts_proto=./node_modules/.bin/protoc-gen-ts_proto \
   --ts_proto_out="$out" \
-  --ts_proto_opt=outputServices=grpc-js,env=node,esModuleInterop=true,importSuffix=.js,forceLong=number,useOptionals=none,stringEnums=true,oneof=unions \
+  --ts_proto_opt=outputServices=grpc-js,outputServices=generic-definitions,env=node,esModuleInterop=true,importSuffix=.js,forceLong=number,useOptionals=none,stringEnums=true,oneof=unions \
   -I proto proto/tessera/v1/*.proto
 if [ "${1:-}" = "--check" ]; then
   if ! diff -r "$out" proto/gen >/dev/null; then

@@ -7,7 +7,8 @@ import { AppError, isAppError } from '../common/errors.js';
 import { ClientCache } from '../common/grpc-clients.js';
 import { channelCredentials, type TlsMaterial } from '../common/tls.js';
 import { callUnary, deadline, iterateStream, openClientStream } from '../common/grpc.js';
-import { retry, sleep } from '../common/retry.js';
+import { retry, retryDelay, sleep } from '../common/retry.js';
+import { ADMIN_METHODS, JOB_METHODS, mayRepeat, type MethodDescriptor } from './idempotency.js';
 import { AdminClient, type ClusterStatus, type NodeInfo } from '../proto/gen/tessera/v1/admin.js';
 import { JobServiceClient } from '../common/bulk-codec.js';
 import { UploadChunk, type GetUploadResponse, type SubmitJobResponse, type JobEvent } from '../proto/gen/tessera/v1/jobs.js';
@@ -28,7 +29,7 @@ export interface TesseraClientOptions {
   tokenProvider?: () => Promise<string | undefined>;
   /** Deadline of each unary call, ms (default 15 s). */
   timeoutMs?: number;
-  /** Attempts for idempotent calls on UNAVAILABLE (default 6, with backoff and jitter). */
+  /** Attempts for idempotent calls on a retryable error (default 6, with backoff and jitter). */
   attempts?: number;
   /** TLS: the CA that signed the coordinators' certificates, and our client certificate and key (mutual TLS). */
   tls?: TlsMaterial;
@@ -47,8 +48,9 @@ export function isTerminal(state: JobState): boolean {
 }
 
 /**
- * The typed Tessera client. Idempotent calls (get, list, cancel, watch, and submit with an
- * idempotency key) are retried with backoff on another coordinator when one is unavailable.
+ * The typed Tessera client. Calls the protos mark idempotent (get, list, cancel, watch, drain),
+ * and submit or upload with their key, are retried with backoff on another coordinator when an
+ * error is retryable; other calls are sent once.
  */
 export class TesseraClient {
   private readonly clients: ClientCache;
@@ -78,14 +80,20 @@ export class TesseraClient {
     return this.clients.get(AdminClient, this.o.addresses[this.current % this.o.addresses.length]!, this.o.tls ? this.o.tlsServerName : undefined);
   }
 
-  /** Runs an idempotent call, moving to the next coordinator on UNAVAILABLE. */
-  private idempotent<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  /**
+   * Runs a call of `method`. Repeated (on the next coordinator, with the retry policy) only when
+   * the protos mark the method idempotent, or it is keyed and called with its key (mayRepeat),
+   * and only for errors marked retryable; any other call is sent once, since it may have reached
+   * the server.
+   */
+  private call<T>(method: MethodDescriptor, fn: () => Promise<T>, o: { signal?: AbortSignal | undefined; keyed?: boolean } = {}): Promise<T> {
+    if (!mayRepeat(method, o.keyed)) return fn();
     return retry(fn, {
       attempts: this.attempts,
       baseMs: 200,
       maxMs: 3_000,
-      signal,
-      isRetryable: (err) => isAppError(err) && (err.code === 'UNAVAILABLE' || err.code === 'NOT_LEADER' || err.code === 'DEADLINE_EXCEEDED'),
+      signal: o.signal,
+      isRetryable: (err) => isAppError(err) && err.retryable,
       onRetry: () => {
         this.current++;
       },
@@ -107,7 +115,7 @@ export class TesseraClient {
         (c) => c.submitJob,
         { spec: full },
       );
-    return full.idempotencyKey ? this.idempotent(call) : call();
+    return this.call(JOB_METHODS.submitJob, call, { keyed: full.idempotencyKey !== '' });
   }
 
   /**
@@ -138,12 +146,13 @@ export class TesseraClient {
             .digest('hex')
             .slice(0, 32)
         : newResumeId());
-    return this.idempotent(() => this.uploadOnce(filePath, st.size, spec, resumeId, opts), opts.signal);
+    return this.call(JOB_METHODS.uploadAndSubmit, () => this.uploadOnce(filePath, st.size, spec, resumeId, opts), { signal: opts.signal, keyed: true });
   }
 
   /** How much of a resumable upload the cluster holds. */
   uploadStatus(resumeId: string, signal?: AbortSignal): Promise<GetUploadResponse> {
-    return this.idempotent(
+    return this.call(
+      JOB_METHODS.getUpload,
       () =>
         this.unary(
           () => this.jobs(),
@@ -151,7 +160,7 @@ export class TesseraClient {
           { resumeId },
           signal,
         ),
-      signal,
+      { signal },
     );
   }
 
@@ -188,7 +197,8 @@ export class TesseraClient {
   }
 
   get(jobId: string, signal?: AbortSignal): Promise<Job> {
-    return this.idempotent(
+    return this.call(
+      JOB_METHODS.getJob,
       () =>
         this.unary(
           () => this.jobs(),
@@ -196,12 +206,12 @@ export class TesseraClient {
           { jobId },
           signal,
         ),
-      signal,
+      { signal },
     );
   }
 
   cancel(jobId: string): Promise<Job> {
-    return this.idempotent(() =>
+    return this.call(JOB_METHODS.cancelJob, () =>
       this.unary(
         () => this.jobs(),
         (c) => c.cancelJob,
@@ -216,7 +226,7 @@ export class TesseraClient {
 
   /** One page of jobs, newest first; pass `nextPageToken` back as `pageToken` for the next (empty: none). */
   listPage(opts: { limit?: number; state?: JobState; pageToken?: string } = {}): Promise<{ jobs: Job[]; nextPageToken: string }> {
-    return this.idempotent(() =>
+    return this.call(JOB_METHODS.listJobs, () =>
       this.unary(
         () => this.jobs(),
         (c) => c.listJobs,
@@ -252,12 +262,13 @@ export class TesseraClient {
         // The server ends the stream only at a terminal state; anything else: reconnect.
       } catch (err) {
         if (opts.signal?.aborted) throw new AppError('CANCELLED', 'watch cancelled');
-        if (!isAppError(err) || !['UNAVAILABLE', 'NOT_LEADER', 'DEADLINE_EXCEEDED', 'INTERNAL', 'CANCELLED'].includes(err.code) || ++failures > this.attempts * 3) throw err;
+        // WatchJob has no side effects (its level in the protos): reconnect on what is retryable.
+        if (!mayRepeat(JOB_METHODS.watchJob) || !isAppError(err) || !err.retryable || ++failures > this.attempts * 3) throw err;
         this.current++;
       } finally {
         opts.signal?.removeEventListener('abort', onAbort);
       }
-      await sleep(Math.min(2_000, 100 * 2 ** Math.min(failures, 5)), opts.signal);
+      await sleep(retryDelay(failures - 1, { baseMs: 100, maxMs: 2_000, minMs: 50 }), opts.signal);
     }
   }
 
@@ -273,7 +284,7 @@ export class TesseraClient {
   }
 
   listNodes(): Promise<NodeInfo[]> {
-    return this.idempotent(() =>
+    return this.call(ADMIN_METHODS.listNodes, () =>
       this.unary(
         () => this.admin(),
         (c) => c.listNodes,
@@ -283,7 +294,7 @@ export class TesseraClient {
   }
 
   clusterStatus(): Promise<ClusterStatus> {
-    return this.idempotent(() =>
+    return this.call(ADMIN_METHODS.getClusterStatus, () =>
       this.unary(
         () => this.admin(),
         (c) => c.getClusterStatus,
@@ -293,7 +304,7 @@ export class TesseraClient {
   }
 
   drain(nodeId: string): Promise<NodeInfo> {
-    return this.idempotent(() =>
+    return this.call(ADMIN_METHODS.drainNode, () =>
       this.unary(
         () => this.admin(),
         (c) => c.drainNode,
@@ -303,7 +314,7 @@ export class TesseraClient {
   }
 
   undrain(nodeId: string): Promise<NodeInfo> {
-    return this.idempotent(() =>
+    return this.call(ADMIN_METHODS.undrainNode, () =>
       this.unary(
         () => this.admin(),
         (c) => c.undrainNode,
@@ -313,7 +324,7 @@ export class TesseraClient {
   }
 
   jobDetail(jobId: string): Promise<Job> {
-    return this.idempotent(() =>
+    return this.call(ADMIN_METHODS.getJobDetail, () =>
       this.unary(
         () => this.admin(),
         (c) => c.getJobDetail,

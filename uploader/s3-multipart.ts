@@ -14,8 +14,8 @@ import {
 } from '@aws-sdk/client-s3';
 import { readBufferFor } from '../common/chunks.js';
 import { AppError, isAppError } from '../common/errors.js';
-import { backoffDelay, retry, sleep } from '../common/retry.js';
-import { isTransientS3Error, isUnsupportedS3Operation, isValidBucketName, s3ErrorName, s3Status, toAppError, withDeadline, type S3CallOptions } from '../common/s3-client.js';
+import { retry } from '../common/retry.js';
+import { isTransientS3Error, isUnsupportedS3Operation, isValidBucketName, s3ErrorName, s3Send, s3Status, toAppError, withDeadline, type S3CallOptions } from '../common/s3-client.js';
 
 /**
  * Progress of one multipart upload, persisted by the caller's MultipartStateStore after every
@@ -69,7 +69,7 @@ export interface UploadFileOptions {
   singlePutMaxBytes?: number;
   /** Deadline of one UploadPart / CompleteMultipartUpload attempt (default 5 min). */
   partTimeoutMs?: number;
-  /** Retries of each S3 call after a transient failure (default 5), on top of the SDK's own 3 attempts. */
+  /** Retries of each S3 call after a transient failure (default 5; the S3 client itself makes one attempt per call). */
   maxRetries?: number;
   /** Content-Type of the object (default application/octet-stream). */
   contentType?: string;
@@ -222,20 +222,19 @@ export async function listIncompleteUploads(client: S3Client, bucket: string, op
   for (;;) {
     let res;
     try {
-      res = await retry(
-        () =>
-          withDeadline(`ListMultipartUploads ${bucket}`, opts.timeoutMs ?? CONTROL_TIMEOUT_MS, opts.signal, (abortSignal) =>
-            client.send(
-              new ListMultipartUploadsCommand({
-                Bucket: bucket,
-                ...(opts.prefix !== undefined ? { Prefix: opts.prefix } : {}),
-                ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
-                ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
-              }),
-              { abortSignal },
-            ),
+      res = await s3Send(
+        `ListMultipartUploads ${bucket}`,
+        (options) =>
+          client.send(
+            new ListMultipartUploadsCommand({
+              Bucket: bucket,
+              ...(opts.prefix !== undefined ? { Prefix: opts.prefix } : {}),
+              ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
+              ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
+            }),
+            options,
           ),
-        retryOptions(3, opts.signal),
+        { signal: opts.signal, timeoutMs: opts.timeoutMs ?? CONTROL_TIMEOUT_MS, attempts: 3 },
       );
     } catch (err) {
       if (isUnsupportedS3Operation(err)) throw new AppError('FAILED_PRECONDITION', 'this S3 server does not implement ListMultipartUploads', { cause: err });
@@ -257,13 +256,11 @@ export async function listIncompleteUploads(client: S3Client, bucket: string, op
 export async function abortUpload(client: S3Client, state: MultipartState, opts: S3CallOptions = {}): Promise<void> {
   const what = `AbortMultipartUpload s3://${state.bucket}/${state.key}`;
   try {
-    await retry(
-      () =>
-        withDeadline(what, opts.timeoutMs ?? CONTROL_TIMEOUT_MS, opts.signal, (abortSignal) =>
-          client.send(new AbortMultipartUploadCommand({ Bucket: state.bucket, Key: state.key, UploadId: state.uploadId }), { abortSignal }),
-        ),
-      retryOptions(3, opts.signal),
-    );
+    await s3Send(what, (options) => client.send(new AbortMultipartUploadCommand({ Bucket: state.bucket, Key: state.key, UploadId: state.uploadId }), options), {
+      signal: opts.signal,
+      timeoutMs: opts.timeoutMs ?? CONTROL_TIMEOUT_MS,
+      attempts: 3,
+    });
   } catch (err) {
     if (s3Status(err) === 404 && s3ErrorName(err) === 'NoSuchUpload') return;
     if (isUnsupportedS3Operation(err)) throw new AppError('FAILED_PRECONDITION', 'this S3 server does not implement AbortMultipartUpload', { cause: err });
@@ -281,10 +278,6 @@ function partSizeFor(fileBytes: number, asked: number): number {
 
 function unquote(etag: string): string {
   return etag.replace(/"/g, '');
-}
-
-function retryOptions(attempts: number, signal: AbortSignal | undefined) {
-  return { attempts, baseMs: 200, maxMs: 10_000, signal, isRetryable: isTransientS3Error };
 }
 
 function fileError(err: unknown, path: string): AppError {
@@ -328,7 +321,7 @@ class UploadRun {
   /** One S3 call with a deadline per attempt and retries on transient errors; failures become AppErrors. */
   private async call<T>(what: string, timeoutMs: number, fn: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
     try {
-      return await retry(() => withDeadline(what, timeoutMs, this.o.signal, fn), retryOptions(this.attempts, this.o.signal));
+      return await s3Send(what, (options) => fn(options.abortSignal!), { signal: this.o.signal, timeoutMs, attempts: this.attempts });
     } catch (err) {
       if (this.o.signal?.aborted) throw this.mark(new AppError('CANCELLED', `${what}: cancelled`, { cause: err }));
       throw this.mark(toAppError(err, what));
@@ -430,14 +423,10 @@ class UploadRun {
     let marker: string | undefined;
     try {
       for (;;) {
-        const res = await retry(
-          () =>
-            withDeadline(what, CONTROL_TIMEOUT_MS, this.o.signal, (abortSignal) =>
-              this.o.client.send(new ListPartsCommand({ Bucket: prior.bucket, Key: prior.key, UploadId: prior.uploadId, ...(marker !== undefined ? { PartNumberMarker: marker } : {}) }), {
-                abortSignal,
-              }),
-            ),
-          retryOptions(this.attempts, this.o.signal),
+        const res = await s3Send(
+          what,
+          (opts) => this.o.client.send(new ListPartsCommand({ Bucket: prior.bucket, Key: prior.key, UploadId: prior.uploadId, ...(marker !== undefined ? { PartNumberMarker: marker } : {}) }), opts),
+          { signal: this.o.signal, timeoutMs: CONTROL_TIMEOUT_MS, attempts: this.attempts },
         );
         for (const p of res.Parts ?? []) {
           if (p.PartNumber !== undefined && p.ETag !== undefined && p.Size !== undefined) server.set(p.PartNumber, { etag: p.ETag, bytes: p.Size });
@@ -568,36 +557,46 @@ class UploadRun {
     if (parts.length !== count || parts.some((p, i) => p.partNumber !== i + 1)) {
       throw this.mark(new AppError('INTERNAL', `${what}: parts missing (${parts.length} of ${count} recorded)`, { retryable: false }));
     }
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const res = await withDeadline(what, this.partTimeoutMs, this.o.signal, (abortSignal) =>
-          this.o.client.send(
-            new CompleteMultipartUploadCommand({
-              Bucket: state.bucket,
-              Key: state.key,
-              UploadId: state.uploadId,
-              MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
-            }),
-            { abortSignal },
-          ),
-        );
-        if (res.ETag) return res.ETag;
-        // An answer without an ETag: HeadObject tells.
-        const head = await this.headMatches(state.fileBytes);
-        if (head.matches) return head.etag;
-        throw this.mark(new AppError('INTERNAL', `${what}: the object is not there after Complete`, { retryable: false }));
-      } catch (err) {
-        if (this.isOwn(err)) throw err;
-        if (this.o.signal?.aborted) throw this.mark(new AppError('CANCELLED', `${what}: cancelled`, { cause: err }));
-        const head = await this.headMatches(state.fileBytes).catch(() => ({ matches: false, etag: '' }));
-        if (head.matches) return head.etag;
-        if (!isTransientS3Error(err) || attempt + 1 >= this.attempts) throw this.mark(toAppError(err, what));
-        try {
-          await sleep(backoffDelay(attempt, 200, 10_000), this.o.signal);
-        } catch (e) {
-          throw this.mark(new AppError('CANCELLED', `${what}: cancelled`, { cause: e }));
-        }
-      }
+    // The retry policy, with a check between tries: after any failed attempt (an error answer, a
+    // lost answer, a deadline) HeadObject decides first whether the upload did complete.
+    const completed = async (err: unknown): Promise<string | undefined> => {
+      if (this.isOwn(err) || this.o.signal?.aborted) return undefined;
+      const head = await this.headMatches(state.fileBytes).catch(() => ({ matches: false, etag: '' }));
+      return head.matches ? head.etag : undefined;
+    };
+    try {
+      return await retry(
+        async () => {
+          let res;
+          try {
+            res = await withDeadline(what, this.partTimeoutMs, this.o.signal, (abortSignal) =>
+              this.o.client.send(
+                new CompleteMultipartUploadCommand({
+                  Bucket: state.bucket,
+                  Key: state.key,
+                  UploadId: state.uploadId,
+                  MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
+                }),
+                { abortSignal },
+              ),
+            );
+          } catch (err) {
+            const etag = await completed(err);
+            if (etag !== undefined) return etag;
+            throw err;
+          }
+          if (res.ETag) return res.ETag;
+          // An answer without an ETag: HeadObject tells.
+          const head = await this.headMatches(state.fileBytes);
+          if (head.matches) return head.etag;
+          throw this.mark(new AppError('INTERNAL', `${what}: the object is not there after Complete`, { retryable: false }));
+        },
+        { attempts: this.attempts, baseMs: 200, maxMs: 10_000, signal: this.o.signal, isRetryable: (err) => !this.isOwn(err) && isTransientS3Error(err) },
+      );
+    } catch (err) {
+      if (this.isOwn(err)) throw err;
+      if (this.o.signal?.aborted) throw this.mark(new AppError('CANCELLED', `${what}: cancelled`, { cause: err }));
+      throw this.mark(toAppError(err, what));
     }
   }
 

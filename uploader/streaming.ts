@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { AppError } from '../common/errors.js';
 import { fileDigest } from '../common/chunks.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
+import { s3Send } from '../common/s3-client.js';
 
 /** A streaming format the uploader packages. */
 export type StreamFormat = 'hls' | 'dash';
@@ -375,9 +376,15 @@ export async function putStreamFiles(s3: S3Client, bucket: string, prefix: strin
   const worker = async (): Promise<void> => {
     while (next < files.length) {
       const f = files[next++]!;
-      await s3.send(
-        new PutObjectCommand({ Bucket: bucket, Key: `${prefix}${f.name}`, Body: createReadStream(f.path), ContentLength: f.bytes, ContentType: f.contentType, CacheControl: f.cacheControl }),
-        signal ? { abortSignal: signal } : {},
+      // The file is opened again for every attempt.
+      await s3Send(
+        'PutObject',
+        (opts) =>
+          s3.send(
+            new PutObjectCommand({ Bucket: bucket, Key: `${prefix}${f.name}`, Body: createReadStream(f.path), ContentLength: f.bytes, ContentType: f.contentType, CacheControl: f.cacheControl }),
+            opts,
+          ),
+        { signal },
       );
     }
   };

@@ -3,6 +3,7 @@ import type { Etcd3 } from 'etcd3';
 import type { Keys } from '../common/keys.js';
 import type { JobResult } from '../proto/gen/tessera/v1/types.js';
 import { abortUpload, type MultipartState } from './s3-multipart.js';
+import { s3Send } from '../common/s3-client.js';
 import { parseRecord } from '../common/record-schemas.js';
 import { z } from 'zod';
 
@@ -51,7 +52,7 @@ export async function abandonUpload(etcd: Etcd3, keys: Keys, s3: S3Client, jobId
   }
   const done = rec.result ? { bucket: rec.result.bucket, key: rec.result.key } : mp?.completed ? { bucket: mp.bucket, key: mp.key } : undefined;
   if (done) {
-    await s3.send(new DeleteObjectCommand({ Bucket: done.bucket, Key: done.key }));
+    await s3Send('DeleteObject', () => s3.send(new DeleteObjectCommand({ Bucket: done.bucket, Key: done.key })));
     out.deletedObject = true;
   }
   await etcd.if(key, 'Mod', '==', kv.mod_revision).then(etcd.delete().key(key)).commit();

@@ -16,7 +16,7 @@ import { chunksOf, paceFromConfig, paced, receiveChunks } from '../../common/chu
 import { AppError, isAppError } from '../../common/errors.js';
 import { withEtcdRetry } from '../../common/etcd-retry.js';
 import { retry } from '../../common/retry.js';
-import { isTransientS3Error } from '../../common/s3-client.js';
+import { isTransientS3Error, s3Send } from '../../common/s3-client.js';
 import { clientStream, serverStream, unary } from '../../common/grpc.js';
 import type { Keys } from '../../common/keys.js';
 import type { Logger } from '../../common/logger.js';
@@ -366,7 +366,9 @@ export function jobServiceHandlers(d: JobServiceDeps): JobServiceServer {
           const winner = await priorSubmission(d, idemKey);
           const winnerJob = winner ? await store.get(winner.jobId) : undefined;
           if (winnerJob && winnerJob.spec.inputUri !== full.inputUri) {
-            await d.s3.send(new DeleteObjectCommand({ Bucket: d.cfg.S3_BUCKET, Key: key })).catch((e: unknown) => log.warn({ err: e, key }, 'could not delete an unused upload'));
+            await s3Send('DeleteObject', () => d.s3.send(new DeleteObjectCommand({ Bucket: d.cfg.S3_BUCKET, Key: key }))).catch((e: unknown) =>
+              log.warn({ err: e, key }, 'could not delete an unused upload'),
+            );
           }
         }
         throw err;

@@ -6,6 +6,7 @@ import { AppError } from '../../common/errors.js';
 import { withEtcdRetry } from '../../common/etcd-retry.js';
 import type { Keys } from '../../common/keys.js';
 import type { Logger } from '../../common/logger.js';
+import { s3Send } from '../../common/s3-client.js';
 import { uploadSessionSchema } from '../state/job-schemas.js';
 
 export { RESUME_ID };
@@ -92,7 +93,7 @@ export class UploadSessions {
       return have;
     }
     const key = objectKey;
-    const created = await this.d.s3.send(new CreateMultipartUploadCommand({ Bucket: this.d.bucket, Key: key }));
+    const created = await s3Send('CreateMultipartUpload', () => this.d.s3.send(new CreateMultipartUploadCommand({ Bucket: this.d.bucket, Key: key })));
     if (!created.UploadId) throw new AppError('INTERNAL', 'S3 gave no multipart upload id');
     const s: UploadSession = { resumeId, key, s3UploadId: created.UploadId, totalBytes, partBytes: partBytesFor(totalBytes, this.d.partBytes), parts: [], createdAtMs: Date.now() };
     // Create-only: two clients racing on one id get one session (the loser's S3 upload is aborted).
@@ -130,7 +131,11 @@ export class UploadSessions {
         pending = size < all.length ? [all.subarray(size)] : [];
         pendingBytes = all.length - size;
         const n = s.parts.length + 1;
-        const res = await this.d.s3.send(new UploadPartCommand({ Bucket: this.d.bucket, Key: s.key, UploadId: s.s3UploadId, PartNumber: n, Body: body, ContentLength: size }), { abortSignal: signal });
+        const res = await s3Send(
+          'UploadPart',
+          (opts) => this.d.s3.send(new UploadPartCommand({ Bucket: this.d.bucket, Key: s.key, UploadId: s.s3UploadId, PartNumber: n, Body: body, ContentLength: size }), opts),
+          { signal },
+        );
         if (!res.ETag) throw new AppError('INTERNAL', `S3 gave no ETag for part ${n}`);
         const next = { ...s, parts: [...s.parts, { n, etag: res.ETag, size }] };
         await withEtcdRetry('record upload part', () => this.d.etcd.put(this.key(s.resumeId)).value(JSON.stringify(next)).exec(), { log: this.d.log, signal });
@@ -161,18 +166,23 @@ export class UploadSessions {
   async complete(s: UploadSession, signal?: AbortSignal): Promise<void> {
     if (receivedBytes(s) !== s.totalBytes) throw new AppError('INTERNAL', `upload ${s.resumeId} holds ${receivedBytes(s)} of ${s.totalBytes} bytes`);
     try {
-      await this.d.s3.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: this.d.bucket,
-          Key: s.key,
-          UploadId: s.s3UploadId,
-          MultipartUpload: { Parts: s.parts.map((p) => ({ PartNumber: p.n, ETag: p.etag })) },
-        }),
-        signal ? { abortSignal: signal } : {},
+      await s3Send(
+        'CompleteMultipartUpload',
+        (opts) =>
+          this.d.s3.send(
+            new CompleteMultipartUploadCommand({
+              Bucket: this.d.bucket,
+              Key: s.key,
+              UploadId: s.s3UploadId,
+              MultipartUpload: { Parts: s.parts.map((p) => ({ PartNumber: p.n, ETag: p.etag })) },
+            }),
+            opts,
+          ),
+        { signal },
       );
     } catch (err) {
       // Completed before (its answer or the session's deletion was lost): the object says so.
-      const head = await this.d.s3.send(new HeadObjectCommand({ Bucket: this.d.bucket, Key: s.key })).catch(() => undefined);
+      const head = await s3Send('HeadObject', () => this.d.s3.send(new HeadObjectCommand({ Bucket: this.d.bucket, Key: s.key }))).catch(() => undefined);
       if (head?.ContentLength !== s.totalBytes) throw err;
     }
     await withEtcdRetry('delete upload session', () => this.d.etcd.delete().key(this.key(s.resumeId)).exec(), { log: this.d.log });
@@ -198,7 +208,7 @@ export class UploadSessions {
   }
 
   private async abortS3(key: string, uploadId: string): Promise<void> {
-    await this.d.s3.send(new AbortMultipartUploadCommand({ Bucket: this.d.bucket, Key: key, UploadId: uploadId })).catch((err: unknown) => {
+    await s3Send('AbortMultipartUpload', () => this.d.s3.send(new AbortMultipartUploadCommand({ Bucket: this.d.bucket, Key: key, UploadId: uploadId }))).catch((err: unknown) => {
       this.d.log.warn({ err, key }, 'could not abort a multipart upload');
     });
   }

@@ -6,7 +6,8 @@ import { fencedWrite } from '../../common/etcd-tx/fenced-put.js';
 import { errorMessage, isAppError } from '../../common/errors.js';
 import type { Keys } from '../../common/keys.js';
 import type { Logger } from '../../common/logger.js';
-import { backoffDelay, sleep } from '../../common/retry.js';
+import { retryDelay, sleep } from '../../common/retry.js';
+import { withEtcdRetry } from '../../common/etcd-retry.js';
 import { ResilientWatch } from '../../common/watch.js';
 import type { LeaderFence } from '../state/job-store.js';
 import { signBody, type OutboxEntry } from './webhooks.js';
@@ -157,62 +158,54 @@ export class WebhookOutbox {
     }
   }
 
-  /** One job's events, oldest first, until none is left (or leadership ends). */
+  /**
+   * One job's events, oldest first, until none is left (or leadership ends). etcd trouble is
+   * ridden out by withEtcdRetry (the one retry policy); past its budget the loop ends and the
+   * next rescan starts it again.
+   */
   private async pump(jobId: string, fence: LeaderFence, signal: AbortSignal): Promise<void> {
-    for (let failures = 0; !signal.aborted;) {
+    const etcdRetry = { signal, log: this.log };
+    while (!signal.aborted) {
+      const res = await withEtcdRetry('read the webhook outbox', () => this.etcd.getAll().prefix(this.keys.outboxJob(jobId)).sort('Key', 'Ascend').limit(1).exec(), etcdRetry);
+      const kv = res.kvs[0];
+      if (!kv) return;
+      const key = kv.key.toString();
+      const rev = kv.mod_revision;
+      let e: OutboxEntry;
       try {
-        const res = await this.etcd.getAll().prefix(this.keys.outboxJob(jobId)).sort('Key', 'Ascend').limit(1).exec();
-        const kv = res.kvs[0];
-        if (!kv) return;
-        const key = kv.key.toString();
-        const rev = kv.mod_revision;
-        let e: OutboxEntry;
-        try {
-          e = parseRecord(outboxEntrySchema, kv.value, key);
-        } catch {
-          await this.fencedDelete(key, rev, fence);
-          continue;
-        }
-        const wait = e.nextAtMs - Date.now();
-        if (wait > 0) {
-          await sleep(wait, signal);
-          continue; // read again: another leader may have moved it meanwhile
-        }
-        if (Date.now() - e.createdAtMs > this.s.retryForMs) {
-          if (await this.fencedDelete(key, rev, fence)) this.dropped(e, `not delivered within ${this.s.retryForMs} ms`);
-          continue;
-        }
-        const out = await this.attempt(e, signal);
-        if (signal.aborted) return;
-        if (out.kind === 'delivered') {
-          await this.fencedDelete(key, rev, fence);
-          this.log.info({ jobId, state: e.state, eventId: e.id, attempts: e.attempts + 1, status: out.status }, 'webhook delivered');
-          this.hooks.onDelivered?.(e);
-        } else if (out.kind === 'refused') {
-          if (await this.fencedDelete(key, rev, fence)) this.dropped(e, out.why ?? `refused with HTTP ${out.status}`);
-        } else {
-          const attempts = e.attempts + 1;
-          const delay = this.nextDelay(attempts - 1);
-          const next: OutboxEntry = { ...e, attempts, nextAtMs: Date.now() + delay, lastError: out.error.slice(0, 200) };
-          await this.fencedPut(key, rev, next, fence);
-          this.hooks.onRetry?.();
-          this.log.info({ jobId, state: e.state, eventId: e.id, attempts, retryInMs: delay, err: next.lastError }, 'webhook attempt failed; retrying');
-        }
-        failures = 0;
-      } catch (err) {
-        if (err instanceof Deposed || signal.aborted) throw err;
-        // etcd trouble: back off and read again, for as long as we lead.
-        const delay = backoffDelay(failures++, 250, 10_000) + 250;
-        this.log.warn({ err: errorMessage(err), jobId, retryInMs: delay }, 'webhook outbox unavailable; retrying');
-        await sleep(delay, signal);
+        e = parseRecord(outboxEntrySchema, kv.value, key);
+      } catch {
+        await this.fencedDelete(key, rev, fence, signal);
+        continue;
+      }
+      const wait = e.nextAtMs - Date.now();
+      if (wait > 0) {
+        await sleep(wait, signal);
+        continue; // read again: another leader may have moved it meanwhile
+      }
+      if (Date.now() - e.createdAtMs > this.s.retryForMs) {
+        if (await this.fencedDelete(key, rev, fence, signal)) this.dropped(e, `not delivered within ${this.s.retryForMs} ms`);
+        continue;
+      }
+      const out = await this.attempt(e, signal);
+      if (signal.aborted) return;
+      if (out.kind === 'delivered') {
+        await this.fencedDelete(key, rev, fence, signal);
+        this.log.info({ jobId, state: e.state, eventId: e.id, attempts: e.attempts + 1, status: out.status }, 'webhook delivered');
+        this.hooks.onDelivered?.(e);
+      } else if (out.kind === 'refused') {
+        if (await this.fencedDelete(key, rev, fence, signal)) this.dropped(e, out.why ?? `refused with HTTP ${out.status}`);
+      } else {
+        // The retry policy's delay, kept in the entry so that a new leader continues the backoff
+        // (at least half the base: no hot loop when the jitter draws 0).
+        const attempts = e.attempts + 1;
+        const delay = retryDelay(attempts - 1, { baseMs: this.s.baseMs, maxMs: this.s.maxMs, minMs: this.s.baseMs / 2 });
+        const next: OutboxEntry = { ...e, attempts, nextAtMs: Date.now() + delay, lastError: out.error.slice(0, 200) };
+        await this.fencedPut(key, rev, next, fence, signal);
+        this.hooks.onRetry?.();
+        this.log.info({ jobId, state: e.state, eventId: e.id, attempts, retryInMs: delay, err: next.lastError }, 'webhook attempt failed; retrying');
       }
     }
-  }
-
-  /** Exponential backoff with equal jitter: never less than half the step (no hot loop at jitter 0). */
-  private nextDelay(n: number): number {
-    const step = Math.min(this.s.maxMs, this.s.baseMs * 2 ** Math.min(n, 30));
-    return Math.round(step / 2 + backoffDelay(n, step / 2, step / 2));
   }
 
   private dropped(e: OutboxEntry, why: string): void {
@@ -269,17 +262,22 @@ export class WebhookOutbox {
     this.slotWaiters.shift()?.();
   }
 
-  private async fencedDelete(key: string, rev: string, fence: LeaderFence): Promise<boolean> {
-    return this.fenced(key, rev, fence, this.etcd.delete().key(key));
+  private async fencedDelete(key: string, rev: string, fence: LeaderFence, signal: AbortSignal): Promise<boolean> {
+    return this.fenced(key, rev, fence, () => this.etcd.delete().key(key), signal);
   }
 
-  private async fencedPut(key: string, rev: string, value: OutboxEntry, fence: LeaderFence): Promise<boolean> {
-    return this.fenced(key, rev, fence, this.etcd.put(key).value(JSON.stringify(value)));
+  private async fencedPut(key: string, rev: string, value: OutboxEntry, fence: LeaderFence, signal: AbortSignal): Promise<boolean> {
+    return this.fenced(key, rev, fence, () => this.etcd.put(key).value(JSON.stringify(value)), signal);
   }
 
   /** One write, only while we lead and the entry is as read; false when it moved meanwhile. */
-  private async fenced(key: string, rev: string, fence: LeaderFence, op: TxOp): Promise<boolean> {
-    const out = await fencedWrite(this.etcd, leaderFenceCompare(fence), [{ key, target: 'Mod', op: '==', value: rev }], [op]);
+  private async fenced(key: string, rev: string, fence: LeaderFence, op: () => TxOp, signal: AbortSignal): Promise<boolean> {
+    // Retried whole through an etcd outage: a write that landed before its answer was lost finds
+    // the entry moved (false).
+    const out = await withEtcdRetry('write the webhook outbox', () => fencedWrite(this.etcd, leaderFenceCompare(fence), [{ key, target: 'Mod', op: '==', value: rev }], [op()]), {
+      signal,
+      log: this.log,
+    });
     if (!out.ok && out.reason === 'fenced') throw new Deposed('no longer the leader');
     return out.ok;
   }

@@ -20,6 +20,7 @@ import { AdminClient, ClusterStatus, NodeInfo } from '../../proto/gen/tessera/v1
 import { UploadChunk, type JobEvent, type ListJobsRequest, type SubmitJobResponse } from '../../proto/gen/tessera/v1/jobs.js';
 import { Job, JobSpec, JobState, jobStateFromJSON, jobStateToJSON, segmentStateToJSON } from '../../proto/gen/tessera/v1/types.js';
 import { parseLadderArg } from '../../sdk/ladder-arg.js';
+import { s3Send } from '../../common/s3-client.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const STATIC_DIR = join(HERE, 'static');
@@ -339,7 +340,9 @@ export async function startConsoleServer(o: ConsoleOptions): Promise<ConsoleServ
     const link = links.get(linkId);
     if (!link || link.expMs < Date.now()) throw new AppError('UNAUTHENTICATED', 'the download link is not valid or has expired: open the job again');
     const j = { id: link.jobId, result: { bucket: link.bucket, key: link.key } };
-    const got = await o.s3.send(new GetObjectCommand({ Bucket: j.result.bucket, Key: j.result.key }), { abortSignal: AbortSignal.timeout(3_600_000) });
+    const got = await s3Send('GetObject', (opts) => o.s3.send(new GetObjectCommand({ Bucket: j.result.bucket, Key: j.result.key }), opts), {
+      signal: AbortSignal.timeout(3_600_000),
+    });
     res.writeHead(200, {
       'content-type': 'application/zip',
       'content-disposition': `attachment; filename="${link.jobId}.zip"`,

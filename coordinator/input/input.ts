@@ -7,6 +7,7 @@ import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { AppError } from '../../common/errors.js';
 import type { InputRef } from '../api/spec.js';
 import { pinnedRequest, vetTarget, type OutboundPolicy } from './safe-http.js';
+import { s3Send } from '../../common/s3-client.js';
 
 export interface StageOptions {
   maxBytes: number;
@@ -66,7 +67,9 @@ export async function stageInput(input: InputRef, dest: string, o: StageOptions)
       await copyFile(input.path, dest, fsConstants.COPYFILE_FICLONE);
       return { partial: false, totalBytes: size };
     } else if (input.kind === 's3') {
-      const res = await o.s3.send(new GetObjectCommand({ Bucket: input.bucket, Key: input.key, ...(prefix ? { Range: `bytes=0-${prefix - 1}` } : {}) }), { abortSignal: signal });
+      const res = await s3Send('GetObject', (opts) => o.s3.send(new GetObjectCommand({ Bucket: input.bucket, Key: input.key, ...(prefix ? { Range: `bytes=0-${prefix - 1}` } : {}) }), opts), {
+        signal,
+      });
       const total = rangeTotal(res.ContentRange) ?? res.ContentLength;
       if ((total ?? 0) > o.maxBytes) throw new AppError('LIMIT_EXCEEDED', `the input is ${total} bytes; the limit is ${o.maxBytes}`);
       if (res.ContentLength)

@@ -8,6 +8,7 @@ import { AppError, errorMessage } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { InputRef } from '../api/spec.js';
 import { pinnedRequest, vetTarget, type OutboundPolicy, type VettedTarget } from './safe-http.js';
+import { s3Send } from '../../common/s3-client.js';
 
 /** A remote input read in ranges: ffmpeg and ffprobe open `url` (loopback), Tessera fetches what they ask for. */
 export interface RangedInput {
@@ -83,7 +84,7 @@ export class RangeServer {
     const signal = AbortSignal.any([AbortSignal.timeout(o.timeoutMs), ...(o.signal ? [o.signal] : [])]);
     let source: Source | undefined;
     if (input.kind === 's3') {
-      const head = await o.s3.send(new HeadObjectCommand({ Bucket: input.bucket, Key: input.key }), { abortSignal: signal }).catch((err: unknown) => {
+      const head = await s3Send('HeadObject', (opts) => o.s3.send(new HeadObjectCommand({ Bucket: input.bucket, Key: input.key }), opts), { signal }).catch((err: unknown) => {
         const name = (err as { name?: string }).name;
         if (name === 'NotFound' || name === 'NoSuchKey') throw new AppError('INPUT_NOT_FOUND', 'the input object does not exist in S3');
         if (name === 'NoSuchBucket') throw new AppError('INPUT_NOT_FOUND', 'the input bucket does not exist');
@@ -95,7 +96,7 @@ export class RangeServer {
         totalBytes: total,
         fetched: 0,
         read: async (from, to, sig) => {
-          const r = await o.s3.send(new GetObjectCommand({ Bucket: input.bucket, Key: input.key, Range: `bytes=${from}-${to}` }), { abortSignal: sig });
+          const r = await s3Send('GetObject', (opts) => o.s3.send(new GetObjectCommand({ Bucket: input.bucket, Key: input.key, Range: `bytes=${from}-${to}` }), opts), { signal: sig });
           return r.Body as Readable;
         },
       };

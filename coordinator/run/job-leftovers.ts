@@ -3,7 +3,7 @@ import { DeleteObjectCommand, DeleteObjectsCommand, ListObjectsV2Command, type S
 import type { Etcd3 } from 'etcd3';
 import type { Keys } from '../../common/keys.js';
 import type { Logger } from '../../common/logger.js';
-import { toAppError } from '../../common/s3-client.js';
+import { s3Send, toAppError } from '../../common/s3-client.js';
 import { abandonUpload } from '../../uploader/upload-record.js';
 import type { JobRecord } from '../state/job-model.js';
 import { resumeFactsSchema } from '../state/job-schemas.js';
@@ -43,7 +43,7 @@ export async function releaseLeftovers(d: LeftoverDeps, rec: JobRecord): Promise
   const input = uploadedInputKey(rec.spec.inputUri, d.bucket);
   if (input) {
     try {
-      await d.s3.send(new DeleteObjectCommand({ Bucket: d.bucket, Key: input }));
+      await s3Send('DeleteObject', () => d.s3.send(new DeleteObjectCommand({ Bucket: d.bucket, Key: input })));
     } catch (err) {
       throw toAppError(err, `DeleteObject s3://${d.bucket}/${input}`);
     }
@@ -63,9 +63,9 @@ async function deleteStreamFiles(d: LeftoverDeps, rec: JobRecord): Promise<numbe
   let deleted = 0;
   try {
     for (let token: string | undefined; ;) {
-      const page = await d.s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
+      const page = await s3Send('ListObjectsV2', () => d.s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) })));
       const keys = (page.Contents ?? []).map((o) => ({ Key: o.Key! }));
-      if (keys.length) await d.s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys, Quiet: true } }));
+      if (keys.length) await s3Send('DeleteObjects', () => d.s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys, Quiet: true } })));
       deleted += keys.length;
       if (!page.IsTruncated || !page.NextContinuationToken) break;
       token = page.NextContinuationToken;
@@ -86,7 +86,7 @@ async function deleteInputStash(d: LeftoverDeps, jobId: string): Promise<void> {
   const m = stash ? /^s3:\/\/([^/]+)\/(.+)$/.exec(stash) : null;
   if (!m) return;
   try {
-    await d.s3.send(new DeleteObjectCommand({ Bucket: m[1]!, Key: m[2]! }));
+    await s3Send('DeleteObject', () => d.s3.send(new DeleteObjectCommand({ Bucket: m[1]!, Key: m[2]! })));
   } catch (err) {
     throw toAppError(err, `DeleteObject ${stash ?? ''}`);
   }

@@ -10,7 +10,7 @@ import { callUnary, deadline, iterateStream } from '../../common/grpc.js';
 import type { ClientCache } from '../../common/grpc-clients.js';
 import type { Logger } from '../../common/logger.js';
 import { retry, sleep } from '../../common/retry.js';
-import { isEtcdOutage, withEtcdRetry } from '../../common/etcd-retry.js';
+import { asAppError, isEtcdOutage, withEtcdRetry } from '../../common/etcd-retry.js';
 import { checkpointComplete, type UploaderRecord } from '../../common/records.js';
 import { NodeAgentClient, UploaderClient } from '../../common/bulk-codec.js';
 import type { FinalizeEvent, PartRef } from '../../proto/gen/tessera/v1/uploader.js';
@@ -255,12 +255,8 @@ export class JobRunner {
         baseMs: 250,
         maxMs: 5_000,
         signal,
-        isRetryable: (e) =>
-          !(e instanceof LostPartsError) &&
-          isAppError(e) &&
-          (e.retryable || e.code === 'FAILED_PRECONDITION') &&
-          (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED' || e.code === 'FAILED_PRECONDITION' || e.code === 'NO_SPACE') &&
-          !signal.aborted,
+        // The error's own marker decides (lost parts are permanent here: reopened below).
+        isRetryable: (e) => asAppError(e).retryable,
         onRetry: (e, n) => {
           this.d.metrics.retries.inc({ kind: 'finalize' });
           this.log.warn({ err: errorMessage(e), attempt: n }, 'finalize failed; retrying');
@@ -288,7 +284,9 @@ export class JobRunner {
         await rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
         return;
       }
-      if (!signal.aborted && isEtcdOutage(err)) {
+      // Classified once, by the etcd adapter's boundary: raw etcd3 errors arrive as AppErrors.
+      const e = asAppError(err, { what: 'job run' });
+      if (!signal.aborted && isEtcdOutage(e)) {
         // Not the job's fault: it stays in flight and the scheduler runs it again (same leader
         // term) once etcd answers; segments resume from their checkpoints.
         this.log.warn({ err: errorMessage(err) }, 'etcd unavailable: the job stays in flight and is resumed');
@@ -297,7 +295,6 @@ export class JobRunner {
       const now = await withEtcdRetry('read job', () => store.get(this.jobId), { signal, log: this.log }).catch(() => undefined);
       if (now && TERMINAL.has(now.state)) return; // cancelled while we ran
       if (signal.aborted && !isAppError(err)) return;
-      const e = isAppError(err) ? err : new AppError('INTERNAL', errorMessage(err));
       this.log.warn({ code: e.code, err: e.message }, 'job failed');
       // Retried through an etcd outage; if it still cannot be written the job stays in flight
       // and the scheduler runs it again (no runner ends without a final state).

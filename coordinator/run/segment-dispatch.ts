@@ -5,8 +5,8 @@ import { callUnary, deadline, iterateStream, openClientStream } from '../../comm
 import { sendFileChunks } from '../../common/chunks.js';
 import type { ClientCache } from '../../common/grpc-clients.js';
 import type { Logger } from '../../common/logger.js';
-import { sleep } from '../../common/retry.js';
-import { withEtcdRetry } from '../../common/etcd-retry.js';
+import { retry, sleep } from '../../common/retry.js';
+import { asAppError, isEtcdOutage, withEtcdRetry } from '../../common/etcd-retry.js';
 import { NodeAgentClient } from '../../common/bulk-codec.js';
 import type { ConstantRate, KeyframeGrid, SegmentChunk, SegmentEvent, SegmentRef, TransferStatus } from '../../proto/gen/tessera/v1/agent.js';
 import type { PlannedRendition, VideoTreatment } from '../../proto/gen/tessera/v1/types.js';
@@ -93,143 +93,189 @@ export function pickNode(ready: NodeView[], load: ReadonlyMap<string, number>, p
  */
 export async function dispatchSegment(t: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
   const log = d.log.child({ ...jobLogFields(t.jobId), segment: t.seg.index });
-  let seg = { ...t.seg };
-  let preferred: string | undefined = seg.nodeId;
-  const avoid = new Set<string>();
+  const s: DispatchState = { seg: { ...t.seg }, preferred: t.seg.nodeId, avoid: new Set(), resume: t.resume, last: undefined };
+  try {
+    await retry(
+      async () => {
+        // Moved whole to an idle node by work stealing: not a failure, so not another attempt.
+        for (;;) {
+          try {
+            return await runAttempt(t, d, s, log, signal);
+          } catch (err) {
+            if (!(err instanceof SegmentMoved)) throw err;
+            log.info({ from: s.last?.node.id, to: err.to }, 'segment moved to an idle node');
+            s.preferred = err.to;
+          }
+        }
+      },
+      {
+        attempts: d.cfg.SEGMENT_ATTEMPTS,
+        baseMs: 200,
+        maxMs: 2_000,
+        signal,
+        isRetryable: reassigns,
+        onRetry: (e) => {
+          const last = s.last;
+          d.metrics.retries.inc({ kind: 'segment' });
+          log.warn({ err: errorMessage(e), nodeId: last?.node.id, attempt: last?.ref.attempt }, 'segment attempt failed; reassigning');
+          if (!last) return;
+          s.avoid.add(incarnation(last.node));
+          s.preferred = undefined;
+          // Free what the abandoned attempt left on that node (best effort, with a deadline).
+          // Not awaited: a dead or paused node must not delay the reassignment.
+          void callUnary(last.client, last.client.dropSegment, last.ref, d.cfg.RPC_TIMEOUT_MS, traceMetadata(t.jobId)).catch(() => undefined);
+        },
+      },
+    );
+  } catch (err) {
+    if (signal.aborted) throw signal.reason;
+    if (!isAppError(err, 'NOT_LEADER') && !isEtcdOutage(err)) log.error({ err: errorMessage(err), attempt: s.last?.ref.attempt }, 'segment failed');
+    throw err;
+  }
+}
+
+/**
+ * Whether a failed attempt makes the segment run again on another node: the error's own marker
+ * decides (runAttempt classifies a node attempt's failure). An etcd outage is not the node's
+ * fault: it ends the dispatch without blaming the node, and the job stays in flight
+ * (job-runner.ts); NOT_LEADER and the segment's own failures are permanent.
+ */
+export function reassigns(err: unknown): boolean {
+  return isAppError(err) && err.retryable && !isEtcdOutage(err);
+}
+
+/** What one segment's attempts share: where it may and may not go next, and the last attempt. */
+interface DispatchState {
+  seg: SegmentRecord;
+  preferred: string | undefined;
+  /** Incarnations an attempt failed on (not chosen again while others are ready). */
+  avoid: Set<string>;
+  /** The attempt the previous leader left running (re-attached once, first). */
+  resume: SegmentTask['resume'];
+  last: { node: NodeView; client: NodeAgentClient; ref: SegmentRef } | undefined;
+}
+
+/**
+ * One attempt: records the assignment, streams and runs the segment on one node, and records it
+ * DONE. Its failure comes out classified (asAppError): the node's answer keeps its marker; an
+ * attempt ended by the node leaving is the abort's UNAVAILABLE; a failure of unknown kind is
+ * TRANSCODE_FAILED, retryable (on another node).
+ */
+async function runAttempt(t: SegmentTask, d: DispatchDeps, s: DispatchState, log: Logger, signal: AbortSignal): Promise<void> {
   const etcdRetry = { signal, log, onRetry: () => d.metrics.retries.inc({ kind: 'etcd' }) };
   const leaderTerm = Number(t.fence.createRevision);
-  let resume = t.resume;
-  for (let failures = 0; ;) {
-    if (signal.aborted) throw signal.reason;
-    // A new leader first re-attaches to the attempt the last one left running, under its owner
-    // revision (no new assignment: the agent's work and its checkpoints stay valid).
-    let reattach: { node: NodeView; attempt: number; ownerRevision: number } | undefined;
-    if (resume) {
-      const r = resume;
-      resume = undefined;
-      const n = d.registry.get(r.nodeId);
-      if (n && d.registry.reachable(n.id) && n.admission === 'admitted') reattach = { node: n, attempt: r.attempt, ownerRevision: r.ownerRevision };
+  if (signal.aborted) throw signal.reason;
+  // A new leader first re-attaches to the attempt the last one left running, under its owner
+  // revision (no new assignment: the agent's work and its checkpoints stay valid).
+  let reattach: { node: NodeView; attempt: number; ownerRevision: number } | undefined;
+  if (s.resume) {
+    const r = s.resume;
+    s.resume = undefined;
+    const n = d.registry.get(r.nodeId);
+    if (n && d.registry.reachable(n.id) && n.admission === 'admitted') reattach = { node: n, attempt: r.attempt, ownerRevision: r.ownerRevision };
+  }
+  let node: NodeView;
+  let attempt: number;
+  let ownerRevision: number;
+  if (reattach) {
+    ({ node, attempt, ownerRevision } = reattach);
+    s.seg = { ...s.seg, nodeId: node.id, attempt };
+  } else {
+    const eligible = (): NodeView[] => d.registry.ready().filter((n) => fits(n, t.placement));
+    let pick = pickNode(eligible(), d.load, s.preferred, s.avoid);
+    if (!pick && t.placement) log.info({ reason: whyNoNode(d.registry.ready(), t.placement) }, 'segment waits for a node');
+    while (!pick) {
+      await sleep(250, signal);
+      pick = pickNode(eligible(), d.load, s.preferred, s.avoid);
     }
-    let node: NodeView;
-    let attempt: number;
-    let ownerRevision: number;
+    node = pick;
+    attempt = s.seg.attempt + 1;
+    const reason = s.last === undefined && s.seg.attempt === 0 ? 'assigned' : `reassigned (attempt ${attempt})`;
+    s.seg = { ...s.seg, nodeId: node.id, attempt, state: 'TRANSFERRING' };
+    // Segment writes ride out an etcd outage (retried with backoff); NOT_LEADER or a cancelled
+    // job end them. Nothing is assigned until this write lands, so it needs no clean-up.
+    const assigned = s.seg;
+    const chosen = node;
+    ownerRevision = Number(await withEtcdRetry('assign segment', () => d.store.putSegment(t.jobId, assigned, reason, t.fence, { nodeId: chosen.id, attempt, assignedAtMs: Date.now() }), etcdRetry));
+  }
+  d.load.set(node.id, (d.load.get(node.id) ?? 0) + 1);
+  d.metrics.segmentsInFlight.inc();
+  const ref: SegmentRef = { jobId: t.jobId, segment: s.seg.index, attempt, ownerRevision, leaderTerm };
+  const client = d.clients.get(NodeAgentClient, node.address, node.id);
+  s.last = { node, client, ref };
+  // Abort this attempt when the node leaves the registry (lease expired, stopped), or when this
+  // coordinator's health probes stop reaching it (an asymmetric partition).
+  const attemptAbort = new AbortController();
+  const attemptNode = node;
+  const onRemoved = (id: string): void => {
+    if (id === attemptNode.id) attemptAbort.abort(new AppError('UNAVAILABLE', `node ${id} left the cluster`));
+  };
+  const onUnreachable = (id: string): void => {
+    if (id === attemptNode.id) attemptAbort.abort(new AppError('UNAVAILABLE', `node ${id} is unreachable from this coordinator`));
+  };
+  d.registry.on('removed', onRemoved);
+  d.registry.on('unreachable', onUnreachable);
+  const onOuter = (): void => attemptAbort.abort(signal.reason);
+  signal.addEventListener('abort', onOuter, { once: true });
+  // Work stealing: the owner run reports its chunk queue; idle nodes may take queued chunks.
+  const stealing = d.stealer?.enabled
+    ? d.stealer.registerOwner(
+        { key: `${t.jobId}/${s.seg.index}`, jobId: t.jobId, segment: s.seg.index, nodeId: node.id, attempt, ownerRevision, leaderTerm, helper: false, placement: t.placement, last: undefined },
+        t.onEvent,
+        (victim, thief, helperAttempt, chunks, onEvent, sig) => runHelper(t, d, victim, thief, helperAttempt, chunks, onEvent, AbortSignal.any([sig, attemptAbort.signal])),
+      )
+    : undefined;
+  const task: SegmentTask = stealing ? { ...t, onEvent: stealing.event } : t;
+  try {
+    let ran = false;
     if (reattach) {
-      ({ node, attempt, ownerRevision } = reattach);
-      seg = { ...seg, nodeId: node.id, attempt };
-    } else {
-      const eligible = (): NodeView[] => d.registry.ready().filter((n) => fits(n, t.placement));
-      let pick = pickNode(eligible(), d.load, preferred, avoid);
-      if (!pick && t.placement) log.info({ reason: whyNoNode(d.registry.ready(), t.placement) }, 'segment waits for a node');
-      while (!pick) {
-        await sleep(250, signal);
-        pick = pickNode(eligible(), d.load, preferred, avoid);
+      const startedAt = Date.now();
+      try {
+        // The trail entry is written before the segment's DONE (runRemote waits for it).
+        const attached = await runRemote(client, ref, ownerRevision, task, d, attemptAbort.signal, () => {
+          const at = { ...s.seg, state: 'TRANSCODING' as const };
+          log.info({ nodeId: node.id, attempt, ms: Date.now() - startedAt }, 're-attached to the running attempt');
+          return withEtcdRetry('record re-attach', () => d.store.putSegment(t.jobId, at, `re-attached (attempt ${attempt})`, t.fence), { ...etcdRetry, signal: attemptAbort.signal });
+        });
+        if (attached) d.metrics.segmentsReattached.inc();
+        ran = true;
+      } catch (err) {
+        // Never fully received by the node: send it (resuming the transfer), then run it.
+        if (!(isAppError(err, 'FAILED_PRECONDITION') && err.message.includes('not been fully transferred'))) throw err;
       }
-      node = pick;
-      attempt = seg.attempt + 1;
-      const reason = failures === 0 && seg.attempt === 0 ? 'assigned' : `reassigned (attempt ${attempt})`;
-      seg = { ...seg, nodeId: node.id, attempt, state: 'TRANSFERRING' };
-      // Segment writes ride out an etcd outage (retried with backoff); NOT_LEADER or a cancelled
-      // job end them. Nothing is assigned until this write lands, so it needs no clean-up.
-      const assigned = seg;
-      const chosen = node;
-      ownerRevision = Number(await withEtcdRetry('assign segment', () => d.store.putSegment(t.jobId, assigned, reason, t.fence, { nodeId: chosen.id, attempt, assignedAtMs: Date.now() }), etcdRetry));
     }
-    d.load.set(node.id, (d.load.get(node.id) ?? 0) + 1);
-    d.metrics.segmentsInFlight.inc();
-    const ref: SegmentRef = { jobId: t.jobId, segment: seg.index, attempt, ownerRevision, leaderTerm };
-    const client = d.clients.get(NodeAgentClient, node.address, node.id);
-    // Abort this attempt when the node leaves the registry (lease expired, stopped), or when this
-    // coordinator's health probes stop reaching it (an asymmetric partition).
-    const attemptAbort = new AbortController();
-    const attemptNode = node;
-    const onRemoved = (id: string): void => {
-      if (id === attemptNode.id) attemptAbort.abort(new AppError('UNAVAILABLE', `node ${id} left the cluster`));
-    };
-    const onUnreachable = (id: string): void => {
-      if (id === attemptNode.id) attemptAbort.abort(new AppError('UNAVAILABLE', `node ${id} is unreachable from this coordinator`));
-    };
-    d.registry.on('removed', onRemoved);
-    d.registry.on('unreachable', onUnreachable);
-    const onOuter = (): void => attemptAbort.abort(signal.reason);
-    signal.addEventListener('abort', onOuter, { once: true });
-    // Work stealing: the owner run reports its chunk queue; idle nodes may take queued chunks.
-    const stealing = d.stealer?.enabled
-      ? d.stealer.registerOwner(
-          { key: `${t.jobId}/${seg.index}`, jobId: t.jobId, segment: seg.index, nodeId: node.id, attempt, ownerRevision, leaderTerm, helper: false, placement: t.placement, last: undefined },
-          t.onEvent,
-          (victim, thief, helperAttempt, chunks, onEvent, sig) => runHelper(t, d, victim, thief, helperAttempt, chunks, onEvent, AbortSignal.any([sig, attemptAbort.signal])),
-        )
-      : undefined;
-    const task: SegmentTask = stealing ? { ...t, onEvent: stealing.event } : t;
-    try {
-      let ran = false;
-      if (reattach) {
-        const startedAt = Date.now();
-        try {
-          // The trail entry is written before the segment's DONE (runRemote waits for it).
-          const attached = await runRemote(client, ref, ownerRevision, task, d, attemptAbort.signal, () => {
-            const at = { ...seg, state: 'TRANSCODING' as const };
-            log.info({ nodeId: node.id, attempt, ms: Date.now() - startedAt }, 're-attached to the running attempt');
-            return withEtcdRetry('record re-attach', () => d.store.putSegment(t.jobId, at, `re-attached (attempt ${attempt})`, t.fence), { ...etcdRetry, signal: attemptAbort.signal });
-          });
-          if (attached) d.metrics.segmentsReattached.inc();
-          ran = true;
-        } catch (err) {
-          // Never fully received by the node: send it (resuming the transfer), then run it.
-          if (!(isAppError(err, 'FAILED_PRECONDITION') && err.message.includes('not been fully transferred'))) throw err;
-        }
-      }
-      if (!ran) {
-        await transfer(client, ref, t, d, attemptAbort.signal);
-        seg = { ...seg, state: 'TRANSCODING' };
-        const transcoding = seg;
-        await withEtcdRetry('record transfer', () => d.store.putSegment(t.jobId, transcoding, 'transfer verified', t.fence), { ...etcdRetry, signal: attemptAbort.signal });
-        await runRemote(client, ref, ownerRevision, task, d, attemptAbort.signal);
-      }
-      // The whole segment was released to move to an idle node: a new attempt there.
-      const movedTo = stealing?.movedTo();
-      if (movedTo) throw new SegmentMoved(movedTo);
-      // Chunks released to helpers: done when they are (a failed helper leaves them to a new attempt).
-      if (stealing && !(await stealing.settle(d.cfg.SEGMENT_NO_PROGRESS_MS))) {
-        throw new AppError('UNAVAILABLE', `segment ${seg.index}: chunks moved to another node were not done; the segment runs again for them`);
-      }
-      seg = { ...seg, state: 'DONE' };
-      const done = seg;
-      // The checkpoints already say every sub-segment is done: only the job's abort stops this.
-      await withEtcdRetry('record segment done', () => d.store.putSegment(t.jobId, done, 'all sub-segments done', t.fence), etcdRetry);
-      return;
-    } catch (err) {
-      if (signal.aborted) throw signal.reason;
-      if (err instanceof SegmentMoved) {
-        // Work stealing moved it: not a failure, and the node it left is not avoided.
-        log.info({ from: node.id, to: err.to, attempt }, 'segment moved to an idle node');
-        preferred = err.to;
-        continue;
-      }
-      const e = attemptAbort.signal.aborted && !isAppError(err, 'TRANSCODE_FAILED') ? (attemptAbort.signal.reason as unknown) : err;
-      const permanent = isAppError(e) && !e.retryable && !['UNAVAILABLE', 'CANCELLED', 'DEADLINE_EXCEEDED', 'FAILED_PRECONDITION', 'FENCED', 'CHECKSUM_MISMATCH', 'BAD_OFFSET'].includes(e.code);
-      if (isAppError(e, 'NOT_LEADER')) throw e; // a deposed leader stops; the new one resumes
-      failures++;
-      if (permanent || failures >= d.cfg.SEGMENT_ATTEMPTS) {
-        log.error({ err: errorMessage(e), attempt, failures }, 'segment failed');
-        throw isAppError(e) ? e : new AppError('TRANSCODE_FAILED', `segment ${seg.index} failed: ${errorMessage(e)}`);
-      }
-      d.metrics.retries.inc({ kind: 'segment' });
-      log.warn({ err: errorMessage(e), nodeId: node.id, attempt }, 'segment attempt failed; reassigning');
-      avoid.add(incarnation(node));
-      preferred = undefined;
-      // Free what the abandoned attempt left on that node (best effort, with a deadline).
-      // Not awaited: a dead or paused node must not delay the reassignment.
-      void callUnary(client, client.dropSegment, ref, d.cfg.RPC_TIMEOUT_MS, traceMetadata(t.jobId)).catch(() => undefined);
-      await sleep(Math.min(2_000, 100 * 2 ** failures), signal);
-    } finally {
-      stealing?.close();
-      d.registry.off('removed', onRemoved);
-      d.registry.off('unreachable', onUnreachable);
-      signal.removeEventListener('abort', onOuter);
-      d.load.set(node.id, Math.max(0, (d.load.get(node.id) ?? 1) - 1));
-      d.metrics.segmentsInFlight.dec();
+    if (!ran) {
+      await transfer(client, ref, t, d, attemptAbort.signal);
+      s.seg = { ...s.seg, state: 'TRANSCODING' };
+      const transcoding = s.seg;
+      await withEtcdRetry('record transfer', () => d.store.putSegment(t.jobId, transcoding, 'transfer verified', t.fence), { ...etcdRetry, signal: attemptAbort.signal });
+      await runRemote(client, ref, ownerRevision, task, d, attemptAbort.signal);
     }
+    // The whole segment was released to move to an idle node: a new attempt there.
+    const movedTo = stealing?.movedTo();
+    if (movedTo) throw new SegmentMoved(movedTo);
+    // Chunks released to helpers: done when they are (a failed helper leaves them to a new attempt).
+    if (stealing && !(await stealing.settle(d.cfg.SEGMENT_NO_PROGRESS_MS))) {
+      throw new AppError('UNAVAILABLE', `segment ${s.seg.index}: chunks moved to another node were not done; the segment runs again for them`);
+    }
+    s.seg = { ...s.seg, state: 'DONE' };
+    const done = s.seg;
+    // The checkpoints already say every sub-segment is done: only the job's abort stops this.
+    await withEtcdRetry('record segment done', () => d.store.putSegment(t.jobId, done, 'all sub-segments done', t.fence), etcdRetry);
+  } catch (err) {
+    if (signal.aborted) throw signal.reason;
+    if (err instanceof SegmentMoved) throw err;
+    // An attempt aborted because its node left fails with the abort's reason (the stream's
+    // CANCELLED says nothing), unless the node had already reported the segment's own failure.
+    const e = attemptAbort.signal.aborted && !isAppError(err, 'TRANSCODE_FAILED') ? (attemptAbort.signal.reason as unknown) : err;
+    throw asAppError(e, { what: `segment ${s.seg.index}`, unknown: { code: 'TRANSCODE_FAILED', retryable: true } });
+  } finally {
+    stealing?.close();
+    d.registry.off('removed', onRemoved);
+    d.registry.off('unreachable', onUnreachable);
+    signal.removeEventListener('abort', onOuter);
+    d.load.set(node.id, Math.max(0, (d.load.get(node.id) ?? 1) - 1));
+    d.metrics.segmentsInFlight.dec();
   }
 }
 
@@ -240,29 +286,39 @@ class SegmentMoved extends Error {
   }
 }
 
-/** Streams the segment to the node, resuming from the offset it already holds. */
+/**
+ * Streams the segment to the node, resuming from the offset it already holds. A broken stream is
+ * retried on the same node (the retry policy, up to 5 tries): it asks the node what it holds and
+ * sends the rest.
+ */
 async function transfer(client: NodeAgentClient, ref: SegmentRef, task: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
   const t = await task.source();
-  for (let tries = 0; ; tries++) {
-    const st: TransferStatus = await callUnary(client, client.getTransfer, ref, d.cfg.RPC_TIMEOUT_MS, traceMetadata(task.jobId), signal);
-    if (st.complete) return;
-    const from = Math.min(st.receivedBytes, t.bytes);
-    try {
-      const call = openClientStream<SegmentChunk, TransferStatus>((cb) => client.putSegment(traceMetadata(task.jobId), deadline(d.cfg.SEGMENT_TRANSFER_TIMEOUT_MS), cb), signal);
-      const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: t.bytes, sha256: '', crc32: t.crc32 });
-      if (from >= t.bytes) call.stream.write(msg(from, Buffer.alloc(0)));
-      else await sendFileChunks(call.stream, t.file, from, msg, { signal: call.signal, onSent: () => undefined });
-      d.metrics.bytesStreamed.inc(t.bytes - from);
-      call.stream.end();
-      const res = await call.result;
-      if (res.complete) return;
-    } catch (err) {
-      // A full node stays full: its segment goes elsewhere at once (dispatchSegment reassigns).
-      if (signal.aborted || tries >= 4 || isAppError(err, 'NO_SPACE') || (isAppError(err) && !err.retryable && err.code !== 'UNAVAILABLE' && err.code !== 'CANCELLED')) throw err;
-      d.metrics.retries.inc({ kind: 'transfer' });
-      await sleep(200 * 2 ** tries, signal);
-    }
-  }
+  await retry(
+    async () => {
+      for (;;) {
+        const st: TransferStatus = await callUnary(client, client.getTransfer, ref, d.cfg.RPC_TIMEOUT_MS, traceMetadata(task.jobId), signal);
+        if (st.complete) return;
+        const from = Math.min(st.receivedBytes, t.bytes);
+        const call = openClientStream<SegmentChunk, TransferStatus>((cb) => client.putSegment(traceMetadata(task.jobId), deadline(d.cfg.SEGMENT_TRANSFER_TIMEOUT_MS), cb), signal);
+        const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: t.bytes, sha256: '', crc32: t.crc32 });
+        if (from >= t.bytes) call.stream.write(msg(from, Buffer.alloc(0)));
+        else await sendFileChunks(call.stream, t.file, from, msg, { signal: call.signal, onSent: () => undefined });
+        d.metrics.bytesStreamed.inc(t.bytes - from);
+        call.stream.end();
+        if ((await call.result).complete) return;
+      }
+    },
+    {
+      attempts: 5,
+      baseMs: 200,
+      maxMs: 3_200,
+      signal,
+      // The error's marker decides; but a full node stays full, so a NO_SPACE (retryable: on
+      // another node) goes to dispatchSegment at once, which moves the segment.
+      isRetryable: (e) => asAppError(e, { unknown: { code: 'UNAVAILABLE', retryable: true } }).retryable && !isAppError(e, 'NO_SPACE'),
+      onRetry: () => d.metrics.retries.inc({ kind: 'transfer' }),
+    },
+  );
 }
 
 /**

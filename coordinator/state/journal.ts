@@ -1,7 +1,6 @@
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from '../../common/logger.js';
-import { retry } from '../../common/retry.js';
-import { isTransientS3Error, s3Status } from '../../common/s3-client.js';
+import { s3Send, s3Status } from '../../common/s3-client.js';
 import type { JobSpec, JobResult } from '../../proto/gen/tessera/v1/types.js';
 import type { JobRecord, JobStateName } from './job-model.js';
 
@@ -75,10 +74,10 @@ export class Journal {
   private async put(key: string, body: unknown): Promise<void> {
     try {
       // A few seconds of retries: an accept waits for this before it answers.
-      await retry(
-        () => this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: JSON.stringify(body), ContentType: 'application/json' }), { abortSignal: AbortSignal.timeout(10_000) }),
-        { attempts: 4, baseMs: 200, maxMs: 2_000, isRetryable: isTransientS3Error },
-      );
+      await s3Send('PutObject', (opts) => this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: JSON.stringify(body), ContentType: 'application/json' }), opts), {
+        timeoutMs: 10_000,
+        attempts: 4,
+      });
     } catch (err) {
       this.failures++;
       this.onFailure();
@@ -90,7 +89,7 @@ export class Journal {
 /** Reads one JSON object from S3 (journal entries, backup descriptions); undefined when absent. */
 export async function readJsonObject<T>(s3: S3Client, bucket: string, key: string): Promise<T | undefined> {
   try {
-    const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    const res = await s3Send('GetObject', () => s3.send(new GetObjectCommand({ Bucket: bucket, Key: key })));
     return JSON.parse(await res.Body!.transformToString()) as T;
   } catch (err) {
     if (s3Status(err) === 404 || (err as { name?: string }).name === 'NoSuchKey') return undefined;

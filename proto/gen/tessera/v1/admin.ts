@@ -1061,6 +1061,55 @@ export const GetJobDetailRequest: MessageFns<GetJobDetailRequest> = {
 };
 
 /** Operator API; requires the admin scope. */
+export type AdminDefinition = typeof AdminDefinition;
+export const AdminDefinition = {
+  name: "Admin",
+  fullName: "tessera.v1.Admin",
+  methods: {
+    listNodes: {
+      name: "ListNodes",
+      requestType: ListNodesRequest as typeof ListNodesRequest,
+      requestStream: false,
+      responseType: ListNodesResponse as typeof ListNodesResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+    getClusterStatus: {
+      name: "GetClusterStatus",
+      requestType: GetClusterStatusRequest as typeof GetClusterStatusRequest,
+      requestStream: false,
+      responseType: ClusterStatus as typeof ClusterStatus,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+    drainNode: {
+      name: "DrainNode",
+      requestType: DrainNodeRequest as typeof DrainNodeRequest,
+      requestStream: false,
+      responseType: NodeInfo as typeof NodeInfo,
+      responseStream: false,
+      options: { idempotencyLevel: "IDEMPOTENT" },
+    },
+    undrainNode: {
+      name: "UndrainNode",
+      requestType: DrainNodeRequest as typeof DrainNodeRequest,
+      requestStream: false,
+      responseType: NodeInfo as typeof NodeInfo,
+      responseStream: false,
+      options: { idempotencyLevel: "IDEMPOTENT" },
+    },
+    getJobDetail: {
+      name: "GetJobDetail",
+      requestType: GetJobDetailRequest as typeof GetJobDetailRequest,
+      requestStream: false,
+      responseType: Job as typeof Job,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+  },
+} as const;
+
+/** Operator API; requires the admin scope. */
 export type AdminService = typeof AdminService;
 export const AdminService = {
   listNodes: {

@@ -2026,6 +2026,69 @@ export const DropSegmentResponse: MessageFns<DropSegmentResponse> = {
 };
 
 /** Served by every node agent; called by the leading coordinator. */
+export type NodeAgentDefinition = typeof NodeAgentDefinition;
+export const NodeAgentDefinition = {
+  name: "NodeAgent",
+  fullName: "tessera.v1.NodeAgent",
+  methods: {
+    getTransfer: {
+      name: "GetTransfer",
+      requestType: SegmentRef as typeof SegmentRef,
+      requestStream: false,
+      responseType: TransferStatus as typeof TransferStatus,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+    /**
+     * Segment bytes in chunks of at most 1 MiB at contiguous offsets, starting at the
+     * offset GetTransfer reported (resume).
+     */
+    putSegment: {
+      name: "PutSegment",
+      requestType: SegmentChunk as typeof SegmentChunk,
+      requestStream: true,
+      responseType: TransferStatus as typeof TransferStatus,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * Transcodes a received segment; streams progress until the segment is done. The work does
+     * not depend on the stream: a broken stream (a leader that died) leaves it running, and a call
+     * with the same ref and owner revision re-attaches to it. Only DropSegment, a newer owner
+     * revision, or a fenced checkpoint write stops it.
+     */
+    runSegment: {
+      name: "RunSegment",
+      requestType: RunSegmentRequest as typeof RunSegmentRequest,
+      requestStream: false,
+      responseType: SegmentEvent as typeof SegmentEvent,
+      responseStream: true,
+      options: {},
+    },
+    dropSegment: {
+      name: "DropSegment",
+      requestType: SegmentRef as typeof SegmentRef,
+      requestStream: false,
+      responseType: DropSegmentResponse as typeof DropSegmentResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "IDEMPOTENT" },
+    },
+    /**
+     * Work stealing: the owner of a running segment gives up chunks it has not started (they go to
+     * an idle node). Answers the chunks actually released: a chunk that started meanwhile stays.
+     */
+    releaseChunks: {
+      name: "ReleaseChunks",
+      requestType: ReleaseChunksRequest as typeof ReleaseChunksRequest,
+      requestStream: false,
+      responseType: ReleaseChunksResponse as typeof ReleaseChunksResponse,
+      responseStream: false,
+      options: {},
+    },
+  },
+} as const;
+
+/** Served by every node agent; called by the leading coordinator. */
 export type NodeAgentService = typeof NodeAgentService;
 export const NodeAgentService = {
   getTransfer: {

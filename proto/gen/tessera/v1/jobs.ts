@@ -1148,8 +1148,87 @@ export const ListJobsResponse: MessageFns<ListJobsResponse> = {
 };
 
 /** The client API. Served by every coordinator; only the leader schedules. */
+export type JobServiceDefinition = typeof JobServiceDefinition;
+export const JobServiceDefinition = {
+  name: "JobService",
+  fullName: "tessera.v1.JobService",
+  methods: {
+    /**
+     * Idempotent only when spec.idempotency_key is set (a repeat answers the same job); without
+     * one every call makes a new job, so no idempotency_level here: clients retry it only with a key.
+     */
+    submitJob: {
+      name: "SubmitJob",
+      requestType: SubmitJobRequest as typeof SubmitJobRequest,
+      requestStream: false,
+      responseType: SubmitJobResponse as typeof SubmitJobResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * First message carries the spec (input_uri ignored), the rest carry bytes at contiguous offsets.
+     * Keyed by its resume_id (the job's idempotency key when the spec has none): clients retry it
+     * with the same resume_id, which resumes the upload and answers the same job.
+     */
+    uploadAndSubmit: {
+      name: "UploadAndSubmit",
+      requestType: UploadChunk as typeof UploadChunk,
+      requestStream: true,
+      responseType: SubmitJobResponse as typeof SubmitJobResponse,
+      responseStream: false,
+      options: {},
+    },
+    getJob: {
+      name: "GetJob",
+      requestType: GetJobRequest as typeof GetJobRequest,
+      requestStream: false,
+      responseType: Job as typeof Job,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+    watchJob: {
+      name: "WatchJob",
+      requestType: WatchJobRequest as typeof WatchJobRequest,
+      requestStream: false,
+      responseType: JobEvent as typeof JobEvent,
+      responseStream: true,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+    cancelJob: {
+      name: "CancelJob",
+      requestType: CancelJobRequest as typeof CancelJobRequest,
+      requestStream: false,
+      responseType: Job as typeof Job,
+      responseStream: false,
+      options: { idempotencyLevel: "IDEMPOTENT" },
+    },
+    listJobs: {
+      name: "ListJobs",
+      requestType: ListJobsRequest as typeof ListJobsRequest,
+      requestStream: false,
+      responseType: ListJobsResponse as typeof ListJobsResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+    /** How much of a resumable upload the cluster holds (UploadAndSubmit with a resume_id resumes there). */
+    getUpload: {
+      name: "GetUpload",
+      requestType: GetUploadRequest as typeof GetUploadRequest,
+      requestStream: false,
+      responseType: GetUploadResponse as typeof GetUploadResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+  },
+} as const;
+
+/** The client API. Served by every coordinator; only the leader schedules. */
 export type JobServiceService = typeof JobServiceService;
 export const JobServiceService = {
+  /**
+   * Idempotent only when spec.idempotency_key is set (a repeat answers the same job); without
+   * one every call makes a new job, so no idempotency_level here: clients retry it only with a key.
+   */
   submitJob: {
     path: "/tessera.v1.JobService/SubmitJob" as const,
     requestStream: false as const,
@@ -1159,7 +1238,11 @@ export const JobServiceService = {
     responseSerialize: (value: SubmitJobResponse): Buffer => Buffer.from(SubmitJobResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SubmitJobResponse => SubmitJobResponse.decode(value),
   },
-  /** First message carries the spec (input_uri ignored), the rest carry bytes at contiguous offsets. */
+  /**
+   * First message carries the spec (input_uri ignored), the rest carry bytes at contiguous offsets.
+   * Keyed by its resume_id (the job's idempotency key when the spec has none): clients retry it
+   * with the same resume_id, which resumes the upload and answers the same job.
+   */
   uploadAndSubmit: {
     path: "/tessera.v1.JobService/UploadAndSubmit" as const,
     requestStream: true as const,
@@ -1218,8 +1301,16 @@ export const JobServiceService = {
 } as const;
 
 export interface JobServiceServer extends UntypedServiceImplementation {
+  /**
+   * Idempotent only when spec.idempotency_key is set (a repeat answers the same job); without
+   * one every call makes a new job, so no idempotency_level here: clients retry it only with a key.
+   */
   submitJob: handleUnaryCall<SubmitJobRequest, SubmitJobResponse>;
-  /** First message carries the spec (input_uri ignored), the rest carry bytes at contiguous offsets. */
+  /**
+   * First message carries the spec (input_uri ignored), the rest carry bytes at contiguous offsets.
+   * Keyed by its resume_id (the job's idempotency key when the spec has none): clients retry it
+   * with the same resume_id, which resumes the upload and answers the same job.
+   */
   uploadAndSubmit: handleClientStreamingCall<UploadChunk, SubmitJobResponse>;
   getJob: handleUnaryCall<GetJobRequest, Job>;
   watchJob: handleServerStreamingCall<WatchJobRequest, JobEvent>;
@@ -1230,6 +1321,10 @@ export interface JobServiceServer extends UntypedServiceImplementation {
 }
 
 export interface JobServiceClient extends Client {
+  /**
+   * Idempotent only when spec.idempotency_key is set (a repeat answers the same job); without
+   * one every call makes a new job, so no idempotency_level here: clients retry it only with a key.
+   */
   submitJob(
     request: SubmitJobRequest,
     callback: (error: ServiceError | null, response: SubmitJobResponse) => void,
@@ -1245,7 +1340,11 @@ export interface JobServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SubmitJobResponse) => void,
   ): ClientUnaryCall;
-  /** First message carries the spec (input_uri ignored), the rest carry bytes at contiguous offsets. */
+  /**
+   * First message carries the spec (input_uri ignored), the rest carry bytes at contiguous offsets.
+   * Keyed by its resume_id (the job's idempotency key when the spec has none): clients retry it
+   * with the same resume_id, which resumes the upload and answers the same job.
+   */
   uploadAndSubmit(
     callback: (error: ServiceError | null, response: SubmitJobResponse) => void,
   ): ClientWritableStream<UploadChunk>;

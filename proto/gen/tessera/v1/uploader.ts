@@ -1301,6 +1301,40 @@ export const CleanupResponse: MessageFns<CleanupResponse> = {
 };
 
 /** Receives rendition parts, merges, zips, uploads to S3. */
+export type UploaderDefinition = typeof UploaderDefinition;
+export const UploaderDefinition = {
+  name: "Uploader",
+  fullName: "tessera.v1.Uploader",
+  methods: {
+    /** Part bytes at contiguous offsets; acknowledged only after they are durable on disk. */
+    putPart: {
+      name: "PutPart",
+      requestType: PartChunk as typeof PartChunk,
+      requestStream: true,
+      responseType: PartAck as typeof PartAck,
+      responseStream: false,
+      options: {},
+    },
+    finalize: {
+      name: "Finalize",
+      requestType: FinalizeRequest as typeof FinalizeRequest,
+      requestStream: false,
+      responseType: FinalizeEvent as typeof FinalizeEvent,
+      responseStream: true,
+      options: { idempotencyLevel: "IDEMPOTENT" },
+    },
+    cleanup: {
+      name: "Cleanup",
+      requestType: CleanupRequest as typeof CleanupRequest,
+      requestStream: false,
+      responseType: CleanupResponse as typeof CleanupResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "IDEMPOTENT" },
+    },
+  },
+} as const;
+
+/** Receives rendition parts, merges, zips, uploads to S3. */
 export type UploaderService = typeof UploaderService;
 export const UploaderService = {
   /** Part bytes at contiguous offsets; acknowledged only after they are durable on disk. */
