@@ -138,7 +138,8 @@ describe('etcd outages and restarts (one etcd member)', () => {
       // The restarted agent takes work: the next job puts a segment on it.
       const next = await t.client.wait((await t.client.submit({ inputUri: clip, ladder: LADDER })).jobId);
       await expectFrameExact(t, next, 360);
-      expect(next.segments.some((s) => s.nodeId === victim && s.state === 'SEGMENT_STATE_DONE')).toBe(true);
+      // Assigned a segment (the trail says so: with work stealing its segment may then move to a node with a free slot).
+      expect(next.history.some((h) => h.scope.startsWith('segment/') && h.nodeId === victim)).toBe(true);
       const boot = logLines(t.dir, victim)
         .filter((l) => l.msg === 'joined the cluster')
         .at(-1);
