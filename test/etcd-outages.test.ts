@@ -135,7 +135,8 @@ describe('etcd outages and restarts (one etcd member)', () => {
       await expectFrameExact(t, job, 360);
       // The old incarnation's segment was reassigned (its work fenced off), not lost.
       expect(job.history.some((h) => h.reason.startsWith('reassigned') && h.atMs >= killedAt)).toBe(true);
-      // The restarted agent takes work: the next job puts a segment on it.
+      // The restarted agent takes work: once it is ready again, the next job puts a segment on it.
+      await expect.poll(async () => (await t.client.listNodes()).find((n) => n.id === victim)?.state, { timeout: 20_000, interval: 100 }).toBe('ready');
       const next = await t.client.wait((await t.client.submit({ inputUri: clip, ladder: LADDER })).jobId);
       await expectFrameExact(t, next, 360);
       // Assigned a segment (the trail says so: with work stealing its segment may then move to a node with a free slot).
