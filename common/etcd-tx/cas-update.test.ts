@@ -1,7 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { startEtcdServer, type EtcdServer } from '../../test/etcd-server.js';
-import { randomKeys } from '../../test/support/etcd-fixtures.js';
+import { randomKeys, useEtcd } from '../../test/support/etcd-fixtures.js';
 import { casUpdate } from './cas-update.js';
 import { compareHolds, leaderFenceCompare, type LeaderFence } from './compare.js';
 
@@ -9,18 +8,14 @@ const counter = z.looseObject({ n: z.number().int(), by: z.array(z.string()) });
 type Counter = z.infer<typeof counter>;
 
 describe('casUpdate (real etcd)', () => {
-  let e: EtcdServer;
+  const e = useEtcd();
   const keys = randomKeys();
   const key = (name: string): string => `${keys.prefix}cas/${name}`;
   let fence: LeaderFence;
 
   beforeAll(async () => {
-    e = await startEtcdServer();
     await e.client.put(keys.election()).value('me');
     fence = { key: keys.election(), createRevision: (await e.client.get(keys.election()).exec()).kvs[0]!.create_revision };
-  });
-  afterAll(async () => {
-    await e?.stop();
   });
 
   const bump =

@@ -1,21 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcdServer, type EtcdServer } from '../../test/etcd-server.js';
-import { randomKeys } from '../../test/support/etcd-fixtures.js';
+import { describe, expect, it } from 'vitest';
+import { randomKeys, useEtcd } from '../../test/support/etcd-fixtures.js';
 import type { CheckpointRecord } from '../records.js';
 import { SegmentFence } from '../segment-fence.js';
 import { ownerHolds, readCheckpoint, updateCheckpointFenced, type SegmentAttempt } from './fenced-checkpoint.js';
 
 describe('fenced checkpoint (real etcd)', () => {
-  let e: EtcdServer;
+  const e = useEtcd();
   const keys = randomKeys();
   let n = 0;
-
-  beforeAll(async () => {
-    e = await startEtcdServer();
-  });
-  afterAll(async () => {
-    await e?.stop();
-  });
 
   /** Assigns a fresh segment to `nodeId` as the coordinator does; its owner key's mod revision is the token. */
   const assign = async (jobId: string, segment: number, nodeId: string, attempt: number): Promise<SegmentAttempt> => {

@@ -1,19 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcdServer, type EtcdServer } from '../../test/etcd-server.js';
-import { becomeLeader, depose, randomKeys } from '../../test/support/etcd-fixtures.js';
+import { describe, expect, it } from 'vitest';
+import { becomeLeader, depose, randomKeys, useEtcd } from '../../test/support/etcd-fixtures.js';
 import { leaderFenceCompare, ownerFenceCompare } from './compare.js';
 import { fencedPut, fencedWrite } from './fenced-put.js';
 
 describe('fencedPut (real etcd)', () => {
-  let e: EtcdServer;
+  const e = useEtcd();
   const keys = randomKeys();
-
-  beforeAll(async () => {
-    e = await startEtcdServer();
-  });
-  afterAll(async () => {
-    await e?.stop();
-  });
 
   it('writes under the current leader term and answers the revision it wrote at', async () => {
     const fence = await becomeLeader(e.client, keys);

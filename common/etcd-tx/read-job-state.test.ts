@@ -1,18 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcdServer, type EtcdServer } from '../../test/etcd-server.js';
-import { randomKeys } from '../../test/support/etcd-fixtures.js';
+import { describe, expect, it } from 'vitest';
+import { randomKeys, useEtcd } from '../../test/support/etcd-fixtures.js';
 import { isFinished, readJobState } from '../job-state.js';
 
 describe('readJobState (real etcd)', () => {
-  let e: EtcdServer;
+  const e = useEtcd();
   const keys = randomKeys();
-
-  beforeAll(async () => {
-    e = await startEtcdServer();
-  });
-  afterAll(async () => {
-    await e?.stop();
-  });
 
   it('reads the working record first, then history, else GONE', async () => {
     await e.client.put(keys.job('live')).value(JSON.stringify({ id: 'live', state: 'RUNNING' }));

@@ -1,23 +1,18 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcdServer, type EtcdServer } from '../../test/etcd-server.js';
-import { becomeLeader, depose, queuedJob, randomKeys, plannedFields } from '../../test/support/etcd-fixtures.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { becomeLeader, depose, queuedJob, randomKeys, plannedFields, useEtcd } from '../../test/support/etcd-fixtures.js';
 import type { JobRecord, SegmentRecord } from './job-model.js';
 import { JobStore, type LeaderFence } from './job-store.js';
 
 /** JobStore.putSegment's group commit: writes for one job queue behind the one in flight and go together. */
 describe('JobStore group commit (real etcd)', () => {
-  let e: EtcdServer;
+  const e = useEtcd();
   const keys = randomKeys();
   let store: JobStore;
   let fence: LeaderFence;
 
   beforeAll(async () => {
-    e = await startEtcdServer();
     store = new JobStore(e.client, keys, 1_000);
     fence = await becomeLeader(e.client, keys);
-  });
-  afterAll(async () => {
-    await e?.stop();
   });
 
   const running = async (): Promise<JobRecord> => {

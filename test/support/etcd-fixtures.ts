@@ -1,10 +1,40 @@
 import { randomUUID } from 'node:crypto';
 import type { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll } from 'vitest';
+import { startEtcdServer, type EtcdServer } from '../etcd-server.js';
 import type { LeaderFence } from '../../common/etcd-tx/compare.js';
 import { Keys } from '../../common/keys.js';
 import { asJobRecord, specHash, type JobPlan, type JobRecord, type JobRecordDraft } from '../../coordinator/state/job-model.js';
 import { stageName } from '../../coordinator/state/transactions/job-writes.js';
 import { JobResult, JobSpec, PlannedRendition, SourceInfo } from '../../proto/gen/tessera/v1/types.js';
+
+/**
+ * One real etcd for the describe block that calls it (started before its tests, stopped after);
+ * hooks the block registers later run after the start. Read `client` inside tests and hooks.
+ */
+export function useEtcd(): EtcdServer {
+  let server: EtcdServer | undefined;
+  beforeAll(async () => {
+    server = await startEtcdServer();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+  const started = (): EtcdServer => {
+    if (!server) throw new Error('etcd is not started: useEtcd() serves the tests and hooks of its describe block');
+    return server;
+  };
+  return {
+    get endpoint() {
+      return started().endpoint;
+    },
+    get client() {
+      return started().client;
+    },
+    restart: () => started().restart(),
+    stop: () => started().stop(),
+  };
+}
 
 /** A key schema under a prefix of its own, so test files never see each other's keys. */
 export function randomKeys(): Keys {

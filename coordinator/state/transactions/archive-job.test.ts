@@ -1,22 +1,14 @@
 import { JobResult } from '../../../proto/gen/tessera/v1/types.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcdServer, type EtcdServer } from '../../../test/etcd-server.js';
-import { queuedJob, randomKeys, plannedFields } from '../../../test/support/etcd-fixtures.js';
+import { describe, expect, it } from 'vitest';
+import { queuedJob, randomKeys, plannedFields, useEtcd } from '../../../test/support/etcd-fixtures.js';
 import type { HistoryRecord, JobRecord } from '../job-model.js';
 import { archiveJob } from './archive-job.js';
 import { createJob } from './create-job.js';
 import { updateJob } from './update-job.js';
 
 describe('archiveJob (real etcd)', () => {
-  let e: EtcdServer;
+  const e = useEtcd();
   const keys = randomKeys();
-
-  beforeAll(async () => {
-    e = await startEtcdServer();
-  });
-  afterAll(async () => {
-    await e?.stop();
-  });
 
   const job = async (state: JobRecord['state']): Promise<JobRecord> => {
     const rec = queuedJob(keys, { spec: { inputUri: 's3://in/secret.mp4?X-Amz-Signature=abc' } });

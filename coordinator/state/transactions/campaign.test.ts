@@ -1,20 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcdServer, type EtcdServer } from '../../../test/etcd-server.js';
-import { randomKeys } from '../../../test/support/etcd-fixtures.js';
+import { describe, expect, it } from 'vitest';
+import { randomKeys, useEtcd } from '../../../test/support/etcd-fixtures.js';
 import { leaderFenceCompare } from '../../../common/etcd-tx/compare.js';
 import { fencedPut } from '../../../common/etcd-tx/fenced-put.js';
 import { campaign } from './campaign.js';
 
 describe('campaign (real etcd)', () => {
-  let e: EtcdServer;
+  const e = useEtcd();
   const keys = randomKeys();
-
-  beforeAll(async () => {
-    e = await startEtcdServer();
-  });
-  afterAll(async () => {
-    await e?.stop();
-  });
 
   it('elects the first candidate (its fence is the key create revision), answers held to the next, and hands over when the lease goes', async () => {
     const la = e.client.lease(30, { autoKeepAlive: false });

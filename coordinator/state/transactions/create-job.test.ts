@@ -1,19 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcdServer, type EtcdServer } from '../../../test/etcd-server.js';
-import { queuedJob, randomKeys } from '../../../test/support/etcd-fixtures.js';
+import { describe, expect, it } from 'vitest';
+import { queuedJob, randomKeys, useEtcd } from '../../../test/support/etcd-fixtures.js';
 import { JobStore } from '../job-store.js';
 import { createJob } from './create-job.js';
 
 describe('createJob (real etcd)', () => {
-  let e: EtcdServer;
+  const e = useEtcd();
   const keys = randomKeys();
-
-  beforeAll(async () => {
-    e = await startEtcdServer();
-  });
-  afterAll(async () => {
-    await e?.stop();
-  });
 
   it('writes the record, its queue entry and its state entry in one transaction', async () => {
     const rec = queuedJob(keys);

@@ -1,20 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcdServer, type EtcdServer } from '../../../test/etcd-server.js';
-import { queuedJob, randomKeys } from '../../../test/support/etcd-fixtures.js';
+import { describe, expect, it } from 'vitest';
+import { queuedJob, randomKeys, useEtcd } from '../../../test/support/etcd-fixtures.js';
 import { toHistoryRecord, type HistoryRecord } from '../job-model.js';
 import { JobStore } from '../job-store.js';
 import { dropHistoryRecord } from './drop-history.js';
 
 describe('dropHistoryRecord (real etcd)', () => {
-  let e: EtcdServer;
+  const e = useEtcd();
   const keys = randomKeys();
-
-  beforeAll(async () => {
-    e = await startEtcdServer();
-  });
-  afterAll(async () => {
-    await e?.stop();
-  });
 
   const archived = async (idem: string, finishedAtMs = 1000): Promise<HistoryRecord> => {
     const rec = queuedJob(keys, { state: 'SUCCEEDED', finishedAtMs, spec: { idempotencyKey: idem } });

@@ -1,7 +1,6 @@
 import { JobResult } from '../../../proto/gen/tessera/v1/types.js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcdServer, type EtcdServer } from '../../../test/etcd-server.js';
-import { becomeLeader, depose, queuedJob, randomKeys, plannedFields } from '../../../test/support/etcd-fixtures.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { becomeLeader, depose, queuedJob, randomKeys, plannedFields, useEtcd } from '../../../test/support/etcd-fixtures.js';
 import type { LeaderFence } from '../../../common/etcd-tx/compare.js';
 import type { CheckpointRecord } from '../../../common/records.js';
 import { JobStore } from '../job-store.js';
@@ -11,16 +10,12 @@ import { reopenSubSegments } from './reopen-sub-segments.js';
 import { updateJob } from './update-job.js';
 
 describe('reopenSubSegments (real etcd)', () => {
-  let e: EtcdServer;
+  const e = useEtcd();
   const keys = randomKeys();
   let fence: LeaderFence;
 
   beforeAll(async () => {
-    e = await startEtcdServer();
     fence = await becomeLeader(e.client, keys);
-  });
-  afterAll(async () => {
-    await e?.stop();
   });
 
   /** A FINALIZING job whose segments 0 and 1 are DONE with sub-segments 0..2 each in their checkpoints. */

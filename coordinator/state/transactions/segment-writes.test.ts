@@ -1,6 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcdServer, type EtcdServer } from '../../../test/etcd-server.js';
-import { becomeLeader, depose, queuedJob, randomKeys, plannedFields } from '../../../test/support/etcd-fixtures.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { becomeLeader, depose, queuedJob, randomKeys, plannedFields, useEtcd } from '../../../test/support/etcd-fixtures.js';
 import type { LeaderFence } from '../../../common/etcd-tx/compare.js';
 import type { JobRecord, SegmentRecord } from '../job-model.js';
 import { createJob } from './create-job.js';
@@ -8,16 +7,12 @@ import { commitSegmentWrites } from './segment-writes.js';
 import { updateJob } from './update-job.js';
 
 describe('commitSegmentWrites / assign-owner (real etcd)', () => {
-  let e: EtcdServer;
+  const e = useEtcd();
   const keys = randomKeys();
   let fence: LeaderFence;
 
   beforeAll(async () => {
-    e = await startEtcdServer();
     fence = await becomeLeader(e.client, keys);
-  });
-  afterAll(async () => {
-    await e?.stop();
   });
 
   const running = async (): Promise<JobRecord> => {

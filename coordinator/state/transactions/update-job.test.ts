@@ -1,6 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEtcdServer, type EtcdServer } from '../../../test/etcd-server.js';
-import { becomeLeader, depose, queuedJob, randomKeys } from '../../../test/support/etcd-fixtures.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { becomeLeader, depose, queuedJob, randomKeys, useEtcd } from '../../../test/support/etcd-fixtures.js';
 import type { LeaderFence } from '../../../common/etcd-tx/compare.js';
 import { JobStore } from '../job-store.js';
 import type { JobRecord } from '../job-model.js';
@@ -8,16 +7,12 @@ import { createJob } from './create-job.js';
 import { updateJob } from './update-job.js';
 
 describe('updateJob (real etcd)', () => {
-  let e: EtcdServer;
+  const e = useEtcd();
   const keys = randomKeys();
   let fence: LeaderFence;
 
   beforeAll(async () => {
-    e = await startEtcdServer();
     fence = await becomeLeader(e.client, keys);
-  });
-  afterAll(async () => {
-    await e?.stop();
   });
 
   const submit = async (o: Parameters<typeof queuedJob>[1] = {}): Promise<JobRecord> => {
