@@ -1,13 +1,14 @@
+import { open } from 'node:fs/promises';
 import type { JobSpec, PlannedRendition, SourceInfo } from '../../proto/gen/tessera/v1/types.js';
 import { AppError } from '../../common/errors.js';
 import { decoderPixelCap } from '../../transcoder/ffmpeg-limits.js';
-import { demuxerFor } from '../../transcoder/ffprobe.js';
+import { demuxerFor, isRangedInput } from '../../transcoder/ffprobe.js';
 import { keyframeTimes, readPacketSummary, type PacketSummary } from '../../transcoder/keyframes.js';
 import { ladderNotes, resolveLadder } from '../../transcoder/ladder.js';
 import { probeMedia, type MediaInfo } from '../../transcoder/probe.js';
 import { segmentFrameCounts, type InputOptions } from '../../transcoder/split.js';
 import type { CoordinatorConfig } from '../config.js';
-import { gateInput } from '../input/input-gate.js';
+import { gateInput, sniffReference } from '../input/input-gate.js';
 import type { ConstantRatePlan, JobPlan, KeyframeGridPlan, PlannedCut } from '../state/job-model.js';
 import { rateWindows } from './part-spans.js';
 import { capacityWeights, planFrameSegments, planSegments, type PlanNode } from '../scheduling/plan.js';
@@ -38,6 +39,25 @@ export function checkLimits(m: MediaInfo, cfg: CoordinatorConfig): void {
 /** The largest picture a decoder may allocate (`-max_pixels`): the gate's size limit. */
 export function maxPixelsOf(cfg: CoordinatorConfig): number {
   return decoderPixelCap(cfg.MAX_WIDTH, cfg.MAX_HEIGHT);
+}
+
+/** Playlists and other reference formats are refused before ffprobe ever opens them. */
+export async function refuseReferences(path: string): Promise<void> {
+  if (isRangedInput(path)) {
+    const res = await fetch(path, { headers: { range: 'bytes=0-511' }, signal: AbortSignal.timeout(30_000) });
+    const what = sniffReference(Buffer.from(await res.arrayBuffer()).subarray(0, 512));
+    if (what) throw new AppError('UNSUPPORTED_FORMAT', `the input is ${what}: playlists and files that point at other files are not accepted; send the media file itself`);
+    return;
+  }
+  const fh = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(512);
+    const { bytesRead } = await fh.read(head, 0, head.length, 0);
+    const what = sniffReference(head.subarray(0, bytesRead));
+    if (what) throw new AppError('UNSUPPORTED_FORMAT', `the input is ${what}: playlists and files that point at other files are not accepted; send the media file itself`);
+  } finally {
+    await fh.close();
+  }
 }
 
 /** What reading the input tells: its streams, its packets and how it is presented. */

@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, open, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { jobLogFields, traceMetadata } from '../../common/trace.js';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -17,7 +17,6 @@ import type { FinalizeEvent, PartRef } from '../../proto/gen/tessera/v1/uploader
 import type { JobResult } from '../../proto/gen/tessera/v1/types.js';
 import { type SourcePlan } from './source-plan.js';
 import { constantRateSpans, partSpans } from './part-spans.js';
-import { isRangedInput } from '../../transcoder/ffprobe.js';
 import { extractAudio, splitFrameCuts, splitVideo } from '../../transcoder/split.js';
 import { sendPart } from '../../uploader/part-client.js';
 import type { CoordinatorConfig } from '../config.js';
@@ -26,7 +25,7 @@ import type { JobStore, LeaderFence, ResumeFacts } from '../state/job-store.js';
 import type { CoordinatorMetrics } from '../metrics.js';
 import type { NodeRegistry, NodeView } from '../state/node-registry.js';
 import { fits, jobPlacement, whyNoNode, type Placement } from '../../common/placement.js';
-import { examineInput, planJob } from './job-preparation.js';
+import { examineInput, planJob, refuseReferences } from './job-preparation.js';
 import { ProgressTracker } from './progress.js';
 import { dispatchSegment, type DispatchDeps, type SegmentSource } from './segment-dispatch.js';
 import type { WorkStealer } from '../scheduling/work-stealing.js';
@@ -37,7 +36,6 @@ import { GOP_SECONDS } from '../../transcoder/ffmpeg-args.js';
 import { stageInput } from '../input/input.js';
 import { ensureRoom, neverFits } from '../../common/staging-space.js';
 import { outboundPolicy } from '../input/safe-http.js';
-import { sniffReference } from '../input/input-gate.js';
 
 export interface RunnerDeps {
   cfg: CoordinatorConfig;
@@ -772,25 +770,6 @@ class LostPartsError extends AppError {
     cause: AppError,
   ) {
     super('FAILED_PRECONDITION', cause.message, { cause, retryable: false });
-  }
-}
-
-/** Playlists and other reference formats are refused before ffprobe ever opens them. */
-export async function refuseReferences(path: string): Promise<void> {
-  if (isRangedInput(path)) {
-    const res = await fetch(path, { headers: { range: 'bytes=0-511' }, signal: AbortSignal.timeout(30_000) });
-    const what = sniffReference(Buffer.from(await res.arrayBuffer()).subarray(0, 512));
-    if (what) throw new AppError('UNSUPPORTED_FORMAT', `the input is ${what}: playlists and files that point at other files are not accepted; send the media file itself`);
-    return;
-  }
-  const fh = await open(path, 'r');
-  try {
-    const head = Buffer.alloc(512);
-    const { bytesRead } = await fh.read(head, 0, head.length, 0);
-    const what = sniffReference(head.subarray(0, bytesRead));
-    if (what) throw new AppError('UNSUPPORTED_FORMAT', `the input is ${what}: playlists and files that point at other files are not accepted; send the media file itself`);
-  } finally {
-    await fh.close();
   }
 }
 
