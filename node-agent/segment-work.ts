@@ -126,6 +126,44 @@ export class ChunkControl {
 }
 
 /**
+ * How much of a segment's file is decoded but not shown (s): the lead-in before its first shown
+ * frame and the lead-out after its last. Exact with a constant-rate window; otherwise estimated
+ * from the frame counts at the segment's mean rate. Pure.
+ */
+export function shownSpan(req: Pick<SegmentWorkRequest, 'fps' | 'leadInFrames' | 'leadOutFrames' | 'constantRate'>, durationSec: number): { headSec: number; tailSec: number } {
+  const cr = req.constantRate;
+  const perFrame = req.fps > 0 ? 1 / req.fps : 0;
+  const headSec = cr ? Math.max(0, cr.startSec - cr.originSec) : Math.max(0, req.leadInFrames) * perFrame;
+  const tailSec = cr ? Math.max(0, cr.originSec + durationSec - cr.endSec) : Math.max(0, req.leadOutFrames) * perFrame;
+  return { headSec: Math.min(headSec, durationSec), tailSec: Math.min(tailSec, Math.max(0, durationSec - headSec)) };
+}
+
+/**
+ * Where one segment's file is cut into chunks (s from its start, 0 and its duration included): at
+ * its keyframes, one balanced piece per worker up to slots × MAX_CHUNK_SEC, bounded chunks beyond.
+ * Chunks are balanced over what the segment shows: the decoded lead-in before its first frame and
+ * the lead-out after its last are nobody's share, so every chunk shows at least
+ * MIN_SUB_SEGMENT_SEC (one showing less than an output frame at a lower frame_rate could not be
+ * made). Pure.
+ */
+export function chunkBoundaries(
+  req: Pick<SegmentWorkRequest, 'fps' | 'leadInFrames' | 'leadOutFrames' | 'constantRate'>,
+  kf: { keyframes: readonly number[]; durationSec: number },
+  o: Pick<SegmentWorkDeps, 'slots' | 'maxChunkSec' | 'minSubSegmentSec'>,
+): number[] {
+  const { headSec, tailSec } = shownSpan(req, kf.durationSec);
+  const shownSec = kf.durationSec - headSec - tailSec;
+  if (!(shownSec > 0)) return [0, kf.durationSec];
+  const inner = kf.keyframes.map((k) => k - headSec).filter((k) => k > 0 && k < shownSec);
+  const chunks = Math.ceil(shownSec / o.maxChunkSec);
+  const cuts =
+    chunks > o.slots
+      ? planChunks(inner, shownSec, chunks, o.minSubSegmentSec)
+      : planCuts({ keyframes: inner, durationSec: shownSec, weights: Array.from({ length: o.slots }, () => 1), minSegmentSec: o.minSubSegmentSec });
+  return [0, ...cuts.slice(0, -1).map((c) => c.endSec + headSec), kf.durationSec];
+}
+
+/**
  * Transcodes one segment on this node: cuts it into sub-segments on keyframes (boundaries from
  * the checkpoint when an earlier attempt chose them), runs one ffmpeg per sub-segment that is not
  * yet done on the local worker pool, hands every rendition part to the uploader, and records each
@@ -166,18 +204,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     cp = { boundaries: [0, req.frames / req.fps], done: [], transcodedByAttempt: {} };
   } else if (!cp || cp.boundaries.length < 2) {
     const kf = await deps.media.keyframes(req.segmentPath, facts, signal);
-    // Up to slots × MAX_CHUNK_SEC: one balanced piece per worker; longer: bounded chunks.
-    const chunks = Math.ceil(kf.durationSec / deps.maxChunkSec);
-    const cuts =
-      chunks > deps.slots
-        ? planChunks(kf.keyframes, kf.durationSec, chunks, deps.minSubSegmentSec)
-        : planCuts({
-            keyframes: kf.keyframes,
-            durationSec: kf.durationSec,
-            weights: Array.from({ length: deps.slots }, () => 1),
-            minSegmentSec: deps.minSubSegmentSec,
-          });
-    cp = { boundaries: [0, ...cuts.map((c) => c.endSec)], done: [], transcodedByAttempt: {} };
+    cp = { boundaries: chunkBoundaries(req, kf, deps), done: [], transcodedByAttempt: {} };
   }
   const planned = cp;
   if (!recorded && !helper && planned.boundaries.length - 1 > deps.slots) {
