@@ -24,6 +24,9 @@ import { isValidBucketName } from '../common/s3-client.js';
  * s3rver's own on-disk layout (`<dir>/<bucket>/._S3rver_uploads/<uploadId>/{key,metadata,N,N.md5}`):
  * it answers AbortMultipartUpload, ListParts and ListMultipartUploads, and answers UploadPart and
  * CompleteMultipartUpload for an unknown or aborted upload with 404 NoSuchUpload, as S3 does.
+ * Stock s3rver ignores Content-MD5; here, as on S3, a PutObject or UploadPart whose stored bytes
+ * have another MD5 is answered 400 BadDigest (the object just stored is deleted again; a part is
+ * left to be overwritten by the retry).
  * The shim's requests skip s3rver's authentication (s3rver does not verify V4 signatures anyway;
  * it only requires the access key id "S3RVER").
  */
@@ -73,6 +76,7 @@ export async function startLocalS3(opts: LocalS3Options): Promise<LocalS3> {
   });
   // Koa composes app.middleware when the HTTP server starts, so this runs before s3rver's router.
   if (opts.emulateMultipart ?? true) server.middleware.unshift(multipartShim(server));
+  server.middleware.unshift(contentMd5Check(server));
   let address;
   try {
     address = await server.run();
@@ -104,6 +108,22 @@ export async function startLocalS3(opts: LocalS3Options): Promise<LocalS3> {
 type Ctx = S3rver['middleware'][number] extends (ctx: infer C, next: never) => unknown ? C : never;
 
 const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+/** Content-MD5 checked against what was stored (s3rver answers the stored bytes' MD5 as the ETag). */
+function contentMd5Check(server: S3rver): S3rver['middleware'][number] {
+  return async (ctx, next) => {
+    const sent = ctx.method === 'PUT' ? ctx.get('content-md5') : '';
+    await next();
+    if (!sent || ctx.status !== 200) return;
+    const stored = ctx.response.get('ETag').replace(/"/g, '');
+    const expected = Buffer.from(sent, 'base64').toString('hex');
+    if (!stored || stored === expected) return;
+    const route = parsePath(ctx.path);
+    if (route?.key !== undefined && ctx.query.uploadId === undefined) await server.store.deleteObject(route.bucket, route.key).catch(() => undefined);
+    ctx.remove('ETag');
+    s3Error(ctx, 400, 'BadDigest', 'The Content-MD5 you specified did not match what we received.');
+  };
+}
 
 function multipartShim(server: S3rver): S3rver['middleware'][number] {
   return async (ctx, next) => {

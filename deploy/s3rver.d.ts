@@ -9,6 +9,10 @@ declare module 's3rver' {
     status: number;
     body: unknown;
     type: string;
+    /** A request header ('' when absent). */
+    get(field: string): string;
+    response: { get(field: string): string };
+    remove(field: string): void;
   }
 
   type S3rverMiddleware = (ctx: S3rverKoaContext, next: () => Promise<void>) => unknown;
@@ -33,7 +37,7 @@ declare module 's3rver' {
     /** Koa's middleware array; composed when the HTTP server starts (run()). */
     middleware: S3rverMiddleware[];
     /** The filesystem store (internal API, stable in the unmaintained 3.x line). */
-    store: { getResourcePath(bucket: string, key: string | undefined, resource: string): string };
+    store: { getResourcePath(bucket: string, key: string | undefined, resource: string): string; deleteObject(bucket: string, key: string): Promise<void> };
     httpServer?: import('node:http').Server;
     run(): Promise<import('node:net').AddressInfo>;
     close(): Promise<void>;

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateMultipartUploadCommand, GetObjectCommand, HeadObjectCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -201,6 +201,18 @@ describe('uploadFileMultipart', () => {
     const e = await failure(uploadFileMultipart(base('jobs/single-bad.zip', bad, { fileSha256: otherSha, singlePutMaxBytes: fileBytes })));
     expect(e).toMatchObject({ code: 'CHECKSUM_MISMATCH', retryable: false });
     await expect(s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: 'jobs/single-bad.zip' }))).rejects.toThrow();
+  });
+
+  it('sends a writer-hashed MD5 as Content-MD5 without reading the file first; the server refuses bytes that differ', async () => {
+    const md5 = createHash('md5').update(await readFile(file)).digest('base64');
+    const res = await uploadFileMultipart(base('jobs/single-md5.zip', memStore(), { singlePutMaxBytes: fileBytes, fileMd5Base64: md5 }));
+    expect(res).toMatchObject({ bytes: fileBytes, partsSent: 0, resumed: false });
+    expect(await download(s3, 'jobs/single-md5.zip')).toEqual({ sha: fileSha, bytes: fileBytes, meta: { sha256: fileSha } });
+    // An MD5 of other bytes (the file changed after it was hashed): S3 refuses the PutObject.
+    const other = createHash('md5').update('something else').digest('base64');
+    const e = await failure(uploadFileMultipart(base('jobs/single-md5-bad.zip', memStore(), { singlePutMaxBytes: fileBytes, fileMd5Base64: other })));
+    expect(e).toMatchObject({ retryable: false });
+    await expect(s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: 'jobs/single-md5-bad.zip' }))).rejects.toThrow();
   });
 
   it('resumes after a crash, sending only the missing parts', async () => {

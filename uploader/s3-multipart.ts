@@ -53,6 +53,12 @@ export interface UploadFileOptions {
   filePath: string;
   /** Lowercase hex sha256 of the file; verified while reading and stored as `x-amz-meta-sha256`. */
   fileSha256: string;
+  /**
+   * The file's MD5 (base64), hashed from the very bytes the caller wrote, in the same pass as
+   * `fileSha256` (writeZip). A single PutObject then sends it as Content-MD5 without reading the
+   * file first: S3 refuses any other bytes, so the object is still exactly what was hashed.
+   */
+  fileMd5Base64?: string;
   /** Default 8 MiB; at least 5 MiB (S3's minimum for all but the last part); raised so parts ≤ 10,000. */
   partSize?: number;
   store: MultipartStateStore;
@@ -350,11 +356,8 @@ class UploadRun {
     return unquote(res.ETag ?? '');
   }
 
-  /**
-   * The whole file as one PutObject: read once to check it against fileSha256 (and for its
-   * Content-MD5, which the server checks), then streamed; a retry streams it again.
-   */
-  async putWhole(fileBytes: number): Promise<string> {
+  /** Reads the whole file: its sha256 must be the one named; answers its MD5 (base64). */
+  private async verifiedMd5(fileBytes: number): Promise<string> {
     const sha = createHash('sha256');
     const md5 = createHash('md5');
     let bytes = 0;
@@ -371,7 +374,16 @@ class UploadRun {
     if (bytes !== fileBytes || digest !== this.o.fileSha256) {
       throw this.mark(new AppError('CHECKSUM_MISMATCH', `${this.o.filePath} has sha256 ${digest} (${bytes} bytes), expected ${this.o.fileSha256} (${fileBytes} bytes)`, { retryable: false }));
     }
-    const contentMd5 = md5.digest('base64');
+    return md5.digest('base64');
+  }
+
+  /**
+   * The whole file as one PutObject, with its Content-MD5 (which the server checks): the caller's
+   * MD5 from the pass that wrote the file, or else the file read once to check it against
+   * fileSha256 and hash it. Then streamed; a retry streams it again.
+   */
+  async putWhole(fileBytes: number): Promise<string> {
+    const contentMd5 = this.o.fileMd5Base64 ?? (await this.verifiedMd5(fileBytes));
     const res = await this.call(`PutObject ${this.target}`, this.partTimeoutMs, (abortSignal) =>
       this.o.client.send(
         new PutObjectCommand({

@@ -250,7 +250,7 @@ export class UploaderService {
     if (prior.result) return prior.result; // finalize is idempotent
 
     const zipPath = join(this.d.stagingDir, req.jobId, 'out', `${req.jobId}.zip`);
-    const { zip, renditions, streaming } = await this.archive(req, zipPath, progress, signal);
+    const { zip, renditions, streaming, fresh } = await this.archive(req, zipPath, progress, signal);
     progress('upload', 0.7);
     const uploadStarted = Date.now();
     const noZip = streaming !== undefined && req.packaging?.noZip === true;
@@ -262,6 +262,9 @@ export class UploaderService {
           key: req.key,
           filePath: zipPath,
           fileSha256: zip.sha256,
+          // Built by this call: its MD5 was hashed from the bytes as they were written (a kept
+          // archive is read and checked against its sha256 first).
+          ...(fresh && zip.md5Base64 ? { fileMd5Base64: zip.md5Base64 } : {}),
           partSize: this.d.partSizeBytes,
           singlePutMaxBytes: this.d.singlePutMaxBytes ?? 0,
           store: this.etcdStore(req.jobId),
@@ -318,11 +321,11 @@ export class UploaderService {
     zipPath: string,
     progress: (stage: string, p: number) => void,
     signal: AbortSignal,
-  ): Promise<{ zip: { bytes: number; sha256: string }; renditions: RenditionResult[]; streaming?: StreamingFacts | undefined }> {
+  ): Promise<{ zip: { bytes: number; sha256: string; md5Base64?: string }; renditions: RenditionResult[]; streaming?: StreamingFacts | undefined; fresh: boolean }> {
     const facts = `${zipPath}.json`;
     try {
       const saved = JSON.parse(await readFile(facts, 'utf8')) as { zip: { bytes: number; sha256: string }; renditions: RenditionResult[]; streaming?: StreamingFacts };
-      if ((await stat(zipPath)).size === saved.zip.bytes) return saved;
+      if ((await stat(zipPath)).size === saved.zip.bytes) return { zip: { bytes: saved.zip.bytes, sha256: saved.zip.sha256 }, renditions: saved.renditions, streaming: saved.streaming, fresh: false };
     } catch {
       // no complete archive yet: build it
     }
@@ -349,17 +352,23 @@ export class UploaderService {
     );
     const missing = named.filter((_, i) => sizes[i] === undefined);
     // Each part as its fenced checkpoint recorded it: one replaced or damaged since it was
-    // acknowledged (a stray PutPart under its name, a bad disk) is dropped and made again.
-    const damaged = await this.partsNotMatching(named.filter((p, i) => sizes[i] !== undefined && p.sha256));
-    if (damaged.length > 0) {
-      this.d.log.warn({ jobId: req.jobId, parts: damaged.map(partFileName) }, 'parts differ from their checkpoint hash; they will be made again');
-      await Promise.all(damaged.map((p) => rm(join(this.d.stagingDir, partFileName(p)), { force: true })));
-      missing.push(...damaged);
-    }
-    if (missing.length > 0) {
-      this.d.log.warn({ jobId: req.jobId, missing: missing.length, of: named.length }, 'parts missing at finalize');
-      throw new PartsMissingError(missing);
-    }
+    // acknowledged (a stray PutPart under its name, a bad disk) is dropped and made again. Hashed
+    // while the renditions merge (the merge's result is only used when every part matched).
+    const verified = this.partsNotMatching(named.filter((p, i) => sizes[i] !== undefined && p.sha256));
+    verified.catch(() => undefined);
+    const refuseDamaged = async (): Promise<void> => {
+      const damaged = await verified;
+      if (damaged.length > 0) {
+        this.d.log.warn({ jobId: req.jobId, parts: damaged.map(partFileName) }, 'parts differ from their checkpoint hash; they will be made again');
+        await Promise.all(damaged.map((p) => rm(join(this.d.stagingDir, partFileName(p)), { force: true })));
+        missing.push(...damaged);
+      }
+      if (missing.length > 0) {
+        this.d.log.warn({ jobId: req.jobId, missing: missing.length, of: named.length }, 'parts missing at finalize');
+        throw new PartsMissingError(missing);
+      }
+    };
+    if (missing.length > 0) await refuseDamaged();
     // Room for what the merge writes before it starts: the merged renditions and the archive hold
     // the parts' bytes twice (three times with streaming segments). Never fits: STAGING_TOO_SMALL;
     // not now: NO_SPACE (retried with backoff while other archives are pushed and deleted).
@@ -373,12 +382,10 @@ export class UploaderService {
     const source = req.source;
     // Frames every rendition must have: the presented source frames (× 2 when fields became frames).
     const expectedFrames = req.expectedFrames > 0 ? req.expectedFrames : (source?.frames ?? 0);
-    const renditions: RenditionResult[] = [];
-    const files: { name: string; path: string }[] = [];
 
     // Renditions merge in parallel: each is a stream copy, bound by I/O more than CPU.
     let merged = 0;
-    const built = await Promise.all(
+    const merging = Promise.all(
       req.renditions.map(async (r) => {
         const refs = req.parts.filter((p) => p.rendition === r.name);
         const parts = refs.map((p) => join(this.d.stagingDir, partFileName(p)));
@@ -386,37 +393,64 @@ export class UploaderService {
         const file = `${r.name}.${container}`;
         const outPath = join(outDir, file);
         await mergeRendition({ parts, durations, audio, container, outPath, listDir: join(jobDir, 'parts'), signal });
-        const [{ frames, durationSec }, digest] = await Promise.all([countFrames(outPath, { format: container === 'mkv' ? 'matroska' : 'mov' }), fileDigest(outPath)]);
-        if (expectedFrames > 0 && frames !== expectedFrames) {
-          throw new AppError('INTERNAL', `rendition ${r.name} has ${frames} frames but ${expectedFrames} were expected from the source`);
-        }
         progress('merge', (++merged / req.renditions.length) * 0.6);
-        const result: RenditionResult = {
-          name: r.name,
-          file,
-          width: r.width,
-          height: r.height,
-          codec: r.codec,
-          videoBitrateKbps: r.videoBitrateKbps,
-          durationSec: Math.round(durationSec * 1000) / 1000,
-          frames,
-          bytes: digest.bytes,
-          sha256: digest.hex,
-        };
-        return { result, file: { name: file, path: outPath } };
+        return { name: file, path: outPath };
       }),
     );
-    renditions.push(...built.map((b) => b.result));
-    files.push(...built.map((b) => b.file));
-    const audioFacts = await Promise.all(audio.map(async (a) => ({ a, d: await streamDurations(a.path, { format: 'mov' }) })));
+    const [mergedOk] = await Promise.allSettled([merging]);
+    // A damaged part outranks a merge failure (it is likely the cause): the parts are made again.
+    await refuseDamaged();
+    if (mergedOk.status === 'rejected') throw mergedOk.reason;
+    const files = mergedOk.value;
+    // Every rendition is counted (it must have every source frame) and the audio measured while
+    // the archive is written: the manifest, its last entry, waits for them.
+    const counted = Promise.all(
+      files.map(async (f, i) => {
+        const c = await countFrames(f.path, { format: container === 'mkv' ? 'matroska' : 'mov', signal });
+        if (expectedFrames > 0 && c.frames !== expectedFrames) {
+          throw new AppError('INTERNAL', `rendition ${req.renditions[i]!.name} has ${c.frames} frames but ${expectedFrames} were expected from the source`);
+        }
+        return c;
+      }),
+    );
+    const audioMeasured = Promise.all(audio.map(async (a) => ({ a, d: await streamDurations(a.path, { format: 'mov', signal }) })));
+    counted.catch(() => undefined);
+    audioMeasured.catch(() => undefined);
+    let renditions: RenditionResult[] = [];
+    let streaming: StreamingFacts | undefined;
+    const manifestOf = async (digests: readonly { bytes: number; sha256: string }[]): Promise<string> => {
+      const [counts, audioFacts] = await Promise.all([counted, audioMeasured]);
+      renditions = req.renditions.map((r, i) => ({
+        name: r.name,
+        file: files[i]!.name,
+        width: r.width,
+        height: r.height,
+        codec: r.codec,
+        videoBitrateKbps: r.videoBitrateKbps,
+        durationSec: Math.round(counts[i]!.durationSec * 1000) / 1000,
+        frames: counts[i]!.frames,
+        bytes: digests[i]!.bytes,
+        sha256: digests[i]!.sha256,
+      }));
+      const timings = { ...(req.timingsJson ? (JSON.parse(req.timingsJson) as Record<string, number>) : {}), mergeMs: Date.now() - started };
+      return buildManifest({
+        tessera: { version: VERSION, jobId: req.jobId, createdAt: new Date().toISOString() },
+        source,
+        container,
+        renditions,
+        audio: audioFacts.map(({ a, d }) => ({ codec: 'aac', language: a.language || 'und', title: a.title, channels: a.channels, durationSec: Math.round((d.audioSec ?? 0) * 1000) / 1000 })),
+        timings,
+        notes: [...req.notes],
+        ...(streaming ? { streaming: streamingManifest(streaming) } : {}),
+      });
+    };
     // Adaptive streaming (HLS/DASH): CMAF segments cut from the merged renditions by stream copy.
     const formats = (req.packaging?.formats ?? []).filter((f): f is StreamFormat => f === 'hls' || f === 'dash');
-    let streaming: StreamingFacts | undefined;
     if (formats.length > 0) {
       const packStarted = Date.now();
       progress('package', 0.6);
       streaming = await packageStreams({
-        renditions: built.map((b, i) => ({ name: b.result.name, path: b.file.path, width: req.renditions[i]!.width, height: req.renditions[i]!.height })),
+        renditions: files.map((f, i) => ({ name: req.renditions[i]!.name, path: f.path, width: req.renditions[i]!.width, height: req.renditions[i]!.height })),
         audio: audio.map((a) => ({ language: a.language, title: a.title, channels: a.channels })),
         formats,
         segmentSec: req.packaging?.segmentSec || 2,
@@ -426,35 +460,27 @@ export class UploaderService {
       });
       this.d.log.info({ jobId: req.jobId, formats, files: streaming.files.length, packageMs: Date.now() - packStarted }, 'streaming output packaged');
     }
-    const timings = { ...(req.timingsJson ? (JSON.parse(req.timingsJson) as Record<string, number>) : {}), mergeMs: Date.now() - started };
-    const manifest = buildManifest({
-      tessera: { version: VERSION, jobId: req.jobId, createdAt: new Date().toISOString() },
-      source,
-      container,
-      renditions,
-      audio: audioFacts.map(({ a, d }) => ({ codec: 'aac', language: a.language || 'und', title: a.title, channels: a.channels, durationSec: Math.round((d.audioSec ?? 0) * 1000) / 1000 })),
-      timings,
-      notes: [...req.notes],
-      ...(streaming ? { streaming: streamingManifest(streaming) } : {}),
-    });
     if (streaming && req.packaging?.noZip) {
       // Streaming output only: no zip; manifest.json goes beside the segments (and is the result).
+      const digests = await Promise.all(files.map(async (f) => fileDigest(f.path).then((d) => ({ bytes: d.bytes, sha256: d.hex }))));
       const path = join(jobDir, 'stream', 'manifest.json');
-      await writeFile(path, manifest);
+      await writeFile(path, await manifestOf(digests));
       const d = await fileDigest(path);
       streaming.files.push({ name: 'manifest.json', path, bytes: d.bytes, sha256: d.hex, contentType: 'application/json', cacheControl: 'public, max-age=60' });
       const none = { bytes: 0, sha256: '' };
       await writeFile(`${facts}.tmp`, JSON.stringify({ zip: none, renditions, streaming }));
       await rename(`${facts}.tmp`, facts);
-      return { zip: none, renditions, streaming };
+      return { zip: none, renditions, streaming, fresh: true };
     }
     progress('zip', 0.65);
     const zipStarted = Date.now();
-    const zip = await writeZip(zipPath, [...files.map((f) => ({ name: f.name, path: f.path })), { name: 'manifest.json', content: manifest }], { signal });
-    this.d.log.info({ jobId: req.jobId, mergeMs: timings.mergeMs, zipMs: Date.now() - zipStarted, bytes: zip.bytes }, 'archive built');
-    await writeFile(`${facts}.tmp`, JSON.stringify({ zip, renditions, streaming }));
+    // Each rendition's SHA-256 is hashed as the zip copies it (one read of every byte).
+    const zip = await writeZip(zipPath, [...files, { name: 'manifest.json', content: (written) => manifestOf(written) }], { signal, entryDigests: true });
+    this.d.log.info({ jobId: req.jobId, mergeMs: zipStarted - started, zipMs: Date.now() - zipStarted, bytes: zip.bytes }, 'archive built');
+    const archived = { zip: { bytes: zip.bytes, sha256: zip.sha256, md5Base64: zip.md5Base64 }, renditions, streaming };
+    await writeFile(`${facts}.tmp`, JSON.stringify(archived));
     await rename(`${facts}.tmp`, facts);
-    return { zip, renditions, streaming };
+    return { ...archived, fresh: true };
   }
 
   /**

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, utimes, writeFile } from 'node:fs/promises';
@@ -6,7 +7,7 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import yauzl from 'yauzl';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isAppError } from '../common/errors.js';
+import { AppError, isAppError } from '../common/errors.js';
 import { extractZip, readZipEntries, writeZip, type ZipEntry } from './zip.js';
 
 let dir: string;
@@ -90,6 +91,9 @@ function handMadeZip(files: { name: string; data: Buffer; mode?: number }[]): Bu
   return Buffer.concat([...locals, cd, eocd]);
 }
 
+/** Python's zipfile reads the archive (checking every CRC) and lists name, size, CRC-32 and method. */
+const PY_LIST = 'import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\nfor i in z.infolist(): print(i.filename, i.file_size, i.CRC, i.compress_type)';
+
 describe('writeZip', () => {
   it('round-trips through yauzl, in STORE mode, with the sha256 of the written bytes', async () => {
     const out = join(dir, 'rt', 'job.zip');
@@ -98,6 +102,7 @@ describe('writeZip', () => {
     const bytes = await readFile(out);
     expect(res.bytes).toBe(bytes.length);
     expect(res.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
+    expect(res.md5Base64).toBe(createHash('md5').update(bytes).digest('base64'));
     expect(progress).toBe(bytes.length);
 
     const got = await readZipEntries(out);
@@ -119,6 +124,62 @@ describe('writeZip', () => {
     }
     // nothing but the archive is left in the folder (the temporary file was renamed)
     expect(await readdir(join(dir, 'rt'))).toEqual(['job.zip']);
+  });
+
+  it('is read by Info-ZIP and Python as well as yauzl, with each entry’s CRC-32', async () => {
+    const out = join(dir, 'interop.zip');
+    await writeZip(out, entries());
+    // `unzip -t` checks every entry's CRC-32 against its bytes.
+    expect(execFileSync('unzip', ['-t', out]).toString()).toMatch(/No errors detected/);
+    const listed = execFileSync('python3', ['-c', PY_LIST, out]).toString().trim().split('\n');
+    expect(listed).toEqual([`720p.mp4 ${videoBytes.length} ${crc32(videoBytes)} 0`, 'manifest.json 27 ' + crc32('{"tessera":{"version":"1"}}') + ' 0', 'empty.bin 0 0 0', `raw.bin 4 ${crc32(Buffer.from([0, 1, 2, 255]))} 0`]);
+  });
+
+  it('writes ZIP64 sizes and offsets past its threshold (4 GiB; lowered here), and every reader follows them', async () => {
+    const out = join(dir, 'zip64.zip');
+    const res = await writeZip(out, entries(), { zip64From: 0 });
+    const bytes = await readFile(out);
+    expect(res.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
+    // the ZIP64 end of central directory record and its locator are there
+    expect(bytes.includes(Buffer.from([0x50, 0x4b, 0x06, 0x06]))).toBe(true);
+    expect(bytes.includes(Buffer.from([0x50, 0x4b, 0x06, 0x07]))).toBe(true);
+    const got = await readZipEntries(out);
+    expect(got.get('720p.mp4')!.equals(videoBytes)).toBe(true);
+    expect([...got.get('raw.bin')!]).toEqual([0, 1, 2, 255]);
+    expect(execFileSync('unzip', ['-t', out]).toString()).toMatch(/No errors detected/);
+    const listed = execFileSync('python3', ['-c', PY_LIST, out]).toString().trim().split('\n');
+    expect(listed[0]).toBe(`720p.mp4 ${videoBytes.length} ${crc32(videoBytes)} 0`);
+    expect(listed).toHaveLength(4);
+  });
+
+  it('makes a last entry from the digests of those before it, hashed as they were copied', async () => {
+    const out = join(dir, 'lazy.zip');
+    let seen: readonly { name: string; bytes: number; sha256: string }[] = [];
+    const res = await writeZip(
+      out,
+      [
+        { name: '720p.mp4', path: video },
+        {
+          name: 'manifest.json',
+          content: async (written) => {
+            seen = [...written];
+            await new Promise((r) => setTimeout(r, 20)); // e.g. waiting for checks running beside
+            return JSON.stringify(written);
+          },
+        },
+      ],
+      { entryDigests: true },
+    );
+    const videoSha = createHash('sha256').update(videoBytes).digest('hex');
+    expect(seen).toEqual([{ name: '720p.mp4', bytes: videoBytes.length, sha256: videoSha }]);
+    expect(res.entries.map((e) => e.name)).toEqual(['720p.mp4', 'manifest.json']);
+    const got = await readZipEntries(out);
+    expect(JSON.parse(got.get('manifest.json')!.toString())).toEqual([{ name: '720p.mp4', bytes: videoBytes.length, sha256: videoSha }]);
+    expect(res.entries[1]!.sha256).toBe(createHash('sha256').update(got.get('manifest.json')!).digest('hex'));
+    // A failing maker fails the archive and leaves nothing behind.
+    const failed = join(dir, 'lazy-failed', 'x.zip');
+    await rejects(writeZip(failed, [{ name: 'a.bin', path: video }, { name: 'm.json', content: () => Promise.reject(new AppError('INTERNAL', 'a rendition lacks frames')) }]), 'INTERNAL');
+    expect(await readdir(join(dir, 'lazy-failed'))).toEqual([]);
   });
 
   it('gives the same bytes for the same input, whatever the files’ dates', async () => {
