@@ -1,5 +1,5 @@
 import type { TranscodeOutput } from '../transcoder/ffmpeg-args.js';
-import { readKeyframes, readPacketSummary, type PacketSummary } from '../transcoder/keyframes.js';
+import { keyframeTimes, readPacketSummary, type PacketSummary } from '../transcoder/keyframes.js';
 import { countFrames } from '../transcoder/probe.js';
 import { SEGMENT_DEMUXER, splitFrameCuts, splitVideo, type InputOptions } from '../transcoder/split.js';
 import type { FfmpegLimits } from '../transcoder/ffmpeg-limits.js';
@@ -74,12 +74,21 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
     ...(o.maxPixels !== undefined ? { maxPixels: o.maxPixels } : {}),
     ...(o.limits ? { limits: o.limits } : {}),
   };
+  // The packet scan that found a segment's keyframes also serves its split (one ffprobe, not two).
+  const scanned = new Map<string, PacketSummary>();
   return {
-    keyframes: (segmentPath, _facts, signal) => readKeyframes(segmentPath, { signal, ...seg }),
+    keyframes: async (segmentPath, _facts, signal) => {
+      const summary = await readPacketSummary(segmentPath, { signal, ...seg });
+      scanned.clear(); // one segment's scan at a time: its split follows at once
+      scanned.set(segmentPath, summary);
+      return keyframeTimes(summary);
+    },
     packets: (segmentPath, signal) => readPacketSummary(segmentPath, { signal, ...seg }),
     splitFrames: (segmentPath, dir, cuts, totalPackets, signal) => splitFrameCuts(segmentPath, dir, cuts, totalPackets, { signal, ...seg }),
     split: async (segmentPath, dir, cutPoints, _facts, signal) => {
-      const files = await splitVideo(segmentPath, dir, cutPoints, { signal, ...seg });
+      const packets = scanned.get(segmentPath);
+      scanned.delete(segmentPath);
+      const files = await splitVideo(segmentPath, dir, cutPoints, { signal, ...seg, ...(packets ? { packets } : {}) });
       // Every chunk is counted from its own file (the agent checks the sum against the plan), two
       // at a time: a long segment has dozens of chunks, and as many ffprobes at once starved the
       // process (its etcd lease keep-alive included) of CPU.
