@@ -95,6 +95,15 @@ describe('shares by measured capacity', () => {
         { id: 'c', slots: 1 },
       ]),
     ).toEqual([20, 40, 20]);
+    // Equal machines measured a few per cent apart get equal shares; a real difference still counts.
+    expect(
+      capacityWeights([
+        { id: 'a', slots: 1, stats: { speedMps: 10.9 } },
+        { id: 'b', slots: 1, stats: { speedMps: 10 } },
+        { id: 'c', slots: 1, stats: { speedMps: 9.2 } },
+        { id: 'd', slots: 1, stats: { speedMps: 5 } },
+      ]),
+    ).toEqual([10, 10, 10, 5]);
     // 300 frames, keyframes only every 100: a keyframe cut could not split 100/200.
     const rows = parsePacketRows(Array.from({ length: 300 }, (_, i) => `pts_time=${(i / 30).toFixed(6)}|duration_time=0.033333|flags=${i % 100 === 0 ? 'K_' : '__'}`).join('\n'));
     const cuts = planFrameSegments({

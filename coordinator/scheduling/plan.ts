@@ -11,9 +11,17 @@ export interface PlanNode {
 }
 
 /**
+ * Measured speeds within this fraction of the median count as the median. Equal machines measure
+ * a few per cent apart from run to run (a chunk that shared its core with the coordinator's audio
+ * encode or a merge); shares that followed that noise made the job wait for whichever node was
+ * given the larger part (the overhead benchmark's second rounds took ~1 s longer than its first).
+ */
+export const SPEED_NOISE = 0.15;
+
+/**
  * Each node's capacity, the weight of its share: worker slots × measured speed per slot. A node
  * with no history yet counts at the median speed of those with one (its slots alone when none
- * has). Pure.
+ * has); a speed within SPEED_NOISE of the median counts as the median. Pure.
  */
 export function capacityWeights(nodes: readonly PlanNode[]): number[] {
   const known = nodes
@@ -23,7 +31,8 @@ export function capacityWeights(nodes: readonly PlanNode[]): number[] {
   const median = known.length ? known[Math.floor(known.length / 2)]! : 1;
   return nodes.map((n) => {
     const v = n.stats?.speedMps;
-    return Math.max(1, n.slots) * (v !== undefined && Number.isFinite(v) && v > 0 ? v : median);
+    const speed = v !== undefined && Number.isFinite(v) && v > 0 ? v : median;
+    return Math.max(1, n.slots) * (Math.abs(speed / median - 1) <= SPEED_NOISE ? median : speed);
   });
 }
 
