@@ -204,7 +204,9 @@ describe('uploadFileMultipart', () => {
   });
 
   it('sends a writer-hashed MD5 as Content-MD5 without reading the file first; the server refuses bytes that differ', async () => {
-    const md5 = createHash('md5').update(await readFile(file)).digest('base64');
+    const md5 = createHash('md5')
+      .update(await readFile(file))
+      .digest('base64');
     const res = await uploadFileMultipart(base('jobs/single-md5.zip', memStore(), { singlePutMaxBytes: fileBytes, fileMd5Base64: md5 }));
     expect(res).toMatchObject({ bytes: fileBytes, partsSent: 0, resumed: false });
     expect(await download(s3, 'jobs/single-md5.zip')).toEqual({ sha: fileSha, bytes: fileBytes, meta: { sha256: fileSha } });

@@ -132,7 +132,12 @@ describe('writeZip', () => {
     // `unzip -t` checks every entry's CRC-32 against its bytes.
     expect(execFileSync('unzip', ['-t', out]).toString()).toMatch(/No errors detected/);
     const listed = execFileSync('python3', ['-c', PY_LIST, out]).toString().trim().split('\n');
-    expect(listed).toEqual([`720p.mp4 ${videoBytes.length} ${crc32(videoBytes)} 0`, 'manifest.json 27 ' + crc32('{"tessera":{"version":"1"}}') + ' 0', 'empty.bin 0 0 0', `raw.bin 4 ${crc32(Buffer.from([0, 1, 2, 255]))} 0`]);
+    expect(listed).toEqual([
+      `720p.mp4 ${videoBytes.length} ${crc32(videoBytes)} 0`,
+      'manifest.json 27 ' + crc32('{"tessera":{"version":"1"}}') + ' 0',
+      'empty.bin 0 0 0',
+      `raw.bin 4 ${crc32(Buffer.from([0, 1, 2, 255]))} 0`,
+    ]);
   });
 
   it('writes ZIP64 sizes and offsets past its threshold (4 GiB; lowered here), and every reader follows them', async () => {
@@ -178,7 +183,13 @@ describe('writeZip', () => {
     expect(res.entries[1]!.sha256).toBe(createHash('sha256').update(got.get('manifest.json')!).digest('hex'));
     // A failing maker fails the archive and leaves nothing behind.
     const failed = join(dir, 'lazy-failed', 'x.zip');
-    await rejects(writeZip(failed, [{ name: 'a.bin', path: video }, { name: 'm.json', content: () => Promise.reject(new AppError('INTERNAL', 'a rendition lacks frames')) }]), 'INTERNAL');
+    await rejects(
+      writeZip(failed, [
+        { name: 'a.bin', path: video },
+        { name: 'm.json', content: () => Promise.reject(new AppError('INTERNAL', 'a rendition lacks frames')) },
+      ]),
+      'INTERNAL',
+    );
     expect(await readdir(join(dir, 'lazy-failed'))).toEqual([]);
   });
 

@@ -113,7 +113,7 @@ export async function writeZip(
   const emit = async (buf: Buffer): Promise<void> => {
     sha.update(buf);
     md5.update(buf);
-    for (let at = 0; at < buf.length; ) at += (await out!.write(buf, at, buf.length - at)).bytesWritten;
+    for (let at = 0; at < buf.length;) at += (await out!.write(buf, at, buf.length - at)).bytesWritten;
     offset += buf.length;
     opts.onProgress?.(offset);
   };
