@@ -53,8 +53,11 @@ export interface SubSegmentTranscode {
 export interface SegmentMedia {
   /** Keyframe times (s from the segment start, first 0) and the segment's duration (s). */
   keyframes(segmentPath: string, facts: SegmentFacts, signal: AbortSignal): Promise<{ keyframes: number[]; durationSec: number }>;
-  /** Cuts the segment at the interior boundaries (s) into files under `dir`, in play order. */
-  split(segmentPath: string, dir: string, cutPoints: number[], facts: SegmentFacts, signal: AbortSignal): Promise<SubSegmentFile[]>;
+  /**
+   * Cuts the segment at the interior boundaries (s) into files under `dir`, in play order. With
+   * `onFile`, each file may be handed over (counted) as soon as it is complete, before the rest.
+   */
+  split(segmentPath: string, dir: string, cutPoints: number[], facts: SegmentFacts, signal: AbortSignal, onFile?: (index: number, file: SubSegmentFile) => void): Promise<SubSegmentFile[]>;
   /** The segment's packets (presented times, keyframes): streaming jobs cut chunks at exact frames. Optional (the simulation has none). */
   packets?(segmentPath: string, signal: AbortSignal): Promise<PacketSummary>;
   /** Cuts packet ranges [fromPacket, toPacket) of the segment into files under `dir`, in order (ranges may share a GOP). */
@@ -85,23 +88,34 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
     },
     packets: (segmentPath, signal) => readPacketSummary(segmentPath, { signal, ...seg }),
     splitFrames: (segmentPath, dir, cuts, totalPackets, signal) => splitFrameCuts(segmentPath, dir, cuts, totalPackets, { signal, ...seg }),
-    split: async (segmentPath, dir, cutPoints, _facts, signal) => {
+    split: async (segmentPath, dir, cutPoints, _facts, signal, onFile) => {
       const packets = scanned.get(segmentPath);
       scanned.delete(segmentPath);
-      const files = await splitVideo(segmentPath, dir, cutPoints, { signal, ...seg, ...(packets ? { packets } : {}) });
-      // Every chunk is counted from its own file (the agent checks the sum against the plan), two
-      // at a time: a long segment has dozens of chunks, and as many ffprobes at once starved the
-      // process (its etcd lease keep-alive included) of CPU.
-      const out: SubSegmentFile[] = new Array<SubSegmentFile>(files.length);
-      let next = 0;
-      const worker = async (): Promise<void> => {
-        while (next < files.length) {
-          const i = next++;
-          out[i] = { path: files[i]!, ...(await countFrames(files[i]!, { ...seg, signal })) };
-        }
+      // Every chunk is counted from its own file (the agent checks the sum against the plan) as
+      // soon as the copy has closed it, two at a time: a long segment has dozens of chunks, and as
+      // many ffprobes at once starved the process (its etcd lease keep-alive included) of CPU.
+      const counted: Promise<SubSegmentFile>[] = [];
+      let running = 0;
+      const waiting: (() => void)[] = [];
+      const count = (i: number, path: string): void => {
+        if (counted[i]) return;
+        counted[i] = (async () => {
+          if (running >= 2) await new Promise<void>((r) => waiting.push(r));
+          running++;
+          try {
+            const f = { path, ...(await countFrames(path, { ...seg, signal })) };
+            onFile?.(i, f);
+            return f;
+          } finally {
+            running--;
+            waiting.shift()?.();
+          }
+        })();
+        counted[i].catch(() => undefined);
       };
-      await Promise.all([worker(), worker()]);
-      return out;
+      const files = await splitVideo(segmentPath, dir, cutPoints, { signal, ...seg, ...(packets ? { packets } : {}), onFile: count });
+      files.forEach((f, i) => count(i, f));
+      return Promise.all(files.map((_, i) => counted[i]!));
     },
     transcode: (input, outputs, t) =>
       transcodeToRenditions(input.path, outputs, {

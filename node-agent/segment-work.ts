@@ -221,35 +221,67 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   // 2. Cut again (stream copy) at the same boundaries: the same keyframes give the same
   //    sub-segments. One sub-segment is the segment itself, as the coordinator cut and counted it
   //    (no copy, no count: those took half a second before a 1080p segment's ffmpeg started).
-  let subFiles: SubSegmentFile[];
+  // Each chunk's file, counted. Keyframe cuts of a longer segment arrive one by one while the
+  // stream copy runs, and each chunk's ffmpeg starts as soon as its file is there (a 40-minute
+  // segment's copy takes a while); what they add up to is checked before any chunk is recorded.
+  const subFiles: (SubSegmentFile | undefined)[] = new Array<SubSegmentFile | undefined>(subCount);
+  const arrivals = Array.from({ length: subCount }, () => {
+    let resolve!: (f: SubSegmentFile) => void;
+    let reject!: (err: unknown) => void;
+    const promise = new Promise<SubSegmentFile>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    promise.catch(() => undefined); // a chunk nobody runs (done before, or a helper's) may fail unseen
+    return { promise, resolve, reject };
+  });
+  const arrived = (i: number, f: SubSegmentFile): void => {
+    if (i < 0 || i >= subCount || subFiles[i]) return;
+    subFiles[i] = f;
+    arrivals[i]!.resolve(f);
+  };
+  let cutting: Promise<SubSegmentFile[]>;
   if (frameChunks) {
     const subDir = join(req.workDir, 'subs');
     await rm(subDir, { recursive: true, force: true });
     await mkdir(subDir, { recursive: true });
     const paths = await deps.media.splitFrames!(req.segmentPath, subDir, frameChunks, req.frames, signal);
-    subFiles = frameChunks.map((c, i) => ({ path: paths[i]!, frames: c.frames, durationSec: c.durationSec }));
+    cutting = Promise.resolve(frameChunks.map((c, i) => ({ path: paths[i]!, frames: c.frames, durationSec: c.durationSec })));
   } else if (subCount === 1 && req.frames > 0 && req.fps > 0) {
-    subFiles = [{ path: req.segmentPath, frames: req.frames, durationSec: Math.max(boundaries[1]! - boundaries[0]!, req.frames / req.fps) }];
+    cutting = Promise.resolve([{ path: req.segmentPath, frames: req.frames, durationSec: Math.max(boundaries[1]! - boundaries[0]!, req.frames / req.fps) }]);
   } else {
     const subDir = join(req.workDir, 'subs');
     await rm(subDir, { recursive: true, force: true });
     await mkdir(subDir, { recursive: true });
-    subFiles = await deps.media.split(req.segmentPath, subDir, boundaries.slice(1, -1), facts, signal);
+    cutting = deps.media.split(req.segmentPath, subDir, boundaries.slice(1, -1), facts, signal, arrived);
   }
-  if (subFiles.length !== subCount) {
-    throw new AppError('INTERNAL', `split produced ${subFiles.length} sub-segments, expected ${subCount}`);
-  }
-  const subFrames = subFiles.map((f) => f.frames);
+  // Until a chunk's file is counted, its frames and length are estimated from its boundaries.
+  const estimate = (i: number): number => Math.max(0, Math.round((boundaries[i + 1]! - boundaries[i]!) * req.fps));
+  const subFrames = Array.from({ length: subCount }, (_, i) => cp!.done.find((d) => d.sub === i)?.frames ?? estimate(i));
   // What each sub-segment lasts (s): its outputs are capped in time and size from it.
-  const subSeconds = subFiles.map((f) => Math.max(f.durationSec, req.fps > 0 ? f.frames / req.fps : 0));
-  const framesTotal = subFrames.reduce((a, b) => a + b, 0);
-  // The coordinator derived the segment's frame count from its cut; what we cut must add up to it,
-  // or the renditions could not be frame-exact (deterministic: retrying elsewhere cannot help).
-  if (req.frames > 0 && framesTotal !== req.frames) {
-    throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment} holds ${framesTotal} frames after cutting, ${req.frames} were planned; the input cannot be cut frame-exactly`, {
-      retryable: false,
-    });
-  }
+  const subSeconds = Array.from({ length: subCount }, (_, i) => boundaries[i + 1]! - boundaries[i]!);
+  const framesTotal = req.frames > 0 ? req.frames : subFrames.reduce((a, b) => a + b, 0);
+  const cutChecked = cutting.then((files) => {
+    if (files.length !== subCount) throw new AppError('INTERNAL', `split produced ${files.length} sub-segments, expected ${subCount}`);
+    files.forEach((f, i) => arrived(i, f));
+    const total = files.reduce((a, f) => a + f.frames, 0);
+    // The coordinator derived the segment's frame count from its cut; what we cut must add up to it,
+    // or the renditions could not be frame-exact (deterministic: retrying elsewhere cannot help).
+    if (req.frames > 0 && total !== req.frames) {
+      throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment} holds ${total} frames after cutting, ${req.frames} were planned; the input cannot be cut frame-exactly`, {
+        retryable: false,
+      });
+    }
+  });
+  cutChecked.catch((err: unknown) => {
+    for (const a of arrivals) a.reject(err);
+  });
+  const fileOf = async (sub: number): Promise<SubSegmentFile> => {
+    const f = await Promise.race([arrivals[sub]!.promise, cutChecked.then(() => arrivals[sub]!.promise)]);
+    subFrames[sub] = f.frames;
+    subSeconds[sub] = Math.max(f.durationSec, req.fps > 0 ? f.frames / req.fps : 0);
+    return f;
+  };
 
   // A helper reports only its own chunks (the coordinator adds the owner's and the helpers').
   const doneSubs = new Set(helper ? [] : cp.done.map((d) => d.sub));
@@ -261,10 +293,13 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   // Longest first: the queue's tail is the shortest chunks, so workers finish together (and a
   // helper takes from the tail). A helper run does only its chunks. Known before the first event:
   // an empty queue with nothing running would read as an idle node.
-  const todo = subFiles
+  // Chunks within a tenth of the longest's length count as equally long: among them the earlier
+  // goes first (its file is cut first).
+  const step = Math.max(...subSeconds, 0) / 10 || 1;
+  const todo = subSeconds
     .map((_, i) => i)
     .filter((i) => !doneBefore.has(i) && (!helper || helper.includes(i)))
-    .sort((a, b) => (subSeconds[b] ?? 0) - (subSeconds[a] ?? 0) || a - b);
+    .sort((a, b) => Math.floor(subSeconds[b]! / step) - Math.floor(subSeconds[a]! / step) || a - b);
   control.queue = todo;
   const progress = (done = false): SegmentEvent => ({
     framesDone: framesDone.reduce((a, b) => a + b, 0),
@@ -341,7 +376,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   };
 
   const transcodeSub = async (sub: number, taskSignal: AbortSignal): Promise<void> => {
-    const input = subFiles[sub]!;
+    const input = await fileOf(sub);
     const grid = grids?.[sub];
     const keyframeGrid = keyframeGridOf(sub);
     // Progress in source frames: ffmpeg counts output frames, which a rate conversion changes.
@@ -405,6 +440,8 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     // RunSegment (a leader deposed by the same outage cancels it): it is fenced on our owner
     // revision, so it lands only if the segment is still ours, and a later attempt then finds
     // the sub-segment done instead of transcoding it again.
+    // Recorded only once the whole cut is known to add up to the planned frames.
+    await cutChecked;
     await withEtcdRetry(
       'write checkpoint',
       () =>
@@ -439,6 +476,8 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   const inner = new AbortController();
   setMaxListeners(0, inner.signal);
   const onOuter = (): void => inner.abort(signal.reason);
+  // A cut that fails (or does not add up) stops the chunks already running from its first files.
+  cutChecked.catch((err: unknown) => inner.abort(err));
   signal.addEventListener('abort', onOuter, { once: true });
   const ticker = setInterval(() => emit(progress()), 500);
   try {
@@ -457,6 +496,8 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
       // Prefer the root cause over the "aborted because a sibling failed" errors.
       throw signal.aborted ? signal.reason : (inner.signal.reason ?? failure.reason);
     }
+    // Every chunk may have been done before (a resumed segment): the cut is checked all the same.
+    await cutChecked;
     emit(progress(true));
     log.info({ subSegments: subCount, transcoded, released: control.released.size, helper: helper !== undefined }, helper ? 'helper run done' : 'segment done');
   } finally {

@@ -183,7 +183,7 @@ export async function splitVideo(
             .finally(() => {
               polling = false;
             });
-        }, 200)
+        }, 50)
       : undefined;
   try {
     await runFfmpeg(args, {
