@@ -263,7 +263,6 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   const framesTotal = req.frames > 0 ? req.frames : subFrames.reduce((a, b) => a + b, 0);
   const cutChecked = cutting.then((files) => {
     if (files.length !== subCount) throw new AppError('INTERNAL', `split produced ${files.length} sub-segments, expected ${subCount}`);
-    files.forEach((f, i) => arrived(i, f));
     const total = files.reduce((a, f) => a + f.frames, 0);
     // The coordinator derived the segment's frame count from its cut; what we cut must add up to it,
     // or the renditions could not be frame-exact (deterministic: retrying elsewhere cannot help).
@@ -272,6 +271,8 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
         retryable: false,
       });
     }
+    // Files not handed over while they were cut start now (a cut that does not add up starts none).
+    files.forEach((f, i) => arrived(i, f));
   });
   cutChecked.catch((err: unknown) => {
     for (const a of arrivals) a.reject(err);
