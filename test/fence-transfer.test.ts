@@ -19,7 +19,54 @@ import { WorkerPool } from '../transcoder/worker-pool.js';
 import { NodeAgentClient } from '../common/bulk-codec.js';
 import type { SegmentChunk, SegmentEvent, SegmentRef, TransferStatus } from '../proto/gen/tessera/v1/agent.js';
 import { makeSample } from '../deploy/sample.js';
+import { AppError } from '../common/errors.js';
 import { startTestCluster, type TestCluster } from './helpers.js';
+
+/** What runSegmentWork needs around a test's media layer: 2 slots, no uploader (no part may be sent). */
+function guardDeps(etcd: ReturnType<TestCluster['cluster']['client']>, keys: Keys, media: SegmentMedia): Parameters<typeof runSegmentWork>[1] {
+  return {
+    etcd,
+    keys,
+    log: createLogger('test', 'silent'),
+    pool: new WorkerPool(2),
+    nodeId: 'x',
+    slots: 2,
+    minSubSegmentSec: 0.5,
+    maxChunkSec: 15,
+    ffmpegThreads: 1,
+    noProgressMs: 10_000,
+    wallClockMs: 10_000,
+    subSegmentAttempts: 3,
+    uploadTimeoutMs: 1_000,
+    uploaderFor: () => {
+      throw new Error('no part may be uploaded');
+    },
+    onFenced: () => undefined,
+    onSubSegmentDone: () => undefined,
+    onRetry: () => undefined,
+    media,
+  };
+}
+
+/** A 40-frame, 10 fps segment of job `jobId` for runSegmentWork (its file is never read by the simulated media). */
+function guardRequest(jobId: string, rev: number, dir: string): Parameters<typeof runSegmentWork>[0] {
+  return {
+    jobId,
+    segment: 0,
+    attempt: 1,
+    ownerRevision: rev,
+    renditions: [],
+    fps: 10,
+    frames: 40,
+    treatment: { ...PLAIN_TREATMENT },
+    leadInFrames: 0,
+    leadOutFrames: 0,
+    segmentPath: join(dir, 'seg.mkv'),
+    workDir: join(dir, 'work'),
+    uploaderAddress: '127.0.0.1:1',
+    uploaderId: 'u',
+  };
+}
 
 describe('fencing and transfer resume against real etcd and a real node agent', () => {
   let t: TestCluster;
@@ -97,54 +144,54 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
       },
     };
     const events: SegmentEvent[] = [];
-    const run = runSegmentWork(
-      {
-        jobId: 'jguard',
-        segment: 0,
-        attempt: 1,
-        ownerRevision: rev,
-        renditions: [],
-        fps: 10,
-        frames: 40,
-        treatment: { ...PLAIN_TREATMENT },
-        leadInFrames: 0,
-        leadOutFrames: 0,
-        segmentPath: join(dir, 'seg.mkv'),
-        workDir: join(dir, 'work'),
-        uploaderAddress: '127.0.0.1:1',
-        uploaderId: 'u',
-      },
-      {
-        etcd,
-        keys,
-        log: createLogger('test', 'silent'),
-        pool: new WorkerPool(2),
-        nodeId: 'x',
-        slots: 2,
-        minSubSegmentSec: 0.5,
-        maxChunkSec: 15,
-        ffmpegThreads: 1,
-        noProgressMs: 10_000,
-        wallClockMs: 10_000,
-        subSegmentAttempts: 3,
-        uploadTimeoutMs: 1_000,
-        uploaderFor: () => {
-          throw new Error('no part may be uploaded');
-        },
-        onFenced: () => undefined,
-        onSubSegmentDone: () => undefined,
-        onRetry: () => undefined,
-        media,
-      },
-      (ev) => events.push(ev),
-      new AbortController().signal,
-    );
+    const run = runSegmentWork(guardRequest('jguard', rev, dir), guardDeps(etcd, keys, media), (ev) => events.push(ev), new AbortController().signal);
     await expect(run).rejects.toMatchObject({ code: 'UNSUPPORTED_FORMAT', retryable: false, message: expect.stringContaining('39 frames after cutting, 40 were planned') });
     expect(transcodes).toBe(0);
     // The chunk queue is announced while the cut runs (chunks start as their files come); nothing
     // is reported done.
     expect(events.every((e) => e.framesDone === 0 && e.subSegmentsDone === 0 && !e.done)).toBe(true);
     expect(await etcd.get(keys.checkpoint('jguard', 0)).string()).toBeNull();
+  });
+
+  it('starts a chunk as soon as its file is cut, while the rest of the segment is still being cut', async () => {
+    const etcd = t.cluster.client();
+    const keys = new Keys('/tessera/');
+    const rev = Number(
+      (
+        await etcd
+          .put(keys.segmentOwner('jearly', 0))
+          .value(JSON.stringify({ nodeId: 'x', attempt: 1 }))
+          .exec()
+      ).header.revision,
+    );
+    const dir = await mkdtemp(join(tmpdir(), 'early-'));
+    const sim = simulatedTranscoder({ secondsPerMediaSecond: 0, clipDir: dir });
+    let firstStarted!: () => void;
+    const started = new Promise<void>((r) => (firstStarted = r));
+    const order: string[] = [];
+    const media: SegmentMedia = {
+      ...sim,
+      keyframes: () => Promise.resolve({ keyframes: [0, 1, 2, 3], durationSec: 4 }),
+      // The first chunk's file is handed over, and the cut "runs on" until that chunk's ffmpeg has
+      // started (or 5 s pass: then the chunk waited for the whole cut, as before).
+      split: async (path, d, cuts, facts, signal, onFile) => {
+        const subs = await sim.split(path, d, cuts, facts, signal);
+        onFile?.(0, subs[0]!);
+        await Promise.race([started, new Promise((r) => setTimeout(r, 5_000))]);
+        order.push('cut finished');
+        return subs;
+      },
+      transcode: (input) => {
+        order.push(`chunk of ${input.frames} frames started`);
+        firstStarted();
+        return Promise.reject(new AppError('TRANSCODE_FAILED', 'stopped here by the test', { retryable: false }));
+      },
+    };
+    const run = runSegmentWork(guardRequest('jearly', rev, dir), guardDeps(etcd, keys, media), () => undefined, new AbortController().signal);
+    await expect(run).rejects.toMatchObject({ code: 'TRANSCODE_FAILED' });
+    expect(order[0]).toBe('chunk of 20 frames started');
+    expect(order).toContain('cut finished');
+    expect(await etcd.get(keys.checkpoint('jearly', 0)).string()).toBeNull();
   });
 
   it('resumes a broken segment transfer from the acknowledged offset and verifies the bytes', async () => {
