@@ -1,0 +1,37 @@
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeSample } from '../deploy/sample.js';
+import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
+import { ffmpegSegmentMedia, type SubSegmentFile } from './segment-media.js';
+
+describe('the agent’s ffmpeg media layer (real ffmpeg)', () => {
+  let dir: string;
+  let segment: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'segment-media-'));
+    const mp4 = join(dir, 'clip.mp4');
+    // 6 s at 30 fps with a keyframe every second; segments are Matroska, as the coordinator cuts them.
+    await makeSample(mp4, { seconds: 6, width: 320, height: 240, fps: 30, audio: false });
+    segment = join(dir, 'segment.mkv');
+    await runFfmpeg(['-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-i', mp4, '-map', '0:v:0', '-c', 'copy', '-f', 'matroska', segment], { noProgressMs: 30_000 });
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('hands over each chunk once, counted, and returns the same files', async () => {
+    const media = ffmpegSegmentMedia();
+    const signal = new AbortController().signal;
+    const facts = { frames: 180, fps: 30 };
+    const kf = await media.keyframes(segment, facts, signal);
+    expect(kf.keyframes).toEqual([0, 1, 2, 3, 4, 5]);
+    const handed: [number, SubSegmentFile][] = [];
+    await mkdir(join(dir, 'subs'));
+    const files = await media.split(segment, join(dir, 'subs'), [2, 4], facts, signal, (i, f) => handed.push([i, f]));
+    expect(files.map((f) => f.frames)).toEqual([60, 60, 60]);
+    expect(handed.map(([i]) => i).sort()).toEqual([0, 1, 2]);
+    for (const [i, f] of handed) expect(f).toEqual(files[i]);
+  });
+});
