@@ -22,6 +22,15 @@ import { makeSample } from '../deploy/sample.js';
 import { AppError } from '../common/errors.js';
 import { startTestCluster, type TestCluster } from './helpers.js';
 
+/** Makes node 'x' the owner of segment 0 of `jobId`; answers the owner key's revision (the fencing token). */
+async function ownSegment(etcd: ReturnType<TestCluster['cluster']['client']>, keys: Keys, jobId: string): Promise<number> {
+  const res = await etcd
+    .put(keys.segmentOwner(jobId, 0))
+    .value(JSON.stringify({ nodeId: 'x', attempt: 1 }))
+    .exec();
+  return Number(res.header.revision);
+}
+
 /** What runSegmentWork needs around a test's media layer: 2 slots, no uploader (no part may be sent). */
 function guardDeps(etcd: ReturnType<TestCluster['cluster']['client']>, keys: Keys, media: SegmentMedia): Parameters<typeof runSegmentWork>[1] {
   return {
@@ -118,14 +127,7 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
   it('refuses a segment whose cut does not add up to the planned frames: UNSUPPORTED_FORMAT, nothing transcoded or recorded', async () => {
     const etcd = t.cluster.client();
     const keys = new Keys('/tessera/');
-    const rev = Number(
-      (
-        await etcd
-          .put(keys.segmentOwner('jguard', 0))
-          .value(JSON.stringify({ nodeId: 'x', attempt: 1 }))
-          .exec()
-      ).header.revision,
-    );
+    const rev = await ownSegment(etcd, keys, 'jguard');
     const dir = await mkdtemp(join(tmpdir(), 'guard-'));
     // The real agent protocol with a media layer whose cut loses a frame (as an open-GOP input
     // or broken timestamps would make ffmpeg's cut do).
@@ -156,14 +158,7 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
   it('starts a chunk as soon as its file is cut, while the rest of the segment is still being cut', async () => {
     const etcd = t.cluster.client();
     const keys = new Keys('/tessera/');
-    const rev = Number(
-      (
-        await etcd
-          .put(keys.segmentOwner('jearly', 0))
-          .value(JSON.stringify({ nodeId: 'x', attempt: 1 }))
-          .exec()
-      ).header.revision,
-    );
+    const rev = await ownSegment(etcd, keys, 'jearly');
     const dir = await mkdtemp(join(tmpdir(), 'early-'));
     const sim = simulatedTranscoder({ secondsPerMediaSecond: 0, clipDir: dir });
     let firstStarted!: () => void;
