@@ -3,6 +3,7 @@ import { keyframeTimes, readPacketSummary, type PacketSummary } from '../transco
 import { countFrames } from '../transcoder/probe.js';
 import { SEGMENT_DEMUXER, splitFrameCuts, splitVideo, type InputOptions } from '../transcoder/split.js';
 import type { FfmpegLimits } from '../transcoder/ffmpeg-limits.js';
+import { WorkerPool } from '../transcoder/worker-pool.js';
 import { transcodeToRenditions } from '../transcoder/transcode.js';
 import type { ChunkGrid, Rate } from '../transcoder/frame-rate.js';
 import type { PictureTreatment } from '../transcoder/treatment.js';
@@ -77,40 +78,32 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
     ...(o.maxPixels !== undefined ? { maxPixels: o.maxPixels } : {}),
     ...(o.limits ? { limits: o.limits } : {}),
   };
-  // The packet scan that found a segment's keyframes also serves its split (one ffprobe, not two).
-  const scanned = new Map<string, PacketSummary>();
+  // The packet scan that found a segment's keyframes also serves its split, which follows at once
+  // (one ffprobe, not two; another segment's scan in between only costs its split a scan).
+  let scanned: { path: string; summary: PacketSummary } | undefined;
   return {
     keyframes: async (segmentPath, _facts, signal) => {
       const summary = await readPacketSummary(segmentPath, { signal, ...seg });
-      scanned.clear(); // one segment's scan at a time: its split follows at once
-      scanned.set(segmentPath, summary);
+      scanned = { path: segmentPath, summary };
       return keyframeTimes(summary);
     },
     packets: (segmentPath, signal) => readPacketSummary(segmentPath, { signal, ...seg }),
     splitFrames: (segmentPath, dir, cuts, totalPackets, signal) => splitFrameCuts(segmentPath, dir, cuts, totalPackets, { signal, ...seg }),
     split: async (segmentPath, dir, cutPoints, _facts, signal, onFile) => {
-      const packets = scanned.get(segmentPath);
-      scanned.delete(segmentPath);
+      const packets = scanned?.path === segmentPath ? scanned.summary : undefined;
+      if (packets) scanned = undefined;
       // Every chunk is counted from its own file (the agent checks the sum against the plan) as
       // soon as the copy has closed it, two at a time: a long segment has dozens of chunks, and as
       // many ffprobes at once starved the process (its etcd lease keep-alive included) of CPU.
+      const counting = new WorkerPool(2);
       const counted: Promise<SubSegmentFile>[] = [];
-      let running = 0;
-      const waiting: (() => void)[] = [];
       const count = (i: number, path: string): void => {
         if (counted[i]) return;
-        counted[i] = (async () => {
-          if (running >= 2) await new Promise<void>((r) => waiting.push(r));
-          running++;
-          try {
-            const f = { path, ...(await countFrames(path, { ...seg, signal })) };
-            onFile?.(i, f);
-            return f;
-          } finally {
-            running--;
-            waiting.shift()?.();
-          }
-        })();
+        counted[i] = counting.run(async () => {
+          const f = { path, ...(await countFrames(path, { ...seg, signal })) };
+          onFile?.(i, f);
+          return f;
+        }, signal);
         counted[i].catch(() => undefined);
       };
       const files = await splitVideo(segmentPath, dir, cutPoints, { signal, ...seg, ...(packets ? { packets } : {}), onFile: count });

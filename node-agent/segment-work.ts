@@ -3,6 +3,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { AppError, errorMessage, isAppError, isNoSpace } from '../common/errors.js';
+import { deferred } from '../common/deferred.js';
 import type { Keys } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import type { PlannedRendition } from '../proto/gen/tessera/v1/types.js';
@@ -224,22 +225,9 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   // Each chunk's file, counted. Keyframe cuts of a longer segment arrive one by one while the
   // stream copy runs, and each chunk's ffmpeg starts as soon as its file is there (a 40-minute
   // segment's copy takes a while); what they add up to is checked before any chunk is recorded.
-  const subFiles: (SubSegmentFile | undefined)[] = new Array<SubSegmentFile | undefined>(subCount);
-  const arrivals = Array.from({ length: subCount }, () => {
-    let resolve!: (f: SubSegmentFile) => void;
-    let reject!: (err: unknown) => void;
-    const promise = new Promise<SubSegmentFile>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    promise.catch(() => undefined); // a chunk nobody runs (done before, or a helper's) may fail unseen
-    return { promise, resolve, reject };
-  });
-  const arrived = (i: number, f: SubSegmentFile): void => {
-    if (i < 0 || i >= subCount || subFiles[i]) return;
-    subFiles[i] = f;
-    arrivals[i]!.resolve(f);
-  };
+  // A chunk nobody runs (done before, or not a helper's) may fail unseen.
+  const arrivals = Array.from({ length: subCount }, () => deferred<SubSegmentFile>());
+  const arrived = (i: number, f: SubSegmentFile): void => arrivals[i]?.resolve(f);
   let cutting: Promise<SubSegmentFile[]>;
   if (frameChunks) {
     const subDir = join(req.workDir, 'subs');
@@ -277,8 +265,9 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   cutChecked.catch((err: unknown) => {
     for (const a of arrivals) a.reject(err);
   });
+  // Settled by the hand-over, or by the finished cut (every file, or its error).
   const fileOf = async (sub: number): Promise<SubSegmentFile> => {
-    const f = await Promise.race([arrivals[sub]!.promise, cutChecked.then(() => arrivals[sub]!.promise)]);
+    const f = await arrivals[sub]!.promise;
     subFrames[sub] = f.frames;
     subSeconds[sub] = Math.max(f.durationSec, req.fps > 0 ? f.frames / req.fps : 0);
     return f;

@@ -1,16 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { deferred } from '../common/deferred.js';
 import { isAppError } from '../common/errors.js';
 import { WorkerPool } from './worker-pool.js';
-
-function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 

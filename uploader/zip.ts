@@ -81,10 +81,11 @@ export async function writeZip(
     seen.add(e.name);
     if ((e.path === undefined) === (e.content === undefined)) throw new AppError('INVALID_ARGUMENT', `zip entry ${e.name} needs exactly one of path and content`);
   }
-  const sizes: number[] = [];
+  // Every file is there before anything is written; its size now is what the archive must hold.
+  const fileSizes: (number | undefined)[] = [];
   for (const e of entries) {
     if (e.path === undefined) {
-      sizes.push(typeof e.content === 'string' ? Buffer.byteLength(e.content, 'utf8') : typeof e.content === 'function' ? -1 : (e.content?.length ?? 0));
+      fileSizes.push(undefined);
       continue;
     }
     let st;
@@ -94,7 +95,7 @@ export async function writeZip(
       throw new AppError('NOT_FOUND', `zip entry ${e.name}: no such file ${e.path}`, { cause: err });
     }
     if (!st.isFile()) throw new AppError('INVALID_ARGUMENT', `zip entry ${e.name}: ${e.path} is not a regular file`);
-    sizes.push(st.size);
+    fileSizes.push(st.size);
   }
   const { signal } = opts;
   const cancelled = (cause?: unknown): AppError => new AppError('CANCELLED', `writing ${outPath} cancelled`, { cause: cause ?? signal?.reason });
@@ -123,11 +124,10 @@ export async function writeZip(
     const copy = Buffer.allocUnsafe(COPY_BUFFER_BYTES);
     for (const [i, e] of entries.entries()) {
       if (signal?.aborted) throw cancelled();
-      const made = typeof e.content === 'function' ? await e.content(written) : undefined;
-      const literal = made !== undefined ? Buffer.from(made) : typeof e.content === 'string' ? Buffer.from(e.content, 'utf8') : (e.content as Buffer | undefined);
+      const content = typeof e.content === 'function' ? await e.content(written) : e.content;
+      const literal = content === undefined ? undefined : typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
       if (signal?.aborted) throw cancelled();
-      if (literal) sizes[i] = literal.length;
-      const size = sizes[i]!;
+      const size = literal ? literal.length : fileSizes[i]!;
       const entrySha = opts.entryDigests ? createHash('sha256') : undefined;
       const name = Buffer.from(e.name, 'ascii');
       const at = offset;
@@ -227,7 +227,7 @@ export async function writeZip(
     const cdBytes = central.reduce((a, b) => a + b.length, 0);
     await emit(Buffer.concat(central));
     const count = entries.length;
-    const zip64 = cdAt >= limit || cdBytes >= limit || count >= 0xffff || entries.some((_, i) => sizes[i]! >= limit);
+    const zip64 = cdAt >= limit || cdBytes >= limit || count >= 0xffff || written.some((w) => w.bytes >= limit);
     if (zip64) {
       const recAt = offset;
       const rec = Buffer.alloc(56 + 20);

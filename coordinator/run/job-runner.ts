@@ -6,6 +6,7 @@ import { jobLogFields, traceMetadata } from '../../common/trace.js';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { fileDigest } from '../../common/chunks.js';
 import { AppError, errorMessage, isAppError } from '../../common/errors.js';
+import { deferred } from '../../common/deferred.js';
 import { callUnary, deadline, iterateStream } from '../../common/grpc.js';
 import type { ClientCache } from '../../common/grpc-clients.js';
 import type { Logger } from '../../common/logger.js';
@@ -434,16 +435,7 @@ export class JobRunner {
     await mkdir(segDir, { recursive: true });
     // The split runs on while the segments go out: each is sent once it is cut, so the first node
     // starts before the last segment exists (and a long input is never all on disk at once).
-    const ready = cuts.map(() => {
-      let resolve!: (f: string) => void;
-      let reject!: (e: unknown) => void;
-      const promise = new Promise<string>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      promise.catch(() => undefined); // a segment nobody waits for any more must not be an unhandled rejection
-      return { promise, resolve, reject };
-    });
+    const ready = cuts.map(() => deferred<string>());
     this.segmentReady = ready.map((r) => r.promise);
     const onSegment = (i: number, file: string): void => ready[i]?.resolve(file);
     const splitDone = (files: string[]): void => {
