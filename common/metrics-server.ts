@@ -7,7 +7,7 @@ import { registerProcessGauges } from './process-gauges.js';
 export function createRegistry(service: string): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ service });
-  collectDefaultMetrics({ register: registry });
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
   // Certificate expiry and staging disk space, for the alert rules (deploy/prometheus).
   registerProcessGauges(registry);
   return registry;

@@ -1,4 +1,5 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,6 +19,7 @@ import { createLogger } from '../common/logger.js';
 import { WorkerPool } from '../transcoder/worker-pool.js';
 import { NodeAgentClient } from '../common/bulk-codec.js';
 import type { SegmentChunk, SegmentEvent, SegmentRef, TransferStatus } from '../proto/gen/tessera/v1/agent.js';
+import type { PartAck, PartChunk, UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
 import { makeSample } from '../deploy/sample.js';
 import { AppError } from '../common/errors.js';
 import { startTestCluster, type TestCluster } from './helpers.js';
@@ -187,6 +189,60 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     expect(order[0]).toBe('chunk of 20 frames started');
     expect(order).toContain('cut finished');
     expect(await etcd.get(keys.checkpoint('jearly', 0)).string()).toBeNull();
+  });
+
+  it("frees a chunk's worker slot once its ffmpeg ends: the next chunk encodes while the parts go to the uploader", async () => {
+    const etcd = t.cluster.client();
+    const keys = new Keys('/tessera/');
+    const rev = await ownSegment(etcd, keys, 'jslot');
+    const dir = await mkdtemp(join(tmpdir(), 'slot-'));
+    const sim = simulatedTranscoder({ secondsPerMediaSecond: 0, clipDir: dir });
+    const order: string[] = [];
+    const media: SegmentMedia = {
+      ...sim,
+      keyframes: () => Promise.resolve({ keyframes: [0, 1, 2, 3], durationSec: 4 }),
+      transcode: async (input, outputs, o) => {
+        order.push(`encode ${outputs[0]!.path.slice(-8, -4)} started`);
+        await sim.transcode(input, outputs, o);
+      },
+    };
+    // An uploader that acknowledges each part 400 ms after its last byte (an fsync on a busy disk).
+    const uploader = {
+      putPart: (_md: unknown, _opts: unknown, cb: (err: null, ack: PartAck) => void) => {
+        const hash = createHash('sha256');
+        let sub = '';
+        const w = new Writable({
+          objectMode: true,
+          write(chunk: PartChunk, _enc, next) {
+            sub = String(chunk.ref?.subSegment ?? '');
+            if (chunk.data) hash.update(chunk.data);
+            next();
+          },
+          final(done) {
+            setTimeout(() => {
+              order.push(`parts of ${sub.padStart(4, '0')} acknowledged`);
+              cb(null, { bytes: 0, sha256: hash.digest('hex') });
+            }, 400);
+            done();
+          },
+        });
+        return Object.assign(w, { cancel: () => undefined });
+      },
+    } as unknown as UploaderClient;
+    const deps = { ...guardDeps(etcd, keys, media), pool: new WorkerPool(1), slots: 1, maxChunkSec: 2, uploaderFor: () => uploader };
+    const req = {
+      ...guardRequest('jslot', rev, dir),
+      renditions: [{ name: '180p', width: 320, height: 180, videoBitrateKbps: 300, codec: 'h264', encoder: 'libx264', preset: 'medium', dynamicRange: 'sdr' }],
+    };
+    await runSegmentWork(req, deps, () => undefined, new AbortController().signal);
+    // One slot: the second chunk's ffmpeg started before the first chunk's parts were durable.
+    expect(order.slice(0, 3)).toEqual(['encode 0000 started', 'encode 0001 started', 'parts of 0000 acknowledged']);
+    // Each chunk is recorded only once its parts are durable, and both are.
+    const cp = JSON.parse((await etcd.get(keys.checkpoint('jslot', 0)).string())!) as { done: { sub: number; frames: number }[] };
+    expect(cp.done.map((d) => [d.sub, d.frames])).toEqual([
+      [0, 20],
+      [1, 20],
+    ]);
   });
 
   it('resumes a broken segment transfer from the acknowledged offset and verifies the bytes', async () => {
