@@ -24,9 +24,8 @@ const shape = {
   MIN_SUB_SEGMENT_SEC: z.coerce.number().min(0.1).default(1),
   /**
    * Longest chunk of a segment (s): a longer segment is cut into more chunks than workers, queued
-   * longest-first, so a crash redoes at most one chunk per worker (plus a chunk whose parts were
-   * still on their way to the uploader: a worker starts its next chunk meanwhile) and per-chunk
-   * limits hold whatever the source's length (av1an uses 10 s).
+   * longest-first, so a crash redoes at most one chunk per worker and per-chunk limits hold
+   * whatever the source's length (av1an uses 10 s).
    */
   MAX_CHUNK_SEC: z.coerce.number().min(0.1).max(3600).default(15),
   MAX_SEGMENT_BYTES: int(8 * 1024 ** 3, 1),

@@ -1,7 +1,7 @@
 import type { TranscodeOutput } from '../transcoder/ffmpeg-args.js';
 import { keyframeTimes, readPacketSummary, type PacketSummary } from '../transcoder/keyframes.js';
 import { countFrames } from '../transcoder/probe.js';
-import { SEGMENT_DEMUXER, splitFrameCuts, splitVideo, type InputOptions } from '../transcoder/split.js';
+import { SEGMENT_DEMUXER, segmentFrameCounts, splitFrameCuts, splitVideo, type InputOptions } from '../transcoder/split.js';
 import type { FfmpegLimits } from '../transcoder/ffmpeg-limits.js';
 import { WorkerPool } from '../transcoder/worker-pool.js';
 import { transcodeToRenditions } from '../transcoder/transcode.js';
@@ -59,6 +59,12 @@ export interface SegmentMedia {
    * `onFile`, each file may be handed over (counted) as soon as it is complete, before the rest.
    */
   split(segmentPath: string, dir: string, cutPoints: number[], facts: SegmentFacts, signal: AbortSignal, onFile?: (index: number, file: SubSegmentFile) => void): Promise<SubSegmentFile[]>;
+  /**
+   * The frames of each file a split at these cut points makes, from the packet scan that found the
+   * keyframes (no file needed): the first chunk is transcoded straight from the segment file while
+   * the cut runs. Undefined without that scan (optional: the simulation has none).
+   */
+  plannedFrames?(segmentPath: string, cutPoints: readonly number[]): number[] | undefined;
   /** The segment's packets (presented times, keyframes): streaming jobs cut chunks at exact frames. Optional (the simulation has none). */
   packets?(segmentPath: string, signal: AbortSignal): Promise<PacketSummary>;
   /** Cuts packet ranges [fromPacket, toPacket) of the segment into files under `dir`, in order (ranges may share a GOP). */
@@ -87,6 +93,7 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
       scanned = { path: segmentPath, summary };
       return keyframeTimes(summary);
     },
+    plannedFrames: (segmentPath, cutPoints) => (scanned?.path === segmentPath ? segmentFrameCounts(scanned.summary, cutPoints) : undefined),
     packets: (segmentPath, signal) => readPacketSummary(segmentPath, { signal, ...seg }),
     splitFrames: (segmentPath, dir, cuts, totalPackets, signal) => splitFrameCuts(segmentPath, dir, cuts, totalPackets, { signal, ...seg }),
     split: async (segmentPath, dir, cutPoints, _facts, signal, onFile) => {

@@ -229,6 +229,8 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   const arrivals = Array.from({ length: subCount }, () => deferred<SubSegmentFile>());
   const arrived = (i: number, f: SubSegmentFile): void => arrivals[i]?.resolve(f);
   let cutting: Promise<SubSegmentFile[]>;
+  // Frames of the first chunk when it is read from the segment file itself (it then ends on them).
+  let firstFromSegment: number | undefined;
   if (frameChunks) {
     const subDir = join(req.workDir, 'subs');
     await rm(subDir, { recursive: true, force: true });
@@ -241,7 +243,16 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     const subDir = join(req.workDir, 'subs');
     await rm(subDir, { recursive: true, force: true });
     await mkdir(subDir, { recursive: true });
+    // The first chunk is the segment's start: it is decoded straight from the segment file (ffmpeg
+    // stops reading once its last frame is through) while the cut runs, instead of waiting for
+    // its own file to be copied and counted (0.3–0.5 s before a 1080p segment's first ffmpeg).
+    // Its frame count comes from the packet scan that placed the cuts; its file must agree.
+    const first = cp.done.some((d) => d.sub === 0) ? undefined : deps.media.plannedFrames?.(req.segmentPath, boundaries.slice(1, -1))?.[0];
     cutting = deps.media.split(req.segmentPath, subDir, boundaries.slice(1, -1), facts, signal, arrived);
+    if (first !== undefined && first > 0) {
+      firstFromSegment = first;
+      arrived(0, { path: req.segmentPath, frames: first, durationSec: boundaries[1]! - boundaries[0]! });
+    }
   }
   // Until a chunk's file is counted, its frames and length are estimated from its boundaries.
   const estimate = (i: number): number => Math.max(0, Math.round((boundaries[i + 1]! - boundaries[i]!) * req.fps));
@@ -251,6 +262,9 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
   const framesTotal = req.frames > 0 ? req.frames : subFrames.reduce((a, b) => a + b, 0);
   const cutChecked = cutting.then((files) => {
     if (files.length !== subCount) throw new AppError('INTERNAL', `split produced ${files.length} sub-segments, expected ${subCount}`);
+    if (firstFromSegment !== undefined && files[0]!.frames !== firstFromSegment) {
+      throw new AppError('UNSUPPORTED_FORMAT', `segment ${req.segment}'s first chunk holds ${files[0]!.frames} frames after cutting, its scan said ${firstFromSegment}`, { retryable: false });
+    }
     const total = files.reduce((a, f) => a + f.frames, 0);
     // The coordinator derived the segment's frame count from its cut; what we cut must add up to it,
     // or the renditions could not be frame-exact (deterministic: retrying elsewhere cannot help).
@@ -319,6 +333,7 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     const start = (sub === 0 ? leadIn : 0) + (fc?.leadIn ?? 0);
     const out: { leadInFrames?: number; keepFrames?: number } = start > 0 ? { leadInFrames: start } : {};
     if (fc) out.keepFrames = fc.frames - (sub === 0 ? leadIn : 0) - (sub === lastSub ? leadOut : 0);
+    else if (sub === 0 && firstFromSegment !== undefined && lastSub > 0) out.keepFrames = firstFromSegment - start;
     else if (sub === lastSub && leadOut > 0) out.keepFrames = (subFrames[sub] ?? 0) - start - leadOut;
     if (out.keepFrames !== undefined && out.keepFrames <= 0) throw new AppError('INTERNAL', `segment ${req.segment}: the lead-out reaches before its last chunk`);
     return out;
@@ -343,22 +358,20 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     return { periodSec: kg.periodSec, firstSec: firstGridPoint(at, kg.periodSec) };
   };
 
-  // A chunk holds its worker slot only while its ffmpeg runs: its parts go to the uploader and its
-  // checkpoint to etcd while the next chunk already encodes (the hand-over took 0.2–0.6 s per chunk).
-  const runSub = async (sub: number, taskSignal: AbortSignal): Promise<Encoded | undefined> => {
+  const runSub = async (sub: number, taskSignal: AbortSignal): Promise<void> => {
     // Released to a helper while it waited for a slot: not ours any more.
-    if (control.released.has(sub)) return undefined;
+    if (control.released.has(sub)) return;
     control.started.add(sub);
     const abort = new AbortController();
     control.running.set(sub, { sinceMs: Date.now(), abort });
     running++;
     try {
-      return await encodeSub(sub, AbortSignal.any([taskSignal, abort.signal]));
+      await transcodeSub(sub, AbortSignal.any([taskSignal, abort.signal]));
     } catch (err) {
       // A duplicate on another node was recorded done first: this copy is not needed.
       if (control.cancelled.has(sub) && !taskSignal.aborted) {
         log.info({ sub }, 'chunk done elsewhere first: this copy stopped');
-        return undefined;
+        return;
       }
       throw err;
     } finally {
@@ -367,13 +380,15 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
     }
   };
 
-  const encodeSub = async (sub: number, taskSignal: AbortSignal): Promise<Encoded> => {
+  const transcodeSub = async (sub: number, taskSignal: AbortSignal): Promise<void> => {
     const input = await fileOf(sub);
     const grid = grids?.[sub];
     const keyframeGrid = keyframeGridOf(sub);
     // Progress in source frames: ffmpeg counts output frames, which a rate conversion changes.
     const toSource = grid ? (subFrames[sub] ?? 0) / grid.frames : 1;
     const outputs = renditions.map((r) => ({ path: join(outDir, `${r.name}-${String(sub).padStart(4, '0')}.mp4`), rendition: r }));
+    let seconds = 0;
+    let hashes: Record<string, string> = {};
     for (let attempt = 1; ; attempt++) {
       const started = Date.now();
       log.info({ sub, try: attempt }, 'sub-segment started');
@@ -395,31 +410,9 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
           },
           ...(deps.onFfmpegSpawn ? { onSpawn: deps.onFfmpegSpawn } : {}),
         });
-        return { sub, outputs, seconds: (Date.now() - started) / 1000 };
-      } catch (err) {
-        // A full disk stays full for the next try here: the segment goes elsewhere (service.ts).
-        if (taskSignal.aborted || isAppError(err, 'FENCED') || isAppError(err, 'CANCELLED') || isNoSpace(err)) throw err;
-        const retryable = isAppError(err) ? err.retryable : true;
-        if (!retryable || attempt >= deps.subSegmentAttempts) {
-          throw isAppError(err, 'TRANSCODE_FAILED')
-            ? new AppError('TRANSCODE_FAILED', `sub-segment ${sub} of segment ${req.segment} failed after ${attempt} attempt(s): ${err.message}`, { retryable: false })
-            : err;
-        }
-        deps.onRetry('ffmpeg');
-        log.warn({ sub, attempt, err: errorMessage(err) }, 'sub-segment failed; retrying');
-        framesDone[sub] = 0;
-      }
-    }
-  };
-
-  /** Makes an encoded chunk's parts durable with the uploader, then records it in the checkpoint. */
-  const deliverSub = async ({ sub, outputs, seconds }: Encoded, taskSignal: AbortSignal): Promise<void> => {
-    // Parts are durable with the uploader before the checkpoint says "done". All renditions'
-    // parts at once: the uploader fsyncs each, and one stream left the others waiting. A send
-    // that fails after its own retries is tried again here (the encoded files stay on disk).
-    let hashes: Record<string, string> = {};
-    for (let attempt = 1; ; attempt++) {
-      try {
+        seconds = (Date.now() - started) / 1000;
+        // Parts are durable with the uploader before the checkpoint says "done". All renditions'
+        // parts at once: the uploader fsyncs each, and one stream left the others waiting.
         const acks = await Promise.all(
           outputs.map((o) =>
             sendPart(
@@ -433,9 +426,17 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
         hashes = Object.fromEntries(outputs.map((o, i) => [o.rendition.name, acks[i]!.sha256]));
         break;
       } catch (err) {
+        // A full disk stays full for the next try here: the segment goes elsewhere (service.ts).
         if (taskSignal.aborted || isAppError(err, 'FENCED') || isAppError(err, 'CANCELLED') || isNoSpace(err)) throw err;
-        if ((isAppError(err) && !err.retryable) || attempt >= deps.subSegmentAttempts) throw err;
-        log.warn({ sub, attempt, err: errorMessage(err) }, 'parts not delivered; sending them again');
+        const retryable = isAppError(err) ? err.retryable : true;
+        if (!retryable || attempt >= deps.subSegmentAttempts) {
+          throw isAppError(err, 'TRANSCODE_FAILED')
+            ? new AppError('TRANSCODE_FAILED', `sub-segment ${sub} of segment ${req.segment} failed after ${attempt} attempt(s): ${err.message}`, { retryable: false })
+            : err;
+        }
+        deps.onRetry('ffmpeg');
+        log.warn({ sub, attempt, err: errorMessage(err) }, 'sub-segment failed; retrying');
+        framesDone[sub] = 0;
       }
     }
     transcoded++;
@@ -489,7 +490,6 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
       todo.map((sub) =>
         deps.pool
           .run((taskSignal) => runSub(sub, AbortSignal.any([taskSignal, inner.signal])), inner.signal)
-          .then((encoded) => encoded && deliverSub(encoded, inner.signal))
           .catch((err: unknown) => {
             inner.abort(err);
             throw err;
@@ -513,13 +513,6 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
 
 function sameBoundaries(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-/** A chunk whose ffmpeg finished: its outputs (one per rendition) and how long it encoded. */
-interface Encoded {
-  sub: number;
-  outputs: { path: string; rendition: { name: string } }[];
-  seconds: number;
 }
 
 /** A chunk of a streaming job's segment cut at exact frames: its packets, lead-in and shown frames. */

@@ -13,7 +13,9 @@ import type { NodeRecord } from '../common/records.js';
 import { SegmentFence } from '../common/segment-fence.js';
 import { PLAIN_TREATMENT } from '../transcoder/treatment.js';
 import { runSegmentWork } from '../node-agent/segment-work.js';
-import type { SegmentMedia } from '../node-agent/segment-media.js';
+import { ffmpegSegmentMedia, type SegmentMedia } from '../node-agent/segment-media.js';
+import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
+import { countFrames } from '../transcoder/probe.js';
 import { simulatedTranscoder } from './support/simulated-transcoder.js';
 import { createLogger } from '../common/logger.js';
 import { WorkerPool } from '../transcoder/worker-pool.js';
@@ -77,6 +79,36 @@ function guardRequest(jobId: string, rev: number, dir: string): Parameters<typeo
     uploaderAddress: '127.0.0.1:1',
     uploaderId: 'u',
   };
+}
+
+/** An uploader stand-in that acknowledges each part `ackMs` after its last byte (an fsync on a busy disk), with the bytes' SHA-256. */
+function slowUploader(ackMs: number, onAck: (sub: string, bytes: number) => void = () => undefined): UploaderClient {
+  return {
+    putPart: (_md: unknown, _opts: unknown, cb: (err: null, ack: PartAck) => void) => {
+      const hash = createHash('sha256');
+      let sub = '';
+      let bytes = 0;
+      const w = new Writable({
+        objectMode: true,
+        write(chunk: PartChunk, _enc, next) {
+          sub = String(chunk.ref?.subSegment ?? '');
+          if (chunk.data) {
+            hash.update(chunk.data);
+            bytes += chunk.data.length;
+          }
+          next();
+        },
+        final(done) {
+          setTimeout(() => {
+            onAck(sub, bytes);
+            cb(null, { bytes, sha256: hash.digest('hex') });
+          }, ackMs);
+          done();
+        },
+      });
+      return Object.assign(w, { cancel: () => undefined });
+    },
+  } as unknown as UploaderClient;
 }
 
 describe('fencing and transfer resume against real etcd and a real node agent', () => {
@@ -191,7 +223,7 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     expect(await etcd.get(keys.checkpoint('jearly', 0)).string()).toBeNull();
   });
 
-  it("frees a chunk's worker slot once its ffmpeg ends: the next chunk encodes while the parts go to the uploader", async () => {
+  it("holds a chunk's worker slot until its parts are durable and recorded: a crash redoes at most one chunk per worker", async () => {
     const etcd = t.cluster.client();
     const keys = new Keys('/tessera/');
     const rev = await ownSegment(etcd, keys, 'jslot');
@@ -202,47 +234,80 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
       ...sim,
       keyframes: () => Promise.resolve({ keyframes: [0, 1, 2, 3], durationSec: 4 }),
       transcode: async (input, outputs, o) => {
-        order.push(`encode ${outputs[0]!.path.slice(-8, -4)} started`);
+        const chunk = outputs[0]!.path.slice(-8, -4);
+        if (chunk !== '0000') {
+          const cp = JSON.parse((await etcd.get(keys.checkpoint('jslot', 0)).string()) ?? '{"done":[]}') as { done: { sub: number }[] };
+          order.push(`checkpoint holds ${cp.done.map((d) => d.sub).join(',')}`);
+        }
+        order.push(`encode ${chunk} started`);
         await sim.transcode(input, outputs, o);
       },
     };
-    // An uploader that acknowledges each part 400 ms after its last byte (an fsync on a busy disk).
-    const uploader = {
-      putPart: (_md: unknown, _opts: unknown, cb: (err: null, ack: PartAck) => void) => {
-        const hash = createHash('sha256');
-        let sub = '';
-        const w = new Writable({
-          objectMode: true,
-          write(chunk: PartChunk, _enc, next) {
-            sub = String(chunk.ref?.subSegment ?? '');
-            if (chunk.data) hash.update(chunk.data);
-            next();
-          },
-          final(done) {
-            setTimeout(() => {
-              order.push(`parts of ${sub.padStart(4, '0')} acknowledged`);
-              cb(null, { bytes: 0, sha256: hash.digest('hex') });
-            }, 400);
-            done();
-          },
-        });
-        return Object.assign(w, { cancel: () => undefined });
-      },
-    } as unknown as UploaderClient;
+    const uploader = slowUploader(400, (sub) => order.push(`parts of ${sub.padStart(4, '0')} acknowledged`));
     const deps = { ...guardDeps(etcd, keys, media), pool: new WorkerPool(1), slots: 1, maxChunkSec: 2, uploaderFor: () => uploader };
     const req = {
       ...guardRequest('jslot', rev, dir),
       renditions: [{ name: '180p', width: 320, height: 180, videoBitrateKbps: 300, codec: 'h264', encoder: 'libx264', preset: 'medium', dynamicRange: 'sdr' }],
     };
     await runSegmentWork(req, deps, () => undefined, new AbortController().signal);
-    // One slot: the second chunk's ffmpeg started before the first chunk's parts were durable.
-    expect(order.slice(0, 3)).toEqual(['encode 0000 started', 'encode 0001 started', 'parts of 0000 acknowledged']);
+    // One slot: the second chunk's ffmpeg waits for the first chunk's parts. Starting it while they
+    // are on their way saved 0.2–0.6 s per chunk, but a crash then lost two chunks of that worker.
+    expect(order.slice(0, 4)).toEqual(['encode 0000 started', 'parts of 0000 acknowledged', 'checkpoint holds 0', 'encode 0001 started']);
     // Each chunk is recorded only once its parts are durable, and both are.
     const cp = JSON.parse((await etcd.get(keys.checkpoint('jslot', 0)).string())!) as { done: { sub: number; frames: number }[] };
     expect(cp.done.map((d) => [d.sub, d.frames])).toEqual([
       [0, 20],
       [1, 20],
     ]);
+  });
+
+  it('transcodes the first chunk straight from the segment file while the cut runs, frame-exact (real ffmpeg)', async () => {
+    const etcd = t.cluster.client();
+    const keys = new Keys('/tessera/');
+    const rev = await ownSegment(etcd, keys, 'jfirst');
+    const dir = await mkdtemp(join(tmpdir(), 'first-'));
+    // A segment as the coordinator cuts them: Matroska, 4 s at 10 fps, a keyframe every second.
+    const sample = join(dir, 'sample.mp4');
+    await makeSample(sample, { seconds: 4, width: 320, height: 180, fps: 10, audio: false });
+    const segment = join(dir, 'seg.mkv');
+    await runFfmpeg(['-hide_banner', '-nostdin', '-y', '-i', sample, '-c', 'copy', '-f', 'matroska', segment], { noProgressMs: 30_000 });
+    const real = ffmpegSegmentMedia();
+    const inputs: { path: string; frames: number; keepFrames?: number }[] = [];
+    let cutDone = false;
+    const media: SegmentMedia = {
+      ...real,
+      // The cut "runs on" until the first chunk's ffmpeg has finished (5 s at most).
+      split: async (...args) => {
+        const files = await real.split(...args);
+        for (let i = 0; i < 50 && inputs.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+        cutDone = true;
+        return files;
+      },
+      transcode: async (input, outputs, o) => {
+        inputs.push({ path: input.path, frames: input.frames, ...(o.keepFrames !== undefined ? { keepFrames: o.keepFrames } : {}), ...(cutDone ? {} : { beforeCut: true }) });
+        await real.transcode(input, outputs, o);
+      },
+    };
+    const sizes: number[] = [];
+    const deps = { ...guardDeps(etcd, keys, media), pool: new WorkerPool(1), slots: 1, maxChunkSec: 2, uploaderFor: () => slowUploader(0, (_s, b) => sizes.push(b)) };
+    const req = {
+      ...guardRequest('jfirst', rev, dir),
+      segmentPath: segment,
+      renditions: [{ name: '90p', width: 160, height: 90, videoBitrateKbps: 100, codec: 'h264', encoder: 'libx264', preset: 'ultrafast', dynamicRange: 'sdr' }],
+    };
+    await runSegmentWork(req, deps, () => undefined, new AbortController().signal);
+    // The first chunk read the segment itself, before its own file existed, and stopped at its 20 frames.
+    expect(inputs[0]).toEqual({ path: segment, frames: 20, keepFrames: 20, beforeCut: true });
+    expect(inputs[1]!.path).not.toBe(segment);
+    const cp = JSON.parse((await etcd.get(keys.checkpoint('jfirst', 0)).string())!) as { done: { sub: number; frames: number }[] };
+    expect(cp.done.map((d) => [d.sub, d.frames])).toEqual([
+      [0, 20],
+      [1, 20],
+    ]);
+    // Each chunk's output holds exactly its frames.
+    const out = join(req.workDir, 'out');
+    expect((await countFrames(join(out, '90p-0000.mp4'))).frames).toBe(20);
+    expect((await countFrames(join(out, '90p-0001.mp4'))).frames).toBe(20);
   });
 
   it('resumes a broken segment transfer from the acknowledged offset and verifies the bytes', async () => {
