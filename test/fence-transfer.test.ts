@@ -123,6 +123,12 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     agent?.close();
     await t?.close();
   });
+  /** Segment 0 of `jobId`, owned by node 'x' (its owner revision), and a scratch folder. */
+  const ownedSegment = async (jobId: string): Promise<{ etcd: ReturnType<TestCluster['cluster']['client']>; keys: Keys; rev: number; dir: string }> => {
+    const etcd = t.cluster.client();
+    const keys = new Keys('/tessera/');
+    return { etcd, keys, rev: await ownSegment(etcd, keys, jobId), dir: await mkdtemp(join(tmpdir(), `${jobId}-`)) };
+  };
 
   it('rejects every checkpoint write once the owner key moves on (and counts them)', async () => {
     const etcd = t.cluster.client();
@@ -159,10 +165,7 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
   });
 
   it('refuses a segment whose cut does not add up to the planned frames: UNSUPPORTED_FORMAT, nothing transcoded or recorded', async () => {
-    const etcd = t.cluster.client();
-    const keys = new Keys('/tessera/');
-    const rev = await ownSegment(etcd, keys, 'jguard');
-    const dir = await mkdtemp(join(tmpdir(), 'guard-'));
+    const { etcd, keys, rev, dir } = await ownedSegment('jguard');
     // The real agent protocol with a media layer whose cut loses a frame (as an open-GOP input
     // or broken timestamps would make ffmpeg's cut do).
     const sim = simulatedTranscoder({ secondsPerMediaSecond: 0, clipDir: dir });
@@ -190,10 +193,7 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
   });
 
   it('starts a chunk as soon as its file is cut, while the rest of the segment is still being cut', async () => {
-    const etcd = t.cluster.client();
-    const keys = new Keys('/tessera/');
-    const rev = await ownSegment(etcd, keys, 'jearly');
-    const dir = await mkdtemp(join(tmpdir(), 'early-'));
+    const { etcd, keys, rev, dir } = await ownedSegment('jearly');
     const sim = simulatedTranscoder({ secondsPerMediaSecond: 0, clipDir: dir });
     let firstStarted!: () => void;
     const started = new Promise<void>((r) => (firstStarted = r));
@@ -224,10 +224,7 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
   });
 
   it("holds a chunk's worker slot until its parts are durable and recorded: a crash redoes at most one chunk per worker", async () => {
-    const etcd = t.cluster.client();
-    const keys = new Keys('/tessera/');
-    const rev = await ownSegment(etcd, keys, 'jslot');
-    const dir = await mkdtemp(join(tmpdir(), 'slot-'));
+    const { etcd, keys, rev, dir } = await ownedSegment('jslot');
     const sim = simulatedTranscoder({ secondsPerMediaSecond: 0, clipDir: dir });
     const order: string[] = [];
     const media: SegmentMedia = {
@@ -262,10 +259,7 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
   });
 
   it('transcodes the first chunk straight from the segment file while the cut runs, frame-exact (real ffmpeg)', async () => {
-    const etcd = t.cluster.client();
-    const keys = new Keys('/tessera/');
-    const rev = await ownSegment(etcd, keys, 'jfirst');
-    const dir = await mkdtemp(join(tmpdir(), 'first-'));
+    const { etcd, keys, rev, dir } = await ownedSegment('jfirst');
     // A segment as the coordinator cuts them: Matroska, 4 s at 10 fps, a keyframe every second.
     const sample = join(dir, 'sample.mp4');
     await makeSample(sample, { seconds: 4, width: 320, height: 180, fps: 10, audio: false });
