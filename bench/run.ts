@@ -152,7 +152,8 @@ async function singleFfmpeg(dir: string, source: string, renditions: ReturnType<
  * otherwise a 3 s lease, 1 s heartbeats and 500 ms progress, for scenarios that time failure
  * detection or sample progress.
  */
-async function startCluster(dir: string, nodes: number, slots: number, nodeCpus?: string[], controlCpus?: string, shipped = false): Promise<LocalCluster> {
+async function startCluster(dir: string, nodes: number, slots: number, o: { nodeCpus?: string[]; controlCpus?: string; shipped?: boolean } = {}): Promise<LocalCluster> {
+  const { nodeCpus, controlCpus, shipped = false } = o;
   return LocalCluster.start({
     dir,
     nodes,
@@ -195,7 +196,7 @@ function breakdown(job: Job): Record<string, number> {
 
 async function overheadAndQuality(work: string, source: string, renditions: ReturnType<typeof resolveLadder>, frames: number): Promise<void> {
   log('\n## 1. overhead vs one ffmpeg (and 5. quality parity)');
-  const cluster = await startCluster(join(work, 'c-overhead'), 2, 1, undefined, undefined, true);
+  const cluster = await startCluster(join(work, 'c-overhead'), 2, 1, { shipped: true });
   const c = new TesseraClient({ addresses: cluster.coordinators });
   const a: number[] = [];
   const b: number[] = [];
@@ -314,8 +315,8 @@ async function scaling(work: string, source: string): Promise<void> {
   // The whole cluster gets one core, then two: the control processes (coordinator with its audio
   // encode and cuts, uploader with its merges, etcd, S3) are pinned with the agents, so the
   // 1-agent run cannot borrow the second core for them.
-  const one = await startCluster(join(work, 'c-one'), 1, 1, ['0'], '0');
-  const two = await startCluster(join(work, 'c-two'), 2, 1, ['0', '1'], '0,1');
+  const one = await startCluster(join(work, 'c-one'), 1, 1, { nodeCpus: ['0'], controlCpus: '0' });
+  const two = await startCluster(join(work, 'c-two'), 2, 1, { nodeCpus: ['0', '1'], controlCpus: '0,1' });
   const c1 = new TesseraClient({ addresses: one.coordinators });
   const c2 = new TesseraClient({ addresses: two.coordinators });
   try {

@@ -258,17 +258,30 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     ]);
   });
 
-  it('transcodes the first chunk straight from the segment file while the cut runs, frame-exact (real ffmpeg)', async () => {
-    const { etcd, keys, rev, dir } = await ownedSegment('jfirst');
-    // A segment as the coordinator cuts them: Matroska, 4 s at 10 fps, a keyframe every second.
+  /** A segment as the coordinator cuts them (Matroska, 4 s at 10 fps, a keyframe every second) and a one-slot agent that cuts it into 2 s chunks. */
+  const firstChunkRun = async (jobId: string, media: (real: SegmentMedia) => SegmentMedia) => {
+    const { etcd, keys, rev, dir } = await ownedSegment(jobId);
     const sample = join(dir, 'sample.mp4');
     await makeSample(sample, { seconds: 4, width: 320, height: 180, fps: 10, audio: false });
     const segment = join(dir, 'seg.mkv');
     await runFfmpeg(['-hide_banner', '-nostdin', '-y', '-i', sample, '-c', 'copy', '-f', 'matroska', segment], { noProgressMs: 30_000 });
-    const real = ffmpegSegmentMedia();
+    const req = {
+      ...guardRequest(jobId, rev, dir),
+      segmentPath: segment,
+      renditions: [{ name: '90p', width: 160, height: 90, videoBitrateKbps: 100, codec: 'h264', encoder: 'libx264', preset: 'ultrafast', dynamicRange: 'sdr' }],
+    };
+    const deps = { ...guardDeps(etcd, keys, media(ffmpegSegmentMedia())), pool: new WorkerPool(1), slots: 1, maxChunkSec: 2, uploaderFor: () => slowUploader(0) };
+    const checkpoint = async (): Promise<{ done: { sub: number; frames: number }[] } | undefined> => {
+      const v = await etcd.get(keys.checkpoint(jobId, 0)).string();
+      return v ? (JSON.parse(v) as { done: { sub: number; frames: number }[] }) : undefined;
+    };
+    return { segment, outDir: join(req.workDir, 'out'), checkpoint, run: () => runSegmentWork(req, deps, () => undefined, new AbortController().signal) };
+  };
+
+  it('transcodes the first chunk straight from the segment file while the cut runs, frame-exact (real ffmpeg)', async () => {
     const inputs: { path: string; frames: number; keepFrames?: number }[] = [];
     let cutDone = false;
-    const media: SegmentMedia = {
+    const t1 = await firstChunkRun('jfirst', (real) => ({
       ...real,
       // The cut "runs on" until the first chunk's ffmpeg has finished (5 s at most).
       split: async (...args) => {
@@ -281,27 +294,35 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
         inputs.push({ path: input.path, frames: input.frames, ...(o.keepFrames !== undefined ? { keepFrames: o.keepFrames } : {}), ...(cutDone ? {} : { beforeCut: true }) });
         await real.transcode(input, outputs, o);
       },
-    };
-    const sizes: number[] = [];
-    const deps = { ...guardDeps(etcd, keys, media), pool: new WorkerPool(1), slots: 1, maxChunkSec: 2, uploaderFor: () => slowUploader(0, (_s, b) => sizes.push(b)) };
-    const req = {
-      ...guardRequest('jfirst', rev, dir),
-      segmentPath: segment,
-      renditions: [{ name: '90p', width: 160, height: 90, videoBitrateKbps: 100, codec: 'h264', encoder: 'libx264', preset: 'ultrafast', dynamicRange: 'sdr' }],
-    };
-    await runSegmentWork(req, deps, () => undefined, new AbortController().signal);
+    }));
+    await t1.run();
     // The first chunk read the segment itself, before its own file existed, and stopped at its 20 frames.
-    expect(inputs[0]).toEqual({ path: segment, frames: 20, keepFrames: 20, beforeCut: true });
-    expect(inputs[1]!.path).not.toBe(segment);
-    const cp = JSON.parse((await etcd.get(keys.checkpoint('jfirst', 0)).string())!) as { done: { sub: number; frames: number }[] };
-    expect(cp.done.map((d) => [d.sub, d.frames])).toEqual([
+    expect(inputs[0]).toEqual({ path: t1.segment, frames: 20, keepFrames: 20, beforeCut: true });
+    expect(inputs[1]!.path).not.toBe(t1.segment);
+    expect((await t1.checkpoint())!.done.map((d) => [d.sub, d.frames])).toEqual([
       [0, 20],
       [1, 20],
     ]);
     // Each chunk's output holds exactly its frames.
-    const out = join(req.workDir, 'out');
-    expect((await countFrames(join(out, '90p-0000.mp4'))).frames).toBe(20);
-    expect((await countFrames(join(out, '90p-0001.mp4'))).frames).toBe(20);
+    expect((await countFrames(join(t1.outDir, '90p-0000.mp4'))).frames).toBe(20);
+    expect((await countFrames(join(t1.outDir, '90p-0001.mp4'))).frames).toBe(20);
+  });
+
+  it("refuses a segment whose first chunk's cut disagrees with the scan it was read by: UNSUPPORTED_FORMAT, no chunk recorded", async () => {
+    const t1 = await firstChunkRun('jfirstbad', (real) => ({
+      ...real,
+      // The cut moves a frame from the first chunk to the second: the total still adds up.
+      split: async (...args) => {
+        const [a, b] = await real.split(...args);
+        return [
+          { ...a!, frames: a!.frames - 1 },
+          { ...b!, frames: b!.frames + 1 },
+        ];
+      },
+    }));
+    await expect(t1.run()).rejects.toMatchObject({ code: 'UNSUPPORTED_FORMAT', message: "segment 0's first chunk holds 19 frames after cutting, its scan said 20" });
+    // The chunk plan was recorded (more chunks than workers); no chunk is.
+    expect((await t1.checkpoint())?.done).toEqual([]);
   });
 
   it('resumes a broken segment transfer from the acknowledged offset and verifies the bytes', async () => {
