@@ -220,7 +220,9 @@ async function overheadAndQuality(work: string, source: string, renditions: Retu
       head: ['side', 'median wall s', 'ratio b/a', 'target'],
       rows: [
         ['a: one ffmpeg', ma / 1000, 1, ''],
-        ['b: tessera', mb / 1000, mb / ma, '≤ 1.10'],
+        // The issue's targets: ≤ 1.05 on the 60 s 1080p clip, ≤ 1.08 on a 30 s one (less work to hide the
+        // fixed start and finalize behind).
+        ['b: tessera', mb / 1000, mb / ma, SRC.seconds >= 60 ? '≤ 1.05' : '≤ 1.08'],
       ],
       notes: [
         `breakdown of the last Tessera run (s): ${Object.entries(bd)

@@ -103,6 +103,9 @@ describe('buildTranscodeArgs', () => {
     const a = buildTranscodeArgs('/a/in.mkv', [{ path: '/a/o.mkv', rendition: ladder[1]! }], { fps: 25, threads: 2, container: 'mkv' });
     expect(valuesOf(a, '-f')).toEqual(['matroska']);
     expect(valuesOf(a, '-threads')).toEqual(['2']);
+    expect(valuesOf(a, '-filter_complex_threads')).toEqual(['2']);
+    const auto = buildTranscodeArgs('/a/in.mkv', [{ path: '/a/o.mkv', rendition: ladder[1]! }], { fps: 25, container: 'mkv' });
+    expect(auto).not.toContain('-filter_complex_threads');
     expect(valuesOf(a, '-x265-params')[0]).toContain('pools=2');
     expect(a).not.toContain('hvc1');
     expect(valuesOf(a, '-g')).toEqual(['50']);

@@ -194,7 +194,9 @@ export function buildTranscodeArgs(input: string, outputs: TranscodeOutput[], op
     '-nostats',
     '-progress',
     'pipe:1',
-    ...(opts.threads !== undefined ? ['-threads', String(opts.threads)] : []),
+    // A worker's thread budget holds for its filters too: unset, the graph's scalers slice-thread
+    // over every core, beside the other workers (two 1-thread workers on 2 cores: 1.5 % faster).
+    ...(opts.threads !== undefined ? ['-threads', String(opts.threads), '-filter_complex_threads', String(opts.threads)] : []),
     '-protocol_whitelist',
     'file',
     '-format_whitelist',
