@@ -3,7 +3,7 @@ import { readdir, readFile, rm, mkdir, stat, writeFile } from 'node:fs/promises'
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { join } from 'node:path';
 import { AppError } from '../common/errors.js';
-import { fileDigest } from '../common/chunks.js';
+import { fileDigest, readBufferFor } from '../common/chunks.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 import { s3Send } from '../common/s3-client.js';
 
@@ -381,7 +381,14 @@ export async function putStreamFiles(s3: S3Client, bucket: string, prefix: strin
         'PutObject',
         (opts) =>
           s3.send(
-            new PutObjectCommand({ Bucket: bucket, Key: `${prefix}${f.name}`, Body: createReadStream(f.path), ContentLength: f.bytes, ContentType: f.contentType, CacheControl: f.cacheControl }),
+            new PutObjectCommand({
+              Bucket: bucket,
+              Key: `${prefix}${f.name}`,
+              Body: createReadStream(f.path, { highWaterMark: readBufferFor(f.bytes) }),
+              ContentLength: f.bytes,
+              ContentType: f.contentType,
+              CacheControl: f.cacheControl,
+            }),
             opts,
           ),
         { signal },
