@@ -7,7 +7,7 @@ import { GetObjectCommand, ListMultipartUploadsCommand, type S3Client } from '@a
 import { LocalCluster, type LocalClusterOptions } from '../deploy/local-cluster.js';
 import { makeSample, type SampleOptions } from '../deploy/sample.js';
 import { TesseraClient } from '../sdk/client.js';
-import { createS3Client } from '../common/s3-client.js';
+import { createS3Client, s3Send } from '../common/s3-client.js';
 import { readZipEntries } from '../uploader/zip.js';
 import { countFrames, streamDurations } from '../transcoder/probe.js';
 import type { Job } from '../proto/gen/tessera/v1/types.js';
@@ -115,8 +115,14 @@ export interface ArchiveCheck {
 /** Downloads the job's zip from S3 and measures what a user would: frames, durations, checksums. */
 export async function checkArchive(s3: S3Client, job: Job, workDir: string): Promise<ArchiveCheck> {
   if (!job.result) throw new Error(`job ${job.id} has no result (${job.state} ${job.errorCode} ${job.errorMessage})`);
-  const res = await s3.send(new GetObjectCommand({ Bucket: job.result.bucket, Key: job.result.key }));
-  const bytes = Buffer.from(await res.Body!.transformToByteArray());
+  // Downloaded as Tessera's own S3 calls are: under the retry policy (a kept-alive socket the
+  // server closes as the request goes out answers "socket hang up"; on a loaded machine the
+  // request may also time out once).
+  const { bucket, key } = job.result;
+  const bytes = await s3Send(`GetObject ${key}`, async (options) => {
+    const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }), options);
+    return Buffer.from(await res.Body!.transformToByteArray());
+  });
   const zipPath = join(workDir, `${job.id}.zip`);
   await writeFile(zipPath, bytes);
   const entries = await readZipEntries(zipPath);
