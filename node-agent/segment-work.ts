@@ -19,6 +19,7 @@ import { sendPart } from '../uploader/part-client.js';
 import { jobTraceId } from '../common/trace.js';
 import { SegmentFence } from '../common/segment-fence.js';
 import { withEtcdRetry } from '../common/etcd-retry.js';
+import { retryDelay, sleep } from '../common/retry.js';
 import type { SegmentMedia, SubSegmentFile } from './segment-media.js';
 
 export interface SegmentWorkDeps {
@@ -163,6 +164,9 @@ export function chunkBoundaries(
       : planCuts({ keyframes: inner, durationSec: shownSec, weights: Array.from({ length: o.slots }, () => 1), minSegmentSec: o.minSubSegmentSec });
   return [0, ...cuts.slice(0, -1).map((c) => c.endSec + headSec), kf.durationSec];
 }
+
+/** Backoff between a chunk's tries (full jitter, 500 ms doubling to 5 s, never under 200 ms). */
+export const CHUNK_RETRY = { baseMs: 500, maxMs: 5_000, minMs: 200 };
 
 /**
  * Transcodes one segment on this node: cuts it into sub-segments on keyframes (boundaries from
@@ -435,8 +439,12 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
             : err;
         }
         deps.onRetry('ffmpeg');
-        log.warn({ sub, attempt, err: errorMessage(err) }, 'sub-segment failed; retrying');
+        // The project's backoff before the next try: a cause that lasts a moment (memory, the
+        // uploader restarting) is not met again at once, and a failing chunk does not spin.
+        const delayMs = retryDelay(attempt - 1, CHUNK_RETRY);
+        log.warn({ sub, attempt, delayMs, err: errorMessage(err) }, 'sub-segment failed; retrying');
         framesDone[sub] = 0;
+        await sleep(delayMs, taskSignal);
       }
     }
     transcoded++;

@@ -12,7 +12,7 @@ import { Keys } from '../common/keys.js';
 import type { NodeRecord } from '../common/records.js';
 import { SegmentFence } from '../common/segment-fence.js';
 import { PLAIN_TREATMENT } from '../transcoder/treatment.js';
-import { runSegmentWork } from '../node-agent/segment-work.js';
+import { CHUNK_RETRY, runSegmentWork } from '../node-agent/segment-work.js';
 import { ffmpegSegmentMedia, type SegmentMedia } from '../node-agent/segment-media.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 import { countFrames } from '../transcoder/probe.js';
@@ -252,6 +252,47 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     expect(order.slice(0, 4)).toEqual(['encode 0000 started', 'parts of 0000 acknowledged', 'checkpoint holds 0', 'encode 0001 started']);
     // Each chunk is recorded only once its parts are durable, and both are.
     const cp = JSON.parse((await etcd.get(keys.checkpoint('jslot', 0)).string())!) as { done: { sub: number; frames: number }[] };
+    expect(cp.done.map((d) => [d.sub, d.frames])).toEqual([
+      [0, 20],
+      [1, 20],
+    ]);
+  });
+
+  it("waits the retry policy's backoff between a chunk's tries, then the chunk succeeds and is recorded once", async () => {
+    const { etcd, keys, rev, dir } = await ownedSegment('jretry');
+    const sim = simulatedTranscoder({ secondsPerMediaSecond: 0, clipDir: dir });
+    const tries: number[] = [];
+    const media: SegmentMedia = {
+      ...sim,
+      keyframes: () => Promise.resolve({ keyframes: [0, 1, 2, 3], durationSec: 4 }),
+      // The first chunk's ffmpeg dies twice (a transient cause), then works.
+      transcode: async (input, outputs, o) => {
+        if (outputs[0]!.path.endsWith('-0000.mp4')) {
+          tries.push(performance.now());
+          if (tries.length < 3) throw new AppError('TRANSCODE_FAILED', `ffmpeg was killed (try ${tries.length})`, { retryable: true });
+        }
+        await sim.transcode(input, outputs, o);
+      },
+    };
+    const retries: string[] = [];
+    const deps = {
+      ...guardDeps(etcd, keys, media),
+      pool: new WorkerPool(1),
+      slots: 1,
+      maxChunkSec: 2,
+      uploaderFor: () => slowUploader(0),
+      onRetry: (kind: string) => retries.push(kind),
+    };
+    const req = {
+      ...guardRequest('jretry', rev, dir),
+      renditions: [{ name: '180p', width: 320, height: 180, videoBitrateKbps: 300, codec: 'h264', encoder: 'libx264', preset: 'medium', dynamicRange: 'sdr' }],
+    };
+    await runSegmentWork(req, deps, () => undefined, new AbortController().signal);
+    expect(tries).toHaveLength(3);
+    expect(retries).toEqual(['ffmpeg', 'ffmpeg']);
+    // Never straight back: at least the policy's floor between tries (a timer may fire 1 ms early).
+    for (let i = 1; i < tries.length; i++) expect(tries[i]! - tries[i - 1]!).toBeGreaterThanOrEqual(CHUNK_RETRY.minMs - 2);
+    const cp = JSON.parse((await etcd.get(keys.checkpoint('jretry', 0)).string())!) as { done: { sub: number; frames: number }[] };
     expect(cp.done.map((d) => [d.sub, d.frames])).toEqual([
       [0, 20],
       [1, 20],
