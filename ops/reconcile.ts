@@ -77,8 +77,11 @@ export async function reconcile(o: ReconcileOptions): Promise<ReconcileReport> {
         continue;
       }
       try {
+        // A job the snapshot caught QUEUED or PREPARING has no plan in its record: the journal's has it.
         await o.store.transition(id, fin.state, 'finished after the backup was taken (acceptance journal, at restore)', {
           ...(fin.result ? { result: fin.result } : {}),
+          ...(fin.plan ? { plan: fin.plan } : {}),
+          ...(fin.source ? { source: fin.source } : {}),
           ...(fin.errorCode ? { errorCode: fin.errorCode } : {}),
           ...(fin.errorMessage ? { errorMessage: fin.errorMessage } : {}),
         });

@@ -28,6 +28,9 @@ export interface FinishedEntry {
   state: JobStateName;
   finishedAtMs: number;
   result?: JobResult | undefined;
+  /** How the job was cut and what its source was: a snapshot taken before the plan was recorded lacks them, and a SUCCEEDED record needs its plan. */
+  plan?: JobRecord['plan'];
+  source?: JobRecord['source'];
   errorCode?: string | undefined;
   errorMessage?: string | undefined;
 }
@@ -65,6 +68,8 @@ export class Journal {
       state: rec.state,
       finishedAtMs: rec.finishedAtMs ?? rec.updatedAtMs,
       ...(rec.result ? { result: rec.result } : {}),
+      ...(rec.plan ? { plan: rec.plan } : {}),
+      ...(rec.source ? { source: rec.source } : {}),
       ...(rec.errorCode ? { errorCode: rec.errorCode } : {}),
       ...(rec.errorMessage ? { errorMessage: rec.errorMessage } : {}),
     };
