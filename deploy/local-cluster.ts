@@ -5,16 +5,17 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { openSync, closeSync, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, writeFile, rm } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { grpcServing } from '../common/health-client.js';
 import { processAlive } from '../common/process.js';
+import { CHECKOUT_ROOT, nodeArgs } from '../common/node-entry.js';
 import { freePort } from './ports.js';
 import { LocalCa, tlsEnv, type CertFiles } from './certs.js';
 import { channelCredentials, loadTls, type TlsMaterial } from '../common/tls.js';
 
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** The checkout (also when this module runs from the JavaScript build: common/node-entry.ts). */
+export const REPO_ROOT = CHECKOUT_ROOT;
 
 export interface LocalClusterOptions {
   /** Folder for etcd data, S3 data, staging and logs (default ./.tessera). */
@@ -92,6 +93,11 @@ const TS_ENTRY: Record<'coordinator' | 'node-agent' | 'uploader', string> = {
  */
 export class LocalCluster {
   readonly procs = new Map<string, { info: ProcInfo; child?: ChildProcess }>();
+  /**
+   * Processes that ended by themselves with a failure (an exit code other than 0, not a signal
+   * this cluster or a test sent): a crash, whose log tail `crashReport` gives.
+   */
+  readonly crashes: { name: string; code: number; atMs: number; log: string }[] = [];
   etcdEndpoints: string[] = [];
   s3Endpoint = '';
   coordinators: string[] = [];
@@ -377,6 +383,24 @@ export class LocalCluster {
     process.kill(p.info.pid, sig);
   }
 
+  /** The last lines of each crashed process's log ('' when none crashed): what a failed test run should show. */
+  crashReport(lines = 40): string {
+    return this.crashes
+      .map((c) => {
+        let tail = '';
+        try {
+          tail = readFileSync(c.log, 'utf8')
+            .split('\n')
+            .slice(-lines - 1)
+            .join('\n');
+        } catch {
+          tail = '(log unreadable)';
+        }
+        return `${c.name} exited with code ${c.code} at ${new Date(c.atMs).toISOString()}; the end of ${c.log}:\n${tail}\n`;
+      })
+      .join('\n');
+  }
+
   /** Stops one process and waits for it to exit (SIGKILL after `graceMs`). */
   async stopProcess(name: string, sig: NodeJS.Signals = 'SIGTERM', graceMs = 15_000): Promise<void> {
     const p = this.procs.get(name);
@@ -386,7 +410,7 @@ export class LocalCluster {
   }
 
   private spawnTs(name: string, role: ProcInfo['role'], entry: string, env: Record<string, string>, args: string[] = [], port?: number, cpus?: string, netns?: string): ProcInfo {
-    return this.spawn(name, role, process.execPath, ['--import', 'tsx', join(REPO_ROOT, entry), ...args], { ...this.baseEnv(), ...env }, port, cpus, netns);
+    return this.spawn(name, role, process.execPath, [...nodeArgs(entry), ...args], { ...this.baseEnv(), ...env }, port, cpus, netns);
   }
 
   private spawn(name: string, role: ProcInfo['role'], command: string, commandArgs: string[], env: Record<string, string>, port?: number, nodeCpus?: string, netns?: string): ProcInfo {
@@ -405,6 +429,7 @@ export class LocalCluster {
     });
     closeSync(fd);
     if (this.o.detached) child.unref();
+    else child.once('exit', (code) => code !== null && code !== 0 && this.crashes.push({ name, code, atMs: Date.now(), log }));
     const info: ProcInfo = { name, role, pid: child.pid ?? -1, log, ...(port !== undefined ? { port } : {}) };
     this.procs.set(name, { info, ...(this.o.detached ? {} : { child }) });
     return info;

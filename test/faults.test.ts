@@ -101,7 +101,7 @@ describe('fault injection: nothing accepted is lost', () => {
         .filter((s) => s.state !== 'SEGMENT_STATE_DONE' && s.nodeId)
         .sort((a, b) => left(a) - left(b))
         .map((s) => s.nodeId);
-      const busy = await nodeRunningFfmpeg(t.cluster, [...new Set([...preferred, ...t.cluster.nodeIds()])], 10_000);
+      const busy = await nodeRunningFfmpeg(t.cluster, [...new Set([...preferred, ...t.cluster.nodeIds()])], 30_000);
       const killedAt = Date.now();
       t.cluster.signal(busy, 'SIGKILL');
       const job = await t.client.wait(jobId);

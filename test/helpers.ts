@@ -73,6 +73,9 @@ export async function startTestCluster(o: Partial<LocalClusterOptions> & { nodes
     async close() {
       client.close();
       s3.destroy();
+      // A process that crashed on its own shows why, in the test run's output (its folder goes).
+      const crashed = cluster.crashReport();
+      if (crashed) process.stderr.write(`\n=== crashed processes of the test cluster in ${dir} ===\n${crashed}\n`);
       await cluster.stop();
       if (!process.env.KEEP_TEST_DIRS) await rm(dir, { recursive: true, force: true });
     },

@@ -16,7 +16,10 @@ describe('bounded chunks join on the source timeline', () => {
   let source: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, slots: 2, env: { MAX_CHUNK_SEC: '0.5', MIN_SUB_SEGMENT_SEC: '0.2' } });
+    // The production watchdog (60 s, not the tests' 15 s): 120 chunks of half a second mean 120
+    // cuts counted by ffprobe and 120 ffmpeg starts per job, and on a slow 2-core machine a
+    // segment's first chunks can wait longer than 15 s for CPU while its cut is counted.
+    t = await startTestCluster({ nodes: 2, slots: 2, env: { MAX_CHUNK_SEC: '0.5', MIN_SUB_SEGMENT_SEC: '0.2', SEGMENT_NO_PROGRESS_MS: '60000' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-joins-'));
     source = join(t.inputDir, 'ntsc-60s.mp4');
     // 29.97 fps (the rate whose frame times no millisecond clock holds), a keyframe every 15 frames.
@@ -104,7 +107,7 @@ describe('bounded chunks join on the source timeline', () => {
       const total = j.segments.reduce((a, x) => a + x.frames, 0);
       if (total > 0 && j.segments.reduce((a, x) => a + x.framesDone, 0) >= 0.9 * total) break;
     }
-    const busy = await nodeRunningFfmpeg(t.cluster, t.cluster.nodeIds(), 10_000);
+    const busy = await nodeRunningFfmpeg(t.cluster, t.cluster.nodeIds(), 30_000);
     t.cluster.signal(busy, 'SIGKILL');
     const job = await t.client.wait(jobId);
     expect(job.errorMessage).toBe('');

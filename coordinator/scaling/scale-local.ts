@@ -1,13 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync, mkdirSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { Logger } from '../../common/logger.js';
 import type { ScaleProvider } from './autoscaler.js';
 import type { NodePool } from './autoscaler-policy.js';
 import { formatLabels } from '../../common/placement.js';
-
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+import { CHECKOUT_ROOT, nodeArgs } from '../../common/node-entry.js';
 
 /**
  * The `local` provider: node agents as processes on this machine. Scale-up spawns them (they join
@@ -33,8 +31,8 @@ export class LocalScaleProvider implements ScaleProvider {
     for (let i = 0; i < count; i++) {
       const id = `${this.idPrefix}${Date.now().toString(36)}-${this.seq++}`;
       const fd = openSync(join(this.logDir, `${id}.log`), 'a');
-      const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'node-agent/main.ts')], {
-        cwd: REPO_ROOT,
+      const child = spawn(process.execPath, nodeArgs('node-agent/main.ts'), {
+        cwd: CHECKOUT_ROOT,
         env: { ...this.env, NODE_ID: id, WORKER_SLOTS: String(this.slots), GRPC_PORT: '0', METRICS_PORT: '0', ...(pool ? { NODE_LABELS: formatLabels(pool.labels).join(',') } : {}) },
         stdio: ['ignore', fd, fd],
         detached: true,
