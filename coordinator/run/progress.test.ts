@@ -43,11 +43,27 @@ describe('EtaEstimator', () => {
     for (let t = 10_500; t <= 20_000; t += 500) e.frames(t, (frames += 25));
     const later = e.estimate(20_000, 2000 - frames)!;
     expect(later[1]).toBeGreaterThanOrEqual(later[0]);
-    expect(later[1]).toBeGreaterThan(later[0] * 1.2); // the slow samples widen p90
+    // The p50 follows the new rate: 500 frames at 50/s plus a tenth of 20 s for the merge is 12 s
+    // (the 10 s windows lag the change a little); at the old 100/s it would be 7 s.
+    expect(later[0]).toBeGreaterThan(9.5);
+    expect(later[0]).toBeLessThan(12.5);
     e.finalizing(30_000, 0);
     expect(e.estimate(30_000, 0)).toBeUndefined();
     e.finalizing(32_000, 0.5);
     expect(e.estimate(32_000, 0)).toEqual([2, 3]);
+  });
+
+  it('follows a cluster that sped up after a slow start; the p90 keeps the slow part in view', () => {
+    const e = new EtaEstimator();
+    // 5 frames/s for 15 s (chunks waiting for CPU while their cut is counted), then 100 frames/s.
+    let frames = 0;
+    for (let t = 0; t <= 15_000; t += 500) e.frames(t, (frames = t / 200));
+    for (let t = 15_500; t <= 30_000; t += 500) e.frames(t, (frames += 50));
+    const [p50, p90] = e.estimate(30_000, 3000)!;
+    // 3000 frames at 100/s and 3 s of merge: 33 s. The median of every sample read about 85 s.
+    expect(p50).toBeGreaterThan(30);
+    expect(p50).toBeLessThan(40);
+    expect(p90).toBeGreaterThan(p50 * 1.5);
   });
 
   it('goes into the progress record the API reads', async () => {

@@ -10,6 +10,8 @@ const RATE_WINDOW_MS = 10_000;
 const SAMPLE_EVERY_MS = 1_000;
 /** Rate samples kept (the most recent): about the last minute and a half of a job. */
 const MAX_SAMPLES = 90;
+/** The latest samples the p50 follows (each spans 10 s, so about the last 15 s of the job). */
+const RECENT_SAMPLES = 5;
 
 function quantile(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.floor(q * (sorted.length - 1))))]!;
@@ -17,8 +19,11 @@ function quantile(sorted: readonly number[], q: number): number {
 
 /**
  * Remaining time of a job from the frames its cluster encoded recently. Pure apart from the
- * clock it is given. Throughput is sampled every second over a sliding 10 s window; the median
- * sample gives the p50 estimate, the 10th-percentile (slow) sample the p90 one. Merging is
+ * clock it is given. Throughput is sampled every second over a sliding 10 s window; the median of
+ * the last few samples gives the p50 estimate, the 10th-percentile (slow) sample of all of them
+ * the p90 one. (The median of all samples let a slow start hold the p50 down long after the
+ * cluster had sped up: with 120 half-second chunks on a busy 2-core machine it read 229 s at a
+ * quarter of a job that had 21 s left.) Merging is
  * estimated from its own progress once it has started, and until then as a tenth of the
  * transcode time so far (stream copies and a zip: a small share; BENCHMARKS.md has the ratios).
  */
@@ -61,8 +66,9 @@ export class EtaEstimator {
     const positive = this.rates.filter((r) => r > 0);
     if (positive.length === 0 || this.transcodeStart === undefined) return undefined;
     const sorted = [...positive].sort((a, b) => a - b);
+    const recent = positive.slice(-RECENT_SAMPLES).sort((a, b) => a - b);
     const merge = ((now - this.transcodeStart) / 1000) * 0.1;
-    const p50 = remainingFrames / quantile(sorted, 0.5) + merge;
+    const p50 = remainingFrames / quantile(recent, 0.5) + merge;
     const p90 = remainingFrames / quantile(sorted, 0.1) + merge * 1.5;
     return [p50, Math.max(p50, p90)];
   }
