@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError, isAppError } from '../common/errors.js';
 import { readKeyframes, readPacketSummary } from './keyframes.js';
 import { countFrames, streamDurations } from './probe.js';
-import { audioAlignFilter, cutFramesForTimes, extractAudio, segmentFrameCounts, splitFrameCuts, splitVideo } from './split.js';
+import { audioAlignFilter, cutFramesForTimes, extractAudio, segmentFrameCounts, segmentSpans, splitFrameCuts, splitVideo } from './split.js';
 import { inspectFile, makeClip, makeTempDir } from '../test/support/media-fixtures.js';
 
 const run = promisify(execFile);
@@ -59,7 +59,12 @@ describe('splitVideo (real ffmpeg)', () => {
     const frames = await Promise.all(files.map((f) => countFrames(f)));
     expect(frames.reduce((a, b) => a + b.frames, 0)).toBe(total);
     // The counts the coordinator derives from its packet scan are what the cut really holds.
-    expect(segmentFrameCounts(await readPacketSummary(input), cuts)).toEqual(frames.map((f) => f.frames));
+    const scan = await readPacketSummary(input);
+    expect(segmentFrameCounts(scan, cuts)).toEqual(frames.map((f) => f.frames));
+    // ...and so are the lengths the agent takes from the same scan instead of an ffprobe per file.
+    const spans = segmentSpans(scan, cuts);
+    expect(spans.map((x) => x.frames)).toEqual(frames.map((f) => f.frames));
+    spans.forEach((x, i) => expect(Math.abs(x.durationSec - frames[i]!.durationSec), `file ${i} length`).toBeLessThanOrEqual(0.034));
     const facts = await Promise.all(files.map((f) => inspectFile(f)));
     facts.forEach((x, i) => {
       expect(x.firstIsKey).toBe(true); // each segment starts with a keyframe

@@ -75,6 +75,19 @@ export function segmentFrameCounts(s: PacketSummary, cutTimesSec: readonly numbe
   return at.slice(1).map((end, i) => end - at[i]!);
 }
 
+/**
+ * What each file of `splitVideo(…, cutTimesSec, { packets: s })` holds, from the scan alone: its
+ * packets (as `segmentFrameCounts`) and its length, from keyframe to keyframe (the last file to
+ * the end of the stream). The copy cuts before exactly those packets, so no file needs reading.
+ */
+export function segmentSpans(s: PacketSummary, cutTimesSec: readonly number[]): { frames: number; durationSec: number }[] {
+  const at = cutFramesForTimes(s.keys, cutTimesSec, cutTolerance(s));
+  const byIndex = new Map(s.keys.map((k) => [k.index, k.timeSec]));
+  const packets = [0, ...at, s.frames];
+  const times = [0, ...at.map((i) => byIndex.get(i)!), s.durationSec];
+  return packets.slice(1).map((end, i) => ({ frames: end - packets[i]!, durationSec: Math.max(0, times[i + 1]! - times[i]!) }));
+}
+
 /** `outDir` as a segment-muxer filename pattern: '%' in our directory must not read as a format directive. */
 function segmentPattern(outDir: string): string {
   return `file:${join(resolve(outDir), 'seg-').replace(/%/g, '%%')}%04d.mkv`;
