@@ -30,18 +30,18 @@ const SOURCE_DIRS = ['common', 'coordinator', 'node-agent', 'transcoder', 'uploa
 const MARKER = '.tessera-build.json';
 const HERE = dirname(fileURLToPath(import.meta.url));
 
-/** The checkout, also when this module itself runs from a build. */
-export const CHECKOUT_ROOT: string = (() => {
+/** Where this module runs from: a build (its marker names the checkout), or the checkout itself. */
+const { checkout, runningBuild } = ((): { checkout: string; runningBuild: string | undefined } => {
   const root = resolve(HERE, '..');
   try {
-    return (JSON.parse(readFileSync(join(root, MARKER), 'utf8')) as { checkout: string }).checkout;
+    return { checkout: (JSON.parse(readFileSync(join(root, MARKER), 'utf8')) as { checkout: string }).checkout, runningBuild: root };
   } catch {
-    return root;
+    return { checkout: root, runningBuild: undefined };
   }
 })();
 
-/** The root this module runs from when it is a build's, else undefined. */
-const RUNNING_BUILD: string | undefined = existsSync(join(resolve(HERE, '..'), MARKER)) ? resolve(HERE, '..') : undefined;
+/** The checkout, also when this module itself runs from a build. */
+export const CHECKOUT_ROOT: string = checkout;
 
 let built: string | null | undefined;
 
@@ -54,7 +54,7 @@ export function nodeArgs(entry: string): string[] {
 
 /** The build's root (made when missing or stale), or undefined to run through tsx. */
 export function buildRoot(): string | undefined {
-  if (RUNNING_BUILD) return RUNNING_BUILD;
+  if (runningBuild) return runningBuild;
   if (process.env.TESSERA_NO_BUILD === '1') return undefined;
   if (built === undefined) {
     try {

@@ -110,8 +110,8 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
         const paths = await splitVideo(segmentPath, dir, cutPoints, { signal, ...seg, packets, onFile: (i, path) => onFile?.(i, file(i, path)) });
         return paths.map((path, i) => file(i, path));
       }
-      // Every chunk is counted from its own file (the agent checks the sum against the plan) as
-      // soon as the copy has closed it, two at a time: a long segment has dozens of chunks, and as
+      // Without the scan (another segment's came in between), every chunk is counted from its own
+      // file (the agent checks the sum against the plan) as soon as the copy has closed it, two at a time: a long segment has dozens of chunks, and as
       // many ffprobes at once starved the process (its etcd lease keep-alive included) of CPU.
       const counting = new WorkerPool(2);
       const counted: Promise<SubSegmentFile>[] = [];
@@ -124,7 +124,7 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
         }, signal);
         counted[i].catch(() => undefined);
       };
-      const files = await splitVideo(segmentPath, dir, cutPoints, { signal, ...seg, ...(packets ? { packets } : {}), onFile: count });
+      const files = await splitVideo(segmentPath, dir, cutPoints, { signal, ...seg, onFile: count });
       files.forEach((f, i) => count(i, f));
       return Promise.all(files.map((_, i) => counted[i]!));
     },

@@ -71,13 +71,12 @@ function cutTolerance(s: PacketSummary): number {
  * its cut to the next. Pure; the node agents count what they receive against it.
  */
 export function segmentFrameCounts(s: PacketSummary, cutTimesSec: readonly number[]): number[] {
-  const at = [0, ...cutFramesForTimes(s.keys, cutTimesSec, cutTolerance(s)), s.frames];
-  return at.slice(1).map((end, i) => end - at[i]!);
+  return segmentSpans(s, cutTimesSec).map((x) => x.frames);
 }
 
 /**
  * What each file of `splitVideo(…, cutTimesSec, { packets: s })` holds, from the scan alone: its
- * packets (as `segmentFrameCounts`) and its length, from keyframe to keyframe (the last file to
+ * packets and its length, from keyframe to keyframe (the last file to
  * the end of the stream). The copy cuts before exactly those packets, so no file needs reading.
  */
 export function segmentSpans(s: PacketSummary, cutTimesSec: readonly number[]): { frames: number; durationSec: number }[] {
