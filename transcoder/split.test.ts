@@ -123,6 +123,21 @@ describe('splitVideo (real ffmpeg)', () => {
     expect(files).toHaveLength(3);
   });
 
+  it('a segment that fails to build fails the call with its error, not the process', async () => {
+    // The build fails while the split is still cutting: before the fix that was an unhandled
+    // rejection, which ended the coordinator that ran it (a cancelled job on lost leadership).
+    const out = join(dir, 'failing');
+    await mkdir(out);
+    const pk = await readPacketSummary(plain);
+    const cuts = Array.from({ length: 5 }, (_, i) => ({ fromPacket: i * 30, toPacket: (i + 1) * 30 }));
+    const err = await splitFrameCuts(plain, out, cuts, pk.frames, {
+      onSegment: (i) => {
+        if (i === 0) throw new AppError('CANCELLED', 'the job was cancelled');
+      },
+    }).catch((e: unknown) => e);
+    expect(isAppError(err, 'CANCELLED')).toBe(true);
+  });
+
   it('writes one segment when there is no cut', async () => {
     await mkdir(join(dir, 'whole'));
     const files = await splitVideo(bframes, join(dir, 'whole'), []);

@@ -330,6 +330,9 @@ export async function splitFrameCuts(
         opts?.onSegment?.(i, out[i]!);
       }
     });
+    // Awaited below once the split ends; until then a failed build (cancelled with the job, say)
+    // must not be an unhandled rejection, which would end the whole process.
+    building.catch(() => undefined);
   };
   const { onSegment: _onSegment, ...splitOpts } = opts ?? {};
   const split = splitVideo(
