@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { codecFamilies, HARDWARE } from '../common/placement.js';
+import { cachedFfmpegAnswer } from './ffmpeg-info-cache.js';
 import { runFfmpeg } from './run-ffmpeg.js';
 
 /** The software encoder whose pixel formats say whether a family has 10-bit output. */
@@ -31,10 +32,8 @@ export async function probeCapabilities(encoders: ReadonlySet<string>, opts: { r
   const tenBit = families.map(async (f) => {
     const enc = TEN_BIT[f]?.find((e) => encoders.has(e));
     if (!enc) return undefined;
-    const help = await run(['-hide_banner', '-h', `encoder=${enc}`]).then(
-      (r) => r.stdout,
-      () => '',
-    );
+    const args = ['-hide_banner', '-h', `encoder=${enc}`];
+    const help = await cachedFfmpegAnswer(args.join(' '), async () => (await run(args)).stdout).catch(() => '');
     return hasTenBit(help) ? `${f}-10bit` : undefined;
   });
   const hardware = Object.entries(HARDWARE).map(async ([family, names]) => {

@@ -1,3 +1,4 @@
+import { cachedFfmpegAnswer } from './ffmpeg-info-cache.js';
 import { runFfmpeg } from './run-ffmpeg.js';
 
 /**
@@ -17,11 +18,12 @@ let cached: Promise<Set<string>> | undefined;
 
 /**
  * The encoders this machine's ffmpeg has (e.g. libx264, libsvtav1, aac). Asked once per process
- * and cached; a failed attempt is not cached, so the next call retries.
+ * (and kept on disk for the next: cachedFfmpegAnswer); a failed attempt is not cached, so the next call retries.
  */
 export async function availableEncoders(): Promise<Set<string>> {
   if (!cached) {
-    const attempt = runFfmpeg(['-hide_banner', '-nostdin', '-encoders'], { wallClockMs: 30_000, noProgressMs: 30_000 }).then((r) => parseEncoderList(r.stdout));
+    const args = ['-hide_banner', '-nostdin', '-encoders'];
+    const attempt = cachedFfmpegAnswer(args.join(' '), async () => (await runFfmpeg(args, { wallClockMs: 30_000, noProgressMs: 30_000 })).stdout).then(parseEncoderList);
     cached = attempt;
     attempt.catch(() => {
       if (cached === attempt) cached = undefined;
