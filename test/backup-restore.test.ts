@@ -10,6 +10,7 @@ import { TesseraClient } from '../sdk/client.js';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 import type { ReconcileReport } from '../ops/reconcile.js';
 import { fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { nodeArgs } from '../common/node-entry.js';
 
 const run = promisify(execFile);
 
@@ -47,7 +48,7 @@ describe.skipIf(!restoreTool)('backup and restore of etcd', () => {
       S3_SECRET_ACCESS_KEY: 'S3RVER',
       LOG_LEVEL: 'warn',
     };
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'admin', ...args], { cwd: REPO_ROOT, env, timeout: 60_000 });
+    const { stdout } = await run(process.execPath, [...nodeArgs('cli/cli.ts'), 'admin', ...args], { cwd: REPO_ROOT, env, timeout: 60_000 });
     return stdout;
   };
 

@@ -8,6 +8,7 @@ import { REPO_ROOT } from '../deploy/local-cluster.js';
 import type { NodeRecord } from '../common/records.js';
 import { fixture, startTestCluster, type TestCluster } from './helpers.js';
 import { makeSource } from './media-helpers.js';
+import { nodeArgs } from '../common/node-entry.js';
 
 const run = promisify(execFile);
 
@@ -16,7 +17,7 @@ describe('the tessera CLI against a real cluster', () => {
   let clip: string;
   const cli = async (...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> => {
     try {
-      const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), ...args, '--addr', t.cluster.coordinators.join(',')], {
+      const r = await run(process.execPath, [...nodeArgs('cli/cli.ts'), ...args, '--addr', t.cluster.coordinators.join(',')], {
         cwd: REPO_ROOT,
         env: { ...process.env, S3_ENDPOINT: t.cluster.s3Endpoint, TESSERA_STATE_DIR: join(t.dir, 'cli-state') },
         maxBuffer: 16 * 1024 * 1024,
@@ -96,7 +97,7 @@ describe('the tessera CLI against a real cluster', () => {
   });
 
   it('an unreachable coordinator is said plainly', async () => {
-    const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'nodes', '--addr', '127.0.0.1:1'], { cwd: REPO_ROOT }).then(
+    const r = await run(process.execPath, [...nodeArgs('cli/cli.ts'), 'nodes', '--addr', '127.0.0.1:1'], { cwd: REPO_ROOT }).then(
       () => ({ code: 0, stderr: '' }),
       (e: { code: number; stderr: string }) => e,
     );

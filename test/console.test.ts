@@ -5,10 +5,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT } from '../deploy/local-cluster.js';
 import { TesseraClient } from '../sdk/client.js';
 import { JobState, SegmentState } from '../proto/gen/tessera/v1/types.js';
 import { fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { nodeArgs } from '../common/node-entry.js';
 
 // The web console (docs/console.md) in a real headless Chromium: submit by upload and watch the
 // row reach SUCCEEDED, the job's segment timeline (one row per node, one bar per segment), drain
@@ -76,7 +76,7 @@ describe('web console in a browser (TLS, tokens)', () => {
       .then((s) => s ?? '');
 
   it.skipIf(!have)('tessera console prints the URL that tessera up recorded', async () => {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'console', '--dir', t.dir], {
+    const { stdout } = await run(process.execPath, [...nodeArgs('cli/cli.ts'), 'console', '--dir', t.dir], {
       env: { ...process.env, TESSERA_NO_BROWSER: '1' },
       timeout: 30_000,
     });

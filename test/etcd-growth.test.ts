@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +12,7 @@ import { TesseraClient } from '../sdk/client.js';
 import { JobSpec, JobState, PlannedRendition, SourceInfo, type Job, type StatusChange } from '../proto/gen/tessera/v1/types.js';
 import { keyCount } from './etcd-server.js';
 import { fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { nodeArgs } from '../common/node-entry.js';
 
 const run = promisify(execFile);
 const keys = new Keys('/tessera/');
@@ -284,7 +284,7 @@ describe('etcd growth: 5,000 finished job trees, a running job and a leader fail
       const failed = await survivor.wait(oldFailed.id);
       expect(failed.state).toBe(JobState.JOB_STATE_FAILED);
       expect(failed.errorCode).toBe('TRANSCODE_FAILED');
-      const cli = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'job', oldOk.id, '--addr', standby], {
+      const cli = await run(process.execPath, [...nodeArgs('cli/cli.ts'), 'job', oldOk.id, '--addr', standby], {
         cwd: REPO_ROOT,
         env: { ...process.env, S3_ENDPOINT: t.cluster.s3Endpoint },
       });

@@ -9,6 +9,7 @@ import { TesseraClient } from '../sdk/client.js';
 import { clientCredentialsLogin, type StoredToken } from '../sdk/oidc-login.js';
 import { codeOf, fixture, startTestCluster, type TestCluster } from './helpers.js';
 import { startTestIssuer, type TestIssuer } from './oidc-issuer.js';
+import { nodeArgs } from '../common/node-entry.js';
 
 const run = promisify(execFile);
 
@@ -48,7 +49,7 @@ describe('OIDC access tokens against a real coordinator', () => {
   };
   const cli = async (args: string[], env: Record<string, string> = {}): Promise<{ stdout: string; stderr: string; code: number }> => {
     try {
-      const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), ...args], {
+      const r = await run(process.execPath, [...nodeArgs('cli/cli.ts'), ...args], {
         cwd: REPO_ROOT,
         env: { ...process.env, TESSERA_TOKEN: '', TESSERA_ADDR: t.cluster.coordinators.join(','), TESSERA_STATE_DIR: join(t.dir, 'cli-state'), ...env },
         timeout: 60_000,
@@ -200,15 +201,11 @@ describe('OIDC access tokens against a real coordinator', () => {
     const stateDir = join(t.dir, 'cli-state-device');
     const file = join(stateDir, 'oidc-token.json');
     const scope = 'openid offline_access tessera:read tessera:write';
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), 'login', '--device', '--issuer', issuer.issuer, '--client-id', 'tessera-cli', '--audience', issuer.audience, '--scope', scope],
-      {
-        cwd: REPO_ROOT,
-        env: { ...process.env, TESSERA_TOKEN: '', TESSERA_STATE_DIR: stateDir },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
+    const child = spawn(process.execPath, [...nodeArgs('cli/cli.ts'), 'login', '--device', '--issuer', issuer.issuer, '--client-id', 'tessera-cli', '--audience', issuer.audience, '--scope', scope], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, TESSERA_TOKEN: '', TESSERA_STATE_DIR: stateDir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (b: Buffer) => {

@@ -5,6 +5,7 @@ import { rm } from 'node:fs/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../deploy/local-cluster.js';
 import { freePort } from '../deploy/ports.js';
+import { nodeArgs } from '../common/node-entry.js';
 
 /** Starts one real process (`<role>/main.ts`) with only `env` (plus PATH) and waits for it to exit. */
 async function start(
@@ -15,7 +16,7 @@ async function start(
   const t0 = Date.now();
   // Nothing listens on these: a process that got past its checks would hang on etcd, not exit 2.
   const etcd = `http://127.0.0.1:${await freePort()}`;
-  const child = spawn(process.execPath, ['--import', 'tsx', `${role}/main.ts`], {
+  const child = spawn(process.execPath, nodeArgs(`${role}/main.ts`), {
     cwd: REPO_ROOT,
     env: {
       PATH: process.env.PATH ?? '',

@@ -16,6 +16,7 @@ import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { TesseraClient } from '../sdk/client.js';
 import { REPO_ROOT } from '../deploy/local-cluster.js';
 import { checkArchive, fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { nodeArgs } from '../common/node-entry.js';
 
 const LADDER = [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'ultrafast' }];
 
@@ -225,7 +226,7 @@ describe('tessera up --tls, then the CLI uses the cluster certificate', () => {
   let dir: string;
   const cli = async (...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> => {
     try {
-      const r = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), ...args, '--dir', dir], { cwd: REPO_ROOT, maxBuffer: 16 * 1024 * 1024, timeout: 180_000 });
+      const r = await run(process.execPath, [...nodeArgs('cli/cli.ts'), ...args, '--dir', dir], { cwd: REPO_ROOT, maxBuffer: 16 * 1024 * 1024, timeout: 180_000 });
       return { stdout: r.stdout, stderr: r.stderr, code: 0 };
     } catch (err) {
       const e = err as { stdout: string; stderr: string; code: number };

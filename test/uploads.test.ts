@@ -16,6 +16,7 @@ import { Etcd3 } from 'etcd3';
 import { UploadSessions } from '../coordinator/api/upload-session.js';
 import { Keys } from '../common/keys.js';
 import { createLogger } from '../common/logger.js';
+import { nodeArgs } from '../common/node-entry.js';
 
 // Large inputs get in: uploads are stored in S3 as multipart parts while they arrive, and an
 // interrupted upload resumes from what the cluster holds. The size is LARGE_UPLOAD_MB (default
@@ -36,7 +37,7 @@ describe('large uploads: multipart while they arrive, resumable', () => {
   let big: string;
   let stateDir: string;
   const cli = (...args: string[]): ChildProcess =>
-    spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/cli.ts'), ...args, '--addr', t.cluster.coordinators.join(',')], {
+    spawn(process.execPath, [...nodeArgs('cli/cli.ts'), ...args, '--addr', t.cluster.coordinators.join(',')], {
       cwd: REPO_ROOT,
       env: { ...process.env, S3_ENDPOINT: t.cluster.s3Endpoint, TESSERA_STATE_DIR: stateDir, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -229,23 +229,8 @@ export function audioAlignFilter(offsetSec: number): string {
   return `${base},atrim=start=${(-offsetSec).toFixed(6)},asetpts=PTS-STARTPTS`;
 }
 
-/**
- * Encodes audio track `track` (0-based among the audio streams; default 0) of `input` once, to
- * AAC at `bitrateKbps` in an .m4a (`-vn`), aligned so that t=0 is the first presented video
- * frame (see audioAlignFilter; edit lists are applied by the demuxer), keeping its channels or,
- * with `downmix`, as a stereo downmix. `onProgress` gets the encoded position in seconds.
- */
-export async function extractAudio(
-  input: string,
-  outPath: string,
-  opts: { bitrateKbps: number; track?: number; downmix?: boolean; signal?: AbortSignal; onProgress?: (sec: number) => void } & InputOptions,
-): Promise<void> {
-  const track = opts.track ?? 0;
-  if (!Number.isInteger(track) || track < 0 || track > 63) throw new AppError('INVALID_ARGUMENT', `audio track ${String(track)} is not valid`);
-  if (!Number.isInteger(opts.bitrateKbps) || opts.bitrateKbps < 16 || opts.bitrateKbps > 1024) {
-    throw new AppError('INVALID_ARGUMENT', `audio bitrate must be an integer from 16 to 1024 kbps, got ${String(opts.bitrateKbps)}`);
-  }
-  const { abs } = await checkInputFile(input);
+/** Audio track `track`'s start relative to the first video stream's (s), by ffprobe. */
+async function audioOffset(abs: string, track: number, opts: { signal?: AbortSignal } & InputOptions): Promise<number> {
   const { stdout } = await runFfprobe(abs, ['-show_streams', '-of', 'json'], {
     ...(opts.signal ? { signal: opts.signal } : {}),
     ...(opts.format ? { format: opts.format } : {}),
@@ -256,7 +241,29 @@ export async function extractAudio(
   const a = streams.filter((s) => s.codec_type === 'audio')[track];
   if (!a) throw new AppError('INPUT_NOT_VIDEO', `the input has no audio track ${track} to extract`);
   const v = firstVideoStream(streams);
-  const offset = v ? (num(a.start_time) ?? 0) - (num(v.start_time) ?? 0) : 0;
+  return v ? (num(a.start_time) ?? 0) - (num(v.start_time) ?? 0) : 0;
+}
+
+/**
+ * Encodes audio track `track` (0-based among the audio streams; default 0) of `input` once, to
+ * AAC at `bitrateKbps` in an .m4a (`-vn`), aligned so that t=0 is the first presented video
+ * frame (see audioAlignFilter; edit lists are applied by the demuxer), keeping its channels or,
+ * with `downmix`, as a stereo downmix. `offsetSec` is the track's start relative to the first
+ * video frame when the caller knows it from its probe (else one ffprobe finds it). `onProgress`
+ * gets the encoded position in seconds.
+ */
+export async function extractAudio(
+  input: string,
+  outPath: string,
+  opts: { bitrateKbps: number; track?: number; downmix?: boolean; offsetSec?: number; signal?: AbortSignal; onProgress?: (sec: number) => void } & InputOptions,
+): Promise<void> {
+  const track = opts.track ?? 0;
+  if (!Number.isInteger(track) || track < 0 || track > 63) throw new AppError('INVALID_ARGUMENT', `audio track ${String(track)} is not valid`);
+  if (!Number.isInteger(opts.bitrateKbps) || opts.bitrateKbps < 16 || opts.bitrateKbps > 1024) {
+    throw new AppError('INVALID_ARGUMENT', `audio bitrate must be an integer from 16 to 1024 kbps, got ${String(opts.bitrateKbps)}`);
+  }
+  const { abs } = await checkInputFile(input);
+  const offset = opts.offsetSec ?? (await audioOffset(abs, track, opts));
   const args = [
     '-hide_banner',
     '-nostdin',

@@ -497,7 +497,7 @@ export class JobRunner {
           await Promise.all(
             sourcePlan.audioTracks.map(async (t, k) => {
               const audioPath = join(this.dir, `audio-${k}.m4a`);
-              await extractAudio(inputPath, audioPath, { bitrateKbps: rec.spec.audioBitrateKbps || 128, track: t.index, downmix: t.downmix, signal, ...source });
+              await extractAudio(inputPath, audioPath, { bitrateKbps: rec.spec.audioBitrateKbps || 128, track: t.index, downmix: t.downmix, offsetSec: t.offsetSec, signal, ...source });
               await sendPart(this.d.clients.get(UploaderClient, uploader.address, uploader.id), audioRef(this.jobId, k), audioPath, { timeoutMs: cfg.SEGMENT_TRANSFER_TIMEOUT_MS, signal });
             }),
           );
