@@ -1,11 +1,45 @@
 import { defineConfig } from 'vitest/config';
 
-// Unit tests sit next to the code; integration tests in test/ start real etcd, ffmpeg,
-// an S3-protocol server and gRPC processes, so most run one file at a time (2-core CI).
-// `integration-paired` runs two files at once: test/etcd-outages.test.ts spends most of its
-// 3.5 minutes with etcd frozen on purpose (nothing to do but wait), so the files that run beside
-// it use that idle time; they assert on frames, states and files, never on how long things take.
-const PAIRED = ['test/etcd-outages.test.ts', 'test/media.test.ts', 'test/streaming.test.ts', 'test/history-retention.test.ts', 'test/watch-compaction.test.ts', 'test/alerts.test.ts'];
+// Unit tests sit next to the code; integration tests in test/ start real etcd, ffmpeg, an
+// S3-protocol server and gRPC processes.
+//
+// `integration-paired` runs two files at once. test/etcd-outages.test.ts spends most of its 3.5
+// minutes with etcd frozen on purpose, and the files that run beside it use that idle time. The
+// other files here check what a job produces (frames, states, files, codes) and nothing about how
+// long it takes, so a CPU-bound neighbour slows them without changing their outcome; together they
+// use the 15-35 % of the two cores a single file leaves idle (measured: one file alone keeps the
+// cores 66-86 % busy on this kind of VM).
+//
+// `integration` runs one file at a time, after the paired ones (groupOrder): fault injection, lease
+// and watchdog timings, latency assertions, and the browser tests, which must not share the cores.
+const PAIRED = [
+  'test/etcd-outages.test.ts',
+  'test/media.test.ts',
+  'test/streaming.test.ts',
+  'test/history-retention.test.ts',
+  'test/watch-compaction.test.ts',
+  'test/alerts.test.ts',
+  'test/pipeline.test.ts',
+  'test/cli.test.ts',
+  'test/tls.test.ts',
+  'test/oidc.test.ts',
+  'test/tenants.test.ts',
+  'test/hostile.test.ts',
+  'test/uploads.test.ts',
+  'test/backup-restore.test.ts',
+  'test/ranged-input.test.ts',
+  'test/staging-too-small.test.ts',
+  'test/staging-sweeper.test.ts',
+  'test/placement.test.ts',
+  'test/secure-start.test.ts',
+  'test/frame-cuts.test.ts',
+  'test/job-logs.test.ts',
+  'test/reconcile-journal.test.ts',
+  'test/etcd-cluster.test.ts',
+  'test/webhook-outbox.test.ts',
+  'test/ssrf.test.ts',
+  'test/fence-transfer.test.ts',
+];
 
 export default defineConfig({
   test: {
@@ -17,6 +51,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
+          sequence: { groupOrder: 0 },
           include: ['{common,coordinator,node-agent,transcoder,uploader,sdk,cli,ops,deploy,bench}/**/*.test.ts', 'test/support/**/*.test.ts'],
           testTimeout: 60_000,
         },
@@ -25,6 +60,7 @@ export default defineConfig({
         test: {
           name: 'integration-paired',
           include: PAIRED,
+          sequence: { groupOrder: 0 },
           testTimeout: 240_000,
           hookTimeout: 120_000,
         },
@@ -35,6 +71,7 @@ export default defineConfig({
           include: ['test/**/*.test.ts'],
           exclude: [...PAIRED, 'test/support/**'],
           fileParallelism: false,
+          sequence: { groupOrder: 1 },
           testTimeout: 240_000,
           hookTimeout: 120_000,
         },
