@@ -76,6 +76,15 @@ describe('the tessera CLI against a real cluster', () => {
   it("npx --no tessera runs this clone's CLI (and would never install a package of that name)", async () => {
     const r = await run('npx', ['--no', 'tessera', 'help'], { cwd: REPO_ROOT });
     expect(r.stdout).toContain('tessera transcode <file');
+    // From the JavaScript build by default, through tsx when asked: the same CLI, the same exit codes.
+    const viaTsx = await run('npx', ['--no', 'tessera', 'help'], { cwd: REPO_ROOT, env: { ...process.env, TESSERA_NO_BUILD: '1' } });
+    expect(viaTsx.stdout).toBe(r.stdout);
+    const typo = await run('npx', ['--no', 'tessera', 'transcod'], { cwd: REPO_ROOT }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain('unknown command "transcod"');
   });
 
   it('mistakes get one line naming them, with a suggestion; --help exits 0', async () => {
