@@ -243,6 +243,17 @@ export function firstVideoStream(streams: readonly ProbeStream[]): ProbeStream |
   return streams.find((s) => s.codec_type === 'video' && s.disposition?.attached_pic !== 1);
 }
 
+/**
+ * An audio stream's start relative to the first video stream's (s): > 0 starts late. A stream
+ * without a start time of its own starts with the video; without video, 0. Pure.
+ */
+export function audioStartOffset(j: ProbeJson, audio: ProbeStream): number {
+  const v = firstVideoStream(j.streams ?? []);
+  if (!v) return 0;
+  const videoStart = num(v.start_time) ?? num(j.format?.start_time) ?? 0;
+  return (num(audio.start_time) ?? videoStart) - videoStart;
+}
+
 /** A stream's duration in seconds: its own field, else Matroska's DURATION tag, else undefined. */
 export function streamDuration(s: ProbeStream): number | undefined {
   const d = num(s.duration);

@@ -2,7 +2,7 @@ import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises
 import { basename, join, resolve } from 'node:path';
 import { AppError } from '../common/errors.js';
 import { maxPixelsArg, type FfmpegLimits } from './ffmpeg-limits.js';
-import { checkInputFile, demuxerArgs, firstVideoStream, INPUT_DEMUXERS, inputSource, num, parseProbeJson, runFfprobe, type InputDemuxer } from './ffprobe.js';
+import { audioStartOffset, checkInputFile, demuxerArgs, INPUT_DEMUXERS, inputSource, parseProbeJson, runFfprobe, type InputDemuxer } from './ffprobe.js';
 import { readPacketSummary, type KeyframeAt, type PacketSummary } from './keyframes.js';
 import { runFfmpeg } from './run-ffmpeg.js';
 
@@ -229,7 +229,7 @@ export function audioAlignFilter(offsetSec: number): string {
   return `${base},atrim=start=${(-offsetSec).toFixed(6)},asetpts=PTS-STARTPTS`;
 }
 
-/** Audio track `track`'s start relative to the first video stream's (s), by ffprobe. */
+/** Audio track `track`'s start relative to the first video stream's (s), by ffprobe (the rule the probe's timeline uses). */
 async function audioOffset(abs: string, track: number, opts: { signal?: AbortSignal } & InputOptions): Promise<number> {
   const { stdout } = await runFfprobe(abs, ['-show_streams', '-of', 'json'], {
     ...(opts.signal ? { signal: opts.signal } : {}),
@@ -237,11 +237,10 @@ async function audioOffset(abs: string, track: number, opts: { signal?: AbortSig
     ...(opts.maxPixels !== undefined ? { maxPixels: opts.maxPixels } : {}),
     ...(opts.limits ? { limits: opts.limits } : {}),
   });
-  const streams = parseProbeJson(stdout).streams ?? [];
-  const a = streams.filter((s) => s.codec_type === 'audio')[track];
+  const j = parseProbeJson(stdout);
+  const a = (j.streams ?? []).filter((s) => s.codec_type === 'audio')[track];
   if (!a) throw new AppError('INPUT_NOT_VIDEO', `the input has no audio track ${track} to extract`);
-  const v = firstVideoStream(streams);
-  return v ? (num(a.start_time) ?? 0) - (num(v.start_time) ?? 0) : 0;
+  return audioStartOffset(j, a);
 }
 
 /**

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { isAppError } from '../common/errors.js';
-import type { ProbeJson } from './ffprobe.js';
+import { audioStartOffset, type ProbeJson } from './ffprobe.js';
 import { parsePacketRows, summarizePackets } from './keyframes.js';
 import { rungSize, resolveLadder } from './ladder.js';
 import { bitDepthOf, cleanTitle, hdrMetadataOf, idetVerdict, parseDisplayMatrix, parseIdet, timelineFromProbe } from './timeline.js';
@@ -165,5 +165,17 @@ describe('ladder heights name the short side', () => {
     expect(code(() => resolveLadder([{ height: 360, dynamicRange: 'dolby' }], { width: 640, height: 360 }, ENC))).toBe('INVALID_ARGUMENT');
     const [av1] = resolveLadder([{ height: 360, codec: 'av1', dynamicRange: 'HDR' }], { width: 640, height: 360, dynamicRange: 'hlg' }, ENC);
     expect(av1).toMatchObject({ encoder: 'libsvtav1', dynamicRange: 'hdr', name: '360p-hdr' });
+  });
+});
+
+describe('audioStartOffset', () => {
+  const video = { codec_type: 'video', start_time: '0.040000' };
+  it('is the audio start minus the first video start; a stream without a start starts with the video', () => {
+    expect(audioStartOffset({ streams: [video, { codec_type: 'audio', start_time: '0.540000' }] }, { codec_type: 'audio', start_time: '0.540000' })).toBeCloseTo(0.5, 9);
+    expect(audioStartOffset({ streams: [video] }, { codec_type: 'audio' })).toBe(0);
+    expect(audioStartOffset({ streams: [{ codec_type: 'video' }], format: { start_time: '1.000000' } }, { codec_type: 'audio', start_time: '0.800000' })).toBeCloseTo(-0.2, 9);
+  });
+  it('is 0 without a video stream', () => {
+    expect(audioStartOffset({ streams: [{ codec_type: 'audio', start_time: '2' }] }, { codec_type: 'audio', start_time: '2' })).toBe(0);
   });
 });

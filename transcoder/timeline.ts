@@ -1,5 +1,5 @@
 import { AppError } from '../common/errors.js';
-import { firstVideoStream, num, parseProbeJson, rational, runFfprobe, streamDuration, type ProbeJson, type ProbeOptions, type ProbeStream } from './ffprobe.js';
+import { audioStartOffset, firstVideoStream, num, parseProbeJson, rational, runFfprobe, streamDuration, type ProbeJson, type ProbeOptions, type ProbeStream } from './ffprobe.js';
 import { runFfmpeg } from './run-ffmpeg.js';
 import { inputArgs, type InputOptions } from './split.js';
 
@@ -198,7 +198,7 @@ export function timelineFromProbe(j: ProbeJson, frameSide?: readonly SideData[])
       layout: a.channel_layout ?? '',
       language: languageOf(a.tags),
       title: cleanTitle(tagOf(a.tags, 'title')),
-      offsetSec: (num(a.start_time) ?? videoStartSec) - videoStartSec,
+      offsetSec: audioStartOffset(j, a),
       durationSec: streamDuration(a) ?? formatDuration ?? 0,
     }));
   const hdr = dynamicRange === 'pq' ? (hdrMetadataOf(v.side_data_list) ?? hdrMetadataOf(frameSide)) : undefined;
