@@ -6,6 +6,7 @@ import { request as httpsRequest } from 'node:https';
 import { openSync, closeSync, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { connect } from 'node:net';
 import { Etcd3 } from 'etcd3';
 import { grpcServing } from '../common/health-client.js';
 import { processAlive } from '../common/process.js';
@@ -145,14 +146,14 @@ export class LocalCluster {
       const s3 = await this.ca.issue('s3', { role: 's3', names: ['localhost'], ips: ['127.0.0.1'] });
       s3Tls = [s3.cert, s3.key];
     }
-    await this.startEtcd(this.o.etcdMembers ?? 1);
+    // etcd and the S3 server start side by side; then every Tessera process at once (each only
+    // needs etcd and S3 to be up: the coordinator finds the uploader and the agents in etcd).
     const s3Port = await freePort();
     this.s3Endpoint = `${this.o.tls ? 'https' : 'http'}://127.0.0.1:${s3Port}`;
     this.spawnTs('s3', 's3', 'deploy/s3-server-main.ts', {}, [join(this.o.dir, 's3'), String(s3Port), `${this.bucket},tessera-input`, this.o.detached ? '0' : String(process.pid), ...s3Tls], s3Port);
-    await waitFor(() => httpOk(`${this.s3Endpoint}/`, this.clientTls()?.ca), BOOT_WAIT_MS, 'the local S3 server');
-    await this.startUploader();
+    await Promise.all([this.startEtcd(this.o.etcdMembers ?? 1), waitFor(() => httpOk(`${this.s3Endpoint}/`, this.clientTls()?.ca), BOOT_WAIT_MS, 'the local S3 server')]);
     const coordinatorCount = this.o.coordinators ?? 1;
-    const starting: Promise<unknown>[] = [];
+    const starting: Promise<unknown>[] = [this.startUploader()];
     for (let i = 0; i < coordinatorCount; i++) starting.push(this.startCoordinator());
     for (let i = 0; i < this.o.nodes; i++) starting.push(this.addNode(this.o.nodeCpus?.[i] ? { cpus: this.o.nodeCpus[i]! } : {}));
     await Promise.all(starting);
@@ -227,6 +228,9 @@ export class LocalCluster {
   }
 
   private async etcdHealthy(): Promise<void> {
+    // First until each member accepts connections: a gRPC call made before that puts the client's
+    // channel into reconnect backoff (1 s, 1.6 s, 2.6 s…), which cost up to 5 s per cluster start.
+    for (const m of this.etcdMembers.values()) await waitFor(() => tcpOpen(m.port), 30_000, 'etcd to listen');
     await waitFor(
       async () => {
         try {
@@ -554,6 +558,20 @@ export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** True once something accepts a TCP connection on 127.0.0.1:`port`. */
+function tcpOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect({ host: '127.0.0.1', port });
+    sock.setTimeout(1_000, () => sock.destroy());
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+    sock.once('close', () => resolve(false));
+  });
 }
 
 /** True once something answers HTTP(S) at `url` (any status); `ca` is trusted for https. */
