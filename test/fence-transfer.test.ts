@@ -4,7 +4,7 @@ import { crc32 } from 'node:zlib';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { credentials, Metadata } from '@grpc/grpc-js';
+import { credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sendFileChunks } from '../common/chunks.js';
 import { deadline, iterateStream, openClientStream } from '../common/grpc.js';
@@ -84,10 +84,16 @@ function guardRequest(jobId: string, rev: number, dir: string): Parameters<typeo
 /** An uploader stand-in that acknowledges each part `ackMs` after its last byte (an fsync on a busy disk), with the bytes' SHA-256. */
 function slowUploader(ackMs: number, onAck: (sub: string, bytes: number) => void = () => undefined): UploaderClient {
   return {
-    putPart: (_md: unknown, _opts: unknown, cb: (err: null, ack: PartAck) => void) => {
+    putPart: (_md: unknown, _opts: unknown, cb: (err: Partial<ServiceError> | null, ack?: PartAck) => void) => {
       const hash = createHash('sha256');
       let sub = '';
       let bytes = 0;
+      let settled = false;
+      const settle = (err: Partial<ServiceError> | null, ack?: PartAck): void => {
+        if (settled) return;
+        settled = true;
+        cb(err, ack);
+      };
       const w = new Writable({
         objectMode: true,
         write(chunk: PartChunk, _enc, next) {
@@ -100,13 +106,16 @@ function slowUploader(ackMs: number, onAck: (sub: string, bytes: number) => void
         },
         final(done) {
           setTimeout(() => {
+            if (settled) return;
             onAck(sub, bytes);
-            cb(null, { bytes, sha256: hash.digest('hex') });
+            settle(null, { bytes, sha256: hash.digest('hex') });
           }, ackMs);
           done();
         },
       });
-      return Object.assign(w, { cancel: () => undefined });
+      // As grpc-js does: a cancelled call ends with CANCELLED (a no-op cancel left a chunk that was
+      // aborted while its parts were on their way waiting for an answer forever).
+      return Object.assign(w, { cancel: () => settle({ code: status.CANCELLED, details: 'Cancelled on client', metadata: new Metadata() }) });
     },
   } as unknown as UploaderClient;
 }
