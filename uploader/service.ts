@@ -16,6 +16,7 @@ import type { FinalizeEvent, FinalizeRequest, PartAck, PartChunk, PartRef, Uploa
 import type { JobResult, RenditionResult, StreamingResult } from '../proto/gen/tessera/v1/types.js';
 import { packageStreams, putStreamFiles, streamingManifest, type StreamFormat, type StreamingFacts } from './streaming.js';
 import { countFrames, streamDurations } from '../transcoder/probe.js';
+import { mp4TrackFacts } from '../transcoder/mp4-facts.js';
 import { buildManifest } from './manifest.js';
 import { mergeRendition } from './merge.js';
 import { uploadFileMultipart, type MultipartStateStore } from './s3-multipart.js';
@@ -406,14 +407,21 @@ export class UploaderService {
     // the archive is written: the manifest, its last entry, waits for them.
     const counted = Promise.all(
       files.map(async (f, i) => {
-        const c = await countFrames(f.path, { format: container === 'mkv' ? 'matroska' : 'mov', signal });
+        // Our own MP4: its boxes say what ffprobe would (ffprobe for anything else).
+        const boxes = container === 'mp4' ? await mp4TrackFacts(f.path, 'video') : undefined;
+        const c = boxes ? { frames: boxes.samples, durationSec: boxes.durationSec } : await countFrames(f.path, { format: container === 'mkv' ? 'matroska' : 'mov', signal });
         if (expectedFrames > 0 && c.frames !== expectedFrames) {
           throw new AppError('INTERNAL', `rendition ${req.renditions[i]!.name} has ${c.frames} frames but ${expectedFrames} were expected from the source`);
         }
         return c;
       }),
     );
-    const audioMeasured = Promise.all(audio.map(async (a) => ({ a, d: await streamDurations(a.path, { format: 'mov', signal }) })));
+    const audioMeasured = Promise.all(
+      audio.map(async (a) => {
+        const boxes = await mp4TrackFacts(a.path, 'audio');
+        return { a, d: boxes ? { audioSec: boxes.durationSec } : await streamDurations(a.path, { format: 'mov', signal }) };
+      }),
+    );
     counted.catch(() => undefined);
     audioMeasured.catch(() => undefined);
     let renditions: RenditionResult[] = [];
