@@ -27,7 +27,7 @@ describe('MP4 track facts from the boxes (checked against ffprobe)', () => {
     audio = join(dir, 'audio-0.m4a');
     await ffmpeg(['-i', src, '-map', '0:a:0', '-vn', '-af', 'asetpts=PTS-STARTPTS', '-c:a', 'aac', '-b:a', '128k', '-f', 'mp4', audio]);
     merged = join(dir, 'merged.mp4');
-    await mergeRendition({ parts, durations: [2, 2, 2], audio: [{ path: audio, language: 'eng', title: '', channels: 2 }], container: 'mp4', outPath: merged, listDir: dir });
+    await mergeRendition({ parts, durations: [2, 2, 2], audio: [{ path: audio, language: 'eng', title: '' }], container: 'mp4', outPath: merged, listDir: dir });
   }, 120_000);
   afterAll(async () => cleanup());
 
