@@ -49,9 +49,6 @@ const PAIRED = [
   'test/fence-transfer.test.ts',
   'test/control-plane-bench.test.ts',
   'test/disk-full.test.ts',
-  // Kills the uploader and wipes its disk, then checks only what the job produced (no lease or
-  // watchdog timing, no count of redone chunks).
-  'test/lost-parts.test.ts',
 ];
 
 // The paired phase is CPU-bound, except while etcd-outages waits on a frozen etcd: it starts first,
