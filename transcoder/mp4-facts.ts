@@ -25,14 +25,15 @@ export async function mp4TrackFacts(path: string, kind: Mp4TrackKind): Promise<M
   try {
     const moov = await readTopLevel(fh, 'moov');
     if (!moov) return undefined;
+    const boxes = children(moov, 0, moov.length);
     // A fragmented file keeps its samples in moof boxes: not the shape we read.
-    if (children(moov, 0, moov.length).some((b) => b.type === 'mvex')) return undefined;
+    if (boxes.some((b) => b.type === 'mvex')) return undefined;
     const handler = kind === 'video' ? 'vide' : 'soun';
-    const mvhd = children(moov, 0, moov.length).find((b) => b.type === 'mvhd');
+    const mvhd = boxes.find((b) => b.type === 'mvhd');
     if (!mvhd || mvhd.end - mvhd.start < 24) return undefined;
     const movieTimescale = moov.readUInt32BE(mvhd.start + (moov.readUInt8(mvhd.start) === 1 ? 20 : 12));
     if (!(movieTimescale > 0)) return undefined;
-    for (const trak of children(moov, 0, moov.length).filter((b) => b.type === 'trak')) {
+    for (const trak of boxes.filter((b) => b.type === 'trak')) {
       const facts = trakFacts(moov, trak, handler, movieTimescale);
       if (facts === null) continue; // another kind of track
       return facts;
