@@ -36,6 +36,8 @@ const shape = {
   /** Kernel caps per ffmpeg (prlimit): address space in MiB and CPU seconds; unset = the defaults of transcoder/ffmpeg-limits.ts, 0 = off. */
   FFMPEG_AS_LIMIT_MB: z.coerce.number().int().min(0).optional(),
   FFMPEG_CPU_LIMIT_SEC: z.coerce.number().int().min(0).optional(),
+  /** Niceness of every ffmpeg/ffprobe (0 = the agent's own priority); unset = 10, so the agent's gRPC and lease keep-alives come before the encodes. */
+  FFMPEG_NICE: z.coerce.number().int().min(0).max(19).optional(),
   /** `-max_pixels` for the decoders (default: 7680x4320 plus the decoders' padding). */
   FFMPEG_MAX_PIXELS: int(DEFAULT_MAX_PIXELS, 1, 2_147_483_647),
   /** Attempts per sub-segment on this node before the segment fails (a crash or hang retries). */

@@ -89,6 +89,7 @@ async function main(): Promise<void> {
         limits: {
           ...(cfg.FFMPEG_AS_LIMIT_MB !== undefined ? { addressSpaceMb: cfg.FFMPEG_AS_LIMIT_MB } : {}),
           ...(cfg.FFMPEG_CPU_LIMIT_SEC !== undefined ? { cpuSec: cfg.FFMPEG_CPU_LIMIT_SEC } : {}),
+          ...(cfg.FFMPEG_NICE !== undefined ? { nice: cfg.FFMPEG_NICE } : {}),
         },
       }),
     },

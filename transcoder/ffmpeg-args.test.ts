@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { isAppError } from '../common/errors.js';
 import { buildTranscodeArgs, ENCODER_TIME_BASE, formatCommand, gopFrames, outputCaps, svtMasterDisplay } from './ffmpeg-args.js';
 import { PLAIN_TREATMENT, type PictureTreatment } from './treatment.js';
-import { DEFAULT_MAX_PIXELS, defaultAddressSpaceMb, defaultCpuSec, maxPixelsArg, prlimitArgs, resolveLimits } from './ffmpeg-limits.js';
+import { DEFAULT_MAX_PIXELS, DEFAULT_NICE, defaultAddressSpaceMb, defaultCpuSec, maxPixelsArg, prlimitArgs, resolveLimits } from './ffmpeg-limits.js';
 import { demuxerArgs, demuxerFor, INPUT_DEMUXERS } from './ffprobe.js';
 import { resolveLadder, type ResolvedRendition } from './ladder.js';
 
@@ -205,15 +205,17 @@ describe('ffmpeg limits', () => {
   it('builds prlimit options; 0 switches a limit off', () => {
     expect(prlimitArgs({ addressSpaceMb: 1024, cpuSec: 60 })).toEqual(['--as=1073741824', '--cpu=60:65']);
     expect(prlimitArgs({ addressSpaceMb: 0, cpuSec: 0 })).toEqual([]);
-    expect(resolveLimits({ addressSpaceMb: 0 }, 1000)).toEqual({ addressSpaceMb: 0, cpuSec: defaultCpuSec(1000) });
+    expect(resolveLimits({ addressSpaceMb: 0 }, 1000)).toEqual({ addressSpaceMb: 0, cpuSec: defaultCpuSec(1000), nice: 10 });
+    expect(resolveLimits({ nice: 0 }, 1000).nice).toBe(0);
+    expect(resolveLimits({ nice: 40 }, 1000).nice).toBe(19);
   });
 
-  it('defaults: 16 GiB + 256 MiB per core of address space, the wall clock on every core of CPU', () => {
+  it('defaults: 16 GiB + 256 MiB per core of address space, the wall clock on every core of CPU, niceness 10', () => {
     expect(defaultAddressSpaceMb(2)).toBe(16_896);
     expect(defaultAddressSpaceMb(64)).toBe(32_768);
     expect(defaultCpuSec(3_600_000, 4)).toBe(14_400);
     expect(defaultCpuSec(Infinity, 4)).toBe(0);
-    expect(resolveLimits(undefined, 10_000)).toEqual({ addressSpaceMb: defaultAddressSpaceMb(), cpuSec: defaultCpuSec(10_000) });
+    expect(resolveLimits(undefined, 10_000)).toEqual({ addressSpaceMb: defaultAddressSpaceMb(), cpuSec: defaultCpuSec(10_000), nice: DEFAULT_NICE });
   });
 });
 

@@ -12,7 +12,23 @@ export interface FfmpegLimits {
   addressSpaceMb?: number;
   /** RLIMIT_CPU in seconds of CPU time (all threads); SIGXCPU at the limit, SIGKILL 5 s later. */
   cpuSec?: number;
+  /**
+   * Scheduling niceness (0–19) the process starts with (`nice -n`, then exec: same pid); 0 runs
+   * it at the caller's priority. See {@link DEFAULT_NICE}.
+   */
+  nice?: number;
 }
+
+/**
+ * Default niceness of every ffmpeg/ffprobe: 10. An encode wants every core for as long as it
+ * runs; the process that owns it (its gRPC server, its etcd lease keep-alives, the coordinator's
+ * streams) needs a few milliseconds now and then, and a lease that misses its keep-alive because
+ * the encoders hold the cores takes the node out of the cluster. Niceness only weighs runnable
+ * threads against each other: with nothing else to run, a niced encode still gets every core, so
+ * it costs an encode nothing. (Measured on 2 cores with two 720p x264 encodes holding them: a
+ * node agent's restart took 6.8 s to register again at niceness 0 beside them; see BENCHMARKS.md.)
+ */
+export const DEFAULT_NICE = 10;
 
 /**
  * The `-max_pixels` for a width × height limit. Decoders check their coded, aligned picture
@@ -59,9 +75,9 @@ export function maxPixelsArg(maxPixels: number | undefined): string {
 }
 
 /** The limits a run gets: explicit values win, missing ones take the defaults. Pure. */
-export function resolveLimits(l: FfmpegLimits | undefined, wallClockMs: number): { addressSpaceMb: number; cpuSec: number } {
+export function resolveLimits(l: FfmpegLimits | undefined, wallClockMs: number): { addressSpaceMb: number; cpuSec: number; nice: number } {
   const pick = (v: number | undefined, def: number): number => (v === undefined || !Number.isFinite(v) ? def : Math.max(0, Math.floor(v)));
-  return { addressSpaceMb: pick(l?.addressSpaceMb, defaultAddressSpaceMb()), cpuSec: pick(l?.cpuSec, defaultCpuSec(wallClockMs)) };
+  return { addressSpaceMb: pick(l?.addressSpaceMb, defaultAddressSpaceMb()), cpuSec: pick(l?.cpuSec, defaultCpuSec(wallClockMs)), nice: Math.min(19, pick(l?.nice, DEFAULT_NICE)) };
 }
 
 /**
@@ -75,24 +91,34 @@ export function prlimitArgs(l: { addressSpaceMb: number; cpuSec: number }): stri
   return out;
 }
 
-/** Where util-linux installs prlimit (not PATH: a writable PATH entry must not pick the wrapper). */
-const PRLIMIT_LOCATIONS = ['/usr/bin/prlimit', '/bin/prlimit', '/usr/local/bin/prlimit'];
-let prlimitCache: string | null | undefined;
+/** The first executable of `paths`, or null. */
+function firstExecutable(paths: string[]): string | null {
+  return (
+    paths.find((p) => {
+      try {
+        accessSync(p, fsConstants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    }) ?? null
+  );
+}
 
-/** Absolute path of `prlimit` (looked up once), or undefined when it is missing. */
+// Looked up at fixed places, not on PATH: a writable PATH entry must not pick a wrapper.
+let prlimitCache: string | null | undefined;
+let niceCache: string | null | undefined;
+
+/** Absolute path of util-linux `prlimit` (looked up once), or undefined when it is missing. */
 export function prlimitPath(): string | undefined {
-  if (prlimitCache === undefined) {
-    prlimitCache =
-      PRLIMIT_LOCATIONS.find((p) => {
-        try {
-          accessSync(p, fsConstants.X_OK);
-          return true;
-        } catch {
-          return false;
-        }
-      }) ?? null;
-  }
+  prlimitCache ??= firstExecutable(['/usr/bin/prlimit', '/bin/prlimit', '/usr/local/bin/prlimit']);
   return prlimitCache ?? undefined;
+}
+
+/** Absolute path of coreutils `nice` (looked up once), or undefined when it is missing. */
+export function nicePath(): string | undefined {
+  niceCache ??= firstExecutable(['/usr/bin/nice', '/bin/nice']);
+  return niceCache ?? undefined;
 }
 
 /** stderr lines ffmpeg, its libraries or the loader print when an allocation fails. */

@@ -1,9 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError, isAppError } from '../common/errors.js';
-import { defaultAddressSpaceMb, defaultCpuSec, prlimitPath } from './ffmpeg-limits.js';
+import { DEFAULT_NICE, defaultAddressSpaceMb, defaultCpuSec, prlimitPath } from './ffmpeg-limits.js';
 import { ProgressParser, runFailureKind, runFfmpeg, summarizeStderr, type RunFailure } from './run-ffmpeg.js';
 import { makeTempDir, processExists } from '../test/support/media-fixtures.js';
 
@@ -198,6 +199,36 @@ describe('runFfmpeg (real ffmpeg)', () => {
     expect(isAppError(err, 'LIMIT_EXCEEDED')).toBe(true);
     expect((err as AppError).message).toBe('ffmpeg used up its CPU-time limit of 1 s; stopped');
     expect(((err as AppError).cause as RunFailure).limit).toBe('cpu');
+  });
+
+  it("runs every ffmpeg at niceness 10 by default, and at the caller's with nice 0", async () => {
+    const niceOf = async (limits?: { nice: number }): Promise<number> => {
+      let nice = -1;
+      const ctl = new AbortController();
+      await runFfmpeg(endless, {
+        signal: ctl.signal,
+        ...(limits ? { limits } : {}),
+        onProgress: () => undefined,
+        onSpawn: (p) => {
+          // /proc/<pid>/stat: field 19 is the niceness (the command name, field 2, is in parentheses).
+          const poll = setInterval(() => {
+            try {
+              const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+              if (!stat.includes('(ffmpeg)')) return; // still nice or prlimit, about to exec
+              nice = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+              clearInterval(poll);
+              ctl.abort();
+            } catch {
+              clearInterval(poll);
+            }
+          }, 5);
+        },
+      }).catch(() => undefined);
+      return nice;
+    };
+    const own = getPriority();
+    expect(await niceOf()).toBe(Math.min(19, own + DEFAULT_NICE));
+    expect(await niceOf({ nice: 0 })).toBe(own);
   });
 
   it('runs without prlimit when every limit is off', async () => {

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { AppError } from '../common/errors.js';
-import { looksOutOfMemory, prlimitArgs, prlimitPath, resolveLimits, type FfmpegLimits } from './ffmpeg-limits.js';
+import { looksOutOfMemory, nicePath, prlimitArgs, prlimitPath, resolveLimits, type FfmpegLimits } from './ffmpeg-limits.js';
 
 /** Progress reported by ffmpeg's `-progress pipe:1` blocks. */
 export interface FfmpegProgress {
@@ -173,7 +173,8 @@ function killGroup(pid: number): void {
  * blocks from stdout. Watchdogs (wall clock, no progress) and aborts SIGKILL the whole group.
  * Always waits for the child's 'close' so no zombie or open pipe is left behind.
  *
- * Runs under the kernel limits of `opts.limits` (prlimit) when prlimit is installed.
+ * Runs under the kernel limits of `opts.limits` (prlimit) when prlimit is installed, and at
+ * niceness `opts.limits.nice` (default 10: the processes that own the encodes come first).
  *
  * Rejects with AppError: 'CANCELLED' on abort; 'LIMIT_EXCEEDED' when a kernel limit stopped it
  * (out of memory under the address-space cap, or the CPU-time cap; not retryable: the same input
@@ -210,9 +211,12 @@ export async function runFfmpeg(args: string[], opts: RunOptions = {}): Promise<
     let spawnError: Error | undefined;
     let settled = false;
 
-    // prlimit sets the limits on itself and execs the tool: same pid, same process group.
-    const [command, commandArgs] = prlimit && limitArgs.length > 0 ? [prlimit, [...limitArgs, '--', binary, ...finalArgs]] : [binary, finalArgs];
-    const child = spawn(command, commandArgs, {
+    // nice and prlimit set the priority and the limits on themselves and exec the next: same pid,
+    // same process group, and every thread ffmpeg starts inherits them.
+    const limited = prlimit && limitArgs.length > 0 ? [prlimit, ...limitArgs, '--', binary, ...finalArgs] : [binary, ...finalArgs];
+    const nice = nicePath();
+    const [command, ...commandArgs] = nice && limits.nice > 0 ? [nice, '-n', String(limits.nice), ...limited] : limited;
+    const child = spawn(command!, commandArgs, {
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
       // SVT-AV1 logs its banner at info level straight to stderr; keep stderr for real errors.
@@ -294,7 +298,7 @@ export async function runFfmpeg(args: string[], opts: RunOptions = {}): Promise<
         reject(new AppError('TRANSCODE_FAILED', `could not start ${binary}: ${spawnError.message}`, { cause: failure('spawn'), retryable: false }));
         return;
       }
-      if ((code === 126 || code === 127) && /^prlimit: failed to execute/m.test(stderrTail)) {
+      if ((code === 126 || code === 127) && /^(prlimit: failed to execute|nice: )/m.test(stderrTail)) {
         reject(new AppError('TRANSCODE_FAILED', `could not start ${binary}: ${summarizeStderr(stderrTail)}`, { cause: failure('spawn'), retryable: false }));
         return;
       }
