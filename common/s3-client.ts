@@ -18,6 +18,12 @@ export interface S3Settings {
   requestTimeoutMs: number;
   /** Extra CA (PEM) trusted for an https endpoint with a private certificate. */
   ca?: Buffer;
+  /**
+   * The SDK's own attempts per request (default 1: the product retries with s3Send). Tools and
+   * tests that call `send` directly take 3: a keep-alive socket the server closed just as it was
+   * reused fails with "socket hang up", and only another attempt answers that.
+   */
+  sdkAttempts?: number;
 }
 
 /**
@@ -42,7 +48,7 @@ export function createS3Client(s: S3Settings): S3Client {
     region: s.region,
     credentials: { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey },
     forcePathStyle: s.forcePathStyle,
-    maxAttempts: 1,
+    maxAttempts: s.sdkAttempts ?? 1,
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_SUPPORTED',
     requestHandler: new NodeHttpHandler({

@@ -48,6 +48,9 @@ describe('startLocalS3', () => {
     const s3 = client(srv.endpoint);
     const res = await s3.send(new ListBucketsCommand({}));
     expect(res.Buckets?.map((b) => b.Name).sort()).toEqual(['second-bucket', BUCKET]);
+    // Idle connections are kept 65 s, not Node's 5 s (fewer reuse races: "socket hang up").
+    const hint = await fetch(`${srv.endpoint}/${BUCKET}`).then((r) => r.headers.get('keep-alive'));
+    expect(hint).toBe('timeout=65');
     await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'k', Body: 'v' }));
     const started = Date.now();
     await srv.close(); // the client's keep-alive socket is still open

@@ -84,6 +84,13 @@ export async function startLocalS3(opts: LocalS3Options): Promise<LocalS3> {
     throw new AppError('UNAVAILABLE', `local S3 server could not listen on 127.0.0.1:${port}`, { cause: err });
   }
   const http = server.httpServer;
+  if (http) {
+    // Idle keep-alive connections are kept 65 s (Node's default is 5 s), as AWS's load balancers
+    // do: a client reusing one just as the server closes it gets "socket hang up", and the
+    // clients here often wait a few seconds between requests.
+    http.keepAliveTimeout = 65_000;
+    http.headersTimeout = 66_000;
+  }
   let closing: Promise<void> | undefined;
   return {
     endpoint: `${opts.tls ? 'https' : 'http'}://127.0.0.1:${address.port}`,

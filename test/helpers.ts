@@ -63,6 +63,7 @@ export async function startTestCluster(o: Partial<LocalClusterOptions> & { nodes
     secretAccessKey: 'S3RVER',
     forcePathStyle: true,
     requestTimeoutMs: 30_000,
+    sdkAttempts: 3,
   });
   return {
     cluster,

@@ -14,6 +14,8 @@ describe('bounded chunks join on the source timeline', () => {
   let t: TestCluster;
   let work: string;
   let source: string;
+  // The kill test needs many chunks per worker, not a hundred: 40 chunks cost a third of 120.
+  let shortSource: string;
 
   beforeAll(async () => {
     // The production watchdog (60 s, not the tests' 15 s): 120 chunks of half a second mean 120
@@ -22,39 +24,42 @@ describe('bounded chunks join on the source timeline', () => {
     t = await startTestCluster({ nodes: 2, slots: 2, env: { MAX_CHUNK_SEC: '0.5', MIN_SUB_SEGMENT_SEC: '0.2', SEGMENT_NO_PROGRESS_MS: '60000' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-joins-'));
     source = join(t.inputDir, 'ntsc-60s.mp4');
+    shortSource = join(t.inputDir, 'ntsc-20s.mp4');
     // 29.97 fps (the rate whose frame times no millisecond clock holds), a keyframe every 15 frames.
-    await runFfmpeg(
-      [
-        '-hide_banner',
-        '-nostdin',
-        '-y',
-        '-loglevel',
-        'error',
-        '-f',
-        'lavfi',
-        '-i',
-        'testsrc2=size=160x120:rate=30000/1001:duration=60',
-        '-f',
-        'lavfi',
-        '-i',
-        'sine=frequency=440:sample_rate=48000:duration=60',
-        '-c:v',
-        'libx264',
-        '-preset',
-        'ultrafast',
-        '-g',
-        '15',
-        '-keyint_min',
-        '15',
-        '-sc_threshold',
-        '0',
-        '-c:a',
-        'aac',
-        '-shortest',
-        source,
-      ],
-      { noProgressMs: 120_000 },
-    );
+    const make = (file: string, seconds: number): Promise<unknown> =>
+      runFfmpeg(
+        [
+          '-hide_banner',
+          '-nostdin',
+          '-y',
+          '-loglevel',
+          'error',
+          '-f',
+          'lavfi',
+          '-i',
+          `testsrc2=size=160x120:rate=30000/1001:duration=${seconds}`,
+          '-f',
+          'lavfi',
+          '-i',
+          `sine=frequency=440:sample_rate=48000:duration=${seconds}`,
+          '-c:v',
+          'libx264',
+          '-preset',
+          'ultrafast',
+          '-g',
+          '15',
+          '-keyint_min',
+          '15',
+          '-sc_threshold',
+          '0',
+          '-c:a',
+          'aac',
+          '-shortest',
+          file,
+        ],
+        { noProgressMs: 120_000 },
+      );
+    await Promise.all([make(source, 60), make(shortSource, 20)]);
   });
   afterAll(async () => {
     await t?.close();
@@ -102,7 +107,7 @@ describe('bounded chunks join on the source timeline', () => {
   });
 
   it('kill -9 of an agent at 90 %: at most one chunk per worker is redone, the job succeeds frame-exact', async () => {
-    const { jobId } = await t.client.submit({ inputUri: source, ladder: [{ name: '', height: 120, videoBitrateKbps: 200, codec: 'h264', preset: 'ultrafast' }] });
+    const { jobId } = await t.client.submit({ inputUri: shortSource, ladder: [{ name: '', height: 120, videoBitrateKbps: 200, codec: 'h264', preset: 'ultrafast' }] });
     for await (const j of t.client.watch(jobId)) {
       const total = j.segments.reduce((a, x) => a + x.frames, 0);
       if (total > 0 && j.segments.reduce((a, x) => a + x.framesDone, 0) >= 0.9 * total) break;
@@ -112,7 +117,7 @@ describe('bounded chunks join on the source timeline', () => {
     const job = await t.client.wait(jobId);
     expect(job.errorMessage).toBe('');
     expect(job.state).toBe(JobState.JOB_STATE_SUCCEEDED);
-    expect(job.result!.renditions[0]!.frames).toBe((await videoPts(source)).length);
+    expect(job.result!.renditions[0]!.frames).toBe((await videoPts(shortSource)).length);
     // Counted from the agents' logs: chunks started under more than one attempt.
     const redone = subSegmentsRedone(t.dir, t.cluster.nodeIds(), jobId);
     expect(redone).toBeLessThanOrEqual(2);
