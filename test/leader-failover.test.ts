@@ -16,8 +16,8 @@ import { checkpoints, logLines, subSegmentsRedone } from './faults-helpers.js';
 // Real etcd, ffmpeg, gRPC, S3 server; lease TTL 2 s; 2 coordinators, 3 agents × 1 slot.
 
 const LADDER = [
-  { name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'medium' },
-  { name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'medium' },
+  { name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' },
+  { name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'veryfast' },
 ];
 const TERMINAL = [JobState.JOB_STATE_SUCCEEDED, JobState.JOB_STATE_FAILED, JobState.JOB_STATE_CANCELLED];
 

@@ -8,8 +8,8 @@ import { checkpoints, logLines, subSegmentsRedone } from './faults-helpers.js';
 
 // Slow enough encodes that the uploader is lost mid-job; small enough for a 2-core CI machine.
 const LADDER = [
-  { name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'medium' },
-  { name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'medium' },
+  { name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' },
+  { name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'veryfast' },
 ];
 
 describe('the uploader loses its disk mid-job', () => {

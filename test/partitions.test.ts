@@ -20,8 +20,8 @@ import { LabNet } from './lab-net.js';
 // CPU limits (plain veth, full cores).
 
 const LADDER = [
-  { name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'medium' },
-  { name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'medium' },
+  { name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'veryfast' },
+  { name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'veryfast' },
 ];
 const PREFIX = 'tlp-';
 const TTL_SEC = 2;
