@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { REPO_ROOT } from '../deploy/local-cluster.js';
 import type { NodeRecord } from '../common/records.js';
-import { fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { fixture, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 import { makeSource } from './media-helpers.js';
 import { nodeArgs } from '../common/node-entry.js';
 
@@ -30,7 +30,7 @@ describe('the tessera CLI against a real cluster', () => {
   };
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, coordinatorEnv: { HTTP_ALLOW_PRIVATE: 'true' } });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 2, coordinatorEnv: { HTTP_ALLOW_PRIVATE: 'true' } });
     clip = await fixture(t.inputDir, 'clip-6s-360p.mp4', { seconds: 6, width: 640, height: 360, fps: 30 });
   });
   afterAll(async () => {

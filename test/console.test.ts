@@ -7,7 +7,7 @@ import { chromium, type Browser, type BrowserContext, type Page } from 'playwrig
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TesseraClient } from '../sdk/client.js';
 import { JobState, SegmentState } from '../proto/gen/tessera/v1/types.js';
-import { fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { fixture, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 import { nodeArgs } from '../common/node-entry.js';
 
 // The web console (docs/console.md) in a real headless Chromium: submit by upload and watch the
@@ -51,7 +51,7 @@ describe('web console in a browser (TLS, tokens)', () => {
       process.stdout.write(`SKIP console: no Chromium at ${CHROMIUM}\n`);
       return;
     }
-    t = await startTestCluster({ nodes: 2, tls: true, coordinatorEnv: tokens, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 2, tls: true, coordinatorEnv: tokens, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
     ops = new TesseraClient({ addresses: t.cluster.coordinators, tls: t.cluster.clientTls()!, tlsServerName: 'localhost', token: OPS, timeoutMs: 20_000 });
     shots = process.env.CONSOLE_SCREENSHOT_DIR ?? join(t.dir, 'screenshots');
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });

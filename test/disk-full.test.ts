@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NodeRecord } from '../common/records.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
-import { checkArchive, startTestCluster, type TestCluster } from './helpers.js';
+import { checkArchive, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 import { logLines, scrapeCounter } from './faults-helpers.js';
 
 const run = promisify(execFile);
@@ -25,7 +25,7 @@ describe.skipIf(!isRoot)('a node agent whose staging disk is full (needs root fo
     await run('mount', ['-t', 'tmpfs', '-o', `size=${TMPFS_SIZE}`, 'tmpfs', mountDir]);
     mounted = true;
     work = await mkdtemp(join(tmpdir(), 'tessera-disks-work-'));
-    t = await startTestCluster({ nodes: 2, slots: 2 });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 2, slots: 2 });
     // The third node keeps its staging on the tmpfs (its default reserve, 64 MiB, applies).
     await t.cluster.addNode({ id: 'node-full', env: { STAGING_DIR: mountDir } });
   });

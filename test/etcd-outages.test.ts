@@ -10,7 +10,7 @@ import { Registration } from '../node-agent/registration.js';
 import { processAlive } from '../common/process.js';
 import type { NodeRecord } from '../common/records.js';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
-import { checkArchive, fixture, nodeRunningFfmpeg, startTestCluster, type TestCluster } from './helpers.js';
+import { checkArchive, fixture, nodeRunningFfmpeg, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 import { checkpoints, logLines, subSegmentsRedone } from './faults-helpers.js';
 
 // One rung, slow enough that an outage lands mid-transcode, small enough for a 2-core CI machine.
@@ -96,7 +96,7 @@ describe('etcd outages and restarts (one etcd member)', () => {
   let clip: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 3 });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 3 });
     clip = await fixture(t.inputDir, 'clip-12s-240p.mp4', { seconds: 12, width: 426, height: 240, fps: 30 });
   });
 
@@ -222,7 +222,7 @@ describe('etcd outages (three etcd members)', () => {
   let clip: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, etcdMembers: 3 });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 2, etcdMembers: 3 });
     clip = await fixture(t.inputDir, 'clip-12s-240p.mp4', { seconds: 12, width: 426, height: 240, fps: 30 });
   });
 

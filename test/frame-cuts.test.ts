@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
-import { checkArchive, startTestCluster, type TestCluster } from './helpers.js';
+import { checkArchive, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 import { videoPts } from './media-helpers.js';
 
 const LADDER = [{ name: '', height: 240, videoBitrateKbps: 500, codec: 'h264', preset: 'ultrafast' }];
@@ -17,7 +17,7 @@ describe('cuts at any frame', () => {
   let source: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 3, slots: 2 });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 3, slots: 2 });
     work = await mkdtemp(join(tmpdir(), 'tessera-fcuts-'));
     source = join(t.inputDir, 'sparse-keys.mp4');
     await runFfmpeg(

@@ -15,7 +15,7 @@ import { JobServiceClient } from '../common/bulk-codec.js';
 import type { SubmitJobResponse, UploadChunk } from '../proto/gen/tessera/v1/jobs.js';
 import { JobSpec, JobState } from '../proto/gen/tessera/v1/types.js';
 import { credentials } from '@grpc/grpc-js';
-import { checkArchive, codeOf, fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { checkArchive, codeOf, fixture, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 
 const LADDER = [{ name: '', height: 240, videoBitrateKbps: 400, codec: 'h264', preset: 'ultrafast' }];
 
@@ -27,7 +27,7 @@ describe('hostile and malformed input', () => {
   let trapConnections = 0;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, coordinatorEnv: { MAX_UPLOAD_BYTES: String(2 * 1024 * 1024) } });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 2, coordinatorEnv: { MAX_UPLOAD_BYTES: String(2 * 1024 * 1024) } });
     clip = await fixture(t.inputDir, 'clip-4s-360p.mp4', { seconds: 4, width: 640, height: 360, fps: 30 });
     trap = createServer((s) => {
       trapConnections++;
@@ -262,7 +262,7 @@ describe('hostile and malformed input', () => {
 describe('authentication', () => {
   let t: TestCluster;
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 1, coordinatorEnv: { API_TOKENS: 'api-secret', READ_TOKENS: 'read-secret', ADMIN_TOKENS: 'admin-secret' } });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 1, coordinatorEnv: { API_TOKENS: 'api-secret', READ_TOKENS: 'read-secret', ADMIN_TOKENS: 'admin-secret' } });
   });
   afterAll(async () => {
     await t?.close();

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobState, type Job, type JobSpec, type Rendition } from '../proto/gen/tessera/v1/types.js';
-import { checkArchive, startTestCluster, type ArchiveCheck, type TestCluster } from './helpers.js';
+import { checkArchive, startTestCluster, type ArchiveCheck, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 import { displayedSize, framePsnr, hasMasteringDisplay, idet, inspect, makeSource, RAMP_PERIOD, rampIndices, videoPts, type SourceKind } from './media-helpers.js';
 
 // What a platform's own uploads look like after Tessera: each source class goes through a 3-node
@@ -60,7 +60,7 @@ describe('real uploads keep what the source shows', () => {
   const outcomes = new Map<string, Promise<Outcome>>();
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 3, slots: 2, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 3, slots: 2, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-media-'));
     // Sources are made one after another (two cores), jobs run as they become ready.
     let chain: Promise<unknown> = Promise.resolve();

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAppError } from '../common/errors.js';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 import { countFrames } from '../transcoder/probe.js';
-import { checkArchive, ffmpegChildren, filesUnder, fixture, incompleteUploads, startTestCluster, type TestCluster } from './helpers.js';
+import { checkArchive, ffmpegChildren, filesUnder, fixture, incompleteUploads, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 
 // The reference job: 20 s of 1280x720 at 30 fps with a 440 Hz tone.
 const LADDER = [
@@ -19,7 +19,7 @@ describe('the whole pipeline on real parts', () => {
   let work: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 3, slots: 2 });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 3, slots: 2 });
     work = await mkdtemp(join(tmpdir(), 'tessera-check-'));
     clip = await fixture(t.inputDir, 'clip-20s-720p.mp4', { seconds: 20, width: 1280, height: 720, fps: 30 });
   });

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../deploy/local-cluster.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { streamFileHeaders } from '../uploader/streaming.js';
-import { startTestCluster, type TestCluster } from './helpers.js';
+import { startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 
 // Verified playback: Tessera's HLS and DASH output (3 nodes × 2 slots, a source with irregular keyframes), served over local HTTP, played by hls.js and
@@ -78,7 +78,7 @@ describe('HLS and DASH play in a real browser', () => {
       process.stdout.write(`SKIP playback: no Chromium at ${CHROMIUM} (CI installs Debian's chromium)\n`);
       return;
     }
-    t = await startTestCluster({ nodes: 3, slots: 2, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 3, slots: 2, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-play-'));
     // A source whose own keyframes are irregular (0, 3.1, 4.7, 11.3 s), as in the conformance test.
     const clip = join(t.inputDir, 'irregular-16s-360p.mp4');

@@ -8,7 +8,7 @@ import { parseRange } from '../coordinator/input/range-source.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 import { logLines } from './faults-helpers.js';
-import { checkArchive, startTestCluster, type TestCluster } from './helpers.js';
+import { checkArchive, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 
 /** An origin that serves one file, with Range (or ignoring it), and counts what it sent. */
 async function origin(file: string, honourRange: boolean): Promise<{ url: string; ranges: string[]; bytesSent: () => number; close(): Promise<void> }> {
@@ -49,7 +49,7 @@ describe('remote inputs read in ranges', () => {
   let source: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, slots: 2, coordinatorEnv: { HTTP_ALLOW_PRIVATE: 'true', STASH_HTTP_INPUTS: 'false' } });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 2, slots: 2, coordinatorEnv: { HTTP_ALLOW_PRIVATE: 'true', STASH_HTTP_INPUTS: 'false' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-ranged-'));
     // The index (moov) at the end, as cameras and most encoders write it: reading it needs a seek.
     source = join(work, 'mezzanine.mp4');

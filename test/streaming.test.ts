@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 import { parseMpd } from '../uploader/streaming.js';
-import { checkArchive, startTestCluster, type TestCluster } from './helpers.js';
+import { checkArchive, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 
 // Streaming-ready output (HLS and DASH from the same CMAF segments), checked without a browser:
 // on a 3-node cluster (2 worker slots each) from a source whose own keyframes are irregular.
@@ -47,7 +47,7 @@ describe('HLS and DASH from one split-and-merge', () => {
   const files = new Map<string, Buffer>();
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 3, slots: 2, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 3, slots: 2, env: { MIN_SEGMENT_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.5' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-stream-'));
     source = join(t.inputDir, 'irregular-keys.mp4');
     await runFfmpeg(

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { JobSpec, JobState } from '../proto/gen/tessera/v1/types.js';
 import { UploadChunk } from '../proto/gen/tessera/v1/jobs.js';
 import { TesseraClient } from '../sdk/client.js';
-import { codeOf, fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { codeOf, fixture, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 
 // Tenants and quotas (issue 11 items 5 and 6), on a real cluster: each token belongs to a tenant;
 // jobs, listings, watches and cancels are scoped to it; s3:// inputs and outputs must lie in its
@@ -35,6 +35,7 @@ describe('tenants and quotas', () => {
 
   beforeAll(async () => {
     t = await startTestCluster({
+      leaseTtlSec: STEADY_LEASE_SEC,
       nodes: 2,
       coordinatorEnv: {
         TENANTS: JSON.stringify(TENANTS),

@@ -15,7 +15,7 @@ import { JobServiceClient, NodeAgentClient, UploaderClient } from '../common/bul
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { TesseraClient } from '../sdk/client.js';
 import { REPO_ROOT } from '../deploy/local-cluster.js';
-import { checkArchive, fixture, startTestCluster, type TestCluster } from './helpers.js';
+import { checkArchive, fixture, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 import { nodeArgs } from '../common/node-entry.js';
 
 const LADDER = [{ name: '', height: 360, videoBitrateKbps: 800, codec: 'h264', preset: 'ultrafast' }];
@@ -36,7 +36,7 @@ describe('mutual TLS on every link (tessera up --tls)', () => {
   let work: string;
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, tls: true });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 2, tls: true });
     // An agent that registers as node-evil but holds the certificate issued to node-0.
     await t.cluster.addNode({ id: 'node-evil', certFor: 'node-0' });
     work = await mkdtemp(join(tmpdir(), 'tessera-tls-'));

@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { REPO_ROOT } from '../deploy/local-cluster.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
-import { fixture, incompleteUploads, startTestCluster, type TestCluster } from './helpers.js';
+import { fixture, incompleteUploads, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 import { logLines, scrapeCounter } from './faults-helpers.js';
 import { paddedMp4 } from './media-helpers.js';
 import { limitedBytes, limitPortUpload, portLimitUnavailable } from './tc-port.js';
@@ -61,7 +61,7 @@ describe('large uploads: multipart while they arrive, resumable', () => {
   };
 
   beforeAll(async () => {
-    t = await startTestCluster({ nodes: 1, coordinatorEnv: { UPLOAD_PART_BYTES: String(PART), KEEP_SUCCEEDED_UPLOADS: 'true' } });
+    t = await startTestCluster({ leaseTtlSec: STEADY_LEASE_SEC, nodes: 1, coordinatorEnv: { UPLOAD_PART_BYTES: String(PART), KEEP_SUCCEEDED_UPLOADS: 'true' } });
     stateDir = join(t.dir, 'cli-state');
     const clip = await fixture(t.inputDir, 'clip-4s.mp4', { seconds: 4, width: 320, height: 240, fps: 25 });
     big = join(t.dir, 'big.mp4');
