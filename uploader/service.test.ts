@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -77,6 +78,38 @@ describe('UploaderService against etcd', () => {
     await expect(sendPart(client, ref('job-a', rev, 1), join(dir, 'part.mp4'), { timeoutMs: 10_000, attempts: 1 })).rejects.toMatchObject({ code: 'FENCED' });
     expect(await fenced()).toBe(before + 1);
     expect(await staged('job-a')).toEqual(['0000-0000-a1.mp4']);
+  });
+
+  it("checks the acknowledgement's SHA-256 against the bytes sent: a mismatch is retried, and fails the send when it stays", async () => {
+    const want = createHash('sha256').update(Buffer.alloc(4096, 7)).digest('hex');
+    const ok = await sendPart(client, { ...ref('job-d', 0), rendition: 'audio' }, join(dir, 'part.mp4'), { timeoutMs: 10_000, attempts: 1 });
+    expect(ok.sha256).toBe(want);
+    // An uploader whose acknowledgement names other bytes (the first time, then always).
+    let lies = 1;
+    const real = service.handlers();
+    const liar = await startGrpcServer('127.0.0.1', 0, [
+      {
+        name: 'tessera.v1.Uploader',
+        definition: UploaderDefinition,
+        implementation: {
+          ...real,
+          putPart: (call: Parameters<typeof real.putPart>[0], cb: Parameters<typeof real.putPart>[1]) =>
+            real.putPart(call, (err, ack) => cb(err, ack && lies-- > 0 ? { ...ack, sha256: '0'.repeat(64) } : ack)),
+        },
+      },
+    ]);
+    const c = new UploaderClient(`127.0.0.1:${liar.port}`, credentials.createInsecure());
+    try {
+      let retries = 0;
+      const ack = await sendPart(c, { ...ref('job-d', 0), rendition: 'audio' }, join(dir, 'part.mp4'), { timeoutMs: 10_000, attempts: 2, onRetry: () => retries++ });
+      expect(ack.sha256).toBe(want);
+      expect(retries).toBe(1);
+      lies = 100;
+      await expect(sendPart(c, { ...ref('job-d', 0), rendition: 'audio' }, join(dir, 'part.mp4'), { timeoutMs: 10_000, attempts: 2 })).rejects.toMatchObject({ code: 'CHECKSUM_MISMATCH' });
+    } finally {
+      c.close();
+      await liar.close(1_000);
+    }
   });
 
   it('accepts a part that names no owner revision (audio from the coordinator) without asking etcd', async () => {

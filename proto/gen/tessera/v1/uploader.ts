@@ -64,11 +64,16 @@ export interface PartChunk {
   offset: number;
   data: Buffer;
   totalSize: number;
+  /**
+   * The part's SHA-256 when the sender knows it up front (verified before the part is kept);
+   * empty: the sender checks the one the acknowledgement carries.
+   */
   sha256: string;
 }
 
 export interface PartAck {
   bytes: number;
+  /** of the bytes the uploader wrote */
   sha256: string;
 }
 
