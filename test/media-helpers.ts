@@ -1,4 +1,4 @@
-import { copyFile, mkdir, open, rename } from 'node:fs/promises';
+import { copyFile, mkdir, open, rename, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 
@@ -359,7 +359,26 @@ async function packetSpans(path: string): Promise<Map<number, { start: number; e
 }
 
 /** Every stream of a file as a player presents it (ffprobe -count_frames decodes everything). */
+/**
+ * What a player sees in `path`, read once per file version (path, size, modification time): the
+ * media tests check each source against every rendition, and each look is two ffprobe runs that
+ * decode or demux the whole file.
+ */
 export async function inspect(path: string): Promise<{ video: SeenStream; audio: SeenStream[] }> {
+  const st = await stat(path);
+  const key = `${path}\0${st.size}\0${st.mtimeMs}`;
+  let seen = inspected.get(key);
+  if (!seen) {
+    seen = inspectOnce(path);
+    inspected.set(key, seen);
+    seen.catch(() => inspected.delete(key));
+  }
+  return seen;
+}
+
+const inspected = new Map<string, Promise<{ video: SeenStream; audio: SeenStream[] }>>();
+
+async function inspectOnce(path: string): Promise<{ video: SeenStream; audio: SeenStream[] }> {
   const [{ stdout }, spans] = await Promise.all([
     runFfmpeg(['-v', 'error', '-count_frames', '-show_streams', '-show_format', '-of', 'json', `file:${path}`], { binary: 'ffprobe', noProgressMs: 120_000 }),
     packetSpans(path),
