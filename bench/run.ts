@@ -26,6 +26,7 @@ import { runControlPlane } from './control-plane.js';
 import { etaReadings, watchEta } from './eta.js';
 import { keyframesBench, labBench, longBench } from './lab.js';
 import { Keys } from '../common/keys.js';
+import { coreSeconds, coreSecondsOf } from './cpu.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -200,17 +201,26 @@ async function overheadAndQuality(work: string, source: string, renditions: Retu
   const c = new TesseraClient({ addresses: cluster.coordinators });
   const a: number[] = [];
   const b: number[] = [];
+  // Core-seconds of each side: the single ffmpeg (this process's reaped children) and every process
+  // of the cluster with the ffmpegs they reaped (background work during the job included).
+  const cpuA: number[] = [];
+  const cpuB: number[] = [];
+  const clusterPids = [...cluster.procs.values()].map((p) => p.info.pid);
   let lastJob: Job | undefined;
   let singleOut: string[] = [];
   try {
     for (let round = 0; round < ROUNDS; round++) {
       const t0 = now();
+      const c0 = coreSeconds('self', { own: false });
       singleOut = await singleFfmpeg(join(work, `single-${round}`), source, renditions, 30);
       a.push(now() - t0);
+      cpuA.push(coreSeconds('self', { own: false }) - c0);
+      const c1 = coreSecondsOf(clusterPids);
       const r = await runJob(c, source);
+      cpuB.push(coreSecondsOf(clusterPids) - c1);
       b.push(r.ms);
       lastJob = r.job;
-      log(`round ${round + 1}: one ffmpeg ${(a.at(-1)! / 1000).toFixed(2)} s · tessera ${(b.at(-1)! / 1000).toFixed(2)} s`);
+      log(`round ${round + 1}: one ffmpeg ${(a.at(-1)! / 1000).toFixed(2)} s (${cpuA.at(-1)!.toFixed(1)} core-s) · tessera ${(b.at(-1)! / 1000).toFixed(2)} s (${cpuB.at(-1)!.toFixed(1)} core-s)`);
     }
     const ma = median(a);
     const mb = median(b);
@@ -225,6 +235,7 @@ async function overheadAndQuality(work: string, source: string, renditions: Retu
         ['b: tessera', mb / 1000, mb / ma, SRC.seconds >= 60 ? '≤ 1.05' : '≤ 1.08'],
       ],
       notes: [
+        `work, in core-seconds (user + system; the single ffmpeg and its audio encode, against every process of the cluster and the ffmpegs they ran): one ffmpeg ${median(cpuA).toFixed(1)}, tessera ${median(cpuB).toFixed(1)}, ratio ${(median(cpuB) / median(cpuA)).toFixed(3)} (per round: ${cpuA.map((x, i) => (cpuB[i]! / x).toFixed(3)).join(', ')})`,
         `breakdown of the last Tessera run (s): ${Object.entries(bd)
           .map(([k, v]) => `${k} ${(v / 1000).toFixed(2)}`)
           .join(', ')}`,
