@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Makes a fresh clone runnable: npm packages, and ffmpeg/ffprobe/etcd from the OS packages.
-# Idempotent and quiet when everything is already there.
+# Idempotent and quiet when everything is already there. `--npm-only`: the npm packages alone (the
+# static checks: typecheck, lint, generated code, which need no ffmpeg or etcd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
+if [ "${1:-}" != "--npm-only" ]; then
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
@@ -23,6 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "Tessera needs: $pkgs. Install them with:  sudo apt-get install -y $pkgs" >&2
     exit 1
   fi
+fi
 fi
 
 # npm packages: install when node_modules is missing or older than the lock file.

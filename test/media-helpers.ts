@@ -358,11 +358,10 @@ async function packetSpans(path: string): Promise<Map<number, { start: number; e
   return spans;
 }
 
-/** Every stream of a file as a player presents it (ffprobe -count_frames decodes everything). */
 /**
- * What a player sees in `path`, read once per file version (path, size, modification time): the
- * media tests check each source against every rendition, and each look is two ffprobe runs that
- * decode or demux the whole file.
+ * Every stream of `path` as a player presents it (ffprobe -count_frames decodes everything), read
+ * once per file version (path, size, modification time): the media tests check each source against
+ * every rendition, and each look is two ffprobe runs that decode or demux the whole file.
  */
 export async function inspect(path: string): Promise<{ video: SeenStream; audio: SeenStream[] }> {
   const st = await stat(path);
