@@ -65,7 +65,7 @@ export async function startBareSink(workDir: string): Promise<BareSink> {
   return {
     async send(method, file, bytes) {
       const s = openClientStream<SegmentChunk, TransferStatus>((cb) => client[method](new Metadata(), deadline(600_000), cb));
-      await sendFileChunks(s.stream, file, 0, (offset, data) => ({ ref: undefined, offset, data, totalSize: bytes, sha256: '', crc32: '' }), { signal: s.signal });
+      await sendFileChunks(s.stream, file, 0, (offset, data) => ({ ref: undefined, offset, data, totalSize: bytes, sha256: '', crc32: '', localPath: '', localIdentity: '' }), { signal: s.signal });
       s.stream.end();
       return s.result;
     },

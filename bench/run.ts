@@ -41,6 +41,9 @@ const { values: flags } = parseArgs({
     'lab-runs': { type: 'string' },
     seconds: { type: 'string' },
     'steal-ms': { type: 'string' },
+    // `--handoff off`: the overhead cluster streams segments and parts through gRPC (for contrast;
+    // `tessera up`, which the overhead comparison stands for, hands them over by path).
+    handoff: { type: 'string' },
   },
 });
 const quick = flags.quick ?? false;
@@ -159,7 +162,7 @@ async function startCluster(dir: string, nodes: number, slots: number, o: { node
     dir,
     nodes,
     slots,
-    ...(shipped ? {} : { leaseTtlSec: 3 }),
+    ...(shipped ? { localHandoff: flags.handoff !== 'off' } : { leaseTtlSec: 3 }),
     inputRoot: '/',
     logLevel: 'warn',
     ...(nodeCpus ? { nodeCpus } : {}),
@@ -196,7 +199,9 @@ function breakdown(job: Job): Record<string, number> {
 }
 
 async function overheadAndQuality(work: string, source: string, renditions: ReturnType<typeof resolveLadder>, frames: number): Promise<void> {
-  log('\n## 1. overhead vs one ffmpeg (and 5. quality parity)');
+  log(
+    `\n## 1. overhead vs one ffmpeg (and 5. quality parity); segments and parts ${flags.handoff === 'off' ? 'streamed through gRPC (--handoff off)' : 'handed over by path (LOCAL_HANDOFF, as tessera up runs)'}`,
+  );
   const cluster = await startCluster(join(work, 'c-overhead'), 2, 1, { shipped: true });
   const c = new TesseraClient({ addresses: cluster.coordinators });
   const a: number[] = [];
@@ -205,7 +210,20 @@ async function overheadAndQuality(work: string, source: string, renditions: Retu
   // of the cluster with the ffmpegs they reaped (background work during the job included).
   const cpuA: number[] = [];
   const cpuB: number[] = [];
-  const clusterPids = [...cluster.procs.values()].map((p) => p.info.pid);
+  const clusterProcs = [...cluster.procs.values()].map((p) => ({ name: p.info.name, pid: p.info.pid }));
+  const clusterPids = clusterProcs.map((p) => p.pid);
+  // Per process of the last round: its own work and that of the children it reaped (ffmpeg, ffprobe).
+  const perProc = (): Map<string, [number, number]> =>
+    new Map(
+      clusterProcs.map((p) => {
+        try {
+          return [p.name, [coreSeconds(p.pid, { reaped: false }), coreSeconds(p.pid, { own: false })]];
+        } catch {
+          return [p.name, [0, 0]];
+        }
+      }),
+    );
+  let lastPerProc = new Map<string, [number, number]>();
   let lastJob: Job | undefined;
   let singleOut: string[] = [];
   try {
@@ -216,8 +234,11 @@ async function overheadAndQuality(work: string, source: string, renditions: Retu
       a.push(now() - t0);
       cpuA.push(coreSeconds('self', { own: false }) - c0);
       const c1 = coreSecondsOf(clusterPids);
+      const p1 = perProc();
       const r = await runJob(c, source);
       cpuB.push(coreSecondsOf(clusterPids) - c1);
+      const p2 = perProc();
+      lastPerProc = new Map([...p2].map(([k, [o, r]]) => [k, [o - (p1.get(k)?.[0] ?? 0), r - (p1.get(k)?.[1] ?? 0)]]));
       b.push(r.ms);
       lastJob = r.job;
       log(`round ${round + 1}: one ffmpeg ${(a.at(-1)! / 1000).toFixed(2)} s (${cpuA.at(-1)!.toFixed(1)} core-s) · tessera ${(b.at(-1)! / 1000).toFixed(2)} s (${cpuB.at(-1)!.toFixed(1)} core-s)`);
@@ -236,6 +257,8 @@ async function overheadAndQuality(work: string, source: string, renditions: Retu
       ],
       notes: [
         `work, in core-seconds (user + system; the single ffmpeg and its audio encode, against every process of the cluster and the ffmpegs they ran): one ffmpeg ${median(cpuA).toFixed(1)}, tessera ${median(cpuB).toFixed(1)}, ratio ${(median(cpuB) / median(cpuA)).toFixed(3)} (per round: ${cpuA.map((x, i) => (cpuB[i]! / x).toFixed(3)).join(', ')})`,
+        `segments and parts: ${flags.handoff === 'off' ? 'streamed through gRPC (--handoff off)' : 'handed over by path (LOCAL_HANDOFF, as `tessera up` runs)'}`,
+        `work of the last Tessera run by process, own + children reaped (core-s): ${[...lastPerProc].map(([k, [o, r]]) => `${k} ${o.toFixed(2)} + ${r.toFixed(2)}`).join(', ')}`,
         `breakdown of the last Tessera run (s): ${Object.entries(bd)
           .map(([k, v]) => `${k} ${(v / 1000).toFixed(2)}`)
           .join(', ')}`,
@@ -395,7 +418,7 @@ async function transfer(work: string): Promise<void> {
       const t0 = now();
       const ref = { jobId: `bench${round}${Date.now()}`, segment: 0, attempt: 1 };
       const s = openClientStream<SegmentChunk, TransferStatus>((cb) => agent.putSegment(new Metadata(), deadline(600_000), cb));
-      await sendFileChunks(s.stream, file, 0, (offset, data) => ({ ref, offset, data, totalSize: size, sha256: '', crc32: digest.hex }), { signal: s.signal });
+      await sendFileChunks(s.stream, file, 0, (offset, data) => ({ ref, offset, data, totalSize: size, sha256: '', crc32: digest.hex, localPath: '', localIdentity: '' }), { signal: s.signal });
       s.stream.end();
       const st = await s.result;
       if (!st.complete) throw new Error('agent did not complete the transfer');

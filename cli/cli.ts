@@ -535,6 +535,8 @@ async function up(): Promise<LocalCluster | undefined> {
       : {}),
     ...(autoscale ? { coordinatorEnv: autoscale } : {}),
     ...(flags.tls ? { tls: true } : {}),
+    // One machine, one staging directory: segments and parts are handed over by path, not streamed.
+    localHandoff: true,
   });
   out(
     `cluster up: coordinator ${cluster.coordinators.join(', ')}, ${cluster.nodeIds().length} node agent(s), etcd ${cluster.etcdEndpoints.join(',')}, S3 ${cluster.s3Endpoint}, logs in ${join(dir, 'logs')}, webhook secret in ${join(dir, 'webhook-secret')}`,

@@ -18,6 +18,8 @@ describe('bulk codec', () => {
     totalSize: 5e9,
     sha256: 'ab'.repeat(32),
     crc32: '0badcafe',
+    localPath: '',
+    localIdentity: '',
   };
 
   it('writes bytes the generated decoder reads back unchanged', () => {

@@ -48,6 +48,13 @@ export const baseShape = {
   STAGING_SWEEP_INTERVAL_MS: int(60_000, 100),
   STAGING_SWEEP_GRACE_MS: int(60_000, 0),
   STAGING_STALE_MS: int(3_600_000, 100),
+  /**
+   * Processes on one machine that share STAGING_DIR hand files over by path (segments to node
+   * agents, parts to the uploader) instead of streaming them through gRPC; the receiver reads and
+   * verifies the sender's very file. Off: everything streams. `tessera up` turns it on. A receiver
+   * elsewhere refuses the path and the sender streams, so a mixed cluster still works.
+   */
+  LOCAL_HANDOFF: bool.default(false),
   SHUTDOWN_GRACE_MS: int(30_000, 0),
   HOSTNAME_FALLBACK: z.string().default(hostname()),
   /** Every incoming byte stream (upload, segment, part) must end within this many ms. */

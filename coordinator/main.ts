@@ -1,3 +1,4 @@
+import { LocalHandoff } from '../common/local-handoff.js';
 import type { Placement } from '../common/placement.js';
 import { mkdir, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -143,6 +144,8 @@ async function main(): Promise<void> {
       stagingDir,
       load,
       stealer,
+      // Co-located node agents (one staging directory) read segments from disk, not a stream.
+      handoff: new LocalHandoff(cfg.LOCAL_HANDOFF ? resolve(cfg.STAGING_DIR) : undefined),
       ranges,
       waiting,
       onFrames: (n) => {

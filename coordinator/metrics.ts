@@ -9,6 +9,12 @@ export function coordinatorMetrics(registry: Registry) {
     nodes: new Gauge({ name: 'tessera_nodes', help: 'Registered node agents by state', labelNames: ['state'], registers: [registry] }),
     queueDepth: new Gauge({ name: 'tessera_queue_depth', help: 'Jobs waiting in the queue', registers: [registry] }),
     bytesStreamed: new Counter({ name: 'tessera_segment_bytes_streamed_total', help: 'Segment bytes sent to node agents', registers: [registry] }),
+    handoffs: new Counter({
+      name: 'tessera_local_handoffs_total',
+      help: 'Files handed to a co-located receiver by path instead of streamed (LOCAL_HANDOFF), by kind',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
     uploadBytes: new Counter({ name: 'tessera_upload_bytes_received_total', help: 'Bytes of client uploads received (resumed uploads count only what was sent again)', registers: [registry] }),
     uploadPartsStored: new Counter({ name: 'tessera_upload_parts_stored_total', help: 'S3 multipart parts of client uploads stored', registers: [registry] }),
     retries: new Counter({ name: 'tessera_retries_total', help: 'Retries by kind', labelNames: ['kind'], registers: [registry] }),

@@ -56,6 +56,12 @@ export interface LocalClusterOptions {
    * link, so that node agents in network namespaces reach them.
    */
   serviceHost?: string;
+  /**
+   * Segments and parts go between the processes by path, not through gRPC (LOCAL_HANDOFF: they
+   * share this machine and its staging directory). `tessera up` turns it on; tests leave it off
+   * unless they test it, so the streams stay what they exercise.
+   */
+  localHandoff?: boolean;
 }
 
 export interface ProcInfo {
@@ -258,6 +264,7 @@ export class LocalCluster {
       S3_SECRET_ACCESS_KEY: 'S3RVER',
       S3_FORCE_PATH_STYLE: 'true',
       STAGING_DIR: join(this.o.dir, 'staging'),
+      ...(this.o.localHandoff ? { LOCAL_HANDOFF: 'true' } : {}),
       LOG_LEVEL: this.o.logLevel ?? 'info',
       LEASE_TTL_SEC: String(this.o.leaseTtlSec ?? 10),
       BIND_HOST: this.host,

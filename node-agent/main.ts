@@ -1,3 +1,4 @@
+import { LocalHandoff } from '../common/local-handoff.js';
 import { SpeedMeter } from './speed.js';
 import { mkdir, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -59,6 +60,8 @@ async function main(): Promise<void> {
 
   // Free space is checked before a segment is accepted; a full disk takes the node out of service.
   const disk = new DiskSpace(stagingDir, cfg.STAGING_RESERVE_BYTES, log, () => publish());
+  // Co-located with the coordinator and the uploader (one staging directory): files, not streams.
+  const handoff = new LocalHandoff(cfg.LOCAL_HANDOFF ? resolve(cfg.STAGING_DIR) : undefined);
   const service = new AgentService(
     stagingDir,
     cfg.MAX_SEGMENT_BYTES,
@@ -77,6 +80,8 @@ async function main(): Promise<void> {
       subSegmentAttempts: cfg.SUB_SEGMENT_ATTEMPTS,
       uploadTimeoutMs: cfg.UPLOAD_TIMEOUT_MS,
       uploaderFor: (address, id) => clients.get(UploaderClient, address, id),
+      handoff,
+      onHandoff: () => metrics.handoffs.inc({ kind: 'part' }),
       onFenced: () => metrics.fencingRejections.inc(),
       onSubSegmentDone: (frames, seconds, pixelsPerFrame) => {
         metrics.framesTotal.inc(frames);
@@ -100,6 +105,7 @@ async function main(): Promise<void> {
     // Calls that change work carry the caller's leader term: a deposed or partitioned leader's are refused.
     new LeaderTermGate(etcd, keys.election(), log, 1_000, () => metrics.fencingRejections.inc()),
     cfg.OWNER_CHECK_MS,
+    handoff,
   );
 
   const grpc = await startGrpcServer(

@@ -11,6 +11,12 @@ export function agentMetrics(registry: Registry) {
     }),
     framesTotal: new Counter({ name: 'tessera_transcode_frames_total', help: 'Source frames transcoded (all renditions at once)', registers: [registry] }),
     bytesStreamed: new Counter({ name: 'tessera_segment_bytes_streamed_total', help: 'Segment bytes received over gRPC', registers: [registry] }),
+    handoffs: new Counter({
+      name: 'tessera_local_handoffs_total',
+      help: 'Files handed to a co-located receiver by path instead of streamed (LOCAL_HANDOFF), by kind',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
     retries: new Counter({ name: 'tessera_retries_total', help: 'Retries by kind', labelNames: ['kind'], registers: [registry] }),
     fencingRejections: new Counter({ name: 'tessera_fencing_rejections_total', help: 'Writes rejected because the segment was reassigned', registers: [registry] }),
     busySlots: new Gauge({ name: 'tessera_node_busy_slots', help: 'Worker slots running ffmpeg', registers: [registry] }),

@@ -16,6 +16,7 @@ import { chunkGrids, chunkStarts, firstGridPoint } from '../transcoder/frame-rat
 import { resolvedFromPlan } from '../transcoder/ladder.js';
 import type { WorkerPool } from '../transcoder/worker-pool.js';
 import { sendPart } from '../uploader/part-client.js';
+import type { LocalHandoff } from '../common/local-handoff.js';
 import { jobTraceId } from '../common/trace.js';
 import { SegmentFence } from '../common/segment-fence.js';
 import { withEtcdRetry } from '../common/etcd-retry.js';
@@ -39,6 +40,9 @@ export interface SegmentWorkDeps {
   uploadTimeoutMs: number;
   /** The uploader's client; with TLS its certificate must name `id`. */
   uploaderFor: (address: string, id: string) => UploaderClient;
+  /** LOCAL_HANDOFF: parts go to a co-located uploader by path (absent or off: streamed). */
+  handoff?: LocalHandoff;
+  onHandoff?: () => void;
   onFenced: () => void;
   /** A chunk finished: its frames, the seconds its ffmpeg took, and the output pixels per frame (all renditions). */
   onSubSegmentDone: (frames: number, seconds: number, pixelsPerFrame: number) => void;
@@ -423,7 +427,12 @@ export async function runSegmentWork(req: SegmentWorkRequest, deps: SegmentWorkD
               deps.uploaderFor(req.uploaderAddress, req.uploaderId),
               { jobId: req.jobId, rendition: o.rendition.name, segment: req.segment, subSegment: sub, attempt: req.attempt, ...(req.ownerRevision > 0 ? { ownerRevision: req.ownerRevision } : {}) },
               o.path,
-              { timeoutMs: deps.uploadTimeoutMs, signal: taskSignal, onRetry: () => deps.onRetry('part_upload') },
+              {
+                timeoutMs: deps.uploadTimeoutMs,
+                signal: taskSignal,
+                onRetry: () => deps.onRetry('part_upload'),
+                ...(deps.handoff?.enabled ? { handoff: { local: deps.handoff, peer: req.uploaderAddress, ...(deps.onHandoff ? { onHandoff: deps.onHandoff } : {}) } } : {}),
+              },
             ),
           ),
         );

@@ -3,6 +3,7 @@ import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ServerReadableStream } from '@grpc/grpc-js';
 import { chunksOf, DEFAULT_STREAM_PACE, paced, partialSize, receiveChunks, type StreamPace } from '../common/chunks.js';
+import { LocalHandoff, localChunks } from '../common/local-handoff.js';
 import { AppError, errorMessage, isAppError } from '../common/errors.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Logger } from '../common/logger.js';
@@ -71,6 +72,8 @@ export class AgentService {
     private readonly terms?: LeaderTermGate,
     /** How often running work checks that its owner key is unchanged (ms; 0: never). */
     private readonly ownerCheckMs = 5_000,
+    /** Segments named by a co-located coordinator are read from its staging (LOCAL_HANDOFF). */
+    private readonly handoff = new LocalHandoff(undefined),
   ) {}
 
   private dirOf(ref: SegmentRef | undefined): string {
@@ -283,13 +286,24 @@ export class AgentService {
           }
           throw err;
         });
+        // Local handoff: the coordinator's own file, read from disk (refused: it streams instead).
+        const local = head.localPath
+          ? await this.handoff.accept(head).catch(async (err: unknown) => {
+              while (!(await it.next()).done) {
+                /* discard, as above */
+              }
+              throw err;
+            })
+          : undefined;
         // Not fsynced: the agent wipes its staging when it starts (main.ts), so only this process
         // life reads the segment; a node that goes down gets its segments re-sent elsewhere.
         const res = await receiveChunks(
-          paced(
-            chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)),
-            this.pace,
-          ),
+          local
+            ? localChunks(local, await partialSize(file))
+            : paced(
+                chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)),
+                this.pace,
+              ),
           { path: file, maxBytes: this.maxSegmentBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, crc32: head.crc32 || undefined, signal, durable: false },
         ).catch(async (err: unknown) => {
           const e = this.disk ? this.disk.classify(err, 'receiving a segment', need) : err;

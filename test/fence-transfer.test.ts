@@ -383,7 +383,7 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     // The coordinator sends the segment's CRC-32; the agent checks the resumed whole against it.
     const crc = crc32(bytes).toString(16).padStart(8, '0');
     const ref = { jobId: 'jtransfer', segment: 0, attempt: 1 };
-    const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: bytes.length, sha256: '', crc32: crc });
+    const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: bytes.length, sha256: '', crc32: crc, localPath: '', localIdentity: '' });
 
     const getTransfer = (): Promise<TransferStatus> => new Promise<TransferStatus>((res, rej) => agent.getTransfer(ref, (e, s) => (e ? rej(e) : res(s))));
     // First try: 2 MiB, then the stream breaks (cancelled by the sender) once the agent holds them.
@@ -453,7 +453,7 @@ describe('fencing and transfer resume against real etcd and a real node agent', 
     );
     const ref2 = { jobId, segment: 0, attempt: 2, ownerRevision: rev2 };
     const put = openClientStream<SegmentChunk, TransferStatus>((cb) => agent.putSegment(new Metadata(), deadline(10_000), cb));
-    await sendFileChunks(put.stream, file, 0, (o, d) => ({ ref: ref2, offset: o, data: d, totalSize: bytes.length, sha256: '', crc32: crc }), { signal: put.signal });
+    await sendFileChunks(put.stream, file, 0, (o, d) => ({ ref: ref2, offset: o, data: d, totalSize: bytes.length, sha256: '', crc32: crc, localPath: '', localIdentity: '' }), { signal: put.signal });
     put.stream.end();
     expect(await put.result).toMatchObject({ complete: true });
     const up = JSON.parse((await etcd.get('/tessera/uploaders/uploader-0').string())!) as { address: string };

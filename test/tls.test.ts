@@ -147,6 +147,8 @@ describe('mutual TLS on every link (tessera up --tls)', () => {
           data: garbage,
           totalSize: garbage.length,
           sha256: '',
+          localPath: '',
+          localIdentity: '',
         });
         call.end();
       });

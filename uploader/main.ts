@@ -1,3 +1,4 @@
+import { LocalHandoff } from '../common/local-handoff.js';
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { startGrpcServer } from '../common/grpc-server.js';
@@ -38,6 +39,8 @@ async function main(): Promise<void> {
     keys,
     s3,
     stagingDir,
+    // Parts from co-located node agents (one staging directory) are read from disk, not a stream.
+    handoff: new LocalHandoff(cfg.LOCAL_HANDOFF ? resolve(cfg.STAGING_DIR) : undefined),
     maxPartBytes: cfg.MAX_PART_BYTES,
     stagingReserveBytes: cfg.STAGING_RESERVE_BYTES,
     pace: paceFromConfig(cfg),

@@ -4,6 +4,7 @@ import { runningDigest, sendFileChunks } from '../common/chunks.js';
 import { AppError } from '../common/errors.js';
 import { deadline, openClientStream } from '../common/grpc.js';
 import { retry } from '../common/retry.js';
+import type { LocalHandoff } from '../common/local-handoff.js';
 import { PartChunk, type PartAck, type PartRef, type UploaderClient } from '../proto/gen/tessera/v1/uploader.js';
 
 export interface SendPartOptions {
@@ -11,6 +12,8 @@ export interface SendPartOptions {
   signal?: AbortSignal | undefined;
   attempts?: number;
   onRetry?: (err: unknown) => void;
+  /** Co-located with the uploader (LOCAL_HANDOFF): it reads the part from disk; `peer` names it. */
+  handoff?: { local: LocalHandoff; peer: string; onHandoff?: () => void } | undefined;
 }
 
 /**
@@ -26,6 +29,27 @@ export interface SendPartOptions {
 export async function sendPart(client: UploaderClient, ref: PartRef, filePath: string, o: SendPartOptions): Promise<PartAck> {
   return retry(
     async () => {
+      const h = o.handoff;
+      const local = h ? await h.local.offer(h.peer, filePath) : undefined;
+      if (h && local) {
+        // The uploader reads the file itself and hashes what it wrote: the acknowledgement's size
+        // must be the file's. A refusal (or any failure) sends the bytes instead, now and for a while.
+        try {
+          const { size } = await stat(filePath);
+          const { stream, result } = openClientStream<PartChunk, PartAck>((cb) => client.putPart(traceMetadata(ref.jobId), deadline(o.timeoutMs), cb), o.signal);
+          stream.write(PartChunk.fromPartial({ ref, offset: 0, totalSize: size, sha256: '', ...local }));
+          stream.end();
+          const ack = await result;
+          if (ack.bytes !== size || !/^[0-9a-f]{64}$/.test(ack.sha256)) {
+            throw new AppError('CHECKSUM_MISMATCH', `part ${ref.rendition}/${ref.segment}/${ref.subSegment}: the uploader read ${ack.bytes} of ${size} bytes`, { retryable: true });
+          }
+          h.onHandoff?.();
+          return ack;
+        } catch (err) {
+          if (o.signal?.aborted) throw err;
+          h.local.refusedBy(h.peer);
+        }
+      }
       const digest = runningDigest('sha256');
       const { size } = await stat(filePath);
       const { stream, result, signal } = openClientStream<PartChunk, PartAck>((cb) => client.putPart(traceMetadata(ref.jobId), deadline(o.timeoutMs), cb), o.signal);

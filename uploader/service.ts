@@ -4,6 +4,7 @@ import type { ServerReadableStream } from '@grpc/grpc-js';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
 import { chunksOf, DEFAULT_STREAM_PACE, fileDigest, paced, receiveChunks, type StreamPace } from '../common/chunks.js';
+import { LocalHandoff, localChunks } from '../common/local-handoff.js';
 import { AppError, isNoSpace } from '../common/errors.js';
 import { isTransientEtcdError } from '../common/etcd-retry.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
@@ -47,6 +48,8 @@ export interface UploaderDeps {
   metrics: UploaderMetrics;
   /** Mutual TLS: callers are known by certificate, and a video part must come from its segment's owner. */
   mutualTls?: boolean;
+  /** Parts named by a co-located node agent are read from its staging (LOCAL_HANDOFF; absent: off). */
+  handoff?: LocalHandoff;
 }
 
 /** A full staging disk: retryable (space frees as archives are pushed), never INTERNAL. */
@@ -116,13 +119,24 @@ export class UploaderService {
           throw err;
         });
         const path = join(this.d.stagingDir, partFileName(head.ref!));
+        // Local handoff: the agent's own file, read from disk (refused: it streams instead).
+        const local = head.localPath
+          ? await (this.d.handoff ?? new LocalHandoff(undefined)).accept(head).catch(async (err: unknown) => {
+              while (!(await it.next()).done) {
+                /* discard, as above */
+              }
+              throw err;
+            })
+          : undefined;
         // A retried send starts at 0 again: a fresh .partial each time keeps it simple and exact.
         await rm(`${path}.partial`, { force: true });
         const res = await receiveChunks(
-          paced(
-            chunksOf(head, it, (n) => this.d.metrics.partBytes.inc(n)),
-            this.d.pace ?? DEFAULT_STREAM_PACE,
-          ),
+          local
+            ? localChunks(local, 0)
+            : paced(
+                chunksOf(head, it, (n) => this.d.metrics.partBytes.inc(n)),
+                this.d.pace ?? DEFAULT_STREAM_PACE,
+              ),
           { path, maxBytes: this.d.maxPartBytes, totalSize: head.totalSize, sha256: head.sha256 || undefined, signal },
         ).catch(async (err: unknown) => {
           if (!isNoSpace(err)) throw err;

@@ -1,3 +1,4 @@
+import type { LocalHandoff } from '../../common/local-handoff.js';
 import { setMaxListeners } from 'node:events';
 import { createReadStream, existsSync } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
@@ -53,6 +54,8 @@ export interface RunnerDeps {
   ranges?: RangeServer | undefined;
   /** Work stealing between the nodes (absent: off). */
   stealer?: WorkStealer | undefined;
+  /** Segments go to co-located node agents by path (LOCAL_HANDOFF; absent: streamed). */
+  handoff?: LocalHandoff | undefined;
   /** Jobs waiting for a node their placement allows (the autoscaler grows the matching pool). */
   waiting?: Map<string, Placement>;
   /** Called with newly reported transcoded frames (throughput, metrics). */
@@ -173,6 +176,7 @@ export class JobRunner {
         log: this.log,
         load: this.d.load,
         stealer: this.d.stealer,
+        handoff: this.d.handoff,
       };
       const placement = jobPlacement(job.spec); // the same for every segment of the job
       try {

@@ -3,6 +3,7 @@ import { jobLogFields, traceMetadata } from '../../common/trace.js';
 import { AppError, errorMessage, isAppError } from '../../common/errors.js';
 import { callUnary, deadline, iterateStream, openClientStream } from '../../common/grpc.js';
 import { sendFileChunks } from '../../common/chunks.js';
+import type { LocalFile, LocalHandoff } from '../../common/local-handoff.js';
 import type { ClientCache } from '../../common/grpc-clients.js';
 import type { Logger } from '../../common/logger.js';
 import { retry, sleep } from '../../common/retry.js';
@@ -28,6 +29,8 @@ export interface DispatchDeps {
   load: Map<string, number>;
   /** Work stealing (absent or disabled: each segment's chunks stay on its owner). */
   stealer?: WorkStealer | undefined;
+  /** LOCAL_HANDOFF: co-located node agents read the segment's file (absent or off: streamed). */
+  handoff?: LocalHandoff | undefined;
 }
 
 /** A segment's file as the coordinator cut it, with its size and CRC-32 (the agent verifies the bytes against it). */
@@ -245,7 +248,7 @@ async function runAttempt(t: SegmentTask, d: DispatchDeps, s: DispatchState, log
       }
     }
     if (!ran) {
-      await transfer(client, ref, t, d, attemptAbort.signal);
+      await transfer(client, node.id, ref, t, d, attemptAbort.signal);
       s.seg = { ...s.seg, state: 'TRANSCODING' };
       const transcoding = s.seg;
       await withEtcdRetry('record transfer', () => d.store.putSegment(t.jobId, transcoding, 'transfer verified', t.fence), { ...etcdRetry, signal: attemptAbort.signal });
@@ -291,16 +294,46 @@ class SegmentMoved extends Error {
  * retried on the same node (the retry policy, up to 5 tries): it asks the node what it holds and
  * sends the rest.
  */
-async function transfer(client: NodeAgentClient, ref: SegmentRef, task: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
+async function transfer(client: NodeAgentClient, nodeId: string, ref: SegmentRef, task: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
   const t = await task.source();
+  const open = (): ReturnType<typeof openClientStream<SegmentChunk, TransferStatus>> =>
+    openClientStream<SegmentChunk, TransferStatus>((cb) => client.putSegment(traceMetadata(task.jobId), deadline(d.cfg.SEGMENT_TRANSFER_TIMEOUT_MS), cb), signal);
+  const msg = (offset: number, data: Buffer, local?: LocalFile): SegmentChunk => ({
+    ref,
+    offset,
+    data,
+    totalSize: t.bytes,
+    sha256: '',
+    crc32: t.crc32,
+    localPath: local?.localPath ?? '',
+    localIdentity: local?.localIdentity ?? '',
+  });
   await retry(
     async () => {
       for (;;) {
         const st: TransferStatus = await callUnary(client, client.getTransfer, ref, d.cfg.RPC_TIMEOUT_MS, traceMetadata(task.jobId), signal);
         if (st.complete) return;
         const from = Math.min(st.receivedBytes, t.bytes);
-        const call = openClientStream<SegmentChunk, TransferStatus>((cb) => client.putSegment(traceMetadata(task.jobId), deadline(d.cfg.SEGMENT_TRANSFER_TIMEOUT_MS), cb), signal);
-        const msg = (offset: number, data: Buffer): SegmentChunk => ({ ref, offset, data, totalSize: t.bytes, sha256: '', crc32: t.crc32 });
+        // A co-located node reads the file itself (and verifies it as it would the stream); one
+        // that cannot (another host, handoff off there, an older agent) is streamed the bytes.
+        const local = from < t.bytes ? await d.handoff?.offer(nodeId, t.file) : undefined;
+        if (local) {
+          try {
+            const call = open();
+            call.stream.write(msg(from, Buffer.alloc(0), local));
+            call.stream.end();
+            if ((await call.result).complete) {
+              d.metrics.handoffs.inc({ kind: 'segment' });
+              return;
+            }
+          } catch (err) {
+            if (signal.aborted) throw err;
+            d.log.info({ nodeId, err: errorMessage(err) }, 'local handoff of a segment refused; streaming it');
+          }
+          d.handoff!.refusedBy(nodeId);
+          continue;
+        }
+        const call = open();
         if (from >= t.bytes) call.stream.write(msg(from, Buffer.alloc(0)));
         else await sendFileChunks(call.stream, t.file, from, msg, { signal: call.signal, onSent: () => undefined });
         d.metrics.bytesStreamed.inc(t.bytes - from);
@@ -347,7 +380,7 @@ async function runHelper(
   const both = AbortSignal.any([signal, abort.signal]);
   d.load.set(thief.id, (d.load.get(thief.id) ?? 0) + 1);
   try {
-    await transfer(client, ref, t, d, both);
+    await transfer(client, thief.id, ref, t, d, both);
     await runRemote(client, ref, victim.ownerRevision, { ...t, onEvent }, d, both, undefined, chunks);
   } catch (err) {
     void callUnary(client, client.dropSegment, ref, d.cfg.RPC_TIMEOUT_MS, traceMetadata(t.jobId)).catch(() => undefined);

@@ -114,6 +114,16 @@ export interface SegmentChunk {
    * SHA-256 runs at 1.9 GB/s and was the receiver's largest cost.
    */
   crc32: string;
+  /**
+   * Local handoff (co-located processes with LOCAL_HANDOFF on, one staging directory): the sender
+   * names its file instead of streaming it, and the receiver reads it from disk, from `offset` on.
+   * `local_identity` ("dev:ino:size:mtime_ns" of the file) must match what the receiver sees at
+   * that path, so only the very same file on the same machine is read. A receiver that cannot
+   * (another host, LOCAL_HANDOFF off, a path outside its staging directory) answers
+   * FAILED_PRECONDITION and the sender streams the bytes instead.
+   */
+  localPath: string;
+  localIdentity: string;
 }
 
 export interface RunSegmentRequest {
@@ -1017,7 +1027,16 @@ export const TransferStatus: MessageFns<TransferStatus> = {
 };
 
 function createBaseSegmentChunk(): SegmentChunk {
-  return { ref: undefined, offset: 0, data: Buffer.alloc(0), totalSize: 0, sha256: "", crc32: "" };
+  return {
+    ref: undefined,
+    offset: 0,
+    data: Buffer.alloc(0),
+    totalSize: 0,
+    sha256: "",
+    crc32: "",
+    localPath: "",
+    localIdentity: "",
+  };
 }
 
 export const SegmentChunk: MessageFns<SegmentChunk> = {
@@ -1039,6 +1058,12 @@ export const SegmentChunk: MessageFns<SegmentChunk> = {
     }
     if (message.crc32 !== "") {
       writer.uint32(50).string(message.crc32);
+    }
+    if (message.localPath !== "") {
+      writer.uint32(58).string(message.localPath);
+    }
+    if (message.localIdentity !== "") {
+      writer.uint32(66).string(message.localIdentity);
     }
     return writer;
   },
@@ -1104,6 +1129,22 @@ export const SegmentChunk: MessageFns<SegmentChunk> = {
             message.crc32 = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.localPath = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.localIdentity = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1128,6 +1169,16 @@ export const SegmentChunk: MessageFns<SegmentChunk> = {
         : 0,
       sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
       crc32: isSet(object.crc32) ? globalThis.String(object.crc32) : "",
+      localPath: isSet(object.localPath)
+        ? globalThis.String(object.localPath)
+        : isSet(object.local_path)
+        ? globalThis.String(object.local_path)
+        : "",
+      localIdentity: isSet(object.localIdentity)
+        ? globalThis.String(object.localIdentity)
+        : isSet(object.local_identity)
+        ? globalThis.String(object.local_identity)
+        : "",
     };
   },
 
@@ -1151,6 +1202,12 @@ export const SegmentChunk: MessageFns<SegmentChunk> = {
     if (message.crc32 !== "") {
       obj.crc32 = message.crc32;
     }
+    if (message.localPath !== "") {
+      obj.localPath = message.localPath;
+    }
+    if (message.localIdentity !== "") {
+      obj.localIdentity = message.localIdentity;
+    }
     return obj;
   },
 
@@ -1165,6 +1222,8 @@ export const SegmentChunk: MessageFns<SegmentChunk> = {
     message.totalSize = object.totalSize ?? 0;
     message.sha256 = object.sha256 ?? "";
     message.crc32 = object.crc32 ?? "";
+    message.localPath = object.localPath ?? "";
+    message.localIdentity = object.localIdentity ?? "";
     return message;
   },
 };

@@ -69,6 +69,9 @@ export interface PartChunk {
    * empty: the sender checks the one the acknowledgement carries.
    */
   sha256: string;
+  /** Local handoff, as SegmentChunk's: the part is read from the sender's file on this machine. */
+  localPath: string;
+  localIdentity: string;
 }
 
 export interface PartAck {
@@ -343,7 +346,15 @@ export const PartRef: MessageFns<PartRef> = {
 };
 
 function createBasePartChunk(): PartChunk {
-  return { ref: undefined, offset: 0, data: Buffer.alloc(0), totalSize: 0, sha256: "" };
+  return {
+    ref: undefined,
+    offset: 0,
+    data: Buffer.alloc(0),
+    totalSize: 0,
+    sha256: "",
+    localPath: "",
+    localIdentity: "",
+  };
 }
 
 export const PartChunk: MessageFns<PartChunk> = {
@@ -362,6 +373,12 @@ export const PartChunk: MessageFns<PartChunk> = {
     }
     if (message.sha256 !== "") {
       writer.uint32(42).string(message.sha256);
+    }
+    if (message.localPath !== "") {
+      writer.uint32(50).string(message.localPath);
+    }
+    if (message.localIdentity !== "") {
+      writer.uint32(58).string(message.localIdentity);
     }
     return writer;
   },
@@ -419,6 +436,22 @@ export const PartChunk: MessageFns<PartChunk> = {
             message.sha256 = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.localPath = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.localIdentity = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -442,6 +475,16 @@ export const PartChunk: MessageFns<PartChunk> = {
         ? globalThis.Number(object.total_size)
         : 0,
       sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+      localPath: isSet(object.localPath)
+        ? globalThis.String(object.localPath)
+        : isSet(object.local_path)
+        ? globalThis.String(object.local_path)
+        : "",
+      localIdentity: isSet(object.localIdentity)
+        ? globalThis.String(object.localIdentity)
+        : isSet(object.local_identity)
+        ? globalThis.String(object.local_identity)
+        : "",
     };
   },
 
@@ -462,6 +505,12 @@ export const PartChunk: MessageFns<PartChunk> = {
     if (message.sha256 !== "") {
       obj.sha256 = message.sha256;
     }
+    if (message.localPath !== "") {
+      obj.localPath = message.localPath;
+    }
+    if (message.localIdentity !== "") {
+      obj.localIdentity = message.localIdentity;
+    }
     return obj;
   },
 
@@ -475,6 +524,8 @@ export const PartChunk: MessageFns<PartChunk> = {
     message.data = object.data ?? Buffer.alloc(0);
     message.totalSize = object.totalSize ?? 0;
     message.sha256 = object.sha256 ?? "";
+    message.localPath = object.localPath ?? "";
+    message.localIdentity = object.localIdentity ?? "";
     return message;
   },
 };
