@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
-import { realpath, stat } from 'node:fs/promises';
-import { sep } from 'node:path';
+import { link, mkdir, realpath, stat } from 'node:fs/promises';
+import { dirname, sep } from 'node:path';
 import { readBufferFor, type IncomingChunk } from './chunks.js';
 import { AppError } from './errors.js';
 
@@ -108,5 +108,21 @@ export async function* localChunks(path: string, fromOffset: number): AsyncGener
     }
   } finally {
     rs.destroy();
+  }
+}
+
+/**
+ * Makes `dest` a hard link of an accepted handed-over file: no byte is read or written. Only for
+ * files their writer never rewrites in place (the coordinator cuts segments into a folder it has
+ * just emptied, so a re-cut makes new files); a part, which a retried encode writes again at the
+ * same path, is copied instead. False where no link can be made (another file system): copy then.
+ */
+export async function linkLocal(src: string, dest: string): Promise<boolean> {
+  await mkdir(dirname(dest), { recursive: true });
+  try {
+    await link(src, dest);
+    return true;
+  } catch {
+    return false;
   }
 }

@@ -1,9 +1,10 @@
-import { mkdir, mkdtemp, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAppError } from '../common/errors.js';
-import { LocalHandoff, localChunks, localIdentity } from '../common/local-handoff.js';
+import { LocalHandoff, linkLocal, localChunks, localIdentity } from '../common/local-handoff.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { checkArchive, fixture, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 import { logLines, scrapeCounter } from './faults-helpers.js';
@@ -73,6 +74,20 @@ describe('local handoff: what a receiver reads from disk', () => {
     sender.refusedBy('uploader-0');
     expect(await sender.offer('uploader-0', file)).toBeUndefined();
     expect(await sender.offer('node-1', file)).toBeDefined();
+  });
+
+  it('links a segment where it can (the same inode, nothing copied), and says so where it cannot', async () => {
+    const src = join(root, 'node', 'n0', 'segment-src.mkv');
+    await writeFile(src, Buffer.alloc(4096, 1));
+    const dest = join(root, 'node', 'n1', 'job', 'segment.mkv');
+    expect(await linkLocal(src, dest)).toBe(true);
+    expect((await stat(dest)).ino).toBe((await stat(src)).ino);
+    // Another file system (tmpfs): no link; the receiver copies instead.
+    if (existsSync('/dev/shm')) {
+      const other = await mkdtemp('/dev/shm/tessera-handoff-');
+      expect(await linkLocal(src, join(other, 'segment.mkv'))).toBe(false);
+      await rm(other, { recursive: true, force: true });
+    }
   });
 
   afterAll(async () => {

@@ -33,11 +33,11 @@ export interface DispatchDeps {
   handoff?: LocalHandoff | undefined;
 }
 
-/** A segment's file as the coordinator cut it, with its size and CRC-32 (the agent verifies the bytes against it). */
+/** A segment's file as the coordinator cut it, with its size and CRC-32 (the agent verifies streamed bytes against it; computed once, when first asked). */
 export interface SegmentSource {
   file: string;
   bytes: number;
-  crc32: string;
+  crc32: () => Promise<string>;
 }
 
 export interface SegmentTask {
@@ -295,16 +295,19 @@ class SegmentMoved extends Error {
  * sends the rest.
  */
 async function transfer(client: NodeAgentClient, nodeId: string, ref: SegmentRef, task: SegmentTask, d: DispatchDeps, signal: AbortSignal): Promise<void> {
+  const startedAt = Date.now();
   const t = await task.source();
+  const sourcedAt = Date.now();
+  let by = 'stream';
   const open = (): ReturnType<typeof openClientStream<SegmentChunk, TransferStatus>> =>
     openClientStream<SegmentChunk, TransferStatus>((cb) => client.putSegment(traceMetadata(task.jobId), deadline(d.cfg.SEGMENT_TRANSFER_TIMEOUT_MS), cb), signal);
-  const msg = (offset: number, data: Buffer, local?: LocalFile): SegmentChunk => ({
+  const msg = (offset: number, data: Buffer, crc32: string, local?: LocalFile): SegmentChunk => ({
     ref,
     offset,
     data,
     totalSize: t.bytes,
     sha256: '',
-    crc32: t.crc32,
+    crc32,
     localPath: local?.localPath ?? '',
     localIdentity: local?.localIdentity ?? '',
   });
@@ -320,10 +323,11 @@ async function transfer(client: NodeAgentClient, nodeId: string, ref: SegmentRef
         if (local) {
           try {
             const call = open();
-            call.stream.write(msg(from, Buffer.alloc(0), local));
+            call.stream.write(msg(from, Buffer.alloc(0), '', local));
             call.stream.end();
             if ((await call.result).complete) {
               d.metrics.handoffs.inc({ kind: 'segment' });
+              by = 'path';
               return;
             }
           } catch (err) {
@@ -333,9 +337,10 @@ async function transfer(client: NodeAgentClient, nodeId: string, ref: SegmentRef
           d.handoff!.refusedBy(nodeId);
           continue;
         }
+        const crc32 = await t.crc32();
         const call = open();
-        if (from >= t.bytes) call.stream.write(msg(from, Buffer.alloc(0)));
-        else await sendFileChunks(call.stream, t.file, from, msg, { signal: call.signal, onSent: () => undefined });
+        if (from >= t.bytes) call.stream.write(msg(from, Buffer.alloc(0), crc32));
+        else await sendFileChunks(call.stream, t.file, from, (offset, data) => msg(offset, data, crc32), { signal: call.signal, onSent: () => undefined });
         d.metrics.bytesStreamed.inc(t.bytes - from);
         call.stream.end();
         if ((await call.result).complete) return;
@@ -352,6 +357,7 @@ async function transfer(client: NodeAgentClient, nodeId: string, ref: SegmentRef
       onRetry: () => d.metrics.retries.inc({ kind: 'transfer' }),
     },
   );
+  d.log.info({ jobId: task.jobId, segment: ref.segment, nodeId, bytes: t.bytes, by, prepareMs: sourcedAt - startedAt, sendMs: Date.now() - sourcedAt }, 'segment sent');
 }
 
 /**
