@@ -313,6 +313,7 @@ function inheritedNodeEnv(): Record<string, string> {
     'LOG_LEVEL',
     'BIND_HOST',
     'STAGING_DIR',
+    'LOCAL_HANDOFF',
     'LEASE_TTL_SEC',
     'HEARTBEAT_MS',
     'MIN_SUB_SEGMENT_SEC',
