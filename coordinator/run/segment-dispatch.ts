@@ -357,7 +357,7 @@ async function transfer(client: NodeAgentClient, nodeId: string, ref: SegmentRef
       onRetry: () => d.metrics.retries.inc({ kind: 'transfer' }),
     },
   );
-  d.log.info({ jobId: task.jobId, segment: ref.segment, nodeId, bytes: t.bytes, by, prepareMs: sourcedAt - startedAt, sendMs: Date.now() - sourcedAt }, 'segment sent');
+  d.log.info({ segment: ref.segment, nodeId, bytes: t.bytes, by, prepareMs: sourcedAt - startedAt, sendMs: Date.now() - sourcedAt }, 'segment sent');
 }
 
 /**
