@@ -73,21 +73,33 @@ export async function sendFileChunks<T>(
   makeMsg: (offset: number, data: Buffer) => T,
   opts: { chunkBytes?: number; signal?: AbortSignal; onSent?: (offset: number) => void } = {},
 ): Promise<number> {
-  const chunkBytes = Math.min(opts.chunkBytes ?? CHUNK_BYTES, CHUNK_BYTES);
   let offset = fromOffset;
+  for await (const c of fileChunks(path, fromOffset, opts.chunkBytes)) {
+    await writeWithBackpressure(stream, makeMsg(c.offset, c.data), opts.signal);
+    offset = c.offset + c.data.length;
+    opts.onSent?.(offset);
+  }
+  return offset;
+}
+
+/**
+ * A file's bytes from `fromOffset` on, as chunks of at most `chunkBytes` (1 MiB) with their
+ * offsets: what a sender streams, and what a receiver reads itself from a file handed over by path.
+ */
+export async function* fileChunks(path: string, fromOffset: number, chunkBytes = CHUNK_BYTES): AsyncGenerator<IncomingChunk> {
   const size = (await stat(path)).size;
-  const rs = createReadStream(path, { start: fromOffset, highWaterMark: readBufferFor(size - fromOffset, chunkBytes) });
+  if (fromOffset >= size) return;
+  let offset = fromOffset;
+  const rs = createReadStream(path, { start: fromOffset, highWaterMark: readBufferFor(size - fromOffset, Math.min(chunkBytes, CHUNK_BYTES)) });
   try {
     for await (const chunk of rs) {
       const data = chunk as Buffer;
-      await writeWithBackpressure(stream, makeMsg(offset, data), opts.signal);
+      yield { offset, data };
       offset += data.length;
-      opts.onSent?.(offset);
     }
   } finally {
     rs.destroy();
   }
-  return offset;
 }
 
 /** A client's id for one resumable upload: 8–64 of [a-z0-9-]. */
@@ -305,6 +317,18 @@ export async function* paced(chunks: AsyncIterable<IncomingChunk>, p: StreamPace
  * Adapts a client stream (whose first message the handler already read for its header) into the
  * chunk iterable `receiveChunks` consumes; `onBytes` sees every chunk's size (metrics).
  */
+/**
+ * For a receiver that refuses a client stream after its first message: reads (and drops) what the
+ * sender still has in flight, then throws `err`. A client stream whose writer is blocked on flow
+ * control never sees the status otherwise, and the transfer would hang.
+ */
+export async function drainThenThrow(rest: AsyncIterator<unknown>, err: unknown): Promise<never> {
+  while (!(await rest.next()).done) {
+    /* discard */
+  }
+  throw err;
+}
+
 export async function* chunksOf<T extends IncomingChunk>(first: T, rest: AsyncIterator<T>, onBytes: (n: number) => void = () => undefined): AsyncGenerator<IncomingChunk> {
   let msg: T | undefined = first;
   while (msg) {

@@ -1,7 +1,6 @@
-import { createReadStream } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
 import { link, mkdir, realpath, stat } from 'node:fs/promises';
 import { dirname, sep } from 'node:path';
-import { readBufferFor, type IncomingChunk } from './chunks.js';
 import { AppError } from './errors.js';
 
 /** A file named instead of streamed: its path and what identifies it ("dev:ino:size:mtime_ns"). */
@@ -15,8 +14,17 @@ const REFUSED_FOR_MS = 60_000;
 
 /** The identity a handoff carries: device, inode, size and modification time (ns) of the file. */
 export async function localIdentity(path: string): Promise<string> {
-  const s = await stat(path, { bigint: true });
+  return identityOf(await stat(path, { bigint: true }));
+}
+
+function identityOf(s: BigIntStats): string {
   return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}`;
+}
+
+/** A handed-over file as the receiver found it: its real path and size. */
+export interface AcceptedFile {
+  path: string;
+  size: number;
 }
 
 /**
@@ -49,8 +57,8 @@ export class LocalHandoff {
     return this.rootReal;
   }
 
-  /** Sender: what to name instead of streaming `path` to `peer`; undefined: stream it. */
-  async offer(peer: string, path: string): Promise<LocalFile | undefined> {
+  /** Sender: what to name instead of streaming `path` to `peer` (with the file's size); undefined: stream it. */
+  async offer(peer: string, path: string): Promise<(LocalFile & { size: number }) | undefined> {
     const until = this.refused.get(peer);
     if (until !== undefined) {
       if (Date.now() < until) return undefined;
@@ -61,7 +69,8 @@ export class LocalHandoff {
     try {
       const real = await realpath(path);
       if (!real.startsWith(root + sep)) return undefined;
-      return { localPath: real, localIdentity: await localIdentity(real) };
+      const st = await stat(real, { bigint: true });
+      return { localPath: real, localIdentity: identityOf(st), size: Number(st.size) };
     } catch {
       return undefined;
     }
@@ -76,7 +85,7 @@ export class LocalHandoff {
    * Receiver: the file a handoff names, checked (handoff on here, a regular file under this
    * process's staging directory, the identity the sender saw); FAILED_PRECONDITION otherwise.
    */
-  async accept(f: LocalFile): Promise<string> {
+  async accept(f: LocalFile): Promise<AcceptedFile> {
     const refuse = (why: string): AppError => new AppError('FAILED_PRECONDITION', `local handoff refused: ${why}`, { retryable: false });
     const root = await this.realRoot();
     if (root === undefined) throw refuse('LOCAL_HANDOFF is off on this process');
@@ -87,27 +96,10 @@ export class LocalHandoff {
       throw refuse(`no file ${f.localPath} on this machine`);
     }
     if (!real.startsWith(root + sep)) throw refuse(`${f.localPath} is not under this process's staging directory`);
-    const s = await stat(real);
-    if (!s.isFile()) throw refuse(`${f.localPath} is not a regular file`);
-    if ((await localIdentity(real)) !== f.localIdentity) throw refuse(`${f.localPath} here is not the sender's file`);
-    return real;
-  }
-}
-
-/** The chunks a handed-over file holds from `fromOffset` on, as a stream would have brought them. */
-export async function* localChunks(path: string, fromOffset: number): AsyncGenerator<IncomingChunk> {
-  const size = (await stat(path)).size;
-  if (fromOffset >= size) return;
-  let offset = fromOffset;
-  const rs = createReadStream(path, { start: fromOffset, highWaterMark: readBufferFor(size - fromOffset) });
-  try {
-    for await (const chunk of rs) {
-      const data = chunk as Buffer;
-      yield { offset, data };
-      offset += data.length;
-    }
-  } finally {
-    rs.destroy();
+    const st = await stat(real, { bigint: true });
+    if (!st.isFile()) throw refuse(`${f.localPath} is not a regular file`);
+    if (identityOf(st) !== f.localIdentity) throw refuse(`${f.localPath} here is not the sender's file`);
+    return { path: real, size: Number(st.size) };
   }
 }
 

@@ -2,8 +2,8 @@ import { toPictureTreatment } from '../transcoder/treatment.js';
 import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ServerReadableStream } from '@grpc/grpc-js';
-import { chunksOf, DEFAULT_STREAM_PACE, paced, partialSize, receiveChunks, type StreamPace } from '../common/chunks.js';
-import { LocalHandoff, linkLocal, localChunks } from '../common/local-handoff.js';
+import { chunksOf, DEFAULT_STREAM_PACE, drainThenThrow, fileChunks, paced, partialSize, receiveChunks, type StreamPace } from '../common/chunks.js';
+import { LocalHandoff, linkLocal } from '../common/local-handoff.js';
 import { AppError, errorMessage, isAppError } from '../common/errors.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
 import type { Logger } from '../common/logger.js';
@@ -269,43 +269,25 @@ export class AgentService {
         if (first.done) throw new AppError('INVALID_ARGUMENT', 'empty segment stream');
         const head = first.value;
         if (this.draining) throw new AppError('FAILED_PRECONDITION', 'node is draining', { retryable: true });
-        await this.terms?.check(head.ref?.leaderTerm, 'PutSegment', true).catch(async (err: unknown) => {
-          while (!(await it.next()).done) {
-            /* discard, as below */
-          }
-          throw err;
-        });
+        // Refused after the first message: what the sender still has in flight is read and dropped.
+        await this.terms?.check(head.ref?.leaderTerm, 'PutSegment', true).catch((err: unknown) => drainThenThrow(it, err));
         const file = this.segmentFile(head.ref);
+        const held = await partialSize(file);
         // Room for the segment and its chunks cut from it (a second copy), before any byte lands.
-        const need = 2 * Math.max(0, head.totalSize - (await partialSize(file)));
-        await this.disk?.admit(need, `segment ${head.ref?.segment ?? '?'} of job ${head.ref?.jobId ?? '?'}`).catch(async (err: unknown) => {
-          // Read (and drop) what the sender has in flight: a client stream whose writer is blocked
-          // on flow control never sees our status otherwise, and the transfer would hang.
-          while (!(await it.next()).done) {
-            /* discard */
-          }
-          throw err;
-        });
+        const need = 2 * Math.max(0, head.totalSize - held);
+        await this.disk?.admit(need, `segment ${head.ref?.segment ?? '?'} of job ${head.ref?.jobId ?? '?'}`).catch((err: unknown) => drainThenThrow(it, err));
         // Local handoff: the coordinator's own file, read from disk (refused: it streams instead).
-        const local = head.localPath
-          ? await this.handoff.accept(head).catch(async (err: unknown) => {
-              while (!(await it.next()).done) {
-                /* discard, as above */
-              }
-              throw err;
-            })
-          : undefined;
+        const local = head.localPath ? await this.handoff.accept(head).catch((err: unknown) => drainThenThrow(it, err)) : undefined;
         // The coordinator's segment file is never rewritten in place: a link to it is the segment
         // (nothing read or written: copying two 58 MB segments took 0.8 s here).
-        if (local && (await partialSize(file)) === 0) {
-          const { size } = await stat(local);
-          if (size === head.totalSize && size <= this.maxSegmentBytes && (await linkLocal(local, file))) return { receivedBytes: size, complete: true, sha256: '', crc32: '' };
+        if (local && held === 0 && local.size === head.totalSize && local.size <= this.maxSegmentBytes && (await linkLocal(local.path, file))) {
+          return { receivedBytes: local.size, complete: true, sha256: '', crc32: '' };
         }
         // Not fsynced: the agent wipes its staging when it starts (main.ts), so only this process
         // life reads the segment; a node that goes down gets its segments re-sent elsewhere.
         const res = await receiveChunks(
           local
-            ? localChunks(local, await partialSize(file))
+            ? fileChunks(local.path, held)
             : paced(
                 chunksOf(head, it, (n) => this.metrics.bytesStreamed.inc(n)),
                 this.pace,

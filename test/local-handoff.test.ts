@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAppError } from '../common/errors.js';
-import { LocalHandoff, linkLocal, localChunks, localIdentity } from '../common/local-handoff.js';
+import { fileChunks } from '../common/chunks.js';
+import { LocalHandoff, linkLocal, localIdentity } from '../common/local-handoff.js';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { checkArchive, fixture, startTestCluster, type TestCluster, STEADY_LEASE_SEC } from './helpers.js';
 import { logLines, scrapeCounter } from './faults-helpers.js';
@@ -40,12 +41,13 @@ describe('local handoff: what a receiver reads from disk', () => {
     const sender = new LocalHandoff(root);
     const receiver = new LocalHandoff(root);
     const offer = await sender.offer('uploader-0', file);
-    expect(offer).toEqual({ localPath: file, localIdentity: await localIdentity(file) });
-    expect(await receiver.accept(offer!)).toBe(file);
+    const size = 3 * 1024 * 1024 + 5;
+    expect(offer).toEqual({ localPath: file, localIdentity: await localIdentity(file), size });
+    expect(await receiver.accept(offer!)).toEqual({ path: file, size });
     // What it reads is the file, from the offset asked, in order.
     let next = 1024;
     let bytes = 0;
-    for await (const c of localChunks(file, 1024)) {
+    for await (const c of fileChunks(file, 1024)) {
       expect(c.offset).toBe(next);
       next += c.data.length;
       bytes += c.data.length;

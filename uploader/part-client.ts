@@ -35,9 +35,9 @@ export async function sendPart(client: UploaderClient, ref: PartRef, filePath: s
         // The uploader reads the file itself and hashes what it wrote: the acknowledgement's size
         // must be the file's. A refusal (or any failure) sends the bytes instead, now and for a while.
         try {
-          const { size } = await stat(filePath);
+          const { size } = local;
           const { stream, result } = openClientStream<PartChunk, PartAck>((cb) => client.putPart(traceMetadata(ref.jobId), deadline(o.timeoutMs), cb), o.signal);
-          stream.write(PartChunk.fromPartial({ ref, offset: 0, totalSize: size, sha256: '', ...local }));
+          stream.write(PartChunk.fromPartial({ ref, offset: 0, totalSize: size, sha256: '', localPath: local.localPath, localIdentity: local.localIdentity }));
           stream.end();
           const ack = await result;
           if (ack.bytes !== size || !/^[0-9a-f]{64}$/.test(ack.sha256)) {

@@ -3,8 +3,8 @@ import { dirname, join } from 'node:path';
 import type { ServerReadableStream } from '@grpc/grpc-js';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Etcd3 } from 'etcd3';
-import { chunksOf, DEFAULT_STREAM_PACE, fileDigest, paced, receiveChunks, type StreamPace } from '../common/chunks.js';
-import { LocalHandoff, localChunks } from '../common/local-handoff.js';
+import { chunksOf, DEFAULT_STREAM_PACE, drainThenThrow, fileChunks, fileDigest, paced, receiveChunks, type StreamPace } from '../common/chunks.js';
+import { LocalHandoff } from '../common/local-handoff.js';
 import { AppError, isNoSpace } from '../common/errors.js';
 import { isTransientEtcdError } from '../common/etcd-retry.js';
 import { clientStream, serverStream, unary } from '../common/grpc.js';
@@ -78,8 +78,12 @@ export class PartsMissingError extends AppError {
 /** The uploader's gRPC service: durable part staging, merge + zip + S3 push on finalize. */
 export class UploaderService {
   private finalizing = new Map<string, { run: Promise<JobResult>; abort: AbortController }>();
+  /** Handoff off unless the process turned it on: a part named by path is then refused. */
+  private readonly handoff: LocalHandoff;
 
-  constructor(private readonly d: UploaderDeps) {}
+  constructor(private readonly d: UploaderDeps) {
+    this.handoff = d.handoff ?? new LocalHandoff(undefined);
+  }
 
   private etcdStore(jobId: string): MultipartStateStore {
     const key = this.d.keys.upload(jobId);
@@ -112,27 +116,15 @@ export class UploaderService {
         // reassigned while its node was paused or partitioned) is refused before and after its
         // bytes land, so nothing from a stale attempt is ever acknowledged.
         const caller = this.d.mutualTls ? callerOf(call) : undefined;
-        await this.assertPartOwner(head.ref!, caller).catch(async (err: unknown) => {
-          while (!(await it.next()).done) {
-            /* discard what the sender has in flight */
-          }
-          throw err;
-        });
+        await this.assertPartOwner(head.ref!, caller).catch((err: unknown) => drainThenThrow(it, err));
         const path = join(this.d.stagingDir, partFileName(head.ref!));
         // Local handoff: the agent's own file, read from disk (refused: it streams instead).
-        const local = head.localPath
-          ? await (this.d.handoff ?? new LocalHandoff(undefined)).accept(head).catch(async (err: unknown) => {
-              while (!(await it.next()).done) {
-                /* discard, as above */
-              }
-              throw err;
-            })
-          : undefined;
+        const local = head.localPath ? await this.handoff.accept(head).catch((err: unknown) => drainThenThrow(it, err)) : undefined;
         // A retried send starts at 0 again: a fresh .partial each time keeps it simple and exact.
         await rm(`${path}.partial`, { force: true });
         const res = await receiveChunks(
           local
-            ? localChunks(local, 0)
+            ? fileChunks(local.path, 0)
             : paced(
                 chunksOf(head, it, (n) => this.d.metrics.partBytes.inc(n)),
                 this.d.pace ?? DEFAULT_STREAM_PACE,

@@ -319,8 +319,9 @@ async function transfer(client: NodeAgentClient, nodeId: string, ref: SegmentRef
         const from = Math.min(st.receivedBytes, t.bytes);
         // A co-located node reads the file itself (and verifies it as it would the stream); one
         // that cannot (another host, handoff off there, an older agent) is streamed the bytes.
-        const local = from < t.bytes ? await d.handoff?.offer(nodeId, t.file) : undefined;
-        if (local) {
+        const h = d.handoff;
+        const local = h && from < t.bytes ? await h.offer(nodeId, t.file) : undefined;
+        if (h && local) {
           try {
             const call = open();
             call.stream.write(msg(from, Buffer.alloc(0), '', local));
@@ -334,7 +335,7 @@ async function transfer(client: NodeAgentClient, nodeId: string, ref: SegmentRef
             if (signal.aborted) throw err;
             d.log.info({ nodeId, err: errorMessage(err) }, 'local handoff of a segment refused; streaming it');
           }
-          d.handoff!.refusedBy(nodeId);
+          h.refusedBy(nodeId);
           continue;
         }
         const crc32 = await t.crc32();
