@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mergeRendition } from '../uploader/merge.js';
+import { mergeRenditions } from '../uploader/merge.js';
 import { mp4TrackFacts } from './mp4-facts.js';
 import { countFrames, streamDurations } from './probe.js';
 import { makeClip, makeTempDir } from '../test/support/media-fixtures.js';
@@ -27,7 +27,7 @@ describe('MP4 track facts from the boxes (checked against ffprobe)', () => {
     audio = join(dir, 'audio-0.m4a');
     await ffmpeg(['-i', src, '-map', '0:a:0', '-vn', '-af', 'asetpts=PTS-STARTPTS', '-c:a', 'aac', '-b:a', '128k', '-f', 'mp4', audio]);
     merged = join(dir, 'merged.mp4');
-    await mergeRendition({ parts, durations: [2, 2, 2], audio: [{ path: audio, language: 'eng', title: '' }], container: 'mp4', outPath: merged, listDir: dir });
+    await mergeRenditions({ renditions: [{ parts, durations: [2, 2, 2], outPath: merged }], audio: [{ path: audio, language: 'eng', title: '' }], container: 'mp4', listDir: dir });
   }, 120_000);
   afterAll(async () => cleanup());
 

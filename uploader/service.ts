@@ -19,7 +19,7 @@ import { packageStreams, putStreamFiles, streamingManifest, type StreamFormat, t
 import { countFrames, streamDurations } from '../transcoder/probe.js';
 import { mp4TrackFacts } from '../transcoder/mp4-facts.js';
 import { buildManifest } from './manifest.js';
-import { mergeRendition } from './merge.js';
+import { mergeRenditions } from './merge.js';
 import { uploadFileMultipart, type MultipartStateStore } from './s3-multipart.js';
 import { abandonUpload, uploadRecordSchema, type UploadRecord } from './upload-record.js';
 import { readJobState } from '../common/job-state.js';
@@ -390,25 +390,24 @@ export class UploaderService {
     // Frames every rendition must have: the presented source frames (× 2 when fields became frames).
     const expectedFrames = req.expectedFrames > 0 ? req.expectedFrames : (source?.frames ?? 0);
 
-    // Renditions merge in parallel: each is a stream copy, bound by I/O more than CPU.
-    let merged = 0;
-    const merging = Promise.all(
-      req.renditions.map(async (r) => {
+    // Every rendition in one ffmpeg (merge.ts: stream copies; the process start is the cost).
+    const files = req.renditions.map((r) => ({ name: `${r.name}.${container}`, path: join(outDir, `${r.name}.${container}`) }));
+    const spanSec = source?.durationSec ?? 0;
+    const merging = mergeRenditions({
+      renditions: req.renditions.map((r, i) => {
         const refs = req.parts.filter((p) => p.rendition === r.name);
-        const parts = refs.map((p) => join(this.d.stagingDir, partFileName(p)));
-        const durations = refs.map((p) => p.durationSec);
-        const file = `${r.name}.${container}`;
-        const outPath = join(outDir, file);
-        await mergeRendition({ parts, durations, audio, container, outPath, listDir: join(jobDir, 'parts'), signal });
-        progress('merge', (++merged / req.renditions.length) * 0.6);
-        return { name: file, path: outPath };
+        return { parts: refs.map((p) => join(this.d.stagingDir, partFileName(p))), durations: refs.map((p) => p.durationSec), outPath: files[i]!.path };
       }),
-    );
+      audio,
+      container,
+      listDir: join(jobDir, 'parts'),
+      signal,
+      ...(spanSec > 0 ? { onProgress: (sec: number) => progress('merge', Math.min(1, sec / spanSec) * 0.6) } : {}),
+    }).then(() => progress('merge', 0.6));
     const [mergedOk] = await Promise.allSettled([merging]);
     // A damaged part outranks a merge failure (it is likely the cause): the parts are made again.
     await refuseDamaged();
     if (mergedOk.status === 'rejected') throw mergedOk.reason;
-    const files = mergedOk.value;
     // Every rendition is counted (it must have every source frame) and the audio measured while
     // the archive is written: the manifest, its last entry, waits for them.
     const counted = Promise.all(

@@ -60,39 +60,66 @@ export async function refuseReferences(path: string): Promise<void> {
   }
 }
 
-/** What reading the input tells: its streams, its packets and how it is presented. */
-export interface ExaminedInput {
+/** What the probe and the packet scan tell: enough to place and cut the segments. */
+export interface ScannedInput {
   media: MediaInfo;
   /** How the input is opened from here on: the demuxer that probed it, and the decoder's size cap. */
   source: InputOptions;
   /** The one packet scan (demux only): planning, cutting and the segments' frame counts. */
   packets: PacketSummary;
+}
+
+/** What reading the input tells: its streams, its packets and how it is presented. */
+export interface ExaminedInput extends ScannedInput {
   /** Rotation, edit-list lead-in, fields, colour, audio tracks. */
   sourcePlan: SourcePlan;
 }
 
 /**
  * Probes and gates the input at `path` (a staged file or a ranged-read URL), scans its packets
- * and decides its presentation. `onProbed` is told once the probe and gate passed (progress).
- * `probeFailed` may turn a probe error into a better one (a dry run's partial read).
+ * and decides its presentation. `onProbed` is told once the probe and gate passed (progress);
+ * `onScanned` once the packets are known, before the idet sample and the timeline are (the cut
+ * needs only the packets: the runner starts it there). `probeFailed` may turn a probe error into
+ * a better one (a dry run's partial read).
+ *
+ * The packet scan and the idet sample run beside the probe, under the probe's demuxer list (the
+ * probe's verdict picks the same demuxer), and stop when the probe or the gate refuses the input:
+ * each ffmpeg start costs ~0.2 s here, and in a row they held the first segment back. The scan only
+ * demuxes, as the probe's packet count does; the idet sample decodes 60 frames under the same
+ * `-max_pixels` cap as every decode (the probe decodes frames too, to read the stream parameters).
  */
 export async function examineInput(
   path: string,
   spec: JobSpec,
   cfg: CoordinatorConfig,
-  o: { signal?: AbortSignal | undefined; onProbed?: () => void; probeFailed?: (err: unknown) => never } = {},
+  o: { signal?: AbortSignal | undefined; onProbed?: () => void; onScanned?: (s: ScannedInput) => void; probeFailed?: (err: unknown) => never } = {},
 ): Promise<ExaminedInput> {
   const maxPixels = maxPixelsOf(cfg);
   const signal = o.signal ? { signal: o.signal } : {};
-  const media = await probeMedia(path, { timeoutMs: cfg.PROBE_TIMEOUT_MS, maxPixels, ...signal }).catch((err: unknown) => (o.probeFailed ? o.probeFailed(err) : Promise.reject(err)));
-  checkLimits(media, cfg);
-  const source: InputOptions = { format: demuxerFor(media.formatName), maxPixels };
-  o.onProbed?.();
-  // The idet sample (a short decode) runs beside the packet scan.
-  const idet = startIdet(path, { ...signal, ...source });
-  const packets = await readPacketSummary(path, { ...signal, ...source });
-  const sourcePlan = await planSource(path, media, packets, spec, { ...signal, ...source, idet });
-  return { media, source, packets, sourcePlan };
+  const besideProbe = new AbortController();
+  const stopBeside = (): void => besideProbe.abort(o.signal?.reason);
+  o.signal?.addEventListener('abort', stopBeside, { once: true });
+  try {
+    const scanning = readPacketSummary(path, { signal: besideProbe.signal, maxPixels });
+    scanning.catch(() => undefined); // awaited once the probe passed; dropped with it otherwise
+    const idet = startIdet(path, { signal: besideProbe.signal, maxPixels });
+    let media: MediaInfo;
+    try {
+      media = await probeMedia(path, { timeoutMs: cfg.PROBE_TIMEOUT_MS, maxPixels, ...signal }).catch((err: unknown) => (o.probeFailed ? o.probeFailed(err) : Promise.reject(err)));
+      checkLimits(media, cfg);
+    } catch (err) {
+      besideProbe.abort(err);
+      throw err;
+    }
+    const source: InputOptions = { format: demuxerFor(media.formatName), maxPixels };
+    o.onProbed?.();
+    const packets = await scanning;
+    o.onScanned?.({ media, source, packets });
+    const sourcePlan = await planSource(path, media, packets, spec, { ...signal, ...source, idet });
+    return { media, source, packets, sourcePlan };
+  } finally {
+    o.signal?.removeEventListener('abort', stopBeside);
+  }
 }
 
 /** The job's plan with what its cut needs: each segment file's frames and the frames to expect. */
@@ -110,29 +137,29 @@ export interface PlannedJob {
   keyTimes: number[];
 }
 
+/** Where the segments go: the cuts and the packets each segment file holds. */
+export interface PlannedCuts {
+  cuts: PlannedCut[];
+  /** Packets in each segment's file (what its node cuts and counts), in cut order. */
+  fileFrames: number[];
+}
+
+/** Options of the plan: the nodes it places on, and what a resumed job or a dry run brings. */
+export interface PlanOptions {
+  nodes: PlanNode[];
+  minSegmentSec: number;
+  recorded?: JobPlan | undefined;
+  estimateFromSec?: number | undefined;
+}
+
 /**
- * The plan: the ladder against the source, one segment per node by capacity share (exact frames
- * wherever the keyframes are; keyframe cuts only where the GOPs forbid it), each segment's frames
- * as its cut gives them, and the constant-rate and keyframe grids. A recorded plan (`recorded`:
- * a resumed job) is kept as it was; only its frame facts are derived again. `estimateFromSec`
- * (a dry run that read only the start of a remote input) places segments by time from the header.
+ * The cuts alone: one segment per node by capacity share (exact frames wherever the keyframes
+ * are; keyframe cuts only where the GOPs forbid it) and each segment file's frames. Needs only the
+ * probe and the packets, so the cut can start before the rest of the plan is known. A recorded
+ * plan keeps its cuts; `estimateFromSec` places them by time from the header (a partial read).
  */
-export function planJob(
-  x: ExaminedInput,
-  spec: JobSpec,
-  o: {
-    nodes: PlanNode[];
-    minSegmentSec: number;
-    encoders: ReadonlySet<string>;
-    output: { bucket: string; key: string };
-    recorded?: JobPlan | undefined;
-    estimateFromSec?: number | undefined;
-  },
-): PlannedJob {
-  const { media, packets, sourcePlan } = x;
-  const keyTimes = packets.keys.map((k) => k.timeSec);
-  const renditions: PlannedRendition[] = o.recorded?.renditions ?? resolveLadder(toRungs(spec), sourcePlan.ladderSource, o.encoders).map((r) => ({ ...r }));
-  const notes = o.recorded ? [] : ladderNotes(toRungs(spec), sourcePlan.ladderSource);
+export function planCuts(x: ScannedInput, spec: JobSpec, o: PlanOptions): PlannedCuts {
+  const { media, packets } = x;
   let cuts: PlannedCut[];
   let fileFrames: number[];
   if (o.recorded) {
@@ -167,6 +194,30 @@ export function planJob(
     cuts = cuts.map((c, i) => ({ ...c, frames: frames[i] ?? c.frames }));
     fileFrames = cuts.map((c) => c.frames);
   }
+  return { cuts, fileFrames };
+}
+
+/**
+ * The plan: the ladder against the source, the cuts (`planCuts`, or `cut` when the caller made
+ * them already from the same scan and nodes), and the constant-rate and keyframe grids. A
+ * recorded plan (`recorded`: a resumed job) is kept as it was; only its frame facts are derived
+ * again. `estimateFromSec` (a dry run that read only the start of a remote input) places segments
+ * by time from the header.
+ */
+export function planJob(
+  x: ExaminedInput,
+  spec: JobSpec,
+  o: PlanOptions & {
+    encoders: ReadonlySet<string>;
+    output: { bucket: string; key: string };
+    cut?: PlannedCuts | undefined;
+  },
+): PlannedJob {
+  const { media, packets, sourcePlan } = x;
+  const keyTimes = packets.keys.map((k) => k.timeSec);
+  const renditions: PlannedRendition[] = o.recorded?.renditions ?? resolveLadder(toRungs(spec), sourcePlan.ladderSource, o.encoders).map((r) => ({ ...r }));
+  const notes = o.recorded ? [] : ladderNotes(toRungs(spec), sourcePlan.ladderSource);
+  const { cuts, fileFrames } = o.cut ?? planCuts(x, spec, o);
   // A constant frame rate (spec frame_rate): decided once with the plan, kept with it.
   const constantRate: ConstantRatePlan | undefined = o.recorded?.constantRate ?? planConstantRate(spec, packets, media.video.fps, cuts);
   // Streaming output (HLS/DASH): IDR frames on one time grid in every chunk of every rendition.

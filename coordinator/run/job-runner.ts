@@ -22,12 +22,12 @@ import { constantRateSpans, partSpans } from './part-spans.js';
 import { extractAudio, splitFrameCuts, splitVideo } from '../../transcoder/split.js';
 import { sendPart } from '../../uploader/part-client.js';
 import type { CoordinatorConfig } from '../config.js';
-import { inFlight, isInFlight, TERMINAL, type InFlightJob, type JobRecord, type SegmentRecord } from '../state/job-model.js';
+import { inFlight, isInFlight, TERMINAL, type InFlightJob, type JobRecord, type PlannedCut, type SegmentRecord } from '../state/job-model.js';
 import type { JobStore, LeaderFence, ResumeFacts } from '../state/job-store.js';
 import type { CoordinatorMetrics } from '../metrics.js';
 import type { NodeRegistry, NodeView } from '../state/node-registry.js';
 import { fits, jobPlacement, whyNoNode, type Placement } from '../../common/placement.js';
-import { examineInput, planJob, refuseReferences } from './job-preparation.js';
+import { examineInput, planCuts, planJob, refuseReferences, type PlannedCuts, type ScannedInput } from './job-preparation.js';
 import { ProgressTracker } from './progress.js';
 import { dispatchSegment, type DispatchDeps, type SegmentSource } from './segment-dispatch.js';
 import type { WorkStealer } from '../scheduling/work-stealing.js';
@@ -346,7 +346,7 @@ export class JobRunner {
    */
   private async nodesForPlan(rec: JobRecord, signal: AbortSignal): Promise<NodeView[]> {
     const placement = jobPlacement(rec.spec);
-    const eligible = (): NodeView[] => this.d.registry.ready().filter((n) => fits(n, placement));
+    const eligible = (): NodeView[] => this.eligibleNodes(rec);
     let nodes = eligible();
     if (nodes.length > 0) return nodes;
     let said = '';
@@ -368,8 +368,69 @@ export class JobRunner {
     return nodes;
   }
 
+  /** Ready nodes the job may run on (none: the plan waits for one, nodesForPlan). */
+  private eligibleNodes(rec: JobRecord): NodeView[] {
+    const placement = jobPlacement(rec.spec);
+    return this.d.registry.ready().filter((n) => fits(n, placement));
+  }
+
+  /** The cut this runner runs (a preparation tried again stops and awaits the one before). */
+  private split: { stop: AbortController; run: Promise<void> } | undefined;
+
+  /**
+   * Cuts the input by `cuts` with stream copy (deterministic: a new leader re-cuts identically),
+   * in the background: each segment is sent once it is cut, so the first node starts before the
+   * last segment exists (and a long input is never all on disk at once).
+   */
+  private startSplit(inputPath: string, cuts: readonly PlannedCut[], scanned: ScannedInput, signal: AbortSignal): void {
+    const previous = this.split;
+    previous?.stop.abort(new AppError('CANCELLED', 'the input is cut again'));
+    const stop = new AbortController();
+    const cutSignal = AbortSignal.any([signal, stop.signal]);
+    const segDir = join(this.dir, 'segments');
+    const ready = cuts.map(() => deferred<string>());
+    this.segmentReady = ready.map((r) => r.promise);
+    const onSegment = (i: number, file: string): void => ready[i]?.resolve(file);
+    const opts = { signal: cutSignal, ...scanned.source };
+    const run = (async () => {
+      await previous?.run;
+      await rm(segDir, { recursive: true, force: true });
+      await mkdir(segDir, { recursive: true });
+      const files = cuts.every((c) => c.fromPacket !== undefined && c.toPacket !== undefined)
+        ? // Frame cuts: each file holds its packet range (boundary GOPs go to both neighbours).
+          await splitFrameCuts(
+            inputPath,
+            segDir,
+            cuts.map((c) => ({ fromPacket: c.fromPacket!, toPacket: c.toPacket! })),
+            scanned.packets.frames,
+            { ...opts, onSegment },
+          )
+        : // Keyframe cuts (open GOPs, or a plan made before frame cuts).
+          await splitVideo(
+            inputPath,
+            segDir,
+            cuts.slice(1).map((c) => c.startSec),
+            { ...opts, packets: scanned.packets, onFile: onSegment },
+          );
+      if (files.length !== cuts.length) throw new AppError('INTERNAL', `split produced ${files.length} segments, planned ${cuts.length}`);
+    })().catch((err: unknown) => {
+      if (!stop.signal.aborted) this.log.warn({ err: errorMessage(err) }, 'cutting the input failed');
+      for (const r of ready) r.reject(err);
+    });
+    this.split = { stop, run };
+  }
+
   /** PREPARING: stage, probe, plan, split by node count, start the audio task; → RUNNING. */
   private async prepare(rec0: JobRecord, tracker: ProgressTracker, signal: AbortSignal, opts: { audio: boolean } = { audio: true }): Promise<Prepared> {
+    try {
+      return await this.prepareOnce(rec0, tracker, signal, opts);
+    } catch (err) {
+      this.split?.stop.abort(err); // a cut started before the preparation failed stops with it
+      throw err;
+    }
+  }
+
+  private async prepareOnce(rec0: JobRecord, tracker: ProgressTracker, signal: AbortSignal, opts: { audio: boolean }): Promise<Prepared> {
     const { cfg, store } = this.d;
     let rec = rec0;
     const uploader = await this.waitForUploader(signal, rec.uploaderId);
@@ -413,17 +474,24 @@ export class JobRunner {
     tracker.preparing(0.2);
     await refuseReferences(inputPath);
     // Probe, gate, packet scan, timeline: the same preparation as the dry run's (job-preparation.ts).
-    const examined = await examineInput(inputPath, rec.spec, cfg, { signal, onProbed: () => tracker.preparing(0.4) });
-    const { source, packets, sourcePlan } = examined;
-    let nodes: NodeView[] = [];
-    if (!rec.plan) nodes = await this.nodesForPlan(rec, signal);
-    const planned = planJob(examined, rec.spec, {
-      nodes,
-      minSegmentSec: cfg.MIN_SEGMENT_SEC,
-      encoders: this.d.encoders,
-      output: outputOf(rec.spec, cfg, this.jobId),
-      recorded: rec.plan,
+    // The cut starts as soon as the packets are known (with the nodes ready then), beside the idet
+    // sample and the timeline: its files depend on the packets and the nodes only.
+    const planBase = { minSegmentSec: cfg.MIN_SEGMENT_SEC, recorded: rec.plan };
+    // (assigned in the callback: the cast keeps TypeScript from narrowing it to undefined)
+    let early = undefined as (PlannedCuts & { nodes: NodeView[] }) | undefined;
+    const examined = await examineInput(inputPath, rec.spec, cfg, {
+      signal,
+      onProbed: () => tracker.preparing(0.4),
+      onScanned: (s) => {
+        const nodes = rec.plan ? [] : this.eligibleNodes(rec);
+        if (!rec.plan && nodes.length === 0) return; // cut once a node is there (below)
+        early = { nodes, ...planCuts(s, rec.spec, { ...planBase, nodes }) };
+        this.startSplit(inputPath, early.cuts, s, signal);
+      },
     });
+    const { source, sourcePlan } = examined;
+    const nodes = early?.nodes ?? (rec.plan ? [] : await this.nodesForPlan(rec, signal));
+    const planned = planJob(examined, rec.spec, { ...planBase, nodes, encoders: this.d.encoders, output: outputOf(rec.spec, cfg, this.jobId), cut: early });
     this.keyTimes = planned.keyTimes;
     this.ladderNotes = planned.ladderNotes;
     this.fileFrames = planned.fileFrames;
@@ -433,44 +501,7 @@ export class JobRunner {
     const { constantRate, keyframeGrid } = planned.plan;
     if (!rec.plan) rec = { ...rec, plan: planned.plan };
 
-    // Cut with stream copy (deterministic: a new leader re-cuts identically).
-    const segDir = join(this.dir, 'segments');
-    await rm(segDir, { recursive: true, force: true });
-    await mkdir(segDir, { recursive: true });
-    // The split runs on while the segments go out: each is sent once it is cut, so the first node
-    // starts before the last segment exists (and a long input is never all on disk at once).
-    const ready = cuts.map(() => deferred<string>());
-    this.segmentReady = ready.map((r) => r.promise);
-    const onSegment = (i: number, file: string): void => ready[i]?.resolve(file);
-    const splitDone = (files: string[]): void => {
-      if (files.length !== cuts.length) throw new AppError('INTERNAL', `split produced ${files.length} segments, planned ${cuts.length}`);
-    };
-    const splitFailed = (err: unknown): void => {
-      this.log.warn({ err: errorMessage(err) }, 'cutting the input failed');
-      for (const r of ready) r.reject(err);
-    };
-    if (cuts.every((c) => c.fromPacket !== undefined && c.toPacket !== undefined)) {
-      // Frame cuts: each file holds its packet range (boundary GOPs go to both neighbours).
-      void splitFrameCuts(
-        inputPath,
-        segDir,
-        cuts.map((c) => ({ fromPacket: c.fromPacket!, toPacket: c.toPacket! })),
-        packets.frames,
-        { signal, ...source, onSegment },
-      )
-        .then(splitDone)
-        .catch(splitFailed);
-    } else {
-      // Keyframe cuts (open GOPs, or a plan made before frame cuts).
-      void splitVideo(
-        inputPath,
-        segDir,
-        cuts.slice(1).map((c) => c.startSec),
-        { signal, packets, ...source, onFile: onSegment },
-      )
-        .then(splitDone)
-        .catch(splitFailed);
-    }
+    if (!early) this.startSplit(inputPath, cuts, examined, signal);
     tracker.setTotalFrames(total);
     tracker.preparing(0.8);
 
