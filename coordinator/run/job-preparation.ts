@@ -103,20 +103,17 @@ export async function examineInput(
     const scanning = readPacketSummary(path, { signal: besideProbe.signal, maxPixels });
     scanning.catch(() => undefined); // awaited once the probe passed; dropped with it otherwise
     const idet = startIdet(path, { signal: besideProbe.signal, maxPixels });
-    let media: MediaInfo;
-    try {
-      media = await probeMedia(path, { timeoutMs: cfg.PROBE_TIMEOUT_MS, maxPixels, ...signal }).catch((err: unknown) => (o.probeFailed ? o.probeFailed(err) : Promise.reject(err)));
-      checkLimits(media, cfg);
-    } catch (err) {
-      besideProbe.abort(err);
-      throw err;
-    }
+    const media = await probeMedia(path, { timeoutMs: cfg.PROBE_TIMEOUT_MS, maxPixels, ...signal }).catch((err: unknown) => (o.probeFailed ? o.probeFailed(err) : Promise.reject(err)));
+    checkLimits(media, cfg);
     const source: InputOptions = { format: demuxerFor(media.formatName), maxPixels };
     o.onProbed?.();
     const packets = await scanning;
     o.onScanned?.({ media, source, packets });
     const sourcePlan = await planSource(path, media, packets, spec, { ...signal, ...source, idet });
     return { media, source, packets, sourcePlan };
+  } catch (err) {
+    besideProbe.abort(err); // a refusal (or any failure) stops what still reads beside the probe
+    throw err;
   } finally {
     o.signal?.removeEventListener('abort', stopBeside);
   }
