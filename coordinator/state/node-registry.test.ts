@@ -68,6 +68,41 @@ describe('NodeRegistry and pickNode (real etcd)', () => {
     expect(ready()).toEqual(['a', 'b']);
   });
 
+  it("drops a node's probe channel when the node leaves or comes back as another incarnation, and all of them when it stops", async () => {
+    const pkeys = randomKeys();
+    const checked = new Set<string>();
+    const forgotten: string[] = [];
+    let closed = 0;
+    const probed = new NodeRegistry(e.client, pkeys, createLogger('test', 'silent'), 60_000, undefined, {
+      intervalMs: 50,
+      failures: 3,
+      check: (n) => {
+        checked.add(`${n.id}@${n.startedAtMs}`);
+        return Promise.resolve(true);
+      },
+      forget: (id) => forgotten.push(id),
+      close: () => closed++,
+    });
+    await probed.start();
+    try {
+      const put = async (n: NodeRecord): Promise<void> => {
+        await e.client.put(pkeys.node(n.id)).value(JSON.stringify(n));
+      };
+      await put(node('p', 1));
+      await put(node('q', 2));
+      await expect.poll(() => [...checked].sort()).toEqual(['p@1', 'q@1']);
+      expect(forgotten).toEqual([]);
+      await put(node('p', 1, 2)); // restarted: another incarnation
+      await expect.poll(() => checked.has('p@2')).toBe(true);
+      expect(forgotten).toEqual(['p']);
+      await e.client.delete().key(pkeys.node('q'));
+      await expect.poll(() => forgotten).toEqual(['p', 'q']);
+    } finally {
+      await probed.stop();
+    }
+    expect(closed).toBe(1);
+  });
+
   it('lists uploaders from etcd, sorted by id', async () => {
     const up = (id: string): UploaderRecord => ({ id, address: `127.0.0.1:${id.length}`, metricsAddress: '', startedAtMs: 1 });
     await e.client.put(keys.uploader('u2')).value(JSON.stringify(up('u2')));

@@ -29,6 +29,10 @@ export interface NodeProbe {
   check: (node: NodeRecord) => Promise<boolean>;
   intervalMs: number;
   failures: number;
+  /** The node left, or came back as another incarnation: what its probes kept open can go. */
+  forget?: (id: string) => void;
+  /** The registry stops. */
+  close?: () => void;
 }
 
 /** One life of a node agent: a restart under the same id has another address or start time. */
@@ -121,11 +125,16 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
   private probeAll(): void {
     const probe = this.probe;
     if (!probe) return;
-    for (const id of this.probes.keys()) if (!this.nodes.has(id)) this.probes.delete(id);
+    for (const id of this.probes.keys()) {
+      if (this.nodes.has(id)) continue;
+      this.probes.delete(id);
+      probe.forget?.(id);
+    }
     for (const [id, r] of this.nodes) {
       const key = incarnation(r);
       let p = this.probes.get(id);
       if (p?.key !== key) {
+        if (p) probe.forget?.(id);
         p = { key, failures: 0, checking: false };
         this.probes.set(id, p);
       }
@@ -325,6 +334,7 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     if (this.probeTimer) clearInterval(this.probeTimer);
+    this.probe?.close?.();
     await Promise.all(this.watchers.map((w) => w.cancel()));
     this.watchers = [];
   }
