@@ -314,10 +314,6 @@ export async function* paced(chunks: AsyncIterable<IncomingChunk>, p: StreamPace
 }
 
 /**
- * Adapts a client stream (whose first message the handler already read for its header) into the
- * chunk iterable `receiveChunks` consumes; `onBytes` sees every chunk's size (metrics).
- */
-/**
  * For a receiver that refuses a client stream after its first message: reads (and drops) what the
  * sender still has in flight, then throws `err`. A client stream whose writer is blocked on flow
  * control never sees the status otherwise, and the transfer would hang.
@@ -329,6 +325,10 @@ export async function drainThenThrow(rest: AsyncIterator<unknown>, err: unknown)
   throw err;
 }
 
+/**
+ * Adapts a client stream (whose first message the handler already read for its header) into the
+ * chunk iterable `receiveChunks` consumes; `onBytes` sees every chunk's size (metrics).
+ */
 export async function* chunksOf<T extends IncomingChunk>(first: T, rest: AsyncIterator<T>, onBytes: (n: number) => void = () => undefined): AsyncGenerator<IncomingChunk> {
   let msg: T | undefined = first;
   while (msg) {

@@ -13,7 +13,11 @@ export class ClientCache {
   // Keyed by constructor identity: every generated client class has the same `name`.
   private clients = new Map<unknown, Map<string, { address: string; client: Client }>>();
 
-  constructor(private readonly creds: ChannelCredentials = grpcCredentials.createInsecure()) {}
+  constructor(
+    private readonly creds: ChannelCredentials = grpcCredentials.createInsecure(),
+    /** Channel options beside the shared ones (a probe's bounded reconnect backoff). */
+    private readonly options: Partial<ClientOptions> = {},
+  ) {}
 
   get<C extends Client>(ctor: Ctor<C>, address: string, identity?: string): C {
     let byAddress = this.clients.get(ctor);
@@ -24,7 +28,7 @@ export class ClientCache {
     const key = identity === undefined ? address : `${address}#${identity}`;
     let c = byAddress.get(key)?.client as C | undefined;
     if (!c) {
-      c = new ctor(address, this.creds, { ...CHANNEL_OPTIONS, ...identityOptions(identity) });
+      c = new ctor(address, this.creds, { ...CHANNEL_OPTIONS, ...this.options, ...identityOptions(identity) });
       byAddress.set(key, { address, client: c });
     }
     return c;

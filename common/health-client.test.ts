@@ -1,6 +1,7 @@
 import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { grpcHealth, HealthChannels } from './health-client.js';
+import { ClientCache } from './grpc-clients.js';
+import { grpcHealth, healthCheck, HealthCtor } from './health-client.js';
 import { startGrpcServer } from './grpc-server.js';
 
 /** A TCP forwarder in front of a gRPC server: counts the connections clients open, and can be re-pointed. */
@@ -33,7 +34,10 @@ async function countingProxy(target: { port: number }): Promise<{ port: number; 
   };
 }
 
-describe('HealthChannels', () => {
+// The coordinator's probe channels: a bounded reconnect backoff (coordinator/main.ts).
+const PROBE_OPTIONS = { 'grpc.initial_reconnect_backoff_ms': 1_000, 'grpc.max_reconnect_backoff_ms': 1_000 };
+
+describe('health checks on a cached client (the node probes)', () => {
   const cleanups: (() => Promise<void> | void)[] = [];
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
@@ -46,18 +50,20 @@ describe('HealthChannels', () => {
     cleanups.push(() => proxy.close());
     const address = `127.0.0.1:${proxy.port}`;
 
-    const channels = new HealthChannels({ timeoutMs: 2_000, maxReconnectBackoffMs: 1_000 });
-    cleanups.push(() => channels.close());
-    for (let i = 0; i < 5; i++) expect(await channels.check('node-a', address)).toEqual({ serving: true });
+    const cache = new ClientCache(undefined, PROBE_OPTIONS);
+    cleanups.push(() => cache.closeAll());
+    const check = (): ReturnType<typeof healthCheck> => healthCheck(cache.get(HealthCtor, address), '', 2_000);
+    for (let i = 0; i < 5; i++) expect(await check()).toEqual({ serving: true });
     expect(proxy.connections()).toBe(1);
-    expect(channels.size).toBe(1);
 
     // The one-off check, for contrast: a connection per call.
     for (let i = 0; i < 3; i++) expect((await grpcHealth(address, { timeoutMs: 2_000 })).serving).toBe(true);
     expect(proxy.connections()).toBe(4);
 
-    channels.forget('node-a');
-    expect(channels.size).toBe(0);
+    // Forgotten (the node left or restarted): the next check dials again.
+    cache.forget(address);
+    expect(await check()).toEqual({ serving: true });
+    expect(proxy.connections()).toBe(5);
   });
 
   it('fails while the target is gone and answers again within about a probe interval once it is back', async () => {
@@ -66,15 +72,16 @@ describe('HealthChannels', () => {
     const proxy = await countingProxy(target);
     cleanups.push(() => proxy.close());
     const address = `127.0.0.1:${proxy.port}`;
-    const channels = new HealthChannels({ timeoutMs: 500, maxReconnectBackoffMs: 1_000 });
-    cleanups.push(() => channels.close());
-    expect((await channels.check('node-a', address)).serving).toBe(true);
+    const cache = new ClientCache(undefined, PROBE_OPTIONS);
+    cleanups.push(() => cache.closeAll());
+    const check = (): ReturnType<typeof healthCheck> => healthCheck(cache.get(HealthCtor, address), '', 500);
+    expect((await check()).serving).toBe(true);
 
     // The server goes away (its connections cut): checks fail as unreachable (no health status
     // answered), within their deadline; they do not hang.
     await first.close(100);
     const started = Date.now();
-    const down = await channels.check('node-a', address);
+    const down = await check();
     expect(down.serving).toBe(false);
     expect(down.reason ?? '').not.toMatch(/^health status/);
     expect(Date.now() - started).toBeLessThan(2_000);
@@ -84,27 +91,12 @@ describe('HealthChannels', () => {
     cleanups.push(() => second.close(1_000));
     target.port = second.port;
     const deadline = Date.now() + 5_000;
-    let back = await channels.check('node-a', address);
+    let back = await check();
     while (!back.serving && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 200));
-      back = await channels.check('node-a', address);
+      back = await check();
     }
     expect(back).toEqual({ serving: true });
     expect(Date.now() - started).toBeLessThan(5_000);
-  });
-
-  it('opens a new channel when the target comes back under another address', async () => {
-    const a = await startGrpcServer('127.0.0.1', 0, []);
-    const b = await startGrpcServer('127.0.0.1', 0, []);
-    cleanups.push(
-      () => a.close(1_000),
-      () => b.close(1_000),
-    );
-    const channels = new HealthChannels({ timeoutMs: 2_000, maxReconnectBackoffMs: 1_000 });
-    cleanups.push(() => channels.close());
-    expect((await channels.check('node-a', `127.0.0.1:${a.port}`)).serving).toBe(true);
-    await a.close(1_000);
-    expect((await channels.check('node-a', `127.0.0.1:${b.port}`)).serving).toBe(true);
-    expect(channels.size).toBe(1);
   });
 });

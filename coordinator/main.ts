@@ -15,7 +15,7 @@ import { adminHandlers } from './api/admin-service.js';
 import { serverSecurity, tokenTable } from '../common/auth.js';
 import { tenantTokens } from '../common/tenants.js';
 import { coordinatorPolicy } from '../common/access-policy.js';
-import { grpcHealth, HealthChannels } from '../common/health-client.js';
+import { grpcHealth, healthCheck, HealthCtor } from '../common/health-client.js';
 import { channelCredentials } from '../common/tls.js';
 import { loadConfig, oidcSettings, startupRefusals } from './config.js';
 import { OidcVerifier } from '../common/oidc.js';
@@ -86,22 +86,19 @@ async function main(): Promise<void> {
     : undefined;
   // Health probes: a node registered in etcd but unreachable from here (an asymmetric partition)
   // takes no segments, and those it holds move. Any answer counts (a draining node says NOT_SERVING).
-  // Each node's probe channel stays open between probes (HealthChannels).
-  const probeChannels = new HealthChannels({
-    creds: peerCreds,
-    serviceName: 'tessera.v1.NodeAgent',
-    timeoutMs: cfg.NODE_PROBE_TIMEOUT_MS,
-    maxReconnectBackoffMs: Math.max(cfg.NODE_PROBE_INTERVAL_MS, 1_000),
-  });
+  // Each node's probes share one channel, kept between probes; its reconnects wait at most one
+  // probe interval, so a healed or restarted node answers again at once.
+  const probeBackoffMs = Math.max(cfg.NODE_PROBE_INTERVAL_MS, 1_000);
+  const probeClients = new ClientCache(peerCreds, { 'grpc.initial_reconnect_backoff_ms': 1_000, 'grpc.max_reconnect_backoff_ms': probeBackoffMs });
   const probe = {
     intervalMs: cfg.NODE_PROBE_INTERVAL_MS,
     failures: cfg.NODE_PROBE_FAILURES,
     check: async (n: { id: string; address: string }): Promise<boolean> => {
-      const h = await probeChannels.check(n.id, n.address, n.id);
+      const h = await healthCheck(probeClients.get(HealthCtor, n.address, n.id), 'tessera.v1.NodeAgent', cfg.NODE_PROBE_TIMEOUT_MS);
       return h.serving || (h.reason ?? '').startsWith('health status');
     },
-    forget: (id: string) => probeChannels.forget(id),
-    close: () => probeChannels.close(),
+    forget: (address: string) => probeClients.forget(address),
+    close: () => probeClients.closeAll(),
   };
   const nodes = new NodeRegistry(etcd, keys, log, 5_000, admit, cfg.NODE_PROBE_INTERVAL_MS > 0 ? probe : undefined);
   await nodes.start();

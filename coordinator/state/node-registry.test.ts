@@ -80,7 +80,7 @@ describe('NodeRegistry and pickNode (real etcd)', () => {
         checked.add(`${n.id}@${n.startedAtMs}`);
         return Promise.resolve(true);
       },
-      forget: (id) => forgotten.push(id),
+      forget: (address) => forgotten.push(address),
       close: () => closed++,
     });
     await probed.start();
@@ -94,9 +94,9 @@ describe('NodeRegistry and pickNode (real etcd)', () => {
       expect(forgotten).toEqual([]);
       await put(node('p', 1, 2)); // restarted: another incarnation
       await expect.poll(() => checked.has('p@2')).toBe(true);
-      expect(forgotten).toEqual(['p']);
+      expect(forgotten).toEqual(['127.0.0.1:1001']);
       await e.client.delete().key(pkeys.node('q'));
-      await expect.poll(() => forgotten).toEqual(['p', 'q']);
+      await expect.poll(() => forgotten).toEqual(['127.0.0.1:1001', '127.0.0.1:1002']);
     } finally {
       await probed.stop();
     }

@@ -29,8 +29,8 @@ export interface NodeProbe {
   check: (node: NodeRecord) => Promise<boolean>;
   intervalMs: number;
   failures: number;
-  /** The node left, or came back as another incarnation: what its probes kept open can go. */
-  forget?: (id: string) => void;
+  /** A node left, or came back as another incarnation: what its probes kept open to `address` can go. */
+  forget?: (address: string) => void;
   /** The registry stops. */
   close?: () => void;
 }
@@ -67,7 +67,7 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
   private timer: NodeJS.Timeout | undefined;
   private admissions = new Map<string, Admission>();
   /** Probe state per node id: consecutive failures, and since when it is unreachable. */
-  private probes = new Map<string, { key: string; failures: number; since?: number; checking: boolean }>();
+  private probes = new Map<string, { key: string; address: string; failures: number; since?: number; checking: boolean }>();
   private probeTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -125,17 +125,17 @@ export class NodeRegistry extends EventEmitter<{ added: [NodeView]; removed: [st
   private probeAll(): void {
     const probe = this.probe;
     if (!probe) return;
-    for (const id of this.probes.keys()) {
+    for (const [id, p] of this.probes) {
       if (this.nodes.has(id)) continue;
       this.probes.delete(id);
-      probe.forget?.(id);
+      probe.forget?.(p.address);
     }
     for (const [id, r] of this.nodes) {
       const key = incarnation(r);
       let p = this.probes.get(id);
       if (p?.key !== key) {
-        if (p) probe.forget?.(id);
-        p = { key, failures: 0, checking: false };
+        if (p) probe.forget?.(p.address);
+        p = { key, address: r.address, failures: 0, checking: false };
         this.probes.set(id, p);
       }
       if (p.checking) continue;
