@@ -1,5 +1,6 @@
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeSample } from '../deploy/sample.js';
@@ -33,5 +34,31 @@ describe('the agent’s ffmpeg media layer (real ffmpeg)', () => {
     expect(files.map((f) => f.frames)).toEqual([60, 60, 60]);
     expect(handed.map(([i]) => i).sort()).toEqual([0, 1, 2]);
     for (const [i, f] of handed) expect(f).toEqual(files[i]);
+  });
+
+  it('plans and cuts a segment without ffprobe: its packets come from the Matroska headers', async () => {
+    // Only ffmpeg on the PATH: an ffprobe scan or count would fail.
+    const bin = join(dir, 'bin-without-ffprobe');
+    await mkdir(bin);
+    await symlink(execFileSync('sh', ['-c', 'command -v ffmpeg']).toString().trim(), join(bin, 'ffmpeg'));
+    const path = process.env['PATH'];
+    process.env['PATH'] = bin;
+    try {
+      const signal = new AbortController().signal;
+      const facts = { frames: 180, fps: 30 };
+      const kf = await ffmpegSegmentMedia().keyframes(segment, facts, signal);
+      expect(kf).toEqual({ keyframes: [0, 1, 2, 3, 4, 5], frames: 180, durationSec: 6 });
+      expect((await ffmpegSegmentMedia().packets!(segment, signal)).presentedSec).toHaveLength(180);
+      // A run that did not scan first (a helper, a retry with recorded chunks) cuts from the headers too.
+      await mkdir(join(dir, 'subs-helper'));
+      const files = await ffmpegSegmentMedia().split(segment, join(dir, 'subs-helper'), [1, 5], facts, signal);
+      expect(files.map((f) => [f.frames, f.durationSec])).toEqual([
+        [30, 1],
+        [120, 4],
+        [30, 1],
+      ]);
+    } finally {
+      process.env['PATH'] = path;
+    }
   });
 });

@@ -1,5 +1,6 @@
 import type { TranscodeOutput } from '../transcoder/ffmpeg-args.js';
-import { keyframeTimes, readPacketSummary, type PacketSummary } from '../transcoder/keyframes.js';
+import { keyframeTimes, readPacketSummary, summarizePackets, type PacketSummary } from '../transcoder/keyframes.js';
+import { readMatroskaPackets } from '../transcoder/matroska-packets.js';
 import { countFrames } from '../transcoder/probe.js';
 import { SEGMENT_DEMUXER, segmentFrameCounts, segmentSpans, splitFrameCuts, splitVideo, type InputOptions } from '../transcoder/split.js';
 import type { FfmpegLimits } from '../transcoder/ffmpeg-limits.js';
@@ -73,6 +74,16 @@ export interface SegmentMedia {
   transcode(input: SubSegmentFile, outputs: TranscodeOutput[], o: SubSegmentTranscode): Promise<void>;
 }
 
+/** A segment file's packets from its Matroska headers; undefined (then ffprobe scans it) for a file the reader does not take. */
+function headerPackets(path: string): PacketSummary | undefined {
+  try {
+    const rows = readMatroskaPackets(path);
+    return rows ? summarizePackets(rows) : undefined;
+  } catch {
+    return undefined; // unreadable or unplannable here: ffprobe's scan reports it
+  }
+}
+
 /**
  * The production media path: ffprobe packet scans, stream-copy cuts, one ffmpeg per sub-segment.
  * Segments are Matroska files our coordinator cut: they are opened as nothing else, with the
@@ -85,20 +96,27 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
     ...(o.limits ? { limits: o.limits } : {}),
   };
   // The packet scan that found a segment's keyframes also serves its split, which follows at once
-  // (one ffprobe, not two; another segment's scan in between only costs its split a scan).
+  // (one scan, not two; another segment's scan in between only costs its split a scan).
   let scanned: { path: string; summary: PacketSummary } | undefined;
+  // Our segments' packets come from their Matroska block headers, read here (a few ms); ffprobe
+  // scans only a file that reader does not take.
+  const scan = async (segmentPath: string, signal: AbortSignal): Promise<PacketSummary> => {
+    signal.throwIfAborted();
+    return headerPackets(segmentPath) ?? readPacketSummary(segmentPath, { signal, ...seg });
+  };
   return {
     keyframes: async (segmentPath, _facts, signal) => {
-      const summary = await readPacketSummary(segmentPath, { signal, ...seg });
+      const summary = await scan(segmentPath, signal);
       scanned = { path: segmentPath, summary };
       return keyframeTimes(summary);
     },
     plannedFrames: (segmentPath, cutPoints) => (scanned?.path === segmentPath ? segmentFrameCounts(scanned.summary, cutPoints) : undefined),
-    packets: (segmentPath, signal) => readPacketSummary(segmentPath, { signal, ...seg }),
+    packets: (segmentPath, signal) => scan(segmentPath, signal),
     splitFrames: (segmentPath, dir, cuts, totalPackets, signal) => splitFrameCuts(segmentPath, dir, cuts, totalPackets, { signal, ...seg }),
     split: async (segmentPath, dir, cutPoints, _facts, signal, onFile) => {
-      const packets = scanned?.path === segmentPath ? scanned.summary : undefined;
-      if (packets) scanned = undefined;
+      // A run that did not scan (its chunks recorded before: a helper, a retry) reads the headers now.
+      const packets = scanned?.path === segmentPath ? scanned.summary : headerPackets(segmentPath);
+      if (scanned?.path === segmentPath) scanned = undefined;
       if (packets) {
         // The copy cuts before the scan's keyframe packets (-segment_frames), so each file holds
         // the packets between two of them: counted from the scan, not by an ffprobe per file. (An

@@ -31,6 +31,13 @@ export interface FfmpegLimits {
 export const DEFAULT_NICE = 10;
 
 /**
+ * Niceness of work that no one waits for yet, beside work that someone does (a job's audio
+ * encode, needed only at its finalize, runs while the start's cut, scans and first encodes hold
+ * the cores): weighted about a third of a DEFAULT_NICE process, it takes the cores they leave.
+ */
+export const BACKGROUND_NICE = 15;
+
+/**
  * The `-max_pixels` for a width × height limit. Decoders check their coded, aligned picture
  * (1080p H.264 is coded as 1088 rows; widths are padded to the SIMD stride, up to 64), so one
  * 64-pixel block of slack each way keeps a source right at the limit decodable.

@@ -1,4 +1,4 @@
-import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, link, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { AppError } from '../common/errors.js';
 import { maxPixelsArg, type FfmpegLimits } from './ffmpeg-limits.js';
@@ -370,7 +370,9 @@ export async function splitFrameCuts(
   async function buildSegment(i: number, first: number, last: number): Promise<string> {
     const target = join(resolve(outDir), segmentFileName(i));
     if (first === last) {
-      await copyFile(pieces[first]!, target);
+      // A piece that is a whole segment becomes it without a copy (the pieces go at the end); a
+      // piece two segments share (a boundary GOP) is linked twice, which is as good: nothing writes to it.
+      await link(pieces[first]!, target).catch(() => copyFile(pieces[first]!, target));
     } else {
       const list = join(piecesDir, `concat-${i}.txt`);
       await writeFile(

@@ -20,6 +20,7 @@ import type { JobResult } from '../../proto/gen/tessera/v1/types.js';
 import { type SourcePlan } from './source-plan.js';
 import { constantRateSpans, partSpans } from './part-spans.js';
 import { extractAudio, splitFrameCuts, splitVideo } from '../../transcoder/split.js';
+import { BACKGROUND_NICE } from '../../transcoder/ffmpeg-limits.js';
 import { sendPart } from '../../uploader/part-client.js';
 import type { CoordinatorConfig } from '../config.js';
 import { inFlight, isInFlight, TERMINAL, type InFlightJob, type JobRecord, type PlannedCut, type SegmentRecord } from '../state/job-model.js';
@@ -155,13 +156,16 @@ export class JobRunner {
 
       // RUNNING: every segment not DONE, in parallel, each to its node.
       const t1 = Date.now();
-      const tree = await store.tree(this.jobId);
+      // A first run's segments were just written PENDING (nothing to read back: two etcd round trips saved).
+      const tree = prepared.fresh ? undefined : await store.tree(this.jobId);
       const segs = new Map((tree?.segments ?? []).map((s) => [s.index, s]));
       // What the previous leader left running: re-attached by job, segment, attempt and owner revision.
-      const owners = await store.segmentOwners(
-        this.jobId,
-        plan.cuts.filter((c) => segs.get(c.index)?.state !== 'DONE').map((c) => c.index),
-      );
+      const owners = prepared.fresh
+        ? new Map<number, { nodeId: string; attempt: number; revision: number }>()
+        : await store.segmentOwners(
+            this.jobId,
+            plan.cuts.filter((c) => segs.get(c.index)?.state !== 'DONE').map((c) => c.index),
+          );
       const inner = new AbortController();
       setMaxListeners(0, inner.signal);
       const onOuter = (): void => inner.abort(signal.reason);
@@ -532,7 +536,16 @@ export class JobRunner {
           await Promise.all(
             sourcePlan.audioTracks.map(async (t, k) => {
               const audioPath = join(this.dir, `audio-${k}.m4a`);
-              await extractAudio(inputPath, audioPath, { bitrateKbps: rec.spec.audioBitrateKbps || 128, track: t.index, downmix: t.downmix, offsetSec: t.offsetSec, signal, ...source });
+              // Below the cut and the first encodes the nodes wait for: the audio is needed at finalize.
+              await extractAudio(inputPath, audioPath, {
+                bitrateKbps: rec.spec.audioBitrateKbps || 128,
+                track: t.index,
+                downmix: t.downmix,
+                offsetSec: t.offsetSec,
+                signal,
+                ...source,
+                limits: { ...source.limits, nice: BACKGROUND_NICE },
+              });
               await sendPart(this.d.clients.get(UploaderClient, uploader.address, uploader.id), audioRef(this.jobId, k), audioPath, { timeoutMs: cfg.SEGMENT_TRANSFER_TIMEOUT_MS, signal });
             }),
           );
@@ -568,7 +581,7 @@ export class JobRunner {
     tracker.preparing(1);
     const sent = Promise.all([audio, stash]).then(() => undefined);
     sent.catch(() => undefined); // awaited before finalize, as the audio alone was
-    return { rec: inFlight(rec), uploader, audio: sent, treatment: sourceInfo.treatment, leadIn: sourcePlan.leadIn };
+    return { rec: inFlight(rec), uploader, audio: sent, treatment: sourceInfo.treatment, leadIn: sourcePlan.leadIn, fresh: !resumed };
   }
 
   /** The cut's facts as this runner last wrote or read them. */
@@ -786,6 +799,8 @@ interface Prepared {
   treatment: SourcePlan['info']['treatment'];
   /** Decoded frames segment 0 drops when its cut does not say (an edit list's lead-in). */
   leadIn: number;
+  /** Its segments were written just now, all PENDING, with no checkpoint and no owner (a first run). */
+  fresh?: boolean;
 }
 
 /** Rounds of lost parts one runner transcodes again before the job fails (a disk lost 3 times). */
