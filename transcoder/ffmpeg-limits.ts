@@ -38,6 +38,13 @@ export const DEFAULT_NICE = 10;
 export const BACKGROUND_NICE = 15;
 
 /**
+ * Niceness of the short work a job's start waits on before any encode can begin (the
+ * coordinator's probe, packet scan, idet sample and cut): above the encodes of jobs already
+ * running, so a new job does not queue its first seconds behind them.
+ */
+export const FOREGROUND_NICE = 5;
+
+/**
  * The `-max_pixels` for a width × height limit. Decoders check their coded, aligned picture
  * (1080p H.264 is coded as 1088 rows; widths are padded to the SIMD stride, up to 64), so one
  * 64-pixel block of slack each way keeps a source right at the limit decodable.

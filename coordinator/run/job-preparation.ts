@@ -1,7 +1,7 @@
 import { open } from 'node:fs/promises';
 import type { JobSpec, PlannedRendition, SourceInfo } from '../../proto/gen/tessera/v1/types.js';
 import { AppError } from '../../common/errors.js';
-import { decoderPixelCap } from '../../transcoder/ffmpeg-limits.js';
+import { decoderPixelCap, FOREGROUND_NICE } from '../../transcoder/ffmpeg-limits.js';
 import { demuxerFor, isRangedInput } from '../../transcoder/ffprobe.js';
 import { keyframeTimes, readPacketSummary, type PacketSummary } from '../../transcoder/keyframes.js';
 import { ladderNotes, resolveLadder } from '../../transcoder/ladder.js';
@@ -100,16 +100,18 @@ export async function examineInput(
   const stopBeside = (): void => besideProbe.abort(o.signal?.reason);
   o.signal?.addEventListener('abort', stopBeside, { once: true });
   try {
-    const scanning = readPacketSummary(path, { signal: besideProbe.signal, maxPixels });
+    // Above the encodes already running (and the job's audio): the job's dispatch waits on these.
+    const limits = { nice: FOREGROUND_NICE };
+    const scanning = readPacketSummary(path, { signal: besideProbe.signal, maxPixels, limits });
     scanning.catch(() => undefined); // awaited once the probe passed; dropped with it otherwise
-    const idet = startIdet(path, { signal: besideProbe.signal, maxPixels });
-    const media = await probeMedia(path, { timeoutMs: cfg.PROBE_TIMEOUT_MS, maxPixels, ...signal }).catch((err: unknown) => (o.probeFailed ? o.probeFailed(err) : Promise.reject(err)));
+    const idet = startIdet(path, { signal: besideProbe.signal, maxPixels, limits });
+    const media = await probeMedia(path, { timeoutMs: cfg.PROBE_TIMEOUT_MS, maxPixels, limits, ...signal }).catch((err: unknown) => (o.probeFailed ? o.probeFailed(err) : Promise.reject(err)));
     checkLimits(media, cfg);
     const source: InputOptions = { format: demuxerFor(media.formatName), maxPixels };
     o.onProbed?.();
     const packets = await scanning;
     o.onScanned?.({ media, source, packets });
-    const sourcePlan = await planSource(path, media, packets, spec, { ...signal, ...source, idet });
+    const sourcePlan = await planSource(path, media, packets, spec, { ...signal, ...source, limits, idet });
     return { media, source, packets, sourcePlan };
   } catch (err) {
     besideProbe.abort(err); // a refusal (or any failure) stops what still reads beside the probe

@@ -20,7 +20,7 @@ import type { JobResult } from '../../proto/gen/tessera/v1/types.js';
 import { type SourcePlan } from './source-plan.js';
 import { constantRateSpans, partSpans } from './part-spans.js';
 import { extractAudio, splitFrameCuts, splitVideo } from '../../transcoder/split.js';
-import { BACKGROUND_NICE } from '../../transcoder/ffmpeg-limits.js';
+import { BACKGROUND_NICE, FOREGROUND_NICE } from '../../transcoder/ffmpeg-limits.js';
 import { sendPart } from '../../uploader/part-client.js';
 import type { CoordinatorConfig } from '../config.js';
 import { inFlight, isInFlight, TERMINAL, type InFlightJob, type JobRecord, type PlannedCut, type SegmentRecord } from '../state/job-model.js';
@@ -395,7 +395,8 @@ export class JobRunner {
     const ready = cuts.map(() => deferred<string>());
     this.segmentReady = ready.map((r) => r.promise);
     const onSegment = (i: number, file: string): void => ready[i]?.resolve(file);
-    const opts = { signal: cutSignal, ...scanned.source };
+    // Above the encodes (and the job's audio): every node waits for its segment's file.
+    const opts = { signal: cutSignal, ...scanned.source, limits: { ...scanned.source.limits, nice: FOREGROUND_NICE } };
     const run = (async () => {
       await previous?.run;
       await rm(segDir, { recursive: true, force: true });
