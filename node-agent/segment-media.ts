@@ -85,9 +85,10 @@ function headerPackets(path: string): PacketSummary | undefined {
 }
 
 /**
- * The production media path: ffprobe packet scans, stream-copy cuts, one ffmpeg per sub-segment.
- * Segments are Matroska files our coordinator cut: they are opened as nothing else, with the
- * decoder picture cap and the kernel limits of `limits`.
+ * The production media path: packet lists from the segments' Matroska headers (an ffprobe scan
+ * when the reader does not take a file), stream-copy cuts, one ffmpeg per sub-segment. Segments
+ * are Matroska files our coordinator cut: they are opened as nothing else, with the decoder
+ * picture cap and the kernel limits of `limits`.
  */
 export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimits } = {}): SegmentMedia {
   const seg: InputOptions = {

@@ -13,7 +13,7 @@ import type { ClientCache } from '../../common/grpc-clients.js';
 import type { Logger } from '../../common/logger.js';
 import { retry, sleep } from '../../common/retry.js';
 import { asAppError, isEtcdOutage, withEtcdRetry } from '../../common/etcd-retry.js';
-import { checkpointComplete, type UploaderRecord } from '../../common/records.js';
+import { checkpointComplete, type SegmentOwner, type UploaderRecord } from '../../common/records.js';
 import { NodeAgentClient, UploaderClient } from '../../common/bulk-codec.js';
 import type { FinalizeEvent, PartRef } from '../../proto/gen/tessera/v1/uploader.js';
 import type { JobResult } from '../../proto/gen/tessera/v1/types.js';
@@ -161,7 +161,7 @@ export class JobRunner {
       const segs = new Map((tree?.segments ?? []).map((s) => [s.index, s]));
       // What the previous leader left running: re-attached by job, segment, attempt and owner revision.
       const owners = prepared.fresh
-        ? new Map<number, { nodeId: string; attempt: number; revision: number }>()
+        ? new Map<number, SegmentOwner & { revision: number }>()
         : await store.segmentOwners(
             this.jobId,
             plan.cuts.filter((c) => segs.get(c.index)?.state !== 'DONE').map((c) => c.index),
