@@ -115,9 +115,8 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
     packets: (segmentPath, signal) => scan(segmentPath, signal),
     splitFrames: (segmentPath, dir, cuts, totalPackets, signal) => splitFrameCuts(segmentPath, dir, cuts, totalPackets, { signal, ...seg }),
     split: async (segmentPath, dir, cutPoints, _facts, signal, onFile) => {
-      // A run that did not scan (its chunks recorded before: a helper, a retry) reads the headers now.
-      const packets = scanned?.path === segmentPath ? scanned.summary : headerPackets(segmentPath);
-      if (scanned?.path === segmentPath) scanned = undefined;
+      const packets = scanned?.path === segmentPath ? scanned.summary : undefined;
+      if (packets) scanned = undefined;
       if (packets) {
         // The copy cuts before the scan's keyframe packets (-segment_frames), so each file holds
         // the packets between two of them: counted from the scan, not by an ffprobe per file. (An
