@@ -48,7 +48,6 @@ let built: string | null | undefined;
 /** Node's arguments that run `entry` (a path relative to the checkout, ending in .ts). */
 export function nodeArgs(entry: string): string[] {
   const root = buildRoot();
-  if (root && process.env.TPROF) return ['--cpu-prof', '--cpu-prof-dir=/tmp/cpuprof', join(root, entry.replace(/\.ts$/, '.js'))];
   if (root) return [join(root, entry.replace(/\.ts$/, '.js'))];
   return ['--import', 'tsx', join(CHECKOUT_ROOT, entry)];
 }
