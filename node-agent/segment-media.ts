@@ -75,9 +75,9 @@ export interface SegmentMedia {
 }
 
 /** A segment file's packets from its Matroska headers; undefined (then ffprobe scans it) for a file the reader does not take. */
-function headerPackets(path: string): PacketSummary | undefined {
+async function headerPackets(path: string): Promise<PacketSummary | undefined> {
   try {
-    const rows = readMatroskaPackets(path);
+    const rows = await readMatroskaPackets(path);
     return rows ? summarizePackets(rows) : undefined;
   } catch {
     return undefined; // unreadable or unplannable here: ffprobe's scan reports it
@@ -103,7 +103,7 @@ export function ffmpegSegmentMedia(o: { maxPixels?: number; limits?: FfmpegLimit
   // scans only a file that reader does not take.
   const scan = async (segmentPath: string, signal: AbortSignal): Promise<PacketSummary> => {
     signal.throwIfAborted();
-    return headerPackets(segmentPath) ?? readPacketSummary(segmentPath, { signal, ...seg });
+    return (await headerPackets(segmentPath)) ?? readPacketSummary(segmentPath, { signal, ...seg });
   };
   return {
     keyframes: async (segmentPath, _facts, signal) => {

@@ -30,7 +30,7 @@ describe('readMatroskaPackets (real ffmpeg and ffprobe)', () => {
   /** Every file: the same rows as ffprobe's scan, and so the same summary the agents plan from. */
   async function expectAsFfprobe(files: string[]): Promise<void> {
     for (const f of files) {
-      const mine = readMatroskaPackets(f);
+      const mine = await readMatroskaPackets(f);
       expect(mine, f).toBeDefined();
       expect(mine, f).toEqual(await ffprobeRows(f));
       expect(summarizePackets(mine!), f).toEqual(await readPacketSummary(f));
@@ -42,7 +42,7 @@ describe('readMatroskaPackets (real ffmpeg and ffprobe)', () => {
     await mkdir(out);
     const files = await splitVideo(bframes, out, [2.002, 4.004]);
     await expectAsFfprobe(files);
-    expect(readMatroskaPackets(files[1]!)!.filter((r) => r.key)).toHaveLength(2);
+    expect((await readMatroskaPackets(files[1]!))!.filter((r) => r.key)).toHaveLength(2);
   });
 
   it('reads the segments a frame cut joins from pieces as ffprobe does', async () => {
@@ -60,8 +60,8 @@ describe('readMatroskaPackets (real ffmpeg and ffprobe)', () => {
       144,
     );
     await expectAsFfprobe(files);
-    expect(readMatroskaPackets(files[0]!)).toHaveLength(72);
-    expect(readMatroskaPackets(files[1]!)).toHaveLength(96);
+    expect(await readMatroskaPackets(files[0]!)).toHaveLength(72);
+    expect(await readMatroskaPackets(files[1]!)).toHaveLength(96);
   });
 
   it('gives no time to a leading picture before the file starts (an open-GOP HEVC piece), as ffmpeg does', async () => {
@@ -95,22 +95,23 @@ describe('readMatroskaPackets (real ffmpeg and ffprobe)', () => {
     expect(files.length).toBeGreaterThan(1);
     await expectAsFfprobe(files);
     // A piece after the first starts with the keyframe, and the pictures decoded after it but shown before it have no time.
-    expect(files.slice(1).some((f) => readMatroskaPackets(f)!.some((r) => r.pts === undefined))).toBe(true);
+    const later = await Promise.all(files.slice(1).map((f) => readMatroskaPackets(f)));
+    expect(later.some((rows) => rows!.some((r) => r.pts === undefined))).toBe(true);
   });
 
   it('leaves to ffprobe what it does not read: another container, a truncated file, unknown sizes', async () => {
-    expect(readMatroskaPackets(bframes)).toBeUndefined(); // MP4
+    expect(await readMatroskaPackets(bframes)).toBeUndefined(); // MP4
     const whole = join(dir, 'whole.mkv');
     await run('ffmpeg', ['-v', 'error', '-i', bframes, '-map', '0:V:0', '-c', 'copy', '-f', 'matroska', whole]);
     const bytes = await readFile(whole);
     const cut = join(dir, 'truncated.mkv');
     await writeFile(cut, bytes.subarray(0, Math.floor(bytes.length / 2)));
-    expect(readMatroskaPackets(cut)).toBeUndefined();
+    expect(await readMatroskaPackets(cut)).toBeUndefined();
     // Written to a pipe: the segment and its clusters have no size.
     const { stdout } = await run('ffmpeg', ['-v', 'error', '-i', bframes, '-map', '0:V:0', '-c', 'copy', '-f', 'matroska', 'pipe:1'], { encoding: 'buffer', maxBuffer: 64 * 1024 * 1024 });
     const piped = join(dir, 'piped.mkv');
     await writeFile(piped, stdout);
-    expect(readMatroskaPackets(piped)).toBeUndefined();
-    expect(() => readMatroskaPackets(join(dir, 'missing.mkv'))).toThrow(/ENOENT/);
+    expect(await readMatroskaPackets(piped)).toBeUndefined();
+    await expect(readMatroskaPackets(join(dir, 'missing.mkv'))).rejects.toThrow(/ENOENT/);
   });
 });
