@@ -150,7 +150,8 @@ export class AgentService {
             workDir: this.dirOf(ref),
             uploaderAddress: req.uploaderAddress,
             uploaderId: req.uploaderId,
-            ...(req.helper ? { helperChunks: req.helper.chunks } : { control }),
+            // A helper's run takes a release too: its owner failed, the chunks it has not started go back.
+            ...(req.helper ? { helperChunks: req.helper.chunks, control } : { control }),
           },
           this.deps,
           emit,

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { JobState } from '../proto/gen/tessera/v1/types.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 import { checkpoints, logLines, subSegmentsRedone } from './faults-helpers.js';
@@ -39,6 +39,42 @@ function dutyCycle(agentPid: number, stopMs: number, runMs: number): () => Promi
   };
 }
 
+/** The 12 s 540p source both clusters run (a keyframe every 15 frames, AAC beside it). */
+async function stealSource(file: string): Promise<void> {
+  await runFfmpeg(
+    [
+      '-hide_banner',
+      '-nostdin',
+      '-y',
+      '-loglevel',
+      'error',
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc2=size=960x540:rate=30:duration=12',
+      '-f',
+      'lavfi',
+      '-i',
+      'sine=frequency=440:sample_rate=48000:duration=12',
+      '-c:v',
+      'libx264',
+      '-preset',
+      'ultrafast',
+      '-g',
+      '15',
+      '-keyint_min',
+      '15',
+      '-sc_threshold',
+      '0',
+      '-c:a',
+      'aac',
+      '-shortest',
+      file,
+    ],
+    { noProgressMs: 120_000 },
+  );
+}
+
 // A straggler: one of two nodes is slowed to about a fifth of its speed. The healthy node finishes
 // its own segment, then takes the slow node's queued chunks (work stealing): each is released by
 // the owner before it starts, recorded in the checkpoint for the helper, and done exactly once.
@@ -52,38 +88,7 @@ describe("work stealing: a slow node's queued chunks move to an idle one", () =>
     t = await startTestCluster({ nodes: 2, slots: 1, tls: true, env: { MAX_CHUNK_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.2', SEGMENT_NO_PROGRESS_MS: '60000' } });
     work = await mkdtemp(join(tmpdir(), 'tessera-stealing-'));
     source = join(t.inputDir, 'steal-12s.mp4');
-    await runFfmpeg(
-      [
-        '-hide_banner',
-        '-nostdin',
-        '-y',
-        '-loglevel',
-        'error',
-        '-f',
-        'lavfi',
-        '-i',
-        'testsrc2=size=960x540:rate=30:duration=12',
-        '-f',
-        'lavfi',
-        '-i',
-        'sine=frequency=440:sample_rate=48000:duration=12',
-        '-c:v',
-        'libx264',
-        '-preset',
-        'ultrafast',
-        '-g',
-        '15',
-        '-keyint_min',
-        '15',
-        '-sc_threshold',
-        '0',
-        '-c:a',
-        'aac',
-        '-shortest',
-        source,
-      ],
-      { noProgressMs: 120_000 },
-    );
+    await stealSource(source);
   });
   afterAll(async () => {
     await t?.close();
@@ -212,5 +217,77 @@ describe("work stealing: a slow node's queued chunks move to an idle one", () =>
     for (let i = 0; i < src.length; i++) expect(Math.abs(out[i]! - src[i]!)).toBeLessThanOrEqual(0.001);
     const won = coord.filter((l) => l.msg === "the copy finished first: stopping the straggler's").length;
     console.log(`MEASURE duplicates: ${copies.length} copy(ies) of a straggler's running chunk, ${won} finished first; job ${((job.finishedAtMs - job.createdAtMs) / 1000).toFixed(1)} s`);
+  });
+});
+
+// The owner of a segment dies while a helper runs chunks of it: the helper finishes the chunk it
+// has under way (recorded once, under its own attempt) and gives back the ones it has not started;
+// only then is the segment reassigned. The redo is the dead node's own running chunk, nothing of
+// the helper's. Its own cluster: this test kills a node.
+describe('work stealing: the owner dies while its helper runs', () => {
+  let t: TestCluster;
+  let work: string;
+  let source: string;
+
+  beforeAll(async () => {
+    t = await startTestCluster({ nodes: 2, slots: 1, env: { MAX_CHUNK_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.2', SEGMENT_NO_PROGRESS_MS: '60000' } });
+    work = await mkdtemp(join(tmpdir(), 'tessera-stealing-kill-'));
+    source = join(t.inputDir, 'steal-12s.mp4');
+    await stealSource(source);
+  });
+  afterAll(async () => {
+    await t?.close();
+    if (work && !process.env.KEEP_TEST_DIRS) await rm(work, { recursive: true, force: true });
+  });
+
+  it("kill -9 of the owner: the helper's running chunk is recorded by the helper and not redone; frame-exact", async () => {
+    const { jobId } = await t.client.submit({ inputUri: source, ladder: [{ name: '', height: 540, videoBitrateKbps: 1500, codec: 'h264', preset: 'medium' }] });
+    for await (const j of t.client.watch(jobId)) if (j.state !== JobState.JOB_STATE_QUEUED && j.state !== JobState.JOB_STATE_PREPARING) break;
+    const [fast, slow] = t.cluster.nodeIds() as [string, string];
+    const stop = dutyCycle(t.cluster.pid(slow)!, 160, 40);
+    // The fast node finishes its own segment, takes the slow node's queued chunks and starts one.
+    let started: Record<string, unknown>;
+    try {
+      started = await vi.waitFor(
+        () => {
+          const l = logLines(t.dir, fast).find((x) => x.jobId === jobId && x.msg === 'sub-segment started' && Number(x.attempt) >= 10_000);
+          if (!l) throw new Error('the fast node has not started a chunk of the slow node yet');
+          return l;
+        },
+        { timeout: 90_000, interval: 50 },
+      );
+    } finally {
+      await stop();
+    }
+    t.cluster.signal(slow, 'SIGKILL');
+    const job = await t.client.wait(jobId);
+    expect(job.errorMessage).toBe('');
+    expect(job.state).toBe(JobState.JOB_STATE_SUCCEEDED);
+    const seg = Number(started.segment);
+    const sub = Number(started.sub);
+    const helperAttempt = Number(started.attempt);
+    // The coordinator waited for the helper before the segment ran again (on the fast node).
+    const coord = logLines(t.dir, 'coordinator-0').filter((l) => l.jobId === jobId);
+    expect(coord.some((l) => l.msg === "the segment's owner failed: its helpers finish the chunks they are running before it is reassigned" && l.segment === seg)).toBe(true);
+    expect(job.segments.find((s) => s.index === seg)!.attempt).toBeGreaterThanOrEqual(2);
+    // The chunk the helper was running at the kill: recorded by the helper, started by nobody else.
+    const cp = (await checkpoints(t.cluster.client(), jobId)).get(seg)!;
+    expect(cp.done.find((d) => d.sub === sub)).toMatchObject({ attempt: helperAttempt, nodeId: fast });
+    const startsOfSub = [fast, slow].flatMap((n) => logLines(t.dir, n).filter((l) => l.jobId === jobId && l.msg === 'sub-segment started' && l.segment === seg && l.sub === sub));
+    expect(startsOfSub.map((l) => Number(l.attempt))).toEqual([helperAttempt]);
+    // At most the dead node's one worker's chunk was redone; every chunk is recorded once.
+    const redone = subSegmentsRedone(t.dir, [fast, slow], jobId);
+    expect(redone).toBeLessThanOrEqual(1);
+    const subs = cp.done.map((d) => d.sub);
+    expect(new Set(subs).size).toBe(cp.boundaries.length - 1);
+    expect(subs.length).toBe(cp.boundaries.length - 1);
+    const a = await checkArchive(t.s3, job, work);
+    const file = join(work, `${job.id}-${a.manifest.renditions[0]!.file}`);
+    const [src, out] = await Promise.all([videoPts(source), videoPts(file)]);
+    expect(out.length).toBe(src.length);
+    for (let i = 0; i < src.length; i++) expect(Math.abs(out[i]! - src[i]!)).toBeLessThanOrEqual(0.001);
+    console.log(
+      `MEASURE owner killed while helped: chunk ${sub} of segment ${seg} finished by the helper (attempt ${helperAttempt}); ${redone} chunk(s) redone; job ${((job.finishedAtMs - job.createdAtMs) / 1000).toFixed(1)} s`,
+    );
   });
 });

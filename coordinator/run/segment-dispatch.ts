@@ -225,7 +225,8 @@ async function runAttempt(t: SegmentTask, d: DispatchDeps, s: DispatchState, log
     ? d.stealer.registerOwner(
         { key: `${t.jobId}/${s.seg.index}`, jobId: t.jobId, segment: s.seg.index, nodeId: node.id, attempt, ownerRevision, leaderTerm, helper: false, placement: t.placement, last: undefined },
         t.onEvent,
-        (victim, thief, helperAttempt, chunks, onEvent, sig) => runHelper(t, d, victim, thief, helperAttempt, chunks, onEvent, AbortSignal.any([sig, attemptAbort.signal])),
+        // A helper outlives a failed owner attempt until its running chunks are done (finishHelpers).
+        (victim, thief, helperAttempt, chunks, onEvent, sig) => runHelper(t, d, victim, thief, helperAttempt, chunks, onEvent, AbortSignal.any([sig, signal])),
       )
     : undefined;
   const task: SegmentTask = stealing ? { ...t, onEvent: stealing.event } : t;
@@ -271,7 +272,11 @@ async function runAttempt(t: SegmentTask, d: DispatchDeps, s: DispatchState, log
     // An attempt aborted because its node left fails with the abort's reason (the stream's
     // CANCELLED says nothing), unless the node had already reported the segment's own failure.
     const e = attemptAbort.signal.aborted && !isAppError(err, 'TRANSCODE_FAILED') ? (attemptAbort.signal.reason as unknown) : err;
-    throw asAppError(e, { what: `segment ${s.seg.index}`, unknown: { code: 'TRANSCODE_FAILED', retryable: true } });
+    const failure = asAppError(e, { what: `segment ${s.seg.index}`, unknown: { code: 'TRANSCODE_FAILED', retryable: true } });
+    // Before the segment runs again: chunks its helpers are running get done (and recorded) once.
+    if (stealing && failure.retryable) await stealing.finishHelpers(d.cfg.SEGMENT_NO_PROGRESS_MS, signal);
+    if (signal.aborted) throw signal.reason;
+    throw failure;
   } finally {
     stealing?.close();
     d.registry.off('removed', onRemoved);

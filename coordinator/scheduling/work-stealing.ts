@@ -160,6 +160,8 @@ interface OwnerState {
   helpers: Promise<void>[];
   /** Each helper's latest event, by helper attempt. */
   helperEvents: Map<number, SegmentEvent>;
+  /** Helper runs (and copies) still running, by helper attempt: their node, chunks and run. */
+  live: Map<number, { nodeId: string; chunks: number[]; run: Promise<void> }>;
   /** Relays the owner's and the helpers' progress as one segment event. */
   emit: (ev: SegmentEvent) => void;
   runHelper: HelperRunner;
@@ -234,8 +236,14 @@ export class WorkStealer {
     unit: WorkUnit,
     emit: (ev: SegmentEvent) => void,
     runHelper: HelperRunner,
-  ): { event: (ev: SegmentEvent) => void; settle: (waitMs: number) => Promise<boolean>; movedTo: () => string | undefined; close: () => void } {
-    const state: OwnerState = { unit, helpers: [], helperEvents: new Map(), emit, runHelper, abort: new AbortController(), released: false, movedTo: undefined };
+  ): {
+    event: (ev: SegmentEvent) => void;
+    settle: (waitMs: number) => Promise<boolean>;
+    finishHelpers: (waitMs: number, signal: AbortSignal) => Promise<void>;
+    movedTo: () => string | undefined;
+    close: () => void;
+  } {
+    const state: OwnerState = { unit, helpers: [], helperEvents: new Map(), live: new Map(), emit, runHelper, abort: new AbortController(), released: false, movedTo: undefined };
     this.owners.set(unit.key, state);
     return {
       event: (ev) => {
@@ -255,6 +263,7 @@ export class WorkStealer {
           if (Date.now() >= until) return false;
         }
       },
+      finishHelpers: (waitMs, signal) => this.finishHelpers(state, waitMs, signal),
       movedTo: () => state.movedTo,
       close: () => {
         state.abort.abort(new Error('owner run ended'));
@@ -329,7 +338,7 @@ export class WorkStealer {
     }
   }
 
-  /** Asks the owner's node to give up (or, with `cancelRunning`, stop) chunks of its run; answers those it did. */
+  /** Asks the node of run `v` (an owner's, or a helper's) to give up (or, with `cancelRunning`, stop) chunks of it; answers those it did. */
   private async releaseOnOwner(v: WorkUnit, chunks: number[], how: { all?: boolean; cancelRunning?: boolean } = {}): Promise<number[]> {
     const owner = this.d.registry.get(v.nodeId);
     if (!owner) return [];
@@ -354,10 +363,53 @@ export class WorkStealer {
       o.helperEvents.set(helperAttempt, ev);
       this.relay(o);
     };
+    const run = o.runHelper(v, thief, helperAttempt, chunks, onEvent, o.abort.signal);
+    o.live.set(helperAttempt, { nodeId: thief.id, chunks, run: run.catch(() => undefined) });
     try {
-      await o.runHelper(v, thief, helperAttempt, chunks, onEvent, o.abort.signal);
+      await run;
     } finally {
+      o.live.delete(helperAttempt);
       this.helpersInFlight.delete(unit.key);
+    }
+  }
+
+  /**
+   * The owner's attempt failed (its node died, left, or stopped answering): the helpers and copies
+   * still running chunks of its segment finish those before the segment is reassigned. Their
+   * checkpoint writes are fenced on this attempt's owner revision, which holds until the new
+   * attempt is written, so a chunk a live helper had under way is recorded once and not redone.
+   * Each helper first gives back the chunks it has not started (ReleaseChunks on the helper's run),
+   * which the new attempt takes with the dead owner's. Waits at most `waitMs`, or until `signal`.
+   */
+  private async finishHelpers(o: OwnerState, waitMs: number, signal: AbortSignal): Promise<void> {
+    if (o.live.size === 0) return;
+    const v = o.unit;
+    const runs = [...o.live].map(([attempt, h]) => ({ attempt, ...h }));
+    await Promise.all(
+      runs.map(async (h) =>
+        this.releaseOnOwner({ ...v, nodeId: h.nodeId, attempt: h.attempt }, h.chunks).catch((err: unknown) => {
+          this.d.log.warn({ jobId: v.jobId, segment: v.segment, node: h.nodeId, helperAttempt: h.attempt, err: errorMessage(err) }, 'could not take back the chunks a helper had not started');
+          return [];
+        }),
+      ),
+    ).then((given) => {
+      this.d.log.info(
+        { jobId: v.jobId, segment: v.segment, owner: v.nodeId, helpers: runs.map((h, i) => ({ node: h.nodeId, helperAttempt: h.attempt, givenBack: given[i] })) },
+        "the segment's owner failed: its helpers finish the chunks they are running before it is reassigned",
+      );
+    });
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort = (): void => undefined;
+    const ended = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, waitMs);
+      onAbort = resolve;
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      await Promise.race([Promise.all(runs.map((h) => h.run)), ended]);
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
     }
   }
 
