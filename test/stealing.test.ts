@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { JobState } from '../proto/gen/tessera/v1/types.js';
+import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
 import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
 import { checkpoints, logLines, subSegmentsRedone } from './faults-helpers.js';
 import { checkArchive, ffmpegChildren, startTestCluster, type TestCluster } from './helpers.js';
@@ -73,6 +73,15 @@ async function stealSource(file: string): Promise<void> {
     ],
     { noProgressMs: 120_000 },
   );
+}
+
+/** The job's rendition in S3 has every source frame once, on its own timestamp (no duplicated or missing part). */
+async function expectFrameExact(t: TestCluster, job: Job, work: string, source: string): Promise<void> {
+  const a = await checkArchive(t.s3, job, work);
+  const file = join(work, `${job.id}-${a.manifest.renditions[0]!.file}`);
+  const [src, out] = await Promise.all([videoPts(source), videoPts(file)]);
+  expect(out.length).toBe(src.length);
+  for (let i = 0; i < src.length; i++) expect(Math.abs(out[i]! - src[i]!)).toBeLessThanOrEqual(0.001);
 }
 
 // A straggler: one of two nodes is slowed to about a fifth of its speed. The healthy node finishes
@@ -157,13 +166,7 @@ describe("work stealing: a slow node's queued chunks move to an idle one", () =>
     expect(released.length).toBeGreaterThanOrEqual(1);
 
     // Frame-exact: every source frame once, on its own timestamp (no duplicated or missing part).
-    const a = await checkArchive(t.s3, job, work);
-    const file = join(work, `${job.id}-${a.manifest.renditions[0]!.file}`);
-    const [src, out] = await Promise.all([videoPts(source), videoPts(file)]);
-    expect(out.length).toBe(src.length);
-    let worst = 0;
-    for (let i = 0; i < src.length; i++) worst = Math.max(worst, Math.abs(out[i]! - src[i]!));
-    expect(worst).toBeLessThanOrEqual(0.001);
+    await expectFrameExact(t, job, work, source);
     console.log(
       `MEASURE stealing: ${byNode1.length} of ${cp.boundaries.length - 1} chunks of the slow node's segment done by the other node (${helpers.length} helper run(s), ${copies.length} copy(ies) of a running chunk); job ${((job.finishedAtMs - job.createdAtMs) / 1000).toFixed(1)} s`,
     );
@@ -210,11 +213,7 @@ describe("work stealing: a slow node's queued chunks move to an idle one", () =>
       expect(new Set(subs).size).toBe(cp.boundaries.length - 1);
       expect(subs.length).toBe(cp.boundaries.length - 1);
     }
-    const a = await checkArchive(t.s3, job, work);
-    const file = join(work, `${job.id}-${a.manifest.renditions[0]!.file}`);
-    const [src, out] = await Promise.all([videoPts(source), videoPts(file)]);
-    expect(out.length).toBe(src.length);
-    for (let i = 0; i < src.length; i++) expect(Math.abs(out[i]! - src[i]!)).toBeLessThanOrEqual(0.001);
+    await expectFrameExact(t, job, work, source);
     const won = coord.filter((l) => l.msg === "the copy finished first: stopping the straggler's").length;
     console.log(`MEASURE duplicates: ${copies.length} copy(ies) of a straggler's running chunk, ${won} finished first; job ${((job.finishedAtMs - job.createdAtMs) / 1000).toFixed(1)} s`);
   });
@@ -281,11 +280,7 @@ describe('work stealing: the owner dies while its helper runs', () => {
     const subs = cp.done.map((d) => d.sub);
     expect(new Set(subs).size).toBe(cp.boundaries.length - 1);
     expect(subs.length).toBe(cp.boundaries.length - 1);
-    const a = await checkArchive(t.s3, job, work);
-    const file = join(work, `${job.id}-${a.manifest.renditions[0]!.file}`);
-    const [src, out] = await Promise.all([videoPts(source), videoPts(file)]);
-    expect(out.length).toBe(src.length);
-    for (let i = 0; i < src.length; i++) expect(Math.abs(out[i]! - src[i]!)).toBeLessThanOrEqual(0.001);
+    await expectFrameExact(t, job, work, source);
     console.log(
       `MEASURE owner killed while helped: chunk ${sub} of segment ${seg} finished by the helper (attempt ${helperAttempt}); ${redone} chunk(s) redone; job ${((job.finishedAtMs - job.createdAtMs) / 1000).toFixed(1)} s`,
     );

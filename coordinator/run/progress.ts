@@ -38,6 +38,11 @@ export class EtaEstimator {
   /** Frames encoded so far (of `total`) at `now` (ms). */
   frames(now: number, done: number): void {
     this.transcodeStart ??= now;
+    // Throughput counts from the first frame encoded. The seconds before it (segments crossing to
+    // their nodes, cut into chunks, the encoders starting) do not recur; in the windows of the
+    // first samples they read as a rate of a few frames a second, and the p90 of a 44 s job was
+    // 690 s at a quarter of it (BENCHMARKS.md, ETA error).
+    if (this.points.length === 0 && done <= 0) return;
     this.points.push({ t: now, frames: done });
     while (this.points.length > 2 && this.points[1]!.t <= now - RATE_WINDOW_MS) this.points.shift();
     if (now - this.lastSample < SAMPLE_EVERY_MS) return;
