@@ -12,6 +12,8 @@ const SAMPLE_EVERY_MS = 1_000;
 const MAX_SAMPLES = 90;
 /** The latest samples the p50 follows (each spans 10 s, so about the last 15 s of the job). */
 const RECENT_SAMPLES = 5;
+/** Finalize time (merge, zip, upload) as a share of the transcode time so far, until it starts. */
+const MERGE_SHARE = 0.05;
 
 function quantile(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.floor(q * (sorted.length - 1))))]!;
@@ -24,8 +26,10 @@ function quantile(sorted: readonly number[], q: number): number {
  * the p90 one. (The median of all samples let a slow start hold the p50 down long after the
  * cluster had sped up: with 120 half-second chunks on a busy 2-core machine it read 229 s at a
  * quarter of a job that had 21 s left.) Merging is
- * estimated from its own progress once it has started, and until then as a tenth of the
- * transcode time so far (stream copies and a zip: a small share; BENCHMARKS.md has the ratios).
+ * estimated from its own progress once it has started, and until then as a twentieth of the
+ * transcode time so far (stream copies, a zip and an upload: 3-4 % of the transcode in the 30 and
+ * 60 s 1080p benchmarks of 2026-12-01, 7 % with HLS and DASH packaging; a tenth, used until then,
+ * put the p50 22 % over at three quarters of a job).
  */
 export class EtaEstimator {
   private points: { t: number; frames: number }[] = [];
@@ -72,7 +76,7 @@ export class EtaEstimator {
     if (positive.length === 0 || this.transcodeStart === undefined) return undefined;
     const sorted = [...positive].sort((a, b) => a - b);
     const recent = positive.slice(-RECENT_SAMPLES).sort((a, b) => a - b);
-    const merge = ((now - this.transcodeStart) / 1000) * 0.1;
+    const merge = ((now - this.transcodeStart) / 1000) * MERGE_SHARE;
     const p50 = remainingFrames / quantile(recent, 0.5) + merge;
     const p90 = remainingFrames / quantile(sorted, 0.1) + merge * 1.5;
     return [p50, Math.max(p50, p90)];
