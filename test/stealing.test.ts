@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { JobState, type Job } from '../proto/gen/tessera/v1/types.js';
-import { runFfmpeg } from '../transcoder/run-ffmpeg.js';
+import { makeSample } from '../deploy/sample.js';
 import { checkpoints, logLines, subSegmentsRedone } from './faults-helpers.js';
 import { checkArchive, ffmpegChildren, startTestCluster, type TestCluster } from './helpers.js';
 import { videoPts } from './media-helpers.js';
@@ -40,39 +40,8 @@ function dutyCycle(agentPid: number, stopMs: number, runMs: number): () => Promi
 }
 
 /** The 12 s 540p source both clusters run (a keyframe every 15 frames, AAC beside it). */
-async function stealSource(file: string): Promise<void> {
-  await runFfmpeg(
-    [
-      '-hide_banner',
-      '-nostdin',
-      '-y',
-      '-loglevel',
-      'error',
-      '-f',
-      'lavfi',
-      '-i',
-      'testsrc2=size=960x540:rate=30:duration=12',
-      '-f',
-      'lavfi',
-      '-i',
-      'sine=frequency=440:sample_rate=48000:duration=12',
-      '-c:v',
-      'libx264',
-      '-preset',
-      'ultrafast',
-      '-g',
-      '15',
-      '-keyint_min',
-      '15',
-      '-sc_threshold',
-      '0',
-      '-c:a',
-      'aac',
-      '-shortest',
-      file,
-    ],
-    { noProgressMs: 120_000 },
-  );
+function stealSource(file: string): Promise<void> {
+  return makeSample(file, { seconds: 12, width: 960, height: 540, fps: 30, gop: 15 });
 }
 
 /** The job's rendition in S3 has every source frame once, on its own timestamp (no duplicated or missing part). */
