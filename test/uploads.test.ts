@@ -20,7 +20,7 @@ import { nodeArgs } from '../common/node-entry.js';
 
 // Large inputs get in: uploads are stored in S3 as multipart parts while they arrive, and an
 // interrupted upload resumes from what the cluster holds. The size is LARGE_UPLOAD_MB (default
-// 300 MB, about 19 parts of 16 MiB, so CI stays short; BENCHMARKS.md reports a 6 GB run of this test), sent over a link to
+// 300 MB, 60 parts of 5 MiB (UPLOAD_PART_BYTES below), so CI stays short; BENCHMARKS.md reports a 6 GB run of this test), sent over a link to
 // the S3 server limited by tc to LARGE_UPLOAD_MBIT (default 400 Mbit/s; test/tc-port.ts).
 const SIZE = Number(process.env.LARGE_UPLOAD_MB ?? 300) * 1024 ** 2;
 const MBIT = Number(process.env.LARGE_UPLOAD_MBIT ?? 400);
