@@ -151,7 +151,8 @@ export class AgentService {
             uploaderAddress: req.uploaderAddress,
             uploaderId: req.uploaderId,
             // A helper's run takes a release too: its owner failed, the chunks it has not started go back.
-            ...(req.helper ? { helperChunks: req.helper.chunks, control } : { control }),
+            control,
+            ...(req.helper ? { helperChunks: req.helper.chunks } : {}),
           },
           this.deps,
           emit,

@@ -53,30 +53,49 @@ async function expectFrameExact(t: TestCluster, job: Job, work: string, source: 
   for (let i = 0; i < src.length; i++) expect(Math.abs(out[i]! - src[i]!)).toBeLessThanOrEqual(0.001);
 }
 
+/** What a describe block's stealing cluster gives its tests (set in its beforeAll). */
+interface StealCluster {
+  t: TestCluster;
+  work: string;
+  source: string;
+}
+
+/**
+ * Two agents with one slot each (a node's queue of chunks waits for its only worker), 1 s chunks,
+ * and the 12 s source, started before the describe block's tests and removed after them.
+ */
+function stealCluster(o: { tls: boolean; workPrefix: string }): StealCluster {
+  const s = {} as StealCluster;
+  beforeAll(async () => {
+    s.t = await startTestCluster({ nodes: 2, slots: 1, tls: o.tls, env: { MAX_CHUNK_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.2', SEGMENT_NO_PROGRESS_MS: '60000' } });
+    s.work = await mkdtemp(join(tmpdir(), o.workPrefix));
+    s.source = join(s.t.inputDir, 'steal-12s.mp4');
+    await stealSource(s.source);
+  });
+  afterAll(async () => {
+    await s.t?.close();
+    if (s.work && !process.env.KEEP_TEST_DIRS) await rm(s.work, { recursive: true, force: true });
+  });
+  return s;
+}
+
+/** Submits the stealing job (540p x264 medium) and returns once it is past preparing. */
+async function submitRunning(t: TestCluster, source: string): Promise<string> {
+  const { jobId } = await t.client.submit({ inputUri: source, ladder: [{ name: '', height: 540, videoBitrateKbps: 1500, codec: 'h264', preset: 'medium' }] });
+  for await (const j of t.client.watch(jobId)) if (j.state !== JobState.JOB_STATE_QUEUED && j.state !== JobState.JOB_STATE_PREPARING) break;
+  return jobId;
+}
+
 // A straggler: one of two nodes is slowed to about a fifth of its speed. The healthy node finishes
 // its own segment, then takes the slow node's queued chunks (work stealing): each is released by
 // the owner before it starts, recorded in the checkpoint for the helper, and done exactly once.
 describe("work stealing: a slow node's queued chunks move to an idle one", () => {
-  let t: TestCluster;
-  let work: string;
-  let source: string;
-
-  beforeAll(async () => {
-    // One slot per node: the test is about a node's queue of chunks waiting for its only worker.
-    t = await startTestCluster({ nodes: 2, slots: 1, tls: true, env: { MAX_CHUNK_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.2', SEGMENT_NO_PROGRESS_MS: '60000' } });
-    work = await mkdtemp(join(tmpdir(), 'tessera-stealing-'));
-    source = join(t.inputDir, 'steal-12s.mp4');
-    await stealSource(source);
-  });
-  afterAll(async () => {
-    await t?.close();
-    if (work && !process.env.KEEP_TEST_DIRS) await rm(work, { recursive: true, force: true });
-  });
+  const s = stealCluster({ tls: true, workPrefix: 'tessera-stealing-' });
 
   it('moves queued chunks from the straggler; the output is frame-exact with every chunk once', async () => {
-    const { jobId } = await t.client.submit({ inputUri: source, ladder: [{ name: '', height: 540, videoBitrateKbps: 1500, codec: 'h264', preset: 'medium' }] });
+    const { t, work, source } = s;
     // Slow one node once the job runs (its segment planned from its core count, like node-1's).
-    for await (const j of t.client.watch(jobId)) if (j.state !== JobState.JOB_STATE_QUEUED && j.state !== JobState.JOB_STATE_PREPARING) break;
+    const jobId = await submitRunning(t, source);
     const [fast, slow] = t.cluster.nodeIds() as [string, string];
     const pid = t.cluster.pid(slow);
     if (pid === undefined) throw new Error(`${slow} has no process`);
@@ -142,11 +161,11 @@ describe("work stealing: a slow node's queued chunks move to an idle one", () =>
   });
 
   it('a second straggler job, planned from the measured speeds: any copy of a running chunk is recorded once and the other stopped; frame-exact', async () => {
+    const { t, work, source } = s;
     const [fast, slow] = t.cluster.nodeIds() as [string, string];
     // The first test measured both nodes: the slow one's speed is a fraction of the fast one's,
     // so its share is small and its last chunk is what the job waits for.
-    const { jobId } = await t.client.submit({ inputUri: source, ladder: [{ name: '', height: 540, videoBitrateKbps: 1500, codec: 'h264', preset: 'medium' }] });
-    for await (const j of t.client.watch(jobId)) if (j.state !== JobState.JOB_STATE_QUEUED && j.state !== JobState.JOB_STATE_PREPARING) break;
+    const jobId = await submitRunning(t, source);
     const stop = dutyCycle(t.cluster.pid(slow)!, 190, 10);
     let job;
     try {
@@ -193,24 +212,11 @@ describe("work stealing: a slow node's queued chunks move to an idle one", () =>
 // only then is the segment reassigned. The redo is the dead node's own running chunk, nothing of
 // the helper's. Its own cluster: this test kills a node.
 describe('work stealing: the owner dies while its helper runs', () => {
-  let t: TestCluster;
-  let work: string;
-  let source: string;
-
-  beforeAll(async () => {
-    t = await startTestCluster({ nodes: 2, slots: 1, env: { MAX_CHUNK_SEC: '1', MIN_SUB_SEGMENT_SEC: '0.2', SEGMENT_NO_PROGRESS_MS: '60000' } });
-    work = await mkdtemp(join(tmpdir(), 'tessera-stealing-kill-'));
-    source = join(t.inputDir, 'steal-12s.mp4');
-    await stealSource(source);
-  });
-  afterAll(async () => {
-    await t?.close();
-    if (work && !process.env.KEEP_TEST_DIRS) await rm(work, { recursive: true, force: true });
-  });
+  const s = stealCluster({ tls: false, workPrefix: 'tessera-stealing-kill-' });
 
   it("kill -9 of the owner: the helper's running chunk is recorded by the helper and not redone; frame-exact", async () => {
-    const { jobId } = await t.client.submit({ inputUri: source, ladder: [{ name: '', height: 540, videoBitrateKbps: 1500, codec: 'h264', preset: 'medium' }] });
-    for await (const j of t.client.watch(jobId)) if (j.state !== JobState.JOB_STATE_QUEUED && j.state !== JobState.JOB_STATE_PREPARING) break;
+    const { t, work, source } = s;
+    const jobId = await submitRunning(t, source);
     const [fast, slow] = t.cluster.nodeIds() as [string, string];
     const stop = dutyCycle(t.cluster.pid(slow)!, 160, 40);
     // The fast node finishes its own segment, takes the slow node's queued chunks and starts one.

@@ -1,5 +1,6 @@
 import type { Etcd3 } from 'etcd3';
 import { errorMessage } from '../../common/errors.js';
+import { sleep } from '../../common/retry.js';
 import { callUnary } from '../../common/grpc.js';
 import type { ClientCache } from '../../common/grpc-clients.js';
 import type { Keys } from '../../common/keys.js';
@@ -385,31 +386,23 @@ export class WorkStealer {
     if (o.live.size === 0) return;
     const v = o.unit;
     const runs = [...o.live].map(([attempt, h]) => ({ attempt, ...h }));
-    await Promise.all(
-      runs.map(async (h) =>
+    const given = await Promise.all(
+      runs.map((h) =>
         this.releaseOnOwner({ ...v, nodeId: h.nodeId, attempt: h.attempt }, h.chunks).catch((err: unknown) => {
           this.d.log.warn({ jobId: v.jobId, segment: v.segment, node: h.nodeId, helperAttempt: h.attempt, err: errorMessage(err) }, 'could not take back the chunks a helper had not started');
           return [];
         }),
       ),
-    ).then((given) => {
-      this.d.log.info(
-        { jobId: v.jobId, segment: v.segment, owner: v.nodeId, helpers: runs.map((h, i) => ({ node: h.nodeId, helperAttempt: h.attempt, givenBack: given[i] })) },
-        "the segment's owner failed: its helpers finish the chunks they are running before it is reassigned",
-      );
-    });
-    let timer: NodeJS.Timeout | undefined;
-    let onAbort = (): void => undefined;
-    const ended = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, waitMs);
-      onAbort = resolve;
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
+    );
+    this.d.log.info(
+      { jobId: v.jobId, segment: v.segment, owner: v.nodeId, helpers: runs.map((h, i) => ({ node: h.nodeId, helperAttempt: h.attempt, givenBack: given[i] })) },
+      "the segment's owner failed: its helpers finish the chunks they are running before it is reassigned",
+    );
+    const waited = new AbortController(); // ends the bound's timer once the runs are done
     try {
-      await Promise.race([Promise.all(runs.map((h) => h.run)), ended]);
+      await Promise.race([Promise.all(runs.map((h) => h.run)), sleep(waitMs, AbortSignal.any([signal, waited.signal])).catch(() => undefined)]);
     } finally {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
+      waited.abort();
     }
   }
 
